@@ -1,0 +1,30 @@
+//! # agora-proto
+//!
+//! Everything agora puts on the wire, and nothing that opens a socket:
+//!
+//! - [`address`]: the one address syntax (`host:port`, `unix:/path`, …);
+//! - [`frame`]: the length-prefixed frames of Python's `multiprocessing.connection`;
+//! - [`auth`]: the mutual HMAC challenge (CPython 3.12+, with the legacy MD5 answer);
+//! - [`value`]: the dynamic [`Value`] shared by both dialects, with Python's equality,
+//!   hashing, ordering and `repr`, and serde conversion from and to any Rust type;
+//! - [`slice`]: Python slices as they travel in a [`Value`];
+//! - [`native`]: the native dialect's requests and replies (MessagePack);
+//! - [`error`]: the error codes both dialects report;
+//! - [`io`] (feature `tokio`, on by default): frame and handshake drivers over any
+//!   `AsyncRead + AsyncWrite`, shared by the server and the client.
+//!
+//! The server and the client both depend on this crate; it depends on neither.
+
+pub mod address;
+pub mod auth;
+pub mod error;
+pub mod frame;
+#[cfg(feature = "tokio")]
+pub mod io;
+pub mod native;
+pub mod slice;
+pub mod value;
+
+pub use address::Address;
+pub use error::{ErrorCode, WireError};
+pub use value::{from_value, to_value, Value};

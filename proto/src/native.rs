@@ -1,0 +1,304 @@
+//! The native dialect: MessagePack requests and replies, each carrying a request id.
+//!
+//! After the handshake a native client sends one [`Hello`]; the server answers
+//! [`Welcome`]. From then on the client sends [`Request`]s and the server sends
+//! [`Response`]s with the request's id. Many requests may be in flight on one
+//! connection (pipelining); they take effect in the order sent, and a request that
+//! blocks (a queue get, a lock acquire) parks without holding up those behind it, so
+//! responses may come back out of order.
+//!
+//! A response with id [`CONNECTION_ERROR_ID`] is not an answer to any request: the
+//! server is about to close the connection and says why (an oversized frame, a
+//! protocol error, shutdown).
+//!
+//! Objects are addressed by the [`ObjectId`] that [`Op::Open`] returned. Methods are
+//! named by their Python names (`__getitem__`, `append`, …) plus agora's own atomic
+//! operations, so one dispatch serves both dialects.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Value, WireError};
+
+/// The native protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The magic string a native [`Hello`] starts with.
+pub const MAGIC: &str = "agora";
+/// The response id reserved for connection-level errors sent just before a close.
+pub const CONNECTION_ERROR_ID: u64 = 0;
+
+/// A server-assigned object id: unique for the life of the server, never reused.
+pub type ObjectId = u64;
+
+/// The first message of a native client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: String,
+    /// The client's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// A free-form client name, for logs (`"worker-3"`, the program name…).
+    pub client: String,
+}
+
+/// The server's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The server's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The server's software version.
+    pub server: String,
+    /// This connection's session id.
+    pub session: u64,
+    /// The largest frame body the server accepts.
+    pub max_frame: u64,
+    /// How many requests may be parked (blocked) at once on this connection.
+    pub max_in_flight: u32,
+}
+
+/// The kind of a shared object: Python's typeid for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Kind {
+    /// `dict`
+    Dict,
+    /// `list`
+    List,
+    /// `Value`
+    Value,
+    /// `Array`
+    Array,
+    /// `Namespace`
+    Namespace,
+    /// `Queue`
+    Queue,
+    /// `JoinableQueue`
+    JoinableQueue,
+    /// `Lock`
+    Lock,
+    /// `RLock`
+    RLock,
+    /// `Semaphore`
+    Semaphore,
+    /// `BoundedSemaphore`
+    BoundedSemaphore,
+    /// `Condition`
+    Condition,
+    /// `Event`
+    Event,
+    /// `Barrier`
+    Barrier,
+    /// Any other typeid (custom types registered by an embedding program).
+    Other(String),
+}
+
+impl Kind {
+    /// Every built-in kind.
+    pub const BUILTIN: [Kind; 14] = [
+        Kind::Dict,
+        Kind::List,
+        Kind::Value,
+        Kind::Array,
+        Kind::Namespace,
+        Kind::Queue,
+        Kind::JoinableQueue,
+        Kind::Lock,
+        Kind::RLock,
+        Kind::Semaphore,
+        Kind::BoundedSemaphore,
+        Kind::Condition,
+        Kind::Event,
+        Kind::Barrier,
+    ];
+
+    /// The typeid, as Python's `SyncManager` registers it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Kind::Dict => "dict",
+            Kind::List => "list",
+            Kind::Value => "Value",
+            Kind::Array => "Array",
+            Kind::Namespace => "Namespace",
+            Kind::Queue => "Queue",
+            Kind::JoinableQueue => "JoinableQueue",
+            Kind::Lock => "Lock",
+            Kind::RLock => "RLock",
+            Kind::Semaphore => "Semaphore",
+            Kind::BoundedSemaphore => "BoundedSemaphore",
+            Kind::Condition => "Condition",
+            Kind::Event => "Event",
+            Kind::Barrier => "Barrier",
+            Kind::Other(name) => name,
+        }
+    }
+
+    /// The kind for a typeid; also accepts lowercase spellings (`queue`, `lock`) as
+    /// operators type them in `--expose`.
+    pub fn parse(typeid: &str) -> Kind {
+        Kind::BUILTIN
+            .into_iter()
+            .find(|k| k.as_str() == typeid || k.as_str().eq_ignore_ascii_case(typeid))
+            .unwrap_or_else(|| Kind::Other(typeid.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for Kind {
+    fn from(s: String) -> Kind {
+        Kind::parse(&s)
+    }
+}
+
+impl From<Kind> for String {
+    fn from(k: Kind) -> String {
+        k.as_str().to_owned()
+    }
+}
+
+/// A native request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client, echoed in the response; never [`CONNECTION_ERROR_ID`].
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Positional and keyword arguments of a constructor or method.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Args {
+    /// Positional arguments.
+    pub positional: Vec<Value>,
+    /// Keyword arguments, by parameter name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<(String, Value)>,
+}
+
+impl Args {
+    /// Positional arguments only.
+    pub fn positional(values: Vec<Value>) -> Args {
+        Args { positional: values, keywords: Vec::new() }
+    }
+}
+
+/// The operations of the native dialect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Find or create an object and take a handle to it. With a name: get-or-create the
+    /// named object (an existing name of another kind is [`crate::ErrorCode::WrongKind`];
+    /// `args` are used only when creating). Without: create an anonymous object that
+    /// lives while handles to it exist. Replies [`Reply::Opened`].
+    Open {
+        /// The object's kind.
+        kind: Kind,
+        /// The name, for a named object.
+        name: Option<String>,
+        /// Constructor arguments, as Python's constructor for the kind takes them.
+        args: Args,
+    },
+    /// Take another handle on an object this session can already see by id (the
+    /// native form of Python's `incref`). Replies [`Reply::Opened`].
+    Attach {
+        /// The object.
+        object: ObjectId,
+    },
+    /// Call a method. Replies [`Reply::Value`].
+    Call {
+        /// The object (from [`Reply::Opened`]).
+        object: ObjectId,
+        /// The method's name.
+        method: String,
+        /// Its arguments.
+        args: Args,
+    },
+    /// Give back one handle (the proxy was dropped). Replies [`Reply::Done`].
+    Release {
+        /// The object.
+        object: ObjectId,
+    },
+    /// Delete a named object: its name is freed, calls through existing handles fail with
+    /// [`crate::ErrorCode::NoSuchObject`]. Replies [`Reply::Done`].
+    Delete {
+        /// The name.
+        name: String,
+    },
+    /// Abandon a parked request of this connection (its client stopped waiting). The
+    /// parked request is answered with [`crate::ErrorCode::Timeout`] if it had not
+    /// completed; nothing it would have received is lost. Replies [`Reply::Done`].
+    Cancel {
+        /// The id of the request to abandon.
+        request: u64,
+    },
+    /// A round trip that does nothing; also the heartbeat. Replies [`Reply::Done`].
+    Ping,
+}
+
+/// A native response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id, or [`CONNECTION_ERROR_ID`].
+    pub id: u64,
+    /// The outcome.
+    pub result: Result<Reply, WireError>,
+}
+
+/// A successful outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The result of a method call.
+    Value(Value),
+    /// The object a [`Op::Open`] or [`Op::Attach`] found or created.
+    Opened {
+        /// Its id.
+        object: ObjectId,
+        /// Its kind.
+        kind: Kind,
+        /// True if this request created it.
+        created: bool,
+    },
+    /// Done, nothing to return.
+    Done,
+}
+
+/// Encodes a message as MessagePack (structs as arrays, the compact form).
+pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    rmp_serde::encode::write(out, message)
+        .map_err(|e| WireError::new(crate::ErrorCode::Internal, format!("cannot encode message: {e}")))
+}
+
+/// Decodes a MessagePack message, rejecting malformed input with a protocol error.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| WireError::new(crate::ErrorCode::Protocol, format!("malformed native message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_python_typeids() {
+        for kind in Kind::BUILTIN {
+            assert_eq!(Kind::parse(kind.as_str()), kind);
+        }
+        assert_eq!(Kind::parse("queue"), Kind::Queue);
+        assert_eq!(Kind::parse("Counter"), Kind::Other("Counter".into()));
+    }
+
+    #[test]
+    fn hello_never_looks_like_a_pickle() {
+        let mut out = Vec::new();
+        encode(&Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: "t".into() }, &mut out).unwrap();
+        assert_ne!(out[0], 0x80, "a pickle starts with 0x80; the dialect switch relies on this");
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error() {
+        let err = decode::<Request>(&[0xc1, 0xff, 0x00]).unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::Protocol);
+    }
+}

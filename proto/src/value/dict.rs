@@ -1,0 +1,663 @@
+//! [`Dict`] (insertion ordered, like Python's dict) and [`Set`].
+//!
+//! Both sit on one private [`Table`], laid out like CPython's dict: a dense `Vec` of
+//! entries in insertion order (each with its key's cached hash), plus a
+//! [`hashbrown::HashTable`] of indices into it. Insert, lookup and delete are O(1) on
+//! average. A delete leaves a tombstone in the entry vector so that no other entry
+//! moves; tombstones at the end are dropped at once, and the vector is compacted
+//! when tombstones outnumber live entries or when it would otherwise have to grow.
+//!
+//! Python semantics kept: re-inserting an existing key keeps its original position and
+//! its original key object (`d[1.0] = x` on a dict holding `1` keeps the key `1`); a
+//! key deleted and inserted again goes to the end; `popitem` is LIFO. Lookups take a
+//! `&Value` and never clone it. Keys follow [`hash_value`] and [`Value::py_eq`].
+use std::fmt;
+
+use hashbrown::HashTable;
+
+use super::key::hash_value;
+use super::Value;
+use crate::WireError;
+
+/// One live entry: the key, its hash, and what it maps to.
+#[derive(Clone)]
+struct Slot<V> {
+    hash: u64,
+    key: Value,
+    value: V,
+}
+
+/// The insertion-ordered hash table behind [`Dict`] (`V = Value`) and [`Set`] (`V = ()`).
+#[derive(Clone)]
+struct Table<V> {
+    /// Entries in insertion order; `None` is a tombstone. Never ends with a tombstone.
+    entries: Vec<Option<Slot<V>>>,
+    /// Indices of the live entries, hashed by their key's hash.
+    index: HashTable<usize>,
+    /// Number of live entries.
+    live: usize,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table { entries: Vec::new(), index: HashTable::new(), live: 0 }
+    }
+}
+
+/// The stored hash of entry `i` (used by the index when it rehashes).
+fn slot_hash<V>(entries: &[Option<Slot<V>>], i: usize) -> u64 {
+    entries.get(i).and_then(Option::as_ref).map_or(0, |s| s.hash)
+}
+
+impl<V> Table<V> {
+    fn with_capacity(n: usize) -> Self {
+        Table { entries: Vec::with_capacity(n), index: HashTable::with_capacity(n), live: 0 }
+    }
+
+    /// The entry index of `key`, whose hash is `hash`.
+    fn find(&self, hash: u64, key: &Value) -> Option<usize> {
+        let entries = &self.entries;
+        let matches = |&i: &usize| match entries.get(i) {
+            Some(Some(s)) => s.hash == hash && s.key.py_eq(key),
+            _ => false,
+        };
+        self.index.find(hash, matches).copied()
+    }
+
+    fn slot(&self, i: usize) -> Option<&Slot<V>> {
+        self.entries.get(i)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, i: usize) -> Option<&mut Slot<V>> {
+        self.entries.get_mut(i)?.as_mut()
+    }
+
+    fn get(&self, key: &Value) -> Result<Option<&Slot<V>>, WireError> {
+        let hash = hash_value(key)?;
+        Ok(self.find(hash, key).and_then(|i| self.slot(i)))
+    }
+
+    /// Inserts or replaces; a replaced entry keeps its key and position.
+    fn insert(&mut self, key: Value, value: V) -> Result<Option<V>, WireError> {
+        let hash = hash_value(&key)?;
+        if let Some(slot) = self.find(hash, &key).and_then(|i| self.slot_mut(i)) {
+            return Ok(Some(std::mem::replace(&mut slot.value, value)));
+        }
+        self.push(Slot { hash, key, value });
+        Ok(None)
+    }
+
+    /// Appends a slot whose key is known to be absent.
+    fn push(&mut self, slot: Slot<V>) {
+        let tombstones = self.entries.len() - self.live;
+        if tombstones > 0 && self.entries.len() == self.entries.capacity() && tombstones * 8 >= self.entries.len() {
+            self.compact();
+        }
+        let hash = slot.hash;
+        self.entries.push(Some(slot));
+        let Table { entries, index, .. } = self;
+        index.insert_unique(hash, entries.len() - 1, |&i| slot_hash(entries, i));
+        self.live += 1;
+    }
+
+    fn remove(&mut self, key: &Value) -> Result<Option<Slot<V>>, WireError> {
+        let hash = hash_value(key)?;
+        let Table { entries, index, .. } = self;
+        let matches = |&i: &usize| match entries.get(i) {
+            Some(Some(s)) => s.hash == hash && s.key.py_eq(key),
+            _ => false,
+        };
+        let Ok(found) = index.find_entry(hash, matches) else {
+            return Ok(None);
+        };
+        let (i, _) = found.remove();
+        Ok(self.take_slot(i))
+    }
+
+    /// Removes the last entry (Python's `popitem`).
+    fn pop_last(&mut self) -> Option<Slot<V>> {
+        let i = self.entries.len().checked_sub(1)?;
+        let hash = self.slot(i)?.hash;
+        if let Ok(found) = self.index.find_entry(hash, |&j| j == i) {
+            found.remove();
+        }
+        self.take_slot(i)
+    }
+
+    /// Turns entry `i` (already gone from the index) into a tombstone and tidies up.
+    fn take_slot(&mut self, i: usize) -> Option<Slot<V>> {
+        let slot = self.entries.get_mut(i)?.take()?;
+        self.live -= 1;
+        while matches!(self.entries.last(), Some(None)) {
+            self.entries.pop();
+        }
+        if self.entries.len() - self.live > self.live.max(8) {
+            self.compact();
+        }
+        Some(slot)
+    }
+
+    /// Drops every tombstone and rebuilds the index.
+    fn compact(&mut self) {
+        self.entries.retain(Option::is_some);
+        let Table { entries, index, .. } = self;
+        index.clear();
+        for (i, slot) in entries.iter().enumerate() {
+            let hash = slot.as_ref().map_or(0, |s| s.hash);
+            index.insert_unique(hash, i, |&j| slot_hash(entries, j));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.index.clear();
+        self.live = 0;
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot<V>> + '_ {
+        self.entries.iter().flatten()
+    }
+}
+
+/// An insertion-ordered map from hashable values to values, with Python's key rules.
+///
+/// Keys must be hashable ([`hash_value`]); every method taking a key returns Python's
+/// `TypeError` for an unhashable one. `1`, `1.0` and `True` are the same key.
+#[derive(Clone, Default)]
+pub struct Dict {
+    table: Table<Value>,
+}
+
+impl Dict {
+    /// An empty dict.
+    pub fn new() -> Dict {
+        Dict::default()
+    }
+    /// An empty dict with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Dict {
+        Dict { table: Table::with_capacity(n) }
+    }
+    /// A dict from `(key, value)` pairs, later pairs overriding earlier ones (like
+    /// Python's `dict(pairs)`); `TypeError` for an unhashable key.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (Value, Value)>) -> Result<Dict, WireError> {
+        let pairs = pairs.into_iter();
+        let mut dict = Dict::with_capacity(pairs.size_hint().0);
+        for (k, v) in pairs {
+            dict.insert(k, v)?;
+        }
+        Ok(dict)
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.table.live
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The value under `key` (`TypeError` if `key` is unhashable).
+    pub fn get(&self, key: &Value) -> Result<Option<&Value>, WireError> {
+        Ok(self.table.get(key)?.map(|s| &s.value))
+    }
+    /// The stored key equal to `key` and its value (the stored key may differ in type:
+    /// looking up `1.0` in `{1: 'a'}` gives the key `1`).
+    pub fn get_key_value(&self, key: &Value) -> Result<Option<(&Value, &Value)>, WireError> {
+        Ok(self.table.get(key)?.map(|s| (&s.key, &s.value)))
+    }
+    /// The value under `key`, mutably.
+    pub fn get_mut(&mut self, key: &Value) -> Result<Option<&mut Value>, WireError> {
+        let hash = hash_value(key)?;
+        let found = self.table.find(hash, key);
+        Ok(found.and_then(|i| self.table.slot_mut(i)).map(|s| &mut s.value))
+    }
+    /// True if `key` is present.
+    pub fn contains_key(&self, key: &Value) -> Result<bool, WireError> {
+        Ok(self.get(key)?.is_some())
+    }
+    /// Sets `key` to `value`; an existing key keeps its position. Returns the old value.
+    pub fn insert(&mut self, key: Value, value: Value) -> Result<Option<Value>, WireError> {
+        self.table.insert(key, value)
+    }
+    /// Removes `key`, keeping the order of the rest. Returns its value.
+    pub fn remove(&mut self, key: &Value) -> Result<Option<Value>, WireError> {
+        Ok(self.table.remove(key)?.map(|s| s.value))
+    }
+    /// Removes `key` and returns the stored key and its value.
+    pub fn remove_entry(&mut self, key: &Value) -> Result<Option<(Value, Value)>, WireError> {
+        Ok(self.table.remove(key)?.map(|s| (s.key, s.value)))
+    }
+    /// Removes and returns the most recently inserted entry (Python's `popitem`).
+    pub fn pop_last(&mut self) -> Option<(Value, Value)> {
+        self.table.pop_last().map(|s| (s.key, s.value))
+    }
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.table.clear();
+    }
+    /// Entries in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Value, &Value)> + '_ {
+        self.table.slots().map(|s| (&s.key, &s.value))
+    }
+    /// Keys in insertion order.
+    pub fn keys(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.table.slots().map(|s| &s.key)
+    }
+    /// Values in insertion order.
+    pub fn values(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.table.slots().map(|s| &s.value)
+    }
+    /// Values in insertion order, mutably.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> + '_ {
+        self.table.entries.iter_mut().flatten().map(|s| &mut s.value)
+    }
+}
+
+/// Python's `==`: same keys (by [`Value::py_eq`]) mapping to equal values, in any order.
+impl PartialEq for Dict {
+    fn eq(&self, other: &Dict) -> bool {
+        self.len() == other.len()
+            && self.table.slots().all(|s| {
+                let found = other.table.find(s.hash, &s.key).and_then(|i| other.table.slot(i));
+                found.is_some_and(|o| o.value.py_eq(&s.value))
+            })
+    }
+}
+
+impl fmt::Debug for Dict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// An owning iterator over a [`Dict`]'s `(key, value)` pairs in insertion order.
+pub struct DictIntoIter {
+    inner: std::iter::Flatten<std::vec::IntoIter<Option<Slot<Value>>>>,
+}
+
+impl Iterator for DictIntoIter {
+    type Item = (Value, Value);
+    fn next(&mut self) -> Option<(Value, Value)> {
+        self.inner.next().map(|s| (s.key, s.value))
+    }
+}
+
+impl IntoIterator for Dict {
+    type Item = (Value, Value);
+    type IntoIter = DictIntoIter;
+    fn into_iter(self) -> DictIntoIter {
+        DictIntoIter { inner: self.table.entries.into_iter().flatten() }
+    }
+}
+
+/// A set of hashable values with Python's key rules (iteration order is unspecified,
+/// as in Python; today it is insertion order).
+#[derive(Clone, Default)]
+pub struct Set {
+    table: Table<()>,
+}
+
+impl Set {
+    /// An empty set.
+    pub fn new() -> Set {
+        Set::default()
+    }
+    /// A set of `values` (duplicates collapse); `TypeError` for an unhashable value.
+    pub fn from_values(values: impl IntoIterator<Item = Value>) -> Result<Set, WireError> {
+        let values = values.into_iter();
+        let mut set = Set { table: Table::with_capacity(values.size_hint().0) };
+        for v in values {
+            set.insert(v)?;
+        }
+        Ok(set)
+    }
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.table.live
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Adds `value`; false if it was already present (the stored member is kept).
+    pub fn insert(&mut self, value: Value) -> Result<bool, WireError> {
+        let hash = hash_value(&value)?;
+        if self.table.find(hash, &value).is_some() {
+            return Ok(false);
+        }
+        self.table.push(Slot { hash, key: value, value: () });
+        Ok(true)
+    }
+    /// True if `value` is a member.
+    pub fn contains(&self, value: &Value) -> Result<bool, WireError> {
+        Ok(self.table.get(value)?.is_some())
+    }
+    /// Removes `value`; false if it was absent.
+    pub fn remove(&mut self, value: &Value) -> Result<bool, WireError> {
+        Ok(self.table.remove(value)?.is_some())
+    }
+    /// Removes and returns some member (Python's `set.pop`), or `None` when empty.
+    pub fn pop(&mut self) -> Option<Value> {
+        self.table.pop_last().map(|s| s.key)
+    }
+    /// Removes every member.
+    pub fn clear(&mut self) {
+        self.table.clear();
+    }
+    /// True if every member of `self` is in `other` (Python's `<=`).
+    pub fn is_subset(&self, other: &Set) -> bool {
+        self.len() <= other.len() && self.table.slots().all(|s| other.table.find(s.hash, &s.key).is_some())
+    }
+    /// Members.
+    pub fn iter(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.table.slots().map(|s| &s.key)
+    }
+    /// The stored hashes of the members (for order-independent hashing).
+    pub(super) fn member_hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.table.slots().map(|s| s.hash)
+    }
+}
+
+/// Python's `==` on sets: the same members.
+impl PartialEq for Set {
+    fn eq(&self, other: &Set) -> bool {
+        self.len() == other.len() && self.is_subset(other)
+    }
+}
+
+impl fmt::Debug for Set {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// An owning iterator over a [`Set`]'s members.
+pub struct SetIntoIter {
+    inner: std::iter::Flatten<std::vec::IntoIter<Option<Slot<()>>>>,
+}
+
+impl Iterator for SetIntoIter {
+    type Item = Value;
+    fn next(&mut self) -> Option<Value> {
+        self.inner.next().map(|s| s.key)
+    }
+}
+
+impl IntoIterator for Set {
+    type Item = Value;
+    type IntoIter = SetIntoIter;
+    fn into_iter(self) -> SetIntoIter {
+        SetIntoIter { inner: self.table.entries.into_iter().flatten() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use proptest::prelude::*;
+
+    fn s(x: &str) -> Value {
+        Value::Str(x.into())
+    }
+    fn keys(d: &Dict) -> String {
+        d.keys().map(Value::py_repr).collect::<Vec<_>>().join(",")
+    }
+
+    #[test]
+    fn one_true_and_one_point_oh_are_one_key() {
+        let mut d = Dict::new();
+        assert!(d.insert(Value::Int(1), s("int")).unwrap().is_none());
+        let old = d.insert(Value::Float(1.0), s("float")).unwrap();
+        assert_eq!(old.unwrap().py_str(), "int");
+        d.insert(Value::Bool(true), s("bool")).unwrap();
+        assert_eq!(d.len(), 1);
+        // The first key object stays, with the last value: {1: 'bool'}.
+        assert_eq!(Value::Dict(d.clone()).py_repr(), "{1: 'bool'}");
+        assert_eq!(d.get(&Value::Float(1.0)).unwrap().unwrap().py_str(), "bool");
+        let (k, _) = d.get_key_value(&Value::Bool(true)).unwrap().unwrap();
+        assert!(matches!(k, Value::Int(1)));
+        assert!(d.contains_key(&Value::Int(1)).unwrap());
+        assert!(!d.contains_key(&Value::Int(2)).unwrap());
+    }
+
+    #[test]
+    fn zero_and_negative_zero_are_one_key() {
+        let mut d = Dict::new();
+        d.insert(Value::Float(-0.0), Value::None).unwrap();
+        d.insert(Value::Bool(false), Value::None).unwrap();
+        d.insert(Value::Int(0), Value::None).unwrap();
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn big_numbers_as_keys() {
+        let mut d = Dict::new();
+        let two_pow_70 = Value::from_bigint(num_bigint::BigInt::from(1u8) << 70u32);
+        d.insert(two_pow_70, s("big")).unwrap();
+        assert_eq!(d.get(&Value::Float(2f64.powi(70))).unwrap().unwrap().py_str(), "big");
+        let n = (1i64 << 53) + 1;
+        d.insert(Value::Int(n), s("exact")).unwrap();
+        assert!(d.get(&Value::Float(n as f64)).unwrap().is_none());
+    }
+
+    #[test]
+    fn str_and_bytes_keys_differ() {
+        let mut d = Dict::new();
+        d.insert(s("a"), Value::Int(1)).unwrap();
+        d.insert(Value::Bytes(b"a".to_vec()), Value::Int(2)).unwrap();
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn unhashable_keys_are_type_errors() {
+        let mut d = Dict::new();
+        let err = d.insert(Value::List(vec![]), Value::None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TypeError);
+        assert_eq!(err.message, "unhashable type: 'list'");
+        let err = d.get(&Value::Dict(Dict::new())).unwrap_err();
+        assert_eq!(err.message, "unhashable type: 'dict'");
+        let err = d.remove(&Value::Tuple(vec![Value::Set(Set::new())])).unwrap_err();
+        assert_eq!(err.message, "unhashable type: 'set'");
+        let err = Dict::from_pairs([(Value::List(vec![]), Value::None)]).unwrap_err();
+        assert_eq!(err.message, "unhashable type: 'list'");
+    }
+
+    #[test]
+    fn nan_keys_each_make_an_entry() {
+        let mut d = Dict::new();
+        d.insert(Value::Float(f64::NAN), Value::Int(1)).unwrap();
+        d.insert(Value::Float(f64::NAN), Value::Int(2)).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(d.get(&Value::Float(f64::NAN)).unwrap().is_none());
+        assert!(d.pop_last().is_some());
+    }
+
+    #[test]
+    fn order_survives_delete_and_reinsert() {
+        let mut d = Dict::new();
+        for k in ["a", "b", "c", "d"] {
+            d.insert(s(k), Value::None).unwrap();
+        }
+        d.insert(s("b"), Value::Int(2)).unwrap(); // existing: keeps its place
+        assert_eq!(keys(&d), "'a','b','c','d'");
+        assert_eq!(d.remove(&s("b")).unwrap().unwrap().py_repr(), "2");
+        assert!(d.remove(&s("b")).unwrap().is_none());
+        assert_eq!(keys(&d), "'a','c','d'");
+        d.insert(s("b"), Value::None).unwrap(); // re-inserted: goes last
+        assert_eq!(keys(&d), "'a','c','d','b'");
+        assert_eq!(d.len(), 4);
+        let (k, v) = d.remove_entry(&s("a")).unwrap().unwrap();
+        assert_eq!((k.py_repr(), v.py_repr()), ("'a'".into(), "None".into()));
+    }
+
+    #[test]
+    fn popitem_is_lifo() {
+        let mut d = Dict::from_pairs((0..5).map(|i| (Value::Int(i), Value::Int(i * 10)))).unwrap();
+        d.remove(&Value::Int(4)).unwrap();
+        d.insert(Value::Int(1), Value::Int(-1)).unwrap();
+        let (k, v) = d.pop_last().unwrap();
+        assert_eq!((k.py_repr(), v.py_repr()), ("3".into(), "30".into()));
+        let popped: Vec<String> = std::iter::from_fn(|| d.pop_last()).map(|(k, _)| k.py_repr()).collect();
+        assert_eq!(popped, ["2", "1", "0"]);
+        assert!(d.pop_last().is_none());
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn values_mut_iterators_and_clear() {
+        let mut d = Dict::from_pairs((0..3).map(|i| (Value::Int(i), Value::Int(i)))).unwrap();
+        for v in d.values_mut() {
+            *v = v.py_add(&Value::Int(100)).unwrap();
+        }
+        *d.get_mut(&Value::Int(0)).unwrap().unwrap() = s("zero");
+        let vals: Vec<String> = d.values().map(Value::py_repr).collect();
+        assert_eq!(vals, ["'zero'", "101", "102"]);
+        let owned: Vec<(Value, Value)> = d.clone().into_iter().collect();
+        assert_eq!(owned.len(), 3);
+        assert_eq!(format!("{d:?}"), "{Int(0): Str(\"zero\"), Int(1): Int(101), Int(2): Int(102)}");
+        d.clear();
+        assert!(d.is_empty() && d.iter().next().is_none());
+        d.insert(Value::Int(7), Value::None).unwrap();
+        assert_eq!(keys(&d), "7");
+    }
+
+    /// The simplest possible model of an ordered dict.
+    #[derive(Default)]
+    struct Model(Vec<(i64, i64)>);
+
+    impl Model {
+        fn insert(&mut self, k: i64, v: i64) -> Option<i64> {
+            match self.0.iter_mut().find(|(mk, _)| *mk == k) {
+                Some(slot) => Some(std::mem::replace(&mut slot.1, v)),
+                None => {
+                    self.0.push((k, v));
+                    None
+                }
+            }
+        }
+        fn remove(&mut self, k: i64) -> Option<i64> {
+            let i = self.0.iter().position(|(mk, _)| *mk == k)?;
+            Some(self.0.remove(i).1)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(i64, i64),
+        Remove(i64),
+        Pop,
+    }
+
+    /// An int or integral float key as an `i64`.
+    fn int(v: &Value) -> i64 {
+        match v {
+            Value::Float(f) => *f as i64,
+            other => other.as_index().unwrap_or(i64::MIN),
+        }
+    }
+
+    fn check(d: &Dict, m: &Model) {
+        let got: Vec<(i64, i64)> = d.iter().map(|(k, v)| (int(k), int(v))).collect();
+        assert_eq!(got, m.0);
+        assert_eq!(d.len(), m.0.len());
+        for (k, v) in &m.0 {
+            assert_eq!(d.get(&Value::Float(*k as f64)).unwrap().and_then(Value::as_index), Some(*v));
+        }
+    }
+
+    fn apply(d: &mut Dict, m: &mut Model, op: &Op) {
+        match *op {
+            Op::Insert(k, v) => {
+                // Insert through a float key half of the time: same key.
+                let key = if v % 2 == 0 { Value::Int(k) } else { Value::Float(k as f64) };
+                let got = d.insert(key, Value::Int(v)).unwrap().and_then(|v| v.as_index());
+                assert_eq!(got, m.insert(k, v));
+            }
+            Op::Remove(k) => {
+                let got = d.remove(&Value::Int(k)).unwrap().and_then(|v| v.as_index());
+                assert_eq!(got, m.remove(k));
+            }
+            Op::Pop => {
+                let got = d.pop_last().map(|(k, v)| (int(&k), int(&v)));
+                assert_eq!(got, m.0.pop());
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_under_churn_matches_the_model() {
+        let (mut d, mut m) = (Dict::new(), Model::default());
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..20_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x % 300) as i64;
+            let op = match x % 7 {
+                0..=2 => Op::Insert(k, step),
+                3..=5 => Op::Remove(k),
+                _ => Op::Pop,
+            };
+            apply(&mut d, &mut m, &op);
+            if step % 997 == 0 {
+                check(&d, &m);
+            }
+        }
+        check(&d, &m);
+        // Delete nearly everything from the front: tombstones get compacted away.
+        let (mut d, mut m) = (Dict::new(), Model::default());
+        for k in 0..5000 {
+            apply(&mut d, &mut m, &Op::Insert(k, k * 2));
+        }
+        for k in 0..4990 {
+            apply(&mut d, &mut m, &Op::Remove(k));
+        }
+        check(&d, &m);
+        assert!(d.table.entries.len() <= 2 * d.len().max(8) + 1, "{}", d.table.entries.len());
+    }
+
+    #[test]
+    fn sets_follow_key_rules() {
+        let mut set = Set::new();
+        assert!(set.insert(Value::Int(1)).unwrap());
+        assert!(!set.insert(Value::Float(1.0)).unwrap());
+        assert!(!set.insert(Value::Bool(true)).unwrap());
+        assert!(set.insert(s("1")).unwrap());
+        assert!(set.contains(&Value::Float(1.0)).unwrap());
+        assert!(set.remove(&Value::Bool(true)).unwrap());
+        assert!(!set.remove(&Value::Int(1)).unwrap());
+        assert_eq!(set.len(), 1);
+        let err = set.contains(&Value::List(vec![])).unwrap_err();
+        assert_eq!(err.message, "unhashable type: 'list'");
+        let a = Set::from_values([Value::Int(1), Value::Int(2)]).unwrap();
+        let b = Set::from_values([Value::Float(2.0), Value::Int(1), Value::Int(3)]).unwrap();
+        assert!(a.is_subset(&b) && !b.is_subset(&a));
+        assert_ne!(a, b);
+        assert_eq!(a, Set::from_values([Value::Int(2), Value::Bool(true)]).unwrap());
+        let mut c = a.clone();
+        assert!(c.pop().is_some() && c.pop().is_some() && c.pop().is_none());
+        assert_eq!(a.clone().into_iter().count(), 2);
+        assert_eq!(format!("{a:?}"), "{Int(1), Int(2)}");
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0i64..20, any::<i64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => (0i64..20).prop_map(Op::Remove),
+            1 => Just(Op::Pop),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn dict_matches_a_reference_model(ops in proptest::collection::vec(op(), 0..300)) {
+            let (mut d, mut m) = (Dict::new(), Model::default());
+            for op in &ops {
+                apply(&mut d, &mut m, op);
+            }
+            check(&d, &m);
+            let rebuilt = Dict::from_pairs(d.clone()).unwrap();
+            prop_assert!(rebuilt == d);
+        }
+    }
+}

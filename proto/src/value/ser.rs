@@ -1,0 +1,281 @@
+//! The `serde::Serializer` behind [`to_value`](super::to_value): any serializable Rust
+//! value becomes a [`Value`] (mapping in the `serde_conv` module doc).
+use serde::ser::{self, Serialize};
+
+use super::serde_conv::{bridge, ConvError};
+use super::{BigInt, Dict, Value};
+
+type Result<T> = std::result::Result<T, ConvError>;
+
+/// Serializes into a [`Value`].
+pub(super) struct ValueSerializer;
+
+impl ser::Serializer for ValueSerializer {
+    type Ok = Value;
+    type Error = ConvError;
+    type SerializeSeq = SeqBuilder;
+    type SerializeTuple = SeqBuilder;
+    type SerializeTupleStruct = SeqBuilder;
+    type SerializeTupleVariant = VariantBuilder<SeqBuilder>;
+    type SerializeMap = MapBuilder;
+    type SerializeStruct = StructBuilder;
+    type SerializeStructVariant = VariantBuilder<StructBuilder>;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<Value> {
+        Ok(Value::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Result<Value> {
+        Ok(Value::Int(v.into()))
+    }
+    fn serialize_i16(self, v: i16) -> Result<Value> {
+        Ok(Value::Int(v.into()))
+    }
+    fn serialize_i32(self, v: i32) -> Result<Value> {
+        Ok(Value::Int(v.into()))
+    }
+    fn serialize_i64(self, v: i64) -> Result<Value> {
+        Ok(Value::Int(v))
+    }
+    fn serialize_i128(self, v: i128) -> Result<Value> {
+        Ok(Value::from_bigint(BigInt::from(v)))
+    }
+    fn serialize_u8(self, v: u8) -> Result<Value> {
+        Ok(Value::Int(v.into()))
+    }
+    fn serialize_u16(self, v: u16) -> Result<Value> {
+        Ok(Value::Int(v.into()))
+    }
+    fn serialize_u32(self, v: u32) -> Result<Value> {
+        Ok(Value::Int(v.into()))
+    }
+    fn serialize_u64(self, v: u64) -> Result<Value> {
+        Ok(Value::from_bigint(BigInt::from(v)))
+    }
+    fn serialize_u128(self, v: u128) -> Result<Value> {
+        Ok(Value::from_bigint(BigInt::from(v)))
+    }
+    fn serialize_f32(self, v: f32) -> Result<Value> {
+        Ok(Value::Float(v.into()))
+    }
+    fn serialize_f64(self, v: f64) -> Result<Value> {
+        Ok(Value::Float(v))
+    }
+    fn serialize_char(self, v: char) -> Result<Value> {
+        Ok(Value::Str(v.into()))
+    }
+    fn serialize_str(self, v: &str) -> Result<Value> {
+        Ok(Value::Str(v.into()))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<Value> {
+        Ok(Value::Bytes(v.into()))
+    }
+    fn serialize_none(self) -> Result<Value> {
+        Ok(Value::None)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<Value> {
+        Ok(Value::None)
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Value> {
+        Ok(Value::None)
+    }
+    fn serialize_unit_variant(self, _name: &'static str, _index: u32, variant: &'static str) -> Result<Value> {
+        Ok(Value::Str(variant.into()))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, value: &T) -> Result<Value> {
+        if name != bridge::VALUE_TOKEN {
+            return value.serialize(self);
+        }
+        // A `Value`: let it hand itself over whole (see `serde_conv::bridge`).
+        bridge::request_capture(true);
+        let serialized = value.serialize(ValueSerializer);
+        bridge::request_capture(false);
+        match bridge::take() {
+            Some(captured) => Ok(captured),
+            None => serialized,
+        }
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<Value> {
+        tagged(variant, value.serialize(ValueSerializer)?)
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder> {
+        Ok(SeqBuilder::new(len.unwrap_or(0), false))
+    }
+    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder> {
+        Ok(SeqBuilder::new(len, true))
+    }
+    fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<SeqBuilder> {
+        Ok(SeqBuilder::new(len, true))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<VariantBuilder<SeqBuilder>> {
+        Ok(VariantBuilder { variant, inner: SeqBuilder::new(len, true) })
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<MapBuilder> {
+        Ok(MapBuilder { dict: Dict::with_capacity(len.unwrap_or(0)), key: None })
+    }
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<StructBuilder> {
+        Ok(StructBuilder { dict: Dict::with_capacity(len) })
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<VariantBuilder<StructBuilder>> {
+        Ok(VariantBuilder { variant, inner: StructBuilder { dict: Dict::with_capacity(len) } })
+    }
+}
+
+/// `{variant: value}`, the external tagging of enum variants with data.
+fn tagged(variant: &'static str, value: Value) -> Result<Value> {
+    let mut dict = Dict::with_capacity(1);
+    dict.insert(Value::Str(variant.into()), value).map_err(ConvError)?;
+    Ok(Value::Dict(dict))
+}
+
+/// Collects a seq (into a list) or a tuple (into a tuple).
+pub(super) struct SeqBuilder {
+    items: Vec<Value>,
+    tuple: bool,
+}
+
+impl SeqBuilder {
+    fn new(len: usize, tuple: bool) -> SeqBuilder {
+        SeqBuilder { items: Vec::with_capacity(len), tuple }
+    }
+    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.items.push(value.serialize(ValueSerializer)?);
+        Ok(())
+    }
+    fn finish(self) -> Value {
+        if self.tuple {
+            Value::Tuple(self.items)
+        } else {
+            Value::List(self.items)
+        }
+    }
+}
+
+impl ser::SerializeSeq for SeqBuilder {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTuple for SeqBuilder {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqBuilder {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value> {
+        Ok(self.finish())
+    }
+}
+
+/// Collects a map into a dict.
+pub(super) struct MapBuilder {
+    dict: Dict,
+    key: Option<Value>,
+}
+
+impl ser::SerializeMap for MapBuilder {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<()> {
+        self.key = Some(key.serialize(ValueSerializer)?);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let key = self.key.take().ok_or_else(|| ConvError::type_error("map value without a key"))?;
+        self.dict.insert(key, value.serialize(ValueSerializer)?).map_err(ConvError)?;
+        Ok(())
+    }
+    fn end(self) -> Result<Value> {
+        Ok(Value::Dict(self.dict))
+    }
+}
+
+/// Collects a struct into a dict with str keys.
+pub(super) struct StructBuilder {
+    dict: Dict,
+}
+
+impl ser::SerializeStruct for StructBuilder {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<()> {
+        let value = value.serialize(ValueSerializer)?;
+        self.dict.insert(Value::Str(key.into()), value).map_err(ConvError)?;
+        Ok(())
+    }
+    fn end(self) -> Result<Value> {
+        Ok(Value::Dict(self.dict))
+    }
+}
+
+/// A tuple or struct variant: the inner builder, wrapped as `{variant: inner}` at the end.
+pub(super) struct VariantBuilder<B> {
+    variant: &'static str,
+    inner: B,
+}
+
+impl ser::SerializeTupleVariant for VariantBuilder<SeqBuilder> {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.inner.push(value)
+    }
+    fn end(self) -> Result<Value> {
+        tagged(self.variant, self.inner.finish())
+    }
+}
+
+impl ser::SerializeStructVariant for VariantBuilder<StructBuilder> {
+    type Ok = Value;
+    type Error = ConvError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<()> {
+        ser::SerializeStruct::serialize_field(&mut self.inner, key, value)
+    }
+    fn end(self) -> Result<Value> {
+        tagged(self.variant, Value::Dict(self.inner.dict))
+    }
+}
