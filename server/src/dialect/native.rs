@@ -1,0 +1,273 @@
+//! The native dialect: MessagePack requests with ids, pipelined.
+//!
+//! The loop reads whatever the socket has, runs every complete request in order, and
+//! writes all their replies with one write — so a pipelining client costs one read and
+//! one write per batch, not per request. Requests take effect in the order they were
+//! sent because they run one after another on this task. A call that must wait
+//! (a queue get, a lock acquire) is parked: a small task waits for it off the object's
+//! lock and sends its reply back here, so the requests behind it go on.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use agora_proto::frame::{self, FrameError};
+use agora_proto::native::{
+    self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
+};
+use agora_proto::{ErrorCode, WireError};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::listener::Transport;
+use crate::object::{Caller, Outcome};
+use crate::registry::ObjectEntry;
+use crate::server::Shared;
+use crate::session::Session;
+use crate::waiter::{Completion, Parked};
+
+/// Sends a connection-level error (response id 0) and gives up on the connection.
+pub async fn refuse<S: Transport>(stream: &mut S, error: WireError) {
+    let mut out = Vec::new();
+    push_response(&mut out, Response { id: CONNECTION_ERROR_ID, result: Err(error) });
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Appends one encoded response frame to `out`.
+fn push_response(out: &mut Vec<u8>, response: Response) {
+    if let Err(e) = frame::encode_with(out, |body| native::encode(&response, body)) {
+        // Only a value that cannot be encoded gets here; answer with the reason instead.
+        let fallback = Response { id: response.id, result: Err(e) };
+        frame::encode_with(out, |body| native::encode(&fallback, body)).expect("errors always encode");
+    }
+}
+
+/// Checks the Hello and builds the Welcome.
+fn greet(first: &[u8], session: &Session, shared: &Shared) -> Result<Welcome, WireError> {
+    let hello: Hello = native::decode(first)?;
+    if hello.magic != MAGIC {
+        return Err(WireError::new(ErrorCode::Protocol, "the first message is neither a native Hello nor a pickle"));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(WireError::new(
+            ErrorCode::Unsupported,
+            format!("client speaks native protocol {}, this server speaks {PROTOCOL_VERSION}", hello.version),
+        ));
+    }
+    tracing::debug!(client = %hello.client, session = session.id(), "native session started");
+    Ok(Welcome {
+        version: PROTOCOL_VERSION,
+        server: env!("CARGO_PKG_VERSION").to_owned(),
+        session: session.id(),
+        max_frame: shared.config.limits.max_frame,
+        max_in_flight: shared.config.limits.max_in_flight,
+    })
+}
+
+/// A parked call's reply on its way back to the connection loop.
+struct Settled {
+    request: u64,
+    entry: Arc<ObjectEntry>,
+    ticket: u64,
+    completion: Completion,
+}
+
+/// One connection's state.
+struct Conn<'a> {
+    session: Session,
+    shared: &'a Shared,
+    /// Parked calls by request id; dropping the sender abandons the call.
+    parked: HashMap<u64, oneshot::Sender<()>>,
+    settled_tx: mpsc::UnboundedSender<Settled>,
+}
+
+/// Serves a native connection whose first frame (the Hello) was already read.
+pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
+    let session = Session::new(shared.registry.clone());
+    let welcome = match greet(&first, &session, &shared) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e.message, "bad hello; closing");
+            return refuse(&mut stream, e).await;
+        }
+    };
+    let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
+    let mut conn = Conn { session, shared: &shared, parked: HashMap::new(), settled_tx };
+    let mut wbuf = Vec::with_capacity(16 * 1024);
+    frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
+    let mut shutdown = shared.shutdown.clone();
+    let max_frame = shared.config.limits.max_frame;
+    loop {
+        loop {
+            match frame::take_frame(&mut rbuf, max_frame) {
+                Ok(Some(body)) => match native::decode::<Request>(&body) {
+                    Ok(request) => {
+                        if let Some(response) = conn.handle(request) {
+                            push_response(&mut wbuf, response);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e.message, "malformed request; closing");
+                        let _ = stream.write_all(&wbuf).await;
+                        return refuse(&mut stream, e).await;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "bad frame; closing");
+                    let _ = stream.write_all(&wbuf).await;
+                    return refuse(&mut stream, frame_error(e)).await;
+                }
+            }
+        }
+        if !wbuf.is_empty() {
+            if let Err(e) = stream.write_all(&wbuf).await {
+                tracing::debug!(%peer, error = %e, "write failed; closing");
+                return;
+            }
+            wbuf.clear();
+        }
+        stream.before_read();
+        let stopping = tokio::select! {
+            biased;
+            Some(settled) = settled_rx.recv() => {
+                if let Some(response) = conn.settle(settled) {
+                    push_response(&mut wbuf, response);
+                }
+                false
+            }
+            read = stream.read_buf(&mut rbuf) => match read {
+                Ok(0) => return,
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "read failed; closing");
+                    return;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            let _ = stream.write_all(&wbuf).await;
+            return refuse(&mut stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")).await;
+        }
+    }
+}
+
+fn frame_error(e: FrameError) -> WireError {
+    match e {
+        FrameError::TooLarge { .. } => WireError::new(ErrorCode::LimitExceeded, e.to_string()),
+        FrameError::NegativeLength(_) => WireError::new(ErrorCode::Protocol, e.to_string()),
+    }
+}
+
+impl Conn<'_> {
+    fn caller(&self) -> Caller {
+        Caller { session: self.session.id() }
+    }
+
+    /// Runs one request; `None` when its reply comes later (parked).
+    fn handle(&mut self, request: Request) -> Option<Response> {
+        self.shared.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+        let id = request.id;
+        let result = match request.op {
+            Op::Call { object, method, args } => return self.call(id, object, &method, args),
+            Op::Open { kind, name, args } => self.session.open(&kind, name.as_deref(), args.positional, args.keywords),
+            Op::Attach { object } => self.session.attach(object),
+            Op::Release { object } => self.session.release(object).map(|()| Reply::Done),
+            Op::Delete { name } => self.session.registry().delete(&name).map(|()| Reply::Done),
+            Op::Cancel { request } => {
+                // Dropping the sender wakes the parked task, which abandons the call.
+                self.parked.remove(&request);
+                Ok(Reply::Done)
+            }
+            Op::Ping => Ok(Reply::Done),
+        };
+        Some(Response { id, result })
+    }
+
+    fn call(&mut self, id: u64, object: u64, method: &str, args: native::Args) -> Option<Response> {
+        let result = (|| {
+            let entry = self.session.handle(object)?.clone();
+            if self.parked.len() >= self.shared.config.limits.max_in_flight as usize {
+                return Err(WireError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "too many blocked calls on this connection (limit {})",
+                        self.shared.config.limits.max_in_flight
+                    ),
+                ));
+            }
+            match entry.call(self.caller(), method, args.positional, args.keywords)? {
+                Outcome::Ready(value) => Ok(Some(value)),
+                Outcome::Park(parked) => {
+                    self.park(id, entry, parked);
+                    Ok(None)
+                }
+            }
+        })();
+        match result {
+            Ok(Some(value)) => Some(Response { id, result: Ok(Reply::Value(value)) }),
+            Ok(None) => None,
+            Err(e) => Some(Response { id, result: Err(e) }),
+        }
+    }
+
+    /// Waits for a parked call off the loop: until it completes, its deadline passes,
+    /// or it is abandoned (cancel, disconnect, shutdown).
+    fn park(&mut self, request: u64, entry: Arc<ObjectEntry>, parked: Parked) {
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.parked.insert(request, cancel_tx);
+        let (caller, settled_tx) = (self.caller(), self.settled_tx.clone());
+        tokio::spawn(async move {
+            let Parked { ticket, deadline, mut rx } = parked;
+            let completion = tokio::select! {
+                completion = settle_parked(&entry, ticket, deadline, &mut rx) => completion,
+                _ = cancel_rx => {
+                    entry.abandon(caller, ticket, &mut rx);
+                    Err(WireError::new(ErrorCode::Timeout, "the call was cancelled by the client"))
+                }
+            };
+            let settled = Settled { request, entry, ticket, completion };
+            if let Err(mpsc::error::SendError(lost)) = settled_tx.send(settled) {
+                // The connection is gone: nothing handed to this call may be lost.
+                if let Ok(value) = lost.completion {
+                    lost.entry.take_back(caller, lost.ticket, value);
+                }
+            }
+        });
+    }
+
+    /// A parked call finished: answer it, unless it was cancelled meanwhile (then
+    /// whatever it received goes back to the object).
+    fn settle(&mut self, settled: Settled) -> Option<Response> {
+        if self.parked.remove(&settled.request).is_none() {
+            if let Ok(value) = settled.completion {
+                settled.entry.take_back(self.caller(), settled.ticket, value);
+            }
+            return None;
+        }
+        Some(Response { id: settled.request, result: settled.completion.map(Reply::Value) })
+    }
+}
+
+/// Waits for a parked call's completion, applying its deadline.
+async fn settle_parked(
+    entry: &ObjectEntry,
+    ticket: u64,
+    deadline: Option<tokio::time::Instant>,
+    rx: &mut oneshot::Receiver<Completion>,
+) -> Completion {
+    let gone = || Err(WireError::new(ErrorCode::Internal, "a parked call's object dropped it"));
+    if let Some(deadline) = deadline {
+        tokio::select! {
+            completion = &mut *rx => return completion.unwrap_or_else(|_| gone()),
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        if let Some(timed_out) = entry.expire(ticket) {
+            return timed_out;
+        }
+    }
+    rx.await.unwrap_or_else(|_| gone())
+}

@@ -1,0 +1,427 @@
+//! The shared `dict` (Python's `SyncManager.dict()`): Python's dict semantics and error
+//! texts over the insertion-ordered [`Dict`], plus agora's atomic `incr` and
+//! `compare_and_set`.
+//!
+//! `keys`, `values` and `items` return lists (a CPython server returns views, which
+//! reach clients as lists). `__iter__` is not here: it answers with an iterator proxy,
+//! which the core builds from a snapshot.
+
+use agora_proto::native::Kind;
+use agora_proto::value::{Dict, Object};
+use agora_proto::{ErrorCode, Value, WireError};
+
+use super::sequence;
+use super::value::add_numbers;
+use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+
+/// `dict(mapping_or_iterable=(), **kw)`.
+pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("dict", &["iterable"], 0).with_var_keywords();
+
+/// CPython's `DictProxy` methods (without `__iter__`), then agora's atomic operations.
+const METHODS: &[MethodSpec] = &[
+    MethodSpec::new("__contains__", &["key"]),
+    MethodSpec::new("__delitem__", &["key"]),
+    MethodSpec::new("__getitem__", &["key"]),
+    MethodSpec::new("__len__", &[]),
+    MethodSpec::new("__setitem__", &["key", "value"]),
+    MethodSpec::new("clear", &[]),
+    MethodSpec::new("copy", &[]),
+    MethodSpec::optional("get", &["key", "default"], 1),
+    MethodSpec::new("items", &[]),
+    MethodSpec::new("keys", &[]),
+    MethodSpec::optional("pop", &["key", "default"], 1),
+    MethodSpec::new("popitem", &[]),
+    MethodSpec::optional("setdefault", &["key", "default"], 1),
+    MethodSpec::optional("update", &["other"], 0).with_var_keywords(),
+    MethodSpec::new("values", &[]),
+    MethodSpec::optional("incr", &["key", "delta", "default"], 1),
+    MethodSpec::optional("compare_and_set", &["key", "expected", "new"], 1),
+];
+
+/// A shared dict.
+#[derive(Debug, Clone, Default)]
+pub struct DictObject {
+    dict: Dict,
+}
+
+impl DictObject {
+    /// `dict(mapping_or_iterable=(), **kw)`: a dict, pairs, or keywords.
+    pub fn new(mut args: Args) -> Result<DictObject, WireError> {
+        let mut object = DictObject::default();
+        object.update(args.take(0), args.take_keywords())?;
+        Ok(object)
+    }
+
+    /// Runs one method; mutators return `None`.
+    fn dispatch(&mut self, method: &str, mut args: Args) -> Result<Value, WireError> {
+        match method {
+            "__contains__" => self.dict.contains_key(&args.required(0)).map(Value::Bool),
+            "__delitem__" => {
+                let key = args.required(0);
+                self.dict.remove(&key)?.map(|_| Value::None).ok_or_else(|| WireError::key_error(key))
+            }
+            "__getitem__" => {
+                let key = args.required(0);
+                self.dict.get(&key)?.cloned().ok_or_else(|| WireError::key_error(key))
+            }
+            "__len__" => Ok(Value::Int(self.dict.len() as i64)),
+            "__setitem__" => self.dict.insert(args.required(0), args.required(1)).map(|_| Value::None),
+            "clear" => {
+                self.dict.clear();
+                Ok(Value::None)
+            }
+            "copy" => Ok(Value::Dict(self.dict.clone())),
+            "get" => Ok(self.dict.get(&args.required(0))?.cloned().unwrap_or_else(|| args.or(1, Value::None))),
+            "items" => {
+                Ok(Value::List(self.dict.iter().map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()])).collect()))
+            }
+            "keys" => Ok(Value::List(self.dict.iter().map(|(k, _)| k.clone()).collect())),
+            "values" => Ok(Value::List(self.dict.iter().map(|(_, v)| v.clone()).collect())),
+            "pop" => self.pop(args.required(0), args.take(1)),
+            "popitem" => self
+                .dict
+                .pop_last()
+                .map(|(k, v)| Value::Tuple(vec![k, v]))
+                .ok_or_else(|| WireError::key_error(Value::Str("popitem(): dictionary is empty".into()))),
+            "setdefault" => self.setdefault(args.required(0), args.or(1, Value::None)),
+            "update" => self.update(args.take(0), args.take_keywords()).map(|_| Value::None),
+            "incr" => self.incr(args.required(0), args.or(1, Value::Int(1)), args.or(2, Value::Int(0))),
+            "compare_and_set" => self.compare_and_set(args.required(0), args.take(1), args.take(2)),
+            other => Err(WireError::new(ErrorCode::Internal, format!("dict has no method '{other}'"))),
+        }
+    }
+
+    /// `pop(key[, default])`: without a default a missing key is a `KeyError`.
+    fn pop(&mut self, key: Value, default: Option<Value>) -> Result<Value, WireError> {
+        // CPython answers for an empty dict without hashing the key.
+        let found = if self.dict.is_empty() { None } else { self.dict.remove(&key)? };
+        found.or(default).ok_or_else(|| WireError::key_error(key))
+    }
+
+    /// `setdefault(key, default=None)`.
+    fn setdefault(&mut self, key: Value, default: Value) -> Result<Value, WireError> {
+        if let Some(value) = self.dict.get(&key)? {
+            return Ok(value.clone());
+        }
+        self.dict.insert(key, default.clone())?;
+        Ok(default)
+    }
+
+    /// `update(other=(), **kw)`. Like CPython, pairs before a bad element stay applied.
+    fn update(&mut self, other: Option<Value>, keywords: Vec<(String, Value)>) -> Result<(), WireError> {
+        match other {
+            None => {}
+            Some(Value::Dict(other)) => self.insert_all(other.iter().map(|(k, v)| (k.clone(), v.clone())))?,
+            Some(Value::Object(object)) if is_ordered_dict(&object) => {
+                self.insert_all(object.dict_items.iter().cloned())?
+            }
+            Some(pairs) => self.insert_pairs(pairs)?,
+        }
+        self.insert_all(keywords.into_iter().map(|(k, v)| (Value::Str(k), v)))
+    }
+
+    /// Inserts entries in order.
+    fn insert_all(&mut self, entries: impl Iterator<Item = (Value, Value)>) -> Result<(), WireError> {
+        for (key, value) in entries {
+            self.dict.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts an iterable of 2-item iterables, with CPython's errors for bad elements.
+    fn insert_pairs(&mut self, pairs: Value) -> Result<(), WireError> {
+        for (i, pair) in sequence::into_items(pairs)?.into_iter().enumerate() {
+            let pair = sequence::into_items_or(pair, |_| {
+                WireError::type_error(format!("cannot convert dictionary update sequence element #{i} to a sequence"))
+            })?;
+            let [key, value] = <[Value; 2]>::try_from(pair).map_err(|pair| {
+                WireError::value_error(format!(
+                    "dictionary update sequence element #{i} has length {}; 2 is required",
+                    pair.len()
+                ))
+            })?;
+            self.dict.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// `incr(key, delta=1, default=0)`: `d[key] = d.get(key, default) + delta` for
+    /// numbers, atomically; returns the new value.
+    fn incr(&mut self, key: Value, delta: Value, default: Value) -> Result<Value, WireError> {
+        let current = self.dict.get(&key)?.unwrap_or(&default);
+        let new = add_numbers(current, &delta)?;
+        self.dict.insert(key, new.clone())?;
+        Ok(new)
+    }
+
+    /// `compare_and_set(key, expected, new)` sets `key` to `new` if its value equals
+    /// `expected`; `compare_and_set(key, new)` sets it only if the key is absent.
+    /// Returns whether it set.
+    fn compare_and_set(&mut self, key: Value, expected: Option<Value>, new: Option<Value>) -> Result<Value, WireError> {
+        let (expected, new) = match (expected, new) {
+            (Some(expected), Some(new)) => (Some(expected), new),
+            (None, Some(new)) | (Some(new), None) => (None, new),
+            (None, None) => return Err(WireError::type_error("compare_and_set() missing required argument: 'new'")),
+        };
+        let matches = match (self.dict.get(&key)?, &expected) {
+            (Some(current), Some(expected)) => current.py_eq(expected),
+            (None, None) => true,
+            _ => false,
+        };
+        if matches {
+            self.dict.insert(key, new)?;
+        }
+        Ok(Value::Bool(matches))
+    }
+}
+
+/// True for a pickled `collections.OrderedDict`, whose entries travel as dict items.
+fn is_ordered_dict(object: &Object) -> bool {
+    object.module == "collections" && object.qualname == "OrderedDict"
+}
+
+impl SharedObject for DictObject {
+    fn kind(&self) -> Kind {
+        Kind::Dict
+    }
+
+    fn methods(&self) -> &'static [MethodSpec] {
+        METHODS
+    }
+
+    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+        self.dispatch(method, args).map(Outcome::from)
+    }
+
+    fn snapshot(&self) -> Value {
+        Value::Dict(self.dict.clone())
+    }
+
+    fn repr(&self) -> String {
+        self.snapshot().py_repr()
+    }
+
+    fn size(&self) -> Option<usize> {
+        Some(self.dict.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, call_kw, ints, s};
+    use agora_proto::value::Build;
+
+    fn new(positional: Vec<Value>, keywords: Vec<(&str, Value)>) -> Result<DictObject, WireError> {
+        DictObject::new(bind_kw(&CONSTRUCTOR, positional, keywords)?)
+    }
+
+    fn pair(key: Value, value: Value) -> Value {
+        Value::Tuple(vec![key, value])
+    }
+
+    /// `{'a': 1, 'b': 2}`.
+    fn ab() -> DictObject {
+        new(vec![Value::List(vec![pair(s("a"), Value::Int(1)), pair(s("b"), Value::Int(2))])], vec![]).unwrap()
+    }
+
+    #[track_caller]
+    fn assert_key_error(result: Result<Value, WireError>, key: Value) {
+        let error = result.unwrap_err();
+        assert_eq!((error.code, error.message.clone()), (ErrorCode::KeyError, key.py_repr()));
+        assert_py_eq(error.detail.as_ref().expect("a KeyError carries its key"), &key);
+    }
+
+    #[test]
+    fn constructor_takes_mappings_pairs_and_keywords() {
+        assert_eq!(ab().repr(), "{'a': 1, 'b': 2}");
+        let from_dict = new(vec![ab().snapshot()], vec![("c", Value::Int(3))]).unwrap();
+        assert_eq!(from_dict.repr(), "{'a': 1, 'b': 2, 'c': 3}");
+        assert_eq!(new(vec![], vec![("iterable_not", Value::None)]).unwrap().repr(), "{'iterable_not': None}");
+        assert_eq!(new(vec![Value::List(vec![s("xy")])], vec![]).unwrap().repr(), "{'x': 'y'}");
+        assert_eq!(new(vec![], vec![]).unwrap().size(), Some(0));
+    }
+
+    #[test]
+    fn constructor_reads_a_pickled_ordered_dict() {
+        let ordered = Value::Object(Box::new(Object {
+            module: "collections".into(),
+            qualname: "OrderedDict".into(),
+            build: Build::Reduce(vec![]),
+            state: None,
+            list_items: vec![],
+            dict_items: vec![(s("z"), Value::Int(1)), (s("a"), Value::Int(2))],
+        }));
+        assert_eq!(new(vec![ordered], vec![]).unwrap().repr(), "{'z': 1, 'a': 2}");
+    }
+
+    #[test]
+    fn update_errors_match_cpython() {
+        let with = |other: Value| new(vec![other], vec![]);
+        assert_error(with(Value::Int(5)), ErrorCode::TypeError, "'int' object is not iterable");
+        assert_error(with(Value::None), ErrorCode::TypeError, "'NoneType' object is not iterable");
+        assert_error(
+            with(ints(&[1])),
+            ErrorCode::TypeError,
+            "cannot convert dictionary update sequence element #0 to a sequence",
+        );
+        assert_error(
+            with(Value::List(vec![Value::Tuple(vec![Value::Int(1), Value::Int(2), Value::Int(3)])])),
+            ErrorCode::ValueError,
+            "dictionary update sequence element #0 has length 3; 2 is required",
+        );
+        assert_error(
+            with(Value::List(vec![pair(Value::Int(1), Value::Int(2)), s("a")])),
+            ErrorCode::ValueError,
+            "dictionary update sequence element #1 has length 1; 2 is required",
+        );
+        assert_error(
+            with(Value::List(vec![pair(ints(&[]), Value::Int(1))])),
+            ErrorCode::TypeError,
+            "unhashable type: 'list'",
+        );
+    }
+
+    #[test]
+    fn update_applies_pairs_before_a_bad_element_like_cpython() {
+        let mut d = ab();
+        let pairs = Value::List(vec![pair(s("c"), Value::Int(3)), Value::Int(4)]);
+        assert!(call(&mut d, "update", vec![pairs]).is_err());
+        assert_eq!(d.repr(), "{'a': 1, 'b': 2, 'c': 3}");
+        call_kw(&mut d, "update", vec![], vec![("a", Value::Int(0))]).unwrap();
+        assert_eq!(d.repr(), "{'a': 0, 'b': 2, 'c': 3}");
+    }
+
+    #[test]
+    fn item_access() {
+        let mut d = ab();
+        assert_py_eq(&call(&mut d, "__getitem__", vec![s("a")]).unwrap(), &Value::Int(1));
+        assert_py_eq(&call(&mut d, "__contains__", vec![s("b")]).unwrap(), &Value::Bool(true));
+        assert_py_eq(&call(&mut d, "__contains__", vec![s("z")]).unwrap(), &Value::Bool(false));
+        call(&mut d, "__setitem__", vec![s("a"), Value::Int(9)]).unwrap();
+        call(&mut d, "__delitem__", vec![s("b")]).unwrap();
+        assert_eq!(d.repr(), "{'a': 9}");
+        assert_py_eq(&call(&mut d, "__len__", vec![]).unwrap(), &Value::Int(1));
+    }
+
+    #[test]
+    fn missing_keys_are_key_errors() {
+        let mut d = ab();
+        assert_key_error(call(&mut d, "__getitem__", vec![s("x")]), s("x"));
+        assert_key_error(call(&mut d, "__delitem__", vec![s("x")]), s("x"));
+        assert_key_error(
+            call(&mut d, "pop", vec![Value::Tuple(vec![Value::Int(1)])]),
+            Value::Tuple(vec![Value::Int(1)]),
+        );
+    }
+
+    #[test]
+    fn unhashable_keys_are_type_errors() {
+        let mut d = ab();
+        for method in ["__getitem__", "__contains__", "__delitem__", "get", "setdefault", "pop"] {
+            assert_error(call(&mut d, method, vec![ints(&[1])]), ErrorCode::TypeError, "unhashable type: 'list'");
+        }
+        assert_error(
+            call(&mut d, "__setitem__", vec![ints(&[1]), Value::None]),
+            ErrorCode::TypeError,
+            "unhashable type: 'list'",
+        );
+    }
+
+    #[test]
+    fn get_and_setdefault() {
+        let mut d = ab();
+        assert_py_eq(&call(&mut d, "get", vec![s("a")]).unwrap(), &Value::Int(1));
+        assert_py_eq(&call(&mut d, "get", vec![s("x")]).unwrap(), &Value::None);
+        assert_py_eq(&call_kw(&mut d, "get", vec![s("x")], vec![("default", Value::Int(0))]).unwrap(), &Value::Int(0));
+        assert_py_eq(&call(&mut d, "setdefault", vec![s("a"), Value::Int(5)]).unwrap(), &Value::Int(1));
+        assert_py_eq(&call(&mut d, "setdefault", vec![s("c")]).unwrap(), &Value::None);
+        assert_eq!(d.repr(), "{'a': 1, 'b': 2, 'c': None}");
+    }
+
+    #[test]
+    fn pop_with_and_without_default() {
+        let mut d = ab();
+        assert_py_eq(&call(&mut d, "pop", vec![s("a")]).unwrap(), &Value::Int(1));
+        assert_py_eq(&call(&mut d, "pop", vec![s("a"), Value::None]).unwrap(), &Value::None);
+        assert_key_error(call(&mut d, "pop", vec![s("a")]), s("a"));
+        assert_eq!(d.repr(), "{'b': 2}");
+        // Like CPython, an empty dict never hashes the key.
+        let mut empty = new(vec![], vec![]).unwrap();
+        assert_key_error(call(&mut empty, "pop", vec![ints(&[1])]), ints(&[1]));
+        assert_py_eq(&call(&mut empty, "pop", vec![ints(&[1]), Value::Int(2)]).unwrap(), &Value::Int(2));
+    }
+
+    #[test]
+    fn popitem_is_lifo() {
+        let mut d = ab();
+        assert_py_eq(&call(&mut d, "popitem", vec![]).unwrap(), &Value::Tuple(vec![s("b"), Value::Int(2)]));
+        call(&mut d, "popitem", vec![]).unwrap();
+        assert_key_error(call(&mut d, "popitem", vec![]), s("popitem(): dictionary is empty"));
+    }
+
+    #[test]
+    fn views_are_lists_and_copy_is_a_dict() {
+        let mut d = ab();
+        assert_eq!(call(&mut d, "keys", vec![]).unwrap().py_repr(), "['a', 'b']");
+        assert_eq!(call(&mut d, "values", vec![]).unwrap().py_repr(), "[1, 2]");
+        assert_eq!(call(&mut d, "items", vec![]).unwrap().py_repr(), "[('a', 1), ('b', 2)]");
+        let copy = call(&mut d, "copy", vec![]).unwrap();
+        assert!(matches!(copy, Value::Dict(_)));
+        call(&mut d, "clear", vec![]).unwrap();
+        assert_eq!((d.repr(), copy.py_repr()), ("{}".to_string(), "{'a': 1, 'b': 2}".to_string()));
+        assert_eq!(d.kind(), Kind::Dict);
+    }
+
+    #[test]
+    fn incr_adds_numbers_atomically() {
+        let mut d = ab();
+        assert_py_eq(&call(&mut d, "incr", vec![s("a")]).unwrap(), &Value::Int(2));
+        assert_py_eq(&call(&mut d, "incr", vec![s("new"), Value::Float(0.5)]).unwrap(), &Value::Float(0.5));
+        let with_default = call_kw(&mut d, "incr", vec![s("n")], vec![("default", Value::Int(10))]).unwrap();
+        assert_py_eq(&with_default, &Value::Int(11));
+        assert_eq!(d.repr(), "{'a': 2, 'b': 2, 'new': 0.5, 'n': 11}");
+    }
+
+    #[test]
+    fn incr_refuses_non_numbers() {
+        let mut d = new(vec![], vec![("s", s("x"))]).unwrap();
+        assert_error(
+            call(&mut d, "incr", vec![s("s")]),
+            ErrorCode::TypeError,
+            "unsupported operand type(s) for +: 'str' and 'int'",
+        );
+        assert_error(
+            call(&mut d, "incr", vec![s("k"), s("x")]),
+            ErrorCode::TypeError,
+            "unsupported operand type(s) for +: 'int' and 'str'",
+        );
+        assert_error(call(&mut d, "incr", vec![ints(&[])]), ErrorCode::TypeError, "unhashable type: 'list'");
+        assert_eq!(d.repr(), "{'s': 'x'}");
+    }
+
+    #[test]
+    fn compare_and_set_with_an_expected_value() {
+        let mut d = ab();
+        let cas = |d: &mut DictObject, args: Vec<Value>| call(d, "compare_and_set", args).unwrap();
+        assert_py_eq(&cas(&mut d, vec![s("a"), Value::Int(5), Value::Int(7)]), &Value::Bool(false));
+        assert_py_eq(&cas(&mut d, vec![s("a"), Value::Float(1.0), Value::Int(7)]), &Value::Bool(true));
+        assert_py_eq(&cas(&mut d, vec![s("x"), Value::None, Value::Int(7)]), &Value::Bool(false));
+        assert_eq!(d.repr(), "{'a': 7, 'b': 2}");
+    }
+
+    #[test]
+    fn compare_and_set_with_two_arguments_inserts_if_absent() {
+        let mut d = ab();
+        assert_py_eq(&call(&mut d, "compare_and_set", vec![s("a"), Value::Int(5)]).unwrap(), &Value::Bool(false));
+        assert_py_eq(&call(&mut d, "compare_and_set", vec![s("c"), Value::Int(5)]).unwrap(), &Value::Bool(true));
+        let by_name = call_kw(&mut d, "compare_and_set", vec![s("d")], vec![("new", Value::Int(6))]).unwrap();
+        assert_py_eq(&by_name, &Value::Bool(true));
+        assert_eq!(d.repr(), "{'a': 1, 'b': 2, 'c': 5, 'd': 6}");
+        assert_error(
+            call(&mut d, "compare_and_set", vec![s("e")]),
+            ErrorCode::TypeError,
+            "compare_and_set() missing required argument: 'new'",
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The shared `Namespace` (Python's `SyncManager.Namespace(**kwds)`): named
+//! attributes read, set and deleted through `__getattribute__`, `__setattr__` and
+//! `__delattr__`, with CPython 3.11's error texts.
+//!
+//! Only stored attributes exist: unlike CPython, class attributes such as `__dict__`
+//! are not reachable (the Python proxy never sends `_` names anyway).
+
+use agora_proto::native::Kind;
+use agora_proto::value::Dict;
+use agora_proto::{ErrorCode, Value, WireError};
+use indexmap::IndexMap;
+
+use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+
+/// `Namespace(**kwds)`.
+pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Namespace", &[], 0).with_var_keywords();
+
+/// CPython's `NamespaceProxy` methods.
+const METHODS: &[MethodSpec] = &[
+    MethodSpec::new("__getattribute__", &["name"]),
+    MethodSpec::new("__setattr__", &["name", "value"]),
+    MethodSpec::new("__delattr__", &["name"]),
+];
+
+/// A shared namespace: attributes in the order they were first set.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceObject {
+    attributes: IndexMap<String, Value>,
+}
+
+impl NamespaceObject {
+    /// `Namespace(**kwds)`.
+    pub fn new(mut args: Args) -> Result<NamespaceObject, WireError> {
+        Ok(NamespaceObject { attributes: args.take_keywords().into_iter().collect() })
+    }
+
+    /// Runs one method; `__setattr__` and `__delattr__` return `None`.
+    fn dispatch(&mut self, method: &str, mut args: Args) -> Result<Value, WireError> {
+        let name = attribute_name(args.required(0))?;
+        match method {
+            "__getattribute__" => self.attributes.get(&name).cloned().ok_or_else(|| no_attribute(&name)),
+            "__setattr__" => {
+                self.attributes.insert(name, args.required(1));
+                Ok(Value::None)
+            }
+            "__delattr__" => {
+                self.attributes.shift_remove(&name).map(|_| Value::None).ok_or_else(|| no_attribute(&name))
+            }
+            other => Err(WireError::new(ErrorCode::Internal, format!("Namespace has no method '{other}'"))),
+        }
+    }
+}
+
+/// An attribute name, which must be a str.
+fn attribute_name(name: Value) -> Result<String, WireError> {
+    match name {
+        Value::Str(name) => Ok(name),
+        other => Err(WireError::type_error(format!("attribute name must be string, not '{}'", other.type_name()))),
+    }
+}
+
+/// CPython's `AttributeError` for a missing attribute.
+fn no_attribute(name: &str) -> WireError {
+    WireError::new(ErrorCode::AttributeError, format!("'Namespace' object has no attribute '{name}'"))
+}
+
+impl SharedObject for NamespaceObject {
+    fn kind(&self) -> Kind {
+        Kind::Namespace
+    }
+
+    fn methods(&self) -> &'static [MethodSpec] {
+        METHODS
+    }
+
+    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+        self.dispatch(method, args).map(Outcome::from)
+    }
+
+    /// The attributes as a dict of str keys, in insertion order.
+    fn snapshot(&self) -> Value {
+        let mut dict = Dict::new();
+        for (name, value) in &self.attributes {
+            // Str keys are always hashable.
+            let _ = dict.insert(Value::Str(name.clone()), value.clone());
+        }
+        Value::Dict(dict)
+    }
+
+    /// `Namespace(a=1, b=2)` like `managers.Namespace.__repr__`: `_` names hidden, and
+    /// the `name=repr` texts sorted (as texts, not by name).
+    fn repr(&self) -> String {
+        let mut shown: Vec<String> = self
+            .attributes
+            .iter()
+            .filter(|(name, _)| !name.starts_with('_'))
+            .map(|(name, value)| format!("{name}={}", value.py_repr()))
+            .collect();
+        shown.sort();
+        format!("Namespace({})", shown.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, s};
+
+    fn namespace(keywords: Vec<(&str, Value)>) -> NamespaceObject {
+        NamespaceObject::new(bind_kw(&CONSTRUCTOR, vec![], keywords).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn constructor_takes_keywords_only() {
+        let error = bind_kw(&CONSTRUCTOR, vec![Value::Int(1)], vec![]).unwrap_err();
+        assert_eq!(error.code, ErrorCode::TypeError);
+        assert_eq!(namespace(vec![]).repr(), "Namespace()");
+    }
+
+    #[test]
+    fn attributes_are_read_set_and_deleted() {
+        let mut ns = namespace(vec![("a", Value::Int(1))]);
+        assert_py_eq(&call(&mut ns, "__getattribute__", vec![s("a")]).unwrap(), &Value::Int(1));
+        assert_py_eq(&call(&mut ns, "__setattr__", vec![s("b"), s("x")]).unwrap(), &Value::None);
+        assert_py_eq(&call(&mut ns, "__getattribute__", vec![s("b")]).unwrap(), &s("x"));
+        call(&mut ns, "__delattr__", vec![s("a")]).unwrap();
+        assert_eq!(ns.repr(), "Namespace(b='x')");
+        assert_eq!(ns.kind(), Kind::Namespace);
+    }
+
+    #[test]
+    fn missing_attributes_are_attribute_errors() {
+        let mut ns = namespace(vec![]);
+        let text = "'Namespace' object has no attribute 'nope'";
+        assert_error(call(&mut ns, "__getattribute__", vec![s("nope")]), ErrorCode::AttributeError, text);
+        assert_error(call(&mut ns, "__delattr__", vec![s("nope")]), ErrorCode::AttributeError, text);
+    }
+
+    #[test]
+    fn names_must_be_strings() {
+        let mut ns = namespace(vec![]);
+        let text = "attribute name must be string, not 'int'";
+        assert_error(call(&mut ns, "__getattribute__", vec![Value::Int(5)]), ErrorCode::TypeError, text);
+        assert_error(call(&mut ns, "__setattr__", vec![Value::Int(5), Value::None]), ErrorCode::TypeError, text);
+        assert_error(call(&mut ns, "__delattr__", vec![Value::Int(5)]), ErrorCode::TypeError, text);
+    }
+
+    /// CPython: `repr(Namespace(b=2, a=1, _c=3, a1=4))` is `Namespace(a1=4, a=1, b=2)`.
+    #[test]
+    fn repr_sorts_texts_and_hides_private_names() {
+        let ns =
+            namespace(vec![("b", Value::Int(2)), ("a", Value::Int(1)), ("_c", Value::Int(3)), ("a1", Value::Int(4))]);
+        assert_eq!(ns.repr(), "Namespace(a1=4, a=1, b=2)");
+    }
+
+    #[test]
+    fn snapshot_keeps_every_attribute_in_order() {
+        let ns = namespace(vec![("b", Value::Int(2)), ("_c", Value::Int(3))]);
+        assert_eq!(ns.snapshot().py_repr(), "{'b': 2, '_c': 3}");
+    }
+}

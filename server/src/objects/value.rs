@@ -1,0 +1,160 @@
+//! The shared `Value` (Python's `SyncManager.Value(typecode, value)`): one value with
+//! `get` and `set`, plus agora's atomic `add` and `compare_and_set`.
+//!
+//! Like CPython's `managers.Value`, it keeps the typecode only for its `repr` and does
+//! no type checking: `Value('i', 'text')` is fine. This module also owns
+//! `add_numbers`, the numeric `+` behind `add` here and `incr` on dicts.
+
+use agora_proto::native::Kind;
+use agora_proto::{ErrorCode, Value, WireError};
+
+use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+
+/// `Value(typecode, value, lock=True)`.
+pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Value", &["typecode", "value", "lock"], 2);
+
+/// CPython's `get` and `set`, then agora's atomic operations.
+const METHODS: &[MethodSpec] = &[
+    MethodSpec::new("get", &[]),
+    MethodSpec::new("set", &["value"]),
+    MethodSpec::new("add", &["delta"]),
+    MethodSpec::new("compare_and_set", &["expected", "new"]),
+];
+
+/// A shared value and the typecode it was created with.
+#[derive(Debug, Clone)]
+pub struct ValueObject {
+    typecode: Value,
+    value: Value,
+}
+
+impl ValueObject {
+    /// `Value(typecode, value, lock=True)`: both are kept as given; `lock` is ignored
+    /// (every call is atomic anyway).
+    pub fn new(mut args: Args) -> Result<ValueObject, WireError> {
+        Ok(ValueObject { typecode: args.required(0), value: args.required(1) })
+    }
+
+    /// Runs one method.
+    fn dispatch(&mut self, method: &str, mut args: Args) -> Result<Value, WireError> {
+        match method {
+            "get" => Ok(self.value.clone()),
+            "set" => {
+                self.value = args.required(0);
+                Ok(Value::None)
+            }
+            "add" => {
+                self.value = add_numbers(&self.value, &args.required(0))?;
+                Ok(self.value.clone())
+            }
+            "compare_and_set" => {
+                let swap = self.value.py_eq(&args.required(0));
+                if swap {
+                    self.value = args.required(1);
+                }
+                Ok(Value::Bool(swap))
+            }
+            other => Err(WireError::new(ErrorCode::Internal, format!("Value has no method '{other}'"))),
+        }
+    }
+}
+
+/// `current + delta` for numbers only (int, bool, float): Python's `+`, and Python's
+/// `TypeError` wording for anything else (agora's atomic adds never concatenate).
+pub(crate) fn add_numbers(current: &Value, delta: &Value) -> Result<Value, WireError> {
+    let is_number = |v: &Value| matches!(v, Value::Bool(_) | Value::Int(_) | Value::BigInt(_) | Value::Float(_));
+    if !is_number(current) || !is_number(delta) {
+        return Err(WireError::type_error(format!(
+            "unsupported operand type(s) for +: '{}' and '{}'",
+            current.type_name(),
+            delta.type_name()
+        )));
+    }
+    current.py_add(delta)
+}
+
+impl SharedObject for ValueObject {
+    fn kind(&self) -> Kind {
+        Kind::Value
+    }
+
+    fn methods(&self) -> &'static [MethodSpec] {
+        METHODS
+    }
+
+    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+        self.dispatch(method, args).map(Outcome::from)
+    }
+
+    fn snapshot(&self) -> Value {
+        self.value.clone()
+    }
+
+    /// `Value('i', 5)`, as `managers.Value.__repr__` prints it.
+    fn repr(&self) -> String {
+        format!("Value({}, {})", self.typecode.py_repr(), self.value.py_repr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, s};
+
+    fn value(typecode: &str, v: Value) -> ValueObject {
+        ValueObject::new(bind_kw(&CONSTRUCTOR, vec![s(typecode), v], vec![]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn constructor_needs_typecode_and_value() {
+        let error = bind_kw(&CONSTRUCTOR, vec![s("i")], vec![]).unwrap_err();
+        assert_eq!(error.message, "Value() missing required argument: 'value'");
+        let with_lock = bind_kw(&CONSTRUCTOR, vec![s("i"), Value::Int(1)], vec![("lock", Value::Bool(false))]);
+        assert_eq!(ValueObject::new(with_lock.unwrap()).unwrap().repr(), "Value('i', 1)");
+    }
+
+    #[test]
+    fn get_and_set_without_type_checks() {
+        let mut v = value("i", Value::Int(5));
+        assert_py_eq(&call(&mut v, "get", vec![]).unwrap(), &Value::Int(5));
+        assert_py_eq(&call(&mut v, "set", vec![s("text")]).unwrap(), &Value::None);
+        assert_py_eq(&v.snapshot(), &s("text"));
+        assert_eq!(v.repr(), "Value('i', 'text')");
+        assert_eq!(v.kind(), Kind::Value);
+    }
+
+    #[test]
+    fn add_is_numeric() {
+        let mut v = value("d", Value::Int(1));
+        assert_py_eq(&call(&mut v, "add", vec![Value::Int(2)]).unwrap(), &Value::Int(3));
+        assert_py_eq(&call(&mut v, "add", vec![Value::Float(0.5)]).unwrap(), &Value::Float(3.5));
+        assert_py_eq(&call(&mut v, "add", vec![Value::Bool(true)]).unwrap(), &Value::Float(4.5));
+        assert_error(
+            call(&mut v, "add", vec![s("x")]),
+            ErrorCode::TypeError,
+            "unsupported operand type(s) for +: 'float' and 'str'",
+        );
+        let mut text = value("u", s("a"));
+        assert_error(
+            call(&mut text, "add", vec![s("b")]),
+            ErrorCode::TypeError,
+            "unsupported operand type(s) for +: 'str' and 'str'",
+        );
+        assert_py_eq(&text.snapshot(), &s("a"));
+    }
+
+    #[test]
+    fn compare_and_set_swaps_only_on_equality() {
+        let mut v = value("i", Value::Int(1));
+        assert_py_eq(
+            &call(&mut v, "compare_and_set", vec![Value::Int(2), Value::Int(3)]).unwrap(),
+            &Value::Bool(false),
+        );
+        assert_py_eq(&v.snapshot(), &Value::Int(1));
+        assert_py_eq(
+            &call(&mut v, "compare_and_set", vec![Value::Float(1.0), Value::Int(3)]).unwrap(),
+            &Value::Bool(true),
+        );
+        assert_py_eq(&v.snapshot(), &Value::Int(3));
+    }
+}

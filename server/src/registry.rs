@@ -1,0 +1,389 @@
+//! The object table: id → object, name → id, and object lifetimes.
+//!
+//! Ids come from one counter that starts at a random offset and only grows, so an id is
+//! never reused, not even across server restarts in practice (a stale client cannot hit
+//! a new object by accident). Named objects live until deleted. Anonymous objects live
+//! while references to them exist: handles held by sessions, and (for Python clients)
+//! `incref`s. Every object keeps its state behind its own lock; the table's own locks
+//! are held only to find or insert entries, never during a call.
+//!
+//! This module owns lifetimes and lookup; it must not know about dialects or sockets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use agora_proto::native::{Kind, ObjectId};
+use agora_proto::{ErrorCode, Value, WireError};
+
+use crate::object::{bind, Caller, MethodSpec, Outcome, SharedObject};
+use crate::objects;
+
+/// One shared object and its bookkeeping.
+pub struct ObjectEntry {
+    id: ObjectId,
+    kind: Kind,
+    name: Option<String>,
+    state: Mutex<Box<dyn SharedObject>>,
+    /// References that keep an anonymous object alive (handles, Python increfs).
+    refs: AtomicU64,
+    /// Set when a named object is deleted; calls through old handles then fail.
+    deleted: AtomicBool,
+}
+
+impl std::fmt::Debug for ObjectEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectEntry").field("id", &self.id).field("kind", &self.kind).field("name", &self.name).finish()
+    }
+}
+
+impl ObjectEntry {
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The object's kind.
+    pub fn kind(&self) -> &Kind {
+        &self.kind
+    }
+
+    /// The object's name, if it is a named object.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Locks the object's state, or reports why it cannot be used.
+    fn lock(&self) -> Result<MutexGuard<'_, Box<dyn SharedObject>>, WireError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(no_such_object(self.id));
+        }
+        self.state.lock().map_err(|_| {
+            WireError::new(ErrorCode::Internal, format!("object {:x} is unusable after an internal error", self.id))
+        })
+    }
+
+    /// The spec of `method`, or `NoSuchMethod` with Python's wording.
+    pub fn method(&self, method: &str) -> Result<&'static MethodSpec, WireError> {
+        let state = self.lock()?;
+        find_method(state.methods(), method, &self.kind)
+    }
+
+    /// The names of every method of this object.
+    pub fn method_names(&self) -> Result<Vec<&'static str>, WireError> {
+        Ok(self.lock()?.methods().iter().map(|m| m.name).collect())
+    }
+
+    /// Binds the arguments and runs `method` under the object's lock.
+    pub fn call(
+        &self,
+        caller: Caller,
+        method: &str,
+        positional: Vec<Value>,
+        keywords: Vec<(String, Value)>,
+    ) -> Result<Outcome, WireError> {
+        let mut state = self.lock()?;
+        let spec = find_method(state.methods(), method, &self.kind)?;
+        let args = bind(spec, positional, keywords)?;
+        state.call(caller, method, args)
+    }
+
+    /// Settles a parked call whose deadline passed (see [`SharedObject::expire`]).
+    pub fn expire(&self, ticket: u64) -> Option<crate::waiter::Completion> {
+        self.state.lock().ok()?.expire(ticket)
+    }
+
+    /// Settles a parked call whose caller is gone: the object drops the waiter and
+    /// takes back whatever was handed to it. Reading `rx` under the object's lock makes
+    /// this exact: hand-offs happen under the same lock.
+    pub fn abandon(
+        &self,
+        caller: Caller,
+        ticket: u64,
+        rx: &mut tokio::sync::oneshot::Receiver<crate::waiter::Completion>,
+    ) {
+        let Ok(mut state) = self.state.lock() else { return };
+        rx.close();
+        let delivered = rx.try_recv().ok().and_then(Result::ok);
+        state.abandon(caller, ticket, delivered);
+    }
+
+    /// Takes back a completion that was handed to a caller but could not reach it.
+    pub fn take_back(&self, caller: Caller, ticket: u64, value: Value) {
+        if let Ok(mut state) = self.state.lock() {
+            state.abandon(caller, ticket, Some(value));
+        }
+    }
+
+    /// Tells the object a session ended, so it releases what the session held.
+    pub fn session_ended(&self, session: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.session_ended(session);
+        }
+    }
+
+    /// A copy of the object's whole state.
+    pub fn snapshot(&self) -> Result<Value, WireError> {
+        Ok(self.lock()?.snapshot())
+    }
+
+    /// The referent's Python `repr`.
+    pub fn repr(&self) -> Result<String, WireError> {
+        Ok(self.lock()?.repr())
+    }
+
+    /// The number of items, for kinds with a size.
+    pub fn size(&self) -> Result<Option<usize>, WireError> {
+        Ok(self.lock()?.size())
+    }
+}
+
+fn find_method(methods: &'static [MethodSpec], method: &str, kind: &Kind) -> Result<&'static MethodSpec, WireError> {
+    methods
+        .iter()
+        .find(|m| m.name == method)
+        .ok_or_else(|| WireError::new(ErrorCode::NoSuchMethod, format!("'{kind}' object has no method '{method}'")))
+}
+
+/// The error for an id that names no live object.
+pub fn no_such_object(id: ObjectId) -> WireError {
+    WireError::new(ErrorCode::NoSuchObject, format!("no object with id {id:x} (never existed, released or deleted)"))
+}
+
+/// What [`Registry::open`] found or made.
+#[derive(Debug)]
+pub struct Opened {
+    /// The object, with one reference taken for the caller.
+    pub entry: Arc<ObjectEntry>,
+    /// True if this call created it.
+    pub created: bool,
+}
+
+/// Counts for `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Live objects by kind.
+    pub objects_by_kind: BTreeMap<String, u64>,
+    /// Named objects.
+    pub named: u64,
+}
+
+/// The table of every live object.
+pub struct Registry {
+    next_id: AtomicU64,
+    objects: RwLock<HashMap<ObjectId, Arc<ObjectEntry>>>,
+    /// Name → id; its lock also serialises get-or-create and delete of names.
+    names: Mutex<BTreeMap<String, ObjectId>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry whose ids start at a random offset (never `0`).
+    pub fn new() -> Registry {
+        let start = (u64::from(rand::random::<u32>()) << 16) | 1;
+        Registry { next_id: AtomicU64::new(start), objects: RwLock::default(), names: Mutex::default() }
+    }
+
+    fn objects_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectId, Arc<ObjectEntry>>> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn objects_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectId, Arc<ObjectEntry>>> {
+        self.objects.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn names(&self) -> MutexGuard<'_, BTreeMap<String, ObjectId>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds a new object (not yet in the table) with one reference.
+    fn build(
+        &self,
+        kind: &Kind,
+        name: Option<String>,
+        positional: Vec<Value>,
+        keywords: Vec<(String, Value)>,
+    ) -> Result<Arc<ObjectEntry>, WireError> {
+        let spec = objects::constructor(kind).ok_or_else(|| objects::unsupported_kind(kind))?;
+        let state = objects::construct(kind, bind(spec, positional, keywords)?)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(ObjectEntry {
+            id,
+            kind: kind.clone(),
+            name,
+            state: Mutex::new(state),
+            refs: AtomicU64::new(1),
+            deleted: AtomicBool::new(false),
+        }))
+    }
+
+    /// Creates an anonymous object with one reference (for the caller).
+    pub fn create(
+        &self,
+        kind: &Kind,
+        positional: Vec<Value>,
+        keywords: Vec<(String, Value)>,
+    ) -> Result<Arc<ObjectEntry>, WireError> {
+        let entry = self.build(kind, None, positional, keywords)?;
+        self.objects_write().insert(entry.id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Finds the object named `name`, or creates it of `kind` from the constructor
+    /// arguments. Takes one reference for the caller either way.
+    pub fn open_named(
+        &self,
+        kind: &Kind,
+        name: &str,
+        positional: Vec<Value>,
+        keywords: Vec<(String, Value)>,
+    ) -> Result<Opened, WireError> {
+        let mut names = self.names();
+        if let Some(&id) = names.get(name) {
+            let entry = self.objects_read().get(&id).cloned().ok_or_else(|| no_such_object(id))?;
+            if entry.kind != *kind {
+                return Err(WireError::new(
+                    ErrorCode::WrongKind,
+                    format!("'{name}' is a {}, not a {kind}", entry.kind),
+                ));
+            }
+            entry.refs.fetch_add(1, Ordering::AcqRel);
+            return Ok(Opened { entry, created: false });
+        }
+        let entry = self.build(kind, Some(name.to_owned()), positional, keywords)?;
+        self.objects_write().insert(entry.id, entry.clone());
+        names.insert(name.to_owned(), entry.id);
+        Ok(Opened { entry, created: true })
+    }
+
+    /// The object with this id, without taking a reference.
+    pub fn get(&self, id: ObjectId) -> Result<Arc<ObjectEntry>, WireError> {
+        self.objects_read().get(&id).cloned().ok_or_else(|| no_such_object(id))
+    }
+
+    /// The id of the object named `name`.
+    pub fn lookup(&self, name: &str) -> Result<Arc<ObjectEntry>, WireError> {
+        let id = *self
+            .names()
+            .get(name)
+            .ok_or_else(|| WireError::new(ErrorCode::NoSuchName, format!("no object named '{name}'")))?;
+        self.get(id)
+    }
+
+    /// Takes one more reference on a live object.
+    pub fn incref(&self, id: ObjectId) -> Result<Arc<ObjectEntry>, WireError> {
+        let objects = self.objects_read();
+        let entry = objects.get(&id).ok_or_else(|| no_such_object(id))?;
+        entry.refs.fetch_add(1, Ordering::AcqRel);
+        Ok(entry.clone())
+    }
+
+    /// Gives back one reference; an anonymous object with none left is dropped.
+    pub fn decref(&self, entry: &ObjectEntry) {
+        let before = entry.refs.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "decref below zero on {:x}", entry.id);
+        if before == 1 && entry.name.is_none() {
+            let mut objects = self.objects_write();
+            // Re-check under the write lock: an incref may have revived it meanwhile.
+            if entry.refs.load(Ordering::Acquire) == 0 {
+                objects.remove(&entry.id);
+            }
+        }
+    }
+
+    /// Deletes the named object: frees the name and makes existing handles fail.
+    pub fn delete(&self, name: &str) -> Result<(), WireError> {
+        let id = self
+            .names()
+            .remove(name)
+            .ok_or_else(|| WireError::new(ErrorCode::NoSuchName, format!("no object named '{name}'")))?;
+        if let Some(entry) = self.objects_write().remove(&id) {
+            entry.deleted.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Named objects, sorted by name.
+    pub fn named(&self) -> Vec<Arc<ObjectEntry>> {
+        let names = self.names();
+        let objects = self.objects_read();
+        names.values().filter_map(|id| objects.get(id).cloned()).collect()
+    }
+
+    /// How many objects are alive.
+    pub fn len(&self) -> usize {
+        self.objects_read().len()
+    }
+
+    /// True when no object is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts by kind, for `stats` and metrics.
+    pub fn stats(&self) -> RegistryStats {
+        let objects = self.objects_read();
+        let mut stats = RegistryStats { named: self.names().len() as u64, ..Default::default() };
+        for entry in objects.values() {
+            *stats.objects_by_kind.entry(entry.kind.to_string()).or_default() += 1;
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_never_reused() {
+        let reg = Registry::new();
+        let a = reg.create(&Kind::List, vec![], vec![]).unwrap();
+        let a_id = a.id();
+        reg.decref(&a);
+        assert!(reg.get(a_id).is_err(), "anonymous object freed at zero references");
+        let b = reg.create(&Kind::List, vec![], vec![]).unwrap();
+        assert!(b.id() > a_id);
+        assert_ne!(b.id(), 0);
+    }
+
+    #[test]
+    fn named_get_or_create_and_wrong_kind() {
+        let reg = Registry::new();
+        let first = reg.open_named(&Kind::Dict, "d", vec![], vec![]).unwrap();
+        assert!(first.created);
+        let again = reg.open_named(&Kind::Dict, "d", vec![], vec![]).unwrap();
+        assert!(!again.created);
+        assert_eq!(first.entry.id(), again.entry.id());
+        let err = reg.open_named(&Kind::List, "d", vec![], vec![]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::WrongKind);
+        assert_eq!(err.message, "'d' is a dict, not a list");
+    }
+
+    #[test]
+    fn named_objects_outlive_their_references_until_deleted() {
+        let reg = Registry::new();
+        let opened = reg.open_named(&Kind::List, "l", vec![], vec![]).unwrap();
+        reg.decref(&opened.entry);
+        assert!(reg.lookup("l").is_ok());
+        reg.delete("l").unwrap();
+        assert_eq!(reg.lookup("l").unwrap_err().code, ErrorCode::NoSuchName);
+        let err = opened.entry.call(Caller { session: 1 }, "__len__", vec![], vec![]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::NoSuchObject);
+        assert_eq!(reg.delete("l").unwrap_err().code, ErrorCode::NoSuchName);
+    }
+
+    #[test]
+    fn unknown_method_is_precise() {
+        let reg = Registry::new();
+        let e = reg.create(&Kind::List, vec![], vec![]).unwrap();
+        let err = e.call(Caller { session: 1 }, "frobnicate", vec![], vec![]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::NoSuchMethod);
+        assert_eq!(err.message, "'list' object has no method 'frobnicate'");
+    }
+}

@@ -1,0 +1,165 @@
+//! The running server: its shared state, its listeners, and graceful shutdown.
+//!
+//! [`Server::bind`] binds every listen address up front (so a port clash fails fast);
+//! [`Server::run`] accepts until [`ShutdownHandle::shutdown`] (or a signal, in the
+//! binary), then stops accepting, lets each connection finish the requests it has
+//! read, answers parked calls with `ShuttingDown`, and waits for every connection
+//! to close. Unix socket files are removed when their listeners drop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::Address;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::config::Config;
+use crate::connection;
+use crate::listener::{Accepted, Listener};
+use crate::registry::Registry;
+
+/// How long [`Server::run`] waits for connections to close after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counters for `stats` and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections refused (limit, failed handshake, bad hello).
+    pub connections_refused: AtomicU64,
+    /// Requests handled since start.
+    pub requests_total: AtomicU64,
+}
+
+/// State shared by every connection of one server.
+pub struct Shared {
+    /// The objects.
+    pub registry: Arc<Registry>,
+    /// The configuration the server runs with.
+    pub config: Config,
+    /// Counters.
+    pub counters: Counters,
+    /// Flips to `true` when shutdown begins.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Stops a running server; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Begins a graceful shutdown (idempotent).
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+    addresses: Vec<Address>,
+    shutdown: ShutdownHandle,
+}
+
+impl Server {
+    /// Binds every address in `config.listen`.
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        if config.listen.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listen address given"));
+        }
+        let mut listeners = Vec::new();
+        let mut addresses = Vec::new();
+        for address in &config.listen {
+            let (listener, bound) = Listener::bind(address)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
+            listeners.push(listener);
+            addresses.push(bound);
+        }
+        let (tx, rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            registry: Arc::new(Registry::new()),
+            config,
+            counters: Counters::default(),
+            shutdown: rx,
+        });
+        Ok(Server { shared, listeners, addresses, shutdown: ShutdownHandle(Arc::new(tx)) })
+    }
+
+    /// The addresses really bound (ephemeral ports resolved).
+    pub fn addresses(&self) -> &[Address] {
+        &self.addresses
+    }
+
+    /// Sets the authkey after binding (the CLI loads or generates it only once the
+    /// listen addresses are known to be free).
+    pub fn set_authkey(&mut self, authkey: Vec<u8>) {
+        Arc::get_mut(&mut self.shared).expect("not running yet").config.authkey = authkey;
+    }
+
+    /// A handle that stops this server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The server's shared state (registry, counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Accepts and serves connections until shutdown, then drains them.
+    pub async fn run(self) {
+        let Server { shared, listeners, shutdown: _handle, .. } = self;
+        let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        // Every connection task holds a clone; when all are gone, draining is done.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let mut accept_tasks = Vec::new();
+        for listener in listeners {
+            let (shared, slots, done_tx) = (shared.clone(), slots.clone(), done_tx.clone());
+            accept_tasks.push(tokio::spawn(accept_loop(listener, shared, slots, done_tx)));
+        }
+        drop(done_tx);
+        for task in accept_tasks {
+            let _ = task.await;
+        }
+        tracing::info!("stopped accepting; waiting for connections to finish");
+        if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv()).await.is_err() {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+        }
+        tracing::info!("server stopped");
+    }
+}
+
+/// Accepts on one listener until shutdown; the listener (and its socket file) drops at the end.
+async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semaphore>, done: mpsc::Sender<()>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+        let permit = slots.clone().try_acquire_owned().ok();
+        let (shared, done) = (shared.clone(), done.clone());
+        tokio::spawn(async move {
+            match stream {
+                Accepted::Tcp(s) => connection::serve(s, peer, shared, permit).await,
+                Accepted::Unix(s) => connection::serve(s, peer, shared, permit).await,
+            }
+            drop(done);
+        });
+    }
+}
