@@ -1,0 +1,257 @@
+//! One multiplexed connection to a server.
+//!
+//! Every call gets a fresh request id and a oneshot slot in the pending map, and its
+//! encoded frame goes to the writer task, which drains everything queued into one
+//! write. The reader task routes each response to its slot by id. So one connection
+//! carries any number of concurrent calls from any number of tasks, and a call
+//! future that is dropped (timed out, cancelled) just abandons its slot — the
+//! connection stays in sync because frames are only ever written whole by the writer.
+//!
+//! When the connection dies, every pending call and every later call fails with the
+//! reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agora_proto::auth::{AuthError, Policy};
+use agora_proto::frame;
+use agora_proto::io::{client_handshake, read_frame, FrameIoError, HandshakeError};
+use agora_proto::native::{
+    self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
+};
+use agora_proto::Address;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+type Slot = oneshot::Sender<Result<Reply>>;
+
+/// What the reader and callers share.
+struct State {
+    pending: HashMap<u64, Slot>,
+    /// Set once the connection is dead: why.
+    closed: Option<Error>,
+}
+
+/// The shared core of a connection; `Manager` and every proxy hold an `Arc` of it.
+pub(crate) struct Connection {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    welcome: Welcome,
+}
+
+impl Connection {
+    /// Connects, authenticates, says hello, and starts the reader and writer tasks.
+    pub(crate) async fn open(address: &Address, authkey: &[u8], client: &str) -> Result<Arc<Connection>> {
+        let connect_err = |e: std::io::Error| Error::Connect { address: address.to_string(), reason: e.to_string() };
+        match address {
+            Address::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(connect_err)?;
+                stream.set_nodelay(true).map_err(connect_err)?;
+                Connection::start(stream, authkey, client).await
+            }
+            Address::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
+                Connection::start(stream, authkey, client).await
+            }
+            Address::Abstract(name) => {
+                let stream = connect_abstract(name).map_err(connect_err)?;
+                Connection::start(stream, authkey, client).await
+            }
+        }
+    }
+
+    async fn start<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        mut stream: S,
+        authkey: &[u8],
+        client: &str,
+    ) -> Result<Arc<Connection>> {
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        client_handshake(&mut stream, &mut rbuf, authkey, Policy::default()).await.map_err(|e| match e {
+            HandshakeError::Auth(AuthError::Rejected | AuthError::WrongDigest) => {
+                Error::AuthenticationFailed("the server rejected our authkey (or we rejected its)".into())
+            }
+            HandshakeError::Auth(other) => Error::AuthenticationFailed(other.to_string()),
+            HandshakeError::Frame(f) => Error::ConnectionLost(format!("during the handshake: {f}")),
+        })?;
+        let hello = Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: client.into() };
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |b| native::encode(&hello, b))?;
+        stream.write_all(&out).await.map_err(|e| Error::ConnectionLost(e.to_string()))?;
+        let first = read_frame(&mut stream, &mut rbuf, frame::DEFAULT_MAX_FRAME).await.map_err(lost)?;
+        let welcome: Welcome = match native::decode::<Welcome>(&first) {
+            Ok(w) => w,
+            // A refusal (too many connections, bad version) comes as a connection error.
+            Err(_) => match native::decode::<Response>(&first) {
+                Ok(Response { result: Err(e), .. }) => return Err(e.into()),
+                _ => return Err(Error::Protocol("the server's welcome is malformed".into())),
+            },
+        };
+        let (read_half, write_half) = tokio::io::split(stream);
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        let conn = Arc::new(Connection {
+            state: Mutex::new(State { pending: HashMap::new(), closed: None }),
+            next_id: AtomicU64::new(1),
+            outbox,
+            welcome,
+        });
+        tokio::spawn(write_loop(write_half, inbox, Arc::downgrade(&conn)));
+        tokio::spawn(read_loop(read_half, rbuf, Arc::downgrade(&conn)));
+        Ok(conn)
+    }
+
+    /// What the server said when we connected.
+    pub(crate) fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Encodes and queues a request; returns its id.
+    fn send(&self, op: Op, slot: Option<Slot>) -> Result<u64> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |b| native::encode(&Request { id, op }, b))?;
+        let body_len = (out.len() - 4) as u64;
+        if body_len > self.welcome.max_frame {
+            return Err(Error::LimitExceeded(format!(
+                "request of {body_len} bytes exceeds the server's frame limit of {} bytes",
+                self.welcome.max_frame
+            )));
+        }
+        let mut state = self.state();
+        if let Some(reason) = &state.closed {
+            return Err(reason.clone());
+        }
+        if let Some(slot) = slot {
+            state.pending.insert(id, slot);
+        }
+        // The writer only stops after `closed` is set, which we checked under the lock.
+        let _ = self.outbox.send(out);
+        Ok(id)
+    }
+
+    /// Sends a request and waits for its reply.
+    pub(crate) async fn call(&self, op: Op) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.send(op, Some(tx))?;
+        let guard = Abandon { conn: self, id };
+        let reply = rx.await;
+        std::mem::forget(guard);
+        match reply {
+            Ok(result) => result,
+            Err(_) => {
+                Err(self.state().closed.clone().unwrap_or_else(|| Error::ConnectionLost("connection closed".into())))
+            }
+        }
+    }
+
+    /// Sends a request whose reply nobody waits for (releasing a handle on drop).
+    pub(crate) fn send_and_forget(&self, op: Op) {
+        let _ = self.send(op, None);
+    }
+
+    /// Marks the connection dead and fails every pending call with `reason`.
+    fn close(&self, reason: Error) {
+        let pending = {
+            let mut state = self.state();
+            state.closed.get_or_insert(reason.clone());
+            std::mem::take(&mut state.pending)
+        };
+        for (_, slot) in pending {
+            let _ = slot.send(Err(reason.clone()));
+        }
+    }
+}
+
+/// Drops a call's pending slot if its future is dropped before the reply arrives.
+struct Abandon<'a> {
+    conn: &'a Connection,
+    id: u64,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        self.conn.state().pending.remove(&self.id);
+    }
+}
+
+fn lost(e: FrameIoError) -> Error {
+    match e {
+        FrameIoError::Closed => Error::ConnectionLost("the server closed the connection".into()),
+        other => Error::ConnectionLost(other.to_string()),
+    }
+}
+
+async fn write_loop<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
+    mut inbox: mpsc::UnboundedReceiver<Vec<u8>>,
+    conn: std::sync::Weak<Connection>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = inbox.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while let Ok(more) = inbox.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        if let Err(e) = writer.write_all(&batch).await {
+            if let Some(conn) = conn.upgrade() {
+                conn.close(Error::ConnectionLost(format!("write failed: {e}")));
+            }
+            return;
+        }
+    }
+    // Every handle to the connection is gone: close our side politely.
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, conn: std::sync::Weak<Connection>) {
+    let limit = u64::MAX; // the server is trusted to send what we asked for
+    let reason = loop {
+        let body = match read_frame(&mut reader, &mut rbuf, limit).await {
+            Ok(body) => body,
+            Err(e) => break lost(e),
+        };
+        let response: Response = match native::decode(&body) {
+            Ok(r) => r,
+            Err(e) => break Error::Protocol(e.message),
+        };
+        if response.id == CONNECTION_ERROR_ID {
+            break match response.result {
+                Err(e) => e.into(),
+                Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
+            };
+        }
+        // Every handle is gone: nobody can be waiting; the writer closes our side.
+        let Some(conn) = conn.upgrade() else { return };
+        let slot = conn.state().pending.remove(&response.id);
+        // A reply nobody waits for (an abandoned call, a release) is dropped here.
+        if let Some(slot) = slot {
+            let _ = slot.send(response.result.map_err(Error::from));
+        }
+    };
+    if let Some(conn) = conn.upgrade() {
+        conn.close(reason);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn connect_abstract(name: &str) -> std::io::Result<tokio::net::UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connect_abstract(_name: &str) -> std::io::Result<tokio::net::UnixStream> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "abstract Unix sockets exist only on Linux"))
+}

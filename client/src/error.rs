@@ -1,0 +1,133 @@
+//! The client's one error type. Every server error code maps to a precise variant.
+
+use agora_proto::{ErrorCode, Value, WireError};
+
+/// Everything that can go wrong talking to an agora server.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server could not be reached.
+    #[error("cannot connect to {address}: {reason}")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The authkey does not match the server's (or strict mode refused the handshake).
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    /// The connection broke; in-flight calls may or may not have taken effect.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The server ended this session (e.g. heartbeat timeout); what it held was released.
+    #[error("session expired: {0}")]
+    SessionExpired(String),
+    /// The server is shutting down.
+    #[error("server shutting down: {0}")]
+    ShuttingDown(String),
+    /// A key is not in the dict (Python `KeyError`).
+    #[error("key not found: {}", .0.py_repr())]
+    KeyNotFound(Value),
+    /// An index is out of range (Python `IndexError`).
+    #[error("index out of range: {0}")]
+    IndexOutOfRange(String),
+    /// A name holds an object of another kind.
+    #[error("wrong kind: {0}")]
+    WrongKind(String),
+    /// A value has the wrong type: the server refused it or the call's arguments
+    /// (Python `TypeError`), or a stored value does not convert into the Rust type
+    /// asked for.
+    #[error("type mismatch: {0}")]
+    TypeMismatch(String),
+    /// A value was refused (Python `ValueError`).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+    /// A number does not fit (Python `OverflowError`).
+    #[error("overflow: {0}")]
+    Overflow(String),
+    /// Division by zero.
+    #[error("division by zero: {0}")]
+    DivisionByZero(String),
+    /// A missing attribute (Python `AttributeError`).
+    #[error("no such attribute: {0}")]
+    NoSuchAttribute(String),
+    /// A synchronization object was misused (Python `RuntimeError`).
+    #[error("runtime error: {0}")]
+    Runtime(String),
+    /// An iterator is exhausted.
+    #[error("iteration finished")]
+    StopIteration,
+    /// A queue is empty (Python `queue.Empty`).
+    #[error("queue is empty")]
+    Empty,
+    /// A queue is full (Python `queue.Full`).
+    #[error("queue is full")]
+    Full,
+    /// A queue was shut down (Python `queue.ShutDown`).
+    #[error("queue is shut down")]
+    QueueShutDown,
+    /// A barrier is broken (Python `threading.BrokenBarrierError`).
+    #[error("barrier is broken")]
+    BrokenBarrier,
+    /// A blocking call timed out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The object does not exist (never did, was released, or was deleted).
+    #[error("no such object: {0}")]
+    NoSuchObject(String),
+    /// No object has this name.
+    #[error("no such name: {0}")]
+    NoSuchName(String),
+    /// The object's kind has no such method.
+    #[error("no such method: {0}")]
+    NoSuchMethod(String),
+    /// A server limit was hit (frame size, connections, in-flight requests).
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// Something agora deliberately does not do.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A bug in agora.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Error {
+        use ErrorCode as C;
+        let m = e.message;
+        match e.code {
+            C::KeyError => Error::KeyNotFound(e.detail.unwrap_or(Value::Str(m))),
+            C::IndexError => Error::IndexOutOfRange(m),
+            C::ValueError => Error::InvalidValue(m),
+            C::TypeError => Error::TypeMismatch(m),
+            C::AttributeError => Error::NoSuchAttribute(m),
+            C::OverflowError => Error::Overflow(m),
+            C::ZeroDivisionError => Error::DivisionByZero(m),
+            C::RuntimeError => Error::Runtime(m),
+            C::StopIteration => Error::StopIteration,
+            C::Empty => Error::Empty,
+            C::Full => Error::Full,
+            C::ShutDown => Error::QueueShutDown,
+            C::BrokenBarrier => Error::BrokenBarrier,
+            C::Timeout => Error::Timeout(m),
+            C::NoSuchObject => Error::NoSuchObject(m),
+            C::NoSuchName => Error::NoSuchName(m),
+            C::NoSuchMethod => Error::NoSuchMethod(m),
+            C::WrongKind => Error::WrongKind(m),
+            C::LimitExceeded => Error::LimitExceeded(m),
+            C::SessionExpired => Error::SessionExpired(m),
+            C::ShuttingDown => Error::ShuttingDown(m),
+            C::Unsupported => Error::Unsupported(m),
+            C::Protocol => Error::Protocol(m),
+            _ => Error::Internal(m),
+        }
+    }
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
