@@ -1,0 +1,117 @@
+//! `agora serve` as an operator runs it: zero-config start, signals, socket cleanup,
+//! `--help`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use agora_tests::{agora_bin, Server, ServerOptions};
+
+#[tokio::test]
+async fn sigterm_finishes_requests_and_removes_the_socket_file() {
+    let mut server = Server::start_unix();
+    let socket = server.address.strip_prefix("unix:").unwrap().to_owned();
+    assert!(std::path::Path::new(&socket).exists());
+    let m = server.client().await;
+    m.list::<u8>("l").await.unwrap().push(&1).await.unwrap();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    assert!(!std::path::Path::new(&socket).exists(), "socket file removed");
+    assert!(server.log().contains("server stopped"));
+    // The connected client learns the server went away.
+    assert!(m.ping().await.is_err());
+}
+
+#[test]
+fn sigint_stops_the_server_too() {
+    let mut server = Server::start();
+    server.signal(libc::SIGINT);
+    assert!(server.wait_exit().success());
+}
+
+#[tokio::test]
+async fn without_an_authkey_one_is_generated_into_a_private_file() {
+    let server = Server::start_with(ServerOptions { no_authkey: true, ..Default::default() });
+    let path = server.dir.path().join("agora/authkey");
+    server.wait_for_log("no authkey given: generated a random one");
+    assert!(server.log().contains(&path.display().to_string()), "the log says where");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = std::fs::read_to_string(&path).unwrap();
+    let m = agora_client::Manager::connect(&server.address, key.trim_end()).await.unwrap();
+    m.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn authkey_file_flag_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("key");
+    std::fs::write(&key_path, "from-a-file\n").unwrap();
+    let server = Server::start_with(ServerOptions {
+        no_authkey: true,
+        args: vec!["--authkey-file".into(), key_path.display().to_string()],
+        ..Default::default()
+    });
+    agora_client::Manager::connect(&server.address, b"from-a-file").await.unwrap().ping().await.unwrap();
+}
+
+#[test]
+fn port_clash_fails_fast_with_a_clear_message() {
+    let first = Server::start();
+    let out = Command::new(agora_bin())
+        .args(["serve", "--listen", &first.address])
+        .env("AGORA_AUTHKEY", "k")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {}", first.address)), "{stderr}");
+}
+
+#[test]
+fn help_explains_flags_and_the_authkey() {
+    let out = Command::new(agora_bin()).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "AGORA_LISTEN",
+        "--authkey-file",
+        "AGORA_AUTHKEY",
+        "--max-frame",
+        "--strict-auth",
+        "127.0.0.1:50000",
+        "mode 0600",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_listen_address_is_explained() {
+    let out = Command::new(agora_bin()).args(["serve", "--listen", "nonsense"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid address 'nonsense': missing port"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ipv6_loopback_works() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipping");
+        return;
+    }
+    let server =
+        Server::start_with(ServerOptions { args: vec!["--listen".into(), "[::1]:0".into()], ..Default::default() });
+    // The server listens on both the default test address and [::1]; connect to the v6 one.
+    server.wait_for_log("listening address=[::1]:");
+    let log = server.log();
+    let v6 = log
+        .split("listening address=")
+        .filter(|s| s.starts_with("[::1]"))
+        .map(|s| s.lines().next().unwrap().trim())
+        .next()
+        .unwrap()
+        .to_owned();
+    agora_client::Manager::connect(&v6, &server.authkey).await.unwrap().ping().await.unwrap();
+}
