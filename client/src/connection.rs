@@ -42,6 +42,11 @@ pub(crate) struct Connection {
     next_id: AtomicU64,
     outbox: mpsc::UnboundedSender<Vec<u8>>,
     welcome: Welcome,
+    /// When the connection started; heartbeat times are measured from here.
+    started: std::time::Instant,
+    /// Milliseconds after `started` of the last successful write: what the server last
+    /// heard from us (any message counts as a heartbeat, as on the server).
+    last_beat_ms: AtomicU64,
 }
 
 impl Connection {
@@ -98,10 +103,18 @@ impl Connection {
             next_id: AtomicU64::new(1),
             outbox,
             welcome,
+            started: std::time::Instant::now(),
+            last_beat_ms: AtomicU64::new(0),
         });
         tokio::spawn(write_loop(write_half, inbox, Arc::downgrade(&conn)));
+        tokio::spawn(heartbeat_loop(Arc::downgrade(&conn)));
         tokio::spawn(read_loop(read_half, rbuf, Arc::downgrade(&conn)));
         Ok(conn)
+    }
+
+    /// Why the connection is dead, if it is.
+    pub(crate) fn closed_reason(&self) -> Option<Error> {
+        self.state().closed.clone()
     }
 
     /// What the server said when we connected.
@@ -115,6 +128,9 @@ impl Connection {
 
     /// Encodes and queues a request; returns its id.
     fn send(&self, op: Op, slot: Option<Slot>) -> Result<u64> {
+        if self.heartbeats_missed() {
+            self.close(Error::ConnectionLost(String::new()));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         frame::encode_with(&mut out, |b| native::encode(&Request { id, op }, b))?;
@@ -157,8 +173,26 @@ impl Connection {
         let _ = self.send(op, None);
     }
 
-    /// Marks the connection dead and fails every pending call with `reason`.
+    /// True if this process could not send a heartbeat for longer than the server's
+    /// heartbeat timeout (it was frozen, suspended or starved): the server has ended
+    /// the session by now, whether or not its notice can reach us.
+    fn heartbeats_missed(&self) -> bool {
+        let since_start = self.started.elapsed().as_millis() as u64;
+        since_start.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)) > self.welcome.heartbeat_timeout_ms
+    }
+
+    /// Marks the connection dead and fails every pending call with `reason` (or with
+    /// [`Error::SessionExpired`] if heartbeats were missed, whatever broke first).
     fn close(&self, reason: Error) {
+        let reason = if self.heartbeats_missed() {
+            Error::SessionExpired(format!(
+                "this client sent no heartbeat for longer than the server's {} ms timeout (was it suspended?); \
+                 the server ended the session and released its locks, permits and leases",
+                self.welcome.heartbeat_timeout_ms
+            ))
+        } else {
+            reason
+        };
         let pending = {
             let mut state = self.state();
             state.closed.get_or_insert(reason.clone());
@@ -182,6 +216,22 @@ impl Drop for Abandon<'_> {
     }
 }
 
+/// Pings the server well within its heartbeat timeout for as long as the connection
+/// lives, so an idle (or blocked) client keeps its session and what it holds.
+async fn heartbeat_loop(conn: std::sync::Weak<Connection>) {
+    let Some(timeout) = conn.upgrade().map(|c| c.welcome.heartbeat_timeout_ms) else { return };
+    let period = std::time::Duration::from_millis((timeout / 4).max(50));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match conn.upgrade() {
+            Some(conn) if conn.closed_reason().is_none() => conn.send_and_forget(Op::Ping),
+            _ => return,
+        }
+    }
+}
+
 fn lost(e: FrameIoError) -> Error {
     match e {
         FrameIoError::Closed => Error::ConnectionLost("the server closed the connection".into()),
@@ -201,11 +251,11 @@ async fn write_loop<S: AsyncWrite>(
         while let Ok(more) = inbox.try_recv() {
             batch.extend_from_slice(&more);
         }
-        if let Err(e) = writer.write_all(&batch).await {
-            if let Some(conn) = conn.upgrade() {
-                conn.close(Error::ConnectionLost(format!("write failed: {e}")));
-            }
-            return;
+        let written = writer.write_all(&batch).await;
+        let Some(conn) = conn.upgrade() else { break };
+        match written {
+            Ok(()) => conn.last_beat_ms.store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed),
+            Err(e) => return conn.close(Error::ConnectionLost(format!("write failed: {e}"))),
         }
     }
     // Every handle to the connection is gone: close our side politely.

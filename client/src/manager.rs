@@ -58,6 +58,13 @@ impl Manager {
         self.conn.welcome().session
     }
 
+    /// Why the connection is unusable, or `None` while it is healthy. After the
+    /// server ended this session ([`Error::SessionExpired`]), every lock, permit and
+    /// lease it held is gone; this is how a guard knows it is no longer valid.
+    pub fn connection_error(&self) -> Option<Error> {
+        self.conn.closed_reason()
+    }
+
     /// The server's version.
     pub fn server_version(&self) -> &str {
         &self.conn.welcome().server

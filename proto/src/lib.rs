@@ -7,6 +7,7 @@
 //! - [`auth`]: the mutual HMAC challenge (CPython 3.12+, with the legacy MD5 answer);
 //! - [`value`]: the dynamic [`Value`] shared by both dialects, with Python's equality,
 //!   hashing, ordering and `repr`, and serde conversion from and to any Rust type;
+//! - [`reference`]: references to managed objects inside values (CPython's nested-proxy form);
 //! - [`slice`]: Python slices as they travel in a [`Value`];
 //! - [`native`]: the native dialect's requests and replies (MessagePack);
 //! - [`error`]: the error codes both dialects report;
@@ -22,6 +23,7 @@ pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod native;
+pub mod reference;
 pub mod slice;
 pub mod value;
 

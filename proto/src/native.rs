@@ -53,6 +53,9 @@ pub struct Welcome {
     pub max_frame: u64,
     /// How many requests may be parked (blocked) at once on this connection.
     pub max_in_flight: u32,
+    /// The server ends a session that sends nothing for this long (milliseconds); the
+    /// client sends [`Op::Ping`] well within it.
+    pub heartbeat_timeout_ms: u64,
 }
 
 /// The kind of a shared object: Python's typeid for it.

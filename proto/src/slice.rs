@@ -6,7 +6,7 @@
 //! shape and checks its bounds the way CPython's `PySlice_Unpack` does;
 //! [`Slice::indices`] resolves it against a length like `PySlice_AdjustIndices`.
 
-use crate::value::{Build, Object};
+use crate::value::Build;
 use crate::{Value, WireError};
 
 /// A Python `slice(start, stop, step)`; `None` marks a part that was left out.
@@ -30,14 +30,7 @@ impl Slice {
     /// The slice as it travels: `REDUCE(builtins.slice, (start, stop, step))`.
     pub fn to_value(&self) -> Value {
         let part = |p: Option<i64>| p.map_or(Value::None, Value::Int);
-        Value::Object(Box::new(Object {
-            module: MODULE.into(),
-            qualname: QUALNAME.into(),
-            build: Build::Reduce(vec![part(self.start), part(self.stop), part(self.step)]),
-            state: None,
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
-        }))
+        Value::reduce(MODULE, QUALNAME, vec![part(self.start), part(self.stop), part(self.step)])
     }
 
     /// Reads a slice from a value: `None` if the value is not a slice at all, an error
@@ -160,17 +153,6 @@ mod tests {
         Slice { start, stop, step }
     }
 
-    fn reduce(module: &str, qualname: &str, args: Vec<Value>) -> Value {
-        Value::Object(Box::new(Object {
-            module: module.into(),
-            qualname: qualname.into(),
-            build: Build::Reduce(args),
-            state: None,
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
-        }))
-    }
-
     fn big(text: &str) -> Value {
         Value::BigInt(Box::new(text.parse::<BigInt>().unwrap()))
     }
@@ -215,22 +197,22 @@ mod tests {
 
     #[test]
     fn short_constructor_forms_are_read() {
-        let stop_only = reduce("builtins", "slice", vec![Value::Int(3)]);
+        let stop_only = Value::reduce("builtins", "slice", vec![Value::Int(3)]);
         assert_eq!(Slice::from_value(&stop_only).unwrap().unwrap(), slice(None, Some(3), None));
-        let two = reduce("builtins", "slice", vec![Value::Int(1), Value::Bool(true)]);
+        let two = Value::reduce("builtins", "slice", vec![Value::Int(1), Value::Bool(true)]);
         assert_eq!(Slice::from_value(&two).unwrap().unwrap(), slice(Some(1), Some(1), None));
     }
 
     #[test]
     fn other_values_are_not_slices() {
         assert!(Slice::from_value(&Value::Int(1)).is_none());
-        assert!(Slice::from_value(&reduce("builtins", "range", vec![Value::Int(1)])).is_none());
-        assert!(Slice::from_value(&reduce("builtins", "slice", vec![])).is_none());
+        assert!(Slice::from_value(&Value::reduce("builtins", "range", vec![Value::Int(1)])).is_none());
+        assert!(Slice::from_value(&Value::reduce("builtins", "slice", vec![])).is_none());
     }
 
     #[test]
     fn huge_bounds_saturate() {
-        let value = reduce(
+        let value = Value::reduce(
             "builtins",
             "slice",
             vec![big("-1180591620717411303424"), big("1180591620717411303424"), Value::Int(i64::MIN)],
@@ -241,7 +223,7 @@ mod tests {
 
     #[test]
     fn bad_bounds_are_rejected_with_cpython_messages() {
-        let err = |args: Vec<Value>| Slice::from_value(&reduce("builtins", "slice", args)).unwrap().unwrap_err();
+        let err = |args: Vec<Value>| Slice::from_value(&Value::reduce("builtins", "slice", args)).unwrap().unwrap_err();
         let e = err(vec![Value::Int(0), Value::Int(3), Value::Int(0)]);
         assert_eq!((e.code, e.message.as_str()), (ErrorCode::ValueError, "slice step cannot be zero"));
         let e = err(vec![Value::Int(0), Value::Int(3), Value::Str("x".into())]);

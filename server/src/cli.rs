@@ -76,6 +76,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "AGORA_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// End a client session that sends nothing, not even its heartbeat, for this long
+    /// (its locks, permits and leases are released).
+    #[arg(long, value_name = "DURATION", env = "AGORA_HEARTBEAT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
     /// Log level or filter: error, warn, info, debug, trace (or a tracing filter string).
     #[arg(long, value_name = "LEVEL", env = "AGORA_LOG", default_value = "info")]
     pub log_level: String,
@@ -145,6 +150,8 @@ fn init_logging(filter: &str) {
 /// Runs `agora serve` to completion (until SIGINT/SIGTERM).
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args.log_level);
+    // Before anything is announced, so a signal that arrives early stops us cleanly.
+    let stop_signal = stop_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut config = Config::new(args.listen.clone(), Vec::new());
     config.strict_auth = args.strict_auth;
     config.limits = Limits {
@@ -152,6 +159,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         handshake_timeout: args.handshake_timeout,
+        heartbeat_timeout: args.heartbeat_timeout,
     };
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
@@ -162,7 +170,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        stop_signal.await;
         tracing::info!("shutdown requested by signal");
         handle.shutdown();
     });
@@ -170,16 +178,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the future completes on either signal.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// How long a new connection has to finish the handshake and say hello.
     pub handshake_timeout: Duration,
+    /// A native session that sends nothing (not even a heartbeat) for this long is
+    /// ended and everything it held is released: this is how a half-open connection
+    /// (a frozen or unplugged peer) loses its locks.
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -36,6 +40,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -164,9 +164,22 @@ pub struct Caller {
     pub session: u64,
 }
 
+/// Lets the core hand an object to code that knows its concrete type (a Condition
+/// driving the Lock it was given). Implemented for every `SharedObject` automatically.
+pub trait AsAny {
+    /// The object as `Any`, for downcasting.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 /// A shared object of one kind. Implementations keep their whole state inside and are
 /// driven under the object's lock, so each call is atomic (linearizable).
-pub trait SharedObject: Send + 'static {
+pub trait SharedObject: AsAny + Send + 'static {
     /// The object's kind.
     fn kind(&self) -> Kind;
 

@@ -122,6 +122,14 @@ impl ObjectEntry {
         }
     }
 
+    /// Runs `f` on the object's state under its lock. For objects that drive another
+    /// object they hold (a Condition and its Lock): always lock the holder first, then
+    /// the held one, never the reverse, so two objects cannot deadlock.
+    pub fn with_object<R>(&self, f: impl FnOnce(&mut dyn SharedObject) -> R) -> Result<R, WireError> {
+        let mut state = self.lock()?;
+        Ok(f(state.as_mut()))
+    }
+
     /// A copy of the object's whole state.
     pub fn snapshot(&self) -> Result<Value, WireError> {
         Ok(self.lock()?.snapshot())
@@ -210,7 +218,7 @@ impl Registry {
         keywords: Vec<(String, Value)>,
     ) -> Result<Arc<ObjectEntry>, WireError> {
         let spec = objects::constructor(kind).ok_or_else(|| objects::unsupported_kind(kind))?;
-        let state = objects::construct(kind, bind(spec, positional, keywords)?)?;
+        let state = objects::construct(kind, bind(spec, positional, keywords)?, self)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(ObjectEntry {
             id,

@@ -118,6 +118,19 @@ pub enum Build {
 }
 
 impl Value {
+    /// An opaque object built as `module.qualname(*args)` (pickle's REDUCE), with no
+    /// state or items: how slices, arrays and other well-known callables travel.
+    pub fn reduce(module: &str, qualname: &str, args: Vec<Value>) -> Value {
+        Value::Object(Box::new(Object {
+            module: module.to_owned(),
+            qualname: qualname.to_owned(),
+            build: Build::Reduce(args),
+            state: None,
+            list_items: Vec::new(),
+            dict_items: Vec::new(),
+        }))
+    }
+
     /// Builds an int from a big integer, normalising to [`Value::Int`] when it fits.
     pub fn from_bigint(n: BigInt) -> Value {
         match n.to_i64() {

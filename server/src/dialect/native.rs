@@ -27,12 +27,19 @@ use crate::server::Shared;
 use crate::session::Session;
 use crate::waiter::{Completion, Parked};
 
+/// How long a parting message may take to write: a peer that is not reading must
+/// not keep the connection (and what its session holds) alive.
+const PARTING_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Sends a connection-level error (response id 0) and gives up on the connection.
 pub async fn refuse<S: Transport>(stream: &mut S, error: WireError) {
     let mut out = Vec::new();
     push_response(&mut out, Response { id: CONNECTION_ERROR_ID, result: Err(error) });
-    let _ = stream.write_all(&out).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Appends one encoded response frame to `out`.
@@ -63,6 +70,7 @@ fn greet(first: &[u8], session: &Session, shared: &Shared) -> Result<Welcome, Wi
         session: session.id(),
         max_frame: shared.config.limits.max_frame,
         max_in_flight: shared.config.limits.max_in_flight,
+        heartbeat_timeout_ms: shared.config.limits.heartbeat_timeout.as_millis() as u64,
     })
 }
 
@@ -99,6 +107,8 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
     frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
+    let heartbeat = shared.config.limits.heartbeat_timeout;
+    let mut silent_until = tokio::time::Instant::now() + heartbeat;
     loop {
         loop {
             match frame::take_frame(&mut rbuf, max_frame) {
@@ -110,49 +120,80 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
                     }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e.message, "malformed request; closing");
-                        let _ = stream.write_all(&wbuf).await;
+                        let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                         return refuse(&mut stream, e).await;
                     }
                 },
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "bad frame; closing");
-                    let _ = stream.write_all(&wbuf).await;
+                    let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                     return refuse(&mut stream, frame_error(e)).await;
                 }
             }
         }
         if !wbuf.is_empty() {
-            if let Err(e) = stream.write_all(&wbuf).await {
-                tracing::debug!(%peer, error = %e, "write failed; closing");
-                return;
+            // A peer that stops reading for a whole heartbeat period is as gone as one
+            // that stops writing: do not let a full socket buffer pin its session.
+            match tokio::time::timeout(heartbeat, stream.write_all(&wbuf)).await {
+                Ok(Ok(())) => wbuf.clear(),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "write failed; closing");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, session = conn.session.id(), "session expired: the client stopped reading; releasing what it held");
+                    return;
+                }
             }
-            wbuf.clear();
         }
         stream.before_read();
-        let stopping = tokio::select! {
+        let event = tokio::select! {
             biased;
             Some(settled) = settled_rx.recv() => {
                 if let Some(response) = conn.settle(settled) {
                     push_response(&mut wbuf, response);
                 }
-                false
+                Event::Continue
             }
             read = stream.read_buf(&mut rbuf) => match read {
                 Ok(0) => return,
-                Ok(_) => false,
+                Ok(_) => {
+                    silent_until = tokio::time::Instant::now() + heartbeat;
+                    Event::Continue
+                }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "read failed; closing");
                     return;
                 }
             },
-            _ = shutdown.wait_for(|stop| *stop) => true,
+            _ = tokio::time::sleep_until(silent_until) => Event::Silent,
+            _ = shutdown.wait_for(|stop| *stop) => Event::Shutdown,
         };
-        if stopping {
-            let _ = stream.write_all(&wbuf).await;
-            return refuse(&mut stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")).await;
+        match event {
+            Event::Continue => {}
+            Event::Silent => {
+                tracing::warn!(%peer, session = conn.session.id(), ?heartbeat, "session expired: no heartbeat; releasing what it held");
+                let message = format!("the server heard nothing from this client for {heartbeat:?} and ended its session; its locks, permits and leases were released");
+                return refuse(&mut stream, WireError::new(ErrorCode::SessionExpired, message)).await;
+            }
+            Event::Shutdown => {
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
+                return refuse(&mut stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"))
+                    .await;
+            }
         }
     }
+}
+
+/// What woke the connection loop.
+enum Event {
+    /// Input or a settled call: go round again.
+    Continue,
+    /// Nothing heard for a whole heartbeat period.
+    Silent,
+    /// The server is shutting down.
+    Shutdown,
 }
 
 fn frame_error(e: FrameError) -> WireError {

@@ -222,14 +222,7 @@ impl Format {
 
     /// An array of this typecode as it travels: `REDUCE(array.array, (typecode, bytes))`.
     fn to_value(&self, items: &[Item]) -> Value {
-        Value::Object(Box::new(Object {
-            module: "array".into(),
-            qualname: "array".into(),
-            build: Build::Reduce(vec![Value::Str(self.code.to_string()), Value::Bytes(self.encode(items))]),
-            state: None,
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
-        }))
+        Value::reduce("array", "array", vec![Value::Str(self.code.to_string()), Value::Bytes(self.encode(items))])
     }
 }
 
@@ -440,25 +433,27 @@ mod tests {
         Value::from_bigint(text.parse().unwrap())
     }
 
-    fn object(module: &str, qualname: &str, build: Build) -> Value {
-        let (module, qualname) = (module.into(), qualname.into());
-        Value::Object(Box::new(Object { module, qualname, build, state: None, list_items: vec![], dict_items: vec![] }))
-    }
-
     /// An array as it travels: `REDUCE(array.array, (typecode, bytes))`.
     fn pickled(typecode: &str, bytes: &[u8]) -> Value {
-        object("array", "array", Build::Reduce(vec![s(typecode), Value::Bytes(bytes.to_vec())]))
+        Value::reduce("array", "array", vec![s(typecode), Value::Bytes(bytes.to_vec())])
     }
 
     /// An array as CPython pickles it: `_array_reconstructor(array.array, …)`.
     fn reconstructor(typecode: &str, machine_format: i64, bytes: &[u8]) -> Value {
         let args = vec![
-            object("array", "array", Build::Global),
+            Value::Object(Box::new(Object {
+                module: "array".into(),
+                qualname: "array".into(),
+                build: Build::Global,
+                state: None,
+                list_items: vec![],
+                dict_items: vec![],
+            })),
             s(typecode),
             Value::Int(machine_format),
             Value::Bytes(bytes.to_vec()),
         ];
-        object("array", "_array_reconstructor", Build::Reduce(args))
+        Value::reduce("array", "_array_reconstructor", args)
     }
 
     #[track_caller]

@@ -9,6 +9,7 @@ use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, WireError};
 
 use crate::object::{Args, MethodSpec, SharedObject};
+use crate::registry::Registry;
 
 pub mod array;
 pub mod dict;
@@ -31,8 +32,10 @@ pub fn constructor(kind: &Kind) -> Option<&'static MethodSpec> {
 }
 
 /// Builds a new object of `kind` from constructor arguments bound against
-/// [`constructor`]`(kind)`.
-pub fn construct(kind: &Kind, args: Args) -> Result<Box<dyn SharedObject>, WireError> {
+/// [`constructor`]`(kind)`. `registry` resolves arguments that refer to other objects
+/// (`Condition(lock)`).
+pub fn construct(kind: &Kind, args: Args, registry: &Registry) -> Result<Box<dyn SharedObject>, WireError> {
+    let _ = registry;
     Ok(match kind {
         Kind::Dict => Box::new(dict::DictObject::new(args)?),
         Kind::List => Box::new(list::ListObject::new(args)?),

@@ -320,17 +320,6 @@ mod tests {
         Slice { start, stop, step }
     }
 
-    fn pickled(module: &str, qualname: &str, args: Vec<Value>) -> Value {
-        Value::Object(Box::new(Object {
-            module: module.into(),
-            qualname: qualname.into(),
-            build: Build::Reduce(args),
-            state: None,
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
-        }))
-    }
-
     fn big() -> Value {
         Value::BigInt(Box::new(BigInt::from(2).pow(70)))
     }
@@ -426,9 +415,9 @@ mod tests {
         assert_eq!(items(Value::Tuple(vec![Value::Int(1)])), ["1"]);
         assert_eq!(items(s("ab")), ["'a'", "'b'"]);
         assert_eq!(items(Value::Bytes(b"ab".to_vec())), ["97", "98"]);
-        let range = pickled("builtins", "range", vec![Value::Int(5), Value::Int(0), Value::Int(-2)]);
+        let range = Value::reduce("builtins", "range", vec![Value::Int(5), Value::Int(0), Value::Int(-2)]);
         assert_eq!(items(range), ["5", "3", "1"]);
-        let view = pickled("builtins", "list", vec![ints(&[7])]);
+        let view = Value::reduce("builtins", "list", vec![ints(&[7])]);
         assert_eq!(items(view), ["7"]);
     }
 
@@ -436,13 +425,13 @@ mod tests {
     fn non_iterables_are_type_errors() {
         assert_error(into_items(Value::Int(5)), ErrorCode::TypeError, "'int' object is not iterable");
         assert_error(into_items(Value::None), ErrorCode::TypeError, "'NoneType' object is not iterable");
-        let other = pickled("datetime", "date", vec![]);
+        let other = Value::reduce("datetime", "date", vec![]);
         assert_error(into_items(other), ErrorCode::TypeError, "'date' object is not iterable");
     }
 
     #[test]
     fn huge_ranges_are_refused() {
-        let range = pickled("builtins", "range", vec![Value::Int(0), Value::Int(i64::MAX), Value::Int(1)]);
+        let range = Value::reduce("builtins", "range", vec![Value::Int(0), Value::Int(i64::MAX), Value::Int(1)]);
         let error = into_items(range).unwrap_err();
         assert_eq!(error.code, ErrorCode::LimitExceeded);
     }

@@ -1,0 +1,124 @@
+//! References to managed objects inside values.
+//!
+//! A reference travels exactly as CPython pickles a proxy inside a value (spec §3.6):
+//! `RebuildProxy(ProxyClass, Token(typeid, address, ident), 'pickle', kwds)`. The same
+//! form serves both dialects: a native client passes a lock to `Condition(lock)` this
+//! way, and a Python client's nested proxy arrives this way. The server recognises a
+//! reference by its ident (lowercase hex of the [`ObjectId`]), never by the address.
+
+use crate::native::ObjectId;
+use crate::value::{Build, Object, Value};
+
+const MANAGERS: &str = "multiprocessing.managers";
+
+/// A reference to a managed object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRef {
+    /// The object's id.
+    pub id: ObjectId,
+    /// Its typeid (`"Lock"`, `"dict"`…).
+    pub typeid: String,
+    /// The manager address the sender used (kept so it can be echoed back verbatim).
+    pub address: Value,
+    /// The client proxy class (`ListProxy`, `AutoProxy`…), as the sender named it.
+    pub proxy_class: String,
+}
+
+impl ObjectRef {
+    /// A reference as a native client makes one (proxy class `AutoProxy`, no address).
+    pub fn new(id: ObjectId, typeid: &str) -> ObjectRef {
+        ObjectRef { id, typeid: typeid.to_owned(), address: Value::None, proxy_class: "AutoProxy".to_owned() }
+    }
+
+    /// The pickle-shaped value: `RebuildProxy(ProxyClass, Token(...), 'pickle', {})`.
+    pub fn to_value(&self) -> Value {
+        let token = Value::Object(Box::new(Object {
+            module: MANAGERS.into(),
+            qualname: "Token".into(),
+            build: Build::NewObj(vec![]),
+            state: Some(Value::Tuple(vec![
+                Value::Str(self.typeid.clone()),
+                self.address.clone(),
+                Value::Str(format!("{:x}", self.id)),
+            ])),
+            list_items: vec![],
+            dict_items: vec![],
+        }));
+        let class = Value::Object(Box::new(Object {
+            module: MANAGERS.into(),
+            qualname: self.proxy_class.clone(),
+            build: Build::Global,
+            state: None,
+            list_items: vec![],
+            dict_items: vec![],
+        }));
+        Value::reduce(
+            MANAGERS,
+            "RebuildProxy",
+            vec![class, token, Value::Str("pickle".into()), Value::Dict(Default::default())],
+        )
+    }
+
+    /// Reads a reference; `None` if `value` is not one.
+    pub fn from_value(value: &Value) -> Option<ObjectRef> {
+        let Value::Object(rebuild) = value else { return None };
+        if rebuild.module != MANAGERS || rebuild.qualname != "RebuildProxy" {
+            return None;
+        }
+        let Build::Reduce(args) = &rebuild.build else { return None };
+        let (Some(Value::Object(class)), Some(token)) = (args.first(), args.get(1)) else { return None };
+        let mut found = token_fields(token)?;
+        found.proxy_class = class.qualname.clone();
+        Some(found)
+    }
+}
+
+/// Reads a bare `Token` (as `get_methods` sends it): typeid, address, id.
+pub fn token_fields(token: &Value) -> Option<ObjectRef> {
+    let Value::Object(token) = token else { return None };
+    if token.module != MANAGERS || token.qualname != "Token" {
+        return None;
+    }
+    let fields = match (&token.build, &token.state) {
+        (_, Some(Value::Tuple(state))) => state,
+        (Build::Reduce(args), None) => args,
+        _ => return None,
+    };
+    let [Value::Str(typeid), address, Value::Str(ident)] = fields.as_slice() else { return None };
+    let id = ObjectId::from_str_radix(ident, 16).ok()?;
+    Some(ObjectRef { id, typeid: typeid.clone(), address: address.clone(), proxy_class: String::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let r = ObjectRef::new(0xabc, "Lock");
+        let back = ObjectRef::from_value(&r.to_value()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn other_values_are_not_references() {
+        assert_eq!(ObjectRef::from_value(&Value::Int(1)), None);
+        assert_eq!(ObjectRef::from_value(&Value::reduce("builtins", "slice", vec![])), None);
+        let bad_ident = Value::reduce(
+            MANAGERS,
+            "RebuildProxy",
+            vec![
+                Value::reduce(MANAGERS, "AutoProxy", vec![]),
+                Value::reduce(MANAGERS, "Token", vec![Value::Str("Lock".into()), Value::None, Value::Str("zz".into())]),
+            ],
+        );
+        assert_eq!(ObjectRef::from_value(&bad_ident), None);
+    }
+
+    #[test]
+    fn token_by_reduce_is_accepted() {
+        let token =
+            Value::reduce(MANAGERS, "Token", vec![Value::Str("dict".into()), Value::None, Value::Str("ff".into())]);
+        assert_eq!(token_fields(&token).unwrap().id, 0xff);
+    }
+}

@@ -1,0 +1,70 @@
+//! Sessions: heartbeats keep an idle client's session; silence ends it with a
+//! precise error; ending a session frees what it held.
+
+use std::time::Duration;
+
+use agora_proto::native;
+use agora_tests::{Server, ServerOptions};
+
+fn with_heartbeat(timeout: &str) -> Server {
+    Server::start_with(ServerOptions { args: vec!["--heartbeat-timeout".into(), timeout.into()], ..Default::default() })
+}
+
+#[tokio::test]
+async fn an_idle_client_keeps_its_session_through_heartbeats() {
+    let server = with_heartbeat("300ms");
+    let m = server.client().await;
+    let list = m.new_list::<u8>(&[1, 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // four heartbeat periods of silence from the user
+    assert_eq!(list.len().await.unwrap(), 2, "same session, same anonymous object");
+    assert!(m.connection_error().is_none());
+}
+
+#[tokio::test]
+async fn a_silent_peer_loses_its_session_with_a_precise_error() {
+    let server = with_heartbeat("300ms");
+    let mut raw = server.raw();
+    assert!(raw.handshake(&server.authkey));
+    let mut hello = Vec::new();
+    native::encode(
+        &native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "mute".into() },
+        &mut hello,
+    )
+    .unwrap();
+    raw.send_frame(&hello).unwrap();
+    let welcome: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    assert_eq!(welcome.heartbeat_timeout_ms, 300);
+    // Say nothing more: the server ends the session and says why.
+    let resp: native::Response = native::decode(&raw.recv_frame().expect("an expiry notice")).unwrap();
+    assert_eq!(resp.id, native::CONNECTION_ERROR_ID);
+    let err = resp.result.unwrap_err();
+    assert_eq!(err.code, agora_proto::ErrorCode::SessionExpired);
+    assert!(err.message.contains("ended its session"), "{}", err.message);
+    server.wait_for_log("session expired: no heartbeat");
+}
+
+#[tokio::test]
+async fn a_frozen_client_learns_its_session_expired_on_its_next_call() {
+    let server = with_heartbeat("300ms");
+    // A client process we can freeze: the worker appends forever until stopped.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_agora-test-client"))
+        .args([&server.address, "append", "frozen", "0", "1000000000"])
+        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.wait_for_log("native session started");
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    server.wait_for_log("session expired");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the worker's next call failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SessionExpired"), "the error says what happened: {stderr}");
+    // Meanwhile the server is fine.
+    let m = server.client().await;
+    assert!(m.list::<u64>("frozen").await.unwrap().len().await.unwrap() > 0);
+}
