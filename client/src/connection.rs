@@ -27,11 +27,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
-type Slot = oneshot::Sender<Result<Reply>>;
+/// What to send if a call's value arrives after its caller stopped waiting: the
+/// compensating operation that gives a hand-off back (an item back to its queue).
+pub(crate) type OnOrphan = Box<dyn FnOnce(agora_proto::Value) -> Option<Op> + Send>;
+
+/// A call waiting for its reply.
+struct Slot {
+    tx: oneshot::Sender<Result<Reply>>,
+    on_orphan: Option<OnOrphan>,
+}
 
 /// What the reader and callers share.
 struct State {
     pending: HashMap<u64, Slot>,
+    /// Calls whose callers stopped waiting; their late replies are handed to `on_orphan`.
+    abandoned: HashMap<u64, Option<OnOrphan>>,
     /// Set once the connection is dead: why.
     closed: Option<Error>,
 }
@@ -99,7 +109,7 @@ impl Connection {
         let (read_half, write_half) = tokio::io::split(stream);
         let (outbox, inbox) = mpsc::unbounded_channel();
         let conn = Arc::new(Connection {
-            state: Mutex::new(State { pending: HashMap::new(), closed: None }),
+            state: Mutex::new(State { pending: HashMap::new(), abandoned: HashMap::new(), closed: None }),
             next_id: AtomicU64::new(1),
             outbox,
             welcome,
@@ -155,8 +165,15 @@ impl Connection {
 
     /// Sends a request and waits for its reply.
     pub(crate) async fn call(&self, op: Op) -> Result<Reply> {
+        self.call_with_orphan(op, None).await
+    }
+
+    /// Sends a request and waits for its reply. If the caller stops waiting (the
+    /// future is dropped), the server is told to cancel the call; should its value
+    /// arrive anyway, `on_orphan` turns it into an operation that gives it back.
+    pub(crate) async fn call_with_orphan(&self, op: Op, on_orphan: Option<OnOrphan>) -> Result<Reply> {
         let (tx, rx) = oneshot::channel();
-        let id = self.send(op, Some(tx))?;
+        let id = self.send(op, Some(Slot { tx, on_orphan }))?;
         let guard = Abandon { conn: self, id };
         let reply = rx.await;
         std::mem::forget(guard);
@@ -199,7 +216,7 @@ impl Connection {
             std::mem::take(&mut state.pending)
         };
         for (_, slot) in pending {
-            let _ = slot.send(Err(reason.clone()));
+            let _ = slot.tx.send(Err(reason.clone()));
         }
     }
 }
@@ -212,7 +229,15 @@ struct Abandon<'a> {
 
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
-        self.conn.state().pending.remove(&self.id);
+        let mut state = self.conn.state();
+        let Some(slot) = state.pending.remove(&self.id) else { return };
+        if state.closed.is_some() {
+            return;
+        }
+        state.abandoned.insert(self.id, slot.on_orphan);
+        drop(state);
+        // A parked call must not go on waiting for (and taking) what nobody will read.
+        self.conn.send_and_forget(Op::Cancel { request: self.id });
     }
 }
 
@@ -281,10 +306,29 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
         }
         // Every handle is gone: nobody can be waiting; the writer closes our side.
         let Some(conn) = conn.upgrade() else { return };
-        let slot = conn.state().pending.remove(&response.id);
-        // A reply nobody waits for (an abandoned call, a release) is dropped here.
-        if let Some(slot) = slot {
-            let _ = slot.send(response.result.map_err(Error::from));
+        let (slot, orphan) = {
+            let mut state = conn.state();
+            (state.pending.remove(&response.id), state.abandoned.remove(&response.id).flatten())
+        };
+        match (slot, response.result) {
+            (Some(slot), result) => {
+                if let Err(unsent) = slot.tx.send(result.map_err(Error::from)) {
+                    // The caller left between our lookup and now: treat as abandoned.
+                    if let (Some(on_orphan), Ok(Reply::Value(v))) = (slot.on_orphan, unsent) {
+                        if let Some(op) = on_orphan(v) {
+                            conn.send_and_forget(op);
+                        }
+                    }
+                }
+            }
+            // A value for a caller that stopped waiting: give it back.
+            (None, Ok(Reply::Value(v))) => {
+                if let Some(op) = orphan.and_then(|on_orphan| on_orphan(v)) {
+                    conn.send_and_forget(op);
+                }
+            }
+            // A reply nobody waits for (a release, a cancelled call's error) is dropped.
+            (None, _) => {}
         }
     };
     if let Some(conn) = conn.upgrade() {

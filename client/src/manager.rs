@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agora_proto::native::{Kind, Op};
+use agora_proto::native::{Kind, ObjectInfo, Op, Reply, ServerStats};
 use agora_proto::{Address, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -77,6 +77,36 @@ impl Manager {
     /// A round trip that does nothing: checks the server is there.
     pub async fn ping(&self) -> Result<()> {
         self.conn.call(Op::Ping).await.map(drop)
+    }
+
+    /// Server statistics (what `agora stats` shows).
+    pub async fn stats(&self) -> Result<ServerStats> {
+        match self.conn.call(Op::Stats).await? {
+            Reply::Stats(stats) => Ok(stats),
+            other => Err(Error::Protocol(format!("unexpected reply to stats: {other:?}"))),
+        }
+    }
+
+    /// Every named object with its kind and size, sorted by name (what `agora ls` shows).
+    pub async fn list_named(&self) -> Result<Vec<ObjectInfo>> {
+        match self.conn.call(Op::ListNamed).await? {
+            Reply::Objects(objects) => Ok(objects),
+            other => Err(Error::Protocol(format!("unexpected reply to list: {other:?}"))),
+        }
+    }
+
+    /// A copy of the named object's whole state, whatever its kind (what `agora get`
+    /// prints): a dict's entries, a list's items, a queue's contents…
+    pub async fn snapshot(&self, name: &str) -> Result<Value> {
+        match self.conn.call(Op::Snapshot { name: name.to_owned() }).await? {
+            Reply::Value(value) => Ok(value),
+            other => Err(Error::Protocol(format!("unexpected reply to snapshot: {other:?}"))),
+        }
+    }
+
+    /// Asks the server to shut down gracefully (what `agora shutdown` does).
+    pub async fn shutdown_server(&self) -> Result<()> {
+        self.conn.call(Op::Shutdown).await.map(drop)
     }
 
     /// Deletes the named object. Its name is free again; proxies still pointing at it

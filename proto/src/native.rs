@@ -238,6 +238,17 @@ pub enum Op {
     },
     /// A round trip that does nothing; also the heartbeat. Replies [`Reply::Done`].
     Ping,
+    /// Server statistics. Replies [`Reply::Stats`].
+    Stats,
+    /// The named objects. Replies [`Reply::Objects`].
+    ListNamed,
+    /// A copy of a named object's whole state. Replies [`Reply::Value`].
+    Snapshot {
+        /// The name.
+        name: String,
+    },
+    /// Begin a graceful shutdown of the server. Replies [`Reply::Done`].
+    Shutdown,
 }
 
 /// A native response.
@@ -265,6 +276,48 @@ pub enum Reply {
     },
     /// Done, nothing to return.
     Done,
+    /// Server statistics.
+    Stats(ServerStats),
+    /// Named objects, sorted by name.
+    Objects(Vec<ObjectInfo>),
+}
+
+/// What `agora stats` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStats {
+    /// The server's software version.
+    pub version: String,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// Connections (sessions) open now.
+    pub sessions: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Connections refused (limit, failed handshake, bad hello).
+    pub connections_refused: u64,
+    /// Requests handled since start.
+    pub requests_total: u64,
+    /// Requests per second over the last few seconds.
+    pub requests_per_sec: f64,
+    /// Live objects by kind.
+    pub objects_by_kind: Vec<(String, u64)>,
+    /// Named objects.
+    pub named_objects: u64,
+    /// Resident memory of the server process, in bytes (0 where unknown).
+    pub memory_bytes: u64,
+}
+
+/// One named object, as `agora ls` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its id.
+    pub id: ObjectId,
+    /// Its number of items, for kinds that have one.
+    pub size: Option<u64>,
 }
 
 /// Encodes a message as MessagePack (structs as arrays, the compact form).

@@ -27,6 +27,55 @@ pub enum Command {
     /// Run the server (listens on 127.0.0.1:50000 by default).
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
+    /// Check that a server answers, and how fast.
+    Ping(ClientArgs),
+    /// Show sessions, objects by kind, memory and requests per second.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List named objects with their kind and size.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a named object's value (as Python's repr).
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The object's name.
+        name: String,
+    },
+    /// Delete a named object.
+    Del {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The object's name.
+        name: String,
+    },
+    /// Ask a server to shut down gracefully.
+    Shutdown(ClientArgs),
+}
+
+/// How the admin subcommands reach a server.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The authkey comes from --authkey-file, else $AGORA_AUTHKEY, else the file a zero-config `agora serve` generated."
+)]
+pub struct ClientArgs {
+    /// The server's address.
+    #[arg(long, short = 'a', value_name = "ADDR", env = "AGORA_ADDRESS", default_value = config::DEFAULT_LISTEN)]
+    pub address: Address,
+
+    /// Read the authkey from this file (one trailing newline is ignored).
+    #[arg(long, value_name = "PATH", env = "AGORA_AUTHKEY_FILE")]
+    pub authkey_file: Option<PathBuf>,
 }
 
 const SERVE_AFTER_HELP: &str = "\

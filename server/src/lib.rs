@@ -13,7 +13,9 @@
 //! | [`object`] | the contract every object kind implements, argument binding |
 //! | [`objects`] | one module per object kind |
 //! | [`config`] | limits, authkey loading |
+//! | [`cli`], [`admin`] | the `agora` command line: `serve` and the operator's subcommands |
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod connection;

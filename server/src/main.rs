@@ -2,6 +2,7 @@
 
 use clap::Parser;
 
+use agora_server::admin;
 use agora_server::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
@@ -16,6 +17,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => cli::serve(args).await,
+            Command::Ping(client) => admin::ping(&client).await,
+            Command::Stats { client, json } => admin::stats(&client, json).await,
+            Command::Ls { client, json } => admin::ls(&client, json).await,
+            Command::Get { client, name } => admin::get(&client, &name).await,
+            Command::Del { client, name } => admin::del(&client, &name).await,
+            Command::Shutdown(client) => admin::shutdown(&client).await,
         }
     });
     match result {

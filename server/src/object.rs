@@ -218,6 +218,13 @@ pub trait SharedObject: AsAny + Send + 'static {
         let _ = (caller, ticket, delivered);
     }
 
+    /// Called once, right after creation, with a handle on the object's own entry: for
+    /// objects that act on their own later (a queue expiring leases on a timer). Hold it
+    /// weakly, or the object keeps itself alive.
+    fn bind_self(&mut self, me: std::sync::Weak<crate::registry::ObjectEntry>) {
+        let _ = me;
+    }
+
     /// The session ended (closed, crashed, or timed out): release everything it held.
     fn session_ended(&mut self, session: u64) {
         let _ = session;

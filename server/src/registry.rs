@@ -220,14 +220,18 @@ impl Registry {
         let spec = objects::constructor(kind).ok_or_else(|| objects::unsupported_kind(kind))?;
         let state = objects::construct(kind, bind(spec, positional, keywords)?, self)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(ObjectEntry {
+        let entry = Arc::new(ObjectEntry {
             id,
             kind: kind.clone(),
             name,
             state: Mutex::new(state),
             refs: AtomicU64::new(1),
             deleted: AtomicBool::new(false),
-        }))
+        });
+        if let Ok(mut state) = entry.state.lock() {
+            state.bind_self(Arc::downgrade(&entry));
+        }
+        Ok(entry)
     }
 
     /// Creates an anonymous object with one reference (for the caller).

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_proto::native::ServerStats;
 use agora_proto::Address;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -44,6 +45,58 @@ pub struct Shared {
     pub counters: Counters,
     /// Flips to `true` when shutdown begins.
     pub shutdown: watch::Receiver<bool>,
+    /// Begins shutdown (for the admin `shutdown` request).
+    pub stopper: ShutdownHandle,
+    /// When the server started.
+    pub started: std::time::Instant,
+    /// Requests per second over the last sampling window, in thousandths.
+    requests_per_sec_milli: AtomicU64,
+}
+
+impl Shared {
+    /// Statistics for `agora stats` and the metrics endpoint.
+    pub fn stats(&self) -> ServerStats {
+        let objects = self.registry.stats();
+        let c = &self.counters;
+        ServerStats {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            sessions: c.connections_open.load(Ordering::Relaxed),
+            connections_total: c.connections_total.load(Ordering::Relaxed),
+            connections_refused: c.connections_refused.load(Ordering::Relaxed),
+            requests_total: c.requests_total.load(Ordering::Relaxed),
+            requests_per_sec: self.requests_per_sec_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            objects_by_kind: objects.objects_by_kind.into_iter().collect(),
+            named_objects: objects.named,
+            memory_bytes: resident_memory_bytes(),
+        }
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux); 0 elsewhere.
+fn resident_memory_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// Samples the request counter to keep `requests_per_sec` current.
+async fn sample_request_rate(shared: Arc<Shared>) {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let mut shutdown = shared.shutdown.clone();
+    let mut last = shared.counters.requests_total.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WINDOW) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = shared.counters.requests_total.load(Ordering::Relaxed);
+        let rate_milli = (now - last) * 1000 / WINDOW.as_secs();
+        shared.requests_per_sec_milli.store(rate_milli, Ordering::Relaxed);
+        last = now;
+    }
 }
 
 /// Stops a running server; cheap to clone.
@@ -81,13 +134,17 @@ impl Server {
             addresses.push(bound);
         }
         let (tx, rx) = watch::channel(false);
+        let stopper = ShutdownHandle(Arc::new(tx));
         let shared = Arc::new(Shared {
             registry: Arc::new(Registry::new()),
             config,
             counters: Counters::default(),
             shutdown: rx,
+            stopper: stopper.clone(),
+            started: std::time::Instant::now(),
+            requests_per_sec_milli: AtomicU64::new(0),
         });
-        Ok(Server { shared, listeners, addresses, shutdown: ShutdownHandle(Arc::new(tx)) })
+        Ok(Server { shared, listeners, addresses, shutdown: stopper })
     }
 
     /// The addresses really bound (ephemeral ports resolved).
@@ -114,6 +171,7 @@ impl Server {
     /// Accepts and serves connections until shutdown, then drains them.
     pub async fn run(self) {
         let Server { shared, listeners, shutdown: _handle, .. } = self;
+        tokio::spawn(sample_request_rate(shared.clone()));
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         // Every connection task holds a clone; when all are gone, draining is done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);

@@ -63,6 +63,37 @@ impl Handle {
         }
     }
 
+    /// Calls a method that hands something over (a queue item, a lock grant). If this
+    /// future is dropped before the reply arrives, the server cancels the call; if the
+    /// value was already on its way, `give_back(value)` names the method and arguments
+    /// that return it (e.g. `("unget", [item])`), so a hand-off is never lost.
+    pub(crate) async fn call_handing_over(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        give_back: fn(Value) -> Option<(&'static str, Vec<Value>)>,
+    ) -> Result<Value> {
+        let object = self.id;
+        let on_orphan: crate::connection::OnOrphan = Box::new(move |value| {
+            give_back(value).map(|(method, args)| Op::Call {
+                object,
+                method: method.to_owned(),
+                args: Args::positional(args),
+            })
+        });
+        let op = Op::Call { object, method: method.to_owned(), args: Args::positional(args) };
+        match self.conn.call_with_orphan(op, Some(on_orphan)).await? {
+            Reply::Value(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The manager connection this handle belongs to (for guards that must know
+    /// whether the session still holds what they guard).
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
     /// Calls `method` and converts the result into `T`.
     pub(crate) async fn call_as<T: DeserializeOwned>(&self, method: &str, args: Vec<Value>) -> Result<T> {
         decode(self.call(method, args).await?)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use agora_proto::frame::{self, FrameError};
 use agora_proto::native::{
-    self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
+    self, Hello, ObjectInfo, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
 };
 use agora_proto::{ErrorCode, WireError};
 use bytes::{Bytes, BytesMut};
@@ -149,7 +149,9 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
         }
         stream.before_read();
         let event = tokio::select! {
+            // Shutdown first: a client that never stops sending must not hold the server up.
             biased;
+            _ = shutdown.wait_for(|stop| *stop) => Event::Shutdown,
             Some(settled) = settled_rx.recv() => {
                 if let Some(response) = conn.settle(settled) {
                     push_response(&mut wbuf, response);
@@ -168,7 +170,6 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
                 }
             },
             _ = tokio::time::sleep_until(silent_until) => Event::Silent,
-            _ = shutdown.wait_for(|stop| *stop) => Event::Shutdown,
         };
         match event {
             Event::Continue => {}
@@ -224,8 +225,24 @@ impl Conn<'_> {
                 Ok(Reply::Done)
             }
             Op::Ping => Ok(Reply::Done),
+            Op::Stats => Ok(Reply::Stats(self.shared.stats())),
+            Op::ListNamed => self.list_named(),
+            Op::Snapshot { name } => self.session.registry().lookup(&name).and_then(|e| e.snapshot()).map(Reply::Value),
+            Op::Shutdown => {
+                tracing::info!(session = self.session.id(), "shutdown requested by a client");
+                self.shared.stopper.shutdown();
+                Ok(Reply::Done)
+            }
         };
         Some(Response { id, result })
+    }
+
+    fn list_named(&self) -> Result<Reply, WireError> {
+        let objects = self.session.registry().named().into_iter().filter_map(|entry| {
+            let size = entry.size().ok()?.map(|n| n as u64);
+            Some(ObjectInfo { name: entry.name()?.to_owned(), kind: entry.kind().clone(), id: entry.id(), size })
+        });
+        Ok(Reply::Objects(objects.collect()))
     }
 
     fn call(&mut self, id: u64, object: u64, method: &str, args: native::Args) -> Option<Response> {

@@ -1,0 +1,94 @@
+//! The operator's subcommands against a running server: `ping`, `stats`, `ls`, `get`,
+//! `del`, `shutdown`. They speak the native protocol through `agora-client`, like any
+//! other client, and print for people (or JSON with `--json`).
+
+use std::time::Instant;
+
+use agora_client::Manager;
+
+use crate::cli::ClientArgs;
+use crate::config;
+
+/// Connects as the subcommand's flags say.
+async fn connect(args: &ClientArgs) -> Result<Manager, String> {
+    let authkey = match &args.authkey_file {
+        Some(path) => config::read_authkey_file(path).map_err(|e| e.to_string())?,
+        None => match config::authkey_from_env().map_err(|e| e.to_string())? {
+            Some(key) => key,
+            None => {
+                let path = config::default_authkey_path();
+                config::read_authkey_file(&path)
+                    .map_err(|e| format!("no authkey: pass --authkey-file or set ${}, ({e})", config::AUTHKEY_ENV))?
+            }
+        },
+    };
+    Manager::connect_to(&args.address, authkey).await.map_err(|e| format!("{}: {e}", args.address))
+}
+
+/// `agora ping`.
+pub async fn ping(args: &ClientArgs) -> Result<(), String> {
+    let manager = connect(args).await?;
+    let start = Instant::now();
+    manager.ping().await.map_err(|e| e.to_string())?;
+    let rtt = start.elapsed();
+    println!("pong from agora {} at {} in {:.3} ms", manager.server_version(), args.address, rtt.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+/// `agora stats`.
+pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
+    let stats = connect(args).await?.stats().await.map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("version        {}", stats.version);
+    println!("uptime         {}s", stats.uptime_secs);
+    println!("sessions       {}", stats.sessions);
+    println!("connections    {} accepted, {} refused", stats.connections_total, stats.connections_refused);
+    println!("requests       {} total, {:.1}/s", stats.requests_total, stats.requests_per_sec);
+    println!("memory         {:.1} MiB", stats.memory_bytes as f64 / (1024.0 * 1024.0));
+    println!("named objects  {}", stats.named_objects);
+    println!("objects by kind:");
+    for (kind, count) in &stats.objects_by_kind {
+        println!("  {kind:<18} {count}");
+    }
+    Ok(())
+}
+
+/// `agora ls`.
+pub async fn ls(args: &ClientArgs, json: bool) -> Result<(), String> {
+    let objects = connect(args).await?.list_named().await.map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&objects).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let width = objects.iter().map(|o| o.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<width$}  {:<16}  SIZE", "NAME", "KIND");
+    for o in objects {
+        let size = o.size.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        println!("{:<width$}  {:<16}  {size}", o.name, o.kind.as_str());
+    }
+    Ok(())
+}
+
+/// `agora get NAME`.
+pub async fn get(args: &ClientArgs, name: &str) -> Result<(), String> {
+    let value = connect(args).await?.snapshot(name).await.map_err(|e| e.to_string())?;
+    println!("{}", value.py_repr());
+    Ok(())
+}
+
+/// `agora del NAME`.
+pub async fn del(args: &ClientArgs, name: &str) -> Result<(), String> {
+    connect(args).await?.delete(name).await.map_err(|e| e.to_string())?;
+    println!("deleted {name}");
+    Ok(())
+}
+
+/// `agora shutdown`.
+pub async fn shutdown(args: &ClientArgs) -> Result<(), String> {
+    connect(args).await?.shutdown_server().await.map_err(|e| e.to_string())?;
+    println!("shutdown requested");
+    Ok(())
+}
