@@ -130,6 +130,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "AGORA_HEARTBEAT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
 
+    /// Serve a named object to CPython clients under a typeid: TYPEID=KIND:NAME, e.g.
+    /// get_tasks=queue:tasks (Python: BaseManager.register("get_tasks")); repeatable.
+    #[arg(long, value_name = "TYPEID=KIND:NAME", env = "AGORA_EXPOSE", value_delimiter = ',')]
+    pub expose: Vec<crate::config::Exposure>,
+
     /// Log level or filter: error, warn, info, debug, trace (or a tracing filter string).
     #[arg(long, value_name = "LEVEL", env = "AGORA_LOG", default_value = "info")]
     pub log_level: String,
@@ -203,6 +208,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let stop_signal = stop_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut config = Config::new(args.listen.clone(), Vec::new());
     config.strict_auth = args.strict_auth;
+    config.expose = args.expose.clone();
     config.limits = Limits {
         max_frame: args.max_frame,
         max_connections: args.max_connections,

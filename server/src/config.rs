@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_proto::frame::DEFAULT_MAX_FRAME;
+use agora_proto::native::Kind;
 use agora_proto::Address;
 
 /// The address `agora serve` listens on when given none.
@@ -45,6 +46,39 @@ impl Default for Limits {
     }
 }
 
+/// A CPython typeid served by one named object: `--expose get_tasks=queue:tasks`
+/// makes a client that did `BaseManager.register("get_tasks")` get the queue named
+/// `tasks` (created on first use), the same one a Rust client reaches with
+/// `manager.queue("tasks")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    /// The typeid Python clients register and call.
+    pub typeid: String,
+    /// The kind of the named object.
+    pub kind: Kind,
+    /// The object's name.
+    pub name: String,
+}
+
+impl std::str::FromStr for Exposure {
+    type Err = String;
+
+    /// Parses `TYPEID=KIND:NAME` (kind as a typeid, any case: `queue`, `dict`, `Lock`).
+    fn from_str(text: &str) -> Result<Exposure, String> {
+        let usage = || format!("'{text}' is not TYPEID=KIND:NAME (e.g. get_tasks=queue:tasks)");
+        let (typeid, target) = text.split_once('=').ok_or_else(usage)?;
+        let (kind, name) = target.split_once(':').ok_or_else(usage)?;
+        if typeid.is_empty() || name.is_empty() {
+            return Err(usage());
+        }
+        let kind = Kind::parse(kind);
+        if let Kind::Other(other) = &kind {
+            return Err(format!("unknown kind '{other}' in '{text}'"));
+        }
+        Ok(Exposure { typeid: typeid.to_owned(), kind, name: name.to_owned() })
+    }
+}
+
 /// Everything a server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,12 +90,19 @@ pub struct Config {
     pub strict_auth: bool,
     /// Resource limits.
     pub limits: Limits,
+    /// CPython typeids served by named objects.
+    pub expose: Vec<Exposure>,
 }
 
 impl Config {
     /// A config listening on `listen` with `authkey` and default limits.
     pub fn new(listen: Vec<Address>, authkey: impl Into<Vec<u8>>) -> Config {
-        Config { listen, authkey: authkey.into(), strict_auth: false, limits: Limits::default() }
+        Config { listen, authkey: authkey.into(), strict_auth: false, limits: Limits::default(), expose: Vec::new() }
+    }
+
+    /// The named object serving CPython typeid `typeid`, if one is exposed.
+    pub fn exposed(&self, typeid: &str) -> Option<&Exposure> {
+        self.expose.iter().find(|e| e.typeid == typeid)
     }
 }
 
@@ -153,6 +194,15 @@ pub fn generate_authkey(path: &Path) -> Result<Vec<u8>, AuthkeyError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn exposures_parse_or_say_why() {
+        let e: Exposure = "get_tasks=queue:tasks".parse().unwrap();
+        assert_eq!(e, Exposure { typeid: "get_tasks".into(), kind: Kind::Queue, name: "tasks".into() });
+        assert!("nonsense".parse::<Exposure>().unwrap_err().contains("TYPEID=KIND:NAME"));
+        assert!("a=teapot:x".parse::<Exposure>().unwrap_err().contains("unknown kind 'teapot'"));
+        assert!("a=queue:".parse::<Exposure>().is_err());
+    }
 
     #[test]
     fn authkey_file_loses_one_trailing_newline() {

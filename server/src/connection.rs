@@ -57,7 +57,9 @@ pub async fn serve<S: Transport>(
             ErrorCode::LimitExceeded,
             format!("too many connections (the server's limit is {})", limits.max_connections),
         );
-        if first.first() != Some(&PICKLE_PROTO) {
+        if first.first() == Some(&PICKLE_PROTO) {
+            dialect::python::refuse(&mut stream, &error).await;
+        } else {
             dialect::native::refuse(&mut stream, error).await;
         }
         return;
@@ -65,7 +67,7 @@ pub async fn serve<S: Transport>(
     shared.counters.connections_open.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection authenticated");
     if first.first() == Some(&PICKLE_PROTO) {
-        tracing::warn!(%peer, "CPython manager clients are not supported by this build yet; closing");
+        dialect::python::serve(stream, buf, first, &peer, shared.clone()).await;
     } else {
         dialect::native::serve(stream, buf, first, &peer, shared.clone()).await;
     }

@@ -219,10 +219,15 @@ impl Registry {
     ) -> Result<Arc<ObjectEntry>, WireError> {
         let spec = objects::constructor(kind).ok_or_else(|| objects::unsupported_kind(kind))?;
         let state = objects::construct(kind, bind(spec, positional, keywords)?, self)?;
+        Ok(self.insert_new(kind.clone(), name, state))
+    }
+
+    /// Wraps a state in a fresh entry with a new id and one reference.
+    fn insert_new(&self, kind: Kind, name: Option<String>, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(ObjectEntry {
             id,
-            kind: kind.clone(),
+            kind,
             name,
             state: Mutex::new(state),
             refs: AtomicU64::new(1),
@@ -231,7 +236,15 @@ impl Registry {
         if let Ok(mut state) = entry.state.lock() {
             state.bind_self(Arc::downgrade(&entry));
         }
-        Ok(entry)
+        entry
+    }
+
+    /// Adds an object the server built itself (a dict iterator) as an anonymous object
+    /// with one reference (for the caller).
+    pub fn adopt(&self, kind: Kind, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
+        let entry = self.insert_new(kind, None, state);
+        self.objects_write().insert(entry.id, entry.clone());
+        entry
     }
 
     /// Creates an anonymous object with one reference (for the caller).

@@ -32,12 +32,15 @@ pub struct Session {
     registry: Arc<Registry>,
     /// One registry reference per distinct object, however often it was opened.
     handles: HashMap<ObjectId, Handle>,
+    /// Objects used by id without a handle (a Python connection's calls), to be told
+    /// when this session ends.
+    touched: HashMap<ObjectId, Arc<ObjectEntry>>,
 }
 
 impl Session {
     /// A new session with a process-unique id.
     pub fn new(registry: Arc<Registry>) -> Session {
-        Session { id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed), registry, handles: HashMap::new() }
+        Session { id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed), registry, handles: HashMap::new(), touched: HashMap::new() }
     }
 
     /// The session id.
@@ -102,6 +105,12 @@ impl Session {
         })
     }
 
+    /// Remembers that this session used `entry` by id (no handle), so the object learns
+    /// when the session ends and releases what the session held there.
+    pub fn touch(&mut self, entry: &Arc<ObjectEntry>) {
+        self.touched.entry(entry.id()).or_insert_with(|| entry.clone());
+    }
+
     /// Gives back one handle.
     pub fn release(&mut self, object: ObjectId) -> Result<(), WireError> {
         let handle = self.handles.get_mut(&object).ok_or_else(|| {
@@ -123,6 +132,9 @@ impl Drop for Session {
         for (_, handle) in self.handles.drain() {
             handle.entry.session_ended(self.id);
             self.registry.decref(&handle.entry);
+        }
+        for (_, entry) in self.touched.drain() {
+            entry.session_ended(self.id);
         }
     }
 }

@@ -23,6 +23,8 @@ use agora_proto::{Value, WireError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::registry::ObjectEntry;
+
 /// What a parked call finally answers.
 pub type Completion = Result<Value, WireError>;
 
@@ -74,6 +76,28 @@ impl Waiter {
     pub fn complete(self, completion: Completion) -> Result<(), Completion> {
         self.tx.send(completion)
     }
+}
+
+/// Waits for a parked call's completion, applying its deadline: when it passes, the
+/// object settles the call under its lock ([`ObjectEntry::expire`]), so a timeout can
+/// never race a hand-off. Both dialects wait this way.
+pub async fn settle(
+    entry: &ObjectEntry,
+    ticket: u64,
+    deadline: Option<Instant>,
+    rx: &mut oneshot::Receiver<Completion>,
+) -> Completion {
+    let gone = || Err(WireError::new(agora_proto::ErrorCode::Internal, "a parked call's object dropped it"));
+    if let Some(deadline) = deadline {
+        tokio::select! {
+            completion = &mut *rx => return completion.unwrap_or_else(|_| gone()),
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        if let Some(timed_out) = entry.expire(ticket) {
+            return timed_out;
+        }
+    }
+    rx.await.unwrap_or_else(|_| gone())
 }
 
 /// A deadline `timeout` seconds from now, or `None` for "wait forever". Rejects

@@ -3,3 +3,4 @@
 //! object semantics live in [`crate::objects`], never here.
 
 pub mod native;
+pub mod python;

@@ -25,7 +25,7 @@ use crate::object::{Caller, Outcome};
 use crate::registry::ObjectEntry;
 use crate::server::Shared;
 use crate::session::Session;
-use crate::waiter::{Completion, Parked};
+use crate::waiter::{settle, Completion, Parked};
 
 /// How long a parting message may take to write: a peer that is not reading must
 /// not keep the connection (and what its session holds) alive.
@@ -281,7 +281,7 @@ impl Conn<'_> {
         tokio::spawn(async move {
             let Parked { ticket, deadline, mut rx } = parked;
             let completion = tokio::select! {
-                completion = settle_parked(&entry, ticket, deadline, &mut rx) => completion,
+                completion = settle(&entry, ticket, deadline, &mut rx) => completion,
                 _ = cancel_rx => {
                     entry.abandon(caller, ticket, &mut rx);
                     Err(WireError::new(ErrorCode::Timeout, "the call was cancelled by the client"))
@@ -308,24 +308,4 @@ impl Conn<'_> {
         }
         Some(Response { id: settled.request, result: settled.completion.map(Reply::Value) })
     }
-}
-
-/// Waits for a parked call's completion, applying its deadline.
-async fn settle_parked(
-    entry: &ObjectEntry,
-    ticket: u64,
-    deadline: Option<tokio::time::Instant>,
-    rx: &mut oneshot::Receiver<Completion>,
-) -> Completion {
-    let gone = || Err(WireError::new(ErrorCode::Internal, "a parked call's object dropped it"));
-    if let Some(deadline) = deadline {
-        tokio::select! {
-            completion = &mut *rx => return completion.unwrap_or_else(|_| gone()),
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
-        if let Some(timed_out) = entry.expire(ticket) {
-            return timed_out;
-        }
-    }
-    rx.await.unwrap_or_else(|_| gone())
 }

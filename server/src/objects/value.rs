@@ -35,6 +35,12 @@ impl ValueObject {
         Ok(ValueObject { typecode: args.required(0), value: args.required(1) })
     }
 
+    /// The typecode it was created with (for CPython's `_getvalue()`, which returns a
+    /// `managers.Value(typecode, value)`).
+    pub fn typecode(&self) -> &Value {
+        &self.typecode
+    }
+
     /// Runs one method.
     fn dispatch(&mut self, method: &str, mut args: Args) -> Result<Value, WireError> {
         match method {

@@ -1,0 +1,122 @@
+//! The public server functions of CPython's manager (spec §3.3): `create`, `incref`,
+//! `decref`, `accept_connection`, `get_methods`, `debug_info`, `number_of_objects`,
+//! `dummy`, `shutdown`. Refcounts follow CPython (§4): `create` gives the object one
+//! reference, each proxy holds one through `incref`/`decref`.
+
+use agora_proto::native::Kind;
+use agora_proto::{ErrorCode, Value, WireError};
+
+use super::reply::{traceback, Reply};
+use super::{exposed, ident, parse_ident, After, PyConn, Request};
+
+/// The exception type name a constructor error shows in CPython's traceback.
+fn exception_name(e: &WireError) -> String {
+    match e.code.python_exception() {
+        Some((_, name)) => name.to_owned(),
+        None => format!("agora.{:?}", e.code),
+    }
+}
+
+/// CPython reports every failure of a public function as a traceback.
+fn as_traceback(e: WireError) -> Reply {
+    Reply::Traceback(traceback(&exception_name(&e), &e.message))
+}
+
+/// The one string argument of `incref`/`decref`, parsed as an ident.
+fn ident_arg(args: &[Value]) -> Result<(u64, String), Reply> {
+    match args {
+        [Value::Str(s)] => parse_ident(s).map(|id| (id, s.clone())).ok_or_else(|| Reply::Traceback(traceback("KeyError", &format!("'{s}'")))),
+        _ => Err(Reply::Traceback(traceback("TypeError", "expected one ident argument"))),
+    }
+}
+
+impl PyConn<'_> {
+    /// Runs a public function (a request whose ident is `None`).
+    pub(super) fn control(&mut self, request: Request) -> (Reply, After) {
+        let Request { method, args, kwargs, .. } = request;
+        let registry = &self.shared.registry;
+        let reply = match method.as_str() {
+            "dummy" => Reply::Return(Value::None),
+            "accept_connection" => {
+                self.persistent = true;
+                Reply::Return(Value::None)
+            }
+            "create" => self.create(args, kwargs),
+            "incref" => match ident_arg(&args) {
+                Ok((id, text)) => match registry.incref(id) {
+                    Ok(_) => Reply::Return(Value::None),
+                    Err(_) => Reply::Traceback(traceback("KeyError", &format!("'{text}'"))),
+                },
+                Err(reply) => reply,
+            },
+            "decref" => match ident_arg(&args) {
+                Ok((id, text)) => match registry.get(id) {
+                    Ok(entry) => {
+                        registry.decref(&entry);
+                        Reply::Return(Value::None)
+                    }
+                    Err(_) => Reply::Traceback(traceback("KeyError", &format!("'{text}'"))),
+                },
+                Err(reply) => reply,
+            },
+            "get_methods" => match args.first().and_then(agora_proto::reference::token_fields) {
+                Some(token) => match registry.get(token.id) {
+                    Ok(entry) => Reply::Return(names(exposed::exposed(entry.kind()))),
+                    Err(e) => as_traceback(e),
+                },
+                None => Reply::Traceback(traceback("TypeError", "get_methods() expects a Token")),
+            },
+            "number_of_objects" => Reply::Return(Value::Int(registry.len() as i64)),
+            "debug_info" => Reply::Return(Value::Str(self.debug_info())),
+            "shutdown" => return (Reply::Return(Value::None), After::Shutdown),
+            other => Reply::Traceback(traceback("AssertionError", &format!("'{other}' unrecognized"))),
+        };
+        (reply, After::Continue)
+    }
+
+    /// `create(typeid, *args, **kwds)` → `(ident, exposed)`.
+    fn create(&mut self, mut args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Reply {
+        if args.is_empty() {
+            return Reply::Traceback(traceback("TypeError", "create() missing required argument: 'typeid'"));
+        }
+        let Value::Str(typeid) = args.remove(0) else {
+            return Reply::Traceback(traceback("TypeError", "typeid must be a str"));
+        };
+        if let Some(why) = exposed::unsupported(&typeid) {
+            return Reply::Traceback(traceback("NotImplementedError", why));
+        }
+        let registry = &self.shared.registry;
+        let made = match self.shared.config.exposed(&typeid) {
+            // `--expose get_tasks=queue:tasks`: every create finds the one named object.
+            Some(exposure) => registry.open_named(&exposure.kind, &exposure.name, args, kwargs).map(|o| o.entry),
+            // SyncManager's typeids, spelled exactly; anything else is unknown, as in CPython.
+            None => match Kind::parse(&typeid) {
+                kind if matches!(kind, Kind::Other(_)) || kind.as_str() != typeid => {
+                    Err(WireError::new(ErrorCode::KeyError, format!("'{typeid}'")))
+                }
+                kind => registry.create(&kind, args, kwargs),
+            },
+        };
+        match made {
+            Ok(entry) => Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), names(exposed::exposed(entry.kind()))])),
+            Err(e) => as_traceback(e),
+        }
+    }
+
+    /// `debug_info`: one line per object, as CPython formats it.
+    fn debug_info(&self) -> String {
+        let registry = &self.shared.registry;
+        let mut lines = Vec::new();
+        for entry in registry.named() {
+            let repr = entry.repr().unwrap_or_default();
+            let short: String = repr.chars().take(75).collect();
+            lines.push(format!("  {}:       name={}\n    {short}", ident(entry.id()), entry.name().unwrap_or_default()));
+        }
+        lines.join("\n")
+    }
+}
+
+/// A tuple of method names.
+fn names(list: &[&str]) -> Value {
+    Value::Tuple(list.iter().map(|n| Value::Str((*n).to_owned())).collect())
+}

@@ -1,0 +1,301 @@
+//! The Python dialect: CPython's `multiprocessing.managers` protocol (spec §3), so a
+//! stock `SyncManager(address, authkey).connect()` works against agora.
+//!
+//! A connection that opens with a pickle is a CPython client. It is either a one-shot
+//! control connection (`create`, `incref`, `decref`, …: one request, one reply, close)
+//! or, after `accept_connection`, a client thread's persistent connection carrying its
+//! method calls one at a time. Pickles are decoded by [`agora_proto::pickle`], which
+//! never executes anything. Method calls go through the same registry and object code
+//! as the native dialect, so both dialects see the same objects.
+//!
+//! Ownership (RLock, Condition, lock grants, leases) belongs to the persistent
+//! connection's session and is released when it closes — unlike CPython, whose
+//! manager keeps a dead client's locks forever.
+
+mod control;
+pub mod exposed;
+mod reply;
+
+use std::sync::Arc;
+
+use agora_proto::frame;
+use agora_proto::{pickle, ErrorCode, Value, WireError};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::listener::Transport;
+use crate::object::{Caller, Outcome};
+use crate::objects::iterator::{self, IteratorObject};
+use crate::registry::ObjectEntry;
+use crate::server::Shared;
+use crate::session::Session;
+use crate::waiter::{settle, Completion, Parked};
+use reply::{traceback, Reply};
+
+/// One decoded request: `(ident, methodname, args, kwds)`.
+struct Request {
+    ident: Option<String>,
+    method: String,
+    args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+}
+
+/// Reads the request tuple CPython's client sends.
+fn parse_request(body: &[u8]) -> Result<Request, String> {
+    let value = pickle::decode(body).map_err(|e| format!("cannot decode request: {}", e.message))?;
+    let Value::Tuple(mut parts) = value else { return Err("a request must be a 4-tuple".into()) };
+    if parts.len() != 4 {
+        return Err(format!("a request must be a 4-tuple, got {} items", parts.len()));
+    }
+    let kwds = parts.pop().unwrap_or_default();
+    let args = parts.pop().unwrap_or_default();
+    let method = parts.pop().unwrap_or_default();
+    let ident = parts.pop().unwrap_or_default();
+    let ident = match ident {
+        Value::None => None,
+        Value::Str(s) => Some(s),
+        other => return Err(format!("ident must be a str or None, not {}", other.type_name())),
+    };
+    let Value::Str(method) = method else { return Err("method name must be a str".into()) };
+    let args = match args {
+        Value::Tuple(a) | Value::List(a) => a,
+        other => return Err(format!("args must be a tuple, not {}", other.type_name())),
+    };
+    let kwargs = match kwds {
+        Value::Dict(d) => d
+            .into_iter()
+            .map(|(k, v)| match k {
+                Value::Str(k) => Ok((k, v)),
+                other => Err(format!("keywords must be strings, not {}", other.type_name())),
+            })
+            .collect::<Result<_, _>>()?,
+        other => return Err(format!("kwds must be a dict, not {}", other.type_name())),
+    };
+    Ok(Request { ident, method, args, kwargs })
+}
+
+/// Parses a CPython ident (lowercase hex of the object id).
+fn parse_ident(ident: &str) -> Option<u64> {
+    u64::from_str_radix(ident, 16).ok()
+}
+
+/// An ident as CPython clients see it.
+pub fn ident(id: u64) -> String {
+    format!("{id:x}")
+}
+
+/// A refusal for a CPython client (too many connections): a `#TRACEBACK` it will raise
+/// as `RemoteError` with our reason.
+pub async fn refuse<S: Transport>(stream: &mut S, error: &WireError) {
+    let mut out = Vec::new();
+    frame::encode(&Reply::Error(error.clone()).to_pickle(), &mut out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+}
+
+/// One CPython connection.
+struct PyConn<'a> {
+    session: Session,
+    shared: &'a Shared,
+    /// Set by `accept_connection`: this is a client thread's persistent connection.
+    persistent: bool,
+}
+
+/// What to do after a reply.
+enum After {
+    Continue,
+    /// Close after sending the reply (one-shot control connections).
+    Close,
+    /// `shutdown`: CPython's server sends its reply twice, then stops.
+    Shutdown,
+}
+
+/// Serves a CPython client whose first frame (a pickled request) was already read.
+pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
+    let mut conn = PyConn { session: Session::new(shared.registry.clone()), shared: &shared, persistent: false };
+    let mut shutdown = shared.shutdown.clone();
+    let max_frame = shared.config.limits.max_frame;
+    let mut next = Some(first);
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let body = match next.take() {
+            Some(body) => body,
+            None => {
+                stream.before_read();
+                let read = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    read = agora_proto::io::read_frame(&mut stream, &mut rbuf, max_frame) => read,
+                };
+                match read {
+                    Ok(body) => body,
+                    Err(agora_proto::io::FrameIoError::Closed) => return,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "bad frame from a CPython client; closing");
+                        return;
+                    }
+                }
+            }
+        };
+        let (reply, after) = match parse_request(&body) {
+            // CPython answers an undecodable request with a traceback and carries on.
+            Err(why) => (Reply::Traceback(traceback("pickle.UnpicklingError", &why)), After::Continue),
+            Ok(request) => match conn.handle(request, &mut stream, &mut rbuf).await {
+                Some(done) => done,
+                None => return, // the client went away while its call was parked
+            },
+        };
+        out.clear();
+        let pickled = reply.to_pickle();
+        frame::encode(&pickled, &mut out);
+        if matches!(after, After::Shutdown) {
+            frame::encode(&pickled, &mut out);
+        }
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+        match after {
+            After::Continue => {}
+            After::Close => return,
+            After::Shutdown => {
+                conn.shared.stopper.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+impl PyConn<'_> {
+    fn caller(&self) -> Caller {
+        Caller { session: self.session.id() }
+    }
+
+    /// Runs one request; `None` if the client disconnected while it was parked.
+    async fn handle<S: Transport>(&mut self, request: Request, stream: &mut S, rbuf: &mut BytesMut) -> Option<(Reply, After)> {
+        self.shared.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(ident) = request.ident.clone() else {
+            let (reply, after) = self.control(request);
+            let after = match after {
+                After::Continue if !self.persistent => After::Close,
+                other => other,
+            };
+            return Some((reply, after));
+        };
+        let entry = match parse_ident(&ident).and_then(|id| self.shared.registry.get(id).ok()) {
+            Some(entry) => entry,
+            None => return Some((Reply::Traceback(traceback("KeyError", &format!("'{ident}'"))), After::Continue)),
+        };
+        let reply = match request.method.as_str() {
+            "#GETVALUE" => getvalue(&entry),
+            "__repr__" | "__str__" => entry.repr().map(Value::Str).map_or_else(Reply::Error, Reply::Return),
+            method if !is_exposed(&entry, method) => Reply::Traceback(traceback(
+                "AttributeError",
+                &format!("method '{method}' of <class '{}'> object is not in exposed", entry.kind()),
+            )),
+            "__iter__" => self.iterate(&entry),
+            _ => {
+                self.session.touch(&entry);
+                let caller = self.caller();
+                match entry.call(caller, &request.method, request.args, request.kwargs) {
+                    Ok(Outcome::Ready(value)) => Reply::Return(value),
+                    Ok(Outcome::Park(parked)) => match wait_parked(&entry, caller, parked, stream, rbuf, self.shared).await {
+                        Some(Ok(value)) => Reply::Return(value),
+                        Some(Err(e)) => Reply::Error(e),
+                        None => return None,
+                    },
+                    Err(e) => Reply::Error(e),
+                }
+            }
+        };
+        Some((reply, After::Continue))
+    }
+
+    /// `iter(dict_proxy)`: a snapshot of the keys as a new Iterator object, sent as `#PROXY`.
+    fn iterate(&mut self, entry: &Arc<ObjectEntry>) -> Reply {
+        let keys = match entry.call(self.caller(), "keys", vec![], vec![]) {
+            Ok(Outcome::Ready(Value::List(keys))) => keys,
+            Ok(_) => return Reply::Error(WireError::new(ErrorCode::Internal, "keys() did not return a list")),
+            Err(e) => return Reply::Error(e),
+        };
+        let kind = agora_proto::native::Kind::Other(iterator::TYPEID.to_owned());
+        let iterator = self.shared.registry.adopt(kind.clone(), Box::new(IteratorObject::new(keys)));
+        Reply::Proxy { exposed: exposed::exposed(&kind), typeid: iterator::TYPEID, ident: ident(iterator.id()) }
+    }
+}
+
+/// True if a CPython client may call `method` on `entry` (custom kinds expose all).
+fn is_exposed(entry: &ObjectEntry, method: &str) -> bool {
+    let names = exposed::exposed(entry.kind());
+    if names.is_empty() {
+        return entry.method(method).is_ok();
+    }
+    names.contains(&method)
+}
+
+/// `_getvalue()`: a copy of the referent, shaped as CPython's server would pickle it.
+fn getvalue(entry: &ObjectEntry) -> Reply {
+    use agora_proto::native::Kind;
+    use agora_proto::value::{Build, Dict, Object};
+    let snapshot = match entry.snapshot() {
+        Ok(v) => v,
+        Err(e) => return Reply::Error(e),
+    };
+    let instance = |qualname: &str, state: Dict| {
+        Value::Object(Box::new(Object {
+            module: "multiprocessing.managers".into(),
+            qualname: qualname.into(),
+            build: Build::NewObj(vec![]),
+            state: Some(Value::Dict(state)),
+            list_items: vec![],
+            dict_items: vec![],
+        }))
+    };
+    match entry.kind() {
+        Kind::Value => {
+            let typecode = entry
+                .with_object(|o| o.as_any_mut().downcast_mut::<crate::objects::value::ValueObject>().map(|v| v.typecode().clone()))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let state = Dict::from_pairs([(Value::Str("_typecode".into()), typecode), (Value::Str("_value".into()), snapshot)]);
+            state.map(|s| Reply::Return(instance("Value", s))).unwrap_or_else(Reply::Error)
+        }
+        Kind::Namespace => match snapshot {
+            Value::Dict(attrs) => Reply::Return(instance("Namespace", attrs)),
+            other => Reply::Return(other),
+        },
+        _ => Reply::Return(snapshot),
+    }
+}
+
+/// Waits for a parked call while watching the connection: a client that disconnects
+/// (killed while blocked in `q.get()`) abandons its call, so it takes nothing.
+async fn wait_parked<S: Transport>(
+    entry: &ObjectEntry,
+    caller: Caller,
+    parked: Parked,
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    shared: &Shared,
+) -> Option<Completion> {
+    let Parked { ticket, deadline, mut rx } = parked;
+    let mut shutdown = shared.shutdown.clone();
+    let settled = tokio::select! {
+        completion = settle(entry, ticket, deadline, &mut rx) => Some(completion),
+        _ = peer_closed(stream, rbuf) => None,
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    };
+    if settled.is_none() {
+        entry.abandon(caller, ticket, &mut rx);
+    }
+    settled
+}
+
+/// Completes when the peer closes (a CPython client sends nothing while it waits).
+async fn peer_closed<S: Transport>(stream: &mut S, rbuf: &mut BytesMut) {
+    loop {
+        match stream.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
