@@ -8,6 +8,7 @@
 //! - [`value`]: the dynamic [`Value`] shared by both dialects, with Python's equality,
 //!   hashing, ordering and `repr`, and serde conversion from and to any Rust type;
 //! - [`reference`]: references to managed objects inside values (CPython's nested-proxy form);
+//! - [`pickle`]: the Python dialect's pickle codec (decodes and encodes, never executes);
 //! - [`slice`]: Python slices as they travel in a [`Value`];
 //! - [`native`]: the native dialect's requests and replies (MessagePack);
 //! - [`error`]: the error codes both dialects report;
@@ -23,6 +24,7 @@ pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod native;
+pub mod pickle;
 pub mod reference;
 pub mod slice;
 pub mod value;
