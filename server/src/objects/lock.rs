@@ -1,0 +1,227 @@
+//! The shared `Lock` (Python's `SyncManager.Lock()`, a `threading.Lock`): CPython's
+//! `_thread.lock` semantics and error texts, plus agora's fencing tokens.
+//!
+//! A Lock has no owner, as in Python: any session may release it. Grants are still
+//! recorded per session ([`Permits`]), so a session that ends holding the lock
+//! releases it, leaving an orphan credit for whoever was going to release it for the
+//! dead holder (see [`super::grants`]).
+//!
+//! Methods: Python's `acquire(blocking=True, timeout=-1)` → bool and `release()`;
+//! agora's `acquire_fenced(blocking=True, timeout=-1)` → the grant's fencing token (an
+//! int) or `False`, `release_fenced(token)` (releases exactly that grant, if this
+//! session still holds it), and `locked()`.
+
+use agora_proto::native::Kind;
+use agora_proto::value::Dict;
+use agora_proto::{ErrorCode, Value, WireError};
+
+use super::condition::ConditionLock;
+use super::grants::{self, lock_wait, Answer, Permits, Wait};
+use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::waiter::{Completion, Waiter};
+
+/// `Lock()`.
+pub const CONSTRUCTOR: MethodSpec = MethodSpec::new("Lock", &[]);
+
+/// CPython's `AcquirerProxy` methods, then agora's.
+const METHODS: &[MethodSpec] = &[
+    MethodSpec::optional("acquire", &["blocking", "timeout"], 0),
+    MethodSpec::new("release", &[]),
+    MethodSpec::optional("acquire_fenced", &["blocking", "timeout"], 0),
+    MethodSpec::new("release_fenced", &["token"]),
+    MethodSpec::new("locked", &[]),
+];
+
+/// A shared lock.
+#[derive(Debug)]
+pub struct LockObject {
+    permits: Permits,
+}
+
+impl Default for LockObject {
+    fn default() -> Self {
+        LockObject { permits: Permits::new(1, Some(1)) }
+    }
+}
+
+impl LockObject {
+    /// `Lock()`: unlocked.
+    pub fn new(_args: Args) -> Result<LockObject, WireError> {
+        Ok(LockObject::default())
+    }
+
+    /// True while some session holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.permits.available() == 0
+    }
+
+    fn release_one(&mut self, session: u64) -> Result<(), WireError> {
+        self.permits.release(session, 1).map_err(|_| grants::runtime_error("release unlocked lock"))
+    }
+
+    fn release_fenced(&mut self, session: u64, token: Value) -> Result<(), WireError> {
+        let Some(token) = token.as_index() else {
+            return Err(WireError::type_error(format!("token must be an int, not {}", token.type_name())));
+        };
+        if self.permits.release_token(session, token as u64) {
+            return Ok(());
+        }
+        if !self.is_locked() {
+            return Err(grants::runtime_error("release unlocked lock"));
+        }
+        Err(grants::runtime_error(&format!(
+            "this session does not hold the lock under token {token} (another session released that grant)"
+        )))
+    }
+}
+
+impl SharedObject for LockObject {
+    fn kind(&self) -> Kind {
+        Kind::Lock
+    }
+
+    fn methods(&self) -> &'static [MethodSpec] {
+        METHODS
+    }
+
+    fn call(&mut self, caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+        match method {
+            "acquire" | "acquire_fenced" => {
+                let wait = lock_wait(args.bool_or(0, true), args.take(1))?;
+                let answer = if method == "acquire" { Answer::Bool } else { Answer::Token };
+                Ok(self.permits.acquire(caller, wait, answer, 0))
+            }
+            "release" => self.release_one(caller.session).map(|()| Value::None.into()),
+            "release_fenced" => self.release_fenced(caller.session, args.required(0)).map(|()| Value::None.into()),
+            "locked" => Ok(Value::Bool(self.is_locked()).into()),
+            other => Err(WireError::new(ErrorCode::Internal, format!("Lock has no method '{other}'"))),
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        let pairs = [
+            ("locked", Value::Bool(self.is_locked())),
+            ("token", self.permits.current_token().map_or(Value::None, |t| Value::Int(t as i64))),
+            ("waiting", Value::Int(self.permits.waiting() as i64)),
+            ("orphan_credits", Value::Int(self.permits.credits() as i64)),
+        ];
+        Dict::from_pairs(pairs.into_iter().map(|(k, v)| (Value::Str(k.into()), v))).map(Value::Dict).unwrap_or_default()
+    }
+
+    fn repr(&self) -> String {
+        let state = if self.is_locked() { "locked" } else { "unlocked" };
+        format!("<{state} _thread.lock object at {}>", grants::address(self))
+    }
+
+    fn expire(&mut self, ticket: u64) -> Option<Completion> {
+        self.permits.expire(ticket)
+    }
+
+    fn abandon(&mut self, _caller: Caller, ticket: u64, delivered: Option<Value>) {
+        self.permits.abandon(ticket, delivered.is_some());
+    }
+
+    fn session_ended(&mut self, session: u64) {
+        self.permits.session_ended(session, None);
+    }
+}
+
+impl ConditionLock for LockObject {
+    fn acquire_via(&mut self, caller: Caller, _owner: Option<String>, wait: Wait, answer: Answer, via: u64) -> Outcome {
+        self.permits.acquire(caller, wait, answer, via)
+    }
+
+    fn release_via(&mut self, caller: Caller, _owner: &Option<String>) -> Result<(), WireError> {
+        self.release_one(caller.session)
+    }
+
+    fn release_token(&mut self, caller: Caller, token: Value, _fully: bool) -> Result<(), WireError> {
+        self.release_fenced(caller.session, token)
+    }
+
+    /// CPython's `Condition._is_owned` for a plain lock: locked by anybody.
+    fn is_owned(&self, _session: u64, _owner: &Option<String>) -> bool {
+        self.is_locked()
+    }
+
+    fn release_save(&mut self, session: u64, _owner: &Option<String>) -> Result<u64, WireError> {
+        self.release_one(session).map(|()| 1)
+    }
+
+    fn reacquire(&mut self, waiter: Waiter, _owner: Option<String>, _count: u64, answer: Answer, via: u64) {
+        self.permits.enqueue(waiter, answer, via);
+    }
+
+    fn expire_waiter(&mut self, ticket: u64) -> Option<Completion> {
+        self.permits.expire(ticket)
+    }
+
+    fn abandon_waiter(&mut self, ticket: u64, delivered: bool) {
+        self.permits.abandon(ticket, delivered);
+    }
+
+    fn session_ended_via(&mut self, session: u64, via: u64) {
+        self.permits.session_ended(session, Some(via));
+    }
+
+    fn describe(&self) -> String {
+        self.repr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Caller = Caller { session: 1 };
+    const B: Caller = Caller { session: 2 };
+
+    fn call(lock: &mut LockObject, caller: Caller, method: &'static str, args: Vec<Value>) -> Result<Value, WireError> {
+        match lock.call(caller, method, Args::from_values(method, args))? {
+            Outcome::Ready(v) => Ok(v),
+            Outcome::Park(_) => panic!("{method} parked"),
+        }
+    }
+
+    #[test]
+    fn python_semantics_and_errors() {
+        let mut lock = LockObject::default();
+        assert_eq!(call(&mut lock, A, "acquire", vec![]).unwrap(), Value::Bool(true));
+        assert_eq!(call(&mut lock, B, "acquire", vec![Value::Bool(false)]).unwrap(), Value::Bool(false));
+        assert_eq!(call(&mut lock, B, "acquire", vec![Value::Bool(true), Value::Int(0)]).unwrap(), Value::Bool(false));
+        let err = call(&mut lock, B, "acquire", vec![Value::Bool(false), Value::Int(1)]).unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ErrorCode::ValueError, "can't specify a timeout for a non-blocking call")
+        );
+        // Ownerless: another session releases it.
+        call(&mut lock, B, "release", vec![]).unwrap();
+        let err = call(&mut lock, B, "release", vec![]).unwrap_err();
+        assert_eq!((err.code, err.message.as_str()), (ErrorCode::RuntimeError, "release unlocked lock"));
+        assert!(lock.repr().starts_with("<unlocked _thread.lock object at 0x"));
+    }
+
+    #[test]
+    fn fenced_grants_carry_growing_tokens_and_release_exactly() {
+        let mut lock = LockObject::default();
+        let t1 = call(&mut lock, A, "acquire_fenced", vec![]).unwrap().as_index().unwrap();
+        call(&mut lock, A, "release_fenced", vec![Value::Int(t1)]).unwrap();
+        let t2 = call(&mut lock, B, "acquire_fenced", vec![]).unwrap().as_index().unwrap();
+        assert!(t2 > t1);
+        let err = call(&mut lock, A, "release_fenced", vec![Value::Int(t1)]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RuntimeError);
+        assert!(lock.is_locked(), "a stale token releases nothing");
+        call(&mut lock, B, "release_fenced", vec![Value::Int(t2)]).unwrap();
+        assert_eq!(call(&mut lock, A, "locked", vec![]).unwrap(), Value::Bool(false));
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_freed_and_one_foreign_release_is_absorbed() {
+        let mut lock = LockObject::default();
+        call(&mut lock, A, "acquire", vec![]).unwrap();
+        lock.session_ended(A.session);
+        assert!(!lock.is_locked());
+        call(&mut lock, B, "release", vec![]).unwrap();
+        assert!(call(&mut lock, B, "release", vec![]).is_err());
+    }
+}
