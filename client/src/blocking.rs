@@ -309,6 +309,11 @@ macro_rules! blocking_proxy {
     };
 }
 
+mod queue;
+mod sync;
+pub use queue::*;
+pub use sync::*;
+
 blocking_proxy! {
     /// A shared dict with keys `K` and values `V`, for synchronous code: the blocking
     /// form of [`crate::Dict`]. Cheap to clone, `Send + Sync`.

@@ -42,6 +42,9 @@ struct State {
     pending: HashMap<u64, Slot>,
     /// Calls whose callers stopped waiting; their late replies are handed to `on_orphan`.
     abandoned: HashMap<u64, Option<OnOrphan>>,
+    /// Cancel request id → the abandoned call it cancels. The server answers in order,
+    /// so once the Cancel's reply is in, no reply to that call can follow: forget it.
+    cancels: HashMap<u64, u64>,
     /// Set once the connection is dead: why.
     closed: Option<Error>,
 }
@@ -109,7 +112,12 @@ impl Connection {
         let (read_half, write_half) = tokio::io::split(stream);
         let (outbox, inbox) = mpsc::unbounded_channel();
         let conn = Arc::new(Connection {
-            state: Mutex::new(State { pending: HashMap::new(), abandoned: HashMap::new(), closed: None }),
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                abandoned: HashMap::new(),
+                cancels: HashMap::new(),
+                closed: None,
+            }),
             next_id: AtomicU64::new(1),
             outbox,
             welcome,
@@ -138,6 +146,16 @@ impl Connection {
 
     /// Encodes and queues a request; returns its id.
     fn send(&self, op: Op, slot: Option<Slot>) -> Result<u64> {
+        self.send_registering(op, |state, id| {
+            if let Some(slot) = slot {
+                state.pending.insert(id, slot);
+            }
+        })
+    }
+
+    /// Encodes and queues a request, first recording it with `register` under the
+    /// state lock (so its reply cannot arrive before it is recorded).
+    fn send_registering(&self, op: Op, register: impl FnOnce(&mut State, u64)) -> Result<u64> {
         if self.heartbeats_missed() {
             self.close(Error::ConnectionLost(String::new()));
         }
@@ -155,9 +173,7 @@ impl Connection {
         if let Some(reason) = &state.closed {
             return Err(reason.clone());
         }
-        if let Some(slot) = slot {
-            state.pending.insert(id, slot);
-        }
+        register(&mut state, id);
         // The writer only stops after `closed` is set, which we checked under the lock.
         let _ = self.outbox.send(out);
         Ok(id)
@@ -237,7 +253,10 @@ impl Drop for Abandon<'_> {
         state.abandoned.insert(self.id, slot.on_orphan);
         drop(state);
         // A parked call must not go on waiting for (and taking) what nobody will read.
-        self.conn.send_and_forget(Op::Cancel { request: self.id });
+        let original = self.id;
+        let _ = self.conn.send_registering(Op::Cancel { request: original }, |state, id| {
+            state.cancels.insert(id, original);
+        });
     }
 }
 
@@ -308,6 +327,9 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
         let Some(conn) = conn.upgrade() else { return };
         let (slot, orphan) = {
             let mut state = conn.state();
+            if let Some(original) = state.cancels.remove(&response.id) {
+                state.abandoned.remove(&original);
+            }
             (state.pending.remove(&response.id), state.abandoned.remove(&response.id).flatten())
         };
         match (slot, response.result) {

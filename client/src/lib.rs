@@ -31,9 +31,16 @@ pub use agora_proto::Address;
 pub use error::{Error, Result};
 pub use manager::Manager;
 pub use proxy::array::{Array, ArrayItem};
+pub use proxy::barrier::Barrier;
+pub use proxy::condition::{Condition, ConditionLock};
 pub use proxy::dict::Dict;
+pub use proxy::event::Event;
 pub use proxy::list::List;
+pub use proxy::lock::{Guard, Lock};
 pub use proxy::namespace::Namespace;
+pub use proxy::queue::{Items, JoinableQueue, Leased, Queue};
+pub use proxy::rlock::RLock;
+pub use proxy::semaphore::Semaphore;
 pub use proxy::value::Value;
 
 /// The README's examples, compiled as doc tests so they cannot rot.

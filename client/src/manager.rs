@@ -70,7 +70,7 @@ impl Manager {
         &self.conn.welcome().server
     }
 
-    async fn open(&self, kind: Kind, name: Option<&str>, args: Vec<Value>) -> Result<Arc<Handle>> {
+    pub(crate) async fn open(&self, kind: Kind, name: Option<&str>, args: Vec<Value>) -> Result<Arc<Handle>> {
         Handle::open(&self.conn, kind, name, args).await
     }
 

@@ -40,7 +40,12 @@ pub struct Session {
 impl Session {
     /// A new session with a process-unique id.
     pub fn new(registry: Arc<Registry>) -> Session {
-        Session { id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed), registry, handles: HashMap::new(), touched: HashMap::new() }
+        Session {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            registry,
+            handles: HashMap::new(),
+            touched: HashMap::new(),
+        }
     }
 
     /// The session id.

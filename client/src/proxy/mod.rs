@@ -16,10 +16,21 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 
 pub mod array;
+pub mod barrier;
+pub mod condition;
 pub mod dict;
+pub mod event;
 pub mod list;
+pub mod lock;
 pub mod namespace;
+pub mod queue;
+pub mod rlock;
+pub mod semaphore;
 pub mod value;
+
+/// Names the call that returns a hand-off whose caller stopped waiting: the value in,
+/// the method and its arguments out (`None`: nothing to give back).
+pub(crate) type GiveBack = fn(Value) -> Option<(&'static str, Vec<Value>)>;
 
 /// A handle on one server object, released when dropped.
 pub(crate) struct Handle {
@@ -67,12 +78,7 @@ impl Handle {
     /// future is dropped before the reply arrives, the server cancels the call; if the
     /// value was already on its way, `give_back(value)` names the method and arguments
     /// that return it (e.g. `("unget", [item])`), so a hand-off is never lost.
-    pub(crate) async fn call_handing_over(
-        &self,
-        method: &str,
-        args: Vec<Value>,
-        give_back: fn(Value) -> Option<(&'static str, Vec<Value>)>,
-    ) -> Result<Value> {
+    pub(crate) async fn call_handing_over(&self, method: &str, args: Vec<Value>, give_back: GiveBack) -> Result<Value> {
         let object = self.id;
         let on_orphan: crate::connection::OnOrphan = Box::new(move |value| {
             give_back(value).map(|(method, args)| Op::Call {

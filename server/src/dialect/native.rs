@@ -92,7 +92,7 @@ struct Conn<'a> {
 }
 
 /// Serves a native connection whose first frame (the Hello) was already read.
-pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
+pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
     let session = Session::new(shared.registry.clone());
     let welcome = match greet(&first, &session, &shared) {
         Ok(w) => w,
@@ -103,6 +103,26 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
     };
     let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
     let mut conn = Conn { session, shared: &shared, parked: HashMap::new(), settled_tx };
+    run(&mut stream, rbuf, welcome, peer, &mut conn, &mut settled_rx).await;
+    // Calls that settled but were never answered: nothing they received may be lost.
+    settled_rx.close();
+    while let Ok(settled) = settled_rx.try_recv() {
+        if let Ok(value) = settled.completion {
+            settled.entry.take_back(conn.caller(), settled.ticket, value);
+        }
+    }
+}
+
+/// The connection loop; returns when the connection is done, for whatever reason.
+async fn run<S: Transport>(
+    stream: &mut S,
+    mut rbuf: BytesMut,
+    welcome: Welcome,
+    peer: &str,
+    conn: &mut Conn<'_>,
+    settled_rx: &mut mpsc::UnboundedReceiver<Settled>,
+) {
+    let shared = conn.shared;
     let mut wbuf = Vec::with_capacity(16 * 1024);
     frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
     let mut shutdown = shared.shutdown.clone();
@@ -121,14 +141,14 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
                     Err(e) => {
                         tracing::warn!(%peer, error = %e.message, "malformed request; closing");
                         let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
-                        return refuse(&mut stream, e).await;
+                        return refuse(stream, e).await;
                     }
                 },
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "bad frame; closing");
                     let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
-                    return refuse(&mut stream, frame_error(e)).await;
+                    return refuse(stream, frame_error(e)).await;
                 }
             }
         }
@@ -176,12 +196,11 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
             Event::Silent => {
                 tracing::warn!(%peer, session = conn.session.id(), ?heartbeat, "session expired: no heartbeat; releasing what it held");
                 let message = format!("the server heard nothing from this client for {heartbeat:?} and ended its session; its locks, permits and leases were released");
-                return refuse(&mut stream, WireError::new(ErrorCode::SessionExpired, message)).await;
+                return refuse(stream, WireError::new(ErrorCode::SessionExpired, message)).await;
             }
             Event::Shutdown => {
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
-                return refuse(&mut stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"))
-                    .await;
+                return refuse(stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")).await;
             }
         }
     }

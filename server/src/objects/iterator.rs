@@ -36,7 +36,9 @@ impl SharedObject for IteratorObject {
 
     fn call(&mut self, _caller: Caller, method: &str, _args: Args) -> Result<Outcome, WireError> {
         match method {
-            "__next__" => self.items.next().map(Outcome::Ready).ok_or_else(|| WireError::new(ErrorCode::StopIteration, "")),
+            "__next__" => {
+                self.items.next().map(Outcome::Ready).ok_or_else(|| WireError::new(ErrorCode::StopIteration, ""))
+            }
             other => Err(WireError::new(ErrorCode::Internal, format!("Iterator has no method {other}"))),
         }
     }

@@ -12,9 +12,18 @@ use crate::object::{Args, MethodSpec, SharedObject};
 use crate::registry::Registry;
 
 pub mod array;
+pub mod barrier;
+pub mod condition;
 pub mod dict;
+pub mod event;
+pub mod grants;
+pub mod iterator;
 pub mod list;
+pub mod lock;
 pub mod namespace;
+pub mod queue;
+pub mod rlock;
+pub mod semaphore;
 mod sequence;
 pub mod value;
 
@@ -27,6 +36,14 @@ pub fn constructor(kind: &Kind) -> Option<&'static MethodSpec> {
         Kind::Value => &value::CONSTRUCTOR,
         Kind::Array => &array::CONSTRUCTOR,
         Kind::Namespace => &namespace::CONSTRUCTOR,
+        Kind::Queue | Kind::JoinableQueue => &queue::CONSTRUCTOR,
+        Kind::Lock => &lock::CONSTRUCTOR,
+        Kind::RLock => &rlock::CONSTRUCTOR,
+        Kind::Semaphore => &semaphore::CONSTRUCTOR,
+        Kind::BoundedSemaphore => &semaphore::BOUNDED_CONSTRUCTOR,
+        Kind::Condition => &condition::CONSTRUCTOR,
+        Kind::Event => &event::CONSTRUCTOR,
+        Kind::Barrier => &barrier::CONSTRUCTOR,
         _ => return None,
     })
 }
@@ -35,13 +52,20 @@ pub fn constructor(kind: &Kind) -> Option<&'static MethodSpec> {
 /// [`constructor`]`(kind)`. `registry` resolves arguments that refer to other objects
 /// (`Condition(lock)`).
 pub fn construct(kind: &Kind, args: Args, registry: &Registry) -> Result<Box<dyn SharedObject>, WireError> {
-    let _ = registry;
     Ok(match kind {
         Kind::Dict => Box::new(dict::DictObject::new(args)?),
         Kind::List => Box::new(list::ListObject::new(args)?),
         Kind::Value => Box::new(value::ValueObject::new(args)?),
         Kind::Array => Box::new(array::ArrayObject::new(args)?),
         Kind::Namespace => Box::new(namespace::NamespaceObject::new(args)?),
+        Kind::Queue | Kind::JoinableQueue => Box::new(queue::QueueObject::new(kind.clone(), args)?),
+        Kind::Lock => Box::new(lock::LockObject::new(args)?),
+        Kind::RLock => Box::new(rlock::RLockObject::new(args)?),
+        Kind::Semaphore => Box::new(semaphore::SemaphoreObject::new(args, false)?),
+        Kind::BoundedSemaphore => Box::new(semaphore::SemaphoreObject::new(args, true)?),
+        Kind::Condition => Box::new(condition::ConditionObject::new(args, registry)?),
+        Kind::Event => Box::new(event::EventObject::new(args)?),
+        Kind::Barrier => Box::new(barrier::BarrierObject::new(args)?),
         other => return Err(unsupported_kind(other)),
     })
 }

@@ -25,7 +25,9 @@ fn as_traceback(e: WireError) -> Reply {
 /// The one string argument of `incref`/`decref`, parsed as an ident.
 fn ident_arg(args: &[Value]) -> Result<(u64, String), Reply> {
     match args {
-        [Value::Str(s)] => parse_ident(s).map(|id| (id, s.clone())).ok_or_else(|| Reply::Traceback(traceback("KeyError", &format!("'{s}'")))),
+        [Value::Str(s)] => parse_ident(s)
+            .map(|id| (id, s.clone()))
+            .ok_or_else(|| Reply::Traceback(traceback("KeyError", &format!("'{s}'")))),
         _ => Err(Reply::Traceback(traceback("TypeError", "expected one ident argument"))),
     }
 }
@@ -98,7 +100,9 @@ impl PyConn<'_> {
             },
         };
         match made {
-            Ok(entry) => Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), names(exposed::exposed(entry.kind()))])),
+            Ok(entry) => {
+                Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), names(exposed::exposed(entry.kind()))]))
+            }
             Err(e) => as_traceback(e),
         }
     }
@@ -110,7 +114,11 @@ impl PyConn<'_> {
         for entry in registry.named() {
             let repr = entry.repr().unwrap_or_default();
             let short: String = repr.chars().take(75).collect();
-            lines.push(format!("  {}:       name={}\n    {short}", ident(entry.id()), entry.name().unwrap_or_default()));
+            lines.push(format!(
+                "  {}:       name={}\n    {short}",
+                ident(entry.id()),
+                entry.name().unwrap_or_default()
+            ));
         }
         lines.join("\n")
     }

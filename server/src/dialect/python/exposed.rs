@@ -4,27 +4,71 @@
 //!
 //! Typed proxies (DictProxy, ListProxy…) ignore the list; AutoProxy (Queue,
 //! JoinableQueue, custom typeids) builds its methods from it, so for queues agora adds
-//! its reliable-consumption methods and Python users get `q.get_leased()`, `q.ack()`
-//! and `q.nack()` for free.
+//! its reliable-consumption methods and Python users get `q.get_leased()`, `q.ack()`,
+//! `q.nack()` and `q.renew()` for free.
 
 use agora_proto::native::Kind;
 
 const QUEUE: &[&str] = &[
-    "empty", "full", "get", "get_nowait", "join", "put", "put_nowait", "qsize", "task_done", "shutdown", "get_leased",
-    "ack", "nack",
+    "empty",
+    "full",
+    "get",
+    "get_nowait",
+    "join",
+    "put",
+    "put_nowait",
+    "qsize",
+    "task_done",
+    "shutdown",
+    "get_leased",
+    "ack",
+    "nack",
+    "renew",
 ];
 const EVENT: &[&str] = &["is_set", "set", "clear", "wait"];
 const ACQUIRER: &[&str] = &["acquire", "release"];
 const CONDITION: &[&str] = &["acquire", "release", "wait", "notify", "notify_all"];
 const BARRIER: &[&str] = &["__getattribute__", "wait", "abort", "reset"];
 const LIST: &[&str] = &[
-    "__add__", "__contains__", "__delitem__", "__getitem__", "__len__", "__mul__", "__reversed__", "__rmul__",
-    "__setitem__", "append", "count", "extend", "index", "insert", "pop", "remove", "reverse", "sort", "__imul__",
+    "__add__",
+    "__contains__",
+    "__delitem__",
+    "__getitem__",
+    "__len__",
+    "__mul__",
+    "__reversed__",
+    "__rmul__",
+    "__setitem__",
+    "append",
+    "count",
+    "extend",
+    "index",
+    "insert",
+    "pop",
+    "remove",
+    "reverse",
+    "sort",
+    "__imul__",
 ];
 /// CPython really sends `__iter__` twice (the registry list plus the method_to_typeid key).
 const DICT: &[&str] = &[
-    "__contains__", "__delitem__", "__getitem__", "__iter__", "__len__", "__setitem__", "clear", "copy", "get", "items",
-    "keys", "pop", "popitem", "setdefault", "update", "values", "__iter__",
+    "__contains__",
+    "__delitem__",
+    "__getitem__",
+    "__iter__",
+    "__len__",
+    "__setitem__",
+    "clear",
+    "copy",
+    "get",
+    "items",
+    "keys",
+    "pop",
+    "popitem",
+    "setdefault",
+    "update",
+    "values",
+    "__iter__",
 ];
 const VALUE: &[&str] = &["get", "set"];
 const ARRAY: &[&str] = &["__len__", "__getitem__", "__setitem__"];

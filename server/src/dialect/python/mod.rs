@@ -170,7 +170,12 @@ impl PyConn<'_> {
     }
 
     /// Runs one request; `None` if the client disconnected while it was parked.
-    async fn handle<S: Transport>(&mut self, request: Request, stream: &mut S, rbuf: &mut BytesMut) -> Option<(Reply, After)> {
+    async fn handle<S: Transport>(
+        &mut self,
+        request: Request,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+    ) -> Option<(Reply, After)> {
         self.shared.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(ident) = request.ident.clone() else {
             let (reply, after) = self.control(request);
@@ -197,11 +202,13 @@ impl PyConn<'_> {
                 let caller = self.caller();
                 match entry.call(caller, &request.method, request.args, request.kwargs) {
                     Ok(Outcome::Ready(value)) => Reply::Return(value),
-                    Ok(Outcome::Park(parked)) => match wait_parked(&entry, caller, parked, stream, rbuf, self.shared).await {
-                        Some(Ok(value)) => Reply::Return(value),
-                        Some(Err(e)) => Reply::Error(e),
-                        None => return None,
-                    },
+                    Ok(Outcome::Park(parked)) => {
+                        match wait_parked(&entry, caller, parked, stream, rbuf, self.shared).await {
+                            Some(Ok(value)) => Reply::Return(value),
+                            Some(Err(e)) => Reply::Error(e),
+                            None => return None,
+                        }
+                    }
                     Err(e) => Reply::Error(e),
                 }
             }
@@ -252,11 +259,14 @@ fn getvalue(entry: &ObjectEntry) -> Reply {
     match entry.kind() {
         Kind::Value => {
             let typecode = entry
-                .with_object(|o| o.as_any_mut().downcast_mut::<crate::objects::value::ValueObject>().map(|v| v.typecode().clone()))
+                .with_object(|o| {
+                    o.as_any_mut().downcast_mut::<crate::objects::value::ValueObject>().map(|v| v.typecode().clone())
+                })
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            let state = Dict::from_pairs([(Value::Str("_typecode".into()), typecode), (Value::Str("_value".into()), snapshot)]);
+            let state =
+                Dict::from_pairs([(Value::Str("_typecode".into()), typecode), (Value::Str("_value".into()), snapshot)]);
             state.map(|s| Reply::Return(instance("Value", s))).unwrap_or_else(Reply::Error)
         }
         Kind::Namespace => match snapshot {
