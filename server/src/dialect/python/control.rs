@@ -91,12 +91,16 @@ impl PyConn<'_> {
         let made = match self.shared.config.exposed(&typeid) {
             // `--expose get_tasks=queue:tasks`: every create finds the one named object.
             Some(exposure) => registry.open_named(&exposure.kind, &exposure.name, args, kwargs).map(|o| o.entry),
-            // SyncManager's typeids, spelled exactly; anything else is unknown, as in CPython.
+            // SyncManager's typeids, spelled exactly, or a custom kind the embedding
+            // program registered; anything else is unknown (KeyError), as in CPython.
             None => match Kind::parse(&typeid) {
-                kind if matches!(kind, Kind::Other(_)) || kind.as_str() != typeid => {
+                kind if !matches!(kind, Kind::Other(_)) && kind.as_str() != typeid => {
                     Err(WireError::new(ErrorCode::KeyError, format!("'{typeid}'")))
                 }
-                kind => registry.create(&kind, args, kwargs),
+                kind => registry.create(&kind, args, kwargs).map_err(|e| match e.code {
+                    ErrorCode::Unsupported => WireError::new(ErrorCode::KeyError, format!("'{typeid}'")),
+                    _ => e,
+                }),
             },
         };
         match made {
