@@ -63,7 +63,7 @@ impl PyConn<'_> {
             },
             "get_methods" => match args.first().and_then(agora_proto::reference::token_fields) {
                 Some(token) => match registry.get(token.id) {
-                    Ok(entry) => Reply::Return(names(exposed::exposed(entry.kind()))),
+                    Ok(entry) => Reply::Return(exposed_names(&entry)),
                     Err(e) => as_traceback(e),
                 },
                 None => Reply::Traceback(traceback("TypeError", "get_methods() expects a Token")),
@@ -104,9 +104,7 @@ impl PyConn<'_> {
             },
         };
         match made {
-            Ok(entry) => {
-                Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), names(exposed::exposed(entry.kind()))]))
-            }
+            Ok(entry) => Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), exposed_names(&entry)])),
             Err(e) => as_traceback(e),
         }
     }
@@ -128,7 +126,10 @@ impl PyConn<'_> {
     }
 }
 
-/// A tuple of method names.
-fn names(list: &[&str]) -> Value {
-    Value::Tuple(list.iter().map(|n| Value::Str((*n).to_owned())).collect())
+/// The exposed method names of an object: SyncManager's list for its typeid, or every
+/// method of a custom kind (AutoProxy builds one Python method per name).
+fn exposed_names(entry: &crate::registry::ObjectEntry) -> Value {
+    let listed = exposed::exposed(entry.kind());
+    let names = if listed.is_empty() { entry.method_names().unwrap_or_default() } else { listed.to_vec() };
+    Value::Tuple(names.into_iter().map(|n| Value::Str(n.to_owned())).collect())
 }
