@@ -165,7 +165,7 @@ async fn a_sigkilled_holder_releases_its_lock_rlock_and_permit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_client_loses_its_lock_after_the_heartbeat_timeout_and_learns_it() {
     let server = Server::start_with(ServerOptions {
-        args: vec!["--heartbeat-timeout".into(), "500ms".into()],
+        args: vec!["--heartbeat-timeout".into(), "1500ms".into()],
         ..Default::default()
     });
     let mut frozen = Worker::spawn(&server, &["hold-lock", "frozen-lock"]);
@@ -173,7 +173,7 @@ async fn a_frozen_client_loses_its_lock_after_the_heartbeat_timeout_and_learns_i
     let m = server.client().await;
     let lock = m.lock("frozen-lock").await.unwrap();
     frozen.signal(libc::SIGSTOP);
-    // The server hears nothing for 500 ms, ends the session, and hands the lock on.
+    // The server hears nothing for 1.5 s, ends the session, and hands the lock on.
     let guard = guarded("the frozen holder's lock", lock.acquire()).await.unwrap();
     assert!(guard.token() > frozen_token);
     tokio::task::block_in_place(|| server.wait_for_log("session expired"));
