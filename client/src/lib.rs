@@ -1,7 +1,8 @@
 //! # agora-client
 //!
 //! The Rust client for agora, a shared-state server: shared dicts, lists, values,
-//! arrays and namespaces (more kinds to come), reached through typed proxies over one
+//! arrays, namespaces, queues, locks, semaphores, conditions, events and barriers,
+//! reached through typed proxies over one
 //! multiplexed TCP or Unix-socket connection.
 //!
 //! ```no_run
