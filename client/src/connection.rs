@@ -295,10 +295,16 @@ async fn write_loop<S: AsyncWrite>(
         while let Ok(more) = inbox.try_recv() {
             batch.extend_from_slice(&more);
         }
+        // The server hears us from the first byte on: a long write (a big value on a
+        // slow link) must not look like silence.
+        let stamp = |conn: &Connection| conn.last_beat_ms.store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(conn) = conn.upgrade() {
+            stamp(&conn);
+        }
         let written = writer.write_all(&batch).await;
         let Some(conn) = conn.upgrade() else { break };
         match written {
-            Ok(()) => conn.last_beat_ms.store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed),
+            Ok(()) => stamp(&conn),
             Err(e) => return conn.close(Error::ConnectionLost(format!("write failed: {e}"))),
         }
     }

@@ -61,6 +61,8 @@ pub enum Command {
     },
     /// Ask a server to shut down gracefully.
     Shutdown(ClientArgs),
+    /// Load-test a server (like redis-benchmark): throughput and latency percentiles.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// How the admin subcommands reach a server.

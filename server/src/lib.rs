@@ -16,6 +16,7 @@
 //! | [`cli`], [`admin`] | the `agora` command line: `serve` and the operator's subcommands |
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
             Command::Get { client, name } => admin::get(&client, &name).await,
             Command::Del { client, name } => admin::del(&client, &name).await,
             Command::Shutdown(client) => admin::shutdown(&client).await,
+            Command::Bench(args) => agora_server::bench::run(args).await,
         }
     });
     match result {

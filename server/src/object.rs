@@ -25,22 +25,30 @@ pub struct MethodSpec {
     pub required: usize,
     /// True if the method takes `**kwargs` beyond its named parameters.
     pub var_keywords: bool,
+    /// True if the method takes `*args` beyond its named parameters (delivered in
+    /// [`Args::take_rest`]): the methods of custom kinds, which take any arguments.
+    pub var_positional: bool,
 }
 
 impl MethodSpec {
     /// A method whose parameters are all required.
     pub const fn new(name: &'static str, params: &'static [&'static str]) -> MethodSpec {
-        MethodSpec { name, params, required: params.len(), var_keywords: false }
+        MethodSpec { name, params, required: params.len(), var_keywords: false, var_positional: false }
     }
 
     /// A method whose first `required` parameters are required and the rest optional.
     pub const fn optional(name: &'static str, params: &'static [&'static str], required: usize) -> MethodSpec {
-        MethodSpec { name, params, required, var_keywords: false }
+        MethodSpec { name, params, required, var_keywords: false, var_positional: false }
     }
 
     /// The same method, also taking `**kwargs` (delivered in [`Args::keywords`]).
     pub const fn with_var_keywords(self) -> MethodSpec {
         MethodSpec { var_keywords: true, ..self }
+    }
+
+    /// The same method, also taking `*args` (delivered in [`Args::take_rest`]).
+    pub const fn with_var_positional(self) -> MethodSpec {
+        MethodSpec { var_positional: true, ..self }
     }
 }
 
@@ -94,6 +102,14 @@ impl Args {
         self.take(index).map_or(default, |v| v.is_truthy())
     }
 
+    /// Takes the positional arguments from parameter `index` on, in order, skipping
+    /// parameters that were not given: with `index` = the number of named parameters,
+    /// the extra positional arguments of a `*args` method.
+    pub fn take_rest(&mut self, index: usize) -> Vec<Value> {
+        let start = index.min(self.slots.len());
+        self.slots.drain(start..).flatten().collect()
+    }
+
     /// Takes the leftover keyword arguments of a `**kwargs` method.
     pub fn take_keywords(&mut self) -> Vec<(String, Value)> {
         std::mem::take(&mut self.keywords)
@@ -110,7 +126,7 @@ impl Args {
 pub fn bind(spec: &MethodSpec, positional: Vec<Value>, keywords: Vec<(String, Value)>) -> Result<Args, WireError> {
     let name = spec.name;
     let max = spec.params.len();
-    if positional.len() > max {
+    if positional.len() > max && !spec.var_positional {
         let takes = if spec.required == max { format!("{max}") } else { format!("from {} to {max}", spec.required) };
         return Err(bad_args(format!(
             "{name}() takes {takes} positional argument{} but {} were given",
@@ -119,7 +135,9 @@ pub fn bind(spec: &MethodSpec, positional: Vec<Value>, keywords: Vec<(String, Va
         )));
     }
     let mut slots: Vec<Option<Value>> = positional.into_iter().map(Some).collect();
-    slots.resize(max, None);
+    if slots.len() < max {
+        slots.resize(max, None);
+    }
     let mut extra = Vec::new();
     for (key, value) in keywords {
         match spec.params.iter().position(|p| *p == key) {
@@ -248,6 +266,16 @@ mod tests {
         let mut args = bind(&GET, vec![], vec![("timeout".into(), Value::Float(0.2))]).unwrap();
         assert!(args.get(0).is_none());
         assert_eq!(args.take(1), Some(Value::Float(0.2)));
+    }
+
+    #[test]
+    fn var_positional_keeps_every_extra_argument() {
+        const ANY: MethodSpec = MethodSpec::optional("incr", &["by"], 0).with_var_positional();
+        let mut args = bind(&ANY, vec![Value::Int(1), Value::Int(2), Value::Int(3)], vec![]).unwrap();
+        assert_eq!(args.take(0), Some(Value::Int(1)));
+        assert_eq!(args.take_rest(1), vec![Value::Int(2), Value::Int(3)]);
+        let mut none = bind(&ANY, vec![], vec![]).unwrap();
+        assert!(none.take_rest(0).is_empty());
     }
 
     #[test]

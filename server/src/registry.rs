@@ -29,6 +29,10 @@ pub struct ObjectEntry {
     refs: AtomicU64,
     /// Set when a named object is deleted; calls through old handles then fail.
     deleted: AtomicBool,
+    /// Objects this one keeps alive because it stores references to them (a list kept
+    /// in a dict: spec §4.4), one registry reference each, given back when this object
+    /// is freed. `None` once it is freed.
+    holds: Mutex<Option<Vec<Arc<ObjectEntry>>>>,
 }
 
 impl std::fmt::Debug for ObjectEntry {
@@ -144,6 +148,16 @@ impl ObjectEntry {
     pub fn size(&self) -> Result<Option<usize>, WireError> {
         Ok(self.lock()?.size())
     }
+
+    /// The references keeping this object alive (handles, increfs, holding objects).
+    pub fn refcount(&self) -> u64 {
+        self.refs.load(Ordering::Acquire)
+    }
+
+    /// Takes the objects this one holds, marking it freed (later holds are refused).
+    fn take_holds(&self) -> Vec<Arc<ObjectEntry>> {
+        self.holds.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default()
+    }
 }
 
 fn find_method(methods: &'static [MethodSpec], method: &str, kind: &Kind) -> Result<&'static MethodSpec, WireError> {
@@ -232,6 +246,7 @@ impl Registry {
             state: Mutex::new(state),
             refs: AtomicU64::new(1),
             deleted: AtomicBool::new(false),
+            holds: Mutex::new(Some(Vec::new())),
         });
         if let Ok(mut state) = entry.state.lock() {
             state.bind_self(Arc::downgrade(&entry));
@@ -308,17 +323,50 @@ impl Registry {
         Ok(entry.clone())
     }
 
-    /// Gives back one reference; an anonymous object with none left is dropped.
+    /// Gives back one reference; an anonymous object with none left is dropped, and
+    /// gives back the references it held (which may free those in turn).
     pub fn decref(&self, entry: &ObjectEntry) {
+        if !self.release(entry) {
+            return;
+        }
+        // Iterative, so a long chain of nested objects cannot overflow the stack.
+        let mut freed = entry.take_holds();
+        while let Some(held) = freed.pop() {
+            if self.release(&held) {
+                freed.extend(held.take_holds());
+            }
+        }
+    }
+
+    /// Gives back one reference; true if that freed the object.
+    fn release(&self, entry: &ObjectEntry) -> bool {
         let before = entry.refs.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "decref below zero on {:x}", entry.id);
         if before == 1 && entry.name.is_none() {
             let mut objects = self.objects_write();
             // Re-check under the write lock: an incref may have revived it meanwhile.
             if entry.refs.load(Ordering::Acquire) == 0 {
-                objects.remove(&entry.id);
+                return objects.remove(&entry.id).is_some();
             }
         }
+        false
+    }
+
+    /// Makes `container` keep the object `held` alive (it stores a reference to it):
+    /// takes one reference on `held`, given back when `container` is freed. One per
+    /// pair however often it is stored; an object never holds itself. False if
+    /// nothing was taken (already held, itself, or `container` already freed).
+    pub fn hold(&self, container: &ObjectEntry, held: ObjectId) -> Result<bool, WireError> {
+        if held == container.id {
+            return Ok(false);
+        }
+        let mut holds = container.holds.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(holds) = holds.as_mut() else { return Ok(false) };
+        if holds.iter().any(|h| h.id == held) {
+            return Ok(false);
+        }
+        holds.push(self.incref(held)?);
+        Ok(true)
     }
 
     /// Deletes the named object: frees the name and makes existing handles fail.
@@ -327,10 +375,21 @@ impl Registry {
             .names()
             .remove(name)
             .ok_or_else(|| WireError::new(ErrorCode::NoSuchName, format!("no object named '{name}'")))?;
-        if let Some(entry) = self.objects_write().remove(&id) {
+        let removed = self.objects_write().remove(&id);
+        if let Some(entry) = removed {
             entry.deleted.store(true, Ordering::Release);
+            for held in entry.take_holds() {
+                self.decref(&held);
+            }
         }
         Ok(())
+    }
+
+    /// Every live object, sorted by id (`debug_info`).
+    pub fn all(&self) -> Vec<Arc<ObjectEntry>> {
+        let mut all: Vec<_> = self.objects_read().values().cloned().collect();
+        all.sort_by_key(|e| e.id);
+        all
     }
 
     /// Named objects, sorted by name.
@@ -401,6 +460,33 @@ mod tests {
         let err = opened.entry.call(Caller { session: 1 }, "__len__", vec![], vec![]).unwrap_err();
         assert_eq!(err.code, ErrorCode::NoSuchObject);
         assert_eq!(reg.delete("l").unwrap_err().code, ErrorCode::NoSuchName);
+    }
+
+    #[test]
+    fn held_objects_live_until_their_container_is_freed() {
+        let reg = Registry::new();
+        let outer = reg.create(&Kind::Dict, vec![], vec![]).unwrap();
+        let inner = reg.create(&Kind::List, vec![], vec![]).unwrap();
+        let innermost = reg.create(&Kind::List, vec![], vec![]).unwrap();
+        assert!(reg.hold(&outer, inner.id()).unwrap());
+        assert!(!reg.hold(&outer, inner.id()).unwrap(), "one hold per pair");
+        assert!(!reg.hold(&outer, outer.id()).unwrap(), "never itself");
+        assert!(reg.hold(&inner, innermost.id()).unwrap());
+        reg.decref(&inner);
+        reg.decref(&innermost);
+        assert_eq!(reg.len(), 3, "held objects survive their last outside reference");
+        assert_eq!(inner.refcount(), 1);
+        reg.decref(&outer);
+        assert!(reg.is_empty(), "freeing the container frees the chain");
+        assert!(!reg.hold(&outer, 12345).unwrap(), "a freed container holds nothing");
+
+        let named = reg.open_named(&Kind::Dict, "n", vec![], vec![]).unwrap().entry;
+        let kept = reg.create(&Kind::List, vec![], vec![]).unwrap();
+        reg.hold(&named, kept.id()).unwrap();
+        reg.decref(&kept);
+        assert_eq!(reg.len(), 2);
+        reg.delete("n").unwrap();
+        assert!(reg.is_empty(), "deleting a named object releases what it held");
     }
 
     #[test]
