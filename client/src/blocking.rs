@@ -309,8 +309,10 @@ macro_rules! blocking_proxy {
     };
 }
 
+mod object;
 mod queue;
 mod sync;
+pub use object::*;
 pub use queue::*;
 pub use sync::*;
 

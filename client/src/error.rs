@@ -14,6 +14,10 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// [`Manager::from_env`](crate::Manager::from_env) found no usable server address
+    /// or authkey in the environment; the message says which variable and what to do.
+    #[error("{0}")]
+    Environment(String),
     /// The authkey does not match the server's (or strict mode refused the handshake).
     #[error("authentication failed: {0}")]
     AuthenticationFailed(String),

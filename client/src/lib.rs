@@ -21,6 +21,7 @@
 //! model the server stores is [`proto::Value`].
 
 mod connection;
+mod env;
 mod error;
 mod manager;
 mod proxy;
@@ -29,6 +30,7 @@ pub mod blocking;
 
 pub use agora_proto as proto;
 pub use agora_proto::Address;
+pub use env::{ADDRESS_ENV, AUTHKEY_ENV, AUTHKEY_FILE_ENV};
 pub use error::{Error, Result};
 pub use manager::Manager;
 pub use proxy::array::{Array, ArrayItem};
@@ -39,12 +41,8 @@ pub use proxy::event::Event;
 pub use proxy::list::List;
 pub use proxy::lock::{Guard, Lock};
 pub use proxy::namespace::Namespace;
+pub use proxy::object::Object;
 pub use proxy::queue::{Items, JoinableQueue, Leased, Queue};
 pub use proxy::rlock::RLock;
 pub use proxy::semaphore::Semaphore;
 pub use proxy::value::Value;
-
-/// The README's examples, compiled as doc tests so they cannot rot.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

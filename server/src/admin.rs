@@ -5,33 +5,29 @@
 use std::time::Instant;
 
 use agora_client::Manager;
+use agora_proto::Address;
 
 use crate::cli::ClientArgs;
-use crate::config;
 
-/// Connects as the subcommand's flags say.
+/// Connects as the subcommand's flags (environment, config file) say.
 async fn connect(args: &ClientArgs) -> Result<Manager, String> {
-    let authkey = match &args.authkey_file {
-        Some(path) => config::read_authkey_file(path).map_err(|e| e.to_string())?,
-        None => match config::authkey_from_env().map_err(|e| e.to_string())? {
-            Some(key) => key,
-            None => {
-                let path = config::default_authkey_path();
-                config::read_authkey_file(&path)
-                    .map_err(|e| format!("no authkey: pass --authkey-file or set ${}, ({e})", config::AUTHKEY_ENV))?
-            }
-        },
-    };
-    Manager::connect_to(&args.address, authkey).await.map_err(|e| format!("{}: {e}", args.address))
+    connect_to(args).await.map(|(manager, _)| manager)
+}
+
+/// Connects; also returns the address used.
+async fn connect_to(args: &ClientArgs) -> Result<(Manager, Address), String> {
+    let (address, authkey) = args.resolve()?;
+    let manager = Manager::connect_to(&address, authkey).await.map_err(|e| format!("{address}: {e}"))?;
+    Ok((manager, address))
 }
 
 /// `agora ping`.
 pub async fn ping(args: &ClientArgs) -> Result<(), String> {
-    let manager = connect(args).await?;
+    let (manager, address) = connect_to(args).await?;
     let start = Instant::now();
     manager.ping().await.map_err(|e| e.to_string())?;
     let rtt = start.elapsed();
-    println!("pong from agora {} at {} in {:.3} ms", manager.server_version(), args.address, rtt.as_secs_f64() * 1e3);
+    println!("pong from agora {} at {} in {:.3} ms", manager.server_version(), address, rtt.as_secs_f64() * 1e3);
     Ok(())
 }
 

@@ -1,16 +1,23 @@
 //! The `agora` command line: argument parsing and the `serve` subcommand.
 //!
-//! Every `serve` flag also has an environment-variable form (shown in `--help`).
-//! The authkey is deliberately *not* a flag: a flag's value shows in `ps`.
+//! Every `serve` flag also has an environment-variable form and a key of the same name
+//! in the config file (`--config agora.toml`); `--help` shows each. Precedence, the
+//! conventional one: a flag beats its environment variable, which beats the config
+//! file, which beats the built-in default. The authkey is deliberately *not* a flag
+//! (a flag's value shows in `ps`) nor a config key (config files are often
+//! world-readable): it comes from a file or the environment.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agora_proto::Address;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, Limits, AUTHKEY_ENV};
+use crate::config::{self, Config, Exposure, FileConfig, Limits, AUTHKEY_ENV};
 use crate::server::Server;
+
+pub use crate::config::{parse_duration, parse_size};
 
 /// agora: a shared-state server for Rust and unmodified CPython multiprocessing clients.
 #[derive(Debug, Parser)]
@@ -67,9 +74,10 @@ pub enum Command {
 
 /// How the admin subcommands reach a server.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "The authkey comes from --authkey-file, else $AGORA_AUTHKEY, else the file a zero-config `agora serve` generated."
-)]
+#[command(after_help = "\
+The authkey comes from --authkey-file, else $AGORA_AUTHKEY, else the authkey-file of the
+--config file, else the file a zero-config `agora serve` generated. With --config, the
+server's first listen address from the file replaces the default address.")]
 pub struct ClientArgs {
     /// The server's address.
     #[arg(long, short = 'a', value_name = "ADDR", env = "AGORA_ADDRESS", default_value = config::DEFAULT_LISTEN)]
@@ -78,29 +86,88 @@ pub struct ClientArgs {
     /// Read the authkey from this file (one trailing newline is ignored).
     #[arg(long, value_name = "PATH", env = "AGORA_AUTHKEY_FILE")]
     pub authkey_file: Option<PathBuf>,
+
+    /// Find the server's address and authkey file in this `agora serve` config file.
+    #[arg(long, value_name = "PATH", env = config::CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The address to connect to and the authkey, from the flags, the environment and
+    /// the config file (in that order), else the defaults.
+    pub fn resolve(&self) -> Result<(Address, Vec<u8>), String> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        let default: Address = config::DEFAULT_LISTEN.parse().expect("the default address parses");
+        // clap cannot say whether --address was given; the default value means "not given".
+        let address = match file.listen.as_ref().and_then(|l| l.first()) {
+            Some(from_file) if self.address == default => from_file.clone(),
+            _ => self.address.clone(),
+        };
+        let authkey = if let Some(path) = &self.authkey_file {
+            config::read_authkey_file(path).map_err(|e| e.to_string())?
+        } else if let Some(key) = config::authkey_from_env().map_err(|e| e.to_string())? {
+            key
+        } else if let Some(path) = &file.authkey_file {
+            config::read_authkey_file(path).map_err(|e| e.to_string())?
+        } else {
+            config::read_authkey_file(&config::default_authkey_path())
+                .map_err(|e| format!("no authkey: pass --authkey-file or set ${AUTHKEY_ENV}, ({e})"))?
+        };
+        Ok((address, authkey))
+    }
 }
 
 const SERVE_AFTER_HELP: &str = "\
+SETTINGS:
+  Every flag can also be set by its environment variable (shown as [env: ...]) or by a
+  key of the same name in the --config file (listen, authkey-file, strict-auth,
+  max-frame, max-connections, max-in-flight, handshake-timeout, heartbeat-timeout,
+  expose, log-level, metrics). Precedence: flag > environment variable > config file >
+  built-in default. An unknown key in the file is an error naming it. --print-config
+  shows the result.
+
 AUTHKEY:
   Every connection must prove it knows the authkey (HMAC challenge, as CPython's
-  multiprocessing does). The key comes from --authkey-file, else from the AGORA_AUTHKEY
-  environment variable (the key itself), else a random key is generated and written to
+  multiprocessing does). The key comes from --authkey-file (or AGORA_AUTHKEY_FILE), else
+  from the AGORA_AUTHKEY environment variable (the key itself), else from the config
+  file's authkey-file, else a random key is generated and written to
   $XDG_RUNTIME_DIR/agora/authkey (or $TMPDIR/agora-$UID/authkey) with mode 0600, and its
-  path is logged. It is never taken from a plain command-line argument.
+  path is logged. It is never taken from a plain command-line argument, nor from the
+  config file itself.
 
 ADDRESSES:
   host:port, [v6addr]:port, tcp://host:port, unix:/path/to.sock (or just /path/to.sock),
   unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
 
+METRICS:
+  --metrics 127.0.0.1:9464 serves Prometheus text format at http://127.0.0.1:9464/metrics
+  (connections, sessions, objects by kind, calls by kind and method, errors, waiters,
+  latency histograms). It needs no authkey: bind it to loopback or a private interface.
+
 EXAMPLES:
   agora serve
+  agora serve --config /etc/agora/agora.toml
   AGORA_AUTHKEY=s3cret agora serve --listen 0.0.0.0:50000 --listen unix:/run/agora.sock";
 
-/// Flags of `agora serve`.
+/// Flags of `agora serve`. Each is `None` (or empty) when neither the flag nor its
+/// environment variable was given, so that the config file and then the default
+/// apply: see [`ServeArgs::resolve`].
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several.
-    #[arg(long = "listen", short = 'l', value_name = "ADDR", env = "AGORA_LISTEN", value_delimiter = ',', default_value = config::DEFAULT_LISTEN)]
+    /// Read settings from this TOML file; flags and environment variables override it.
+    #[arg(long, short = 'c', value_name = "PATH", env = config::CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective settings (flags, environment, config file, defaults) as a
+    /// config file and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Address to listen on; repeat for several. [default: 127.0.0.1:50000]
+    #[arg(long = "listen", short = 'l', value_name = "ADDR", env = "AGORA_LISTEN", value_delimiter = ',')]
     pub listen: Vec<Address>,
 
     /// Read the authkey from this file (one trailing newline is ignored).
@@ -108,86 +175,186 @@ pub struct ServeArgs {
     pub authkey_file: Option<PathBuf>,
 
     /// Refuse the legacy HMAC-MD5 handshake answer (drops CPython <= 3.11 clients).
-    #[arg(long, env = "AGORA_STRICT_AUTH")]
-    pub strict_auth: bool,
+    /// [default: false]
+    #[arg(
+        long,
+        env = "AGORA_STRICT_AUTH",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub strict_auth: Option<bool>,
 
-    /// Largest message accepted, in bytes (suffixes K, M, G, KiB, MiB, GiB).
-    #[arg(long, value_name = "SIZE", env = "AGORA_MAX_FRAME", default_value = "64MiB", value_parser = parse_size)]
-    pub max_frame: u64,
+    /// Largest message accepted, in bytes (suffixes K, M, G, KiB, MiB, GiB). [default: 64MiB]
+    #[arg(long, value_name = "SIZE", env = "AGORA_MAX_FRAME", value_parser = parse_size)]
+    pub max_frame: Option<u64>,
 
-    /// Most connections served at once; more are refused with a clear error.
-    #[arg(long, value_name = "N", env = "AGORA_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
-    pub max_connections: usize,
+    /// Most connections served at once; more are refused with a clear error. [default: 10000]
+    #[arg(long, value_name = "N", env = "AGORA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
-    /// Most blocked (parked) requests one connection may have at once.
-    #[arg(long, value_name = "N", env = "AGORA_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
-    pub max_in_flight: u32,
+    /// Most blocked (parked) requests one connection may have at once. [default: 1024]
+    #[arg(long, value_name = "N", env = "AGORA_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<u32>,
 
-    /// Time a new connection has to authenticate (e.g. 5s, 500ms).
-    #[arg(long, value_name = "DURATION", env = "AGORA_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
+    /// Time a new connection has to authenticate (e.g. 5s, 500ms). [default: 5s]
+    #[arg(long, value_name = "DURATION", env = "AGORA_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
+    pub handshake_timeout: Option<Duration>,
 
     /// End a client session that sends nothing, not even its heartbeat, for this long
-    /// (its locks, permits and leases are released).
-    #[arg(long, value_name = "DURATION", env = "AGORA_HEARTBEAT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub heartbeat_timeout: Duration,
+    /// (its locks, permits and leases are released). [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "AGORA_HEARTBEAT_TIMEOUT", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
 
     /// Serve a named object to CPython clients under a typeid: TYPEID=KIND:NAME, e.g.
     /// get_tasks=queue:tasks (Python: BaseManager.register("get_tasks")); repeatable.
     #[arg(long, value_name = "TYPEID=KIND:NAME", env = "AGORA_EXPOSE", value_delimiter = ',')]
-    pub expose: Vec<crate::config::Exposure>,
+    pub expose: Vec<Exposure>,
 
     /// Log level or filter: error, warn, info, debug, trace (or a tracing filter string).
-    #[arg(long, value_name = "LEVEL", env = "AGORA_LOG", default_value = "info")]
+    /// [default: info]
+    #[arg(long, value_name = "LEVEL", env = "AGORA_LOG")]
+    pub log_level: Option<String>,
+
+    /// Serve Prometheus metrics over HTTP at ADDR (host:port), path /metrics. [default: off]
+    #[arg(long, value_name = "ADDR", env = "AGORA_METRICS")]
+    pub metrics: Option<Address>,
+}
+
+/// Where the authkey of `agora serve` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthkeySource {
+    /// A file (from `--authkey-file`, `AGORA_AUTHKEY_FILE`, or the config file).
+    File(PathBuf),
+    /// The `AGORA_AUTHKEY` environment variable.
+    Env,
+    /// None given: generate one into the default file.
+    Generate,
+}
+
+/// The settings `agora serve` runs with: flags over environment over config file over
+/// defaults, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Where to listen.
+    pub listen: Vec<Address>,
+    /// Where the authkey comes from.
+    pub authkey: AuthkeySource,
+    /// Refuse the legacy handshake answer.
+    pub strict_auth: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// CPython typeids served by named objects.
+    pub expose: Vec<Exposure>,
+    /// The log filter.
     pub log_level: String,
+    /// The metrics endpoint, if any.
+    pub metrics: Option<Address>,
 }
 
-/// Parses `1024`, `64K`, `64KiB`, `8M`, `1GiB` (K = KiB = 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size like 1024, 64K or 8MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("unknown size unit in '{text}' (use K, M or G)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large"))
-}
-
-/// Parses `5s`, `500ms`, `2m`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 5s or 500ms"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        _ => return Err(format!("unknown duration unit in '{text}' (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a valid duration"))
-}
-
-/// Finds the authkey: `--authkey-file`, else `$AGORA_AUTHKEY`, else a generated key
-/// written to a private file (whose path is logged).
-fn load_authkey(args: &ServeArgs) -> Result<Vec<u8>, config::AuthkeyError> {
-    if let Some(path) = &args.authkey_file {
-        tracing::info!(path = %path.display(), "authkey read from file");
-        return config::read_authkey_file(path);
+impl ServeArgs {
+    /// Applies the precedence flag (or its environment variable: clap merges the two,
+    /// the flag first) > config file > default.
+    pub fn resolve(&self) -> Result<ServeSettings, String> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        let defaults = Limits::default();
+        let listen = match (&self.listen, file.listen) {
+            (given, _) if !given.is_empty() => given.clone(),
+            (_, Some(from_file)) if !from_file.is_empty() => from_file,
+            _ => vec![config::DEFAULT_LISTEN.parse().expect("the default address parses")],
+        };
+        let authkey = if let Some(path) = &self.authkey_file {
+            AuthkeySource::File(path.clone())
+        } else if std::env::var_os(AUTHKEY_ENV).is_some() {
+            AuthkeySource::Env
+        } else if let Some(path) = file.authkey_file {
+            AuthkeySource::File(path)
+        } else {
+            AuthkeySource::Generate
+        };
+        Ok(ServeSettings {
+            listen,
+            authkey,
+            strict_auth: self.strict_auth.or(file.strict_auth).unwrap_or(false),
+            limits: Limits {
+                max_frame: self.max_frame.or(file.max_frame).unwrap_or(defaults.max_frame),
+                max_connections: self.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections),
+                max_in_flight: self.max_in_flight.or(file.max_in_flight).unwrap_or(defaults.max_in_flight),
+                handshake_timeout: self
+                    .handshake_timeout
+                    .or(file.handshake_timeout)
+                    .unwrap_or(defaults.handshake_timeout),
+                heartbeat_timeout: self
+                    .heartbeat_timeout
+                    .or(file.heartbeat_timeout)
+                    .unwrap_or(defaults.heartbeat_timeout),
+            },
+            expose: if self.expose.is_empty() { file.expose.unwrap_or_default() } else { self.expose.clone() },
+            log_level: self.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned()),
+            metrics: self.metrics.clone().or(file.metrics),
+        })
     }
-    if let Some(key) = config::authkey_from_env()? {
-        tracing::info!("authkey taken from ${AUTHKEY_ENV}");
-        return Ok(key);
+}
+
+impl ServeSettings {
+    /// The settings as a config file that reads back to the same settings.
+    pub fn to_toml(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let list = |items: Vec<String>| format!("[{}]", items.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", "));
+        let mut out = String::new();
+        out.push_str(&format!("listen = {}\n", list(self.listen.iter().map(Address::to_string).collect())));
+        match &self.authkey {
+            AuthkeySource::File(path) => {
+                out.push_str(&format!("authkey-file = {}\n", quote(&path.display().to_string())))
+            }
+            AuthkeySource::Env => out.push_str(&format!("# authkey: from ${AUTHKEY_ENV}\n")),
+            AuthkeySource::Generate => out.push_str(&format!(
+                "# authkey: none given; generated into {}\n",
+                config::default_authkey_path().display()
+            )),
+        }
+        let l = &self.limits;
+        out.push_str(&format!("strict-auth = {}\n", self.strict_auth));
+        out.push_str(&format!("max-frame = {}\n", quote(&config::format_size(l.max_frame))));
+        out.push_str(&format!("max-connections = {}\n", l.max_connections));
+        out.push_str(&format!("max-in-flight = {}\n", l.max_in_flight));
+        out.push_str(&format!("handshake-timeout = {}\n", quote(&config::format_duration(l.handshake_timeout))));
+        out.push_str(&format!("heartbeat-timeout = {}\n", quote(&config::format_duration(l.heartbeat_timeout))));
+        let exposures = self.expose.iter().map(|e| format!("{}={}:{}", e.typeid, e.kind, e.name)).collect();
+        out.push_str(&format!("expose = {}\n", list(exposures)));
+        out.push_str(&format!("log-level = {}\n", quote(&self.log_level)));
+        match &self.metrics {
+            Some(address) => out.push_str(&format!("metrics = {}\n", quote(&address.to_string()))),
+            None => out.push_str("# metrics: off\n"),
+        }
+        out
     }
-    let path = config::default_authkey_path();
-    let key = config::generate_authkey(&path)?;
-    tracing::info!(path = %path.display(), "no authkey given: generated a random one (mode 0600); clients read it from this file");
-    Ok(key)
+}
+
+/// Finds the authkey as `source` says; a generated key is written to a private file
+/// (whose path is logged).
+fn load_authkey(source: &AuthkeySource) -> Result<Vec<u8>, config::AuthkeyError> {
+    match source {
+        AuthkeySource::File(path) => {
+            tracing::info!(path = %path.display(), "authkey read from file");
+            config::read_authkey_file(path)
+        }
+        AuthkeySource::Env => {
+            tracing::info!("authkey taken from ${AUTHKEY_ENV}");
+            Ok(config::authkey_from_env()?.unwrap_or_default())
+        }
+        AuthkeySource::Generate => {
+            let path = config::default_authkey_path();
+            let key = config::generate_authkey(&path)?;
+            tracing::info!(path = %path.display(), "no authkey given: generated a random one (mode 0600); clients read it from this file");
+            Ok(key)
+        }
+    }
 }
 
 fn init_logging(filter: &str) {
@@ -205,25 +372,35 @@ fn init_logging(filter: &str) {
 
 /// Runs `agora serve` to completion (until SIGINT/SIGTERM).
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
-    init_logging(&args.log_level);
+    let settings = args.resolve()?;
+    if args.print_config {
+        print!("{}", settings.to_toml());
+        return Ok(());
+    }
+    init_logging(&settings.log_level);
+    if let Some(path) = &args.config {
+        tracing::info!(path = %path.display(), "settings read from config file");
+    }
     // Before anything is announced, so a signal that arrives early stops us cleanly.
     let stop_signal = stop_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let mut config = Config::new(args.listen.clone(), Vec::new());
-    config.strict_auth = args.strict_auth;
-    config.expose = args.expose.clone();
-    config.limits = Limits {
-        max_frame: args.max_frame,
-        max_connections: args.max_connections,
-        max_in_flight: args.max_in_flight,
-        handshake_timeout: args.handshake_timeout,
-        heartbeat_timeout: args.heartbeat_timeout,
-    };
+    let mut config = Config::new(settings.listen.clone(), Vec::new());
+    config.strict_auth = settings.strict_auth;
+    config.expose = settings.expose.clone();
+    config.limits = settings.limits.clone();
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
-    let authkey = load_authkey(&args).map_err(|e| e.to_string())?;
+    let metrics = match &settings.metrics {
+        Some(address) => Some(crate::metrics::MetricsListener::bind(address).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
     server.set_authkey(authkey);
     for address in server.addresses() {
         tracing::info!(%address, "listening");
+    }
+    if let Some(metrics) = metrics {
+        tracing::info!(address = %metrics.address(), "serving metrics at http://{}/metrics", metrics.address());
+        tokio::spawn(metrics.serve(server.shared().clone()));
     }
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
@@ -250,6 +427,7 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn sizes_and_durations() {
@@ -268,5 +446,53 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["agora", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).expect("parses").command {
+            Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agora.toml");
+        std::fs::write(
+            &path,
+            "max-frame = \"1MiB\"\nmax-in-flight = 7\nstrict-auth = true\nexpose = [\"t=queue:q\"]\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let from_file = serve_args(&["--config", config]).resolve().unwrap();
+        assert_eq!(from_file.limits.max_frame, 1 << 20);
+        assert_eq!(from_file.limits.max_in_flight, 7);
+        assert!(from_file.strict_auth);
+        assert_eq!(from_file.expose.len(), 1);
+        assert_eq!(from_file.limits.max_connections, Limits::default().max_connections, "default");
+        let flagged =
+            serve_args(&["--config", config, "--max-frame", "2MiB", "--strict-auth=false", "--expose", "u=dict:d"])
+                .resolve()
+                .unwrap();
+        assert_eq!(flagged.limits.max_frame, 2 << 20);
+        assert!(!flagged.strict_auth);
+        assert_eq!(flagged.expose[0].typeid, "u");
+        assert_eq!(flagged.limits.max_in_flight, 7, "the file still fills what no flag sets");
+        assert!(serve_args(&["--strict-auth"]).resolve().unwrap().strict_auth);
+    }
+
+    #[test]
+    fn printed_config_reads_back_the_same() {
+        let args = serve_args(&["--listen", "127.0.0.1:1", "--listen", "unix:/tmp/x.sock", "--max-frame", "3MiB"]);
+        let settings = args.resolve().unwrap();
+        let text = settings.to_toml();
+        let back = FileConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(back.listen.unwrap(), settings.listen);
+        assert_eq!(back.max_frame, Some(3 << 20));
+        assert_eq!(back.heartbeat_timeout, Some(settings.limits.heartbeat_timeout));
+        assert_eq!(back.log_level.as_deref(), Some("info"));
     }
 }

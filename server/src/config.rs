@@ -1,9 +1,10 @@
-//! Server settings: limits, authentication, listen addresses, and where the authkey
-//! comes from.
+//! Server settings: limits, authentication, listen addresses, custom kinds, where the
+//! authkey comes from, and the config file.
 //!
 //! [`Config`] is what a running server needs; the CLI (`cli.rs`) and embedding programs
 //! build one. Loading the authkey lives here too, so the rule "never from a plain
-//! command-line argument" is enforced in one place.
+//! command-line argument" is enforced in one place — and the config file cannot hold
+//! the key either, only the path of a file that does ([`FileConfig`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,11 +12,16 @@ use std::time::Duration;
 use agora_proto::frame::DEFAULT_MAX_FRAME;
 use agora_proto::native::Kind;
 use agora_proto::Address;
+use serde::Deserialize;
+
+use crate::custom::CustomKinds;
 
 /// The address `agora serve` listens on when given none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50000";
 /// The environment variable holding the authkey itself.
 pub const AUTHKEY_ENV: &str = "AGORA_AUTHKEY";
+/// The environment variable naming the config file (`--config`).
+pub const CONFIG_ENV: &str = "AGORA_CONFIG";
 
 /// Limits that protect the server from any one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,17 +98,268 @@ pub struct Config {
     pub limits: Limits,
     /// CPython typeids served by named objects.
     pub expose: Vec<Exposure>,
+    /// The embedding program's own types, served as custom kinds ([`crate::custom`]).
+    pub custom: CustomKinds,
 }
 
 impl Config {
-    /// A config listening on `listen` with `authkey` and default limits.
+    /// A config listening on `listen` with `authkey`, default limits and no custom kinds.
     pub fn new(listen: Vec<Address>, authkey: impl Into<Vec<u8>>) -> Config {
-        Config { listen, authkey: authkey.into(), strict_auth: false, limits: Limits::default(), expose: Vec::new() }
+        Config {
+            listen,
+            authkey: authkey.into(),
+            strict_auth: false,
+            limits: Limits::default(),
+            expose: Vec::new(),
+            custom: CustomKinds::default(),
+        }
     }
 
     /// The named object serving CPython typeid `typeid`, if one is exposed.
     pub fn exposed(&self, typeid: &str) -> Option<&Exposure> {
         self.expose.iter().find(|e| e.typeid == typeid)
+    }
+}
+
+/// Parses `1024`, `64K`, `64KiB`, `8M`, `1GiB` (K = KiB = 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size like 1024, 64K or 8MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("unknown size unit in '{text}' (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// Parses `5s`, `500ms`, `2m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 5s or 500ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        _ => return Err(format!("unknown duration unit in '{text}' (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a valid duration"))
+}
+
+/// Formats a size the way [`parse_size`] reads it back (`64MiB`, `1000`).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes != 0 && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Formats a duration the way [`parse_duration`] reads it back (`5s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// The settings of a config file (`agora serve --config agora.toml`): one key per
+/// `agora serve` flag, spelled like the flag (`max-frame`, `heartbeat-timeout`), every
+/// key optional. A flag or its environment variable overrides the file's key; the
+/// file overrides the built-in default.
+///
+/// ```toml
+/// listen = ["0.0.0.0:50000", "unix:/run/agora/agora.sock"]
+/// authkey-file = "/etc/agora/authkey"   # relative paths: from the config file's folder
+/// max-frame = "64MiB"                   # or a number of bytes
+/// heartbeat-timeout = "10s"             # or a number of seconds
+/// metrics = "127.0.0.1:9464"
+/// ```
+///
+/// An unknown key is an error that names it (a typo must not silently fall back to a
+/// default). The authkey itself is refused: a config file is often world-readable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    /// `listen`: a string or an array of strings.
+    pub listen: Option<Vec<Address>>,
+    /// `authkey-file`, resolved against the config file's folder.
+    pub authkey_file: Option<PathBuf>,
+    /// `strict-auth`.
+    pub strict_auth: Option<bool>,
+    /// `max-frame`: bytes, or a size string.
+    pub max_frame: Option<u64>,
+    /// `max-connections`.
+    pub max_connections: Option<usize>,
+    /// `max-in-flight`.
+    pub max_in_flight: Option<u32>,
+    /// `handshake-timeout`: seconds, or a duration string.
+    pub handshake_timeout: Option<Duration>,
+    /// `heartbeat-timeout`: seconds, or a duration string.
+    pub heartbeat_timeout: Option<Duration>,
+    /// `expose`: a string or an array of `TYPEID=KIND:NAME` strings.
+    pub expose: Option<Vec<Exposure>>,
+    /// `log-level`.
+    pub log_level: Option<String>,
+    /// `metrics`: the address of the Prometheus endpoint.
+    pub metrics: Option<Address>,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong form.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line and the key.
+        message: String,
+    },
+}
+
+/// The file's keys as written (see [`FileConfig`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFile {
+    #[serde(default, deserialize_with = "de::addresses")]
+    listen: Option<Vec<Address>>,
+    authkey_file: Option<PathBuf>,
+    strict_auth: Option<bool>,
+    #[serde(default, deserialize_with = "de::size")]
+    max_frame: Option<u64>,
+    max_connections: Option<usize>,
+    max_in_flight: Option<u32>,
+    #[serde(default, deserialize_with = "de::duration")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    heartbeat_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de::exposures")]
+    expose: Option<Vec<Exposure>>,
+    log_level: Option<String>,
+    #[serde(default, deserialize_with = "de::address")]
+    metrics: Option<Address>,
+}
+
+/// Deserializers for the config file's values that have a text form of their own.
+mod de {
+    use std::time::Duration;
+
+    use agora_proto::Address;
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+
+    use super::Exposure;
+
+    /// A number or a string.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+
+    /// A string or an array of strings.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    fn texts<'de, D: Deserializer<'de>>(d: D, what: &str) -> Result<Vec<String>, D::Error> {
+        match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(s)) => Ok(vec![s]),
+            Ok(OneOrMany::Many(v)) => Ok(v),
+            Err(_) => Err(D::Error::custom(format!("expected {what} (a string) or an array of them"))),
+        }
+    }
+
+    pub(super) fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Address>>, D::Error> {
+        let texts = texts(d, "an address like \"127.0.0.1:50000\" or \"unix:/run/agora.sock\"")?;
+        texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
+    }
+
+    pub(super) fn address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+        String::deserialize(d)?.parse().map(Some).map_err(D::Error::custom)
+    }
+
+    pub(super) fn exposures<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Exposure>>, D::Error> {
+        let texts = texts(d, "TYPEID=KIND:NAME")?;
+        texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
+    }
+
+    pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match NumberOrText::deserialize(d) {
+            Ok(NumberOrText::Int(n)) => Ok(Some(n)),
+            Ok(NumberOrText::Text(t)) => super::parse_size(&t).map(Some).map_err(D::Error::custom),
+            _ => Err(D::Error::custom("expected a number of bytes or a size like \"64MiB\"")),
+        }
+    }
+
+    pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let seconds = |s: f64| Duration::try_from_secs_f64(s).map(Some).map_err(|e| D::Error::custom(e.to_string()));
+        match NumberOrText::deserialize(d) {
+            Ok(NumberOrText::Int(n)) => Ok(Some(Duration::from_secs(n))),
+            Ok(NumberOrText::Float(f)) => seconds(f),
+            Ok(NumberOrText::Text(t)) => super::parse_duration(&t).map(Some).map_err(D::Error::custom),
+            Err(_) => Err(D::Error::custom("expected a number of seconds or a duration like \"5s\" or \"500ms\"")),
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        FileConfig::parse(&text, base).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+    }
+
+    /// Parses a config file's text; relative paths in it are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<FileConfig, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let message = e.to_string().trim_end().to_owned();
+            if message.contains("unknown field `authkey`") {
+                "the authkey itself does not belong in a config file (which is often world-readable): put it \
+                 in a file of its own, readable only by the server, and name that file with authkey-file"
+                    .to_owned()
+            } else {
+                message
+            }
+        })?;
+        Ok(FileConfig {
+            listen: raw.listen,
+            authkey_file: raw.authkey_file.map(|p| base.join(p)),
+            strict_auth: raw.strict_auth,
+            max_frame: raw.max_frame,
+            max_connections: raw.max_connections,
+            max_in_flight: raw.max_in_flight,
+            handshake_timeout: raw.handshake_timeout,
+            heartbeat_timeout: raw.heartbeat_timeout,
+            expose: raw.expose,
+            log_level: raw.log_level,
+            metrics: raw.metrics,
+        })
     }
 }
 
@@ -194,6 +451,60 @@ pub fn generate_authkey(path: &Path) -> Result<Vec<u8>, AuthkeyError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn config_file_keys_are_the_flag_names() {
+        let text = r#"
+            listen = ["127.0.0.1:7000", "unix:/run/a.sock"]
+            authkey-file = "keys/authkey"
+            strict-auth = true
+            max-frame = "1MiB"
+            max-connections = 10
+            max-in-flight = 5
+            handshake-timeout = 2
+            heartbeat-timeout = "1.5s"
+            expose = "get_tasks=queue:tasks"
+            log-level = "debug"
+            metrics = "127.0.0.1:9464"
+        "#;
+        let file = FileConfig::parse(text, Path::new("/etc/agora")).unwrap();
+        assert_eq!(file.listen.unwrap().len(), 2);
+        assert_eq!(file.authkey_file.unwrap(), Path::new("/etc/agora/keys/authkey"));
+        assert_eq!(file.strict_auth, Some(true));
+        assert_eq!(file.max_frame, Some(1 << 20));
+        assert_eq!((file.max_connections, file.max_in_flight), (Some(10), Some(5)));
+        assert_eq!(file.handshake_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(file.heartbeat_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(file.expose.unwrap()[0].name, "tasks");
+        assert_eq!(file.log_level.as_deref(), Some("debug"));
+        assert_eq!(file.metrics.unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(FileConfig::parse("", Path::new(".")).unwrap(), FileConfig::default());
+        assert_eq!(FileConfig::parse("listen = \"h:1\"", Path::new(".")).unwrap().listen.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn config_file_errors_name_the_key() {
+        let err = |text: &str| FileConfig::parse(text, Path::new(".")).unwrap_err();
+        let unknown = err("listen = \"h:1\"\ncolour = \"blue\"");
+        assert!(unknown.contains("unknown field `colour`") && unknown.contains("line 2"), "{unknown}");
+        let bad_size = err("max-frame = \"12 parsecs\"");
+        assert!(bad_size.contains("max-frame") && bad_size.contains("unknown size unit"), "{bad_size}");
+        let bad_address = err("listen = [\"nonsense\"]");
+        assert!(bad_address.contains("missing port"), "{bad_address}");
+        let wrong_type = err("max-connections = \"many\"");
+        assert!(wrong_type.contains("max-connections"), "{wrong_type}");
+        assert!(err("authkey = \"s3cret\"").contains("authkey-file"));
+    }
+
+    #[test]
+    fn sizes_and_durations_format_back() {
+        for size in [64 << 20, 1024, 1000, 3 << 30] {
+            assert_eq!(parse_size(&format_size(size)), Ok(size));
+        }
+        for d in [Duration::from_secs(5), Duration::from_millis(250), Duration::from_micros(1500)] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
 
     #[test]
     fn exposures_parse_or_say_why() {

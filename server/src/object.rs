@@ -41,7 +41,7 @@ impl MethodSpec {
         MethodSpec { name, params, required, var_keywords: false, var_positional: false }
     }
 
-    /// The same method, also taking `**kwargs` (delivered in [`Args::keywords`]).
+    /// The same method, also taking `**kwargs` (delivered in [`Args::take_keywords`]).
     pub const fn with_var_keywords(self) -> MethodSpec {
         MethodSpec { var_keywords: true, ..self }
     }

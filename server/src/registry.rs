@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use agora_proto::native::{Kind, ObjectId};
 use agora_proto::{ErrorCode, Value, WireError};
 
+use crate::custom::{CustomKind, CustomKinds};
+use crate::metrics::{CallOutcome, KindMetrics, Metrics, WaitGuard};
 use crate::object::{bind, Caller, MethodSpec, Outcome, SharedObject};
 use crate::objects;
 
@@ -33,6 +35,8 @@ pub struct ObjectEntry {
     /// in a dict: spec §4.4), one registry reference each, given back when this object
     /// is freed. `None` once it is freed.
     holds: Mutex<Option<Vec<Arc<ObjectEntry>>>>,
+    /// Its kind's counters (see [`crate::metrics`]).
+    metrics: Arc<KindMetrics>,
 }
 
 impl std::fmt::Debug for ObjectEntry {
@@ -79,6 +83,9 @@ impl ObjectEntry {
     }
 
     /// Binds the arguments and runs `method` under the object's lock.
+    ///
+    /// Every method call of both dialects comes through here, so this is where calls
+    /// are counted and timed for the metrics (see [`crate::metrics`]).
     pub fn call(
         &self,
         caller: Caller,
@@ -86,10 +93,35 @@ impl ObjectEntry {
         positional: Vec<Value>,
         keywords: Vec<(String, Value)>,
     ) -> Result<Outcome, WireError> {
-        let mut state = self.lock()?;
-        let spec = find_method(state.methods(), method, &self.kind)?;
-        let args = bind(spec, positional, keywords)?;
-        state.call(caller, method, args)
+        let started = std::time::Instant::now();
+        let (table, index, result) = match self.lock() {
+            Err(e) => (None, None, Err(e)),
+            Ok(mut state) => {
+                let table = state.methods();
+                let index = table.iter().position(|m| m.name == method);
+                let result = match index {
+                    None => Err(no_such_method(&self.kind, method)),
+                    Some(i) => bind(&table[i], positional, keywords).and_then(|args| state.call(caller, method, args)),
+                };
+                (Some(table), index, result)
+            }
+        };
+        let elapsed = started.elapsed();
+        let outcome = match &result {
+            Ok(Outcome::Ready(_)) => CallOutcome::Ready,
+            Ok(Outcome::Park(_)) => CallOutcome::Parked,
+            Err(e) => CallOutcome::Failed(e.code),
+        };
+        let counters = self.metrics.method(table.unwrap_or(&[]), index, method);
+        self.metrics.record(counters, elapsed, outcome);
+        result
+    }
+
+    /// Marks a blocked call of this object as waiting until the guard drops (for the
+    /// metrics' waiter gauge and wait-time histogram). [`crate::waiter::settle`] holds
+    /// one while it waits.
+    pub fn waiting(&self) -> WaitGuard {
+        self.metrics.waiting()
     }
 
     /// Settles a parked call whose deadline passed (see [`SharedObject::expire`]).
@@ -161,10 +193,12 @@ impl ObjectEntry {
 }
 
 fn find_method(methods: &'static [MethodSpec], method: &str, kind: &Kind) -> Result<&'static MethodSpec, WireError> {
-    methods
-        .iter()
-        .find(|m| m.name == method)
-        .ok_or_else(|| WireError::new(ErrorCode::NoSuchMethod, format!("'{kind}' object has no method '{method}'")))
+    methods.iter().find(|m| m.name == method).ok_or_else(|| no_such_method(kind, method))
+}
+
+/// The error for a method `kind` does not have, in Python's words.
+fn no_such_method(kind: &Kind, method: &str) -> WireError {
+    WireError::new(ErrorCode::NoSuchMethod, format!("'{kind}' object has no method '{method}'"))
 }
 
 /// The error for an id that names no live object.
@@ -172,7 +206,7 @@ pub fn no_such_object(id: ObjectId) -> WireError {
     WireError::new(ErrorCode::NoSuchObject, format!("no object with id {id:x} (never existed, released or deleted)"))
 }
 
-/// What [`Registry::open`] found or made.
+/// What [`Registry::open_named`] found or made.
 #[derive(Debug)]
 pub struct Opened {
     /// The object, with one reference taken for the caller.
@@ -196,6 +230,10 @@ pub struct Registry {
     objects: RwLock<HashMap<ObjectId, Arc<ObjectEntry>>>,
     /// Name → id; its lock also serialises get-or-create and delete of names.
     names: Mutex<BTreeMap<String, ObjectId>>,
+    /// The custom kinds the embedding program registered.
+    custom: CustomKinds,
+    /// Call counters and histograms, per kind.
+    metrics: Metrics,
 }
 
 impl Default for Registry {
@@ -205,10 +243,32 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// An empty registry whose ids start at a random offset (never `0`).
+    /// An empty registry whose ids start at a random offset (never `0`), knowing only
+    /// the built-in kinds.
     pub fn new() -> Registry {
+        Registry::with_custom_kinds(CustomKinds::default())
+    }
+
+    /// An empty registry that can also build the custom kinds `custom`.
+    pub fn with_custom_kinds(custom: CustomKinds) -> Registry {
         let start = (u64::from(rand::random::<u32>()) << 16) | 1;
-        Registry { next_id: AtomicU64::new(start), objects: RwLock::default(), names: Mutex::default() }
+        Registry {
+            next_id: AtomicU64::new(start),
+            objects: RwLock::default(),
+            names: Mutex::default(),
+            custom,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The custom kind registered under `typeid`.
+    pub fn custom_kind(&self, typeid: &str) -> Option<&CustomKind> {
+        self.custom.get(typeid)
+    }
+
+    /// The call counters and histograms (for the metrics endpoint).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn objects_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectId, Arc<ObjectEntry>>> {
@@ -231,7 +291,7 @@ impl Registry {
         positional: Vec<Value>,
         keywords: Vec<(String, Value)>,
     ) -> Result<Arc<ObjectEntry>, WireError> {
-        let spec = objects::constructor(kind).ok_or_else(|| objects::unsupported_kind(kind))?;
+        let spec = objects::constructor(kind, self).ok_or_else(|| objects::unsupported_kind(kind))?;
         let state = objects::construct(kind, bind(spec, positional, keywords)?, self)?;
         Ok(self.insert_new(kind.clone(), name, state))
     }
@@ -239,6 +299,7 @@ impl Registry {
     /// Wraps a state in a fresh entry with a new id and one reference.
     fn insert_new(&self, kind: Kind, name: Option<String>, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let metrics = self.metrics.kind(&kind, state.methods());
         let entry = Arc::new(ObjectEntry {
             id,
             kind,
@@ -247,6 +308,7 @@ impl Registry {
             refs: AtomicU64::new(1),
             deleted: AtomicBool::new(false),
             holds: Mutex::new(Some(Vec::new())),
+            metrics,
         });
         if let Ok(mut state) = entry.state.lock() {
             state.bind_self(Arc::downgrade(&entry));

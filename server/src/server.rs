@@ -136,7 +136,7 @@ impl Server {
         let (tx, rx) = watch::channel(false);
         let stopper = ShutdownHandle(Arc::new(tx));
         let shared = Arc::new(Shared {
-            registry: Arc::new(Registry::new()),
+            registry: Arc::new(Registry::with_custom_kinds(config.custom.clone())),
             config,
             counters: Counters::default(),
             shutdown: rx,

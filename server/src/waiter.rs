@@ -88,6 +88,7 @@ pub async fn settle(
     rx: &mut oneshot::Receiver<Completion>,
 ) -> Completion {
     let gone = || Err(WireError::new(agora_proto::ErrorCode::Internal, "a parked call's object dropped it"));
+    let _waiting = entry.waiting(); // the metrics' waiter gauge and wait-time histogram
     if let Some(deadline) = deadline {
         tokio::select! {
             completion = &mut *rx => return completion.unwrap_or_else(|_| gone()),

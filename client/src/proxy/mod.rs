@@ -23,6 +23,7 @@ pub mod event;
 pub mod list;
 pub mod lock;
 pub mod namespace;
+pub mod object;
 pub mod queue;
 pub mod rlock;
 pub mod semaphore;

@@ -1,9 +1,10 @@
 //! One module per object kind, and the table that builds them.
 //!
 //! Each module owns one kind's state and Python semantics and implements
-//! [`SharedObject`](crate::object::SharedObject); nothing here knows about sockets,
-//! sessions or dialects. [`constructor`] and [`construct`] are the only places that
-//! list the kinds.
+//! [`SharedObject`]; nothing here knows about sockets, sessions or dialects.
+//! [`constructor`] and [`construct`] are the only places that list the kinds; a
+//! [`Kind::Other`] is a custom kind the embedding program registered
+//! ([`crate::custom`]), found in the registry's table.
 
 use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, WireError};
@@ -28,8 +29,9 @@ mod sequence;
 pub mod value;
 
 /// The constructor signature of `kind` (as Python's callable for the typeid declares
-/// it), or `None` if this server cannot build that kind.
-pub fn constructor(kind: &Kind) -> Option<&'static MethodSpec> {
+/// it), or `None` if this server cannot build that kind. `registry` knows the custom
+/// kinds.
+pub fn constructor(kind: &Kind, registry: &Registry) -> Option<&'static MethodSpec> {
     Some(match kind {
         Kind::Dict => &dict::CONSTRUCTOR,
         Kind::List => &list::CONSTRUCTOR,
@@ -44,7 +46,7 @@ pub fn constructor(kind: &Kind) -> Option<&'static MethodSpec> {
         Kind::Condition => &condition::CONSTRUCTOR,
         Kind::Event => &event::CONSTRUCTOR,
         Kind::Barrier => &barrier::CONSTRUCTOR,
-        _ => return None,
+        Kind::Other(typeid) => return registry.custom_kind(typeid).map(|custom| custom.constructor()),
     })
 }
 
@@ -66,7 +68,10 @@ pub fn construct(kind: &Kind, args: Args, registry: &Registry) -> Result<Box<dyn
         Kind::Condition => Box::new(condition::ConditionObject::new(args, registry)?),
         Kind::Event => Box::new(event::EventObject::new(args)?),
         Kind::Barrier => Box::new(barrier::BarrierObject::new(args)?),
-        other => return Err(unsupported_kind(other)),
+        Kind::Other(typeid) => match registry.custom_kind(typeid) {
+            Some(custom) => custom.construct(args)?,
+            None => return Err(unsupported_kind(kind)),
+        },
     })
 }
 

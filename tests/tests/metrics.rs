@@ -1,0 +1,252 @@
+//! The Prometheus endpoint: scraped over HTTP, parsed as Prometheus text, and checked
+//! to move with the requests it counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use agora_client::Error;
+use agora_server::EmbeddedManager;
+use agora_tests::{Server, ServerOptions};
+
+/// One HTTP/1.1 exchange; returns the status line, the headers and the body.
+fn http(address: &str, request: &str) -> (String, String, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_owned(), body.to_owned())
+}
+
+/// A parsed exposition: each sample as `name{labels}` → value, and each family's type.
+struct Exposition {
+    samples: BTreeMap<String, f64>,
+    types: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    fn value(&self, series: &str) -> f64 {
+        *self.samples.get(series).unwrap_or_else(|| panic!("no series {series}"))
+    }
+
+    fn get(&self, series: &str) -> Option<f64> {
+        self.samples.get(series).copied()
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Parses `key="value",…` (with Prometheus escapes); panics on anything else.
+fn parse_labels(text: &str, line: &str) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
+        assert!(is_name(key), "bad label name {key:?} in {line:?}");
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c @ ('\\' | '"'))) => value.push(c),
+                    other => panic!("bad escape {other:?} in {line:?}"),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => value.push(c),
+                None => panic!("unterminated label value in {line:?}"),
+            }
+        };
+        labels.push((key.to_owned(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    labels
+}
+
+/// Checks every line of a Prometheus text exposition and parses its samples.
+fn parse(body: &str) -> Exposition {
+    let (mut samples, mut types) = (BTreeMap::new(), BTreeMap::new());
+    let mut helped = BTreeSet::new();
+    for line in body.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let (keyword, name, rest) = (parts.next().unwrap(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            assert!(is_name(name), "bad metric name in {line:?}");
+            match keyword {
+                "HELP" => assert!(helped.insert(name.to_owned()) && !rest.is_empty(), "one HELP per family: {line:?}"),
+                "TYPE" => {
+                    assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&rest), "{line:?}");
+                    assert!(types.insert(name.to_owned(), rest.to_owned()).is_none(), "one TYPE per family: {line:?}");
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                parse_labels(labels, line);
+                name
+            }
+            None => series,
+        };
+        assert!(is_name(name), "bad metric name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|base| types.get(*base).is_some_and(|t| t == "histogram")))
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample before its TYPE line: {line:?}");
+        if types[family] == "counter" {
+            assert!(name.ends_with("_total"), "counters end in _total: {line:?}");
+        }
+        assert!(samples.insert(series.to_owned(), value).is_none(), "duplicate series {series}");
+    }
+    Exposition { samples, types }
+}
+
+fn scrape(address: &str) -> Exposition {
+    let (status, headers, body) = http(address, "GET /metrics HTTP/1.1\r\nHost: agora\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Type: text/plain; version=0.0.4"), "{headers}");
+    assert!(headers.contains(&format!("Content-Length: {}", body.len())), "{headers}");
+    parse(&body)
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_move_with_requests() {
+    let manager =
+        EmbeddedManager::builder().metrics("127.0.0.1:0".parse().unwrap()).start().await.expect("start with metrics");
+    let endpoint = manager.metrics_address().expect("metrics address").to_string();
+
+    let scores = manager.dict::<String, i64>("scores").await.unwrap();
+    scores.insert(&"alice".into(), &1).await.unwrap();
+    let before = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || scrape(&endpoint)
+    })
+    .await
+    .unwrap();
+    for family in [
+        "agora_uptime_seconds",
+        "agora_connections_accepted_total",
+        "agora_connections_refused_total",
+        "agora_sessions",
+        "agora_requests_total",
+        "agora_objects",
+        "agora_named_objects",
+        "agora_waiters",
+        "agora_calls_total",
+        "agora_call_errors_total",
+        "agora_calls_parked_total",
+        "agora_errors_total",
+        "agora_call_duration_seconds",
+        "agora_wait_duration_seconds",
+        "agora_resident_memory_bytes",
+        "agora_build_info",
+    ] {
+        assert!(before.types.contains_key(family), "missing {family}");
+    }
+    assert_eq!(before.types["agora_call_duration_seconds"], "histogram");
+    assert_eq!(before.value("agora_sessions"), 1.0);
+    assert_eq!(before.value(r#"agora_objects{kind="dict"}"#), 1.0);
+    let setitem = r#"agora_calls_total{kind="dict",method="__setitem__"}"#;
+    assert_eq!(before.value(setitem), 1.0);
+
+    // More calls, a failing one, and a call that blocks until a put arrives.
+    for i in 0..5 {
+        scores.insert(&"bob".into(), &i).await.unwrap();
+    }
+    let missing = manager.new_list::<i64>(&[]).await.unwrap();
+    assert!(matches!(missing.pop_at(3).await, Err(Error::IndexOutOfRange(_))));
+    let queue = manager.queue::<i64>("jobs", 0).await.unwrap();
+    let getter = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.get().await })
+    };
+    let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+    let waiting = loop {
+        assert!(std::time::Instant::now() < deadline, "the blocked get never showed as a waiter");
+        let e = tokio::task::spawn_blocking({
+            let endpoint = endpoint.clone();
+            move || scrape(&endpoint)
+        })
+        .await
+        .unwrap();
+        if e.get(r#"agora_waiters{kind="Queue"}"#) == Some(1.0) {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(waiting.value(r#"agora_calls_parked_total{kind="Queue",method="get"}"#), 1.0);
+    queue.put(&7).await.unwrap();
+    assert_eq!(getter.await.unwrap().unwrap(), 7);
+
+    let after = tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap();
+    assert_eq!(after.value(setitem), 6.0, "counters increase with requests");
+    assert!(after.value("agora_requests_total") > before.value("agora_requests_total"));
+    assert_eq!(after.value(r#"agora_call_errors_total{kind="list",method="pop"}"#), 1.0);
+    assert_eq!(after.value(r#"agora_errors_total{kind="list",code="IndexError"}"#), 1.0);
+    assert_eq!(after.value(r#"agora_waiters{kind="Queue"}"#), 0.0);
+    assert_eq!(after.value(r#"agora_wait_duration_seconds_count{kind="Queue"}"#), 1.0);
+    let count = after.value(r#"agora_call_duration_seconds_count{kind="dict",method="__setitem__"}"#);
+    let inf = after.value(r#"agora_call_duration_seconds_bucket{kind="dict",method="__setitem__",le="+Inf"}"#);
+    assert_eq!((count, inf), (6.0, 6.0), "the +Inf bucket holds every observation");
+    manager.shutdown().await;
+}
+
+#[test]
+fn only_get_metrics_is_served() {
+    let manager = EmbeddedManager::builder()
+        .metrics("127.0.0.1:0".parse().unwrap())
+        .start_blocking()
+        .expect("start with metrics");
+    let endpoint = manager.metrics_address().unwrap().to_string();
+    let (status, _, body) = http(&endpoint, "GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert!(body.contains("/metrics"));
+    let (status, headers, _) = http(&endpoint, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("Allow: GET, HEAD"));
+    let (status, headers, body) = http(&endpoint, "HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.is_empty() && headers.contains("Content-Length: "), "HEAD: headers only");
+    let (status, _, _) = http(&endpoint, "garbage\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let (status, _, _) = http(&endpoint, "GET /metrics?format=text HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK", "a query string is ignored");
+    manager.shutdown();
+}
+
+#[tokio::test]
+async fn agora_serve_metrics_flag() {
+    let server = Server::start_with(ServerOptions {
+        args: vec!["--metrics".into(), "127.0.0.1:0".into()],
+        ..Default::default()
+    });
+    server.wait_for_log("serving metrics at http://");
+    let log = server.log();
+    let endpoint =
+        log.split("serving metrics at http://").nth(1).and_then(|s| s.split("/metrics").next()).unwrap().to_owned();
+    let m = server.client().await;
+    m.list::<u8>("l").await.unwrap().push(&1).await.unwrap();
+    let e = tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap();
+    assert_eq!(e.value(r#"agora_calls_total{kind="list",method="append"}"#), 1.0);
+    assert_eq!(e.value("agora_sessions"), 1.0);
+}
