@@ -16,6 +16,17 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Called before each read: re-arms TCP_QUICKACK on TCP (the kernel clears it).
     fn before_read(&self) {}
+
+    /// True if the peer is on this machine (a Unix socket, or TCP from a loopback
+    /// address), so what is sent cannot be read off a network.
+    fn peer_is_local(&self) -> bool {
+        false
+    }
+
+    /// The address the peer reached this server at, as a client would dial it.
+    fn local_address(&self) -> Option<Address> {
+        None
+    }
 }
 
 impl Transport for TcpStream {
@@ -23,11 +34,47 @@ impl Transport for TcpStream {
         #[cfg(target_os = "linux")]
         let _ = socket2::SockRef::from(self).set_quickack(true);
     }
+
+    fn peer_is_local(&self) -> bool {
+        self.peer_addr().is_ok_and(|peer| match peer.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback(),
+            std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        })
+    }
+
+    fn local_address(&self) -> Option<Address> {
+        let local = self.local_addr().ok()?;
+        Some(Address::Tcp { host: local.ip().to_string(), port: local.port() })
+    }
 }
 
-impl Transport for UnixStream {}
+impl Transport for UnixStream {
+    fn peer_is_local(&self) -> bool {
+        true
+    }
 
-impl Transport for tokio::io::DuplexStream {}
+    fn local_address(&self) -> Option<Address> {
+        let local = self.local_addr().ok()?;
+        if let Some(path) = local.as_pathname() {
+            return Some(Address::Unix(path.to_path_buf()));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let local: std::os::unix::net::SocketAddr = local.into();
+            if let Some(name) = local.as_abstract_name() {
+                return Some(Address::Abstract(String::from_utf8_lossy(name).into_owned()));
+            }
+        }
+        None
+    }
+}
+
+impl Transport for tokio::io::DuplexStream {
+    fn peer_is_local(&self) -> bool {
+        true
+    }
+}
 
 /// A bound listening socket.
 pub enum Listener {

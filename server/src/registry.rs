@@ -34,7 +34,9 @@ pub struct ObjectEntry {
     /// Objects this one keeps alive because it stores references to them (a list kept
     /// in a dict: spec §4.4), one registry reference each, given back when this object
     /// is freed. `None` once it is freed.
-    holds: Mutex<Option<Vec<Arc<ObjectEntry>>>>,
+    holds: Mutex<Option<HashMap<ObjectId, Arc<ObjectEntry>>>>,
+    /// How many of `refs` are held by other objects (see `holds`).
+    holders: AtomicU64,
     /// Its kind's counters (see [`crate::metrics`]).
     metrics: Arc<KindMetrics>,
 }
@@ -186,9 +188,23 @@ impl ObjectEntry {
         self.refs.load(Ordering::Acquire)
     }
 
+    /// True if only other objects keep this one alive (every reference is a hold):
+    /// a client's decref then has nothing of its own to give back.
+    pub fn only_held(&self) -> bool {
+        let holders = self.holders.load(Ordering::Acquire);
+        holders > 0 && self.refs.load(Ordering::Acquire) <= holders
+    }
+
     /// Takes the objects this one holds, marking it freed (later holds are refused).
+    /// The caller gives back one reference on each (after [`ObjectEntry::unhold`]).
     fn take_holds(&self) -> Vec<Arc<ObjectEntry>> {
-        self.holds.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default()
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner()).take();
+        holds.map(|h| h.into_values().collect()).unwrap_or_default()
+    }
+
+    /// Records that a holder let go of this object (before its reference is given back).
+    fn unhold(&self) {
+        self.holders.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -307,7 +323,8 @@ impl Registry {
             state: Mutex::new(state),
             refs: AtomicU64::new(1),
             deleted: AtomicBool::new(false),
-            holds: Mutex::new(Some(Vec::new())),
+            holds: Mutex::new(Some(HashMap::new())),
+            holders: AtomicU64::new(0),
             metrics,
         });
         if let Ok(mut state) = entry.state.lock() {
@@ -394,6 +411,7 @@ impl Registry {
         // Iterative, so a long chain of nested objects cannot overflow the stack.
         let mut freed = entry.take_holds();
         while let Some(held) = freed.pop() {
+            held.unhold();
             if self.release(&held) {
                 freed.extend(held.take_holds());
             }
@@ -424,10 +442,12 @@ impl Registry {
         }
         let mut holds = container.holds.lock().unwrap_or_else(|e| e.into_inner());
         let Some(holds) = holds.as_mut() else { return Ok(false) };
-        if holds.iter().any(|h| h.id == held) {
+        if holds.contains_key(&held) {
             return Ok(false);
         }
-        holds.push(self.incref(held)?);
+        let entry = self.incref(held)?;
+        entry.holders.fetch_add(1, Ordering::AcqRel);
+        holds.insert(held, entry);
         Ok(true)
     }
 
@@ -441,6 +461,7 @@ impl Registry {
         if let Some(entry) = removed {
             entry.deleted.store(true, Ordering::Release);
             for held in entry.take_holds() {
+                held.unhold();
                 self.decref(&held);
             }
         }
@@ -538,6 +559,7 @@ mod tests {
         reg.decref(&innermost);
         assert_eq!(reg.len(), 3, "held objects survive their last outside reference");
         assert_eq!(inner.refcount(), 1);
+        assert!(inner.only_held() && !outer.only_held());
         reg.decref(&outer);
         assert!(reg.is_empty(), "freeing the container frees the chain");
         assert!(!reg.hold(&outer, 12345).unwrap(), "a freed container holds nothing");

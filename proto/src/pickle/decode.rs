@@ -836,11 +836,11 @@ fn raw_unicode_escape(text: &[u8]) -> Result<String, String> {
             Some(b'u') if run % 2 == 1 => 4,
             Some(b'U') if run % 2 == 1 => 8,
             _ => {
-                out.extend(std::iter::repeat('\\').take(run));
+                out.extend(std::iter::repeat_n('\\', run));
                 continue;
             }
         };
-        out.extend(std::iter::repeat('\\').take(run - 1));
+        out.extend(std::iter::repeat_n('\\', run - 1));
         let hex = text.get(i + 1..i + 1 + digits).and_then(|h| std::str::from_utf8(h).ok());
         let code =
             hex.filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit())).and_then(|h| u32::from_str_radix(h, 16).ok());

@@ -120,7 +120,10 @@ mod tests {
         assert!(matches!(next(&mut it), Ok(Outcome::Ready(Value::Int(2)))));
         dict.call(caller, "clear", vec![], vec![]).unwrap();
         let err = next(&mut it).unwrap_err();
-        assert_eq!((err.code, err.message.as_str()), (ErrorCode::RuntimeError, "dictionary changed size during iteration"));
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ErrorCode::RuntimeError, "dictionary changed size during iteration")
+        );
         set(1);
         set(2);
         assert_eq!(next(&mut it).unwrap_err().code, ErrorCode::RuntimeError, "sticky");

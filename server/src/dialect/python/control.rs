@@ -7,7 +7,7 @@ use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, Value, WireError};
 
 use super::reply::{traceback, Reply};
-use super::{exposed, ident, parse_ident, After, PyConn, Request};
+use super::{exposed, ident, parse_ident, references, After, PyConn, Request};
 
 /// The exception type name a constructor error shows in CPython's traceback.
 fn exception_name(e: &WireError) -> String {
@@ -53,6 +53,9 @@ impl PyConn<'_> {
             },
             "decref" => match ident_arg(&args) {
                 Ok((id, text)) => match registry.get(id) {
+                    // As CPython: a decref with no client reference left, on an object
+                    // kept alive only by the objects holding it, is ignored.
+                    Ok(entry) if entry.only_held() => Reply::Return(Value::None),
                     Ok(entry) => {
                         registry.decref(&entry);
                         Reply::Return(Value::None)
@@ -68,7 +71,11 @@ impl PyConn<'_> {
                 },
                 None => Reply::Traceback(traceback("TypeError", "get_methods() expects a Token")),
             },
-            "number_of_objects" => Reply::Return(Value::Int(registry.len() as i64)),
+            // As CPython counts: objects some client (or name) holds, not those kept
+            // alive only by the containers that store them.
+            "number_of_objects" => {
+                Reply::Return(Value::Int(registry.all().iter().filter(|e| !e.only_held()).count() as i64))
+            }
             "debug_info" => Reply::Return(Value::Str(self.debug_info())),
             "shutdown" => return (Reply::Return(Value::None), After::Shutdown),
             other => Reply::Traceback(traceback("AssertionError", &format!("'{other}' unrecognized"))),
@@ -88,6 +95,8 @@ impl PyConn<'_> {
             return Reply::Traceback(traceback("NotImplementedError", why));
         }
         let registry = &self.shared.registry;
+        let mut stored = Vec::new();
+        args.iter().chain(kwargs.iter().map(|(_, v)| v)).for_each(|v| references::referenced_ids(v, &mut stored));
         let made = match self.shared.config.exposed(&typeid) {
             // `--expose get_tasks=queue:tasks`: every create finds the one named object.
             Some(exposure) => registry.open_named(&exposure.kind, &exposure.name, args, kwargs).map(|o| o.entry),
@@ -97,30 +106,37 @@ impl PyConn<'_> {
                 kind if !matches!(kind, Kind::Other(_)) && kind.as_str() != typeid => {
                     Err(WireError::new(ErrorCode::KeyError, format!("'{typeid}'")))
                 }
-                kind => registry.create(&kind, args, kwargs).map_err(|e| match e.code {
-                    ErrorCode::Unsupported => WireError::new(ErrorCode::KeyError, format!("'{typeid}'")),
-                    _ => e,
+                kind => registry.create(&kind, args, kwargs).map_err(|e| {
+                    if e == crate::objects::unsupported_kind(&kind) {
+                        WireError::new(ErrorCode::KeyError, format!("'{typeid}'"))
+                    } else {
+                        e
+                    }
                 }),
             },
         };
         match made {
-            Ok(entry) => Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), exposed_names(&entry)])),
+            Ok(entry) => {
+                self.hold_all(&entry, &stored);
+                Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), exposed_names(&entry)]))
+            }
             Err(e) => as_traceback(e),
         }
     }
 
-    /// `debug_info`: one line per object, as CPython formats it.
+    /// `debug_info`: two lines per object, as CPython formats them (named objects
+    /// also show their name; objects only other objects keep alive, which CPython
+    /// leaves out, say so).
     fn debug_info(&self) -> String {
-        let registry = &self.shared.registry;
         let mut lines = Vec::new();
-        for entry in registry.named() {
+        for entry in self.shared.registry.all() {
             let repr = entry.repr().unwrap_or_default();
             let short: String = repr.chars().take(75).collect();
-            lines.push(format!(
-                "  {}:       name={}\n    {short}",
-                ident(entry.id()),
-                entry.name().unwrap_or_default()
-            ));
+            let mut notes = entry.name().map(|n| format!(" name={n}")).unwrap_or_default();
+            if entry.only_held() {
+                notes.push_str(" (kept alive by the objects storing it)");
+            }
+            lines.push(format!("  {}:       refcount={}{notes}\n    {short}", ident(entry.id()), entry.refcount()));
         }
         lines.join("\n")
     }

@@ -11,9 +11,19 @@
 //! Ownership (RLock, Condition, lock grants, leases) belongs to the persistent
 //! connection's session and is released when it closes — unlike CPython, whose
 //! manager keeps a dead client's locks forever.
+//!
+//! Nested proxies (a proxy stored inside a managed object) are references by ident
+//! (module `references`): the container keeps the referenced object alive until it is
+//! freed itself, and a reference sent back to a client on this machine carries the
+//! authkey, so CPython's client can rebuild it without the
+//! `current_process().authkey` workaround (never over non-loopback TCP).
+//!
+//! Conformance is checked by CPython's own manager tests
+//! (`tests/python/cpython_manager_suite.py`, run by `tests/tests/python_conformance.rs`).
 
 mod control;
 pub mod exposed;
+mod references;
 mod reply;
 
 use std::sync::Arc;
@@ -98,6 +108,8 @@ struct PyConn<'a> {
     shared: &'a Shared,
     /// Set by `accept_connection`: this is a client thread's persistent connection.
     persistent: bool,
+    /// How references in replies are rewritten for this client.
+    outgoing: references::Outgoing,
 }
 
 /// What to do after a reply.
@@ -111,7 +123,10 @@ enum After {
 
 /// Serves a CPython client whose first frame (a pickled request) was already read.
 pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
-    let mut conn = PyConn { session: Session::new(shared.registry.clone()), shared: &shared, persistent: false };
+    let outgoing =
+        references::Outgoing::new(stream.peer_is_local(), &shared.config.authkey, stream.local_address().as_ref());
+    let mut conn =
+        PyConn { session: Session::new(shared.registry.clone()), shared: &shared, persistent: false, outgoing };
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
     let mut next = Some(first);
@@ -136,7 +151,7 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
                 }
             }
         };
-        let (reply, after) = match parse_request(&body) {
+        let (mut reply, after) = match parse_request(&body) {
             // CPython answers an undecodable request with a traceback and carries on.
             Err(why) => (Reply::Traceback(traceback("pickle.UnpicklingError", &why)), After::Continue),
             Ok(request) => match conn.handle(request, &mut stream, &mut rbuf).await {
@@ -144,6 +159,9 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
                 None => return, // the client went away while its call was parked
             },
         };
+        if let Reply::Return(value) = &mut reply {
+            conn.outgoing.localize(value);
+        }
         out.clear();
         let pickled = reply.to_pickle();
         frame::encode(&pickled, &mut out);
@@ -198,9 +216,12 @@ impl PyConn<'_> {
             )),
             "__iter__" => self.iterate(&entry),
             _ => {
-                self.session.touch(&entry);
+                if holds_session_state(entry.kind()) {
+                    self.session.touch(&entry);
+                }
                 let caller = self.caller();
-                match entry.call(caller, &request.method, request.args, request.kwargs) {
+                let stored = stored_references(&request);
+                let reply = match entry.call(caller, &request.method, request.args, request.kwargs) {
                     Ok(Outcome::Ready(value)) => Reply::Return(value),
                     Ok(Outcome::Park(parked)) => {
                         match wait_parked(&entry, caller, parked, stream, rbuf, self.shared).await {
@@ -210,10 +231,23 @@ impl PyConn<'_> {
                         }
                     }
                     Err(e) => Reply::Error(e),
+                };
+                if matches!(reply, Reply::Return(_)) {
+                    // Before the reply: the caller's own proxies keep them alive until then.
+                    self.hold_all(&entry, &stored);
                 }
+                reply
             }
         };
         Some((reply, After::Continue))
+    }
+
+    /// Makes `container` keep alive the objects referenced in what was stored into it.
+    fn hold_all(&self, container: &ObjectEntry, ids: &[u64]) {
+        for &id in ids {
+            // A reference to an object that is already gone stays a dangling value, as in CPython.
+            let _ = self.shared.registry.hold(container, id);
+        }
     }
 
     /// `iter(dict_proxy)`: a snapshot of the keys as a new Iterator object, sent as `#PROXY`.
@@ -224,9 +258,40 @@ impl PyConn<'_> {
             Err(e) => return Reply::Error(e),
         };
         let kind = agora_proto::native::Kind::Other(iterator::TYPEID.to_owned());
-        let iterator = self.shared.registry.adopt(kind.clone(), Box::new(IteratorObject::new(keys)));
+        let iterator = self.shared.registry.adopt(kind.clone(), Box::new(IteratorObject::over(entry.clone(), keys)));
         Reply::Proxy { exposed: exposed::exposed(&kind), typeid: iterator::TYPEID, ident: ident(iterator.id()) }
     }
+}
+
+/// True for kinds that keep something per session (lock grants, permits, RLock and
+/// Condition ownership, queue leases; custom kinds may), which must hear when this
+/// connection ends. The session remembers every object it touched until then, so
+/// data objects (and dict iterators) are left out: a long-lived connection that
+/// makes and drops many of them must not keep them all in memory.
+fn holds_session_state(kind: &agora_proto::native::Kind) -> bool {
+    use agora_proto::native::Kind;
+    match kind {
+        Kind::Lock
+        | Kind::RLock
+        | Kind::Semaphore
+        | Kind::BoundedSemaphore
+        | Kind::Condition
+        | Kind::Queue
+        | Kind::JoinableQueue => true,
+        Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Event | Kind::Barrier => false,
+        Kind::Other(typeid) => typeid != iterator::TYPEID,
+    }
+}
+
+/// The objects referenced in the arguments of a call that stores its arguments.
+fn stored_references(request: &Request) -> Vec<u64> {
+    let mut ids = Vec::new();
+    if references::stores_arguments(&request.method) {
+        request.args.iter().chain(request.kwargs.iter().map(|(_, v)| v)).for_each(|v| {
+            references::referenced_ids(v, &mut ids);
+        });
+    }
+    ids
 }
 
 /// True if a CPython client may call `method` on `entry` (custom kinds expose all).

@@ -1,0 +1,233 @@
+//! Nested proxies: references to managed objects inside values (spec §3.6, §4.4).
+//!
+//! A CPython client stores a proxy inside a managed object (`d['inner'] = m.list()`)
+//! as a pickled `RebuildProxy(ProxyClass, Token(typeid, address, ident), 'pickle',
+//! kwds)`; agora keeps it as an opaque value and recognises it by ident, never by
+//! address. Two things happen around it here:
+//!
+//! - **Incoming** ([`referenced_ids`]): the object a reference is stored into keeps
+//!   the referenced object alive ([`Registry::hold`](crate::registry::Registry::hold))
+//!   until it is freed itself, so `del` of the client's own proxy does not free a list
+//!   still kept in a dict. CPython's server does the same in effect (it keeps such
+//!   objects in `id_to_local_proxy_obj`, forever).
+//! - **Outgoing** ([`Outgoing::localize`]): CPython's client rebuilds a nested proxy
+//!   with `current_process().authkey`, so a client whose process key is not the
+//!   server's fails to use it (CPython issue #78740). `RebuildProxy` passes `kwds` to
+//!   the proxy constructor, which takes `authkey`; so to a peer on this machine (Unix
+//!   socket, loopback TCP) — which has just proved it knows the key — agora adds
+//!   `'authkey': key` to each reference it sends, and nested proxies just work. Over
+//!   other TCP the key is never sent (it would cross the network in clear); such
+//!   clients set `multiprocessing.current_process().authkey = key`. The key is only
+//!   added to outgoing copies, never stored. A reference made by a native client has
+//!   no address; it gets the address this connection reached the server at.
+
+use agora_proto::reference::ObjectRef;
+use agora_proto::value::{Build, Object};
+use agora_proto::{Address, Value};
+
+const MANAGERS: &str = "multiprocessing.managers";
+
+/// The ids of every object referenced inside `value`.
+pub fn referenced_ids(value: &Value, out: &mut Vec<u64>) {
+    match value {
+        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|v| referenced_ids(v, out)),
+        Value::Dict(dict) => dict.iter().for_each(|(k, v)| {
+            referenced_ids(k, out);
+            referenced_ids(v, out);
+        }),
+        Value::Set(set) | Value::FrozenSet(set) => set.iter().for_each(|v| referenced_ids(v, out)),
+        Value::Object(object) => {
+            if let Some(reference) = ObjectRef::from_value(value) {
+                if !out.contains(&reference.id) {
+                    out.push(reference.id);
+                }
+                return;
+            }
+            visit_object(object, &mut |v| referenced_ids(v, out));
+        }
+        _ => {}
+    }
+}
+
+/// Runs `f` on every value inside an opaque object.
+fn visit_object(object: &Object, f: &mut dyn FnMut(&Value)) {
+    match &object.build {
+        Build::Global => {}
+        Build::Reduce(args) | Build::NewObj(args) => args.iter().for_each(&mut *f),
+        Build::NewObjEx(args, kwargs) => {
+            args.iter().for_each(&mut *f);
+            kwargs.iter().for_each(|(k, v)| {
+                f(k);
+                f(v)
+            });
+        }
+    }
+    if let Some(state) = &object.state {
+        f(state);
+    }
+    object.list_items.iter().for_each(&mut *f);
+    object.dict_items.iter().for_each(|(k, v)| {
+        f(k);
+        f(v)
+    });
+}
+
+/// Runs `f` on every value inside an opaque object, mutably. (Set members and dict
+/// keys are left alone: they are hashed, and a proxy is not a useful key.)
+fn visit_object_mut(object: &mut Object, f: &mut dyn FnMut(&mut Value)) {
+    match &mut object.build {
+        Build::Global => {}
+        Build::Reduce(args) | Build::NewObj(args) => args.iter_mut().for_each(&mut *f),
+        Build::NewObjEx(args, kwargs) => {
+            args.iter_mut().for_each(&mut *f);
+            kwargs.iter_mut().for_each(|(_, v)| f(v));
+        }
+    }
+    if let Some(state) = &mut object.state {
+        f(state);
+    }
+    object.list_items.iter_mut().for_each(&mut *f);
+    object.dict_items.iter_mut().for_each(|(_, v)| f(v));
+}
+
+/// Methods that store their arguments in the object (so references in them must keep
+/// their objects alive): SyncManager's container mutators and queue puts.
+pub fn stores_arguments(method: &str) -> bool {
+    matches!(
+        method,
+        "__setitem__"
+            | "append"
+            | "extend"
+            | "insert"
+            | "__iadd__"
+            | "update"
+            | "setdefault"
+            | "put"
+            | "put_nowait"
+            | "set"
+            | "__setattr__"
+    )
+}
+
+/// How references are rewritten on their way to one client.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// The authkey to add to each reference (local peers only).
+    pub authkey: Option<Vec<u8>>,
+    /// The address to give references that have none (made by native clients).
+    pub address: Option<Value>,
+}
+
+impl Outgoing {
+    /// The rewriting for a connection: the key only for a local peer.
+    pub fn new(peer_is_local: bool, authkey: &[u8], address: Option<&Address>) -> Outgoing {
+        Outgoing { authkey: peer_is_local.then(|| authkey.to_vec()), address: address.and_then(python_address) }
+    }
+
+    /// True if nothing would be rewritten.
+    fn is_noop(&self) -> bool {
+        self.authkey.is_none() && self.address.is_none()
+    }
+
+    /// Rewrites every reference inside `value` for this client.
+    pub fn localize(&self, value: &mut Value) {
+        if !self.is_noop() {
+            self.visit(value);
+        }
+    }
+
+    fn visit(&self, value: &mut Value) {
+        match value {
+            Value::List(items) | Value::Tuple(items) => items.iter_mut().for_each(|v| self.visit(v)),
+            Value::Dict(dict) => dict.values_mut().for_each(|v| self.visit(v)),
+            Value::Object(object) => {
+                if is_rebuild_proxy(object) {
+                    self.rewrite(object);
+                } else {
+                    visit_object_mut(object, &mut |v| self.visit(v));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `RebuildProxy(cls, token, serializer, kwds)`: fill the token's address, add the key.
+    fn rewrite(&self, rebuild: &mut Object) {
+        let Build::Reduce(args) = &mut rebuild.build else { return };
+        if let (Some(address), Some(Value::Object(token))) = (&self.address, args.get_mut(1)) {
+            if let Some(Value::Tuple(state)) = &mut token.state {
+                if let Some(slot @ Value::None) = state.get_mut(1) {
+                    *slot = address.clone();
+                }
+            }
+        }
+        if let (Some(key), Some(Value::Dict(kwds))) = (&self.authkey, args.get_mut(3)) {
+            // A str key is always hashable: this cannot fail.
+            let _ = kwds.insert(Value::Str("authkey".into()), Value::Bytes(key.clone()));
+        }
+    }
+}
+
+fn is_rebuild_proxy(object: &Object) -> bool {
+    object.module == MANAGERS && object.qualname == "RebuildProxy"
+}
+
+/// An address as CPython's `multiprocessing.connection` spells it: `(host, port)`,
+/// a path, or `b'\0name'` for an abstract socket.
+fn python_address(address: &Address) -> Option<Value> {
+    Some(match address {
+        Address::Tcp { host, port } => Value::Tuple(vec![Value::Str(host.clone()), Value::Int(i64::from(*port))]),
+        Address::Unix(path) => Value::Str(path.to_str()?.to_owned()),
+        Address::Abstract(name) => {
+            let mut bytes = vec![0u8];
+            bytes.extend_from_slice(name.as_bytes());
+            Value::Bytes(bytes)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::value::Dict;
+
+    fn kwds_of(value: &Value) -> Dict {
+        let Value::Object(o) = value else { panic!() };
+        let Build::Reduce(args) = &o.build else { panic!() };
+        let Value::Dict(d) = &args[3] else { panic!() };
+        d.clone()
+    }
+
+    #[test]
+    fn finds_references_anywhere_once() {
+        let r = ObjectRef::new(0xab, "list").to_value();
+        let value = Value::List(vec![
+            Value::Int(1),
+            r.clone(),
+            Value::Tuple(vec![r.clone(), ObjectRef::new(0xcd, "dict").to_value()]),
+        ]);
+        let mut ids = Vec::new();
+        referenced_ids(&value, &mut ids);
+        assert_eq!(ids, vec![0xab, 0xcd]);
+    }
+
+    #[test]
+    fn local_peers_get_the_key_and_missing_addresses() {
+        let mut value = Value::List(vec![ObjectRef::new(0xab, "list").to_value()]);
+        let local = Outgoing::new(true, b"k", Some(&"127.0.0.1:7".parse().unwrap()));
+        local.localize(&mut value);
+        let Value::List(items) = &value else { panic!() };
+        let kwds = kwds_of(&items[0]);
+        assert_eq!(kwds.get(&Value::Str("authkey".into())).unwrap(), Some(&Value::Bytes(b"k".to_vec())));
+        let back = ObjectRef::from_value(&items[0]).unwrap();
+        assert_eq!(back.address, Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(7)]));
+
+        // A stored address is kept; a remote peer never gets the key.
+        let mut remote = ObjectRef::new(0xab, "list");
+        remote.address = Value::Str("/tmp/s".into());
+        let mut value = remote.to_value();
+        Outgoing::new(false, b"k", Some(&"10.0.0.1:7".parse().unwrap())).localize(&mut value);
+        assert!(kwds_of(&value).is_empty());
+        assert_eq!(ObjectRef::from_value(&value).unwrap().address, Value::Str("/tmp/s".into()));
+    }
+}
