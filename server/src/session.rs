@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use agora_proto::native::{Kind, ObjectId, Reply};
 use agora_proto::{ErrorCode, Value, WireError};
@@ -33,8 +33,10 @@ pub struct Session {
     /// One registry reference per distinct object, however often it was opened.
     handles: HashMap<ObjectId, Handle>,
     /// Objects used by id without a handle (a Python connection's calls), to be told
-    /// when this session ends.
-    touched: HashMap<ObjectId, Arc<ObjectEntry>>,
+    /// when this session ends. Weak: the session must not keep them alive.
+    touched: HashMap<ObjectId, Weak<ObjectEntry>>,
+    /// Prune dead `touched` entries when the map grows past this.
+    prune_at: usize,
 }
 
 impl Session {
@@ -45,6 +47,7 @@ impl Session {
             registry,
             handles: HashMap::new(),
             touched: HashMap::new(),
+            prune_at: 64,
         }
     }
 
@@ -113,7 +116,12 @@ impl Session {
     /// Remembers that this session used `entry` by id (no handle), so the object learns
     /// when the session ends and releases what the session held there.
     pub fn touch(&mut self, entry: &Arc<ObjectEntry>) {
-        self.touched.entry(entry.id()).or_insert_with(|| entry.clone());
+        self.touched.entry(entry.id()).or_insert_with(|| Arc::downgrade(entry));
+        if self.touched.len() > self.prune_at {
+            // Amortised: forget freed objects, then let the map double before looking again.
+            self.touched.retain(|_, weak| weak.strong_count() > 0);
+            self.prune_at = (self.touched.len() * 2).max(64);
+        }
     }
 
     /// Gives back one handle.
@@ -139,7 +147,9 @@ impl Drop for Session {
             self.registry.decref(&handle.entry);
         }
         for (_, entry) in self.touched.drain() {
-            entry.session_ended(self.id);
+            if let Some(entry) = entry.upgrade() {
+                entry.session_ended(self.id);
+            }
         }
     }
 }
@@ -161,6 +171,19 @@ mod tests {
         drop(b);
         assert!(registry.get(anon).is_err(), "freed with its last holder");
         assert!(registry.lookup("kept").is_ok(), "named objects outlive sessions");
+    }
+
+    #[test]
+    fn touching_does_not_keep_objects_alive() {
+        let registry = Arc::new(Registry::new());
+        let mut s = Session::new(registry.clone());
+        for _ in 0..1000 {
+            let entry = registry.create(&Kind::Lock, vec![], vec![]).unwrap();
+            s.touch(&entry);
+            registry.decref(&entry);
+            assert!(registry.get(entry.id()).is_err(), "freed although the session touched it");
+        }
+        assert!(s.touched.len() <= 128, "dead entries are pruned: {}", s.touched.len());
     }
 
     #[test]
