@@ -160,7 +160,9 @@ impl Connection {
             self.close(Error::ConnectionLost(String::new()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut out = Vec::new();
+        // Room for a typical small request up front: growing from empty reallocates
+        // several times per request (seen in profiles of `agora bench`).
+        let mut out = Vec::with_capacity(128);
         frame::encode_with(&mut out, |b| native::encode(&Request { id, op }, b))?;
         let body_len = (out.len() - 4) as u64;
         if body_len > self.welcome.max_frame {
@@ -297,7 +299,8 @@ async fn write_loop<S: AsyncWrite>(
         }
         // The server hears us from the first byte on: a long write (a big value on a
         // slow link) must not look like silence.
-        let stamp = |conn: &Connection| conn.last_beat_ms.store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let stamp =
+            |conn: &Connection| conn.last_beat_ms.store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         if let Some(conn) = conn.upgrade() {
             stamp(&conn);
         }
@@ -333,10 +336,15 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
         let Some(conn) = conn.upgrade() else { return };
         let (slot, orphan) = {
             let mut state = conn.state();
-            if let Some(original) = state.cancels.remove(&response.id) {
-                state.abandoned.remove(&original);
+            // The cancel and abandoned maps are almost always empty: skip hashing then.
+            if !state.cancels.is_empty() {
+                if let Some(original) = state.cancels.remove(&response.id) {
+                    state.abandoned.remove(&original);
+                }
             }
-            (state.pending.remove(&response.id), state.abandoned.remove(&response.id).flatten())
+            let slot = state.pending.remove(&response.id);
+            let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
+            (slot, orphan)
         };
         match (slot, response.result) {
             (Some(slot), result) => {

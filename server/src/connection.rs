@@ -31,7 +31,7 @@ pub async fn serve<S: Transport>(
 ) {
     let limits = &shared.config.limits;
     let policy = Policy { strict: shared.config.strict_auth };
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(1024);
     let opening = async {
         server_handshake(&mut stream, &mut buf, &shared.config.authkey, policy).await?;
         stream.before_read();

@@ -123,7 +123,7 @@ async fn run<S: Transport>(
     settled_rx: &mut mpsc::UnboundedReceiver<Settled>,
 ) {
     let shared = conn.shared;
-    let mut wbuf = Vec::with_capacity(16 * 1024);
+    let mut wbuf = Vec::with_capacity(1024);
     frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
@@ -167,7 +167,10 @@ async fn run<S: Transport>(
                 }
             }
         }
-        stream.before_read();
+        // No TCP_QUICKACK re-arm here (it costs a setsockopt, and often a pure ACK
+        // segment, per request): native clients set TCP_NODELAY, so a delayed ACK never
+        // holds up their next request. CPython clients (Nagle on) are re-armed in
+        // their own dialect.
         let event = tokio::select! {
             // Shutdown first: a client that never stops sending must not hold the server up.
             biased;

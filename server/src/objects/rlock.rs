@@ -174,7 +174,7 @@ impl RLockObject {
     }
 
     fn end_session(&mut self, session: u64, via: Option<u64>) {
-        let ends = |h: &Hold| h.session == session && via.map_or(true, |v| h.via == v);
+        let ends = |h: &Hold| h.session == session && via.is_none_or(|v| h.via == v);
         if self.hold.as_ref().is_some_and(ends) {
             self.hold = None;
             self.serve();

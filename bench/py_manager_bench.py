@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Stock CPython manager clients against CPython's own SyncManager server and agora.
+
+One run measures, for each operation and for K = 1, 2, 4, 8 client processes at once,
+the aggregate throughput and the per-call round-trip latency, first against a
+CPython ``SyncManager`` server this script starts itself (same Python, same kind of
+address as agora's: loopback TCP or a Unix socket), then against an agora server
+you started. Standard library only; CPython 3.8+.
+
+Usage::
+
+    AGORA_AUTHKEY=key python3 bench/py_manager_bench.py --agora 127.0.0.1:50000
+    python3 bench/py_manager_bench.py --agora unix:/tmp/agora.sock --authkey key \\
+        --clients 1,2,4,8 --duration 2 --json results.json
+
+Operations (each client process works on the same shared objects):
+
+* ``dict_set``        ``d[k] = i`` (100 keys)
+* ``dict_get``        ``d[k]``
+* ``list_append``     ``l.append(i)``
+* ``queue_put_get``   ``q.put(i); q.get()``        (two round trips per op)
+* ``lock``            ``lock.acquire(); lock.release()`` (two round trips, contended)
+* ``proxy_create``    ``m.dict()`` then dropping it (create + incref + decref + decref:
+  four new connections per op — where CPython's Nagle/delayed-ACK stall shows over TCP)
+
+Prints a table, then one line ``JSON {...}`` (and writes it to ``--json FILE``) with
+every measurement and the ratio agora/CPython for throughput (>1: agora is faster)
+and p50 latency (<1: agora is faster).
+"""
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.managers import SyncManager
+
+OPS = ["dict_set", "dict_get", "list_append", "queue_put_get", "lock", "proxy_create"]
+MAX_SAMPLES = 20000  # latency samples kept per client and run
+
+
+def parse_address(text):
+    if text.startswith("unix:"):
+        return text[len("unix:"):]
+    if text.startswith("/"):
+        return text
+    if text.startswith("tcp://"):
+        text = text[len("tcp://"):]
+    host, _, port = text.rpartition(":")
+    return (host, int(port))
+
+
+def show_address(address):
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else f"unix:{address}"
+
+
+def connect(address, authkey):
+    m = SyncManager(address=address, authkey=authkey)
+    m.connect()
+    return m
+
+
+def make_objects(m):
+    d = m.dict()
+    for i in range(100):
+        d[f"k{i}"] = i
+    return {"dict": d, "list": m.list(), "queue": m.Queue(), "lock": m.Lock()}
+
+
+def step(op, objs, manager, i):
+    """One measured operation."""
+    if op == "dict_set":
+        objs["dict"][f"k{i % 100}"] = i
+    elif op == "dict_get":
+        objs["dict"][f"k{i % 100}"]
+    elif op == "list_append":
+        objs["list"].append(i)
+    elif op == "queue_put_get":
+        objs["queue"].put(i)
+        objs["queue"].get()
+    elif op == "lock":
+        objs["lock"].acquire()
+        objs["lock"].release()
+    elif op == "proxy_create":
+        d = manager.dict()
+        del d
+    else:
+        raise ValueError(op)
+
+
+def client(op, objs, address, authkey, duration, warmup, start, results):
+    """One client process: warm up, wait for the others, run for `duration` seconds."""
+    manager = connect(address, authkey) if op == "proxy_create" else None
+    gc.disable()
+    t_end = time.perf_counter() + warmup
+    i = 0
+    while time.perf_counter() < t_end:
+        step(op, objs, manager, i)
+        i += 1
+    start.wait()
+    samples = []
+    ops = 0
+    now = time.perf_counter
+    began = now()
+    deadline = began + duration
+    t = began
+    while t < deadline:
+        step(op, objs, manager, i)
+        t2 = now()
+        samples.append(t2 - t)
+        t = t2
+        i += 1
+        ops += 1
+    elapsed = t - began
+    if len(samples) > MAX_SAMPLES:
+        stride = len(samples) / MAX_SAMPLES
+        samples = [samples[int(j * stride)] for j in range(MAX_SAMPLES)]
+    results.put((ops, elapsed, samples))
+
+
+def percentile(sorted_samples, q):
+    if not sorted_samples:
+        return float("nan")
+    k = min(len(sorted_samples) - 1, max(0, int(round(q * (len(sorted_samples) - 1)))))
+    return sorted_samples[k]
+
+
+def measure(target, address, authkey, op, clients, duration, warmup):
+    """Runs `clients` processes doing `op` for `duration` seconds; the aggregate."""
+    m = connect(address, authkey)
+    objs = make_objects(m)
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(clients + 1)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=client, args=(op, objs, address, authkey, duration, warmup, start, results))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    start.wait(timeout=120)
+    got = [results.get(timeout=duration + 120) for _ in procs]
+    for p in procs:
+        p.join(60)
+        if p.exitcode != 0:
+            raise RuntimeError(f"{target} {op} K={clients}: a client exited with {p.exitcode}")
+    total_ops = sum(r[0] for r in got)
+    elapsed = max(r[1] for r in got)
+    samples = sorted(s for r in got for s in r[2])
+    del objs
+    gc.collect()
+    return {
+        "ops": total_ops,
+        "seconds": round(elapsed, 3),
+        "ops_per_sec": round(total_ops / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_us": round(percentile(samples, 0.50) * 1e6, 1),
+        "p99_us": round(percentile(samples, 0.99) * 1e6, 1),
+        "mean_us": round(statistics.fmean(samples) * 1e6, 1) if samples else float("nan"),
+    }
+
+
+def start_cpython_server(kind, authkey, tmpdir):
+    """CPython's own SyncManager server, in a child process, on the same kind of address."""
+    address = os.path.join(tmpdir, "cpython.sock") if kind == "unix" else ("127.0.0.1", 0)
+    manager = SyncManager(address=address, authkey=authkey)
+    manager.start()
+    return manager
+
+
+def ratio(a, b):
+    return round(a / b, 2) if b else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agora", required=True, help="agora's address: host:port or unix:/path")
+    parser.add_argument("--authkey", default=os.environ.get("AGORA_AUTHKEY"),
+                        help="agora's authkey (default: $AGORA_AUTHKEY)")
+    parser.add_argument("--clients", default="1,2,4,8", help="client process counts (default 1,2,4,8)")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"operations (default {','.join(OPS)})")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement (default 2)")
+    parser.add_argument("--warmup", type=float, default=0.3, help="warm-up seconds per client (default 0.3)")
+    parser.add_argument("--targets", default="cpython,agora", help="which servers (default cpython,agora)")
+    parser.add_argument("--json", metavar="FILE", help="also write the JSON results here")
+    args = parser.parse_args()
+    if args.authkey is None:
+        parser.error("agora's authkey: pass --authkey or set AGORA_AUTHKEY")
+    ops = [o for o in args.ops.split(",") if o]
+    unknown = set(ops) - set(OPS)
+    if unknown:
+        parser.error(f"unknown operations: {', '.join(sorted(unknown))}")
+    client_counts = [int(k) for k in args.clients.split(",") if k]
+    targets = [t for t in args.targets.split(",") if t]
+    agora_address = parse_address(args.agora)
+    kind = "tcp" if isinstance(agora_address, tuple) else "unix"
+    authkey = args.authkey.encode()
+
+    tmpdir = tempfile.mkdtemp(prefix="py-manager-bench-")
+    cpython = None
+    addresses = {"agora": agora_address}
+    try:
+        if "cpython" in targets:
+            cpython = start_cpython_server(kind, authkey, tmpdir)
+            addresses["cpython"] = cpython.address
+        results = []
+        print(f"CPython {sys.version.split()[0]} clients, {kind}; agora at {show_address(agora_address)}"
+              + (f", CPython server at {show_address(addresses['cpython'])}" if cpython else ""), flush=True)
+        header = f"{'op':<14} {'K':>2} " + "".join(
+            f"{t + ' ops/s':>15} {t + ' p50/p99 us':>22} " for t in targets) + ("   ratio" if len(targets) == 2 else "")
+        print(header)
+        print("-" * len(header))
+        for op in ops:
+            for k in client_counts:
+                row = {"op": op, "clients": k}
+                for target in targets:
+                    row[target] = measure(target, addresses[target], authkey, op, k, args.duration, args.warmup)
+                if "cpython" in row and "agora" in row:
+                    row["throughput_ratio"] = ratio(row["agora"]["ops_per_sec"], row["cpython"]["ops_per_sec"])
+                    row["p50_ratio"] = ratio(row["agora"]["p50_us"], row["cpython"]["p50_us"])
+                results.append(row)
+                line = f"{op:<14} {k:>2} " + "".join(
+                    f"{row[t]['ops_per_sec']:>15,.0f} {str(row[t]['p50_us']) + ' / ' + str(row[t]['p99_us']):>22} "
+                    for t in targets)
+                if "throughput_ratio" in row:
+                    line += f"{row['throughput_ratio']:>7}x"
+                print(line, flush=True)
+        report = {
+            "python": sys.version.split()[0],
+            "transport": kind,
+            "duration": args.duration,
+            "agora_address": show_address(agora_address),
+            "results": results,
+        }
+        text = json.dumps(report)
+        print("JSON " + text)
+        if args.json:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    finally:
+        if cpython is not None:
+            cpython.shutdown()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

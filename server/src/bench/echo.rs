@@ -1,0 +1,170 @@
+//! The floor: a request/response echo over the same transport and framing.
+//!
+//! The echo server accepts with agora's own [`Listener`] (so the same socket options:
+//! `TCP_NODELAY`), reads whatever arrived, and writes every complete frame straight
+//! back in one write — the native dialect's loop with the handshake, the decoding
+//! and the object call taken out. The floor
+//! client is as thin: per connection one task writes `P` frames in one write and
+//! reads `P` frames back. What agora adds on top of this is what agora costs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use agora_proto::frame;
+use agora_proto::Address;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::report::Latencies;
+use crate::listener::{Accepted, Listener, Transport};
+
+/// The largest frame the echo server accepts.
+const ECHO_MAX_FRAME: u64 = 64 << 20;
+
+/// Binds `address` and returns the listener and the bound address.
+pub async fn bind(address: &Address) -> std::io::Result<(Listener, Address)> {
+    Listener::bind(address).await
+}
+
+/// Accepts and echoes until the task is dropped.
+pub async fn serve(listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok((Accepted::Tcp(s), _)) => drop(tokio::spawn(echo(s))),
+            Ok((Accepted::Unix(s), _)) => drop(tokio::spawn(echo(s))),
+            Err(e) => {
+                tracing::warn!(error = %e, "echo server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn echo<S: Transport>(mut stream: S) {
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = Vec::with_capacity(16 * 1024);
+    loop {
+        match stream.read_buf(&mut rbuf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            match frame::take_frame(&mut rbuf, ECHO_MAX_FRAME) {
+                Ok(Some(body)) => frame::encode(&body, &mut wbuf),
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        if !wbuf.is_empty() {
+            if stream.write_all(&wbuf).await.is_err() {
+                return;
+            }
+            wbuf.clear();
+        }
+    }
+}
+
+/// A floor client connection.
+pub enum EchoConn {
+    /// TCP.
+    Tcp(tokio::net::TcpStream),
+    /// Unix.
+    Unix(tokio::net::UnixStream),
+}
+
+impl EchoConn {
+    /// Connects (with `TCP_NODELAY`, as the agora client does).
+    pub async fn connect(address: &Address) -> std::io::Result<EchoConn> {
+        match address {
+            Address::Tcp { host, port } => {
+                let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                s.set_nodelay(true)?;
+                Ok(EchoConn::Tcp(s))
+            }
+            Address::Unix(path) => Ok(EchoConn::Unix(tokio::net::UnixStream::connect(path).await?)),
+            Address::Abstract(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the echo floor supports TCP and Unix socket paths",
+            )),
+        }
+    }
+
+    /// Runs lockstep batches of up to `pipeline` echoes of `body` until `remaining`
+    /// runs out or `deadline` passes; every echo in a batch is recorded with the
+    /// batch's round-trip time.
+    pub async fn run(
+        self,
+        body: &[u8],
+        pipeline: usize,
+        remaining: &AtomicU64,
+        deadline: Instant,
+        latencies: Arc<Latencies>,
+        worker: usize,
+    ) -> std::io::Result<()> {
+        match self {
+            EchoConn::Tcp(s) => lockstep(s, body, pipeline, remaining, deadline, &latencies, worker).await,
+            EchoConn::Unix(s) => lockstep(s, body, pipeline, remaining, deadline, &latencies, worker).await,
+        }
+    }
+}
+
+async fn lockstep<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    body: &[u8],
+    pipeline: usize,
+    remaining: &AtomicU64,
+    deadline: Instant,
+    latencies: &Latencies,
+    worker: usize,
+) -> std::io::Result<()> {
+    let mut recorder = latencies.recorder(worker);
+    let mut one = Vec::new();
+    frame::encode(body, &mut one);
+    let mut out = Vec::with_capacity(one.len() * pipeline);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    while Instant::now() < deadline {
+        let batch = take(remaining, pipeline as u64);
+        if batch == 0 {
+            break;
+        }
+        out.clear();
+        for _ in 0..batch {
+            out.extend_from_slice(&one);
+        }
+        let start = Instant::now();
+        stream.write_all(&out).await?;
+        let mut got = 0;
+        while got < batch {
+            match frame::take_frame(&mut rbuf, ECHO_MAX_FRAME) {
+                Ok(Some(_)) => got += 1,
+                Ok(None) => {
+                    if stream.read_buf(&mut rbuf).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+        }
+        let elapsed = start.elapsed();
+        for _ in 0..batch {
+            recorder.record(elapsed);
+        }
+    }
+    Ok(())
+}
+
+/// Takes up to `want` from the shared request budget; how many it got.
+pub fn take(remaining: &AtomicU64, want: u64) -> u64 {
+    let mut current = remaining.load(Ordering::Relaxed);
+    loop {
+        let got = current.min(want);
+        if got == 0 {
+            return 0;
+        }
+        match remaining.compare_exchange_weak(current, current - got, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return got,
+            Err(now) => current = now,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The tests `agora bench` runs against an agora server, one worker per in-flight
+//! request slot (`-c` connections × `-P` slots each).
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use agora_client::{Dict, Event, List, Lock, Manager, Queue};
+use clap::ValueEnum;
+
+/// A test `agora bench` can run (`-t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Test {
+    /// A request that does nothing (`Manager::ping`): agora's own floor.
+    Ping,
+    /// The transport floor: raw frames echoed by a minimal echo server, no agora at all.
+    Echo,
+    /// Dict set (`d[key] = value`) on random keys (Redis: HSET).
+    Set,
+    /// Dict get (`d[key]`) on random keys (Redis: HGET).
+    Get,
+    /// List append (Redis: RPUSH).
+    Append,
+    /// Atomic value add (`Value::add`) on one counter (Redis: INCR).
+    Add,
+    /// Queue put, never blocking (Redis: LPUSH).
+    Qput,
+    /// Queue get without waiting (`get_nowait`; Redis: RPOP).
+    Qget,
+    /// Queue hand-off: put then a blocking get, per iteration (2 round trips).
+    Queue,
+    /// Uncontended lock: acquire + release of a lock of one's own (2 round trips).
+    Lock,
+    /// Contended lock: every worker acquires + releases the same lock.
+    LockContended,
+    /// Event wake-up: a parked wait, then set; time from set to the waiter's return.
+    Event,
+    /// Fill a dict with exactly `-r` distinct keys and measure the server's memory
+    /// per entry (then delete it).
+    Fill,
+}
+
+impl Test {
+    /// The name `-t` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::Ping => "ping",
+            Test::Echo => "echo",
+            Test::Set => "set",
+            Test::Get => "get",
+            Test::Append => "append",
+            Test::Add => "add",
+            Test::Qput => "qput",
+            Test::Qget => "qget",
+            Test::Queue => "queue",
+            Test::Lock => "lock",
+            Test::LockContended => "lock-contended",
+            Test::Event => "event",
+            Test::Fill => "fill",
+        }
+    }
+
+    /// What one sample measures.
+    pub fn what(self) -> &'static str {
+        match self {
+            Test::Ping => "ping: one round trip that does nothing (native protocol)",
+            Test::Echo => "echo: the floor, raw frames echoed by a minimal server over the same transport",
+            Test::Set => "dict set d[key] = value (HSET)",
+            Test::Get => "dict get d[key] (HGET)",
+            Test::Append => "list append (RPUSH)",
+            Test::Add => "value add, atomic (INCR)",
+            Test::Qput => "queue put (LPUSH)",
+            Test::Qget => "queue get_nowait (RPOP)",
+            Test::Queue => "queue hand-off: put, then a blocking get (2 round trips per sample)",
+            Test::Lock => "lock acquire+release, one lock per worker (2 round trips per sample)",
+            Test::LockContended => "lock acquire+release, all workers on one lock (sample includes the wait)",
+            Test::Event => "event wake-up: time from set() to the parked wait() returning",
+            Test::Fill => "dict fill: exactly -r distinct keys, then server memory per entry",
+        }
+    }
+}
+
+/// Names of the shared objects the tests use (named like Redis keys, so a rerun
+/// keeps hitting the same objects).
+pub const DICT: &str = "bench:dict";
+/// The list `append` grows.
+pub const LIST: &str = "bench:list";
+/// The counter `add` increments.
+pub const COUNTER: &str = "bench:counter";
+/// The queue of `qput`/`qget`.
+pub const QUEUE: &str = "bench:queue";
+/// The queue of the `queue` hand-off.
+pub const HANDOFF: &str = "bench:handoff";
+/// The lock of `lock-contended`.
+pub const LOCK: &str = "bench:lock";
+/// The dict `fill` builds.
+pub const FILL: &str = "bench:fill";
+
+/// A small, fast generator for random keys (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded per worker so workers spread over the key space differently.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next number below `bound` (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+/// Writes key number `n` into `out` as `redis-benchmark -r` spells it (`key:` and 12 digits).
+pub fn write_key(out: &mut String, n: u64) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "key:{n:012}");
+}
+
+/// One worker's prepared objects.
+pub enum Worker {
+    /// [`Test::Ping`].
+    Ping(Manager),
+    /// [`Test::Set`] and [`Test::Fill`].
+    Set(Dict<String, String>),
+    /// [`Test::Get`].
+    Get(Dict<String, String>),
+    /// [`Test::Append`].
+    Append(List<String>),
+    /// [`Test::Add`].
+    Add(agora_client::Value<i64>),
+    /// [`Test::Qput`].
+    Qput(Queue<String>),
+    /// [`Test::Qget`].
+    Qget(Queue<String>),
+    /// [`Test::Queue`].
+    Queue(Queue<String>),
+    /// [`Test::Lock`] and [`Test::LockContended`].
+    Lock(Lock),
+    /// [`Test::Event`].
+    Event(Event),
+}
+
+impl Worker {
+    /// Opens what `test` needs on `manager`.
+    pub async fn prepare(test: Test, manager: &Manager) -> agora_client::Result<Worker> {
+        Ok(match test {
+            Test::Ping => Worker::Ping(manager.clone()),
+            Test::Set => Worker::Set(manager.dict(DICT).await?),
+            Test::Fill => Worker::Set(manager.dict(FILL).await?),
+            Test::Get => Worker::Get(manager.dict(DICT).await?),
+            Test::Append => Worker::Append(manager.list(LIST).await?),
+            Test::Add => Worker::Add(manager.value(COUNTER, &0i64).await?),
+            Test::Qput => Worker::Qput(manager.queue(QUEUE, 0).await?),
+            Test::Qget => Worker::Qget(manager.queue(QUEUE, 0).await?),
+            Test::Queue => Worker::Queue(manager.queue(HANDOFF, 0).await?),
+            Test::Lock => Worker::Lock(manager.new_lock().await?),
+            Test::LockContended => Worker::Lock(manager.lock(LOCK).await?),
+            Test::Event => Worker::Event(manager.new_event().await?),
+            Test::Echo => unreachable!("the echo floor does not use an agora connection"),
+        })
+    }
+
+    /// Makes one request (one iteration) and returns how long the measured part took.
+    /// `key` is the key for dict tests; `value` the payload.
+    #[allow(clippy::ptr_arg)] // the proxies take `&K` with `K = String`
+    pub async fn once(&self, key: &String, value: &String) -> agora_client::Result<std::time::Duration> {
+        let start = Instant::now();
+        match self {
+            Worker::Ping(m) => m.ping().await?,
+            Worker::Set(d) => d.insert(key, value).await?,
+            Worker::Get(d) => drop(d.get(key).await?),
+            Worker::Append(l) => l.push(value).await?,
+            Worker::Add(v) => drop(v.add(&1).await?),
+            Worker::Qput(q) => q.put(value).await?,
+            Worker::Qget(q) => drop(q.try_get().await?),
+            Worker::Queue(q) => {
+                q.put(value).await?;
+                drop(q.get().await?);
+            }
+            Worker::Lock(l) => l.acquire().await?.release().await?,
+            Worker::Event(e) => {
+                // Send the wait first (requests on one connection take effect in the
+                // order sent, so it is parked before the set arrives), then set, and
+                // time from the set to the wait's return.
+                let mut wait = pin!(e.wait());
+                let early = std::future::poll_fn(|cx| match wait.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending => Poll::Ready(None),
+                })
+                .await;
+                if let Some(result) = early {
+                    result?;
+                    return Err(agora_client::Error::Protocol("the event was already set".into()));
+                }
+                let start = Instant::now();
+                e.set().await?;
+                wait.await?;
+                let woken = start.elapsed();
+                e.clear().await?;
+                return Ok(woken);
+            }
+        }
+        Ok(start.elapsed())
+    }
+}

@@ -1,0 +1,113 @@
+//! `agora bench` against a started server: a tiny run of every test, JSON parsed,
+//! counts checked (never the speed: this machine's speed is not a test).
+
+use std::process::Command;
+
+use agora_tests::{agora_bin, Server, ServerOptions};
+
+/// Runs `agora bench` with `args` against `server`; returns the parsed JSON report.
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(agora_bin())
+        .arg("bench")
+        .args(["--address", &server.address, "--json"])
+        .args(args)
+        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
+        .output()
+        .expect("run agora bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "agora bench failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bench JSON does not parse ({e}):\n{stdout}"))
+}
+
+fn result<'a>(report: &'a serde_json::Value, test: &str) -> &'a serde_json::Value {
+    report["results"].as_array().unwrap().iter().find(|r| r["test"] == test).unwrap_or_else(|| panic!("no {test}"))
+}
+
+#[test]
+fn every_test_makes_exactly_its_requests() {
+    let server = Server::start();
+    let tests = "echo,ping,set,get,append,add,qput,qget,queue,lock,lock-contended,event";
+    let report = bench(&server, &["-n", "200", "-c", "3", "-P", "2", "-r", "50", "-d", "16", "-t", tests]);
+    assert_eq!(report["clients"], 3);
+    assert_eq!(report["pipeline"], 2);
+    assert_eq!(report["transport"], "tcp");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12, "one result per test, in order");
+    for (r, name) in results.iter().zip(tests.split(',')) {
+        assert_eq!(r["test"], name);
+        assert_eq!(r["requests"], 200, "{name}: {r}");
+        assert_eq!(r["errors"], 0, "{name}: {r}");
+        assert_eq!(r["timed_out"], false, "{name}: {r}");
+        let latency = &r["latency_us"];
+        let (p50, p99, max) =
+            (latency["p50"].as_f64().unwrap(), latency["p99"].as_f64().unwrap(), latency["max"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{name}: {latency}");
+        assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0);
+        if name != "echo" {
+            assert!(r["server_memory_after"].as_u64().unwrap() > 0, "memory comes from the server's stats");
+        }
+    }
+    // The server really did the work: 200 sets landed in the dict, 200 appends in the list.
+    let listed = Command::new(agora_bin())
+        .args(["ls", "--json", "--address", &server.address])
+        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
+        .output()
+        .unwrap();
+    let objects: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let size = |name: &str| objects.as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["size"].clone();
+    assert_eq!(size("bench:list"), 200);
+    assert!(size("bench:dict").as_u64().unwrap() <= 50, "keys come from the -r key space");
+    assert_eq!(size("bench:queue"), 0, "qget took back what qput put");
+}
+
+#[test]
+fn fill_and_idle_report_memory_over_a_unix_socket() {
+    let server = Server::start_with(ServerOptions { unix: true, ..Default::default() });
+    let report = bench(&server, &["-c", "2", "-r", "300", "-t", "fill", "--idle", "20"]);
+    assert_eq!(report["transport"], "unix");
+    let fill = result(&report, "fill");
+    assert_eq!(fill["requests"], 300, "fill inserts exactly -r keys");
+    assert!(fill["bytes_per_entry"].is_number());
+    let idle = &report["idle"];
+    assert_eq!(idle["connected"], 20);
+    assert!(idle["server_sessions"].as_u64().unwrap() > 20, "the idle connections and the admin one: {idle}");
+}
+
+#[test]
+fn embedded_server_and_text_output() {
+    let output = Command::new(agora_bin())
+        .args(["bench", "--embedded", "-n", "100", "-c", "2", "-t", "echo,get"])
+        .output()
+        .expect("run agora bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for needle in ["====== echo ======", "====== get ======", "100 requests", "requests/s", "p99.9"] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let output = Command::new(agora_bin()).args(["bench", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--clients",
+        "--requests",
+        "--pipeline",
+        "--tests",
+        "--data-size",
+        "--keyspace",
+        "--embedded",
+        "--unix",
+        "--json",
+        "--idle",
+        "--echo-address",
+        "--serve-echo",
+        "--threads",
+        "--time-limit",
+        "--address",
+        "--authkey-file",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}
