@@ -31,6 +31,8 @@ pub async fn serve<S: Transport>(
 ) {
     let limits = &shared.config.limits;
     let policy = Policy { strict: shared.config.strict_auth };
+    // Small to start: an idle connection keeps what it touched (10,000 idle connections
+    // cost 16 KiB each with 16 KiB buffers, 9.6 KiB with these); it grows with its load.
     let mut buf = BytesMut::with_capacity(1024);
     let opening = async {
         server_handshake(&mut stream, &mut buf, &shared.config.authkey, policy).await?;

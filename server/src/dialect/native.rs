@@ -123,6 +123,7 @@ async fn run<S: Transport>(
     settled_rx: &mut mpsc::UnboundedReceiver<Settled>,
 ) {
     let shared = conn.shared;
+    // Small to start, like the read buffer (idle connections keep what they touch).
     let mut wbuf = Vec::with_capacity(1024);
     frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
     let mut shutdown = shared.shutdown.clone();
