@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use agora_proto::auth::{AuthError, Policy};
 use agora_proto::frame;
-use agora_proto::io::{client_handshake, read_frame, FrameIoError, HandshakeError};
+use agora_proto::io::{client_handshake, read_frame, read_frame_with, FrameIoError, HandshakeError, ReadRoom};
 use agora_proto::native::{
     self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
 };
@@ -317,8 +317,9 @@ async fn write_loop<S: AsyncWrite>(
 
 async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, conn: std::sync::Weak<Connection>) {
     let limit = u64::MAX; // the server is trusted to send what we asked for
+    let mut room = ReadRoom::default();
     let reason = loop {
-        let body = match read_frame(&mut reader, &mut rbuf, limit).await {
+        let body = match read_frame_with(&mut reader, &mut rbuf, limit, &mut room).await {
             Ok(body) => body,
             Err(e) => break lost(e),
         };

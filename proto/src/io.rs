@@ -39,6 +39,52 @@ pub enum HandshakeError {
     Auth(#[from] AuthError),
 }
 
+/// How much free room each read into a connection's buffer gets.
+///
+/// A read only takes what fits in the buffer's spare capacity, and a buffer whose
+/// frames were split off the front has little left: a batch of pipelined requests then
+/// arrives in several reads, and a read that fills its room also costs an extra `recv`
+/// that finds nothing (Tokio only knows the socket is drained when a read comes back
+/// short). So every read is given at least `want` bytes of room; a read that fills it
+/// doubles `want` (up to [`ReadRoom::MAX`]). It starts small ([`ReadRoom::MIN`]) because
+/// idle connections keep the pages their buffers touched.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRoom {
+    want: usize,
+}
+
+impl Default for ReadRoom {
+    fn default() -> Self {
+        ReadRoom { want: ReadRoom::MIN }
+    }
+}
+
+impl ReadRoom {
+    /// The room a first read gets.
+    pub const MIN: usize = 1024;
+    /// The most room a read is given before the buffer is drained again.
+    pub const MAX: usize = 64 * 1024;
+
+    /// The room the next read will get at least.
+    pub fn want(&self) -> usize {
+        self.want
+    }
+
+    /// Reads once into `buf` after making room; `Ok(0)` is end of file. Cancel safe.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+        if buf.capacity() - buf.len() < self.want {
+            // Reclaims the space of frames already split off when nothing else holds it.
+            buf.reserve(self.want);
+        }
+        let room = buf.capacity() - buf.len();
+        let n = reader.read_buf(buf).await?;
+        if n >= room {
+            self.want = (self.want * 2).min(ReadRoom::MAX);
+        }
+        Ok(n)
+    }
+}
+
 /// Reads one frame body, waiting for more bytes as needed.
 ///
 /// Returns [`FrameIoError::Closed`] on a clean EOF between frames and
@@ -49,11 +95,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     limit: u64,
 ) -> Result<Bytes, FrameIoError> {
+    read_frame_with(reader, buf, limit, &mut ReadRoom::default()).await
+}
+
+/// [`read_frame`] for a loop that reads frame after frame: `room` carries the read
+/// size over from one frame to the next (see [`ReadRoom`]).
+pub async fn read_frame_with<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    limit: u64,
+    room: &mut ReadRoom,
+) -> Result<Bytes, FrameIoError> {
     loop {
         if let Some(body) = frame::take_frame(buf, limit)? {
             return Ok(body);
         }
-        if reader.read_buf(buf).await? == 0 {
+        if room.read(reader, buf).await? == 0 {
             return Err(if buf.is_empty() { FrameIoError::Closed } else { FrameIoError::TruncatedFrame });
         }
     }
@@ -166,6 +223,29 @@ mod tests {
         let mut buf = BytesMut::new();
         let err = server_handshake(&mut a, &mut buf, b"k", Policy::default()).await.unwrap_err();
         assert!(matches!(err, HandshakeError::Frame(FrameIoError::Frame(FrameError::TooLarge { len: 257, .. }))));
+    }
+
+    #[tokio::test]
+    async fn a_read_gets_room_even_when_the_buffer_is_nearly_full() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        b.write_all(&[7; 10_000]).await.unwrap();
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[0; 60]);
+        let _ = buf.split_to(60); // what a loop leaves after taking frames: 4 bytes of room
+        let mut room = ReadRoom::default();
+        let first = room.read(&mut a, &mut buf).await.unwrap();
+        assert!(first >= ReadRoom::MIN, "a pipelined batch must not be cut into 4-byte reads: {first}");
+        assert_eq!(room.want(), 2 * ReadRoom::MIN, "a read that filled its room doubles the next one");
+        let mut total = first;
+        while total < 10_000 {
+            total += room.read(&mut a, &mut buf).await.unwrap();
+        }
+        assert_eq!(buf.len(), 10_000);
+        assert!(room.want() <= ReadRoom::MAX);
+        b.write_all(&[1; 10]).await.unwrap();
+        let before = room.want();
+        assert_eq!(room.read(&mut a, &mut buf).await.unwrap(), 10);
+        assert_eq!(room.want(), before, "a short read does not grow the room");
     }
 
     #[tokio::test]

@@ -8,6 +8,10 @@
 //! blocked call through one function, [`settle`](crate::waiter::settle). Those are
 //! the two places that record:
 //!
+//! Nothing is recorded until an endpoint starts serving ([`MetricsListener::serve`]
+//! switches recording on): a server nobody scrapes skips the clock reads and the
+//! shared atomic adds on every call.
+//!
 //! - `ObjectEntry::call` times the call (taking the object's lock included) and adds
 //!   it to its kind's and method's [`MethodMetrics`]: a latency [`Histogram`] (whose
 //!   count is the call count), an error count and a parked count; a failure also
@@ -35,7 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -200,6 +204,8 @@ pub enum CallOutcome {
 #[derive(Debug)]
 pub struct KindMetrics {
     kind: Kind,
+    /// The server's switch (see [`Metrics::start_recording`]).
+    recording: Arc<AtomicBool>,
     /// The method table these counters were laid out from (index = position).
     table: &'static [MethodSpec],
     methods: Box<[MethodMetrics]>,
@@ -210,9 +216,10 @@ pub struct KindMetrics {
 }
 
 impl KindMetrics {
-    fn new(kind: Kind, table: &'static [MethodSpec]) -> KindMetrics {
+    fn new(kind: Kind, table: &'static [MethodSpec], recording: Arc<AtomicBool>) -> KindMetrics {
         KindMetrics {
             kind,
+            recording,
             table,
             methods: table.iter().map(|m| MethodMetrics::new(m.name)).collect(),
             unknown: MethodMetrics::new(UNKNOWN_METHOD),
@@ -220,6 +227,11 @@ impl KindMetrics {
             waiting: AtomicU64::new(0),
             wait: Histogram::new(WAIT_BUCKETS_NS),
         }
+    }
+
+    /// True once an endpoint serves these numbers; until then calls are not timed.
+    pub fn recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed)
     }
 
     /// The counters of `method`, which the object found at `index` of its own method
@@ -280,14 +292,24 @@ impl Drop for WaitGuard {
 #[derive(Debug, Default)]
 pub struct Metrics {
     kinds: Mutex<BTreeMap<Kind, Arc<KindMetrics>>>,
+    /// Off until an endpoint serves the numbers; every kind's counters share it.
+    recording: Arc<AtomicBool>,
 }
 
 impl Metrics {
+    /// Starts timing and counting calls (an endpoint now serves them).
+    pub fn start_recording(&self) {
+        self.recording.store(true, Ordering::Relaxed);
+    }
+
     /// The counters of `kind`, laid out from its method table (made on first use; called
     /// when an object is created, never per call).
     pub fn kind(&self, kind: &Kind, table: &'static [MethodSpec]) -> Arc<KindMetrics> {
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
-        kinds.entry(kind.clone()).or_insert_with(|| Arc::new(KindMetrics::new(kind.clone(), table))).clone()
+        kinds
+            .entry(kind.clone())
+            .or_insert_with(|| Arc::new(KindMetrics::new(kind.clone(), table, self.recording.clone())))
+            .clone()
     }
 
     fn snapshot(&self) -> Vec<Arc<KindMetrics>> {
@@ -462,8 +484,14 @@ impl MetricsListener {
         &self.address
     }
 
-    /// Answers scrapes until the server shuts down.
-    pub async fn serve(self, shared: Arc<Shared>) {
+    /// Switches call recording on, then (when polled) answers scrapes until the server
+    /// shuts down.
+    pub fn serve(self, shared: Arc<Shared>) -> impl std::future::Future<Output = ()> + Send {
+        shared.registry.metrics().start_recording();
+        self.answer_scrapes(shared)
+    }
+
+    async fn answer_scrapes(self, shared: Arc<Shared>) {
         let mut shutdown = shared.shutdown.clone();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
         loop {
@@ -582,6 +610,17 @@ mod tests {
             assert_eq!(k.waiters(), 1);
         }
         assert_eq!((k.waiters(), k.wait.count()), (0, 1));
+    }
+
+    #[test]
+    fn calls_are_recorded_only_once_an_endpoint_serves_them() {
+        static TABLE: [MethodSpec; 1] = [MethodSpec::new("get", &[])];
+        let metrics = Metrics::default();
+        let before = metrics.kind(&Kind::Dict, &TABLE);
+        assert!(!before.recording(), "a server without an endpoint must not pay for timing");
+        metrics.start_recording();
+        assert!(before.recording(), "kinds made before the switch see it too");
+        assert!(metrics.kind(&Kind::List, &TABLE).recording());
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl ObjectEntry {
     /// Binds the arguments and runs `method` under the object's lock.
     ///
     /// Every method call of both dialects comes through here, so this is where calls
-    /// are counted and timed for the metrics (see [`crate::metrics`]).
+    /// are counted and timed for the metrics, when an endpoint serves them (see
+    /// [`crate::metrics`]).
     pub fn call(
         &self,
         caller: Caller,
@@ -95,7 +96,8 @@ impl ObjectEntry {
         positional: Vec<Value>,
         keywords: Vec<(String, Value)>,
     ) -> Result<Outcome, WireError> {
-        let started = std::time::Instant::now();
+        let recording = self.metrics.recording();
+        let started = recording.then(std::time::Instant::now);
         let (table, index, result) = match self.lock() {
             Err(e) => (None, None, Err(e)),
             Ok(mut state) => {
@@ -108,6 +110,7 @@ impl ObjectEntry {
                 (Some(table), index, result)
             }
         };
+        let Some(started) = started else { return result };
         let elapsed = started.elapsed();
         let outcome = match &result {
             Ok(Outcome::Ready(_)) => CallOutcome::Ready,

@@ -290,6 +290,13 @@ mod tests {
     }
 
     #[test]
+    fn a_value_is_four_words() {
+        // Every list item and dict slot holds one: a bigger Value is more cache misses
+        // per lookup (BENCHMARKS.md, "Profiles"). Large variants go behind a pointer.
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+    }
+
+    #[test]
     fn big_ints_are_normalised() {
         assert!(matches!(Value::from_bigint(BigInt::from(5)), Value::Int(5)));
         assert!(matches!(Value::from_bigint(BigInt::from(i64::MIN)), Value::Int(i64::MIN)));

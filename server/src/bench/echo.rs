@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agora_proto::frame;
+use agora_proto::io::ReadRoom;
 use agora_proto::Address;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::report::Latencies;
 use crate::listener::{Accepted, Listener, Transport};
@@ -44,8 +45,9 @@ pub async fn serve(listener: Listener) {
 async fn echo<S: Transport>(mut stream: S) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = Vec::with_capacity(16 * 1024);
+    let mut room = ReadRoom::default(); // reads as agora's own loop reads
     loop {
-        match stream.read_buf(&mut rbuf).await {
+        match room.read(&mut stream, &mut rbuf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -123,6 +125,7 @@ async fn lockstep<S: AsyncRead + AsyncWrite + Unpin>(
     frame::encode(body, &mut one);
     let mut out = Vec::with_capacity(one.len() * pipeline);
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut room = ReadRoom::default();
     while Instant::now() < deadline {
         let batch = take(remaining, pipeline as u64);
         if batch == 0 {
@@ -139,7 +142,7 @@ async fn lockstep<S: AsyncRead + AsyncWrite + Unpin>(
             match frame::take_frame(&mut rbuf, ECHO_MAX_FRAME) {
                 Ok(Some(_)) => got += 1,
                 Ok(None) => {
-                    if stream.read_buf(&mut rbuf).await? == 0 {
+                    if room.read(&mut stream, &mut rbuf).await? == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
                     }
                 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use agora_proto::auth::Policy;
-use agora_proto::io::{client_handshake, read_frame};
+use agora_proto::io::{client_handshake, read_frame, read_frame_with, ReadRoom};
 use agora_proto::native::{self, Args, Hello, Kind, Op, Reply, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION};
 use agora_proto::{frame, Address, ErrorCode, Value};
 use bytes::BytesMut;
@@ -123,6 +123,7 @@ impl RawRun<'_> {
         let mut rng = Rng::new(self.worker as u64 + 1);
         let mut key = String::with_capacity(16);
         let mut next_id = 2u64;
+        let mut room = ReadRoom::default();
         while !self.stop.load(Ordering::Relaxed) {
             let batch = take(self.remaining, self.pipeline as u64);
             if batch == 0 {
@@ -150,8 +151,9 @@ impl RawRun<'_> {
             let start = Instant::now();
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
             for _ in 0..batch {
-                let body =
-                    read_frame(&mut stream, &mut rbuf, frame::DEFAULT_MAX_FRAME).await.map_err(|e| e.to_string())?;
+                let body = read_frame_with(&mut stream, &mut rbuf, frame::DEFAULT_MAX_FRAME, &mut room)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 match native::decode::<Response>(&body).map_err(|e| e.message)?.result {
                     Ok(_) => {}
                     Err(e) if is_answer(e.code) => {}

@@ -12,12 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use agora_proto::frame::{self, FrameError};
+use agora_proto::io::ReadRoom;
 use agora_proto::native::{
     self, Hello, ObjectInfo, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
 };
 use agora_proto::{ErrorCode, WireError};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::listener::Transport;
@@ -130,6 +131,7 @@ async fn run<S: Transport>(
     let max_frame = shared.config.limits.max_frame;
     let heartbeat = shared.config.limits.heartbeat_timeout;
     let mut silent_until = tokio::time::Instant::now() + heartbeat;
+    let mut room = ReadRoom::default();
     loop {
         loop {
             match frame::take_frame(&mut rbuf, max_frame) {
@@ -182,7 +184,7 @@ async fn run<S: Transport>(
                 }
                 Event::Continue
             }
-            read = stream.read_buf(&mut rbuf) => match read {
+            read = room.read(&mut *stream, &mut rbuf) => match read {
                 Ok(0) => return,
                 Ok(_) => {
                     silent_until = tokio::time::Instant::now() + heartbeat;
