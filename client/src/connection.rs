@@ -323,7 +323,7 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
             Ok(body) => body,
             Err(e) => break lost(e),
         };
-        let response: Response = match native::decode(&body) {
+        let response = match native::decode_response(&body) {
             Ok(r) => r,
             Err(e) => break Error::Protocol(e.message),
         };

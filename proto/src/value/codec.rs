@@ -334,6 +334,14 @@ pub(super) fn decode(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
     }
 }
 
+/// Decodes the one value at the start of `bytes` (more may follow it), nested at most
+/// `max_depth` deep; returns it and how many bytes it took.
+pub(super) fn decode_prefix(bytes: &[u8], max_depth: usize) -> Result<(Value, usize), String> {
+    let mut reader = Reader { buf: bytes, pos: 0 };
+    let value = Decoder { max_depth, stack: Vec::new() }.run(&mut reader, None)?;
+    Ok((value, reader.pos))
+}
+
 /// Decodes the payload of an ext of type `tag`, as one nesting level.
 pub(super) fn decode_ext(tag: i8, payload: &[u8], max_depth: usize) -> Result<Value, String> {
     let mut reader = Reader { buf: payload, pos: 0 };

@@ -35,6 +35,7 @@ mod de;
 mod dict;
 mod key;
 mod msgpack;
+pub(crate) use msgpack::decode_prefix as decode_msgpack_prefix;
 mod num;
 mod printable;
 mod repr;

@@ -73,6 +73,12 @@ pub(super) fn encode(value: &Value) -> Vec<u8> {
     codec::encode(value)
 }
 
+/// Decodes the value at the start of `bytes` (more may follow); returns it and its
+/// length in bytes. For hand-written message decoders (`native::fast`).
+pub(crate) fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), String> {
+    codec::decode_prefix(bytes, levels_left())
+}
+
 /// Decodes a value (see [`Value::from_msgpack`]).
 pub(super) fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     codec::decode(bytes, levels_left())

@@ -154,7 +154,7 @@ impl RawRun<'_> {
                 let body = read_frame_with(&mut stream, &mut rbuf, frame::DEFAULT_MAX_FRAME, &mut room)
                     .await
                     .map_err(|e| e.to_string())?;
-                match native::decode::<Response>(&body).map_err(|e| e.message)?.result {
+                match native::decode_response(&body).map_err(|e| e.message)?.result {
                     Ok(_) => {}
                     Err(e) if is_answer(e.code) => {}
                     Err(e) => return Err(e.message),

@@ -135,7 +135,7 @@ async fn run<S: Transport>(
     loop {
         loop {
             match frame::take_frame(&mut rbuf, max_frame) {
-                Ok(Some(body)) => match native::decode::<Request>(&body) {
+                Ok(Some(body)) => match native::decode_request(&body) {
                     Ok(request) => {
                         if let Some(response) = conn.handle(request) {
                             push_response(&mut wbuf, response);

@@ -1,0 +1,279 @@
+//! Hand-written decoders for the two messages on the hot path: a method call
+//! ([`Op::Call`]) and a value reply (`Ok(Reply::Value)`). Everything else, and anything
+//! these do not recognise, goes through serde.
+//!
+//! They accept exactly the bytes rmp-serde writes for those messages (structs as
+//! arrays, an enum as a one-entry map keyed by the variant's name, `Args` with or
+//! without its keywords) and decode values with the same codec as
+//! [`Value::from_msgpack`], which agrees with serde's (tested in `value::msgpack`). On
+//! any surprise they return `None` and the caller decodes with serde, whose errors are
+//! the precise ones: so this changes how fast a message decodes, never what it decodes
+//! to. Serde costs here were ~10 % of the server's CPU per request at `-P 16`
+//! (BENCHMARKS.md).
+
+use super::{Args, Op, Reply, Request, Response};
+use crate::value::decode_msgpack_prefix;
+use crate::Value;
+
+/// A cursor over a message; every read returns `None` on anything unexpected.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    fn be(&mut self, width: usize) -> Option<u64> {
+        Some(self.take(width)?.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    /// An array header's length.
+    fn array(&mut self) -> Option<usize> {
+        match self.byte()? {
+            m @ 0x90..=0x9f => Some(usize::from(m & 0x0f)),
+            0xdc => Some(self.be(2)? as usize),
+            0xdd => Some(self.be(4)? as usize),
+            _ => None,
+        }
+    }
+
+    /// A map header's length.
+    fn map(&mut self) -> Option<usize> {
+        match self.byte()? {
+            m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
+            0xde => Some(self.be(2)? as usize),
+            0xdf => Some(self.be(4)? as usize),
+            _ => None,
+        }
+    }
+
+    /// A non-negative integer in any unsigned encoding.
+    fn uint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x00..=0x7f => Some(u64::from(m)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            _ => None,
+        }
+    }
+
+    /// A string, borrowed from the message.
+    fn str(&mut self) -> Option<&'a str> {
+        let len = match self.byte()? {
+            m @ 0xa0..=0xbf => usize::from(m & 0x1f),
+            0xd9 => self.be(1)? as usize,
+            0xda => self.be(2)? as usize,
+            0xdb => self.be(4)? as usize,
+            _ => return None,
+        };
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    fn value(&mut self) -> Option<Value> {
+        let (value, used) = decode_msgpack_prefix(self.buf.get(self.pos..)?).ok()?;
+        self.pos += used;
+        Some(value)
+    }
+
+    /// `n` values (a length read off the wire is not trusted for preallocation).
+    fn values(&mut self, n: usize) -> Option<Vec<Value>> {
+        let mut out = Vec::with_capacity(n.min(16));
+        for _ in 0..n {
+            out.push(self.value()?);
+        }
+        Some(out)
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+/// `[id, {"Call": [object, method, [positional, keywords?]]}]`.
+pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
+    let mut c = Cursor { buf: bytes, pos: 0 };
+    if c.array()? != 2 {
+        return None;
+    }
+    let id = c.uint()?;
+    if c.map()? != 1 || c.str()? != "Call" || c.array()? != 3 {
+        return None;
+    }
+    let object = c.uint()?;
+    let method = c.str()?.to_owned();
+    let fields = c.array()?;
+    if !(1..=2).contains(&fields) {
+        return None;
+    }
+    let n = c.array()?;
+    let positional = c.values(n)?;
+    let mut keywords = Vec::new();
+    if fields == 2 {
+        for _ in 0..c.array()? {
+            if c.array()? != 2 {
+                return None;
+            }
+            let name = c.str()?.to_owned();
+            keywords.push((name, c.value()?));
+        }
+    }
+    c.at_end().then_some(Request { id, op: Op::Call { object, method, args: Args { positional, keywords } } })
+}
+
+/// `[id, {"Ok": {"Value": value}}]`.
+pub(super) fn value_response(bytes: &[u8]) -> Option<Response> {
+    let mut c = Cursor { buf: bytes, pos: 0 };
+    if c.array()? != 2 {
+        return None;
+    }
+    let id = c.uint()?;
+    if c.map()? != 1 || c.str()? != "Ok" || c.map()? != 1 || c.str()? != "Value" {
+        return None;
+    }
+    let value = c.value()?;
+    c.at_end().then_some(Response { id, result: Ok(Reply::Value(value)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::{decode, encode, ServerStats};
+    use super::*;
+    use crate::{ErrorCode, WireError};
+
+    fn bytes_of<T: serde::Serialize>(message: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(message, &mut out).unwrap();
+        out
+    }
+
+    /// Values of every wire shape (the codec's agreement with serde on every value is
+    /// tested in `value::msgpack`; here the framing around them is what matters).
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(|u| Value::from_bigint(u.into())),
+            "[a-z\u{e9}\u{1F600}]{0,40}".prop_map(Value::Str),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
+                proptest::collection::vec(inner, 0..4).prop_map(Value::Tuple),
+            ]
+        })
+    }
+
+    fn call() -> impl Strategy<Value = Request> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            "[a-z_]{0,40}",
+            proptest::collection::vec(value(), 0..20),
+            proptest::collection::vec(("[a-z]{1,8}", value()), 0..3),
+        )
+            .prop_map(|(id, object, method, positional, keywords)| Request {
+                id,
+                op: Op::Call { object, method, args: Args { positional, keywords } },
+            })
+    }
+
+    /// Decoded by hand, decoded by serde: the same message (compared by their encoding,
+    /// which is exact where `==` is not: NaN).
+    fn agree<T: serde::Serialize>(fast: Option<T>, serde: Result<T, WireError>) -> Result<(), TestCaseError> {
+        if let Some(fast) = fast {
+            let serde = serde.map_err(|e| TestCaseError::fail(format!("fast path accepted what serde refuses: {e}")))?;
+            prop_assert_eq!(bytes_of(&fast), bytes_of(&serde));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn calls_decode_as_serde_decodes_them(request in call()) {
+            let bytes = bytes_of(&request);
+            let fast = call_request(&bytes);
+            prop_assert!(fast.is_some(), "a call must take the fast path");
+            agree(fast, decode::<Request>(&bytes))?;
+        }
+
+        #[test]
+        fn value_replies_decode_as_serde_decodes_them(id in any::<u64>(), v in value()) {
+            let bytes = bytes_of(&Response { id, result: Ok(Reply::Value(v)) });
+            let fast = value_response(&bytes);
+            prop_assert!(fast.is_some(), "a value reply must take the fast path");
+            agree(fast, decode::<Response>(&bytes))?;
+        }
+
+        #[test]
+        fn damaged_calls_are_left_to_serde(request in call(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = bytes_of(&request);
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            agree(call_request(&bytes), decode::<Request>(&bytes))?;
+            bytes.truncate(i);
+            prop_assert!(call_request(&bytes).is_none() || decode::<Request>(&bytes).is_ok());
+        }
+
+        #[test]
+        fn damaged_replies_are_left_to_serde(id in any::<u64>(), v in value(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = bytes_of(&Response { id, result: Ok(Reply::Value(v)) });
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            agree(value_response(&bytes), decode::<Response>(&bytes))?;
+        }
+    }
+
+    #[test]
+    fn other_messages_go_through_serde() {
+        let ping = bytes_of(&Request { id: 1, op: Op::Ping });
+        assert!(call_request(&ping).is_none());
+        assert_eq!(super::super::decode_request(&ping).unwrap(), Request { id: 1, op: Op::Ping });
+        let error = Response { id: 2, result: Err(WireError::new(ErrorCode::KeyError, "'k'")) };
+        assert!(value_response(&bytes_of(&error)).is_none());
+        assert_eq!(super::super::decode_response(&bytes_of(&error)).unwrap(), error);
+        let stats = Response {
+            id: 3,
+            result: Ok(Reply::Stats(ServerStats {
+                version: "v".into(),
+                uptime_secs: 1,
+                sessions: 0,
+                connections_total: 0,
+                connections_refused: 0,
+                requests_total: 0,
+                requests_per_sec: 0.0,
+                objects_by_kind: vec![],
+                named_objects: 0,
+                memory_bytes: 0,
+            })),
+        };
+        assert!(value_response(&bytes_of(&stats)).is_none());
+        assert_eq!(super::super::decode_response(&bytes_of(&stats)).unwrap(), stats);
+    }
+
+    #[test]
+    fn trailing_bytes_and_garbage_get_serdes_answer() {
+        let mut bytes = bytes_of(&Request { id: 1, op: Op::Call { object: 2, method: "m".into(), args: Args::default() } });
+        bytes.push(0);
+        assert!(call_request(&bytes).is_none());
+        assert_eq!(super::super::decode_request(&bytes), decode::<Request>(&bytes));
+        assert_eq!(super::super::decode_request(&[0xc1]).unwrap_err().code, ErrorCode::Protocol);
+    }
+}
