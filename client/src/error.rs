@@ -105,7 +105,7 @@ impl From<WireError> for Error {
         use ErrorCode as C;
         let m = e.message;
         match e.code {
-            C::KeyError => Error::KeyNotFound(e.detail.unwrap_or(Value::Str(m))),
+            C::KeyError => Error::KeyNotFound(e.detail.unwrap_or(Value::Str(m.into()))),
             C::IndexError => Error::IndexOutOfRange(m),
             C::ValueError => Error::InvalidValue(m),
             C::TypeError => Error::TypeMismatch(m),

@@ -157,13 +157,13 @@ impl Manager {
 
     /// The array named `name`, created holding `initial` if it does not exist.
     pub async fn array<T: ArrayItem>(&self, name: &str, initial: &[T]) -> Result<Array<T>> {
-        let args = vec![Value::Str(T::TYPECODE.to_string()), encode(initial)?];
+        let args = vec![Value::Str(T::TYPECODE.to_string().into()), encode(initial)?];
         Ok(Array::from_handle(self.open(Kind::Array, Some(name), args).await?))
     }
 
     /// A new anonymous array holding `initial` (Python `manager.Array(typecode, seq)`).
     pub async fn new_array<T: ArrayItem>(&self, initial: &[T]) -> Result<Array<T>> {
-        let args = vec![Value::Str(T::TYPECODE.to_string()), encode(initial)?];
+        let args = vec![Value::Str(T::TYPECODE.to_string().into()), encode(initial)?];
         Ok(Array::from_handle(self.open(Kind::Array, None, args).await?))
     }
 

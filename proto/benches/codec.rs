@@ -29,7 +29,7 @@ fn set_request() -> Request {
 fn dict_value(n: usize) -> Value {
     let mut d = Dict::with_capacity(n);
     for i in 0..n {
-        d.insert(Value::Str(format!("key:{i:012}")), Value::Str("x".repeat(32))).expect("hashable");
+        d.insert(Value::Str(format!("key:{i:012}").into()), Value::Str("x".repeat(32).into())).expect("hashable");
     }
     Value::Dict(d)
 }
@@ -97,7 +97,7 @@ fn frames(c: &mut Criterion) {
 fn values(c: &mut Criterion) {
     let mut g = c.benchmark_group("value msgpack");
     for (name, value) in [
-        ("str 32", Value::Str("x".repeat(32))),
+        ("str 32", Value::Str("x".repeat(32).into())),
         ("int", Value::Int(1_234_567)),
         ("list of 100 ints", Value::List((0..100).map(Value::Int).collect())),
         ("dict of 100 str", dict_value(100)),

@@ -37,9 +37,9 @@ impl ObjectRef {
             qualname: "Token".into(),
             build: Build::NewObj(vec![]),
             state: Some(Value::Tuple(vec![
-                Value::Str(self.typeid.clone()),
+                Value::Str(self.typeid.as_str().into()),
                 self.address.clone(),
-                Value::Str(format!("{:x}", self.id)),
+                Value::Str(format!("{:x}", self.id).into()),
             ])),
             list_items: vec![],
             dict_items: vec![],
@@ -86,7 +86,7 @@ pub fn token_fields(token: &Value) -> Option<ObjectRef> {
     };
     let [Value::Str(typeid), address, Value::Str(ident)] = fields.as_slice() else { return None };
     let id = ObjectId::from_str_radix(ident, 16).ok()?;
-    Some(ObjectRef { id, typeid: typeid.clone(), address: address.clone(), proxy_class: String::new() })
+    Some(ObjectRef { id, typeid: typeid.to_string(), address: address.clone(), proxy_class: String::new() })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use agora_server::registry::Registry;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn key(i: u64) -> Value {
-    Value::Str(format!("key:{:012}", i % 10_000))
+    Value::Str(format!("key:{:012}", i % 10_000).into())
 }
 
 fn dict_ops(c: &mut Criterion) {

@@ -251,7 +251,7 @@ pub trait SharedObject: AsAny + Send + 'static {
 
 /// Builds a dict from `**kwargs`-style pairs.
 pub fn keywords_to_dict(keywords: Vec<(String, Value)>) -> Result<Dict, WireError> {
-    Dict::from_pairs(keywords.into_iter().map(|(k, v)| (Value::Str(k), v)))
+    Dict::from_pairs(keywords.into_iter().map(|(k, v)| (Value::Str(k.into()), v)))
 }
 
 #[cfg(test)]

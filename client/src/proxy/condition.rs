@@ -116,7 +116,7 @@ impl Condition {
     async fn acquire_with(&self, mut args: Vec<Value>) -> Result<Option<Guard>> {
         let owner = self.owner();
         args.resize(2, Value::None);
-        args.push(Value::Str(owner.clone()));
+        args.push(Value::Str(owner.clone().into()));
         acquire_fenced(&self.handle, args, Some(owner)).await
     }
 
@@ -141,7 +141,7 @@ impl Condition {
     /// `release unlocked lock` on a plain [`Lock`]) if it is not held. Prefer
     /// releasing the [`Guard`].
     pub async fn release(&self) -> Result<()> {
-        self.handle.call("release", vec![Value::Str(self.owner())]).await.map(drop)
+        self.handle.call("release", vec![Value::Str(self.owner().into())]).await.map(drop)
     }
 
     /// Releases the lock, waits until notified, and re-acquires it (restoring an
@@ -172,7 +172,7 @@ impl Condition {
         if token == 0 {
             return Err(Error::Runtime("cannot wait on un-acquired lock".into()));
         }
-        let args = vec![timeout_value(timeout), Value::Str(owner)];
+        let args = vec![timeout_value(timeout), Value::Str(owner.into())];
         match self.handle.call_handing_over("wait_fenced", args, give_back_wait).await {
             Ok(Value::Tuple(pair)) => match pair.as_slice() {
                 [Value::Bool(notified), Value::Int(token)] => {
@@ -222,12 +222,12 @@ impl Condition {
     /// lock`) otherwise.
     pub async fn notify(&self, n: usize) -> Result<()> {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
-        self.handle.call("notify", vec![Value::Int(n), Value::Str(self.owner())]).await.map(drop)
+        self.handle.call("notify", vec![Value::Int(n), Value::Str(self.owner().into())]).await.map(drop)
     }
 
     /// Wakes every waiter (Python `notify_all()`). The caller must hold the condition.
     pub async fn notify_all(&self) -> Result<()> {
-        self.handle.call("notify_all", vec![Value::Str(self.owner())]).await.map(drop)
+        self.handle.call("notify_all", vec![Value::Str(self.owner().into())]).await.map(drop)
     }
 }
 

@@ -128,7 +128,7 @@ impl Guard {
     fn release_call(&self, token: u64) -> (&'static str, Vec<Value>) {
         match &self.release {
             ReleaseBy::Token => ("release_fenced", vec![Value::Int(token as i64)]),
-            ReleaseBy::Owner(owner) => ("release", vec![Value::Str(owner.clone())]),
+            ReleaseBy::Owner(owner) => ("release", vec![Value::Str(owner.clone().into())]),
         }
     }
 

@@ -59,7 +59,7 @@ impl RLock {
     async fn acquire_with(&self, mut args: Vec<Value>) -> Result<Option<Guard>> {
         let owner = self.owner();
         args.resize(2, Value::None);
-        args.push(Value::Str(owner.clone()));
+        args.push(Value::Str(owner.clone().into()));
         acquire_fenced(&self.handle, args, Some(owner)).await
     }
 
@@ -86,7 +86,7 @@ impl RLock {
     /// if this owner does not hold it. Prefer releasing the [`Guard`]; a guard whose
     /// level was released this way still releases one when dropped.
     pub async fn release(&self) -> Result<()> {
-        self.handle.call("release", vec![Value::Str(self.owner())]).await.map(drop)
+        self.handle.call("release", vec![Value::Str(self.owner().into())]).await.map(drop)
     }
 
     /// The `Condition(lock)` argument that refers to this lock.

@@ -1189,7 +1189,7 @@ impl Node {
             Node::Int(i) => Value::Int(*i),
             Node::Float(f) => Value::Float(*f),
             Node::BigInt(n) => Value::BigInt(give(n, last_use)),
-            Node::Str(s) => Value::Str(give(s, last_use)),
+            Node::Str(s) => Value::Str(give(s, last_use).into()),
             Node::Bytes(b) => Value::Bytes(give(b, last_use)),
             _ => Value::None,
         }

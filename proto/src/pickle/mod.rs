@@ -407,7 +407,7 @@ mod tests {
         }
         want.extend([0x4e, 0x61, 0x2e]);
         assert_eq!(pickle, want);
-        let set = Set::from_values((0..1001).map(|i| Value::Str(format!("s{i}")))).unwrap();
+        let set = Set::from_values((0..1001).map(|i| Value::Str(format!("s{i}").into()))).unwrap();
         let pickle = encode(&Value::Set(set));
         assert_eq!(pickle.iter().filter(|&&b| b == 0x90).count(), 2);
     }
@@ -476,8 +476,8 @@ mod tests {
             any::<i64>().prop_map(Value::Int),
             any::<i128>().prop_map(|n| Value::from_bigint(n.into())),
             any::<f64>().prop_filter("no NaN", |f| !f.is_nan()).prop_map(Value::Float),
-            ".{0,8}".prop_map(Value::Str),
-            "[a-z]{250,260}".prop_map(Value::Str),
+            ".{0,8}".prop_map(|s: String| Value::Str(s.into())),
+            "[a-z]{250,260}".prop_map(|s: String| Value::Str(s.into())),
             proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
         ]
     }

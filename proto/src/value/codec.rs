@@ -468,7 +468,7 @@ fn r_len(r: &mut Reader<'_>, width_code: u8) -> Result<usize, String> {
 fn string(r: &mut Reader<'_>, len: usize) -> Result<Value, String> {
     let bytes = r.take(len)?;
     let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 in str: {e}"))?;
-    Ok(Value::Str(text.to_owned()))
+    Ok(Value::Str(text.into()))
 }
 
 /// A sequence of `len` items (an ext payload's when `end` is given).

@@ -115,7 +115,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
             Value::Int(i) => visitor.visit_i64(i),
             Value::BigInt(b) => Self::visit_big(&b, visitor),
             Value::Float(f) => visitor.visit_f64(f),
-            Value::Str(s) => visitor.visit_string(s),
+            Value::Str(s) => visitor.visit_string(s.into_string()),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
             Value::Dict(d) => visit_map_of(d, visitor),
             Value::Object(_) => Err(ConvError::type_error(format!(
@@ -171,7 +171,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.value {
-            Value::Str(s) => visitor.visit_string(s),
+            Value::Str(s) => visitor.visit_string(s.into_string()),
             _ => Err(self.mismatch(&"str")),
         }
     }
@@ -183,7 +183,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.value {
             Value::Bytes(b) => visitor.visit_byte_buf(b),
-            Value::Str(s) => visitor.visit_string(s),
+            Value::Str(s) => visitor.visit_string(s.into_string()),
             _ => self.visit_sequence(visitor, &"bytes"),
         }
     }
@@ -272,7 +272,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
 
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.value {
-            Value::Str(s) => visitor.visit_string(s),
+            Value::Str(s) => visitor.visit_string(s.into_string()),
             Value::Int(i) if i >= 0 => visitor.visit_u64(i.unsigned_abs()),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
             _ => Err(self.mismatch(&"a field name")),

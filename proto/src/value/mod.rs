@@ -42,6 +42,7 @@ mod repr;
 mod ser;
 mod serde_conv;
 
+pub use compact_str::CompactString;
 pub use compare::sort_values;
 pub use dict::{Dict, DictIntoIter, Set, SetIntoIter};
 pub use key::{hash_value, Key};
@@ -68,8 +69,9 @@ pub enum Value {
     BigInt(Box<BigInt>),
     /// Python `float`.
     Float(f64),
-    /// Python `str`.
-    Str(String),
+    /// Python `str`. Up to 24 bytes are stored inline (no allocation, no pointer to
+    /// chase when a dict compares keys); longer strings live on the heap.
+    Str(CompactString),
     /// Python `bytes`.
     Bytes(Vec<u8>),
     /// Python `list`.
@@ -218,7 +220,7 @@ impl Value {
     /// Python `str(x)` (the text itself for a str, else the repr).
     pub fn py_str(&self) -> String {
         match self {
-            Value::Str(s) => s.clone(),
+            Value::Str(s) => s.to_string(),
             other => other.py_repr(),
         }
     }
@@ -261,7 +263,7 @@ impl Value {
 fn concat(a: &Value, b: &Value) -> Result<Value, crate::WireError> {
     let joined = |x: &[Value], y: &[Value]| [x, y].concat();
     Ok(match (a, b) {
-        (Value::Str(x), Value::Str(y)) => Value::Str([x.as_str(), y].concat()),
+        (Value::Str(x), Value::Str(y)) => Value::Str([x.as_str(), y.as_str()].concat().into()),
         (Value::Bytes(x), Value::Bytes(y)) => Value::Bytes([&x[..], y].concat()),
         (Value::List(x), Value::List(y)) => Value::List(joined(x, y)),
         (Value::Tuple(x), Value::Tuple(y)) => Value::Tuple(joined(x, y)),

@@ -273,7 +273,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Str(v.into()))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Str(v))
+        Ok(Value::Str(v.into()))
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
         Ok(Value::Bytes(v.into()))
@@ -590,7 +590,7 @@ mod tests {
             any::<i64>().prop_map(Value::Int),
             (any::<i64>(), 1u32..200).prop_map(|(i, s)| Value::from_bigint(BigInt::from(i) << s)),
             any::<f64>().prop_filter("no NaN", |f| !f.is_nan()).prop_map(Value::Float),
-            ".{0,8}".prop_map(Value::Str),
+            ".{0,8}".prop_map(|s: String| Value::Str(s.into())),
             proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
         ]
     }

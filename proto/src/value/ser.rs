@@ -65,7 +65,7 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::Float(v))
     }
     fn serialize_char(self, v: char) -> Result<Value> {
-        Ok(Value::Str(v.into()))
+        Ok(Value::Str(v.to_string().into()))
     }
     fn serialize_str(self, v: &str) -> Result<Value> {
         Ok(Value::Str(v.into()))

@@ -134,7 +134,7 @@ fn describe_unexpected(unexp: &de::Unexpected<'_>) -> String {
         U::Unsigned(n) => format!("int {n}"),
         U::Signed(n) => format!("int {n}"),
         U::Float(f) => describe(&Value::Float(f)),
-        U::Char(c) => describe(&Value::Str(c.into())),
+        U::Char(c) => describe(&Value::Str(c.to_string().into())),
         U::Str(s) => describe(&Value::Str(s.into())),
         U::Bytes(b) => describe(&Value::Bytes(b.into())),
         U::Unit => "None".into(),

@@ -222,7 +222,11 @@ impl Format {
 
     /// An array of this typecode as it travels: `REDUCE(array.array, (typecode, bytes))`.
     fn to_value(&self, items: &[Item]) -> Value {
-        Value::reduce("array", "array", vec![Value::Str(self.code.to_string()), Value::Bytes(self.encode(items))])
+        Value::reduce(
+            "array",
+            "array",
+            vec![Value::Str(self.code.to_string().into()), Value::Bytes(self.encode(items))],
+        )
     }
 }
 
@@ -402,7 +406,7 @@ impl SharedObject for ArrayObject {
 
     /// `array('i', [1, 2, 3])`, or `array('i')` when empty.
     fn repr(&self) -> String {
-        let code = Value::Str(self.format.code.to_string()).py_repr();
+        let code = Value::Str(self.format.code.to_string().into()).py_repr();
         if self.items.is_empty() {
             format!("array({code})")
         } else {

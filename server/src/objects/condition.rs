@@ -270,7 +270,7 @@ impl SharedObject for ConditionObject {
 
     fn snapshot(&self) -> Value {
         let waiting = self.waiters.iter().filter(|w| !w.waiter.is_gone()).count();
-        let pairs = [("lock", Value::Str(self.repr())), ("waiting", Value::Int(waiting as i64))];
+        let pairs = [("lock", Value::Str(self.repr().into())), ("waiting", Value::Int(waiting as i64))];
         Dict::from_pairs(pairs.into_iter().map(|(k, v)| (Value::Str(k.into()), v))).map(Value::Dict).unwrap_or_default()
     }
 

@@ -117,7 +117,7 @@ impl DictObject {
             }
             Some(pairs) => self.insert_pairs(pairs)?,
         }
-        self.insert_all(keywords.into_iter().map(|(k, v)| (Value::Str(k), v)))
+        self.insert_all(keywords.into_iter().map(|(k, v)| (Value::Str(k.into()), v)))
     }
 
     /// Inserts entries in order.

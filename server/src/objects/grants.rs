@@ -168,7 +168,7 @@ fn not_an_integer(value: &Value) -> WireError {
 pub fn owner_arg(value: Option<Value>) -> Result<Option<String>, WireError> {
     match value {
         None | Some(Value::None) => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(s)),
+        Some(Value::Str(s)) => Ok(Some(s.into_string())),
         Some(Value::Int(i)) => Ok(Some(i.to_string())),
         Some(other) => Err(WireError::type_error(format!("owner must be a str or an int, not {}", other.type_name()))),
     }

@@ -54,7 +54,7 @@ impl NamespaceObject {
 /// An attribute name, which must be a str.
 fn attribute_name(name: Value) -> Result<String, WireError> {
     match name {
-        Value::Str(name) => Ok(name),
+        Value::Str(name) => Ok(name.into_string()),
         other => Err(WireError::type_error(format!("attribute name must be string, not '{}'", other.type_name()))),
     }
 }
@@ -82,7 +82,7 @@ impl SharedObject for NamespaceObject {
         let mut dict = Dict::new();
         for (name, value) in &self.attributes {
             // Str keys are always hashable.
-            let _ = dict.insert(Value::Str(name.clone()), value.clone());
+            let _ = dict.insert(Value::Str(name.clone().into()), value.clone());
         }
         Value::Dict(dict)
     }

@@ -216,7 +216,7 @@ impl SharedObject for RLockObject {
         let pairs = [
             ("locked", Value::Bool(hold.is_some())),
             ("session", hold.map_or(Value::None, |h| Value::Int(h.session as i64))),
-            ("owner", hold.and_then(|h| h.owner.clone()).map_or(Value::None, Value::Str)),
+            ("owner", hold.and_then(|h| h.owner.clone()).map_or(Value::None, |o| Value::Str(o.into()))),
             ("count", Value::Int(hold.map_or(0, |h| h.count as i64))),
             ("token", hold.map_or(Value::None, |h| Value::Int(h.token as i64))),
         ];

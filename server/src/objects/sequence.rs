@@ -176,7 +176,7 @@ pub fn into_items_or(value: Value, not_iterable: impl FnOnce(&Value) -> WireErro
         Value::List(items) | Value::Tuple(items) => Ok(items),
         Value::Set(set) | Value::FrozenSet(set) => Ok(set.iter().cloned().collect()),
         Value::Dict(dict) => Ok(dict.iter().map(|(key, _)| key.clone()).collect()),
-        Value::Str(text) => Ok(text.chars().map(|c| Value::Str(c.to_string())).collect()),
+        Value::Str(text) => Ok(text.chars().map(|c| Value::Str(c.to_string().into())).collect()),
         Value::Bytes(bytes) => Ok(bytes.into_iter().map(|b| Value::Int(b.into())).collect()),
         Value::Object(object) => object_items(&object).unwrap_or_else(|| Err(not_iterable(&Value::Object(object)))),
         other => Err(not_iterable(&other)),
@@ -287,7 +287,7 @@ pub(crate) mod testing {
 
     /// A str value.
     pub fn s(text: &str) -> Value {
-        Value::Str(text.to_string())
+        Value::Str(text.to_string().into())
     }
 
     /// A list of ints.

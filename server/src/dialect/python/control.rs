@@ -26,7 +26,7 @@ fn as_traceback(e: WireError) -> Reply {
 fn ident_arg(args: &[Value]) -> Result<(u64, String), Reply> {
     match args {
         [Value::Str(s)] => parse_ident(s)
-            .map(|id| (id, s.clone()))
+            .map(|id| (id, s.to_string()))
             .ok_or_else(|| Reply::Traceback(traceback("KeyError", &format!("'{s}'")))),
         _ => Err(Reply::Traceback(traceback("TypeError", "expected one ident argument"))),
     }
@@ -76,7 +76,7 @@ impl PyConn<'_> {
             "number_of_objects" => {
                 Reply::Return(Value::Int(registry.all().iter().filter(|e| !e.only_held()).count() as i64))
             }
-            "debug_info" => Reply::Return(Value::Str(self.debug_info())),
+            "debug_info" => Reply::Return(Value::Str(self.debug_info().into())),
             "shutdown" => return (Reply::Return(Value::None), After::Shutdown),
             other => Reply::Traceback(traceback("AssertionError", &format!("'{other}' unrecognized"))),
         };
@@ -118,7 +118,7 @@ impl PyConn<'_> {
         match made {
             Ok(entry) => {
                 self.hold_all(&entry, &stored);
-                Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id())), exposed_names(&entry)]))
+                Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id()).into()), exposed_names(&entry)]))
             }
             Err(e) => as_traceback(e),
         }
@@ -147,5 +147,5 @@ impl PyConn<'_> {
 fn exposed_names(entry: &crate::registry::ObjectEntry) -> Value {
     let listed = exposed::exposed(entry.kind());
     let names = if listed.is_empty() { entry.method_names().unwrap_or_default() } else { listed.to_vec() };
-    Value::Tuple(names.into_iter().map(|n| Value::Str(n.to_owned())).collect())
+    Value::Tuple(names.into_iter().map(|n| Value::Str(n.to_owned().into())).collect())
 }

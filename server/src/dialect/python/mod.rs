@@ -63,7 +63,7 @@ fn parse_request(body: &[u8]) -> Result<Request, String> {
     let ident = parts.pop().unwrap_or_default();
     let ident = match ident {
         Value::None => None,
-        Value::Str(s) => Some(s),
+        Value::Str(s) => Some(s.into_string()),
         other => return Err(format!("ident must be a str or None, not {}", other.type_name())),
     };
     let Value::Str(method) = method else { return Err("method name must be a str".into()) };
@@ -75,13 +75,13 @@ fn parse_request(body: &[u8]) -> Result<Request, String> {
         Value::Dict(d) => d
             .into_iter()
             .map(|(k, v)| match k {
-                Value::Str(k) => Ok((k, v)),
+                Value::Str(k) => Ok((k.into_string(), v)),
                 other => Err(format!("keywords must be strings, not {}", other.type_name())),
             })
             .collect::<Result<_, _>>()?,
         other => return Err(format!("kwds must be a dict, not {}", other.type_name())),
     };
-    Ok(Request { ident, method, args, kwargs })
+    Ok(Request { ident, method: method.into_string(), args, kwargs })
 }
 
 /// Parses a CPython ident (lowercase hex of the object id).
@@ -209,7 +209,9 @@ impl PyConn<'_> {
         };
         let reply = match request.method.as_str() {
             "#GETVALUE" => getvalue(&entry),
-            "__repr__" | "__str__" => entry.repr().map(Value::Str).map_or_else(Reply::Error, Reply::Return),
+            "__repr__" | "__str__" => {
+                entry.repr().map(|r| Value::Str(r.into())).map_or_else(Reply::Error, Reply::Return)
+            }
             method if !is_exposed(&entry, method) => Reply::Traceback(traceback(
                 "AttributeError",
                 &format!("method '{method}' of <class '{}'> object is not in exposed", entry.kind()),

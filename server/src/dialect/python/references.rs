@@ -176,8 +176,10 @@ fn is_rebuild_proxy(object: &Object) -> bool {
 /// a path, or `b'\0name'` for an abstract socket.
 fn python_address(address: &Address) -> Option<Value> {
     Some(match address {
-        Address::Tcp { host, port } => Value::Tuple(vec![Value::Str(host.clone()), Value::Int(i64::from(*port))]),
-        Address::Unix(path) => Value::Str(path.to_str()?.to_owned()),
+        Address::Tcp { host, port } => {
+            Value::Tuple(vec![Value::Str(host.clone().into()), Value::Int(i64::from(*port))])
+        }
+        Address::Unix(path) => Value::Str(path.to_str()?.to_owned().into()),
         Address::Abstract(name) => {
             let mut bytes = vec![0u8];
             bytes.extend_from_slice(name.as_bytes());

@@ -32,16 +32,16 @@ impl Reply {
             Reply::Return(v) => ("#RETURN", v.clone()),
             Reply::Error(e) => match exception(e) {
                 Some(exc) => ("#ERROR", exc),
-                None => ("#TRACEBACK", Value::Str(traceback_for(e))),
+                None => ("#TRACEBACK", Value::Str(traceback_for(e).into())),
             },
-            Reply::Traceback(text) => ("#TRACEBACK", Value::Str(text.clone())),
+            Reply::Traceback(text) => ("#TRACEBACK", Value::Str(text.clone().into())),
             Reply::Proxy { exposed, typeid, ident } => {
-                let names = Value::Tuple(exposed.iter().map(|n| Value::Str((*n).to_owned())).collect());
+                let names = Value::Tuple(exposed.iter().map(|n| Value::Str((*n).to_owned().into())).collect());
                 // The client replaces the Token's address with its own, so none is needed.
                 ("#PROXY", Value::Tuple(vec![names, pickle::token(typeid, Value::None, ident)]))
             }
         };
-        pickle::encode(&Value::Tuple(vec![Value::Str(kind.to_owned()), payload]))
+        pickle::encode(&Value::Tuple(vec![Value::Str(kind.to_owned().into()), payload]))
     }
 }
 
@@ -70,7 +70,7 @@ fn global(module: &str, name: &str) -> Value {
 fn exception(e: &WireError) -> Option<Value> {
     let (module, name) = e.code.python_exception()?;
     let args = match e.code {
-        ErrorCode::KeyError => vec![e.detail.clone().unwrap_or_else(|| Value::Str(e.message.clone()))],
+        ErrorCode::KeyError => vec![e.detail.clone().unwrap_or_else(|| Value::Str(e.message.clone().into()))],
         ErrorCode::StopIteration | ErrorCode::Empty | ErrorCode::Full | ErrorCode::BrokenBarrier => vec![],
         // queue.ShutDown exists from CPython 3.13 on; an older client could not unpickle
         // it. Send the class looked up at unpickling time, falling back to RuntimeError
@@ -80,7 +80,7 @@ fn exception(e: &WireError) -> Option<Value> {
             let fallback = global("builtins", "RuntimeError");
             return Some(Value::reduce("builtins", "getattr", vec![module, Value::Str("ShutDown".into()), fallback]));
         }
-        _ => vec![Value::Str(e.message.clone())],
+        _ => vec![Value::Str(e.message.clone().into())],
     };
     Some(pickle::exception(module, name, args))
 }
