@@ -26,6 +26,10 @@
 //!   `Serialize`/`Deserialize` impls, and `codec`, the direct encoder and the
 //!   non-recursive decoder behind [`Value::to_msgpack`] / [`Value::from_msgpack`].
 //!
+//! A `Value` is 32 bytes (a test keeps it so): every list item and dict slot holds one,
+//! and at full load the server's dict lookups are bound by cache misses. So strings are
+//! [`CompactString`]s (up to 24 bytes inline) and the tables of dicts and sets are boxed.
+//!
 //! Every decoder caps nesting at [`MAX_DEPTH`]: the operations above recurse once per
 //! level, which is fine at that depth on a 2 MiB thread stack (tokio's default).
 
