@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::value::CompactString;
 use crate::{Value, WireError};
 
 mod fast;
@@ -215,8 +216,8 @@ pub enum Op {
     Call {
         /// The object (from [`Reply::Opened`]).
         object: ObjectId,
-        /// The method's name.
-        method: String,
+        /// The method's name (inline: method names are short, and this is the hot path).
+        method: CompactString,
         /// Its arguments.
         args: Args,
     },

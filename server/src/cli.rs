@@ -221,6 +221,12 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP at ADDR (host:port), path /metrics. [default: off]
     #[arg(long, value_name = "ADDR", env = "AGORA_METRICS")]
     pub metrics: Option<Address>,
+
+    /// Threads serving connections (each connection's requests run in order on one of
+    /// them at a time). Fewer than the cores can be faster when clients run on the same
+    /// machine (BENCHMARKS.md). [default: the number of CPUs]
+    #[arg(long, value_name = "N", env = "AGORA_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
 /// Where the authkey of `agora serve` comes from.
@@ -252,6 +258,13 @@ pub struct ServeSettings {
     pub log_level: String,
     /// The metrics endpoint, if any.
     pub metrics: Option<Address>,
+    /// Worker threads of the server's runtime.
+    pub workers: usize,
+}
+
+/// The default number of worker threads: one per CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl ServeArgs {
@@ -297,6 +310,7 @@ impl ServeArgs {
             expose: if self.expose.is_empty() { file.expose.unwrap_or_default() } else { self.expose.clone() },
             log_level: self.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned()),
             metrics: self.metrics.clone().or(file.metrics),
+            workers: self.workers.map(usize::from).or(file.workers).unwrap_or_else(default_workers),
         })
     }
 }
@@ -332,6 +346,7 @@ impl ServeSettings {
             Some(address) => out.push_str(&format!("metrics = {}\n", quote(&address.to_string()))),
             None => out.push_str("# metrics: off\n"),
         }
+        out.push_str(&format!("workers = {}\n", self.workers));
         out
     }
 }
@@ -370,13 +385,23 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-/// Runs `agora serve` to completion (until SIGINT/SIGTERM).
-pub async fn serve(args: ServeArgs) -> Result<(), String> {
+/// Runs `agora serve` to completion (until SIGINT/SIGTERM) on a runtime of its own,
+/// with the resolved number of worker threads.
+pub fn serve(args: ServeArgs) -> Result<(), String> {
     let settings = args.resolve()?;
     if args.print_config {
         print!("{}", settings.to_toml());
         return Ok(());
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(serve_with(args, settings))
+}
+
+async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), String> {
     init_logging(&settings.log_level);
     if let Some(path) = &args.config {
         tracing::info!(path = %path.display(), "settings read from config file");
@@ -395,6 +420,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
     server.set_authkey(authkey);
+    tracing::info!(workers = settings.workers, "worker threads");
     for address in server.addresses() {
         tracing::info!(%address, "listening");
     }

@@ -184,6 +184,7 @@ pub fn format_duration(d: Duration) -> String {
 /// max-frame = "64MiB"                   # or a number of bytes
 /// heartbeat-timeout = "10s"             # or a number of seconds
 /// metrics = "127.0.0.1:9464"
+/// workers = 2                           # threads serving connections
 /// ```
 ///
 /// An unknown key is an error that names it (a typo must not silently fall back to a
@@ -212,6 +213,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// `metrics`: the address of the Prometheus endpoint.
     pub metrics: Option<Address>,
+    /// `workers`: threads serving connections.
+    pub workers: Option<usize>,
 }
 
 /// Why a config file could not be used.
@@ -256,6 +259,8 @@ struct RawFile {
     log_level: Option<String>,
     #[serde(default, deserialize_with = "de::address")]
     metrics: Option<Address>,
+    #[serde(default, deserialize_with = "de::workers")]
+    workers: Option<usize>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -305,6 +310,13 @@ mod de {
     pub(super) fn exposures<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Exposure>>, D::Error> {
         let texts = texts(d, "TYPEID=KIND:NAME")?;
         texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
+    }
+
+    pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        match usize::deserialize(d) {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(D::Error::custom("expected a number of threads, at least 1")),
+        }
     }
 
     pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -359,6 +371,7 @@ impl FileConfig {
             expose: raw.expose,
             log_level: raw.log_level,
             metrics: raw.metrics,
+            workers: raw.workers,
         })
     }
 }

@@ -7,6 +7,11 @@ use agora_server::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        // `serve` builds its own runtime: its worker count is a setting.
+        Command::Serve(args) => return exit_code(cli::serve(args)),
+        other => Cli { command: other },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -16,7 +21,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => cli::serve(args).await,
+            Command::Serve(_) => unreachable!("served above"),
             Command::Ping(client) => admin::ping(&client).await,
             Command::Stats { client, json } => admin::stats(&client, json).await,
             Command::Ls { client, json } => admin::ls(&client, json).await,
@@ -26,6 +31,10 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => agora_server::bench::run(args).await,
         }
     });
+    exit_code(result)
+}
+
+fn exit_code(result: Result<(), String>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {

@@ -70,6 +70,7 @@ max-frame = "1MiB"
 max-in-flight = 11
 heartbeat-timeout = 30
 log-level = "debug"
+workers = 3
 "#,
     );
     let config = config.to_str().unwrap();
@@ -81,6 +82,7 @@ log-level = "debug"
     assert_eq!(setting(&file_only, "heartbeat-timeout"), r#""30s""#);
     assert_eq!(setting(&file_only, "max-connections"), "10000", "a key the file leaves out keeps its default");
     assert_eq!(setting(&file_only, "handshake-timeout"), r#""5s""#);
+    assert_eq!(setting(&file_only, "workers"), "3");
 
     let env = [("AGORA_MAX_FRAME", "2MiB"), ("AGORA_LISTEN", "127.0.0.1:7002"), ("AGORA_CONFIG", config)];
     let with_env = ok(run(agora(&["serve", "--print-config"], &env)));
@@ -92,11 +94,20 @@ log-level = "debug"
         ok(run(agora(&["serve", "--print-config", "--max-frame", "3MiB", "--listen", "127.0.0.1:7003"], &env)));
     assert_eq!(setting(&with_flags, "max-frame"), r#""3MiB""#, "a flag beats its environment variable");
     assert_eq!(setting(&with_flags, "listen"), r#"["127.0.0.1:7003"]"#);
+    let workers = ok(run(agora(
+        &["serve", "--print-config", "--workers", "1"],
+        &[("AGORA_WORKERS", "2"), ("AGORA_CONFIG", config)],
+    )));
+    assert_eq!(setting(&workers, "workers"), "1");
+    let workers = ok(run(agora(&["serve", "--print-config"], &[("AGORA_WORKERS", "2"), ("AGORA_CONFIG", config)])));
+    assert_eq!(setting(&workers, "workers"), "2");
 
     let defaults = ok(run(agora(&["serve", "--print-config"], &[])));
     assert_eq!(setting(&defaults, "listen"), r#"["127.0.0.1:50000"]"#);
     assert_eq!(setting(&defaults, "max-frame"), r#""64MiB""#);
     assert_eq!(setting(&defaults, "log-level"), r#""info""#);
+    let cpus = std::thread::available_parallelism().unwrap().get().to_string();
+    assert_eq!(setting(&defaults, "workers"), cpus, "one worker per CPU by default");
 
     // The printed settings are themselves a config file that gives the same settings.
     let again = write(dir.path(), "printed.toml", &with_flags);
@@ -121,6 +132,10 @@ fn unknown_keys_and_bad_values_are_errors_naming_them() {
 
     let stderr = fails("heartbeat-timeout = \"soon\"\n");
     assert!(stderr.contains("heartbeat-timeout") && stderr.contains("not a duration"), "{stderr}");
+    let stderr = fails("workers = 0\n");
+    assert!(stderr.contains("workers") && stderr.contains("at least 1"), "{stderr}");
+    let out = run(agora(&["serve", "--workers", "0", "--print-config"], &[]));
+    assert!(!out.status.success(), "--workers 0 must be refused");
     let stderr = fails("authkey = \"s3cret\"\n");
     assert!(stderr.contains("authkey-file"), "{stderr}");
     let stderr = fails("listen = [\n");

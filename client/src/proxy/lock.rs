@@ -155,7 +155,7 @@ impl Drop for Guard {
             return;
         }
         let (method, args) = self.release_call(token);
-        let op = Op::Call { object: self.handle.id(), method: method.to_owned(), args: Args::positional(args) };
+        let op = Op::Call { object: self.handle.id(), method: method.into(), args: Args::positional(args) };
         self.handle.connection().send_and_forget(op);
     }
 }

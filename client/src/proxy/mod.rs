@@ -68,7 +68,7 @@ impl Handle {
 
     /// Calls `method` with positional arguments and returns the raw result.
     pub(crate) async fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
-        let op = Op::Call { object: self.id, method: method.to_owned(), args: Args::positional(args) };
+        let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
         match self.conn.call(op).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
@@ -84,11 +84,11 @@ impl Handle {
         let on_orphan: crate::connection::OnOrphan = Box::new(move |value| {
             give_back(value).map(|(method, args)| Op::Call {
                 object,
-                method: method.to_owned(),
+                method: method.into(),
                 args: Args::positional(args),
             })
         });
-        let op = Op::Call { object, method: method.to_owned(), args: Args::positional(args) };
+        let op = Op::Call { object, method: method.into(), args: Args::positional(args) };
         match self.conn.call_with_orphan(op, Some(on_orphan)).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),

@@ -259,7 +259,7 @@ where
 
 /// An `Op::Call` on `object`, for sending without waiting.
 fn call_op(object: u64, method: &str, args: Vec<Value>) -> Op {
-    Op::Call { object, method: method.to_owned(), args: Args::positional(args) }
+    Op::Call { object, method: method.into(), args: Args::positional(args) }
 }
 
 /// A conversion error for an item that went back to the queue.

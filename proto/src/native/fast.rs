@@ -114,7 +114,7 @@ pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
         return None;
     }
     let object = c.uint()?;
-    let method = c.str()?.to_owned();
+    let method = c.str()?.into();
     let fields = c.array()?;
     if !(1..=2).contains(&fields) {
         return None;
@@ -191,7 +191,7 @@ mod tests {
         )
             .prop_map(|(id, object, method, positional, keywords)| Request {
                 id,
-                op: Op::Call { object, method, args: Args { positional, keywords } },
+                op: Op::Call { object, method: method.into(), args: Args { positional, keywords } },
             })
     }
 

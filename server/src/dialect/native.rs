@@ -90,6 +90,9 @@ struct Conn<'a> {
     /// Parked calls by request id; dropping the sender abandons the call.
     parked: HashMap<u64, oneshot::Sender<()>>,
     settled_tx: mpsc::UnboundedSender<Settled>,
+    /// Requests handled since the server's counter was last updated: it is shared by
+    /// every worker thread, so it is added to once per batch, not once per request.
+    uncounted: u64,
 }
 
 /// Serves a native connection whose first frame (the Hello) was already read.
@@ -103,7 +106,7 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
         }
     };
     let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
-    let mut conn = Conn { session, shared: &shared, parked: HashMap::new(), settled_tx };
+    let mut conn = Conn { session, shared: &shared, parked: HashMap::new(), settled_tx, uncounted: 0 };
     run(&mut stream, rbuf, welcome, peer, &mut conn, &mut settled_rx).await;
     // Calls that settled but were never answered: nothing they received may be lost.
     settled_rx.close();
@@ -155,6 +158,7 @@ async fn run<S: Transport>(
                 }
             }
         }
+        conn.count_requests();
         if !wbuf.is_empty() {
             // A peer that stops reading for a whole heartbeat period is as gone as one
             // that stops writing: do not let a full socket buffer pin its session.
@@ -234,9 +238,16 @@ impl Conn<'_> {
         Caller { session: self.session.id() }
     }
 
+    /// Adds the requests handled since the last call to the server's counter.
+    fn count_requests(&mut self) {
+        if self.uncounted > 0 {
+            self.shared.counters.requests_total.fetch_add(std::mem::take(&mut self.uncounted), Ordering::Relaxed);
+        }
+    }
+
     /// Runs one request; `None` when its reply comes later (parked).
     fn handle(&mut self, request: Request) -> Option<Response> {
-        self.shared.counters.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.uncounted += 1;
         let id = request.id;
         let result = match request.op {
             Op::Call { object, method, args } => return self.call(id, object, &method, args),
@@ -272,7 +283,9 @@ impl Conn<'_> {
 
     fn call(&mut self, id: u64, object: u64, method: &str, args: native::Args) -> Option<Response> {
         let result = (|| {
-            let entry = self.session.handle(object)?.clone();
+            // Borrowed, not cloned: the entry's reference count is a cache line every
+            // worker thread would otherwise write on every call. Only a parked call keeps it.
+            let entry = self.session.handle(object)?;
             if self.parked.len() >= self.shared.config.limits.max_in_flight as usize {
                 return Err(WireError::new(
                     ErrorCode::LimitExceeded,
@@ -285,6 +298,7 @@ impl Conn<'_> {
             match entry.call(self.caller(), method, args.positional, args.keywords)? {
                 Outcome::Ready(value) => Ok(Some(value)),
                 Outcome::Park(parked) => {
+                    let entry = entry.clone();
                     self.park(id, entry, parked);
                     Ok(None)
                 }
