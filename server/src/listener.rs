@@ -1,8 +1,8 @@
 //! Binding and accepting on TCP and Unix-domain sockets.
 //!
-//! Owns socket options (TCP_NODELAY on every accepted socket, TCP_QUICKACK re-armed
-//! before reads on Linux — spec §1.4: without it a CPython client's handshake stalls
-//! ~40 ms on delayed ACKs), stale Unix socket files, and removing the socket file when
+//! Owns socket options (TCP_NODELAY on every accepted socket, TCP_QUICKACK re-armed on
+//! Linux where a dialect asks for it — spec §1.4: without it a CPython client's
+//! handshake and its large messages stall ~40 ms on delayed ACKs), stale Unix socket files, and removing the socket file when
 //! the listener goes away. It knows nothing about what is spoken on a connection.
 
 use std::io;
@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// An accepted byte stream, whatever the transport.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Called before each read: re-arms TCP_QUICKACK on TCP (the kernel clears it).
+    /// Re-arms TCP_QUICKACK on TCP (the kernel clears it), which also sends a pending
+    /// delayed ACK at once. Dialects call it before a read whose data a peer with Nagle
+    /// on may be holding back until it sees our ACK.
     fn before_read(&self) {}
 
     /// True if the peer is on this machine (a Unix socket, or TCP from a loopback

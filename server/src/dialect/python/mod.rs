@@ -135,11 +135,10 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
         let body = match next.take() {
             Some(body) => body,
             None => {
-                stream.before_read();
                 let read = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    read = agora_proto::io::read_frame(&mut stream, &mut rbuf, max_frame) => read,
+                    read = read_request(&mut stream, &mut rbuf, max_frame) => read,
                 };
                 match read {
                     Ok(body) => body,
@@ -365,6 +364,33 @@ async fn wait_parked<S: Transport>(
         entry.abandon(caller, ticket, &mut rx);
     }
     settled
+}
+
+/// Reads one request frame, making sure a CPython client is never kept waiting for our
+/// ACK (it has Nagle on: a message above 16 KiB goes out as a header write and a body
+/// write, and the body's tail waits for the ACK of the header, which Linux delays
+/// ~40 ms while we wait for the rest). So before a read that continues a partial frame,
+/// TCP_QUICKACK is re-armed, which also sends the pending ACK at once. A request that
+/// arrives whole needs none (our reply carries the ACK), which saves a `setsockopt` and
+/// often a bare ACK segment per request.
+async fn read_request<S: Transport>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    max_frame: u64,
+) -> Result<Bytes, agora_proto::io::FrameIoError> {
+    use agora_proto::io::{FrameIoError, ReadRoom};
+    let mut room = ReadRoom::default();
+    loop {
+        if let Some(body) = frame::take_frame(rbuf, max_frame)? {
+            return Ok(body);
+        }
+        if !rbuf.is_empty() {
+            stream.before_read();
+        }
+        if room.read(stream, rbuf).await? == 0 {
+            return Err(if rbuf.is_empty() { FrameIoError::Closed } else { FrameIoError::TruncatedFrame });
+        }
+    }
 }
 
 /// Completes when the peer closes (a CPython client sends nothing while it waits).
