@@ -163,7 +163,7 @@ impl Connection {
         // Room for a typical small request up front: growing from empty reallocates
         // several times per request (seen in profiles of `agora bench`).
         let mut out = Vec::with_capacity(128);
-        frame::encode_with(&mut out, |b| native::encode(&Request { id, op }, b))?;
+        frame::encode_with(&mut out, |b| native::encode_request(&Request { id, op }, b))?;
         let body_len = (out.len() - 4) as u64;
         if body_len > self.welcome.max_frame {
             return Err(Error::LimitExceeded(format!(

@@ -119,6 +119,46 @@ pub fn take_frame(buf: &mut bytes::BytesMut, limit: u64) -> Result<Option<bytes:
     Ok(Some(buf.split_to(h.body_len).freeze()))
 }
 
+/// Runs `each` on the body of every complete frame at the front of `buf`, in order,
+/// then removes those frames from `buf` at once and makes room for an incomplete one
+/// that follows. Bodies are borrowed in place: no split, no reference count per frame
+/// (for a loop that handles a pipelined batch). Stops early when `each` breaks, with
+/// the frames before (and including) that one consumed, and returns what it broke with.
+pub fn drain_frames<B>(
+    buf: &mut bytes::BytesMut,
+    limit: u64,
+    mut each: impl FnMut(&[u8]) -> std::ops::ControlFlow<B>,
+) -> Result<Option<B>, FrameError> {
+    let mut used = 0;
+    let mut outcome = Ok(None);
+    while let Some(h) = match parse_header(&buf[used..], limit) {
+        Ok(h) => h,
+        Err(e) => {
+            outcome = Err(e);
+            None
+        }
+    } {
+        let end = used + h.header_len + h.body_len;
+        if buf.len() < end {
+            break;
+        }
+        let body = &buf[used + h.header_len..end];
+        used = end;
+        if let std::ops::ControlFlow::Break(b) = each(body) {
+            outcome = Ok(Some(b));
+            break;
+        }
+    }
+    bytes::Buf::advance(buf, used);
+    if let Ok(None) = outcome {
+        // An incomplete frame: room for all of it (its length was checked against `limit`).
+        if let Ok(Some(h)) = parse_header(buf, limit) {
+            buf.reserve((h.header_len + h.body_len).saturating_sub(buf.len()));
+        }
+    }
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +220,37 @@ mod tests {
         buf.extend_from_slice(&wire[wire.len() - 1..]);
         assert_eq!(take_frame(&mut buf, 10).unwrap().unwrap(), &b"two"[..]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn drain_frames_takes_complete_frames_in_place() {
+        use std::ops::ControlFlow;
+        let mut wire = Vec::new();
+        for body in [&b"one"[..], b"two", b"three"] {
+            encode(body, &mut wire);
+        }
+        let mut buf = bytes::BytesMut::from(&wire[..wire.len() - 2]);
+        let mut seen = Vec::new();
+        let r = drain_frames(&mut buf, 10, |b| -> ControlFlow<()> {
+            seen.push(b.to_vec());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(r, Ok(None));
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(&buf[..], &wire[wire.len() - 9..wire.len() - 2], "the incomplete frame stays");
+        assert!(buf.capacity() >= 9, "with room for the whole of it");
+        buf.extend_from_slice(&wire[wire.len() - 2..]);
+        let r = drain_frames(&mut buf, 10, |b| if b == b"three" { ControlFlow::Break(7) } else { ControlFlow::Continue(()) });
+        assert_eq!(r, Ok(Some(7)));
+        assert!(buf.is_empty(), "the frame it broke on is consumed");
+        let mut bad = bytes::BytesMut::from(&[0, 0, 0, 1, 9, 0, 0, 1, 0][..]);
+        let mut n = 0;
+        let r = drain_frames(&mut bad, 10, |_| -> ControlFlow<()> {
+            n += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(r, Err(FrameError::TooLarge { len: 256, limit: 10 }));
+        assert_eq!(n, 1, "frames before the bad header are handled");
     }
 
     #[test]

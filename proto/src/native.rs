@@ -335,6 +335,29 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
         .map_err(|e| WireError::new(crate::ErrorCode::Protocol, format!("malformed native message: {e}")))
 }
 
+/// Encodes a [`Request`]: the bytes [`encode`] writes, faster for a method call
+/// (written by hand; everything else goes through serde).
+pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), WireError> {
+    if let Op::Call { object, method, args } = &request.op {
+        if fast::encode_call(request.id, *object, method, args, out) {
+            return Ok(());
+        }
+    }
+    encode(request, out)
+}
+
+/// Encodes a [`Response`]: the bytes [`encode`] writes, faster for a value reply
+/// (written by hand; everything else goes through serde).
+pub fn encode_response(response: &Response, out: &mut Vec<u8>) -> Result<(), WireError> {
+    match &response.result {
+        Ok(Reply::Value(value)) => {
+            fast::encode_value_response(response.id, value, out);
+            Ok(())
+        }
+        _ => encode(response, out),
+    }
+}
+
 /// Decodes a [`Request`]: what [`decode`] gives, faster for a method call (decoded by
 /// hand; everything else goes through serde).
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {

@@ -1,18 +1,21 @@
-//! Hand-written decoders for the two messages on the hot path: a method call
-//! ([`Op::Call`]) and a value reply (`Ok(Reply::Value)`). Everything else, and anything
-//! these do not recognise, goes through serde.
+//! Hand-written encoders and decoders for the two messages on the hot path: a method
+//! call ([`Op::Call`]) and a value reply (`Ok(Reply::Value)`). Everything else, and
+//! anything these do not recognise, goes through serde.
 //!
-//! They accept exactly the bytes rmp-serde writes for those messages (structs as
-//! arrays, an enum as a one-entry map keyed by the variant's name, `Args` with or
-//! without its keywords) and decode values with the same codec as
-//! [`Value::from_msgpack`], which agrees with serde's (tested in `value::msgpack`). On
-//! any surprise they return `None` and the caller decodes with serde, whose errors are
-//! the precise ones: so this changes how fast a message decodes, never what it decodes
-//! to. Serde costs here were ~10 % of the server's CPU per request at `-P 16`
+//! They write and accept exactly the bytes rmp-serde writes for those messages (structs
+//! as arrays, an enum as a one-entry map keyed by the variant's name, `Args` with or
+//! without its keywords; the envelope through the same `rmp` functions rmp-serde calls)
+//! and code values with the same codec as [`Value::from_msgpack`], which agrees with
+//! serde's (tested in `value::msgpack`). On any surprise the decoders return `None` and
+//! the caller decodes with serde, whose errors are the precise ones: so this changes how
+//! fast a message is coded, never its bytes or what it decodes to (proptests below).
+//! Serde costs here were ~10 % of the server's CPU per request at `-P 16`
 //! (BENCHMARKS.md).
 
+use rmp::encode as mp;
+
 use super::{Args, Op, Reply, Request, Response};
-use crate::value::decode_msgpack_prefix;
+use crate::value::{decode_msgpack_prefix, encode_msgpack_into};
 use crate::Value;
 
 /// A cursor over a message; every read returns `None` on anything unexpected.
@@ -103,6 +106,54 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A length as MessagePack carries it; `None` beyond `u32` (serde then reports it).
+fn len(n: usize) -> Option<u32> {
+    u32::try_from(n).ok()
+}
+
+/// Writes `[id, {"Call": [object, method, [positional, keywords?]]}]`; `false` (and
+/// nothing written) if a length does not fit MessagePack.
+pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: &mut Vec<u8>) -> bool {
+    let (Some(n), Some(k)) = (len(args.positional.len()), len(args.keywords.len())) else { return false };
+    if len(method.len()).is_none() || args.keywords.iter().any(|(name, _)| len(name.len()).is_none()) {
+        return false;
+    }
+    // Writing into a Vec cannot fail.
+    let _ = mp::write_array_len(out, 2);
+    let _ = mp::write_uint(out, id);
+    let _ = mp::write_map_len(out, 1);
+    let _ = mp::write_str(out, "Call");
+    let _ = mp::write_array_len(out, 3);
+    let _ = mp::write_uint(out, object);
+    let _ = mp::write_str(out, method);
+    // `keywords` is left out when empty (`skip_serializing_if`).
+    let _ = mp::write_array_len(out, if k == 0 { 1 } else { 2 });
+    let _ = mp::write_array_len(out, n);
+    for value in &args.positional {
+        encode_msgpack_into(value, out);
+    }
+    if k > 0 {
+        let _ = mp::write_array_len(out, k);
+        for (name, value) in &args.keywords {
+            let _ = mp::write_array_len(out, 2);
+            let _ = mp::write_str(out, name);
+            encode_msgpack_into(value, out);
+        }
+    }
+    true
+}
+
+/// Writes `[id, {"Ok": {"Value": value}}]`.
+pub(super) fn encode_value_response(id: u64, value: &Value, out: &mut Vec<u8>) {
+    let _ = mp::write_array_len(out, 2);
+    let _ = mp::write_uint(out, id);
+    let _ = mp::write_map_len(out, 1);
+    let _ = mp::write_str(out, "Ok");
+    let _ = mp::write_map_len(out, 1);
+    let _ = mp::write_str(out, "Value");
+    encode_msgpack_into(value, out);
+}
+
 /// `[id, {"Call": [object, method, [positional, keywords?]]}]`.
 pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
     let mut c = Cursor { buf: bytes, pos: 0 };
@@ -169,6 +220,7 @@ mod tests {
             Just(Value::None),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
             any::<u64>().prop_map(|u| Value::from_bigint(u.into())),
             "[a-z\u{e9}\u{1F600}]{0,40}".prop_map(|s: String| Value::Str(s.into())),
             proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Bytes),
@@ -206,7 +258,27 @@ mod tests {
         Ok(())
     }
 
+    /// The hand-written encoding of a message, through the public entry points.
+    fn fast_bytes_of_request(request: &Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        super::super::encode_request(request, &mut out).unwrap();
+        out
+    }
+
     proptest! {
+        #[test]
+        fn calls_encode_as_serde_encodes_them(request in call()) {
+            prop_assert_eq!(fast_bytes_of_request(&request), bytes_of(&request));
+        }
+
+        #[test]
+        fn value_replies_encode_as_serde_encodes_them(id in any::<u64>(), v in value()) {
+            let response = Response { id, result: Ok(Reply::Value(v)) };
+            let mut out = Vec::new();
+            super::super::encode_response(&response, &mut out).unwrap();
+            prop_assert_eq!(out, bytes_of(&response));
+        }
+
         #[test]
         fn calls_decode_as_serde_decodes_them(request in call()) {
             let bytes = bytes_of(&request);

@@ -170,6 +170,19 @@ pub(super) fn encode(value: &Value) -> Vec<u8> {
     two_pass(|sink| walk(value, sink))
 }
 
+/// Appends the encoding of `value` to `out`: a scalar directly, anything else through
+/// the two passes.
+pub(super) fn encode_into(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Bytes(_) => {
+            let mut sink = Write { out: std::mem::take(out), ext_lens: std::iter::empty() };
+            walk(value, &mut sink);
+            *out = sink.out;
+        }
+        _ => out.extend_from_slice(&encode(value)),
+    }
+}
+
 /// The ext type and payload of a tuple, set, frozenset, big int or object (`None` for
 /// the types MessagePack has natively).
 pub(super) fn ext_payload(value: &Value) -> Option<(i8, Vec<u8>)> {

@@ -39,7 +39,7 @@ mod de;
 mod dict;
 mod key;
 mod msgpack;
-pub(crate) use msgpack::decode_prefix as decode_msgpack_prefix;
+pub(crate) use msgpack::{decode_prefix as decode_msgpack_prefix, encode_into as encode_msgpack_into};
 mod num;
 mod printable;
 mod repr;

@@ -73,6 +73,12 @@ pub(super) fn encode(value: &Value) -> Vec<u8> {
     codec::encode(value)
 }
 
+/// Appends the encoding of `value` to `out` (what [`Value::to_msgpack`] returns). For
+/// hand-written message encoders (`native::fast`).
+pub(crate) fn encode_into(value: &Value, out: &mut Vec<u8>) {
+    codec::encode_into(value, out)
+}
+
 /// Decodes the value at the start of `bytes` (more may follow); returns it and its
 /// length in bytes. For hand-written message decoders (`native::fast`).
 pub(crate) fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), String> {

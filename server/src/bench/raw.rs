@@ -146,7 +146,7 @@ impl RawRun<'_> {
                 };
                 let request = Request { id: next_id, op };
                 next_id += 1;
-                frame::encode_with(&mut out, |b| native::encode(&request, b)).map_err(|e| e.message)?;
+                frame::encode_with(&mut out, |b| native::encode_request(&request, b)).map_err(|e| e.message)?;
             }
             let start = Instant::now();
             stream.write_all(&out).await.map_err(|e| e.to_string())?;

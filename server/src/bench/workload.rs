@@ -117,11 +117,19 @@ impl Rng {
     }
 }
 
-/// Writes key number `n` into `out` as `redis-benchmark -r` spells it (`key:` and 12 digits).
+/// Writes key number `n` into `out` as `redis-benchmark -r` spells it (`key:` and 12
+/// digits, the last 12 of a larger `n`). By hand, as `redis-benchmark` does: the
+/// formatting machinery was 3 % of the load generator's CPU.
 pub fn write_key(out: &mut String, n: u64) {
-    use std::fmt::Write;
+    let mut digits = [b'0'; 12];
+    let mut rest = n;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
     out.clear();
-    let _ = write!(out, "key:{n:012}");
+    out.push_str("key:");
+    out.extend(digits.iter().map(|&d| char::from(d)));
 }
 
 /// One worker's prepared objects.
@@ -209,5 +217,17 @@ impl Worker {
             }
         }
         Ok(start.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_spelled_as_redis_benchmark_spells_them() {
+        let mut key = String::from("left over");
+        super::write_key(&mut key, 42);
+        assert_eq!(key, "key:000000000042");
+        super::write_key(&mut key, 999_999_999_999);
+        assert_eq!(key, "key:999999999999");
     }
 }

@@ -8,6 +8,7 @@
 //! lock and sends its reply back here, so the requests behind it go on.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ pub async fn refuse<S: Transport>(stream: &mut S, error: WireError) {
 
 /// Appends one encoded response frame to `out`.
 fn push_response(out: &mut Vec<u8>, response: Response) {
-    if let Err(e) = frame::encode_with(out, |body| native::encode(&response, body)) {
+    if let Err(e) = frame::encode_with(out, |body| native::encode_response(&response, body)) {
         // Only a value that cannot be encoded gets here; answer with the reason instead.
         let fallback = Response { id: response.id, result: Err(e) };
         frame::encode_with(out, |body| native::encode(&fallback, body)).expect("errors always encode");
@@ -136,26 +137,26 @@ async fn run<S: Transport>(
     let mut silent_until = tokio::time::Instant::now() + heartbeat;
     let mut room = ReadRoom::default();
     loop {
-        loop {
-            match frame::take_frame(&mut rbuf, max_frame) {
-                Ok(Some(body)) => match native::decode_request(&body) {
-                    Ok(request) => {
-                        if let Some(response) = conn.handle(request) {
-                            push_response(&mut wbuf, response);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e.message, "malformed request; closing");
-                        let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
-                        return refuse(stream, e).await;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "bad frame; closing");
-                    let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
-                    return refuse(stream, frame_error(e)).await;
+        let batch = frame::drain_frames(&mut rbuf, max_frame, |body| match native::decode_request(body) {
+            Ok(request) => {
+                if let Some(response) = conn.handle(request) {
+                    push_response(&mut wbuf, response);
                 }
+                ControlFlow::Continue(())
+            }
+            Err(e) => ControlFlow::Break(e),
+        });
+        match batch {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                tracing::warn!(%peer, error = %e.message, "malformed request; closing");
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
+                return refuse(stream, e).await;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "bad frame; closing");
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
+                return refuse(stream, frame_error(e)).await;
             }
         }
         conn.count_requests();
