@@ -240,7 +240,12 @@ mod tests {
         assert_eq!(&buf[..], &wire[wire.len() - 9..wire.len() - 2], "the incomplete frame stays");
         assert!(buf.capacity() >= 9, "with room for the whole of it");
         buf.extend_from_slice(&wire[wire.len() - 2..]);
-        let r = drain_frames(&mut buf, 10, |b| if b == b"three" { ControlFlow::Break(7) } else { ControlFlow::Continue(()) });
+        let r =
+            drain_frames(
+                &mut buf,
+                10,
+                |b| if b == b"three" { ControlFlow::Break(7) } else { ControlFlow::Continue(()) },
+            );
         assert_eq!(r, Ok(Some(7)));
         assert!(buf.is_empty(), "the frame it broke on is consumed");
         let mut bad = bytes::BytesMut::from(&[0, 0, 0, 1, 9, 0, 0, 1, 0][..]);

@@ -137,9 +137,9 @@ impl RawRun<'_> {
                     workload::write_key(&mut key, rng.below(self.keyspace));
                     let args = match target.shape {
                         Shape::None => vec![],
-                        Shape::Key => vec![Value::Str(key.clone().into())],
+                        Shape::Key => vec![Value::Str(key.as_str().into())],
                         Shape::Value => vec![Value::Str(self.value.into())],
-                        Shape::KeyValue => vec![Value::Str(key.clone().into()), Value::Str(self.value.into())],
+                        Shape::KeyValue => vec![Value::Str(key.as_str().into()), Value::Str(self.value.into())],
                         Shape::One => vec![Value::Int(1)],
                     };
                     Op::Call { object, method: target.method.into(), args: Args::positional(args) }
