@@ -676,3 +676,35 @@ fn assert_send_sync() {
     sendable::<agora_client::Leased<u8>>();
     sendable::<agora_client::Items<u8>>();
 }
+
+#[tokio::test]
+async fn a_one_worker_server_hands_items_and_locks_between_blocked_clients() {
+    // With `--workers 1` every connection and every parked call shares one thread: a
+    // blocked get or acquire must still let the put or release that frees it run.
+    let server = Server::start_with(agora_tests::ServerOptions {
+        args: vec!["--workers".into(), "1".into()],
+        ..Default::default()
+    });
+    server.wait_for_log("workers=1");
+    let (producer, consumer) = (server.client().await, server.client().await);
+    let q_in = consumer.queue::<u64>("handoff", 4).await.unwrap();
+    let getter = tokio::spawn(async move {
+        let mut got = Vec::new();
+        for _ in 0..500 {
+            got.push(q_in.get().await.unwrap());
+        }
+        got
+    });
+    let q_out = producer.queue::<u64>("handoff", 4).await.unwrap();
+    for i in 0..500u64 {
+        q_out.put(&i).await.unwrap(); // blocks whenever the 4 slots are full
+    }
+    assert_eq!(guard("the getter", getter).await.unwrap(), (0..500).collect::<Vec<_>>());
+
+    let (a, b) = (producer.lock("one").await.unwrap(), consumer.lock("one").await.unwrap());
+    let held = a.acquire().await.unwrap();
+    let mut waiting = Box::pin(b.acquire());
+    still_waiting("the second acquire", &mut waiting).await;
+    held.release().await.unwrap();
+    guard("the second acquire", waiting).await.unwrap().release().await.unwrap();
+}
