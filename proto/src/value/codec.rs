@@ -351,7 +351,12 @@ pub(super) fn decode(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
 /// `max_depth` deep; returns it and how many bytes it took.
 pub(super) fn decode_prefix(bytes: &[u8], max_depth: usize) -> Result<(Value, usize), String> {
     let mut reader = Reader { buf: bytes, pos: 0 };
-    let value = Decoder { max_depth, stack: Vec::new() }.run(&mut reader, None)?;
+    let mut decoder = Decoder { max_depth, stack: Vec::new() };
+    let value = match decoder.item(&mut reader)? {
+        // A scalar (most arguments and replies): no container bookkeeping.
+        Step::Item(value) => value,
+        opened => decoder.run(&mut reader, Some(opened))?,
+    };
     Ok((value, reader.pos))
 }
 
