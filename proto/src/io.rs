@@ -106,9 +106,25 @@ pub async fn read_frame_with<R: AsyncRead + Unpin>(
     limit: u64,
     room: &mut ReadRoom,
 ) -> Result<Bytes, FrameIoError> {
+    read_frame_noting_partial(reader, buf, limit, room, |_| {}).await
+}
+
+/// [`read_frame_with`] that calls `before_rest(reader)` before each read that must
+/// complete a frame already partly in `buf` (a server uses it to re-arm TCP_QUICKACK
+/// only when a peer may be waiting for its ACK).
+pub async fn read_frame_noting_partial<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    limit: u64,
+    room: &mut ReadRoom,
+    mut before_rest: impl FnMut(&R),
+) -> Result<Bytes, FrameIoError> {
     loop {
         if let Some(body) = frame::take_frame(buf, limit)? {
             return Ok(body);
+        }
+        if !buf.is_empty() {
+            before_rest(reader);
         }
         if room.read(reader, buf).await? == 0 {
             return Err(if buf.is_empty() { FrameIoError::Closed } else { FrameIoError::TruncatedFrame });
@@ -246,6 +262,25 @@ mod tests {
         let before = room.want();
         assert_eq!(room.read(&mut a, &mut buf).await.unwrap(), 10);
         assert_eq!(room.want(), before, "a short read does not grow the room");
+    }
+
+    #[tokio::test]
+    async fn the_partial_frame_hook_runs_only_before_completing_a_frame() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let (mut buf, mut room, mut calls) = (BytesMut::new(), ReadRoom::default(), 0);
+        b.write_all(&[0, 0, 0, 2, 7, 7]).await.unwrap();
+        let whole = read_frame_noting_partial(&mut a, &mut buf, 10, &mut room, |_| calls += 1).await.unwrap();
+        assert_eq!((&whole[..], calls), (&[7, 7][..], 0), "a frame that arrives whole needs no hook");
+        b.write_all(&[0, 0, 0, 3, 1]).await.unwrap();
+        let rest = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            b.write_all(&[2, 3]).await.unwrap();
+            b
+        });
+        let split = read_frame_noting_partial(&mut a, &mut buf, 10, &mut room, |_| calls += 1).await.unwrap();
+        assert_eq!(&split[..], &[1, 2, 3]);
+        assert!(calls >= 1, "the read that completes a partial frame is announced");
+        drop(rest.await.unwrap());
     }
 
     #[tokio::test]

@@ -378,19 +378,8 @@ async fn read_request<S: Transport>(
     rbuf: &mut BytesMut,
     max_frame: u64,
 ) -> Result<Bytes, agora_proto::io::FrameIoError> {
-    use agora_proto::io::{FrameIoError, ReadRoom};
-    let mut room = ReadRoom::default();
-    loop {
-        if let Some(body) = frame::take_frame(rbuf, max_frame)? {
-            return Ok(body);
-        }
-        if !rbuf.is_empty() {
-            stream.before_read();
-        }
-        if room.read(stream, rbuf).await? == 0 {
-            return Err(if rbuf.is_empty() { FrameIoError::Closed } else { FrameIoError::TruncatedFrame });
-        }
-    }
+    let mut room = agora_proto::io::ReadRoom::default();
+    agora_proto::io::read_frame_noting_partial(stream, rbuf, max_frame, &mut room, |s| s.before_read()).await
 }
 
 /// Completes when the peer closes (a CPython client sends nothing while it waits).
