@@ -89,9 +89,67 @@ pub fn token_fields(token: &Value) -> Option<ObjectRef> {
     Some(ObjectRef { id, typeid: typeid.to_string(), address: address.clone(), proxy_class: String::new() })
 }
 
+/// The ids of every object referenced inside `value`.
+pub fn referenced_ids(value: &Value, out: &mut Vec<u64>) {
+    match value {
+        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|v| referenced_ids(v, out)),
+        Value::Dict(dict) => dict.iter().for_each(|(k, v)| {
+            referenced_ids(k, out);
+            referenced_ids(v, out);
+        }),
+        Value::Set(set) | Value::FrozenSet(set) => set.iter().for_each(|v| referenced_ids(v, out)),
+        Value::Object(object) => {
+            if let Some(reference) = ObjectRef::from_value(value) {
+                if !out.contains(&reference.id) {
+                    out.push(reference.id);
+                }
+                return;
+            }
+            visit_object(object, &mut |v| referenced_ids(v, out));
+        }
+        _ => {}
+    }
+}
+
+/// Runs `f` on every value inside an opaque object.
+pub fn visit_object(object: &Object, f: &mut dyn FnMut(&Value)) {
+    match &object.build {
+        Build::Global => {}
+        Build::Reduce(args) | Build::NewObj(args) => args.iter().for_each(&mut *f),
+        Build::NewObjEx(args, kwargs) => {
+            args.iter().for_each(&mut *f);
+            kwargs.iter().for_each(|(k, v)| {
+                f(k);
+                f(v)
+            });
+        }
+    }
+    if let Some(state) = &object.state {
+        f(state);
+    }
+    object.list_items.iter().for_each(&mut *f);
+    object.dict_items.iter().for_each(|(k, v)| {
+        f(k);
+        f(v)
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_references_anywhere_once() {
+        let r = ObjectRef::new(0xab, "list").to_value();
+        let value = Value::List(vec![
+            Value::Int(1),
+            r.clone(),
+            Value::Tuple(vec![r.clone(), ObjectRef::new(0xcd, "dict").to_value()]),
+        ]);
+        let mut ids = Vec::new();
+        referenced_ids(&value, &mut ids);
+        assert_eq!(ids, vec![0xab, 0xcd]);
+    }
 
     #[test]
     fn round_trip() {

@@ -1,5 +1,5 @@
-//! One operation through the server core, without sockets: the registry, the
-//! object's lock, argument binding and the dict itself — and the same with the
+//! One operation through the server core, without sockets: the engine's command
+//! path, the object's lock, argument binding and the dict itself — and the same with the
 //! native request decoded and its response encoded, which is all a request costs
 //! the server besides the socket.
 //!
@@ -11,47 +11,75 @@ use std::time::Duration;
 use agora_proto::frame;
 use agora_proto::native::{self, Args, Kind, Op, Reply, Request, Response};
 use agora_proto::Value;
-use agora_server::object::{Caller, Outcome};
-use agora_server::registry::Registry;
+use agora_server::custom::CustomKinds;
+use agora_server::engine::{Access, Answer, Command, Engine, Keep, Session};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn key(i: u64) -> Value {
     Value::Str(format!("key:{:012}", i % 10_000).into())
 }
 
-fn dict_ops(c: &mut Criterion) {
-    let registry = Registry::new();
-    let entry = registry.open_named(&Kind::Dict, "bench", vec![], vec![]).expect("open").entry;
-    let caller = Caller { session: 1 };
-    for i in 0..10_000 {
-        entry.call(caller, "__setitem__", vec![key(i), Value::Str("xxx".into())], vec![]).expect("set");
+/// One call through the engine, by handle (as the native dialect makes it).
+fn call(engine: &Engine, session: &Session, object: u64, method: &str, positional: Vec<Value>) -> Value {
+    let command = Command::Call {
+        session: session.id(),
+        object,
+        access: Access::Handle,
+        method: method.into(),
+        args: Args::positional(positional),
+        at: engine.now(),
+    };
+    match engine.apply_in(session, command).reply {
+        Ok(Answer::Value(v)) => v,
+        other => panic!("{method}: {other:?}"),
     }
-    let mut g = c.benchmark_group("dict through the core");
+}
+
+fn dict_ops(c: &mut Criterion) {
+    let engine = Engine::new(CustomKinds::default());
+    let session = engine.open_session(engine.now());
+    let open = Command::Open {
+        session: session.id(),
+        kind: Kind::Dict,
+        name: Some("bench".into()),
+        args: Args::default(),
+        keep: Keep::Handle,
+        at: engine.now(),
+    };
+    let Ok(Answer::Opened { object, .. }) = engine.apply_in(&session, open).reply else { panic!("open") };
+    for i in 0..10_000 {
+        call(&engine, &session, object, "__setitem__", vec![key(i), Value::Str("xxx".into())]);
+    }
+    let mut g = c.benchmark_group("dict through the engine");
     let mut i = 0u64;
-    g.bench_function("__setitem__ (ObjectEntry::call)", |b| {
+    g.bench_function("__setitem__ (Engine::apply_in)", |b| {
         b.iter(|| {
             i += 7919;
-            let args = vec![key(i), Value::Str("xxx".into())];
-            black_box(entry.call(caller, "__setitem__", args, vec![]).unwrap());
+            black_box(call(&engine, &session, object, "__setitem__", vec![key(i), Value::Str("xxx".into())]));
         })
     });
-    g.bench_function("__getitem__ (ObjectEntry::call)", |b| {
+    g.bench_function("__getitem__ (Engine::apply_in)", |b| {
         b.iter(|| {
             i += 7919;
-            black_box(entry.call(caller, "__getitem__", vec![key(i)], vec![]).unwrap());
+            black_box(call(&engine, &session, object, "__getitem__", vec![key(i)]));
         })
     });
-    g.bench_function("registry lookup by id + __getitem__", |b| {
-        let id = entry.id();
+    g.bench_function("__getitem__ by id (Engine::apply, the Python path)", |b| {
         b.iter(|| {
             i += 7919;
-            let e = registry.get(black_box(id)).unwrap();
-            black_box(e.call(caller, "__getitem__", vec![key(i)], vec![]).unwrap());
+            let command = Command::Call {
+                session: session.id(),
+                object,
+                access: Access::Id,
+                method: "__getitem__".into(),
+                args: Args::positional(vec![key(i)]),
+                at: engine.now(),
+            };
+            black_box(engine.apply(command).reply.unwrap());
         })
     });
     // What the native dialect does per request, minus the socket: decode the frame
     // body, run the call, encode the response into the output buffer.
-    let object = entry.id();
     let mut wire = Vec::new();
     let request = Request {
         id: 42,
@@ -63,14 +91,13 @@ fn dict_ops(c: &mut Criterion) {
     };
     frame::encode_with(&mut wire, |b| native::encode(&request, b)).unwrap();
     let mut out = Vec::with_capacity(1024);
+    let at = engine.now();
     g.bench_function("decode request + __getitem__ + encode response", |b| {
         b.iter(|| {
             let request: Request = native::decode(black_box(&wire[4..])).unwrap();
             let Op::Call { object, method, args } = request.op else { unreachable!() };
-            let e = registry.get(object).unwrap();
-            let Outcome::Ready(value) = e.call(caller, &method, args.positional, args.keywords).unwrap() else {
-                unreachable!()
-            };
+            let command = Command::Call { session: session.id(), object, access: Access::Handle, method, args, at };
+            let Ok(Answer::Value(value)) = engine.apply_in(&session, command).reply else { unreachable!() };
             out.clear();
             let response = Response { id: request.id, result: Ok(Reply::Value(value)) };
             frame::encode_with(&mut out, |b| native::encode(&response, b)).unwrap();

@@ -14,10 +14,16 @@
 //!   builds from the method names this server reports;
 //! - `agora ls`, `agora get` and `agora stats` show it with its type name.
 //!
-//! Each object is driven under its own lock like every other kind, so a call is atomic
-//! with respect to the other calls on the same object. A custom method cannot block
-//! (there is no waiter for it): it answers at once. A method that panics fails with an
-//! internal error and leaves the object usable; the panic does not take the server down.
+//! Each object is driven by the engine like every other kind, one call at a time, so
+//! a call is atomic with respect to the other calls on the same object. A custom
+//! method cannot block (it never parks): it answers at once. Every custom method
+//! counts as a state change (none is declared read-only). A method that panics fails
+//! with an internal error and leaves the object usable; the panic does not take the
+//! server down.
+//!
+//! A custom object's state is opaque to the server: its canonical form (what the
+//! engine compares) is the encoding of its [`CustomObject::snapshot`], so a type whose
+//! snapshot leaves something out cannot be told apart on that part.
 //!
 //! ```
 //! use agora_server::custom::{CustomKind, CustomObject};
@@ -67,12 +73,13 @@ use std::sync::Arc;
 use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, Value, WireError};
 
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// A Rust type served as a shared object of a custom kind.
 ///
-/// The server calls it under the object's lock, one call at a time, so `&mut self`
-/// is all the synchronization it needs. See the [module docs](self) for an example.
+/// The server calls it one call at a time, so `&mut self` is all the synchronization
+/// it needs. See the [module docs](self) for an example.
 pub trait CustomObject: Send + 'static {
     /// Runs `method` (always one of the names the kind was registered with) with the
     /// caller's positional arguments, and returns its result. Return a [`WireError`]
@@ -84,7 +91,8 @@ pub trait CustomObject: Send + 'static {
     fn call(&mut self, method: &str, args: Vec<Value>) -> Result<Value, WireError>;
 
     /// A copy of the whole state as a plain value: what `agora get NAME` prints and a
-    /// Python client's `proxy._getvalue()` returns. `None` unless overridden.
+    /// Python client's `proxy._getvalue()` returns, and (encoded) the object's state
+    /// as the server compares it. `None` unless overridden.
     fn snapshot(&self) -> Value {
         Value::None
     }
@@ -151,6 +159,8 @@ impl CustomKind {
             assert!(!name.starts_with('#'), "custom kind '{typeid}': method names may not start with '#' ({name})");
             assert!(!methods[..i].contains(&name), "custom kind '{typeid}': method '{name}' listed twice");
             let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            // Never `.read_only()`: the server cannot tell what a user's method changes,
+            // so every custom call is a state change.
             specs.push(MethodSpec::optional(name, &[], 0).with_var_positional());
         }
         let methods: &'static [MethodSpec] = Box::leak(specs.into_boxed_slice());
@@ -239,7 +249,7 @@ impl SharedObject for CustomState {
         self.methods
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
         let inner = &mut self.inner;
         guarded(self.kind.as_str(), format_args!("method '{method}'"), || inner.call(method, args.take_rest(0)))
             .map(Outcome::Ready)
@@ -248,6 +258,12 @@ impl SharedObject for CustomState {
     fn snapshot(&self) -> Value {
         let inner = &self.inner;
         guarded(self.kind.as_str(), format_args!("snapshot"), || Ok(inner.snapshot())).unwrap_or_default()
+    }
+
+    /// A custom object's state is opaque (a user's Rust type, not serde): its
+    /// snapshot is the best canonical form there is, so that is what is encoded.
+    fn state(&self) -> Vec<u8> {
+        encode_state(&self.snapshot())
     }
 
     fn repr(&self) -> String {
@@ -286,8 +302,9 @@ fn guarded<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Harness;
     use crate::object::bind;
-    use crate::registry::Registry;
+    use crate::objects;
 
     struct Tally(Vec<Value>);
 
@@ -321,54 +338,98 @@ mod tests {
         })
     }
 
-    fn registry() -> Registry {
+    fn kinds() -> CustomKinds {
         let mut kinds = CustomKinds::default();
         kinds.register(tally_kind());
-        Registry::with_custom_kinds(kinds)
+        kinds
+    }
+
+    fn tally() -> Kind {
+        Kind::Other("Tally".into())
+    }
+
+    /// Creates an object the way the engine does: the kind's constructor signature,
+    /// the arguments bound against it, then [`objects::construct`].
+    fn create(kinds: &CustomKinds, kind: &Kind, positional: Vec<Value>) -> Result<Box<dyn SharedObject>, WireError> {
+        let spec = objects::constructor(kind, kinds).ok_or_else(|| objects::unsupported_kind(kind))?;
+        objects::construct(kind, bind(spec, positional, vec![])?, kinds)
+    }
+
+    /// Calls a method the way the engine does: looked up in the object's method table
+    /// (the engine's `NoSuchMethod` error when it is not there), bound, then run.
+    fn call(
+        h: &mut Harness,
+        object: &mut dyn SharedObject,
+        method: &str,
+        positional: Vec<Value>,
+        keywords: Vec<(String, Value)>,
+    ) -> Result<Value, WireError> {
+        let Some(spec) = object.methods().iter().find(|m| m.name == method) else {
+            let message = format!("'{}' object has no method '{method}'", object.kind());
+            return Err(WireError::new(ErrorCode::NoSuchMethod, message));
+        };
+        match object.call(&mut h.ctx(1), method, bind(spec, positional, keywords)?)? {
+            Outcome::Ready(value) => Ok(value),
+            Outcome::Parked => panic!("{method} parked"),
+        }
     }
 
     #[test]
     fn custom_objects_are_built_and_called_by_name() {
-        let reg = registry();
-        let kind = Kind::Other("Tally".into());
-        let e = reg.create(&kind, vec![Value::Int(1)], vec![]).unwrap();
-        let caller = Caller { session: 1 };
-        let Outcome::Ready(n) = e.call(caller, "add", vec![Value::Int(2), Value::Int(3)], vec![]).unwrap() else {
-            panic!()
-        };
+        let mut h = Harness::default();
+        let mut e = create(&kinds(), &tally(), vec![Value::Int(1)]).unwrap();
+        let n = call(&mut h, &mut *e, "add", vec![Value::Int(2), Value::Int(3)], vec![]).unwrap();
         assert_eq!(n, Value::Int(3));
-        assert_eq!(e.snapshot().unwrap(), Value::List(vec![Value::Int(1), Value::Int(2), Value::Int(3)]));
-        assert_eq!(e.size().unwrap(), Some(3));
-        assert_eq!(e.repr().unwrap(), "<Tally object>");
-        assert_eq!(e.method_names().unwrap(), vec!["add", "boom", "fail"]);
-        assert_eq!(e.call(caller, "fail", vec![], vec![]).unwrap_err().code, ErrorCode::ValueError);
-        let unknown = e.call(caller, "nope", vec![], vec![]).unwrap_err();
+        assert_eq!(e.snapshot(), Value::List(vec![Value::Int(1), Value::Int(2), Value::Int(3)]));
+        assert_eq!(e.size(), Some(3));
+        assert_eq!(e.repr(), "<Tally object>");
+        assert_eq!(e.kind(), tally());
+        assert_eq!(e.methods().iter().map(|m| m.name).collect::<Vec<_>>(), vec!["add", "boom", "fail"]);
+        assert_eq!(call(&mut h, &mut *e, "fail", vec![], vec![]).unwrap_err().code, ErrorCode::ValueError);
+        let unknown = call(&mut h, &mut *e, "nope", vec![], vec![]).unwrap_err();
         assert_eq!(
             (unknown.code, unknown.message.as_str()),
             (ErrorCode::NoSuchMethod, "'Tally' object has no method 'nope'")
         );
-        let kw = e.call(caller, "add", vec![], vec![("x".into(), Value::None)]).unwrap_err();
+        let kw = call(&mut h, &mut *e, "add", vec![], vec![("x".into(), Value::None)]).unwrap_err();
         assert_eq!(kw.message, "add() got an unexpected keyword argument 'x'");
     }
 
     #[test]
+    fn custom_methods_are_state_changes_and_the_state_is_the_snapshot() {
+        let mut h = Harness::default();
+        let mut e = create(&kinds(), &tally(), vec![]).unwrap();
+        assert!(e.methods().iter().all(|m| !m.read_only && !m.stores));
+        assert!(!e.holds_session_state());
+        let before = e.state();
+        assert_eq!(before, encode_state(&Value::List(vec![])));
+        call(&mut h, &mut *e, "add", vec![Value::Int(1)], vec![]).unwrap();
+        assert_ne!(e.state(), before);
+        assert_eq!(e.state(), create(&kinds(), &tally(), vec![Value::Int(1)]).unwrap().state());
+        assert!(h.parked().is_none() && h.deliveries().is_empty(), "a custom call never parks");
+    }
+
+    #[test]
     fn a_panicking_method_fails_and_leaves_the_object_usable() {
-        let reg = registry();
-        let e = reg.create(&Kind::Other("Tally".into()), vec![], vec![]).unwrap();
-        let caller = Caller { session: 1 };
-        let err = e.call(caller, "boom", vec![], vec![]).unwrap_err();
+        let mut h = Harness::default();
+        let mut e = create(&kinds(), &tally(), vec![]).unwrap();
+        let err = call(&mut h, &mut *e, "boom", vec![], vec![]).unwrap_err();
         assert_eq!(err.code, ErrorCode::Internal);
         assert!(err.message.contains("kaboom"), "{}", err.message);
-        assert!(e.call(caller, "add", vec![Value::None], vec![]).is_ok());
+        assert!(call(&mut h, &mut *e, "add", vec![Value::None], vec![]).is_ok());
     }
 
     #[test]
     fn constructor_errors_and_unknown_kinds() {
-        let reg = registry();
-        let err = reg.create(&Kind::Other("Tally".into()), vec![Value::None; 3], vec![]).unwrap_err();
+        let kinds = kinds();
+        let err = create(&kinds, &tally(), vec![Value::None; 3]).err().expect("an error");
         assert_eq!(err.code, ErrorCode::TypeError);
-        let err = reg.create(&Kind::Other("Nope".into()), vec![], vec![]).unwrap_err();
+        let nope = Kind::Other("Nope".into());
+        let err = create(&kinds, &nope, vec![]).err().expect("an error");
         assert_eq!(err.code, ErrorCode::Unsupported);
+        let err = objects::construct(&nope, Args::from_values("Nope", vec![]), &kinds).err().expect("an error");
+        assert_eq!(err.code, ErrorCode::Unsupported);
+        assert!(objects::constructor(&tally(), &CustomKinds::default()).is_none(), "only registered kinds are built");
         let spec = tally_kind().constructor();
         assert!(bind(spec, vec![Value::None; 10], vec![]).is_ok(), "constructors take any positional arguments");
     }

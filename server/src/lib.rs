@@ -7,9 +7,9 @@
 //! | [`server`] | binding, accepting, graceful shutdown, shared state |
 //! | [`listener`] | TCP/Unix sockets and their options |
 //! | [`connection`] | handshake, limits, choosing the dialect |
-//! | [`dialect`] | the native (MessagePack) dialect |
-//! | [`session`] | a connection's handles and their release |
-//! | [`registry`] | the object table and object lifetimes |
+//! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
+//! | [`engine`] | the one place where state changes: commands, the object table, sessions |
+//! | [`parking`] | waiting calls, the server's one timer, session teardown |
 //! | [`object`] | the contract every object kind implements, argument binding |
 //! | [`objects`] | one module per object kind |
 //! | [`config`] | limits, authkey loading, the config file |
@@ -26,14 +26,13 @@ pub mod connection;
 pub mod custom;
 pub mod dialect;
 pub mod embedded;
+pub mod engine;
 pub mod listener;
 pub mod metrics;
 pub mod object;
 pub mod objects;
-pub mod registry;
+pub mod parking;
 pub mod server;
-pub mod session;
-pub mod waiter;
 
 pub use agora_client as client;
 pub use agora_proto as proto;

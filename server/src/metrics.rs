@@ -3,16 +3,16 @@
 //!
 //! # The hook
 //!
-//! Both dialects run every method call through one function,
-//! [`ObjectEntry::call`](crate::registry::ObjectEntry::call), and wait for every
-//! blocked call through one function, [`settle`](crate::waiter::settle). Those are
-//! the two places that record:
+//! Both dialects run every method call through one place, the engine's `Call`
+//! command ([`crate::engine`]), and every blocked call holds a guard from
+//! [`Engine::waiting`](crate::engine::Engine::waiting) while it waits. Those are the
+//! two places that record:
 //!
 //! Nothing is recorded until an endpoint starts serving ([`MetricsListener::serve`]
 //! switches recording on): a server nobody scrapes skips the clock reads and the
 //! shared atomic adds on every call.
 //!
-//! - `ObjectEntry::call` times the call (taking the object's lock included) and adds
+//! - the `Call` command times the call (taking the object's lock included) and adds
 //!   it to its kind's and method's [`MethodMetrics`]: a latency [`Histogram`] (whose
 //!   count is the call count), an error count and a parked count; a failure also
 //!   counts under its error code. The kind's table is resolved once when the object is created (the object
@@ -21,7 +21,7 @@
 //!   atomic adds (three for a failure or a parked call) — no lock, no map, no
 //!   allocation: some tens of nanoseconds on a call that takes a few hundred inside
 //!   the server, where a network round trip takes tens of microseconds.
-//! - `settle` holds a [`WaitGuard`] while a blocked call waits: the kind's waiter
+//! - a parked call holds a [`WaitGuard`] while it waits: the kind's waiter
 //!   gauge goes up and down, and the time spent waiting goes into the kind's wait
 //!   histogram.
 //!
@@ -288,7 +288,7 @@ impl Drop for WaitGuard {
 }
 
 /// The metrics of one server: a table of per-kind counters, filled as kinds are first
-/// used. Lives in the [`Registry`](crate::registry::Registry).
+/// used. Lives in the engine's object table.
 #[derive(Debug, Default)]
 pub struct Metrics {
     kinds: Mutex<BTreeMap<Kind, Arc<KindMetrics>>>,
@@ -331,7 +331,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The whole exposition, in the Prometheus text format (version 0.0.4).
 pub fn render(shared: &Shared) -> String {
     let stats = shared.stats();
-    let kinds = shared.registry.metrics().snapshot();
+    let kinds = shared.parking.engine().metrics().snapshot();
     let mut out = String::with_capacity(16 * 1024);
     let mut scalar = |name: &str, kind: &str, help: &str, value: String| {
         header(&mut out, name, kind, help);
@@ -487,7 +487,7 @@ impl MetricsListener {
     /// Switches call recording on, then (when polled) answers scrapes until the server
     /// shuts down.
     pub fn serve(self, shared: Arc<Shared>) -> impl std::future::Future<Output = ()> + Send {
-        shared.registry.metrics().start_recording();
+        shared.parking.engine().metrics().start_recording();
         self.answer_scrapes(shared)
     }
 

@@ -1,18 +1,23 @@
 //! The contract between the server core and each object kind.
 //!
 //! Every kind (one module under [`crate::objects`]) implements [`SharedObject`]: a table
-//! of its methods ([`MethodSpec`], with Python parameter names) and a `call` that runs
-//! one method against the object's state. The core looks the method up, binds the
+//! of its methods ([`MethodSpec`], declared once: Python parameter names, whether the
+//! method only reads, whether it stores its arguments) and a `call` that runs one
+//! method against the object's state. The engine looks the method up, binds the
 //! caller's positional and keyword arguments to parameters the way Python does
 //! ([`bind`]), holds the object's lock for the call (no `.await` inside), and turns the
 //! result into a reply for whichever dialect asked.
 //!
-//! Object modules own their state and semantics; they must not touch sockets,
-//! sessions or the registry.
+//! Object modules own their state and semantics. They see the world only through the
+//! [`Ctx`] they are driven with: no sockets, sessions, registry, clock, runtime or
+//! process-global counters (see [`crate::engine`]).
 
-use agora_proto::native::Kind;
+use agora_proto::native::{Kind, ObjectId};
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
+
+use crate::engine::{Ctx, SessionId, Ticket, Undelivered};
+use crate::objects::condition::ConditionLock;
 
 /// One method of an object kind, as Python declares it.
 #[derive(Debug, Clone, Copy)]
@@ -28,17 +33,31 @@ pub struct MethodSpec {
     /// True if the method takes `*args` beyond its named parameters (delivered in
     /// [`Args::take_rest`]): the methods of custom kinds, which take any arguments.
     pub var_positional: bool,
+    /// True if the method never changes the object's state (nor parks): such calls
+    /// are not logged. Everything else is a mutating command.
+    pub read_only: bool,
+    /// True if the method keeps its arguments in the object (a container's setter, a
+    /// queue's put): objects referenced in them are then kept alive by this object.
+    pub stores: bool,
 }
 
 impl MethodSpec {
     /// A method whose parameters are all required.
     pub const fn new(name: &'static str, params: &'static [&'static str]) -> MethodSpec {
-        MethodSpec { name, params, required: params.len(), var_keywords: false, var_positional: false }
+        MethodSpec::optional(name, params, params.len())
     }
 
     /// A method whose first `required` parameters are required and the rest optional.
     pub const fn optional(name: &'static str, params: &'static [&'static str], required: usize) -> MethodSpec {
-        MethodSpec { name, params, required, var_keywords: false, var_positional: false }
+        MethodSpec {
+            name,
+            params,
+            required,
+            var_keywords: false,
+            var_positional: false,
+            read_only: false,
+            stores: false,
+        }
     }
 
     /// The same method, also taking `**kwargs` (delivered in [`Args::take_keywords`]).
@@ -49,6 +68,16 @@ impl MethodSpec {
     /// The same method, also taking `*args` (delivered in [`Args::take_rest`]).
     pub const fn with_var_positional(self) -> MethodSpec {
         MethodSpec { var_positional: true, ..self }
+    }
+
+    /// The same method, declared as only reading the object's state.
+    pub const fn read_only(self) -> MethodSpec {
+        MethodSpec { read_only: true, ..self }
+    }
+
+    /// The same method, declared as keeping its arguments in the object.
+    pub const fn stores(self) -> MethodSpec {
+        MethodSpec { stores: true, ..self }
     }
 }
 
@@ -161,12 +190,13 @@ fn bad_args(message: String) -> WireError {
 }
 
 /// What a method call produced.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The call finished with this value.
     Ready(Value),
-    /// The call waits; the object keeps the matching [`crate::waiter::Waiter`].
-    Park(crate::waiter::Parked),
+    /// The call waits: the object called [`Ctx::park`] and keeps the waiter, and
+    /// answers it later with [`Ctx::deliver`].
+    Parked,
 }
 
 impl From<Value> for Outcome {
@@ -175,41 +205,28 @@ impl From<Value> for Outcome {
     }
 }
 
-/// Who is calling: what an object needs to know about the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    /// The calling session.
-    pub session: u64,
-}
-
-/// Lets the core hand an object to code that knows its concrete type (a Condition
-/// driving the Lock it was given). Implemented for every `SharedObject` automatically.
-pub trait AsAny {
-    /// The object as `Any`, for downcasting.
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
-}
-
-impl<T: std::any::Any> AsAny for T {
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-}
-
 /// A shared object of one kind. Implementations keep their whole state inside and are
-/// driven under the object's lock, so each call is atomic (linearizable).
-pub trait SharedObject: AsAny + Send + 'static {
+/// driven under the object's lock, so each call is atomic (linearizable), and
+/// deterministic: the same commands in the same order give the same state.
+pub trait SharedObject: Send + 'static {
     /// The object's kind.
     fn kind(&self) -> Kind;
 
     /// The methods this kind exposes, with their Python signatures.
     fn methods(&self) -> &'static [MethodSpec];
 
-    /// Runs one method. `args` were bound against the spec of `method` from
-    /// [`SharedObject::methods`], so required slots are filled and counts are right.
-    fn call(&mut self, caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError>;
+    /// Runs one method for `ctx.caller()`. `args` were bound against the spec of
+    /// `method` from [`SharedObject::methods`], so required slots are filled and
+    /// counts are right.
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError>;
 
-    /// A copy of the whole state as a plain value (`_getvalue()`, `agora get`).
+    /// A copy of the user-visible state as a plain value (`_getvalue()`, `agora get`).
     fn snapshot(&self) -> Value;
+
+    /// The whole state, waiters and grants included, encoded canonically
+    /// (MessagePack of the kind's serde form): two objects with equal states encode
+    /// equally. Engine snapshots and replay checks compare these.
+    fn state(&self) -> Vec<u8>;
 
     /// Python's `repr` of the referent (what `str(proxy)` shows).
     fn repr(&self) -> String;
@@ -219,34 +236,60 @@ pub trait SharedObject: AsAny + Send + 'static {
         None
     }
 
-    /// The deadline of the parked call `ticket` passed. Remove its waiter and return
-    /// what the call answers on timeout; `None` if the waiter was already completed
-    /// (the core then reads that completion) or must keep waiting without a deadline
-    /// (a condition wait re-acquiring its lock). Runs under the object's lock.
-    fn expire(&mut self, ticket: u64) -> Option<crate::waiter::Completion> {
-        let _ = ticket;
+    /// The ctypes typecode of a `Value` (what CPython's `_getvalue()` carries).
+    fn typecode(&self) -> Option<Value> {
         None
     }
 
-    /// The caller of parked call `ticket` is gone (cancelled or disconnected). Remove
-    /// its waiter; `delivered` is what was handed to it in the meantime and never
-    /// reached it — take it back (an item to the head of the queue, a permit…).
-    /// Runs under the object's lock.
-    fn abandon(&mut self, caller: Caller, ticket: u64, delivered: Option<Value>) {
-        let _ = (caller, ticket, delivered);
+    /// True for kinds that keep something per session (lock grants, permits, owners,
+    /// leases): the engine tells them when a session that used them ends.
+    fn holds_session_state(&self) -> bool {
+        false
     }
 
-    /// Called once, right after creation, with a handle on the object's own entry: for
-    /// objects that act on their own later (a queue expiring leases on a timer). Hold it
-    /// weakly, or the object keeps itself alive.
-    fn bind_self(&mut self, me: std::sync::Weak<crate::registry::ObjectEntry>) {
-        let _ = me;
+    /// The other object this one drives, if any (a Condition's shared lock, a dict
+    /// iterator's dict): the engine locks it after this one and hands it over in
+    /// [`Ctx::with_linked`]. Always holder first, then held, so two objects cannot
+    /// deadlock.
+    fn linked(&self) -> Option<ObjectId> {
+        None
+    }
+
+    /// This object as the lock of a Condition (Lock and RLock).
+    fn as_condition_lock(&mut self) -> Option<&mut dyn ConditionLock> {
+        None
+    }
+
+    /// The deadline of parked call `ticket` passed: if it still waits here, remove it
+    /// and deliver what the call answers on timeout (or keep it waiting without a
+    /// deadline: a condition wait re-acquiring its lock). If it was already answered,
+    /// do nothing: that answer is on its way.
+    fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        let _ = (ctx, ticket);
+    }
+
+    /// The caller of parked call `ticket` is gone (cancelled or disconnected): remove
+    /// its waiter if it still waits; if an answer was delivered and never reached it,
+    /// `undelivered` carries it back — take exactly that back.
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        let _ = (ctx, ticket, undelivered);
+    }
+
+    /// A wake-up this object asked for ([`Ctx::wake_at`]) is due: do what is due at
+    /// `ctx.now()` (expire leases) and ask again for the next one.
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
     }
 
     /// The session ended (closed, crashed, or timed out): release everything it held.
-    fn session_ended(&mut self, session: u64) {
-        let _ = session;
+    fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
+        let _ = (ctx, session);
     }
+}
+
+/// The canonical encoding of an object's serde form, for [`SharedObject::state`].
+pub fn encode_state<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(state).unwrap_or_else(|e| format!("unencodable state: {e}").into_bytes())
 }
 
 /// Builds a dict from `**kwargs`-style pairs.

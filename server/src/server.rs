@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Config;
 use crate::connection;
+use crate::engine::Engine;
 use crate::listener::{Accepted, Listener};
-use crate::registry::Registry;
+use crate::parking::Parking;
 
 /// How long [`Server::run`] waits for connections to close after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +38,9 @@ pub struct Counters {
 
 /// State shared by every connection of one server.
 pub struct Shared {
-    /// The objects.
-    pub registry: Arc<Registry>,
+    /// Connections' waiting calls and the server's timer, over the engine that holds
+    /// every object (`parking.engine()`).
+    pub parking: Arc<Parking>,
     /// The configuration the server runs with.
     pub config: Config,
     /// Counters.
@@ -56,7 +58,7 @@ pub struct Shared {
 impl Shared {
     /// Statistics for `agora stats` and the metrics endpoint.
     pub fn stats(&self) -> ServerStats {
-        let objects = self.registry.stats();
+        let objects = self.parking.engine().stats();
         let c = &self.counters;
         ServerStats {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -136,7 +138,7 @@ impl Server {
         let (tx, rx) = watch::channel(false);
         let stopper = ShutdownHandle(Arc::new(tx));
         let shared = Arc::new(Shared {
-            registry: Arc::new(Registry::with_custom_kinds(config.custom.clone())),
+            parking: Parking::new(Arc::new(Engine::new(config.custom.clone()))),
             config,
             counters: Counters::default(),
             shutdown: rx,
@@ -163,7 +165,7 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// The server's shared state (registry, counters).
+    /// The server's shared state (engine, counters).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -172,6 +174,7 @@ impl Server {
     pub async fn run(self) {
         let Server { shared, listeners, shutdown: _handle, .. } = self;
         tokio::spawn(sample_request_rate(shared.clone()));
+        tokio::spawn(shared.parking.clone().run_timer(shared.shutdown.clone()));
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         // Every connection task holds a clone; when all are gone, draining is done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);

@@ -1,6 +1,8 @@
-//! The dialects a connection can speak after the handshake. Each turns its wire
-//! messages into calls on the session and registry, and results back into replies;
-//! object semantics live in [`crate::objects`], never here.
+//! The dialects a connection can speak after the handshake. Each is a translator: wire
+//! messages become engine commands ([`crate::engine::Command`]), applied through the
+//! parking layer ([`crate::parking`]), and answers become replies. They import the
+//! engine and `agora-proto`, never an object module: object semantics live in
+//! [`crate::objects`], lifetimes and sessions in the engine.
 
 pub mod native;
 pub mod python;

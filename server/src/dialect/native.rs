@@ -1,11 +1,13 @@
 //! The native dialect: MessagePack requests with ids, pipelined.
 //!
-//! The loop reads whatever the socket has, runs every complete request in order, and
-//! writes all their replies with one write — so a pipelining client costs one read and
-//! one write per batch, not per request. Requests take effect in the order they were
-//! sent because they run one after another on this task. A call that must wait
-//! (a queue get, a lock acquire) is parked: a small task waits for it off the object's
-//! lock and sends its reply back here, so the requests behind it go on.
+//! A translator: each request becomes an engine [`Command`], applied through the
+//! parking layer, and its [`Answer`] becomes the reply. The loop reads whatever the
+//! socket has, runs every complete request in order, and writes all their replies with
+//! one write — so a pipelining client costs one read and one write per batch, not per
+//! request. Requests take effect in the order they were sent because they run one
+//! after another on this task. A call that must wait (a queue get, a lock acquire) is
+//! parked: its answer arrives later in this session's mailbox, so the requests behind
+//! it go on.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -15,19 +17,17 @@ use std::sync::Arc;
 use agora_proto::frame::{self, FrameError};
 use agora_proto::io::ReadRoom;
 use agora_proto::native::{
-    self, Hello, ObjectInfo, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
+    self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
 };
 use agora_proto::{ErrorCode, WireError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
 
+use crate::engine::{Access, Answer, Command, Keep, Session, Ticket, Time};
 use crate::listener::Transport;
-use crate::object::{Caller, Outcome};
-use crate::registry::ObjectEntry;
+use crate::metrics::WaitGuard;
+use crate::parking::{Alarm, Mail, Mailbox};
 use crate::server::Shared;
-use crate::session::Session;
-use crate::waiter::{settle, Completion, Parked};
 
 /// How long a parting message may take to write: a peer that is not reading must
 /// not keep the connection (and what its session holds) alive.
@@ -76,21 +76,24 @@ fn greet(first: &[u8], session: &Session, shared: &Shared) -> Result<Welcome, Wi
     })
 }
 
-/// A parked call's reply on its way back to the connection loop.
-struct Settled {
-    request: u64,
-    entry: Arc<ObjectEntry>,
-    ticket: u64,
-    completion: Completion,
+/// A call of this connection that waits.
+struct ParkedCall {
+    ticket: Ticket,
+    object: u64,
+    deadline: Option<Time>,
+    /// Counts it in the metrics' waiter gauge while it waits.
+    _waiting: Option<WaitGuard>,
 }
 
 /// One connection's state.
 struct Conn<'a> {
     session: Session,
     shared: &'a Shared,
-    /// Parked calls by request id; dropping the sender abandons the call.
-    parked: HashMap<u64, oneshot::Sender<()>>,
-    settled_tx: mpsc::UnboundedSender<Settled>,
+    /// Parked calls by request id, and request ids by ticket.
+    parked: HashMap<u64, ParkedCall>,
+    by_ticket: HashMap<Ticket, u64>,
+    /// When the current batch of requests is handled (the commands' `at`).
+    now: Time,
     /// Requests handled since the server's counter was last updated: it is shared by
     /// every worker thread, so it is added to once per batch, not once per request.
     uncounted: u64,
@@ -98,24 +101,22 @@ struct Conn<'a> {
 
 /// Serves a native connection whose first frame (the Hello) was already read.
 pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
-    let session = Session::new(shared.registry.clone());
+    let (session, mut mailbox) = shared.parking.open();
     let welcome = match greet(&first, &session, &shared) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(%peer, error = %e.message, "bad hello; closing");
+            shared.parking.close(session, mailbox, []);
             return refuse(&mut stream, e).await;
         }
     };
-    let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
-    let mut conn = Conn { session, shared: &shared, parked: HashMap::new(), settled_tx, uncounted: 0 };
-    run(&mut stream, rbuf, welcome, peer, &mut conn, &mut settled_rx).await;
-    // Calls that settled but were never answered: nothing they received may be lost.
-    settled_rx.close();
-    while let Ok(settled) = settled_rx.try_recv() {
-        if let Ok(value) = settled.completion {
-            settled.entry.take_back(conn.caller(), settled.ticket, value);
-        }
-    }
+    let now = shared.parking.engine().now();
+    let mut conn =
+        Conn { session, shared: &shared, parked: HashMap::new(), by_ticket: HashMap::new(), now, uncounted: 0 };
+    run(&mut stream, rbuf, welcome, peer, &mut conn, &mut mailbox).await;
+    // Whatever was delivered and never answered goes back; parked calls are abandoned.
+    let Conn { session, parked, .. } = conn;
+    shared.parking.close(session, mailbox, parked.into_values().map(|p| (p.object, p.ticket)));
 }
 
 /// The connection loop; returns when the connection is done, for whatever reason.
@@ -125,16 +126,21 @@ async fn run<S: Transport>(
     welcome: Welcome,
     peer: &str,
     conn: &mut Conn<'_>,
-    settled_rx: &mut mpsc::UnboundedReceiver<Settled>,
+    mailbox: &mut Mailbox,
 ) {
     let shared = conn.shared;
+    let parking = &shared.parking;
     // Small to start, like the read buffer (idle connections keep what they touch).
     let mut wbuf = Vec::with_capacity(1024);
     frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
     let heartbeat = shared.config.limits.heartbeat_timeout;
-    let mut silent_until = tokio::time::Instant::now() + heartbeat;
+    // Silence is checked by the server's timer, not per read: one alarm per period.
+    let mut last_heard = conn.now;
+    let heartbeat_alarm = Alarm::Heartbeat { session: conn.session.id() };
+    let mut heartbeat_at = last_heard.after(heartbeat).unwrap_or(Time(u64::MAX));
+    parking.arm(heartbeat_at, heartbeat_alarm);
     let mut room = ReadRoom::default();
     loop {
         let batch = frame::drain_frames(&mut rbuf, max_frame, |body| match native::decode_request(body) {
@@ -183,24 +189,43 @@ async fn run<S: Transport>(
             // Shutdown first: a client that never stops sending must not hold the server up.
             biased;
             _ = shutdown.wait_for(|stop| *stop) => Event::Shutdown,
-            Some(settled) = settled_rx.recv() => {
-                if let Some(response) = conn.settle(settled) {
-                    push_response(&mut wbuf, response);
+            Some(mail) = mailbox.recv() => {
+                let mut mail = Some(mail);
+                let mut event = Event::Continue;
+                while let Some(next) = mail.take() {
+                    match next {
+                        Mail::Delivery(delivery) => {
+                            if let Some(response) = conn.delivered(delivery) {
+                                push_response(&mut wbuf, response);
+                            }
+                        }
+                        Mail::Silence => {
+                            let now = parking.engine().now();
+                            heartbeat_at = last_heard.after(heartbeat).unwrap_or(Time(u64::MAX));
+                            if heartbeat_at <= now {
+                                event = Event::Silent;
+                            } else {
+                                parking.arm(heartbeat_at, heartbeat_alarm);
+                            }
+                        }
+                    }
+                    // Answer every delivery already there with this one write.
+                    mail = mailbox.try_recv();
                 }
-                Event::Continue
+                event
             }
             read = room.read(&mut *stream, &mut rbuf) => match read {
-                Ok(0) => return,
+                Ok(0) => return parking.disarm(heartbeat_at, heartbeat_alarm),
                 Ok(_) => {
-                    silent_until = tokio::time::Instant::now() + heartbeat;
+                    conn.now = parking.engine().now();
+                    last_heard = conn.now;
                     Event::Continue
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "read failed; closing");
-                    return;
+                    return parking.disarm(heartbeat_at, heartbeat_alarm);
                 }
             },
-            _ = tokio::time::sleep_until(silent_until) => Event::Silent,
         };
         match event {
             Event::Continue => {}
@@ -235,10 +260,6 @@ fn frame_error(e: FrameError) -> WireError {
 }
 
 impl Conn<'_> {
-    fn caller(&self) -> Caller {
-        Caller { session: self.session.id() }
-    }
-
     /// Adds the requests handled since the last call to the server's counter.
     fn count_requests(&mut self) {
         if self.uncounted > 0 {
@@ -246,27 +267,40 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs one request; `None` when its reply comes later (parked).
+    /// Runs one request; `None` when its reply comes later (parked) or never (a
+    /// cancelled call: the client stopped waiting for it).
     fn handle(&mut self, request: Request) -> Option<Response> {
         self.uncounted += 1;
         let id = request.id;
+        let (session, at) = (self.session.id(), self.now);
+        let parking = &self.shared.parking;
         let result = match request.op {
-            Op::Call { object, method, args } => return self.call(id, object, &method, args),
-            Op::Open { kind, name, args } => self.session.open(&kind, name.as_deref(), args.positional, args.keywords),
-            Op::Attach { object } => self.session.attach(object),
-            Op::Release { object } => self.session.release(object).map(|()| Reply::Done),
-            Op::Delete { name } => self.session.registry().delete(&name).map(|()| Reply::Done),
+            Op::Call { object, method, args } => return self.call(id, object, method, args),
+            Op::Open { kind, name, args } => {
+                let command = Command::Open { session, kind, name, args, keep: Keep::Handle, at };
+                parking.run(&self.session, command).map(opened)
+            }
+            Op::Attach { object } => parking.run(&self.session, Command::Attach { session, object, at }).map(opened),
+            Op::Release { object } => {
+                parking.run(&self.session, Command::Release { session, object, at }).map(|_| Reply::Done)
+            }
+            Op::Delete { name } => parking.run_global(Command::Delete { name, at }).map(|_| Reply::Done),
             Op::Cancel { request } => {
-                // Dropping the sender wakes the parked task, which abandons the call.
-                self.parked.remove(&request);
+                if let Some(call) = self.parked.remove(&request) {
+                    self.by_ticket.remove(&call.ticket);
+                    if let Some(deadline) = call.deadline {
+                        parking.disarm(deadline, Alarm::Call { session, object: call.object, ticket: call.ticket });
+                    }
+                    parking.abandon(&self.session, call.object, call.ticket);
+                }
                 Ok(Reply::Done)
             }
             Op::Ping => Ok(Reply::Done),
             Op::Stats => Ok(Reply::Stats(self.shared.stats())),
-            Op::ListNamed => self.list_named(),
-            Op::Snapshot { name } => self.session.registry().lookup(&name).and_then(|e| e.snapshot()).map(Reply::Value),
+            Op::ListNamed => Ok(Reply::Objects(parking.engine().named())),
+            Op::Snapshot { name } => parking.engine().snapshot_named(&name).map(Reply::Value),
             Op::Shutdown => {
-                tracing::info!(session = self.session.id(), "shutdown requested by a client");
+                tracing::info!(session, "shutdown requested by a client");
                 self.shared.stopper.shutdown();
                 Ok(Reply::Done)
             }
@@ -274,78 +308,64 @@ impl Conn<'_> {
         Some(Response { id, result })
     }
 
-    fn list_named(&self) -> Result<Reply, WireError> {
-        let objects = self.session.registry().named().into_iter().filter_map(|entry| {
-            let size = entry.size().ok()?.map(|n| n as u64);
-            Some(ObjectInfo { name: entry.name()?.to_owned(), kind: entry.kind().clone(), id: entry.id(), size })
-        });
-        Ok(Reply::Objects(objects.collect()))
-    }
-
-    fn call(&mut self, id: u64, object: u64, method: &str, args: native::Args) -> Option<Response> {
-        let result = (|| {
-            // Borrowed, not cloned: the entry's reference count is a cache line every
-            // worker thread would otherwise write on every call. Only a parked call keeps it.
-            let entry = self.session.handle(object)?;
-            if self.parked.len() >= self.shared.config.limits.max_in_flight as usize {
-                return Err(WireError::new(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "too many blocked calls on this connection (limit {})",
-                        self.shared.config.limits.max_in_flight
-                    ),
-                ));
-            }
-            match entry.call(self.caller(), method, args.positional, args.keywords)? {
-                Outcome::Ready(value) => Ok(Some(value)),
-                Outcome::Park(parked) => {
-                    let entry = entry.clone();
-                    self.park(id, entry, parked);
-                    Ok(None)
-                }
-            }
-        })();
-        match result {
-            Ok(Some(value)) => Some(Response { id, result: Ok(Reply::Value(value)) }),
-            Ok(None) => None,
-            Err(e) => Some(Response { id, result: Err(e) }),
+    fn call(
+        &mut self,
+        id: u64,
+        object: u64,
+        method: compact_str::CompactString,
+        args: native::Args,
+    ) -> Option<Response> {
+        if self.parked.len() >= self.shared.config.limits.max_in_flight as usize {
+            let limit = self.shared.config.limits.max_in_flight;
+            let error = WireError::new(
+                ErrorCode::LimitExceeded,
+                format!("too many blocked calls on this connection (limit {limit})"),
+            );
+            return Some(Response { id, result: Err(error) });
         }
+        let command =
+            Command::Call { session: self.session.id(), object, access: Access::Handle, method, args, at: self.now };
+        let result = match self.shared.parking.run(&self.session, command) {
+            Ok(Answer::Value(value)) => Ok(Reply::Value(value)),
+            Ok(Answer::Parked(parked)) => {
+                let waiting = self.shared.parking.engine().waiting(object);
+                let call = ParkedCall { ticket: parked.ticket, object, deadline: parked.deadline, _waiting: waiting };
+                self.by_ticket.insert(parked.ticket, id);
+                self.parked.insert(id, call);
+                return None;
+            }
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        };
+        Some(Response { id, result })
     }
 
-    /// Waits for a parked call off the loop: until it completes, its deadline passes,
-    /// or it is abandoned (cancel, disconnect, shutdown).
-    fn park(&mut self, request: u64, entry: Arc<ObjectEntry>, parked: Parked) {
-        let (cancel_tx, cancel_rx) = oneshot::channel();
-        self.parked.insert(request, cancel_tx);
-        let (caller, settled_tx) = (self.caller(), self.settled_tx.clone());
-        tokio::spawn(async move {
-            let Parked { ticket, deadline, mut rx } = parked;
-            let completion = tokio::select! {
-                completion = settle(&entry, ticket, deadline, &mut rx) => completion,
-                _ = cancel_rx => {
-                    entry.abandon(caller, ticket, &mut rx);
-                    Err(WireError::new(ErrorCode::Timeout, "the call was cancelled by the client"))
-                }
-            };
-            let settled = Settled { request, entry, ticket, completion };
-            if let Err(mpsc::error::SendError(lost)) = settled_tx.send(settled) {
-                // The connection is gone: nothing handed to this call may be lost.
-                if let Ok(value) = lost.completion {
-                    lost.entry.take_back(caller, lost.ticket, value);
-                }
-            }
-        });
-    }
-
-    /// A parked call finished: answer it, unless it was cancelled meanwhile (then
-    /// whatever it received goes back to the object).
-    fn settle(&mut self, settled: Settled) -> Option<Response> {
-        if self.parked.remove(&settled.request).is_none() {
-            if let Ok(value) = settled.completion {
-                settled.entry.take_back(self.caller(), settled.ticket, value);
-            }
+    /// A parked call's answer arrived: reply, unless the call was cancelled meanwhile
+    /// (then what it received goes back to its object).
+    fn delivered(&mut self, delivery: crate::engine::Delivery) -> Option<Response> {
+        let Some(request) = self.by_ticket.remove(&delivery.waiter.ticket) else {
+            self.shared.parking.return_delivery(delivery);
             return None;
+        };
+        if let Some(call) = self.parked.remove(&request) {
+            if let Some(deadline) = call.deadline {
+                let alarm = Alarm::Call { session: self.session.id(), object: call.object, ticket: call.ticket };
+                self.shared.parking.disarm(deadline, alarm);
+            }
         }
-        Some(Response { id: settled.request, result: settled.completion.map(Reply::Value) })
+        Some(Response { id: request, result: delivery.completion.map(Reply::Value) })
     }
+}
+
+/// The reply to an `Open` or `Attach`.
+fn opened(answer: Answer) -> Reply {
+    match answer {
+        Answer::Opened { object, kind, created } => Reply::Opened { object, kind, created },
+        _ => Reply::Done,
+    }
+}
+
+/// An answer a command should never give.
+fn unexpected(answer: Answer) -> WireError {
+    WireError::new(ErrorCode::Internal, format!("unexpected answer from the engine: {answer:?}"))
 }

@@ -6,25 +6,28 @@
 //! array travels the way CPython's `array.array` can be rebuilt from a pickle:
 //! `REDUCE(array.array, (typecode, machine_bytes))`, little endian, with the item sizes
 //! of LP64 Linux (`l`/`L` are 8 bytes). Incoming arrays are also read in the shape
-//! CPython pickles them (`array._array_reconstructor`).
+//! CPython pickles them (`array._array_reconstructor`). Its state is the typecode
+//! letter and the typed items.
 
 use agora_proto::native::Kind;
 use agora_proto::value::{BigInt, Build, Object};
 use agora_proto::{ErrorCode, Value, WireError};
 use num_traits::ToPrimitive;
+use serde::{Deserialize, Serialize};
 
 use super::sequence::{self, Selection, Subscript, Wording};
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `Array(typecode, sequence, lock=True)`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Array", &["typecode", "sequence", "lock"], 2);
 
 /// CPython's `ArrayProxy` methods, then agora's `tolist`.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__len__", &[]),
-    MethodSpec::new("__getitem__", &["index"]),
-    MethodSpec::new("__setitem__", &["index", "value"]),
-    MethodSpec::new("tolist", &[]),
+    MethodSpec::new("__len__", &[]).read_only(),
+    MethodSpec::new("__getitem__", &["index"]).read_only(),
+    MethodSpec::new("__setitem__", &["index", "value"]).stores(),
+    MethodSpec::new("tolist", &[]).read_only(),
 ];
 
 /// How `array` words its index errors.
@@ -102,7 +105,7 @@ const FORMATS: [Format; 12] = [
 ];
 
 /// One stored item. Ints beyond `i64` (only `L`/`Q` reach them) are `UInt`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 enum Item {
     Int(i64),
     UInt(u64),
@@ -262,10 +265,32 @@ fn check_int(range: Range, n: i128) -> Result<i128, String> {
 }
 
 /// A shared `array.array`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArrayObject {
+    #[serde(with = "typecode")]
     format: &'static Format,
     items: Vec<Item>,
+}
+
+/// Serde for an array's [`Format`]: its typecode letter.
+mod typecode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Format, FORMATS};
+
+    /// Writes the typecode letter.
+    pub fn serialize<S: Serializer>(format: &&'static Format, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_char(format.code)
+    }
+
+    /// Reads a typecode letter back (one of the supported typecodes).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'static Format, D::Error> {
+        let code = char::deserialize(deserializer)?;
+        FORMATS
+            .iter()
+            .find(|f| f.code == code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unsupported array typecode '{code}'")))
+    }
 }
 
 impl ArrayObject {
@@ -396,12 +421,16 @@ impl SharedObject for ArrayObject {
         METHODS
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
         self.dispatch(method, args).map(Outcome::from)
     }
 
     fn snapshot(&self) -> Value {
         self.format.to_value(&self.items)
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     /// `array('i', [1, 2, 3])`, or `array('i')` when empty.
@@ -753,5 +782,28 @@ mod tests {
     fn repr_kind_and_len() {
         let a = array("i", ints(&[])).unwrap();
         assert_eq!((a.repr(), a.kind(), a.size()), ("array('i')".to_string(), Kind::Array, Some(0)));
+    }
+
+    #[test]
+    fn state_round_trips_typed_items() {
+        let mut a = array("Q", Value::List(vec![Value::Int(1), big("18446744073709551615")])).unwrap();
+        call(&mut a, "__setitem__", vec![Value::Int(0), Value::Int(7)]).unwrap();
+        let back: ArrayObject = rmp_serde::from_slice(&a.state()).unwrap();
+        assert_eq!(back.repr(), "array('Q', [7, 18446744073709551615])");
+        assert_eq!(back.state(), a.state());
+        let f = array("f", Value::List(vec![Value::Float(0.1)])).unwrap();
+        let back: ArrayObject = rmp_serde::from_slice(&f.state()).unwrap();
+        assert_eq!((back.repr(), back.state()), (f.repr(), f.state()));
+        assert_ne!(array("d", ints(&[1])).unwrap().state(), array("f", ints(&[1])).unwrap().state());
+        let marks: Vec<(&str, bool, bool)> = METHODS.iter().map(|m| (m.name, m.read_only, m.stores)).collect();
+        assert_eq!(
+            marks,
+            [
+                ("__len__", true, false),
+                ("__getitem__", true, false),
+                ("__setitem__", false, true),
+                ("tolist", true, false)
+            ]
+        );
     }
 }

@@ -5,9 +5,10 @@
 //! As in CPython, a wait that times out breaks the barrier for everyone
 //! (`threading.BrokenBarrierError`, code `BrokenBarrier`), as do `abort()` and a
 //! `reset()` while parties wait; a broken barrier refuses waits until `reset()`. A
-//! party whose caller cancelled or vanished simply leaves the round (as an
-//! interrupted thread does in CPython). CPython's draining phase takes no time here:
-//! the last arrival releases the whole round at once.
+//! party whose caller cancelled or vanished simply leaves the round when its
+//! `Abandon` arrives (as an interrupted thread does in CPython). CPython's draining
+//! phase takes no time here: the last arrival releases the whole round at once,
+//! delivering each parked party its arrival index.
 //!
 //! `action=` would be client code run in the server, which agora never does: it is
 //! refused with `Unsupported`. The properties `parties`, `n_waiting` and `broken` are
@@ -16,17 +17,18 @@
 use agora_proto::native::Kind;
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::grants::{self, as_seconds};
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
-use crate::waiter::{self, Completion, Waiter};
+use crate::engine::{deadline_after, Ctx, Reclaim, Ticket, Undelivered, Waiter};
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `Barrier(parties, action=None, timeout=None)`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Barrier", &["parties", "action", "timeout"], 1);
 
 /// CPython's `BarrierProxy` methods.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__getattribute__", &["name"]),
+    MethodSpec::new("__getattribute__", &["name"]).read_only(),
     MethodSpec::optional("wait", &["timeout"], 0),
     MethodSpec::new("abort", &[]),
     MethodSpec::new("reset", &[]),
@@ -38,14 +40,14 @@ fn broken() -> WireError {
 }
 
 /// A party waiting for the round to fill.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Party {
     waiter: Waiter,
     index: i64,
 }
 
 /// A shared barrier.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BarrierObject {
     parties: i64,
     /// The default timeout of `wait` (seconds), from the constructor.
@@ -76,23 +78,21 @@ impl BarrierObject {
     }
 
     /// Breaks the barrier: every waiting party gets `BrokenBarrierError`.
-    fn break_all(&mut self) {
+    fn break_all(&mut self, ctx: &mut Ctx<'_>) {
         self.broken = true;
-        self.fail_waiting();
+        self.fail_waiting(ctx);
     }
 
-    fn fail_waiting(&mut self) {
+    fn fail_waiting(&mut self, ctx: &mut Ctx<'_>) {
         for party in self.waiting.drain(..) {
-            let _ = party.waiter.complete(Err(broken()));
+            ctx.deliver(party.waiter, Err(broken()), Reclaim::Nothing);
         }
     }
 
-    fn wait(&mut self, caller: Caller, timeout: Option<Value>) -> Result<Outcome, WireError> {
+    fn wait(&mut self, ctx: &mut Ctx<'_>, timeout: Option<Value>) -> Result<Outcome, WireError> {
         if self.broken {
             return Err(broken());
         }
-        // A party that left without being released does not count.
-        self.waiting.retain(|p| !p.waiter.is_gone());
         let timeout = timeout.filter(|t| *t != Value::None).or_else(|| self.timeout.clone());
         let seconds = match &timeout {
             None => None,
@@ -103,7 +103,7 @@ impl BarrierObject {
         let index = self.waiting.len() as i64;
         if index + 1 == self.parties {
             for party in self.waiting.drain(..) {
-                let _ = party.waiter.complete(Ok(Value::Int(party.index)));
+                ctx.deliver(party.waiter, Ok(Value::Int(party.index)), Reclaim::Nothing);
             }
             return Ok(Value::Int(index).into());
         }
@@ -111,21 +111,21 @@ impl BarrierObject {
             None => None,
             // CPython's `wait_for` with no time left: the barrier breaks.
             Some(s) if s.is_nan() || s <= 0.0 => {
-                self.break_all();
+                self.break_all(ctx);
                 return Err(broken());
             }
-            Some(s) => waiter::deadline_after(Some(s), "")?,
+            Some(s) => deadline_after(ctx.now(), Some(s), "")?,
         };
-        let (waiter, parked) = waiter::park(caller.session, deadline);
+        let waiter = ctx.park(deadline);
         self.waiting.push(Party { waiter, index });
-        Ok(Outcome::Park(parked))
+        Ok(Outcome::Parked)
     }
 
     fn n_waiting(&self) -> i64 {
         if self.broken {
             0
         } else {
-            self.waiting.iter().filter(|p| !p.waiter.is_gone()).count() as i64
+            self.waiting.len() as i64
         }
     }
 
@@ -151,17 +151,17 @@ impl SharedObject for BarrierObject {
         METHODS
     }
 
-    fn call(&mut self, caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
         match method {
             "__getattribute__" => self.attribute(&args.required(0)).map(Outcome::Ready),
-            "wait" => self.wait(caller, args.take(0)),
+            "wait" => self.wait(ctx, args.take(0)),
             "abort" => {
-                self.break_all();
+                self.break_all(ctx);
                 Ok(Value::None.into())
             }
             "reset" => {
                 // Parties waiting now see the barrier broken; it is whole again after.
-                self.fail_waiting();
+                self.fail_waiting(ctx);
                 self.broken = false;
                 Ok(Value::None.into())
             }
@@ -178,6 +178,10 @@ impl SharedObject for BarrierObject {
         Dict::from_pairs(pairs.into_iter().map(|(k, v)| (Value::Str(k.into()), v))).map(Value::Dict).unwrap_or_default()
     }
 
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
+    }
+
     fn repr(&self) -> String {
         let at = grants::address(self);
         if self.broken {
@@ -187,59 +191,120 @@ impl SharedObject for BarrierObject {
         }
     }
 
-    fn expire(&mut self, ticket: u64) -> Option<Completion> {
-        let i = self.waiting.iter().position(|p| p.waiter.ticket() == ticket)?;
-        self.waiting.remove(i);
+    fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        let Some(i) = self.waiting.iter().position(|p| p.waiter.ticket == ticket) else { return };
+        let party = self.waiting.remove(i);
         // A party that timed out breaks the barrier for everyone, as in CPython.
-        self.break_all();
-        Some(Err(broken()))
+        self.break_all(ctx);
+        ctx.deliver(party.waiter, Err(broken()), Reclaim::Nothing);
     }
 
-    fn abandon(&mut self, _caller: Caller, ticket: u64, _delivered: Option<Value>) {
-        self.waiting.retain(|p| p.waiter.ticket() != ticket);
+    fn abandon(&mut self, _ctx: &mut Ctx<'_>, ticket: Ticket, _undelivered: Option<Undelivered>) {
+        self.waiting.retain(|p| p.waiter.ticket != ticket);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Harness, SessionId};
 
-    const A: Caller = Caller { session: 1 };
+    const A: SessionId = 1;
 
     fn barrier(parties: i64) -> BarrierObject {
         BarrierObject::new(Args::from_values("Barrier", vec![Value::Int(parties)])).unwrap()
     }
 
-    fn wait(b: &mut BarrierObject) -> Result<Outcome, WireError> {
-        b.call(A, "wait", Args::from_values("wait", vec![]))
+    fn wait(h: &mut Harness, b: &mut BarrierObject) -> Result<Outcome, WireError> {
+        b.call(&mut h.ctx(A), "wait", Args::from_values("wait", vec![]))
     }
 
-    #[tokio::test]
-    async fn arrival_indexes_and_rounds() {
+    /// The ticket of a wait that must park.
+    fn parks(h: &mut Harness, b: &mut BarrierObject, args: Vec<Value>) -> Ticket {
+        assert_eq!(b.call(&mut h.ctx(A), "wait", Args::from_values("wait", args)).unwrap(), Outcome::Parked);
+        h.parked().expect("a parked call").ticket
+    }
+
+    fn completion(h: &mut Harness, ticket: Ticket) -> Result<Value, WireError> {
+        h.delivered_to(ticket).expect("delivered").completion
+    }
+
+    #[test]
+    fn arrival_indexes_and_rounds() {
+        let mut h = Harness::default();
         let mut b = barrier(3);
-        let Outcome::Park(mut first) = wait(&mut b).unwrap() else { panic!() };
-        let Outcome::Park(mut second) = wait(&mut b).unwrap() else { panic!() };
+        let first = parks(&mut h, &mut b, vec![]);
+        let second = parks(&mut h, &mut b, vec![]);
         assert_eq!(b.attribute(&Value::Str("n_waiting".into())).unwrap(), Value::Int(2));
-        let Outcome::Ready(last) = wait(&mut b).unwrap() else { panic!() };
+        let Outcome::Ready(last) = wait(&mut h, &mut b).unwrap() else { panic!() };
         assert_eq!(last, Value::Int(2));
-        assert_eq!(first.rx.try_recv().unwrap().unwrap(), Value::Int(0));
-        assert_eq!(second.rx.try_recv().unwrap().unwrap(), Value::Int(1));
+        let delivery = h.delivered_to(first).unwrap();
+        assert_eq!((delivery.completion.unwrap(), delivery.reclaim), (Value::Int(0), Reclaim::Nothing));
+        assert_eq!(completion(&mut h, second).unwrap(), Value::Int(1));
         assert_eq!(b.attribute(&Value::Str("n_waiting".into())).unwrap(), Value::Int(0), "ready for a new round");
     }
 
-    #[tokio::test]
-    async fn timeout_abort_and_reset_break_it() {
+    #[test]
+    fn timeout_abort_and_reset_break_it() {
+        let mut h = Harness::default();
         let mut b = barrier(3);
-        let Outcome::Park(mut first) = wait(&mut b).unwrap() else { panic!() };
-        let Outcome::Park(second) = wait(&mut b).unwrap() else { panic!() };
-        assert_eq!(b.expire(second.ticket).unwrap().unwrap_err().code, ErrorCode::BrokenBarrier);
-        assert_eq!(first.rx.try_recv().unwrap().unwrap_err().code, ErrorCode::BrokenBarrier);
+        let first = parks(&mut h, &mut b, vec![]);
+        let second = parks(&mut h, &mut b, vec![Value::Float(1.0)]);
+        assert_eq!(h.out.deliveries.len(), 0);
+        b.expire(&mut h.ctx(A), second);
+        assert_eq!(completion(&mut h, second).unwrap_err().code, ErrorCode::BrokenBarrier);
+        assert_eq!(completion(&mut h, first).unwrap_err().code, ErrorCode::BrokenBarrier);
         assert_eq!(b.attribute(&Value::Str("broken".into())).unwrap(), Value::Bool(true));
-        assert_eq!(wait(&mut b).unwrap_err().code, ErrorCode::BrokenBarrier);
-        b.call(A, "reset", Args::from_values("reset", vec![])).unwrap();
-        assert!(matches!(wait(&mut b).unwrap(), Outcome::Park(_)));
-        b.call(A, "abort", Args::from_values("abort", vec![])).unwrap();
+        assert_eq!(wait(&mut h, &mut b).unwrap_err().code, ErrorCode::BrokenBarrier);
+        b.call(&mut h.ctx(A), "reset", Args::from_values("reset", vec![])).unwrap();
+        let waiting = parks(&mut h, &mut b, vec![]);
+        b.call(&mut h.ctx(A), "abort", Args::from_values("abort", vec![])).unwrap();
+        assert_eq!(completion(&mut h, waiting).unwrap_err().code, ErrorCode::BrokenBarrier);
         assert!(b.repr().ends_with(": broken>"));
+    }
+
+    #[test]
+    fn deadlines_and_a_zero_timeout() {
+        let mut h = Harness::default();
+        let mut b =
+            BarrierObject::new(Args::from_values("Barrier", vec![Value::Int(3), Value::None, Value::Float(2.0)]))
+                .unwrap();
+        // The constructor's timeout is the default; a wait's own overrides it.
+        parks(&mut h, &mut b, vec![]);
+        assert_eq!(h.parked(), None);
+        assert_eq!(b.call(&mut h.ctx(A), "wait", Args::from_values("wait", vec![])).unwrap(), Outcome::Parked);
+        assert_eq!(h.parked().unwrap().deadline, h.now.after_secs(2.0));
+        assert_eq!(
+            b.call(&mut h.ctx(A), "wait", Args::from_values("wait", vec![Value::Int(0)])).unwrap(),
+            Outcome::Ready(Value::Int(2))
+        );
+        // With no time left and the round not full, the barrier breaks.
+        let mut b = barrier(2);
+        let err = b.call(&mut h.ctx(A), "wait", Args::from_values("wait", vec![Value::Int(0)])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BrokenBarrier);
+        assert_eq!(b.attribute(&Value::Str("broken".into())).unwrap(), Value::Bool(true));
+    }
+
+    #[test]
+    fn a_party_whose_caller_left_leaves_the_round() {
+        let mut h = Harness::default();
+        let mut b = barrier(2);
+        let left = parks(&mut h, &mut b, vec![Value::Float(5.0)]);
+        b.abandon(&mut h.ctx(A), left, None);
+        assert_eq!(b.attribute(&Value::Str("n_waiting".into())).unwrap(), Value::Int(0));
+        assert_eq!(b.attribute(&Value::Str("broken".into())).unwrap(), Value::Bool(false));
+        // Its deadline, arriving later, breaks nothing.
+        b.expire(&mut h.ctx(A), left);
+        assert!(h.deliveries().is_empty());
+        assert_eq!(b.attribute(&Value::Str("broken".into())).unwrap(), Value::Bool(false));
+        let first = parks(&mut h, &mut b, vec![]);
+        assert_eq!(wait(&mut h, &mut b).unwrap(), Outcome::Ready(Value::Int(1)));
+        assert_eq!(completion(&mut h, first).unwrap(), Value::Int(0));
+        assert!(h.delivered_to(left).is_none());
+        // An expiry after the release is a no-op too.
+        b.expire(&mut h.ctx(A), first);
+        assert!(h.deliveries().is_empty());
+        assert_eq!(b.attribute(&Value::Str("broken".into())).unwrap(), Value::Bool(false));
     }
 
     #[test]

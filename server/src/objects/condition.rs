@@ -3,17 +3,21 @@
 //!
 //! The lock is the condition's own RLock (`Condition()`), or a shared Lock or RLock
 //! passed by reference (`Condition(lock)`), which other clients may also use directly.
-//! A shared lock is driven through its registry entry with
-//! [`ObjectEntry::with_object`] (the condition's own lock is held first, then the
-//! lock's: never the reverse), and everything the lock needs to do for the condition
-//! goes through [`ConditionLock`].
+//! The condition keeps only a shared lock's object id; it names it as its
+//! [`linked`](SharedObject::linked) object, and the engine — which checked, when the
+//! condition was made, that the id names a Lock or an RLock — locks it after the
+//! condition and hands it over in [`Ctx::with_linked`]. Everything the lock does for
+//! the condition goes through [`ConditionLock`]; the grants the condition makes on a
+//! shared lock are marked with the condition's object id.
 //!
 //! `wait` checks the caller owns the lock, releases it fully (an RLock's recursion
-//! count is saved), waits for a notify or its timeout, then re-acquires the lock —
-//! restoring the count — before answering, exactly as CPython: a waiter that times out
-//! still waits for the lock, without a deadline. `notify(n)` and `notify_all()` move
-//! waiters, oldest first, to the lock's queue. With a plain Lock, "owning" is CPython's
-//! test: the lock is locked (by anybody).
+//! count is saved), parks the call until a notify or its timeout, then re-acquires the
+//! lock — restoring the count — before answering, exactly as CPython: a waiter that
+//! times out moves to the lock's queue and waits there for the lock, without a
+//! deadline, to answer `False`. `notify(n)` and `notify_all()` move waiters, oldest
+//! first, to the lock's queue. A waiter whose caller left is removed by its `Abandon`
+//! (wherever it waits); a lock handed to a caller that had left comes back the same
+//! way. With a plain Lock, "owning" is CPython's test: the lock is locked (by anybody).
 //!
 //! Methods: Python's `acquire(blocking=True, timeout=None)`, `release()`,
 //! `wait(timeout=None)`, `notify(n=1)`, `notify_all()` (`wait_for` runs in the
@@ -26,20 +30,17 @@
 //! when it gives up its last handle on the condition.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use agora_proto::native::Kind;
+use agora_proto::native::{Kind, ObjectId};
 use agora_proto::reference::ObjectRef;
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::grants::{self, as_seconds, condition_wait, lock_wait, owner_arg, Answer, Wait};
-use super::lock::LockObject;
 use super::rlock::RLockObject;
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
-use crate::registry::{ObjectEntry, Registry};
-use crate::waiter::{self, Completion, Waiter};
+use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Undelivered, Waiter};
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `Condition(lock=None)`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Condition", &["lock"], 0);
@@ -56,73 +57,87 @@ const METHODS: &[MethodSpec] = &[
     MethodSpec::optional("wait_fenced", &["timeout", "owner"], 0),
 ];
 
-/// Tells apart the grants each condition made on a shared lock.
-static NEXT_CONDITION: AtomicU64 = AtomicU64::new(1);
-
 /// What a Condition needs from the Lock or RLock it uses. `via` names the condition a
-/// grant was made through, so the condition can release exactly those when a session
-/// lets go of it; `owner` is the RLock owner name (a Lock ignores it).
+/// grant was made through (the condition's object id), so the condition can release
+/// exactly those when a session lets go of it; `owner` is the RLock owner name (a
+/// Lock ignores it). The caller is `ctx.caller()`.
 pub trait ConditionLock {
     /// The lock's own acquire (lock timeout rules already applied).
-    fn acquire_via(&mut self, caller: Caller, owner: Option<String>, wait: Wait, answer: Answer, via: u64) -> Outcome;
+    fn acquire_via(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        owner: Option<String>,
+        wait: Wait,
+        answer: Answer,
+        via: ObjectId,
+    ) -> Outcome;
     /// The lock's own release.
-    fn release_via(&mut self, caller: Caller, owner: &Option<String>) -> Result<(), WireError>;
+    fn release_via(&mut self, ctx: &mut Ctx<'_>, owner: &Option<String>) -> Result<(), WireError>;
     /// agora's `release_fenced(token, fully)`.
-    fn release_token(&mut self, caller: Caller, token: Value, fully: bool) -> Result<(), WireError>;
+    fn release_token(&mut self, ctx: &mut Ctx<'_>, token: Value, fully: bool) -> Result<(), WireError>;
     /// CPython's `Condition._is_owned`.
-    fn is_owned(&self, session: u64, owner: &Option<String>) -> bool;
+    fn is_owned(&self, session: SessionId, owner: &Option<String>) -> bool;
     /// CPython's `_release_save`: releases fully, returns the recursion count.
-    fn release_save(&mut self, session: u64, owner: &Option<String>) -> Result<u64, WireError>;
+    fn release_save(&mut self, ctx: &mut Ctx<'_>, owner: &Option<String>) -> Result<u64, WireError>;
     /// Queues a condition waiter to re-acquire with `count` (CPython's
     /// `_acquire_restore`); it is granted at once if the lock is free. It answers
     /// `answer` and never expires.
-    fn reacquire(&mut self, waiter: Waiter, owner: Option<String>, count: u64, answer: Answer, via: u64);
+    fn reacquire(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        waiter: Waiter,
+        owner: Option<String>,
+        count: u64,
+        answer: Answer,
+        via: ObjectId,
+    );
     /// The lock's [`SharedObject::expire`] for a waiter queued through the condition.
-    fn expire_waiter(&mut self, ticket: u64) -> Option<Completion>;
+    fn expire_waiter(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket);
     /// The lock's [`SharedObject::abandon`] for a waiter queued through the condition.
-    fn abandon_waiter(&mut self, ticket: u64, delivered: bool);
+    fn abandon_waiter(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>);
     /// Releases what `session` holds through the condition `via`.
-    fn session_ended_via(&mut self, session: u64, via: u64);
+    fn session_ended_via(&mut self, ctx: &mut Ctx<'_>, session: SessionId, via: ObjectId);
     /// The lock's repr.
     fn describe(&self) -> String;
 }
 
 /// The condition's lock.
+#[derive(Debug, Serialize, Deserialize)]
 enum LockRef {
     /// `Condition()`: its own RLock.
     Own(RLockObject),
-    /// `Condition(lock)`: a shared Lock or RLock.
-    Shared(Arc<ObjectEntry>),
+    /// `Condition(lock)`: a shared Lock or RLock, by object id (the condition's
+    /// linked object).
+    Shared(ObjectId),
 }
 
-impl std::fmt::Debug for LockRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockRef::Own(_) => f.write_str("Own"),
-            LockRef::Shared(entry) => write!(f, "Shared({entry:?})"),
+/// Runs `f` on the condition's lock: its own RLock, or the shared lock the engine
+/// handed over as the linked object.
+fn with_lock<R>(
+    lock: &mut LockRef,
+    ctx: &mut Ctx<'_>,
+    f: impl FnOnce(&mut dyn ConditionLock, &mut Ctx<'_>) -> R,
+) -> Result<R, WireError> {
+    match lock {
+        LockRef::Own(rlock) => Ok(f(rlock, ctx)),
+        LockRef::Shared(id) => {
+            let id = *id;
+            ctx.with_linked(|object, ctx| match object.as_condition_lock() {
+                Some(lock) => Ok(f(lock, ctx)),
+                None => Err(WireError::new(ErrorCode::Internal, "a Condition's lock is neither a Lock nor an RLock")),
+            })
+            .unwrap_or_else(|| {
+                Err(WireError::new(
+                    ErrorCode::NoSuchObject,
+                    format!("this Condition's lock (object {id:x}) no longer exists"),
+                ))
+            })
         }
     }
 }
 
-/// Runs `f` on the lock, under the shared lock's own mutex when there is one.
-fn with_lock<R>(lock: &mut LockRef, f: impl FnOnce(&mut dyn ConditionLock) -> R) -> Result<R, WireError> {
-    match lock {
-        LockRef::Own(rlock) => Ok(f(rlock)),
-        LockRef::Shared(entry) => entry.with_object(|object| {
-            let any = object.as_any_mut();
-            if any.is::<LockObject>() {
-                Ok(f(any.downcast_mut::<LockObject>().expect("checked")))
-            } else if let Some(rlock) = any.downcast_mut::<RLockObject>() {
-                Ok(f(rlock))
-            } else {
-                Err(WireError::new(ErrorCode::Internal, "a Condition's lock is neither a Lock nor an RLock"))
-            }
-        })?,
-    }
-}
-
 /// A caller waiting to be notified.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct CondWaiter {
     waiter: Waiter,
     owner: Option<String>,
@@ -132,17 +147,16 @@ struct CondWaiter {
 }
 
 /// A shared condition variable.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ConditionObject {
     lock: LockRef,
     waiters: VecDeque<CondWaiter>,
-    /// This condition's mark on the grants it makes.
-    via: u64,
 }
 
 impl ConditionObject {
-    /// `Condition(lock=None)`: `lock` is a reference to a shared Lock or RLock.
-    pub fn new(mut args: Args, registry: &Registry) -> Result<ConditionObject, WireError> {
+    /// `Condition(lock=None)`: `lock` is a reference to a shared Lock or RLock (the
+    /// engine checks what it names).
+    pub fn new(mut args: Args) -> Result<ConditionObject, WireError> {
         let lock = match args.take(0) {
             None | Some(Value::None) => LockRef::Own(RLockObject::default()),
             Some(value) => {
@@ -152,58 +166,49 @@ impl ConditionObject {
                         format!("'{}' object has no attribute 'acquire'", value.type_name()),
                     ));
                 };
-                let entry = registry.get(reference.id)?;
-                if !matches!(entry.kind(), Kind::Lock | Kind::RLock) {
-                    return Err(WireError::new(
-                        ErrorCode::Unsupported,
-                        format!("agora's Condition works with a Lock or an RLock, not a {}", entry.kind()),
-                    ));
-                }
-                LockRef::Shared(entry)
+                LockRef::Shared(reference.id)
             }
         };
-        let via = NEXT_CONDITION.fetch_add(1, Ordering::Relaxed);
-        Ok(ConditionObject { lock, waiters: VecDeque::new(), via })
+        Ok(ConditionObject { lock, waiters: VecDeque::new() })
     }
 
     fn wait(
         &mut self,
-        caller: Caller,
+        ctx: &mut Ctx<'_>,
         timeout: Option<Value>,
         owner: Option<String>,
         fenced: bool,
     ) -> Result<Outcome, WireError> {
-        let (waiters, via) = (&mut self.waiters, self.via);
-        with_lock(&mut self.lock, |lock| {
-            if !lock.is_owned(caller.session, &owner) {
+        let waiters = &mut self.waiters;
+        with_lock(&mut self.lock, ctx, |lock, ctx| {
+            if !lock.is_owned(ctx.caller(), &owner) {
                 return Err(grants::runtime_error("cannot wait on un-acquired lock"));
             }
             let wait = condition_wait(timeout)?;
-            let saved = lock.release_save(caller.session, &owner)?;
-            Ok(match wait {
+            let saved = lock.release_save(ctx, &owner)?;
+            let via = ctx.object();
+            match wait {
                 Wait::No => {
-                    let (waiter, parked) = waiter::park(caller.session, None);
-                    lock.reacquire(waiter, owner, saved, Answer::Wait { notified: false, fenced }, via);
-                    Outcome::Park(parked)
+                    let waiter = ctx.park(None);
+                    lock.reacquire(ctx, waiter, owner, saved, Answer::Wait { notified: false, fenced }, via);
                 }
-                Wait::Until(deadline) => {
-                    let (waiter, parked) = waiter::park(caller.session, deadline);
+                Wait::For(wait) => {
+                    let waiter = ctx.park(Wait::deadline(wait, ctx.now()));
                     waiters.push_back(CondWaiter { waiter, owner, saved, fenced });
-                    Outcome::Park(parked)
                 }
-            })
+            }
+            Ok(Outcome::Parked)
         })?
     }
 
     /// Wakes waiters, oldest first, while `n` (any number, as CPython's loop) is
     /// positive; `None` wakes all.
-    fn notify(&mut self, caller: Caller, n: Option<Value>, owner: Option<String>) -> Result<(), WireError> {
-        let (waiters, via) = (&mut self.waiters, self.via);
-        with_lock(&mut self.lock, |lock| {
-            if !lock.is_owned(caller.session, &owner) {
+    fn notify(&mut self, ctx: &mut Ctx<'_>, n: Option<Value>, owner: Option<String>) -> Result<(), WireError> {
+        let waiters = &mut self.waiters;
+        with_lock(&mut self.lock, ctx, |lock, ctx| {
+            if !lock.is_owned(ctx.caller(), &owner) {
                 return Err(grants::runtime_error("cannot notify on un-acquired lock"));
             }
-            waiters.retain(|w| !w.waiter.is_gone());
             let mut n = match n {
                 None => waiters.len() as f64,
                 Some(n) if waiters.is_empty() => as_seconds(&n).unwrap_or(0.0),
@@ -214,9 +219,11 @@ impl ConditionObject {
                     ))
                 })?,
             };
+            let via = ctx.object();
             while n > 0.0 {
                 let Some(w) = waiters.pop_front() else { break };
-                lock.reacquire(w.waiter, w.owner, w.saved, Answer::Wait { notified: true, fenced: w.fenced }, via);
+                let answer = Answer::Wait { notified: true, fenced: w.fenced };
+                lock.reacquire(ctx, w.waiter, w.owner, w.saved, answer, via);
                 n -= 1.0;
             }
             Ok(())
@@ -233,84 +240,105 @@ impl SharedObject for ConditionObject {
         METHODS
     }
 
-    fn call(&mut self, caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
-        let via = self.via;
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+        let via = ctx.object();
         match method {
             "acquire" | "acquire_fenced" => {
                 let wait = lock_wait(args.bool_or(0, true), args.take(1))?;
                 let owner = owner_arg(args.take(2))?;
                 let answer = if method == "acquire" { Answer::Bool } else { Answer::Token };
-                with_lock(&mut self.lock, |lock| lock.acquire_via(caller, owner, wait, answer, via))
+                with_lock(&mut self.lock, ctx, |lock, ctx| lock.acquire_via(ctx, owner, wait, answer, via))
             }
             "release" => {
                 let owner = owner_arg(args.take(0))?;
-                with_lock(&mut self.lock, |lock| lock.release_via(caller, &owner))?.map(|()| Value::None.into())
+                with_lock(&mut self.lock, ctx, |lock, ctx| lock.release_via(ctx, &owner))?.map(|()| Value::None.into())
             }
             "release_fenced" => {
                 let (token, fully) = (args.required(0), args.bool_or(1, false));
-                with_lock(&mut self.lock, |lock| lock.release_token(caller, token, fully))?.map(|()| Value::None.into())
+                with_lock(&mut self.lock, ctx, |lock, ctx| lock.release_token(ctx, token, fully))?
+                    .map(|()| Value::None.into())
             }
             "wait" | "wait_fenced" => {
                 let timeout = args.take(0);
                 let owner = owner_arg(args.take(1))?;
-                self.wait(caller, timeout, owner, method == "wait_fenced")
+                self.wait(ctx, timeout, owner, method == "wait_fenced")
             }
             "notify" => {
                 let n = args.take(0).unwrap_or(Value::Int(1));
                 let owner = owner_arg(args.take(1))?;
-                self.notify(caller, Some(n), owner).map(|()| Value::None.into())
+                self.notify(ctx, Some(n), owner).map(|()| Value::None.into())
             }
             "notify_all" => {
                 let owner = owner_arg(args.take(0))?;
-                self.notify(caller, None, owner).map(|()| Value::None.into())
+                self.notify(ctx, None, owner).map(|()| Value::None.into())
             }
             other => Err(WireError::new(ErrorCode::Internal, format!("Condition has no method '{other}'"))),
         }
     }
 
     fn snapshot(&self) -> Value {
-        let waiting = self.waiters.iter().filter(|w| !w.waiter.is_gone()).count();
-        let pairs = [("lock", Value::Str(self.repr().into())), ("waiting", Value::Int(waiting as i64))];
+        let pairs = [("lock", Value::Str(self.repr().into())), ("waiting", Value::Int(self.waiters.len() as i64))];
         Dict::from_pairs(pairs.into_iter().map(|(k, v)| (Value::Str(k.into()), v))).map(Value::Dict).unwrap_or_default()
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     fn repr(&self) -> String {
         let lock = match &self.lock {
             LockRef::Own(rlock) => rlock.describe(),
-            LockRef::Shared(entry) => entry.repr().unwrap_or_else(|e| format!("<{}>", e.message)),
+            // The shared lock is not at hand here: name it.
+            LockRef::Shared(id) => format!("<shared lock {id:x}>"),
         };
         format!("<Condition({lock}, {})>", self.waiters.len())
     }
 
-    fn expire(&mut self, ticket: u64) -> Option<Completion> {
-        let via = self.via;
-        let Some(i) = self.waiters.iter().position(|w| w.waiter.ticket() == ticket) else {
-            // An acquire through the condition, or a waiter already re-acquiring.
-            return with_lock(&mut self.lock, |lock| lock.expire_waiter(ticket)).unwrap_or_else(|e| Some(Err(e)));
-        };
-        let w = self.waiters.remove(i).expect("found");
-        // Timed out: it answers False, once it has the lock back.
-        let answer = Answer::Wait { notified: false, fenced: w.fenced };
-        match with_lock(&mut self.lock, |lock| lock.reacquire(w.waiter, w.owner, w.saved, answer, via)) {
-            Ok(()) => None,
-            Err(e) => Some(Err(e)),
+    fn holds_session_state(&self) -> bool {
+        true
+    }
+
+    fn linked(&self) -> Option<ObjectId> {
+        match self.lock {
+            LockRef::Own(_) => None,
+            LockRef::Shared(id) => Some(id),
         }
     }
 
-    fn abandon(&mut self, _caller: Caller, ticket: u64, delivered: Option<Value>) {
-        if let Some(i) = self.waiters.iter().position(|w| w.waiter.ticket() == ticket) {
+    fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        let Some(i) = self.waiters.iter().position(|w| w.waiter.ticket == ticket) else {
+            // An acquire through the condition, or a waiter already re-acquiring.
+            let _ = with_lock(&mut self.lock, ctx, |lock, ctx| lock.expire_waiter(ctx, ticket));
+            return;
+        };
+        let w = self.waiters.remove(i).expect("found");
+        let waiter = w.waiter;
+        // Timed out: it answers False, once it has the lock back.
+        let answer = Answer::Wait { notified: false, fenced: w.fenced };
+        let via = ctx.object();
+        let moved =
+            with_lock(&mut self.lock, ctx, |lock, ctx| lock.reacquire(ctx, w.waiter, w.owner, w.saved, answer, via));
+        if let Err(e) = moved {
+            ctx.deliver(waiter, Err(e), Reclaim::Nothing);
+        }
+    }
+
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        if let Some(i) = self.waiters.iter().position(|w| w.waiter.ticket == ticket) {
             self.waiters.remove(i);
             return;
         }
-        let _ = with_lock(&mut self.lock, |lock| lock.abandon_waiter(ticket, delivered.is_some()));
+        let _ = with_lock(&mut self.lock, ctx, |lock, ctx| lock.abandon_waiter(ctx, ticket, undelivered));
     }
 
-    fn session_ended(&mut self, session: u64) {
+    fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
         match &mut self.lock {
-            LockRef::Own(rlock) => rlock.session_ended(session),
+            LockRef::Own(rlock) => rlock.session_ended(ctx, session),
             shared => {
-                let via = self.via;
-                let _ = with_lock(shared, |lock| lock.session_ended_via(session, via));
+                let _ = with_lock(shared, ctx, |lock, ctx| {
+                    let via = ctx.object();
+                    lock.session_ended_via(ctx, session, via)
+                });
             }
         }
     }
@@ -319,122 +347,230 @@ impl SharedObject for ConditionObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Harness;
+    use crate::objects::event::EventObject;
+    use crate::objects::lock::LockObject;
 
-    const A: Caller = Caller { session: 1 };
-    const B: Caller = Caller { session: 2 };
+    const A: SessionId = 1;
+    const B: SessionId = 2;
 
     fn call(
+        h: &mut Harness,
         c: &mut ConditionObject,
-        caller: Caller,
+        caller: SessionId,
         method: &'static str,
         args: Vec<Value>,
     ) -> Result<Outcome, WireError> {
-        c.call(caller, method, Args::from_values(method, args))
+        c.call(&mut h.ctx(caller), method, Args::from_values(method, args))
     }
 
     fn ready(outcome: Result<Outcome, WireError>) -> Value {
         match outcome.unwrap() {
             Outcome::Ready(v) => v,
-            Outcome::Park(_) => panic!("parked"),
+            Outcome::Parked => panic!("parked"),
         }
     }
 
-    fn parked(outcome: Result<Outcome, WireError>) -> waiter::Parked {
+    /// The ticket of a call that must park.
+    fn parked(h: &mut Harness, outcome: Result<Outcome, WireError>) -> Ticket {
         match outcome.unwrap() {
-            Outcome::Park(p) => p,
+            Outcome::Parked => h.parked().expect("a parked call").ticket,
             Outcome::Ready(v) => panic!("ready with {v:?}"),
         }
     }
 
+    /// What was delivered to `ticket` (it must have been).
+    fn answer(h: &mut Harness, ticket: Ticket) -> Value {
+        h.delivered_to(ticket).expect("delivered").completion.unwrap()
+    }
+
     fn own() -> ConditionObject {
-        ConditionObject::new(Args::from_values("Condition", vec![]), &Registry::new()).unwrap()
+        ConditionObject::new(Args::from_values("Condition", vec![])).unwrap()
+    }
+
+    fn shared(id: ObjectId, typeid: &str) -> ConditionObject {
+        let reference = ObjectRef::new(id, typeid).to_value();
+        ConditionObject::new(Args::from_values("Condition", vec![reference])).unwrap()
+    }
+
+    /// A call on `c` with `lock` as its linked lock.
+    fn call_linked(
+        h: &mut Harness,
+        c: &mut ConditionObject,
+        lock: &mut dyn SharedObject,
+        caller: SessionId,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> Result<Outcome, WireError> {
+        c.call(&mut h.ctx_linked(caller, lock), method, Args::from_values(method, args))
     }
 
     #[test]
     fn wait_and_notify_need_the_lock() {
+        let mut h = Harness::default();
         let mut c = own();
-        let err = call(&mut c, A, "wait", vec![]).unwrap_err();
+        let err = call(&mut h, &mut c, A, "wait", vec![]).unwrap_err();
         assert_eq!((err.code, err.message.as_str()), (ErrorCode::RuntimeError, "cannot wait on un-acquired lock"));
-        let err = call(&mut c, A, "notify", vec![]).unwrap_err();
+        let err = call(&mut h, &mut c, A, "notify", vec![]).unwrap_err();
         assert_eq!(err.message, "cannot notify on un-acquired lock");
-        let err = call(&mut c, A, "release", vec![]).unwrap_err();
+        let err = call(&mut h, &mut c, A, "release", vec![]).unwrap_err();
         assert_eq!(err.message, "cannot release un-acquired lock");
         assert!(c.repr().starts_with("<Condition(<unlocked _thread.RLock object owner=0 count=0 at 0x"));
+        assert!(c.holds_session_state());
+        assert_eq!(c.linked(), None);
     }
 
-    #[tokio::test]
-    async fn wait_releases_fully_and_reacquires_with_the_saved_count() {
+    #[test]
+    fn wait_releases_fully_and_reacquires_with_the_saved_count() {
+        let mut h = Harness::default();
         let mut c = own();
-        ready(call(&mut c, A, "acquire", vec![]));
-        ready(call(&mut c, A, "acquire", vec![]));
-        let mut waiting = parked(call(&mut c, A, "wait_fenced", vec![]));
+        ready(call(&mut h, &mut c, A, "acquire", vec![]));
+        ready(call(&mut h, &mut c, A, "acquire", vec![]));
+        let outcome = call(&mut h, &mut c, A, "wait_fenced", vec![]);
+        let waiting = parked(&mut h, outcome);
         // B can take the lock now, and notify.
-        assert_eq!(ready(call(&mut c, B, "acquire", vec![])), Value::Bool(true));
-        ready(call(&mut c, B, "notify", vec![]));
-        assert!(waiting.rx.try_recv().is_err(), "still needs the lock");
-        ready(call(&mut c, B, "release", vec![]));
-        let Value::Tuple(pair) = waiting.rx.try_recv().unwrap().unwrap() else { panic!() };
+        assert_eq!(ready(call(&mut h, &mut c, B, "acquire", vec![])), Value::Bool(true));
+        ready(call(&mut h, &mut c, B, "notify", vec![]));
+        assert!(h.delivered_to(waiting).is_none(), "still needs the lock");
+        ready(call(&mut h, &mut c, B, "release", vec![]));
+        let Value::Tuple(pair) = answer(&mut h, waiting) else { panic!() };
         assert_eq!(pair[0], Value::Bool(true));
         // Two levels restored.
-        ready(call(&mut c, A, "release", vec![]));
-        assert_eq!(ready(call(&mut c, B, "acquire", vec![Value::Bool(false)])), Value::Bool(false));
-        ready(call(&mut c, A, "release", vec![]));
-        assert_eq!(ready(call(&mut c, B, "acquire", vec![Value::Bool(false)])), Value::Bool(true));
+        ready(call(&mut h, &mut c, A, "release", vec![]));
+        assert_eq!(ready(call(&mut h, &mut c, B, "acquire", vec![Value::Bool(false)])), Value::Bool(false));
+        ready(call(&mut h, &mut c, A, "release", vec![]));
+        assert_eq!(ready(call(&mut h, &mut c, B, "acquire", vec![Value::Bool(false)])), Value::Bool(true));
     }
 
-    #[tokio::test]
-    async fn a_timed_out_waiter_answers_false_after_reacquiring() {
+    #[test]
+    fn a_timed_out_waiter_answers_false_after_reacquiring() {
+        let mut h = Harness::default();
         let mut c = own();
-        ready(call(&mut c, A, "acquire", vec![]));
-        let mut waiting = parked(call(&mut c, A, "wait", vec![Value::Float(30.0)]));
-        ready(call(&mut c, B, "acquire", vec![]));
-        assert!(c.expire(waiting.ticket).is_none(), "keeps waiting, for the lock");
-        ready(call(&mut c, B, "release", vec![]));
-        assert_eq!(waiting.rx.try_recv().unwrap().unwrap(), Value::Bool(false));
+        ready(call(&mut h, &mut c, A, "acquire", vec![]));
+        let outcome = call(&mut h, &mut c, A, "wait", vec![Value::Float(30.0)]);
+        let waiting = parked(&mut h, outcome);
+        ready(call(&mut h, &mut c, B, "acquire", vec![]));
+        c.expire(&mut h.ctx(A), waiting);
+        assert!(h.delivered_to(waiting).is_none(), "keeps waiting, for the lock");
+        // It waits for the lock without a deadline: a second expiry changes nothing.
+        c.expire(&mut h.ctx(A), waiting);
+        assert!(h.delivered_to(waiting).is_none());
+        ready(call(&mut h, &mut c, B, "release", vec![]));
+        assert_eq!(answer(&mut h, waiting), Value::Bool(false));
         // A zero timeout does not wait to be notified either.
-        let mut again = parked(call(&mut c, A, "wait", vec![Value::Int(0)]));
-        assert_eq!(again.rx.try_recv().unwrap().unwrap(), Value::Bool(false));
+        let outcome = call(&mut h, &mut c, A, "wait", vec![Value::Int(0)]);
+        let again = parked(&mut h, outcome);
+        assert_eq!(answer(&mut h, again), Value::Bool(false));
+        // An expiry after the answer was delivered is a no-op.
+        c.expire(&mut h.ctx(A), again);
+        assert!(h.deliveries().is_empty());
+        assert!(call(&mut h, &mut c, A, "release", vec![]).is_ok(), "A holds the lock");
     }
 
-    #[tokio::test]
-    async fn notify_wakes_in_fifo_order() {
+    #[test]
+    fn notify_wakes_in_fifo_order() {
+        let mut h = Harness::default();
         let mut c = own();
         let mut order = Vec::new();
         for _ in 0..3 {
-            ready(call(&mut c, A, "acquire", vec![]));
-            order.push(parked(call(&mut c, A, "wait", vec![])));
+            ready(call(&mut h, &mut c, A, "acquire", vec![]));
+            let outcome = call(&mut h, &mut c, A, "wait", vec![]);
+            order.push(parked(&mut h, outcome));
         }
-        ready(call(&mut c, B, "acquire", vec![]));
-        ready(call(&mut c, B, "notify", vec![Value::Int(2)]));
-        ready(call(&mut c, B, "release", vec![]));
-        assert_eq!(order[0].rx.try_recv().unwrap().unwrap(), Value::Bool(true), "the oldest has the lock");
-        assert!(order[1].rx.try_recv().is_err(), "the second waits for the lock");
-        ready(call(&mut c, A, "release", vec![]));
-        assert_eq!(order[1].rx.try_recv().unwrap().unwrap(), Value::Bool(true));
-        ready(call(&mut c, A, "release", vec![]));
-        assert!(order[2].rx.try_recv().is_err(), "never notified");
+        ready(call(&mut h, &mut c, B, "acquire", vec![]));
+        ready(call(&mut h, &mut c, B, "notify", vec![Value::Int(2)]));
+        ready(call(&mut h, &mut c, B, "release", vec![]));
+        assert_eq!(answer(&mut h, order[0]), Value::Bool(true), "the oldest has the lock");
+        assert!(h.delivered_to(order[1]).is_none(), "the second waits for the lock");
+        ready(call(&mut h, &mut c, A, "release", vec![]));
+        assert_eq!(answer(&mut h, order[1]), Value::Bool(true));
+        ready(call(&mut h, &mut c, A, "release", vec![]));
+        assert!(h.delivered_to(order[2]).is_none(), "never notified");
+    }
+
+    #[test]
+    fn abandoned_waiters_leave_and_an_undelivered_lock_comes_back() {
+        let mut h = Harness::default();
+        let mut c = own();
+        ready(call(&mut h, &mut c, A, "acquire", vec![]));
+        let outcome = call(&mut h, &mut c, A, "wait", vec![]);
+        let left = parked(&mut h, outcome);
+        ready(call(&mut h, &mut c, B, "acquire", vec![]));
+        let outcome = call(&mut h, &mut c, B, "wait", vec![]);
+        let notified = parked(&mut h, outcome);
+        // A's caller left while waiting to be notified: its Abandon removes it.
+        c.abandon(&mut h.ctx(A), left, None);
+        ready(call(&mut h, &mut c, 3, "acquire", vec![]));
+        ready(call(&mut h, &mut c, 3, "notify", vec![]));
+        ready(call(&mut h, &mut c, 3, "release", vec![]));
+        assert!(h.delivered_to(left).is_none());
+        let delivery = h.delivered_to(notified).expect("B was notified and has the lock");
+        assert_eq!(delivery.completion, Ok(Value::Bool(true)));
+        assert!(matches!(delivery.reclaim, Reclaim::Grant(_)));
+        // B's caller had left: the re-acquired lock comes back.
+        c.abandon(&mut h.ctx(B), notified, delivery.undelivered());
+        assert_eq!(ready(call(&mut h, &mut c, 3, "acquire", vec![Value::Bool(false)])), Value::Bool(true));
     }
 
     #[test]
     fn a_shared_lock_by_reference() {
-        let registry = Registry::new();
-        let lock = registry.create(&Kind::Lock, vec![], vec![]).unwrap();
-        let reference = ObjectRef::new(lock.id(), "Lock").to_value();
-        let mut c = ConditionObject::new(Args::from_values("Condition", vec![reference]), &registry).unwrap();
-        ready(call(&mut c, A, "acquire", vec![]));
-        assert_eq!(
-            lock.call(B, "locked", vec![], vec![]).ok().map(|o| matches!(o, Outcome::Ready(Value::Bool(true)))),
-            Some(true)
-        );
+        let mut h = Harness::default();
+        let mut lock = LockObject::default();
+        let mut c = shared(0x1a2b, "Lock");
+        assert_eq!(c.linked(), Some(0x1a2b));
+        assert_eq!(c.repr(), "<Condition(<shared lock 1a2b>, 0)>");
+        ready(call_linked(&mut h, &mut c, &mut lock, A, "acquire", vec![]));
+        assert!(lock.is_locked());
         // The session lets go of the condition: what it holds through it is released.
-        c.session_ended(A.session);
-        assert!(matches!(
-            lock.call(B, "acquire", vec![Value::Bool(false)], vec![]).unwrap(),
-            Outcome::Ready(Value::Bool(true))
-        ));
-        let dict = registry.create(&Kind::Dict, vec![], vec![]).unwrap();
-        let reference = ObjectRef::new(dict.id(), "dict").to_value();
-        let err = ConditionObject::new(Args::from_values("Condition", vec![reference]), &registry).unwrap_err();
-        assert_eq!(err.code, ErrorCode::Unsupported);
+        c.session_ended(&mut h.ctx_linked(A, &mut lock), A);
+        assert!(!lock.is_locked());
+        // An acquire through the condition that times out answers False.
+        ready(call_linked(&mut h, &mut c, &mut lock, A, "acquire", vec![]));
+        let outcome = call_linked(&mut h, &mut c, &mut lock, B, "acquire", vec![Value::Bool(true), Value::Int(5)]);
+        let timed = parked(&mut h, outcome);
+        c.expire(&mut h.ctx_linked(B, &mut lock), timed);
+        assert_eq!(answer(&mut h, timed), Value::Bool(false));
+        // With a plain Lock, owning means locked (by anybody).
+        ready(call_linked(&mut h, &mut c, &mut lock, B, "notify", vec![]));
+    }
+
+    #[test]
+    fn waits_through_a_shared_rlock() {
+        let mut h = Harness::default();
+        let mut lock = RLockObject::default();
+        let mut c = shared(9, "RLock");
+        ready(call_linked(&mut h, &mut c, &mut lock, A, "acquire", vec![]));
+        let outcome = call_linked(&mut h, &mut c, &mut lock, A, "wait", vec![]);
+        let waiting = parked(&mut h, outcome);
+        assert!(!lock.is_locked(), "wait released it");
+        ready(call_linked(&mut h, &mut c, &mut lock, B, "acquire", vec![]));
+        ready(call_linked(&mut h, &mut c, &mut lock, B, "notify_all", vec![]));
+        ready(call_linked(&mut h, &mut c, &mut lock, B, "release", vec![]));
+        let delivery = h.delivered_to(waiting).unwrap();
+        assert_eq!(delivery.waiter.object, 1, "answered as the condition's call");
+        assert_eq!(delivery.completion, Ok(Value::Bool(true)));
+        assert!(lock.is_owned(A, &None));
+        // A's caller had left: the abandon reaches the lock and frees it.
+        c.abandon(&mut h.ctx_linked(A, &mut lock), waiting, delivery.undelivered());
+        assert!(!lock.is_locked());
+    }
+
+    #[test]
+    fn a_lock_argument_must_be_a_reference_to_a_lock_that_exists() {
+        let mut h = Harness::default();
+        let err = ConditionObject::new(Args::from_values("Condition", vec![Value::Int(3)])).unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ErrorCode::AttributeError, "'int' object has no attribute 'acquire'")
+        );
+        let mut c = shared(0x2f, "Lock");
+        // The engine hands over nothing: the lock is gone.
+        let err = call(&mut h, &mut c, A, "acquire", vec![]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::NoSuchObject);
+        assert!(err.message.contains("2f"), "{}", err.message);
+        // Something that is not a lock.
+        let mut event = EventObject::default();
+        let err = call_linked(&mut h, &mut c, &mut event, A, "acquire", vec![]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
     }
 }

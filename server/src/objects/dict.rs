@@ -3,45 +3,76 @@
 //! `compare_and_set`.
 //!
 //! `keys`, `values` and `items` return lists (a CPython server returns views, which
-//! reach clients as lists). `__iter__` is not here: it answers with an iterator proxy,
-//! which the core builds from a snapshot.
+//! reach clients as lists). `__iter__` is not here: it answers with an iterator proxy
+//! over a snapshot of the keys ([`super::iterator`]), which watches this dict's size.
+//!
+//! The state is the entries in insertion order (serialized as `(key, value)` pairs:
+//! [`Dict`] has no serde of its own), so the same commands give the same encoding.
 
 use agora_proto::native::Kind;
 use agora_proto::value::{Dict, Object};
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::sequence;
 use super::value::add_numbers;
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `dict(mapping_or_iterable=(), **kw)`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("dict", &["iterable"], 0).with_var_keywords();
 
 /// CPython's `DictProxy` methods (without `__iter__`), then agora's atomic operations.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__contains__", &["key"]),
+    MethodSpec::new("__contains__", &["key"]).read_only(),
     MethodSpec::new("__delitem__", &["key"]),
-    MethodSpec::new("__getitem__", &["key"]),
-    MethodSpec::new("__len__", &[]),
-    MethodSpec::new("__setitem__", &["key", "value"]),
+    MethodSpec::new("__getitem__", &["key"]).read_only(),
+    MethodSpec::new("__len__", &[]).read_only(),
+    MethodSpec::new("__setitem__", &["key", "value"]).stores(),
     MethodSpec::new("clear", &[]),
-    MethodSpec::new("copy", &[]),
-    MethodSpec::optional("get", &["key", "default"], 1),
-    MethodSpec::new("items", &[]),
-    MethodSpec::new("keys", &[]),
+    MethodSpec::new("copy", &[]).read_only(),
+    MethodSpec::optional("get", &["key", "default"], 1).read_only(),
+    MethodSpec::new("items", &[]).read_only(),
+    MethodSpec::new("keys", &[]).read_only(),
     MethodSpec::optional("pop", &["key", "default"], 1),
     MethodSpec::new("popitem", &[]),
-    MethodSpec::optional("setdefault", &["key", "default"], 1),
-    MethodSpec::optional("update", &["other"], 0).with_var_keywords(),
-    MethodSpec::new("values", &[]),
+    MethodSpec::optional("setdefault", &["key", "default"], 1).stores(),
+    MethodSpec::optional("update", &["other"], 0).with_var_keywords().stores(),
+    MethodSpec::new("values", &[]).read_only(),
     MethodSpec::optional("incr", &["key", "delta", "default"], 1),
-    MethodSpec::optional("compare_and_set", &["key", "expected", "new"], 1),
+    MethodSpec::optional("compare_and_set", &["key", "expected", "new"], 1).stores(),
 ];
 
 /// A shared dict.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DictObject {
+    #[serde(with = "pairs")]
     dict: Dict,
+}
+
+/// Serde for a [`Dict`] (which has none of its own): its `(key, value)` pairs in
+/// insertion order, so equal dicts built by the same commands encode equally.
+pub(crate) mod pairs {
+    use agora_proto::value::Dict;
+    use agora_proto::Value;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the entries as a sequence of `(key, value)` pairs, in order.
+    pub fn serialize<S: Serializer>(dict: &Dict, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(dict.len()))?;
+        for entry in dict.iter() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+
+    /// Reads the pairs back, in order (`Dict::from_pairs`: a key that is not hashable
+    /// is an error).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dict, D::Error> {
+        let pairs = Vec::<(Value, Value)>::deserialize(deserializer)?;
+        Dict::from_pairs(pairs).map_err(|e| serde::de::Error::custom(e.message))
+    }
 }
 
 impl DictObject {
@@ -189,12 +220,16 @@ impl SharedObject for DictObject {
         METHODS
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
         self.dispatch(method, args).map(Outcome::from)
     }
 
     fn snapshot(&self) -> Value {
         Value::Dict(self.dict.clone())
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     fn repr(&self) -> String {
@@ -423,5 +458,36 @@ mod tests {
             ErrorCode::TypeError,
             "compare_and_set() missing required argument: 'new'",
         );
+    }
+
+    #[test]
+    fn state_is_canonical_and_round_trips() {
+        let mut d = ab();
+        assert_eq!(d.state(), ab().state());
+        call(&mut d, "__setitem__", vec![s("a"), Value::Int(1)]).unwrap();
+        assert_eq!(d.state(), ab().state(), "setting an equal value changes nothing");
+        let ba = new(vec![], vec![("b", Value::Int(2)), ("a", Value::Int(1))]).unwrap();
+        assert_ne!(ba.state(), d.state(), "insertion order is part of the state");
+        let key = Value::Tuple(vec![Value::Int(1), s("x")]);
+        call(&mut d, "__setitem__", vec![key.clone(), Value::Float(0.5)]).unwrap();
+        call(&mut d, "__setitem__", vec![Value::Int(3), ab().snapshot()]).unwrap();
+        let back: DictObject = rmp_serde::from_slice(&d.state()).unwrap();
+        assert_eq!(back.repr(), "{'a': 1, 'b': 2, (1, 'x'): 0.5, 3: {'a': 1, 'b': 2}}");
+        assert_eq!(back.state(), d.state());
+        assert_py_eq(&call(&mut back.clone(), "__getitem__", vec![key]).unwrap(), &Value::Float(0.5));
+    }
+
+    #[test]
+    fn reads_are_read_only_and_setters_store() {
+        let spec = |name: &str| *METHODS.iter().find(|m| m.name == name).unwrap();
+        for name in ["__contains__", "__getitem__", "__len__", "copy", "get", "items", "keys", "values"] {
+            assert!(spec(name).read_only && !spec(name).stores, "{name}");
+        }
+        for name in ["__setitem__", "setdefault", "update"] {
+            assert!(spec(name).stores && !spec(name).read_only, "{name}");
+        }
+        for name in ["__delitem__", "clear", "pop", "popitem", "incr", "compare_and_set"] {
+            assert!(!spec(name).read_only, "{name}");
+        }
     }
 }

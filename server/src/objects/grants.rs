@@ -15,35 +15,28 @@
 //!
 //! # Hand-offs
 //!
-//! A release hands the permit straight to the first waiter still there
-//! ([`Waiter::complete`] fails for one that is gone, and the permit goes to the next),
-//! so a permit is never free while a live waiter waits, and never handed to nobody.
-//! A hand-off that reached the core but not its caller comes back through
-//! [`Permits::abandon`], found by the waiter's ticket.
+//! A release hands the permit straight to the first waiter in line, as a delivery that
+//! names its grant's token ([`Reclaim::Grant`]), so a permit is never free while a
+//! waiter waits. A waiter whose caller left is removed by its `Abandon`; a hand-off
+//! that never reached its caller comes back through [`Permits::abandon`], which
+//! releases exactly the grant with that token.
 //!
 //! # Fencing tokens
 //!
-//! Every grant of every lock and permit takes the next value of one server-wide
-//! counter, so the tokens of one lock strictly increase for the life of the server —
-//! even across deleting and re-creating a named lock.
+//! Every grant of every lock and permit takes the next value of the engine's token
+//! counter ([`Ctx::token`]), so the tokens of one lock strictly increase for the life
+//! of the engine's state — even across deleting and re-creating a named lock.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use agora_proto::native::ObjectId;
 use agora_proto::{ErrorCode, Value, WireError};
 use num_traits::ToPrimitive;
-use tokio::time::Instant;
+use serde::{Deserialize, Serialize};
 
-use crate::object::{Caller, Outcome};
-use crate::waiter::{self, Completion, Waiter};
-
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
-
-/// The next fencing token: larger than every token handed out before, server-wide.
-/// Callers take it under their object's lock, so one object's tokens strictly increase.
-pub fn next_token() -> u64 {
-    NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)
-}
+use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
+use crate::object::Outcome;
 
 /// CPython's `threading.TIMEOUT_MAX` on Linux, in seconds.
 pub const TIMEOUT_MAX: f64 = 9_223_372_036.0;
@@ -53,8 +46,15 @@ pub const TIMEOUT_MAX: f64 = 9_223_372_036.0;
 pub enum Wait {
     /// Do not wait: answer at once.
     No,
-    /// Wait until the deadline (`None`: forever).
-    Until(Option<Instant>),
+    /// Wait this long (`None`: forever).
+    For(Option<Duration>),
+}
+
+impl Wait {
+    /// The deadline of a wait that starts at `now` (`None`: forever).
+    pub fn deadline(wait: Option<Duration>, now: Time) -> Option<Time> {
+        wait.and_then(|d| now.after(d))
+    }
 }
 
 /// A number argument as `f64`, or `None` if it is not a number (int, bool or float).
@@ -82,7 +82,7 @@ pub fn lock_wait(blocking: bool, timeout: Option<Value>) -> Result<Wait, WireErr
         return Err(WireError::value_error("Invalid value NaN (not a number)"));
     }
     if seconds == -1.0 {
-        return Ok(if blocking { Wait::Until(None) } else { Wait::No });
+        return Ok(if blocking { Wait::For(None) } else { Wait::No });
     }
     if !blocking {
         return Err(WireError::value_error("can't specify a timeout for a non-blocking call"));
@@ -121,7 +121,7 @@ impl SemaphoreWait {
         if !self.blocking {
             return Ok(Wait::No);
         }
-        let Some(timeout) = self.timeout else { return Ok(Wait::Until(None)) };
+        let Some(timeout) = self.timeout else { return Ok(Wait::For(None)) };
         let seconds = as_seconds(&timeout).ok_or_else(|| {
             WireError::type_error(format!("unsupported operand type(s) for +: 'float' and '{}'", timeout.type_name()))
         })?;
@@ -137,7 +137,7 @@ impl SemaphoreWait {
 /// `TypeError` CPython's `timeout > 0` raises.
 pub fn condition_wait(timeout: Option<Value>) -> Result<Wait, WireError> {
     match timeout {
-        None | Some(Value::None) => Ok(Wait::Until(None)),
+        None | Some(Value::None) => Ok(Wait::For(None)),
         Some(t) => {
             let seconds = as_seconds(&t).ok_or_else(|| {
                 WireError::type_error(format!("'>' not supported between instances of '{}' and 'int'", t.type_name()))
@@ -153,8 +153,8 @@ fn until(seconds: f64) -> Wait {
     if seconds == 0.0 {
         return Wait::No;
     }
-    // `deadline_after` only fails for negative or NaN timeouts, excluded above.
-    Wait::Until(waiter::deadline_after(Some(seconds), "").unwrap_or(None))
+    // Negative and NaN timeouts are excluded above; too long to represent is forever.
+    Wait::For(Duration::try_from_secs_f64(seconds).ok())
 }
 
 /// CPython's `TypeError` for a timeout that is not a number, in `_thread` locks.
@@ -175,7 +175,7 @@ pub fn owner_arg(value: Option<Value>) -> Result<Option<String>, WireError> {
 }
 
 /// What a granted waiter's call answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
     /// Python's `acquire`: `True`.
     Bool,
@@ -217,28 +217,26 @@ impl Answer {
 }
 
 /// One outstanding grant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Grant {
     token: u64,
-    session: u64,
-    /// The parked call it was handed to, if it was handed off (for `abandon`).
-    ticket: Option<u64>,
+    session: SessionId,
     /// The Condition it was acquired through (0: directly).
-    via: u64,
+    via: ObjectId,
 }
 
 /// One waiting acquire.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Queued {
     waiter: Waiter,
     answer: Answer,
-    via: u64,
+    via: ObjectId,
 }
 
 /// Counted permits with grants recorded per session, FIFO waiters and orphan credits:
 /// a Lock is `Permits::new(1, Some(1))`, a Semaphore `Permits::new(value, None)`, a
 /// BoundedSemaphore `Permits::new(value, Some(value))`.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Permits {
     available: u64,
     bound: Option<u64>,
@@ -273,9 +271,9 @@ impl Permits {
         self.credits
     }
 
-    /// Live waiters.
+    /// Waiting acquires (a waiter whose caller left is removed by its `Abandon`).
     pub fn waiting(&self) -> usize {
-        self.queue.iter().filter(|q| !q.waiter.is_gone()).count()
+        self.queue.len()
     }
 
     /// The newest outstanding grant's token, if any (a Lock's current holder).
@@ -284,41 +282,41 @@ impl Permits {
     }
 
     /// Takes a permit now if one is free; returns its token.
-    fn take(&mut self, session: u64, ticket: Option<u64>, via: u64) -> Option<u64> {
+    fn take(&mut self, ctx: &mut Ctx<'_>, session: SessionId, via: ObjectId) -> Option<u64> {
         if self.available == 0 {
             return None;
         }
         self.available -= 1;
-        let token = next_token();
-        self.grants.push_back(Grant { token, session, ticket, via });
+        let token = ctx.token();
+        self.grants.push_back(Grant { token, session, via });
         Some(token)
     }
 
-    /// An acquire: a permit now, `False` without waiting, or a parked call.
-    pub fn acquire(&mut self, caller: Caller, wait: Wait, answer: Answer, via: u64) -> Outcome {
-        if let Some(token) = self.take(caller.session, None, via) {
+    /// An acquire by the caller: a permit now, `False` without waiting, or a parked call.
+    pub fn acquire(&mut self, ctx: &mut Ctx<'_>, wait: Wait, answer: Answer, via: ObjectId) -> Outcome {
+        if let Some(token) = self.take(ctx, ctx.caller(), via) {
             return Outcome::Ready(answer.value(token));
         }
         match wait {
             Wait::No => Outcome::Ready(Answer::nothing()),
-            Wait::Until(deadline) => {
-                let (waiter, parked) = waiter::park(caller.session, deadline);
+            Wait::For(wait) => {
+                let waiter = ctx.park(Wait::deadline(wait, ctx.now()));
                 self.queue.push_back(Queued { waiter, answer, via });
-                Outcome::Park(parked)
+                Outcome::Parked
             }
         }
     }
 
     /// Queues `waiter` (a condition wait re-acquiring its lock) and serves the queue.
-    pub fn enqueue(&mut self, waiter: Waiter, answer: Answer, via: u64) {
+    pub fn enqueue(&mut self, ctx: &mut Ctx<'_>, waiter: Waiter, answer: Answer, via: ObjectId) {
         self.queue.push_back(Queued { waiter, answer, via });
-        self.serve();
+        self.serve(ctx);
     }
 
     /// Releases `n` permits for `session` (see the module docs for whose grant each
     /// one clears), then hands freed permits to waiters. All or nothing: with a bound,
     /// a release that would exceed it changes nothing and fails.
-    pub fn release(&mut self, session: u64, n: u64) -> Result<(), OverRelease> {
+    pub fn release(&mut self, ctx: &mut Ctx<'_>, session: SessionId, n: u64) -> Result<(), OverRelease> {
         if let Some(bound) = self.bound {
             let free_room = bound.saturating_sub(self.available + self.grants.len() as u64);
             if n > self.grants.len() as u64 + self.credits + free_room {
@@ -337,77 +335,73 @@ impl Permits {
                 self.available += 1;
             }
         }
-        self.serve();
+        self.serve(ctx);
         Ok(())
     }
 
     /// Releases the grant with `token` if `session` holds it; false if it does not.
-    pub fn release_token(&mut self, session: u64, token: u64) -> bool {
+    pub fn release_token(&mut self, ctx: &mut Ctx<'_>, session: SessionId, token: u64) -> bool {
         let Some(i) = self.grants.iter().position(|g| g.token == token && g.session == session) else {
             return false;
         };
         self.grants.remove(i);
         self.available += 1;
-        self.serve();
+        self.serve(ctx);
         true
     }
 
-    /// Hands free permits to waiters, first come first served, skipping those gone.
-    fn serve(&mut self) {
+    /// Hands free permits to waiters, first come first served.
+    fn serve(&mut self, ctx: &mut Ctx<'_>) {
         while self.available > 0 {
             let Some(Queued { waiter, answer, via }) = self.queue.pop_front() else { break };
-            let (ticket, session) = (waiter.ticket(), waiter.session());
-            let token = self.take(session, Some(ticket), via).expect("a permit is free");
-            if waiter.complete(Ok(answer.value(token))).is_err() {
-                // Its caller is gone: the permit was never handed to anybody.
-                self.grants.pop_back();
-                self.available += 1;
-            }
+            let token = self.take(ctx, waiter.session, via).expect("a permit is free");
+            ctx.deliver(waiter, Ok(answer.value(token)), Reclaim::Grant(token));
         }
     }
 
-    /// The deadline of waiter `ticket` passed: remove it and answer `False`. `None` if
-    /// it is not queued (already served), or must wait on (a condition re-acquire).
-    pub fn expire(&mut self, ticket: u64) -> Option<Completion> {
-        let i = self.queue.iter().position(|q| q.waiter.ticket() == ticket)?;
+    /// The deadline of waiter `ticket` passed: if it is queued (and not a condition
+    /// re-acquire, which waits on without a deadline), remove it and answer `False`.
+    pub fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        let Some(i) = self.queue.iter().position(|q| q.waiter.ticket == ticket) else { return };
         if !self.queue[i].answer.expires() {
-            return None;
+            return;
         }
-        self.queue.remove(i);
-        Some(Ok(Answer::nothing()))
+        let queued = self.queue.remove(i).expect("found");
+        ctx.deliver(queued.waiter, Ok(Answer::nothing()), Reclaim::Nothing);
     }
 
     /// True if `ticket` waits here.
-    pub fn is_queued(&self, ticket: u64) -> bool {
-        self.queue.iter().any(|q| q.waiter.ticket() == ticket)
+    pub fn is_queued(&self, ticket: Ticket) -> bool {
+        self.queue.iter().any(|q| q.waiter.ticket == ticket)
     }
 
-    /// The caller of `ticket` is gone: forget its waiter, and if a permit was
-    /// `delivered` to it, take that grant back (no orphan credit: nobody held it).
-    pub fn abandon(&mut self, ticket: u64, delivered: bool) {
-        self.queue.retain(|q| q.waiter.ticket() != ticket);
-        if delivered {
-            if let Some(i) = self.grants.iter().position(|g| g.ticket == Some(ticket)) {
+    /// The caller of `ticket` is gone: forget its waiter, and if a grant was
+    /// delivered to it and never arrived, take that grant back (no orphan credit:
+    /// nobody held it).
+    pub fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.queue.retain(|q| q.waiter.ticket != ticket);
+        if let Some(Undelivered { reclaim: Reclaim::Grant(token), .. }) = undelivered {
+            if let Some(i) = self.grants.iter().position(|g| g.token == token) {
                 self.grants.remove(i);
                 self.available += 1;
-                self.serve();
+                self.serve(ctx);
             }
         }
     }
 
     /// `session` ended: release its grants (those acquired through Condition `via`
     /// only, unless `via` is `None`), leaving an orphan credit for each.
-    pub fn session_ended(&mut self, session: u64, via: Option<u64>) {
+    pub fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId, via: Option<ObjectId>) {
         let before = self.grants.len();
         self.grants.retain(|g| g.session != session || via.is_some_and(|v| g.via != v));
         let released = (before - self.grants.len()) as u64;
         self.available += released;
         self.credits += released;
-        self.serve();
+        self.serve(ctx);
     }
 
     /// True if `session` holds a grant.
-    pub fn holds(&self, session: u64) -> bool {
+    pub fn holds(&self, session: SessionId) -> bool {
         self.grants.iter().any(|g| g.session == session)
     }
 }
@@ -426,22 +420,24 @@ pub fn address<T>(object: &T) -> String {
 mod tests {
     use super::*;
 
-    const A: Caller = Caller { session: 1 };
-    const B: Caller = Caller { session: 2 };
+    use crate::engine::Harness;
+
+    const A: SessionId = 1;
+    const B: SessionId = 2;
 
     fn ready(outcome: Outcome) -> Value {
         match outcome {
             Outcome::Ready(v) => v,
-            Outcome::Park(_) => panic!("parked"),
+            Outcome::Parked => panic!("parked"),
         }
     }
 
     #[test]
     fn lock_timeouts_follow_cpython() {
         let msg = |r: Result<Wait, WireError>| r.unwrap_err().message;
-        assert_eq!(lock_wait(true, None).unwrap(), Wait::Until(None));
+        assert_eq!(lock_wait(true, None).unwrap(), Wait::For(None));
         assert_eq!(lock_wait(false, None).unwrap(), Wait::No);
-        assert_eq!(lock_wait(true, Some(Value::Int(-1))).unwrap(), Wait::Until(None));
+        assert_eq!(lock_wait(true, Some(Value::Int(-1))).unwrap(), Wait::For(None));
         assert_eq!(lock_wait(true, Some(Value::Int(0))).unwrap(), Wait::No);
         assert_eq!(lock_wait(false, Some(Value::Int(-1))).unwrap(), Wait::No, "-1 is CPython's 'not given'");
         assert_eq!(msg(lock_wait(false, Some(Value::Int(1)))), "can't specify a timeout for a non-blocking call");
@@ -452,7 +448,7 @@ mod tests {
             msg(lock_wait(true, Some(Value::Str("x".into())))),
             "'str' object cannot be interpreted as an integer"
         );
-        assert!(matches!(lock_wait(true, Some(Value::Float(0.5))).unwrap(), Wait::Until(Some(_))));
+        assert_eq!(lock_wait(true, Some(Value::Float(0.5))).unwrap(), Wait::For(Some(Duration::from_millis(500))));
     }
 
     #[test]
@@ -474,71 +470,83 @@ mod tests {
 
     #[test]
     fn tokens_grow_and_a_release_clears_the_releasers_own_grant_first() {
+        let mut h = Harness::default();
         let mut p = Permits::new(2, Some(2));
-        let t1 = ready(p.acquire(A, Wait::No, Answer::Token, 0));
-        let t2 = ready(p.acquire(B, Wait::No, Answer::Token, 0));
+        let t1 = ready(p.acquire(&mut h.ctx(A), Wait::No, Answer::Token, 0));
+        let t2 = ready(p.acquire(&mut h.ctx(B), Wait::No, Answer::Token, 0));
         assert!(t2.as_index() > t1.as_index());
-        p.release(B.session, 1).unwrap();
-        assert!(p.holds(A.session) && !p.holds(B.session));
+        p.release(&mut h.ctx(B), B, 1).unwrap();
+        assert!(p.holds(A) && !p.holds(B));
         // Someone with no grant clears the oldest one.
-        p.release(9, 1).unwrap();
-        assert!(!p.holds(A.session));
-        assert_eq!(p.release(9, 1), Err(OverRelease));
+        p.release(&mut h.ctx(9), 9, 1).unwrap();
+        assert!(!p.holds(A));
+        assert_eq!(p.release(&mut h.ctx(9), 9, 1), Err(OverRelease));
     }
 
     #[test]
     fn orphan_credits_make_both_orders_end_alike() {
+        let mut h = Harness::default();
         // Holder dies, then someone else releases: the release consumes the credit.
         let mut p = Permits::new(1, Some(1));
-        ready(p.acquire(A, Wait::No, Answer::Bool, 0));
-        p.session_ended(A.session, None);
+        ready(p.acquire(&mut h.ctx(A), Wait::No, Answer::Bool, 0));
+        p.session_ended(&mut h.ctx(A), A, None);
         assert_eq!((p.available(), p.credits()), (1, 1));
-        p.release(B.session, 1).unwrap();
+        p.release(&mut h.ctx(B), B, 1).unwrap();
         assert_eq!((p.available(), p.credits()), (1, 0));
-        assert_eq!(p.release(B.session, 1), Err(OverRelease), "only once");
+        assert_eq!(p.release(&mut h.ctx(B), B, 1), Err(OverRelease), "only once");
         // Someone else releases, then the holder dies: nothing left to release.
         let mut q = Permits::new(1, Some(1));
-        ready(q.acquire(A, Wait::No, Answer::Bool, 0));
-        q.release(B.session, 1).unwrap();
-        q.session_ended(A.session, None);
+        ready(q.acquire(&mut h.ctx(A), Wait::No, Answer::Bool, 0));
+        q.release(&mut h.ctx(B), B, 1).unwrap();
+        q.session_ended(&mut h.ctx(A), A, None);
         assert_eq!((q.available(), q.credits()), (1, 0));
     }
 
     #[test]
     fn an_unbounded_semaphore_spends_credits_before_growing() {
+        let mut h = Harness::default();
         let mut p = Permits::new(1, None);
-        ready(p.acquire(A, Wait::No, Answer::Bool, 0));
-        p.session_ended(A.session, None);
-        p.release(B.session, 1).unwrap();
+        ready(p.acquire(&mut h.ctx(A), Wait::No, Answer::Bool, 0));
+        p.session_ended(&mut h.ctx(A), A, None);
+        p.release(&mut h.ctx(B), B, 1).unwrap();
         assert_eq!(p.available(), 1, "the credit absorbed the release");
-        p.release(B.session, 2).unwrap();
+        p.release(&mut h.ctx(B), B, 2).unwrap();
         assert_eq!(p.available(), 3);
     }
 
-    #[tokio::test]
-    async fn hand_offs_skip_gone_waiters_and_come_back_when_undelivered() {
+    #[test]
+    fn hand_offs_go_in_order_and_come_back_when_undelivered() {
+        let mut h = Harness::default();
         let mut p = Permits::new(1, Some(1));
-        ready(p.acquire(A, Wait::No, Answer::Bool, 0));
-        let Outcome::Park(gone) = p.acquire(B, Wait::Until(None), Answer::Bool, 0) else { panic!() };
-        let Outcome::Park(mut live) = p.acquire(B, Wait::Until(None), Answer::Token, 0) else { panic!() };
-        drop(gone.rx);
-        p.release(A.session, 1).unwrap();
-        let token = live.rx.try_recv().unwrap().unwrap();
-        assert!(token.as_index().is_some(), "the live waiter got it");
+        ready(p.acquire(&mut h.ctx(A), Wait::No, Answer::Bool, 0));
+        assert_eq!(p.acquire(&mut h.ctx(B), Wait::For(None), Answer::Bool, 0), Outcome::Parked);
+        let gone = h.parked().unwrap().ticket;
+        assert_eq!(p.acquire(&mut h.ctx(B), Wait::For(None), Answer::Token, 0), Outcome::Parked);
+        let live = h.parked().unwrap().ticket;
+        // The first waiter's caller left: its Abandon removes it from the line.
+        p.abandon(&mut h.ctx(B), gone, None);
+        p.release(&mut h.ctx(A), A, 1).unwrap();
+        let delivery = h.delivered_to(live).expect("the live waiter got it");
+        let token = delivery.completion.clone().unwrap().as_index().unwrap() as u64;
+        assert_eq!(delivery.reclaim, Reclaim::Grant(token));
         assert_eq!(p.available(), 0);
-        // Its caller vanished after the hand-off: the grant comes back.
-        p.abandon(live.ticket, true);
+        // Its caller vanished after the hand-off: exactly that grant comes back.
+        p.abandon(&mut h.ctx(B), live, delivery.undelivered());
         assert_eq!((p.available(), p.outstanding(), p.credits()), (1, 0, 0));
     }
 
     #[test]
     fn expiry_answers_false_but_not_for_condition_reacquires() {
+        let mut h = Harness::default();
         let mut p = Permits::new(0, Some(1));
-        let Outcome::Park(acq) = p.acquire(A, Wait::Until(None), Answer::Bool, 0) else { panic!() };
-        assert_eq!(p.expire(acq.ticket).unwrap().unwrap(), Value::Bool(false));
-        let (w, parked) = waiter::park(A.session, None);
-        p.enqueue(w, Answer::Wait { notified: true, fenced: false }, 7);
-        assert!(p.expire(parked.ticket).is_none());
-        assert!(p.is_queued(parked.ticket));
+        assert_eq!(p.acquire(&mut h.ctx(A), Wait::For(None), Answer::Bool, 0), Outcome::Parked);
+        let acq = h.parked().unwrap().ticket;
+        p.expire(&mut h.ctx(A), acq);
+        assert_eq!(h.delivered_to(acq).unwrap().completion.unwrap(), Value::Bool(false));
+        let w = h.ctx(A).park(None);
+        p.enqueue(&mut h.ctx(A), w, Answer::Wait { notified: true, fenced: false }, 7);
+        p.expire(&mut h.ctx(A), w.ticket);
+        assert!(h.delivered_to(w.ticket).is_none());
+        assert!(p.is_queued(w.ticket));
     }
 }

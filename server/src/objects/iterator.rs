@@ -5,31 +5,35 @@
 //! the size at the start, `__next__` raises `RuntimeError('dictionary changed size
 //! during iteration')`, for good, as CPython's dict iterator does. (A change that
 //! keeps the size — one key deleted, another added — goes unnoticed here, where
-//! CPython may notice it.) The iterator keeps the dict alive, as CPython's does.
+//! CPython may notice it.)
+//!
+//! The iterator names its dict by id ([`SharedObject::linked`]); the engine locks the
+//! dict after the iterator (always in that order) and hands it over through
+//! [`Ctx::with_linked`] for the size check. If the dict is gone, there is nothing to
+//! compare with: the iterator goes on through its snapshot.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 
-use agora_proto::native::Kind;
+use agora_proto::native::{Kind, ObjectId};
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
-use crate::registry::ObjectEntry;
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// The typeid CPython's registry gives iterators.
+/// The typeid CPython's `SyncManager` gives iterators.
 pub const TYPEID: &str = "Iterator";
 
+/// `__next__` takes an item (or fails for good): it changes the iterator.
 const METHODS: &[MethodSpec] = &[MethodSpec::new("__next__", &[])];
 
-/// The dict being iterated and its size when the iteration began.
-struct Source {
-    entry: Arc<ObjectEntry>,
-    len: usize,
-}
-
 /// An iterator over a snapshot of values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IteratorObject {
-    items: std::vec::IntoIter<Value>,
-    source: Option<Source>,
+    /// The items not yet yielded.
+    items: VecDeque<Value>,
+    /// The dict being iterated and its size when the iteration began.
+    source: Option<(ObjectId, usize)>,
     /// Set once the source changed size: every later `__next__` fails too.
     changed: bool,
 }
@@ -37,22 +41,23 @@ pub struct IteratorObject {
 impl IteratorObject {
     /// An iterator over `items`.
     pub fn new(items: Vec<Value>) -> IteratorObject {
-        IteratorObject { items: items.into_iter(), source: None, changed: false }
+        IteratorObject { items: items.into(), source: None, changed: false }
     }
 
     /// An iterator over the keys of the dict `source`, whose current `keys` are given:
     /// it fails once the dict's size changes.
-    pub fn over(source: Arc<ObjectEntry>, keys: Vec<Value>) -> IteratorObject {
+    pub fn over(source: ObjectId, keys: Vec<Value>) -> IteratorObject {
         let len = keys.len();
-        IteratorObject { items: keys.into_iter(), source: Some(Source { entry: source, len }), changed: false }
+        IteratorObject { items: keys.into(), source: Some((source, len)), changed: false }
     }
 
-    /// True once the source's size differs from the start (the source is locked
-    /// briefly: an iterator is always locked before its dict, never the reverse).
-    fn source_changed(&mut self) -> bool {
+    /// True once the source's size differs from the start. The source comes from the
+    /// context, locked by the engine; a source that is gone changes nothing.
+    fn source_changed(&mut self, ctx: &mut Ctx<'_>) -> bool {
         if !self.changed {
-            if let Some(source) = &self.source {
-                self.changed = matches!(source.entry.size(), Ok(Some(n)) if n != source.len);
+            if let Some((_, len)) = self.source {
+                let size = ctx.with_linked(|dict, _| dict.size()).flatten();
+                self.changed = matches!(size, Some(n) if n != len);
             }
         }
         self.changed
@@ -68,64 +73,116 @@ impl SharedObject for IteratorObject {
         METHODS
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, _args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, _args: Args) -> Result<Outcome, WireError> {
         match method {
             "__next__" => {
-                if self.source_changed() {
+                if self.source_changed(ctx) {
                     return Err(WireError::new(ErrorCode::RuntimeError, "dictionary changed size during iteration"));
                 }
-                self.items.next().map(Outcome::Ready).ok_or_else(|| WireError::new(ErrorCode::StopIteration, ""))
+                self.items.pop_front().map(Outcome::Ready).ok_or_else(|| WireError::new(ErrorCode::StopIteration, ""))
             }
             other => Err(WireError::new(ErrorCode::Internal, format!("Iterator has no method {other}"))),
         }
     }
 
     fn snapshot(&self) -> Value {
-        Value::List(self.items.as_slice().to_vec())
+        Value::List(self.items.iter().cloned().collect())
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     fn repr(&self) -> String {
         "<dict_keyiterator object>".to_owned()
+    }
+
+    fn linked(&self) -> Option<ObjectId> {
+        self.source.map(|(id, _)| id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Registry;
+    use crate::engine::Harness;
+    use crate::objects::dict::DictObject;
+    use crate::objects::sequence::testing::call;
 
-    fn next(it: &mut IteratorObject) -> Result<Outcome, WireError> {
-        it.call(Caller { session: 1 }, "__next__", Args::from_values("__next__", vec![]))
+    fn next_args() -> Args {
+        Args::from_values("__next__", vec![])
+    }
+
+    /// `__next__` with no linked object.
+    fn next(h: &mut Harness, it: &mut IteratorObject) -> Result<Outcome, WireError> {
+        it.call(&mut h.ctx(1), "__next__", next_args())
+    }
+
+    /// `__next__` with `dict` handed over as the linked object, as the engine does.
+    fn next_over(h: &mut Harness, it: &mut IteratorObject, dict: &mut DictObject) -> Result<Outcome, WireError> {
+        it.call(&mut h.ctx_linked(1, dict), "__next__", next_args())
+    }
+
+    fn set(dict: &mut DictObject, key: i64) {
+        call(dict, "__setitem__", vec![Value::Int(key), Value::None]).unwrap();
     }
 
     #[test]
     fn yields_then_stops() {
+        let mut h = Harness::default();
         let mut it = IteratorObject::new(vec![Value::Int(1)]);
-        assert!(matches!(next(&mut it), Ok(Outcome::Ready(Value::Int(1)))));
-        assert_eq!(next(&mut it).unwrap_err().code, ErrorCode::StopIteration);
-        assert_eq!(next(&mut it).unwrap_err().code, ErrorCode::StopIteration);
+        assert_eq!(it.linked(), None);
+        assert!(matches!(next(&mut h, &mut it), Ok(Outcome::Ready(Value::Int(1)))));
+        assert_eq!(next(&mut h, &mut it).unwrap_err().code, ErrorCode::StopIteration);
+        assert_eq!(next(&mut h, &mut it).unwrap_err().code, ErrorCode::StopIteration);
     }
 
     #[test]
     fn a_dict_that_changes_size_fails_the_iteration_for_good() {
-        let registry = Registry::new();
-        let dict = registry.create(&Kind::Dict, vec![], vec![]).unwrap();
-        let caller = Caller { session: 1 };
-        let set = |k: i64| dict.call(caller, "__setitem__", vec![Value::Int(k), Value::None], vec![]).unwrap();
-        set(1);
-        set(2);
-        let mut it = IteratorObject::over(dict.clone(), vec![Value::Int(1), Value::Int(2)]);
-        assert!(matches!(next(&mut it), Ok(Outcome::Ready(Value::Int(1)))));
-        set(2); // same size: unnoticed
-        assert!(matches!(next(&mut it), Ok(Outcome::Ready(Value::Int(2)))));
-        dict.call(caller, "clear", vec![], vec![]).unwrap();
-        let err = next(&mut it).unwrap_err();
+        let mut h = Harness::default();
+        let mut dict = DictObject::default();
+        set(&mut dict, 1);
+        set(&mut dict, 2);
+        let mut it = IteratorObject::over(7, vec![Value::Int(1), Value::Int(2)]);
+        assert_eq!(it.linked(), Some(7));
+        assert!(matches!(next_over(&mut h, &mut it, &mut dict), Ok(Outcome::Ready(Value::Int(1)))));
+        set(&mut dict, 2); // same size: unnoticed
+        assert!(matches!(next_over(&mut h, &mut it, &mut dict), Ok(Outcome::Ready(Value::Int(2)))));
+        call(&mut dict, "clear", vec![]).unwrap();
+        let err = next_over(&mut h, &mut it, &mut dict).unwrap_err();
         assert_eq!(
             (err.code, err.message.as_str()),
             (ErrorCode::RuntimeError, "dictionary changed size during iteration")
         );
-        set(1);
-        set(2);
-        assert_eq!(next(&mut it).unwrap_err().code, ErrorCode::RuntimeError, "sticky");
+        set(&mut dict, 1);
+        set(&mut dict, 2);
+        assert_eq!(next_over(&mut h, &mut it, &mut dict).unwrap_err().code, ErrorCode::RuntimeError, "sticky");
+    }
+
+    #[test]
+    fn a_dict_that_is_gone_leaves_the_snapshot_to_iterate() {
+        let mut h = Harness::default();
+        let mut it = IteratorObject::over(7, vec![Value::Int(1), Value::Int(2)]);
+        // No linked object handed over: the dict was deleted.
+        assert!(matches!(next(&mut h, &mut it), Ok(Outcome::Ready(Value::Int(1)))));
+        assert!(matches!(next(&mut h, &mut it), Ok(Outcome::Ready(Value::Int(2)))));
+        assert_eq!(next(&mut h, &mut it).unwrap_err().code, ErrorCode::StopIteration);
+    }
+
+    #[test]
+    fn the_state_is_the_remaining_items_and_the_source() {
+        let mut h = Harness::default();
+        let keys = vec![Value::Int(0), Value::Int(1)];
+        let mut a = IteratorObject::over(7, keys.clone());
+        let mut b = IteratorObject::over(7, keys.clone());
+        assert_eq!(a.state(), b.state());
+        assert_ne!(a.state(), IteratorObject::over(8, keys).state());
+        next(&mut h, &mut a).unwrap();
+        assert_ne!(a.state(), b.state());
+        next(&mut h, &mut b).unwrap();
+        assert_eq!(a.state(), b.state());
+        let back: IteratorObject = rmp_serde::from_slice(&a.state()).unwrap();
+        assert_eq!(back.state(), a.state());
+        assert_eq!(back.linked(), Some(7));
     }
 }

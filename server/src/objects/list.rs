@@ -7,36 +7,38 @@
 use agora_proto::native::Kind;
 use agora_proto::value::sort_values;
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::sequence::{self, Selection, Subscript, Wording, INDEX_OVERFLOW, SSIZE_OVERFLOW};
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `list(iterable=())`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("list", &["iterable"], 0);
 
 /// CPython's `ListProxy` methods in its exposed order, then 3.14's `clear` and `copy`.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__add__", &["value"]),
-    MethodSpec::new("__contains__", &["key"]),
+    MethodSpec::new("__add__", &["value"]).read_only(),
+    MethodSpec::new("__contains__", &["key"]).read_only(),
     MethodSpec::new("__delitem__", &["key"]),
-    MethodSpec::new("__getitem__", &["index"]),
-    MethodSpec::new("__len__", &[]),
-    MethodSpec::new("__mul__", &["value"]),
-    MethodSpec::new("__reversed__", &[]),
-    MethodSpec::new("__rmul__", &["value"]),
-    MethodSpec::new("__setitem__", &["key", "value"]),
-    MethodSpec::new("append", &["object"]),
-    MethodSpec::new("count", &["value"]),
-    MethodSpec::new("extend", &["iterable"]),
-    MethodSpec::optional("index", &["value", "start", "stop"], 1),
-    MethodSpec::new("insert", &["index", "object"]),
+    MethodSpec::new("__getitem__", &["index"]).read_only(),
+    MethodSpec::new("__len__", &[]).read_only(),
+    MethodSpec::new("__mul__", &["value"]).read_only(),
+    MethodSpec::new("__reversed__", &[]).read_only(),
+    MethodSpec::new("__rmul__", &["value"]).read_only(),
+    MethodSpec::new("__setitem__", &["key", "value"]).stores(),
+    MethodSpec::new("append", &["object"]).stores(),
+    MethodSpec::new("count", &["value"]).read_only(),
+    MethodSpec::new("extend", &["iterable"]).stores(),
+    MethodSpec::optional("index", &["value", "start", "stop"], 1).read_only(),
+    MethodSpec::new("insert", &["index", "object"]).stores(),
     MethodSpec::optional("pop", &["index"], 0),
     MethodSpec::new("remove", &["value"]),
     MethodSpec::new("reverse", &[]),
     MethodSpec::optional("sort", &["key", "reverse"], 0),
     MethodSpec::new("__imul__", &["value"]),
     MethodSpec::new("clear", &[]),
-    MethodSpec::new("copy", &[]),
+    MethodSpec::new("copy", &[]).read_only(),
 ];
 
 /// How `list` words its index errors.
@@ -48,7 +50,7 @@ const WORDING: Wording = Wording {
 };
 
 /// A shared list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListObject {
     items: Vec<Value>,
 }
@@ -223,12 +225,16 @@ impl SharedObject for ListObject {
         METHODS
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
         self.dispatch(method, args).map(Outcome::from)
     }
 
     fn snapshot(&self) -> Value {
         Value::List(self.items.clone())
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     fn repr(&self) -> String {
@@ -552,5 +558,35 @@ mod tests {
         assert_eq!(l.kind(), Kind::List);
         assert_eq!(l.repr(), "[1]");
         assert!(l.methods().iter().any(|m| m.name == "__imul__"));
+    }
+
+    #[test]
+    fn state_round_trips_and_marks_follow_the_methods() {
+        let mut l = list(&[1, 2]);
+        call(&mut l, "append", vec![Value::Tuple(vec![s("x"), Value::None])]).unwrap();
+        let back: ListObject = rmp_serde::from_slice(&l.state()).unwrap();
+        assert_eq!(back.repr(), "[1, 2, ('x', None)]");
+        assert_eq!(back.state(), l.state());
+        assert_ne!(list(&[2, 1]).state(), list(&[1, 2]).state());
+        let spec = |name: &str| *METHODS.iter().find(|m| m.name == name).unwrap();
+        for name in ["__setitem__", "append", "extend", "insert"] {
+            assert!(spec(name).stores && !spec(name).read_only, "{name}");
+        }
+        let read_only: Vec<&str> = METHODS.iter().filter(|m| m.read_only).map(|m| m.name).collect();
+        assert_eq!(
+            read_only,
+            [
+                "__add__",
+                "__contains__",
+                "__getitem__",
+                "__len__",
+                "__mul__",
+                "__reversed__",
+                "__rmul__",
+                "count",
+                "index",
+                "copy"
+            ]
+        );
     }
 }

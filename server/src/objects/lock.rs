@@ -11,14 +11,15 @@
 //! int) or `False`, `release_fenced(token)` (releases exactly that grant, if this
 //! session still holds it), and `locked()`.
 
-use agora_proto::native::Kind;
+use agora_proto::native::{Kind, ObjectId};
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::condition::ConditionLock;
 use super::grants::{self, lock_wait, Answer, Permits, Wait};
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
-use crate::waiter::{Completion, Waiter};
+use crate::engine::{Ctx, SessionId, Ticket, Undelivered, Waiter};
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `Lock()`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::new("Lock", &[]);
@@ -29,11 +30,11 @@ const METHODS: &[MethodSpec] = &[
     MethodSpec::new("release", &[]),
     MethodSpec::optional("acquire_fenced", &["blocking", "timeout"], 0),
     MethodSpec::new("release_fenced", &["token"]),
-    MethodSpec::new("locked", &[]),
+    MethodSpec::new("locked", &[]).read_only(),
 ];
 
 /// A shared lock.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LockObject {
     permits: Permits,
 }
@@ -55,15 +56,17 @@ impl LockObject {
         self.permits.available() == 0
     }
 
-    fn release_one(&mut self, session: u64) -> Result<(), WireError> {
-        self.permits.release(session, 1).map_err(|_| grants::runtime_error("release unlocked lock"))
+    fn release_one(&mut self, ctx: &mut Ctx<'_>) -> Result<(), WireError> {
+        let session = ctx.caller();
+        self.permits.release(ctx, session, 1).map_err(|_| grants::runtime_error("release unlocked lock"))
     }
 
-    fn release_fenced(&mut self, session: u64, token: Value) -> Result<(), WireError> {
+    fn release_fenced(&mut self, ctx: &mut Ctx<'_>, token: Value) -> Result<(), WireError> {
         let Some(token) = token.as_index() else {
             return Err(WireError::type_error(format!("token must be an int, not {}", token.type_name())));
         };
-        if self.permits.release_token(session, token as u64) {
+        let session = ctx.caller();
+        if self.permits.release_token(ctx, session, token as u64) {
             return Ok(());
         }
         if !self.is_locked() {
@@ -84,15 +87,15 @@ impl SharedObject for LockObject {
         METHODS
     }
 
-    fn call(&mut self, caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
         match method {
             "acquire" | "acquire_fenced" => {
                 let wait = lock_wait(args.bool_or(0, true), args.take(1))?;
                 let answer = if method == "acquire" { Answer::Bool } else { Answer::Token };
-                Ok(self.permits.acquire(caller, wait, answer, 0))
+                Ok(self.permits.acquire(ctx, wait, answer, 0))
             }
-            "release" => self.release_one(caller.session).map(|()| Value::None.into()),
-            "release_fenced" => self.release_fenced(caller.session, args.required(0)).map(|()| Value::None.into()),
+            "release" => self.release_one(ctx).map(|()| Value::None.into()),
+            "release_fenced" => self.release_fenced(ctx, args.required(0)).map(|()| Value::None.into()),
             "locked" => Ok(Value::Bool(self.is_locked()).into()),
             other => Err(WireError::new(ErrorCode::Internal, format!("Lock has no method '{other}'"))),
         }
@@ -108,60 +111,87 @@ impl SharedObject for LockObject {
         Dict::from_pairs(pairs.into_iter().map(|(k, v)| (Value::Str(k.into()), v))).map(Value::Dict).unwrap_or_default()
     }
 
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
+    }
+
     fn repr(&self) -> String {
         let state = if self.is_locked() { "locked" } else { "unlocked" };
         format!("<{state} _thread.lock object at {}>", grants::address(self))
     }
 
-    fn expire(&mut self, ticket: u64) -> Option<Completion> {
-        self.permits.expire(ticket)
+    fn holds_session_state(&self) -> bool {
+        true
     }
 
-    fn abandon(&mut self, _caller: Caller, ticket: u64, delivered: Option<Value>) {
-        self.permits.abandon(ticket, delivered.is_some());
+    fn as_condition_lock(&mut self) -> Option<&mut dyn ConditionLock> {
+        Some(self)
     }
 
-    fn session_ended(&mut self, session: u64) {
-        self.permits.session_ended(session, None);
+    fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        self.permits.expire(ctx, ticket);
+    }
+
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.permits.abandon(ctx, ticket, undelivered);
+    }
+
+    fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
+        self.permits.session_ended(ctx, session, None);
     }
 }
 
 impl ConditionLock for LockObject {
-    fn acquire_via(&mut self, caller: Caller, _owner: Option<String>, wait: Wait, answer: Answer, via: u64) -> Outcome {
-        self.permits.acquire(caller, wait, answer, via)
+    fn acquire_via(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        _owner: Option<String>,
+        wait: Wait,
+        answer: Answer,
+        via: ObjectId,
+    ) -> Outcome {
+        self.permits.acquire(ctx, wait, answer, via)
     }
 
-    fn release_via(&mut self, caller: Caller, _owner: &Option<String>) -> Result<(), WireError> {
-        self.release_one(caller.session)
+    fn release_via(&mut self, ctx: &mut Ctx<'_>, _owner: &Option<String>) -> Result<(), WireError> {
+        self.release_one(ctx)
     }
 
-    fn release_token(&mut self, caller: Caller, token: Value, _fully: bool) -> Result<(), WireError> {
-        self.release_fenced(caller.session, token)
+    fn release_token(&mut self, ctx: &mut Ctx<'_>, token: Value, _fully: bool) -> Result<(), WireError> {
+        self.release_fenced(ctx, token)
     }
 
     /// CPython's `Condition._is_owned` for a plain lock: locked by anybody.
-    fn is_owned(&self, _session: u64, _owner: &Option<String>) -> bool {
+    fn is_owned(&self, _session: SessionId, _owner: &Option<String>) -> bool {
         self.is_locked()
     }
 
-    fn release_save(&mut self, session: u64, _owner: &Option<String>) -> Result<u64, WireError> {
-        self.release_one(session).map(|()| 1)
+    fn release_save(&mut self, ctx: &mut Ctx<'_>, _owner: &Option<String>) -> Result<u64, WireError> {
+        self.release_one(ctx).map(|()| 1)
     }
 
-    fn reacquire(&mut self, waiter: Waiter, _owner: Option<String>, _count: u64, answer: Answer, via: u64) {
-        self.permits.enqueue(waiter, answer, via);
+    fn reacquire(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        waiter: Waiter,
+        _owner: Option<String>,
+        _count: u64,
+        answer: Answer,
+        via: ObjectId,
+    ) {
+        self.permits.enqueue(ctx, waiter, answer, via);
     }
 
-    fn expire_waiter(&mut self, ticket: u64) -> Option<Completion> {
-        self.permits.expire(ticket)
+    fn expire_waiter(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        self.permits.expire(ctx, ticket);
     }
 
-    fn abandon_waiter(&mut self, ticket: u64, delivered: bool) {
-        self.permits.abandon(ticket, delivered);
+    fn abandon_waiter(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.permits.abandon(ctx, ticket, undelivered);
     }
 
-    fn session_ended_via(&mut self, session: u64, via: u64) {
-        self.permits.session_ended(session, Some(via));
+    fn session_ended_via(&mut self, ctx: &mut Ctx<'_>, session: SessionId, via: ObjectId) {
+        self.permits.session_ended(ctx, session, Some(via));
     }
 
     fn describe(&self) -> String {
@@ -172,56 +202,69 @@ impl ConditionLock for LockObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Harness;
 
-    const A: Caller = Caller { session: 1 };
-    const B: Caller = Caller { session: 2 };
+    const A: SessionId = 1;
+    const B: SessionId = 2;
 
-    fn call(lock: &mut LockObject, caller: Caller, method: &'static str, args: Vec<Value>) -> Result<Value, WireError> {
-        match lock.call(caller, method, Args::from_values(method, args))? {
+    fn call(
+        h: &mut Harness,
+        lock: &mut LockObject,
+        caller: SessionId,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> Result<Value, WireError> {
+        match lock.call(&mut h.ctx(caller), method, Args::from_values(method, args))? {
             Outcome::Ready(v) => Ok(v),
-            Outcome::Park(_) => panic!("{method} parked"),
+            Outcome::Parked => panic!("{method} parked"),
         }
     }
 
     #[test]
     fn python_semantics_and_errors() {
+        let mut h = Harness::default();
         let mut lock = LockObject::default();
-        assert_eq!(call(&mut lock, A, "acquire", vec![]).unwrap(), Value::Bool(true));
-        assert_eq!(call(&mut lock, B, "acquire", vec![Value::Bool(false)]).unwrap(), Value::Bool(false));
-        assert_eq!(call(&mut lock, B, "acquire", vec![Value::Bool(true), Value::Int(0)]).unwrap(), Value::Bool(false));
-        let err = call(&mut lock, B, "acquire", vec![Value::Bool(false), Value::Int(1)]).unwrap_err();
+        assert_eq!(call(&mut h, &mut lock, A, "acquire", vec![]).unwrap(), Value::Bool(true));
+        assert_eq!(call(&mut h, &mut lock, B, "acquire", vec![Value::Bool(false)]).unwrap(), Value::Bool(false));
+        assert_eq!(
+            call(&mut h, &mut lock, B, "acquire", vec![Value::Bool(true), Value::Int(0)]).unwrap(),
+            Value::Bool(false)
+        );
+        let err = call(&mut h, &mut lock, B, "acquire", vec![Value::Bool(false), Value::Int(1)]).unwrap_err();
         assert_eq!(
             (err.code, err.message.as_str()),
             (ErrorCode::ValueError, "can't specify a timeout for a non-blocking call")
         );
         // Ownerless: another session releases it.
-        call(&mut lock, B, "release", vec![]).unwrap();
-        let err = call(&mut lock, B, "release", vec![]).unwrap_err();
+        call(&mut h, &mut lock, B, "release", vec![]).unwrap();
+        let err = call(&mut h, &mut lock, B, "release", vec![]).unwrap_err();
         assert_eq!((err.code, err.message.as_str()), (ErrorCode::RuntimeError, "release unlocked lock"));
         assert!(lock.repr().starts_with("<unlocked _thread.lock object at 0x"));
     }
 
     #[test]
     fn fenced_grants_carry_growing_tokens_and_release_exactly() {
+        let mut h = Harness::default();
         let mut lock = LockObject::default();
-        let t1 = call(&mut lock, A, "acquire_fenced", vec![]).unwrap().as_index().unwrap();
-        call(&mut lock, A, "release_fenced", vec![Value::Int(t1)]).unwrap();
-        let t2 = call(&mut lock, B, "acquire_fenced", vec![]).unwrap().as_index().unwrap();
+        let t1 = call(&mut h, &mut lock, A, "acquire_fenced", vec![]).unwrap().as_index().unwrap();
+        call(&mut h, &mut lock, A, "release_fenced", vec![Value::Int(t1)]).unwrap();
+        let t2 = call(&mut h, &mut lock, B, "acquire_fenced", vec![]).unwrap().as_index().unwrap();
         assert!(t2 > t1);
-        let err = call(&mut lock, A, "release_fenced", vec![Value::Int(t1)]).unwrap_err();
+        let err = call(&mut h, &mut lock, A, "release_fenced", vec![Value::Int(t1)]).unwrap_err();
         assert_eq!(err.code, ErrorCode::RuntimeError);
         assert!(lock.is_locked(), "a stale token releases nothing");
-        call(&mut lock, B, "release_fenced", vec![Value::Int(t2)]).unwrap();
-        assert_eq!(call(&mut lock, A, "locked", vec![]).unwrap(), Value::Bool(false));
+        call(&mut h, &mut lock, B, "release_fenced", vec![Value::Int(t2)]).unwrap();
+        assert_eq!(call(&mut h, &mut lock, A, "locked", vec![]).unwrap(), Value::Bool(false));
     }
 
     #[test]
     fn a_dead_holders_lock_is_freed_and_one_foreign_release_is_absorbed() {
+        let mut h = Harness::default();
         let mut lock = LockObject::default();
-        call(&mut lock, A, "acquire", vec![]).unwrap();
-        lock.session_ended(A.session);
+        call(&mut h, &mut lock, A, "acquire", vec![]).unwrap();
+        lock.session_ended(&mut h.ctx(A), A);
         assert!(!lock.is_locked());
-        call(&mut lock, B, "release", vec![]).unwrap();
-        assert!(call(&mut lock, B, "release", vec![]).is_err());
+        call(&mut h, &mut lock, B, "release", vec![]).unwrap();
+        assert!(call(&mut h, &mut lock, B, "release", vec![]).is_err());
     }
 }

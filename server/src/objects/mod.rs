@@ -1,16 +1,18 @@
 //! One module per object kind, and the table that builds them.
 //!
 //! Each module owns one kind's state and Python semantics and implements
-//! [`SharedObject`]; nothing here knows about sockets, sessions or dialects.
-//! [`constructor`] and [`construct`] are the only places that list the kinds; a
+//! [`SharedObject`]: a deterministic state machine, driven by the engine through a
+//! [`Ctx`](crate::engine::Ctx), with a canonical serde form of its whole state.
+//! Nothing here knows about sockets, sessions, dialects, the clock or the object
+//! table. [`constructor`] and [`construct`] are the only places that list the kinds; a
 //! [`Kind::Other`] is a custom kind the embedding program registered
-//! ([`crate::custom`]), found in the registry's table.
+//! ([`crate::custom`]), found in the [`CustomKinds`] table they are given.
 
 use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, WireError};
 
+use crate::custom::CustomKinds;
 use crate::object::{Args, MethodSpec, SharedObject};
-use crate::registry::Registry;
 
 pub mod array;
 pub mod barrier;
@@ -29,9 +31,9 @@ mod sequence;
 pub mod value;
 
 /// The constructor signature of `kind` (as Python's callable for the typeid declares
-/// it), or `None` if this server cannot build that kind. `registry` knows the custom
+/// it), or `None` if this server cannot build that kind. `custom` holds the custom
 /// kinds.
-pub fn constructor(kind: &Kind, registry: &Registry) -> Option<&'static MethodSpec> {
+pub fn constructor(kind: &Kind, custom: &CustomKinds) -> Option<&'static MethodSpec> {
     Some(match kind {
         Kind::Dict => &dict::CONSTRUCTOR,
         Kind::List => &list::CONSTRUCTOR,
@@ -46,14 +48,15 @@ pub fn constructor(kind: &Kind, registry: &Registry) -> Option<&'static MethodSp
         Kind::Condition => &condition::CONSTRUCTOR,
         Kind::Event => &event::CONSTRUCTOR,
         Kind::Barrier => &barrier::CONSTRUCTOR,
-        Kind::Other(typeid) => return registry.custom_kind(typeid).map(|custom| custom.constructor()),
+        Kind::Other(typeid) => return custom.get(typeid).map(|kind| kind.constructor()),
     })
 }
 
 /// Builds a new object of `kind` from constructor arguments bound against
-/// [`constructor`]`(kind)`. `registry` resolves arguments that refer to other objects
-/// (`Condition(lock)`).
-pub fn construct(kind: &Kind, args: Args, registry: &Registry) -> Result<Box<dyn SharedObject>, WireError> {
+/// [`constructor`]`(kind)`. `custom` holds the custom kinds. No object is looked up
+/// here: an object that drives another (a Condition's shared lock) names it, and the
+/// engine hands it over ([`SharedObject::linked`]).
+pub fn construct(kind: &Kind, args: Args, custom: &CustomKinds) -> Result<Box<dyn SharedObject>, WireError> {
     Ok(match kind {
         Kind::Dict => Box::new(dict::DictObject::new(args)?),
         Kind::List => Box::new(list::ListObject::new(args)?),
@@ -65,10 +68,10 @@ pub fn construct(kind: &Kind, args: Args, registry: &Registry) -> Result<Box<dyn
         Kind::RLock => Box::new(rlock::RLockObject::new(args)?),
         Kind::Semaphore => Box::new(semaphore::SemaphoreObject::new(args, false)?),
         Kind::BoundedSemaphore => Box::new(semaphore::SemaphoreObject::new(args, true)?),
-        Kind::Condition => Box::new(condition::ConditionObject::new(args, registry)?),
+        Kind::Condition => Box::new(condition::ConditionObject::new(args)?),
         Kind::Event => Box::new(event::EventObject::new(args)?),
         Kind::Barrier => Box::new(barrier::BarrierObject::new(args)?),
-        Kind::Other(typeid) => match registry.custom_kind(typeid) {
+        Kind::Other(typeid) => match custom.get(typeid) {
             Some(custom) => custom.construct(args)?,
             None => return Err(unsupported_kind(kind)),
         },

@@ -9,23 +9,48 @@ use agora_proto::native::Kind;
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
 use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `Namespace(**kwds)`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Namespace", &[], 0).with_var_keywords();
 
 /// CPython's `NamespaceProxy` methods.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__getattribute__", &["name"]),
-    MethodSpec::new("__setattr__", &["name", "value"]),
+    MethodSpec::new("__getattribute__", &["name"]).read_only(),
+    MethodSpec::new("__setattr__", &["name", "value"]).stores(),
     MethodSpec::new("__delattr__", &["name"]),
 ];
 
 /// A shared namespace: attributes in the order they were first set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NamespaceObject {
+    #[serde(with = "ordered")]
     attributes: IndexMap<String, Value>,
+}
+
+/// Serde for the attributes: `(name, value)` pairs in their order.
+mod ordered {
+    use agora_proto::Value;
+    use indexmap::IndexMap;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the attributes as a sequence of `(name, value)` pairs, in order.
+    pub fn serialize<S: Serializer>(map: &IndexMap<String, Value>, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(map.len()))?;
+        for entry in map {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+
+    /// Reads the pairs back, in order.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IndexMap<String, Value>, D::Error> {
+        Ok(Vec::<(String, Value)>::deserialize(deserializer)?.into_iter().collect())
+    }
 }
 
 impl NamespaceObject {
@@ -73,8 +98,12 @@ impl SharedObject for NamespaceObject {
         METHODS
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
         self.dispatch(method, args).map(Outcome::from)
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     /// The attributes as a dict of str keys, in insertion order.
@@ -157,5 +186,19 @@ mod tests {
     fn snapshot_keeps_every_attribute_in_order() {
         let ns = namespace(vec![("b", Value::Int(2)), ("_c", Value::Int(3))]);
         assert_eq!(ns.snapshot().py_repr(), "{'b': 2, '_c': 3}");
+    }
+
+    #[test]
+    fn state_keeps_the_attribute_order_and_round_trips() {
+        let ns = namespace(vec![("b", Value::Int(2)), ("_c", Value::Int(3))]);
+        let back: NamespaceObject = rmp_serde::from_slice(&ns.state()).unwrap();
+        assert_eq!(back.snapshot().py_repr(), "{'b': 2, '_c': 3}");
+        assert_eq!(back.state(), ns.state());
+        assert_ne!(namespace(vec![("_c", Value::Int(3)), ("b", Value::Int(2))]).state(), ns.state());
+        let marks: Vec<(&str, bool, bool)> = METHODS.iter().map(|m| (m.name, m.read_only, m.stores)).collect();
+        assert_eq!(
+            marks,
+            [("__getattribute__", true, false), ("__setattr__", false, true), ("__delattr__", false, false)]
+        );
     }
 }

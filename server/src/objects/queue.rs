@@ -25,17 +25,28 @@
 //!
 //! # Hand-offs
 //!
-//! Blocked getters, putters and joiners wait in FIFO order as [`Waiter`]s. Every
-//! hand-off happens under the object's lock through [`Waiter::complete`], which gives
-//! the value back when the caller is gone:
+//! Blocked getters, putters and joiners wait as [`Waiter`]s (plain data: ticket,
+//! session, object), kept by ticket, so in arrival order. The queue answers them with
+//! [`Ctx::deliver`], and every delivery names what to take back should it never reach
+//! its caller ([`Reclaim`]):
 //!
-//! - an item goes to the first getter still waiting; if none is, it stays at the head;
-//! - a blocked `put` keeps its item inside its waiter; when room appears the putter is
-//!   completed first and the item inserted only if that succeeded, so an abandoned put
-//!   (timed out, cancelled, disconnected) never half-inserts;
-//! - [`SharedObject::abandon`] with a delivered item (the reply never reached the
-//!   caller) puts it back at the head; with a delivered lease, returns the lease's
-//!   item to the head.
+//! - an item goes to the first waiting getter: a `get` receives it with
+//!   [`Reclaim::Item`]; a `get_leased` receives `(receipt, item)` with
+//!   [`Reclaim::Lease`]`(receipt)`, the lease keeping the item;
+//! - a blocked `put` keeps its item inside its waiter; when room appears the item is
+//!   inserted and the putter answered `None` ([`Reclaim::Nothing`]). A put whose
+//!   caller left while it still waited (timed out, cancelled, disconnected) is removed
+//!   by its abandon and its item never goes in. If the caller leaves at the very
+//!   moment its put is served, the item stays in the queue: nothing is lost, and the
+//!   put happened at least once from the putter's side;
+//! - a served `join` answers `None`, and errors (`ShutDown`, timeouts) carry nothing
+//!   back either ([`Reclaim::Nothing`]).
+//!
+//! When a delivery never reached its caller, [`SharedObject::abandon`] brings back
+//! exactly what its reclaim names: an item goes back to the head of the queue (a
+//! `None` item too: the reclaim, not the value, says it is an item), and a lease that
+//! is still held ends with its item back at the head; a lease that was already acked,
+//! nacked or expired gives back nothing. The queue keeps no memory of past hand-offs.
 //!
 //! # Leases (agora only)
 //!
@@ -43,11 +54,17 @@
 //! records a lease: the item is out of the queue (not counted by `qsize`) but not
 //! finished. `ack(receipt)` finishes it and counts as one `task_done`;
 //! `nack(receipt)` puts the item back at the head of the queue; `renew(receipt,
-//! lease=30.0)` restarts its clock. A lease whose time runs out (a timer task started
-//! through [`SharedObject::bind_self`], and a check at every call), or whose session
-//! ends (close, crash, SIGKILL, heartbeat timeout), puts its item back at the head,
-//! to be delivered again with a new receipt. `lease=None` means no clock: the lease
-//! lasts until ack, nack or the end of its session.
+//! lease=30.0)` restarts its clock from now. A lease whose time runs out, or whose
+//! session ends (close, crash, SIGKILL, heartbeat timeout), puts its item back at the
+//! head, to be delivered again with a new receipt. `lease=None` means no clock: the
+//! lease lasts until ack, nack or the end of its session.
+//!
+//! A lease's clock is the server's one timer, through [`Ctx::wake_at`] and
+//! [`SharedObject::tick`]: the queue asks to be woken at the earliest lease deadline
+//! whenever a deadline earlier than all the others appears, and each tick returns the
+//! leases due at its `now` and asks again for the next deadline. A mutating call also
+//! returns the leases due at its own `now` before anything else sees the queue
+//! (read-only calls change nothing, so they leave that to the next tick or call).
 //!
 //! Receipts are small ints, unique per queue and never reused, so a receipt names one
 //! delivery: after a lease expired and its item was delivered again, the old receipt
@@ -63,47 +80,44 @@
 //! client uses it to give back an item whose reply arrived after its caller stopped
 //! waiting. `leased()` answers how many leases are outstanding.
 //!
-//! Items that come back (nack, expired or ended leases, unget) may take the queue
-//! above `maxsize` for a while; puts then wait until it is below again. After
-//! `shutdown()` they still go back and can be drained by `get`; after
+//! Items that come back (nack, expired or ended leases, unget, abandoned deliveries)
+//! may take the queue above `maxsize` for a while; puts then wait until it is below
+//! again. After `shutdown()` they still go back and can be drained by `get`; after
 //! `shutdown(immediate=True)` they are dropped and counted as done, as the immediate
 //! shutdown did for the items it drained.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, Value, WireError};
 use num_traits::ToPrimitive;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use serde::{Deserialize, Serialize};
 
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
-use crate::registry::ObjectEntry;
-use crate::waiter::{deadline_after, park, Completion, Waiter};
+use crate::engine::{deadline_after, Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `queue.Queue(maxsize=0)`, the callable behind both typeids.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Queue", &["maxsize"], 0);
 
 /// CPython's exposed methods (3.13, with `shutdown`), then agora's own.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("empty", &[]),
-    MethodSpec::new("full", &[]),
+    MethodSpec::new("empty", &[]).read_only(),
+    MethodSpec::new("full", &[]).read_only(),
     MethodSpec::optional("get", &["block", "timeout"], 0),
     MethodSpec::new("get_nowait", &[]),
     MethodSpec::new("join", &[]),
-    MethodSpec::optional("put", &["item", "block", "timeout"], 1),
-    MethodSpec::new("put_nowait", &["item"]),
-    MethodSpec::new("qsize", &[]),
+    MethodSpec::optional("put", &["item", "block", "timeout"], 1).stores(),
+    MethodSpec::new("put_nowait", &["item"]).stores(),
+    MethodSpec::new("qsize", &[]).read_only(),
     MethodSpec::new("task_done", &[]),
     MethodSpec::optional("shutdown", &["immediate"], 0),
     MethodSpec::optional("get_leased", &["block", "timeout", "lease"], 0),
     MethodSpec::new("ack", &["receipt"]),
     MethodSpec::new("nack", &["receipt"]),
     MethodSpec::optional("renew", &["receipt", "lease"], 1),
-    MethodSpec::new("unget", &["item"]),
-    MethodSpec::new("leased", &[]),
+    MethodSpec::new("unget", &["item"]).stores(),
+    MethodSpec::new("leased", &[]).read_only(),
 ];
 
 /// CPython's message for a negative timeout.
@@ -114,12 +128,9 @@ const BAD_LEASE: &str = "'lease' must be a positive number or None";
 const TOO_MANY_TASK_DONE: &str = "task_done() called too many times";
 /// How long a lease lasts when the caller does not say.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// How many past hand-offs the queue remembers to classify a late `abandon` (see
-/// [`QueueObject::abandon`]); old entries are forgotten first.
-const HANDOFF_MEMORY: usize = 4096;
 
 /// How many items fit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Capacity {
     /// `maxsize <= 0` (or not below infinity).
     Unbounded,
@@ -153,34 +164,41 @@ impl Capacity {
 /// How long a lease lasts: `None` means until ack, nack or the end of its session.
 type LeaseTerm = Option<Duration>;
 
+/// What a parked getter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum Takes {
+    /// `get`: the item.
+    Item,
+    /// `get_leased`: a lease on the item, with this term.
+    Lease(LeaseTerm),
+}
+
 /// A parked `get` or `get_leased`.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Getter {
     waiter: Waiter,
-    /// `Some` for `get_leased`.
-    lease: Option<LeaseTerm>,
+    takes: Takes,
 }
 
 /// A parked `put`: the item stays here until it can be inserted.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Putter {
     waiter: Waiter,
     item: Value,
 }
 
 /// An item out on lease.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Lease {
     item: Value,
     /// The session that took it; its end returns the item.
-    session: u64,
-    deadline: Option<Instant>,
-    /// The ticket of the parked call it was handed to, if it was (not answered at once).
-    ticket: Option<u64>,
+    session: SessionId,
+    /// When it expires (`None`: never).
+    deadline: Option<Time>,
 }
 
 /// A shared queue (`Queue` or `JoinableQueue`).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct QueueObject {
     kind: Kind,
     capacity: Capacity,
@@ -191,25 +209,14 @@ pub struct QueueObject {
     /// `shutdown(immediate=True)` happened: returning items are dropped as done.
     immediate: bool,
     /// Parked calls by ticket. Tickets only grow, so ticket order is arrival order.
-    getters: BTreeMap<u64, Getter>,
-    putters: BTreeMap<u64, Putter>,
-    joiners: BTreeMap<u64, Waiter>,
+    getters: BTreeMap<Ticket, Getter>,
+    putters: BTreeMap<Ticket, Putter>,
+    joiners: BTreeMap<Ticket, Waiter>,
     /// Outstanding leases by receipt.
     leases: BTreeMap<u64, Lease>,
     /// Lease deadlines, earliest first.
-    deadlines: BTreeSet<(Instant, u64)>,
-    /// Receipt of each live lease that was handed to a parked call, by its ticket.
-    lease_by_ticket: HashMap<u64, u64>,
+    deadlines: BTreeSet<(Time, u64)>,
     next_receipt: u64,
-    /// Tickets of parked `get`s that were handed a `None` item (a `put` or `join`
-    /// completes with `None` too; see `abandon`).
-    none_handoffs: BTreeSet<u64>,
-    /// Tickets of parked `get_leased` calls whose lease has ended.
-    ended_lease_tickets: BTreeSet<u64>,
-    /// This object's own entry, for the lease timer.
-    me: Weak<ObjectEntry>,
-    /// Wakes the running lease timer when an earlier deadline appears.
-    reaper: Option<Arc<Notify>>,
 }
 
 impl QueueObject {
@@ -228,53 +235,47 @@ impl QueueObject {
             joiners: BTreeMap::new(),
             leases: BTreeMap::new(),
             deadlines: BTreeSet::new(),
-            lease_by_ticket: HashMap::new(),
             next_receipt: 1,
-            none_handoffs: BTreeSet::new(),
-            ended_lease_tickets: BTreeSet::new(),
-            me: Weak::new(),
-            reaper: None,
         })
     }
 
-    fn dispatch_call(&mut self, caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+    fn dispatch_call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
         let ready = |v: Value| Ok(Outcome::Ready(v));
         match method {
             "put" => {
                 let item = args.required(0);
                 let block = args.bool_or(1, true);
-                self.put(caller, item, block, args.take(2))
+                self.put(ctx, item, block, args.take(2))
             }
-            "put_nowait" => self.put(caller, args.required(0), false, None),
+            "put_nowait" => self.put(ctx, args.required(0), false, None),
             "get" => {
                 let block = args.bool_or(0, true);
-                self.get(caller, block, args.take(1), None)
+                self.get(ctx, block, args.take(1), None)
             }
-            "get_nowait" => self.get(caller, false, None, None),
+            "get_nowait" => self.get(ctx, false, None, None),
             "get_leased" => {
                 let term = lease_term(args.take(2))?;
                 let block = args.bool_or(0, true);
-                self.get(caller, block, args.take(1), Some(term))
+                self.get(ctx, block, args.take(1), Some(term))
             }
             "qsize" => ready(Value::Int(self.items.len() as i64)),
             "empty" => ready(Value::Bool(self.items.is_empty())),
             "full" => self.full().map(Value::Bool).map(Outcome::Ready),
-            "task_done" => self.task_done().map(Outcome::Ready),
-            "join" => Ok(self.join(caller)),
+            "task_done" => self.task_done(ctx).map(Outcome::Ready),
+            "join" => Ok(self.join(ctx)),
             "shutdown" => {
-                self.shutdown(args.bool_or(0, false));
+                self.shutdown(ctx, args.bool_or(0, false));
                 ready(Value::None)
             }
-            "ack" => self.ack(receipt_arg(args.required(0))?).map(Outcome::Ready),
-            "nack" => self.nack(receipt_arg(args.required(0))?).map(Outcome::Ready),
+            "ack" => self.ack(ctx, receipt_arg(args.required(0))?).map(Outcome::Ready),
+            "nack" => self.nack(ctx, receipt_arg(args.required(0))?).map(Outcome::Ready),
             "renew" => {
                 let receipt = receipt_arg(args.required(0))?;
                 let term = lease_term(args.take(1))?;
-                self.renew(receipt, term).map(Outcome::Ready)
+                self.renew(ctx, receipt, term).map(Outcome::Ready)
             }
             "unget" => {
-                tracing::debug!(session = caller.session, "queue: unget (an item given back by its client)");
-                self.return_items(vec![args.required(0)]);
+                self.return_items(ctx, vec![args.required(0)]);
                 ready(Value::None)
             }
             "leased" => ready(Value::Int(self.leases.len() as i64)),
@@ -283,7 +284,13 @@ impl QueueObject {
     }
 
     /// CPython's `put`, in CPython's order of checks.
-    fn put(&mut self, caller: Caller, item: Value, block: bool, timeout: Option<Value>) -> Result<Outcome, WireError> {
+    fn put(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        item: Value,
+        block: bool,
+        timeout: Option<Value>,
+    ) -> Result<Outcome, WireError> {
         if self.shut_down {
             return Err(shut_down());
         }
@@ -311,22 +318,23 @@ impl QueueObject {
                     if timeout == Some(0.0) {
                         return Err(full_error());
                     }
-                    let (waiter, parked) = park(caller.session, deadline_after(timeout, NEGATIVE_TIMEOUT)?);
-                    self.putters.insert(waiter.ticket(), Putter { waiter, item });
-                    return Ok(Outcome::Park(parked));
+                    let deadline = deadline_after(ctx.now(), timeout, NEGATIVE_TIMEOUT)?;
+                    let waiter = ctx.park(deadline);
+                    self.putters.insert(waiter.ticket, Putter { waiter, item });
+                    return Ok(Outcome::Parked);
                 }
             }
         }
         self.items.push_back(item);
         self.unfinished += 1;
-        self.dispatch();
+        self.dispatch(ctx);
         Ok(Outcome::Ready(Value::None))
     }
 
     /// CPython's `get` (and agora's `get_leased` when `lease` is given).
     fn get(
         &mut self,
-        caller: Caller,
+        ctx: &mut Ctx<'_>,
         block: bool,
         timeout: Option<Value>,
         lease: Option<LeaseTerm>,
@@ -348,18 +356,20 @@ impl QueueObject {
         if let Some(item) = self.items.pop_front() {
             let value = match lease {
                 None => item,
-                Some(term) => self.lease_out(item, caller.session, term, None),
+                Some(term) => self.lease_out(ctx, item, ctx.caller(), term).1,
             };
             // Room appeared: a waiting putter may go in.
-            self.dispatch();
+            self.dispatch(ctx);
             return Ok(Outcome::Ready(value));
         }
         if timeout_given == Some(0.0) {
             return Err(empty());
         }
-        let (waiter, parked) = park(caller.session, deadline_after(timeout_given, NEGATIVE_TIMEOUT)?);
-        self.getters.insert(waiter.ticket(), Getter { waiter, lease });
-        Ok(Outcome::Park(parked))
+        let deadline = deadline_after(ctx.now(), timeout_given, NEGATIVE_TIMEOUT)?;
+        let waiter = ctx.park(deadline);
+        let takes = lease.map_or(Takes::Item, Takes::Lease);
+        self.getters.insert(waiter.ticket, Getter { waiter, takes });
+        Ok(Outcome::Parked)
     }
 
     /// CPython's `full()`: `0 < maxsize <= qsize()`.
@@ -373,43 +383,43 @@ impl QueueObject {
         }
     }
 
-    fn task_done(&mut self) -> Result<Value, WireError> {
+    fn task_done(&mut self, ctx: &mut Ctx<'_>) -> Result<Value, WireError> {
         if self.unfinished == 0 {
             return Err(WireError::value_error(TOO_MANY_TASK_DONE));
         }
-        self.finish_one();
+        self.finish_one(ctx);
         Ok(Value::None)
     }
 
     /// One task finished (never below zero); joiners go at zero.
-    fn finish_one(&mut self) {
+    fn finish_one(&mut self, ctx: &mut Ctx<'_>) {
         if self.unfinished > 0 {
             self.unfinished -= 1;
             if self.unfinished == 0 {
-                self.release_joiners();
+                self.release_joiners(ctx);
             }
         }
     }
 
-    fn join(&mut self, caller: Caller) -> Outcome {
+    fn join(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
         if self.unfinished == 0 {
             return Outcome::Ready(Value::None);
         }
-        let (waiter, parked) = park(caller.session, None);
-        self.joiners.insert(waiter.ticket(), waiter);
-        Outcome::Park(parked)
+        let waiter = ctx.park(None);
+        self.joiners.insert(waiter.ticket, waiter);
+        Outcome::Parked
     }
 
-    fn release_joiners(&mut self) {
+    fn release_joiners(&mut self, ctx: &mut Ctx<'_>) {
         for (_, waiter) in std::mem::take(&mut self.joiners) {
-            let _ = waiter.complete(Ok(Value::None));
+            ctx.deliver(waiter, Ok(Value::None), Reclaim::Nothing);
         }
     }
 
     /// CPython 3.13's `shutdown(immediate)`: puts fail from now on, gets fail once the
     /// queue is empty (at once if immediate, which drains it as done tasks). Blocked
     /// getters and putters get `ShutDown`; joiners go if nothing is unfinished.
-    fn shutdown(&mut self, immediate: bool) {
+    fn shutdown(&mut self, ctx: &mut Ctx<'_>, immediate: bool) {
         self.shut_down = true;
         if immediate {
             self.immediate = true;
@@ -417,95 +427,89 @@ impl QueueObject {
                 self.unfinished = self.unfinished.saturating_sub(1);
             }
             if self.unfinished == 0 {
-                self.release_joiners();
+                self.release_joiners(ctx);
             }
         }
         // Getters only wait on an empty queue, so they all raise; putters always raise.
         for (_, getter) in std::mem::take(&mut self.getters) {
-            let _ = getter.waiter.complete(Err(shut_down()));
+            ctx.deliver(getter.waiter, Err(shut_down()), Reclaim::Nothing);
         }
         for (_, putter) in std::mem::take(&mut self.putters) {
-            let _ = putter.waiter.complete(Err(shut_down()));
+            ctx.deliver(putter.waiter, Err(shut_down()), Reclaim::Nothing);
         }
     }
 
-    /// Makes `item` a lease of `session` and returns what the caller receives.
-    fn lease_out(&mut self, item: Value, session: u64, term: LeaseTerm, ticket: Option<u64>) -> Value {
+    /// Makes `item` a lease of `session`; returns its receipt and what the caller
+    /// receives (`(receipt, item)`: the reply carries a copy, the lease keeps the item).
+    fn lease_out(&mut self, ctx: &mut Ctx<'_>, item: Value, session: SessionId, term: LeaseTerm) -> (u64, Value) {
         let receipt = self.next_receipt;
         self.next_receipt += 1;
         let reply = Value::Tuple(vec![Value::Int(receipt as i64), item.clone()]);
-        self.add_lease(receipt, Lease { item, session, deadline: None, ticket }, term);
-        reply
+        let deadline = term.and_then(|d| ctx.now().after(d));
+        self.leases.insert(receipt, Lease { item, session, deadline });
+        if let Some(deadline) = deadline {
+            self.schedule(ctx, deadline, receipt);
+        }
+        (receipt, reply)
     }
 
-    fn add_lease(&mut self, receipt: u64, mut lease: Lease, term: LeaseTerm) {
-        lease.deadline = term.and_then(|d| Instant::now().checked_add(d));
-        if let Some(deadline) = lease.deadline {
-            self.schedule(deadline, receipt);
-        }
-        if let Some(ticket) = lease.ticket {
-            self.lease_by_ticket.insert(ticket, receipt);
-        }
-        self.leases.insert(receipt, lease);
-    }
-
-    /// Removes a lease and everything that points at it.
+    /// Removes a lease and its deadline.
     fn take_lease(&mut self, receipt: u64) -> Option<Lease> {
         let lease = self.leases.remove(&receipt)?;
         if let Some(deadline) = lease.deadline {
             self.deadlines.remove(&(deadline, receipt));
         }
-        if let Some(ticket) = lease.ticket {
-            self.lease_by_ticket.remove(&ticket);
-            remember(&mut self.ended_lease_tickets, ticket);
-        }
         Some(lease)
     }
 
-    fn ack(&mut self, receipt: u64) -> Result<Value, WireError> {
+    fn ack(&mut self, ctx: &mut Ctx<'_>, receipt: u64) -> Result<Value, WireError> {
         self.take_lease(receipt).ok_or_else(|| not_held(receipt))?;
-        self.finish_one();
+        self.finish_one(ctx);
         Ok(Value::None)
     }
 
-    fn nack(&mut self, receipt: u64) -> Result<Value, WireError> {
+    fn nack(&mut self, ctx: &mut Ctx<'_>, receipt: u64) -> Result<Value, WireError> {
         let lease = self.take_lease(receipt).ok_or_else(|| not_held(receipt))?;
-        self.return_items(vec![lease.item]);
+        self.return_items(ctx, vec![lease.item]);
         Ok(Value::None)
     }
 
-    fn renew(&mut self, receipt: u64, term: LeaseTerm) -> Result<Value, WireError> {
+    fn renew(&mut self, ctx: &mut Ctx<'_>, receipt: u64, term: LeaseTerm) -> Result<Value, WireError> {
         let lease = self.leases.get_mut(&receipt).ok_or_else(|| not_held(receipt))?;
-        if let Some(old) = lease.deadline.take() {
+        let old = lease.deadline.take();
+        lease.deadline = term.and_then(|d| ctx.now().after(d));
+        let new = lease.deadline;
+        if let Some(old) = old {
             self.deadlines.remove(&(old, receipt));
         }
-        lease.deadline = term.and_then(|d| Instant::now().checked_add(d));
-        if let Some(deadline) = lease.deadline {
-            self.schedule(deadline, receipt);
+        if let Some(new) = new {
+            self.schedule(ctx, new, receipt);
         }
         Ok(Value::None)
     }
 
     /// Puts items back at the head, first item first, and hands them on. After an
     /// immediate shutdown they are dropped as done tasks instead.
-    fn return_items(&mut self, items: Vec<Value>) {
+    fn return_items(&mut self, ctx: &mut Ctx<'_>, items: Vec<Value>) {
         if items.is_empty() {
             return;
         }
         if self.immediate {
             for _ in items {
-                self.finish_one();
+                self.finish_one(ctx);
             }
             return;
         }
         for item in items.into_iter().rev() {
             self.items.push_front(item);
         }
-        self.dispatch();
+        self.dispatch(ctx);
     }
 
-    /// Returns the items of every lease whose deadline is `now` or earlier.
-    fn reap(&mut self, now: Instant) {
+    /// Returns the items of every lease whose deadline is `ctx.now()` or earlier,
+    /// oldest delivery first; true if there were any.
+    fn reap(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let now = ctx.now();
         let mut expired = Vec::new();
         while let Some(&(deadline, receipt)) = self.deadlines.first() {
             if deadline > now {
@@ -514,94 +518,60 @@ impl QueueObject {
             self.deadlines.pop_first();
             expired.push(receipt);
         }
-        self.reclaim(expired);
+        let any = !expired.is_empty();
+        self.reclaim(ctx, expired);
+        any
+    }
+
+    /// Asks for a wake-up at the earliest lease deadline, if any lease has one.
+    fn wake_at_next_deadline(&self, ctx: &mut Ctx<'_>) {
+        if let Some(&(next, _)) = self.deadlines.first() {
+            ctx.wake_at(next);
+        }
     }
 
     /// Ends the given leases and returns their items, oldest delivery first.
-    fn reclaim(&mut self, mut receipts: Vec<u64>) {
+    fn reclaim(&mut self, ctx: &mut Ctx<'_>, mut receipts: Vec<u64>) {
         receipts.sort_unstable();
         let items = receipts.into_iter().filter_map(|r| self.take_lease(r)).map(|l| l.item).collect();
-        self.return_items(items);
+        self.return_items(ctx, items);
     }
 
-    /// Adds a lease deadline and makes sure the timer will see it.
-    fn schedule(&mut self, deadline: Instant, receipt: u64) {
-        let earlier = match self.deadlines.first() {
-            Some(&(first, _)) => deadline < first,
-            None => true,
-        };
+    /// Adds a lease deadline; one earlier than every other asks the timer for a
+    /// wake-up then (later ones are asked for by the tick that precedes them).
+    fn schedule(&mut self, ctx: &mut Ctx<'_>, deadline: Time, receipt: u64) {
+        let earliest = self.deadlines.first().is_none_or(|&(first, _)| deadline < first);
         self.deadlines.insert((deadline, receipt));
-        match &self.reaper {
-            Some(wake) if earlier => wake.notify_one(),
-            Some(_) => {}
-            None => {
-                // Without a runtime or an entry (unit tests) leases expire at the next call.
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-                if self.me.strong_count() == 0 {
-                    return;
-                }
-                let wake = Arc::new(Notify::new());
-                runtime.spawn(reap_leases(self.me.clone(), wake.clone()));
-                self.reaper = Some(wake);
-            }
+        if earliest {
+            ctx.wake_at(deadline);
         }
-    }
-
-    /// The timer's turn: expire what is due; the next deadline, or `None` (and the
-    /// timer stops) when no lease has one.
-    fn reap_for_timer(&mut self) -> Option<Instant> {
-        self.reap(Instant::now());
-        let next = self.deadlines.first().map(|&(deadline, _)| deadline);
-        if next.is_none() {
-            self.reaper = None;
-        }
-        next
     }
 
     /// Hands items to waiting getters and room to waiting putters until neither can
-    /// go on. Every hand-off goes to a caller still waiting, or is taken back.
-    fn dispatch(&mut self) {
+    /// go on. Every hand-off is a delivery that names what to take back if it never
+    /// reaches its caller.
+    fn dispatch(&mut self, ctx: &mut Ctx<'_>) {
         loop {
             let mut progressed = false;
             while !self.items.is_empty() {
-                let Some((ticket, getter)) = self.getters.pop_first() else { break };
+                let Some((_, getter)) = self.getters.pop_first() else { break };
                 let item = self.items.pop_front().expect("not empty");
-                match getter.lease {
-                    None => {
-                        let is_none = matches!(item, Value::None);
-                        match getter.waiter.complete(Ok(item)) {
-                            Ok(()) => {
-                                if is_none {
-                                    remember(&mut self.none_handoffs, ticket);
-                                }
-                                progressed = true;
-                            }
-                            Err(back) => self.items.push_front(completed_value(back)),
-                        }
-                    }
-                    Some(term) => {
-                        let (receipt, session) = (self.next_receipt, getter.waiter.session());
-                        // The reply carries a copy; the lease keeps the item.
-                        let reply = Value::Tuple(vec![Value::Int(receipt as i64), item.clone()]);
-                        if getter.waiter.complete(Ok(reply)).is_ok() {
-                            self.next_receipt += 1;
-                            let lease = Lease { item, session, deadline: None, ticket: Some(ticket) };
-                            self.add_lease(receipt, lease, term);
-                            progressed = true;
-                        } else {
-                            self.items.push_front(item);
-                        }
+                match getter.takes {
+                    Takes::Item => ctx.deliver(getter.waiter, Ok(item), Reclaim::Item),
+                    Takes::Lease(term) => {
+                        let (receipt, reply) = self.lease_out(ctx, item, getter.waiter.session, term);
+                        ctx.deliver(getter.waiter, Ok(reply), Reclaim::Lease(receipt));
                     }
                 }
+                progressed = true;
             }
             if !self.shut_down {
                 while self.has_room() {
                     let Some((_, putter)) = self.putters.pop_first() else { break };
-                    if putter.waiter.complete(Ok(Value::None)).is_ok() {
-                        self.items.push_back(putter.item);
-                        self.unfinished += 1;
-                        progressed = true;
-                    }
+                    self.items.push_back(putter.item);
+                    self.unfinished += 1;
+                    ctx.deliver(putter.waiter, Ok(Value::None), Reclaim::Nothing);
+                    progressed = true;
                 }
             }
             if !progressed || self.items.is_empty() || self.getters.is_empty() {
@@ -615,39 +585,6 @@ impl QueueObject {
             Capacity::Unbounded => true,
             Capacity::Bounded(n) => self.items.len() < n,
             Capacity::Invalid(_) => false,
-        }
-    }
-}
-
-/// The value inside a completion that could not be delivered.
-fn completed_value(back: Completion) -> Value {
-    back.unwrap_or_default()
-}
-
-/// Records a ticket in a bounded memory, forgetting the oldest first.
-fn remember(memory: &mut BTreeSet<u64>, ticket: u64) {
-    memory.insert(ticket);
-    while memory.len() > HANDOFF_MEMORY {
-        memory.pop_first();
-    }
-}
-
-/// The lease timer of one queue: sleeps until the earliest lease deadline, expires
-/// what is due, and stops when no lease has a deadline or the queue is gone.
-async fn reap_leases(me: Weak<ObjectEntry>, wake: Arc<Notify>) {
-    loop {
-        let Some(entry) = me.upgrade() else { return };
-        let next = entry
-            .with_object(|object| {
-                object.as_any_mut().downcast_mut::<QueueObject>().and_then(QueueObject::reap_for_timer)
-            })
-            .ok()
-            .flatten();
-        drop(entry);
-        let Some(next) = next else { return };
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = wake.notified() => {}
         }
     }
 }
@@ -723,16 +660,22 @@ impl SharedObject for QueueObject {
         METHODS
     }
 
-    fn call(&mut self, caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
-        // Leases due now expire before anything else sees the queue.
-        if self.deadlines.first().is_some_and(|&(deadline, _)| deadline <= Instant::now()) {
-            self.reap(Instant::now());
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
+        // Leases due now expire before anything else sees the queue. A read-only call
+        // must not change the state (it is not logged): its leases wait for the tick.
+        let read_only = METHODS.iter().any(|m| m.name == method && m.read_only);
+        if !read_only && self.deadlines.first().is_some_and(|&(deadline, _)| deadline <= ctx.now()) && self.reap(ctx) {
+            self.wake_at_next_deadline(ctx);
         }
-        self.dispatch_call(caller, method, args)
+        self.dispatch_call(ctx, method, args)
     }
 
     fn snapshot(&self) -> Value {
         Value::List(self.items.iter().cloned().collect())
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
     }
 
     fn repr(&self) -> String {
@@ -743,115 +686,142 @@ impl SharedObject for QueueObject {
         Some(self.items.len())
     }
 
-    /// A timed-out `get` answers `Empty`, a timed-out `put` answers `Full` and its
-    /// item is not inserted.
-    fn expire(&mut self, ticket: u64) -> Option<Completion> {
-        if self.getters.remove(&ticket).is_some() {
-            return Some(Err(empty()));
-        }
-        if self.putters.remove(&ticket).is_some() {
-            return Some(Err(full_error()));
-        }
-        None
+    fn holds_session_state(&self) -> bool {
+        true
     }
 
-    /// Drops a waiter whose caller left; takes back what was handed to it.
-    ///
-    /// `delivered` does not say which call it answered, and a `put` or `join`
-    /// completes with `None` just as a `get` of a `None` item does. So the queue
-    /// remembers the tickets it needs to tell them apart: a live lease knows the ticket
-    /// it went to; the tickets of ended leases and of `None` hand-offs are kept in a
-    /// bounded memory (the latest 4096 of each). Anything else that is not `None` was
-    /// a plain `get`'s item.
-    fn abandon(&mut self, _caller: Caller, ticket: u64, delivered: Option<Value>) {
+    /// A timed-out `get` answers `Empty`, a timed-out `put` answers `Full` and its
+    /// item is not inserted. A call already answered is left alone.
+    fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        if let Some(getter) = self.getters.remove(&ticket) {
+            ctx.deliver(getter.waiter, Err(empty()), Reclaim::Nothing);
+        } else if let Some(putter) = self.putters.remove(&ticket) {
+            ctx.deliver(putter.waiter, Err(full_error()), Reclaim::Nothing);
+        }
+    }
+
+    /// Drops a waiter whose caller left (a waiting put's item never goes in), and
+    /// takes back exactly what `undelivered` names: an item goes back to the head; a
+    /// lease still held ends and its item goes back to the head.
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.getters.remove(&ticket);
         if self.putters.remove(&ticket).is_some() {
             tracing::debug!(ticket, "queue: a waiting put whose caller left was dropped; its item stays out");
-            return;
         }
-        if self.getters.remove(&ticket).is_some() || self.joiners.remove(&ticket).is_some() {
-            return;
-        }
-        let Some(value) = delivered else { return };
-        if let Some(&receipt) = self.lease_by_ticket.get(&ticket) {
-            if let Some(lease) = self.take_lease(receipt) {
-                tracing::debug!(ticket, receipt, "queue: a lease handed to a caller that left went back to the head");
-                self.return_items(vec![lease.item]);
+        self.joiners.remove(&ticket);
+        match undelivered {
+            Some(Undelivered { reclaim: Reclaim::Item, value }) => {
+                tracing::debug!(ticket, "queue: an item handed to a caller that left went back to the head");
+                self.return_items(ctx, vec![value]);
             }
-            return;
+            Some(Undelivered { reclaim: Reclaim::Lease(receipt), .. }) => {
+                if let Some(lease) = self.take_lease(receipt) {
+                    tracing::debug!(
+                        ticket,
+                        receipt,
+                        "queue: a lease handed to a caller that left went back to the head"
+                    );
+                    self.return_items(ctx, vec![lease.item]);
+                }
+            }
+            _ => {}
         }
-        if self.ended_lease_tickets.remove(&ticket) {
-            return; // its lease ended already and its item went on
-        }
-        let none_item = self.none_handoffs.remove(&ticket);
-        if matches!(value, Value::None) && !none_item {
-            return; // a put's or a join's completion: nothing to take back
-        }
-        tracing::debug!(ticket, "queue: an item handed to a caller that left went back to the head");
-        self.return_items(vec![value]);
     }
 
-    fn bind_self(&mut self, me: Weak<ObjectEntry>) {
-        self.me = me;
+    /// Leases due now go back to the head; then the next deadline is asked for.
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        self.reap(ctx);
+        self.wake_at_next_deadline(ctx);
     }
 
     /// Every lease the session held goes back to the head of the queue.
-    fn session_ended(&mut self, session: u64) {
+    fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
         let held: Vec<u64> = self.leases.iter().filter(|(_, l)| l.session == session).map(|(&r, _)| r).collect();
-        self.reclaim(held);
+        self.reclaim(ctx, held);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Completion, Delivery, Harness, Parked};
     use crate::object::bind;
-    use crate::waiter::Parked;
 
-    const A: Caller = Caller { session: 1 };
-    const B: Caller = Caller { session: 2 };
+    const A: SessionId = 1;
+    const B: SessionId = 2;
 
-    fn queue(maxsize: Value) -> QueueObject {
+    /// A queue driven through a harness.
+    struct Q {
+        h: Harness,
+        q: QueueObject,
+    }
+
+    fn queue(maxsize: Value) -> Q {
         let args = bind(&CONSTRUCTOR, vec![maxsize], vec![]).unwrap();
-        QueueObject::new(Kind::Queue, args).unwrap()
+        Q { h: Harness::default(), q: QueueObject::new(Kind::Queue, args).unwrap() }
     }
 
-    fn call(q: &mut QueueObject, caller: Caller, method: &str, args: Vec<Value>) -> Result<Outcome, WireError> {
-        let spec = METHODS.iter().find(|m| m.name == method).expect("known method");
-        q.call(caller, method, bind(spec, args, vec![])?)
-    }
-
-    fn ok(q: &mut QueueObject, method: &str, args: Vec<Value>) -> Value {
-        match call(q, A, method, args) {
-            Ok(Outcome::Ready(v)) => v,
-            other => panic!("{method}: expected a value, got {other:?}"),
+    impl Q {
+        fn call(&mut self, session: SessionId, method: &str, args: Vec<Value>) -> Result<Outcome, WireError> {
+            let spec = METHODS.iter().find(|m| m.name == method).expect("known method");
+            let args = bind(spec, args, vec![])?;
+            self.q.call(&mut self.h.ctx(session), method, args)
         }
-    }
 
-    fn err(q: &mut QueueObject, method: &str, args: Vec<Value>) -> WireError {
-        match call(q, A, method, args) {
-            Err(e) => e,
-            other => panic!("{method}: expected an error, got {other:?}"),
+        fn ok(&mut self, method: &str, args: Vec<Value>) -> Value {
+            match self.call(A, method, args) {
+                Ok(Outcome::Ready(v)) => v,
+                other => panic!("{method}: expected a value, got {other:?}"),
+            }
         }
-    }
 
-    fn parks(q: &mut QueueObject, caller: Caller, method: &str, args: Vec<Value>) -> Parked {
-        match call(q, caller, method, args) {
-            Ok(Outcome::Park(p)) => p,
-            other => panic!("{method}: expected to park, got {other:?}"),
+        fn err(&mut self, method: &str, args: Vec<Value>) -> WireError {
+            match self.call(A, method, args) {
+                Err(e) => e,
+                other => panic!("{method}: expected an error, got {other:?}"),
+            }
         }
-    }
 
-    /// What a parked call received so far (`None` while it still waits).
-    fn received(p: &mut Parked) -> Option<Completion> {
-        p.rx.try_recv().ok()
+        fn parks(&mut self, session: SessionId, method: &str, args: Vec<Value>) -> Parked {
+            match self.call(session, method, args) {
+                Ok(Outcome::Parked) => self.h.parked().expect("a parked call is recorded"),
+                other => panic!("{method}: expected to park, got {other:?}"),
+            }
+        }
+
+        /// The delivery made to `ticket` so far (`None` while it still waits).
+        fn delivery(&mut self, ticket: Ticket) -> Option<Delivery> {
+            self.h.delivered_to(ticket)
+        }
+
+        /// What a parked call received so far (`None` while it still waits).
+        fn received(&mut self, ticket: Ticket) -> Option<Completion> {
+            self.delivery(ticket).map(|d| d.completion)
+        }
+
+        fn expire(&mut self, ticket: Ticket) {
+            self.q.expire(&mut self.h.ctx(A), ticket);
+        }
+
+        fn abandon(&mut self, session: SessionId, ticket: Ticket, undelivered: Option<Undelivered>) {
+            self.q.abandon(&mut self.h.ctx(session), ticket, undelivered);
+        }
+
+        fn session_ended(&mut self, session: SessionId) {
+            self.q.session_ended(&mut self.h.ctx(session), session);
+        }
+
+        fn tick(&mut self) {
+            self.q.tick(&mut self.h.ctx(0));
+        }
+
+        fn items(&self) -> Vec<Value> {
+            self.q.items.iter().cloned().collect()
+        }
     }
 
     fn int(n: i64) -> Value {
         Value::Int(n)
-    }
-
-    fn items(q: &QueueObject) -> Vec<Value> {
-        q.items.iter().cloned().collect()
     }
 
     fn receipt_of(pair: &Value) -> Value {
@@ -864,51 +834,51 @@ mod tests {
     #[test]
     fn fifo_and_sizes() {
         let mut q = queue(int(0));
-        assert_eq!(ok(&mut q, "empty", vec![]), Value::Bool(true));
+        assert_eq!(q.ok("empty", vec![]), Value::Bool(true));
         for i in 1..=3 {
-            assert_eq!(ok(&mut q, "put", vec![int(i)]), Value::None);
+            assert_eq!(q.ok("put", vec![int(i)]), Value::None);
         }
-        assert_eq!(ok(&mut q, "qsize", vec![]), int(3));
-        assert_eq!(ok(&mut q, "full", vec![]), Value::Bool(false));
-        assert_eq!(q.size(), Some(3));
-        assert_eq!(q.snapshot(), Value::List(vec![int(1), int(2), int(3)]));
-        assert_eq!(ok(&mut q, "get", vec![]), int(1));
-        assert_eq!(ok(&mut q, "get_nowait", vec![]), int(2));
-        assert_eq!(ok(&mut q, "get", vec![Value::Bool(false)]), int(3));
-        assert_eq!(err(&mut q, "get_nowait", vec![]).code, ErrorCode::Empty);
-        assert_eq!(err(&mut q, "get", vec![Value::Bool(false)]).code, ErrorCode::Empty);
-        assert!(q.repr().starts_with("<queue.Queue object at 0x"), "{}", q.repr());
+        assert_eq!(q.ok("qsize", vec![]), int(3));
+        assert_eq!(q.ok("full", vec![]), Value::Bool(false));
+        assert_eq!(q.q.size(), Some(3));
+        assert_eq!(q.q.snapshot(), Value::List(vec![int(1), int(2), int(3)]));
+        assert_eq!(q.ok("get", vec![]), int(1));
+        assert_eq!(q.ok("get_nowait", vec![]), int(2));
+        assert_eq!(q.ok("get", vec![Value::Bool(false)]), int(3));
+        assert_eq!(q.err("get_nowait", vec![]).code, ErrorCode::Empty);
+        assert_eq!(q.err("get", vec![Value::Bool(false)]).code, ErrorCode::Empty);
+        assert!(q.q.repr().starts_with("<queue.Queue object at 0x"), "{}", q.q.repr());
     }
 
     #[test]
     fn cpython_errors_and_their_order() {
         let mut q = queue(int(1));
-        ok(&mut q, "put", vec![int(1)]);
-        assert_eq!(ok(&mut q, "full", vec![]), Value::Bool(true));
-        assert_eq!(err(&mut q, "put_nowait", vec![int(2)]).code, ErrorCode::Full);
-        assert_eq!(err(&mut q, "put", vec![int(2), Value::Bool(false), int(-1)]).code, ErrorCode::Full);
-        assert_eq!(err(&mut q, "put", vec![int(2), Value::Bool(true), int(0)]).code, ErrorCode::Full);
-        let e = err(&mut q, "put", vec![int(2), Value::Bool(true), Value::Float(-0.5)]);
+        q.ok("put", vec![int(1)]);
+        assert_eq!(q.ok("full", vec![]), Value::Bool(true));
+        assert_eq!(q.err("put_nowait", vec![int(2)]).code, ErrorCode::Full);
+        assert_eq!(q.err("put", vec![int(2), Value::Bool(false), int(-1)]).code, ErrorCode::Full);
+        assert_eq!(q.err("put", vec![int(2), Value::Bool(true), int(0)]).code, ErrorCode::Full);
+        let e = q.err("put", vec![int(2), Value::Bool(true), Value::Float(-0.5)]);
         assert_eq!((e.code, e.message.as_str()), (ErrorCode::ValueError, NEGATIVE_TIMEOUT));
         // A negative timeout is refused even when an item is there…
-        let e = err(&mut q, "get", vec![Value::Bool(true), int(-1)]);
+        let e = q.err("get", vec![Value::Bool(true), int(-1)]);
         assert_eq!((e.code, e.message.as_str()), (ErrorCode::ValueError, NEGATIVE_TIMEOUT));
-        let e = err(&mut q, "get", vec![Value::Bool(true), Value::Str("x".into())]);
+        let e = q.err("get", vec![Value::Bool(true), Value::Str("x".into())]);
         assert_eq!(
             (e.code, e.message.as_str()),
             (ErrorCode::TypeError, "'<' not supported between instances of 'str' and 'int'")
         );
         // …but ignored without blocking.
-        assert_eq!(ok(&mut q, "get", vec![Value::Bool(false), int(-1)]), int(1));
-        assert_eq!(err(&mut q, "get", vec![Value::Bool(true), int(0)]).code, ErrorCode::Empty);
+        assert_eq!(q.ok("get", vec![Value::Bool(false), int(-1)]), int(1));
+        assert_eq!(q.err("get", vec![Value::Bool(true), int(0)]).code, ErrorCode::Empty);
         // An unbounded put never looks at its timeout.
         let mut u = queue(int(0));
-        ok(&mut u, "put", vec![int(1), Value::Bool(true), int(-1)]);
-        ok(&mut u, "put", vec![int(1), Value::Bool(true), Value::Str("x".into())]);
+        u.ok("put", vec![int(1), Value::Bool(true), int(-1)]);
+        u.ok("put", vec![int(1), Value::Bool(true), Value::Str("x".into())]);
         // task_done
-        assert_eq!(ok(&mut u, "task_done", vec![]), Value::None);
-        assert_eq!(ok(&mut u, "task_done", vec![]), Value::None);
-        let e = err(&mut u, "task_done", vec![]);
+        assert_eq!(u.ok("task_done", vec![]), Value::None);
+        assert_eq!(u.ok("task_done", vec![]), Value::None);
+        let e = u.err("task_done", vec![]);
         assert_eq!((e.code, e.message.as_str()), (ErrorCode::ValueError, TOO_MANY_TASK_DONE));
     }
 
@@ -916,368 +886,542 @@ mod tests {
     fn maxsize_as_cpython_compares_it() {
         let mut q = queue(Value::Float(2.5));
         for i in 0..3 {
-            ok(&mut q, "put_nowait", vec![int(i)]);
+            q.ok("put_nowait", vec![int(i)]);
         }
-        assert_eq!(err(&mut q, "put_nowait", vec![int(3)]).code, ErrorCode::Full, "full at ceil(2.5)");
+        assert_eq!(q.err("put_nowait", vec![int(3)]).code, ErrorCode::Full, "full at ceil(2.5)");
         let mut q = queue(Value::Bool(true));
-        ok(&mut q, "put_nowait", vec![int(0)]);
-        assert_eq!(err(&mut q, "put_nowait", vec![int(1)]).code, ErrorCode::Full);
+        q.ok("put_nowait", vec![int(0)]);
+        assert_eq!(q.err("put_nowait", vec![int(1)]).code, ErrorCode::Full);
         for unbounded in [int(-3), Value::Float(f64::NAN), Value::Float(f64::INFINITY), Value::Float(-1.5)] {
             let mut q = queue(unbounded);
             for i in 0..100 {
-                ok(&mut q, "put_nowait", vec![int(i)]);
+                q.ok("put_nowait", vec![int(i)]);
             }
-            assert_eq!(ok(&mut q, "full", vec![]), Value::Bool(false));
+            assert_eq!(q.ok("full", vec![]), Value::Bool(false));
         }
         let mut q = queue(Value::Str("a".into()));
-        let e = err(&mut q, "full", vec![]);
+        let e = q.err("full", vec![]);
         assert_eq!(e.message, "'<' not supported between instances of 'int' and 'str'");
-        let e = err(&mut q, "put", vec![int(1)]);
+        let e = q.err("put", vec![int(1)]);
         assert_eq!(
             (e.code, e.message.as_str()),
             (ErrorCode::TypeError, "'>' not supported between instances of 'str' and 'int'")
         );
-        assert_eq!(ok(&mut q, "qsize", vec![]), int(0));
-        assert_eq!(err(&mut q, "get", vec![Value::Bool(true), int(0)]).code, ErrorCode::Empty);
+        assert_eq!(q.ok("qsize", vec![]), int(0));
+        assert_eq!(q.err("get", vec![Value::Bool(true), int(0)]).code, ErrorCode::Empty);
         let mut q = queue(Value::None);
-        let e = err(&mut q, "put_nowait", vec![int(1)]);
+        let e = q.err("put_nowait", vec![int(1)]);
         assert_eq!(e.message, "'>' not supported between instances of 'NoneType' and 'int'");
     }
 
     #[test]
-    fn a_blocked_get_receives_the_next_item_and_a_gone_one_never_takes_it() {
+    fn a_blocked_get_receives_the_next_item_and_an_abandoned_one_never_takes_it() {
         let mut q = queue(int(0));
-        let gone = parks(&mut q, A, "get", vec![]);
-        let mut waiting = parks(&mut q, B, "get", vec![Value::Bool(true), Value::Float(5.0)]);
-        assert!(waiting.deadline.is_some());
-        drop(gone);
-        ok(&mut q, "put", vec![int(7)]);
-        assert_eq!(received(&mut waiting), Some(Ok(int(7))));
-        assert!(q.items.is_empty());
+        let gone = q.parks(A, "get", vec![]);
+        let waiting = q.parks(B, "get", vec![Value::Bool(true), Value::Float(5.0)]);
+        assert_eq!(gone.deadline, None);
+        assert_eq!(waiting.deadline, q.h.now.after_secs(5.0));
+        // The first caller left while it waited: its abandon removes it from the line.
+        q.abandon(A, gone.ticket, None);
+        q.ok("put", vec![int(7)]);
+        assert_eq!(q.received(gone.ticket), None);
+        let delivery = q.delivery(waiting.ticket).expect("the live getter got it");
+        assert_eq!((delivery.completion, delivery.reclaim), (Ok(int(7)), Reclaim::Item));
+        assert!(q.q.items.is_empty());
         // Nobody there at all: the item stays.
-        drop(parks(&mut q, A, "get", vec![]));
-        ok(&mut q, "put", vec![int(8)]);
-        assert_eq!(items(&q), vec![int(8)]);
-        assert!(q.getters.is_empty());
+        let gone = q.parks(A, "get", vec![]);
+        q.abandon(A, gone.ticket, None);
+        q.ok("put", vec![int(8)]);
+        assert_eq!(q.items(), vec![int(8)]);
+        assert!(q.q.getters.is_empty());
+        assert!(q.h.deliveries().is_empty());
     }
 
     #[test]
     fn getters_are_served_in_arrival_order() {
         let mut q = queue(int(0));
-        let mut parked: Vec<Parked> = (0..5).map(|_| parks(&mut q, A, "get", vec![])).collect();
+        let parked: Vec<Parked> = (0..5).map(|_| q.parks(A, "get", vec![])).collect();
         for i in 0..5 {
-            ok(&mut q, "put", vec![int(i)]);
+            q.ok("put", vec![int(i)]);
         }
-        for (i, p) in parked.iter_mut().enumerate() {
-            assert_eq!(received(p), Some(Ok(int(i as i64))));
+        let order: Vec<Ticket> = q.h.out.deliveries.iter().map(|d| d.waiter.ticket).collect();
+        assert_eq!(order, parked.iter().map(|p| p.ticket).collect::<Vec<_>>());
+        for (i, p) in parked.iter().enumerate() {
+            assert_eq!(q.received(p.ticket), Some(Ok(int(i as i64))));
         }
     }
 
     #[test]
     fn a_blocked_put_goes_in_when_room_appears_and_an_abandoned_one_never_does() {
         let mut q = queue(int(1));
-        ok(&mut q, "put", vec![int(1)]);
-        let mut second = parks(&mut q, A, "put", vec![int(2)]);
-        let gone = parks(&mut q, B, "put", vec![int(3)]);
-        let mut fourth = parks(&mut q, B, "put", vec![int(4), Value::Bool(true), int(10)]);
-        assert_eq!(ok(&mut q, "qsize", vec![]), int(1));
-        assert_eq!(ok(&mut q, "get", vec![]), int(1));
-        assert_eq!(received(&mut second), Some(Ok(Value::None)));
-        assert_eq!(items(&q), vec![int(2)]);
-        drop(gone);
-        assert_eq!(ok(&mut q, "get", vec![]), int(2));
-        assert_eq!(received(&mut fourth), Some(Ok(Value::None)));
-        assert_eq!(items(&q), vec![int(4)], "the abandoned put's item never went in");
-        assert_eq!(q.unfinished, 3, "1, 2 and 4 were put");
+        q.ok("put", vec![int(1)]);
+        let second = q.parks(A, "put", vec![int(2)]);
+        let gone = q.parks(B, "put", vec![int(3)]);
+        let fourth = q.parks(B, "put", vec![int(4), Value::Bool(true), int(10)]);
+        assert_eq!(q.ok("qsize", vec![]), int(1));
+        assert_eq!(q.ok("get", vec![]), int(1));
+        let delivery = q.delivery(second.ticket).unwrap();
+        assert_eq!((delivery.completion, delivery.reclaim), (Ok(Value::None), Reclaim::Nothing));
+        assert_eq!(q.items(), vec![int(2)]);
+        q.abandon(B, gone.ticket, None);
+        assert_eq!(q.ok("get", vec![]), int(2));
+        assert_eq!(q.received(gone.ticket), None);
+        assert_eq!(q.received(fourth.ticket), Some(Ok(Value::None)));
+        assert_eq!(q.items(), vec![int(4)], "the abandoned put's item never went in");
+        assert_eq!(q.q.unfinished, 3, "1, 2 and 4 were put");
+    }
+
+    #[test]
+    fn a_put_whose_caller_leaves_as_it_is_served_stays_in() {
+        let mut q = queue(int(1));
+        q.ok("put", vec![int(1)]);
+        let putter = q.parks(A, "put", vec![int(2)]);
+        q.ok("get", vec![]);
+        let delivery = q.delivery(putter.ticket).unwrap();
+        assert_eq!(delivery.clone().undelivered(), None, "a put's completion carries nothing back");
+        q.abandon(A, putter.ticket, delivery.undelivered());
+        q.abandon(A, putter.ticket, Some(Undelivered { reclaim: Reclaim::Nothing, value: Value::None }));
+        assert_eq!(q.items(), vec![int(2)], "at least once: the item stays, once");
+        assert_eq!(q.q.unfinished, 2);
     }
 
     #[test]
     fn a_timed_out_call_answers_as_cpython_and_leaves_nothing_behind() {
         let mut q = queue(int(1));
-        let getter = parks(&mut q, A, "get", vec![Value::Bool(true), Value::Float(0.1)]);
-        assert_eq!(q.expire(getter.ticket).unwrap().unwrap_err().code, ErrorCode::Empty);
-        assert_eq!(q.expire(getter.ticket), None, "already settled");
-        ok(&mut q, "put", vec![int(1)]);
-        let putter = parks(&mut q, A, "put", vec![int(2), Value::Bool(true), Value::Float(0.1)]);
-        assert_eq!(q.expire(putter.ticket).unwrap().unwrap_err().code, ErrorCode::Full);
-        ok(&mut q, "get", vec![]);
-        assert!(q.items.is_empty(), "the timed-out put's item never went in");
-        assert_eq!(q.unfinished, 1);
+        let getter = q.parks(A, "get", vec![Value::Bool(true), Value::Float(0.1)]);
+        q.expire(getter.ticket);
+        let delivery = q.delivery(getter.ticket).unwrap();
+        assert_eq!(delivery.completion.unwrap_err().code, ErrorCode::Empty);
+        assert_eq!(delivery.reclaim, Reclaim::Nothing);
+        q.expire(getter.ticket);
+        assert_eq!(q.received(getter.ticket), None, "already settled");
+        q.ok("put", vec![int(1)]);
+        let putter = q.parks(A, "put", vec![int(2), Value::Bool(true), Value::Float(0.1)]);
+        q.expire(putter.ticket);
+        assert_eq!(q.received(putter.ticket).unwrap().unwrap_err().code, ErrorCode::Full);
+        q.ok("get", vec![]);
+        assert!(q.q.items.is_empty(), "the timed-out put's item never went in");
+        assert_eq!(q.q.unfinished, 1);
+    }
+
+    #[test]
+    fn an_expiry_after_the_delivery_is_a_no_op() {
+        let mut q = queue(int(1));
+        let getter = q.parks(A, "get", vec![Value::Bool(true), Value::Float(0.1)]);
+        q.ok("put", vec![int(1)]);
+        assert_eq!(q.received(getter.ticket), Some(Ok(int(1))));
+        q.ok("put", vec![int(2)]);
+        let putter = q.parks(A, "put", vec![int(3), Value::Bool(true), Value::Float(0.1)]);
+        q.ok("get", vec![]);
+        assert_eq!(q.received(putter.ticket), Some(Ok(Value::None)));
+        q.expire(getter.ticket);
+        q.expire(putter.ticket);
+        assert!(q.h.deliveries().is_empty(), "their answers were already delivered");
+        assert_eq!(q.items(), vec![int(3)]);
+        assert_eq!(q.q.unfinished, 3);
     }
 
     #[test]
     fn abandon_takes_back_exactly_what_was_handed_over() {
         let mut q = queue(int(1));
         // A get that was handed an item whose reply never reached the caller.
-        let getter = parks(&mut q, A, "get", vec![]);
-        ok(&mut q, "put", vec![int(1)]);
-        ok(&mut q, "put_nowait", vec![int(2)]);
-        q.abandon(A, getter.ticket, Some(int(1)));
-        assert_eq!(items(&q), vec![int(1), int(2)], "back at the head");
+        let getter = q.parks(A, "get", vec![]);
+        q.ok("put", vec![int(1)]);
+        q.ok("put_nowait", vec![int(2)]);
+        let delivery = q.delivery(getter.ticket).unwrap();
+        q.abandon(A, getter.ticket, delivery.undelivered());
+        assert_eq!(q.items(), vec![int(1), int(2)], "back at the head");
         // A put that went in: its `None` completion is not an item.
-        let putter = parks(&mut q, A, "put", vec![int(3)]);
-        ok(&mut q, "get", vec![]);
-        ok(&mut q, "get", vec![]);
-        assert_eq!(items(&q), vec![int(3)]);
-        q.abandon(A, putter.ticket, Some(Value::None));
-        assert_eq!(items(&q), vec![int(3)], "nothing added");
+        let putter = q.parks(A, "put", vec![int(3)]);
+        q.ok("get", vec![]);
+        q.ok("get", vec![]);
+        assert_eq!(q.items(), vec![int(3)]);
+        let delivery = q.delivery(putter.ticket).unwrap();
+        assert_eq!(delivery.reclaim, Reclaim::Nothing);
+        q.abandon(A, putter.ticket, Some(Undelivered { reclaim: Reclaim::Nothing, value: Value::None }));
+        assert_eq!(q.items(), vec![int(3)], "nothing added");
         // A get handed a `None` item: that `None` goes back.
-        ok(&mut q, "get", vec![]);
-        let getter = parks(&mut q, A, "get", vec![]);
-        ok(&mut q, "put", vec![Value::None]);
-        q.abandon(A, getter.ticket, Some(Value::None));
-        assert_eq!(items(&q), vec![Value::None]);
+        q.ok("get", vec![]);
+        let getter = q.parks(A, "get", vec![]);
+        q.ok("put", vec![Value::None]);
+        let delivery = q.delivery(getter.ticket).unwrap();
+        q.abandon(A, getter.ticket, delivery.undelivered());
+        assert_eq!(q.items(), vec![Value::None]);
         // A join that finished: nothing to take back.
         let mut j = queue(int(0));
-        ok(&mut j, "put", vec![int(1)]);
-        let joiner = parks(&mut j, A, "join", vec![]);
-        ok(&mut j, "get", vec![]);
-        ok(&mut j, "task_done", vec![]);
-        j.abandon(A, joiner.ticket, Some(Value::None));
-        assert!(j.items.is_empty());
+        j.ok("put", vec![int(1)]);
+        let joiner = j.parks(A, "join", vec![]);
+        j.ok("get", vec![]);
+        j.ok("task_done", vec![]);
+        let delivery = j.delivery(joiner.ticket).unwrap();
+        assert_eq!((delivery.completion.clone(), delivery.reclaim.clone()), (Ok(Value::None), Reclaim::Nothing));
+        j.abandon(A, joiner.ticket, Some(Undelivered { reclaim: delivery.reclaim, value: Value::None }));
+        assert!(j.q.items.is_empty());
         // A waiter still parked is just dropped.
-        let getter = parks(&mut j, A, "get", vec![]);
+        let getter = j.parks(A, "get", vec![]);
         j.abandon(A, getter.ticket, None);
-        assert!(j.getters.is_empty());
+        assert!(j.q.getters.is_empty());
+        let joiner = {
+            j.ok("put", vec![int(2)]);
+            j.parks(A, "join", vec![])
+        };
+        j.abandon(A, joiner.ticket, None);
+        assert!(j.q.joiners.is_empty());
+    }
+
+    #[test]
+    fn a_late_abandon_after_thousands_of_none_hand_offs_loses_nothing() {
+        const N: usize = 5_000;
+        let mut q = queue(int(0));
+        let getters: Vec<Parked> = (0..N).map(|_| q.parks(A, "get", vec![])).collect();
+        for _ in 0..N {
+            q.ok("put", vec![Value::None]);
+        }
+        q.ok("put", vec![int(7)]);
+        assert_eq!(q.items(), vec![int(7)], "every None went to a getter");
+        assert_eq!(q.h.out.deliveries.len(), N);
+        // The first getter's caller left long ago; its abandon arrives now.
+        let first = q.delivery(getters[0].ticket).unwrap();
+        assert_eq!(first.reclaim, Reclaim::Item);
+        q.abandon(A, getters[0].ticket, first.undelivered());
+        assert_eq!(q.items(), vec![Value::None, int(7)], "the None item is back at the head");
+        // Exact: N-1 delivered and kept, 2 in the queue, N+1 put.
+        let kept: Vec<Delivery> = q.h.deliveries();
+        assert_eq!(kept.len(), N - 1);
+        assert!(kept.iter().all(|d| d.completion == Ok(Value::None) && d.reclaim == Reclaim::Item));
+        assert_eq!(kept.len() + q.q.items.len(), N + 1, "nothing lost, nothing duplicated");
+        assert_eq!(q.q.unfinished, (N + 1) as u64);
+        // An abandon of a getter whose answer did arrive takes nothing back.
+        q.abandon(A, getters[1].ticket, None);
+        assert_eq!(q.items(), vec![Value::None, int(7)]);
+        assert_eq!(q.ok("get", vec![]), Value::None);
+        assert_eq!(q.ok("get", vec![]), int(7));
     }
 
     #[test]
     fn join_waits_for_every_task_done() {
         let mut q = queue(int(0));
-        assert_eq!(ok(&mut q, "join", vec![]), Value::None, "nothing unfinished");
-        ok(&mut q, "put", vec![int(1)]);
-        ok(&mut q, "put", vec![int(2)]);
-        let mut joiner = parks(&mut q, A, "join", vec![]);
-        ok(&mut q, "get", vec![]);
-        ok(&mut q, "get", vec![]);
-        ok(&mut q, "task_done", vec![]);
-        assert_eq!(received(&mut joiner), None);
-        ok(&mut q, "task_done", vec![]);
-        assert_eq!(received(&mut joiner), Some(Ok(Value::None)));
+        assert_eq!(q.ok("join", vec![]), Value::None, "nothing unfinished");
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        let joiner = q.parks(A, "join", vec![]);
+        assert_eq!(joiner.deadline, None);
+        q.ok("get", vec![]);
+        q.ok("get", vec![]);
+        q.ok("task_done", vec![]);
+        assert_eq!(q.received(joiner.ticket), None);
+        q.ok("task_done", vec![]);
+        assert_eq!(q.received(joiner.ticket), Some(Ok(Value::None)));
     }
 
     #[test]
     fn shutdown_as_in_cpython_3_13() {
         let mut q = queue(int(0));
-        ok(&mut q, "put", vec![int(1)]);
-        ok(&mut q, "put", vec![int(2)]);
-        ok(&mut q, "shutdown", vec![]);
-        assert_eq!(err(&mut q, "put", vec![int(3)]).code, ErrorCode::ShutDown);
-        assert_eq!(err(&mut q, "put_nowait", vec![int(3)]).code, ErrorCode::ShutDown);
-        assert_eq!(ok(&mut q, "get", vec![]), int(1), "gets drain");
-        assert_eq!(ok(&mut q, "get_nowait", vec![]), int(2));
-        assert_eq!(err(&mut q, "get", vec![]).code, ErrorCode::ShutDown);
-        assert_eq!(err(&mut q, "get_nowait", vec![]).code, ErrorCode::ShutDown);
-        assert_eq!(err(&mut q, "get", vec![Value::Bool(true), int(-1)]).code, ErrorCode::ShutDown, "checked first");
-        assert_eq!(q.unfinished, 2);
-        ok(&mut q, "task_done", vec![]);
-        ok(&mut q, "shutdown", vec![]);
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        q.ok("shutdown", vec![]);
+        assert_eq!(q.err("put", vec![int(3)]).code, ErrorCode::ShutDown);
+        assert_eq!(q.err("put_nowait", vec![int(3)]).code, ErrorCode::ShutDown);
+        assert_eq!(q.ok("get", vec![]), int(1), "gets drain");
+        assert_eq!(q.ok("get_nowait", vec![]), int(2));
+        assert_eq!(q.err("get", vec![]).code, ErrorCode::ShutDown);
+        assert_eq!(q.err("get_nowait", vec![]).code, ErrorCode::ShutDown);
+        assert_eq!(q.err("get", vec![Value::Bool(true), int(-1)]).code, ErrorCode::ShutDown, "checked first");
+        assert_eq!(q.q.unfinished, 2);
+        q.ok("task_done", vec![]);
+        q.ok("shutdown", vec![]);
 
         // Blocked callers are released with ShutDown; a blocked put's item stays out.
         let mut g = queue(int(1));
-        let mut getter = parks(&mut g, A, "get", vec![]);
-        ok(&mut g, "shutdown", vec![]);
-        assert_eq!(received(&mut getter).unwrap().unwrap_err().code, ErrorCode::ShutDown);
+        let getter = g.parks(A, "get", vec![]);
+        g.ok("shutdown", vec![]);
+        let delivery = g.delivery(getter.ticket).unwrap();
+        assert_eq!(delivery.completion.unwrap_err().code, ErrorCode::ShutDown);
+        assert_eq!(delivery.reclaim, Reclaim::Nothing);
         let mut p = queue(int(1));
-        ok(&mut p, "put", vec![int(1)]);
-        let mut putter = parks(&mut p, A, "put", vec![int(2)]);
-        ok(&mut p, "shutdown", vec![]);
-        assert_eq!(received(&mut putter).unwrap().unwrap_err().code, ErrorCode::ShutDown);
-        assert_eq!(items(&p), vec![int(1)]);
+        p.ok("put", vec![int(1)]);
+        let putter = p.parks(A, "put", vec![int(2)]);
+        p.ok("shutdown", vec![]);
+        assert_eq!(p.received(putter.ticket).unwrap().unwrap_err().code, ErrorCode::ShutDown);
+        assert_eq!(p.items(), vec![int(1)]);
     }
 
     #[test]
     fn immediate_shutdown_drains_and_releases_joiners_as_cpython_does() {
         let mut q = queue(int(0));
         for i in 0..3 {
-            ok(&mut q, "put", vec![int(i)]);
+            q.ok("put", vec![int(i)]);
         }
-        ok(&mut q, "get", vec![]); // taken, not yet done
-        let mut joiner = parks(&mut q, A, "join", vec![]);
-        ok(&mut q, "shutdown", vec![Value::Bool(true)]);
-        assert_eq!((ok(&mut q, "qsize", vec![]), q.unfinished), (int(0), 1), "CPython: (0, 1)");
-        assert_eq!(received(&mut joiner), None, "one task is still unfinished");
-        assert_eq!(err(&mut q, "get", vec![]).code, ErrorCode::ShutDown);
-        ok(&mut q, "task_done", vec![]);
-        assert_eq!(received(&mut joiner), Some(Ok(Value::None)));
+        q.ok("get", vec![]); // taken, not yet done
+        let joiner = q.parks(A, "join", vec![]);
+        q.ok("shutdown", vec![Value::Bool(true)]);
+        assert_eq!((q.ok("qsize", vec![]), q.q.unfinished), (int(0), 1), "CPython: (0, 1)");
+        assert_eq!(q.received(joiner.ticket), None, "one task is still unfinished");
+        assert_eq!(q.err("get", vec![]).code, ErrorCode::ShutDown);
+        q.ok("task_done", vec![]);
+        assert_eq!(q.received(joiner.ticket), Some(Ok(Value::None)));
     }
 
     #[test]
     fn leases_ack_nack_and_errors() {
         let mut q = queue(int(0));
         for i in 1..=3 {
-            ok(&mut q, "put", vec![int(i)]);
+            q.ok("put", vec![int(i)]);
         }
-        let first = ok(&mut q, "get_leased", vec![]);
+        let first = q.ok("get_leased", vec![]);
         assert_eq!(first, Value::Tuple(vec![int(1), int(1)]));
-        let second = ok(&mut q, "get_leased", vec![Value::Bool(true), Value::None, Value::Float(5.0)]);
+        let second = q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(5.0)]);
         assert_eq!(second, Value::Tuple(vec![int(2), int(2)]));
-        assert_eq!(ok(&mut q, "qsize", vec![]), int(1), "leased items are not in the queue");
-        assert_eq!(ok(&mut q, "leased", vec![]), int(2));
-        assert_eq!(ok(&mut q, "ack", vec![int(1)]), Value::None);
-        let e = err(&mut q, "ack", vec![int(1)]);
+        assert_eq!(q.ok("qsize", vec![]), int(1), "leased items are not in the queue");
+        assert_eq!(q.ok("leased", vec![]), int(2));
+        assert_eq!(q.ok("ack", vec![int(1)]), Value::None);
+        let e = q.err("ack", vec![int(1)]);
         assert_eq!(e.code, ErrorCode::ValueError);
         assert!(e.message.starts_with("lease 1 is not held: it was acked, nacked or expired"), "{}", e.message);
-        assert_eq!(err(&mut q, "nack", vec![int(99)]).code, ErrorCode::ValueError);
-        assert_eq!(
-            err(&mut q, "ack", vec![Value::Str("1".into())]).message,
-            "a lease receipt must be an int, not 'str'"
-        );
-        assert_eq!(ok(&mut q, "nack", vec![int(2)]), Value::None);
-        assert_eq!(items(&q), vec![int(2), int(3)], "a nacked item goes back to the head");
-        assert_eq!(ok(&mut q, "get_leased", vec![]), Value::Tuple(vec![int(3), int(2)]), "with a new receipt");
-        assert_eq!(q.unfinished, 2, "acked 1 of 3");
-        let e = err(&mut q, "get_leased", vec![Value::Bool(true), Value::None, int(0)]);
+        assert_eq!(q.err("nack", vec![int(99)]).code, ErrorCode::ValueError);
+        assert_eq!(q.err("ack", vec![Value::Str("1".into())]).message, "a lease receipt must be an int, not 'str'");
+        assert_eq!(q.ok("nack", vec![int(2)]), Value::None);
+        assert_eq!(q.items(), vec![int(2), int(3)], "a nacked item goes back to the head");
+        assert_eq!(q.ok("get_leased", vec![]), Value::Tuple(vec![int(3), int(2)]), "with a new receipt");
+        assert_eq!(q.q.unfinished, 2, "acked 1 of 3");
+        let e = q.err("get_leased", vec![Value::Bool(true), Value::None, int(0)]);
         assert_eq!((e.code, e.message.as_str()), (ErrorCode::ValueError, BAD_LEASE));
-        let e = err(&mut q, "get_leased", vec![Value::Bool(true), Value::None, Value::Str("x".into())]);
+        let e = q.err("get_leased", vec![Value::Bool(true), Value::None, Value::Str("x".into())]);
         assert_eq!((e.code, e.message.as_str()), (ErrorCode::TypeError, "'lease' must be a number or None, not 'str'"));
-        assert_eq!(err(&mut q, "renew", vec![int(1)]).code, ErrorCode::ValueError);
-        assert_eq!(ok(&mut q, "get_leased", vec![Value::Bool(false)]), Value::Tuple(vec![int(4), int(3)]));
-        assert_eq!(err(&mut q, "get_leased", vec![Value::Bool(false)]).code, ErrorCode::Empty);
+        assert_eq!(q.err("renew", vec![int(1)]).code, ErrorCode::ValueError);
+        assert_eq!(q.ok("get_leased", vec![Value::Bool(false)]), Value::Tuple(vec![int(4), int(3)]));
+        assert_eq!(q.err("get_leased", vec![Value::Bool(false)]).code, ErrorCode::Empty);
     }
 
     #[test]
     fn leases_come_back_when_their_session_ends_oldest_first() {
         let mut q = queue(int(0));
         for i in 1..=4 {
-            ok(&mut q, "put", vec![int(i)]);
+            q.ok("put", vec![int(i)]);
         }
-        ok(&mut q, "get_leased", vec![]);
-        assert!(matches!(call(&mut q, B, "get_leased", vec![]), Ok(Outcome::Ready(_))));
-        ok(&mut q, "get_leased", vec![]);
-        q.session_ended(A.session);
-        assert_eq!(items(&q), vec![int(1), int(3), int(4)]);
-        assert_eq!(ok(&mut q, "leased", vec![]), int(1), "B's lease stays");
-        assert_eq!(err(&mut q, "ack", vec![int(1)]).code, ErrorCode::ValueError);
-        assert_eq!(ok(&mut q, "ack", vec![int(2)]), Value::None, "any session may ack");
+        q.ok("get_leased", vec![]);
+        assert!(matches!(q.call(B, "get_leased", vec![]), Ok(Outcome::Ready(_))));
+        q.ok("get_leased", vec![]);
+        q.session_ended(A);
+        assert_eq!(q.items(), vec![int(1), int(3), int(4)]);
+        assert_eq!(q.ok("leased", vec![]), int(1), "B's lease stays");
+        assert_eq!(q.err("ack", vec![int(1)]).code, ErrorCode::ValueError);
+        assert_eq!(q.ok("ack", vec![int(2)]), Value::None, "any session may ack");
+        assert!(q.q.holds_session_state());
     }
 
     #[test]
     fn leases_expire_back_to_the_head_and_renew_restarts_the_clock() {
         let mut q = queue(int(0));
-        ok(&mut q, "put", vec![int(1)]);
-        ok(&mut q, "put", vec![int(2)]);
-        ok(&mut q, "get_leased", vec![Value::Bool(true), Value::None, Value::Float(10.0)]);
-        ok(&mut q, "get_leased", vec![Value::Bool(true), Value::None, Value::Float(10.0)]);
-        ok(&mut q, "renew", vec![int(2), Value::Float(60.0)]);
-        q.reap(Instant::now() + Duration::from_secs(11));
-        assert_eq!(items(&q), vec![int(1)]);
-        assert_eq!(err(&mut q, "ack", vec![int(1)]).code, ErrorCode::ValueError, "an expired receipt is dead");
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(10.0)]);
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(10.0)]);
+        q.ok("renew", vec![int(2), Value::Float(60.0)]);
+        q.h.advance(11.0);
+        q.tick();
+        assert_eq!(q.items(), vec![int(1)]);
+        assert_eq!(q.err("ack", vec![int(1)]).code, ErrorCode::ValueError, "an expired receipt is dead");
         assert_eq!(
-            ok(&mut q, "get_leased", vec![Value::Bool(true), Value::None, Value::None]),
+            q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::None]),
             Value::Tuple(vec![int(3), int(1)])
         );
-        q.reap(Instant::now() + Duration::from_secs(3600));
-        assert_eq!(items(&q), vec![int(2)], "renewed lease 2 expired later; lease 3 has no clock");
-        assert_eq!(ok(&mut q, "leased", vec![]), int(1));
+        q.h.advance(3600.0);
+        q.tick();
+        assert_eq!(q.items(), vec![int(2)], "renewed lease 2 expired later; lease 3 has no clock");
+        assert_eq!(q.ok("leased", vec![]), int(1));
+    }
+
+    #[test]
+    fn a_lease_timer_is_a_wake_up_and_ticks_return_expired_items_without_any_call() {
+        let mut q = queue(int(0));
+        let start = q.h.now;
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        q.ok("put", vec![int(3)]);
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(0.3)]);
+        let t1 = start.after_secs(0.3).unwrap();
+        assert_eq!(q.h.out.wakeups, vec![(1, t1)], "the first deadline asks for a wake-up");
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(0.5)]);
+        assert_eq!(q.h.out.wakeups.len(), 1, "a later deadline waits for the tick before it");
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(0.05)]);
+        let t3 = start.after_secs(0.05).unwrap();
+        assert_eq!(q.h.out.wakeups, vec![(1, t1), (1, t3)], "an earlier deadline asks for an earlier wake-up");
+        assert_eq!(q.q.size(), Some(0));
+        // A tick may come early (or twice): nothing is due yet, the next deadline is asked for.
+        q.h.out.wakeups.clear();
+        q.tick();
+        assert_eq!(q.q.size(), Some(0));
+        assert_eq!(q.h.out.wakeups, vec![(1, t3)]);
+        q.h.out.wakeups.clear();
+        q.h.advance(0.15);
+        q.tick();
+        assert_eq!(q.items(), vec![int(3)], "the shortest lease expired on its own");
+        assert_eq!(q.h.out.wakeups, vec![(1, t1)], "and the next deadline was asked for");
+        q.h.out.wakeups.clear();
+        q.h.advance(0.5);
+        q.tick();
+        assert_eq!(q.q.snapshot(), Value::List(vec![int(1), int(2), int(3)]), "oldest delivery first");
+        assert!(q.h.out.wakeups.is_empty(), "no lease has a deadline: no wake-up asked for");
+        assert!(q.q.deadlines.is_empty());
+    }
+
+    #[test]
+    fn a_mutating_call_returns_due_leases_first_and_a_read_only_one_changes_nothing() {
+        let mut q = queue(int(0));
+        q.ok("put", vec![int(1)]);
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(1.0)]);
+        q.h.advance(2.0);
+        let before = q.q.state();
+        assert_eq!(q.ok("qsize", vec![]), int(0));
+        assert_eq!(q.ok("leased", vec![]), int(1));
+        assert_eq!(q.q.state(), before, "read-only calls leave the state alone");
+        assert_eq!(q.ok("get", vec![]), int(1), "the expired lease came back before the get");
+        assert_eq!(q.ok("leased", vec![]), int(0));
     }
 
     #[test]
     fn a_parked_leased_get_and_its_abandonment() {
         let mut q = queue(int(0));
-        let mut leased = parks(&mut q, A, "get_leased", vec![]);
-        ok(&mut q, "put", vec![int(5)]);
-        let pair = received(&mut leased).unwrap().unwrap();
-        assert_eq!(pair, Value::Tuple(vec![int(1), int(5)]));
-        assert_eq!(q.leases[&1].ticket, Some(leased.ticket));
+        let leased = q.parks(A, "get_leased", vec![]);
+        q.ok("put", vec![int(5)]);
+        let delivery = q.delivery(leased.ticket).unwrap();
+        assert_eq!(delivery.completion, Ok(Value::Tuple(vec![int(1), int(5)])));
+        assert_eq!(delivery.reclaim, Reclaim::Lease(1));
+        assert_eq!(q.q.leases[&1].item, int(5), "the lease keeps the item");
         // The reply never reached the caller: the lease ends, the item goes back.
-        q.abandon(A, leased.ticket, Some(pair.clone()));
-        assert_eq!(items(&q), vec![int(5)]);
-        assert_eq!(ok(&mut q, "leased", vec![]), int(0));
+        q.abandon(A, leased.ticket, delivery.undelivered());
+        assert_eq!(q.items(), vec![int(5)]);
+        assert_eq!(q.ok("leased", vec![]), int(0));
         // The session ended first (the usual order on a disconnect): the late
         // abandon must not put the item back a second time.
-        ok(&mut q, "get", vec![]);
-        let mut leased = parks(&mut q, A, "get_leased", vec![]);
-        ok(&mut q, "put", vec![Value::Tuple(vec![int(9), int(9)])]);
-        let pair = received(&mut leased).unwrap().unwrap();
-        q.session_ended(A.session);
-        assert_eq!(items(&q).len(), 1);
-        q.abandon(A, leased.ticket, Some(pair));
-        assert_eq!(items(&q), vec![Value::Tuple(vec![int(9), int(9)])], "once, not twice");
-        let _ = receipt_of(&ok(&mut q, "get_leased", vec![]));
+        q.ok("get", vec![]);
+        let leased = q.parks(A, "get_leased", vec![]);
+        q.ok("put", vec![Value::Tuple(vec![int(9), int(9)])]);
+        let delivery = q.delivery(leased.ticket).unwrap();
+        q.session_ended(A);
+        assert_eq!(q.items().len(), 1);
+        q.abandon(A, leased.ticket, delivery.undelivered());
+        assert_eq!(q.items(), vec![Value::Tuple(vec![int(9), int(9)])], "once, not twice");
+        let _ = receipt_of(&q.ok("get_leased", vec![]));
     }
 
     #[test]
-    fn a_gone_leased_getter_takes_no_lease() {
+    fn abandon_of_a_lease_takes_back_exactly_that_lease_and_nothing_once_acked() {
         let mut q = queue(int(0));
-        drop(parks(&mut q, A, "get_leased", vec![]));
-        ok(&mut q, "put", vec![int(1)]);
-        assert_eq!(items(&q), vec![int(1)]);
-        assert!(q.leases.is_empty());
+        let first = q.parks(A, "get_leased", vec![]);
+        let second = q.parks(B, "get_leased", vec![]);
+        q.ok("put", vec![int(10)]);
+        q.ok("put", vec![int(20)]);
+        q.ok("put", vec![int(30)]);
+        let first = q.delivery(first.ticket).unwrap();
+        let second = q.delivery(second.ticket).unwrap();
+        assert_eq!(first.reclaim, Reclaim::Lease(1));
+        assert_eq!(second.reclaim, Reclaim::Lease(2));
+        assert_eq!(q.items(), vec![int(30)]);
+        // The second lease's reply never arrived: exactly its item comes back.
+        q.abandon(B, second.waiter.ticket, second.undelivered());
+        assert_eq!(q.items(), vec![int(20), int(30)]);
+        assert_eq!(q.ok("leased", vec![]), int(1));
+        assert!(q.q.leases.contains_key(&1) && !q.q.leases.contains_key(&2));
+        // The first was acked before its abandon: nothing comes back.
+        q.ok("ack", vec![int(1)]);
+        let ticket = first.waiter.ticket;
+        q.abandon(A, ticket, first.undelivered());
+        assert_eq!(q.items(), vec![int(20), int(30)]);
+        assert_eq!(q.ok("leased", vec![]), int(0));
+        assert_eq!(q.q.unfinished, 2, "one of three acked");
+    }
+
+    #[test]
+    fn an_abandoned_leased_getter_takes_no_lease() {
+        let mut q = queue(int(0));
+        let gone = q.parks(A, "get_leased", vec![]);
+        q.abandon(A, gone.ticket, None);
+        q.ok("put", vec![int(1)]);
+        assert_eq!(q.items(), vec![int(1)]);
+        assert!(q.q.leases.is_empty());
+        assert!(q.h.out.wakeups.is_empty());
     }
 
     #[test]
     fn join_counts_leased_items_until_acked() {
         let mut q = queue(int(0));
-        ok(&mut q, "put", vec![int(1)]);
-        let pair = ok(&mut q, "get_leased", vec![]);
-        let mut joiner = parks(&mut q, B, "join", vec![]);
-        ok(&mut q, "nack", vec![receipt_of(&pair)]);
-        assert_eq!(received(&mut joiner), None);
-        let pair = ok(&mut q, "get_leased", vec![]);
-        ok(&mut q, "ack", vec![receipt_of(&pair)]);
-        assert_eq!(received(&mut joiner), Some(Ok(Value::None)));
+        q.ok("put", vec![int(1)]);
+        let pair = q.ok("get_leased", vec![]);
+        let joiner = q.parks(B, "join", vec![]);
+        q.ok("nack", vec![receipt_of(&pair)]);
+        assert_eq!(q.received(joiner.ticket), None);
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("ack", vec![receipt_of(&pair)]);
+        assert_eq!(q.received(joiner.ticket), Some(Ok(Value::None)));
     }
 
     #[test]
     fn returned_items_after_an_immediate_shutdown_are_done_not_requeued() {
         let mut q = queue(int(0));
-        ok(&mut q, "put", vec![int(1)]);
-        ok(&mut q, "put", vec![int(2)]);
-        let pair = ok(&mut q, "get_leased", vec![]);
-        let mut joiner = parks(&mut q, B, "join", vec![]);
-        ok(&mut q, "shutdown", vec![Value::Bool(true)]);
-        assert_eq!(q.unfinished, 1);
-        ok(&mut q, "nack", vec![receipt_of(&pair)]);
-        assert!(q.items.is_empty());
-        assert_eq!(received(&mut joiner), Some(Ok(Value::None)));
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        let pair = q.ok("get_leased", vec![]);
+        let joiner = q.parks(B, "join", vec![]);
+        q.ok("shutdown", vec![Value::Bool(true)]);
+        assert_eq!(q.q.unfinished, 1);
+        q.ok("nack", vec![receipt_of(&pair)]);
+        assert!(q.q.items.is_empty());
+        assert_eq!(q.received(joiner.ticket), Some(Ok(Value::None)));
         // After a plain shutdown, returned items can still be drained.
         let mut q = queue(int(0));
-        ok(&mut q, "put", vec![int(1)]);
-        let pair = ok(&mut q, "get_leased", vec![]);
-        ok(&mut q, "shutdown", vec![]);
-        ok(&mut q, "nack", vec![receipt_of(&pair)]);
-        assert_eq!(ok(&mut q, "get", vec![]), int(1));
-        assert_eq!(err(&mut q, "get", vec![]).code, ErrorCode::ShutDown);
+        q.ok("put", vec![int(1)]);
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("shutdown", vec![]);
+        q.ok("nack", vec![receipt_of(&pair)]);
+        assert_eq!(q.ok("get", vec![]), int(1));
+        assert_eq!(q.err("get", vec![]).code, ErrorCode::ShutDown);
     }
 
     #[test]
     fn unget_puts_back_at_the_head_without_a_new_task() {
         let mut q = queue(int(1));
-        ok(&mut q, "put", vec![int(1)]);
-        let item = ok(&mut q, "get", vec![]);
-        ok(&mut q, "put", vec![int(2)]);
-        ok(&mut q, "unget", vec![item]);
-        assert_eq!(items(&q), vec![int(1), int(2)], "above maxsize for a while");
-        assert_eq!(q.unfinished, 2);
-        assert_eq!(ok(&mut q, "full", vec![]), Value::Bool(true));
-        assert_eq!(err(&mut q, "put_nowait", vec![int(3)]).code, ErrorCode::Full);
-        ok(&mut q, "get", vec![]);
-        assert_eq!(err(&mut q, "put_nowait", vec![int(3)]).code, ErrorCode::Full, "still at maxsize");
-        ok(&mut q, "get", vec![]);
-        ok(&mut q, "put_nowait", vec![int(3)]);
+        q.ok("put", vec![int(1)]);
+        let item = q.ok("get", vec![]);
+        q.ok("put", vec![int(2)]);
+        q.ok("unget", vec![item]);
+        assert_eq!(q.items(), vec![int(1), int(2)], "above maxsize for a while");
+        assert_eq!(q.q.unfinished, 2);
+        assert_eq!(q.ok("full", vec![]), Value::Bool(true));
+        assert_eq!(q.err("put_nowait", vec![int(3)]).code, ErrorCode::Full);
+        q.ok("get", vec![]);
+        assert_eq!(q.err("put_nowait", vec![int(3)]).code, ErrorCode::Full, "still at maxsize");
+        q.ok("get", vec![]);
+        q.ok("put_nowait", vec![int(3)]);
     }
 
-    #[tokio::test]
-    async fn the_lease_timer_returns_expired_items_without_any_call() {
-        let registry = crate::registry::Registry::new();
-        let entry = registry.create(&Kind::JoinableQueue, vec![], vec![]).unwrap();
-        let call = |method: &str, args: Vec<Value>| match entry.call(A, method, args, vec![]) {
-            Ok(Outcome::Ready(v)) => v,
-            other => panic!("{method}: {other:?}"),
+    #[test]
+    fn the_state_encodes_canonically() {
+        let build = || {
+            let mut q = queue(int(2));
+            q.ok("put", vec![int(1)]);
+            q.ok("put", vec![int(2)]);
+            q.ok("get_leased", vec![]);
+            q.ok("put", vec![int(3)]);
+            q.parks(B, "put", vec![int(4)]);
+            q.parks(B, "put", vec![int(5)]);
+            q
         };
-        call("put", vec![int(1)]);
-        call("put", vec![int(2)]);
-        call("get_leased", vec![Value::Bool(true), Value::None, Value::Float(0.3)]);
-        call("get_leased", vec![Value::Bool(true), Value::None, Value::Float(0.05)]);
-        assert_eq!(entry.size().unwrap(), Some(0));
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(entry.size().unwrap(), Some(1), "the shorter lease expired on its own");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(entry.snapshot().unwrap(), Value::List(vec![int(1), int(2)]), "oldest delivery first");
-        let reaper_stopped =
-            entry.with_object(|o| o.as_any_mut().downcast_mut::<QueueObject>().unwrap().reaper.is_none()).unwrap();
-        assert!(reaper_stopped, "no lease has a deadline: the timer stopped");
+        let (a, b) = (build(), build());
+        assert_eq!(a.q.state(), b.q.state());
+        let mut c = build();
+        c.ok("ack", vec![int(1)]);
+        assert_ne!(a.q.state(), c.q.state());
+        // It reads back as it was: a leased get without a clock stays a leased get.
+        let mut d = queue(int(0));
+        d.parks(A, "get", vec![]);
+        d.parks(A, "get_leased", vec![Value::Bool(true), Value::None, Value::None]);
+        d.parks(A, "get_leased", vec![Value::Bool(true), Value::Float(5.0), Value::Float(2.0)]);
+        let back: QueueObject = rmp_serde::from_slice(&d.q.state()).unwrap();
+        assert_eq!(back.state(), d.q.state());
+        let takes: Vec<Takes> = back.getters.values().map(|g| g.takes).collect();
+        assert_eq!(takes, [Takes::Item, Takes::Lease(None), Takes::Lease(Some(Duration::from_secs(2)))]);
     }
 
     #[test]
@@ -1287,6 +1431,11 @@ mod tests {
             &names[..10],
             ["empty", "full", "get", "get_nowait", "join", "put", "put_nowait", "qsize", "task_done", "shutdown"]
         );
+        let marked = |pick: fn(&MethodSpec) -> bool| -> Vec<&str> {
+            METHODS.iter().filter(|m| pick(m)).map(|m| m.name).collect()
+        };
+        assert_eq!(marked(|m| m.read_only), ["empty", "full", "qsize", "leased"]);
+        assert_eq!(marked(|m| m.stores), ["put", "put_nowait", "unget"]);
         let q = QueueObject::new(Kind::JoinableQueue, Args::from_values("Queue", vec![])).unwrap();
         assert_eq!(q.kind(), Kind::JoinableQueue);
     }

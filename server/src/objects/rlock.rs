@@ -9,6 +9,12 @@
 //! releases, and when its session ends the lock is released however deep the
 //! recursion, and the next waiter is served.
 //!
+//! A release that frees the lock hands it straight to the first waiter in line, as a
+//! delivery naming the new hold's fencing token ([`Reclaim::Grant`]). A waiter whose
+//! caller left is removed by its `Abandon`; a hand-off that never reached its caller
+//! comes back in that `Abandon`, which drops the hold with exactly that token (if it
+//! is still the current one) and serves the next waiter.
+//!
 //! Methods: Python's `acquire(blocking=True, timeout=-1)` → bool and `release()`, each
 //! with agora's optional `owner`; agora's `acquire_fenced(blocking=True, timeout=-1,
 //! owner=None)` → the hold's fencing token or `False` (re-entrant acquires answer the
@@ -17,14 +23,15 @@
 
 use std::collections::VecDeque;
 
-use agora_proto::native::Kind;
+use agora_proto::native::{Kind, ObjectId};
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::condition::ConditionLock;
 use super::grants::{self, lock_wait, owner_arg, Answer, Wait};
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
-use crate::waiter::{self, Completion, Waiter};
+use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Undelivered, Waiter};
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `RLock()`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::new("RLock", &[]);
@@ -40,36 +47,34 @@ const METHODS: &[MethodSpec] = &[
 const NOT_OWNED: &str = "cannot release un-acquired lock";
 
 /// Who holds the lock, how deep, and under which token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Hold {
-    session: u64,
+    session: SessionId,
     owner: Option<String>,
     count: u64,
     token: u64,
-    /// The parked call it was handed to, if it was handed off (for `abandon`).
-    ticket: Option<u64>,
     /// The Condition it was first acquired through (0: directly).
-    via: u64,
+    via: ObjectId,
 }
 
 impl Hold {
-    fn is(&self, session: u64, owner: &Option<String>) -> bool {
+    fn is(&self, session: SessionId, owner: &Option<String>) -> bool {
         self.session == session && self.owner == *owner
     }
 }
 
 /// One waiting acquire (or condition re-acquire, which restores `count`).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Queued {
     waiter: Waiter,
     owner: Option<String>,
     count: u64,
     answer: Answer,
-    via: u64,
+    via: ObjectId,
 }
 
 /// A shared re-entrant lock.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct RLockObject {
     hold: Option<Hold>,
     queue: VecDeque<Queued>,
@@ -86,37 +91,45 @@ impl RLockObject {
         self.hold.is_some()
     }
 
-    /// An acquire by `owner` of `caller`'s session.
-    fn acquire(&mut self, caller: Caller, owner: Option<String>, wait: Wait, answer: Answer, via: u64) -> Outcome {
+    /// An acquire by `owner` of the caller's session.
+    fn acquire(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        owner: Option<String>,
+        wait: Wait,
+        answer: Answer,
+        via: ObjectId,
+    ) -> Outcome {
+        let session = ctx.caller();
         match &mut self.hold {
-            Some(hold) if hold.is(caller.session, &owner) => {
+            Some(hold) if hold.is(session, &owner) => {
                 hold.count += 1;
                 Outcome::Ready(answer.value(hold.token))
             }
             None => {
-                let token = grants::next_token();
-                self.hold = Some(Hold { session: caller.session, owner, count: 1, token, ticket: None, via });
+                let token = ctx.token();
+                self.hold = Some(Hold { session, owner, count: 1, token, via });
                 Outcome::Ready(answer.value(token))
             }
             Some(_) => match wait {
                 Wait::No => Outcome::Ready(Answer::nothing()),
-                Wait::Until(deadline) => {
-                    let (waiter, parked) = waiter::park(caller.session, deadline);
+                Wait::For(wait) => {
+                    let waiter = ctx.park(Wait::deadline(wait, ctx.now()));
                     self.queue.push_back(Queued { waiter, owner, count: 1, answer, via });
-                    Outcome::Park(parked)
+                    Outcome::Parked
                 }
             },
         }
     }
 
     /// One level of `owner`'s hold.
-    fn release(&mut self, session: u64, owner: &Option<String>) -> Result<(), WireError> {
+    fn release(&mut self, ctx: &mut Ctx<'_>, owner: &Option<String>) -> Result<(), WireError> {
         match &mut self.hold {
-            Some(hold) if hold.is(session, owner) => {
+            Some(hold) if hold.is(ctx.caller(), owner) => {
                 hold.count -= 1;
                 if hold.count == 0 {
                     self.hold = None;
-                    self.serve();
+                    self.serve(ctx);
                 }
                 Ok(())
             }
@@ -124,17 +137,17 @@ impl RLockObject {
         }
     }
 
-    /// One level (or all) of the hold with `token`, if `session` owns it.
-    fn release_fenced(&mut self, session: u64, token: Value, fully: bool) -> Result<(), WireError> {
+    /// One level (or all) of the hold with `token`, if the caller's session owns it.
+    fn release_fenced(&mut self, ctx: &mut Ctx<'_>, token: Value, fully: bool) -> Result<(), WireError> {
         let Some(token) = token.as_index() else {
             return Err(WireError::type_error(format!("token must be an int, not {}", token.type_name())));
         };
         match &mut self.hold {
-            Some(hold) if hold.session == session && hold.token == token as u64 => {
+            Some(hold) if hold.session == ctx.caller() && hold.token == token as u64 => {
                 hold.count = if fully { 0 } else { hold.count - 1 };
                 if hold.count == 0 {
                     self.hold = None;
-                    self.serve();
+                    self.serve(ctx);
                 }
                 Ok(())
             }
@@ -142,42 +155,45 @@ impl RLockObject {
         }
     }
 
-    /// Hands a free lock to the first waiter still there.
-    fn serve(&mut self) {
-        while self.hold.is_none() {
-            let Some(Queued { waiter, owner, count, answer, via }) = self.queue.pop_front() else { break };
-            let token = grants::next_token();
-            let ticket = Some(waiter.ticket());
-            self.hold = Some(Hold { session: waiter.session(), owner, count, token, ticket, via });
-            if waiter.complete(Ok(answer.value(token))).is_err() {
-                // Its caller is gone: nobody got the lock.
+    /// Hands a free lock to the first waiter in line.
+    fn serve(&mut self, ctx: &mut Ctx<'_>) {
+        if self.hold.is_some() {
+            return;
+        }
+        let Some(Queued { waiter, owner, count, answer, via }) = self.queue.pop_front() else { return };
+        let token = ctx.token();
+        self.hold = Some(Hold { session: waiter.session, owner, count, token, via });
+        ctx.deliver(waiter, Ok(answer.value(token)), Reclaim::Grant(token));
+    }
+
+    /// The deadline of waiter `ticket` passed: if it is queued (and not a condition
+    /// re-acquire, which waits on without a deadline), remove it and answer `False`.
+    fn expire_ticket(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        let Some(i) = self.queue.iter().position(|q| q.waiter.ticket == ticket) else { return };
+        if !self.queue[i].answer.expires() {
+            return;
+        }
+        let queued = self.queue.remove(i).expect("found");
+        ctx.deliver(queued.waiter, Ok(Answer::nothing()), Reclaim::Nothing);
+    }
+
+    /// The caller of `ticket` is gone: forget its waiter, and if the lock was handed to
+    /// it and never arrived, drop that hold (if it is still the current one).
+    fn abandon_ticket(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.queue.retain(|q| q.waiter.ticket != ticket);
+        if let Some(Undelivered { reclaim: Reclaim::Grant(token), .. }) = undelivered {
+            if self.hold.as_ref().is_some_and(|h| h.token == token) {
                 self.hold = None;
+                self.serve(ctx);
             }
         }
     }
 
-    fn expire_ticket(&mut self, ticket: u64) -> Option<Completion> {
-        let i = self.queue.iter().position(|q| q.waiter.ticket() == ticket)?;
-        if !self.queue[i].answer.expires() {
-            return None;
-        }
-        self.queue.remove(i);
-        Some(Ok(Answer::nothing()))
-    }
-
-    fn abandon_ticket(&mut self, ticket: u64, delivered: bool) {
-        self.queue.retain(|q| q.waiter.ticket() != ticket);
-        if delivered && self.hold.as_ref().is_some_and(|h| h.ticket == Some(ticket)) {
-            self.hold = None;
-            self.serve();
-        }
-    }
-
-    fn end_session(&mut self, session: u64, via: Option<u64>) {
+    fn end_session(&mut self, ctx: &mut Ctx<'_>, session: SessionId, via: Option<ObjectId>) {
         let ends = |h: &Hold| h.session == session && via.is_none_or(|v| h.via == v);
         if self.hold.as_ref().is_some_and(ends) {
             self.hold = None;
-            self.serve();
+            self.serve(ctx);
         }
     }
 }
@@ -191,21 +207,21 @@ impl SharedObject for RLockObject {
         METHODS
     }
 
-    fn call(&mut self, caller: Caller, method: &str, mut args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
         match method {
             "acquire" | "acquire_fenced" => {
                 let wait = lock_wait(args.bool_or(0, true), args.take(1))?;
                 let owner = owner_arg(args.take(2))?;
                 let answer = if method == "acquire" { Answer::Bool } else { Answer::Token };
-                Ok(self.acquire(caller, owner, wait, answer, 0))
+                Ok(self.acquire(ctx, owner, wait, answer, 0))
             }
             "release" => {
                 let owner = owner_arg(args.take(0))?;
-                self.release(caller.session, &owner).map(|()| Value::None.into())
+                self.release(ctx, &owner).map(|()| Value::None.into())
             }
             "release_fenced" => {
                 let (token, fully) = (args.required(0), args.bool_or(1, false));
-                self.release_fenced(caller.session, token, fully).map(|()| Value::None.into())
+                self.release_fenced(ctx, token, fully).map(|()| Value::None.into())
             }
             other => Err(WireError::new(ErrorCode::Internal, format!("RLock has no method '{other}'"))),
         }
@@ -223,6 +239,10 @@ impl SharedObject for RLockObject {
         Dict::from_pairs(pairs.into_iter().map(|(k, v)| (Value::Str(k.into()), v))).map(Value::Dict).unwrap_or_default()
     }
 
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
+    }
+
     fn repr(&self) -> String {
         let (state, owner, count) = match &self.hold {
             Some(h) => ("locked", h.session, h.count),
@@ -231,40 +251,55 @@ impl SharedObject for RLockObject {
         format!("<{state} _thread.RLock object owner={owner} count={count} at {}>", grants::address(self))
     }
 
-    fn expire(&mut self, ticket: u64) -> Option<Completion> {
-        self.expire_ticket(ticket)
+    fn holds_session_state(&self) -> bool {
+        true
     }
 
-    fn abandon(&mut self, _caller: Caller, ticket: u64, delivered: Option<Value>) {
-        self.abandon_ticket(ticket, delivered.is_some());
+    fn as_condition_lock(&mut self) -> Option<&mut dyn ConditionLock> {
+        Some(self)
     }
 
-    fn session_ended(&mut self, session: u64) {
-        self.end_session(session, None);
+    fn expire(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        self.expire_ticket(ctx, ticket);
+    }
+
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.abandon_ticket(ctx, ticket, undelivered);
+    }
+
+    fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
+        self.end_session(ctx, session, None);
     }
 }
 
 impl ConditionLock for RLockObject {
-    fn acquire_via(&mut self, caller: Caller, owner: Option<String>, wait: Wait, answer: Answer, via: u64) -> Outcome {
-        self.acquire(caller, owner, wait, answer, via)
+    fn acquire_via(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        owner: Option<String>,
+        wait: Wait,
+        answer: Answer,
+        via: ObjectId,
+    ) -> Outcome {
+        self.acquire(ctx, owner, wait, answer, via)
     }
 
-    fn release_via(&mut self, caller: Caller, owner: &Option<String>) -> Result<(), WireError> {
-        self.release(caller.session, owner)
+    fn release_via(&mut self, ctx: &mut Ctx<'_>, owner: &Option<String>) -> Result<(), WireError> {
+        self.release(ctx, owner)
     }
 
-    fn release_token(&mut self, caller: Caller, token: Value, fully: bool) -> Result<(), WireError> {
-        self.release_fenced(caller.session, token, fully)
+    fn release_token(&mut self, ctx: &mut Ctx<'_>, token: Value, fully: bool) -> Result<(), WireError> {
+        self.release_fenced(ctx, token, fully)
     }
 
-    fn is_owned(&self, session: u64, owner: &Option<String>) -> bool {
+    fn is_owned(&self, session: SessionId, owner: &Option<String>) -> bool {
         self.hold.as_ref().is_some_and(|h| h.is(session, owner))
     }
 
-    fn release_save(&mut self, session: u64, owner: &Option<String>) -> Result<u64, WireError> {
+    fn release_save(&mut self, ctx: &mut Ctx<'_>, owner: &Option<String>) -> Result<u64, WireError> {
         match self.hold.take() {
-            Some(hold) if hold.is(session, owner) => {
-                self.serve();
+            Some(hold) if hold.is(ctx.caller(), owner) => {
+                self.serve(ctx);
                 Ok(hold.count)
             }
             other => {
@@ -274,21 +309,29 @@ impl ConditionLock for RLockObject {
         }
     }
 
-    fn reacquire(&mut self, waiter: Waiter, owner: Option<String>, count: u64, answer: Answer, via: u64) {
+    fn reacquire(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        waiter: Waiter,
+        owner: Option<String>,
+        count: u64,
+        answer: Answer,
+        via: ObjectId,
+    ) {
         self.queue.push_back(Queued { waiter, owner, count, answer, via });
-        self.serve();
+        self.serve(ctx);
     }
 
-    fn expire_waiter(&mut self, ticket: u64) -> Option<Completion> {
-        self.expire_ticket(ticket)
+    fn expire_waiter(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket) {
+        self.expire_ticket(ctx, ticket);
     }
 
-    fn abandon_waiter(&mut self, ticket: u64, delivered: bool) {
-        self.abandon_ticket(ticket, delivered);
+    fn abandon_waiter(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
+        self.abandon_ticket(ctx, ticket, undelivered);
     }
 
-    fn session_ended_via(&mut self, session: u64, via: u64) {
-        self.end_session(session, Some(via));
+    fn session_ended_via(&mut self, ctx: &mut Ctx<'_>, session: SessionId, via: ObjectId) {
+        self.end_session(ctx, session, Some(via));
     }
 
     fn describe(&self) -> String {
@@ -299,19 +342,32 @@ impl ConditionLock for RLockObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Harness;
 
-    const A: Caller = Caller { session: 1 };
-    const B: Caller = Caller { session: 2 };
+    const A: SessionId = 1;
+    const B: SessionId = 2;
 
-    fn call(lock: &mut RLockObject, caller: Caller, method: &'static str, args: Vec<Value>) -> Outcome {
-        lock.call(caller, method, Args::from_values(method, args)).unwrap()
+    fn call(
+        h: &mut Harness,
+        lock: &mut RLockObject,
+        caller: SessionId,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> Outcome {
+        lock.call(&mut h.ctx(caller), method, Args::from_values(method, args)).unwrap()
     }
 
     fn ready(outcome: Outcome) -> Value {
         match outcome {
             Outcome::Ready(v) => v,
-            Outcome::Park(_) => panic!("parked"),
+            Outcome::Parked => panic!("parked"),
         }
+    }
+
+    /// The ticket of a call that must park.
+    fn parks(h: &mut Harness, outcome: Outcome) -> Ticket {
+        assert_eq!(outcome, Outcome::Parked);
+        h.parked().expect("a parked call").ticket
     }
 
     fn owner(name: &str) -> Value {
@@ -320,34 +376,89 @@ mod tests {
 
     #[test]
     fn reentrant_per_owner_with_one_token_per_hold() {
+        let mut h = Harness::default();
         let mut lock = RLockObject::default();
         let no = Value::None;
-        let t1 = ready(call(&mut lock, A, "acquire_fenced", vec![Value::Bool(true), no.clone(), owner("t1")]));
-        let again = ready(call(&mut lock, A, "acquire_fenced", vec![Value::Bool(true), no.clone(), owner("t1")]));
+        let t1 = ready(call(&mut h, &mut lock, A, "acquire_fenced", vec![Value::Bool(true), no.clone(), owner("t1")]));
+        let again =
+            ready(call(&mut h, &mut lock, A, "acquire_fenced", vec![Value::Bool(true), no.clone(), owner("t1")]));
         assert_eq!(t1, again, "re-entrant acquires answer the same token");
         // Another owner of the same session, and another session, are refused.
         let other = vec![Value::Bool(false), no.clone(), owner("t2")];
-        assert_eq!(ready(call(&mut lock, A, "acquire", other)), Value::Bool(false));
-        assert_eq!(ready(call(&mut lock, B, "acquire", vec![Value::Bool(false)])), Value::Bool(false));
-        let err = lock.call(B, "release", Args::from_values("release", vec![])).unwrap_err();
+        assert_eq!(ready(call(&mut h, &mut lock, A, "acquire", other)), Value::Bool(false));
+        assert_eq!(ready(call(&mut h, &mut lock, B, "acquire", vec![Value::Bool(false)])), Value::Bool(false));
+        let err = lock.call(&mut h.ctx(B), "release", Args::from_values("release", vec![])).unwrap_err();
         assert_eq!((err.code, err.message.as_str()), (ErrorCode::RuntimeError, "cannot release un-acquired lock"));
-        ready(call(&mut lock, A, "release", vec![owner("t1")]));
+        ready(call(&mut h, &mut lock, A, "release", vec![owner("t1")]));
         assert!(lock.is_locked(), "one level left");
-        ready(call(&mut lock, A, "release", vec![owner("t1")]));
+        ready(call(&mut h, &mut lock, A, "release", vec![owner("t1")]));
         assert!(!lock.is_locked());
-        let t2 = ready(call(&mut lock, B, "acquire_fenced", vec![]));
+        let t2 = ready(call(&mut h, &mut lock, B, "acquire_fenced", vec![]));
         assert!(t2.as_index() > t1.as_index());
     }
 
-    #[tokio::test]
-    async fn a_session_end_releases_the_whole_hold_and_serves_the_next() {
+    #[test]
+    fn a_session_end_releases_the_whole_hold_and_serves_the_next() {
+        let mut h = Harness::default();
         let mut lock = RLockObject::default();
-        ready(call(&mut lock, A, "acquire", vec![]));
-        ready(call(&mut lock, A, "acquire", vec![]));
-        let Outcome::Park(mut parked) = call(&mut lock, B, "acquire", vec![]) else { panic!("B waits") };
-        lock.session_ended(A.session);
-        assert_eq!(parked.rx.try_recv().unwrap().unwrap(), Value::Bool(true));
-        assert!(lock.is_owned(B.session, &None));
+        ready(call(&mut h, &mut lock, A, "acquire", vec![]));
+        ready(call(&mut h, &mut lock, A, "acquire", vec![]));
+        let outcome = call(&mut h, &mut lock, B, "acquire", vec![]);
+        let waiting = parks(&mut h, outcome);
+        lock.session_ended(&mut h.ctx(A), A);
+        let delivery = h.delivered_to(waiting).expect("B was served");
+        assert_eq!(delivery.completion.unwrap(), Value::Bool(true));
+        assert!(matches!(delivery.reclaim, Reclaim::Grant(_)));
+        assert!(lock.is_owned(B, &None));
         assert!(lock.repr().starts_with("<locked _thread.RLock object owner=2 count=1 at 0x"));
+    }
+
+    #[test]
+    fn an_undelivered_hand_off_drops_the_hold_and_serves_the_next() {
+        let mut h = Harness::default();
+        let mut lock = RLockObject::default();
+        ready(call(&mut h, &mut lock, A, "acquire", vec![]));
+        let outcome = call(&mut h, &mut lock, B, "acquire_fenced", vec![]);
+        let gone = parks(&mut h, outcome);
+        let outcome = call(&mut h, &mut lock, 3, "acquire", vec![]);
+        let next = parks(&mut h, outcome);
+        ready(call(&mut h, &mut lock, A, "release", vec![]));
+        let delivery = h.delivered_to(gone).expect("B was handed the lock");
+        let token = delivery.completion.clone().unwrap().as_index().unwrap() as u64;
+        assert_eq!(delivery.reclaim, Reclaim::Grant(token));
+        assert!(lock.is_owned(B, &None));
+        // B's caller had left: the hold with that token is dropped, and 3 is served.
+        lock.abandon(&mut h.ctx(B), gone, delivery.undelivered());
+        assert_eq!(h.delivered_to(next).unwrap().completion.unwrap(), Value::Bool(true));
+        assert!(lock.is_owned(3, &None));
+        // A stale grant coming back takes nothing from the current holder.
+        let stale = Undelivered { reclaim: Reclaim::Grant(token), value: Value::Int(token as i64) };
+        lock.abandon(&mut h.ctx(B), gone, Some(stale));
+        assert!(lock.is_owned(3, &None));
+    }
+
+    #[test]
+    fn a_waiter_that_left_is_removed_and_expiry_after_delivery_is_a_no_op() {
+        let mut h = Harness::default();
+        let mut lock = RLockObject::default();
+        ready(call(&mut h, &mut lock, A, "acquire", vec![]));
+        let outcome = call(&mut h, &mut lock, B, "acquire", vec![Value::Bool(true), Value::Float(5.0)]);
+        let left = parks(&mut h, outcome);
+        let outcome = call(&mut h, &mut lock, 3, "acquire", vec![Value::Bool(true), Value::Float(5.0)]);
+        let timed = parks(&mut h, outcome);
+        let outcome = call(&mut h, &mut lock, 4, "acquire", vec![]);
+        let served = parks(&mut h, outcome);
+        // B's caller left while queued; 3 timed out.
+        lock.abandon(&mut h.ctx(B), left, None);
+        lock.expire(&mut h.ctx(3), timed);
+        assert_eq!(h.delivered_to(timed).unwrap().completion.unwrap(), Value::Bool(false));
+        ready(call(&mut h, &mut lock, A, "release", vec![]));
+        assert!(h.delivered_to(left).is_none());
+        assert_eq!(h.delivered_to(served).unwrap().completion.unwrap(), Value::Bool(true));
+        assert!(lock.is_owned(4, &None));
+        // An expiry that comes after the hand-off changes nothing.
+        lock.expire(&mut h.ctx(4), served);
+        assert!(h.deliveries().is_empty());
+        assert!(lock.is_owned(4, &None));
     }
 }

@@ -11,7 +11,8 @@
 //! - [`int_arg`] converts an int argument with CPython's errors, and [`check_size`]
 //!   caps what one call may build.
 //!
-//! At the end, `testing` (tests only) drives any object through its method specs.
+//! At the end, `testing` (tests only) drives any object through its method specs, and
+//! checks that a method declared read-only leaves the object's state unchanged.
 
 use agora_proto::slice::{slice_index, Slice};
 use agora_proto::value::{Build, Object};
@@ -243,9 +244,10 @@ pub fn search_bound(value: Option<&Value>, default: i64) -> Result<i64, WireErro
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! Drives objects the way the core does: bind the arguments against the method's
-    //! spec, then call.
-    use crate::object::{bind, Caller, MethodSpec, Outcome, SharedObject};
+    //! Drives objects the way the engine does: bind the arguments against the method's
+    //! spec, then call with a context (from a [`Harness`]).
+    use crate::engine::Harness;
+    use crate::object::{bind, MethodSpec, Outcome, SharedObject};
     use agora_proto::{ErrorCode, Value, WireError};
 
     /// Calls `method` with positional arguments.
@@ -263,7 +265,13 @@ pub(crate) mod testing {
         let spec =
             object.methods().iter().find(|spec| spec.name == method).unwrap_or_else(|| panic!("no method {method}"));
         let args = bind_kw(spec, positional, keywords)?;
-        match object.call(Caller { session: 1 }, method, args)? {
+        let before = spec.read_only.then(|| object.state());
+        let mut harness = Harness::default();
+        let result = object.call(&mut harness.ctx(1), method, args);
+        if let Some(before) = before {
+            assert_eq!(before, object.state(), "{method} is declared read-only but changed the state");
+        }
+        match result? {
             Outcome::Ready(value) => Ok(value),
             parked => panic!("{method} parked: {parked:?}"),
         }

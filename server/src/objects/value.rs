@@ -1,28 +1,31 @@
 //! The shared `Value` (Python's `SyncManager.Value(typecode, value)`): one value with
 //! `get` and `set`, plus agora's atomic `add` and `compare_and_set`.
 //!
-//! Like CPython's `managers.Value`, it keeps the typecode only for its `repr` and does
-//! no type checking: `Value('i', 'text')` is fine. This module also owns
+//! Like CPython's `managers.Value`, it keeps the typecode only for its `repr` (and
+//! `_getvalue()`, through [`SharedObject::typecode`]) and does no type checking:
+//! `Value('i', 'text')` is fine. This module also owns
 //! `add_numbers`, the numeric `+` behind `add` here and `incr` on dicts.
 
 use agora_proto::native::Kind;
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
-use crate::object::{Args, Caller, MethodSpec, Outcome, SharedObject};
+use crate::engine::Ctx;
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
 /// `Value(typecode, value, lock=True)`.
 pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Value", &["typecode", "value", "lock"], 2);
 
 /// CPython's `get` and `set`, then agora's atomic operations.
 const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("get", &[]),
-    MethodSpec::new("set", &["value"]),
+    MethodSpec::new("get", &[]).read_only(),
+    MethodSpec::new("set", &["value"]).stores(),
     MethodSpec::new("add", &["delta"]),
-    MethodSpec::new("compare_and_set", &["expected", "new"]),
+    MethodSpec::new("compare_and_set", &["expected", "new"]).stores(),
 ];
 
 /// A shared value and the typecode it was created with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValueObject {
     typecode: Value,
     value: Value,
@@ -33,12 +36,6 @@ impl ValueObject {
     /// (every call is atomic anyway).
     pub fn new(mut args: Args) -> Result<ValueObject, WireError> {
         Ok(ValueObject { typecode: args.required(0), value: args.required(1) })
-    }
-
-    /// The typecode it was created with (for CPython's `_getvalue()`, which returns a
-    /// `managers.Value(typecode, value)`).
-    pub fn typecode(&self) -> &Value {
-        &self.typecode
     }
 
     /// Runs one method.
@@ -88,12 +85,22 @@ impl SharedObject for ValueObject {
         METHODS
     }
 
-    fn call(&mut self, _caller: Caller, method: &str, args: Args) -> Result<Outcome, WireError> {
+    fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
         self.dispatch(method, args).map(Outcome::from)
     }
 
     fn snapshot(&self) -> Value {
         self.value.clone()
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(self)
+    }
+
+    /// The typecode it was created with (for CPython's `_getvalue()`, which returns a
+    /// `managers.Value(typecode, value)`).
+    fn typecode(&self) -> Option<Value> {
+        Some(self.typecode.clone())
     }
 
     /// `Value('i', 5)`, as `managers.Value.__repr__` prints it.
@@ -162,5 +169,21 @@ mod tests {
             &Value::Bool(true),
         );
         assert_py_eq(&v.snapshot(), &Value::Int(3));
+    }
+
+    #[test]
+    fn the_typecode_is_reported_through_the_contract() {
+        let v = value("d", Value::Float(1.5));
+        let object: &dyn SharedObject = &v;
+        assert_py_eq(&object.typecode().unwrap(), &s("d"));
+        let back: ValueObject = rmp_serde::from_slice(&v.state()).unwrap();
+        assert_eq!(back.repr(), "Value('d', 1.5)");
+        assert_eq!(back.state(), v.state());
+        assert_ne!(value("i", Value::Float(1.5)).state(), v.state(), "the typecode is state");
+        let marks: Vec<(&str, bool, bool)> = METHODS.iter().map(|m| (m.name, m.read_only, m.stores)).collect();
+        assert_eq!(
+            marks,
+            [("get", true, false), ("set", false, true), ("add", false, false), ("compare_and_set", false, true)]
+        );
     }
 }

@@ -3,11 +3,12 @@
 //! `dummy`, `shutdown`. Refcounts follow CPython (§4): `create` gives the object one
 //! reference, each proxy holds one through `incref`/`decref`.
 
-use agora_proto::native::Kind;
+use agora_proto::native::{Args, Kind};
 use agora_proto::{ErrorCode, Value, WireError};
 
 use super::reply::{traceback, Reply};
-use super::{exposed, ident, parse_ident, references, After, PyConn, Request};
+use super::{exposed, ident, parse_ident, After, PyConn, Request};
+use crate::engine::{Answer, Command, Keep};
 
 /// The exception type name a constructor error shows in CPython's traceback.
 fn exception_name(e: &WireError) -> String {
@@ -36,7 +37,9 @@ impl PyConn<'_> {
     /// Runs a public function (a request whose ident is `None`).
     pub(super) fn control(&mut self, request: Request) -> (Reply, After) {
         let Request { method, args, kwargs, .. } = request;
-        let registry = &self.shared.registry;
+        let parking = &self.shared.parking;
+        let engine = parking.engine();
+        let at = engine.now();
         let reply = match method.as_str() {
             "dummy" => Reply::Return(Value::None),
             "accept_connection" => {
@@ -45,28 +48,22 @@ impl PyConn<'_> {
             }
             "create" => self.create(args, kwargs),
             "incref" => match ident_arg(&args) {
-                Ok((id, text)) => match registry.incref(id) {
+                Ok((id, text)) => match parking.run_global(Command::Incref { object: id, at }) {
                     Ok(_) => Reply::Return(Value::None),
                     Err(_) => Reply::Traceback(traceback("KeyError", &format!("'{text}'"))),
                 },
                 Err(reply) => reply,
             },
             "decref" => match ident_arg(&args) {
-                Ok((id, text)) => match registry.get(id) {
-                    // As CPython: a decref with no client reference left, on an object
-                    // kept alive only by the objects holding it, is ignored.
-                    Ok(entry) if entry.only_held() => Reply::Return(Value::None),
-                    Ok(entry) => {
-                        registry.decref(&entry);
-                        Reply::Return(Value::None)
-                    }
+                Ok((id, text)) => match parking.run_global(Command::Decref { object: id, at }) {
+                    Ok(_) => Reply::Return(Value::None),
                     Err(_) => Reply::Traceback(traceback("KeyError", &format!("'{text}'"))),
                 },
                 Err(reply) => reply,
             },
             "get_methods" => match args.first().and_then(agora_proto::reference::token_fields) {
-                Some(token) => match registry.get(token.id) {
-                    Ok(entry) => Reply::Return(exposed_names(&entry)),
+                Some(token) => match exposed_names(self, token.id) {
+                    Ok(names) => Reply::Return(names),
                     Err(e) => as_traceback(e),
                 },
                 None => Reply::Traceback(traceback("TypeError", "get_methods() expects a Token")),
@@ -74,7 +71,7 @@ impl PyConn<'_> {
             // As CPython counts: objects some client (or name) holds, not those kept
             // alive only by the containers that store them.
             "number_of_objects" => {
-                Reply::Return(Value::Int(registry.all().iter().filter(|e| !e.only_held()).count() as i64))
+                Reply::Return(Value::Int(engine.objects().iter().filter(|o| !o.only_held).count() as i64))
             }
             "debug_info" => Reply::Return(Value::Str(self.debug_info().into())),
             "shutdown" => return (Reply::Return(Value::None), After::Shutdown),
@@ -94,32 +91,35 @@ impl PyConn<'_> {
         if let Some(why) = exposed::unsupported(&typeid) {
             return Reply::Traceback(traceback("NotImplementedError", why));
         }
-        let registry = &self.shared.registry;
-        let mut stored = Vec::new();
-        args.iter().chain(kwargs.iter().map(|(_, v)| v)).for_each(|v| references::referenced_ids(v, &mut stored));
-        let made = match self.shared.config.exposed(&typeid) {
-            // `--expose get_tasks=queue:tasks`: every create finds the one named object.
-            Some(exposure) => registry.open_named(&exposure.kind, &exposure.name, args, kwargs).map(|o| o.entry),
-            // SyncManager's typeids, spelled exactly, or a custom kind the embedding
-            // program registered; anything else is unknown (KeyError), as in CPython.
+        let engine = self.shared.parking.engine();
+        let (session, at) = (self.session.id(), engine.now());
+        // `--expose get_tasks=queue:tasks`: every create finds the one named object.
+        // Otherwise SyncManager's typeids, spelled exactly, or a custom kind the
+        // embedding program registered; anything else is unknown (KeyError), as in CPython.
+        let (kind, name) = match self.shared.config.exposed(&typeid) {
+            Some(exposure) => (exposure.kind.clone(), Some(exposure.name.clone())),
             None => match Kind::parse(&typeid) {
                 kind if !matches!(kind, Kind::Other(_)) && kind.as_str() != typeid => {
-                    Err(WireError::new(ErrorCode::KeyError, format!("'{typeid}'")))
+                    return as_traceback(WireError::new(ErrorCode::KeyError, format!("'{typeid}'")))
                 }
-                kind => registry.create(&kind, args, kwargs).map_err(|e| {
-                    if e == crate::objects::unsupported_kind(&kind) {
-                        WireError::new(ErrorCode::KeyError, format!("'{typeid}'"))
-                    } else {
-                        e
-                    }
-                }),
+                kind => (kind, None),
             },
         };
-        match made {
-            Ok(entry) => {
-                self.hold_all(&entry, &stored);
-                Reply::Return(Value::Tuple(vec![Value::Str(ident(entry.id()).into()), exposed_names(&entry)]))
+        let args = Args { positional: args, keywords: kwargs };
+        let command = Command::Open { session, kind: kind.clone(), name, args, keep: Keep::Reference, at };
+        let made = self.shared.parking.run(&self.session, command).map_err(|e| {
+            if e == crate::objects::unsupported_kind(&kind) {
+                WireError::new(ErrorCode::KeyError, format!("'{typeid}'"))
+            } else {
+                e
             }
+        });
+        match made {
+            Ok(Answer::Opened { object, .. }) => match exposed_names(self, object) {
+                Ok(names) => Reply::Return(Value::Tuple(vec![Value::Str(ident(object).into()), names])),
+                Err(e) => as_traceback(e),
+            },
+            Ok(other) => as_traceback(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
             Err(e) => as_traceback(e),
         }
     }
@@ -129,23 +129,24 @@ impl PyConn<'_> {
     /// leaves out, say so).
     fn debug_info(&self) -> String {
         let mut lines = Vec::new();
-        for entry in self.shared.registry.all() {
-            let repr = entry.repr().unwrap_or_default();
-            let short: String = repr.chars().take(75).collect();
-            let mut notes = entry.name().map(|n| format!(" name={n}")).unwrap_or_default();
-            if entry.only_held() {
+        for object in self.shared.parking.engine().objects() {
+            let short: String = object.repr.chars().take(75).collect();
+            let mut notes = object.name.map(|n| format!(" name={n}")).unwrap_or_default();
+            if object.only_held {
                 notes.push_str(" (kept alive by the objects storing it)");
             }
-            lines.push(format!("  {}:       refcount={}{notes}\n    {short}", ident(entry.id()), entry.refcount()));
+            lines.push(format!("  {}:       refcount={}{notes}\n    {short}", ident(object.id), object.refcount));
         }
         lines.join("\n")
     }
 }
 
-/// The exposed method names of an object: SyncManager's list for its typeid, or every
+/// The exposed method names of object `id`: SyncManager's list for its typeid, or every
 /// method of a custom kind (AutoProxy builds one Python method per name).
-fn exposed_names(entry: &crate::registry::ObjectEntry) -> Value {
-    let listed = exposed::exposed(entry.kind());
-    let names = if listed.is_empty() { entry.method_names().unwrap_or_default() } else { listed.to_vec() };
-    Value::Tuple(names.into_iter().map(|n| Value::Str(n.to_owned().into())).collect())
+fn exposed_names(conn: &PyConn<'_>, id: u64) -> Result<Value, WireError> {
+    let engine = conn.shared.parking.engine();
+    let kind = engine.kind_of(id)?;
+    let listed = exposed::exposed(&kind);
+    let names = if listed.is_empty() { engine.method_names(id)? } else { listed.to_vec() };
+    Ok(Value::Tuple(names.into_iter().map(|n| Value::Str(n.to_owned().into())).collect()))
 }

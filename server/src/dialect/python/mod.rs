@@ -5,8 +5,9 @@
 //! control connection (`create`, `incref`, `decref`, …: one request, one reply, close)
 //! or, after `accept_connection`, a client thread's persistent connection carrying its
 //! method calls one at a time. Pickles are decoded by [`agora_proto::pickle`], which
-//! never executes anything. Method calls go through the same registry and object code
-//! as the native dialect, so both dialects see the same objects.
+//! never executes anything. Like the native dialect it is a translator: requests become
+//! engine commands (`Call`, `Open`, `Incref`, `Decref`, `Iterate`…) applied through the
+//! parking layer, so both dialects see the same objects under the same rules.
 //!
 //! Ownership (RLock, Condition, lock grants, leases) belongs to the persistent
 //! connection's session and is released when it closes — unlike CPython, whose
@@ -14,7 +15,7 @@
 //!
 //! Nested proxies (a proxy stored inside a managed object) are references by ident
 //! (module `references`): the container keeps the referenced object alive until it is
-//! freed itself, and a reference sent back to a client on this machine carries the
+//! freed itself (the engine's rule, for both dialects), and a reference sent back to a client on this machine carries the
 //! authkey, so CPython's client can rebuild it without the
 //! `current_process().authkey` workaround (never over non-loopback TCP).
 //!
@@ -33,13 +34,10 @@ use agora_proto::{pickle, ErrorCode, Value, WireError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::engine::{Access, Answer, Command, Completion, Parked, Session, Ticket};
 use crate::listener::Transport;
-use crate::object::{Caller, Outcome};
-use crate::objects::iterator::{self, IteratorObject};
-use crate::registry::ObjectEntry;
+use crate::parking::{Mail, Mailbox};
 use crate::server::Shared;
-use crate::session::Session;
-use crate::waiter::{settle, Completion, Parked};
 use reply::{traceback, Reply};
 
 /// One decoded request: `(ident, methodname, args, kwds)`.
@@ -105,6 +103,9 @@ pub async fn refuse<S: Transport>(stream: &mut S, error: &WireError) {
 /// One CPython connection.
 struct PyConn<'a> {
     session: Session,
+    mailbox: Mailbox,
+    /// The call waiting when the client went away, to be abandoned.
+    left_waiting: Option<(u64, Ticket)>,
     shared: &'a Shared,
     /// Set by `accept_connection`: this is a client thread's persistent connection.
     persistent: bool,
@@ -122,11 +123,25 @@ enum After {
 }
 
 /// Serves a CPython client whose first frame (a pickled request) was already read.
-pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
+pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
     let outgoing =
         references::Outgoing::new(stream.peer_is_local(), &shared.config.authkey, stream.local_address().as_ref());
-    let mut conn =
-        PyConn { session: Session::new(shared.registry.clone()), shared: &shared, persistent: false, outgoing };
+    let (session, mailbox) = shared.parking.open();
+    let mut conn = PyConn { session, mailbox, left_waiting: None, shared: &shared, persistent: false, outgoing };
+    serve_requests(&mut stream, rbuf, first, peer, &mut conn).await;
+    let PyConn { session, mailbox, left_waiting, .. } = conn;
+    shared.parking.close(session, mailbox, left_waiting);
+}
+
+/// The request loop of one CPython connection; returns when it is done.
+async fn serve_requests<S: Transport>(
+    stream: &mut S,
+    mut rbuf: BytesMut,
+    first: Bytes,
+    peer: &str,
+    conn: &mut PyConn<'_>,
+) {
+    let shared = conn.shared;
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
     let mut next = Some(first);
@@ -138,7 +153,7 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
                 let read = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    read = read_request(&mut stream, &mut rbuf, max_frame) => read,
+                    read = read_request(stream, &mut rbuf, max_frame) => read,
                 };
                 match read {
                     Ok(body) => body,
@@ -153,7 +168,7 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
         let (mut reply, after) = match parse_request(&body) {
             // CPython answers an undecodable request with a traceback and carries on.
             Err(why) => (Reply::Traceback(traceback("pickle.UnpicklingError", &why)), After::Continue),
-            Ok(request) => match conn.handle(request, &mut stream, &mut rbuf).await {
+            Ok(request) => match conn.handle(request, stream, &mut rbuf).await {
                 Some(done) => done,
                 None => return, // the client went away while its call was parked
             },
@@ -182,10 +197,6 @@ pub async fn serve<S: Transport>(mut stream: S, mut rbuf: BytesMut, first: Bytes
 }
 
 impl PyConn<'_> {
-    fn caller(&self) -> Caller {
-        Caller { session: self.session.id() }
-    }
-
     /// Runs one request; `None` if the client disconnected while it was parked.
     async fn handle<S: Transport>(
         &mut self,
@@ -202,113 +213,106 @@ impl PyConn<'_> {
             };
             return Some((reply, after));
         };
-        let entry = match parse_ident(&ident).and_then(|id| self.shared.registry.get(id).ok()) {
-            Some(entry) => entry,
-            None => return Some((Reply::Traceback(traceback("KeyError", &format!("'{ident}'"))), After::Continue)),
+        let engine = self.shared.parking.engine();
+        let Some((id, kind)) = parse_ident(&ident).and_then(|id| Some((id, engine.kind_of(id).ok()?))) else {
+            return Some((Reply::Traceback(traceback("KeyError", &format!("'{ident}'"))), After::Continue));
         };
         let reply = match request.method.as_str() {
-            "#GETVALUE" => getvalue(&entry),
+            "#GETVALUE" => getvalue(self.shared, id),
             "__repr__" | "__str__" => {
-                entry.repr().map(|r| Value::Str(r.into())).map_or_else(Reply::Error, Reply::Return)
+                engine.repr(id).map(|r| Value::Str(r.into())).map_or_else(Reply::Error, Reply::Return)
             }
-            method if !is_exposed(&entry, method) => Reply::Traceback(traceback(
+            method if !is_exposed(self.shared, id, &kind, method) => Reply::Traceback(traceback(
                 "AttributeError",
-                &format!("method '{method}' of <class '{}'> object is not in exposed", entry.kind()),
+                &format!("method '{method}' of <class '{kind}'> object is not in exposed"),
             )),
-            "__iter__" => self.iterate(&entry),
+            "__iter__" => self.iterate(id),
             _ => {
-                if holds_session_state(entry.kind()) {
-                    self.session.touch(&entry);
-                }
-                let caller = self.caller();
-                let stored = stored_references(&request);
-                let reply = match entry.call(caller, &request.method, request.args, request.kwargs) {
-                    Ok(Outcome::Ready(value)) => Reply::Return(value),
-                    Ok(Outcome::Park(parked)) => {
-                        match wait_parked(&entry, caller, parked, stream, rbuf, self.shared).await {
-                            Some(Ok(value)) => Reply::Return(value),
-                            Some(Err(e)) => Reply::Error(e),
-                            None => return None,
-                        }
+                let (session, at) = (self.session.id(), engine.now());
+                let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
+                let command =
+                    Command::Call { session, object: id, access: Access::Id, method: request.method.into(), args, at };
+                match self.shared.parking.run(&self.session, command) {
+                    Ok(Answer::Value(value)) => Reply::Return(value),
+                    Ok(Answer::Parked(parked)) => match self.wait_parked(id, parked, stream, rbuf).await {
+                        Some(Ok(value)) => Reply::Return(value),
+                        Some(Err(e)) => Reply::Error(e),
+                        None => return None,
+                    },
+                    Ok(other) => {
+                        Reply::Error(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}")))
                     }
                     Err(e) => Reply::Error(e),
-                };
-                if matches!(reply, Reply::Return(_)) {
-                    // Before the reply: the caller's own proxies keep them alive until then.
-                    self.hold_all(&entry, &stored);
                 }
-                reply
             }
         };
         Some((reply, After::Continue))
     }
 
-    /// Makes `container` keep alive the objects referenced in what was stored into it.
-    fn hold_all(&self, container: &ObjectEntry, ids: &[u64]) {
-        for &id in ids {
-            // A reference to an object that is already gone stays a dangling value, as in CPython.
-            let _ = self.shared.registry.hold(container, id);
+    /// `iter(dict_proxy)`: a snapshot of the keys as a new Iterator object, sent as `#PROXY`.
+    fn iterate(&mut self, id: u64) -> Reply {
+        let command =
+            Command::Iterate { session: self.session.id(), object: id, at: self.shared.parking.engine().now() };
+        match self.shared.parking.run(&self.session, command) {
+            Ok(Answer::Opened { object, kind, .. }) => Reply::Proxy {
+                exposed: exposed::exposed(&kind),
+                typeid: crate::objects::iterator::TYPEID,
+                ident: ident(object),
+            },
+            Ok(other) => Reply::Error(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
+            Err(e) => Reply::Error(e),
         }
     }
 
-    /// `iter(dict_proxy)`: a snapshot of the keys as a new Iterator object, sent as `#PROXY`.
-    fn iterate(&mut self, entry: &Arc<ObjectEntry>) -> Reply {
-        let keys = match entry.call(self.caller(), "keys", vec![], vec![]) {
-            Ok(Outcome::Ready(Value::List(keys))) => keys,
-            Ok(_) => return Reply::Error(WireError::new(ErrorCode::Internal, "keys() did not return a list")),
-            Err(e) => return Reply::Error(e),
-        };
-        let kind = agora_proto::native::Kind::Other(iterator::TYPEID.to_owned());
-        let iterator = self.shared.registry.adopt(kind.clone(), Box::new(IteratorObject::over(entry.clone(), keys)));
-        Reply::Proxy { exposed: exposed::exposed(&kind), typeid: iterator::TYPEID, ident: ident(iterator.id()) }
+    /// Waits for a parked call's answer while watching the connection: a client that
+    /// disconnects (killed while blocked in `q.get()`) leaves its call to be abandoned,
+    /// so it takes nothing; so does a shutdown.
+    async fn wait_parked<S: Transport>(
+        &mut self,
+        object: u64,
+        parked: Parked,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+    ) -> Option<Completion> {
+        let _waiting = self.shared.parking.engine().waiting(object);
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let mail = tokio::select! {
+                mail = self.mailbox.recv() => mail,
+                _ = peer_closed(stream, rbuf) => None,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            match mail {
+                Some(Mail::Delivery(delivery)) if delivery.waiter.ticket == parked.ticket => {
+                    return Some(delivery.completion);
+                }
+                // Not this call's (one abandoned earlier): it goes back.
+                Some(Mail::Delivery(other)) => self.shared.parking.return_delivery(other),
+                Some(Mail::Silence) => {}
+                None => {
+                    self.left_waiting = Some((object, parked.ticket));
+                    return None;
+                }
+            }
+        }
     }
 }
 
-/// True for kinds that keep something per session (lock grants, permits, RLock and
-/// Condition ownership, queue leases; custom kinds may), which must hear when this
-/// connection ends. The session remembers every object it touched until then, so
-/// data objects (and dict iterators) are left out: a long-lived connection that
-/// makes and drops many of them must not keep them all in memory.
-fn holds_session_state(kind: &agora_proto::native::Kind) -> bool {
-    use agora_proto::native::Kind;
-    match kind {
-        Kind::Lock
-        | Kind::RLock
-        | Kind::Semaphore
-        | Kind::BoundedSemaphore
-        | Kind::Condition
-        | Kind::Queue
-        | Kind::JoinableQueue => true,
-        Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Event | Kind::Barrier => false,
-        Kind::Other(typeid) => typeid != iterator::TYPEID,
-    }
-}
-
-/// The objects referenced in the arguments of a call that stores its arguments.
-fn stored_references(request: &Request) -> Vec<u64> {
-    let mut ids = Vec::new();
-    if references::stores_arguments(&request.method) {
-        request.args.iter().chain(request.kwargs.iter().map(|(_, v)| v)).for_each(|v| {
-            references::referenced_ids(v, &mut ids);
-        });
-    }
-    ids
-}
-
-/// True if a CPython client may call `method` on `entry` (custom kinds expose all).
-fn is_exposed(entry: &ObjectEntry, method: &str) -> bool {
-    let names = exposed::exposed(entry.kind());
+/// True if a CPython client may call `method` on object `id` of `kind` (custom kinds
+/// expose all their methods).
+fn is_exposed(shared: &Shared, id: u64, kind: &agora_proto::native::Kind, method: &str) -> bool {
+    let names = exposed::exposed(kind);
     if names.is_empty() {
-        return entry.method(method).is_ok();
+        return shared.parking.engine().has_method(id, method);
     }
     names.contains(&method)
 }
 
 /// `_getvalue()`: a copy of the referent, shaped as CPython's server would pickle it.
-fn getvalue(entry: &ObjectEntry) -> Reply {
+fn getvalue(shared: &Shared, id: u64) -> Reply {
     use agora_proto::native::Kind;
     use agora_proto::value::{Build, Dict, Object};
-    let snapshot = match entry.snapshot() {
+    let (kind, snapshot, typecode) = match shared.parking.engine().value_of(id) {
         Ok(v) => v,
         Err(e) => return Reply::Error(e),
     };
@@ -322,15 +326,9 @@ fn getvalue(entry: &ObjectEntry) -> Reply {
             dict_items: vec![],
         }))
     };
-    match entry.kind() {
+    match kind {
         Kind::Value => {
-            let typecode = entry
-                .with_object(|o| {
-                    o.as_any_mut().downcast_mut::<crate::objects::value::ValueObject>().map(|v| v.typecode().clone())
-                })
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let typecode = typecode.unwrap_or_default();
             let state =
                 Dict::from_pairs([(Value::Str("_typecode".into()), typecode), (Value::Str("_value".into()), snapshot)]);
             state.map(|s| Reply::Return(instance("Value", s))).unwrap_or_else(Reply::Error)
@@ -341,29 +339,6 @@ fn getvalue(entry: &ObjectEntry) -> Reply {
         },
         _ => Reply::Return(snapshot),
     }
-}
-
-/// Waits for a parked call while watching the connection: a client that disconnects
-/// (killed while blocked in `q.get()`) abandons its call, so it takes nothing.
-async fn wait_parked<S: Transport>(
-    entry: &ObjectEntry,
-    caller: Caller,
-    parked: Parked,
-    stream: &mut S,
-    rbuf: &mut BytesMut,
-    shared: &Shared,
-) -> Option<Completion> {
-    let Parked { ticket, deadline, mut rx } = parked;
-    let mut shutdown = shared.shutdown.clone();
-    let settled = tokio::select! {
-        completion = settle(entry, ticket, deadline, &mut rx) => Some(completion),
-        _ = peer_closed(stream, rbuf) => None,
-        _ = shutdown.wait_for(|stop| *stop) => None,
-    };
-    if settled.is_none() {
-        entry.abandon(caller, ticket, &mut rx);
-    }
-    settled
 }
 
 /// Reads one request frame, making sure a CPython client is never kept waiting for our

@@ -5,11 +5,11 @@
 //! kwds)`; agora keeps it as an opaque value and recognises it by ident, never by
 //! address. Two things happen around it here:
 //!
-//! - **Incoming** ([`referenced_ids`]): the object a reference is stored into keeps
-//!   the referenced object alive ([`Registry::hold`](crate::registry::Registry::hold))
-//!   until it is freed itself, so `del` of the client's own proxy does not free a list
-//!   still kept in a dict. CPython's server does the same in effect (it keeps such
-//!   objects in `id_to_local_proxy_obj`, forever).
+//! - **Incoming**: the object a reference is stored into keeps the referenced object
+//!   alive until it is freed itself, so `del` of the client's own proxy does not free a
+//!   list still kept in a dict. The engine does this for both dialects (methods declared
+//!   as storing their arguments; see [`crate::engine`]). CPython's server does the same
+//!   in effect (it keeps such objects in `id_to_local_proxy_obj`, forever).
 //! - **Outgoing** ([`Outgoing::localize`]): CPython's client rebuilds a nested proxy
 //!   with `current_process().authkey`, so a client whose process key is not the
 //!   server's fails to use it (CPython issue #78740). `RebuildProxy` passes `kwds` to
@@ -21,56 +21,10 @@
 //!   added to outgoing copies, never stored. A reference made by a native client has
 //!   no address; it gets the address this connection reached the server at.
 
-use agora_proto::reference::ObjectRef;
 use agora_proto::value::{Build, Object};
 use agora_proto::{Address, Value};
 
 const MANAGERS: &str = "multiprocessing.managers";
-
-/// The ids of every object referenced inside `value`.
-pub fn referenced_ids(value: &Value, out: &mut Vec<u64>) {
-    match value {
-        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|v| referenced_ids(v, out)),
-        Value::Dict(dict) => dict.iter().for_each(|(k, v)| {
-            referenced_ids(k, out);
-            referenced_ids(v, out);
-        }),
-        Value::Set(set) | Value::FrozenSet(set) => set.iter().for_each(|v| referenced_ids(v, out)),
-        Value::Object(object) => {
-            if let Some(reference) = ObjectRef::from_value(value) {
-                if !out.contains(&reference.id) {
-                    out.push(reference.id);
-                }
-                return;
-            }
-            visit_object(object, &mut |v| referenced_ids(v, out));
-        }
-        _ => {}
-    }
-}
-
-/// Runs `f` on every value inside an opaque object.
-fn visit_object(object: &Object, f: &mut dyn FnMut(&Value)) {
-    match &object.build {
-        Build::Global => {}
-        Build::Reduce(args) | Build::NewObj(args) => args.iter().for_each(&mut *f),
-        Build::NewObjEx(args, kwargs) => {
-            args.iter().for_each(&mut *f);
-            kwargs.iter().for_each(|(k, v)| {
-                f(k);
-                f(v)
-            });
-        }
-    }
-    if let Some(state) = &object.state {
-        f(state);
-    }
-    object.list_items.iter().for_each(&mut *f);
-    object.dict_items.iter().for_each(|(k, v)| {
-        f(k);
-        f(v)
-    });
-}
 
 /// Runs `f` on every value inside an opaque object, mutably. (Set members and dict
 /// keys are left alone: they are hashed, and a proxy is not a useful key.)
@@ -88,25 +42,6 @@ fn visit_object_mut(object: &mut Object, f: &mut dyn FnMut(&mut Value)) {
     }
     object.list_items.iter_mut().for_each(&mut *f);
     object.dict_items.iter_mut().for_each(|(_, v)| f(v));
-}
-
-/// Methods that store their arguments in the object (so references in them must keep
-/// their objects alive): SyncManager's container mutators and queue puts.
-pub fn stores_arguments(method: &str) -> bool {
-    matches!(
-        method,
-        "__setitem__"
-            | "append"
-            | "extend"
-            | "insert"
-            | "__iadd__"
-            | "update"
-            | "setdefault"
-            | "put"
-            | "put_nowait"
-            | "set"
-            | "__setattr__"
-    )
 }
 
 /// How references are rewritten on their way to one client.
@@ -191,6 +126,7 @@ fn python_address(address: &Address) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agora_proto::reference::ObjectRef;
     use agora_proto::value::Dict;
 
     fn kwds_of(value: &Value) -> Dict {
@@ -198,19 +134,6 @@ mod tests {
         let Build::Reduce(args) = &o.build else { panic!() };
         let Value::Dict(d) = &args[3] else { panic!() };
         d.clone()
-    }
-
-    #[test]
-    fn finds_references_anywhere_once() {
-        let r = ObjectRef::new(0xab, "list").to_value();
-        let value = Value::List(vec![
-            Value::Int(1),
-            r.clone(),
-            Value::Tuple(vec![r.clone(), ObjectRef::new(0xcd, "dict").to_value()]),
-        ]);
-        let mut ids = Vec::new();
-        referenced_ids(&value, &mut ids);
-        assert_eq!(ids, vec![0xab, 0xcd]);
     }
 
     #[test]

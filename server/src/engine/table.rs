@@ -1,13 +1,14 @@
 //! The object table: id → object, name → id, and object lifetimes.
 //!
-//! Ids come from one counter that starts at a random offset and only grows, so an id is
-//! never reused, not even across server restarts in practice (a stale client cannot hit
-//! a new object by accident). Named objects live until deleted. Anonymous objects live
-//! while references to them exist: handles held by sessions, and (for Python clients)
-//! `incref`s. Every object keeps its state behind its own lock; the table's own locks
-//! are held only to find or insert entries, never during a call.
+//! Ids come from the engine's counter, which starts at a random offset and only grows,
+//! so an id is never reused (a stale client cannot hit a new object by accident). Named
+//! objects live until deleted. Anonymous objects live while references to them exist:
+//! handles held by sessions, Python `incref`s, and holds by the objects that store
+//! references to them. Every object keeps its state behind its own lock; the table's
+//! own locks are held only to find or insert entries, never during a call.
 //!
-//! This module owns lifetimes and lookup; it must not know about dialects or sockets.
+//! This module owns lifetimes and lookup; driving objects is the engine's
+//! ([`super::Engine`]), and it knows nothing of dialects or sockets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,9 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use agora_proto::native::{Kind, ObjectId};
 use agora_proto::{ErrorCode, Value, WireError};
 
-use crate::custom::{CustomKind, CustomKinds};
-use crate::metrics::{CallOutcome, KindMetrics, Metrics, WaitGuard};
-use crate::object::{bind, Caller, MethodSpec, Outcome, SharedObject};
+use super::ctx::Counters;
+use crate::custom::CustomKinds;
+use crate::metrics::{KindMetrics, Metrics};
+use crate::object::{bind, MethodSpec, SharedObject};
 use crate::objects;
 
 /// One shared object and its bookkeeping.
@@ -63,8 +65,8 @@ impl ObjectEntry {
         self.name.as_deref()
     }
 
-    /// Locks the object's state, or reports why it cannot be used.
-    fn lock(&self) -> Result<MutexGuard<'_, Box<dyn SharedObject>>, WireError> {
+    /// Locks the object's state, or reports why it cannot be used (deleted).
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Box<dyn SharedObject>>, WireError> {
         if self.deleted.load(Ordering::Acquire) {
             return Err(no_such_object(self.id));
         }
@@ -84,91 +86,17 @@ impl ObjectEntry {
         Ok(self.lock()?.methods().iter().map(|m| m.name).collect())
     }
 
-    /// Binds the arguments and runs `method` under the object's lock.
-    ///
-    /// Every method call of both dialects comes through here, so this is where calls
-    /// are counted and timed for the metrics, when an endpoint serves them (see
-    /// [`crate::metrics`]).
-    pub fn call(
-        &self,
-        caller: Caller,
-        method: &str,
-        positional: Vec<Value>,
-        keywords: Vec<(String, Value)>,
-    ) -> Result<Outcome, WireError> {
-        let recording = self.metrics.recording();
-        let started = recording.then(std::time::Instant::now);
-        let (table, index, result) = match self.lock() {
-            Err(e) => (None, None, Err(e)),
-            Ok(mut state) => {
-                let table = state.methods();
-                let index = table.iter().position(|m| m.name == method);
-                let result = match index {
-                    None => Err(no_such_method(&self.kind, method)),
-                    Some(i) => bind(&table[i], positional, keywords).and_then(|args| state.call(caller, method, args)),
-                };
-                (Some(table), index, result)
-            }
-        };
-        let Some(started) = started else { return result };
-        let elapsed = started.elapsed();
-        let outcome = match &result {
-            Ok(Outcome::Ready(_)) => CallOutcome::Ready,
-            Ok(Outcome::Park(_)) => CallOutcome::Parked,
-            Err(e) => CallOutcome::Failed(e.code),
-        };
-        let counters = self.metrics.method(table.unwrap_or(&[]), index, method);
-        self.metrics.record(counters, elapsed, outcome);
-        result
+    /// The object's state, locked, even after a named object was deleted (its parked
+    /// calls still expire and are abandoned through it).
+    pub(super) fn lock_any(&self) -> Result<MutexGuard<'_, Box<dyn SharedObject>>, WireError> {
+        self.state.lock().map_err(|_| {
+            WireError::new(ErrorCode::Internal, format!("object {:x} is unusable after an internal error", self.id))
+        })
     }
 
-    /// Marks a blocked call of this object as waiting until the guard drops (for the
-    /// metrics' waiter gauge and wait-time histogram). [`crate::waiter::settle`] holds
-    /// one while it waits.
-    pub fn waiting(&self) -> WaitGuard {
-        self.metrics.waiting()
-    }
-
-    /// Settles a parked call whose deadline passed (see [`SharedObject::expire`]).
-    pub fn expire(&self, ticket: u64) -> Option<crate::waiter::Completion> {
-        self.state.lock().ok()?.expire(ticket)
-    }
-
-    /// Settles a parked call whose caller is gone: the object drops the waiter and
-    /// takes back whatever was handed to it. Reading `rx` under the object's lock makes
-    /// this exact: hand-offs happen under the same lock.
-    pub fn abandon(
-        &self,
-        caller: Caller,
-        ticket: u64,
-        rx: &mut tokio::sync::oneshot::Receiver<crate::waiter::Completion>,
-    ) {
-        let Ok(mut state) = self.state.lock() else { return };
-        rx.close();
-        let delivered = rx.try_recv().ok().and_then(Result::ok);
-        state.abandon(caller, ticket, delivered);
-    }
-
-    /// Takes back a completion that was handed to a caller but could not reach it.
-    pub fn take_back(&self, caller: Caller, ticket: u64, value: Value) {
-        if let Ok(mut state) = self.state.lock() {
-            state.abandon(caller, ticket, Some(value));
-        }
-    }
-
-    /// Tells the object a session ended, so it releases what the session held.
-    pub fn session_ended(&self, session: u64) {
-        if let Ok(mut state) = self.state.lock() {
-            state.session_ended(session);
-        }
-    }
-
-    /// Runs `f` on the object's state under its lock. For objects that drive another
-    /// object they hold (a Condition and its Lock): always lock the holder first, then
-    /// the held one, never the reverse, so two objects cannot deadlock.
-    pub fn with_object<R>(&self, f: impl FnOnce(&mut dyn SharedObject) -> R) -> Result<R, WireError> {
-        let mut state = self.lock()?;
-        Ok(f(state.as_mut()))
+    /// Its kind's counters.
+    pub(super) fn metrics(&self) -> &Arc<KindMetrics> {
+        &self.metrics
     }
 
     /// A copy of the object's whole state.
@@ -205,6 +133,14 @@ impl ObjectEntry {
         holds.map(|h| h.into_values().collect()).unwrap_or_default()
     }
 
+    /// The ids of the objects this one keeps alive, sorted.
+    pub(super) fn held_ids(&self) -> Vec<ObjectId> {
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<ObjectId> = holds.as_ref().map(|h| h.keys().copied().collect()).unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Records that a holder let go of this object (before its reference is given back).
     fn unhold(&self) {
         self.holders.fetch_sub(1, Ordering::AcqRel);
@@ -216,7 +152,7 @@ fn find_method(methods: &'static [MethodSpec], method: &str, kind: &Kind) -> Res
 }
 
 /// The error for a method `kind` does not have, in Python's words.
-fn no_such_method(kind: &Kind, method: &str) -> WireError {
+pub(super) fn no_such_method(kind: &Kind, method: &str) -> WireError {
     WireError::new(ErrorCode::NoSuchMethod, format!("'{kind}' object has no method '{method}'"))
 }
 
@@ -225,7 +161,7 @@ pub fn no_such_object(id: ObjectId) -> WireError {
     WireError::new(ErrorCode::NoSuchObject, format!("no object with id {id:x} (never existed, released or deleted)"))
 }
 
-/// What [`Registry::open_named`] found or made.
+/// What [`Table::open_named`] found or made.
 #[derive(Debug)]
 pub struct Opened {
     /// The object, with one reference taken for the caller.
@@ -244,8 +180,7 @@ pub struct RegistryStats {
 }
 
 /// The table of every live object.
-pub struct Registry {
-    next_id: AtomicU64,
+pub struct Table {
     objects: RwLock<HashMap<ObjectId, Arc<ObjectEntry>>>,
     /// Name → id; its lock also serialises get-or-create and delete of names.
     names: Mutex<BTreeMap<String, ObjectId>>,
@@ -255,34 +190,10 @@ pub struct Registry {
     metrics: Metrics,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Registry::new()
-    }
-}
-
-impl Registry {
-    /// An empty registry whose ids start at a random offset (never `0`), knowing only
-    /// the built-in kinds.
-    pub fn new() -> Registry {
-        Registry::with_custom_kinds(CustomKinds::default())
-    }
-
-    /// An empty registry that can also build the custom kinds `custom`.
-    pub fn with_custom_kinds(custom: CustomKinds) -> Registry {
-        let start = (u64::from(rand::random::<u32>()) << 16) | 1;
-        Registry {
-            next_id: AtomicU64::new(start),
-            objects: RwLock::default(),
-            names: Mutex::default(),
-            custom,
-            metrics: Metrics::default(),
-        }
-    }
-
-    /// The custom kind registered under `typeid`.
-    pub fn custom_kind(&self, typeid: &str) -> Option<&CustomKind> {
-        self.custom.get(typeid)
+impl Table {
+    /// An empty table that can also build the custom kinds `custom`.
+    pub fn with_custom_kinds(custom: CustomKinds) -> Table {
+        Table { objects: RwLock::default(), names: Mutex::default(), custom, metrics: Metrics::default() }
     }
 
     /// The call counters and histograms (for the metrics endpoint).
@@ -305,21 +216,43 @@ impl Registry {
     /// Builds a new object (not yet in the table) with one reference.
     fn build(
         &self,
+        counters: &Counters,
         kind: &Kind,
         name: Option<String>,
         positional: Vec<Value>,
         keywords: Vec<(String, Value)>,
     ) -> Result<Arc<ObjectEntry>, WireError> {
-        let spec = objects::constructor(kind, self).ok_or_else(|| objects::unsupported_kind(kind))?;
-        let state = objects::construct(kind, bind(spec, positional, keywords)?, self)?;
-        Ok(self.insert_new(kind.clone(), name, state))
+        let spec = objects::constructor(kind, &self.custom).ok_or_else(|| objects::unsupported_kind(kind))?;
+        let state = objects::construct(kind, bind(spec, positional, keywords)?, &self.custom)?;
+        self.check_linked(state.as_ref())?;
+        Ok(self.insert_new(counters.object_id(), kind.clone(), name, state))
     }
 
-    /// Wraps a state in a fresh entry with a new id and one reference.
-    fn insert_new(&self, kind: Kind, name: Option<String>, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// Refuses an object whose linked object cannot serve it: a Condition's lock must
+    /// be a live Lock or RLock.
+    fn check_linked(&self, state: &dyn SharedObject) -> Result<(), WireError> {
+        let Some(linked) = state.linked() else { return Ok(()) };
+        let entry = self.get(linked)?;
+        let mut object = entry.lock()?;
+        if object.as_condition_lock().is_none() {
+            return Err(WireError::new(
+                ErrorCode::Unsupported,
+                format!("agora's Condition works with a Lock or an RLock, not a {}", entry.kind),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Wraps a state in a fresh entry with id `id` and one reference.
+    fn insert_new(
+        &self,
+        id: ObjectId,
+        kind: Kind,
+        name: Option<String>,
+        state: Box<dyn SharedObject>,
+    ) -> Arc<ObjectEntry> {
         let metrics = self.metrics.kind(&kind, state.methods());
-        let entry = Arc::new(ObjectEntry {
+        Arc::new(ObjectEntry {
             id,
             kind,
             name,
@@ -329,17 +262,13 @@ impl Registry {
             holds: Mutex::new(Some(HashMap::new())),
             holders: AtomicU64::new(0),
             metrics,
-        });
-        if let Ok(mut state) = entry.state.lock() {
-            state.bind_self(Arc::downgrade(&entry));
-        }
-        entry
+        })
     }
 
-    /// Adds an object the server built itself (a dict iterator) as an anonymous object
+    /// Adds an object the engine built itself (a dict iterator) as an anonymous object
     /// with one reference (for the caller).
-    pub fn adopt(&self, kind: Kind, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
-        let entry = self.insert_new(kind, None, state);
+    pub fn adopt(&self, counters: &Counters, kind: Kind, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
+        let entry = self.insert_new(counters.object_id(), kind, None, state);
         self.objects_write().insert(entry.id, entry.clone());
         entry
     }
@@ -347,11 +276,12 @@ impl Registry {
     /// Creates an anonymous object with one reference (for the caller).
     pub fn create(
         &self,
+        counters: &Counters,
         kind: &Kind,
         positional: Vec<Value>,
         keywords: Vec<(String, Value)>,
     ) -> Result<Arc<ObjectEntry>, WireError> {
-        let entry = self.build(kind, None, positional, keywords)?;
+        let entry = self.build(counters, kind, None, positional, keywords)?;
         self.objects_write().insert(entry.id, entry.clone());
         Ok(entry)
     }
@@ -360,6 +290,7 @@ impl Registry {
     /// arguments. Takes one reference for the caller either way.
     pub fn open_named(
         &self,
+        counters: &Counters,
         kind: &Kind,
         name: &str,
         positional: Vec<Value>,
@@ -377,7 +308,7 @@ impl Registry {
             entry.refs.fetch_add(1, Ordering::AcqRel);
             return Ok(Opened { entry, created: false });
         }
-        let entry = self.build(kind, Some(name.to_owned()), positional, keywords)?;
+        let entry = self.build(counters, kind, Some(name.to_owned()), positional, keywords)?;
         self.objects_write().insert(entry.id, entry.clone());
         names.insert(name.to_owned(), entry.id);
         Ok(Opened { entry, created: true })
@@ -478,6 +409,11 @@ impl Registry {
         all
     }
 
+    /// Names → ids.
+    pub fn names_map(&self) -> BTreeMap<String, ObjectId> {
+        self.names().clone()
+    }
+
     /// Named objects, sorted by name.
     pub fn named(&self) -> Vec<Arc<ObjectEntry>> {
         let names = self.names();
@@ -490,11 +426,6 @@ impl Registry {
         self.objects_read().len()
     }
 
-    /// True when no object is alive.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Counts by kind, for `stats` and metrics.
     pub fn stats(&self) -> RegistryStats {
         let objects = self.objects_read();
@@ -503,85 +434,5 @@ impl Registry {
             *stats.objects_by_kind.entry(entry.kind.to_string()).or_default() += 1;
         }
         stats
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_never_reused() {
-        let reg = Registry::new();
-        let a = reg.create(&Kind::List, vec![], vec![]).unwrap();
-        let a_id = a.id();
-        reg.decref(&a);
-        assert!(reg.get(a_id).is_err(), "anonymous object freed at zero references");
-        let b = reg.create(&Kind::List, vec![], vec![]).unwrap();
-        assert!(b.id() > a_id);
-        assert_ne!(b.id(), 0);
-    }
-
-    #[test]
-    fn named_get_or_create_and_wrong_kind() {
-        let reg = Registry::new();
-        let first = reg.open_named(&Kind::Dict, "d", vec![], vec![]).unwrap();
-        assert!(first.created);
-        let again = reg.open_named(&Kind::Dict, "d", vec![], vec![]).unwrap();
-        assert!(!again.created);
-        assert_eq!(first.entry.id(), again.entry.id());
-        let err = reg.open_named(&Kind::List, "d", vec![], vec![]).unwrap_err();
-        assert_eq!(err.code, ErrorCode::WrongKind);
-        assert_eq!(err.message, "'d' is a dict, not a list");
-    }
-
-    #[test]
-    fn named_objects_outlive_their_references_until_deleted() {
-        let reg = Registry::new();
-        let opened = reg.open_named(&Kind::List, "l", vec![], vec![]).unwrap();
-        reg.decref(&opened.entry);
-        assert!(reg.lookup("l").is_ok());
-        reg.delete("l").unwrap();
-        assert_eq!(reg.lookup("l").unwrap_err().code, ErrorCode::NoSuchName);
-        let err = opened.entry.call(Caller { session: 1 }, "__len__", vec![], vec![]).unwrap_err();
-        assert_eq!(err.code, ErrorCode::NoSuchObject);
-        assert_eq!(reg.delete("l").unwrap_err().code, ErrorCode::NoSuchName);
-    }
-
-    #[test]
-    fn held_objects_live_until_their_container_is_freed() {
-        let reg = Registry::new();
-        let outer = reg.create(&Kind::Dict, vec![], vec![]).unwrap();
-        let inner = reg.create(&Kind::List, vec![], vec![]).unwrap();
-        let innermost = reg.create(&Kind::List, vec![], vec![]).unwrap();
-        assert!(reg.hold(&outer, inner.id()).unwrap());
-        assert!(!reg.hold(&outer, inner.id()).unwrap(), "one hold per pair");
-        assert!(!reg.hold(&outer, outer.id()).unwrap(), "never itself");
-        assert!(reg.hold(&inner, innermost.id()).unwrap());
-        reg.decref(&inner);
-        reg.decref(&innermost);
-        assert_eq!(reg.len(), 3, "held objects survive their last outside reference");
-        assert_eq!(inner.refcount(), 1);
-        assert!(inner.only_held() && !outer.only_held());
-        reg.decref(&outer);
-        assert!(reg.is_empty(), "freeing the container frees the chain");
-        assert!(!reg.hold(&outer, 12345).unwrap(), "a freed container holds nothing");
-
-        let named = reg.open_named(&Kind::Dict, "n", vec![], vec![]).unwrap().entry;
-        let kept = reg.create(&Kind::List, vec![], vec![]).unwrap();
-        reg.hold(&named, kept.id()).unwrap();
-        reg.decref(&kept);
-        assert_eq!(reg.len(), 2);
-        reg.delete("n").unwrap();
-        assert!(reg.is_empty(), "deleting a named object releases what it held");
-    }
-
-    #[test]
-    fn unknown_method_is_precise() {
-        let reg = Registry::new();
-        let e = reg.create(&Kind::List, vec![], vec![]).unwrap();
-        let err = e.call(Caller { session: 1 }, "frobnicate", vec![], vec![]).unwrap_err();
-        assert_eq!(err.code, ErrorCode::NoSuchMethod);
-        assert_eq!(err.message, "'list' object has no method 'frobnicate'");
     }
 }

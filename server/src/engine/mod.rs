@@ -1,0 +1,595 @@
+//! The engine: the one place where state changes.
+//!
+//! Every change to shared state is a [`Command`] applied by [`Engine::apply`] (or
+//! [`Engine::apply_in`], the same thing with the session already in hand), which
+//! returns its [`Effects`]: the answer for the sender, answers for parked calls of any
+//! session ([`Delivery`]), and wake-ups to arm. The call is direct and synchronous:
+//! no channel hop, no task. Each object keeps its state behind its own lock, so calls
+//! on different objects run in parallel and calls on one object are linearizable.
+//!
+//! # The contract
+//!
+//! - **What a command may touch.** Applying a command locks the object it names (and
+//!   the one object that object drives, if any: a Condition's lock, a dict iterator's
+//!   dict — holder first, then held), changes state, and returns. It never waits,
+//!   never does I/O, never reads a clock: `now` is the command's `at`.
+//! - **Objects see the world through [`Ctx`] only.** Counters (object ids, tickets,
+//!   fencing tokens, session ids) are the engine's state ([`Counters`]); objects never
+//!   hold channels, tasks or references into the table. A waiter is data ([`Waiter`]).
+//! - **What only the parking layer does** (`crate::parking`): it owns the connections'
+//!   waiting calls and the server's one timer, routes deliveries to waiting
+//!   connections, and turns deadlines, cancels, disconnects and silence into commands
+//!   (`Expire`, `Abandon`, `Tick`, `EndSession`). Whether a caller is still there is a
+//!   fact it reports as an `Abandon` naming the call, never a question an object asks.
+//! - **Determinism.** Applied one after another, the same commands from the same state
+//!   give the same state ([`Engine::canonical_state`]): that is what makes the command
+//!   log replayable and the engine a replicated state machine. Reads (methods declared
+//!   read-only) are commands too, but change nothing and need no log
+//!   ([`Effects::mutated`]).
+//! - **One set of lifetime rules.** Both dialects open, call and release through the
+//!   same commands: a container keeps alive every object referenced in what is stored
+//!   in it (methods declared as storing their arguments, and constructor arguments such
+//!   as `Condition(lock)`), whichever dialect stored it.
+
+mod clock;
+mod command;
+mod ctx;
+mod session;
+mod table;
+mod waiter;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use agora_proto::native::{Args, Kind, ObjectId, ObjectInfo};
+use agora_proto::reference::referenced_ids;
+use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
+
+pub use clock::{Clock, Time};
+pub use command::{Access, Answer, Command, Effects, Keep};
+pub use ctx::{CounterValues, Counters, Ctx, Harness, Outputs};
+pub use session::Session;
+pub use table::{no_such_object, RegistryStats};
+pub use waiter::{deadline_after, Completion, Delivery, Parked, Reclaim, SessionId, Ticket, Undelivered, Waiter};
+
+use crate::custom::CustomKinds;
+use crate::metrics::{CallOutcome, Metrics, WaitGuard};
+use crate::object::{bind, Outcome, SharedObject};
+use crate::objects::iterator::{self, IteratorObject};
+use table::{ObjectEntry, Table};
+
+/// The engine: the object table, the sessions, the counters and the clock.
+pub struct Engine {
+    table: Table,
+    counters: Counters,
+    clock: Clock,
+    sessions: Mutex<HashMap<SessionId, Session>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("objects", &self.table.len()).field("counters", &self.counters.values()).finish()
+    }
+}
+
+/// One object in [`Engine::objects`].
+#[derive(Debug, Clone)]
+pub struct ObjectSummary {
+    /// Its id.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name, for a named object.
+    pub name: Option<String>,
+    /// The references keeping it alive.
+    pub refcount: u64,
+    /// True if only the objects storing it keep it alive.
+    pub only_held: bool,
+    /// Its Python `repr`.
+    pub repr: String,
+}
+
+/// The engine's whole state in canonical form: equal states compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanonicalState {
+    /// The counters.
+    pub counters: CounterValues,
+    /// Every live object by id.
+    pub objects: BTreeMap<ObjectId, ObjectRecord>,
+    /// Names → ids.
+    pub names: BTreeMap<String, ObjectId>,
+    /// Every open session: its handles (object → count) and the live objects it used by id.
+    pub sessions: BTreeMap<SessionId, (BTreeMap<ObjectId, u64>, BTreeSet<ObjectId>)>,
+}
+
+/// One object in a [`CanonicalState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name, for a named object.
+    pub name: Option<String>,
+    /// References keeping it alive.
+    pub refs: u64,
+    /// The objects it keeps alive.
+    pub holds: Vec<ObjectId>,
+    /// Its state ([`SharedObject::state`]).
+    pub state: Vec<u8>,
+}
+
+impl Engine {
+    /// An empty engine that can also build the custom kinds `custom`. Object ids start
+    /// at a random offset, so a client of an earlier server cannot hit a new object by
+    /// accident.
+    pub fn new(custom: CustomKinds) -> Engine {
+        let first_id = (u64::from(rand::random::<u32>()) << 16) | 1;
+        Engine::with_counters(custom, Counters::starting_ids_at(first_id).values())
+    }
+
+    /// An empty engine whose counters start at `counters` (a restore, a replay).
+    pub fn with_counters(custom: CustomKinds, counters: CounterValues) -> Engine {
+        Engine {
+            table: Table::with_custom_kinds(custom),
+            counters: Counters::new(counters),
+            clock: Clock::new(),
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// Now, on the engine's clock: the `at` of commands made here.
+    pub fn now(&self) -> Time {
+        self.clock.now()
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The call counters and histograms (served by the metrics endpoint).
+    pub fn metrics(&self) -> &Metrics {
+        self.table.metrics()
+    }
+
+    /// The counters' current values.
+    pub fn counters(&self) -> CounterValues {
+        self.counters.values()
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open session `id`.
+    pub fn session(&self, id: SessionId) -> Option<Session> {
+        self.sessions().get(&id).cloned()
+    }
+
+    /// Opens a session (an `OpenSession` command) and returns it.
+    pub fn open_session(&self, at: Time) -> Session {
+        match self.apply(Command::OpenSession { at }).reply {
+            Ok(Answer::Session(id)) => self.session(id).expect("just opened"),
+            other => unreachable!("OpenSession answered {other:?}"),
+        }
+    }
+
+    /// Applies one command.
+    pub fn apply(&self, command: Command) -> Effects {
+        let session = match &command {
+            Command::OpenSession { .. } => {
+                let id = self.counters.session();
+                self.sessions().insert(id, Session::new(id));
+                return Effects::reply(Ok(Answer::Session(id)));
+            }
+            Command::EndSession { session, .. }
+            | Command::Open { session, .. }
+            | Command::Attach { session, .. }
+            | Command::Release { session, .. }
+            | Command::Call { session, .. }
+            | Command::Iterate { session, .. } => Some(*session),
+            _ => None,
+        };
+        let session = match session {
+            None => None,
+            Some(id) => match self.session(id) {
+                Some(session) => Some(session),
+                None => return Effects::reply(Err(no_such_session(id))),
+            },
+        };
+        self.run(session.as_ref(), command)
+    }
+
+    /// Applies one command of `session` (the connection's own handle on it, which
+    /// spares the hot path a look-up in the session map).
+    pub fn apply_in(&self, session: &Session, command: Command) -> Effects {
+        self.run(Some(session), command)
+    }
+
+    fn run(&self, session: Option<&Session>, command: Command) -> Effects {
+        let mut out = Outputs::default();
+        let mut mutated = true;
+        let reply = match command {
+            Command::OpenSession { .. } => unreachable!("handled in apply"),
+            Command::Call { object, access, method, args, at, .. } => {
+                let session = session.expect("a session command");
+                let (reply, read_only) = self.call(session, object, access, &method, args, at, &mut out);
+                mutated = !read_only;
+                reply
+            }
+            Command::EndSession { at, .. } => {
+                self.end_session(session.expect("a session command"), at, &mut out);
+                Ok(Answer::Done)
+            }
+            Command::Open { kind, name, args, keep, at, .. } => {
+                self.open(session.expect("a session command"), &kind, name.as_deref(), args, keep, at)
+            }
+            Command::Attach { object, .. } => self.attach(session.expect("a session command"), object),
+            Command::Release { object, at, .. } => {
+                self.release(session.expect("a session command"), object, at, &mut out).map(|()| Answer::Done)
+            }
+            Command::Incref { object, .. } => self.table.incref(object).map(|_| Answer::Done),
+            Command::Decref { object, .. } => self.table.get(object).map(|entry| {
+                // As CPython: a decref with no client reference left, on an object kept
+                // alive only by the objects holding it, is ignored.
+                if !entry.only_held() {
+                    self.table.decref(&entry);
+                }
+                Answer::Done
+            }),
+            Command::Delete { name, .. } => self.table.delete(&name).map(|()| Answer::Done),
+            Command::Iterate { object, at, .. } => {
+                self.iterate(session.expect("a session command"), object, at, &mut out)
+            }
+            Command::Expire { session, object, ticket, at } => match self.table.get(object) {
+                // The object is gone (a deleted name): the call is answered with that.
+                Err(e) => Err(e),
+                Ok(entry) => self
+                    .drive(&entry, false, session, at, &mut out, |o, ctx| o.expire(ctx, ticket))
+                    .map(|()| Answer::Done),
+            },
+            Command::Abandon { session, object, ticket, undelivered, at } => {
+                if let Ok(entry) = self.table.get(object) {
+                    let _ =
+                        self.drive(&entry, false, session, at, &mut out, |o, ctx| o.abandon(ctx, ticket, undelivered));
+                }
+                Ok(Answer::Done)
+            }
+            Command::Tick { object, at } => {
+                if let Ok(entry) = self.table.get(object) {
+                    let _ = self.drive(&entry, false, 0, at, &mut out, |o, ctx| o.tick(ctx));
+                }
+                Ok(Answer::Done)
+            }
+        };
+        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated }
+    }
+
+    /// Runs `f` on `entry`'s state under its lock, with the object it drives locked
+    /// and linked. Unless `live`, even a deleted object is driven (its parked calls
+    /// still settle through it).
+    fn drive<R>(
+        &self,
+        entry: &ObjectEntry,
+        live: bool,
+        caller: SessionId,
+        at: Time,
+        out: &mut Outputs,
+        f: impl FnOnce(&mut dyn SharedObject, &mut Ctx<'_>) -> R,
+    ) -> Result<R, WireError> {
+        let mut state = if live { entry.lock()? } else { entry.lock_any()? };
+        // Holder first, then held: a Lock or a dict never drives anything, so no cycle.
+        let linked_entry = state.linked().and_then(|id| self.table.get(id).ok());
+        let mut linked_state = match &linked_entry {
+            Some(linked) => Some(linked.lock_any()?),
+            None => None,
+        };
+        let linked = linked_state.as_mut().map(|s| &mut ***s as &mut dyn SharedObject);
+        let mut ctx = Ctx::new(at, caller, entry.id(), &self.counters, out, linked);
+        Ok(f(state.as_mut(), &mut ctx))
+    }
+
+    /// A method call; also says whether the method is declared read-only.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        session: &Session,
+        object: ObjectId,
+        access: Access,
+        method: &str,
+        args: Args,
+        at: Time,
+        out: &mut Outputs,
+    ) -> (Result<Answer, WireError>, bool) {
+        let mut st = session.state();
+        let found;
+        let entry = match access {
+            Access::Handle => match st.handle(object) {
+                Ok(entry) => entry,
+                Err(e) => return (Err(e), true),
+            },
+            Access::Id => match self.table.get(object) {
+                Ok(entry) => {
+                    found = entry;
+                    &found
+                }
+                Err(e) => return (Err(e), true),
+            },
+        };
+        let metrics = entry.metrics();
+        // Metrics are the engine's, not the objects': timing a call reads the clock
+        // only when an endpoint serves them.
+        let started = metrics.recording().then(std::time::Instant::now);
+        let mut stored = Vec::new();
+        let mut spec_index = None;
+        let mut touches = false;
+        let mut table_methods: &'static [crate::object::MethodSpec] = &[];
+        let result = self
+            .drive(entry, true, session.id(), at, out, |o, ctx| {
+                table_methods = o.methods();
+                spec_index = table_methods.iter().position(|m| m.name == method);
+                let Some(i) = spec_index else { return Err(table::no_such_method(entry.kind(), method)) };
+                let spec = &table_methods[i];
+                if spec.stores {
+                    let args = args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v));
+                    args.for_each(|v| referenced_ids(v, &mut stored));
+                }
+                touches = access == Access::Id && o.holds_session_state();
+                o.call(ctx, method, bind(spec, args.positional, args.keywords)?)
+            })
+            .and_then(|result| result);
+        // An unknown method changed nothing either.
+        let read_only = spec_index.is_none_or(|i| table_methods[i].read_only);
+        if let Some(started) = started {
+            let outcome = match &result {
+                Ok(Outcome::Ready(_)) => CallOutcome::Ready,
+                Ok(Outcome::Parked) => CallOutcome::Parked,
+                Err(e) => CallOutcome::Failed(e.code),
+            };
+            let counters = metrics.method(table_methods, spec_index, method);
+            metrics.record(counters, started.elapsed(), outcome);
+        }
+        let entry = entry.clone();
+        if touches {
+            st.touch(&entry);
+        }
+        drop(st);
+        if result.is_ok() {
+            for id in stored {
+                // A reference to an object that is already gone stays a dangling value, as in CPython.
+                let _ = self.table.hold(&entry, id);
+            }
+        }
+        let reply = result.and_then(|outcome| match outcome {
+            Outcome::Ready(value) => Ok(Answer::Value(value)),
+            Outcome::Parked => out
+                .parked
+                .take()
+                .map(Answer::Parked)
+                .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("{method} parked without a ticket"))),
+        });
+        (reply, read_only)
+    }
+
+    fn open(
+        &self,
+        session: &Session,
+        kind: &Kind,
+        name: Option<&str>,
+        args: Args,
+        keep: Keep,
+        _at: Time,
+    ) -> Result<Answer, WireError> {
+        let mut stored = Vec::new();
+        args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v)).for_each(|v| referenced_ids(v, &mut stored));
+        let (entry, created) = match name {
+            Some(name) => {
+                let opened = self.table.open_named(&self.counters, kind, name, args.positional, args.keywords)?;
+                (opened.entry, opened.created)
+            }
+            None => (self.table.create(&self.counters, kind, args.positional, args.keywords)?, true),
+        };
+        if created {
+            // `Condition(lock)`: the condition keeps its lock alive, whichever dialect made it.
+            for id in stored {
+                let _ = self.table.hold(&entry, id);
+            }
+        }
+        let answer = Answer::Opened { object: entry.id(), kind: entry.kind().clone(), created };
+        if keep == Keep::Handle {
+            self.adopt(session, entry);
+        }
+        Ok(answer)
+    }
+
+    /// Records a handle of `session` to `entry`, which carries one fresh table reference.
+    fn adopt(&self, session: &Session, entry: Arc<ObjectEntry>) {
+        let mut st = session.state();
+        match st.handles.get_mut(&entry.id()) {
+            Some(handle) => {
+                handle.count += 1;
+                // The session already holds a reference for this object.
+                drop(st);
+                self.table.decref(&entry);
+            }
+            None => {
+                st.handles.insert(entry.id(), session::Handle { entry, count: 1 });
+            }
+        }
+    }
+
+    fn attach(&self, session: &Session, object: ObjectId) -> Result<Answer, WireError> {
+        let entry = self.table.incref(object)?;
+        let answer = Answer::Opened { object: entry.id(), kind: entry.kind().clone(), created: false };
+        self.adopt(session, entry);
+        Ok(answer)
+    }
+
+    fn release(&self, session: &Session, object: ObjectId, at: Time, out: &mut Outputs) -> Result<(), WireError> {
+        let mut st = session.state();
+        let handle = st.handles.get_mut(&object).ok_or_else(|| {
+            WireError::new(ErrorCode::NoSuchObject, format!("this session holds no handle to object {object:x}"))
+        })?;
+        handle.count -= 1;
+        if handle.count == 0 {
+            let handle = st.handles.remove(&object).expect("present");
+            drop(st);
+            // Without a handle the session cannot release what it holds there: do it now.
+            let _ =
+                self.drive(&handle.entry, false, session.id(), at, out, |o, ctx| o.session_ended(ctx, session.id()));
+            self.table.decref(&handle.entry);
+        }
+        Ok(())
+    }
+
+    fn end_session(&self, session: &Session, at: Time, out: &mut Outputs) {
+        let id = session.id();
+        self.sessions().remove(&id);
+        let (handles, touched) = {
+            let mut st = session.state();
+            (std::mem::take(&mut st.handles), std::mem::take(&mut st.touched))
+        };
+        // In id order, so the same end gives the same deliveries on every replay.
+        let mut handles: Vec<_> = handles.into_values().collect();
+        handles.sort_by_key(|h| h.entry.id());
+        for handle in handles {
+            let _ = self.drive(&handle.entry, false, id, at, out, |o, ctx| o.session_ended(ctx, id));
+            self.table.decref(&handle.entry);
+        }
+        let mut touched: Vec<_> = touched.into_values().filter_map(|weak| weak.upgrade()).collect();
+        touched.sort_by_key(|e| e.id());
+        for entry in touched {
+            let _ = self.drive(&entry, false, id, at, out, |o, ctx| o.session_ended(ctx, id));
+        }
+    }
+
+    fn iterate(&self, session: &Session, object: ObjectId, at: Time, out: &mut Outputs) -> Result<Answer, WireError> {
+        let dict = self.table.get(object)?;
+        let keys = self.drive(&dict, true, session.id(), at, out, |o, ctx| {
+            o.call(ctx, "keys", crate::object::Args::from_values("keys", vec![]))
+        })??;
+        let Outcome::Ready(Value::List(keys)) = keys else {
+            return Err(WireError::new(ErrorCode::Internal, "keys() did not return a list"));
+        };
+        let kind = Kind::Other(iterator::TYPEID.to_owned());
+        let it = self.table.adopt(&self.counters, kind.clone(), Box::new(IteratorObject::over(dict.id(), keys)));
+        // The iterator keeps its dict alive, as CPython's does.
+        let _ = self.table.hold(&it, dict.id());
+        Ok(Answer::Opened { object: it.id(), kind, created: true })
+    }
+
+    // ---- reads: they change nothing and are not commands ----
+
+    /// The kind of object `id`.
+    pub fn kind_of(&self, id: ObjectId) -> Result<Kind, WireError> {
+        self.table.get(id).map(|e| e.kind().clone())
+    }
+
+    /// The names of every method of object `id`, in declaration order.
+    pub fn method_names(&self, id: ObjectId) -> Result<Vec<&'static str>, WireError> {
+        self.table.get(id)?.method_names()
+    }
+
+    /// True if object `id` has `method`.
+    pub fn has_method(&self, id: ObjectId, method: &str) -> bool {
+        self.table.get(id).and_then(|e| e.method(method).map(|_| ())).is_ok()
+    }
+
+    /// The Python `repr` of object `id`.
+    pub fn repr(&self, id: ObjectId) -> Result<String, WireError> {
+        self.table.get(id)?.repr()
+    }
+
+    /// A copy of object `id`'s user-visible state, and its typecode (a `Value`).
+    pub fn value_of(&self, id: ObjectId) -> Result<(Kind, Value, Option<Value>), WireError> {
+        let entry = self.table.get(id)?;
+        let state = entry.lock()?;
+        Ok((entry.kind().clone(), state.snapshot(), state.typecode()))
+    }
+
+    /// A copy of the named object's user-visible state.
+    pub fn snapshot_named(&self, name: &str) -> Result<Value, WireError> {
+        self.table.lookup(name)?.snapshot()
+    }
+
+    /// Named objects, sorted by name.
+    pub fn named(&self) -> Vec<ObjectInfo> {
+        self.table
+            .named()
+            .into_iter()
+            .filter_map(|entry| {
+                let size = entry.size().ok()?.map(|n| n as u64);
+                Some(ObjectInfo { name: entry.name()?.to_owned(), kind: entry.kind().clone(), id: entry.id(), size })
+            })
+            .collect()
+    }
+
+    /// Every live object, sorted by id.
+    pub fn objects(&self) -> Vec<ObjectSummary> {
+        self.table
+            .all()
+            .into_iter()
+            .map(|e| ObjectSummary {
+                id: e.id(),
+                kind: e.kind().clone(),
+                name: e.name().map(str::to_owned),
+                refcount: e.refcount(),
+                only_held: e.only_held(),
+                repr: e.repr().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// How many objects are alive.
+    pub fn object_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Counts by kind, for `stats` and metrics.
+    pub fn stats(&self) -> RegistryStats {
+        self.table.stats()
+    }
+
+    /// Marks a parked call on `object` as waiting until the guard drops (the metrics'
+    /// waiter gauge and wait-time histogram).
+    pub fn waiting(&self, object: ObjectId) -> Option<WaitGuard> {
+        self.table.get(object).ok().map(|e| e.metrics().waiting())
+    }
+
+    /// The whole state in canonical form (for snapshots and replay checks).
+    pub fn canonical_state(&self) -> CanonicalState {
+        let objects = self
+            .table
+            .all()
+            .into_iter()
+            .map(|e| {
+                let state = e.lock_any().map(|s| s.state()).unwrap_or_default();
+                let record = ObjectRecord {
+                    kind: e.kind().clone(),
+                    name: e.name().map(str::to_owned),
+                    refs: e.refcount(),
+                    holds: e.held_ids(),
+                    state,
+                };
+                (e.id(), record)
+            })
+            .collect();
+        let sessions = self
+            .sessions()
+            .values()
+            .map(|s| {
+                let st = s.state();
+                let touched = st.touched.iter().filter(|(_, w)| w.strong_count() > 0).map(|(&id, _)| id).collect();
+                (s.id(), (st.handle_counts(), touched))
+            })
+            .collect();
+        CanonicalState { counters: self.counters.values(), objects, names: self.table.names_map(), sessions }
+    }
+}
+
+fn no_such_session(id: SessionId) -> WireError {
+    WireError::new(ErrorCode::SessionExpired, format!("session {id} is not open (it ended or never existed)"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! What the engine keeps per session: the handles it holds and the objects it used.
+//!
+//! A native client reaches objects only through handles its session opened, so its
+//! calls find their object in the session's own map without touching the table's
+//! locks. A Python client calls objects by id; the session remembers (weakly) those
+//! whose kind keeps per-session state, so they hear when the session ends. Either way,
+//! when the session ends every handle is given back and every object it used releases
+//! what the session held there — the same rules for both dialects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use agora_proto::native::ObjectId;
+use agora_proto::{ErrorCode, WireError};
+
+use super::table::ObjectEntry;
+use super::waiter::SessionId;
+
+/// One handle: the object and how many times this session opened it.
+pub(super) struct Handle {
+    pub(super) entry: Arc<ObjectEntry>,
+    pub(super) count: u64,
+}
+
+/// A session's state, behind its own lock (only its connection uses it, so the lock
+/// is uncontended).
+#[derive(Default)]
+pub(super) struct SessionState {
+    /// One table reference per distinct object, however often it was opened.
+    pub(super) handles: HashMap<ObjectId, Handle>,
+    /// Objects used by id without a handle that keep per-session state, to be told
+    /// when this session ends. Weak: the session must not keep them alive.
+    pub(super) touched: HashMap<ObjectId, Weak<ObjectEntry>>,
+    /// Prune dead `touched` entries when the map grows past this.
+    prune_at: usize,
+}
+
+impl SessionState {
+    /// The object behind a handle this session holds.
+    pub(super) fn handle(&self, object: ObjectId) -> Result<&Arc<ObjectEntry>, WireError> {
+        self.handles.get(&object).map(|h| &h.entry).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NoSuchObject,
+                format!("this session holds no handle to object {object:x} (open or attach it first)"),
+            )
+        })
+    }
+
+    /// Remembers that this session used `entry` by id (no handle).
+    pub(super) fn touch(&mut self, entry: &Arc<ObjectEntry>) {
+        self.touched.entry(entry.id()).or_insert_with(|| Arc::downgrade(entry));
+        if self.touched.len() > self.prune_at.max(64) {
+            // Amortised: forget freed objects, then let the map double before looking again.
+            self.touched.retain(|_, weak| weak.strong_count() > 0);
+            self.prune_at = (self.touched.len() * 2).max(64);
+        }
+    }
+
+    /// Handle counts by object, sorted (for the engine's canonical state).
+    pub(super) fn handle_counts(&self) -> BTreeMap<ObjectId, u64> {
+        self.handles.iter().map(|(&id, h)| (id, h.count)).collect()
+    }
+}
+
+/// A session as its connection holds it: its id and its state. Cheap to clone.
+#[derive(Clone)]
+pub struct Session(pub(super) Arc<SessionCell>);
+
+pub(super) struct SessionCell {
+    pub(super) id: SessionId,
+    pub(super) state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub(super) fn new(id: SessionId) -> Session {
+        Session(Arc::new(SessionCell { id, state: Mutex::new(SessionState::default()) }))
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.0.id
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, SessionState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({})", self.0.id)
+    }
+}

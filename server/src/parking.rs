@@ -1,0 +1,293 @@
+//! The parking layer: connections' waiting calls, the server's one timer, and the
+//! commands that time and vanished callers cause.
+//!
+//! The engine never waits and never asks whether a caller is still there. This layer
+//! does both:
+//!
+//! - **Mailboxes.** Each session has one. A [`Delivery`] the engine hands out (an item
+//!   for a blocked `get`, a lock grant) is sent to its session's mailbox. If that
+//!   session is gone, the delivery is given back at once with an `Abandon` command
+//!   that names the call and carries the answer ([`Delivery::undelivered`]), so the
+//!   object takes back exactly that. A connection that reads a delivery for a call it
+//!   no longer waits for (cancelled) gives it back the same way.
+//! - **One timer** for every deadline in the server: parked calls' timeouts
+//!   (`Expire`), objects' wake-ups (`Tick`: queue leases), and sessions' heartbeats
+//!   (a [`Mail::Silence`] the connection checks against what it last heard). It is a
+//!   sorted set and one task, in the style of mini-redis's purge task.
+//! - **Teardown.** [`Parking::close`] ends a session in an order that loses nothing:
+//!   stop its mail, give back what was delivered and never read, abandon its parked
+//!   calls, then `EndSession` (locks, permits and leases released).
+//!
+//! This module owns waiting and time; it must not know about wire formats.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use agora_proto::native::ObjectId;
+use agora_proto::WireError;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::engine::{Answer, Command, Delivery, Effects, Engine, Reclaim, Session, SessionId, Ticket, Time, Waiter};
+
+/// What a connection finds in its mailbox.
+#[derive(Debug)]
+pub enum Mail {
+    /// The answer of one of its parked calls.
+    Delivery(Delivery),
+    /// Its heartbeat alarm rang: end the session if nothing was heard for a whole period.
+    Silence,
+}
+
+/// What the timer can ring for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Alarm {
+    /// A parked call's deadline.
+    Call {
+        /// The call's session.
+        session: SessionId,
+        /// The object it waits on.
+        object: ObjectId,
+        /// The call.
+        ticket: Ticket,
+    },
+    /// A wake-up an object asked for.
+    Wake {
+        /// The object.
+        object: ObjectId,
+    },
+    /// A session's heartbeat check.
+    Heartbeat {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// A session's mailbox, held by its connection.
+#[derive(Debug)]
+pub struct Mailbox {
+    session: SessionId,
+    rx: mpsc::UnboundedReceiver<Mail>,
+    parking: Arc<Parking>,
+}
+
+impl Mailbox {
+    /// The next mail.
+    pub async fn recv(&mut self) -> Option<Mail> {
+        self.rx.recv().await
+    }
+
+    /// The next mail, if one is there already.
+    pub fn try_recv(&mut self) -> Option<Mail> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.parking.mailboxes.write().unwrap_or_else(|e| e.into_inner()).remove(&self.session);
+    }
+}
+
+/// The parking layer of one server.
+pub struct Parking {
+    engine: Arc<Engine>,
+    mailboxes: RwLock<HashMap<SessionId, mpsc::UnboundedSender<Mail>>>,
+    alarms: Mutex<BTreeSet<(Time, Alarm)>>,
+    /// Wakes the timer when an alarm earlier than all others is set.
+    earlier: Notify,
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parking").finish_non_exhaustive()
+    }
+}
+
+impl Parking {
+    /// The parking layer for `engine`. Start its timer with [`Parking::run_timer`].
+    pub fn new(engine: Arc<Engine>) -> Arc<Parking> {
+        Arc::new(Parking { engine, mailboxes: RwLock::default(), alarms: Mutex::default(), earlier: Notify::new() })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Opens a session and its mailbox.
+    pub fn open(self: &Arc<Self>) -> (Session, Mailbox) {
+        let session = self.engine.open_session(self.engine.now());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = session.id();
+        self.mailboxes.write().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        (session, Mailbox { session: id, rx, parking: self.clone() })
+    }
+
+    /// Applies a command of `session` and carries out its effects; returns its answer.
+    /// A parked call's deadline is armed here.
+    pub fn run(&self, session: &Session, command: Command) -> Result<Answer, WireError> {
+        let object = match &command {
+            Command::Call { object, .. } => Some(*object),
+            _ => None,
+        };
+        let effects = self.engine.apply_in(session, command);
+        if let (Ok(Answer::Parked(parked)), Some(object)) = (&effects.reply, object) {
+            if let Some(deadline) = parked.deadline {
+                self.arm(deadline, Alarm::Call { session: session.id(), object, ticket: parked.ticket });
+            }
+        }
+        self.carry_out(effects)
+    }
+
+    /// Applies a command that belongs to no session (`Incref`, `Decref`, `Delete`…).
+    pub fn run_global(&self, command: Command) -> Result<Answer, WireError> {
+        let effects = self.engine.apply(command);
+        self.carry_out(effects)
+    }
+
+    fn carry_out(&self, effects: Effects) -> Result<Answer, WireError> {
+        self.arm_wakeups(&effects.wakeups);
+        self.dispatch(effects.deliveries);
+        effects.reply
+    }
+
+    fn arm_wakeups(&self, wakeups: &[(ObjectId, Time)]) {
+        for &(object, at) in wakeups {
+            self.arm(at, Alarm::Wake { object });
+        }
+    }
+
+    /// Sends each delivery to its session's mailbox; gives back those that cannot go.
+    fn dispatch(&self, deliveries: Vec<Delivery>) {
+        let mut pending = VecDeque::from(deliveries);
+        while let Some(delivery) = pending.pop_front() {
+            let unsent = {
+                let mailboxes = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+                match mailboxes.get(&delivery.waiter.session) {
+                    Some(tx) => match tx.send(Mail::Delivery(delivery)) {
+                        Ok(()) => None,
+                        Err(mpsc::error::SendError(Mail::Delivery(d))) => Some(d),
+                        Err(_) => None,
+                    },
+                    None => Some(delivery),
+                }
+            };
+            if let Some(delivery) = unsent {
+                let effects = self.give_back(delivery);
+                self.arm_wakeups(&effects.wakeups);
+                pending.extend(effects.deliveries);
+            }
+        }
+    }
+
+    /// Gives a delivery whose caller is gone back to its object (an `Abandon` that
+    /// names the call and carries what it was handed).
+    fn give_back(&self, delivery: Delivery) -> Effects {
+        let Waiter { ticket, session, object } = delivery.waiter;
+        let undelivered = delivery.undelivered();
+        if undelivered.is_none() {
+            return Effects { reply: Ok(Answer::Done), deliveries: Vec::new(), wakeups: Vec::new(), mutated: false };
+        }
+        tracing::debug!(session, ticket, "a delivery found its caller gone; given back");
+        let at = self.engine.now();
+        self.engine.apply(Command::Abandon { session, object, ticket, undelivered, at })
+    }
+
+    /// Gives back a delivery a connection read for a call it no longer waits for.
+    pub fn return_delivery(&self, delivery: Delivery) {
+        let effects = self.give_back(delivery);
+        self.carry_out(effects).ok();
+    }
+
+    /// The caller of parked call `ticket` left (cancelled, or its connection is going).
+    pub fn abandon(&self, session: &Session, object: ObjectId, ticket: Ticket) {
+        let at = self.engine.now();
+        let _ = self.run(session, Command::Abandon { session: session.id(), object, ticket, undelivered: None, at });
+    }
+
+    /// Ends a session without losing anything: its mail stops, what was delivered to
+    /// it and never read goes back, its parked calls are abandoned, then it ends.
+    pub fn close(&self, session: Session, mut mailbox: Mailbox, parked: impl IntoIterator<Item = (ObjectId, Ticket)>) {
+        self.mailboxes.write().unwrap_or_else(|e| e.into_inner()).remove(&session.id());
+        mailbox.rx.close();
+        while let Ok(mail) = mailbox.rx.try_recv() {
+            if let Mail::Delivery(delivery) = mail {
+                self.return_delivery(delivery);
+            }
+        }
+        for (object, ticket) in parked {
+            self.abandon(&session, object, ticket);
+        }
+        let at = self.engine.now();
+        let _ = self.run(&session, Command::EndSession { session: session.id(), at });
+    }
+
+    /// Sets an alarm.
+    pub fn arm(&self, at: Time, alarm: Alarm) {
+        let mut alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = alarms.first().is_none_or(|&(first, _)| at < first);
+        alarms.insert((at, alarm));
+        drop(alarms);
+        if earliest {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// Removes an alarm that is no longer needed (a call answered before its deadline).
+    pub fn disarm(&self, at: Time, alarm: Alarm) {
+        self.alarms.lock().unwrap_or_else(|e| e.into_inner()).remove(&(at, alarm));
+    }
+
+    /// The server's one timer: rings every alarm when it is due, until shutdown.
+    pub async fn run_timer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let (due, next) = {
+                let mut alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
+                let now = self.engine.now();
+                let mut due = Vec::new();
+                while alarms.first().is_some_and(|&(at, _)| at <= now) {
+                    due.extend(alarms.pop_first());
+                }
+                (due, alarms.first().map(|&(at, _)| at))
+            };
+            for (at, alarm) in due {
+                self.ring(at, alarm);
+            }
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(self.engine.clock().instant_of(at).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.earlier.notified() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    fn ring(&self, at: Time, alarm: Alarm) {
+        match alarm {
+            Alarm::Call { session, object, ticket } => {
+                let effects = self.engine.apply(Command::Expire { session, object, ticket, at });
+                if let Err(error) = &effects.reply {
+                    // The object is gone (a deleted name): the call is answered with that.
+                    let waiter = Waiter { ticket, session, object };
+                    let delivery = Delivery { waiter, completion: Err(error.clone()), reclaim: Reclaim::Nothing };
+                    self.dispatch(vec![delivery]);
+                }
+                self.carry_out(effects).ok();
+            }
+            Alarm::Wake { object } => {
+                let effects = self.engine.apply(Command::Tick { object, at });
+                self.carry_out(effects).ok();
+            }
+            Alarm::Heartbeat { session } => {
+                if let Some(tx) = self.mailboxes.read().unwrap_or_else(|e| e.into_inner()).get(&session) {
+                    let _ = tx.send(Mail::Silence);
+                }
+            }
+        }
+    }
+}
