@@ -1,5 +1,6 @@
-//! Prometheus metrics: the counters and histograms, their text exposition, and the
-//! small HTTP endpoint that serves them (`agora serve --metrics ADDR`).
+//! Prometheus metrics: the counters and histograms the engine updates. Their text
+//! exposition and the small HTTP endpoint that serves them (`agora serve --metrics
+//! ADDR`) are in [`http`].
 //!
 //! # The hook
 //!
@@ -26,16 +27,12 @@
 //!   histogram.
 //!
 //! Connection and session counts, requests, objects by kind, and memory come from
-//! [`Shared::stats`], the same numbers `agora stats` prints.
+//! [`Shared::stats`](crate::server::Shared::stats), the same numbers `agora stats` prints.
 //!
 //! # The endpoint
 //!
-//! [`MetricsListener`] answers `GET /metrics` (and `HEAD`) with the Prometheus text
-//! format, 404 for any other path, over a deliberately minimal HTTP/1.1 (one request
-//! per connection, `Connection: close`) on the server's own runtime: a web framework
-//! would be most of the binary for one route. It needs no authkey, so bind it to
-//! loopback or a private interface; it reveals counts and kind and method names, never
-//! object names or values.
+//! The Prometheus text exposition and the HTTP endpoint that serves it live apart, in
+//! [`http`]; this module holds only the counters, which the engine updates.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,12 +41,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_proto::native::Kind;
-use agora_proto::{Address, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use agora_proto::ErrorCode;
 
 use crate::object::MethodSpec;
-use crate::server::Shared;
 
 /// Upper bounds (nanoseconds) of the call-latency buckets: a call runs in
 /// microseconds unless it contends for its object's lock.
@@ -317,259 +311,9 @@ impl Metrics {
     }
 }
 
-/// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
+pub mod http;
 
-/// Writes the `# HELP` and `# TYPE` lines of a metric.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// The whole exposition, in the Prometheus text format (version 0.0.4).
-pub fn render(shared: &Shared) -> String {
-    let stats = shared.stats();
-    let kinds = shared.parking.engine().metrics().snapshot();
-    let mut out = String::with_capacity(16 * 1024);
-    let mut scalar = |name: &str, kind: &str, help: &str, value: String| {
-        header(&mut out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
-    };
-    scalar("agora_uptime_seconds", "gauge", "Seconds since the server started.", stats.uptime_secs.to_string());
-    scalar(
-        "agora_connections_accepted_total",
-        "counter",
-        "Connections accepted since start (refused ones included).",
-        stats.connections_total.to_string(),
-    );
-    scalar(
-        "agora_connections_refused_total",
-        "counter",
-        "Connections refused: failed handshake, bad hello, or the connection limit.",
-        stats.connections_refused.to_string(),
-    );
-    scalar(
-        "agora_sessions",
-        "gauge",
-        "Sessions open now (authenticated connections, both dialects).",
-        stats.sessions.to_string(),
-    );
-    scalar(
-        "agora_requests_total",
-        "counter",
-        "Requests handled since start, both dialects.",
-        stats.requests_total.to_string(),
-    );
-    scalar("agora_named_objects", "gauge", "Named objects alive now.", stats.named_objects.to_string());
-    scalar(
-        "agora_resident_memory_bytes",
-        "gauge",
-        "Resident memory of the server process.",
-        stats.memory_bytes.to_string(),
-    );
-
-    header(&mut out, "agora_build_info", "gauge", "The server's version, as a label.");
-    let _ = writeln!(out, "agora_build_info{{version=\"{}\"}} 1", label(&stats.version));
-
-    header(&mut out, "agora_objects", "gauge", "Objects alive now, by kind.");
-    let mut by_kind: BTreeMap<String, u64> = kinds.iter().map(|k| (k.kind.to_string(), 0)).collect();
-    by_kind.extend(stats.objects_by_kind.iter().cloned());
-    for (kind, count) in &by_kind {
-        let _ = writeln!(out, "agora_objects{{kind=\"{}\"}} {count}", label(kind));
-    }
-
-    header(&mut out, "agora_waiters", "gauge", "Blocked calls waiting now (queue gets, lock acquires...), by kind.");
-    for k in &kinds {
-        let _ = writeln!(out, "agora_waiters{{kind=\"{}\"}} {}", label(k.kind.as_str()), k.waiters());
-    }
-
-    // Per method: only methods that were called, to keep the exposition small.
-    fn called(k: &KindMetrics) -> impl Iterator<Item = &MethodMetrics> {
-        k.methods.iter().chain(std::iter::once(&k.unknown)).filter(|m| m.calls() > 0)
-    }
-    let per_method = |out: &mut String, name: &str, help: &str, value: fn(&MethodMetrics) -> u64| {
-        header(out, name, "counter", help);
-        for k in &kinds {
-            for m in called(k) {
-                let (kind, method) = (label(k.kind.as_str()), label(m.name));
-                let _ = writeln!(out, "{name}{{kind=\"{kind}\",method=\"{method}\"}} {}", value(m));
-            }
-        }
-    };
-    per_method(&mut out, "agora_calls_total", "Method calls on shared objects, by kind and method.", |m| m.calls());
-    per_method(&mut out, "agora_call_errors_total", "Method calls that failed, by kind and method.", |m| {
-        m.errors.load(Ordering::Relaxed)
-    });
-    per_method(
-        &mut out,
-        "agora_calls_parked_total",
-        "Method calls that blocked before answering, by kind and method.",
-        |m| m.parked.load(Ordering::Relaxed),
-    );
-
-    header(&mut out, "agora_errors_total", "counter", "Failed method calls by kind and error code.");
-    for k in &kinds {
-        for (slot, count) in k.errors_by_code.iter().enumerate() {
-            let count = count.load(Ordering::Relaxed);
-            if count > 0 {
-                let code = CODES.get(slot).map_or_else(|| "Other".to_owned(), |c| format!("{c:?}"));
-                let _ =
-                    writeln!(out, "agora_errors_total{{kind=\"{}\",code=\"{code}\"}} {count}", label(k.kind.as_str()));
-            }
-        }
-    }
-
-    header(
-        &mut out,
-        "agora_call_duration_seconds",
-        "histogram",
-        "Time to run a method call on the server (object lock included; a blocked call's wait is not), by kind and method.",
-    );
-    for k in &kinds {
-        for m in called(k) {
-            let labels = format!("kind=\"{}\",method=\"{}\"", label(k.kind.as_str()), label(m.name));
-            m.latency.render(&mut out, "agora_call_duration_seconds", &labels);
-        }
-    }
-
-    header(
-        &mut out,
-        "agora_wait_duration_seconds",
-        "histogram",
-        "How long blocked calls waited before they were answered, by kind.",
-    );
-    for k in &kinds {
-        if k.wait.count() > 0 {
-            k.wait.render(&mut out, "agora_wait_duration_seconds", &format!("kind=\"{}\"", label(k.kind.as_str())));
-        }
-    }
-    out
-}
-
-/// How long a scraper has to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Scrapes served at once; more wait for a slot.
-const MAX_SCRAPES: usize = 16;
-
-/// The bound metrics endpoint.
-#[derive(Debug)]
-pub struct MetricsListener {
-    listener: TcpListener,
-    address: Address,
-}
-
-impl MetricsListener {
-    /// Binds `address` (TCP only: `host:port`, port 0 for an ephemeral one).
-    pub async fn bind(address: &Address) -> std::io::Result<MetricsListener> {
-        let Address::Tcp { host, port } = address else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("the metrics endpoint listens on TCP (host:port), not {address}"),
-            ));
-        };
-        let listener = TcpListener::bind((host.as_str(), *port))
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot serve metrics on {address}: {e}")))?;
-        let local = listener.local_addr()?;
-        let address = Address::Tcp { host: local.ip().to_string(), port: local.port() };
-        Ok(MetricsListener { listener, address })
-    }
-
-    /// The address really bound (an ephemeral port resolved).
-    pub fn address(&self) -> &Address {
-        &self.address
-    }
-
-    /// Switches call recording on, then (when polled) answers scrapes until the server
-    /// shuts down.
-    pub fn serve(self, shared: Arc<Shared>) -> impl std::future::Future<Output = ()> + Send {
-        shared.parking.engine().metrics().start_recording();
-        self.answer_scrapes(shared)
-    }
-
-    async fn answer_scrapes(self, shared: Arc<Shared>) {
-        let mut shutdown = shared.shutdown.clone();
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return,
-                accepted = self.listener.accept() => accepted,
-            };
-            let Ok((stream, _)) = accepted else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &shared)).await;
-                drop(slot);
-            });
-        }
-    }
-}
-
-/// Reads one request head and answers it.
-async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > MAX_REQUEST {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "", "request too large\n", true).await;
-        }
-    }
-    let line = String::from_utf8_lossy(head.split(|&b| b == b'\n').next().unwrap_or_default()).into_owned();
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
-        return respond(&mut stream, "400 Bad Request", "", "bad request\n", true).await;
-    };
-    if !version.starts_with("HTTP/1.") {
-        return respond(&mut stream, "400 Bad Request", "", "bad request\n", true).await;
-    }
-    let path = target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return respond(&mut stream, "404 Not Found", "", "not found; metrics are at /metrics\n", true).await;
-    }
-    match method {
-        "GET" | "HEAD" => {
-            let body = render(shared);
-            let content_type = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
-            respond(&mut stream, "200 OK", content_type, &body, method == "GET").await
-        }
-        _ => respond(&mut stream, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "use GET\n", true).await,
-    }
-}
-
-/// Writes a whole response and closes the connection. `headers` are extra header
-/// lines, each ending in CRLF; the default content type is plain text.
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    headers: &str,
-    body: &str,
-    with_body: bool,
-) -> std::io::Result<()> {
-    let content_type =
-        if headers.contains("Content-Type:") { "" } else { "Content-Type: text/plain; charset=utf-8\r\n" };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\n{headers}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if with_body {
-        out.push_str(body);
-    }
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
-}
+pub use http::{render, MetricsListener};
 
 #[cfg(test)]
 mod tests {
@@ -621,10 +365,5 @@ mod tests {
         metrics.start_recording();
         assert!(before.recording(), "kinds made before the switch see it too");
         assert!(metrics.kind(&Kind::List, &TABLE).recording());
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
