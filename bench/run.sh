@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== building agora (release)"
-cargo build --release --quiet -p agora-server --bin agora
+cargo build --release --quiet -p agora --bin agora
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
     echo "== installing redis-server and redis-tools (Debian)"

@@ -17,7 +17,7 @@
 
 use std::error::Error;
 
-use agora_server::EmbeddedManager;
+use agora::EmbeddedManager;
 
 const COUNT: u64 = 100;
 

@@ -17,8 +17,8 @@
 use std::error::Error;
 use std::process::ExitCode;
 
+use agora::embedded::blocking::EmbeddedManager;
 use agora_client::blocking::Manager;
-use agora_server::embedded::blocking::EmbeddedManager;
 
 const WORKERS: i64 = 4;
 const ROUNDS: i64 = 250;

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 
+use agora::embedded::blocking::EmbeddedManager;
 use agora_client::blocking::Manager;
-use agora_server::embedded::blocking::EmbeddedManager;
 use serde::{Deserialize, Serialize};
 
 const WORKERS: usize = 4;

@@ -1,7 +1,7 @@
 //! Connecting from the environment: how a child process finds the manager that
 //! started it (and how any program finds a server its operator configured).
 //!
-//! A parent that embeds a server (`agora_server::EmbeddedManager::command`) starts its
+//! A parent that embeds a server (`agora::EmbeddedManager::command`) starts its
 //! children with [`ADDRESS_ENV`] and [`AUTHKEY_ENV`] set; [`Manager::from_env`] reads
 //! them. The authkey travels in the environment, never on a command line, where `ps`
 //! would show it to every user of the machine.
@@ -68,7 +68,7 @@ impl Manager {
     /// Connects to the server named by the environment: the address in
     /// `AGORA_ADDRESS`, the authkey in `AGORA_AUTHKEY` (else in the file
     /// `AGORA_AUTHKEY_FILE` names). This is how a child process reaches the manager of
-    /// the parent that spawned it with `agora_server::EmbeddedManager::command`.
+    /// the parent that spawned it with `agora::EmbeddedManager::command`.
     ///
     /// Fails with [`Error::Environment`] (saying which variable and what to do) when
     /// the variables are missing or malformed, and as [`Manager::connect`] does

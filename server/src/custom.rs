@@ -84,10 +84,8 @@ pub trait CustomObject: Send + 'static {
     /// Runs `method` (always one of the names the kind was registered with) with the
     /// caller's positional arguments, and returns its result. Return a [`WireError`]
     /// to raise an error in the client: `WireError::type_error(…)` raises `TypeError`
-    /// in Python and gives [`TypeMismatch`] in Rust, `WireError::value_error(…)`
-    /// `ValueError`, and so on.
-    ///
-    /// [`TypeMismatch`]: agora_client::Error::TypeMismatch
+    /// in Python and gives `agora_client::Error::TypeMismatch` in Rust,
+    /// `WireError::value_error(…)` `ValueError`, and so on.
     fn call(&mut self, method: &str, args: Vec<Value>) -> Result<Value, WireError>;
 
     /// A copy of the whole state as a plain value: what `agora get NAME` prints and a
@@ -115,7 +113,7 @@ type Factory = dyn Fn(Vec<Value>) -> Result<Box<dyn CustomObject>, WireError> + 
 /// A custom kind: a type name, the methods clients may call, and a factory. Cheap to
 /// clone. Register it with [`CustomKinds::register`] (on
 /// [`Config::custom`](crate::Config::custom)) or the embedded manager's
-/// [`Builder::register`](crate::embedded::Builder::register).
+/// `Builder::register` (`agora::embedded::Builder::register`, in the `agora` crate).
 #[derive(Clone)]
 pub struct CustomKind {
     typeid: String,

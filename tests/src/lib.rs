@@ -25,7 +25,7 @@ pub fn agora_bin() -> PathBuf {
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
         let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "agora-server", "--bin", "agora"]);
+        build.args(["build", "--quiet", "-p", "agora", "--bin", "agora"]);
         if profile == "release" {
             build.arg("--release");
         }

@@ -4,12 +4,12 @@
 
 use std::process::Command;
 
+use agora::EmbeddedManager;
 use agora_client::proto::native::Kind;
 use agora_client::proto::{Value, WireError};
 use agora_client::Error;
 use agora_server::config::Exposure;
 use agora_server::custom::{CustomKind, CustomObject};
-use agora_server::EmbeddedManager;
 
 /// A counter that counts on the server.
 struct Counter {

@@ -8,9 +8,9 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use agora::embedded::blocking;
+use agora::EmbeddedManager;
 use agora_client::{Error, ADDRESS_ENV, AUTHKEY_ENV, AUTHKEY_FILE_ENV};
-use agora_server::embedded::blocking;
-use agora_server::EmbeddedManager;
 
 const ROLE: &str = "AGORA_TEST_CHILD";
 const ROUNDS: i64 = 200;
@@ -207,7 +207,7 @@ fn a_port_clash_is_a_start_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string().parse().unwrap();
     let err = EmbeddedManager::builder().listen(address).start_blocking().unwrap_err();
-    assert!(matches!(err, agora_server::embedded::StartError::Server(_)), "{err:?}");
+    assert!(matches!(err, agora::embedded::StartError::Server(_)), "{err:?}");
     assert!(err.to_string().contains("cannot start the embedded agora server"), "{err}");
 }
 

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use agora::EmbeddedManager;
 use agora_client::Error;
-use agora_server::EmbeddedManager;
 use agora_tests::{Server, ServerOptions};
 
 /// One HTTP/1.1 exchange; returns the status line, the headers and the body.

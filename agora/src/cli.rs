@@ -14,10 +14,10 @@ use agora_proto::Address;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, Exposure, FileConfig, Limits, AUTHKEY_ENV};
-use crate::server::Server;
+use agora_server::config::{self, Config, Exposure, FileConfig, Limits, AUTHKEY_ENV};
+use agora_server::server::Server;
 
-pub use crate::config::{parse_duration, parse_size};
+pub use agora_server::config::{parse_duration, parse_size};
 
 /// agora: a shared-state server for Rust and unmodified CPython multiprocessing clients.
 #[derive(Debug, Parser)]
@@ -415,7 +415,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {
-        Some(address) => Some(crate::metrics::MetricsListener::bind(address).await.map_err(|e| e.to_string())?),
+        Some(address) => Some(agora_server::metrics::MetricsListener::bind(address).await.map_err(|e| e.to_string())?),
         None => None,
     };
     let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;

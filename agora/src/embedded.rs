@@ -14,7 +14,7 @@
 //! its socket and directory.
 //!
 //! ```no_run
-//! use agora_server::EmbeddedManager;
+//! use agora::EmbeddedManager;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let manager = EmbeddedManager::start().await?;
@@ -34,8 +34,9 @@
 //! # Why not `agora_client::Manager::start()`
 //!
 //! The client crate must not depend on the server crate (every client would carry a
-//! server, and the server already depends on the client), so starting a server lives
-//! here. A type of its own, rather than an extension trait on `Manager`, because what
+//! server), and the server library does not depend on the client, so starting a
+//! server and connecting a manager to it lives here, in `agora`, the one crate that
+//! depends on both. A type of its own, rather than an extension trait on `Manager`, because what
 //! `start` returns is more than a manager: it owns the server, knows its address and
 //! authkey, prepares child processes, and shuts the server down.
 //!
@@ -50,10 +51,10 @@ use agora_client::{ADDRESS_ENV, AUTHKEY_ENV};
 use agora_proto::Address;
 use tokio::sync::oneshot;
 
-use crate::config::{Config, Exposure, Limits};
-use crate::custom::{CustomKind, CustomKinds};
-use crate::metrics::MetricsListener;
-use crate::server::{Server, ShutdownHandle};
+use agora_server::config::{Config, Exposure, Limits};
+use agora_server::custom::{CustomKind, CustomKinds};
+use agora_server::metrics::MetricsListener;
+use agora_server::server::{Server, ShutdownHandle};
 
 /// The socket file's name inside the private directory.
 const SOCKET_NAME: &str = "agora.sock";
@@ -117,7 +118,7 @@ impl Builder {
         self
     }
 
-    /// Serve a custom kind: this program's own type ([`crate::custom`]).
+    /// Serve a custom kind: this program's own type ([`agora_server::custom`]).
     ///
     /// # Panics
     ///
@@ -462,7 +463,7 @@ pub mod blocking {
     //! [`agora_client::blocking::Manager`].
     //!
     //! ```no_run
-    //! use agora_server::embedded::blocking::EmbeddedManager;
+    //! use agora::embedded::blocking::EmbeddedManager;
     //!
     //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
     //! let manager = EmbeddedManager::start()?;

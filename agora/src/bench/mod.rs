@@ -31,7 +31,7 @@ use agora_proto::Address;
 use clap::Args;
 
 use crate::cli::{parse_duration, ClientArgs};
-use crate::config::{self, Config};
+use agora_server::config::{self, Config};
 use echo::EchoConn;
 use report::{IdleReport, LatencyUs, Report, TestResult};
 use workload::{Rng, Test, Worker};
@@ -174,7 +174,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         let authkey: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
         let mut config = Config::new(vec![listen], authkey.clone());
         config.limits.max_connections = config.limits.max_connections.max(args.clients + args.idle + 64);
-        let server = crate::Server::bind(config).await.map_err(|e| e.to_string())?;
+        let server = agora_server::Server::bind(config).await.map_err(|e| e.to_string())?;
         let address = server.addresses()[0].clone();
         embedded = Some((server.shutdown_handle(), tokio::spawn(server.run())));
         (address.clone(), authkey, format!("embedded {}", describe(&address)))

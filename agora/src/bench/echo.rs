@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::report::Latencies;
-use crate::listener::{Accepted, Listener, Transport};
+use agora_server::listener::{Accepted, Listener, Transport};
 
 /// The largest frame the echo server accepts.
 const ECHO_MAX_FRAME: u64 = 64 << 20;

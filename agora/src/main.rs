@@ -2,8 +2,8 @@
 
 use clap::Parser;
 
-use agora_server::admin;
-use agora_server::cli::{self, Cli, Command};
+use agora::admin;
+use agora::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
             Command::Get { client, name } => admin::get(&client, &name).await,
             Command::Del { client, name } => admin::del(&client, &name).await,
             Command::Shutdown(client) => admin::shutdown(&client).await,
-            Command::Bench(args) => agora_server::bench::run(args).await,
+            Command::Bench(args) => agora::bench::run(args).await,
         }
     });
     exit_code(result)
