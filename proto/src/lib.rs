@@ -7,10 +7,12 @@
 //! - [`auth`]: the mutual HMAC challenge (CPython 3.12+, with the legacy MD5 answer);
 //! - [`value`]: the dynamic [`Value`] shared by both dialects, with Python's equality,
 //!   hashing, ordering and `repr`, and serde conversion from and to any Rust type;
-//! - [`reference`]: references to managed objects inside values (CPython's nested-proxy form);
+//! - [`reference`](mod@reference): references to managed objects inside values (CPython's nested-proxy form);
 //! - [`pickle`]: the Python dialect's pickle codec (decodes and encodes, never executes);
-//! - [`slice`]: Python slices as they travel in a [`Value`];
+//! - [`slice`](mod@slice): Python slices as they travel in a [`Value`];
 //! - [`native`]: the native dialect's requests and replies (MessagePack);
+//! - [`methods`]: the methods of every built-in object kind, declared once (names,
+//!   parameters, read-only or mutating, exposed to CPython or not);
 //! - [`error`]: the error codes both dialects report;
 //! - [`io`] (feature `tokio`, on by default): frame and handshake drivers over any
 //!   `AsyncRead + AsyncWrite`, shared by the server and the client.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;
+pub mod methods;
 pub mod native;
 pub mod pickle;
 pub mod reference;

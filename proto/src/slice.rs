@@ -2,7 +2,7 @@
 //!
 //! A client indexes a list or array with a slice (`l[1:3]`, `a[::-1]`). On the wire a
 //! slice is what pickle makes of it, `REDUCE(builtins.slice, (start, stop, step))`, which
-//! the value model keeps as an opaque [`Object`]. [`Slice::from_value`] recognises that
+//! the value model keeps as an opaque [`Object`](crate::value::Object). [`Slice::from_value`] recognises that
 //! shape and checks its bounds the way CPython's `PySlice_Unpack` does;
 //! [`Slice::indices`] resolves it against a length like `PySlice_AdjustIndices`.
 

@@ -19,67 +19,10 @@ use agora_proto::{ErrorCode, Value, WireError};
 use crate::engine::{Ctx, SessionId, Ticket, Undelivered};
 use crate::objects::condition::ConditionLock;
 
-/// One method of an object kind, as Python declares it.
-#[derive(Debug, Clone, Copy)]
-pub struct MethodSpec {
-    /// The method's name (`"__getitem__"`, `"append"`, `"incr"`).
-    pub name: &'static str,
-    /// Parameter names in order (without `self`).
-    pub params: &'static [&'static str],
-    /// How many leading parameters are required.
-    pub required: usize,
-    /// True if the method takes `**kwargs` beyond its named parameters.
-    pub var_keywords: bool,
-    /// True if the method takes `*args` beyond its named parameters (delivered in
-    /// [`Args::take_rest`]): the methods of custom kinds, which take any arguments.
-    pub var_positional: bool,
-    /// True if the method never changes the object's state (nor parks): such calls
-    /// are not logged. Everything else is a mutating command.
-    pub read_only: bool,
-    /// True if the method keeps its arguments in the object (a container's setter, a
-    /// queue's put): objects referenced in them are then kept alive by this object.
-    pub stores: bool,
-}
-
-impl MethodSpec {
-    /// A method whose parameters are all required.
-    pub const fn new(name: &'static str, params: &'static [&'static str]) -> MethodSpec {
-        MethodSpec::optional(name, params, params.len())
-    }
-
-    /// A method whose first `required` parameters are required and the rest optional.
-    pub const fn optional(name: &'static str, params: &'static [&'static str], required: usize) -> MethodSpec {
-        MethodSpec {
-            name,
-            params,
-            required,
-            var_keywords: false,
-            var_positional: false,
-            read_only: false,
-            stores: false,
-        }
-    }
-
-    /// The same method, also taking `**kwargs` (delivered in [`Args::take_keywords`]).
-    pub const fn with_var_keywords(self) -> MethodSpec {
-        MethodSpec { var_keywords: true, ..self }
-    }
-
-    /// The same method, also taking `*args` (delivered in [`Args::take_rest`]).
-    pub const fn with_var_positional(self) -> MethodSpec {
-        MethodSpec { var_positional: true, ..self }
-    }
-
-    /// The same method, declared as only reading the object's state.
-    pub const fn read_only(self) -> MethodSpec {
-        MethodSpec { read_only: true, ..self }
-    }
-
-    /// The same method, declared as keeping its arguments in the object.
-    pub const fn stores(self) -> MethodSpec {
-        MethodSpec { stores: true, ..self }
-    }
-}
+/// One method of an object kind, as Python declares it: the built-in kinds' tables are
+/// declared once in [`agora_proto::methods`] (dispatch, the Python `exposed` lists and
+/// the client's method names all read them); custom kinds build theirs at run time.
+pub use agora_proto::methods::MethodSpec;
 
 /// Arguments bound to a method's parameters: one slot per parameter (empty where an
 /// optional parameter was not given), plus the leftover keywords of a `**kwargs` method.

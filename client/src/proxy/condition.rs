@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_proto::methods;
 use agora_proto::native::Kind;
 use agora_proto::Value;
 
@@ -47,7 +48,9 @@ impl ConditionLock for RLock {
 fn give_back_wait(value: Value) -> Option<(&'static str, Vec<Value>)> {
     match value {
         Value::Tuple(pair) => match pair.as_slice() {
-            [_, Value::Int(token)] => Some(("release_fenced", vec![Value::Int(*token), Value::Bool(true)])),
+            [_, Value::Int(token)] => {
+                Some((methods::condition::RELEASE_FENCED.name, vec![Value::Int(*token), Value::Bool(true)]))
+            }
             _ => None,
         },
         _ => None,
@@ -141,7 +144,7 @@ impl Condition {
     /// `release unlocked lock` on a plain [`Lock`]) if it is not held. Prefer
     /// releasing the [`Guard`].
     pub async fn release(&self) -> Result<()> {
-        self.handle.call("release", vec![Value::Str(self.owner().into())]).await.map(drop)
+        self.handle.call(methods::condition::RELEASE.name, vec![Value::Str(self.owner().into())]).await.map(drop)
     }
 
     /// Releases the lock, waits until notified, and re-acquires it (restoring an
@@ -173,7 +176,7 @@ impl Condition {
             return Err(Error::Runtime("cannot wait on un-acquired lock".into()));
         }
         let args = vec![timeout_value(timeout), Value::Str(owner.into())];
-        match self.handle.call_handing_over("wait_fenced", args, give_back_wait).await {
+        match self.handle.call_handing_over(methods::condition::WAIT_FENCED.name, args, give_back_wait).await {
             Ok(Value::Tuple(pair)) => match pair.as_slice() {
                 [Value::Bool(notified), Value::Int(token)] => {
                     guard.resume(*token as u64);
@@ -222,12 +225,15 @@ impl Condition {
     /// lock`) otherwise.
     pub async fn notify(&self, n: usize) -> Result<()> {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
-        self.handle.call("notify", vec![Value::Int(n), Value::Str(self.owner().into())]).await.map(drop)
+        self.handle
+            .call(methods::condition::NOTIFY.name, vec![Value::Int(n), Value::Str(self.owner().into())])
+            .await
+            .map(drop)
     }
 
     /// Wakes every waiter (Python `notify_all()`). The caller must hold the condition.
     pub async fn notify_all(&self) -> Result<()> {
-        self.handle.call("notify_all", vec![Value::Str(self.owner().into())]).await.map(drop)
+        self.handle.call(methods::condition::NOTIFY_ALL.name, vec![Value::Str(self.owner().into())]).await.map(drop)
     }
 }
 

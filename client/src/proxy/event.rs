@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_proto::methods;
 use agora_proto::native::Kind;
 use agora_proto::Value;
 
@@ -36,28 +37,28 @@ impl Event {
 
     /// Sets the flag and wakes every waiter (Python `set()`).
     pub async fn set(&self) -> Result<()> {
-        self.handle.call("set", vec![]).await.map(drop)
+        self.handle.call(methods::event::SET.name, vec![]).await.map(drop)
     }
 
     /// Clears the flag (Python `clear()`).
     pub async fn clear(&self) -> Result<()> {
-        self.handle.call("clear", vec![]).await.map(drop)
+        self.handle.call(methods::event::CLEAR.name, vec![]).await.map(drop)
     }
 
     /// True if the flag is set (Python `is_set()`).
     pub async fn is_set(&self) -> Result<bool> {
-        self.handle.call_as("is_set", vec![]).await
+        self.handle.call_as(methods::event::IS_SET.name, vec![]).await
     }
 
     /// Waits until the flag is set; at once if it is (Python `wait()`).
     pub async fn wait(&self) -> Result<()> {
-        self.handle.call("wait", vec![Value::None]).await.map(drop)
+        self.handle.call(methods::event::WAIT.name, vec![Value::None]).await.map(drop)
     }
 
     /// Waits up to `timeout` for the flag; returns whether it is set (Python
     /// `wait(timeout)`). A zero timeout only looks.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.handle.call_as("wait", vec![timeout_value(Some(timeout))]).await
+        self.handle.call_as(methods::event::WAIT.name, vec![timeout_value(Some(timeout))]).await
     }
 }
 

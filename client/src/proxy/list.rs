@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use agora_proto::methods;
 use agora_proto::slice::Slice;
 use agora_proto::Value;
 use serde::de::DeserializeOwned;
@@ -48,13 +49,13 @@ where
 
     /// Appends `item` at the end (Python `append`).
     pub async fn push(&self, item: &T) -> Result<()> {
-        self.handle.call("append", vec![encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::APPEND.name, vec![encode(item)?]).await.map(drop)
     }
 
     /// The item at `index`, or `None` if the index is out of range
     /// (Python `l[index]`, `__getitem__`). Negative indices count from the end.
     pub async fn get(&self, index: i64) -> Result<Option<T>> {
-        match self.handle.call("__getitem__", vec![Value::Int(index)]).await {
+        match self.handle.call(methods::list::GETITEM.name, vec![Value::Int(index)]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::IndexOutOfRange(_)) => Ok(None),
             Err(e) => Err(e),
@@ -65,19 +66,19 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn set(&self, index: i64, item: &T) -> Result<()> {
-        self.handle.call("__setitem__", vec![Value::Int(index), encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::SETITEM.name, vec![Value::Int(index), encode(item)?]).await.map(drop)
     }
 
     /// Inserts `item` before `index` (Python `insert`). As in Python, an index past
     /// either end inserts at that end; it never fails for being out of range.
     pub async fn insert(&self, index: i64, item: &T) -> Result<()> {
-        self.handle.call("insert", vec![Value::Int(index), encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::INSERT.name, vec![Value::Int(index), encode(item)?]).await.map(drop)
     }
 
     /// Removes and returns the last item, or `None` if the list is empty
     /// (Python `pop()`).
     pub async fn pop(&self) -> Result<Option<T>> {
-        match self.handle.call("pop", vec![]).await {
+        match self.handle.call(methods::list::POP.name, vec![]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::IndexOutOfRange(_)) => Ok(None),
             Err(e) => Err(e),
@@ -88,7 +89,7 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn pop_at(&self, index: i64) -> Result<T> {
-        self.handle.call_as("pop", vec![Value::Int(index)]).await
+        self.handle.call_as(methods::list::POP.name, vec![Value::Int(index)]).await
     }
 
     /// Removes the item at `index` without returning it
@@ -96,13 +97,13 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn remove_at(&self, index: i64) -> Result<()> {
-        self.handle.call("__delitem__", vec![Value::Int(index)]).await.map(drop)
+        self.handle.call(methods::list::DELITEM.name, vec![Value::Int(index)]).await.map(drop)
     }
 
     /// Removes the first item equal to `item`; returns whether there was one
     /// (Python `remove`, whose `ValueError` becomes `false`).
     pub async fn remove(&self, item: &T) -> Result<bool> {
-        match self.handle.call("remove", vec![encode(item)?]).await {
+        match self.handle.call(methods::list::REMOVE.name, vec![encode(item)?]).await {
             Ok(_) => Ok(true),
             Err(Error::InvalidValue(_)) => Ok(false),
             Err(e) => Err(e),
@@ -112,7 +113,7 @@ where
     /// The index of the first item equal to `item`, or `None`
     /// (Python `index`, whose `ValueError` becomes `None`).
     pub async fn position(&self, item: &T) -> Result<Option<usize>> {
-        match self.handle.call("index", vec![encode(item)?]).await {
+        match self.handle.call(methods::list::INDEX.name, vec![encode(item)?]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::InvalidValue(_)) => Ok(None),
             Err(e) => Err(e),
@@ -121,12 +122,12 @@ where
 
     /// How many items equal `item` (Python `count`).
     pub async fn count(&self, item: &T) -> Result<usize> {
-        self.handle.call_as("count", vec![encode(item)?]).await
+        self.handle.call_as(methods::list::COUNT.name, vec![encode(item)?]).await
     }
 
     /// True if some item equals `item` (Python `item in l`, `__contains__`).
     pub async fn contains(&self, item: &T) -> Result<bool> {
-        self.handle.call_as("__contains__", vec![encode(item)?]).await
+        self.handle.call_as(methods::list::CONTAINS.name, vec![encode(item)?]).await
     }
 
     /// Appends every item, in order, atomically (Python `extend`).
@@ -138,12 +139,12 @@ where
         T: 'a,
     {
         let items = items.into_iter().map(encode).collect::<Result<Vec<_>>>()?;
-        self.handle.call("extend", vec![Value::List(items)]).await.map(drop)
+        self.handle.call(methods::list::EXTEND.name, vec![Value::List(items)]).await.map(drop)
     }
 
     /// Number of items (Python `len(l)`, `__len__`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as("__len__", vec![]).await
+        self.handle.call_as(methods::list::LEN.name, vec![]).await
     }
 
     /// True when the list has no items (Python `len(l) == 0`, `__len__`).
@@ -153,12 +154,12 @@ where
 
     /// Removes every item (Python `clear`).
     pub async fn clear(&self) -> Result<()> {
-        self.handle.call("clear", vec![]).await.map(drop)
+        self.handle.call(methods::list::CLEAR.name, vec![]).await.map(drop)
     }
 
     /// Reverses the list in place (Python `reverse`).
     pub async fn reverse(&self) -> Result<()> {
-        self.handle.call("reverse", vec![]).await.map(drop)
+        self.handle.call(methods::list::REVERSE.name, vec![]).await.map(drop)
     }
 
     /// Sorts the list in place, ascending, by Python's ordering of the stored values
@@ -176,7 +177,7 @@ where
 
     /// `sort(key=None, reverse=reverse)`, passed positionally.
     async fn sort_in_order(&self, reverse: bool) -> Result<()> {
-        self.handle.call("sort", vec![Value::None, Value::Bool(reverse)]).await.map(drop)
+        self.handle.call(methods::list::SORT.name, vec![Value::None, Value::Bool(reverse)]).await.map(drop)
     }
 
     /// A copy of every item, in order (Python `l[:]`, `__getitem__` with a full slice).
@@ -192,13 +193,13 @@ where
     /// fails for being out of range: `slice(Some(-2), None)` is the last two items.
     pub async fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>> {
         let slice = Slice { start, stop, step: None };
-        self.handle.call_as("__getitem__", vec![slice.to_value()]).await
+        self.handle.call_as(methods::list::GETITEM.name, vec![slice.to_value()]).await
     }
 
     /// Repeats the contents in place `times` times; `0` empties the list
     /// (Python `l *= times`, `__imul__`).
     pub async fn repeat_in_place(&self, times: usize) -> Result<()> {
         let times = i64::try_from(times).map_err(|_| Error::Overflow(format!("cannot repeat a list {times} times")))?;
-        self.handle.call("__imul__", vec![Value::Int(times)]).await.map(drop)
+        self.handle.call(methods::list::IMUL.name, vec![Value::Int(times)]).await.map(drop)
     }
 }

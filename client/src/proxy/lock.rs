@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_proto::methods;
 use agora_proto::native::{Args, Kind, Op};
 use agora_proto::Value;
 
@@ -39,9 +40,13 @@ pub(crate) fn current_owner() -> String {
 }
 
 /// If a grant's reply arrives after its caller stopped waiting: give it back.
+///
+/// This and the other helpers here serve every acquirer (Lock, RLock, Semaphore,
+/// Condition), which all declare `acquire_fenced`, `release_fenced` and `release`
+/// under the same names ([`agora_proto::methods`]).
 pub(crate) fn give_back_token(value: Value) -> Option<(&'static str, Vec<Value>)> {
     match value {
-        Value::Int(token) => Some(("release_fenced", vec![Value::Int(token)])),
+        Value::Int(token) => Some((methods::lock::RELEASE_FENCED.name, vec![Value::Int(token)])),
         _ => None,
     }
 }
@@ -127,8 +132,8 @@ impl Guard {
     /// The release call for a grant with `token`.
     fn release_call(&self, token: u64) -> (&'static str, Vec<Value>) {
         match &self.release {
-            ReleaseBy::Token => ("release_fenced", vec![Value::Int(token as i64)]),
-            ReleaseBy::Owner(owner) => ("release", vec![Value::Str(owner.clone().into())]),
+            ReleaseBy::Token => (methods::lock::RELEASE_FENCED.name, vec![Value::Int(token as i64)]),
+            ReleaseBy::Owner(owner) => (methods::rlock::RELEASE.name, vec![Value::Str(owner.clone().into())]),
         }
     }
 
@@ -166,7 +171,7 @@ pub(crate) async fn acquire_fenced(
     args: Vec<Value>,
     owner: Option<String>,
 ) -> Result<Option<Guard>> {
-    match handle.call_handing_over("acquire_fenced", args, give_back_token).await? {
+    match handle.call_handing_over(methods::lock::ACQUIRE_FENCED.name, args, give_back_token).await? {
         Value::Int(token) => Ok(Some(match owner {
             Some(owner) => Guard::by_owner(handle.clone(), token as u64, owner),
             None => Guard::by_token(handle.clone(), token as u64),
@@ -295,7 +300,7 @@ impl Lock {
 
     /// True while some client holds the lock (Python 3.13 `locked()`).
     pub async fn is_locked(&self) -> Result<bool> {
-        self.handle.call_as("locked", vec![]).await
+        self.handle.call_as(methods::lock::LOCKED.name, vec![]).await
     }
 
     /// Releases the lock whoever holds it (Python `release()`: a Lock has no owner).
@@ -304,7 +309,7 @@ impl Lock {
     /// holder's session ended holding it, in which case the server already released
     /// it and this release is absorbed once. Prefer releasing the [`Guard`].
     pub async fn release(&self) -> Result<()> {
-        self.handle.call("release", vec![]).await.map(drop)
+        self.handle.call(methods::lock::RELEASE.name, vec![]).await.map(drop)
     }
 
     /// The `Condition(lock)` argument that refers to this lock.

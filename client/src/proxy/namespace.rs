@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use agora_proto::methods;
 use agora_proto::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,7 +41,7 @@ impl Namespace {
     /// The attribute `name` as a `T`, or `None` if it is not set
     /// (Python `ns.name`, `__getattribute__`, whose `AttributeError` becomes `None`).
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        match self.handle.call("__getattribute__", vec![Value::Str(name.to_owned().into())]).await {
+        match self.handle.call(methods::namespace::GETATTRIBUTE.name, vec![Value::Str(name.to_owned().into())]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::NoSuchAttribute(_)) => Ok(None),
             Err(e) => Err(e),
@@ -50,13 +51,16 @@ impl Namespace {
     /// Sets the attribute `name` to `value`, replacing any value of any type
     /// (Python `ns.name = value`, `__setattr__`).
     pub async fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
-        self.handle.call("__setattr__", vec![Value::Str(name.to_owned().into()), encode(value)?]).await.map(drop)
+        self.handle
+            .call(methods::namespace::SETATTR.name, vec![Value::Str(name.to_owned().into()), encode(value)?])
+            .await
+            .map(drop)
     }
 
     /// Removes the attribute `name`; returns whether it was set
     /// (Python `del ns.name`, `__delattr__`, whose `AttributeError` becomes `false`).
     pub async fn remove(&self, name: &str) -> Result<bool> {
-        match self.handle.call("__delattr__", vec![Value::Str(name.to_owned().into())]).await {
+        match self.handle.call(methods::namespace::DELATTR.name, vec![Value::Str(name.to_owned().into())]).await {
             Ok(_) => Ok(true),
             Err(Error::NoSuchAttribute(_)) => Ok(false),
             Err(e) => Err(e),

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use agora_proto::methods;
 use agora_proto::native::{Args, Kind, Op};
 use agora_proto::Value;
 use serde::de::DeserializeOwned;
@@ -55,13 +56,13 @@ fn seconds(duration: Duration) -> Value {
 
 /// If a plain get's item arrives after its caller stopped waiting: put it back.
 fn give_back_item(item: Value) -> Option<(&'static str, Vec<Value>)> {
-    Some(("unget", vec![item]))
+    Some((methods::queue::UNGET.name, vec![item]))
 }
 
 /// If a lease arrives after its caller stopped waiting: nack it.
 fn give_back_lease(pair: Value) -> Option<(&'static str, Vec<Value>)> {
     match pair {
-        Value::Tuple(mut pair) if pair.len() == 2 => Some(("nack", vec![pair.swap_remove(0)])),
+        Value::Tuple(mut pair) if pair.len() == 2 => Some((methods::queue::NACK.name, vec![pair.swap_remove(0)])),
         _ => None,
     }
 }
@@ -120,37 +121,40 @@ where
     /// [`Error::QueueShutDown`] once the queue is shut down, also for a put that was
     /// waiting then (its item is not inserted).
     pub async fn put(&self, item: &T) -> Result<()> {
-        self.handle.call("put", vec![encode(item)?]).await.map(drop)
+        self.handle.call(methods::queue::PUT.name, vec![encode(item)?]).await.map(drop)
     }
 
     /// Appends `item`, waiting at most `timeout` for room (Python `put(item,
     /// timeout=t)`); [`Error::Full`] if there was none (the item is not inserted).
     pub async fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.handle.call("put", vec![encode(item)?, Value::Bool(true), seconds(timeout)]).await.map(drop)
+        self.handle
+            .call(methods::queue::PUT.name, vec![encode(item)?, Value::Bool(true), seconds(timeout)])
+            .await
+            .map(drop)
     }
 
     /// Appends `item` if there is room now (Python `put_nowait`); [`Error::Full`] if
     /// not.
     pub async fn try_put(&self, item: &T) -> Result<()> {
-        self.handle.call("put_nowait", vec![encode(item)?]).await.map(drop)
+        self.handle.call(methods::queue::PUT_NOWAIT.name, vec![encode(item)?]).await.map(drop)
     }
 
     /// Removes and returns the item at the head, waiting for one (Python `get()`).
     /// [`Error::QueueShutDown`] once the queue is shut down and empty.
     pub async fn get(&self) -> Result<T> {
-        self.take("get", vec![]).await
+        self.take(methods::queue::GET.name, vec![]).await
     }
 
     /// Removes and returns the item at the head, waiting at most `timeout` (Python
     /// `get(timeout=t)`; the server keeps the time); [`Error::Empty`] if none came.
     pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.take("get", vec![Value::Bool(true), seconds(timeout)]).await
+        self.take(methods::queue::GET.name, vec![Value::Bool(true), seconds(timeout)]).await
     }
 
     /// Removes and returns the item at the head if there is one now (Python
     /// `get_nowait`), else `None`.
     pub async fn try_get(&self) -> Result<Option<T>> {
-        match self.take("get_nowait", vec![]).await {
+        match self.take(methods::queue::GET_NOWAIT.name, vec![]).await {
             Ok(item) => Ok(Some(item)),
             Err(Error::Empty) => Ok(None),
             Err(e) => Err(e),
@@ -164,7 +168,7 @@ where
         match decode(item.clone()) {
             Ok(item) => Ok(item),
             Err(e) => {
-                self.handle.connection().send_and_forget(call_op(self.id(), "unget", vec![item]));
+                self.handle.connection().send_and_forget(call_op(self.id(), methods::queue::UNGET.name, vec![item]));
                 Err(put_back(e))
             }
         }
@@ -197,7 +201,7 @@ where
     }
 
     async fn take_leased(&self, args: Vec<Value>) -> Result<Leased<T>> {
-        let pair = self.handle.call_handing_over("get_leased", args, give_back_lease).await?;
+        let pair = self.handle.call_handing_over(methods::queue::GET_LEASED.name, args, give_back_lease).await?;
         let (receipt, item) = match pair {
             Value::Tuple(pair) if pair.len() == 2 => {
                 let [receipt, item] = <[Value; 2]>::try_from(pair).expect("two");
@@ -211,7 +215,7 @@ where
         match decode(item) {
             Ok(item) => Ok(Leased { item, receipt: number, handle: Some(self.handle.clone()) }),
             Err(e) => {
-                self.handle.connection().send_and_forget(call_op(self.id(), "nack", vec![receipt]));
+                self.handle.connection().send_and_forget(call_op(self.id(), methods::queue::NACK.name, vec![receipt]));
                 Err(put_back(e))
             }
         }
@@ -219,23 +223,23 @@ where
 
     /// Number of items in the queue, not counting leased ones (Python `qsize()`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as("qsize", vec![]).await
+        self.handle.call_as(methods::queue::QSIZE.name, vec![]).await
     }
 
     /// True when no item is in the queue (Python `empty()`).
     pub async fn is_empty(&self) -> Result<bool> {
-        self.handle.call_as("empty", vec![]).await
+        self.handle.call_as(methods::queue::EMPTY.name, vec![]).await
     }
 
     /// True when the queue is bounded and holds `maxsize` items or more (Python
     /// `full()`).
     pub async fn is_full(&self) -> Result<bool> {
-        self.handle.call_as("full", vec![]).await
+        self.handle.call_as(methods::queue::FULL.name, vec![]).await
     }
 
     /// Number of items out on lease (agora's `leased`; no Python equivalent).
     pub async fn leased_len(&self) -> Result<usize> {
-        self.handle.call_as("leased", vec![]).await
+        self.handle.call_as(methods::queue::LEASED.name, vec![]).await
     }
 
     /// Shuts the queue down (Python 3.13 `shutdown(immediate)`): puts fail with
@@ -243,7 +247,7 @@ where
     /// blocked getters and putters get it at once. `immediate` also drops every queued
     /// item, counting each as done for [`JoinableQueue::join`].
     pub async fn shutdown(&self, immediate: bool) -> Result<()> {
-        self.handle.call("shutdown", vec![Value::Bool(immediate)]).await.map(drop)
+        self.handle.call(methods::queue::SHUTDOWN.name, vec![Value::Bool(immediate)]).await.map(drop)
     }
 
     /// The items as an async [`Stream`](futures_core::Stream), each taken with
@@ -316,13 +320,13 @@ where
     /// Marks one task finished (Python `task_done()`); [`Error::InvalidValue`]
     /// (`task_done() called too many times`) if none is unfinished.
     pub async fn task_done(&self) -> Result<()> {
-        self.queue.handle.call("task_done", vec![]).await.map(drop)
+        self.queue.handle.call(methods::queue::TASK_DONE.name, vec![]).await.map(drop)
     }
 
     /// Waits until every item put has been finished by `task_done` or an ack (Python
     /// `join()`). An immediate shutdown counts the items it drops as finished.
     pub async fn join(&self) -> Result<()> {
-        self.queue.handle.call("join", vec![]).await.map(drop)
+        self.queue.handle.call(methods::queue::JOIN.name, vec![]).await.map(drop)
     }
 
     /// The plain [`Queue`] view of this queue (the same object).
@@ -369,28 +373,31 @@ impl<T> Leased<T> {
     /// delivered again — the work done on it is not acknowledged.
     pub async fn ack(mut self) -> Result<()> {
         let handle = self.settle();
-        handle.call("ack", vec![Value::Int(self.receipt as i64)]).await.map(drop)
+        handle.call(methods::queue::ACK.name, vec![Value::Int(self.receipt as i64)]).await.map(drop)
     }
 
     /// Gives the item back to the head of the queue (agora's `nack`).
     /// [`Error::InvalidValue`] if the lease is no longer held.
     pub async fn nack(mut self) -> Result<()> {
         let handle = self.settle();
-        handle.call("nack", vec![Value::Int(self.receipt as i64)]).await.map(drop)
+        handle.call(methods::queue::NACK.name, vec![Value::Int(self.receipt as i64)]).await.map(drop)
     }
 
     /// Restarts the lease's clock: it now runs out `lease` from now (agora's `renew`;
     /// `Duration::MAX`: never). [`Error::InvalidValue`] if it is no longer held.
     pub async fn renew(&self, lease: Duration) -> Result<()> {
         let handle = self.handle.as_ref().expect("unsettled");
-        handle.call("renew", vec![Value::Int(self.receipt as i64), lease_value(lease)]).await.map(drop)
+        handle
+            .call(methods::queue::RENEW.name, vec![Value::Int(self.receipt as i64), lease_value(lease)])
+            .await
+            .map(drop)
     }
 }
 
 impl<T> Drop for Leased<T> {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            let op = call_op(handle.id(), "nack", vec![Value::Int(self.receipt as i64)]);
+            let op = call_op(handle.id(), methods::queue::NACK.name, vec![Value::Int(self.receipt as i64)]);
             handle.connection().send_and_forget(op);
         }
     }

@@ -19,16 +19,9 @@ use super::sequence::{self, Selection, Subscript, Wording};
 use crate::engine::Ctx;
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Array(typecode, sequence, lock=True)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Array", &["typecode", "sequence", "lock"], 2);
-
-/// CPython's `ArrayProxy` methods, then agora's `tolist`.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__len__", &[]).read_only(),
-    MethodSpec::new("__getitem__", &["index"]).read_only(),
-    MethodSpec::new("__setitem__", &["index", "value"]).stores(),
-    MethodSpec::new("tolist", &[]).read_only(),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::array`].
+pub use agora_proto::methods::array::CONSTRUCTOR;
+use agora_proto::methods::array::METHODS;
 
 /// How `array` words its index errors.
 const WORDING: Wording = Wording {

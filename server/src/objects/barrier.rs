@@ -23,16 +23,9 @@ use super::grants::{self, as_seconds};
 use crate::engine::{deadline_after, Ctx, Reclaim, Ticket, Undelivered, Waiter};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Barrier(parties, action=None, timeout=None)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Barrier", &["parties", "action", "timeout"], 1);
-
-/// CPython's `BarrierProxy` methods.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__getattribute__", &["name"]).read_only(),
-    MethodSpec::optional("wait", &["timeout"], 0),
-    MethodSpec::new("abort", &[]),
-    MethodSpec::new("reset", &[]),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::barrier`].
+pub use agora_proto::methods::barrier::CONSTRUCTOR;
+use agora_proto::methods::barrier::METHODS;
 
 /// `threading.BrokenBarrierError()`: no message, as CPython raises it.
 fn broken() -> WireError {

@@ -42,20 +42,9 @@ use super::rlock::RLockObject;
 use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Undelivered, Waiter};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Condition(lock=None)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Condition", &["lock"], 0);
-
-/// CPython's `ConditionProxy` methods (with agora's `owner`), then agora's.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::optional("acquire", &["blocking", "timeout", "owner"], 0),
-    MethodSpec::optional("release", &["owner"], 0),
-    MethodSpec::optional("wait", &["timeout", "owner"], 0),
-    MethodSpec::optional("notify", &["n", "owner"], 0),
-    MethodSpec::optional("notify_all", &["owner"], 0),
-    MethodSpec::optional("acquire_fenced", &["blocking", "timeout", "owner"], 0),
-    MethodSpec::optional("release_fenced", &["token", "fully"], 1),
-    MethodSpec::optional("wait_fenced", &["timeout", "owner"], 0),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::condition`].
+pub use agora_proto::methods::condition::CONSTRUCTOR;
+use agora_proto::methods::condition::METHODS;
 
 /// What a Condition needs from the Lock or RLock it uses. `via` names the condition a
 /// grant was made through (the condition's object id), so the condition can release

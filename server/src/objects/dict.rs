@@ -19,29 +19,9 @@ use super::value::add_numbers;
 use crate::engine::Ctx;
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `dict(mapping_or_iterable=(), **kw)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("dict", &["iterable"], 0).with_var_keywords();
-
-/// CPython's `DictProxy` methods (without `__iter__`), then agora's atomic operations.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__contains__", &["key"]).read_only(),
-    MethodSpec::new("__delitem__", &["key"]),
-    MethodSpec::new("__getitem__", &["key"]).read_only(),
-    MethodSpec::new("__len__", &[]).read_only(),
-    MethodSpec::new("__setitem__", &["key", "value"]).stores(),
-    MethodSpec::new("clear", &[]),
-    MethodSpec::new("copy", &[]).read_only(),
-    MethodSpec::optional("get", &["key", "default"], 1).read_only(),
-    MethodSpec::new("items", &[]).read_only(),
-    MethodSpec::new("keys", &[]).read_only(),
-    MethodSpec::optional("pop", &["key", "default"], 1),
-    MethodSpec::new("popitem", &[]),
-    MethodSpec::optional("setdefault", &["key", "default"], 1).stores(),
-    MethodSpec::optional("update", &["other"], 0).with_var_keywords().stores(),
-    MethodSpec::new("values", &[]).read_only(),
-    MethodSpec::optional("incr", &["key", "delta", "default"], 1),
-    MethodSpec::optional("compare_and_set", &["key", "expected", "new"], 1).stores(),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::dict`].
+pub use agora_proto::methods::dict::CONSTRUCTOR;
+use agora_proto::methods::dict::METHODS;
 
 /// A shared dict.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

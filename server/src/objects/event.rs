@@ -17,16 +17,9 @@ use super::grants::{self, condition_wait, Wait};
 use crate::engine::{Ctx, Reclaim, Ticket, Undelivered, Waiter};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Event()`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::new("Event", &[]);
-
-/// CPython's `EventProxy` methods.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("is_set", &[]).read_only(),
-    MethodSpec::new("set", &[]),
-    MethodSpec::new("clear", &[]),
-    MethodSpec::optional("wait", &["timeout"], 0),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::event`].
+pub use agora_proto::methods::event::CONSTRUCTOR;
+use agora_proto::methods::event::METHODS;
 
 /// A shared event.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -21,11 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Ctx;
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// The typeid CPython's `SyncManager` gives iterators.
-pub const TYPEID: &str = "Iterator";
-
-/// `__next__` takes an item (or fails for good): it changes the iterator.
-const METHODS: &[MethodSpec] = &[MethodSpec::new("__next__", &[])];
+use agora_proto::methods::iterator::METHODS;
+/// The typeid CPython's `SyncManager` gives iterators; the methods are declared in
+/// [`agora_proto::methods::iterator`].
+pub use agora_proto::methods::iterator::TYPEID;
 
 /// An iterator over a snapshot of values.
 #[derive(Debug, Clone, Serialize, Deserialize)]

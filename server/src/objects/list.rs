@@ -13,33 +13,9 @@ use super::sequence::{self, Selection, Subscript, Wording, INDEX_OVERFLOW, SSIZE
 use crate::engine::Ctx;
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `list(iterable=())`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("list", &["iterable"], 0);
-
-/// CPython's `ListProxy` methods in its exposed order, then 3.14's `clear` and `copy`.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__add__", &["value"]).read_only(),
-    MethodSpec::new("__contains__", &["key"]).read_only(),
-    MethodSpec::new("__delitem__", &["key"]),
-    MethodSpec::new("__getitem__", &["index"]).read_only(),
-    MethodSpec::new("__len__", &[]).read_only(),
-    MethodSpec::new("__mul__", &["value"]).read_only(),
-    MethodSpec::new("__reversed__", &[]).read_only(),
-    MethodSpec::new("__rmul__", &["value"]).read_only(),
-    MethodSpec::new("__setitem__", &["key", "value"]).stores(),
-    MethodSpec::new("append", &["object"]).stores(),
-    MethodSpec::new("count", &["value"]).read_only(),
-    MethodSpec::new("extend", &["iterable"]).stores(),
-    MethodSpec::optional("index", &["value", "start", "stop"], 1).read_only(),
-    MethodSpec::new("insert", &["index", "object"]).stores(),
-    MethodSpec::optional("pop", &["index"], 0),
-    MethodSpec::new("remove", &["value"]),
-    MethodSpec::new("reverse", &[]),
-    MethodSpec::optional("sort", &["key", "reverse"], 0),
-    MethodSpec::new("__imul__", &["value"]),
-    MethodSpec::new("clear", &[]),
-    MethodSpec::new("copy", &[]).read_only(),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::list`].
+pub use agora_proto::methods::list::CONSTRUCTOR;
+use agora_proto::methods::list::METHODS;
 
 /// How `list` words its index errors.
 const WORDING: Wording = Wording {

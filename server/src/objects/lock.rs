@@ -21,17 +21,9 @@ use super::grants::{self, lock_wait, Answer, Permits, Wait};
 use crate::engine::{Ctx, SessionId, Ticket, Undelivered, Waiter};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Lock()`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::new("Lock", &[]);
-
-/// CPython's `AcquirerProxy` methods, then agora's.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::optional("acquire", &["blocking", "timeout"], 0),
-    MethodSpec::new("release", &[]),
-    MethodSpec::optional("acquire_fenced", &["blocking", "timeout"], 0),
-    MethodSpec::new("release_fenced", &["token"]),
-    MethodSpec::new("locked", &[]).read_only(),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::lock`].
+pub use agora_proto::methods::lock::CONSTRUCTOR;
+use agora_proto::methods::lock::METHODS;
 
 /// A shared lock.
 #[derive(Debug, Serialize, Deserialize)]

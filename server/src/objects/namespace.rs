@@ -14,15 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Ctx;
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Namespace(**kwds)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Namespace", &[], 0).with_var_keywords();
-
-/// CPython's `NamespaceProxy` methods.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("__getattribute__", &["name"]).read_only(),
-    MethodSpec::new("__setattr__", &["name", "value"]).stores(),
-    MethodSpec::new("__delattr__", &["name"]),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::namespace`].
+pub use agora_proto::methods::namespace::CONSTRUCTOR;
+use agora_proto::methods::namespace::METHODS;
 
 /// A shared namespace: attributes in the order they were first set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

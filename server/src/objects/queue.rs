@@ -97,28 +97,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{deadline_after, Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `queue.Queue(maxsize=0)`, the callable behind both typeids.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Queue", &["maxsize"], 0);
-
-/// CPython's exposed methods (3.13, with `shutdown`), then agora's own.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("empty", &[]).read_only(),
-    MethodSpec::new("full", &[]).read_only(),
-    MethodSpec::optional("get", &["block", "timeout"], 0),
-    MethodSpec::new("get_nowait", &[]),
-    MethodSpec::new("join", &[]),
-    MethodSpec::optional("put", &["item", "block", "timeout"], 1).stores(),
-    MethodSpec::new("put_nowait", &["item"]).stores(),
-    MethodSpec::new("qsize", &[]).read_only(),
-    MethodSpec::new("task_done", &[]),
-    MethodSpec::optional("shutdown", &["immediate"], 0),
-    MethodSpec::optional("get_leased", &["block", "timeout", "lease"], 0),
-    MethodSpec::new("ack", &["receipt"]),
-    MethodSpec::new("nack", &["receipt"]),
-    MethodSpec::optional("renew", &["receipt", "lease"], 1),
-    MethodSpec::new("unget", &["item"]).stores(),
-    MethodSpec::new("leased", &[]).read_only(),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::queue`].
+pub use agora_proto::methods::queue::CONSTRUCTOR;
+use agora_proto::methods::queue::METHODS;
 
 /// CPython's message for a negative timeout.
 const NEGATIVE_TIMEOUT: &str = "'timeout' must be a non-negative number";

@@ -33,16 +33,9 @@ use super::grants::{self, lock_wait, owner_arg, Answer, Wait};
 use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Undelivered, Waiter};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `RLock()`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::new("RLock", &[]);
-
-/// CPython's `AcquirerProxy` methods (with agora's `owner`), then agora's.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::optional("acquire", &["blocking", "timeout", "owner"], 0),
-    MethodSpec::optional("release", &["owner"], 0),
-    MethodSpec::optional("acquire_fenced", &["blocking", "timeout", "owner"], 0),
-    MethodSpec::optional("release_fenced", &["token", "fully"], 1),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::rlock`].
+pub use agora_proto::methods::rlock::CONSTRUCTOR;
+use agora_proto::methods::rlock::METHODS;
 
 const NOT_OWNED: &str = "cannot release un-acquired lock";
 

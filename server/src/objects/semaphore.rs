@@ -26,20 +26,9 @@ use super::grants::{self, semaphore_wait, Answer, Permits};
 use crate::engine::{Ctx, SessionId, Ticket, Undelivered};
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Semaphore(value=1)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Semaphore", &["value"], 0);
-
-/// `BoundedSemaphore(value=1)`.
-pub const BOUNDED_CONSTRUCTOR: MethodSpec = MethodSpec::optional("BoundedSemaphore", &["value"], 0);
-
-/// CPython's `AcquirerProxy` methods, then agora's.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::optional("acquire", &["blocking", "timeout"], 0),
-    MethodSpec::optional("release", &["n"], 0),
-    MethodSpec::optional("acquire_fenced", &["blocking", "timeout"], 0),
-    MethodSpec::new("release_fenced", &["token"]),
-    MethodSpec::new("get_value", &[]).read_only(),
-];
+use agora_proto::methods::semaphore::METHODS;
+/// The kind's constructor and methods, declared in [`agora_proto::methods::semaphore`].
+pub use agora_proto::methods::semaphore::{BOUNDED_CONSTRUCTOR, CONSTRUCTOR};
 
 /// A shared semaphore, bounded or not.
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,16 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Ctx;
 use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
 
-/// `Value(typecode, value, lock=True)`.
-pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Value", &["typecode", "value", "lock"], 2);
-
-/// CPython's `get` and `set`, then agora's atomic operations.
-const METHODS: &[MethodSpec] = &[
-    MethodSpec::new("get", &[]).read_only(),
-    MethodSpec::new("set", &["value"]).stores(),
-    MethodSpec::new("add", &["delta"]),
-    MethodSpec::new("compare_and_set", &["expected", "new"]).stores(),
-];
+/// The kind's constructor and methods, declared in [`agora_proto::methods::value`].
+pub use agora_proto::methods::value::CONSTRUCTOR;
+use agora_proto::methods::value::METHODS;
 
 /// A shared value and the typecode it was created with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
