@@ -332,11 +332,26 @@ async fn write_loop<S: AsyncWrite>(
         let Some(conn) = conn.upgrade() else { break };
         match written {
             Ok(()) => stamp(&conn),
-            Err(e) => return conn.close(Error::ConnectionLost(format!("write failed: {e}"))),
+            Err(e) => return write_failed(&conn, e).await,
         }
     }
     // Every handle to the connection is gone: close our side politely.
     let _ = writer.shutdown().await;
+}
+
+/// A write failed: the server may have closed the connection on purpose, having sent
+/// its reason first (a session it expired, a shutdown). That reason is still on its way
+/// in: give the reader a moment to deliver it, so callers learn why, not just that a
+/// write failed.
+async fn write_failed(conn: &Connection, e: std::io::Error) {
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(GRACE, async {
+        while conn.closed_reason().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    conn.close(Error::ConnectionLost(format!("write failed: {e}")));
 }
 
 async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, conn: std::sync::Weak<Connection>) {
