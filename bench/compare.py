@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--candidate", required=True, help="the agora binary after the change")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every request count")
+    ap.add_argument("--only", default="", help="run only the rows whose label contains this")
     args = ap.parse_args()
     builds = {"before": Path(args.baseline), "after": Path(args.candidate)}
     samples = {}  # (row, transport, test, build) -> list of (rps, p50, p99, cpu_us_per_request)
@@ -109,7 +110,7 @@ def main():
         try:
             for r in range(args.rounds):
                 order = list(builds) if r % 2 == 0 else list(reversed(builds))
-                for label, clients, pipeline, requests, tests in ROWS:
+                for label, clients, pipeline, requests, tests in [r for r in ROWS if args.only in r[0]]:
                     for transport in ("tcp", "unix"):
                         for name in order:
                             proc, addr = servers[name]

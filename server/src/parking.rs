@@ -146,8 +146,13 @@ impl Parking {
     }
 
     fn carry_out(&self, effects: Effects) -> Result<Answer, WireError> {
-        self.arm_wakeups(&effects.wakeups);
-        self.dispatch(effects.deliveries);
+        // Most commands hand nothing out: keep their path short.
+        if !effects.wakeups.is_empty() {
+            self.arm_wakeups(&effects.wakeups);
+        }
+        if !effects.deliveries.is_empty() {
+            self.dispatch(effects.deliveries);
+        }
         effects.reply
     }
 

@@ -53,6 +53,8 @@ pub use session::Session;
 pub use table::{no_such_object, RegistryStats};
 pub use waiter::{deadline_after, Completion, Delivery, Parked, Reclaim, SessionId, Ticket, Undelivered, Waiter};
 
+pub use crate::objects::unsupported_kind;
+
 use crate::custom::CustomKinds;
 use crate::metrics::{CallOutcome, Metrics, WaitGuard};
 use crate::object::{bind, Outcome, SharedObject};
@@ -302,17 +304,17 @@ impl Engine {
         out: &mut Outputs,
     ) -> (Result<Answer, WireError>, bool) {
         let mut st = session.state();
-        let found;
-        let entry = match access {
-            Access::Handle => match st.handle(object) {
-                Ok(entry) => entry,
+        let found = match access {
+            Access::Handle => None,
+            Access::Id => match self.table.get(object) {
+                Ok(entry) => Some(entry),
                 Err(e) => return (Err(e), true),
             },
-            Access::Id => match self.table.get(object) {
-                Ok(entry) => {
-                    found = entry;
-                    &found
-                }
+        };
+        let entry = match &found {
+            Some(entry) => entry,
+            None => match st.handle(object) {
+                Ok(entry) => entry,
                 Err(e) => return (Err(e), true),
             },
         };
@@ -320,24 +322,25 @@ impl Engine {
         // Metrics are the engine's, not the objects': timing a call reads the clock
         // only when an endpoint serves them.
         let started = metrics.recording().then(std::time::Instant::now);
+        // The method table is fixed for the object's life: the spec is found and the
+        // arguments bound before its lock is taken, to keep the critical section short.
+        let table_methods = entry.methods();
+        let spec_index = table_methods.iter().position(|m| m.name == method);
         let mut stored = Vec::new();
-        let mut spec_index = None;
-        let mut touches = false;
-        let mut table_methods: &'static [crate::object::MethodSpec] = &[];
-        let result = self
-            .drive(entry, true, session.id(), at, out, |o, ctx| {
-                table_methods = o.methods();
-                spec_index = table_methods.iter().position(|m| m.name == method);
-                let Some(i) = spec_index else { return Err(table::no_such_method(entry.kind(), method)) };
+        let result = match spec_index {
+            None => Err(table::no_such_method(entry.kind(), method)),
+            Some(i) => {
                 let spec = &table_methods[i];
                 if spec.stores {
                     let args = args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v));
                     args.for_each(|v| referenced_ids(v, &mut stored));
                 }
-                touches = access == Access::Id && o.holds_session_state();
-                o.call(ctx, method, bind(spec, args.positional, args.keywords)?)
-            })
-            .and_then(|result| result);
+                bind(spec, args.positional, args.keywords).and_then(|bound| {
+                    self.drive(entry, true, session.id(), at, out, |o, ctx| o.call(ctx, method, bound))?
+                })
+            }
+        };
+        let touches = access == Access::Id && entry.holds_session_state();
         // An unknown method changed nothing either.
         let read_only = spec_index.is_none_or(|i| table_methods[i].read_only);
         if let Some(started) = started {
@@ -349,15 +352,17 @@ impl Engine {
             let counters = metrics.method(table_methods, spec_index, method);
             metrics.record(counters, started.elapsed(), outcome);
         }
-        let entry = entry.clone();
-        if touches {
-            st.touch(&entry);
+        // Borrowed, not cloned, on the hot path: the entry's reference count is a cache
+        // line every worker thread would otherwise write on every call.
+        let container = (result.is_ok() && !stored.is_empty()).then(|| entry.clone());
+        if let (true, Some(found)) = (touches, &found) {
+            st.touch(found);
         }
         drop(st);
-        if result.is_ok() {
+        if let Some(container) = container {
             for id in stored {
                 // A reference to an object that is already gone stays a dangling value, as in CPython.
-                let _ = self.table.hold(&entry, id);
+                let _ = self.table.hold(&container, id);
             }
         }
         let reply = result.and_then(|outcome| match outcome {

@@ -41,6 +41,10 @@ pub struct ObjectEntry {
     holders: AtomicU64,
     /// Its kind's counters (see [`crate::metrics`]).
     metrics: Arc<KindMetrics>,
+    /// The object's methods (fixed for its life): looked up without its lock.
+    methods: &'static [MethodSpec],
+    /// Whether its kind keeps per-session state (fixed for its life).
+    holds_session_state: bool,
 }
 
 impl std::fmt::Debug for ObjectEntry {
@@ -77,13 +81,22 @@ impl ObjectEntry {
 
     /// The spec of `method`, or `NoSuchMethod` with Python's wording.
     pub fn method(&self, method: &str) -> Result<&'static MethodSpec, WireError> {
-        let state = self.lock()?;
-        find_method(state.methods(), method, &self.kind)
+        find_method(self.methods, method, &self.kind)
     }
 
     /// The names of every method of this object.
     pub fn method_names(&self) -> Result<Vec<&'static str>, WireError> {
-        Ok(self.lock()?.methods().iter().map(|m| m.name).collect())
+        Ok(self.methods.iter().map(|m| m.name).collect())
+    }
+
+    /// The object's method table.
+    pub(super) fn methods(&self) -> &'static [MethodSpec] {
+        self.methods
+    }
+
+    /// Whether its kind keeps per-session state.
+    pub(super) fn holds_session_state(&self) -> bool {
+        self.holds_session_state
     }
 
     /// The object's state, locked, even after a named object was deleted (its parked
@@ -251,7 +264,8 @@ impl Table {
         name: Option<String>,
         state: Box<dyn SharedObject>,
     ) -> Arc<ObjectEntry> {
-        let metrics = self.metrics.kind(&kind, state.methods());
+        let (methods, holds_session_state) = (state.methods(), state.holds_session_state());
+        let metrics = self.metrics.kind(&kind, methods);
         Arc::new(ObjectEntry {
             id,
             kind,
@@ -262,6 +276,8 @@ impl Table {
             holds: Mutex::new(Some(HashMap::new())),
             holders: AtomicU64::new(0),
             metrics,
+            methods,
+            holds_session_state,
         })
     }
 

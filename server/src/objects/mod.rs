@@ -82,3 +82,29 @@ pub fn construct(kind: &Kind, args: Args, custom: &CustomKinds) -> Result<Box<dy
 pub fn unsupported_kind(kind: &Kind) -> WireError {
     WireError::new(ErrorCode::Unsupported, format!("unknown object kind '{kind}'"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_object_serves_its_declared_table() {
+        use crate::custom::CustomKinds;
+        use agora_proto::Value;
+        let custom = CustomKinds::default();
+        for kind in Kind::BUILTIN {
+            let spec = constructor(&kind, &custom).expect("built-in");
+            let args: Vec<Value> = match kind {
+                Kind::Value => vec![Value::Str("i".into()), Value::Int(0)],
+                Kind::Array => vec![Value::Str("i".into()), Value::List(vec![])],
+                Kind::Barrier => vec![Value::Int(2)],
+                _ => vec![],
+            };
+            let args = crate::object::bind(spec, args, vec![]).expect("constructor arguments");
+            let object = construct(&kind, args, &custom).expect("constructed");
+            let served: Vec<&str> = object.methods().iter().map(|m| m.name).collect();
+            let declared: Vec<&str> = agora_proto::methods::table(&kind).unwrap().iter().map(|m| m.name).collect();
+            assert_eq!(served, declared, "{kind}");
+        }
+    }
+}

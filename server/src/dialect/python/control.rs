@@ -108,7 +108,7 @@ impl PyConn<'_> {
         let args = Args { positional: args, keywords: kwargs };
         let command = Command::Open { session, kind: kind.clone(), name, args, keep: Keep::Reference, at };
         let made = self.shared.parking.run(&self.session, command).map_err(|e| {
-            if e == crate::objects::unsupported_kind(&kind) {
+            if e == crate::engine::unsupported_kind(&kind) {
                 WireError::new(ErrorCode::KeyError, format!("'{typeid}'"))
             } else {
                 e

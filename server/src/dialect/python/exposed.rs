@@ -204,25 +204,4 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn every_built_in_object_serves_its_declared_table() {
-        use crate::custom::CustomKinds;
-        use agora_proto::Value;
-        let custom = CustomKinds::default();
-        for kind in Kind::BUILTIN {
-            let spec = crate::objects::constructor(&kind, &custom).expect("built-in");
-            let args: Vec<Value> = match kind {
-                Kind::Value => vec![Value::Str("i".into()), Value::Int(0)],
-                Kind::Array => vec![Value::Str("i".into()), Value::List(vec![])],
-                Kind::Barrier => vec![Value::Int(2)],
-                _ => vec![],
-            };
-            let args = crate::object::bind(spec, args, vec![]).expect("constructor arguments");
-            let object = crate::objects::construct(&kind, args, &custom).expect("constructed");
-            let served: Vec<&str> = object.methods().iter().map(|m| m.name).collect();
-            let declared: Vec<&str> = methods::table(&kind).unwrap().iter().map(|m| m.name).collect();
-            assert_eq!(served, declared, "{kind}");
-        }
-    }
 }

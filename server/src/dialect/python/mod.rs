@@ -256,7 +256,7 @@ impl PyConn<'_> {
         match self.shared.parking.run(&self.session, command) {
             Ok(Answer::Opened { object, kind, .. }) => Reply::Proxy {
                 exposed: exposed::exposed(&kind),
-                typeid: crate::objects::iterator::TYPEID,
+                typeid: agora_proto::methods::iterator::TYPEID,
                 ident: ident(object),
             },
             Ok(other) => Reply::Error(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
