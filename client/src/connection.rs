@@ -10,7 +10,6 @@
 //! When the connection dies, every pending call and every later call fails with the
 //! reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -37,29 +36,8 @@ struct Slot {
     on_orphan: Option<OnOrphan>,
 }
 
-/// Hashes request ids for the maps below. The ids are this client's own counter, so no
-/// peer can choose colliding keys: a multiply is enough (SipHash, the default, was two
-/// of the hottest functions per call at `-P 16`). The odd constant spreads consecutive
-/// ids over both the low bits (the bucket) and the high bits (the tag byte).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A map keyed by request id.
-type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A map keyed by request id (this client's own counter: see [`agora_proto::idmap`]).
+type IdMap<V> = agora_proto::idmap::IdMap<V>;
 
 /// What the reader and callers share.
 struct State {

@@ -23,6 +23,7 @@ pub mod address;
 pub mod auth;
 pub mod error;
 pub mod frame;
+pub mod idmap;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod methods;

@@ -90,7 +90,18 @@ pub fn token_fields(token: &Value) -> Option<ObjectRef> {
 }
 
 /// The ids of every object referenced inside `value`.
+#[inline]
 pub fn referenced_ids(value: &Value, out: &mut Vec<u64>) {
+    // Scalars (most arguments) hold no reference: answer them without a call.
+    if matches!(
+        value,
+        Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Object(_)
+    ) {
+        collect_ids(value, out);
+    }
+}
+
+fn collect_ids(value: &Value, out: &mut Vec<u64>) {
     match value {
         Value::List(items) | Value::Tuple(items) => items.iter().for_each(|v| referenced_ids(v, out)),
         Value::Dict(dict) => dict.iter().for_each(|(k, v)| {

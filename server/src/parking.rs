@@ -27,7 +27,11 @@ use agora_proto::native::ObjectId;
 use agora_proto::WireError;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::engine::{Answer, Command, Delivery, Effects, Engine, Reclaim, Session, SessionId, Ticket, Time, Waiter};
+use agora_proto::native::Args;
+
+use crate::engine::{
+    Access, Answer, Command, Delivery, Effects, Engine, Reclaim, Session, SessionId, Ticket, Time, Waiter,
+};
 
 /// What a connection finds in its mailbox.
 #[derive(Debug)]
@@ -125,6 +129,7 @@ impl Parking {
 
     /// Applies a command of `session` and carries out its effects; returns its answer.
     /// A parked call's deadline is armed here.
+    #[inline]
     pub fn run(&self, session: &Session, command: Command) -> Result<Answer, WireError> {
         let object = match &command {
             Command::Call { object, .. } => Some(*object),
@@ -139,12 +144,33 @@ impl Parking {
         self.carry_out(effects)
     }
 
+    /// Applies the `Call` command with these fields (see [`Engine::call`]): the hot path.
+    #[inline]
+    pub fn call(
+        &self,
+        session: &Session,
+        object: ObjectId,
+        access: Access,
+        method: &str,
+        args: Args,
+        at: Time,
+    ) -> Result<Answer, WireError> {
+        let effects = self.engine.call(session, object, access, method, args, at);
+        if let Ok(Answer::Parked(parked)) = &effects.reply {
+            if let Some(deadline) = parked.deadline {
+                self.arm(deadline, Alarm::Call { session: session.id(), object, ticket: parked.ticket });
+            }
+        }
+        self.carry_out(effects)
+    }
+
     /// Applies a command that belongs to no session (`Incref`, `Decref`, `Delete`…).
     pub fn run_global(&self, command: Command) -> Result<Answer, WireError> {
         let effects = self.engine.apply(command);
         self.carry_out(effects)
     }
 
+    #[inline]
     fn carry_out(&self, effects: Effects) -> Result<Answer, WireError> {
         // Most commands hand nothing out: keep their path short.
         if !effects.wakeups.is_empty() {

@@ -323,9 +323,7 @@ impl Conn<'_> {
             );
             return Some(Response { id, result: Err(error) });
         }
-        let command =
-            Command::Call { session: self.session.id(), object, access: Access::Handle, method, args, at: self.now };
-        let result = match self.shared.parking.run(&self.session, command) {
+        let result = match self.shared.parking.call(&self.session, object, Access::Handle, &method, args, self.now) {
             Ok(Answer::Value(value)) => Ok(Reply::Value(value)),
             Ok(Answer::Parked(parked)) => {
                 let waiting = self.shared.parking.engine().waiting(object);

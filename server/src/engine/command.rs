@@ -223,4 +223,9 @@ impl Effects {
     pub(super) fn reply(reply: Result<Answer, WireError>) -> Effects {
         Effects { reply, deliveries: Vec::new(), wakeups: Vec::new(), mutated: true }
     }
+
+    /// A reply from a command that changed nothing.
+    pub(super) fn unchanged(reply: Result<Answer, WireError>) -> Effects {
+        Effects { reply, deliveries: Vec::new(), wakeups: Vec::new(), mutated: false }
+    }
 }

@@ -38,9 +38,10 @@ mod session;
 mod table;
 mod waiter;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use agora_proto::idmap::IdMap;
 use agora_proto::native::{Args, Kind, ObjectId, ObjectInfo};
 use agora_proto::reference::referenced_ids;
 use agora_proto::{ErrorCode, Value, WireError};
@@ -66,7 +67,7 @@ pub struct Engine {
     table: Table,
     counters: Counters,
     clock: Clock,
-    sessions: Mutex<HashMap<SessionId, Session>>,
+    sessions: Mutex<IdMap<Session>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -159,7 +160,7 @@ impl Engine {
         self.counters.values()
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Session>> {
+    fn sessions(&self) -> MutexGuard<'_, IdMap<Session>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -204,21 +205,18 @@ impl Engine {
 
     /// Applies one command of `session` (the connection's own handle on it, which
     /// spares the hot path a look-up in the session map).
+    #[inline]
     pub fn apply_in(&self, session: &Session, command: Command) -> Effects {
         self.run(Some(session), command)
     }
 
     fn run(&self, session: Option<&Session>, command: Command) -> Effects {
+        if let Command::Call { object, access, method, args, at, .. } = command {
+            return self.call(session.expect("a session command"), object, access, &method, args, at);
+        }
         let mut out = Outputs::default();
-        let mut mutated = true;
         let reply = match command {
-            Command::OpenSession { .. } => unreachable!("handled in apply"),
-            Command::Call { object, access, method, args, at, .. } => {
-                let session = session.expect("a session command");
-                let (reply, read_only) = self.call(session, object, access, &method, args, at, &mut out);
-                mutated = !read_only;
-                reply
-            }
+            Command::OpenSession { .. } | Command::Call { .. } => unreachable!("handled above"),
             Command::EndSession { at, .. } => {
                 self.end_session(session.expect("a session command"), at, &mut out);
                 Ok(Answer::Done)
@@ -264,7 +262,7 @@ impl Engine {
                 Ok(Answer::Done)
             }
         };
-        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated }
+        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: true }
     }
 
     /// Runs `f` on `entry`'s state under its lock, with the object it drives locked
@@ -291,9 +289,11 @@ impl Engine {
         Ok(f(state.as_mut(), &mut ctx))
     }
 
-    /// A method call; also says whether the method is declared read-only.
-    #[allow(clippy::too_many_arguments)]
-    fn call(
+    /// Applies the `Call` command with these fields: `apply` unpacks a `Command::Call`
+    /// into this, and the dialects' hot path calls it directly, so a method call is
+    /// not packed into an enum only to be unpacked again. The effects of a call whose
+    /// method is declared read-only are not `mutated`.
+    pub fn call(
         &self,
         session: &Session,
         object: ObjectId,
@@ -301,21 +301,22 @@ impl Engine {
         method: &str,
         args: Args,
         at: Time,
-        out: &mut Outputs,
-    ) -> (Result<Answer, WireError>, bool) {
+    ) -> Effects {
+        let mut out = Outputs::default();
+        let out = &mut out;
         let mut st = session.state();
         let found = match access {
             Access::Handle => None,
             Access::Id => match self.table.get(object) {
                 Ok(entry) => Some(entry),
-                Err(e) => return (Err(e), true),
+                Err(e) => return Effects::unchanged(Err(e)),
             },
         };
         let entry = match &found {
             Some(entry) => entry,
             None => match st.handle(object) {
                 Ok(entry) => entry,
-                Err(e) => return (Err(e), true),
+                Err(e) => return Effects::unchanged(Err(e)),
             },
         };
         let metrics = entry.metrics();
@@ -373,7 +374,12 @@ impl Engine {
                 .map(Answer::Parked)
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("{method} parked without a ticket"))),
         });
-        (reply, read_only)
+        Effects {
+            reply,
+            deliveries: std::mem::take(&mut out.deliveries),
+            wakeups: std::mem::take(&mut out.wakeups),
+            mutated: !read_only,
+        }
     }
 
     fn open(

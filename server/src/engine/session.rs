@@ -7,7 +7,9 @@
 //! when the session ends every handle is given back and every object it used releases
 //! what the session held there — the same rules for both dialects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use agora_proto::idmap::IdMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use agora_proto::native::ObjectId;
@@ -27,10 +29,10 @@ pub(super) struct Handle {
 #[derive(Default)]
 pub(super) struct SessionState {
     /// One table reference per distinct object, however often it was opened.
-    pub(super) handles: HashMap<ObjectId, Handle>,
+    pub(super) handles: IdMap<Handle>,
     /// Objects used by id without a handle that keep per-session state, to be told
     /// when this session ends. Weak: the session must not keep them alive.
-    pub(super) touched: HashMap<ObjectId, Weak<ObjectEntry>>,
+    pub(super) touched: IdMap<Weak<ObjectEntry>>,
     /// Prune dead `touched` entries when the map grows past this.
     prune_at: usize,
 }

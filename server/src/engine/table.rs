@@ -10,10 +10,11 @@
 //! This module owns lifetimes and lookup; driving objects is the engine's
 //! ([`super::Engine`]), and it knows nothing of dialects or sockets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use agora_proto::idmap::IdMap;
 use agora_proto::native::{Kind, ObjectId};
 use agora_proto::{ErrorCode, Value, WireError};
 
@@ -36,7 +37,7 @@ pub struct ObjectEntry {
     /// Objects this one keeps alive because it stores references to them (a list kept
     /// in a dict: spec §4.4), one registry reference each, given back when this object
     /// is freed. `None` once it is freed.
-    holds: Mutex<Option<HashMap<ObjectId, Arc<ObjectEntry>>>>,
+    holds: Mutex<Option<IdMap<Arc<ObjectEntry>>>>,
     /// How many of `refs` are held by other objects (see `holds`).
     holders: AtomicU64,
     /// Its kind's counters (see [`crate::metrics`]).
@@ -194,7 +195,7 @@ pub struct RegistryStats {
 
 /// The table of every live object.
 pub struct Table {
-    objects: RwLock<HashMap<ObjectId, Arc<ObjectEntry>>>,
+    objects: RwLock<IdMap<Arc<ObjectEntry>>>,
     /// Name → id; its lock also serialises get-or-create and delete of names.
     names: Mutex<BTreeMap<String, ObjectId>>,
     /// The custom kinds the embedding program registered.
@@ -214,11 +215,11 @@ impl Table {
         &self.metrics
     }
 
-    fn objects_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectId, Arc<ObjectEntry>>> {
+    fn objects_read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<Arc<ObjectEntry>>> {
         self.objects.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn objects_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectId, Arc<ObjectEntry>>> {
+    fn objects_write(&self) -> std::sync::RwLockWriteGuard<'_, IdMap<Arc<ObjectEntry>>> {
         self.objects.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -273,7 +274,7 @@ impl Table {
             state: Mutex::new(state),
             refs: AtomicU64::new(1),
             deleted: AtomicBool::new(false),
-            holds: Mutex::new(Some(HashMap::new())),
+            holds: Mutex::new(Some(IdMap::default())),
             holders: AtomicU64::new(0),
             metrics,
             methods,

@@ -228,11 +228,9 @@ impl PyConn<'_> {
             )),
             "__iter__" => self.iterate(id),
             _ => {
-                let (session, at) = (self.session.id(), engine.now());
+                let at = engine.now();
                 let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
-                let command =
-                    Command::Call { session, object: id, access: Access::Id, method: request.method.into(), args, at };
-                match self.shared.parking.run(&self.session, command) {
+                match self.shared.parking.call(&self.session, id, Access::Id, &request.method, args, at) {
                     Ok(Answer::Value(value)) => Reply::Return(value),
                     Ok(Answer::Parked(parked)) => match self.wait_parked(id, parked, stream, rbuf).await {
                         Some(Ok(value)) => Reply::Return(value),
