@@ -1,8 +1,9 @@
 //! The engine: the one place where state changes.
 //!
 //! Every change to shared state is a [`Command`] applied by [`Engine::apply`] (or
-//! [`Engine::apply_in`], the same thing with the session already in hand), which
-//! returns its [`Effects`]: the answer for the sender, answers for parked calls of any
+//! [`Engine::apply_in`], the same thing with the session already in hand; a method
+//! call, the hot path, may also be applied by its fields with [`Engine::call`], which
+//! is what `apply` runs for a `Command::Call`), which returns its [`Effects`]: the answer for the sender, answers for parked calls of any
 //! session ([`Delivery`]), and wake-ups to arm. The call is direct and synchronous:
 //! no channel hop, no task. Each object keeps its state behind its own lock, so calls
 //! on different objects run in parallel and calls on one object are linearizable.
@@ -303,7 +304,6 @@ impl Engine {
         at: Time,
     ) -> Effects {
         let mut out = Outputs::default();
-        let out = &mut out;
         let mut st = session.state();
         let found = match access {
             Access::Handle => None,
@@ -337,7 +337,7 @@ impl Engine {
                     args.for_each(|v| referenced_ids(v, &mut stored));
                 }
                 bind(spec, args.positional, args.keywords).and_then(|bound| {
-                    self.drive(entry, true, session.id(), at, out, |o, ctx| o.call(ctx, method, bound))?
+                    self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound))?
                 })
             }
         };
@@ -374,12 +374,7 @@ impl Engine {
                 .map(Answer::Parked)
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("{method} parked without a ticket"))),
         });
-        Effects {
-            reply,
-            deliveries: std::mem::take(&mut out.deliveries),
-            wakeups: std::mem::take(&mut out.wakeups),
-            mutated: !read_only,
-        }
+        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: !read_only }
     }
 
     fn open(
