@@ -131,16 +131,11 @@ impl Parking {
     /// A parked call's deadline is armed here.
     #[inline]
     pub fn run(&self, session: &Session, command: Command) -> Result<Answer, WireError> {
-        let object = match &command {
-            Command::Call { object, .. } => Some(*object),
-            _ => None,
-        };
-        let effects = self.engine.apply_in(session, command);
-        if let (Ok(Answer::Parked(parked)), Some(object)) = (&effects.reply, object) {
-            if let Some(deadline) = parked.deadline {
-                self.arm(deadline, Alarm::Call { session: session.id(), object, ticket: parked.ticket });
-            }
+        // Only a call can park: it goes through the one place that arms deadlines.
+        if let Command::Call { object, access, method, args, at, .. } = command {
+            return self.call(session, object, access, &method, args, at);
         }
+        let effects = self.engine.apply_in(session, command);
         self.carry_out(effects)
     }
 
