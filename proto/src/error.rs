@@ -56,6 +56,9 @@ pub enum ErrorCode {
     SessionExpired,
     /// The server is shutting down.
     ShuttingDown,
+    /// The server cannot make changes durable right now (its log cannot be written:
+    /// a full disk, an I/O error); reads still work and nothing acknowledged is lost.
+    Unavailable,
     /// Something agora deliberately does not do (with the reason in the message).
     Unsupported,
     /// The peer broke the protocol (bad frame, bad message).

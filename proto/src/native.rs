@@ -252,6 +252,9 @@ pub enum Op {
     },
     /// Begin a graceful shutdown of the server. Replies [`Reply::Done`].
     Shutdown,
+    /// Write a snapshot of the whole state now and drop the log it covers (a server
+    /// with a data dir). Replies [`Reply::Saved`] once it is on disk.
+    SaveSnapshot,
 }
 
 /// A native response.
@@ -283,6 +286,50 @@ pub enum Reply {
     Stats(ServerStats),
     /// Named objects, sorted by name.
     Objects(Vec<ObjectInfo>),
+    /// A snapshot was written.
+    Saved(SnapshotInfo),
+}
+
+/// A snapshot on disk, as `agora snapshot` and `agora stats` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The snapshot file.
+    pub path: String,
+    /// The last log record it covers.
+    pub lsn: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How long mutating calls were held while the state was copied, in microseconds.
+    pub pause_us: u64,
+    /// How long writing it took, in milliseconds.
+    pub write_ms: u64,
+    /// When it was written, in seconds since the Unix epoch.
+    pub at_secs: u64,
+}
+
+/// The durability of a server's state, as `agora stats` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurabilityStats {
+    /// The data directory.
+    pub data_dir: String,
+    /// The fsync policy: `always`, `everysec` or `no`.
+    pub fsync: String,
+    /// Bytes of log on disk (every segment).
+    pub log_bytes: u64,
+    /// Log bytes written since the last snapshot.
+    pub log_bytes_since_snapshot: u64,
+    /// The last record appended.
+    pub appended_lsn: u64,
+    /// The last record written to the log file.
+    pub written_lsn: u64,
+    /// The last record known to be on disk (fsynced).
+    pub synced_lsn: u64,
+    /// Milliseconds since the last fsync completed.
+    pub ms_since_fsync: u64,
+    /// The last snapshot, if any.
+    pub last_snapshot: Option<SnapshotInfo>,
+    /// Why changes are refused right now (the log cannot be written), if they are.
+    pub refusing: Option<String>,
 }
 
 /// What `agora stats` shows.
@@ -308,6 +355,9 @@ pub struct ServerStats {
     pub named_objects: u64,
     /// Resident memory of the server process, in bytes (0 where unknown).
     pub memory_bytes: u64,
+    /// The durability of the state: `None` for an in-memory server.
+    #[serde(default)]
+    pub durability: Option<Box<DurabilityStats>>,
 }
 
 /// One named object, as `agora ls` shows it.

@@ -335,6 +335,7 @@ mod tests {
                 objects_by_kind: vec![],
                 named_objects: 0,
                 memory_bytes: 0,
+                durability: None,
             })),
         };
         assert!(value_response(&bytes_of(&stats)).is_none());
