@@ -52,6 +52,16 @@ impl Clock {
         Clock { origin: Instant::now(), origin_time: Time(since_epoch.as_micros() as u64) }
     }
 
+    /// This clock, or one that reads `t` now if this one reads earlier: time must not
+    /// go back across a restart, even if the wall clock did.
+    pub fn not_before(self, t: Time) -> Clock {
+        if self.now() >= t {
+            self
+        } else {
+            Clock { origin: Instant::now(), origin_time: t }
+        }
+    }
+
     /// Now, on this clock.
     pub fn now(&self) -> Time {
         Time(self.origin_time.0 + self.origin.elapsed().as_micros() as u64)

@@ -160,6 +160,14 @@ pub enum Command {
         /// When.
         at: Time,
     },
+    /// The server restarted from its log: every session of the previous run ends (in
+    /// id order, through the same path as a crash), and anonymous objects lose the
+    /// references their clients held, so only named objects and what they hold
+    /// survive.
+    Restart {
+        /// When.
+        at: Time,
+    },
 }
 
 impl Command {
@@ -178,7 +186,8 @@ impl Command {
             | Command::Iterate { at, .. }
             | Command::Expire { at, .. }
             | Command::Abandon { at, .. }
-            | Command::Tick { at, .. } => *at,
+            | Command::Tick { at, .. }
+            | Command::Restart { at } => *at,
         }
     }
 }
@@ -217,15 +226,18 @@ pub struct Effects {
     /// False if the command changed nothing and need not be logged (a read-only
     /// method, or a command that failed before touching any state).
     pub mutated: bool,
+    /// Where the journal recorded it, with durability on: its answer and deliveries
+    /// may go out only once the log has it (see `crate::durability`).
+    pub lsn: Option<super::journal::Lsn>,
 }
 
 impl Effects {
     pub(super) fn reply(reply: Result<Answer, WireError>) -> Effects {
-        Effects { reply, deliveries: Vec::new(), wakeups: Vec::new(), mutated: true }
+        Effects { reply, deliveries: Vec::new(), wakeups: Vec::new(), mutated: true, lsn: None }
     }
 
     /// A reply from a command that changed nothing.
-    pub(super) fn unchanged(reply: Result<Answer, WireError>) -> Effects {
-        Effects { reply, deliveries: Vec::new(), wakeups: Vec::new(), mutated: false }
+    pub fn unchanged(reply: Result<Answer, WireError>) -> Effects {
+        Effects { reply, deliveries: Vec::new(), wakeups: Vec::new(), mutated: false, lsn: None }
     }
 }

@@ -35,12 +35,14 @@
 mod clock;
 mod command;
 mod ctx;
+mod image;
+mod journal;
 mod session;
 mod table;
 mod waiter;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use agora_proto::idmap::IdMap;
 use agora_proto::native::{Args, Kind, ObjectId, ObjectInfo};
@@ -51,8 +53,10 @@ use serde::{Deserialize, Serialize};
 pub use clock::{Clock, Time};
 pub use command::{Access, Answer, Command, Effects, Keep};
 pub use ctx::{CounterValues, Counters, Ctx, Harness, Outputs};
+pub use image::{EngineImage, SessionImage};
+pub use journal::{decode_record, encode_record, log_unwritable, Journal, Lsn, RecordRead, Tail, RECORD_HEADER};
 pub use session::Session;
-pub use table::{no_such_object, RegistryStats};
+pub use table::{no_such_object, ObjectImage, RegistryStats};
 pub use waiter::{deadline_after, Completion, Delivery, Parked, Reclaim, SessionId, Ticket, Undelivered, Waiter};
 
 pub use crate::objects::unsupported_kind;
@@ -69,6 +73,19 @@ pub struct Engine {
     counters: Counters,
     clock: Clock,
     sessions: Mutex<IdMap<Session>>,
+    /// With durability on: the order mutating commands are applied and logged in.
+    journal: OnceLock<Arc<Journal>>,
+    /// The last [`Command::Restart`], if the state came back from a log.
+    restarted: Mutex<Option<Restarted>>,
+}
+
+/// When the engine last restarted from its log, and the first object id it made after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarted {
+    /// When.
+    pub at: Time,
+    /// Objects with smaller ids were made before the restart.
+    pub first_id: ObjectId,
 }
 
 impl std::fmt::Debug for Engine {
@@ -103,8 +120,19 @@ pub struct CanonicalState {
     pub objects: BTreeMap<ObjectId, ObjectRecord>,
     /// Names → ids.
     pub names: BTreeMap<String, ObjectId>,
-    /// Every open session: its handles (object → count) and the live objects it used by id.
-    pub sessions: BTreeMap<SessionId, (BTreeMap<ObjectId, u64>, BTreeSet<ObjectId>)>,
+    /// Every open session.
+    pub sessions: BTreeMap<SessionId, SessionRecord>,
+}
+
+/// One session in a [`CanonicalState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Its handles: object → count.
+    pub handles: BTreeMap<ObjectId, u64>,
+    /// The live objects it used by id.
+    pub touched: BTreeSet<ObjectId>,
+    /// Its parked calls: ticket → object.
+    pub parked: BTreeMap<Ticket, ObjectId>,
 }
 
 /// One object in a [`CanonicalState`].
@@ -138,6 +166,44 @@ impl Engine {
             counters: Counters::new(counters),
             clock: Clock::new(),
             sessions: Mutex::default(),
+            journal: OnceLock::new(),
+            restarted: Mutex::new(None),
+        }
+    }
+
+    /// Turns durability on: from now on mutating commands are applied in the
+    /// journal's order and recorded there. Set once, before any client connects.
+    pub fn attach_journal(&self, journal: Arc<Journal>) {
+        assert!(self.journal.set(journal).is_ok(), "the journal is attached once");
+    }
+
+    /// The journal, with durability on.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.get()
+    }
+
+    /// Moves the clock so that it never reads earlier than `t` (a restore: the log's
+    /// last command happened at `t`, and time must not go back across a restart).
+    pub fn clock_not_before(&mut self, t: Time) {
+        self.clock = self.clock.not_before(t);
+    }
+
+    fn restarted(&self) -> MutexGuard<'_, Option<Restarted>> {
+        self.restarted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The error for an id that names no live object; it names the restart when the
+    /// object was made before the server last restarted from its log.
+    pub fn missing_object(&self, id: ObjectId) -> WireError {
+        match *self.restarted() {
+            Some(restarted) if id < restarted.first_id => WireError::new(
+                ErrorCode::NoSuchObject,
+                format!(
+                    "object {id:x} did not survive the server's restart ({} s after the epoch): only named objects and what they hold survive a restart",
+                    restarted.at.0 / 1_000_000
+                ),
+            ),
+            _ => no_such_object(id),
         }
     }
 
@@ -178,8 +244,16 @@ impl Engine {
         }
     }
 
-    /// Applies one command.
+    /// Applies one command (in the journal's order, and recorded, when it may
+    /// change state and durability is on).
     pub fn apply(&self, command: Command) -> Effects {
+        match self.journal.get() {
+            Some(journal) if !self.reads_only(None, &command) => journal.record(command, |c| self.apply_now(c)),
+            _ => self.apply_now(command),
+        }
+    }
+
+    fn apply_now(&self, command: Command) -> Effects {
         let session = match &command {
             Command::OpenSession { .. } => {
                 let id = self.counters.session();
@@ -208,12 +282,31 @@ impl Engine {
     /// spares the hot path a look-up in the session map).
     #[inline]
     pub fn apply_in(&self, session: &Session, command: Command) -> Effects {
-        self.run(Some(session), command)
+        match self.journal.get() {
+            Some(journal) if !self.reads_only(Some(session), &command) => {
+                journal.record(command, |c| self.run(Some(session), c))
+            }
+            _ => self.run(Some(session), command),
+        }
+    }
+
+    /// True if `command` cannot change state: a call of a read-only method (or of a
+    /// method or object that does not exist, which fails having changed nothing).
+    fn reads_only(&self, session: Option<&Session>, command: &Command) -> bool {
+        let Command::Call { session: id, object, access, method, .. } = command else { return false };
+        let entry = match access {
+            Access::Id => self.table.get(*object).ok(),
+            Access::Handle => match session {
+                Some(session) => session.state().handle(*object).ok().cloned(),
+                None => self.session(*id).and_then(|s| s.state().handle(*object).ok().cloned()),
+            },
+        };
+        entry.is_none_or(|entry| entry.methods().iter().find(|m| m.name == method.as_str()).is_none_or(|m| m.read_only))
     }
 
     fn run(&self, session: Option<&Session>, command: Command) -> Effects {
         if let Command::Call { object, access, method, args, at, .. } = command {
-            return self.call(session.expect("a session command"), object, access, &method, args, at);
+            return self.call_now(session.expect("a session command"), object, access, &method, args, at);
         }
         let mut out = Outputs::default();
         let reply = match command {
@@ -244,12 +337,16 @@ impl Engine {
             }
             Command::Expire { session, object, ticket, at } => match self.table.get(object) {
                 // The object is gone (a deleted name): the call is answered with that.
-                Err(e) => Err(e),
+                Err(e) => {
+                    let _ = self.forget_parked(session, ticket);
+                    Err(e)
+                }
                 Ok(entry) => self
                     .drive(&entry, false, session, at, &mut out, |o, ctx| o.expire(ctx, ticket))
                     .map(|()| Answer::Done),
             },
             Command::Abandon { session, object, ticket, undelivered, at } => {
+                let _ = self.forget_parked(session, ticket);
                 if let Ok(entry) = self.table.get(object) {
                     let _ =
                         self.drive(&entry, false, session, at, &mut out, |o, ctx| o.abandon(ctx, ticket, undelivered));
@@ -262,8 +359,13 @@ impl Engine {
                 }
                 Ok(Answer::Done)
             }
+            Command::Restart { at } => {
+                self.restart(at, &mut out);
+                Ok(Answer::Done)
+            }
         };
-        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: true }
+        self.unpark(&out.deliveries);
+        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: true, lsn: None }
     }
 
     /// Runs `f` on `entry`'s state under its lock, with the object it drives locked
@@ -293,8 +395,30 @@ impl Engine {
     /// Applies the `Call` command with these fields: `apply` unpacks a `Command::Call`
     /// into this, and the dialects' hot path calls it directly, so a method call is
     /// not packed into an enum only to be unpacked again. The effects of a call whose
-    /// method is declared read-only are not `mutated`.
+    /// method is declared read-only are not `mutated`. With durability on, a call
+    /// that may change state is packed after all: it is what the journal records.
+    #[inline]
     pub fn call(
+        &self,
+        session: &Session,
+        object: ObjectId,
+        access: Access,
+        method: &str,
+        args: Args,
+        at: Time,
+    ) -> Effects {
+        if let Some(journal) = self.journal.get() {
+            let command = Command::Call { session: session.id(), object, access, method: method.into(), args, at };
+            if self.reads_only(Some(session), &command) {
+                let Command::Call { args, .. } = command else { unreachable!("built above") };
+                return self.call_now(session, object, access, method, args, at);
+            }
+            return journal.record(command, |c| self.run(Some(session), c));
+        }
+        self.call_now(session, object, access, method, args, at)
+    }
+
+    fn call_now(
         &self,
         session: &Session,
         object: ObjectId,
@@ -374,7 +498,13 @@ impl Engine {
                 .map(Answer::Parked)
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("{method} parked without a ticket"))),
         });
-        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: !read_only }
+        if let Ok(Answer::Parked(parked)) = &reply {
+            session.state().parked.insert(parked.ticket, object);
+        }
+        if !out.deliveries.is_empty() {
+            self.unpark(&out.deliveries);
+        }
+        Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: !read_only, lsn: None }
     }
 
     fn open(
@@ -467,6 +597,53 @@ impl Engine {
         for entry in touched {
             let _ = self.drive(&entry, false, id, at, out, |o, ctx| o.session_ended(ctx, id));
         }
+    }
+
+    /// Forgets parked call `ticket` of `session` (answered, expired or abandoned);
+    /// `None` if the session is gone (the `Option` lets `Expire` chain on it).
+    fn forget_parked(&self, session: SessionId, ticket: Ticket) -> Option<()> {
+        let session = self.session(session)?;
+        session.state().parked.remove(&ticket);
+        Some(())
+    }
+
+    /// Forgets the parked calls these deliveries answer.
+    fn unpark(&self, deliveries: &[Delivery]) {
+        for delivery in deliveries {
+            let _ = self.forget_parked(delivery.waiter.session, delivery.waiter.ticket);
+        }
+    }
+
+    /// Ends every session of the previous run and gives back the references their
+    /// clients held on anonymous objects, in id order (see [`Command::Restart`]).
+    fn restart(&self, at: Time, out: &mut Outputs) {
+        let mut sessions: Vec<Session> = self.sessions().values().cloned().collect();
+        sessions.sort_by_key(Session::id);
+        // Every parked call first (their callers are gone), so that nothing released
+        // below is handed to a caller that no longer exists.
+        for session in &sessions {
+            let parked = std::mem::take(&mut session.state().parked);
+            for (ticket, object) in parked {
+                if let Ok(entry) = self.table.get(object) {
+                    let id = session.id();
+                    let _ = self.drive(&entry, false, id, at, out, |o, ctx| o.abandon(ctx, ticket, None));
+                }
+            }
+        }
+        for session in sessions {
+            self.end_session(&session, at, out);
+        }
+        for entry in self.table.all() {
+            if entry.name().is_some() {
+                continue;
+            }
+            // What other objects hold stays; what clients held goes with the clients.
+            let client_refs = entry.refcount().saturating_sub(entry.holders());
+            for _ in 0..client_refs {
+                self.table.decref(&entry);
+            }
+        }
+        *self.restarted() = Some(Restarted { at, first_id: self.counters.values().next_id });
     }
 
     fn iterate(&self, session: &Session, object: ObjectId, at: Time, out: &mut Outputs) -> Result<Answer, WireError> {
@@ -586,7 +763,7 @@ impl Engine {
             .map(|s| {
                 let st = s.state();
                 let touched = st.touched.iter().filter(|(_, w)| w.strong_count() > 0).map(|(&id, _)| id).collect();
-                (s.id(), (st.handle_counts(), touched))
+                (s.id(), SessionRecord { handles: st.handle_counts(), touched, parked: st.parked.clone() })
             })
             .collect();
         CanonicalState { counters: self.counters.values(), objects, names: self.table.names_map(), sessions }

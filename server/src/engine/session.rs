@@ -10,13 +10,14 @@
 use std::collections::BTreeMap;
 
 use agora_proto::idmap::IdMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use agora_proto::native::ObjectId;
 use agora_proto::{ErrorCode, WireError};
 
 use super::table::ObjectEntry;
-use super::waiter::SessionId;
+use super::waiter::{SessionId, Ticket};
 
 /// One handle: the object and how many times this session opened it.
 pub(super) struct Handle {
@@ -33,6 +34,9 @@ pub(super) struct SessionState {
     /// Objects used by id without a handle that keep per-session state, to be told
     /// when this session ends. Weak: the session must not keep them alive.
     pub(super) touched: IdMap<Weak<ObjectEntry>>,
+    /// Its parked calls: ticket → the object the call waits on. A restart abandons
+    /// them (their callers are gone with the old process).
+    pub(super) parked: BTreeMap<Ticket, ObjectId>,
     /// Prune dead `touched` entries when the map grows past this.
     prune_at: usize,
 }
@@ -71,11 +75,24 @@ pub struct Session(pub(super) Arc<SessionCell>);
 pub(super) struct SessionCell {
     pub(super) id: SessionId,
     pub(super) state: Mutex<SessionState>,
+    /// The LSN of the last record logged for this session (durability on): its
+    /// answers go out once the log has that record.
+    logged: AtomicU64,
 }
 
 impl Session {
     pub(super) fn new(id: SessionId) -> Session {
-        Session(Arc::new(SessionCell { id, state: Mutex::new(SessionState::default()) }))
+        Session(Arc::new(SessionCell { id, state: Mutex::new(SessionState::default()), logged: AtomicU64::new(0) }))
+    }
+
+    /// Notes that a command of this session was logged at `lsn`.
+    pub fn note_logged(&self, lsn: u64) {
+        self.0.logged.fetch_max(lsn, Ordering::Relaxed);
+    }
+
+    /// The LSN of the last record logged for this session (0: none).
+    pub fn logged(&self) -> u64 {
+        self.0.logged.load(Ordering::Relaxed)
     }
 
     /// The session's id.

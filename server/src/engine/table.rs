@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use agora_proto::idmap::IdMap;
 use agora_proto::native::{Kind, ObjectId};
 use agora_proto::{ErrorCode, Value, WireError};
+use serde::{Deserialize, Serialize};
 
 use super::ctx::Counters;
 use crate::custom::CustomKinds;
@@ -155,10 +156,62 @@ impl ObjectEntry {
         ids
     }
 
+    /// The objects this one keeps alive.
+    pub(super) fn held_entries(&self) -> Vec<Arc<ObjectEntry>> {
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.as_ref().map(|h| h.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// How many of its references are held by other objects.
+    pub(super) fn holders(&self) -> u64 {
+        self.holders.load(Ordering::Acquire)
+    }
+
+    /// The object as a snapshot records it (its lock is taken for its state).
+    pub(super) fn image(&self) -> ObjectImage {
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|h| {
+            let mut ids: Vec<ObjectId> = h.keys().copied().collect();
+            ids.sort_unstable();
+            ids
+        });
+        ObjectImage {
+            id: self.id,
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            refs: self.refs.load(Ordering::Acquire),
+            holders: self.holders.load(Ordering::Acquire),
+            deleted: self.deleted.load(Ordering::Acquire),
+            holds,
+            state: self.lock_any().map(|s| s.state()).unwrap_or_default(),
+        }
+    }
+
     /// Records that a holder let go of this object (before its reference is given back).
     fn unhold(&self) {
         self.holders.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// One object as a snapshot records it: its bookkeeping and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectImage {
+    /// Its id.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name, for a named object.
+    pub name: Option<String>,
+    /// References keeping it alive.
+    pub refs: u64,
+    /// How many of `refs` other objects hold.
+    pub holders: u64,
+    /// A deleted named object (still referenced by a session's handle or a container).
+    pub deleted: bool,
+    /// The objects it keeps alive; `None` once it let them go (deleted).
+    pub holds: Option<Vec<ObjectId>>,
+    /// Its state ([`SharedObject::state`]).
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
 }
 
 fn find_method(methods: &'static [MethodSpec], method: &str, kind: &Kind) -> Result<&'static MethodSpec, WireError> {
@@ -280,6 +333,30 @@ impl Table {
             methods,
             holds_session_state,
         })
+    }
+
+    /// Rebuilds an object from its image and state; a live one goes in the table (and
+    /// its name in the names), a deleted one only exists for whoever still refers to
+    /// it. Its holds are wired by [`Table::restore_holds`] once every entry exists.
+    pub(super) fn restore_entry(&self, image: &ObjectImage, state: Box<dyn SharedObject>) -> Arc<ObjectEntry> {
+        let entry = self.insert_new(image.id, image.kind.clone(), image.name.clone(), state);
+        entry.refs.store(image.refs, Ordering::Release);
+        entry.holders.store(image.holders, Ordering::Release);
+        entry.deleted.store(image.deleted, Ordering::Release);
+        if !image.deleted {
+            self.objects_write().insert(image.id, entry.clone());
+            if let Some(name) = &image.name {
+                self.names().insert(name.clone(), image.id);
+            }
+        }
+        entry
+    }
+
+    /// Sets what a restored object holds (`None`: it let go of everything). The
+    /// references are already counted in the held objects' restored counts.
+    pub(super) fn restore_holds(&self, container: &ObjectEntry, held: Option<Vec<Arc<ObjectEntry>>>) {
+        *container.holds.lock().unwrap_or_else(|e| e.into_inner()) =
+            held.map(|held| held.into_iter().map(|e| (e.id, e)).collect());
     }
 
     /// Adds an object the engine built itself (a dict iterator) as an anonymous object

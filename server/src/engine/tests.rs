@@ -603,10 +603,27 @@ mod replay {
     /// parked and how many answers were handed out (so a caller can see it was exercised).
     fn check_replay(steps: Vec<Step>) -> Result<(usize, usize), TestCaseError> {
         let mut driver = Driver::new();
-        for step in steps {
+        // Half-way, the whole state is imaged (what a snapshot holds).
+        let half = steps.len() / 2;
+        let mut image = None;
+        for (i, step) in steps.into_iter().enumerate() {
+            if i == half {
+                image = Some((driver.bench.engine.image(), driver.bench.log.len()));
+            }
             driver.run(step);
         }
         let original = driver.bench.engine.canonical_state();
+        // Snapshot + the log after it rebuilds the same state, through MessagePack.
+        if let Some((image, applied)) = image {
+            let bytes = rmp_serde::to_vec_named(&image).unwrap();
+            let image: EngineImage = rmp_serde::from_slice(&bytes).unwrap();
+            let restored = Engine::from_image(CustomKinds::default(), image).unwrap();
+            for (command, seen) in driver.bench.log[applied..].iter().zip(&driver.bench.observed[applied..]) {
+                let again = restored.apply(command.clone());
+                prop_assert_eq!(&observed(&again), seen, "after the image: command {:?}", command);
+            }
+            prop_assert_eq!(&restored.canonical_state(), &original);
+        }
         let replayed = Engine::with_counters(CustomKinds::default(), START);
         for (command, seen) in driver.bench.log.iter().zip(&driver.bench.observed) {
             let again = replayed.apply(command.clone());

@@ -78,6 +78,32 @@ pub fn construct(kind: &Kind, args: Args, custom: &CustomKinds) -> Result<Box<dy
     })
 }
 
+/// Rebuilds an object of `kind` from its [`SharedObject::state`] (a snapshot being
+/// restored). A custom kind's state is opaque to the server, so it cannot be restored.
+pub fn restore(kind: &Kind, state: &[u8]) -> Result<Box<dyn SharedObject>, String> {
+    fn decode<T: SharedObject + serde::de::DeserializeOwned + 'static>(
+        state: &[u8],
+    ) -> Result<Box<dyn SharedObject>, String> {
+        rmp_serde::from_slice::<T>(state).map(|o| Box::new(o) as Box<dyn SharedObject>).map_err(|e| e.to_string())
+    }
+    match kind {
+        Kind::Dict => decode::<dict::DictObject>(state),
+        Kind::List => decode::<list::ListObject>(state),
+        Kind::Value => decode::<value::ValueObject>(state),
+        Kind::Array => decode::<array::ArrayObject>(state),
+        Kind::Namespace => decode::<namespace::NamespaceObject>(state),
+        Kind::Queue | Kind::JoinableQueue => decode::<queue::QueueObject>(state),
+        Kind::Lock => decode::<lock::LockObject>(state),
+        Kind::RLock => decode::<rlock::RLockObject>(state),
+        Kind::Semaphore | Kind::BoundedSemaphore => decode::<semaphore::SemaphoreObject>(state),
+        Kind::Condition => decode::<condition::ConditionObject>(state),
+        Kind::Event => decode::<event::EventObject>(state),
+        Kind::Barrier => decode::<barrier::BarrierObject>(state),
+        Kind::Other(typeid) if typeid == iterator::TYPEID => decode::<iterator::IteratorObject>(state),
+        Kind::Other(typeid) => Err(format!("the state of custom kind '{typeid}' is opaque and cannot be restored")),
+    }
+}
+
 /// The error for a kind this server does not know.
 pub fn unsupported_kind(kind: &Kind) -> WireError {
     WireError::new(ErrorCode::Unsupported, format!("unknown object kind '{kind}'"))
@@ -86,6 +112,26 @@ pub fn unsupported_kind(kind: &Kind) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_built_in_object_restores_from_its_state() {
+        let custom = CustomKinds::default();
+        for kind in Kind::BUILTIN {
+            let spec = constructor(&kind, &custom).expect("built-in");
+            let args: Vec<agora_proto::Value> = match kind {
+                Kind::Value => vec![agora_proto::Value::Str("i".into()), agora_proto::Value::Int(7)],
+                Kind::Array => vec![agora_proto::Value::Str("i".into()), agora_proto::Value::List(vec![])],
+                Kind::Barrier => vec![agora_proto::Value::Int(2)],
+                _ => vec![],
+            };
+            let object = construct(&kind, crate::object::bind(spec, args, vec![]).unwrap(), &custom).unwrap();
+            let restored = restore(&kind, &object.state()).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(restored.state(), object.state(), "{kind}");
+            assert_eq!(restored.kind(), kind);
+        }
+        let custom_kind = Kind::Other("Tally".into());
+        assert!(matches!(restore(&custom_kind, &[]), Err(e) if e.contains("opaque")));
+    }
 
     #[test]
     fn every_built_in_object_serves_its_declared_table() {
