@@ -15,6 +15,7 @@ use agora_proto::Address;
 use serde::Deserialize;
 
 use crate::custom::CustomKinds;
+use crate::durability::{DurabilityConfig, Fsync};
 
 /// The address `agora serve` listens on when given none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50000";
@@ -100,6 +101,8 @@ pub struct Config {
     pub expose: Vec<Exposure>,
     /// The embedding program's own types, served as custom kinds ([`crate::custom`]).
     pub custom: CustomKinds,
+    /// Where the state is kept across restarts; `None`: in memory only.
+    pub durability: Option<DurabilityConfig>,
 }
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
             limits: Limits::default(),
             expose: Vec::new(),
             custom: CustomKinds::default(),
+            durability: None,
         }
     }
 
@@ -185,6 +189,8 @@ pub fn format_duration(d: Duration) -> String {
 /// heartbeat-timeout = "10s"             # or a number of seconds
 /// metrics = "127.0.0.1:9464"
 /// workers = 2                           # threads serving connections
+/// data-dir = "/var/lib/agora"           # keep the state across restarts
+/// fsync = "everysec"                    # always | everysec | no
 /// ```
 ///
 /// An unknown key is an error that names it (a typo must not silently fall back to a
@@ -215,6 +221,12 @@ pub struct FileConfig {
     pub metrics: Option<Address>,
     /// `workers`: threads serving connections.
     pub workers: Option<usize>,
+    /// `data-dir`, resolved against the config file's folder.
+    pub data_dir: Option<PathBuf>,
+    /// `fsync`: `always`, `everysec` or `no`.
+    pub fsync: Option<Fsync>,
+    /// `snapshot-after`: bytes of log, or a size string.
+    pub snapshot_after: Option<u64>,
 }
 
 /// Why a config file could not be used.
@@ -261,6 +273,11 @@ struct RawFile {
     metrics: Option<Address>,
     #[serde(default, deserialize_with = "de::workers")]
     workers: Option<usize>,
+    data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de::fsync")]
+    fsync: Option<Fsync>,
+    #[serde(default, deserialize_with = "de::size")]
+    snapshot_after: Option<u64>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -310,6 +327,11 @@ mod de {
     pub(super) fn exposures<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Exposure>>, D::Error> {
         let texts = texts(d, "TYPEID=KIND:NAME")?;
         texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
+    }
+
+    pub(super) fn fsync<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Fsync>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Some).map_err(D::Error::custom)
     }
 
     pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
@@ -372,6 +394,9 @@ impl FileConfig {
             log_level: raw.log_level,
             metrics: raw.metrics,
             workers: raw.workers,
+            data_dir: raw.data_dir.map(|p| base.join(p)),
+            fsync: raw.fsync,
+            snapshot_after: raw.snapshot_after,
         })
     }
 }

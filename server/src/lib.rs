@@ -11,6 +11,7 @@
 //! | [`connection`] | handshake, limits, choosing the dialect |
 //! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
 //! | [`engine`] | the one place where state changes: commands, the object table, sessions |
+//! | [`durability`] | the data directory: the command log, snapshots, fsync policy, restore |
 //! | [`parking`] | waiting calls, the server's one timer, session teardown |
 //! | [`object`] | the contract every object kind implements, argument binding |
 //! | [`objects`] | one module per object kind |
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod custom;
 pub mod dialect;
+pub mod durability;
 pub mod engine;
 pub mod listener;
 pub mod metrics;

@@ -29,9 +29,18 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use agora_proto::native::Args;
 
+use crate::durability::Durability;
 use crate::engine::{
-    Access, Answer, Command, Delivery, Effects, Engine, Reclaim, Session, SessionId, Ticket, Time, Waiter,
+    Access, Answer, Command, Delivery, Effects, Engine, Lsn, Reclaim, Session, SessionId, Ticket, Time, Waiter,
 };
+
+/// Remembers on the session where its command was logged: its answer waits for that.
+#[inline]
+fn note_logged(session: &Session, effects: &Effects) {
+    if let Some(lsn) = effects.lsn {
+        session.note_logged(lsn);
+    }
+}
 
 /// What a connection finds in its mailbox.
 #[derive(Debug)]
@@ -95,6 +104,8 @@ impl Drop for Mailbox {
 /// The parking layer of one server.
 pub struct Parking {
     engine: Arc<Engine>,
+    /// The log, with durability on: answers wait for their records.
+    durability: Option<Arc<Durability>>,
     mailboxes: RwLock<HashMap<SessionId, mpsc::UnboundedSender<Mail>>>,
     alarms: Mutex<BTreeSet<(Time, Alarm)>>,
     /// Wakes the timer when an alarm earlier than all others is set.
@@ -110,7 +121,45 @@ impl std::fmt::Debug for Parking {
 impl Parking {
     /// The parking layer for `engine`. Start its timer with [`Parking::run_timer`].
     pub fn new(engine: Arc<Engine>) -> Arc<Parking> {
-        Arc::new(Parking { engine, mailboxes: RwLock::default(), alarms: Mutex::default(), earlier: Notify::new() })
+        Parking::build(engine, None)
+    }
+
+    /// The parking layer over a durable log's engine.
+    pub fn durable(durability: Arc<Durability>) -> Arc<Parking> {
+        Parking::build(durability.engine().clone(), Some(durability))
+    }
+
+    fn build(engine: Arc<Engine>, durability: Option<Arc<Durability>>) -> Arc<Parking> {
+        Arc::new(Parking {
+            engine,
+            durability,
+            mailboxes: RwLock::default(),
+            alarms: Mutex::default(),
+            earlier: Notify::new(),
+        })
+    }
+
+    /// The durable log, if the server has one.
+    pub fn durability(&self) -> Option<&Arc<Durability>> {
+        self.durability.as_ref()
+    }
+
+    /// What an answer read now may depend on: the last record appended (0 without
+    /// durability). A connection takes it when a delivery reaches it.
+    #[inline]
+    pub fn appended(&self) -> Lsn {
+        self.durability.as_ref().map_or(0, |d| d.appended())
+    }
+
+    /// Returns once record `lsn` is as durable as the fsync policy promises, so an
+    /// answer that depends on it may go out (at once without durability).
+    #[inline]
+    pub async fn settle(&self, lsn: Lsn) {
+        if let Some(durability) = &self.durability {
+            if lsn > 0 {
+                durability.settle(lsn).await;
+            }
+        }
     }
 
     /// The engine.
@@ -136,6 +185,7 @@ impl Parking {
             return self.call(session, object, access, &method, args, at);
         }
         let effects = self.engine.apply_in(session, command);
+        note_logged(session, &effects);
         self.carry_out(effects)
     }
 
@@ -151,6 +201,7 @@ impl Parking {
         at: Time,
     ) -> Result<Answer, WireError> {
         let effects = self.engine.call(session, object, access, method, args, at);
+        note_logged(session, &effects);
         if let Ok(Answer::Parked(parked)) = &effects.reply {
             if let Some(deadline) = parked.deadline {
                 self.arm(deadline, Alarm::Call { session: session.id(), object, ticket: parked.ticket });
@@ -159,7 +210,7 @@ impl Parking {
         self.carry_out(effects)
     }
 
-    /// Applies a command that belongs to no session (`Incref`, `Decref`, `Delete`…).
+    /// Applies a command no connection waits on (the timer's, a restart's).
     pub fn run_global(&self, command: Command) -> Result<Answer, WireError> {
         let effects = self.engine.apply(command);
         self.carry_out(effects)
@@ -212,7 +263,7 @@ impl Parking {
         let Waiter { ticket, session, object } = delivery.waiter;
         let undelivered = delivery.undelivered();
         if undelivered.is_none() {
-            return Effects { reply: Ok(Answer::Done), deliveries: Vec::new(), wakeups: Vec::new(), mutated: false };
+            return Effects::unchanged(Ok(Answer::Done));
         }
         tracing::debug!(session, ticket, "a delivery found its caller gone; given back");
         let at = self.engine.now();

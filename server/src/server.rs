@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Config;
 use crate::connection;
-use crate::engine::Engine;
+use crate::durability::{Durability, DurabilityConfig, Recovery};
+use crate::engine::{Command, Engine};
 use crate::listener::{Accepted, Listener};
-use crate::parking::Parking;
+use crate::parking::{Alarm, Parking};
 
 /// How long [`Server::run`] waits for connections to close after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +72,7 @@ impl Shared {
             objects_by_kind: objects.objects_by_kind.into_iter().collect(),
             named_objects: objects.named,
             memory_bytes: resident_memory_bytes(),
+            durability: self.parking.durability().map(|d| Box::new(d.stats())),
         }
     }
 }
@@ -135,10 +137,23 @@ impl Server {
             listeners.push(listener);
             addresses.push(bound);
         }
+        let (parking, recovery) = match &config.durability {
+            None => {
+                tracing::info!("state is in memory only: it is lost when the server stops (--data-dir keeps it)");
+                (Parking::new(Arc::new(Engine::new(config.custom.clone()))), None)
+            }
+            Some(durable) => {
+                let (parking, recovery) = open_durable(durable, &config)?;
+                (parking, Some(recovery))
+            }
+        };
+        if let Some(recovery) = recovery {
+            restart(&parking, recovery);
+        }
         let (tx, rx) = watch::channel(false);
         let stopper = ShutdownHandle(Arc::new(tx));
         let shared = Arc::new(Shared {
-            parking: Parking::new(Arc::new(Engine::new(config.custom.clone()))),
+            parking,
             config,
             counters: Counters::default(),
             shutdown: rx,
@@ -191,8 +206,50 @@ impl Server {
         if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv()).await.is_err() {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
         }
+        if let Some(durability) = shared.parking.durability() {
+            // Everything appended goes to disk before the process ends.
+            durability.stop();
+            tracing::info!(data_dir = %durability.config().data_dir.display(), "log written and fsynced");
+        }
         tracing::info!("server stopped");
     }
+}
+
+/// Opens the data directory and restores its state.
+fn open_durable(durable: &DurabilityConfig, config: &Config) -> std::io::Result<(Arc<Parking>, Recovery)> {
+    if !config.custom.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a data directory cannot be used with custom kinds: their state is opaque to the server and cannot be restored",
+        ));
+    }
+    let (durability, recovery) = Durability::open(durable.clone(), config.custom.clone())
+        .map_err(|e| std::io::Error::other(format!("cannot open the data directory: {e}")))?;
+    tracing::info!(
+        data_dir = %durable.data_dir.display(),
+        fsync = %durable.fsync,
+        snapshot = ?recovery.snapshot,
+        replayed = recovery.replayed,
+        took_ms = recovery.took.as_millis() as u64,
+        "state restored from the data directory"
+    );
+    Ok((Parking::durable(durability), recovery))
+}
+
+/// Ends the previous run's sessions (`Command::Restart`, logged like any other) and
+/// arms the wake-ups the restored objects asked for.
+fn restart(parking: &Parking, recovery: Recovery) {
+    let engine = parking.engine();
+    let objects_before = engine.object_count();
+    let _ = parking.run_global(Command::Restart { at: engine.now() });
+    for (object, at) in recovery.wakeups {
+        parking.arm(at, Alarm::Wake { object });
+    }
+    tracing::info!(
+        objects = engine.object_count(),
+        freed = objects_before.saturating_sub(engine.object_count()),
+        "previous sessions ended: locks, permits and leases they held were released; anonymous objects no named object holds were freed"
+    );
 }
 
 /// Accepts on one listener until shutdown; the listener (and its socket file) drops at the end.

@@ -97,6 +97,8 @@ struct Conn<'a> {
     /// Requests handled since the server's counter was last updated: it is shared by
     /// every worker thread, so it is added to once per batch, not once per request.
     uncounted: u64,
+    /// The log record the answers of delivered calls depend on (durability on).
+    delivered_lsn: u64,
 }
 
 /// Serves a native connection whose first frame (the Hello) was already read.
@@ -111,8 +113,15 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
         }
     };
     let now = shared.parking.engine().now();
-    let mut conn =
-        Conn { session, shared: &shared, parked: HashMap::new(), by_ticket: HashMap::new(), now, uncounted: 0 };
+    let mut conn = Conn {
+        session,
+        shared: &shared,
+        parked: HashMap::new(),
+        by_ticket: HashMap::new(),
+        now,
+        uncounted: 0,
+        delivered_lsn: 0,
+    };
     run(&mut stream, rbuf, welcome, peer, &mut conn, &mut mailbox).await;
     // Whatever was delivered and never answered goes back; parked calls are abandoned.
     let Conn { session, parked, .. } = conn;
@@ -156,17 +165,21 @@ async fn run<S: Transport>(
             Ok(None) => {}
             Ok(Some(e)) => {
                 tracing::warn!(%peer, error = %e.message, "malformed request; closing");
+                conn.settle().await;
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                 return refuse(stream, e).await;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "bad frame; closing");
+                conn.settle().await;
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                 return refuse(stream, frame_error(e)).await;
             }
         }
         conn.count_requests();
         if !wbuf.is_empty() {
+            // With durability on, answers go out once the log has what they depend on.
+            conn.settle().await;
             // A peer that stops reading for a whole heartbeat period is as gone as one
             // that stops writing: do not let a full socket buffer pin its session.
             match tokio::time::timeout(heartbeat, stream.write_all(&wbuf)).await {
@@ -195,6 +208,8 @@ async fn run<S: Transport>(
                 while let Some(next) = mail.take() {
                     match next {
                         Mail::Delivery(delivery) => {
+                            // The command that delivered it is in the journal by now.
+                            conn.delivered_lsn = parking.appended();
                             if let Some(response) = conn.delivered(delivery) {
                                 push_response(&mut wbuf, response);
                             }
@@ -235,6 +250,7 @@ async fn run<S: Transport>(
                 return refuse(stream, WireError::new(ErrorCode::SessionExpired, message)).await;
             }
             Event::Shutdown => {
+                conn.settle().await;
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                 return refuse(stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")).await;
             }
@@ -260,6 +276,12 @@ fn frame_error(e: FrameError) -> WireError {
 }
 
 impl Conn<'_> {
+    /// Waits until the log has every record the buffered answers depend on.
+    async fn settle(&mut self) {
+        let depends_on = self.session.logged().max(std::mem::take(&mut self.delivered_lsn));
+        self.shared.parking.settle(depends_on).await;
+    }
+
     /// Adds the requests handled since the last call to the server's counter.
     fn count_requests(&mut self) {
         if self.uncounted > 0 {
@@ -284,7 +306,7 @@ impl Conn<'_> {
             Op::Release { object } => {
                 parking.run(&self.session, Command::Release { session, object, at }).map(|_| Reply::Done)
             }
-            Op::Delete { name } => parking.run_global(Command::Delete { name, at }).map(|_| Reply::Done),
+            Op::Delete { name } => parking.run(&self.session, Command::Delete { name, at }).map(|_| Reply::Done),
             Op::Cancel { request } => {
                 if let Some(call) = self.parked.remove(&request) {
                     self.by_ticket.remove(&call.ticket);
@@ -299,6 +321,7 @@ impl Conn<'_> {
             Op::Stats => Ok(Reply::Stats(self.shared.stats())),
             Op::ListNamed => Ok(Reply::Objects(parking.engine().named())),
             Op::Snapshot { name } => parking.engine().snapshot_named(&name).map(Reply::Value),
+            Op::SaveSnapshot => save_snapshot(self.shared),
             Op::Shutdown => {
                 tracing::info!(session, "shutdown requested by a client");
                 self.shared.stopper.shutdown();
@@ -353,6 +376,23 @@ impl Conn<'_> {
         }
         Some(Response { id: request, result: delivery.completion.map(Reply::Value) })
     }
+}
+
+/// `agora snapshot`: writes a snapshot now. It takes as long as the state is big, so
+/// the worker thread hands its other connections to the runtime meanwhile.
+fn save_snapshot(shared: &Shared) -> Result<Reply, WireError> {
+    let Some(durability) = shared.parking.durability() else {
+        return Err(WireError::new(
+            ErrorCode::Unsupported,
+            "this server keeps its state in memory only: there is nothing to snapshot (start it with --data-dir)",
+        ));
+    };
+    let save = || durability.save_snapshot();
+    let saved = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(save),
+        _ => save(),
+    };
+    saved.map(Reply::Saved).map_err(|e| WireError::new(ErrorCode::Unavailable, format!("snapshot failed: {e}")))
 }
 
 /// The reply to an `Open` or `Attach`.

@@ -73,6 +73,67 @@ pub fn render(shared: &Shared) -> String {
         stats.memory_bytes.to_string(),
     );
 
+    scalar(
+        "agora_durable",
+        "gauge",
+        "1 if the state is kept in a data directory (--data-dir), 0 if in memory only.",
+        u8::from(stats.durability.is_some()).to_string(),
+    );
+    if let Some(d) = &stats.durability {
+        scalar("agora_log_bytes", "gauge", "Bytes of command log on disk.", d.log_bytes.to_string());
+        scalar(
+            "agora_log_bytes_since_snapshot",
+            "gauge",
+            "Log bytes written since the last snapshot.",
+            d.log_bytes_since_snapshot.to_string(),
+        );
+        scalar(
+            "agora_log_appended_records",
+            "counter",
+            "The last log record appended (its LSN).",
+            d.appended_lsn.to_string(),
+        );
+        scalar(
+            "agora_log_fsync_lag_records",
+            "gauge",
+            "Records appended but not yet known to be on disk.",
+            d.appended_lsn.saturating_sub(d.synced_lsn).to_string(),
+        );
+        scalar(
+            "agora_log_seconds_since_fsync",
+            "gauge",
+            "Seconds since the log was last fsynced.",
+            format!("{:.3}", d.ms_since_fsync as f64 / 1000.0),
+        );
+        scalar(
+            "agora_log_refusing_changes",
+            "gauge",
+            "1 while the log cannot be written and changes are refused (full disk, I/O error).",
+            u8::from(d.refusing.is_some()).to_string(),
+        );
+        if let Some(snap) = &d.last_snapshot {
+            scalar(
+                "agora_snapshot_last_record",
+                "gauge",
+                "The last log record the newest snapshot covers.",
+                snap.lsn.to_string(),
+            );
+            scalar("agora_snapshot_bytes", "gauge", "Size of the newest snapshot.", snap.bytes.to_string());
+            scalar(
+                "agora_snapshot_timestamp_seconds",
+                "gauge",
+                "When the newest snapshot was written (Unix time).",
+                snap.at_secs.to_string(),
+            );
+            scalar(
+                "agora_snapshot_pause_seconds",
+                "gauge",
+                "How long the newest snapshot held changes while it copied the state.",
+                format!("{:.6}", snap.pause_us as f64 / 1e6),
+            );
+        }
+    }
+
     header(&mut out, "agora_build_info", "gauge", "The server's version, as a label.");
     let _ = writeln!(out, "agora_build_info{{version=\"{}\"}} 1", label(&stats.version));
 

@@ -104,6 +104,7 @@ const CODES: &[ErrorCode] = &[
     ErrorCode::LimitExceeded,
     ErrorCode::SessionExpired,
     ErrorCode::ShuttingDown,
+    ErrorCode::Unavailable,
     ErrorCode::Unsupported,
     ErrorCode::Protocol,
     ErrorCode::Internal,

@@ -6,7 +6,7 @@
 use agora_proto::native::{Args, Kind};
 use agora_proto::{ErrorCode, Value, WireError};
 
-use super::reply::{traceback, Reply};
+use super::reply::{traceback, unknown_ident, Reply};
 use super::{exposed, ident, parse_ident, After, PyConn, Request};
 use crate::engine::{Answer, Command, Keep};
 
@@ -48,16 +48,16 @@ impl PyConn<'_> {
             }
             "create" => self.create(args, kwargs),
             "incref" => match ident_arg(&args) {
-                Ok((id, text)) => match parking.run_global(Command::Incref { object: id, at }) {
+                Ok((id, text)) => match parking.run(&self.session, Command::Incref { object: id, at }) {
                     Ok(_) => Reply::Return(Value::None),
-                    Err(_) => Reply::Traceback(traceback("KeyError", &format!("'{text}'"))),
+                    Err(_) => unknown_ident(engine, id, &text),
                 },
                 Err(reply) => reply,
             },
             "decref" => match ident_arg(&args) {
-                Ok((id, text)) => match parking.run_global(Command::Decref { object: id, at }) {
+                Ok((id, text)) => match parking.run(&self.session, Command::Decref { object: id, at }) {
                     Ok(_) => Reply::Return(Value::None),
-                    Err(_) => Reply::Traceback(traceback("KeyError", &format!("'{text}'"))),
+                    Err(_) => unknown_ident(engine, id, &text),
                 },
                 Err(reply) => reply,
             },

@@ -111,6 +111,8 @@ struct PyConn<'a> {
     persistent: bool,
     /// How references in replies are rewritten for this client.
     outgoing: references::Outgoing,
+    /// The log record the next reply depends on through a delivery (durability on).
+    delivered_lsn: u64,
 }
 
 /// What to do after a reply.
@@ -127,7 +129,8 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
     let outgoing =
         references::Outgoing::new(stream.peer_is_local(), &shared.config.authkey, stream.local_address().as_ref());
     let (session, mailbox) = shared.parking.open();
-    let mut conn = PyConn { session, mailbox, left_waiting: None, shared: &shared, persistent: false, outgoing };
+    let mut conn =
+        PyConn { session, mailbox, left_waiting: None, shared: &shared, persistent: false, outgoing, delivered_lsn: 0 };
     serve_requests(&mut stream, rbuf, first, peer, &mut conn).await;
     let PyConn { session, mailbox, left_waiting, .. } = conn;
     shared.parking.close(session, mailbox, left_waiting);
@@ -182,6 +185,9 @@ async fn serve_requests<S: Transport>(
         if matches!(after, After::Shutdown) {
             frame::encode(&pickled, &mut out);
         }
+        // With durability on, a reply goes out once the log has what it depends on.
+        let depends_on = conn.session.logged().max(std::mem::take(&mut conn.delivered_lsn));
+        shared.parking.settle(depends_on).await;
         if stream.write_all(&out).await.is_err() {
             return;
         }
@@ -214,8 +220,11 @@ impl PyConn<'_> {
             return Some((reply, after));
         };
         let engine = self.shared.parking.engine();
-        let Some((id, kind)) = parse_ident(&ident).and_then(|id| Some((id, engine.kind_of(id).ok()?))) else {
+        let Some(id) = parse_ident(&ident) else {
             return Some((Reply::Traceback(traceback("KeyError", &format!("'{ident}'"))), After::Continue));
+        };
+        let Ok(kind) = engine.kind_of(id) else {
+            return Some((reply::unknown_ident(engine, id, &ident), After::Continue));
         };
         let reply = match request.method.as_str() {
             "#GETVALUE" => getvalue(self.shared, id),
@@ -282,6 +291,8 @@ impl PyConn<'_> {
             };
             match mail {
                 Some(Mail::Delivery(delivery)) if delivery.waiter.ticket == parked.ticket => {
+                    // The command that delivered it is in the journal by now.
+                    self.delivered_lsn = self.shared.parking.appended();
                     return Some(delivery.completion);
                 }
                 // Not this call's (one abandoned earlier): it goes back.

@@ -50,6 +50,18 @@ pub fn traceback(exc_type: &str, message: &str) -> String {
     format!("Traceback (most recent call last):\n  File \"<agora server>\", in <module>\n{exc_type}: {message}\n")
 }
 
+/// The reply to an ident that names no live object: CPython's `KeyError`, saying so
+/// when the object was lost in a server restart.
+pub fn unknown_ident(engine: &crate::engine::Engine, id: u64, ident: &str) -> Reply {
+    let missing = engine.missing_object(id);
+    let message = if missing.message.contains("restart") {
+        format!("'{ident}': {}", missing.message)
+    } else {
+        format!("'{ident}'")
+    };
+    Reply::Traceback(traceback("KeyError", &message))
+}
+
 /// The traceback text for an agora error that has no Python exception type.
 fn traceback_for(e: &WireError) -> String {
     traceback(&format!("agora.{:?}", e.code), &e.message)
