@@ -35,6 +35,7 @@
 
 pub mod disk;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -166,6 +167,8 @@ pub struct Durability {
     snapshotting: Mutex<()>,
     /// An automatic snapshot is running.
     snapshot_running: AtomicBool,
+    /// After a failed automatic snapshot: not before this.
+    snapshot_retry_at: Mutex<Option<Instant>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Why the log cannot be written, while it cannot.
     failure: Mutex<Option<String>>,
@@ -183,8 +186,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Reads a data directory back into an engine: the newest snapshot, then the log.
-/// Cuts a torn tail when `cut_torn_tail`, and every bad record on when
-/// `cut_damage` (`agora check --truncate`).
+/// A torn tail is cut; with `cut_damage` (`agora check --truncate`), so is any bad
+/// record and everything after it.
 fn restore(dir: &Path, custom: CustomKinds, cut_damage: bool) -> Result<(Engine, Recovery, Segments), DiskError> {
     let started = Instant::now();
     let listing = disk::list(dir)?;
@@ -227,6 +230,8 @@ fn restore(dir: &Path, custom: CustomKinds, cut_damage: bool) -> Result<(Engine,
     }
     let mut segments = Vec::new();
     let mut max_at = Time(0);
+    // The earliest wake-up each object asked for: its tick then asks for the next.
+    let mut wakeups: BTreeMap<ObjectId, Time> = BTreeMap::new();
     let count = listing.segments.len();
     for (i, (first, path)) in listing.segments.iter().enumerate() {
         if *first != expected {
@@ -236,17 +241,19 @@ fn restore(dir: &Path, custom: CustomKinds, cut_damage: bool) -> Result<(Engine,
                 first.saturating_sub(1)
             )));
         }
-        let read = disk::read_segment(path, *first)?;
-        for (lsn, command) in read.records.iter().cloned() {
+        let mut read = disk::read_segment(path, *first)?;
+        expected = *first + read.records.len() as u64;
+        for (lsn, command) in std::mem::take(&mut read.records) {
             if lsn <= snapshot_lsn {
                 continue;
             }
             max_at = max_at.max(command.at());
-            let effects = engine.apply(command);
-            recovery.wakeups.extend(effects.wakeups);
+            for (object, at) in engine.apply(command).wakeups {
+                let earliest = wakeups.entry(object).or_insert(at);
+                *earliest = (*earliest).min(at);
+            }
             recovery.replayed += 1;
         }
-        expected = *first + read.records.len() as u64;
         if let Some((offset, why)) = &read.bad {
             let last = i + 1 == count;
             if !(cut_damage || (last && read.torn())) {
@@ -271,6 +278,7 @@ fn restore(dir: &Path, custom: CustomKinds, cut_damage: bool) -> Result<(Engine,
         }
         segments.push((*first, path.clone(), read.file_len));
     }
+    recovery.wakeups = wakeups.into_iter().collect();
     engine.clock_not_before(max_at);
     recovery.next_lsn = expected;
     recovery.took = started.elapsed();
@@ -358,6 +366,7 @@ impl Durability {
             last_snapshot: Mutex::new(last_snapshot),
             snapshotting: Mutex::new(()),
             snapshot_running: AtomicBool::new(false),
+            snapshot_retry_at: Mutex::new(None),
             thread: Mutex::new(None),
             failure: Mutex::new(None),
             _lock: dir_lock,
@@ -570,10 +579,15 @@ impl Durability {
         if self.snapshot_running.swap(true, Ordering::AcqRel) {
             return;
         }
+        if lock(&self.snapshot_retry_at).is_some_and(|at| Instant::now() < at) {
+            self.snapshot_running.store(false, Ordering::Release);
+            return;
+        }
         let worker = self.clone();
         let spawned = std::thread::Builder::new().name("agora-snapshot".into()).spawn(move || {
             if let Err(e) = worker.save_snapshot() {
-                tracing::error!(error = %e, "automatic snapshot failed; the log keeps growing until one succeeds");
+                tracing::error!(error = %e, "automatic snapshot failed; retrying in 30 s (the log keeps growing until one succeeds)");
+                *lock(&worker.snapshot_retry_at) = Some(Instant::now() + Duration::from_secs(30));
             }
             worker.snapshot_running.store(false, Ordering::Release);
         });

@@ -35,7 +35,7 @@ pub fn encode_record(buf: &mut Vec<u8>, command: &Command) {
     let start = buf.len();
     buf.extend_from_slice(&[0; RECORD_HEADER]);
     // Encoding into a Vec cannot fail for a command (every field is plain data).
-    rmp_serde::encode::write_named(buf, command).expect("a command always encodes");
+    rmp_serde::encode::write(buf, command).expect("a command always encodes");
     let payload = &buf[start + RECORD_HEADER..];
     let len = u32::try_from(payload.len()).expect("a command is far below 4 GiB");
     let crc = crc32fast::hash(payload);

@@ -27,6 +27,11 @@
 //!   log replayable and the engine a replicated state machine. Reads (methods declared
 //!   read-only) are commands too, but change nothing and need no log
 //!   ([`Effects::mutated`]).
+//! - **The journal.** With durability on ([`Engine::attach_journal`]), every command
+//!   that may change state is applied under the [`Journal`]'s lock and recorded in that
+//!   order; its [`Effects::lsn`] says which record its answers wait for. The whole state
+//!   can be taken as an [`EngineImage`] (a snapshot) and rebuilt from one, and
+//!   [`Command::Restart`] ends the previous run's sessions after a restore.
 //! - **One set of lifetime rules.** Both dialects open, call and release through the
 //!   same commands: a container keeps alive every object referenced in what is stored
 //!   in it (methods declared as storing their arguments, and constructor arguments such
