@@ -151,6 +151,13 @@ impl Parking {
         self.durability.as_ref().map_or(0, |d| d.appended())
     }
 
+    /// True if record `lsn` is already as durable as the fsync policy promises
+    /// (always without durability).
+    #[inline]
+    pub fn is_settled(&self, lsn: Lsn) -> bool {
+        self.durability.as_ref().is_none_or(|d| lsn == 0 || d.is_settled(lsn))
+    }
+
     /// Returns once record `lsn` is as durable as the fsync policy promises, so an
     /// answer that depends on it may go out (at once without durability).
     #[inline]

@@ -165,13 +165,13 @@ async fn run<S: Transport>(
             Ok(None) => {}
             Ok(Some(e)) => {
                 tracing::warn!(%peer, error = %e.message, "malformed request; closing");
-                conn.settle().await;
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                 return refuse(stream, e).await;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "bad frame; closing");
-                conn.settle().await;
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                 return refuse(stream, frame_error(e)).await;
             }
@@ -179,7 +179,30 @@ async fn run<S: Transport>(
         conn.count_requests();
         if !wbuf.is_empty() {
             // With durability on, answers go out once the log has what they depend on.
-            conn.settle().await;
+            // Meanwhile the connection keeps reading (a client that leaves while the log
+            // cannot be written must still end its session and give back what it held).
+            let depends_on = conn.depends_on();
+            while !parking.is_settled(depends_on) {
+                let stopping = tokio::select! {
+                    _ = parking.settle(depends_on) => false,
+                    _ = shutdown.wait_for(|stop| *stop) => true,
+                    read = room.read(&mut *stream, &mut rbuf) => match read {
+                        Ok(0) => return parking.disarm(heartbeat_at, heartbeat_alarm),
+                        Ok(_) => {
+                            last_heard = parking.engine().now();
+                            false
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "read failed; closing");
+                            return parking.disarm(heartbeat_at, heartbeat_alarm);
+                        }
+                    },
+                };
+                if stopping {
+                    let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, parking.settle(depends_on)).await;
+                    break;
+                }
+            }
             // A peer that stops reading for a whole heartbeat period is as gone as one
             // that stops writing: do not let a full socket buffer pin its session.
             match tokio::time::timeout(heartbeat, stream.write_all(&wbuf)).await {
@@ -250,7 +273,7 @@ async fn run<S: Transport>(
                 return refuse(stream, WireError::new(ErrorCode::SessionExpired, message)).await;
             }
             Event::Shutdown => {
-                conn.settle().await;
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
                 return refuse(stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")).await;
             }
@@ -276,9 +299,14 @@ fn frame_error(e: FrameError) -> WireError {
 }
 
 impl Conn<'_> {
+    /// The log record the buffered answers depend on.
+    fn depends_on(&mut self) -> u64 {
+        self.session.logged().max(std::mem::take(&mut self.delivered_lsn))
+    }
+
     /// Waits until the log has every record the buffered answers depend on.
     async fn settle(&mut self) {
-        let depends_on = self.session.logged().max(std::mem::take(&mut self.delivered_lsn));
+        let depends_on = self.depends_on();
         self.shared.parking.settle(depends_on).await;
     }
 

@@ -19,9 +19,12 @@
 //!   appended while the previous fsync ran. The log thread also fsyncs once a second
 //!   (`everysec`) and takes snapshots.
 //! - **Failures.** If the log cannot be written (a full disk, an I/O error) the journal
-//!   refuses every mutating call with `Unavailable`; reads keep working; the records
-//!   already applied stay in memory and their answers wait; the log thread retries
-//!   every 200 ms and accepts changes again once the write succeeds.
+//!   refuses every change a client asks for with `Unavailable`
+//!   ([`Command::refusable`](crate::engine::Command::refusable)); reads keep working,
+//!   clients can connect, and what ends or gives back (a session's end, a release) is
+//!   still applied; the records already applied stay in memory and their answers
+//!   wait; the log thread retries at least every 200 ms and accepts changes again once
+//!   the write succeeds.
 //! - **Snapshots** ([`Durability::save_snapshot`]): a new segment is started, the engine's
 //!   state is copied while mutating calls wait (the pause `agora stats` shows), then
 //!   written in the background to a temporary file, fsynced and renamed; segments it
@@ -393,6 +396,11 @@ impl Durability {
     /// The LSN of the last record appended (what a delivery read now may depend on).
     pub fn appended(&self) -> Lsn {
         self.journal.appended()
+    }
+
+    /// True if record `lsn` already meets the fsync policy.
+    pub fn is_settled(&self, lsn: Lsn) -> bool {
+        self.reached(lsn)
     }
 
     fn reached(&self, lsn: Lsn) -> bool {

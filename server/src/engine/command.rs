@@ -171,6 +171,24 @@ pub enum Command {
 }
 
 impl Command {
+    /// True if the command is a change a client asked for, which the server may refuse
+    /// while it cannot make changes durable (`Call`, `Open`, `Attach`, `Iterate`,
+    /// `Delete`, `Incref`). Commands that end, give back or time out (`OpenSession`,
+    /// `EndSession`, `Release`, `Decref`, `Expire`, `Abandon`, `Tick`, `Restart`) are
+    /// never refused: refusing them would strand a lock, a lease or an item, or keep
+    /// clients from connecting to read.
+    pub fn refusable(&self) -> bool {
+        matches!(
+            self,
+            Command::Call { .. }
+                | Command::Open { .. }
+                | Command::Attach { .. }
+                | Command::Iterate { .. }
+                | Command::Delete { .. }
+                | Command::Incref { .. }
+        )
+    }
+
     /// When the command happens.
     pub fn at(&self) -> Time {
         match self {

@@ -113,10 +113,12 @@ impl Journal {
 
     /// Applies a command in the journal's order: it is encoded and `apply` runs under
     /// the journal's lock, and the record stays if the effects say it changed
-    /// something. Refused without applying while the log cannot be written.
+    /// something. While the log cannot be written, a change a client asked for is
+    /// refused without applying ([`Command::refusable`]); the rest are applied and
+    /// kept here until the log can be written again.
     pub(super) fn record(&self, command: Command, apply: impl FnOnce(Command) -> Effects) -> Effects {
         let mut tail = self.lock();
-        if self.refusing.load(Ordering::Acquire) {
+        if command.refusable() && self.refusing.load(Ordering::Acquire) {
             if let Some(refusal) = self.refusal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
                 return Effects::unchanged(Err(refusal));
             }

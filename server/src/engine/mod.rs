@@ -438,7 +438,7 @@ impl Engine {
             Access::Handle => None,
             Access::Id => match self.table.get(object) {
                 Ok(entry) => Some(entry),
-                Err(e) => return Effects::unchanged(Err(e)),
+                Err(_) => return Effects::unchanged(Err(self.missing_object(object))),
             },
         };
         let entry = match &found {
@@ -560,7 +560,7 @@ impl Engine {
     }
 
     fn attach(&self, session: &Session, object: ObjectId) -> Result<Answer, WireError> {
-        let entry = self.table.incref(object)?;
+        let entry = self.table.incref(object).map_err(|_| self.missing_object(object))?;
         let answer = Answer::Opened { object: entry.id(), kind: entry.kind().clone(), created: false };
         self.adopt(session, entry);
         Ok(answer)

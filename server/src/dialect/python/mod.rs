@@ -186,8 +186,15 @@ async fn serve_requests<S: Transport>(
             frame::encode(&pickled, &mut out);
         }
         // With durability on, a reply goes out once the log has what it depends on.
+        // A client that leaves meanwhile (the log cannot be written) ends its session.
         let depends_on = conn.session.logged().max(std::mem::take(&mut conn.delivered_lsn));
-        shared.parking.settle(depends_on).await;
+        if !shared.parking.is_settled(depends_on) {
+            tokio::select! {
+                _ = shared.parking.settle(depends_on) => {}
+                _ = peer_closed(stream, &mut rbuf) => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
         if stream.write_all(&out).await.is_err() {
             return;
         }
