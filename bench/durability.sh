@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Durability benchmarks, agora's command log vs Redis's AOF: writes section 6 of
+# BENCHMARKS.md (before "## Profiles"; bench/run.sh rewrites the file without it, so
+# run this after run.sh).
+#
+#   bench/durability.sh                      # the whole run, about 10-12 minutes, capped at 12
+#   ROUNDS=5 BENCH_MAX_MINUTES=15 bench/durability.sh
+#   bench/durability.sh --quick --output /tmp/check.md   # tiny counts: checks the script
+#
+# Loopback only; the data directories live in one temporary directory (the same
+# filesystem for both servers), deleted at the end; every process it starts is stopped
+# when it ends, also on Ctrl-C. Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== building agora (release)"
+cargo build --release --quiet -p agora --bin agora
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "== installing redis-server and redis-tools (Debian)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+    # The Debian package starts a system redis on 6379; this script runs its own.
+fi
+
+exec python3 bench/durability.py "$@"
