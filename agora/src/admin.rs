@@ -45,6 +45,34 @@ pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
     println!("requests       {} total, {:.1}/s", stats.requests_total, stats.requests_per_sec);
     println!("memory         {:.1} MiB", stats.memory_bytes as f64 / (1024.0 * 1024.0));
     println!("named objects  {}", stats.named_objects);
+    match &stats.durability {
+        None => println!("durability     none: state in memory only (start with --data-dir to keep it)"),
+        Some(d) => {
+            println!("durability     {} (fsync {})", d.data_dir, d.fsync);
+            println!(
+                "  log          {:.1} MiB, {:.1} MiB since the last snapshot",
+                mib(d.log_bytes),
+                mib(d.log_bytes_since_snapshot)
+            );
+            println!(
+                "  records      {} appended, {} written, {} fsynced ({} ms ago)",
+                d.appended_lsn, d.written_lsn, d.synced_lsn, d.ms_since_fsync
+            );
+            match &d.last_snapshot {
+                Some(s) => println!(
+                    "  snapshot     record {}, {:.1} MiB, paused changes {:.1} ms, {}",
+                    s.lsn,
+                    mib(s.bytes),
+                    s.pause_us as f64 / 1000.0,
+                    s.path
+                ),
+                None => println!("  snapshot     none yet"),
+            }
+            if let Some(why) = &d.refusing {
+                println!("  REFUSING CHANGES: the server cannot write its log ({why}); reads still work");
+            }
+        }
+    }
     println!("objects by kind:");
     for (kind, count) in &stats.objects_by_kind {
         println!("  {kind:<18} {count}");
@@ -79,6 +107,41 @@ pub async fn get(args: &ClientArgs, name: &str) -> Result<(), String> {
 pub async fn del(args: &ClientArgs, name: &str) -> Result<(), String> {
     connect(args).await?.delete(name).await.map_err(|e| e.to_string())?;
     println!("deleted {name}");
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `agora snapshot`.
+pub async fn snapshot(args: &ClientArgs) -> Result<(), String> {
+    let saved = connect(args).await?.save_snapshot().await.map_err(|e| e.to_string())?;
+    println!(
+        "snapshot of record {} written to {} ({:.1} MiB; changes paused {:.1} ms, written in {} ms)",
+        saved.lsn,
+        saved.path,
+        mib(saved.bytes),
+        saved.pause_us as f64 / 1000.0,
+        saved.write_ms
+    );
+    Ok(())
+}
+
+/// `agora check --data-dir DIR [--truncate]`.
+pub fn check(dir: &std::path::Path, truncate: bool) -> Result<(), String> {
+    let report = agora_server::durability::check(dir, truncate).map_err(|e| e.to_string())?;
+    let r = &report.recovery;
+    match r.snapshot {
+        Some(lsn) => println!("snapshot       covers records up to {lsn}"),
+        None => println!("snapshot       none"),
+    }
+    println!("log            {} records after it replay cleanly", r.replayed);
+    if let Some((path, bytes)) = &r.truncated {
+        println!("cut            {bytes} bytes at the end of {}", path.display());
+    }
+    println!("state          {} objects, {} named; next record {}", report.objects, report.named, r.next_lsn);
+    println!("ok ({} ms)", r.took.as_millis());
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use agora_server::config::{self, Config, Exposure, FileConfig, Limits, AUTHKEY_ENV};
+use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::server::Server;
 
 pub use agora_server::config::{parse_duration, parse_size};
@@ -68,6 +69,23 @@ pub enum Command {
     },
     /// Ask a server to shut down gracefully.
     Shutdown(ClientArgs),
+    /// Ask a server with a data dir to write a snapshot now (and drop the log it covers).
+    Snapshot(ClientArgs),
+    /// Verify a stopped server's data dir offline: the newest snapshot and every log
+    /// record are read and replayed.
+    #[command(after_help = "\
+A torn last record (a crash mid-write) is reported and cut, as the server does on start.
+Damage anywhere else is reported with the file and byte offset, and the exit status is 1;
+--truncate then cuts the log at the first bad record (dropping every record after it), so
+the server can start from what is intact.")]
+    Check {
+        /// The data directory (as given to `agora serve --data-dir`).
+        #[arg(long, value_name = "DIR", env = "AGORA_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Cut the log at the first bad record instead of failing.
+        #[arg(long)]
+        truncate: bool,
+    },
     /// Load-test a server (like redis-benchmark): throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
 }
@@ -125,7 +143,7 @@ SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, heartbeat-timeout,
-  expose, log-level, metrics). Precedence: flag > environment variable > config file >
+  expose, log-level, metrics, workers, data-dir, fsync, snapshot-after). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -142,6 +160,20 @@ ADDRESSES:
   host:port, [v6addr]:port, tcp://host:port, unix:/path/to.sock (or just /path/to.sock),
   unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
 
+DURABILITY:
+  Without --data-dir the state lives in memory and is lost when the server stops. With
+  it, every change is appended to a command log in DIR and the state is restored on
+  start (snapshot + log); sessions end at a restart (locks, permits and leases of the
+  old run are released), named objects and what they hold survive, anonymous objects
+  of the old run's clients are freed. --fsync decides what a crash can lose:
+    always    an answer goes out once its change is on disk: nothing acknowledged is lost
+    everysec  an answer goes out once its change is written to the OS, fsynced within ~1 s:
+              a process crash loses nothing acknowledged, a machine crash up to ~1 s
+    no        as everysec, but the OS decides when to flush
+  `agora snapshot` writes a snapshot now; `agora check --data-dir DIR` verifies a
+  stopped server's directory. Back up a stopped server's DIR, or the newest
+  snapshot-* file of a running one.
+
 METRICS:
   --metrics 127.0.0.1:9464 serves Prometheus text format at http://127.0.0.1:9464/metrics
   (connections, sessions, objects by kind, calls by kind and method, errors, waiters,
@@ -150,6 +182,7 @@ METRICS:
 EXAMPLES:
   agora serve
   agora serve --config /etc/agora/agora.toml
+  agora serve --data-dir /var/lib/agora --fsync always
   AGORA_AUTHKEY=s3cret agora serve --listen 0.0.0.0:50000 --listen unix:/run/agora.sock";
 
 /// Flags of `agora serve`. Each is `None` (or empty) when neither the flag nor its
@@ -227,6 +260,26 @@ pub struct ServeArgs {
     /// machine (BENCHMARKS.md). [default: the number of CPUs]
     #[arg(long, value_name = "N", env = "AGORA_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
+
+    /// Keep the state in this directory (a command log and snapshots), so it survives
+    /// restarts and crashes; one server per directory. [default: none: in memory only]
+    #[arg(long, value_name = "DIR", env = "AGORA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// When a change is on disk before it is acknowledged: always (every change, group
+    /// commit), everysec (fsync once a second), no (the OS decides). Needs --data-dir.
+    /// [default: everysec]
+    #[arg(long, value_name = "POLICY", env = "AGORA_FSYNC", value_parser = clap::builder::ValueParser::new(parse_fsync))]
+    pub fsync: Option<Fsync>,
+
+    /// Write a snapshot (and drop the log it covers) after this much log. Needs
+    /// --data-dir. [default: 64MiB]
+    #[arg(long, value_name = "SIZE", env = "AGORA_SNAPSHOT_AFTER", value_parser = parse_size)]
+    pub snapshot_after: Option<u64>,
+}
+
+fn parse_fsync(text: &str) -> Result<Fsync, String> {
+    text.parse()
 }
 
 /// Where the authkey of `agora serve` comes from.
@@ -260,6 +313,8 @@ pub struct ServeSettings {
     pub metrics: Option<Address>,
     /// Worker threads of the server's runtime.
     pub workers: usize,
+    /// The data directory and its policies; `None`: in memory only.
+    pub durability: Option<DurabilityConfig>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -290,7 +345,20 @@ impl ServeArgs {
         } else {
             AuthkeySource::Generate
         };
+        let durability = match self.data_dir.clone().or(file.data_dir) {
+            Some(dir) => {
+                let mut durable = DurabilityConfig::new(dir);
+                durable.fsync = self.fsync.or(file.fsync).unwrap_or_default();
+                durable.snapshot_after = self.snapshot_after.or(file.snapshot_after).unwrap_or(durable.snapshot_after);
+                Some(durable)
+            }
+            None if self.fsync.is_some() || self.snapshot_after.is_some() => {
+                return Err("--fsync and --snapshot-after need --data-dir (where the log is kept)".to_owned());
+            }
+            None => None,
+        };
         Ok(ServeSettings {
+            durability,
             listen,
             authkey,
             strict_auth: self.strict_auth.or(file.strict_auth).unwrap_or(false),
@@ -347,6 +415,14 @@ impl ServeSettings {
             None => out.push_str("# metrics: off\n"),
         }
         out.push_str(&format!("workers = {}\n", self.workers));
+        match &self.durability {
+            Some(d) => {
+                out.push_str(&format!("data-dir = {}\n", quote(&d.data_dir.display().to_string())));
+                out.push_str(&format!("fsync = {}\n", quote(&d.fsync.to_string())));
+                out.push_str(&format!("snapshot-after = {}\n", quote(&config::format_size(d.snapshot_after))));
+            }
+            None => out.push_str("# data-dir: none (state in memory only)\n"),
+        }
         out
     }
 }
@@ -412,6 +488,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.strict_auth = settings.strict_auth;
     config.expose = settings.expose.clone();
     config.limits = settings.limits.clone();
+    config.durability = settings.durability.clone();
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {
@@ -508,6 +585,24 @@ mod tests {
         assert_eq!(flagged.expose[0].typeid, "u");
         assert_eq!(flagged.limits.max_in_flight, 7, "the file still fills what no flag sets");
         assert!(serve_args(&["--strict-auth"]).resolve().unwrap().strict_auth);
+    }
+
+    #[test]
+    fn durability_settings_need_a_data_dir_and_read_back() {
+        let err = serve_args(&["--fsync", "always"]).resolve().unwrap_err();
+        assert!(err.contains("--data-dir"), "{err}");
+        assert!(Cli::try_parse_from(["agora", "serve", "--data-dir", "/d", "--fsync", "sometimes"]).is_err());
+        let settings = serve_args(&["--data-dir", "/var/lib/agora", "--fsync", "always", "--snapshot-after", "1MiB"])
+            .resolve()
+            .unwrap();
+        let durable = settings.durability.clone().unwrap();
+        assert_eq!((durable.fsync, durable.snapshot_after), (Fsync::Always, 1 << 20));
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.data_dir.as_deref(), Some(Path::new("/var/lib/agora")));
+        assert_eq!((back.fsync, back.snapshot_after), (Some(Fsync::Always), Some(1 << 20)));
+        let in_memory = serve_args(&[]).resolve().unwrap();
+        assert!(in_memory.durability.is_none());
+        assert!(in_memory.to_toml().contains("# data-dir: none"));
     }
 
     #[test]

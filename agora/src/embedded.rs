@@ -151,8 +151,9 @@ impl Builder {
     pub async fn start(self) -> Result<EmbeddedManager, StartError> {
         let (pending, ready) = self.launch()?;
         let server = pending.ready(ready.await)?;
-        let manager =
-            agora_client::Manager::connect_to(&server.address, &server.authkey).await.map_err(StartError::Connect)?;
+        let manager = agora_client::Manager::connect_to_with(&server.address, &server.authkey, in_process())
+            .await
+            .map_err(StartError::Connect)?;
         Ok(EmbeddedManager { manager, server })
     }
 
@@ -161,7 +162,7 @@ impl Builder {
     pub fn start_blocking(self) -> Result<blocking::EmbeddedManager, StartError> {
         let (pending, ready) = self.launch()?;
         let server = pending.ready(ready.blocking_recv())?;
-        let manager = agora_client::blocking::Manager::connect_to(&server.address, &server.authkey)
+        let manager = agora_client::blocking::Manager::connect_to_with(&server.address, &server.authkey, in_process())
             .map_err(StartError::Connect)?;
         Ok(blocking::EmbeddedManager { manager, server })
     }
@@ -442,7 +443,7 @@ impl EmbeddedManager {
     /// A second connection to the server: a session of its own (locks held through it
     /// are not this manager's), as another process would have.
     pub async fn connect(&self) -> agora_client::Result<agora_client::Manager> {
-        agora_client::Manager::connect_to(&self.server.address, &self.server.authkey).await
+        agora_client::Manager::connect_to_with(&self.server.address, &self.server.authkey, in_process()).await
     }
 
     /// Stops the server: clients (clones of this manager, child processes) are told it
@@ -557,7 +558,11 @@ pub mod blocking {
 
         /// A second connection to the server: a session of its own.
         pub fn connect(&self) -> agora_client::Result<agora_client::blocking::Manager> {
-            agora_client::blocking::Manager::connect_to(&self.server.address, &self.server.authkey)
+            agora_client::blocking::Manager::connect_to_with(
+                &self.server.address,
+                &self.server.authkey,
+                super::in_process(),
+            )
         }
 
         /// Stops the server (clients are told, the socket and its directory removed)
@@ -568,6 +573,12 @@ pub mod blocking {
             server.stop_and_join();
         }
     }
+}
+
+/// How the embedded manager's clients connect: an in-process server never comes back
+/// once it stops, so there is nothing to reconnect to.
+fn in_process() -> agora_client::ManagerOptions {
+    agora_client::ManagerOptions::new().reconnect(false)
 }
 
 #[cfg(test)]

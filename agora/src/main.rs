@@ -28,6 +28,8 @@ fn main() -> std::process::ExitCode {
             Command::Get { client, name } => admin::get(&client, &name).await,
             Command::Del { client, name } => admin::del(&client, &name).await,
             Command::Shutdown(client) => admin::shutdown(&client).await,
+            Command::Snapshot(client) => admin::snapshot(&client).await,
+            Command::Check { data_dir, truncate } => admin::check(&data_dir, truncate),
             Command::Bench(args) => agora::bench::run(args).await,
         }
     });

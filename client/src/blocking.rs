@@ -44,6 +44,14 @@
 //! The runtime and the connection live until the manager and the last proxy made
 //! from it are dropped.
 //!
+//! # Losing the server
+//!
+//! A blocking manager reconnects like the async one ([`ManagerOptions`], and the
+//! crate docs on [what survives a restart](crate#what-survives-a-server-restart)): a
+//! call made while the server is down blocks until the manager has reconnected, up to
+//! the reconnect deadline, then runs on the new connection. Choose the settings with
+//! [`Manager::connect_with`].
+//!
 //! # Not from async code
 //!
 //! Blocking methods must not be called from inside an async runtime (from a Tokio
@@ -61,7 +69,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::proto::Address;
-use crate::ArrayItem;
+use crate::{ArrayItem, ManagerOptions};
 
 /// The runtime a blocking [`Manager`] and its proxies share.
 ///
@@ -121,26 +129,50 @@ impl Manager {
     /// Fails with [`Error::Connect`] if the server cannot be reached (or the runtime
     /// cannot start) and [`Error::AuthenticationFailed`] if the authkey does not match.
     pub fn connect(address: &str, authkey: impl AsRef<[u8]>) -> Result<Manager> {
-        let rt = start_runtime(address)?;
-        let inner = rt.block_on(crate::Manager::connect(address, authkey))?;
-        Ok(Manager { inner, rt })
+        Manager::connect_with(address, authkey, ManagerOptions::default())
     }
 
     /// Like [`Manager::connect`], with an already parsed address. The blocking form of
     /// [`crate::Manager::connect_to`].
     pub fn connect_to(address: &Address, authkey: impl AsRef<[u8]>) -> Result<Manager> {
+        Manager::connect_to_with(address, authkey, ManagerOptions::default())
+    }
+
+    /// Like [`Manager::connect`], choosing how the manager reconnects after losing the
+    /// server (see [`ManagerOptions`]). The blocking form of
+    /// [`crate::Manager::connect_with`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use agora_client::{blocking::Manager, ManagerOptions};
+    ///
+    /// # fn main() -> agora_client::Result<()> {
+    /// let options = ManagerOptions::new().reconnect_deadline(Duration::from_secs(5));
+    /// let manager = Manager::connect_with("127.0.0.1:50000", b"secret", options)?;
+    /// # let _ = manager; Ok(()) }
+    /// ```
+    pub fn connect_with(address: &str, authkey: impl AsRef<[u8]>, options: ManagerOptions) -> Result<Manager> {
         let rt = start_runtime(address)?;
-        let inner = rt.block_on(crate::Manager::connect_to(address, authkey))?;
+        let inner = rt.block_on(crate::Manager::connect_with(address, authkey, options))?;
         Ok(Manager { inner, rt })
     }
 
-    /// This connection's session id on the server ([`crate::Manager::session_id`]).
+    /// Like [`Manager::connect_with`], with an already parsed address. The blocking
+    /// form of [`crate::Manager::connect_to_with`].
+    pub fn connect_to_with(address: &Address, authkey: impl AsRef<[u8]>, options: ManagerOptions) -> Result<Manager> {
+        let rt = start_runtime(address)?;
+        let inner = rt.block_on(crate::Manager::connect_to_with(address, authkey, options))?;
+        Ok(Manager { inner, rt })
+    }
+
+    /// This connection's session id on the server, a new one after each reconnect
+    /// ([`crate::Manager::session_id`]).
     pub fn session_id(&self) -> u64 {
         self.inner.session_id()
     }
 
     /// The server's version ([`crate::Manager::server_version`]).
-    pub fn server_version(&self) -> &str {
+    pub fn server_version(&self) -> String {
         self.inner.server_version()
     }
 

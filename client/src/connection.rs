@@ -1,4 +1,4 @@
-//! One multiplexed connection to a server.
+//! One multiplexed connection to a server: one socket, one server session.
 //!
 //! Every call gets a fresh request id and a oneshot slot in the pending map, and its
 //! encoded frame goes to the writer task, which drains everything queued into one
@@ -7,8 +7,13 @@
 //! future that is dropped (timed out, cancelled) just abandons its slot — the
 //! connection stays in sync because frames are only ever written whole by the writer.
 //!
-//! When the connection dies, every pending call and every later call fails with the
-//! reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
+//! When the connection dies, every pending call and every later call on it fails with
+//! the reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
+//! A connection never comes back: [`crate::link::Link`] replaces a dead one with a new
+//! connection (a new session, one *generation* later) when the manager reconnects.
+//! Request ids come from a counter the manager's connections share, so a request
+//! encoded for one connection that turned out to be dead before it was queued
+//! ([`Unsent`]) can go out unchanged on the next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,9 +37,13 @@ pub(crate) type OnOrphan = Box<dyn FnOnce(agora_proto::Value) -> Option<Op> + Se
 
 /// A call waiting for its reply.
 struct Slot {
-    tx: oneshot::Sender<Result<Reply>>,
+    tx: oneshot::Sender<Delivery>,
     on_orphan: Option<OnOrphan>,
 }
+
+/// What the reader hands a waiting call: the outcome, with the call's `on_orphan`,
+/// so that whoever ends up holding a value nobody will read can give it back.
+pub(crate) type Delivery = (Result<Reply>, Option<OnOrphan>);
 
 /// A map keyed by request id (this client's own counter: see [`agora_proto::idmap`]).
 type IdMap<V> = agora_proto::idmap::IdMap<V>;
@@ -51,10 +60,82 @@ struct State {
     closed: Option<Error>,
 }
 
-/// The shared core of a connection; `Manager` and every proxy hold an `Arc` of it.
+/// How a connection is set up: what every connection of one manager shares.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    /// The request id counter of the manager's connections.
+    pub(crate) ids: Arc<AtomicU64>,
+    /// Which connection of the manager this is (1 for the first, one more per reconnect).
+    pub(crate) generation: u64,
+    /// The manager reconnects after losing the connection: calls in flight are told
+    /// their outcome is unknown (they are never sent again), whatever ended the
+    /// connection, instead of the bare reason.
+    pub(crate) reconnects: bool,
+}
+
+impl Setup {
+    /// The setup of a manager's first connection.
+    pub(crate) fn first(reconnects: bool) -> Setup {
+        Setup { ids: Arc::new(AtomicU64::new(1)), generation: 1, reconnects }
+    }
+}
+
+/// An encoded request, ready to go out on any connection of its manager (its id
+/// comes from the counter they share).
+pub(crate) struct Outgoing {
+    id: u64,
+    frame: Vec<u8>,
+}
+
+impl Outgoing {
+    /// Encodes `op` under a fresh id from `ids`.
+    pub(crate) fn encode(ids: &AtomicU64, op: Op) -> Result<Outgoing> {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        // Room for a typical small request up front: growing from empty reallocates
+        // several times per request (seen in profiles of `agora bench`).
+        let mut frame = Vec::with_capacity(128);
+        frame::encode_with(&mut frame, |b| native::encode_request(&Request { id, op }, b))?;
+        Ok(Outgoing { id, frame })
+    }
+}
+
+/// A call's reply slot and the receiving end, made once and handed from connection
+/// to connection until one of them takes the call.
+pub(crate) struct PendingCall {
+    slot: Slot,
+    rx: oneshot::Receiver<Delivery>,
+}
+
+impl PendingCall {
+    /// A new slot; `on_orphan` gives back what a reply nobody waits for hands over.
+    pub(crate) fn new(on_orphan: Option<OnOrphan>) -> PendingCall {
+        let (tx, rx) = oneshot::channel();
+        PendingCall { slot: Slot { tx, on_orphan }, rx }
+    }
+}
+
+/// A call on its way: queued on a connection, its reply not yet in.
+pub(crate) struct Queued {
+    id: u64,
+    rx: oneshot::Receiver<Delivery>,
+}
+
+/// A call that could not be queued, given back: the connection was dead (then nothing
+/// reached the server, and it may go out unchanged on another connection), or the
+/// request is too large for this server.
+pub(crate) struct Unsent {
+    pub(crate) out: Outgoing,
+    pub(crate) call: PendingCall,
+    pub(crate) reason: Error,
+}
+
+/// The shared core of a connection; the manager's [`Link`](crate::link::Link) holds
+/// the current one, guards and leases remember the generation they belong to.
 pub(crate) struct Connection {
     state: Mutex<State>,
-    next_id: AtomicU64,
+    ids: Arc<AtomicU64>,
+    generation: u64,
+    reconnects: bool,
     outbox: mpsc::UnboundedSender<Vec<u8>>,
     welcome: Welcome,
     /// When the connection started; heartbeat times are measured from here.
@@ -65,22 +146,23 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects, authenticates, says hello, and starts the reader and writer tasks.
-    pub(crate) async fn open(address: &Address, authkey: &[u8], client: &str) -> Result<Arc<Connection>> {
+    /// Connects, authenticates, says hello, and starts the reader, writer and
+    /// heartbeat tasks.
+    pub(crate) async fn open(address: &Address, authkey: &[u8], client: &str, setup: Setup) -> Result<Arc<Connection>> {
         let connect_err = |e: std::io::Error| Error::Connect { address: address.to_string(), reason: e.to_string() };
         match address {
             Address::Tcp { host, port } => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(connect_err)?;
                 stream.set_nodelay(true).map_err(connect_err)?;
-                Connection::start(stream, authkey, client).await
+                Connection::start(stream, authkey, client, setup).await
             }
             Address::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
-                Connection::start(stream, authkey, client).await
+                Connection::start(stream, authkey, client, setup).await
             }
             Address::Abstract(name) => {
                 let stream = connect_abstract(name).map_err(connect_err)?;
-                Connection::start(stream, authkey, client).await
+                Connection::start(stream, authkey, client, setup).await
             }
         }
     }
@@ -89,6 +171,7 @@ impl Connection {
         mut stream: S,
         authkey: &[u8],
         client: &str,
+        setup: Setup,
     ) -> Result<Arc<Connection>> {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         client_handshake(&mut stream, &mut rbuf, authkey, Policy::default()).await.map_err(|e| match e {
@@ -120,7 +203,9 @@ impl Connection {
                 cancels: IdMap::default(),
                 closed: None,
             }),
-            next_id: AtomicU64::new(1),
+            ids: setup.ids,
+            generation: setup.generation,
+            reconnects: setup.reconnects,
             outbox,
             welcome,
             started: std::time::Instant::now(),
@@ -137,13 +222,53 @@ impl Connection {
         self.state().closed.clone()
     }
 
+    /// True while the connection is usable.
+    pub(crate) fn is_open(&self) -> bool {
+        self.state().closed.is_none()
+    }
+
     /// What the server said when we connected.
     pub(crate) fn welcome(&self) -> &Welcome {
         &self.welcome
     }
 
+    /// Which connection of its manager this is: 1 for the first, one more per reconnect.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an encoded request, first recording it with `register` under the state
+    /// lock (so its reply cannot arrive before it is recorded). Gives the request back
+    /// with the reason if the connection is dead: then nothing was sent.
+    fn submit(
+        &self,
+        out: Outgoing,
+        register: impl FnOnce(&mut State, u64),
+    ) -> std::result::Result<u64, (Outgoing, Error)> {
+        if self.heartbeats_missed() {
+            self.close(Error::ConnectionLost(String::new()));
+        }
+        let body_len = (out.frame.len() - 4) as u64;
+        if body_len > self.welcome.max_frame {
+            let error = Error::LimitExceeded(format!(
+                "request of {body_len} bytes exceeds the server's frame limit of {} bytes",
+                self.welcome.max_frame
+            ));
+            return Err((out, error));
+        }
+        let mut state = self.state();
+        if let Some(reason) = &state.closed {
+            return Err((out, reason.clone()));
+        }
+        let id = out.id;
+        register(&mut state, id);
+        // The writer only stops after `closed` is set, which we checked under the lock.
+        let _ = self.outbox.send(out.frame);
+        Ok(id)
     }
 
     /// Encodes and queues a request; returns its id.
@@ -155,54 +280,45 @@ impl Connection {
         })
     }
 
-    /// Encodes and queues a request, first recording it with `register` under the
-    /// state lock (so its reply cannot arrive before it is recorded).
+    /// Encodes and queues a request, recorded with `register` (see [`Connection::submit`]).
     fn send_registering(&self, op: Op, register: impl FnOnce(&mut State, u64)) -> Result<u64> {
-        if self.heartbeats_missed() {
-            self.close(Error::ConnectionLost(String::new()));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Room for a typical small request up front: growing from empty reallocates
-        // several times per request (seen in profiles of `agora bench`).
-        let mut out = Vec::with_capacity(128);
-        frame::encode_with(&mut out, |b| native::encode_request(&Request { id, op }, b))?;
-        let body_len = (out.len() - 4) as u64;
-        if body_len > self.welcome.max_frame {
-            return Err(Error::LimitExceeded(format!(
-                "request of {body_len} bytes exceeds the server's frame limit of {} bytes",
-                self.welcome.max_frame
-            )));
-        }
-        let mut state = self.state();
-        if let Some(reason) = &state.closed {
-            return Err(reason.clone());
-        }
-        register(&mut state, id);
-        // The writer only stops after `closed` is set, which we checked under the lock.
-        let _ = self.outbox.send(out);
-        Ok(id)
+        let out = Outgoing::encode(&self.ids, op)?;
+        self.submit(out, register).map_err(|(_, e)| e)
     }
 
-    /// Sends a request and waits for its reply.
-    pub(crate) async fn call(&self, op: Op) -> Result<Reply> {
-        self.call_with_orphan(op, None).await
-    }
-
-    /// Sends a request and waits for its reply. If the caller stops waiting (the
-    /// future is dropped), the server is told to cancel the call; should its value
-    /// arrive anyway, `on_orphan` turns it into an operation that gives it back.
-    pub(crate) async fn call_with_orphan(&self, op: Op, on_orphan: Option<OnOrphan>) -> Result<Reply> {
-        let (tx, rx) = oneshot::channel();
-        let id = self.send(op, Some(Slot { tx, on_orphan }))?;
-        let guard = Abandon { conn: self, id };
-        let reply = rx.await;
-        std::mem::forget(guard);
-        match reply {
-            Ok(result) => result,
-            Err(_) => {
-                Err(self.state().closed.clone().unwrap_or_else(|| Error::ConnectionLost("connection closed".into())))
+    /// Queues an encoded call; [`Connection::reply`] waits for its answer. A dead
+    /// connection, or a request too large for this server, gives the call back unsent.
+    pub(crate) fn queue_call(&self, out: Outgoing, call: PendingCall) -> Result<Queued, Box<Unsent>> {
+        let PendingCall { slot, rx } = call;
+        let mut slot = Some(slot);
+        match self.submit(out, |state, id| {
+            state.pending.insert(id, slot.take().expect("registered once"));
+        }) {
+            Ok(id) => Ok(Queued { id, rx }),
+            Err((out, reason)) => {
+                let call = PendingCall { slot: slot.expect("not registered"), rx };
+                Err(Box::new(Unsent { out, call, reason }))
             }
         }
+    }
+
+    /// The reply to a call [queued](Connection::queue_call) here: a future to await
+    /// right after queueing (no await in between). If the caller stops waiting (the
+    /// future is dropped), the server is told to cancel the call; should its value
+    /// arrive anyway, the call's `on_orphan` turns it into an operation that gives it
+    /// back. A connection lost meanwhile fails the call (see
+    /// [`Connection::in_flight_error`]).
+    pub(crate) fn reply(&self, queued: Queued) -> Answer<'_> {
+        Answer { conn: self, id: queued.id, rx: queued.rx, waiting: true }
+    }
+
+    /// Sends a request and returns the receiver of its reply without waiting (a
+    /// reply nobody reads is dropped): for requests sent in bulk, the attaches of a
+    /// reconnect.
+    pub(crate) fn start_call(&self, op: Op) -> Result<oneshot::Receiver<Delivery>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(op, Some(Slot { tx, on_orphan: None }))?;
+        Ok(rx)
     }
 
     /// Sends a request whose reply nobody waits for (releasing a handle on drop).
@@ -216,6 +332,19 @@ impl Connection {
     fn heartbeats_missed(&self) -> bool {
         let since_start = self.started.elapsed().as_millis() as u64;
         since_start.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)) > self.welcome.heartbeat_timeout_ms
+    }
+
+    /// What a call in flight when the connection ended with `reason` fails with. On a
+    /// manager that reconnects: [`Error::ConnectionLost`] saying the outcome is
+    /// unknown (the call is not sent again: a repeated `add` would count twice),
+    /// unless the server expired the session (then the reason itself).
+    fn in_flight_error(&self, reason: Error) -> Error {
+        match reason {
+            Error::SessionExpired(_) => reason,
+            _ if !self.reconnects => reason,
+            Error::ConnectionLost(m) => Error::ConnectionLost(format!("{m}; {IN_FLIGHT}")),
+            other => Error::ConnectionLost(format!("{other}; {IN_FLIGHT}")),
+        }
     }
 
     /// Marks the connection dead and fails every pending call with `reason` (or with
@@ -235,20 +364,65 @@ impl Connection {
             state.closed.get_or_insert(reason.clone());
             std::mem::take(&mut state.pending)
         };
+        if pending.is_empty() {
+            return;
+        }
+        let error = self.in_flight_error(reason);
         for (_, slot) in pending {
-            let _ = slot.tx.send(Err(reason.clone()));
+            let _ = slot.tx.send((Err(error.clone()), None));
         }
     }
 }
 
-/// Drops a call's pending slot if its future is dropped before the reply arrives.
-struct Abandon<'a> {
+/// What a call in flight when its connection was lost is told.
+const IN_FLIGHT: &str =
+    "the call was in flight, so whether it took effect is unknown (it was not sent again after reconnecting)";
+
+/// The reply to a queued call ([`Connection::reply`]). Written by hand rather than as
+/// an `async fn`: it is on every call's path, and one state machine fewer per call
+/// shows in `agora bench`.
+pub(crate) struct Answer<'a> {
     conn: &'a Connection,
     id: u64,
+    rx: oneshot::Receiver<Delivery>,
+    /// Until the reply is in: dropping the future now abandons the call.
+    waiting: bool,
 }
 
-impl Drop for Abandon<'_> {
+impl std::future::Future for Answer<'_> {
+    type Output = Result<Reply>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Reply>> {
+        let this = &mut *self;
+        let received = std::task::ready!(std::pin::Pin::new(&mut this.rx).poll(cx));
+        this.waiting = false;
+        std::task::Poll::Ready(match received {
+            Ok((result, _)) => result,
+            Err(_) => Err(this.conn.in_flight_error(
+                this.conn.state().closed.clone().unwrap_or_else(|| Error::ConnectionLost("connection closed".into())),
+            )),
+        })
+    }
+}
+
+/// Abandons the call if its future is dropped before its reply was read.
+impl Drop for Answer<'_> {
     fn drop(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        // The reply may be in already, unread (it came between the last poll and the
+        // drop): give back what it hands over. After `close`, a reply not yet sent
+        // cannot be: the reader then gives it back itself.
+        self.rx.close();
+        if let Ok((result, on_orphan)) = self.rx.try_recv() {
+            if let (Ok(Reply::Value(value)), Some(on_orphan)) = (result, on_orphan) {
+                if let Some(op) = on_orphan(value) {
+                    self.conn.send_and_forget(op);
+                }
+            }
+            return;
+        }
         let mut state = self.conn.state();
         let Some(slot) = state.pending.remove(&self.id) else { return };
         if state.closed.is_some() {
@@ -365,10 +539,10 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
             (slot, orphan)
         };
         match (slot, response.result) {
-            (Some(slot), result) => {
-                if let Err(unsent) = slot.tx.send(result.map_err(Error::from)) {
+            (Some(Slot { tx, on_orphan }), result) => {
+                if let Err((unsent, on_orphan)) = tx.send((result.map_err(Error::from), on_orphan)) {
                     // The caller left between our lookup and now: treat as abandoned.
-                    if let (Some(on_orphan), Ok(Reply::Value(v))) = (slot.on_orphan, unsent) {
+                    if let (Some(on_orphan), Ok(Reply::Value(v))) = (on_orphan, unsent) {
                         if let Some(op) = on_orphan(v) {
                             conn.send_and_forget(op);
                         }

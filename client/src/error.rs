@@ -21,15 +21,46 @@ pub enum Error {
     /// The authkey does not match the server's (or strict mode refused the handshake).
     #[error("authentication failed: {0}")]
     AuthenticationFailed(String),
-    /// The connection broke; in-flight calls may or may not have taken effect.
+    /// The connection broke; in-flight calls may or may not have taken effect. A
+    /// manager that reconnects ([`ManagerOptions`](crate::ManagerOptions)) never sends
+    /// such a call again (a repeated `add` would count twice): the call fails with this
+    /// error, saying its outcome is unknown, and later calls go to the new connection.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
-    /// The server ended this session (e.g. heartbeat timeout); what it held was released.
+    /// The connection to the server was lost and could not be made again before the
+    /// reconnect deadline passed ([`ManagerOptions::reconnect_deadline`]). Calls fail
+    /// with it at once from then on, except that one call now and then (at most one
+    /// per second) tries again, so the manager recovers when the server is back.
+    ///
+    /// [`ManagerOptions::reconnect_deadline`]: crate::ManagerOptions::reconnect_deadline
+    #[error(
+        "the server at {address} has been unreachable for {:.1} s; gave up reconnecting (last error: {last_error})",
+        .down_for.as_secs_f64()
+    )]
+    Unreachable {
+        /// The server's address.
+        address: String,
+        /// How long the server has been unreachable: since the first call that found
+        /// the connection lost.
+        down_for: std::time::Duration,
+        /// Why the last attempt to connect failed ([`Error::Connect`], mostly).
+        last_error: Box<Error>,
+    },
+    /// The server ended this session (e.g. heartbeat timeout); what it held was
+    /// released. Also what releasing a lock guard or settling a queue lease fails with
+    /// when the session that obtained it ended because the connection was lost: the
+    /// server released the grant, and nothing is sent (the manager's new session does
+    /// not own it).
     #[error("session expired: {0}")]
     SessionExpired(String),
     /// The server is shutting down.
     #[error("server shutting down: {0}")]
     ShuttingDown(String),
+    /// The server cannot make changes durable right now (its log cannot be written: a
+    /// full disk, an I/O error): the change was refused and not applied; reads still
+    /// work, and changes are accepted again once the log can be written.
+    #[error("server unavailable for changes: {0}")]
+    Unavailable(String),
     /// A key is not in the dict (Python `KeyError`).
     #[error("key not found: {}", .0.py_repr())]
     KeyNotFound(Value),
@@ -77,7 +108,10 @@ pub enum Error {
     /// A blocking call timed out.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The object does not exist (never did, was released, or was deleted).
+    /// The object does not exist (never did, was released, or was deleted), or it did
+    /// not survive a restart of the server (the message says so, naming the object):
+    /// after reconnecting, the manager attaches its proxies' objects again, and this is
+    /// what the proxies of one the server no longer has fail with.
     #[error("no such object: {0}")]
     NoSuchObject(String),
     /// No object has this name.
@@ -126,6 +160,7 @@ impl From<WireError> for Error {
             C::LimitExceeded => Error::LimitExceeded(m),
             C::SessionExpired => Error::SessionExpired(m),
             C::ShuttingDown => Error::ShuttingDown(m),
+            C::Unavailable => Error::Unavailable(m),
             C::Unsupported => Error::Unsupported(m),
             C::Protocol => Error::Protocol(m),
             _ => Error::Internal(m),

@@ -19,10 +19,58 @@
 //!
 //! Async first (Tokio); [`blocking`] has the same API for threads. The dynamic value
 //! model the server stores is [`proto::Value`].
+//!
+//! # Riding through a server restart
+//!
+//! A [`Manager`] that loses its connection — the socket breaks, or the server says
+//! it is shutting down, as a restart does — connects again by itself, to the same
+//! address with the same authkey, retrying with exponential backoff and jitter. A call
+//! made while the server is down waits for that (up to the reconnect deadline, 30 s
+//! unless set with [`ManagerOptions`] and [`Manager::connect_with`]) and then runs on
+//! the new connection; once the deadline has passed, calls fail with
+//! [`Error::Unreachable`], which says for how long and why. A server that refuses the
+//! authkey on reconnecting ends the attempts at once ([`Error::AuthenticationFailed`]).
+//! A session the server *expired* (this process sent no heartbeat for longer than the
+//! server's timeout: it was frozen or suspended) is not resumed: calls keep failing
+//! with [`Error::SessionExpired`], so that a process that was acting under a lock
+//! learns it lost it.
+//!
+//! ## What survives a server restart
+//!
+//! - **Calls in flight** when the connection was lost fail with
+//!   [`Error::ConnectionLost`]: they may or may not have taken effect, and they are
+//!   never sent again (a repeated `Value::add` would count twice). Retry them yourself
+//!   where that is safe.
+//! - **Proxies** keep working if the server still has their object: after
+//!   reconnecting, the manager attaches again, by id, every object it holds proxies
+//!   for. A server that keeps its state across restarts (a data directory) keeps
+//!   named objects and what they hold; an in-memory server keeps nothing. The
+//!   proxies of an object the server no longer has fail with [`Error::NoSuchObject`],
+//!   naming the object and saying it did not survive the restart; open it again (a
+//!   named object by its name: `manager.dict("scores")` finds or creates it on the
+//!   server as it is now). Other proxies are not affected.
+//! - **Lock guards and queue leases do not survive**: they belong to the session that
+//!   obtained them, and the server releases what a session held when it ends (an item
+//!   on lease goes back to the head of its queue). A [`Guard`] or [`Leased`] of an
+//!   earlier connection reports `is_valid() == false`; releasing, acking or nacking it
+//!   fails with [`Error::SessionExpired`] and sends nothing (the new session does not
+//!   own the grant, and releasing by its token could release someone else's); dropping
+//!   it sends nothing. Acquire again on the new connection.
+//! - **Fencing tokens** grow for the life of the server's state: a server without a
+//!   data directory starts them over after a restart, so a resource that remembers the
+//!   newest token it saw must be told (or keep it per server run).
+//! - **Blocked calls** (a `get` waiting on an empty queue, an `acquire` waiting for a
+//!   lock) are in flight: they fail with [`Error::ConnectionLost`]; call again.
+//! - Heartbeats continue on the new connection, and [`Manager::session_id`] is the new
+//!   session's.
+//!
+//! `ManagerOptions::new().reconnect(false)` keeps a manager on its first connection:
+//! once it is lost, every call fails with the reason.
 
 mod connection;
 mod env;
 mod error;
+mod link;
 mod manager;
 mod proxy;
 
@@ -32,7 +80,7 @@ pub use agora_proto as proto;
 pub use agora_proto::Address;
 pub use env::{ADDRESS_ENV, AUTHKEY_ENV, AUTHKEY_FILE_ENV};
 pub use error::{Error, Result};
-pub use manager::Manager;
+pub use manager::{Manager, ManagerOptions};
 pub use proxy::array::{Array, ArrayItem};
 pub use proxy::barrier::Barrier;
 pub use proxy::condition::{Condition, ConditionLock};

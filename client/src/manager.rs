@@ -1,16 +1,92 @@
-//! [`Manager`]: a connection to an agora server and the factory for proxies.
+//! [`Manager`]: a connection to an agora server and the factory for proxies, and
+//! [`ManagerOptions`]: how it reconnects when it loses the server.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agora_proto::native::{Kind, ObjectInfo, Op, Reply, ServerStats};
 use agora_proto::{Address, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::link::Link;
 use crate::proxy::{encode, Handle};
 use crate::{Array, ArrayItem, Dict, List, Namespace};
+
+/// How a [`Manager`] behaves when it loses its server: whether it reconnects, and how
+/// long calls wait for that. Pass it to [`Manager::connect_with`];
+/// [`Manager::connect`] uses the defaults (reconnect, 30 s deadline).
+///
+/// When the connection is lost — the socket breaks, or the server says it is
+/// shutting down, as a restart does — the manager connects again to the same address
+/// with the same authkey, retrying with exponential backoff and jitter (50 ms doubling
+/// up to 1 s). A call made meanwhile waits for the new connection, up to the
+/// deadline, and then runs on it. Once the server has been unreachable for longer,
+/// calls fail with [`Error::Unreachable`]; an [`Error::AuthenticationFailed`] on
+/// reconnecting is reported at once, and never retried. The crate docs say what
+/// [survives a restart](crate#what-survives-a-server-restart).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use agora_client::{Manager, ManagerOptions};
+///
+/// # async fn demo() -> agora_client::Result<()> {
+/// // Wait at most 5 s for a restarted server.
+/// let options = ManagerOptions::new().reconnect_deadline(Duration::from_secs(5));
+/// let manager = Manager::connect_with("127.0.0.1:50000", b"secret", options).await?;
+///
+/// // Never reconnect: the first lost connection ends the manager.
+/// let once = Manager::connect_with("127.0.0.1:50000", b"secret", ManagerOptions::new().reconnect(false)).await?;
+/// # let _ = (manager, once); Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerOptions {
+    reconnect: bool,
+    deadline: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> ManagerOptions {
+        ManagerOptions { reconnect: true, deadline: ManagerOptions::DEFAULT_RECONNECT_DEADLINE }
+    }
+}
+
+impl ManagerOptions {
+    /// How long calls wait for a lost server by default: 30 s.
+    pub const DEFAULT_RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+    /// The defaults: reconnect, waiting up to [`Self::DEFAULT_RECONNECT_DEADLINE`].
+    pub fn new() -> ManagerOptions {
+        ManagerOptions::default()
+    }
+
+    /// Whether to reconnect after losing the connection (default: yes). Without, the
+    /// first lost connection ends the manager: every later call fails with the reason
+    /// ([`Error::ConnectionLost`], [`Error::ShuttingDown`]).
+    pub fn reconnect(mut self, reconnect: bool) -> ManagerOptions {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How long calls wait for the server to come back, counted from the first call
+    /// that found the connection lost (default: 30 s). Zero turns reconnecting off.
+    pub fn reconnect_deadline(mut self, deadline: Duration) -> ManagerOptions {
+        self.deadline = deadline;
+        self
+    }
+
+    /// True if the manager reconnects: [`reconnect`](Self::reconnect) is on and the
+    /// deadline is not zero.
+    pub fn reconnects(&self) -> bool {
+        self.reconnect && !self.deadline.is_zero()
+    }
+
+    /// The reconnect deadline.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.deadline
+    }
+}
 
 /// A connection to an agora server. Cheap to clone: every clone, and every proxy made
 /// from it, shares one connection, which carries any number of concurrent calls.
@@ -18,70 +94,100 @@ use crate::{Array, ArrayItem, Dict, List, Namespace};
 /// Objects are reached by name (`manager.dict("scores")` finds or creates the dict
 /// named `scores`) or created anonymously (`manager.new_dict()`), in which case they
 /// live while some proxy (in any client) holds them.
+///
+/// If the connection is lost, the manager reconnects by itself and its proxies keep
+/// working ([`ManagerOptions`] has the details and the settings).
 #[derive(Clone)]
 pub struct Manager {
-    conn: Arc<Connection>,
+    link: Arc<Link>,
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Manager(session {})", self.conn.welcome().session)
+        write!(f, "Manager(session {})", self.link.current().welcome().session)
     }
 }
 
 impl Manager {
     /// Connects to `address` (`host:port`, `[::1]:port`, `tcp://host:port`,
-    /// `unix:/path`) and authenticates with `authkey`.
+    /// `unix:/path`) and authenticates with `authkey`, with the default
+    /// [`ManagerOptions`]: the manager reconnects if it loses the server.
     ///
     /// Fails with [`Error::Connect`] if the server cannot be reached and
-    /// [`Error::AuthenticationFailed`] if the authkey does not match.
+    /// [`Error::AuthenticationFailed`] if the authkey does not match (this first
+    /// connection is tried once, never retried).
     pub async fn connect(address: &str, authkey: impl AsRef<[u8]>) -> Result<Manager> {
-        let address: Address = address.parse().map_err(|e: agora_proto::address::AddressError| Error::Connect {
-            address: address.to_owned(),
-            reason: e.to_string(),
-        })?;
-        Manager::connect_to(&address, authkey).await
+        Manager::connect_with(address, authkey, ManagerOptions::default()).await
     }
 
     /// Like [`Manager::connect`], with an already parsed address.
     pub async fn connect_to(address: &Address, authkey: impl AsRef<[u8]>) -> Result<Manager> {
+        Manager::connect_to_with(address, authkey, ManagerOptions::default()).await
+    }
+
+    /// Like [`Manager::connect`], choosing how the manager reconnects.
+    pub async fn connect_with(address: &str, authkey: impl AsRef<[u8]>, options: ManagerOptions) -> Result<Manager> {
+        let address: Address = address.parse().map_err(|e: agora_proto::address::AddressError| Error::Connect {
+            address: address.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Manager::connect_to_with(&address, authkey, options).await
+    }
+
+    /// Like [`Manager::connect_with`], with an already parsed address.
+    pub async fn connect_to_with(
+        address: &Address,
+        authkey: impl AsRef<[u8]>,
+        options: ManagerOptions,
+    ) -> Result<Manager> {
         let name = std::env::current_exe()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "agora-client".into());
         let client = format!("{name}[{}]", std::process::id());
-        Ok(Manager { conn: Connection::open(address, authkey.as_ref(), &client).await? })
+        Ok(Manager { link: Link::connect(address, authkey.as_ref(), client, options).await? })
     }
 
-    /// This connection's session id on the server.
+    /// This connection's session id on the server: a new one after each reconnect.
     pub fn session_id(&self) -> u64 {
-        self.conn.welcome().session
+        self.link.current().welcome().session
     }
 
     /// Why the connection is unusable, or `None` while it is healthy. After the
     /// server ended this session ([`Error::SessionExpired`]), every lock, permit and
     /// lease it held is gone; this is how a guard knows it is no longer valid.
+    ///
+    /// On a manager that reconnects: the reason the connection was lost until the next
+    /// call reconnects, [`Error::Unreachable`] once reconnecting gave up, and
+    /// [`Error::AuthenticationFailed`] if the server refused the authkey on
+    /// reconnecting; `None` again once reconnected.
     pub fn connection_error(&self) -> Option<Error> {
-        self.conn.closed_reason()
+        self.link.connection_error()
     }
 
-    /// The server's version.
-    pub fn server_version(&self) -> &str {
-        &self.conn.welcome().server
+    /// The server's version (of the server connected to now: a restart may have
+    /// changed it).
+    pub fn server_version(&self) -> String {
+        self.link.current().welcome().server.clone()
     }
 
     pub(crate) async fn open(&self, kind: Kind, name: Option<&str>, args: Vec<Value>) -> Result<Arc<Handle>> {
-        Handle::open(&self.conn, kind, name, args).await
+        Handle::open(&self.link, kind, name, args).await
+    }
+
+    /// Runs a manager-level request (not on an object).
+    fn call(&self, op: Op) -> impl std::future::Future<Output = Result<Reply>> + Send + '_ {
+        self.link.call(None, op, None)
     }
 
     /// A round trip that does nothing: checks the server is there.
     pub async fn ping(&self) -> Result<()> {
-        self.conn.call(Op::Ping).await.map(drop)
+        self.call(Op::Ping).await.map(drop)
     }
 
     /// Server statistics (what `agora stats` shows).
     pub async fn stats(&self) -> Result<ServerStats> {
-        match self.conn.call(Op::Stats).await? {
+        match self.call(Op::Stats).await? {
             Reply::Stats(stats) => Ok(stats),
             other => Err(Error::Protocol(format!("unexpected reply to stats: {other:?}"))),
         }
@@ -89,7 +195,7 @@ impl Manager {
 
     /// Every named object with its kind and size, sorted by name (what `agora ls` shows).
     pub async fn list_named(&self) -> Result<Vec<ObjectInfo>> {
-        match self.conn.call(Op::ListNamed).await? {
+        match self.call(Op::ListNamed).await? {
             Reply::Objects(objects) => Ok(objects),
             other => Err(Error::Protocol(format!("unexpected reply to list: {other:?}"))),
         }
@@ -98,7 +204,7 @@ impl Manager {
     /// A copy of the named object's whole state, whatever its kind (what `agora get`
     /// prints): a dict's entries, a list's items, a queue's contents…
     pub async fn snapshot(&self, name: &str) -> Result<Value> {
-        match self.conn.call(Op::Snapshot { name: name.to_owned() }).await? {
+        match self.call(Op::Snapshot { name: name.to_owned() }).await? {
             Reply::Value(value) => Ok(value),
             other => Err(Error::Protocol(format!("unexpected reply to snapshot: {other:?}"))),
         }
@@ -106,13 +212,23 @@ impl Manager {
 
     /// Asks the server to shut down gracefully (what `agora shutdown` does).
     pub async fn shutdown_server(&self) -> Result<()> {
-        self.conn.call(Op::Shutdown).await.map(drop)
+        self.call(Op::Shutdown).await.map(drop)
+    }
+
+    /// Asks a server with a data directory to write a snapshot now (what `agora
+    /// snapshot` does); returns once it is on disk. An in-memory server answers
+    /// [`Error::Unsupported`].
+    pub async fn save_snapshot(&self) -> Result<agora_proto::native::SnapshotInfo> {
+        match self.call(Op::SaveSnapshot).await? {
+            Reply::Saved(info) => Ok(info),
+            other => Err(Error::Protocol(format!("unexpected reply to SaveSnapshot: {other:?}"))),
+        }
     }
 
     /// Deletes the named object. Its name is free again; proxies still pointing at it
     /// get [`Error::NoSuchObject`].
     pub async fn delete(&self, name: &str) -> Result<()> {
-        self.conn.call(Op::Delete { name: name.to_owned() }).await.map(drop)
+        self.call(Op::Delete { name: name.to_owned() }).await.map(drop)
     }
 
     /// The dict named `name`, created empty if it does not exist.

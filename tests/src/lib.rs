@@ -77,11 +77,28 @@ impl Server {
 
     /// `agora serve` with options; waits until it listens.
     pub fn start_with(options: ServerOptions) -> Server {
+        Server::spawn(None, options, |_| {})
+    }
+
+    /// `agora serve --listen LISTEN` with options (`options.unix` is ignored): for a
+    /// server that must come back on the same address, e.g. restarted on the same
+    /// `--data-dir`. Waits until it listens.
+    pub fn start_at(listen: &str, options: ServerOptions) -> Server {
+        Server::spawn(Some(listen), options, |_| {})
+    }
+
+    /// [`Server::start_at`], letting `customize` change the command before it is
+    /// spawned (e.g. a `pre_exec` that sets resource limits in the child).
+    pub fn start_at_with(listen: &str, options: ServerOptions, customize: impl FnOnce(&mut Command)) -> Server {
+        Server::spawn(Some(listen), options, customize)
+    }
+
+    fn spawn(listen: Option<&str>, options: ServerOptions, customize: impl FnOnce(&mut Command)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listen = if options.unix {
-            format!("unix:{}", dir.path().join("agora.sock").display())
-        } else {
-            "127.0.0.1:0".to_owned()
+        let listen = match listen {
+            Some(listen) => listen.to_owned(),
+            None if options.unix => format!("unix:{}", dir.path().join("agora.sock").display()),
+            None => "127.0.0.1:0".to_owned(),
         };
         let mut cmd = Command::new(agora_bin());
         cmd.args(["serve", "--listen", &listen, "--log-level", "debug"]).args(&options.args);
@@ -90,6 +107,7 @@ impl Server {
             cmd.env("AGORA_AUTHKEY", std::str::from_utf8(AUTHKEY).unwrap());
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        customize(&mut cmd);
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn agora");
         let log = Arc::new(Mutex::new(String::new()));
@@ -153,6 +171,20 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not exit; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the server with SIGKILL (a crash: nothing is flushed, no handler runs)
+    /// and reaps it; returns its exit status.
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("wait for the killed server")
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit; returns its
+    /// exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
     }
 
     /// True while the process runs.

@@ -233,8 +233,15 @@ impl<T> Leased<T> {
         self.inner.receipt()
     }
 
-    /// Finishes the item; [`Error::InvalidValue`] if the lease is no longer held. The
-    /// blocking form of [`crate::Leased::ack`].
+    /// True while the lease is still held as far as this client can tell
+    /// ([`crate::Leased::is_valid`]): false once the session that took it has ended.
+    pub fn is_valid(&self) -> bool {
+        self.inner.is_valid()
+    }
+
+    /// Finishes the item; [`Error::InvalidValue`] if the lease is no longer held,
+    /// [`Error::SessionExpired`] if the session that took it has ended. The blocking
+    /// form of [`crate::Leased::ack`].
     pub fn ack(self) -> Result<()> {
         let Leased { inner, rt } = self;
         rt.block_on(inner.ack())

@@ -176,7 +176,9 @@ impl Condition {
             return Err(Error::Runtime("cannot wait on un-acquired lock".into()));
         }
         let args = vec![timeout_value(timeout), Value::Str(owner.into())];
-        match self.handle.call_handing_over(methods::condition::WAIT_FENCED.name, args, give_back_wait).await {
+        let wait = methods::condition::WAIT_FENCED.name;
+        // The wait releases and re-acquires the guard's own grant: only in its session.
+        match self.handle.call_pinned(guard.generation(), guard.what(), wait, args, Some(give_back_wait)).await {
             Ok(Value::Tuple(pair)) => match pair.as_slice() {
                 [Value::Bool(notified), Value::Int(token)] => {
                     guard.resume(*token as u64);

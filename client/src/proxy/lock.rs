@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::methods;
-use agora_proto::native::{Args, Kind, Op};
+use agora_proto::native::Kind;
 use agora_proto::Value;
 
 use super::Handle;
@@ -64,28 +64,47 @@ enum ReleaseBy {
 /// Condition. Releases on drop; [`Guard::release`] releases and reports errors.
 ///
 /// The guard keeps its object's handle open, so the object outlives it.
+///
+/// A grant belongs to the server session that obtained it. If the manager loses its
+/// connection (and reconnects: a new session), the server releases what the old
+/// session held: the guard reports [`Guard::is_valid`] false from then on, releasing
+/// it fails with [`Error::SessionExpired`] without sending anything (the new session
+/// does not own the grant, and releasing by its token or owner could release someone
+/// else's), and dropping it sends nothing.
 pub struct Guard {
     handle: Arc<Handle>,
     /// The grant's fencing token; 0 once the guard no longer holds anything.
     token: AtomicU64,
     release: ReleaseBy,
+    /// The generation of the connection whose session holds the grant.
+    generation: u64,
 }
+
+/// What a guard's grant is called in errors.
+const GRANT: &str = "this guard's grant (a lock, permit or hold)";
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Guard({:?}, token {})", self.handle, self.token.load(Ordering::Acquire))
+        write!(
+            f,
+            "Guard({:?}, token {}, connection {})",
+            self.handle,
+            self.token.load(Ordering::Acquire),
+            self.generation
+        )
     }
 }
 
 impl Guard {
-    /// A guard releasing its grant by token.
-    pub(crate) fn by_token(handle: Arc<Handle>, token: u64) -> Guard {
-        Guard { handle, token: AtomicU64::new(token), release: ReleaseBy::Token }
+    /// A guard releasing its grant by token; the session of connection `generation`
+    /// holds it.
+    pub(crate) fn by_token(handle: Arc<Handle>, token: u64, generation: u64) -> Guard {
+        Guard { handle, token: AtomicU64::new(token), release: ReleaseBy::Token, generation }
     }
 
     /// A guard releasing one level of `owner`'s hold.
-    pub(crate) fn by_owner(handle: Arc<Handle>, token: u64, owner: String) -> Guard {
-        Guard { handle, token: AtomicU64::new(token), release: ReleaseBy::Owner(owner) }
+    pub(crate) fn by_owner(handle: Arc<Handle>, token: u64, owner: String, generation: u64) -> Guard {
+        Guard { handle, token: AtomicU64::new(token), release: ReleaseBy::Owner(owner), generation }
     }
 
     /// The grant's fencing token: larger than the token of every earlier grant of the
@@ -99,11 +118,22 @@ impl Guard {
     }
 
     /// True while the guard still holds its grant as far as this client can tell:
-    /// false once released, once the connection is gone (in particular when the
-    /// server ended the session, [`Error::SessionExpired`]: the server released
-    /// everything the session held), or after a condition wait on it was cancelled.
+    /// false once released, once the connection it was granted on is gone (in
+    /// particular when the server ended the session, [`Error::SessionExpired`], and
+    /// after the manager reconnected: the server released everything the old session
+    /// held), or after a condition wait on it was cancelled.
     pub fn is_valid(&self) -> bool {
-        self.token() != 0 && self.handle.connection().closed_reason().is_none()
+        self.token() != 0 && self.handle.is_live(self.generation)
+    }
+
+    /// The generation of the connection whose session holds the grant.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What a call on behalf of this guard's grant is called in errors.
+    pub(crate) fn what(&self) -> &'static str {
+        GRANT
     }
 
     /// The object this guard holds.
@@ -139,8 +169,10 @@ impl Guard {
 
     /// Releases the grant and reports the outcome: [`Error::Runtime`] (Lock, RLock,
     /// Condition) or [`Error::InvalidValue`] (Semaphore) if it was no longer held —
-    /// released meanwhile by another session, say — and the connection's error
-    /// ([`Error::SessionExpired`]…) if the session is gone.
+    /// released meanwhile by another session, say — and [`Error::SessionExpired`] if
+    /// the session that obtained it is gone (the server released the grant then;
+    /// nothing is sent). On a manager that does not reconnect, a lost connection's
+    /// own error.
     pub async fn release(self) -> Result<()> {
         // Nothing awaits between taking the token and sending the release, so a
         // cancelled release never leaves the grant both unsent and forgotten.
@@ -149,19 +181,18 @@ impl Guard {
             return Err(Error::Runtime("this guard no longer holds its grant (a wait on it was cancelled)".into()));
         }
         let (method, args) = self.release_call(token);
-        self.handle.call(method, args).await.map(drop)
+        self.handle.call_pinned(self.generation, GRANT, method, args, None).await.map(drop)
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let token = self.suspend();
-        if token == 0 || self.handle.connection().closed_reason().is_some() {
+        if token == 0 {
             return;
         }
         let (method, args) = self.release_call(token);
-        let op = Op::Call { object: self.handle.id(), method: method.into(), args: Args::positional(args) };
-        self.handle.connection().send_and_forget(op);
+        self.handle.send_pinned(self.generation, method, args);
     }
 }
 
@@ -172,12 +203,12 @@ pub(crate) async fn acquire_fenced(
     owner: Option<String>,
 ) -> Result<Option<Guard>> {
     match handle.call_handing_over(methods::lock::ACQUIRE_FENCED.name, args, give_back_token).await? {
-        Value::Int(token) => Ok(Some(match owner {
-            Some(owner) => Guard::by_owner(handle.clone(), token as u64, owner),
-            None => Guard::by_token(handle.clone(), token as u64),
+        (Value::Int(token), generation) => Ok(Some(match owner {
+            Some(owner) => Guard::by_owner(handle.clone(), token as u64, owner, generation),
+            None => Guard::by_token(handle.clone(), token as u64, generation),
         })),
-        Value::Bool(false) => Ok(None),
-        other => Err(Error::Protocol(format!("acquire_fenced answered {other:?}"))),
+        (Value::Bool(false), _) => Ok(None),
+        (other, _) => Err(Error::Protocol(format!("acquire_fenced answered {other:?}"))),
     }
 }
 

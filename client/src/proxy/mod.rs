@@ -12,8 +12,9 @@ use agora_proto::{from_value, to_value, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::connection::Connection;
+use crate::connection::OnOrphan;
 use crate::error::{Error, Result};
+use crate::link::{Link, ObjectSlot};
 
 pub mod array;
 pub mod barrier;
@@ -34,8 +35,13 @@ pub mod value;
 pub(crate) type GiveBack = fn(Value) -> Option<(&'static str, Vec<Value>)>;
 
 /// A handle on one server object, released when dropped.
+///
+/// Calls go to the manager's current connection (reconnecting first if it was lost),
+/// where the object is attached by id; a call on an object that did not survive a
+/// server restart fails with [`Error::NoSuchObject`] saying so.
 pub(crate) struct Handle {
-    conn: Arc<Connection>,
+    link: Arc<Link>,
+    slot: Arc<ObjectSlot>,
     id: ObjectId,
     kind: Kind,
 }
@@ -49,15 +55,18 @@ impl std::fmt::Debug for Handle {
 impl Handle {
     /// Opens (get-or-create when named, create when not) an object of `kind`.
     pub(crate) async fn open(
-        conn: &Arc<Connection>,
+        link: &Arc<Link>,
         kind: Kind,
         name: Option<&str>,
         args: Vec<Value>,
     ) -> Result<Arc<Handle>> {
         let op = Op::Open { kind, name: name.map(str::to_owned), args: Args::positional(args) };
-        match conn.call(op).await? {
-            Reply::Opened { object, kind, .. } => Ok(Arc::new(Handle { conn: conn.clone(), id: object, kind })),
-            other => Err(unexpected(other)),
+        match link.call_in_session(None, op, None).await? {
+            (Reply::Opened { object, kind, .. }, generation) => {
+                let slot = link.track(object, &kind, generation);
+                Ok(Arc::new(Handle { link: link.clone(), slot, id: object, kind }))
+            }
+            (other, _) => Err(unexpected(other)),
         }
     }
 
@@ -69,36 +78,73 @@ impl Handle {
     /// Calls `method` with positional arguments and returns the raw result.
     pub(crate) async fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
         let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
-        match self.conn.call(op).await? {
+        match self.link.call(Some((&self.slot, self.id)), op, None).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Calls a method that hands something over (a queue item, a lock grant). If this
-    /// future is dropped before the reply arrives, the server cancels the call; if the
-    /// value was already on its way, `give_back(value)` names the method and arguments
-    /// that return it (e.g. `("unget", [item])`), so a hand-off is never lost.
-    pub(crate) async fn call_handing_over(&self, method: &str, args: Vec<Value>, give_back: GiveBack) -> Result<Value> {
+    /// Calls a method that hands something over (a queue item, a lock grant), and
+    /// returns it with the generation of the connection whose session received it. If
+    /// this future is dropped before the reply arrives, the server cancels the call; if
+    /// the value was already on its way, `give_back(value)` names the method and
+    /// arguments that return it (e.g. `("unget", [item])`), so a hand-off is never lost.
+    pub(crate) async fn call_handing_over(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        give_back: GiveBack,
+    ) -> Result<(Value, u64)> {
+        let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
+        match self.link.call_in_session(Some((&self.slot, self.id)), op, Some(self.on_orphan(give_back))).await? {
+            (Reply::Value(v), generation) => Ok((v, generation)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    fn on_orphan(&self, give_back: GiveBack) -> OnOrphan {
         let object = self.id;
-        let on_orphan: crate::connection::OnOrphan = Box::new(move |value| {
+        Box::new(move |value| {
             give_back(value).map(|(method, args)| Op::Call {
                 object,
                 method: method.into(),
                 args: Args::positional(args),
             })
-        });
-        let op = Op::Call { object, method: method.into(), args: Args::positional(args) };
-        match self.conn.call_with_orphan(op, Some(on_orphan)).await? {
+        })
+    }
+
+    /// Calls `method` on the connection of `generation` only: for what a grant (a lock
+    /// guard, a lease) of that connection's session does. If that session has ended,
+    /// nothing is sent and the call fails with [`Error::SessionExpired`] saying so
+    /// (`what` names the grant). `give_back`, if any, as for
+    /// [`Handle::call_handing_over`].
+    pub(crate) async fn call_pinned(
+        &self,
+        generation: u64,
+        what: &str,
+        method: &str,
+        args: Vec<Value>,
+        give_back: Option<GiveBack>,
+    ) -> Result<Value> {
+        let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
+        match self.link.call_pinned(generation, what, op, give_back.map(|g| self.on_orphan(g))).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
     }
 
-    /// The manager connection this handle belongs to (for guards that must know
-    /// whether the session still holds what they guard).
-    pub(crate) fn connection(&self) -> &Arc<Connection> {
-        &self.conn
+    /// Sends `method` without waiting, on the connection of `generation` only; nothing
+    /// if that session has ended (the server gave back what it held).
+    pub(crate) fn send_pinned(&self, generation: u64, method: &str, args: Vec<Value>) {
+        if let Some(conn) = self.link.live(generation) {
+            conn.send_and_forget(Op::Call { object: self.id, method: method.into(), args: Args::positional(args) });
+        }
+    }
+
+    /// True while the connection of `generation` is the manager's current one and
+    /// alive: a grant of its session is still held, as far as this client can tell.
+    pub(crate) fn is_live(&self, generation: u64) -> bool {
+        self.link.is_live(generation)
     }
 
     /// Calls `method` and converts the result into `T`.
@@ -109,7 +155,7 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.conn.send_and_forget(Op::Release { object: self.id });
+        self.link.untrack(self.id);
     }
 }
 

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use agora_proto::methods;
-use agora_proto::native::{Args, Kind, Op};
+use agora_proto::native::Kind;
 use agora_proto::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -163,12 +163,12 @@ where
 
     /// Takes an item with a get-type method; gives it back if it cannot be used.
     async fn take(&self, method: &str, args: Vec<Value>) -> Result<T> {
-        let item = self.handle.call_handing_over(method, args, give_back_item).await?;
+        let (item, generation) = self.handle.call_handing_over(method, args, give_back_item).await?;
         // Keep a copy until it converts, so a wrong type does not lose the item.
         match decode(item.clone()) {
             Ok(item) => Ok(item),
             Err(e) => {
-                self.handle.connection().send_and_forget(call_op(self.id(), methods::queue::UNGET.name, vec![item]));
+                self.handle.send_pinned(generation, methods::queue::UNGET.name, vec![item]);
                 Err(put_back(e))
             }
         }
@@ -201,7 +201,8 @@ where
     }
 
     async fn take_leased(&self, args: Vec<Value>) -> Result<Leased<T>> {
-        let pair = self.handle.call_handing_over(methods::queue::GET_LEASED.name, args, give_back_lease).await?;
+        let (pair, generation) =
+            self.handle.call_handing_over(methods::queue::GET_LEASED.name, args, give_back_lease).await?;
         let (receipt, item) = match pair {
             Value::Tuple(pair) if pair.len() == 2 => {
                 let [receipt, item] = <[Value; 2]>::try_from(pair).expect("two");
@@ -213,9 +214,9 @@ where
             return Err(Error::Protocol(format!("get_leased answered a receipt {receipt:?}, not an int")));
         };
         match decode(item) {
-            Ok(item) => Ok(Leased { item, receipt: number, handle: Some(self.handle.clone()) }),
+            Ok(item) => Ok(Leased { item, receipt: number, handle: Some(self.handle.clone()), generation }),
             Err(e) => {
-                self.handle.connection().send_and_forget(call_op(self.id(), methods::queue::NACK.name, vec![receipt]));
+                self.handle.send_pinned(generation, methods::queue::NACK.name, vec![receipt]);
                 Err(put_back(e))
             }
         }
@@ -259,11 +260,6 @@ where
     {
         Items { queue: self.clone(), next: None, done: false }
     }
-}
-
-/// An `Op::Call` on `object`, for sending without waiting.
-fn call_op(object: u64, method: &str, args: Vec<Value>) -> Op {
-    Op::Call { object, method: method.into(), args: Args::positional(args) }
 }
 
 /// A conversion error for an item that went back to the queue.
@@ -338,12 +334,23 @@ where
 /// An item taken on lease by [`Queue::get_leased`]: finish it with [`Leased::ack`],
 /// or give it back with [`Leased::nack`]. Dropping it unsettled nacks it (without
 /// waiting), so an error path never strands an item until its lease runs out.
+///
+/// A lease belongs to the server session that took it. If the manager loses its
+/// connection (and reconnects: a new session), the server puts the item back at the
+/// head of the queue, to be delivered again: [`Leased::is_valid`] is false from then
+/// on, acking, nacking or renewing fails with [`Error::SessionExpired`] without
+/// sending anything, and dropping it sends nothing.
 pub struct Leased<T> {
     item: T,
     receipt: u64,
     /// `None` once settled.
     handle: Option<Arc<Handle>>,
+    /// The generation of the connection whose session holds the lease.
+    generation: u64,
 }
+
+/// What a lease is called in errors.
+const LEASE: &str = "this lease";
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Leased<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -363,6 +370,13 @@ impl<T> Leased<T> {
         self.receipt
     }
 
+    /// True while the lease is still held as far as this client can tell: unsettled,
+    /// and the session that took it still connected. It may have run out on the
+    /// server all the same (then acking it fails).
+    pub fn is_valid(&self) -> bool {
+        self.handle.as_ref().is_some_and(|handle| handle.is_live(self.generation))
+    }
+
     fn settle(&mut self) -> Arc<Handle> {
         self.handle.take().expect("a Leased is settled only once, by value")
     }
@@ -371,34 +385,37 @@ impl<T> Leased<T> {
     /// `task_done`. [`Error::InvalidValue`] if the lease is no longer held: it ran out
     /// (or this client's session ended) and the item went back to the queue, to be
     /// delivered again — the work done on it is not acknowledged.
+    /// [`Error::SessionExpired`] if the session that took it has ended (the
+    /// connection was lost): the item went back then, and nothing is sent.
     pub async fn ack(mut self) -> Result<()> {
         let handle = self.settle();
-        handle.call(methods::queue::ACK.name, vec![Value::Int(self.receipt as i64)]).await.map(drop)
+        let receipt = vec![Value::Int(self.receipt as i64)];
+        handle.call_pinned(self.generation, LEASE, methods::queue::ACK.name, receipt, None).await.map(drop)
     }
 
     /// Gives the item back to the head of the queue (agora's `nack`).
-    /// [`Error::InvalidValue`] if the lease is no longer held.
+    /// [`Error::InvalidValue`] if the lease is no longer held, [`Error::SessionExpired`]
+    /// if the session that took it has ended (the item went back then).
     pub async fn nack(mut self) -> Result<()> {
         let handle = self.settle();
-        handle.call(methods::queue::NACK.name, vec![Value::Int(self.receipt as i64)]).await.map(drop)
+        let receipt = vec![Value::Int(self.receipt as i64)];
+        handle.call_pinned(self.generation, LEASE, methods::queue::NACK.name, receipt, None).await.map(drop)
     }
 
     /// Restarts the lease's clock: it now runs out `lease` from now (agora's `renew`;
-    /// `Duration::MAX`: never). [`Error::InvalidValue`] if it is no longer held.
+    /// `Duration::MAX`: never). [`Error::InvalidValue`] if it is no longer held,
+    /// [`Error::SessionExpired`] if the session that took it has ended.
     pub async fn renew(&self, lease: Duration) -> Result<()> {
         let handle = self.handle.as_ref().expect("unsettled");
-        handle
-            .call(methods::queue::RENEW.name, vec![Value::Int(self.receipt as i64), lease_value(lease)])
-            .await
-            .map(drop)
+        let args = vec![Value::Int(self.receipt as i64), lease_value(lease)];
+        handle.call_pinned(self.generation, LEASE, methods::queue::RENEW.name, args, None).await.map(drop)
     }
 }
 
 impl<T> Drop for Leased<T> {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            let op = call_op(handle.id(), methods::queue::NACK.name, vec![Value::Int(self.receipt as i64)]);
-            handle.connection().send_and_forget(op);
+            handle.send_pinned(self.generation, methods::queue::NACK.name, vec![Value::Int(self.receipt as i64)]);
         }
     }
 }

@@ -1,0 +1,725 @@
+//! [`Link`]: a manager's way to its server, across reconnects.
+//!
+//! A [`Connection`] is one socket and one server session; when it dies it stays dead.
+//! The link holds the current connection and, when the manager reconnects (see
+//! [`ManagerOptions`]), replaces a connection lost to a socket error, an EOF or the
+//! server's shutdown notice with a new one to the same address and authkey:
+//!
+//! - **Lazily.** Nothing happens while nobody calls. The first call that finds the
+//!   connection dead reconnects (one call at a time does; the others wait for it),
+//!   retrying with exponential backoff and jitter (from [`BACKOFF_START`] up to
+//!   [`BACKOFF_CAP`]) until the reconnect deadline, counted from that first call,
+//!   passes. Then calls fail with [`Error::Unreachable`]; a later call tries once more
+//!   (at most once per [`BACKOFF_CAP`]), so the manager recovers when the server is
+//!   back. An authentication failure ends the attempts for good.
+//! - **Calls are never sent twice.** A call whose request was queued on a connection
+//!   that then died fails with [`Error::ConnectionLost`] (its outcome is unknown); only
+//!   a request that never left (the connection was already dead) goes out on the next
+//!   connection.
+//! - **Objects are re-attached.** The link keeps a registry of the objects the
+//!   manager holds proxies for (id → kind, how many proxies, how many server handles
+//!   the current session holds). Before a new connection is used, every object in it
+//!   is re-attached by id (`Op::Attach`, pipelined); one the server no longer has is
+//!   marked lost, and its proxies' calls fail with [`Error::NoSuchObject`] saying it
+//!   did not survive the restart.
+//! - **Grants are pinned.** A lock guard or queue lease belongs to the session that
+//!   obtained it: it remembers its connection's generation, and releasing or settling
+//!   it goes only to that connection ([`Link::pinned`]), never to a later session,
+//!   which does not own it.
+//!
+//! Lock order: the registry before the current connection, never the reverse.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use agora_proto::native::{Kind, ObjectId, Op, Reply};
+use agora_proto::Address;
+
+use crate::connection::{Connection, OnOrphan, Outgoing, PendingCall, Queued, Setup, Unsent};
+use crate::error::{Error, Result};
+use crate::manager::ManagerOptions;
+
+/// The first pause between reconnect attempts.
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(50);
+/// The longest pause between reconnect attempts (each pause doubles up to it).
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// The longest one connect attempt (connect, handshake, re-attach) may take.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// The shortest time one connect attempt is given, even past the deadline.
+const ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
+
+/// A call queued on a connection.
+type OnConnection = (Arc<Connection>, Queued);
+
+/// Queueing a call the slow way ([`Link::queue_slowly`]).
+type Queueing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<OnConnection>> + Send + 'a>>;
+
+/// `ObjectSlot::attached` of an object that did not survive a restart.
+const LOST: u64 = u64::MAX;
+
+/// What every proxy handle of one object shares: in which connection generation the
+/// current session holds a handle on it (the one check on the hot path).
+#[derive(Debug)]
+pub(crate) struct ObjectSlot {
+    attached: AtomicU64,
+}
+
+/// The registry's record of one object.
+struct Entry {
+    slot: Arc<ObjectSlot>,
+    kind: Kind,
+    /// Proxy handles alive in this process.
+    live: usize,
+    /// Server handles held by the session of generation `attached` (each open takes
+    /// one; a re-attach takes one for all the live proxies).
+    held: usize,
+    /// The generation whose session holds `held` handles.
+    attached: u64,
+    /// Why the object is gone, and the generation that found out.
+    lost: Option<(u64, String)>,
+}
+
+impl Entry {
+    /// Records that the session of `generation` took one more handle on the object.
+    fn took_handle(&mut self, generation: u64) {
+        if let Some((lost_in, _)) = &self.lost {
+            if generation < *lost_in {
+                return; // news from a session older than the one that found it gone
+            }
+            self.lost = None;
+        }
+        match generation.cmp(&self.attached) {
+            std::cmp::Ordering::Greater => {
+                self.attached = generation;
+                self.held = 1;
+            }
+            std::cmp::Ordering::Equal => self.held += 1,
+            // A handle of a session that has ended since: nothing to hold.
+            std::cmp::Ordering::Less => {}
+        }
+        self.publish();
+    }
+
+    /// Records that the object did not survive into the session of `generation`.
+    fn lose(&mut self, generation: u64, why: String) {
+        if generation >= self.attached {
+            self.lost = Some((generation, why));
+            self.held = 0;
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let attached = if self.lost.is_some() { LOST } else { self.attached };
+        self.slot.attached.store(attached, Ordering::Release);
+    }
+}
+
+/// A reconnect in progress, or the end of one that failed.
+#[derive(Default)]
+struct Outage {
+    /// When calls began waiting for the server to come back.
+    since: Option<Instant>,
+    /// The last connect attempt's error.
+    last_error: Option<Error>,
+    /// After giving up: no new attempt before this.
+    next_attempt: Option<Instant>,
+    /// An error no retry can fix (authentication): every call fails with it.
+    fatal: Option<Error>,
+}
+
+/// A manager's way to its server: the current connection, how to make the next one,
+/// and the registry of the objects its proxies hold.
+pub(crate) struct Link {
+    address: Address,
+    authkey: Vec<u8>,
+    client: String,
+    options: ManagerOptions,
+    /// The request id counter all connections share.
+    ids: Arc<AtomicU64>,
+    /// The last generation handed out.
+    generations: AtomicU64,
+    current: Mutex<Arc<Connection>>,
+    /// Held by the call that is reconnecting; the state of the outage.
+    outage: tokio::sync::Mutex<Outage>,
+    /// Why calls fail without trying (gave up, authentication), for
+    /// `Manager::connection_error`; `None` while connected or reconnecting.
+    failure: Mutex<Option<Error>>,
+    objects: Mutex<agora_proto::idmap::IdMap<Entry>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let conn = self.current();
+        write!(f, "Link({}, session {}, generation {})", self.address, conn.welcome().session, conn.generation())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Link {
+    /// Connects for the first time (a failure is reported at once, never retried).
+    pub(crate) async fn connect(
+        address: &Address,
+        authkey: &[u8],
+        client: String,
+        options: ManagerOptions,
+    ) -> Result<Arc<Link>> {
+        let setup = Setup::first(options.reconnects());
+        let ids = setup.ids.clone();
+        let conn = Connection::open(address, authkey, &client, setup).await?;
+        Ok(Arc::new(Link {
+            address: address.clone(),
+            authkey: authkey.to_vec(),
+            client,
+            options,
+            ids,
+            generations: AtomicU64::new(1),
+            current: Mutex::new(conn),
+            outage: tokio::sync::Mutex::new(Outage::default()),
+            failure: Mutex::new(None),
+            objects: Mutex::new(Default::default()),
+        }))
+    }
+
+    /// The current connection, dead or alive.
+    pub(crate) fn current(&self) -> Arc<Connection> {
+        lock(&self.current).clone()
+    }
+
+    /// Why calls fail now, or `None` while the connection is healthy (or about to be
+    /// replaced by the next call).
+    pub(crate) fn connection_error(&self) -> Option<Error> {
+        if let Some(failure) = lock(&self.failure).clone() {
+            return Some(failure);
+        }
+        self.current().closed_reason()
+    }
+
+    /// Calls `op` on a live connection (reconnecting if need be) and returns the reply.
+    /// With `object`, the object must be attached in that connection's session (it is
+    /// re-attached if a reconnect raced with its opening), and a lost object fails at
+    /// once.
+    pub(crate) async fn call(
+        &self,
+        object: Option<(&ObjectSlot, ObjectId)>,
+        op: Op,
+        on_orphan: Option<OnOrphan>,
+    ) -> Result<Reply> {
+        let (conn, queued) = match self.queue_now(object, op, on_orphan)? {
+            Ok(queued) => queued,
+            Err(slow) => self.queue_slowly(object, *slow).await?,
+        };
+        conn.reply(queued).await
+    }
+
+    /// [`Link::call`], also returning the generation of the connection that answered:
+    /// whose session holds what the call handed over (an opened handle, a grant).
+    pub(crate) async fn call_in_session(
+        &self,
+        object: Option<(&ObjectSlot, ObjectId)>,
+        op: Op,
+        on_orphan: Option<OnOrphan>,
+    ) -> Result<(Reply, u64)> {
+        let (conn, queued) = match self.queue_now(object, op, on_orphan)? {
+            Ok(queued) => queued,
+            Err(slow) => self.queue_slowly(object, *slow).await?,
+        };
+        Ok((conn.reply(queued).await?, conn.generation()))
+    }
+
+    /// Encodes `op` and queues it on the current connection if that is alive and
+    /// (with `object`) the object is attached in its session: the hot path, which
+    /// awaits nothing. Otherwise gives the call back for [`Link::queue_slowly`].
+    fn queue_now(
+        &self,
+        object: Option<(&ObjectSlot, ObjectId)>,
+        op: Op,
+        on_orphan: Option<OnOrphan>,
+    ) -> Result<std::result::Result<OnConnection, Box<(Outgoing, PendingCall)>>> {
+        let out = Outgoing::encode(&self.ids, op)?;
+        let call = PendingCall::new(on_orphan);
+        let conn = self.current();
+        if object.is_some_and(|(slot, _)| slot.attached.load(Ordering::Acquire) != conn.generation()) {
+            return Ok(Err(Box::new((out, call))));
+        }
+        Ok(match conn.queue_call(out, call) {
+            Ok(queued) => Ok((conn, queued)),
+            Err(unsent) => {
+                let Unsent { out, call, .. } = *unsent;
+                Err(Box::new((out, call)))
+            }
+        })
+    }
+
+    /// Queues a call the hot path could not: reconnects if the connection is dead,
+    /// attaches the object if need be, and tries again. Boxed: its future is large
+    /// (reconnecting), and would otherwise make every call's as large.
+    fn queue_slowly<'a>(
+        &'a self,
+        object: Option<(&'a ObjectSlot, ObjectId)>,
+        (out, call): (Outgoing, PendingCall),
+    ) -> Queueing<'a> {
+        Box::pin(async move {
+            let (mut out, mut call) = (out, call);
+            // The current connection, dead or alive: a dead one gives the request back
+            // unsent, and then (only then) the link reconnects.
+            let mut conn = self.current();
+            loop {
+                if let Some((slot, id)) = object {
+                    if slot.attached.load(Ordering::Acquire) != conn.generation() {
+                        if !conn.is_open() {
+                            conn = self.recover().await?;
+                            continue;
+                        }
+                        match self.ensure_attached(&conn, id).await {
+                            Ok(()) => {}
+                            // Nothing sent yet: on to the next connection.
+                            Err(_) if !conn.is_open() => {
+                                conn = self.recover().await?;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                match conn.queue_call(out, call) {
+                    Ok(queued) => return Ok((conn, queued)),
+                    Err(unsent) => {
+                        let Unsent { out: unsent, call: pending, reason } = *unsent;
+                        if conn.is_open() {
+                            return Err(reason); // not a dead connection: too large for this server
+                        }
+                        (out, call) = (unsent, pending);
+                        conn = self.recover().await?;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The connection of `generation` if it is still the current one and alive: where
+    /// a guard's release or a lease's ack must go, and only there. Otherwise the
+    /// error saying the session that owned the grant has ended.
+    pub(crate) fn pinned(&self, generation: u64, what: &str) -> Result<Arc<Connection>> {
+        let conn = self.current();
+        if conn.generation() == generation {
+            match conn.closed_reason() {
+                None => return Ok(conn),
+                Some(reason @ Error::SessionExpired(_)) => return Err(reason),
+                Some(reason) if !self.options.reconnects() => return Err(reason),
+                Some(reason) => return Err(self.session_ended(what, Some(&reason))),
+            }
+        }
+        Err(self.session_ended(what, None))
+    }
+
+    /// Calls `op` on the connection of `generation` only (see [`Link::pinned`]): never
+    /// on another connection, never reconnecting.
+    pub(crate) async fn call_pinned(
+        &self,
+        generation: u64,
+        what: &str,
+        op: Op,
+        on_orphan: Option<OnOrphan>,
+    ) -> Result<Reply> {
+        let conn = self.pinned(generation, what)?;
+        let out = Outgoing::encode(&self.ids, op)?;
+        match conn.queue_call(out, PendingCall::new(on_orphan)) {
+            Ok(queued) => conn.reply(queued).await,
+            // The session ended just before: say so, as if it had ended earlier.
+            Err(unsent) => match self.pinned(generation, what) {
+                Ok(_) => Err(unsent.reason),
+                Err(ended) => Err(ended),
+            },
+        }
+    }
+
+    /// `generation`'s connection if it is the current one and alive.
+    pub(crate) fn live(&self, generation: u64) -> Option<Arc<Connection>> {
+        Some(self.current()).filter(|conn| conn.generation() == generation && conn.is_open())
+    }
+
+    /// True if `generation`'s connection is the current one and alive.
+    pub(crate) fn is_live(&self, generation: u64) -> bool {
+        self.live(generation).is_some()
+    }
+
+    fn session_ended(&self, what: &str, reason: Option<&Error>) -> Error {
+        let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        Error::SessionExpired(format!(
+            "{what} belonged to a session that ended when the connection to the server at {} was lost{why}; \
+             the server released it, and nothing was sent (a later session does not own it)",
+            self.address
+        ))
+    }
+
+    // --- the registry ---------------------------------------------------------------
+
+    /// Records a handle the session of `generation` took on `object` (an open), and
+    /// returns the slot its proxies share.
+    pub(crate) fn track(&self, object: ObjectId, kind: &Kind, generation: u64) -> Arc<ObjectSlot> {
+        let mut objects = lock(&self.objects);
+        let entry = objects.entry(object).or_insert_with(|| Entry {
+            slot: Arc::new(ObjectSlot { attached: AtomicU64::new(0) }),
+            kind: kind.clone(),
+            live: 0,
+            held: 0,
+            attached: 0,
+            lost: None,
+        });
+        entry.live += 1;
+        entry.took_handle(generation);
+        entry.slot.clone()
+    }
+
+    /// Forgets one proxy handle of `object` (it was dropped). Server handles beyond
+    /// the live proxies go back (`Op::Release`), on the current connection if it is
+    /// the one whose session holds them; a session that ended holds nothing.
+    pub(crate) fn untrack(&self, object: ObjectId) {
+        let mut objects = lock(&self.objects);
+        let MapEntry::Occupied(mut occupied) = objects.entry(object) else { return };
+        let entry = occupied.get_mut();
+        entry.live = entry.live.saturating_sub(1);
+        let excess = entry.held.saturating_sub(entry.live);
+        if excess > 0 && entry.lost.is_none() {
+            entry.held -= excess;
+            let conn = self.current();
+            if conn.generation() == entry.attached {
+                for _ in 0..excess {
+                    conn.send_and_forget(Op::Release { object });
+                }
+            }
+        }
+        if entry.live == 0 {
+            occupied.remove();
+        }
+    }
+
+    /// Attaches `object` in `conn`'s session if it is not yet (an open that raced
+    /// with a reconnect); fails if the object is lost.
+    async fn ensure_attached(&self, conn: &Arc<Connection>, object: ObjectId) -> Result<()> {
+        {
+            let objects = lock(&self.objects);
+            match objects.get(&object) {
+                Some(Entry { lost: Some((_, why)), .. }) => return Err(Error::NoSuchObject(why.clone())),
+                Some(entry) if entry.attached == conn.generation() => return Ok(()),
+                Some(_) => {}
+                None => return Err(Error::Internal(format!("object {object:x} is not in the registry"))),
+            }
+        }
+        let rx = conn.start_call(Op::Attach { object })?;
+        let reply = rx.await.map_or_else(|_| Err(Error::ConnectionLost("connection closed".into())), |(r, _)| r);
+        let mut objects = lock(&self.objects);
+        self.settle_attach(&mut objects, conn, object, reply)?;
+        match objects.get(&object) {
+            Some(Entry { lost: Some((_, why)), .. }) => Err(Error::NoSuchObject(why.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the answer to an `Attach` of `object` on `conn` to the registry. An
+    /// error that says nothing about the object (the connection broke) is returned.
+    fn settle_attach(
+        &self,
+        objects: &mut agora_proto::idmap::IdMap<Entry>,
+        conn: &Connection,
+        object: ObjectId,
+        reply: Result<Reply>,
+    ) -> Result<()> {
+        let generation = conn.generation();
+        let entry = objects.get_mut(&object).filter(|e| e.live > 0);
+        match (reply, entry) {
+            (Ok(Reply::Opened { kind, .. }), Some(entry)) if kind == entry.kind => entry.took_handle(generation),
+            (Ok(Reply::Opened { kind, .. }), entry) => {
+                // Nobody wants it any more, or it is not the object we knew.
+                conn.send_and_forget(Op::Release { object });
+                if let Some(entry) = entry {
+                    let why = format!(
+                        "{} #{object:x} did not survive the server restart: the server now has a {kind} under that \
+                         id; open the object again",
+                        entry.kind
+                    );
+                    entry.lose(generation, why);
+                }
+            }
+            (Ok(other), _) => return Err(Error::Protocol(format!("unexpected reply to attach: {other:?}"))),
+            (Err(e @ (Error::ConnectionLost(_) | Error::ShuttingDown(_) | Error::SessionExpired(_))), _) => {
+                return Err(e)
+            }
+            (Err(e @ Error::LimitExceeded(_)), _) => return Err(e),
+            (Err(e), Some(entry)) => {
+                let why = match e {
+                    Error::NoSuchObject(said) => format!(
+                        "{} #{object:x} did not survive the server restart (the server says: {said}); open it \
+                         again (a named object by its name) for a proxy on the server as it is now",
+                        entry.kind
+                    ),
+                    other => format!(
+                        "{} #{object:x} could not be attached again after reconnecting to the server: {other}",
+                        entry.kind
+                    ),
+                };
+                entry.lose(generation, why);
+            }
+            (Err(_), None) => {}
+        }
+        Ok(())
+    }
+
+    /// Re-attaches every object the manager holds proxies for in `conn`'s session (a
+    /// new connection, not yet in use), then makes `conn` the current connection, both
+    /// under the registry lock so that a proxy dropped meanwhile is released exactly
+    /// once, in the right session.
+    async fn reattach_and_publish(&self, conn: Arc<Connection>) -> Result<Arc<Connection>> {
+        let wanted: Vec<ObjectId> = lock(&self.objects)
+            .iter()
+            .filter(|(_, entry)| entry.lost.is_none() && entry.live > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut answers = Vec::with_capacity(wanted.len());
+        for &object in &wanted {
+            answers.push((object, conn.start_call(Op::Attach { object })?));
+        }
+        let mut replies = Vec::with_capacity(answers.len());
+        for (object, rx) in answers {
+            let reply = rx.await.map_or_else(|_| Err(Error::ConnectionLost("connection closed".into())), |(r, _)| r);
+            replies.push((object, reply));
+        }
+        let mut objects = lock(&self.objects);
+        for (object, reply) in replies {
+            self.settle_attach(&mut objects, &conn, object, reply)?;
+        }
+        *lock(&self.current) = conn.clone();
+        drop(objects);
+        let lost = lock(&self.objects).values().filter(|e| e.lost.is_some()).count();
+        tracing::info!(
+            address = %self.address,
+            session = conn.welcome().session,
+            generation = conn.generation(),
+            objects = wanted.len(),
+            lost,
+            "reconnected to the agora server"
+        );
+        Ok(conn)
+    }
+
+    // --- reconnecting ---------------------------------------------------------------
+
+    /// Replaces a dead connection, if the manager reconnects and the reason allows it.
+    async fn recover(&self) -> Result<Arc<Connection>> {
+        let mut outage = self.outage.lock().await;
+        let conn = self.current();
+        let reason = match conn.closed_reason() {
+            None => return Ok(conn), // another call reconnected while we waited
+            Some(reason) => reason,
+        };
+        if !self.options.reconnects() || !reconnectable(&reason) {
+            return Err(reason);
+        }
+        if let Some(fatal) = &outage.fatal {
+            return Err(fatal.clone());
+        }
+        let now = Instant::now();
+        let since = *outage.since.get_or_insert_with(|| {
+            tracing::warn!(address = %self.address, %reason, "lost the connection to the agora server; reconnecting");
+            now
+        });
+        let deadline = since + self.options.deadline();
+        if now >= deadline {
+            // Given up: one try now and then, so the manager recovers when the server is back.
+            if outage.next_attempt.is_some_and(|at| now < at) {
+                return Err(self.unreachable(&outage, since));
+            }
+            return match self.attempt(ATTEMPT_FLOOR).await {
+                Ok(conn) => Ok(self.recovered(&mut outage, conn)),
+                Err(e) => Err(self.failed(&mut outage, e, since)),
+            };
+        }
+        let mut pause = BACKOFF_START;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.attempt(remaining.clamp(ATTEMPT_FLOOR, ATTEMPT_LIMIT)).await {
+                Ok(conn) => return Ok(self.recovered(&mut outage, conn)),
+                Err(e) if is_fatal(&e) => return Err(self.failed(&mut outage, e, since)),
+                Err(e) => {
+                    tracing::debug!(address = %self.address, error = %e, "reconnect attempt failed");
+                    outage.last_error = Some(e);
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                let e = outage.last_error.take().expect("set above");
+                return Err(self.failed(&mut outage, e, since));
+            }
+            tokio::time::sleep(jitter(pause).min(remaining)).await;
+            pause = (pause * 2).min(BACKOFF_CAP);
+        }
+    }
+
+    /// One connect attempt: connect, authenticate, re-attach, make it current.
+    async fn attempt(&self, limit: Duration) -> Result<Arc<Connection>> {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let setup = Setup { ids: self.ids.clone(), generation, reconnects: true };
+        let attempt = async {
+            let conn = Connection::open(&self.address, &self.authkey, &self.client, setup).await?;
+            self.reattach_and_publish(conn).await
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(Error::Connect { address: self.address.to_string(), reason: format!("no answer within {limit:?}") })
+            }
+        }
+    }
+
+    fn recovered(&self, outage: &mut Outage, conn: Arc<Connection>) -> Arc<Connection> {
+        *outage = Outage::default();
+        *lock(&self.failure) = None;
+        conn
+    }
+
+    /// Ends a reconnect that failed with `error`: for good if it is fatal, else until
+    /// the next attempt is due.
+    fn failed(&self, outage: &mut Outage, error: Error, since: Instant) -> Error {
+        let failure = if is_fatal(&error) {
+            let fatal = match error {
+                Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!(
+                    "{m} — on reconnecting to {} after the connection was lost; not retrying (was the server \
+                     restarted with another authkey?)",
+                    self.address
+                )),
+                other => other,
+            };
+            outage.fatal = Some(fatal.clone());
+            fatal
+        } else {
+            outage.last_error = Some(error);
+            outage.next_attempt = Some(Instant::now() + BACKOFF_CAP);
+            self.unreachable(outage, since)
+        };
+        tracing::warn!(address = %self.address, error = %failure, "gave up reconnecting to the agora server");
+        *lock(&self.failure) = Some(failure.clone());
+        failure
+    }
+
+    fn unreachable(&self, outage: &Outage, since: Instant) -> Error {
+        let last_error = outage
+            .last_error
+            .clone()
+            .unwrap_or_else(|| Error::Connect { address: self.address.to_string(), reason: "no attempt made".into() });
+        Error::Unreachable {
+            address: self.address.to_string(),
+            down_for: since.elapsed(),
+            last_error: Box::new(last_error),
+        }
+    }
+}
+
+/// True for the reasons a connection ends that a new connection may overcome: the
+/// socket broke or the server shut down (a restart begins with a shutdown). A session
+/// the server expired is not resumed: this process was frozen past the heartbeat
+/// timeout, and must learn that what it held was released.
+fn reconnectable(reason: &Error) -> bool {
+    matches!(reason, Error::ConnectionLost(_) | Error::ShuttingDown(_))
+}
+
+/// True for connect errors no retry can fix.
+fn is_fatal(error: &Error) -> bool {
+    matches!(error, Error::AuthenticationFailed(_) | Error::Protocol(_) | Error::Unsupported(_))
+}
+
+/// `pause` less a random part of up to half of it, so that the clients of a restarted
+/// server do not all knock at the same instant.
+pub(crate) fn jitter(pause: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    // The standard library's randomly keyed SipHash of a counter: random enough for
+    // spreading retries, without a dependency.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64; // in [0, 1)
+    pause.mul_f64(1.0 - fraction / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_whole_of_the_pause() {
+        let pause = Duration::from_millis(400);
+        let samples: Vec<_> = (0..200).map(|_| jitter(pause)).collect();
+        assert!(samples.iter().all(|d| *d > pause / 2 && *d <= pause), "{samples:?}");
+        let distinct: std::collections::HashSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 100, "jittered, not constant");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut pause = BACKOFF_START;
+        let mut pauses = vec![];
+        for _ in 0..8 {
+            pauses.push(pause);
+            pause = (pause * 2).min(BACKOFF_CAP);
+        }
+        assert_eq!(pauses[0], Duration::from_millis(50));
+        assert_eq!(pauses[4], Duration::from_millis(800));
+        assert_eq!(pauses[5], BACKOFF_CAP);
+        assert_eq!(pauses[7], BACKOFF_CAP);
+    }
+
+    #[test]
+    fn which_errors_reconnect_and_which_are_fatal() {
+        assert!(reconnectable(&Error::ConnectionLost("eof".into())));
+        assert!(reconnectable(&Error::ShuttingDown("bye".into())));
+        assert!(!reconnectable(&Error::SessionExpired("frozen".into())));
+        assert!(is_fatal(&Error::AuthenticationFailed("no".into())));
+        assert!(!is_fatal(&Error::Connect { address: "a".into(), reason: "refused".into() }));
+        assert!(!is_fatal(&Error::ConnectionLost("during the handshake".into())));
+        assert!(!is_fatal(&Error::LimitExceeded("too many connections".into())));
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            slot: Arc::new(ObjectSlot { attached: AtomicU64::new(0) }),
+            kind: Kind::Dict,
+            live: 1,
+            held: 0,
+            attached: 0,
+            lost: None,
+        }
+    }
+
+    #[test]
+    fn handles_count_per_session_and_old_news_is_ignored() {
+        let mut e = entry();
+        e.took_handle(1);
+        e.took_handle(1);
+        assert_eq!((e.attached, e.held), (1, 2));
+        e.took_handle(3); // re-attached after a reconnect: one handle for all proxies
+        assert_eq!((e.attached, e.held), (3, 1));
+        e.took_handle(2); // an open answered by a session that ended since
+        assert_eq!((e.attached, e.held), (3, 1));
+        assert_eq!(e.slot.attached.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_lost_object_stays_lost_unless_a_newer_session_opens_it() {
+        let mut e = entry();
+        e.took_handle(1);
+        e.lose(2, "gone".into());
+        assert_eq!(e.slot.attached.load(Ordering::Relaxed), LOST);
+        assert_eq!(e.held, 0);
+        e.took_handle(1); // old news
+        assert_eq!(e.slot.attached.load(Ordering::Relaxed), LOST);
+        e.took_handle(2); // opened again (by name) in the session that found it gone
+        assert!(e.lost.is_none());
+        assert_eq!((e.attached, e.held), (2, 1));
+        assert_eq!(e.slot.attached.load(Ordering::Relaxed), 2);
+    }
+}
