@@ -250,3 +250,54 @@ async fn agora_serve_metrics_flag() {
     assert_eq!(e.value(r#"agora_calls_total{kind="list",method="append"}"#), 1.0);
     assert_eq!(e.value("agora_sessions"), 1.0);
 }
+
+/// With a data dir the log and snapshots are measured; without one, `agora_durable` says so.
+#[tokio::test]
+async fn durability_metrics_follow_the_log_and_snapshots() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("state");
+    let server = Server::start_with(ServerOptions {
+        args: vec![
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--fsync".into(),
+            "always".into(),
+        ],
+        ..Default::default()
+    });
+    server.wait_for_log("serving metrics at http://");
+    let log = server.log();
+    let endpoint =
+        log.split("serving metrics at http://").nth(1).and_then(|s| s.split("/metrics").next()).unwrap().to_owned();
+    let m = server.client().await;
+    let list = m.list::<u8>("l").await.unwrap();
+    for i in 0..10 {
+        list.push(&i).await.unwrap();
+    }
+    let scrape_now = |endpoint: String| tokio::task::spawn_blocking(move || scrape(&endpoint));
+    let before = scrape_now(endpoint.clone()).await.unwrap();
+    assert_eq!(before.value("agora_durable"), 1.0);
+    assert!(before.value("agora_log_bytes") > 0.0);
+    assert!(before.value("agora_log_records_appended_total") >= 12.0, "open session, open, 10 appends");
+    assert_eq!(before.value("agora_log_refusing_changes"), 0.0);
+    assert_eq!(before.value("agora_snapshot_last_record"), 0.0, "a new directory starts with snapshot 0");
+    let saved = m.save_snapshot().await.unwrap();
+    let after = scrape_now(endpoint).await.unwrap();
+    assert_eq!(after.value("agora_snapshot_last_record"), saved.lsn as f64);
+    assert_eq!(after.value("agora_snapshot_bytes"), saved.bytes as f64);
+    assert!(after.value("agora_log_bytes_since_snapshot") < before.value("agora_log_bytes_since_snapshot"));
+
+    let memory = Server::start_with(ServerOptions {
+        args: vec!["--metrics".into(), "127.0.0.1:0".into()],
+        ..Default::default()
+    });
+    memory.wait_for_log("serving metrics at http://");
+    let log = memory.log();
+    let endpoint =
+        log.split("serving metrics at http://").nth(1).and_then(|s| s.split("/metrics").next()).unwrap().to_owned();
+    let e = scrape_now(endpoint).await.unwrap();
+    assert_eq!(e.value("agora_durable"), 0.0);
+    assert_eq!(e.get("agora_log_bytes"), None);
+}

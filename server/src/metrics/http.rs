@@ -88,7 +88,7 @@ pub fn render(shared: &Shared) -> String {
             d.log_bytes_since_snapshot.to_string(),
         );
         scalar(
-            "agora_log_appended_records",
+            "agora_log_records_appended_total",
             "counter",
             "The last log record appended (its LSN).",
             d.appended_lsn.to_string(),
