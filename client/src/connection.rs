@@ -31,9 +31,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
-/// What to send if a call's value arrives after its caller stopped waiting: the
-/// compensating operation that gives a hand-off back (an item back to its queue).
-pub(crate) type OnOrphan = Box<dyn FnOnce(agora_proto::Value) -> Option<Op> + Send>;
+/// What to do if a call's value arrives after its caller stopped waiting: send (with
+/// the function it is given) the compensating operation that gives a hand-off back (an
+/// item back to its queue). It may keep what it needs alive until then (the proxy's
+/// handle, so the object is not released before the item is back), so it is never
+/// called or dropped under the connection's state lock.
+pub(crate) type OnOrphan = Box<dyn FnOnce(agora_proto::Value, &dyn Fn(Op)) + Send>;
 
 /// A call waiting for its reply.
 struct Slot {
@@ -359,10 +362,11 @@ impl Connection {
         } else {
             reason
         };
-        let pending = {
+        // Nothing can come back for abandoned calls now; they are dropped after the lock.
+        let (pending, _abandoned) = {
             let mut state = self.state();
             state.closed.get_or_insert(reason.clone());
-            std::mem::take(&mut state.pending)
+            (std::mem::take(&mut state.pending), std::mem::take(&mut state.abandoned))
         };
         if pending.is_empty() {
             return;
@@ -417,15 +421,16 @@ impl Drop for Answer<'_> {
         self.rx.close();
         if let Ok((result, on_orphan)) = self.rx.try_recv() {
             if let (Ok(Reply::Value(value)), Some(on_orphan)) = (result, on_orphan) {
-                if let Some(op) = on_orphan(value) {
-                    self.conn.send_and_forget(op);
-                }
+                on_orphan(value, &|op| self.conn.send_and_forget(op));
             }
             return;
         }
         let mut state = self.conn.state();
         let Some(slot) = state.pending.remove(&self.id) else { return };
         if state.closed.is_some() {
+            // The slot goes after the lock (see `OnOrphan`).
+            drop(state);
+            drop(slot);
             return;
         }
         state.abandoned.insert(self.id, slot.on_orphan);
@@ -526,33 +531,33 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
         }
         // Every handle is gone: nobody can be waiting; the writer closes our side.
         let Some(conn) = conn.upgrade() else { return };
-        let (slot, orphan) = {
+        // What leaves the maps is dropped after the lock (see `OnOrphan`).
+        let (slot, orphan, _settled) = {
             let mut state = conn.state();
             // The cancel and abandoned maps are almost always empty: skip hashing then.
+            let mut settled = None;
             if !state.cancels.is_empty() {
                 if let Some(original) = state.cancels.remove(&response.id) {
-                    state.abandoned.remove(&original);
+                    settled = state.abandoned.remove(&original);
                 }
             }
             let slot = state.pending.remove(&response.id);
             let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
-            (slot, orphan)
+            (slot, orphan, settled)
         };
         match (slot, response.result) {
             (Some(Slot { tx, on_orphan }), result) => {
                 if let Err((unsent, on_orphan)) = tx.send((result.map_err(Error::from), on_orphan)) {
                     // The caller left between our lookup and now: treat as abandoned.
                     if let (Some(on_orphan), Ok(Reply::Value(v))) = (on_orphan, unsent) {
-                        if let Some(op) = on_orphan(v) {
-                            conn.send_and_forget(op);
-                        }
+                        on_orphan(v, &|op| conn.send_and_forget(op));
                     }
                 }
             }
             // A value for a caller that stopped waiting: give it back.
             (None, Ok(Reply::Value(v))) => {
-                if let Some(op) = orphan.and_then(|on_orphan| on_orphan(v)) {
-                    conn.send_and_forget(op);
+                if let Some(on_orphan) = orphan {
+                    on_orphan(v, &|op| conn.send_and_forget(op));
                 }
             }
             // A reply nobody waits for (a release, a cancelled call's error) is dropped.

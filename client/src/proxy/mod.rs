@@ -90,7 +90,7 @@ impl Handle {
     /// the value was already on its way, `give_back(value)` names the method and
     /// arguments that return it (e.g. `("unget", [item])`), so a hand-off is never lost.
     pub(crate) async fn call_handing_over(
-        &self,
+        self: &Arc<Self>,
         method: &str,
         args: Vec<Value>,
         give_back: GiveBack,
@@ -102,14 +102,17 @@ impl Handle {
         }
     }
 
-    fn on_orphan(&self, give_back: GiveBack) -> OnOrphan {
-        let object = self.id;
-        Box::new(move |value| {
-            give_back(value).map(|(method, args)| Op::Call {
-                object,
-                method: method.into(),
-                args: Args::positional(args),
-            })
+    /// What gives a late hand-off back. It keeps this handle alive until then: were
+    /// the proxy dropped meanwhile, its `Release` would otherwise reach the server
+    /// before the give-back, which would then find no handle and lose the item.
+    fn on_orphan(self: &Arc<Self>, give_back: GiveBack) -> OnOrphan {
+        let handle = self.clone();
+        Box::new(move |value, send| {
+            if let Some((method, args)) = give_back(value) {
+                send(Op::Call { object: handle.id, method: method.into(), args: Args::positional(args) });
+            }
+            // Only now may the handle go (and its Release follow the give-back).
+            drop(handle);
         })
     }
 
@@ -119,7 +122,7 @@ impl Handle {
     /// (`what` names the grant). `give_back`, if any, as for
     /// [`Handle::call_handing_over`].
     pub(crate) async fn call_pinned(
-        &self,
+        self: &Arc<Self>,
         generation: u64,
         what: &str,
         method: &str,
