@@ -10,16 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== building agora (release)"
-cargo build --release --quiet -p agora --bin agora
-
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "== installing redis-server and redis-tools (Debian)"
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
-    # The Debian package starts a system redis on 6379; the suite runs its own.
-fi
+source bench/prepare.sh
 
 # 10,000 idle connections need more than 10,000 descriptors in the client and the server.
 hard=$(ulimit -Hn)

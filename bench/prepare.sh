@@ -1,0 +1,13 @@
+# Sourced by the bench/ scripts: builds the release binary and installs Redis (the
+# other side of every comparison) from Debian's packages if it is missing. The Debian
+# package starts a system redis on 6379; the scripts run their own on other ports.
+
+echo "== building agora (release)"
+cargo build --release --quiet -p agora --bin agora
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "== installing redis-server and redis-tools (Debian)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
