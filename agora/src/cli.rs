@@ -143,7 +143,8 @@ SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, heartbeat-timeout,
-  expose, log-level, metrics, workers, data-dir, fsync, snapshot-after). Precedence: flag > environment variable > config file >
+  expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
+  allow-remote-shutdown). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -276,6 +277,19 @@ pub struct ServeArgs {
     /// --data-dir. [default: 64MiB]
     #[arg(long, value_name = "SIZE", env = "AGORA_SNAPSHOT_AFTER", value_parser = parse_size)]
     pub snapshot_after: Option<u64>,
+
+    /// Let clients on other hosts shut the server down (`agora shutdown`); clients on
+    /// this machine (a Unix socket, a loopback address) always may. [default: false]
+    #[arg(
+        long,
+        env = "AGORA_ALLOW_REMOTE_SHUTDOWN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub allow_remote_shutdown: Option<bool>,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -315,6 +329,8 @@ pub struct ServeSettings {
     pub workers: usize,
     /// The data directory and its policies; `None`: in memory only.
     pub durability: Option<DurabilityConfig>,
+    /// Clients on other hosts may shut the server down.
+    pub allow_remote_shutdown: bool,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -359,6 +375,7 @@ impl ServeArgs {
         };
         Ok(ServeSettings {
             durability,
+            allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
             listen,
             authkey,
             strict_auth: self.strict_auth.or(file.strict_auth).unwrap_or(false),
@@ -402,6 +419,7 @@ impl ServeSettings {
         }
         let l = &self.limits;
         out.push_str(&format!("strict-auth = {}\n", self.strict_auth));
+        out.push_str(&format!("allow-remote-shutdown = {}\n", self.allow_remote_shutdown));
         out.push_str(&format!("max-frame = {}\n", quote(&config::format_size(l.max_frame))));
         out.push_str(&format!("max-connections = {}\n", l.max_connections));
         out.push_str(&format!("max-in-flight = {}\n", l.max_in_flight));
@@ -489,6 +507,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.expose = settings.expose.clone();
     config.limits = settings.limits.clone();
     config.durability = settings.durability.clone();
+    config.allow_remote_shutdown = settings.allow_remote_shutdown;
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {

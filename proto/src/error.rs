@@ -87,6 +87,8 @@ impl ErrorCode {
             ShutDown => ("queue", "ShutDown"),
             BrokenBarrier => ("threading", "BrokenBarrierError"),
             Timeout => ("builtins", "TimeoutError"),
+            // A call that ends because the server stops: a connection error to Python.
+            ShuttingDown => ("builtins", "ConnectionAbortedError"),
             _ => return None,
         })
     }

@@ -103,6 +103,8 @@ pub struct Config {
     pub custom: CustomKinds,
     /// Where the state is kept across restarts; `None`: in memory only.
     pub durability: Option<DurabilityConfig>,
+    /// Clients on other hosts may shut the server down (local ones always may).
+    pub allow_remote_shutdown: bool,
 }
 
 impl Config {
@@ -116,6 +118,7 @@ impl Config {
             expose: Vec::new(),
             custom: CustomKinds::default(),
             durability: None,
+            allow_remote_shutdown: false,
         }
     }
 
@@ -227,6 +230,8 @@ pub struct FileConfig {
     pub fsync: Option<Fsync>,
     /// `snapshot-after`: bytes of log, or a size string.
     pub snapshot_after: Option<u64>,
+    /// `allow-remote-shutdown`.
+    pub allow_remote_shutdown: Option<bool>,
 }
 
 /// Why a config file could not be used.
@@ -278,6 +283,7 @@ struct RawFile {
     fsync: Option<Fsync>,
     #[serde(default, deserialize_with = "de::size")]
     snapshot_after: Option<u64>,
+    allow_remote_shutdown: Option<bool>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -397,6 +403,7 @@ impl FileConfig {
             data_dir: raw.data_dir.map(|p| base.join(p)),
             fsync: raw.fsync,
             snapshot_after: raw.snapshot_after,
+            allow_remote_shutdown: raw.allow_remote_shutdown,
         })
     }
 }

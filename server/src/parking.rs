@@ -21,7 +21,8 @@
 //! This module owns waiting and time; it must not know about wire formats.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock};
 
 use agora_proto::native::ObjectId;
 use agora_proto::WireError;
@@ -33,6 +34,11 @@ use crate::durability::Durability;
 use crate::engine::{
     Access, Answer, Command, Delivery, Effects, Engine, Lsn, Reclaim, Session, SessionId, Ticket, Time, Waiter,
 };
+
+/// The answer to a call that would wait while the server shuts down.
+pub fn shutting_down() -> WireError {
+    WireError::new(agora_proto::ErrorCode::ShuttingDown, "the server is shutting down")
+}
 
 /// Remembers on the session where its command was logged: its answer waits for that.
 #[inline]
@@ -110,6 +116,9 @@ pub struct Parking {
     alarms: Mutex<BTreeSet<(Time, Alarm)>>,
     /// Wakes the timer when an alarm earlier than all others is set.
     earlier: Notify,
+    /// Set when shutdown begins: nothing waits any more (see [`Parking::drain`]).
+    draining: AtomicBool,
+    drained: Once,
 }
 
 impl std::fmt::Debug for Parking {
@@ -136,6 +145,8 @@ impl Parking {
             mailboxes: RwLock::default(),
             alarms: Mutex::default(),
             earlier: Notify::new(),
+            draining: AtomicBool::new(false),
+            drained: Once::new(),
         })
     }
 
@@ -210,6 +221,14 @@ impl Parking {
         let effects = self.engine.call(session, object, access, method, args, at);
         note_logged(session, &effects);
         if let Ok(Answer::Parked(parked)) = &effects.reply {
+            if self.draining.load(Ordering::Acquire) {
+                // Shutting down: a call may not wait for what an ending session would
+                // release.
+                let ticket = parked.ticket;
+                self.abandon(session, object, ticket);
+                self.carry_out(effects).ok();
+                return Err(shutting_down());
+            }
             if let Some(deadline) = parked.deadline {
                 self.arm(deadline, Alarm::Call { session: session.id(), object, ticket: parked.ticket });
             }
@@ -304,6 +323,30 @@ impl Parking {
         }
         let at = self.engine.now();
         let _ = self.run(&session, Command::EndSession { session: session.id(), at });
+    }
+
+    /// Begins a shutdown: from now on no call waits, and every parked call is
+    /// abandoned (its caller is told the server is shutting down), before any session
+    /// ends. So nothing a session releases as it ends — a lock, a permit, an item — is
+    /// handed to a waiter whose client would then hold it beside the client that never
+    /// released it. Idempotent; a second caller returns once the first is done.
+    pub fn drain(&self) {
+        self.drained.call_once(|| {
+            self.draining.store(true, Ordering::Release);
+            let calls = self.engine.parked_calls();
+            let count = calls.len();
+            for (session, object, ticket) in calls {
+                let at = self.engine.now();
+                let effects = self.engine.apply(Command::Abandon { session, object, ticket, undelivered: None, at });
+                self.carry_out(effects).ok();
+            }
+            tracing::info!(abandoned = count, "shutting down: no call waits any more");
+        });
+    }
+
+    /// True once shutdown began.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Sets an alarm.

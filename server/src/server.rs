@@ -57,6 +57,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether a client may shut the server down: one on this machine (a Unix socket or
+    /// a loopback address) may, one on another host only with
+    /// `--allow-remote-shutdown`.
+    pub fn may_shut_down(&self, local_peer: bool) -> Result<(), agora_proto::WireError> {
+        if local_peer || self.config.allow_remote_shutdown {
+            return Ok(());
+        }
+        Err(agora_proto::WireError::new(
+            agora_proto::ErrorCode::Unsupported,
+            "shutdown refused: this client is on another host, and the server was not started with \
+             --allow-remote-shutdown (stop it from its own machine: agora shutdown, or SIGTERM)",
+        ))
+    }
+
     /// Statistics for `agora stats` and the metrics endpoint.
     pub fn stats(&self) -> ServerStats {
         let objects = self.parking.engine().stats();
@@ -105,12 +119,17 @@ async fn sample_request_rate(shared: Arc<Shared>) {
 
 /// Stops a running server; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+pub struct ShutdownHandle {
+    stop: Arc<watch::Sender<bool>>,
+    parking: Arc<Parking>,
+}
 
 impl ShutdownHandle {
-    /// Begins a graceful shutdown (idempotent).
+    /// Begins a graceful shutdown (idempotent): first no call may wait any more
+    /// ([`Parking::drain`]), then connections are told to finish.
     pub fn shutdown(&self) {
-        self.0.send_replace(true);
+        self.parking.drain();
+        self.stop.send_replace(true);
     }
 }
 
@@ -151,7 +170,7 @@ impl Server {
             restart(&parking, recovery);
         }
         let (tx, rx) = watch::channel(false);
-        let stopper = ShutdownHandle(Arc::new(tx));
+        let stopper = ShutdownHandle { stop: Arc::new(tx), parking: parking.clone() };
         let shared = Arc::new(Shared {
             parking,
             config,

@@ -99,6 +99,8 @@ struct Conn<'a> {
     uncounted: u64,
     /// The log record the answers of delivered calls depend on (durability on).
     delivered_lsn: u64,
+    /// The peer is on this machine (a Unix socket or a loopback address).
+    local_peer: bool,
 }
 
 /// Serves a native connection whose first frame (the Hello) was already read.
@@ -121,6 +123,7 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
         now,
         uncounted: 0,
         delivered_lsn: 0,
+        local_peer: stream.peer_is_local(),
     };
     run(&mut stream, rbuf, welcome, peer, &mut conn, &mut mailbox).await;
     // Whatever was delivered and never answered goes back; parked calls are abandoned.
@@ -350,11 +353,14 @@ impl Conn<'_> {
             Op::ListNamed => Ok(Reply::Objects(parking.engine().named())),
             Op::Snapshot { name } => parking.engine().snapshot_named(&name).map(Reply::Value),
             Op::SaveSnapshot => save_snapshot(self.shared),
-            Op::Shutdown => {
-                tracing::info!(session, "shutdown requested by a client");
-                self.shared.stopper.shutdown();
-                Ok(Reply::Done)
-            }
+            Op::Shutdown => match self.shared.may_shut_down(self.local_peer) {
+                Ok(()) => {
+                    tracing::info!(session, "shutdown requested by a client");
+                    self.shared.stopper.shutdown();
+                    Ok(Reply::Done)
+                }
+                Err(e) => Err(e),
+            },
         };
         Some(Response { id, result })
     }

@@ -604,6 +604,19 @@ impl Engine {
         }
     }
 
+    /// Every parked call of every open session: (session, object, ticket), in
+    /// session and ticket order (a shutdown abandons them before sessions end).
+    pub fn parked_calls(&self) -> Vec<(SessionId, ObjectId, Ticket)> {
+        let mut sessions: Vec<Session> = self.sessions().values().cloned().collect();
+        sessions.sort_by_key(Session::id);
+        let mut calls = Vec::new();
+        for session in sessions {
+            let st = session.state();
+            calls.extend(st.parked.iter().map(|(&ticket, &object)| (session.id(), object, ticket)));
+        }
+        calls
+    }
+
     /// Forgets parked call `ticket` of `session` (answered, expired or abandoned);
     /// `None` if the session is gone (the `Option` lets `Expire` chain on it).
     fn forget_parked(&self, session: SessionId, ticket: Ticket) -> Option<()> {

@@ -74,7 +74,10 @@ impl PyConn<'_> {
                 Reply::Return(Value::Int(engine.objects().iter().filter(|o| !o.only_held).count() as i64))
             }
             "debug_info" => Reply::Return(Value::Str(self.debug_info().into())),
-            "shutdown" => return (Reply::Return(Value::None), After::Shutdown),
+            "shutdown" => match self.shared.may_shut_down(self.local_peer) {
+                Ok(()) => return (Reply::Return(Value::None), After::Shutdown),
+                Err(e) => as_traceback(e),
+            },
             other => Reply::Traceback(traceback("AssertionError", &format!("'{other}' unrecognized"))),
         };
         (reply, After::Continue)

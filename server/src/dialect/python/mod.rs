@@ -113,6 +113,8 @@ struct PyConn<'a> {
     outgoing: references::Outgoing,
     /// The log record the next reply depends on through a delivery (durability on).
     delivered_lsn: u64,
+    /// The peer is on this machine (a Unix socket or a loopback address).
+    local_peer: bool,
 }
 
 /// What to do after a reply.
@@ -126,11 +128,19 @@ enum After {
 
 /// Serves a CPython client whose first frame (a pickled request) was already read.
 pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
-    let outgoing =
-        references::Outgoing::new(stream.peer_is_local(), &shared.config.authkey, stream.local_address().as_ref());
+    let local_peer = stream.peer_is_local();
+    let outgoing = references::Outgoing::new(local_peer, &shared.config.authkey, stream.local_address().as_ref());
     let (session, mailbox) = shared.parking.open();
-    let mut conn =
-        PyConn { session, mailbox, left_waiting: None, shared: &shared, persistent: false, outgoing, delivered_lsn: 0 };
+    let mut conn = PyConn {
+        session,
+        mailbox,
+        left_waiting: None,
+        shared: &shared,
+        persistent: false,
+        outgoing,
+        delivered_lsn: 0,
+        local_peer,
+    };
     serve_requests(&mut stream, rbuf, first, peer, &mut conn).await;
     let PyConn { session, mailbox, left_waiting, .. } = conn;
     shared.parking.close(session, mailbox, left_waiting);
@@ -294,7 +304,22 @@ impl PyConn<'_> {
             let mail = tokio::select! {
                 mail = self.mailbox.recv() => mail,
                 _ = peer_closed(stream, rbuf) => None,
-                _ = shutdown.wait_for(|stop| *stop) => None,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    // The call was abandoned when shutdown began, unless its answer is
+                    // already here; otherwise the client hears why it ends.
+                    while let Some(mail) = self.mailbox.try_recv() {
+                        match mail {
+                            Mail::Delivery(delivery) if delivery.waiter.ticket == parked.ticket => {
+                                self.delivered_lsn = self.shared.parking.appended();
+                                return Some(delivery.completion);
+                            }
+                            Mail::Delivery(other) => self.shared.parking.return_delivery(other),
+                            Mail::Silence => {}
+                        }
+                    }
+                    self.left_waiting = Some((object, parked.ticket));
+                    return Some(Err(crate::parking::shutting_down()));
+                }
             };
             match mail {
                 Some(Mail::Delivery(delivery)) if delivery.waiter.ticket == parked.ticket => {
