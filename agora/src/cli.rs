@@ -142,7 +142,7 @@ const SERVE_AFTER_HELP: &str = "\
 SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
-  max-frame, max-connections, max-in-flight, handshake-timeout, heartbeat-timeout,
+  max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
   expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
   allow-remote-shutdown). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
@@ -236,6 +236,12 @@ pub struct ServeArgs {
     /// Time a new connection has to authenticate (e.g. 5s, 500ms). [default: 5s]
     #[arg(long, value_name = "DURATION", env = "AGORA_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
+
+    /// Most connections authenticating at once; a newcomer beyond it pushes out the
+    /// oldest unfinished handshake (so sockets that connect and say nothing cannot
+    /// lock clients out; they never count against --max-connections). [default: 256]
+    #[arg(long, value_name = "N", env = "AGORA_MAX_HANDSHAKES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: Option<u32>,
 
     /// End a client session that sends nothing, not even its heartbeat, for this long
     /// (its locks, permits and leases are released). [default: 10s]
@@ -387,6 +393,11 @@ impl ServeArgs {
                     .handshake_timeout
                     .or(file.handshake_timeout)
                     .unwrap_or(defaults.handshake_timeout),
+                max_handshakes: self
+                    .max_handshakes
+                    .map(|n| n as usize)
+                    .or(file.max_handshakes)
+                    .unwrap_or(defaults.max_handshakes),
                 heartbeat_timeout: self
                     .heartbeat_timeout
                     .or(file.heartbeat_timeout)
@@ -424,6 +435,7 @@ impl ServeSettings {
         out.push_str(&format!("max-connections = {}\n", l.max_connections));
         out.push_str(&format!("max-in-flight = {}\n", l.max_in_flight));
         out.push_str(&format!("handshake-timeout = {}\n", quote(&config::format_duration(l.handshake_timeout))));
+        out.push_str(&format!("max-handshakes = {}\n", l.max_handshakes));
         out.push_str(&format!("heartbeat-timeout = {}\n", quote(&config::format_duration(l.heartbeat_timeout))));
         let exposures = self.expose.iter().map(|e| format!("{}={}:{}", e.typeid, e.kind, e.name)).collect();
         out.push_str(&format!("expose = {}\n", list(exposures)));

@@ -35,6 +35,10 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// How long a new connection has to finish the handshake and say hello.
     pub handshake_timeout: Duration,
+    /// Most connections authenticating at once. A newcomer beyond it pushes out the
+    /// oldest unfinished handshake, so idle unauthenticated sockets can never lock
+    /// real clients out; they do not count against `max_connections` either.
+    pub max_handshakes: usize,
     /// A native session that sends nothing (not even a heartbeat) for this long is
     /// ended and everything it held is released: this is how a half-open connection
     /// (a frozen or unplugged peer) loses its locks.
@@ -48,6 +52,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 256,
             heartbeat_timeout: Duration::from_secs(10),
         }
     }
@@ -214,6 +219,8 @@ pub struct FileConfig {
     pub max_in_flight: Option<u32>,
     /// `handshake-timeout`: seconds, or a duration string.
     pub handshake_timeout: Option<Duration>,
+    /// `max-handshakes`.
+    pub max_handshakes: Option<usize>,
     /// `heartbeat-timeout`: seconds, or a duration string.
     pub heartbeat_timeout: Option<Duration>,
     /// `expose`: a string or an array of `TYPEID=KIND:NAME` strings.
@@ -269,6 +276,7 @@ struct RawFile {
     max_in_flight: Option<u32>,
     #[serde(default, deserialize_with = "de::duration")]
     handshake_timeout: Option<Duration>,
+    max_handshakes: Option<usize>,
     #[serde(default, deserialize_with = "de::duration")]
     heartbeat_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de::exposures")]
@@ -395,6 +403,7 @@ impl FileConfig {
             max_connections: raw.max_connections,
             max_in_flight: raw.max_in_flight,
             handshake_timeout: raw.handshake_timeout,
+            max_handshakes: raw.max_handshakes,
             heartbeat_timeout: raw.heartbeat_timeout,
             expose: raw.expose,
             log_level: raw.log_level,

@@ -1,19 +1,24 @@
 //! One accepted connection, from handshake to close.
 //!
 //! Runs the HMAC handshake under the handshake timeout, enforces the connection limit
-//! (after authentication, so only a peer that knows the key learns the reason), reads
-//! the first frame and hands the connection to the dialect it names: a pickle
-//! (`0x80`) is a CPython client, anything else must be a native Hello. Whatever goes
-//! wrong here closes this connection only, and is logged.
+//! (after authentication, so only a peer that knows the key takes a slot or learns
+//! the reason), reads the first frame and hands the connection to the dialect it
+//! names: a pickle (`0x80`) is a CPython client, anything else must be a native Hello.
+//! Whatever goes wrong here closes this connection only, and is logged.
+//!
+//! Handshakes in progress are bounded apart ([`Handshakes`]): when `max_handshakes`
+//! are under way, a newcomer pushes out the oldest, so sockets that connect and say
+//! nothing cannot keep anyone else from authenticating.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use agora_proto::auth::Policy;
 use agora_proto::io::{read_frame, server_handshake, HandshakeError};
 use agora_proto::{ErrorCode, WireError};
 use bytes::BytesMut;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::dialect;
 use crate::listener::Transport;
@@ -22,13 +27,64 @@ use crate::server::Shared;
 /// The first byte of every pickle (the PROTO opcode).
 const PICKLE_PROTO: u8 = 0x80;
 
-/// Serves one connection until it closes.
-pub async fn serve<S: Transport>(
-    mut stream: S,
-    peer: String,
-    shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+/// The handshakes in progress, oldest first.
+#[derive(Debug)]
+pub struct Handshakes {
+    limit: usize,
+    under_way: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// One handshake's place among [`Handshakes`]; leaves when dropped.
+pub struct HandshakeSlot<'a> {
+    handshakes: &'a Handshakes,
+    id: u64,
+    pushed_out: Arc<Notify>,
+}
+
+impl Handshakes {
+    /// At most `limit` handshakes at once.
+    pub fn new(limit: usize) -> Handshakes {
+        Handshakes { limit: limit.max(1), under_way: Mutex::default(), next: Default::default() }
+    }
+
+    /// Enters a new handshake, pushing out the oldest if `limit` are under way.
+    pub fn enter(&self) -> HandshakeSlot<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let pushed_out = Arc::new(Notify::new());
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        while under_way.len() >= self.limit {
+            if let Some((_, oldest)) = under_way.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        under_way.push_back((id, pushed_out.clone()));
+        HandshakeSlot { handshakes: self, id, pushed_out }
+    }
+
+    /// How many are under way.
+    pub fn len(&self) -> usize {
+        self.under_way.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True if none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        let mut under_way = self.handshakes.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = under_way.iter().position(|(id, _)| *id == self.id) {
+            under_way.remove(at);
+        }
+    }
+}
+
+/// Serves one connection until it closes. `slots` are the connection slots
+/// (`max_connections`), taken once the peer has authenticated.
+pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared>, slots: Arc<Semaphore>) {
     let limits = &shared.config.limits;
     let policy = Policy { strict: shared.config.strict_auth };
     // Small to start: an idle connection keeps what it touched (10,000 idle connections
@@ -39,9 +95,21 @@ pub async fn serve<S: Transport>(
         stream.before_read();
         Ok::<_, HandshakeError>(read_frame(&mut stream, &mut buf, limits.max_frame).await?)
     };
+    let slot = shared.handshakes.enter();
+    let opening = async {
+        tokio::select! {
+            opened = opening => Some(opened),
+            _ = slot.pushed_out.notified() => None,
+        }
+    };
     let first = match tokio::time::timeout(limits.handshake_timeout, opening).await {
-        Ok(Ok(first)) => first,
-        Ok(Err(e)) => {
+        Ok(Some(Ok(first))) => first,
+        Ok(None) => {
+            shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, limit = limits.max_handshakes, "connection dropped: its handshake was the oldest unfinished one when another connection arrived");
+            return;
+        }
+        Ok(Some(Err(e))) => {
             shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, error = %e, "connection refused: handshake failed");
             return;
@@ -52,7 +120,8 @@ pub async fn serve<S: Transport>(
             return;
         }
     };
-    let Some(_permit) = permit else {
+    drop(slot);
+    let Ok(_permit) = slots.try_acquire_owned() else {
         shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, limit = limits.max_connections, "connection refused: too many connections");
         let error = WireError::new(

@@ -52,6 +52,8 @@ pub struct Shared {
     pub stopper: ShutdownHandle,
     /// When the server started.
     pub started: std::time::Instant,
+    /// Connections authenticating now (bounded apart from `max_connections`).
+    pub handshakes: connection::Handshakes,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -169,6 +171,7 @@ impl Server {
         if let Some(recovery) = recovery {
             restart(&parking, recovery);
         }
+        let max_handshakes = config.limits.max_handshakes;
         let (tx, rx) = watch::channel(false);
         let stopper = ShutdownHandle { stop: Arc::new(tx), parking: parking.clone() };
         let shared = Arc::new(Shared {
@@ -178,6 +181,7 @@ impl Server {
             shutdown: rx,
             stopper: stopper.clone(),
             started: std::time::Instant::now(),
+            handshakes: connection::Handshakes::new(max_handshakes),
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })
@@ -289,12 +293,11 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
             }
         };
         shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
-        let permit = slots.clone().try_acquire_owned().ok();
-        let (shared, done) = (shared.clone(), done.clone());
+        let (shared, slots, done) = (shared.clone(), slots.clone(), done.clone());
         tokio::spawn(async move {
             match stream {
-                Accepted::Tcp(s) => connection::serve(s, peer, shared, permit).await,
-                Accepted::Unix(s) => connection::serve(s, peer, shared, permit).await,
+                Accepted::Tcp(s) => connection::serve(s, peer, shared, slots).await,
+                Accepted::Unix(s) => connection::serve(s, peer, shared, slots).await,
             }
             drop(done);
         });
