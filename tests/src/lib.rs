@@ -149,6 +149,15 @@ impl Server {
         }
     }
 
+    /// The address (`host:port`) of the metrics endpoint of a server started with
+    /// `--metrics`, once it serves it (from its log).
+    pub fn metrics_endpoint(&self) -> String {
+        const SERVING: &str = "serving metrics at http://";
+        self.wait_for_log(SERVING);
+        let log = self.log();
+        log.split(SERVING).nth(1).and_then(|s| s.split("/metrics").next()).expect("the address is logged").to_owned()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

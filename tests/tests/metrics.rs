@@ -234,20 +234,13 @@ fn only_get_metrics_is_served() {
     manager.shutdown();
 }
 
-/// The address of a server's metrics endpoint, once it serves it (from its log).
-fn metrics_endpoint(server: &Server) -> String {
-    server.wait_for_log("serving metrics at http://");
-    let log = server.log();
-    log.split("serving metrics at http://").nth(1).and_then(|s| s.split("/metrics").next()).unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn agora_serve_metrics_flag() {
     let server = Server::start_with(ServerOptions {
         args: vec!["--metrics".into(), "127.0.0.1:0".into()],
         ..Default::default()
     });
-    let endpoint = metrics_endpoint(&server);
+    let endpoint = server.metrics_endpoint();
     let m = server.client().await;
     m.list::<u8>("l").await.unwrap().push(&1).await.unwrap();
     let e = tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap();
@@ -271,7 +264,7 @@ async fn durability_metrics_follow_the_log_and_snapshots() {
         ],
         ..Default::default()
     });
-    let endpoint = metrics_endpoint(&server);
+    let endpoint = server.metrics_endpoint();
     let m = server.client().await;
     let list = m.list::<u8>("l").await.unwrap();
     for i in 0..10 {
@@ -294,7 +287,7 @@ async fn durability_metrics_follow_the_log_and_snapshots() {
         args: vec!["--metrics".into(), "127.0.0.1:0".into()],
         ..Default::default()
     });
-    let endpoint = metrics_endpoint(&memory);
+    let endpoint = memory.metrics_endpoint();
     let e = scrape_now(endpoint).await.unwrap();
     assert_eq!(e.value("agora_durable"), 0.0);
     assert_eq!(e.get("agora_log_bytes"), None);

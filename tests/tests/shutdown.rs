@@ -28,10 +28,7 @@ fn lock_waiters(metrics: &str) -> u64 {
 
 /// The metrics endpoint, scraped once: the server counts waiters from the first scrape.
 fn metrics_endpoint(server: &Server) -> String {
-    server.wait_for_log("serving metrics at http://");
-    let log = server.log();
-    let endpoint =
-        log.split("serving metrics at http://").nth(1).and_then(|s| s.split("/metrics").next()).unwrap().to_owned();
+    let endpoint = server.metrics_endpoint();
     lock_waiters(&endpoint);
     endpoint
 }
