@@ -168,6 +168,7 @@ impl Server {
                 (parking, Some(recovery))
             }
         };
+        parking.engine().set_offload(offload_heavy_call);
         if let Some(recovery) = recovery {
             restart(&parking, recovery);
         }
@@ -235,6 +236,16 @@ impl Server {
             tracing::info!(data_dir = %durability.config().data_dir.display(), "log written and fsynced");
         }
         tracing::info!("server stopped");
+    }
+}
+
+/// Runs a call on a big object (a sort of millions of items) so that the worker
+/// thread's other connections are handed to another thread meanwhile, instead of
+/// waiting for it; on a single-threaded runtime it just runs.
+fn offload_heavy_call(call: &mut dyn FnMut()) {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+        _ => call(),
     }
 }
 

@@ -82,7 +82,16 @@ pub struct Engine {
     journal: OnceLock<Arc<Journal>>,
     /// The last [`Command::Restart`], if the state came back from a log.
     restarted: Mutex<Option<Restarted>>,
+    /// How to run a call that may take long (see [`Engine::set_offload`]).
+    offload: OnceLock<Offload>,
 }
+
+/// Runs a call on an object of at least this many items through the offload.
+pub const HEAVY_CALL_ITEMS: usize = 65_536;
+
+/// Runs the given call, which may take long, so that the caller's other work goes on
+/// meanwhile (the server hands its runtime's other tasks to another thread).
+pub type Offload = fn(&mut dyn FnMut());
 
 /// When the engine last restarted from its log, and the first object id it made after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +182,15 @@ impl Engine {
             sessions: Mutex::default(),
             journal: OnceLock::new(),
             restarted: Mutex::new(None),
+            offload: OnceLock::new(),
         }
+    }
+
+    /// Sets how calls on big objects (at least [`HEAVY_CALL_ITEMS`] items) run: the
+    /// engine itself never waits or knows the runtime, but a sort of millions of items
+    /// must not keep the thread it runs on from serving other clients. Set once.
+    pub fn set_offload(&self, offload: Offload) {
+        let _ = self.offload.set(offload);
     }
 
     /// Turns durability on: from now on mutating commands are applied in the
@@ -394,7 +411,9 @@ impl Engine {
         };
         let linked = linked_state.as_mut().map(|s| &mut ***s as &mut dyn SharedObject);
         let mut ctx = Ctx::new(at, caller, entry.id(), &self.counters, out, linked);
-        Ok(f(state.as_mut(), &mut ctx))
+        let result = f(state.as_mut(), &mut ctx);
+        entry.note_size(state.size().unwrap_or(0));
+        Ok(result)
     }
 
     /// Applies the `Call` command with these fields: `apply` unpacks a `Command::Call`
@@ -466,7 +485,23 @@ impl Engine {
                     args.for_each(|v| referenced_ids(v, &mut stored));
                 }
                 bind(spec, args.positional, args.keywords).and_then(|bound| {
-                    self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound))?
+                    let run =
+                        || self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound));
+                    match self.offload.get() {
+                        // A call on a big object may take long: the embedder's offload
+                        // lets its other clients be served meanwhile.
+                        Some(offload) if entry.size_hint() >= HEAVY_CALL_ITEMS => {
+                            let mut result = None;
+                            let mut once = Some(run);
+                            offload(&mut || {
+                                if let Some(run) = once.take() {
+                                    result = Some(run());
+                                }
+                            });
+                            result.expect("the offload runs the call")?
+                        }
+                        _ => run()?,
+                    }
                 })
             }
         };

@@ -11,7 +11,7 @@
 //! ([`super::Engine`]), and it knows nothing of dialects or sockets.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use agora_proto::idmap::IdMap;
@@ -47,6 +47,8 @@ pub struct ObjectEntry {
     methods: &'static [MethodSpec],
     /// Whether its kind keeps per-session state (fixed for its life).
     holds_session_state: bool,
+    /// Its number of items after the last call (a hint read without its lock).
+    size_hint: AtomicUsize,
 }
 
 impl std::fmt::Debug for ObjectEntry {
@@ -89,6 +91,18 @@ impl ObjectEntry {
     /// The names of every method of this object.
     pub fn method_names(&self) -> Result<Vec<&'static str>, WireError> {
         Ok(self.methods.iter().map(|m| m.name).collect())
+    }
+
+    /// Its number of items after the last call that drove it (0 for kinds without).
+    pub(super) fn size_hint(&self) -> usize {
+        self.size_hint.load(Ordering::Relaxed)
+    }
+
+    /// Records its number of items after a call.
+    pub(super) fn note_size(&self, items: usize) {
+        if self.size_hint.load(Ordering::Relaxed) != items {
+            self.size_hint.store(items, Ordering::Relaxed);
+        }
     }
 
     /// The object's method table.
@@ -332,6 +346,7 @@ impl Table {
             metrics,
             methods,
             holds_session_state,
+            size_hint: AtomicUsize::new(0),
         })
     }
 
