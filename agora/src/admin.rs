@@ -45,6 +45,13 @@ pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
     println!("requests       {} total, {:.1}/s", stats.requests_total, stats.requests_per_sec);
     println!("memory         {:.1} MiB", stats.memory_bytes as f64 / (1024.0 * 1024.0));
     println!("named objects  {}", stats.named_objects);
+    if stats.client_objects_untracked > 0 {
+        println!(
+            "tcp-held       {} objects held by CPython clients over TCP (freed by their decref; \
+             a crashed one's stay until a restart)",
+            stats.client_objects_untracked
+        );
+    }
     match &stats.durability {
         None => println!("durability     none: state in memory only (start with --data-dir to keep it)"),
         Some(d) => {

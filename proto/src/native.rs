@@ -358,6 +358,11 @@ pub struct ServerStats {
     /// The durability of the state: `None` for an in-memory server.
     #[serde(default)]
     pub durability: Option<Box<DurabilityStats>>,
+    /// Objects CPython clients over TCP hold references on: if such a client dies
+    /// without giving them back, the server cannot know (over a Unix socket it can,
+    /// and does).
+    #[serde(default)]
+    pub client_objects_untracked: u64,
 }
 
 /// One named object, as `agora ls` shows it.

@@ -26,6 +26,11 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     }
 
     /// The address the peer reached this server at, as a client would dial it.
+    /// The peer's process id, where the kernel says it (a Unix socket).
+    fn peer_pid(&self) -> Option<u32> {
+        None
+    }
+
     fn local_address(&self) -> Option<Address> {
         None
     }
@@ -53,6 +58,10 @@ impl Transport for TcpStream {
 impl Transport for UnixStream {
     fn peer_is_local(&self) -> bool {
         true
+    }
+
+    fn peer_pid(&self) -> Option<u32> {
+        u32::try_from(self.peer_cred().ok()?.pid()?).ok()
     }
 
     fn local_address(&self) -> Option<Address> {

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Config;
 use crate::connection;
+use crate::dialect::python::holders::ClientRefs;
 use crate::durability::{Durability, DurabilityConfig, Recovery};
 use crate::engine::{Command, Engine};
 use crate::listener::{Accepted, Listener};
@@ -54,6 +55,8 @@ pub struct Shared {
     pub started: std::time::Instant,
     /// Connections authenticating now (bounded apart from `max_connections`).
     pub handshakes: connection::Handshakes,
+    /// References CPython clients hold, by holding process.
+    pub client_refs: ClientRefs,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -89,6 +92,7 @@ impl Shared {
             named_objects: objects.named,
             memory_bytes: resident_memory_bytes(),
             durability: self.parking.durability().map(|d| Box::new(d.stats())),
+            client_objects_untracked: self.client_refs.untracked_objects(),
         }
     }
 }
@@ -100,6 +104,32 @@ fn resident_memory_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// Once a second, gives back the references that CPython client processes which are
+/// gone still held (see [`crate::dialect::python::holders`]).
+async fn give_back_for_dead_processes(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        for (process, held) in shared.client_refs.take_dead() {
+            let references: u64 = held.iter().map(|&(_, n)| n).sum();
+            for (object, n) in held {
+                for _ in 0..n {
+                    let at = shared.parking.engine().now();
+                    let _ = shared.parking.run_global(Command::Decref { object, at });
+                }
+            }
+            tracing::info!(
+                pid = process.pid(),
+                references,
+                "a CPython client process is gone: the references it still held were given back"
+            );
+        }
+    }
 }
 
 /// Samples the request counter to keep `requests_per_sec` current.
@@ -183,6 +213,7 @@ impl Server {
             stopper: stopper.clone(),
             started: std::time::Instant::now(),
             handshakes: connection::Handshakes::new(max_handshakes),
+            client_refs: ClientRefs::default(),
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })
@@ -213,6 +244,7 @@ impl Server {
     pub async fn run(self) {
         let Server { shared, listeners, shutdown: _handle, .. } = self;
         tokio::spawn(sample_request_rate(shared.clone()));
+        tokio::spawn(give_back_for_dead_processes(shared.clone()));
         tokio::spawn(shared.parking.clone().run_timer(shared.shutdown.clone()));
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         // Every connection task holds a clone; when all are gone, draining is done.

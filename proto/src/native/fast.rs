@@ -336,6 +336,7 @@ mod tests {
                 named_objects: 0,
                 memory_bytes: 0,
                 durability: None,
+                client_objects_untracked: 0,
             })),
         };
         assert!(value_response(&bytes_of(&stats)).is_none());

@@ -49,14 +49,20 @@ impl PyConn<'_> {
             "create" => self.create(args, kwargs),
             "incref" => match ident_arg(&args) {
                 Ok((id, text)) => match parking.run(&self.session, Command::Incref { object: id, at }) {
-                    Ok(_) => Reply::Return(Value::None),
+                    Ok(_) => {
+                        self.shared.client_refs.took(self.holder, id);
+                        Reply::Return(Value::None)
+                    }
                     Err(_) => unknown_ident(engine, id, &text),
                 },
                 Err(reply) => reply,
             },
             "decref" => match ident_arg(&args) {
                 Ok((id, text)) => match parking.run(&self.session, Command::Decref { object: id, at }) {
-                    Ok(_) => Reply::Return(Value::None),
+                    Ok(_) => {
+                        self.shared.client_refs.gave(self.holder, id);
+                        Reply::Return(Value::None)
+                    }
                     Err(_) => unknown_ident(engine, id, &text),
                 },
                 Err(reply) => reply,
@@ -119,7 +125,10 @@ impl PyConn<'_> {
         });
         match made {
             Ok(Answer::Opened { object, .. }) => match exposed_names(self, object) {
-                Ok(names) => Reply::Return(Value::Tuple(vec![Value::Str(ident(object).into()), names])),
+                Ok(names) => {
+                    self.shared.client_refs.took(self.holder, object);
+                    Reply::Return(Value::Tuple(vec![Value::Str(ident(object).into()), names]))
+                }
                 Err(e) => as_traceback(e),
             },
             Ok(other) => as_traceback(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),

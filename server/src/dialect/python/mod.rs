@@ -24,6 +24,7 @@
 
 mod control;
 pub mod exposed;
+pub mod holders;
 mod references;
 mod reply;
 
@@ -115,6 +116,9 @@ struct PyConn<'a> {
     delivered_lsn: u64,
     /// The peer is on this machine (a Unix socket or a loopback address).
     local_peer: bool,
+    /// The peer's process, where the kernel names it: the holder of the references
+    /// this connection takes.
+    holder: Option<holders::Process>,
 }
 
 /// What to do after a reply.
@@ -129,6 +133,7 @@ enum After {
 /// Serves a CPython client whose first frame (a pickled request) was already read.
 pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
     let local_peer = stream.peer_is_local();
+    let holder = stream.peer_pid().and_then(holders::Process::of_pid);
     let outgoing = references::Outgoing::new(local_peer, &shared.config.authkey, stream.local_address().as_ref());
     let (session, mailbox) = shared.parking.open();
     let mut conn = PyConn {
@@ -140,6 +145,7 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
         outgoing,
         delivered_lsn: 0,
         local_peer,
+        holder,
     };
     serve_requests(&mut stream, rbuf, first, peer, &mut conn).await;
     let PyConn { session, mailbox, left_waiting, .. } = conn;
@@ -278,11 +284,14 @@ impl PyConn<'_> {
         let command =
             Command::Iterate { session: self.session.id(), object: id, at: self.shared.parking.engine().now() };
         match self.shared.parking.run(&self.session, command) {
-            Ok(Answer::Opened { object, kind, .. }) => Reply::Proxy {
-                exposed: exposed::exposed(&kind),
-                typeid: agora_proto::methods::iterator::TYPEID,
-                ident: ident(object),
-            },
+            Ok(Answer::Opened { object, kind, .. }) => {
+                self.shared.client_refs.took(self.holder, object);
+                Reply::Proxy {
+                    exposed: exposed::exposed(&kind),
+                    typeid: agora_proto::methods::iterator::TYPEID,
+                    ident: ident(object),
+                }
+            }
             Ok(other) => Reply::Error(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
             Err(e) => Reply::Error(e),
         }

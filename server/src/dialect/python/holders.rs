@@ -1,0 +1,146 @@
+//! Which process holds the references CPython clients take, so a crashed one's can be
+//! given back.
+//!
+//! A CPython client takes and gives back references (`create`, `incref`, `decref`,
+//! `iter`) over short connections of their own, not through a session, so the end of a
+//! session says nothing about them: a client killed with SIGKILL never sends its
+//! decrefs, and CPython's own manager leaks its objects for good. Over a Unix socket
+//! the kernel names the peer process ([`Transport::peer_pid`](crate::listener::Transport::peer_pid)); its references are counted
+//! here, and once that process is gone (checked every second by the server) what it
+//! still held is given back with ordinary `Decref` commands. Over TCP the peer process
+//! is unknown: those references are only counted ([`ClientRefs::untracked_objects`],
+//! shown by `agora stats`) and stay until a decref or a restart.
+//!
+//! This module keeps counts only; it never applies a command itself.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use agora_proto::native::ObjectId;
+
+/// A process on this machine: its pid and when it started (a reused pid is another
+/// process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Process {
+    pid: u32,
+    started: u64,
+}
+
+impl Process {
+    /// The running process `pid` (a Unix socket's peer, as the kernel names it).
+    pub fn of_pid(pid: u32) -> Option<Process> {
+        Some(Process { pid, started: start_time(pid)? })
+    }
+
+    /// True while this process runs.
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.started)
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// When process `pid` started, in clock ticks after boot (`/proc/PID/stat`, field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// References held by CPython clients, by holding process (see the module docs).
+#[derive(Debug, Default)]
+pub struct ClientRefs {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Net references each known process took, by object.
+    by_process: HashMap<Process, HashMap<ObjectId, i64>>,
+    /// Net references taken by peers whose process is unknown (TCP), by object.
+    untracked: HashMap<ObjectId, i64>,
+}
+
+impl ClientRefs {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `holder` took one reference on `object` (`None`: a peer of unknown process).
+    pub fn took(&self, holder: Option<Process>, object: ObjectId) {
+        self.add(holder, object, 1);
+    }
+
+    /// `holder` gave one back.
+    pub fn gave(&self, holder: Option<Process>, object: ObjectId) {
+        self.add(holder, object, -1);
+    }
+
+    fn add(&self, holder: Option<Process>, object: ObjectId, delta: i64) {
+        let mut inner = self.inner();
+        let counts = match holder {
+            Some(process) => inner.by_process.entry(process).or_default(),
+            None => &mut inner.untracked,
+        };
+        let count = counts.entry(object).or_default();
+        *count += delta;
+        if *count == 0 {
+            counts.remove(&object);
+        }
+        if let Some(process) = holder {
+            if inner.by_process.get(&process).is_some_and(HashMap::is_empty) {
+                inner.by_process.remove(&process);
+            }
+        }
+    }
+
+    /// Forgets every process that is gone and returns what each still held:
+    /// (process, [(object, references)]), for the server to give back.
+    pub fn take_dead(&self) -> Vec<(Process, Vec<(ObjectId, u64)>)> {
+        let mut inner = self.inner();
+        let dead: Vec<Process> = inner.by_process.keys().filter(|p| !p.is_alive()).copied().collect();
+        dead.into_iter()
+            .filter_map(|process| {
+                let held = inner.by_process.remove(&process)?;
+                let mut held: Vec<(ObjectId, u64)> =
+                    held.into_iter().filter(|&(_, n)| n > 0).map(|(object, n)| (object, n as u64)).collect();
+                held.sort_unstable();
+                Some((process, held))
+            })
+            .collect()
+    }
+
+    /// How many objects clients of unknown process (TCP) hold references on.
+    pub fn untracked_objects(&self) -> u64 {
+        self.inner().untracked.values().filter(|&&n| n > 0).count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_process_and_gives_back_only_for_the_dead() {
+        let me = Process { pid: std::process::id(), started: start_time(std::process::id()).unwrap() };
+        assert!(me.is_alive());
+        let gone = Process { pid: me.pid, started: me.started + 1 }; // a reused pid: another process
+        assert!(!gone.is_alive());
+        let refs = ClientRefs::default();
+        refs.took(Some(me), 1);
+        refs.took(Some(gone), 2);
+        refs.took(Some(gone), 2);
+        refs.took(Some(gone), 3);
+        refs.gave(Some(gone), 3);
+        refs.took(None, 4);
+        assert_eq!(refs.take_dead(), vec![(gone, vec![(2, 2)])]);
+        assert!(refs.take_dead().is_empty(), "given back once");
+        assert_eq!(refs.untracked_objects(), 1);
+        refs.gave(None, 4);
+        assert_eq!(refs.untracked_objects(), 0);
+    }
+}
