@@ -61,16 +61,6 @@ impl Handshakes {
         under_way.push_back((id, pushed_out.clone()));
         HandshakeSlot { handshakes: self, id, pushed_out }
     }
-
-    /// How many are under way.
-    pub fn len(&self) -> usize {
-        self.under_way.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// True if none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for HandshakeSlot<'_> {

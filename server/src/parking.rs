@@ -344,11 +344,6 @@ impl Parking {
         });
     }
 
-    /// True once shutdown began.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
     /// Sets an alarm.
     pub fn arm(&self, at: Time, alarm: Alarm) {
         let mut alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());

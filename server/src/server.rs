@@ -271,14 +271,19 @@ impl Server {
     }
 }
 
-/// Runs a call on a big object (a sort of millions of items) so that the worker
-/// thread's other connections are handed to another thread meanwhile, instead of
-/// waiting for it; on a single-threaded runtime it just runs.
-fn offload_heavy_call(call: &mut dyn FnMut()) {
+/// Runs `work` that may take long (a sort of millions of items, writing a snapshot) so
+/// that the worker thread's other connections are handed to another thread meanwhile,
+/// instead of waiting for it; on a single-threaded runtime it just runs.
+pub fn without_freezing_others<R>(work: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
-        _ => call(),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
+}
+
+/// The engine's offload for calls on big objects ([`Engine::set_offload`]).
+fn offload_heavy_call(call: &mut dyn FnMut()) {
+    without_freezing_others(call)
 }
 
 /// Opens the data directory and restores its state.

@@ -353,14 +353,11 @@ impl Conn<'_> {
             Op::ListNamed => Ok(Reply::Objects(parking.engine().named())),
             Op::Snapshot { name } => parking.engine().snapshot_named(&name).map(Reply::Value),
             Op::SaveSnapshot => save_snapshot(self.shared),
-            Op::Shutdown => match self.shared.may_shut_down(self.local_peer) {
-                Ok(()) => {
-                    tracing::info!(session, "shutdown requested by a client");
-                    self.shared.stopper.shutdown();
-                    Ok(Reply::Done)
-                }
-                Err(e) => Err(e),
-            },
+            Op::Shutdown => self.shared.may_shut_down(self.local_peer).map(|()| {
+                tracing::info!(session, "shutdown requested by a client");
+                self.shared.stopper.shutdown();
+                Reply::Done
+            }),
         };
         Some(Response { id, result })
     }
@@ -421,12 +418,9 @@ fn save_snapshot(shared: &Shared) -> Result<Reply, WireError> {
             "this server keeps its state in memory only: there is nothing to snapshot (start it with --data-dir)",
         ));
     };
-    let save = || durability.save_snapshot();
-    let saved = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(save),
-        _ => save(),
-    };
-    saved.map(Reply::Saved).map_err(|e| WireError::new(ErrorCode::Unavailable, format!("snapshot failed: {e}")))
+    crate::server::without_freezing_others(|| durability.save_snapshot())
+        .map(Reply::Saved)
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("snapshot failed: {e}")))
 }
 
 /// The reply to an `Open` or `Attach`.

@@ -400,10 +400,6 @@ impl Durability {
 
     /// True if record `lsn` already meets the fsync policy.
     pub fn is_settled(&self, lsn: Lsn) -> bool {
-        self.reached(lsn)
-    }
-
-    fn reached(&self, lsn: Lsn) -> bool {
         let done = if self.config.fsync == Fsync::Always { &self.synced } else { &self.written };
         done.load(Ordering::Acquire) >= lsn
     }
@@ -411,7 +407,7 @@ impl Durability {
     /// Returns once record `lsn` meets the fsync policy: written (`everysec`, `no`) or
     /// on disk (`always`). An answer that depends on it may then go out.
     pub async fn settle(&self, lsn: Lsn) {
-        if self.reached(lsn) {
+        if self.is_settled(lsn) {
             return;
         }
         if self.config.fsync == Fsync::Always {
@@ -419,12 +415,12 @@ impl Durability {
         } else {
             // Group commit: this connection writes every record appended so far.
             self.flush();
-            if self.reached(lsn) {
+            if self.is_settled(lsn) {
                 return;
             }
         }
         let mut progress = self.progress.subscribe();
-        let _ = progress.wait_for(|()| self.reached(lsn)).await;
+        let _ = progress.wait_for(|()| self.is_settled(lsn)).await;
     }
 
     fn nudge_thread(&self) {

@@ -164,11 +164,6 @@ impl Journal {
         *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = refusal;
         self.refusing.store(refusing, Ordering::Release);
     }
-
-    /// True while mutating commands are refused.
-    pub fn is_refusing(&self) -> bool {
-        self.refusing.load(Ordering::Acquire)
-    }
 }
 
 /// The error mutating calls get while the log cannot be written.

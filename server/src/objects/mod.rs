@@ -4,7 +4,7 @@
 //! [`SharedObject`]: a deterministic state machine, driven by the engine through a
 //! [`Ctx`](crate::engine::Ctx), with a canonical serde form of its whole state.
 //! Nothing here knows about sockets, sessions, dialects, the clock or the object
-//! table. [`constructor`] and [`construct`] are the only places that list the kinds; a
+//! table. [`constructor`], [`construct`] and [`restore`] are the only places that list the kinds; a
 //! [`Kind::Other`] is a custom kind the embedding program registered
 //! ([`crate::custom`]), found in the [`CustomKinds`] table they are given.
 
