@@ -38,6 +38,11 @@ pub struct MethodSpec {
     /// True if the method keeps its arguments in the object (a container's setter, a
     /// queue's put): objects referenced in them are then kept alive by this object.
     pub stores: bool,
+    /// True if the call can make the object hold more memory (it stores new data, or
+    /// multiplies what it holds): once the server is at its `--max-memory`, such calls
+    /// are refused. Every storing method grows, except one that only gives back an
+    /// item the object handed out (a hand-off must never be lost).
+    pub grows: bool,
     /// True if the method is exposed to CPython clients of this kind's typeid: it is
     /// in the `exposed` list a `create` reply carries (the names CPython's proxy for
     /// the typeid calls, plus agora's additions an `AutoProxy` picks up), in table
@@ -61,6 +66,7 @@ impl MethodSpec {
             var_positional: false,
             read_only: false,
             stores: false,
+            grows: false,
             python: false,
         }
     }
@@ -84,7 +90,19 @@ impl MethodSpec {
 
     /// The same method, declared as keeping its arguments in the object.
     pub const fn stores(self) -> MethodSpec {
-        MethodSpec { stores: true, ..self }
+        MethodSpec { stores: true, grows: true, ..self }
+    }
+
+    /// The same method, declared as able to grow the object without storing its
+    /// arguments (`l *= n`).
+    pub const fn grows(self) -> MethodSpec {
+        MethodSpec { grows: true, ..self }
+    }
+
+    /// The same storing method, declared as only giving back an item the object
+    /// handed out: it is never refused for memory, so the hand-off is not lost.
+    pub const fn gives_back(self) -> MethodSpec {
+        MethodSpec { grows: false, ..self }
     }
 
     /// The same method, declared as exposed to CPython clients of the kind's typeid.
@@ -225,7 +243,7 @@ pub mod list {
     /// `l.sort(key=None, reverse=False)`.
     pub const SORT: MethodSpec = MethodSpec::optional("sort", &["key", "reverse"], 0).python();
     /// `l *= value`.
-    pub const IMUL: MethodSpec = MethodSpec::new("__imul__", &["value"]).python();
+    pub const IMUL: MethodSpec = MethodSpec::new("__imul__", &["value"]).grows().python();
     /// `l.clear()` (in CPython 3.14's `ListProxy`; not exposed to older clients).
     pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]);
     /// `l.copy()` (in CPython 3.14's `ListProxy`; not exposed to older clients).
@@ -336,7 +354,7 @@ pub mod queue {
     pub const RENEW: MethodSpec = MethodSpec::optional("renew", &["receipt", "lease"], 1).python();
     /// agora's `unget(item)`: puts an item back at the head (a hand-off whose caller
     /// left).
-    pub const UNGET: MethodSpec = MethodSpec::new("unget", &["item"]).stores();
+    pub const UNGET: MethodSpec = MethodSpec::new("unget", &["item"]).stores().gives_back();
     /// agora's `leased()`: how many items are out on lease.
     pub const LEASED: MethodSpec = MethodSpec::new("leased", &[]).read_only();
 
@@ -536,6 +554,7 @@ mod tests {
                 );
                 assert!(spec.required <= spec.params.len(), "{kind}.{}: required > params", spec.name);
                 assert!(!(spec.read_only && spec.stores), "{kind}.{}: read-only yet stores", spec.name);
+                assert!(!(spec.read_only && spec.grows), "{kind}.{}: read-only yet grows", spec.name);
             }
         }
         let constructors = [

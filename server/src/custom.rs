@@ -158,8 +158,8 @@ impl CustomKind {
             assert!(!methods[..i].contains(&name), "custom kind '{typeid}': method '{name}' listed twice");
             let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
             // Never `.read_only()`: the server cannot tell what a user's method changes,
-            // so every custom call is a state change.
-            specs.push(MethodSpec::optional(name, &[], 0).with_var_positional());
+            // so every custom call is a state change, and may grow the object.
+            specs.push(MethodSpec::optional(name, &[], 0).with_var_positional().grows());
         }
         let methods: &'static [MethodSpec] = Box::leak(specs.into_boxed_slice());
         let constructor: &'static MethodSpec = Box::leak(Box::new(
@@ -397,7 +397,7 @@ mod tests {
     fn custom_methods_are_state_changes_and_the_state_is_the_snapshot() {
         let mut h = Harness::default();
         let mut e = create(&kinds(), &tally(), vec![]).unwrap();
-        assert!(e.methods().iter().all(|m| !m.read_only && !m.stores));
+        assert!(e.methods().iter().all(|m| !m.read_only && !m.stores && m.grows));
         assert!(!e.holds_session_state());
         let before = e.state();
         assert_eq!(before, encode_state(&Value::List(vec![])));
