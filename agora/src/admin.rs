@@ -43,7 +43,21 @@ pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
     println!("sessions       {}", stats.sessions);
     println!("connections    {} accepted, {} refused", stats.connections_total, stats.connections_refused);
     println!("requests       {} total, {:.1}/s", stats.requests_total, stats.requests_per_sec);
-    println!("memory         {:.1} MiB", stats.memory_bytes as f64 / (1024.0 * 1024.0));
+    println!("memory         {:.1} MiB resident", mib(stats.memory_bytes));
+    if let Some(m) = &stats.memory {
+        let limit = match m.limit {
+            Some(limit) => {
+                format!("of a {:.1} MiB limit ({:.0}%), ", mib(limit), m.in_use as f64 * 100.0 / limit as f64)
+            }
+            None => "no limit (--max-memory), ".to_owned(),
+        };
+        println!(
+            "  in use       {:.1} MiB {limit}{} calls refused, {:.1} MiB given back to the system",
+            mib(m.in_use),
+            m.refused,
+            mib(m.returned)
+        );
+    }
     println!("named objects  {}", stats.named_objects);
     if stats.client_objects_untracked > 0 {
         println!(

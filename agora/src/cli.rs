@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use agora_server::config::{self, Config, Exposure, FileConfig, Limits, AUTHKEY_ENV};
 use agora_server::durability::{DurabilityConfig, Fsync};
+use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
 
 pub use agora_server::config::{parse_duration, parse_size};
@@ -144,7 +145,7 @@ SETTINGS:
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
   expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown). Precedence: flag > environment variable > config file >
+  allow-remote-shutdown, max-memory). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -296,6 +297,13 @@ pub struct ServeArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub allow_remote_shutdown: Option<bool>,
+
+    /// Most memory the server may have in use (e.g. 512MiB, 4G), as Redis's maxmemory
+    /// with noeviction: once there, calls that would store more (puts, sets, appends,
+    /// new objects) fail with MemoryLimit (Python: MemoryError); reads, deletes, pops
+    /// and acks keep working. At least 16MiB. [default: no limit]
+    #[arg(long, value_name = "SIZE", env = "AGORA_MAX_MEMORY", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -402,6 +410,16 @@ impl ServeArgs {
                     .heartbeat_timeout
                     .or(file.heartbeat_timeout)
                     .unwrap_or(defaults.heartbeat_timeout),
+                max_memory: match self.max_memory.or(file.max_memory) {
+                    Some(limit) if limit < MIN_MEMORY_LIMIT => {
+                        return Err(format!(
+                            "--max-memory {} is too small: the server itself needs a few MiB (at least {})",
+                            config::format_size(limit),
+                            config::format_size(MIN_MEMORY_LIMIT)
+                        ))
+                    }
+                    limit => limit,
+                },
             },
             expose: if self.expose.is_empty() { file.expose.unwrap_or_default() } else { self.expose.clone() },
             log_level: self.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned()),
@@ -437,6 +455,10 @@ impl ServeSettings {
         out.push_str(&format!("handshake-timeout = {}\n", quote(&config::format_duration(l.handshake_timeout))));
         out.push_str(&format!("max-handshakes = {}\n", l.max_handshakes));
         out.push_str(&format!("heartbeat-timeout = {}\n", quote(&config::format_duration(l.heartbeat_timeout))));
+        match l.max_memory {
+            Some(limit) => out.push_str(&format!("max-memory = {}\n", quote(&config::format_size(limit)))),
+            None => out.push_str("# max-memory: no limit\n"),
+        }
         let exposures = self.expose.iter().map(|e| format!("{}={}:{}", e.typeid, e.kind, e.name)).collect();
         out.push_str(&format!("expose = {}\n", list(exposures)));
         out.push_str(&format!("log-level = {}\n", quote(&self.log_level)));
@@ -634,6 +656,17 @@ mod tests {
         let in_memory = serve_args(&[]).resolve().unwrap();
         assert!(in_memory.durability.is_none());
         assert!(in_memory.to_toml().contains("# data-dir: none"));
+    }
+
+    #[test]
+    fn a_memory_limit_reads_back_and_must_leave_room_for_the_server() {
+        let settings = serve_args(&["--max-memory", "2G"]).resolve().unwrap();
+        assert_eq!(settings.limits.max_memory, Some(2 << 30));
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.max_memory, Some(2 << 30));
+        assert!(serve_args(&[]).resolve().unwrap().to_toml().contains("# max-memory: no limit"));
+        let err = serve_args(&["--max-memory", "1MiB"]).resolve().unwrap_err();
+        assert!(err.contains("too small") && err.contains("16MiB"), "{err}");
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub enum Error {
     /// work, and changes are accepted again once the log can be written.
     #[error("server unavailable for changes: {0}")]
     Unavailable(String),
+    /// The server is at its memory limit (`--max-memory`): the call would have stored
+    /// more and was refused, changing nothing. Reads, deletes and calls that shrink
+    /// objects still work; the call may succeed once memory is freed.
+    #[error("server memory limit reached: {0}")]
+    MemoryLimit(String),
     /// A key is not in the dict (Python `KeyError`).
     #[error("key not found: {}", .0.py_repr())]
     KeyNotFound(Value),
@@ -161,6 +166,7 @@ impl From<WireError> for Error {
             C::SessionExpired => Error::SessionExpired(m),
             C::ShuttingDown => Error::ShuttingDown(m),
             C::Unavailable => Error::Unavailable(m),
+            C::MemoryLimit => Error::MemoryLimit(m),
             C::Unsupported => Error::Unsupported(m),
             C::Protocol => Error::Protocol(m),
             _ => Error::Internal(m),

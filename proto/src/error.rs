@@ -59,6 +59,10 @@ pub enum ErrorCode {
     /// The server cannot make changes durable right now (its log cannot be written:
     /// a full disk, an I/O error); reads still work and nothing acknowledged is lost.
     Unavailable,
+    /// The server is at its memory limit (`--max-memory`): a call that would store
+    /// more was refused and changed nothing. Reads, deletes and calls that shrink
+    /// objects still work (Python: `MemoryError`).
+    MemoryLimit,
     /// Something agora deliberately does not do (with the reason in the message).
     Unsupported,
     /// The peer broke the protocol (bad frame, bad message).
@@ -89,6 +93,8 @@ impl ErrorCode {
             Timeout => ("builtins", "TimeoutError"),
             // A call that ends because the server stops: a connection error to Python.
             ShuttingDown => ("builtins", "ConnectionAbortedError"),
+            // What a Python program already catches when memory runs out.
+            MemoryLimit => ("builtins", "MemoryError"),
             _ => return None,
         })
     }

@@ -171,7 +171,7 @@ pub mod dict {
     /// `d.values()`.
     pub const VALUES: MethodSpec = MethodSpec::new("values", &[]).read_only().python();
     /// agora's `incr(key, delta=1, default=0)`: adds to a number atomically.
-    pub const INCR: MethodSpec = MethodSpec::optional("incr", &["key", "delta", "default"], 1);
+    pub const INCR: MethodSpec = MethodSpec::optional("incr", &["key", "delta", "default"], 1).grows();
     /// agora's `compare_and_set(key, expected, new)`.
     pub const COMPARE_AND_SET: MethodSpec =
         MethodSpec::optional("compare_and_set", &["key", "expected", "new"], 1).stores();

@@ -363,6 +363,22 @@ pub struct ServerStats {
     /// and does).
     #[serde(default)]
     pub client_objects_untracked: u64,
+    /// Memory in use and the memory limit (`None` from a server that does not say).
+    #[serde(default)]
+    pub memory: Option<MemoryStats>,
+}
+
+/// The server's memory against its limit, as `agora stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStats {
+    /// Bytes the server has allocated and not freed (what the limit applies to).
+    pub in_use: u64,
+    /// The limit (`--max-memory`), if one is set.
+    pub limit: Option<u64>,
+    /// Calls refused because they would have grown usage past the limit.
+    pub refused: u64,
+    /// Bytes of freed memory given back to the operating system since start.
+    pub returned: u64,
 }
 
 /// One named object, as `agora ls` shows it.

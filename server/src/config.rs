@@ -43,6 +43,11 @@ pub struct Limits {
     /// ended and everything it held is released: this is how a half-open connection
     /// (a frozen or unplugged peer) loses its locks.
     pub heartbeat_timeout: Duration,
+    /// Most memory the server may have in use (`--max-memory`, Redis's `maxmemory`
+    /// with `noeviction`): calls that would store more beyond it are refused with
+    /// `MemoryLimit`; reads, deletes and everything that shrinks state still work.
+    /// `None` (the default): no limit.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for Limits {
@@ -54,6 +59,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 256,
             heartbeat_timeout: Duration::from_secs(10),
+            max_memory: None,
         }
     }
 }
@@ -239,6 +245,8 @@ pub struct FileConfig {
     pub snapshot_after: Option<u64>,
     /// `allow-remote-shutdown`.
     pub allow_remote_shutdown: Option<bool>,
+    /// `max-memory`: bytes, or a size string.
+    pub max_memory: Option<u64>,
 }
 
 /// Why a config file could not be used.
@@ -292,6 +300,8 @@ struct RawFile {
     #[serde(default, deserialize_with = "de::size")]
     snapshot_after: Option<u64>,
     allow_remote_shutdown: Option<bool>,
+    #[serde(default, deserialize_with = "de::size")]
+    max_memory: Option<u64>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -413,6 +423,7 @@ impl FileConfig {
             fsync: raw.fsync,
             snapshot_after: raw.snapshot_after,
             allow_remote_shutdown: raw.allow_remote_shutdown,
+            max_memory: raw.max_memory,
         })
     }
 }

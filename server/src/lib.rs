@@ -18,6 +18,7 @@
 //! | [`config`] | limits, authkey loading, the config file |
 //! | [`custom`] | the embedding program's own types, served as custom kinds |
 //! | [`metrics`] | counters, histograms, and the Prometheus endpoint |
+//! | [`memory`] | the process's memory in use, the memory limit's samples, returning freed memory |
 
 pub mod config;
 pub mod connection;
@@ -26,6 +27,7 @@ pub mod dialect;
 pub mod durability;
 pub mod engine;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod object;
 pub mod objects;

@@ -14,12 +14,13 @@ use agora_proto::native::ServerStats;
 use agora_proto::Address;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::connection;
 use crate::dialect::python::holders::ClientRefs;
 use crate::durability::{Durability, DurabilityConfig, Recovery};
 use crate::engine::{Command, Engine};
 use crate::listener::{Accepted, Listener};
+use crate::memory::{self, MemoryMonitor};
 use crate::parking::{Alarm, Parking};
 
 /// How long [`Server::run`] waits for connections to close after shutdown begins.
@@ -57,6 +58,8 @@ pub struct Shared {
     pub handshakes: connection::Handshakes,
     /// References CPython clients hold, by holding process.
     pub client_refs: ClientRefs,
+    /// The process's memory, sampled for the memory limit and statistics.
+    pub memory: Arc<MemoryMonitor>,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -90,20 +93,12 @@ impl Shared {
             requests_per_sec: self.requests_per_sec_milli.load(Ordering::Relaxed) as f64 / 1000.0,
             objects_by_kind: objects.objects_by_kind.into_iter().collect(),
             named_objects: objects.named,
-            memory_bytes: resident_memory_bytes(),
+            memory_bytes: memory::resident_bytes(),
             durability: self.parking.durability().map(|d| Box::new(d.stats())),
             client_objects_untracked: self.client_refs.untracked_objects(),
+            memory: Some(self.memory.stats()),
         }
     }
-}
-
-/// Resident set size from `/proc/self/statm` (Linux); 0 elsewhere.
-fn resident_memory_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 /// Once a second, gives back the references that CPython client processes which are
@@ -179,6 +174,16 @@ impl Server {
         if config.listen.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listen address given"));
         }
+        if let Some(limit) = config.limits.max_memory.filter(|&limit| limit < memory::MIN_LIMIT) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "max_memory {} is too small: the server itself needs a few MiB (at least {})",
+                    config::format_size(limit),
+                    config::format_size(memory::MIN_LIMIT)
+                ),
+            ));
+        }
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for address in &config.listen {
@@ -199,6 +204,11 @@ impl Server {
             }
         };
         parking.engine().set_offload(offload_heavy_call);
+        let memory = MemoryMonitor::start(config.limits.max_memory)?;
+        if let Some(gate) = memory.gate() {
+            parking.engine().set_memory_gate(gate.clone());
+            tracing::info!(max_memory = %config::format_size(gate.limit()), in_use = gate.in_use(), "memory limit set");
+        }
         if let Some(recovery) = recovery {
             restart(&parking, recovery);
         }
@@ -214,6 +224,7 @@ impl Server {
             started: std::time::Instant::now(),
             handshakes: connection::Handshakes::new(max_handshakes),
             client_refs: ClientRefs::default(),
+            memory,
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })

@@ -292,3 +292,19 @@ async fn durability_metrics_follow_the_log_and_snapshots() {
     assert_eq!(e.value("agora_durable"), 0.0);
     assert_eq!(e.get("agora_log_bytes"), None);
 }
+
+/// The memory in use and the limit are gauges; refusals count.
+#[tokio::test]
+async fn memory_metrics_show_the_limit() {
+    let server = Server::start_with(ServerOptions {
+        args: vec!["--metrics".into(), "127.0.0.1:0".into(), "--max-memory".into(), "64MiB".into()],
+        ..Default::default()
+    });
+    let endpoint = server.metrics_endpoint();
+    let e = tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap();
+    assert_eq!(e.value("agora_memory_limit_bytes"), (64 << 20) as f64);
+    let in_use = e.value("agora_memory_in_use_bytes");
+    assert!(in_use > 0.0 && in_use < (64 << 20) as f64, "{in_use}");
+    assert_eq!(e.value("agora_memory_refused_total"), 0.0);
+    assert!(e.get("agora_memory_returned_bytes_total").is_some());
+}

@@ -203,7 +203,7 @@ pub(super) fn value_response(bytes: &[u8]) -> Option<Response> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::{decode, encode, ServerStats};
+    use super::super::{decode, encode, MemoryStats, ServerStats};
     use super::*;
     use crate::{ErrorCode, WireError};
 
@@ -337,6 +337,7 @@ mod tests {
                 memory_bytes: 0,
                 durability: None,
                 client_objects_untracked: 0,
+                memory: Some(MemoryStats { in_use: 5, limit: Some(10), refused: 1, returned: 0 }),
             })),
         };
         assert!(value_response(&bytes_of(&stats)).is_none());

@@ -229,6 +229,42 @@ impl Value {
         }
     }
 
+    /// Roughly how many bytes the value takes once stored: its own 32 bytes plus what
+    /// it owns on the heap (long strings, bytes, items, table slots). An estimate for
+    /// the memory limit's admission check, not an exact count of allocations.
+    pub fn footprint(&self) -> usize {
+        const SLOT: usize = std::mem::size_of::<Value>();
+        // A hash table's entry: the slot, its hash and index (see `Dict`, `Set`).
+        const ENTRY: usize = 16;
+        SLOT + match self {
+            Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 0,
+            Value::BigInt(b) => b.bits().div_ceil(8) as usize + 24,
+            Value::Str(s) if s.is_heap_allocated() => s.len(),
+            Value::Str(_) => 0,
+            Value::Bytes(b) => b.len(),
+            Value::List(items) | Value::Tuple(items) => items.iter().map(Value::footprint).sum(),
+            Value::Dict(d) => d.iter().map(|(k, v)| k.footprint() + v.footprint() + ENTRY).sum(),
+            Value::Set(s) | Value::FrozenSet(s) => s.iter().map(|v| v.footprint() + ENTRY).sum(),
+            Value::Object(o) => {
+                let build = match &o.build {
+                    Build::Global => 0,
+                    Build::Reduce(args) | Build::NewObj(args) => args.iter().map(Value::footprint).sum(),
+                    Build::NewObjEx(args, kwargs) => {
+                        args.iter().map(Value::footprint).sum::<usize>()
+                            + kwargs.iter().map(|(k, v)| k.footprint() + v.footprint()).sum::<usize>()
+                    }
+                };
+                std::mem::size_of::<Object>()
+                    + o.module.len()
+                    + o.qualname.len()
+                    + build
+                    + o.state.as_ref().map_or(0, Value::footprint)
+                    + o.list_items.iter().map(Value::footprint).sum::<usize>()
+                    + o.dict_items.iter().map(|(k, v)| k.footprint() + v.footprint()).sum::<usize>()
+            }
+        }
+    }
+
     /// Encodes the value as MessagePack, the native dialect's encoding (byte for byte
     /// what rmp-serde writes for the value). Encoding cannot fail.
     ///
@@ -301,6 +337,17 @@ mod tests {
         // Every list item and dict slot holds one: a bigger Value is more cache misses
         // per lookup (BENCHMARKS.md, "Profiles"). Large variants go behind a pointer.
         assert_eq!(std::mem::size_of::<Value>(), 32);
+    }
+
+    #[test]
+    fn footprint_counts_what_a_value_owns() {
+        assert_eq!(Value::Int(5).footprint(), 32);
+        assert_eq!(s("short").footprint(), 32, "inline strings own no heap");
+        assert_eq!(Value::Bytes(vec![0; 8 << 20]).footprint(), 32 + (8 << 20));
+        let nested = Value::List(vec![Value::Bytes(vec![0; 1000]), s(&"x".repeat(100))]);
+        assert_eq!(nested.footprint(), 32 + (32 + 1000) + (32 + 100));
+        let dict = Value::Dict(Dict::from_pairs([(s("k"), Value::Bytes(vec![0; 64]))]).unwrap());
+        assert_eq!(dict.footprint(), 32 + 32 + (32 + 64) + 16);
     }
 
     #[test]

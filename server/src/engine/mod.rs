@@ -42,6 +42,7 @@ mod command;
 mod ctx;
 mod image;
 mod journal;
+mod memory;
 mod session;
 mod table;
 mod waiter;
@@ -60,6 +61,7 @@ pub use command::{Access, Answer, Command, Effects, Keep};
 pub use ctx::{CounterValues, Counters, Ctx, Harness, Outputs};
 pub use image::{EngineImage, SessionImage};
 pub use journal::{decode_record, encode_record, log_unwritable, Journal, Lsn, RecordRead, Tail, RECORD_HEADER};
+pub use memory::{MemoryGate, OBJECT_OVERHEAD};
 pub use session::Session;
 pub use table::{no_such_object, ObjectImage, RegistryStats};
 pub use waiter::{deadline_after, Completion, Delivery, Parked, Reclaim, SessionId, Ticket, Undelivered, Waiter};
@@ -68,7 +70,7 @@ pub use crate::objects::unsupported_kind;
 
 use crate::custom::CustomKinds;
 use crate::metrics::{CallOutcome, Metrics, WaitGuard};
-use crate::object::{bind, Outcome, SharedObject};
+use crate::object::{bind, MethodSpec, Outcome, SharedObject};
 use crate::objects::iterator::{self, IteratorObject};
 use table::{ObjectEntry, Table};
 
@@ -84,6 +86,8 @@ pub struct Engine {
     restarted: Mutex<Option<Restarted>>,
     /// How to run a call that may take long (see [`Engine::set_offload`]).
     offload: OnceLock<Offload>,
+    /// The memory limit, if one is set (see [`Engine::set_memory_gate`]).
+    memory: OnceLock<Arc<MemoryGate>>,
 }
 
 /// Runs a call on an object of at least this many items through the offload.
@@ -183,6 +187,7 @@ impl Engine {
             journal: OnceLock::new(),
             restarted: Mutex::new(None),
             offload: OnceLock::new(),
+            memory: OnceLock::new(),
         }
     }
 
@@ -191,6 +196,17 @@ impl Engine {
     /// must not keep the thread it runs on from serving other clients. Set once.
     pub fn set_offload(&self, offload: Offload) {
         let _ = self.offload.set(offload);
+    }
+
+    /// Turns the memory limit on: from now on calls that would grow an object, and the
+    /// creation of objects, pass `gate` first (see [`MemoryGate`]). Set once.
+    pub fn set_memory_gate(&self, gate: Arc<MemoryGate>) {
+        let _ = self.memory.set(gate);
+    }
+
+    /// The memory limit's gate, if a limit is set.
+    pub fn memory_gate(&self) -> Option<&MemoryGate> {
+        self.memory.get().map(|gate| &**gate)
     }
 
     /// Turns durability on: from now on mutating commands are applied in the
@@ -269,6 +285,9 @@ impl Engine {
     /// Applies one command (in the journal's order, and recorded, when it may
     /// change state and durability is on).
     pub fn apply(&self, command: Command) -> Effects {
+        if let Err(e) = self.admit(None, &command) {
+            return Effects::unchanged(Err(e));
+        }
         match self.journal.get() {
             Some(journal) if !self.reads_only(None, &command) => journal.record(command, |c| self.apply_now(c)),
             _ => self.apply_now(command),
@@ -304,6 +323,9 @@ impl Engine {
     /// spares the hot path a look-up in the session map).
     #[inline]
     pub fn apply_in(&self, session: &Session, command: Command) -> Effects {
+        if let Err(e) = self.admit(Some(session), &command) {
+            return Effects::unchanged(Err(e));
+        }
         match self.journal.get() {
             Some(journal) if !self.reads_only(Some(session), &command) => {
                 journal.record(command, |c| self.run(Some(session), c))
@@ -316,14 +338,44 @@ impl Engine {
     /// method or object that does not exist, which fails having changed nothing).
     fn reads_only(&self, session: Option<&Session>, command: &Command) -> bool {
         let Command::Call { session: id, object, access, method, .. } = command else { return false };
+        self.spec_of(session, *id, *object, *access, method).is_none_or(|m| m.read_only)
+    }
+
+    /// The spec of the method a call names, if the object and method exist.
+    fn spec_of(
+        &self,
+        session: Option<&Session>,
+        id: SessionId,
+        object: ObjectId,
+        access: Access,
+        method: &str,
+    ) -> Option<&'static MethodSpec> {
         let entry = match access {
-            Access::Id => self.table.get(*object).ok(),
+            Access::Id => self.table.get(object).ok(),
             Access::Handle => match session {
-                Some(session) => session.state().handle(*object).ok().cloned(),
-                None => self.session(*id).and_then(|s| s.state().handle(*object).ok().cloned()),
+                Some(session) => session.state().handle(object).ok().cloned(),
+                None => self.session(id).and_then(|s| s.state().handle(object).ok().cloned()),
             },
         };
-        entry.is_none_or(|entry| entry.methods().iter().find(|m| m.name == method.as_str()).is_none_or(|m| m.read_only))
+        entry.and_then(|entry| entry.methods().iter().find(|m| m.name == method))
+    }
+
+    /// With a memory limit, lets `command` in or refuses it: a call of a growing
+    /// method pays for its arguments, the creation of an object for its constructor's
+    /// arguments and [`OBJECT_OVERHEAD`]. Everything else always runs.
+    fn admit(&self, session: Option<&Session>, command: &Command) -> Result<(), WireError> {
+        let Some(gate) = self.memory.get() else { return Ok(()) };
+        match command {
+            Command::Call { session: id, object, access, method, args, .. } => {
+                match self.spec_of(session, *id, *object, *access, method) {
+                    Some(spec) if spec.grows => gate.admit(footprint(args)),
+                    _ => Ok(()),
+                }
+            }
+            Command::Open { name: Some(name), .. } if self.table.lookup(name).is_ok() => Ok(()),
+            Command::Open { args, .. } => gate.admit(OBJECT_OVERHEAD + footprint(args)),
+            _ => Ok(()),
+        }
     }
 
     fn run(&self, session: Option<&Session>, command: Command) -> Effects {
@@ -431,6 +483,12 @@ impl Engine {
         args: Args,
         at: Time,
     ) -> Effects {
+        if let Some(gate) = self.memory.get() {
+            let spec = self.spec_of(Some(session), session.id(), object, access, method);
+            if let Err(e) = spec.filter(|spec| spec.grows).map_or(Ok(()), |_| gate.admit(footprint(&args))) {
+                return Effects::unchanged(Err(e));
+            }
+        }
         if let Some(journal) = self.journal.get() {
             let command = Command::Call { session: session.id(), object, access, method: method.into(), args, at };
             if self.reads_only(Some(session), &command) {
@@ -821,6 +879,12 @@ impl Engine {
             .collect();
         CanonicalState { counters: self.counters.values(), objects, names: self.table.names_map(), sessions }
     }
+}
+
+/// What a call's or constructor's arguments would add to the server once stored.
+fn footprint(args: &Args) -> u64 {
+    let values = args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v));
+    values.map(|v| v.footprint() as u64).sum()
 }
 
 fn no_such_session(id: SessionId) -> WireError {

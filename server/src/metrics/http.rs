@@ -72,6 +72,29 @@ pub fn render(shared: &Shared) -> String {
         "Resident memory of the server process.",
         stats.memory_bytes.to_string(),
     );
+    if let Some(m) = &stats.memory {
+        scalar(
+            "agora_memory_in_use_bytes",
+            "gauge",
+            "Memory the server has allocated and not freed: what --max-memory limits.",
+            m.in_use.to_string(),
+        );
+        if let Some(limit) = m.limit {
+            scalar("agora_memory_limit_bytes", "gauge", "The memory limit (--max-memory).", limit.to_string());
+        }
+        scalar(
+            "agora_memory_refused_total",
+            "counter",
+            "Calls refused because they would have grown memory in use past --max-memory.",
+            m.refused.to_string(),
+        );
+        scalar(
+            "agora_memory_returned_bytes_total",
+            "counter",
+            "Freed memory given back to the operating system since start.",
+            m.returned.to_string(),
+        );
+    }
 
     scalar(
         "agora_durable",

@@ -105,6 +105,7 @@ const CODES: &[ErrorCode] = &[
     ErrorCode::SessionExpired,
     ErrorCode::ShuttingDown,
     ErrorCode::Unavailable,
+    ErrorCode::MemoryLimit,
     ErrorCode::Unsupported,
     ErrorCode::Protocol,
     ErrorCode::Internal,

@@ -1,0 +1,111 @@
+//! `--max-memory`: growth past the limit is refused with a clear error, reads, deletes
+//! and everything that shrinks state keep working, writes come back once memory is
+//! freed, and freed memory goes back to the system.
+
+mod python_support;
+
+use std::time::{Duration, Instant};
+
+use agora_client::proto::Value;
+use agora_client::{Error, Manager, ManagerOptions};
+use agora_tests::{Server, ServerOptions, HANG_GUARD};
+use python_support::{command, for_each_python, run};
+
+const LIMIT_MIB: u64 = 128;
+const ITEM: usize = 8 << 20;
+
+fn limited() -> Server {
+    Server::start_with(ServerOptions {
+        args: vec!["--max-memory".into(), format!("{LIMIT_MIB}MiB")],
+        ..Default::default()
+    })
+}
+
+fn item(i: usize) -> Value {
+    Value::Bytes(vec![i as u8; ITEM])
+}
+
+/// Polls `check` until it holds, failing after the hang guard.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {HANG_GUARD:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 8 MiB puts fill the server to its limit and are then refused, changing nothing;
+/// reads, locks and pops still work; after a drain, writes are accepted again and
+/// the resident size falls.
+#[tokio::test]
+async fn growth_is_refused_at_the_limit_and_reads_are_served() {
+    let server = limited();
+    let m =
+        Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false)).await.unwrap();
+    let big = m.dict::<String, Value>("big").await.unwrap();
+    let queue = m.queue::<Value>("q", 0).await.unwrap();
+    let lock = m.lock("l").await.unwrap();
+
+    let mut stored = 0;
+    let refused = loop {
+        assert!(stored < 64, "{stored} items of 8 MiB stored under a {LIMIT_MIB} MiB limit");
+        match big.insert(&format!("k{stored}"), &item(stored)).await {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+    };
+    let Error::MemoryLimit(message) = &refused else { panic!("refused with {refused:?}") };
+    assert!(message.contains("--max-memory") && message.contains("reads, deletes"), "{message}");
+    assert!(stored >= 8, "only {stored} items of 8 MiB fit under {LIMIT_MIB} MiB");
+    let stats = m.stats().await.unwrap();
+    let memory = stats.memory.expect("memory stats");
+    assert_eq!(memory.limit, Some(LIMIT_MIB << 20));
+    assert!(memory.refused >= 1);
+    assert!(memory.in_use <= (LIMIT_MIB + 16) << 20, "{} bytes in use", memory.in_use);
+
+    // The refused put changed nothing; every other kind of growth is refused too.
+    assert_eq!(big.len().await.unwrap(), stored);
+    assert!(!big.contains_key(&format!("k{stored}")).await.unwrap());
+    assert!(matches!(queue.put(&item(0)).await, Err(Error::MemoryLimit(_))));
+    let new_object = m.new_list::<Value>(&[item(0)]).await;
+    assert!(matches!(new_object, Err(Error::MemoryLimit(_))), "a new object is growth: {new_object:?}");
+    // Reads, existing objects and locks work.
+    assert_eq!(big.get(&"k0".to_owned()).await.unwrap(), Some(item(0)));
+    assert_eq!(big.get(&format!("k{}", stored - 1)).await.unwrap(), Some(item(stored - 1)));
+    lock.acquire().await.unwrap().release().await.unwrap();
+    let peak_resident = m.stats().await.unwrap().memory_bytes;
+
+    // A drain frees the memory: writes come back, and the resident size falls.
+    for i in 0..stored {
+        assert_eq!(big.remove(&format!("k{i}")).await.unwrap(), Some(item(i)));
+    }
+    eventually("a put after the drain", async || big.insert(&"again".to_owned(), &item(1)).await.is_ok()).await;
+    big.remove(&"again".to_owned()).await.unwrap();
+    eventually("the resident size falling after the drain", async || {
+        m.stats().await.unwrap().memory_bytes < peak_resident / 2
+    })
+    .await;
+}
+
+/// A stock CPython client sees the refusal as `MemoryError`, and its reads still work.
+#[test]
+fn cpython_clients_get_memory_error() {
+    for_each_python(|python| {
+        let server = limited();
+        let done = run(command(python, "memory_limit.py", &[&server.address], &server.authkey), HANG_GUARD);
+        assert!(done.ok() && done.stdout.contains("OK memory_limit"), "{}", done.transcript());
+    });
+}
+
+/// A limit too small for the server itself is refused at start, with the minimum.
+#[test]
+fn a_tiny_limit_is_refused_at_start() {
+    let out = std::process::Command::new(agora_tests::agora_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-memory", "1MiB"])
+        .env("AGORA_AUTHKEY", "k")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too small") && stderr.contains("16MiB"), "{stderr}");
+}
