@@ -14,7 +14,7 @@ use agora_proto::Address;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use agora_server::config::{self, Config, Exposure, FileConfig, Limits, AUTHKEY_ENV};
+use agora_server::config::{self, Config, Exposure, FileConfig, KeyOrigin, Limits, AUTHKEY_ENV};
 use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
@@ -484,17 +484,28 @@ impl ServeSettings {
 fn load_authkey(source: &AuthkeySource) -> Result<Vec<u8>, config::AuthkeyError> {
     match source {
         AuthkeySource::File(path) => {
+            let key = config::read_authkey_file(path)?;
             tracing::info!(path = %path.display(), "authkey read from file");
-            config::read_authkey_file(path)
+            Ok(key)
         }
         AuthkeySource::Env => {
+            let key = config::authkey_from_env()?.unwrap_or_default();
             tracing::info!("authkey taken from ${AUTHKEY_ENV}");
-            Ok(config::authkey_from_env()?.unwrap_or_default())
+            Ok(key)
         }
         AuthkeySource::Generate => {
             let path = config::default_authkey_path();
-            let key = config::generate_authkey(&path)?;
-            tracing::info!(path = %path.display(), "no authkey given: generated a random one (mode 0600); clients read it from this file");
+            let (key, origin) = config::generated_authkey(&path)?;
+            match origin {
+                KeyOrigin::Generated => tracing::info!(
+                    path = %path.display(),
+                    "no authkey given: generated a random one (mode 0600); clients on this machine find it there"
+                ),
+                KeyOrigin::Reused => tracing::info!(
+                    path = %path.display(),
+                    "no authkey given: using the one generated earlier (clients keep the key they read)"
+                ),
+            }
             Ok(key)
         }
     }

@@ -1,14 +1,18 @@
 //! Connecting from the environment: how a child process finds the manager that
 //! started it (and how any program finds a server its operator configured).
 //!
-//! A parent that embeds a server (`agora::EmbeddedManager::command`) starts its
-//! children with [`ADDRESS_ENV`] and [`AUTHKEY_ENV`] set; [`Manager::from_env`] reads
-//! them. The authkey travels in the environment, never on a command line, where `ps`
-//! would show it to every user of the machine.
+//! [`Manager::from_env`] finds a server the way the `agora` admin commands do: the
+//! address in [`ADDRESS_ENV`] (else `127.0.0.1:50000`), the authkey in [`AUTHKEY_ENV`],
+//! else in the file [`AUTHKEY_FILE_ENV`] names, else in the file a zero-config
+//! `agora serve` on this machine generated ([`agora_proto::keyfile::default_path`]). A
+//! parent that embeds a server (`agora::EmbeddedManager::command`) starts its children
+//! with both variables set. The authkey travels in the environment or a file, never on
+//! a command line, where `ps` would show it to every user of the machine.
 
 use std::path::Path;
 
-use agora_proto::Address;
+use agora_proto::address::DEFAULT_ADDRESS;
+use agora_proto::{keyfile, Address};
 
 use crate::error::{Error, Result};
 use crate::Manager;
@@ -21,58 +25,55 @@ pub const AUTHKEY_ENV: &str = "AGORA_AUTHKEY";
 /// not set; one trailing newline is ignored).
 pub const AUTHKEY_FILE_ENV: &str = "AGORA_AUTHKEY_FILE";
 
-/// The address and authkey the environment names, or why it does not.
+/// The address and authkey the environment names (else the defaults a zero-config
+/// `agora serve` on this machine uses), or why there are none.
 pub(crate) fn from_env() -> Result<(Address, Vec<u8>)> {
-    let missing = |what: &str| {
-        Error::Environment(format!(
-            "{what}: this process was not started by an agora manager (in the parent, spawn it with \
-             EmbeddedManager::command), and no server was configured (set {ADDRESS_ENV} and \
-             {AUTHKEY_ENV} or {AUTHKEY_FILE_ENV})"
-        ))
+    let address = match std::env::var_os(ADDRESS_ENV) {
+        None => DEFAULT_ADDRESS.parse().expect("the default address parses"),
+        Some(address) => address
+            .to_str()
+            .ok_or_else(|| Error::Environment(format!("{ADDRESS_ENV} is not valid UTF-8")))?
+            .parse::<Address>()
+            .map_err(|e| Error::Environment(format!("{ADDRESS_ENV}: {e}")))?,
     };
-    let address = std::env::var_os(ADDRESS_ENV).ok_or_else(|| missing(&format!("{ADDRESS_ENV} is not set")))?;
-    let address = address
-        .to_str()
-        .ok_or_else(|| Error::Environment(format!("{ADDRESS_ENV} is not valid UTF-8")))?
-        .parse::<Address>()
-        .map_err(|e| Error::Environment(format!("{ADDRESS_ENV}: {e}")))?;
+    let read = |variable: &str, path: &Path| {
+        keyfile::read(path)
+            .map_err(|e| Error::Environment(format!("{variable}: cannot read authkey file {}: {e}", path.display())))
+    };
     let authkey = match std::env::var_os(AUTHKEY_ENV) {
         Some(key) if key.is_empty() => return Err(Error::Environment(format!("{AUTHKEY_ENV} is empty"))),
         Some(key) => std::os::unix::ffi::OsStringExt::into_vec(key),
         None => match std::env::var_os(AUTHKEY_FILE_ENV) {
-            Some(path) => read_key_file(Path::new(&path))?,
-            None => return Err(missing(&format!("neither {AUTHKEY_ENV} nor {AUTHKEY_FILE_ENV} is set"))),
+            Some(path) => read(AUTHKEY_FILE_ENV, Path::new(&path))?,
+            None => {
+                let generated = keyfile::default_path();
+                if !generated.exists() {
+                    return Err(Error::Environment(format!(
+                        "no authkey: set {AUTHKEY_ENV} (the key) or {AUTHKEY_FILE_ENV} (a file holding it); a \
+                         zero-config `agora serve` on this machine would have written its key to {}, which does \
+                         not exist",
+                        generated.display()
+                    )));
+                }
+                read("the generated authkey", &generated)?
+            }
         },
     };
     Ok((address, authkey))
 }
 
-/// An authkey file's bytes less one trailing newline (as the server reads it).
-fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    let mut key = std::fs::read(path).map_err(|e| {
-        Error::Environment(format!("{AUTHKEY_FILE_ENV}: cannot read authkey file {}: {e}", path.display()))
-    })?;
-    if key.ends_with(b"\n") {
-        key.pop();
-        if key.ends_with(b"\r") {
-            key.pop();
-        }
-    }
-    if key.is_empty() {
-        return Err(Error::Environment(format!("{AUTHKEY_FILE_ENV}: authkey file {} is empty", path.display())));
-    }
-    Ok(key)
-}
-
 impl Manager {
-    /// Connects to the server named by the environment: the address in
-    /// `AGORA_ADDRESS`, the authkey in `AGORA_AUTHKEY` (else in the file
-    /// `AGORA_AUTHKEY_FILE` names). This is how a child process reaches the manager of
-    /// the parent that spawned it with `agora::EmbeddedManager::command`.
+    /// Connects to the server the environment names: the address in `AGORA_ADDRESS`
+    /// (else `127.0.0.1:50000`, where `agora serve` listens by default), the authkey in
+    /// `AGORA_AUTHKEY`, else in the file `AGORA_AUTHKEY_FILE` names, else in the file a
+    /// zero-config `agora serve` on this machine generated — so next to a server
+    /// started with no configuration, this needs none either. It is also how a child
+    /// process reaches the manager of the parent that spawned it with
+    /// `agora::EmbeddedManager::command`.
     ///
     /// Fails with [`Error::Environment`] (saying which variable and what to do) when
-    /// the variables are missing or malformed, and as [`Manager::connect`] does
-    /// otherwise.
+    /// no authkey is found or a variable is malformed, and as [`Manager::connect`]
+    /// does otherwise.
     ///
     /// ```no_run
     /// # async fn child() -> agora_client::Result<()> {

@@ -10,6 +10,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Where `agora serve` listens, and where clients and admin commands connect, when
+/// nothing says otherwise.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:50000";
+
 /// Where a server listens or a client connects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {

@@ -5,6 +5,7 @@
 //! - [`address`]: the one address syntax (`host:port`, `unix:/path`, …);
 //! - [`frame`]: the length-prefixed frames of Python's `multiprocessing.connection`;
 //! - [`auth`]: the mutual HMAC challenge (CPython 3.12+, with the legacy MD5 answer);
+//! - [`keyfile`]: where a generated authkey lives, and how key files read;
 //! - [`value`]: the dynamic [`Value`] shared by both dialects, with Python's equality,
 //!   hashing, ordering and `repr`, and serde conversion from and to any Rust type;
 //! - [`reference`](mod@reference): references to managed objects inside values (CPython's nested-proxy form);
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod idmap;
 #[cfg(feature = "tokio")]
 pub mod io;
+pub mod keyfile;
 pub mod methods;
 pub mod native;
 pub mod pickle;

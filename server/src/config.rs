@@ -18,7 +18,7 @@ use crate::custom::CustomKinds;
 use crate::durability::{DurabilityConfig, Fsync};
 
 /// The address `agora serve` listens on when given none.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:50000";
+pub const DEFAULT_LISTEN: &str = agora_proto::address::DEFAULT_ADDRESS;
 /// The environment variable holding the authkey itself.
 pub const AUTHKEY_ENV: &str = "AGORA_AUTHKEY";
 /// The environment variable naming the config file (`--config`).
@@ -455,17 +455,10 @@ pub enum AuthkeyError {
 /// Reads an authkey file: its bytes, less one trailing newline (`\n` or `\r\n`), so a
 /// key written with `echo` works.
 pub fn read_authkey_file(path: &Path) -> Result<Vec<u8>, AuthkeyError> {
-    let mut key = std::fs::read(path).map_err(|source| AuthkeyError::Read { path: path.to_owned(), source })?;
-    if key.ends_with(b"\n") {
-        key.pop();
-        if key.ends_with(b"\r") {
-            key.pop();
-        }
-    }
-    if key.is_empty() {
-        return Err(AuthkeyError::Empty(path.display().to_string()));
-    }
-    Ok(key)
+    agora_proto::keyfile::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidData => AuthkeyError::Empty(path.display().to_string()),
+        _ => AuthkeyError::Read { path: path.to_owned(), source },
+    })
 }
 
 /// The authkey from the environment variable [`AUTHKEY_ENV`], if set.
@@ -477,39 +470,87 @@ pub fn authkey_from_env() -> Result<Option<Vec<u8>>, AuthkeyError> {
     }
 }
 
-/// Where a generated authkey is written: `$XDG_RUNTIME_DIR/agora/authkey`, else
-/// `$TMPDIR/agora-$UID/authkey`.
-pub fn default_authkey_path() -> PathBuf {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("agora"),
-        // SAFETY: getuid has no preconditions and cannot fail.
-        _ => std::env::temp_dir().join(format!("agora-{}", unsafe { libc::getuid() })),
-    };
-    dir.join("authkey")
+/// Where a generated authkey is kept: `$XDG_RUNTIME_DIR/agora/authkey`, else
+/// `$TMPDIR/agora-$UID/authkey` (clients on this machine look there too).
+pub use agora_proto::keyfile::default_path as default_authkey_path;
+
+/// Whether [`generated_authkey`] made a new key or found one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The file did not exist: a new random key was written to it.
+    Generated,
+    /// An earlier server (or this one, before a restart) wrote it: reused, so the keys
+    /// clients already read stay valid and two servers never overwrite each other's.
+    Reused,
 }
 
-/// Generates a random authkey (64 hex characters, so it can be typed and pasted) and
-/// writes it to `path` with mode 0600, in a directory with mode 0700.
-pub fn generate_authkey(path: &Path) -> Result<Vec<u8>, AuthkeyError> {
+/// The zero-config authkey at `path`: the key already there, or a new random one (64
+/// hex characters, so it can be typed and pasted) written with mode 0600 in a
+/// directory created with mode 0700. A key file another user could read, a directory
+/// another user could write, or either owned by another user, is refused — never used
+/// or replaced.
+pub fn generated_authkey(path: &Path) -> Result<(Vec<u8>, KeyOrigin), AuthkeyError> {
     use std::fmt::Write as _;
     use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
     let write_err = |source| AuthkeyError::Write { path: path.to_owned(), source };
-    let key = rand::random::<[u8; 32]>().iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(write_err)?;
+        // Others may list the directory, never replace what is in it.
+        check_private(dir, 0o022).map_err(write_err)?;
     }
-    // Replace, never reuse, an existing file: a fresh inode gets our mode for sure.
-    let _ = std::fs::remove_file(path);
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(write_err)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(write_err)?;
-    writeln!(file, "{key}").map_err(write_err)?;
-    Ok(key.into_bytes())
+    loop {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => {
+                check_private(path, 0o077).map_err(|source| AuthkeyError::Read { path: path.to_owned(), source })?;
+                return Ok((read_authkey_file(path)?, KeyOrigin::Reused));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(AuthkeyError::Read { path: path.to_owned(), source }),
+        }
+        let key = rand::random::<[u8; 32]>().iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+        // Written whole under a private name, then linked into place: a reader never
+        // sees half a key, and of two servers starting at once exactly one key wins.
+        let staging = path.with_extension(format!("{}-{:08x}.tmp", std::process::id(), rand::random::<u32>()));
+        let _ = std::fs::remove_file(&staging);
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staging).map_err(write_err)?;
+        let written = writeln!(file, "{key}").and_then(|()| file.sync_all());
+        let linked = written.and_then(|()| std::fs::hard_link(&staging, path));
+        let _ = std::fs::remove_file(&staging);
+        match linked {
+            Ok(()) => return Ok((key.into_bytes(), KeyOrigin::Generated)),
+            // Another server got there first: use its key.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(write_err(e)),
+        }
+    }
+}
+
+/// Fails unless `path` belongs to this user and has none of the `forbidden` mode bits.
+fn check_private(path: &Path, forbidden: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    let denied = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    if meta.uid() != agora_proto::keyfile::current_uid() {
+        return Err(denied(format!(
+            "{} belongs to another user (uid {}); refusing to use it",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & forbidden != 0 {
+        return Err(denied(format!(
+            "{} is open to other users (mode {:o}); make it private (chmod go-rwx) or delete it",
+            path.display(),
+            meta.mode() & 0o777
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -597,11 +638,39 @@ mod tests {
     fn generated_authkey_is_private_and_readable_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/authkey");
-        let key = generate_authkey(&path).unwrap();
-        assert_eq!(key.len(), 64);
+        let (key, origin) = generated_authkey(&path).unwrap();
+        assert_eq!((key.len(), origin), (64, KeyOrigin::Generated));
         assert_eq!(read_authkey_file(&path).unwrap(), key);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_ne!(generate_authkey(&path).unwrap(), key, "a new key each time");
+        assert_eq!(generated_authkey(&path).unwrap(), (key, KeyOrigin::Reused), "a restart keeps the key");
+        let leftovers = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1, "no staging file is left behind");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/authkey");
+        let (key, _) = generated_authkey(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = generated_authkey(&path).unwrap_err().to_string();
+        assert!(err.contains("open to other users") && err.contains("644"), "{err}");
+        assert_eq!(read_authkey_file(&path).unwrap(), key, "left as it was");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(path.parent().unwrap(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = generated_authkey(&path).unwrap_err().to_string();
+        assert!(err.contains("open to other users"), "a directory others can write is refused too: {err}");
+    }
+
+    #[test]
+    fn servers_starting_at_once_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authkey");
+        let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..8).map(|_| s.spawn(|| generated_authkey(&path).unwrap().0)).collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "every server uses the one key");
     }
 }

@@ -42,6 +42,33 @@ async fn without_an_authkey_one_is_generated_into_a_private_file() {
     m.ping().await.unwrap();
 }
 
+/// A generated key is kept: a second zero-config server of the same user uses it
+/// rather than overwriting it, and so does the first one when it restarts.
+#[tokio::test]
+async fn a_generated_key_is_reused_by_restarts_and_other_servers() {
+    let runtime = tempfile::tempdir().unwrap();
+    let zero_config = || {
+        Server::start_with(ServerOptions {
+            no_authkey: true,
+            env: vec![("XDG_RUNTIME_DIR".into(), runtime.path().display().to_string())],
+            ..Default::default()
+        })
+    };
+    let mut first = zero_config();
+    first.wait_for_log("no authkey given: generated a random one");
+    let key = std::fs::read_to_string(runtime.path().join("agora/authkey")).unwrap();
+    let second = zero_config();
+    second.wait_for_log("no authkey given: using the one generated earlier");
+    for server in [&first, &second] {
+        agora_client::Manager::connect(&server.address, key.trim_end()).await.unwrap().ping().await.unwrap();
+    }
+    first.terminate();
+    let restarted = zero_config();
+    restarted.wait_for_log("using the one generated earlier");
+    agora_client::Manager::connect(&restarted.address, key.trim_end()).await.unwrap().ping().await.unwrap();
+    assert_eq!(std::fs::read_to_string(runtime.path().join("agora/authkey")).unwrap(), key, "never rewritten");
+}
+
 #[tokio::test]
 async fn authkey_file_flag_is_used() {
     let dir = tempfile::tempdir().unwrap();

@@ -101,12 +101,16 @@ fn children_share_a_lock_guarded_counter_through_the_environment() {
 
 #[test]
 fn a_child_without_the_environment_is_told_what_is_missing() {
+    // No zero-config server ever ran here: its key file does not exist.
+    let runtime_dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.env_remove(ADDRESS_ENV).env_remove(AUTHKEY_ENV).env_remove(AUTHKEY_FILE_ENV);
+    command.env("XDG_RUNTIME_DIR", runtime_dir.path());
     let out = run_child(command, "no-environment");
     let text = stdout(&out);
-    assert!(text.contains("refused: AGORA_ADDRESS is not set"), "{text}");
-    assert!(text.contains("EmbeddedManager::command"), "the message says what to do: {text}");
+    assert!(text.contains("refused: no authkey: set AGORA_AUTHKEY (the key) or AGORA_AUTHKEY_FILE"), "{text}");
+    let expected = runtime_dir.path().join("agora/authkey");
+    assert!(text.contains(&format!("{}, which does not exist", expected.display())), "names the file: {text}");
 
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.env(ADDRESS_ENV, "nonsense").env(AUTHKEY_ENV, "k");
@@ -114,9 +118,24 @@ fn a_child_without_the_environment_is_told_what_is_missing() {
     assert!(text.contains("AGORA_ADDRESS: invalid address 'nonsense'"), "{text}");
 
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.env(ADDRESS_ENV, "127.0.0.1:1").env_remove(AUTHKEY_ENV).env_remove(AUTHKEY_FILE_ENV);
+    command.env(ADDRESS_ENV, "127.0.0.1:1").env(AUTHKEY_FILE_ENV, runtime_dir.path().join("missing"));
+    command.env_remove(AUTHKEY_ENV);
     let text = stdout(&run_child(command, "no-environment"));
-    assert!(text.contains("neither AGORA_AUTHKEY nor AGORA_AUTHKEY_FILE is set"), "{text}");
+    assert!(text.contains("AGORA_AUTHKEY_FILE: cannot read authkey file"), "{text}");
+}
+
+/// Next to a zero-config `agora serve`, a program needs no key configuration: the key
+/// the server generated is where `Manager::from_env` looks.
+#[test]
+fn a_zero_config_servers_key_is_found_without_configuration() {
+    // The test server runs with its scratch directory as XDG_RUNTIME_DIR.
+    let server = agora_tests::Server::start_with(agora_tests::ServerOptions { no_authkey: true, ..Default::default() });
+    let runtime = server.dir.path().display().to_string();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env(ADDRESS_ENV, &server.address).env_remove(AUTHKEY_ENV).env_remove(AUTHKEY_FILE_ENV);
+    command.env("XDG_RUNTIME_DIR", &runtime);
+    run_child(command, "async-append");
+    assert!(server.log().contains("generated a random one"), "{}", server.log());
 }
 
 #[test]

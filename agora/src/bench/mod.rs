@@ -31,7 +31,7 @@ use agora_proto::Address;
 use clap::Args;
 
 use crate::cli::{parse_duration, ClientArgs};
-use agora_server::config::{self, Config};
+use agora_server::config::Config;
 use echo::EchoConn;
 use report::{IdleReport, LatencyUs, Report, TestResult};
 use workload::{Rng, Test, Worker};
@@ -260,15 +260,7 @@ fn describe(address: &Address) -> String {
 
 /// The authkey as the admin subcommands find it.
 fn load_authkey(args: &ClientArgs) -> Result<Vec<u8>, String> {
-    if let Some(path) = &args.authkey_file {
-        return config::read_authkey_file(path).map_err(|e| e.to_string());
-    }
-    if let Some(key) = config::authkey_from_env().map_err(|e| e.to_string())? {
-        return Ok(key);
-    }
-    let path = config::default_authkey_path();
-    config::read_authkey_file(&path)
-        .map_err(|e| format!("no authkey: pass --authkey-file or set ${}, ({e})", config::AUTHKEY_ENV))
+    args.resolve().map(|(_, authkey)| authkey)
 }
 
 /// `agora bench --serve-echo`: the floor's far end, until SIGINT/SIGTERM.
