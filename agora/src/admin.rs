@@ -17,7 +17,17 @@ async fn connect(args: &ClientArgs) -> Result<Manager, String> {
 /// Connects; also returns the address used.
 async fn connect_to(args: &ClientArgs) -> Result<(Manager, Address), String> {
     let (address, authkey) = args.resolve()?;
-    let manager = Manager::connect_to(&address, authkey).await.map_err(|e| format!("{address}: {e}"))?;
+    let manager = Manager::connect_to(&address, authkey).await.map_err(|e| match e {
+        agora_client::Error::Connect { .. } => format!(
+            "{e}\n  is a server running there? Give its address with --address ADDR (or AGORA_ADDRESS), \
+             or --config with its config file"
+        ),
+        agora_client::Error::AuthenticationFailed(_) => format!(
+            "{address}: {e}\n  give the server's key with --authkey-file PATH (or AGORA_AUTHKEY, or --config with \
+             its config file)"
+        ),
+        e => format!("{address}: {e}"),
+    })?;
     Ok((manager, address))
 }
 

@@ -23,7 +23,19 @@ pub use agora_server::config::{parse_duration, parse_size};
 
 /// agora: a shared-state server for Rust and unmodified CPython multiprocessing clients.
 #[derive(Debug, Parser)]
-#[command(name = "agora", version, about, long_about = None)]
+#[command(
+    name = "agora",
+    version,
+    about = "agora: a shared-state server (dicts, lists, queues, locks…) for Rust programs and unmodified \
+             CPython multiprocessing clients",
+    long_about = None,
+    after_help = "\
+GETTING STARTED:
+  agora serve                 run a server on 127.0.0.1:50000; with no key configured it
+                              generates one (and keeps it) in $XDG_RUNTIME_DIR/agora/authkey
+  agora stats                 check it (admin commands find that key by themselves)
+  agora serve --help          every setting: listeners, limits, --data-dir, metrics…"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -145,7 +157,7 @@ SETTINGS:
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
   expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown, max-memory). Precedence: flag > environment variable > config file >
+  allow-remote-shutdown, max-memory, unix-mode). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -204,6 +216,12 @@ pub struct ServeArgs {
     /// Address to listen on; repeat for several. [default: 127.0.0.1:50000]
     #[arg(long = "listen", short = 'l', value_name = "ADDR", env = "AGORA_LISTEN", value_delimiter = ',')]
     pub listen: Vec<Address>,
+
+    /// Permission bits of Unix socket files, in octal (660 lets the socket's group
+    /// connect, 600 only its owner; every client still needs the authkey). [default:
+    /// what the umask leaves]
+    #[arg(long, value_name = "MODE", env = "AGORA_UNIX_MODE", value_parser = config::parse_mode)]
+    pub unix_mode: Option<u32>,
 
     /// Read the authkey from this file (one trailing newline is ignored).
     #[arg(long, value_name = "PATH", env = "AGORA_AUTHKEY_FILE")]
@@ -345,6 +363,8 @@ pub struct ServeSettings {
     pub durability: Option<DurabilityConfig>,
     /// Clients on other hosts may shut the server down.
     pub allow_remote_shutdown: bool,
+    /// Permission bits of Unix socket files, if set.
+    pub unix_mode: Option<u32>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -390,6 +410,7 @@ impl ServeArgs {
         Ok(ServeSettings {
             durability,
             allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
+            unix_mode: self.unix_mode.or(file.unix_mode),
             listen,
             authkey,
             strict_auth: self.strict_auth.or(file.strict_auth).unwrap_or(false),
@@ -449,6 +470,10 @@ impl ServeSettings {
         let l = &self.limits;
         out.push_str(&format!("strict-auth = {}\n", self.strict_auth));
         out.push_str(&format!("allow-remote-shutdown = {}\n", self.allow_remote_shutdown));
+        match self.unix_mode {
+            Some(mode) => out.push_str(&format!("unix-mode = \"{mode:04o}\"\n")),
+            None => out.push_str("# unix-mode: as the umask leaves it\n"),
+        }
         out.push_str(&format!("max-frame = {}\n", quote(&config::format_size(l.max_frame))));
         out.push_str(&format!("max-connections = {}\n", l.max_connections));
         out.push_str(&format!("max-in-flight = {}\n", l.max_in_flight));
@@ -484,7 +509,15 @@ impl ServeSettings {
 fn load_authkey(source: &AuthkeySource) -> Result<Vec<u8>, config::AuthkeyError> {
     match source {
         AuthkeySource::File(path) => {
-            let key = config::read_authkey_file(path)?;
+            let key = config::read_authkey_file(path).inspect_err(|e| {
+                if matches!(e, config::AuthkeyError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound) {
+                    tracing::error!(
+                        "create the key file (e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {}), \
+                         or give no authkey file at all and a key is generated and kept",
+                        path.display()
+                    );
+                }
+            })?;
             tracing::info!(path = %path.display(), "authkey read from file");
             Ok(key)
         }
@@ -553,6 +586,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.limits = settings.limits.clone();
     config.durability = settings.durability.clone();
     config.allow_remote_shutdown = settings.allow_remote_shutdown;
+    config.unix_mode = settings.unix_mode;
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {
@@ -678,6 +712,17 @@ mod tests {
         assert!(serve_args(&[]).resolve().unwrap().to_toml().contains("# max-memory: no limit"));
         let err = serve_args(&["--max-memory", "1MiB"]).resolve().unwrap_err();
         assert!(err.contains("too small") && err.contains("16MiB"), "{err}");
+    }
+
+    #[test]
+    fn a_unix_socket_mode_is_octal_and_reads_back() {
+        let settings = serve_args(&["--unix-mode", "660"]).resolve().unwrap();
+        assert_eq!(settings.unix_mode, Some(0o660));
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.unix_mode, Some(0o660));
+        assert_eq!(FileConfig::parse("unix-mode = 0o600", Path::new("/")).unwrap().unix_mode, Some(0o600));
+        assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "999"]).is_err(), "not octal");
+        assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "1777"]).is_err(), "no special bits");
     }
 
     #[test]

@@ -412,6 +412,8 @@ blocking_proxy! {
     /// Cheap to clone, `Send + Sync`.
     List<T> where [T: Serialize + DeserializeOwned] {
         /// Appends `item` at the end (Python `append`).
+        fn append(&self, item: &T) -> Result<()>;
+        /// Appends `item` at the end, like `Vec::push` (the same call as `append`).
         fn push(&self, item: &T) -> Result<()>;
         /// The item at `index`, or `None` if the index is out of range
         /// (Python `l[index]`, `__getitem__`).

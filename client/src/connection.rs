@@ -178,9 +178,12 @@ impl Connection {
     ) -> Result<Arc<Connection>> {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         client_handshake(&mut stream, &mut rbuf, authkey, Policy::default()).await.map_err(|e| match e {
-            HandshakeError::Auth(AuthError::Rejected | AuthError::WrongDigest) => {
-                Error::AuthenticationFailed("the server rejected our authkey (or we rejected its)".into())
+            HandshakeError::Auth(AuthError::Rejected) => {
+                Error::AuthenticationFailed("the server refused this client's authkey: it runs with another key".into())
             }
+            HandshakeError::Auth(AuthError::WrongDigest) => Error::AuthenticationFailed(
+                "the server did not prove it knows this client's authkey: it runs with another key".into(),
+            ),
             HandshakeError::Auth(other) => Error::AuthenticationFailed(other.to_string()),
             HandshakeError::Frame(f) => Error::ConnectionLost(format!("during the handshake: {f}")),
         })?;

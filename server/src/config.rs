@@ -116,6 +116,9 @@ pub struct Config {
     pub durability: Option<DurabilityConfig>,
     /// Clients on other hosts may shut the server down (local ones always may).
     pub allow_remote_shutdown: bool,
+    /// The permission bits of Unix socket files (`0o660` lets the group connect);
+    /// `None`: as the process's umask leaves them.
+    pub unix_mode: Option<u32>,
 }
 
 impl Config {
@@ -130,6 +133,7 @@ impl Config {
             custom: CustomKinds::default(),
             durability: None,
             allow_remote_shutdown: false,
+            unix_mode: None,
         }
     }
 
@@ -153,6 +157,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(format!("unknown size unit in '{text}' (use K, M or G)")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// Parses octal permission bits: `660`, `0660` or `0o660` (at most `777`).
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+        _ => Err(format!("'{text}' is not a file mode like 0660 (octal, at most 0777)")),
+    }
 }
 
 /// Parses `5s`, `500ms`, `2m`, or a plain number of seconds.
@@ -247,6 +261,8 @@ pub struct FileConfig {
     pub allow_remote_shutdown: Option<bool>,
     /// `max-memory`: bytes, or a size string.
     pub max_memory: Option<u64>,
+    /// `unix-mode`: octal permission bits, as a string (`"0660"`) or a TOML octal (`0o660`).
+    pub unix_mode: Option<u32>,
 }
 
 /// Why a config file could not be used.
@@ -302,6 +318,8 @@ struct RawFile {
     allow_remote_shutdown: Option<bool>,
     #[serde(default, deserialize_with = "de::size")]
     max_memory: Option<u64>,
+    #[serde(default, deserialize_with = "de::mode")]
+    unix_mode: Option<u32>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -373,6 +391,14 @@ mod de {
         }
     }
 
+    pub(super) fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match NumberOrText::deserialize(d) {
+            Ok(NumberOrText::Int(n)) if n <= 0o777 => Ok(Some(n as u32)),
+            Ok(NumberOrText::Text(t)) => super::parse_mode(&t).map(Some).map_err(D::Error::custom),
+            _ => Err(D::Error::custom("expected permission bits like \"0660\" (a string) or 0o660")),
+        }
+    }
+
     pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let seconds = |s: f64| Duration::try_from_secs_f64(s).map(Some).map_err(|e| D::Error::custom(e.to_string()));
         match NumberOrText::deserialize(d) {
@@ -424,6 +450,7 @@ impl FileConfig {
             snapshot_after: raw.snapshot_after,
             allow_remote_shutdown: raw.allow_remote_shutdown,
             max_memory: raw.max_memory,
+            unix_mode: raw.unix_mode,
         })
     }
 }

@@ -105,8 +105,9 @@ pub enum Accepted {
 
 impl Listener {
     /// Binds `address`; returns the listener and the address it really got (an
-    /// ephemeral port resolved).
-    pub async fn bind(address: &Address) -> io::Result<(Listener, Address)> {
+    /// ephemeral port resolved). A Unix socket file gets the permission bits
+    /// `unix_mode`, if given (else what the umask leaves).
+    pub async fn bind(address: &Address, unix_mode: Option<u32>) -> io::Result<(Listener, Address)> {
         match address {
             Address::Tcp { host, port } => {
                 let listener = TcpListener::bind((host.as_str(), *port)).await?;
@@ -115,7 +116,25 @@ impl Listener {
             }
             Address::Unix(path) => {
                 remove_stale_socket(path)?;
-                let listener = UnixListener::bind(path)?;
+                let listener = UnixListener::bind(path).map_err(|e| match path.parent() {
+                    Some(dir)
+                        if e.kind() == io::ErrorKind::NotFound && !dir.as_os_str().is_empty() && !dir.exists() =>
+                    {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "the directory {} does not exist: create it (under systemd, RuntimeDirectory= \
+                                 does, as in deploy/agora.service)",
+                                dir.display()
+                            ),
+                        )
+                    }
+                    _ => e,
+                })?;
+                if let Some(mode) = unix_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                }
                 Ok((Listener::Unix(listener, Some(path.clone())), address.clone()))
             }
             Address::Abstract(name) => Ok((Listener::Unix(bind_abstract(name)?, None), address.clone())),
@@ -193,24 +212,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let addr = Address::Unix(path.clone());
-        let (live, _) = Listener::bind(&addr).await.unwrap();
-        let err = Listener::bind(&addr).await.err().unwrap();
+        let (live, _) = Listener::bind(&addr, None).await.unwrap();
+        let err = Listener::bind(&addr, None).await.err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(live);
         // A socket file whose server died is stale (std's listener leaves its file behind).
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let (again, _) = Listener::bind(&addr).await.unwrap();
+        let (again, _) = Listener::bind(&addr, None).await.unwrap();
         drop(again);
         assert!(!path.exists(), "socket file removed when the listener closes");
         std::fs::write(&path, "not a socket").unwrap();
-        let err = Listener::bind(&addr).await.err().unwrap();
+        let err = Listener::bind(&addr, None).await.err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 
     #[tokio::test]
     async fn ephemeral_tcp_port_resolved() {
-        let (_l, addr) = Listener::bind(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (_l, addr) = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).await.unwrap();
         let Address::Tcp { port, .. } = addr else { panic!() };
         assert_ne!(port, 0);
     }

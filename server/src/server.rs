@@ -187,7 +187,7 @@ impl Server {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for address in &config.listen {
-            let (listener, bound) = Listener::bind(address)
+            let (listener, bound) = Listener::bind(address, config.unix_mode)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
             listeners.push(listener);

@@ -304,3 +304,26 @@ impl RawConn {
         true
     }
 }
+
+/// The path of the example program `name` (from `examples/`), built once per test
+/// process from this workspace, in the test's own profile.
+pub fn example_binary(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // target/<profile>/deps/<test-binary> → target/<profile>/examples
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "agora-examples", "--examples"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"))
+            .status()
+            .expect("run cargo build for the examples");
+        assert!(status.success(), "building the examples failed");
+        profile_dir.join("examples")
+    });
+    dir.join(name)
+}

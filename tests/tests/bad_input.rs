@@ -217,3 +217,60 @@ async fn a_client_vanishing_mid_call_harms_nobody() {
     }
     healthy(&server, &bystander).await;
 }
+
+/// A CPython client that is killed mid-message is a lost connection, not a bad frame:
+/// only real protocol violations are logged as warnings.
+#[tokio::test]
+async fn a_vanished_cpython_client_is_not_logged_as_a_bad_frame() {
+    // What a CPython proxy sends first: (None, 'accept_connection', ('x',), {}), pickled;
+    // the connection then serves that client's calls.
+    const ACCEPT: &[u8] = b"\x80\x02(NX\x11\x00\x00\x00accept_connectionX\x01\x00\x00\x00x\x85}t.";
+    let server = Server::start();
+    let python_session = || {
+        let mut raw = server.raw();
+        assert!(raw.handshake(&server.authkey));
+        raw.send_frame(ACCEPT).unwrap();
+        assert!(raw.recv_frame().unwrap().starts_with(b"\x80"), "a pickled reply");
+        raw
+    };
+    // Killed while sending: a header announcing 100 bytes, 10 of them, then gone — with
+    // a reset, as the kernel ends the connections of a killed process.
+    let mut vanished = python_session();
+    vanished.send(&100u32.to_be_bytes()).unwrap();
+    vanished.send(&[0u8; 10]).unwrap();
+    let RawConn::Tcp(socket) = vanished else { unreachable!("a TCP test server") };
+    reset_on_close(&socket);
+    drop(socket);
+    // Once the server has closed it (only the observer's session is left)...
+    let observer = server.client().await;
+    let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+    while observer.stats().await.unwrap().sessions > 1 {
+        assert!(std::time::Instant::now() < deadline, "the vanished client's connection was never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...a real violation, so the log has certainly seen both.
+    let mut violator = python_session();
+    let RawConn::Tcp(socket) = &violator else { unreachable!("a TCP test server") };
+    let violator_peer = socket.local_addr().unwrap();
+    violator.send(&(-2i32).to_be_bytes()).unwrap();
+    server.wait_for_log(&format!("bad frame from a CPython client; closing peer={violator_peer}"));
+    let log = server.log();
+    assert_eq!(log.matches("bad frame").count(), 1, "only the violation is a bad frame:\n{log}");
+}
+
+/// Makes closing `socket` send a reset (SO_LINGER with a zero timeout).
+fn reset_on_close(socket: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+}

@@ -232,7 +232,8 @@ fn repo_file(path: &str) -> PathBuf {
 fn the_example_config_file_is_valid() {
     let printed =
         ok(run(agora(&["serve", "--config", repo_file("deploy/agora.toml").to_str().unwrap(), "--print-config"], &[])));
-    assert_eq!(setting(&printed, "listen"), r#"["0.0.0.0:50000", "unix:/run/agora/agora.sock"]"#);
+    assert_eq!(setting(&printed, "listen"), r#"["127.0.0.1:50000", "unix:/run/agora/agora.sock"]"#);
+    assert_eq!(setting(&printed, "unix-mode"), r#""0666""#);
     assert_eq!(setting(&printed, "metrics"), r#""127.0.0.1:9464""#);
 }
 
@@ -256,4 +257,22 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
     assert!(!stderr.contains("agora.service:"), "warnings about the unit:\n{stderr}");
+}
+
+/// Run by hand, the systemd-oriented paths fail with what to do about them.
+#[test]
+fn missing_runtime_directories_and_key_files_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-such-dir/agora.sock");
+    let out = run(agora(&["serve", "--listen", &format!("unix:{}", socket.display())], &[("AGORA_AUTHKEY", "k")]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no-such-dir does not exist") && stderr.contains("RuntimeDirectory="), "{stderr}");
+
+    let key = dir.path().join("authkey");
+    let out = run(agora(&["serve", "--listen", "127.0.0.1:0", "--authkey-file", key.to_str().unwrap()], &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("create the key file") && stderr.contains("cannot read authkey file"), "{stderr}");
+    assert!(!stderr.contains("authkey read from file"), "not logged as read: {stderr}");
 }

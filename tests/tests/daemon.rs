@@ -109,9 +109,34 @@ fn help_explains_flags_and_the_authkey() {
         "--strict-auth",
         "127.0.0.1:50000",
         "mode 0600",
+        "--workers",
+        "--data-dir",
+        "--max-memory",
+        "--unix-mode",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
+}
+
+#[test]
+fn top_level_help_says_what_agora_is_and_how_to_start() {
+    let out = Command::new(agora_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.starts_with("agora: a shared-state server"), "{help}");
+    assert!(help.contains("GETTING STARTED") && help.contains("agora serve "), "{help}");
+}
+
+#[test]
+fn an_admin_command_with_no_server_says_how_to_name_one() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let out =
+        Command::new(agora_bin()).args(["stats", "--address", &address]).env("AGORA_AUTHKEY", "k").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot connect to {address}")), "{stderr}");
+    assert!(stderr.contains("--address ADDR (or AGORA_ADDRESS)"), "{stderr}");
 }
 
 #[test]
@@ -141,4 +166,18 @@ async fn ipv6_loopback_works() {
         .unwrap()
         .to_owned();
     agora_client::Manager::connect(&v6, &server.authkey).await.unwrap().ping().await.unwrap();
+}
+
+#[test]
+fn unix_socket_files_get_the_mode_asked_for() {
+    for (mode, expected) in [("660", 0o660), ("0600", 0o600)] {
+        let server = Server::start_with(ServerOptions {
+            unix: true,
+            args: vec!["--unix-mode".into(), mode.into()],
+            ..Default::default()
+        });
+        let path = server.address.strip_prefix("unix:").unwrap_or(&server.address);
+        let got = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, expected, "--unix-mode {mode}");
+    }
 }

@@ -38,6 +38,8 @@ async fn exercise_every_kind(manager: &Manager) {
     let list = manager.new_list::<i64>(&[3, 1, 2]).await.unwrap();
     list.push(&5).await.unwrap();
     assert_eq!(list.to_vec().await.unwrap(), vec![3, 1, 2, 5]);
+    list.append(&7).await.unwrap();
+    assert_eq!(list.pop().await.unwrap(), Some(7), "append is push by Python's name");
     assert_eq!(list.get(-1).await.unwrap(), Some(5));
     assert_eq!(list.get(10).await.unwrap(), None);
     assert!(matches!(list.set(10, &0).await, Err(Error::IndexOutOfRange(_))));

@@ -4,36 +4,13 @@
 //! package); these tests run the binaries with a time limit and check their output.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use agora_tests::{Server, HANG_GUARD};
 
-/// The examples' directory, built once per test process from this workspace.
-fn examples_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // target/<profile>/deps/<test-binary> → target/<profile>/examples
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "agora-examples", "--examples"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"))
-            .status()
-            .expect("run cargo build for the examples");
-        assert!(status.success(), "building the examples failed");
-        profile_dir.join("examples")
-    })
-}
-
 fn example(name: &str) -> Command {
-    let mut cmd = Command::new(examples_dir().join(name));
+    let mut cmd = Command::new(agora_tests::example_binary(name));
     // Whatever this environment says about servers is not the examples' business.
     for var in ["AGORA_ADDRESS", "AGORA_AUTHKEY", "AGORA_AUTHKEY_FILE"] {
         cmd.env_remove(var);

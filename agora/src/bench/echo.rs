@@ -25,7 +25,7 @@ const ECHO_MAX_FRAME: u64 = 64 << 20;
 
 /// Binds `address` and returns the listener and the bound address.
 pub async fn bind(address: &Address) -> std::io::Result<(Listener, Address)> {
-    Listener::bind(address).await
+    Listener::bind(address, None).await
 }
 
 /// Accepts and echoes until the task is dropped.

@@ -47,9 +47,16 @@ where
         self.handle.id()
     }
 
-    /// Appends `item` at the end (Python `append`).
-    pub async fn push(&self, item: &T) -> Result<()> {
+    /// Appends `item` at the end (Python `append`; [`List::push`] is the same call,
+    /// by Rust's name).
+    pub async fn append(&self, item: &T) -> Result<()> {
         self.handle.call(methods::list::APPEND.name, vec![encode(item)?]).await.map(drop)
+    }
+
+    /// Appends `item` at the end, like `Vec::push` (the same call as
+    /// [`List::append`], Python's name).
+    pub async fn push(&self, item: &T) -> Result<()> {
+        self.append(item).await
     }
 
     /// The item at `index`, or `None` if the index is out of range

@@ -177,6 +177,11 @@ async fn serve_requests<S: Transport>(
                 match read {
                     Ok(body) => body,
                     Err(agora_proto::io::FrameIoError::Closed) => return,
+                    // A client killed or cut off: its connection ends, nothing was malformed.
+                    Err(e @ (agora_proto::io::FrameIoError::Io(_) | agora_proto::io::FrameIoError::TruncatedFrame)) => {
+                        tracing::debug!(%peer, error = %e, "CPython client connection lost; closing");
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "bad frame from a CPython client; closing");
                         return;
