@@ -93,4 +93,5 @@ pub use proxy::object::Object;
 pub use proxy::queue::{Items, JoinableQueue, Leased, Queue};
 pub use proxy::rlock::RLock;
 pub use proxy::semaphore::Semaphore;
+pub use proxy::set::Set;
 pub use proxy::value::Value;
