@@ -6,7 +6,7 @@
 //!   frozenset only and answer `NotImplemented` to anything else, as CPython's slots do
 //!   (a client's `proxy | [1]` then fails in the client with Python's own `TypeError`);
 //!   the named methods (`union`, `update`, `issuperset`…) take any iterable agora
-//!   understands ([`sequence::into_items`]). Results take the type of their left
+//!   understands (`sequence::into_items`). Results take the type of their left
 //!   operand (`frozenset | s`, reflected through `__ror__`, is a frozenset), and
 //!   which of two equal members survives (`{1} & {1.0}`) follows CPython's loops;
 //! - element rules: an unhashable element is CPython's `TypeError` ("unhashable type:
@@ -696,7 +696,7 @@ mod tests {
         let test =
             |set: &mut SetObject, method: &str, other: Value| call(set, method, vec![other]).unwrap().is_truthy();
         assert!(test(&mut set, "issubset", ints(&[1, 2, 3])) && !test(&mut set, "issubset", ints(&[1])));
-        assert!(test(&mut set, "issubset", s("")) == false);
+        assert!(!test(&mut set, "issubset", s("")), "not a subset of the empty set");
         assert!(test(&mut set, "issuperset", ints(&[1, 1])) && !test(&mut set, "issuperset", set_of(&[3])));
         assert!(test(&mut set, "issuperset", frozen_of(&[2])));
         assert!(test(&mut set, "isdisjoint", ints(&[3, 4])) && !test(&mut set, "isdisjoint", set_of(&[2, 5])));
