@@ -87,11 +87,6 @@ impl Operand {
         }
     }
 
-    /// The set itself, as a (non-frozen) left operand.
-    fn mine(set: &Set) -> Operand {
-        Operand { set: set.clone(), frozen: false }
-    }
-
     /// A result of this operand's type.
     fn typed(&self, set: Set) -> Value {
         if self.frozen {
@@ -116,9 +111,19 @@ fn collect<'a>(members: impl Iterator<Item = &'a Value>) -> Set {
     out
 }
 
+/// Adds `members` (of a set, so hashable) after the set's own; a member equal to one
+/// already there is not added.
+fn add_members(set: &mut Set, members: &Set) {
+    for member in members.iter() {
+        let _ = set.insert(member.clone());
+    }
+}
+
 /// `a | b`: a copy of `a` with `b`'s new members after its own.
 fn union(a: &Set, b: &Set) -> Set {
-    collect(a.iter().chain(b.iter()))
+    let mut out = a.clone();
+    add_members(&mut out, b);
+    out
 }
 
 /// `a & b` for two sets, as CPython's `set_intersection` walks it: through the smaller
@@ -256,16 +261,20 @@ impl SetObject {
     /// `s OP other` and the reflected `other OP s`, for a set or frozenset `other`.
     fn operator(&self, method: &str, other: Value) -> Value {
         let Some(other) = Operand::of(other) else { return not_implemented() };
-        let mine = Operand::mine(&self.set);
         // Reflected operators compute `other OP s`: `other` is the left operand.
-        let (left, right) = if method.starts_with("__r") { (&other, &mine) } else { (&mine, &other) };
+        let reflected = method.starts_with("__r");
+        let (left, right) = if reflected { (&other.set, &self.set) } else { (&self.set, &other.set) };
         let result = match method {
-            "__and__" | "__rand__" => intersection(&left.set, &right.set),
-            "__or__" | "__ror__" => union(&left.set, &right.set),
-            "__sub__" | "__rsub__" => difference(&left.set, &right.set),
-            _ => symmetric_difference(&left.set, &right.set),
+            "__and__" | "__rand__" => intersection(left, right),
+            "__or__" | "__ror__" => union(left, right),
+            "__sub__" | "__rsub__" => difference(left, right),
+            _ => symmetric_difference(left, right),
         };
-        left.typed(result)
+        if reflected {
+            other.typed(result)
+        } else {
+            Value::Set(result)
+        }
     }
 
     /// `s < other`, `s <= other`, `s > other`, `s >= other` for a set or frozenset.
@@ -286,7 +295,7 @@ impl SetObject {
         let Some(other) = Operand::of(other) else { return not_implemented() };
         match method {
             "__iand__" => self.set = intersection(&self.set, &other.set),
-            "__ior__" => self.set = union(&self.set, &other.set),
+            "__ior__" => add_members(&mut self.set, &other.set),
             "__isub__" => {
                 for member in other.set.iter() {
                     let _ = self.set.remove(member);
@@ -357,7 +366,8 @@ impl SetObject {
     /// `s.isdisjoint(other)`: stops at the first common element, as CPython does.
     fn isdisjoint(&self, other: Value) -> Result<bool, WireError> {
         if let Value::Set(set) | Value::FrozenSet(set) = &other {
-            return Ok(intersection(&self.set, set).is_empty());
+            let (small, large) = if set.len() < self.set.len() { (set, &self.set) } else { (&self.set, set) };
+            return Ok(!small.iter().any(|member| has(large, member)));
         }
         for item in sequence::into_items(other)? {
             if self.set.contains(&item)? {
