@@ -220,6 +220,18 @@ impl Manager {
         self.rt.block_on(self.inner.new_list(items)).map(|l| self.wrap(l))
     }
 
+    /// The set named `name`, created empty if it does not exist. The blocking form of
+    /// [`crate::Manager::set`].
+    pub fn set<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Set<T>> {
+        self.rt.block_on(self.inner.set(name)).map(|s| self.wrap(s))
+    }
+
+    /// A new anonymous set holding `items` (Python 3.14's `manager.set(items)`). The
+    /// blocking form of [`crate::Manager::new_set`].
+    pub fn new_set<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<Set<T>> {
+        self.rt.block_on(self.inner.new_set(items)).map(|s| self.wrap(s))
+    }
+
     /// The value named `name`, created holding `initial` if it does not exist. The
     /// blocking form of [`crate::Manager::value`].
     pub fn value<T: Serialize + DeserializeOwned>(&self, name: &str, initial: &T) -> Result<Value<T>> {
@@ -481,6 +493,85 @@ where
 }
 
 blocking_proxy! {
+    /// A shared set of `T` (Python `set`), for synchronous code: the blocking form of
+    /// [`crate::Set`]. Members follow Python's rules (`1` and `1.0` are one member).
+    /// Cheap to clone, `Send + Sync`.
+    Set<T> where [T: Serialize + DeserializeOwned] {
+        /// Adds `member` (Python `add`).
+        fn add(&self, member: &T) -> Result<()>;
+        /// True if `member` is in the set (Python `member in s`, `__contains__`).
+        fn contains(&self, member: &T) -> Result<bool>;
+        /// Removes `member`; returns whether it was there (Python `remove`).
+        fn remove(&self, member: &T) -> Result<bool>;
+        /// Removes `member` if it is there (Python `discard`).
+        fn discard(&self, member: &T) -> Result<()>;
+        /// Removes and returns some member, or `None` if the set is empty
+        /// (Python `pop`).
+        fn pop(&self) -> Result<Option<T>>;
+        /// Number of members (Python `len(s)`, `__len__`).
+        fn len(&self) -> Result<usize>;
+        /// True when the set has no members (Python `len(s) == 0`, `__len__`).
+        fn is_empty(&self) -> Result<bool>;
+        /// Removes every member (Python `clear`).
+        fn clear(&self) -> Result<()>;
+        /// A copy of every member, in no particular order (Python `copy`).
+        fn to_vec(&self) -> Result<Vec<T>>;
+    }
+}
+
+/// The blocking form of a [`crate::Set`] method taking items: same name, arguments
+/// and result.
+macro_rules! blocking_set_with_items {
+    ($($(#[$doc:meta])* fn $method:ident -> $ret:ty;)*) => {
+        impl<T> Set<T>
+        where
+            T: Serialize + DeserializeOwned,
+        {
+            $(
+                $(#[$doc])*
+                #[doc = ""]
+                #[doc = concat!(
+                    "The blocking form of [`Set::", stringify!($method), "`](crate::Set::", stringify!($method), ")."
+                )]
+                pub fn $method<'a, I>(&self, items: I) -> $ret
+                where
+                    I: IntoIterator<Item = &'a T>,
+                    T: 'a,
+                {
+                    self.rt.block_on(self.inner.$method(items))
+                }
+            )*
+        }
+    };
+}
+
+blocking_set_with_items! {
+    /// Adds every item, atomically (Python `update`).
+    fn extend -> Result<()>;
+    /// The members together with `items` (Python `union`).
+    fn union -> Result<Vec<T>>;
+    /// The members also in `items` (Python `intersection`).
+    fn intersection -> Result<Vec<T>>;
+    /// The members not in `items` (Python `difference`).
+    fn difference -> Result<Vec<T>>;
+    /// What is in the set or in `items` but not in both (Python
+    /// `symmetric_difference`).
+    fn symmetric_difference -> Result<Vec<T>>;
+    /// Keeps only the members also in `items` (Python `intersection_update`).
+    fn intersection_update -> Result<()>;
+    /// Removes every member that is in `items` (Python `difference_update`).
+    fn difference_update -> Result<()>;
+    /// Toggles the membership of every item (Python `symmetric_difference_update`).
+    fn symmetric_difference_update -> Result<()>;
+    /// True if every member is in `items` (Python `issubset`).
+    fn is_subset -> Result<bool>;
+    /// True if every item is a member (Python `issuperset`).
+    fn is_superset -> Result<bool>;
+    /// True if no item is a member (Python `isdisjoint`).
+    fn is_disjoint -> Result<bool>;
+}
+
+blocking_proxy! {
     /// A single shared value of type `T` (Python `managers.Value`), for synchronous
     /// code: the blocking form of [`crate::Value`]. Cheap to clone, `Send + Sync`.
     Value<T> where [T: Serialize + DeserializeOwned] {
@@ -557,6 +648,7 @@ mod tests {
         shareable::<Manager>();
         shareable::<Dict<String, std::rc::Rc<u8>>>();
         shareable::<List<std::cell::Cell<u8>>>();
+        shareable::<Set<std::rc::Rc<u8>>>();
         shareable::<Value<std::rc::Rc<u8>>>();
         shareable::<Array<f64>>();
         shareable::<Namespace>();

@@ -1,6 +1,6 @@
 //! # agora-client
 //!
-//! The Rust client for agora, a shared-state server: shared dicts, lists, values,
+//! The Rust client for agora, a shared-state server: shared dicts, lists, sets, values,
 //! arrays, namespaces, queues, locks, semaphores, conditions, events and barriers,
 //! reached through typed proxies over one
 //! multiplexed TCP or Unix-socket connection.
@@ -93,4 +93,5 @@ pub use proxy::object::Object;
 pub use proxy::queue::{Items, JoinableQueue, Leased, Queue};
 pub use proxy::rlock::RLock;
 pub use proxy::semaphore::Semaphore;
+pub use proxy::set::Set;
 pub use proxy::value::Value;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::link::Link;
 use crate::proxy::{encode, Handle};
-use crate::{Array, ArrayItem, Dict, List, Namespace};
+use crate::{Array, ArrayItem, Dict, List, Namespace, Set};
 
 /// How a [`Manager`] behaves when it loses its server: whether it reconnects, and how
 /// long calls wait for that. Pass it to [`Manager::connect_with`];
@@ -257,6 +257,17 @@ impl Manager {
     /// A new anonymous list holding `items` (Python `manager.list(items)`).
     pub async fn new_list<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<List<T>> {
         Ok(List::from_handle(self.open(Kind::List, None, vec![encode(items)?]).await?))
+    }
+
+    /// The set named `name`, created empty if it does not exist (the typeid `set`
+    /// of CPython 3.14's `SyncManager`).
+    pub async fn set<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Set<T>> {
+        Ok(Set::from_handle(self.open(Kind::Set, Some(name), vec![]).await?))
+    }
+
+    /// A new anonymous set holding `items` (Python 3.14's `manager.set(items)`).
+    pub async fn new_set<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<Set<T>> {
+        Ok(Set::from_handle(self.open(Kind::Set, None, vec![encode(items)?]).await?))
     }
 
     /// The value named `name`, created holding `initial` if it does not exist.

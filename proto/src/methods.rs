@@ -117,6 +117,7 @@ pub fn table(kind: &Kind) -> Option<&'static [MethodSpec]> {
     Some(match kind {
         Kind::Dict => dict::METHODS,
         Kind::List => list::METHODS,
+        Kind::Set => set::METHODS,
         Kind::Value => value::METHODS,
         Kind::Array => array::METHODS,
         Kind::Namespace => namespace::METHODS,
@@ -253,6 +254,140 @@ pub mod list {
     pub const METHODS: &[MethodSpec] = &[
         ADD, CONTAINS, DELITEM, GETITEM, LEN, MUL, REVERSED, RMUL, SETITEM, APPEND, COUNT, EXTEND, INDEX, INSERT, POP,
         REMOVE, REVERSE, SORT, IMUL, CLEAR, COPY,
+    ];
+}
+
+/// `set`: CPython 3.14's `SetProxy` methods, in its exposed order. Every one is exposed:
+/// agora adds nothing of its own to sets.
+///
+/// The set-algebra operators (`__and__`, `__or__`, `__ior__`…) and the comparisons
+/// take sets only, as CPython's do (anything else answers `NotImplemented`); the named
+/// methods (`union`, `issubset`…) take any iterable.
+pub mod set {
+    use super::MethodSpec;
+
+    /// `set(iterable=())`.
+    pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("set", &["iterable"], 0);
+
+    /// `s & other`.
+    pub const AND: MethodSpec = MethodSpec::new("__and__", &["value"]).read_only().python();
+    /// `set[item]`: the generic alias `types.GenericAlias(set, (item,))`.
+    pub const CLASS_GETITEM: MethodSpec = MethodSpec::new("__class_getitem__", &["item"]).read_only().python();
+    /// `elem in s`.
+    pub const CONTAINS: MethodSpec = MethodSpec::new("__contains__", &["key"]).read_only().python();
+    /// `s &= other`. Not storing: it keeps only values equal to members, which the set
+    /// already holds, and it never grows the set.
+    pub const IAND: MethodSpec = MethodSpec::new("__iand__", &["value"]).python();
+    /// `s |= other`.
+    pub const IOR: MethodSpec = MethodSpec::new("__ior__", &["value"]).stores().python();
+    /// `s -= other`.
+    pub const ISUB: MethodSpec = MethodSpec::new("__isub__", &["value"]).python();
+    /// `iter(s)`: an iterator over a copy of the members.
+    pub const ITER: MethodSpec = MethodSpec::new("__iter__", &[]).read_only().python();
+    /// `s ^= other`.
+    pub const IXOR: MethodSpec = MethodSpec::new("__ixor__", &["value"]).stores().python();
+    /// `len(s)`.
+    pub const LEN: MethodSpec = MethodSpec::new("__len__", &[]).read_only().python();
+    /// `s | other`.
+    pub const OR: MethodSpec = MethodSpec::new("__or__", &["value"]).read_only().python();
+    /// `other & s`.
+    pub const RAND: MethodSpec = MethodSpec::new("__rand__", &["value"]).read_only().python();
+    /// `other | s`.
+    pub const ROR: MethodSpec = MethodSpec::new("__ror__", &["value"]).read_only().python();
+    /// `other - s`.
+    pub const RSUB: MethodSpec = MethodSpec::new("__rsub__", &["value"]).read_only().python();
+    /// `other ^ s`.
+    pub const RXOR: MethodSpec = MethodSpec::new("__rxor__", &["value"]).read_only().python();
+    /// `s - other`.
+    pub const SUB: MethodSpec = MethodSpec::new("__sub__", &["value"]).read_only().python();
+    /// `s ^ other`.
+    pub const XOR: MethodSpec = MethodSpec::new("__xor__", &["value"]).read_only().python();
+    /// `s >= other`.
+    pub const GE: MethodSpec = MethodSpec::new("__ge__", &["value"]).read_only().python();
+    /// `s > other`.
+    pub const GT: MethodSpec = MethodSpec::new("__gt__", &["value"]).read_only().python();
+    /// `s <= other`.
+    pub const LE: MethodSpec = MethodSpec::new("__le__", &["value"]).read_only().python();
+    /// `s < other`.
+    pub const LT: MethodSpec = MethodSpec::new("__lt__", &["value"]).read_only().python();
+    /// `s.add(elem)`.
+    pub const ADD: MethodSpec = MethodSpec::new("add", &["elem"]).stores().python();
+    /// `s.clear()`.
+    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]).python();
+    /// `s.copy()`.
+    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only().python();
+    /// `s.difference(*others)`.
+    pub const DIFFERENCE: MethodSpec = MethodSpec::new("difference", &[]).with_var_positional().read_only().python();
+    /// `s.difference_update(*others)`.
+    pub const DIFFERENCE_UPDATE: MethodSpec = MethodSpec::new("difference_update", &[]).with_var_positional().python();
+    /// `s.discard(elem)`.
+    pub const DISCARD: MethodSpec = MethodSpec::new("discard", &["elem"]).python();
+    /// `s.intersection(*others)`.
+    pub const INTERSECTION: MethodSpec =
+        MethodSpec::new("intersection", &[]).with_var_positional().read_only().python();
+    /// `s.intersection_update(*others)`: not storing, like [`IAND`].
+    pub const INTERSECTION_UPDATE: MethodSpec =
+        MethodSpec::new("intersection_update", &[]).with_var_positional().python();
+    /// `s.isdisjoint(other)`.
+    pub const ISDISJOINT: MethodSpec = MethodSpec::new("isdisjoint", &["other"]).read_only().python();
+    /// `s.issubset(other)`.
+    pub const ISSUBSET: MethodSpec = MethodSpec::new("issubset", &["other"]).read_only().python();
+    /// `s.issuperset(other)`.
+    pub const ISSUPERSET: MethodSpec = MethodSpec::new("issuperset", &["other"]).read_only().python();
+    /// `s.pop()`.
+    pub const POP: MethodSpec = MethodSpec::new("pop", &[]).python();
+    /// `s.remove(elem)`.
+    pub const REMOVE: MethodSpec = MethodSpec::new("remove", &["elem"]).python();
+    /// `s.symmetric_difference(other)`.
+    pub const SYMMETRIC_DIFFERENCE: MethodSpec =
+        MethodSpec::new("symmetric_difference", &["other"]).read_only().python();
+    /// `s.symmetric_difference_update(other)`.
+    pub const SYMMETRIC_DIFFERENCE_UPDATE: MethodSpec =
+        MethodSpec::new("symmetric_difference_update", &["other"]).stores().python();
+    /// `s.union(*others)`.
+    pub const UNION: MethodSpec = MethodSpec::new("union", &[]).with_var_positional().read_only().python();
+    /// `s.update(*others)`.
+    pub const UPDATE: MethodSpec = MethodSpec::new("update", &[]).with_var_positional().stores().python();
+
+    /// CPython 3.14's `SetProxy` methods, in its exposed order.
+    pub const METHODS: &[MethodSpec] = &[
+        AND,
+        CLASS_GETITEM,
+        CONTAINS,
+        IAND,
+        IOR,
+        ISUB,
+        ITER,
+        IXOR,
+        LEN,
+        OR,
+        RAND,
+        ROR,
+        RSUB,
+        RXOR,
+        SUB,
+        XOR,
+        GE,
+        GT,
+        LE,
+        LT,
+        ADD,
+        CLEAR,
+        COPY,
+        DIFFERENCE,
+        DIFFERENCE_UPDATE,
+        DISCARD,
+        INTERSECTION,
+        INTERSECTION_UPDATE,
+        ISDISJOINT,
+        ISSUBSET,
+        ISSUPERSET,
+        POP,
+        REMOVE,
+        SYMMETRIC_DIFFERENCE,
+        SYMMETRIC_DIFFERENCE_UPDATE,
+        UNION,
+        UPDATE,
     ];
 }
 
@@ -528,6 +663,7 @@ mod tests {
         vec![
             ("dict", dict::METHODS),
             ("list", list::METHODS),
+            ("set", set::METHODS),
             ("value", value::METHODS),
             ("array", array::METHODS),
             ("namespace", namespace::METHODS),
@@ -560,6 +696,7 @@ mod tests {
         let constructors = [
             dict::CONSTRUCTOR,
             list::CONSTRUCTOR,
+            set::CONSTRUCTOR,
             value::CONSTRUCTOR,
             array::CONSTRUCTOR,
             namespace::CONSTRUCTOR,

@@ -69,6 +69,8 @@ pub enum Kind {
     Dict,
     /// `list`
     List,
+    /// `set` (CPython 3.14's `SyncManager.set()`)
+    Set,
     /// `Value`
     Value,
     /// `Array`
@@ -99,9 +101,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every built-in kind.
-    pub const BUILTIN: [Kind; 14] = [
+    pub const BUILTIN: [Kind; 15] = [
         Kind::Dict,
         Kind::List,
+        Kind::Set,
         Kind::Value,
         Kind::Array,
         Kind::Namespace,
@@ -121,6 +124,7 @@ impl Kind {
         match self {
             Kind::Dict => "dict",
             Kind::List => "list",
+            Kind::Set => "set",
             Kind::Value => "Value",
             Kind::Array => "Array",
             Kind::Namespace => "Namespace",

@@ -438,6 +438,195 @@ def scenario_errors(m):
     eq(d["ok"], True, "connection usable after errors")
 
 
+
+# --- CPython 3.14's set typeid ---------------------------------------------------------
+
+# CPython 3.14's SetProxy, rebuilt for older clients: its exposed list, in its order, and
+# the in-place operators returning the proxy itself. (Module level, so proxies pickle.)
+SET_EXPOSED = (
+    "__and__", "__class_getitem__", "__contains__", "__iand__", "__ior__",
+    "__isub__", "__iter__", "__ixor__", "__len__", "__or__", "__rand__",
+    "__ror__", "__rsub__", "__rxor__", "__sub__", "__xor__",
+    "__ge__", "__gt__", "__le__", "__lt__",
+    "add", "clear", "copy", "difference", "difference_update", "discard",
+    "intersection", "intersection_update", "isdisjoint", "issubset",
+    "issuperset", "pop", "remove", "symmetric_difference",
+    "symmetric_difference_update", "union", "update",
+)
+BaseSetProxy = managers.MakeProxyType("BaseSetProxy", SET_EXPOSED)
+
+
+class SetProxy(BaseSetProxy):
+    def __ior__(self, value):
+        self._callmethod("__ior__", (value,))
+        return self
+
+    def __iand__(self, value):
+        self._callmethod("__iand__", (value,))
+        return self
+
+    def __ixor__(self, value):
+        self._callmethod("__ixor__", (value,))
+        return self
+
+    def __isub__(self, value):
+        self._callmethod("__isub__", (value,))
+        return self
+
+
+def _members(value):
+    """A set's members as comparable text: which of two equal members (1, 1.0, True)
+    is kept shows, and iteration order does not matter."""
+    return sorted(repr(x) for x in value)
+
+
+def _outcome(fn, operand):
+    """What fn(operand) gave, normalised for comparison with a local set."""
+    try:
+        result = fn(operand)
+    except Exception as e:  # noqa: BLE001 - the exception is the outcome
+        return ("raised", type(e), str(e))
+    if result is operand:
+        return ("self",)
+    if isinstance(result, (set, frozenset)):
+        return (type(result), _members(result))
+    return (type(result), result)
+
+
+def scenario_set(m):
+    """Every method of 3.14's SetProxy, each compared with a local set doing the same."""
+    SyncManager.register("set", set, SetProxy)
+    eq(m.set()._getvalue(), set(), "set()")
+    for init in ([3, 1, 3], "abca", {"k": 1, "j": 2}, range(4), (None, 1.5, (1, "t")), b"ab", frozenset({2})):
+        s = m.set(init)
+        eq(type(s), SetProxy, "the registered proxy type")
+        eq(_members(s._getvalue()), _members(set(init)), f"set({init!r})")
+    e = raises(RemoteError, m.set, 5)
+    assert "'int' object is not iterable" in str(e), str(e)
+    e = raises(RemoteError, m.set, [[1]])
+    assert "unhashable type: 'list'" in str(e), str(e)
+
+    initial = [1, 2, "a", (1, 2), frozenset({1}), None, 2.5]
+    shared, local = m.set(initial), set(initial)
+
+    def same(what, fn, message=True):
+        """fn on the shared set and on the local one: the same outcome and state."""
+        got, want = _outcome(fn, shared), _outcome(fn, local)
+        if not message and got[0] == want[0] == "raised":
+            got, want = got[:2], want[:2]
+        eq(got, want, what)
+        eq(_members(shared._getvalue()), _members(local), f"{what}: state after")
+
+    import operator
+    others = [{1, 2, 3}, frozenset({"a", 9}), set(), {1.0, True, 2}, {(1, 2), frozenset({1}), "z"}]
+    # Operators, plain and reflected, with sets and frozensets on either side.
+    for other in others:
+        for name in ("and_", "or_", "sub", "xor", "lt", "le", "gt", "ge"):
+            op = getattr(operator, name)
+            same(f"s {name} {other!r}", lambda s: op(s, other))
+            same(f"{other!r} {name} s", lambda s: op(other, s))
+        for dunder in ("__and__", "__rand__", "__or__", "__ror__", "__sub__", "__rsub__", "__xor__", "__rxor__",
+                       "__lt__", "__le__", "__gt__", "__ge__"):
+            same(f"s.{dunder}({other!r})", lambda s: getattr(s, dunder)(other))
+    # Anything but a set: NotImplemented, so Python's own TypeError (it names the proxy
+    # type where a local set names 'set': compare the exception type only).
+    for other in ([1], (1,), 1, "a", None, {1: 2}):
+        for name in ("and_", "or_", "sub", "xor", "lt", "le", "gt", "ge"):
+            op = getattr(operator, name)
+            same(f"s {name} {other!r}", lambda s: op(s, other), message=False)
+        for dunder in ("__and__", "__ror__", "__lt__"):
+            same(f"s.{dunder}({other!r})", lambda s: getattr(s, dunder)(other))
+    # 3.14's in-place wrappers ignore what the server answers: `s |= [1]` changes
+    # nothing and raises nothing on a shared set (where a local set raises).
+    before = shared._getvalue()
+    target = shared
+    target |= [99]
+    assert target is shared, "s |= … gives back the proxy"
+    eq(shared._getvalue(), before, "s |= list: NotImplemented, ignored by the wrapper")
+
+    # Membership, with Python's hash rules (a set is looked up as a frozenset).
+    for x in (1, 1.0, True, "a", "b", (1, 2), frozenset({1}), {1}, {2}, None, [1], ({1},), {"k": 1}):
+        same(f"{x!r} in s", lambda s: x in s)
+        same(f"s.__contains__({x!r})", lambda s: s.__contains__(x))
+    same("len(s)", len)
+    same("copy", lambda s: s.copy())
+
+    # The named methods, each with several kinds of iterable.
+    iterables = [[1, 7], (2, "a"), {1.0: "x"}, "ab", range(3), b"\x01", {frozenset({1}), 5}, frozenset()]
+    for method in ("union", "intersection", "difference"):
+        same(f"{method}()", lambda s: getattr(s, method)())
+        for it in iterables:
+            same(f"{method}({it!r})", lambda s: getattr(s, method)(it))
+        same(f"{method}(*several)", lambda s: getattr(s, method)(*iterables))
+        same(f"{method}(bad)", lambda s: getattr(s, method)([1], [[2]]))
+        same(f"{method}(not iterable)", lambda s: getattr(s, method)(5))
+    for method in ("symmetric_difference", "isdisjoint", "issubset", "issuperset"):
+        for it in iterables + [[], [1, 2, "a", (1, 2), frozenset({1}), None, 2.5, 3]]:
+            same(f"{method}({it!r})", lambda s: getattr(s, method)(it))
+        same(f"{method}(not iterable)", lambda s: getattr(s, method)(5))
+        same(f"{method}(unhashable)", lambda s: getattr(s, method)([[1]]))
+        raises(TypeError, getattr(shared, method))
+
+    # Mutators, on the shared set and the local twin alike.
+    same("add", lambda s: s.add("new"))
+    same("add equal", lambda s: s.add(1.0))
+    same("add unhashable", lambda s: s.add([1]))
+    same("add set", lambda s: s.add({1}))
+    same("remove", lambda s: s.remove("new"))
+    same("remove missing", lambda s: s.remove("new"))
+    same("remove set as frozenset", lambda s: s.remove({1}))
+    same("remove missing set", lambda s: s.remove({7}))
+    same("remove unhashable", lambda s: s.remove([1]))
+    same("discard", lambda s: s.discard("a"))
+    same("discard missing", lambda s: s.discard("a"))
+    same("discard unhashable", lambda s: s.discard([1]))
+    same("update", lambda s: s.update([10, 11], "xy", {12}))
+    same("update, bad element after good ones", lambda s: s.update([13, [14], 15]))
+    same("difference_update", lambda s: s.difference_update([10], {"x"}))
+    same("intersection_update", lambda s: s.intersection_update(s.copy() - {11}))
+    same("intersection_update, bad", lambda s: s.intersection_update([1], [[1]]))
+    same("symmetric_difference_update", lambda s: s.symmetric_difference_update([1, 2, 77]))
+    same("symmetric_difference_update, bad", lambda s: s.symmetric_difference_update([1, [2]]))
+    for name, other in (("ior", {5, 6.0}), ("iand", {5.0, 6, 1, "y"}), ("isub", frozenset({6})),
+                        ("ixor", {6, 7}), ("ior", set()), ("iand", {1.0, 5})):
+        same(f"{name} {other!r}", lambda s: getattr(operator, name)(s, other))
+    for x in ("p", "q"):
+        same("add", lambda s: s.add(x))
+    while len(local):
+        popped = shared.pop()
+        assert popped in local, f"pop gave {popped!r}, not a member of {local!r}"
+        local.remove(popped)
+        eq(_members(shared._getvalue()), _members(local), "after pop")
+    same("pop empty", lambda s: s.pop())
+    same("update again", lambda s: s.update(initial))
+    same("clear", lambda s: s.clear())
+    same("pop after clear", lambda s: s.pop())
+
+    # Iteration: 3.14's __iter__ answers a local iterator over a copy.
+    shared.update(initial)
+    it = iter(shared)
+    assert iter(it) is it, "an iterator"
+    eq(_members(list(it)), _members(initial), "iter(s)")
+    eq(_members(shared), _members(initial), "for x in s")
+    eq(list(iter(m.set())), [], "iter(empty)")
+    # str() and _getvalue()
+    eq(str(m.set()), "set()", "str(empty)")
+    eq(str(m.set(["only"])), "{'only'}", "str(s)")
+    eq(m.set([1, 2])._getvalue(), {1, 2}, "_getvalue")
+    if PY >= (3, 9):
+        # The proxy's own __class_getitem__ is a class method (as in 3.14): call the
+        # referent's through _callmethod.
+        eq(shared._callmethod("__class_getitem__", (int,)), set[int], "__class_getitem__")
+        eq(shared._callmethod("__class_getitem__", ((int, str),)), set[int, str], "__class_getitem__ of a tuple")
+
+    # A set proxy stored in a dict comes back as a working SetProxy for the same set.
+    d = m.dict()
+    d["s"] = shared
+    back = d["s"]
+    back.add("via dict")
+    assert "via dict" in shared, "a set stored in a dict is the same set"
+    eq(type(back), SetProxy, "it comes back as a SetProxy")
+
 # --- iteration, str/repr, _getvalue ----------------------------------------------------
 
 

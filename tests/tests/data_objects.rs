@@ -1,4 +1,4 @@
-//! The five data kinds end to end: a Rust client against the real `agora` binary,
+//! The six data kinds end to end: a Rust client against the real `agora` binary,
 //! over TCP and over a Unix socket.
 
 use agora_client::{Error, Manager};
@@ -49,6 +49,51 @@ async fn exercise_every_kind(manager: &Manager) {
     assert_eq!(list.position(&3).await.unwrap(), Some(2));
     assert_eq!(list.position(&42).await.unwrap(), None);
     assert_eq!(list.len().await.unwrap(), 3);
+
+    // set: Python's member rules, set algebra on the server, named and anonymous
+    let tags = manager.set::<String>("tags").await.unwrap();
+    tags.add(&"red".into()).await.unwrap();
+    tags.extend(&["green".to_string(), "red".to_string(), "blue".to_string()]).await.unwrap();
+    assert_eq!(tags.len().await.unwrap(), 3, "duplicates collapse");
+    assert!(tags.contains(&"green".into()).await.unwrap());
+    assert!(!tags.contains(&"pink".into()).await.unwrap());
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let warm = ["red".to_string(), "orange".to_string()];
+    assert_eq!(tags.intersection(&warm).await.unwrap(), vec!["red".to_string()]);
+    assert_eq!(sorted(tags.difference(&warm).await.unwrap()), ["blue", "green"]);
+    assert_eq!(sorted(tags.union(&warm).await.unwrap()), ["blue", "green", "orange", "red"]);
+    assert_eq!(sorted(tags.symmetric_difference(&warm).await.unwrap()), ["blue", "green", "orange"]);
+    assert!(!tags.is_disjoint(&warm).await.unwrap());
+    assert!(tags.is_superset(&["red".to_string()]).await.unwrap());
+    assert!(!tags.is_subset(&warm).await.unwrap());
+    assert_eq!(tags.len().await.unwrap(), 3, "the algebra left the set alone");
+    assert!(tags.remove(&"red".into()).await.unwrap());
+    assert!(!tags.remove(&"red".into()).await.unwrap(), "already gone: KeyError becomes false");
+    tags.discard(&"red".into()).await.unwrap();
+    tags.symmetric_difference_update(&["blue".to_string(), "cyan".to_string()]).await.unwrap();
+    assert_eq!(sorted(tags.to_vec().await.unwrap()), ["cyan", "green"]);
+    tags.intersection_update(&["cyan".to_string()]).await.unwrap();
+    tags.difference_update(&["cyan".to_string()]).await.unwrap();
+    assert!(tags.is_empty().await.unwrap());
+    assert_eq!(tags.pop().await.unwrap(), None, "pop of an empty set: KeyError becomes None");
+    let again = manager.set::<String>("tags").await.unwrap();
+    assert_eq!(again.id(), tags.id(), "named: get-or-create");
+    // Numbers follow Python: 1 and 1.0 are one member, whatever the Rust type.
+    let numbers = manager.new_set::<f64>(&[1.0, 2.5]).await.unwrap();
+    let as_ints = manager.new_set::<i64>(&[1, 7]).await.unwrap();
+    assert!(numbers.contains(&1.0).await.unwrap());
+    assert!(as_ints.contains(&1).await.unwrap());
+    assert!(numbers.is_disjoint(&[3.0]).await.unwrap());
+    assert_eq!(numbers.intersection(&[1.0, 9.0]).await.unwrap(), vec![1.0]);
+    assert_eq!(as_ints.pop().await.unwrap(), Some(7), "pop takes the newest member");
+    // A member must be hashable in Python's sense.
+    let lists = manager.new_set::<Vec<u8>>(&[]).await.unwrap();
+    let refused = lists.add(&vec![1]).await.unwrap_err();
+    assert!(matches!(&refused, Error::TypeMismatch(m) if m == "unhashable type: 'list'"), "{refused:?}");
+    assert!(matches!(manager.new_set::<Vec<u8>>(&[vec![1]]).await, Err(Error::TypeMismatch(_))));
 
     // Value: get/set plus atomic add and compare-and-set
     let counter = manager.value::<i64>("counter", &10).await.unwrap();

@@ -1,8 +1,8 @@
 //! Unmodified CPython clients (every 3.8–3.13 found, see `python_support`) against the
-//! real `agora` binary: each typeid and method, each error type as the real Python
-//! exception, iteration, str/repr/_getvalue, nested proxies, refcounts, many client
-//! processes at once, a killed client's locks released, the master/worker pattern
-//! shared with a Rust client, wrong authkeys, Pool refused, TCP and Unix sockets.
+//! real `agora` binary: each typeid and method (3.14's `set` too), each error type as
+//! the real Python exception, iteration, str/repr/_getvalue, nested proxies, refcounts,
+//! many client processes at once, a killed client's locks released, the master/worker
+//! pattern shared with a Rust client, wrong authkeys, Pool refused, TCP and Unix sockets.
 //!
 //! The scenarios themselves are Python (`tests/python/scenarios.py SCENARIO ADDRESS`);
 //! each raises on any difference from CPython's own manager. Every scenario runs once
@@ -62,6 +62,14 @@ fn errors_arrive_as_the_real_python_exceptions() {
 #[test]
 fn dict_and_list_iteration() {
     each_version("iteration");
+}
+
+/// CPython 3.14's `set` typeid from every older CPython: a stock client registers it with
+/// a `SetProxy` built like 3.14's, and every method's result (or exception) and the
+/// set's state after it match a local `set` doing the same.
+#[test]
+fn the_set_typeid_of_cpython_3_14() {
+    each_version("set");
 }
 
 #[test]

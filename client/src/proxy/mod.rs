@@ -28,6 +28,7 @@ pub mod object;
 pub mod queue;
 pub mod rlock;
 pub mod semaphore;
+pub mod set;
 pub mod value;
 
 /// Names the call that returns a hand-off whose caller stopped waiting: the value in,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use agora_proto::native::{Args, Kind, ObjectId};
 use agora_proto::reference::ObjectRef;
+use agora_proto::value::Set;
 use agora_proto::Value;
 
 use super::*;
@@ -72,14 +73,15 @@ fn s(text: &str) -> Value {
 }
 
 /// A little of everything: a named dict holding an anonymous list, a counter, a queue
-/// with an item out on lease, a lock held (its token returned), an anonymous dict only
-/// a client holds.
+/// with an item out on lease, a lock held (its token returned), a set, an anonymous
+/// dict only a client holds.
 fn workload(engine: &Engine, rounds: i64) -> (ObjectId, i64) {
     let c = Client::new(engine);
     let dict = c.open(Kind::Dict, Some("config"), vec![]);
     let counter = c.open(Kind::Value, Some("hits"), vec![s("i"), Value::Int(0)]);
     let queue = c.open(Kind::Queue, Some("jobs"), vec![]);
     let lock = c.open(Kind::Lock, Some("leader"), vec![]);
+    let tags = c.open(Kind::Set, Some("tags"), vec![Value::List(vec![s("x")])]);
     let held = c.open(Kind::List, None, vec![Value::List(vec![Value::Int(1)])]);
     let _loose = c.open(Kind::Dict, None, vec![]);
     c.call(dict, "__setitem__", vec![s("nested"), ObjectRef::new(held, "list").to_value()]);
@@ -87,6 +89,7 @@ fn workload(engine: &Engine, rounds: i64) -> (ObjectId, i64) {
         c.call(dict, "__setitem__", vec![s(&format!("k{i}")), Value::Int(i)]);
         c.call(counter, "add", vec![Value::Int(1)]);
         c.call(queue, "put", vec![Value::Int(i)]);
+        c.call(tags, "__ixor__", vec![Value::Set(Set::from_values([Value::Int(i % 4), s("x")]).unwrap())]);
     }
     c.call(queue, "get_leased", vec![Value::Bool(false)]);
     let Value::Int(token) = c.call(lock, "acquire_fenced", vec![]) else { panic!("no token") };
@@ -121,11 +124,14 @@ fn a_restart_keeps_named_objects_and_what_they_hold_and_releases_the_rest() {
     // Named objects and the anonymous list the dict holds survive; the anonymous dict
     // only a client of the old run held does not.
     let names: Vec<String> = engine.named().into_iter().map(|o| o.name).collect();
-    assert_eq!(names, ["config", "hits", "jobs", "leader"]);
+    assert_eq!(names, ["config", "hits", "jobs", "leader", "tags"]);
     let kinds: Vec<Kind> = engine.objects().into_iter().map(|o| o.kind).collect();
     assert_eq!(kinds.iter().filter(|k| **k == Kind::List).count(), 1);
     assert_eq!(kinds.iter().filter(|k| **k == Kind::Dict).count(), 1);
     assert_eq!(engine.value_of(dict).unwrap().1.py_repr().matches("k").count(), 3);
+    // The set has its members: 0, 1 and 2 toggled in, `x` out, in and out again.
+    let tags = c.open(Kind::Set, Some("tags"), vec![]);
+    assert_eq!(engine.value_of(tags).unwrap().1.py_repr(), "{0, 1, 2}");
     // The lock of the ended session is free, and its next token is larger.
     let lock = c.open(Kind::Lock, Some("leader"), vec![]);
     let Value::Int(next) = c.call(lock, "acquire_fenced", vec![Value::Bool(false)]) else { panic!() };

@@ -345,7 +345,7 @@ mod replay {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => (0..3usize, 0..8usize, 0..6usize).prop_map(|(session, object, method)| Step::Call { session, object, method }),
+            6 => (0..3usize, 0..9usize, 0..6usize).prop_map(|(session, object, method)| Step::Call { session, object, method }),
             2 => (1..2_000u64).prop_map(|millis| Step::Advance { millis }),
             1 => (0..8usize).prop_map(|call| Step::Expire { call }),
             1 => (0..8usize).prop_map(|call| Step::Abandon { call }),
@@ -465,6 +465,19 @@ mod replay {
                     ("clear", vec![]),
                     ("get", vec![Value::Int(1)]),
                     ("update", vec![Value::List(vec![Value::Tuple(vec![Value::Int(4), Value::Int(5)])])]),
+                ],
+            ),
+            (
+                Kind::Set,
+                "t",
+                vec![Value::List(vec![Value::Int(1)])],
+                vec![
+                    ("add", vec![Value::Int(2)]),
+                    ("update", vec![Value::List(vec![Value::Float(3.0), Value::Str("x".into())])]),
+                    ("pop", vec![]),
+                    ("__ixor__", vec![Value::Set(agora_proto::value::Set::from_values([Value::Int(1)]).unwrap())]),
+                    ("discard", vec![Value::Int(2)]),
+                    ("intersection_update", vec![Value::List(vec![Value::Int(1), Value::Int(3)])]),
                 ],
             ),
         ]

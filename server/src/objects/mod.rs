@@ -28,6 +28,7 @@ pub mod queue;
 pub mod rlock;
 pub mod semaphore;
 mod sequence;
+pub mod set;
 pub mod value;
 
 /// The constructor signature of `kind` (as Python's callable for the typeid declares
@@ -37,6 +38,7 @@ pub fn constructor(kind: &Kind, custom: &CustomKinds) -> Option<&'static MethodS
     Some(match kind {
         Kind::Dict => &dict::CONSTRUCTOR,
         Kind::List => &list::CONSTRUCTOR,
+        Kind::Set => &set::CONSTRUCTOR,
         Kind::Value => &value::CONSTRUCTOR,
         Kind::Array => &array::CONSTRUCTOR,
         Kind::Namespace => &namespace::CONSTRUCTOR,
@@ -60,6 +62,7 @@ pub fn construct(kind: &Kind, args: Args, custom: &CustomKinds) -> Result<Box<dy
     Ok(match kind {
         Kind::Dict => Box::new(dict::DictObject::new(args)?),
         Kind::List => Box::new(list::ListObject::new(args)?),
+        Kind::Set => Box::new(set::SetObject::new(args)?),
         Kind::Value => Box::new(value::ValueObject::new(args)?),
         Kind::Array => Box::new(array::ArrayObject::new(args)?),
         Kind::Namespace => Box::new(namespace::NamespaceObject::new(args)?),
@@ -89,6 +92,7 @@ pub fn restore(kind: &Kind, state: &[u8]) -> Result<Box<dyn SharedObject>, Strin
     match kind {
         Kind::Dict => decode::<dict::DictObject>(state),
         Kind::List => decode::<list::ListObject>(state),
+        Kind::Set => decode::<set::SetObject>(state),
         Kind::Value => decode::<value::ValueObject>(state),
         Kind::Array => decode::<array::ArrayObject>(state),
         Kind::Namespace => decode::<namespace::NamespaceObject>(state),

@@ -36,11 +36,12 @@ const ITERATOR_GENERATOR: &[&str] = &["send", "throw", "close"];
 /// ([`agora_proto::methods`]), with CPython's quirks above. Empty for a custom kind
 /// (whose every method is exposed). Computed once per kind.
 pub fn exposed(kind: &Kind) -> &'static [&'static str] {
-    const SLOTS: usize = 13;
+    const SLOTS: usize = 14;
     static LISTS: [OnceLock<Vec<&'static str>>; SLOTS] = [const { OnceLock::new() }; SLOTS];
     let slot = match kind {
         Kind::Dict => 0,
         Kind::List => 1,
+        Kind::Set => 13,
         Kind::Value => 2,
         Kind::Array => 3,
         Kind::Namespace => 4,
@@ -92,8 +93,9 @@ pub fn unsupported(typeid: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    /// What CPython (3.13's `SyncManager`) sends for each typeid, plus agora's queue
-    /// additions: the conformance fixture the declarations must reproduce byte for byte.
+    /// What CPython (3.13's `SyncManager`; 3.14's for `set`, which 3.13 lacks) sends
+    /// for each typeid, plus agora's queue additions: the conformance fixture the
+    /// declarations must reproduce byte for byte.
     fn cpython() -> Vec<(Kind, Vec<&'static str>)> {
         let queue = vec![
             "empty",
@@ -166,6 +168,48 @@ mod tests {
                     "update",
                     "values",
                     "__iter__",
+                ],
+            ),
+            (
+                Kind::Set,
+                vec![
+                    "__and__",
+                    "__class_getitem__",
+                    "__contains__",
+                    "__iand__",
+                    "__ior__",
+                    "__isub__",
+                    "__iter__",
+                    "__ixor__",
+                    "__len__",
+                    "__or__",
+                    "__rand__",
+                    "__ror__",
+                    "__rsub__",
+                    "__rxor__",
+                    "__sub__",
+                    "__xor__",
+                    "__ge__",
+                    "__gt__",
+                    "__le__",
+                    "__lt__",
+                    "add",
+                    "clear",
+                    "copy",
+                    "difference",
+                    "difference_update",
+                    "discard",
+                    "intersection",
+                    "intersection_update",
+                    "isdisjoint",
+                    "issubset",
+                    "issuperset",
+                    "pop",
+                    "remove",
+                    "symmetric_difference",
+                    "symmetric_difference_update",
+                    "union",
+                    "update",
                 ],
             ),
             (Kind::Value, vec!["get", "set"]),

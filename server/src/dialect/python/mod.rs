@@ -263,7 +263,8 @@ impl PyConn<'_> {
                 "AttributeError",
                 &format!("method '{method}' of <class '{kind}'> object is not in exposed"),
             )),
-            "__iter__" => self.iterate(id),
+            // A dict's iterator is an object of its own; a set answers `__iter__` itself.
+            "__iter__" if kind == agora_proto::native::Kind::Dict => self.iterate(id),
             _ => {
                 let at = engine.now();
                 let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
