@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, Time};
 pub use command::{Access, Answer, Command, Effects, Keep};
-pub use ctx::{CounterValues, Counters, Ctx, Harness, Outputs};
+pub use ctx::{CounterValues, Counters, Ctx, Harness, Move, Outputs};
 pub use image::{EngineImage, SessionImage};
 pub use journal::{decode_record, encode_record, log_unwritable, Journal, Lsn, RecordRead, Tail, RECORD_HEADER};
 pub use session::Session;
@@ -331,6 +331,7 @@ impl Engine {
             return self.call_now(session.expect("a session command"), object, access, &method, args, at);
         }
         let mut out = Outputs::default();
+        let at = command.at();
         let reply = match command {
             Command::OpenSession { .. } | Command::Call { .. } => unreachable!("handled above"),
             Command::EndSession { at, .. } => {
@@ -386,8 +387,68 @@ impl Engine {
                 Ok(Answer::Done)
             }
         };
+        if !out.moves.is_empty() {
+            self.settle_moves(at, &mut out);
+        }
         self.unpark(&out.deliveries);
         Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: true, lsn: None }
+    }
+
+    /// Carries out the moves objects asked for ([`Ctx::move_to`]: a queue's dead
+    /// letters) within the command that asked: each item goes to the object with the
+    /// target name (created as the asked kind if no object has that name), which then
+    /// keeps alive what the item refers to, as a put would. An item the target cannot
+    /// take (the name belongs to another kind, an immediate shutdown) goes back to its
+    /// source; only a source that cannot take it back either (shut down immediately,
+    /// which drops returning items as done) lets it go, and that is logged.
+    ///
+    /// The source let go of the item before its lock was released, and the target
+    /// takes it before the command ends: a concurrent read may see it in neither for
+    /// that moment, never in both, and the log replays the whole move as one command.
+    fn settle_moves(&self, at: Time, out: &mut Outputs) {
+        while !out.moves.is_empty() {
+            for moved in std::mem::take(&mut out.moves) {
+                let mut item = Some(moved.item);
+                match self.table.open_named(&self.counters, &moved.kind, &moved.to, Vec::new(), Vec::new()) {
+                    Ok(opened) => {
+                        let target = opened.entry;
+                        let mut stored = Vec::new();
+                        if let Some(item) = &item {
+                            referenced_ids(item, &mut stored);
+                        }
+                        let _ = self.drive(&target, true, 0, at, out, |o, ctx| {
+                            if let Err(back) = o.receive_moved(ctx, item.take().expect("given once"), false) {
+                                item = Some(back);
+                            }
+                        });
+                        if item.is_none() {
+                            for id in stored {
+                                let _ = self.table.hold(&target, id);
+                            }
+                        } else {
+                            tracing::warn!(to = %moved.to, "an item could not move to the object of that name; it went back to its source");
+                        }
+                        // The move holds no handle: named objects live until deleted.
+                        self.table.decref(&target);
+                    }
+                    Err(e) => {
+                        tracing::warn!(to = %moved.to, error = %e.message, "an item could not move to the object of that name; it went back to its source");
+                    }
+                }
+                let Some(item) = item else { continue };
+                let mut refused = Some(item);
+                if let Ok(source) = self.table.get(moved.from) {
+                    let _ = self.drive(&source, false, 0, at, out, |o, ctx| {
+                        if o.receive_moved(ctx, refused.take().expect("given once"), true).is_ok() {
+                            refused = None;
+                        }
+                    });
+                }
+                if refused.is_some() {
+                    tracing::error!(from = moved.from, to = %moved.to, "an item could move neither to its target nor back to its source (deleted, or shut down immediately): dropped");
+                }
+            }
+        }
     }
 
     /// Runs `f` on `entry`'s state under its lock, with the object it drives locked
@@ -529,6 +590,9 @@ impl Engine {
                 // A reference to an object that is already gone stays a dangling value, as in CPython.
                 let _ = self.table.hold(&container, id);
             }
+        }
+        if !out.moves.is_empty() {
+            self.settle_moves(at, &mut out);
         }
         let reply = result.and_then(|outcome| match outcome {
             Outcome::Ready(value) => Ok(Answer::Value(value)),
