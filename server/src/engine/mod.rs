@@ -68,6 +68,7 @@ pub use crate::objects::unsupported_kind;
 
 use crate::custom::CustomKinds;
 use crate::metrics::{CallOutcome, Metrics, WaitGuard};
+pub use crate::object::Holding;
 use crate::object::{bind, Outcome, SharedObject};
 use crate::objects::iterator::{self, IteratorObject};
 use table::{ObjectEntry, Table};
@@ -123,6 +124,44 @@ pub struct ObjectSummary {
     pub only_held: bool,
     /// Its Python `repr`.
     pub repr: String,
+}
+
+/// Who holds one object and who waits for it ([`Engine::holders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderView {
+    /// The object.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name, for a named object.
+    pub name: Option<String>,
+    /// True for kinds that keep something per session (their holds are worth showing
+    /// even when there are none).
+    pub tracks_holders: bool,
+    /// Current holds, oldest first.
+    pub held: Vec<Holding>,
+    /// Parked calls, first served first.
+    pub waiting: Vec<WaitingCall>,
+}
+
+impl HolderView {
+    /// How long the oldest hold has been held at `now` (`None`: nothing is held).
+    pub fn oldest_hold_age(&self, now: Time) -> Option<std::time::Duration> {
+        self.held.iter().map(|h| h.since).min().map(|since| since.until(now))
+    }
+}
+
+/// One parked call in a [`HolderView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingCall {
+    /// The waiting session.
+    pub session: SessionId,
+    /// The call.
+    pub ticket: Ticket,
+    /// What it waits for (`"acquire"`, `"get"`…).
+    pub what: String,
+    /// When it parked (`None` if unknown: parked before a restore).
+    pub since: Option<Time>,
 }
 
 /// The engine's whole state in canonical form: equal states compare equal.
@@ -603,7 +642,9 @@ impl Engine {
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("{method} parked without a ticket"))),
         });
         if let Ok(Answer::Parked(parked)) = &reply {
-            session.state().parked.insert(parked.ticket, object);
+            let mut st = session.state();
+            st.parked.insert(parked.ticket, object);
+            st.parked_at.insert(parked.ticket, at);
         }
         if !out.deliveries.is_empty() {
             self.unpark(&out.deliveries);
@@ -720,7 +761,9 @@ impl Engine {
     /// `None` if the session is gone (the `Option` lets `Expire` chain on it).
     fn forget_parked(&self, session: SessionId, ticket: Ticket) -> Option<()> {
         let session = self.session(session)?;
-        session.state().parked.remove(&ticket);
+        let mut st = session.state();
+        st.parked.remove(&ticket);
+        st.parked_at.remove(&ticket);
         Some(())
     }
 
@@ -739,7 +782,11 @@ impl Engine {
         // Every parked call first (their callers are gone), so that nothing released
         // below is handed to a caller that no longer exists.
         for session in &sessions {
-            let parked = std::mem::take(&mut session.state().parked);
+            let parked = {
+                let mut st = session.state();
+                st.parked_at.clear();
+                std::mem::take(&mut st.parked)
+            };
             for (ticket, object) in parked {
                 if let Ok(entry) = self.table.get(object) {
                     let id = session.id();
@@ -848,6 +895,67 @@ impl Engine {
     /// Counts by kind, for `stats` and metrics.
     pub fn stats(&self) -> RegistryStats {
         self.table.stats()
+    }
+
+    /// Who holds object `id` and who waits for it ([`SharedObject::holders`]), with
+    /// since when each parked call waits. A kind that does not describe its waiters
+    /// (a Barrier, a custom kind) shows the parked calls the sessions have on it.
+    pub fn holders(&self, id: ObjectId) -> Result<HolderView, WireError> {
+        let entry = self.table.get(id).map_err(|_| self.missing_object(id))?;
+        self.holders_of(&entry)
+    }
+
+    /// [`Engine::holders`] of the object named `name`.
+    pub fn holders_named(&self, name: &str) -> Result<HolderView, WireError> {
+        let entry = self.table.lookup(name)?;
+        self.holders_of(&entry)
+    }
+
+    /// [`Engine::holders`] of every named object that keeps per-session state (locks,
+    /// semaphores, queues…) or has a parked call, sorted by name.
+    pub fn named_holders(&self) -> Vec<HolderView> {
+        self.table
+            .named()
+            .into_iter()
+            .filter_map(|entry| self.holders_of(&entry).ok())
+            .filter(|view| view.tracks_holders || !view.waiting.is_empty())
+            .collect()
+    }
+
+    fn holders_of(&self, entry: &ObjectEntry) -> Result<HolderView, WireError> {
+        let described = entry.lock()?.holders();
+        let mut waiting: Vec<WaitingCall> = described
+            .waiting
+            .into_iter()
+            .map(|w| WaitingCall { session: w.session, ticket: w.ticket, what: w.what, since: None })
+            .collect();
+        let sessions: Vec<Session> = self.sessions().values().cloned().collect();
+        if waiting.is_empty() {
+            // Whatever waits here, in arrival (ticket) order.
+            for session in &sessions {
+                let st = session.state();
+                waiting.extend(st.parked.iter().filter(|(_, &o)| o == entry.id()).map(|(&ticket, _)| WaitingCall {
+                    session: session.id(),
+                    ticket,
+                    what: "call".into(),
+                    since: None,
+                }));
+            }
+            waiting.sort_by_key(|w| w.ticket);
+        }
+        for call in &mut waiting {
+            if let Some(session) = sessions.iter().find(|s| s.id() == call.session) {
+                call.since = session.state().parked_at.get(&call.ticket).copied();
+            }
+        }
+        Ok(HolderView {
+            id: entry.id(),
+            kind: entry.kind().clone(),
+            name: entry.name().map(str::to_owned),
+            tracks_holders: entry.holds_session_state(),
+            held: described.held,
+            waiting,
+        })
     }
 
     /// Marks a parked call on `object` as waiting until the guard drops (the metrics'

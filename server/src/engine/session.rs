@@ -17,6 +17,7 @@ use agora_proto::native::ObjectId;
 use agora_proto::{ErrorCode, WireError};
 
 use super::table::ObjectEntry;
+use super::clock::Time;
 use super::waiter::{SessionId, Ticket};
 
 /// One handle: the object and how many times this session opened it.
@@ -37,6 +38,9 @@ pub(super) struct SessionState {
     /// Its parked calls: ticket → the object the call waits on. A restart abandons
     /// them (their callers are gone with the old process).
     pub(super) parked: BTreeMap<Ticket, ObjectId>,
+    /// When each parked call parked (for `agora get`; not part of the state: a
+    /// restore abandons every parked call anyway).
+    pub(super) parked_at: BTreeMap<Ticket, Time>,
     /// Prune dead `touched` entries when the map grows past this.
     prune_at: usize,
 }
