@@ -324,8 +324,7 @@ pub mod queue {
     /// `queue.Queue(maxsize=0)`, the callable behind both typeids, with agora's
     /// `max_deliveries=None, dead_letter=None` (reliable consumption: an item delivered
     /// that many times that comes back moves to the queue named `dead_letter`).
-    pub const CONSTRUCTOR: MethodSpec =
-        MethodSpec::optional("Queue", &["maxsize", "max_deliveries", "dead_letter"], 0);
+    pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Queue", &["maxsize", "max_deliveries", "dead_letter"], 0);
 
     /// `q.empty()`.
     pub const EMPTY: MethodSpec = MethodSpec::new("empty", &[]).read_only().python();

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use agora_proto::native::ObjectId;
 use agora_proto::{ErrorCode, WireError};
 
-use super::table::ObjectEntry;
 use super::clock::Time;
+use super::table::ObjectEntry;
 use super::waiter::{SessionId, Ticket};
 
 /// One handle: the object and how many times this session opened it.

@@ -239,7 +239,12 @@ fn render_holders(shared: &Shared, out: &mut String) {
     for v in shown {
         let _ = writeln!(out, "agora_object_holds{{{}}} {}", labels(v), v.held.len());
     }
-    header(out, "agora_object_waiters", "gauge", "Calls waiting on a named object now (acquires, gets, puts, joins...).");
+    header(
+        out,
+        "agora_object_waiters",
+        "gauge",
+        "Calls waiting on a named object now (acquires, gets, puts, joins...).",
+    );
     for v in shown {
         let _ = writeln!(out, "agora_object_waiters{{{}}} {}", labels(v), v.waiting.len());
     }

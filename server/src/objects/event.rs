@@ -104,8 +104,11 @@ impl SharedObject for EventObject {
 
     /// Nobody holds an Event; its waiters wait for `set`.
     fn holders(&self) -> Holders {
-        let waiting =
-            self.waiters.iter().map(|w| Waiting { session: w.session, ticket: w.ticket, what: "wait".into() }).collect();
+        let waiting = self
+            .waiters
+            .iter()
+            .map(|w| Waiting { session: w.session, ticket: w.ticket, what: "wait".into() })
+            .collect();
         Holders { held: Vec::new(), waiting }
     }
 }

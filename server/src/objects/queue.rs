@@ -682,8 +682,7 @@ impl QueueObject {
     /// Ends the given leases and returns their items, oldest delivery first.
     fn reclaim(&mut self, ctx: &mut Ctx<'_>, mut receipts: Vec<u64>) {
         receipts.sort_unstable();
-        let items =
-            receipts.into_iter().filter_map(|r| self.take_lease(r)).map(|l| (l.item, l.deliveries)).collect();
+        let items = receipts.into_iter().filter_map(|r| self.take_lease(r)).map(|l| (l.item, l.deliveries)).collect();
         self.come_back(ctx, items);
     }
 
@@ -967,9 +966,13 @@ impl SharedObject for QueueObject {
             };
             Waiting { session: g.waiter.session, ticket: g.waiter.ticket, what: what.to_owned() }
         });
-        let putters =
-            self.putters.values().map(|p| Waiting { session: p.waiter.session, ticket: p.waiter.ticket, what: "put".into() });
-        let joiners = self.joiners.values().map(|w| Waiting { session: w.session, ticket: w.ticket, what: "join".into() });
+        let putters = self.putters.values().map(|p| Waiting {
+            session: p.waiter.session,
+            ticket: p.waiter.ticket,
+            what: "put".into(),
+        });
+        let joiners =
+            self.joiners.values().map(|w| Waiting { session: w.session, ticket: w.ticket, what: "join".into() });
         Holders { held, waiting: getters.chain(putters).chain(joiners).collect() }
     }
 
@@ -1816,7 +1819,8 @@ mod tests {
         assert_eq!(make(vec![int(0), int(0), name()]).unwrap_err().0, ErrorCode::ValueError);
         assert_eq!(make(vec![int(0), Value::Float(2.0), name()]).unwrap_err().0, ErrorCode::TypeError);
         assert_eq!(make(vec![int(0), int(2), int(5)]).unwrap_err().0, ErrorCode::TypeError);
-        let by_keyword = bind(&CONSTRUCTOR, vec![], vec![("max_deliveries".into(), int(2)), ("dead_letter".into(), name())]);
+        let by_keyword =
+            bind(&CONSTRUCTOR, vec![], vec![("max_deliveries".into(), int(2)), ("dead_letter".into(), name())]);
         assert!(QueueObject::new(Kind::Queue, by_keyword.unwrap()).unwrap().dead_letter.is_some());
     }
 
