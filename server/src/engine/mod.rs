@@ -898,8 +898,8 @@ impl Engine {
     }
 
     /// Who holds object `id` and who waits for it ([`SharedObject::holders`]), with
-    /// since when each parked call waits. A kind that does not describe its waiters
-    /// (a Barrier, a custom kind) shows the parked calls the sessions have on it.
+    /// since when each parked call waits. A Barrier or a custom kind, which do not
+    /// describe their waiters, shows the parked calls the sessions have on it.
     pub fn holders(&self, id: ObjectId) -> Result<HolderView, WireError> {
         let entry = self.table.get(id).map_err(|_| self.missing_object(id))?;
         self.holders_of(&entry)
@@ -929,9 +929,10 @@ impl Engine {
             .into_iter()
             .map(|w| WaitingCall { session: w.session, ticket: w.ticket, what: w.what, since: None })
             .collect();
-        let sessions: Vec<Session> = self.sessions().values().cloned().collect();
-        if waiting.is_empty() {
-            // Whatever waits here, in arrival (ticket) order.
+        // Kinds that do not describe their waiters: whatever waits here, in arrival
+        // (ticket) order, from the sessions' parked calls.
+        if matches!(entry.kind(), Kind::Barrier | Kind::Other(_)) {
+            let sessions: Vec<Session> = self.sessions().values().cloned().collect();
             for session in &sessions {
                 let st = session.state();
                 waiting.extend(st.parked.iter().filter(|(_, &o)| o == entry.id()).map(|(&ticket, _)| WaitingCall {
@@ -944,7 +945,7 @@ impl Engine {
             waiting.sort_by_key(|w| w.ticket);
         }
         for call in &mut waiting {
-            if let Some(session) = sessions.iter().find(|s| s.id() == call.session) {
+            if let Some(session) = self.session(call.session) {
                 call.since = session.state().parked_at.get(&call.ticket).copied();
             }
         }

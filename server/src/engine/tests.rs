@@ -298,6 +298,34 @@ fn a_dead_letter_moves_to_its_queue_in_the_same_command_and_keeps_what_it_refers
 }
 
 #[test]
+fn holders_join_when_each_parked_call_parked() {
+    let mut b = Bench::new();
+    let (a, w) = (b.session(), b.session());
+    let lock = b.open(a, Kind::Lock, Some("L"), vec![], Keep::Handle).unwrap();
+    b.apply(Command::Attach { session: w, object: lock, at: b.now }).reply.unwrap();
+    let t0 = b.now;
+    let token = b.value(a, lock, "acquire_fenced", vec![]).as_index().unwrap() as u64;
+    b.now = t0.after_secs(2.0).unwrap();
+    assert!(matches!(b.call(w, lock, "acquire", vec![]), Ok(Answer::Parked(_))));
+    let view = b.engine.holders_named("L").unwrap();
+    assert_eq!(
+        (view.id, view.kind.clone(), view.name.as_deref(), view.tracks_holders),
+        (lock, Kind::Lock, Some("L"), true)
+    );
+    assert_eq!((view.held[0].session, view.held[0].since, view.held[0].token), (a, t0, Some(token)));
+    assert_eq!((view.waiting[0].session, view.waiting[0].since), (w, Some(b.now)));
+    assert_eq!(view.oldest_hold_age(b.now), Some(std::time::Duration::from_secs(2)));
+    // A Barrier does not describe its waiters: its parked calls stand in.
+    let barrier = b.open(a, Kind::Barrier, Some("B"), vec![Value::Int(3)], Keep::Handle).unwrap();
+    assert!(matches!(b.call(a, barrier, "wait", vec![]), Ok(Answer::Parked(_))));
+    let view = b.engine.holders(barrier).unwrap();
+    assert_eq!(view.waiting.iter().map(|c| (c.session, c.what.as_str())).collect::<Vec<_>>(), [(a, "call")]);
+    let named: Vec<_> = b.engine.named_holders().into_iter().filter_map(|v| v.name).collect();
+    assert_eq!(named, ["B", "L"], "held kinds, and any object with a waiter");
+    assert_eq!(b.engine.holders_named("nope").unwrap_err().code, ErrorCode::NoSuchName);
+}
+
+#[test]
 fn a_session_end_hands_its_lock_to_the_next_waiter() {
     let mut b = Bench::new();
     let (a, c) = (b.session(), b.session());
