@@ -2,8 +2,9 @@
 //!
 //! Object code gets `now` from the command being applied, fresh tickets and fencing
 //! tokens from the engine's counters, and reports what it did beyond its answer —
-//! a parked call, deliveries to parked callers, a wake-up it wants — through the
-//! context, which the engine turns into [`Effects`](super::Effects). An object
+//! a parked call, deliveries to parked callers, a wake-up it wants, an item it hands
+//! to another object by name ([`Move`]) — through the context, which the engine turns
+//! into [`Effects`](super::Effects) (or, for a move, carries out itself). An object
 //! never reads a clock, spawns a task, touches a channel, or looks in the object table;
 //! the one other object it may drive (a Condition's shared lock, a dict iterator's
 //! dict) is handed to it here, already locked, by the engine.

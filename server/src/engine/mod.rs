@@ -32,6 +32,15 @@
 //!   order; its [`Effects::lsn`] says which record its answers wait for. The whole state
 //!   can be taken as an [`EngineImage`] (a snapshot) and rebuilt from one, and
 //!   [`Command::Restart`] ends the previous run's sessions after a restore.
+//! - **Moves between objects.** An object never reaches another; when it hands an item
+//!   to another object by name (a queue's dead letter, [`Ctx::move_to`]), the engine
+//!   finds or creates the target and gives it the item before the same command ends,
+//!   or gives it back to its source: a move is replayed as part of its command and
+//!   never drops what it carries.
+//! - **Who holds what** ([`Engine::holders`]) is a read: each object describes its
+//!   holds and waiters ([`SharedObject::holders`]) and the engine adds when each parked
+//!   call parked. Peer addresses are the server's (`crate::server::Peers`), not the
+//!   engine's.
 //! - **One set of lifetime rules.** Both dialects open, call and release through the
 //!   same commands: a container keeps alive every object referenced in what is stored
 //!   in it (methods declared as storing their arguments, and constructor arguments such
