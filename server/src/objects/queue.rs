@@ -100,7 +100,8 @@
 //! `nack(receipt, delay=None)`: with a delay (seconds), the item waits out of the queue
 //! (not in `qsize`, counted by `delayed()`, still an unfinished task) and goes back to
 //! the head when the delay is over — through the same wake-ups as lease deadlines. An
-//! item that is due for the dead letter queue goes there at once.
+//! item that is due for the dead letter queue goes there at once; an immediate
+//! shutdown drops delayed items as done, as it does queued ones.
 //!
 //! Items that come back (nack, expired or ended leases, unget, abandoned deliveries)
 //! may take the queue above `maxsize` for a while; puts then wait until it is below
@@ -503,6 +504,11 @@ impl QueueObject {
         if immediate {
             self.immediate = true;
             while self.pop_front().is_some() {
+                self.unfinished = self.unfinished.saturating_sub(1);
+            }
+            // Nacked items waiting out a delay would be dropped when due: drop them now,
+            // so a join does not wait for their delay.
+            for _ in std::mem::take(&mut self.delayed) {
                 self.unfinished = self.unfinished.saturating_sub(1);
             }
             if self.unfinished == 0 {
@@ -1781,6 +1787,14 @@ mod tests {
         assert_eq!(q.err("nack", vec![int(2), Value::Str("x".into())]).code, ErrorCode::TypeError);
         q.ok("nack", vec![int(2), int(0)]);
         assert_eq!(q.items(), vec![int(1)]);
+        // An immediate shutdown drops delayed items as done, as it does queued ones.
+        q.ok("task_done", vec![]); // for the item taken with a plain get
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("nack", vec![receipt_of(&pair), Value::Float(60.0)]);
+        let joiner = q.parks(B, "join", vec![]);
+        q.ok("shutdown", vec![Value::Bool(true)]);
+        assert_eq!((q.q.unfinished, q.ok("delayed", vec![])), (0, int(0)));
+        assert_eq!(q.received(joiner.ticket), Some(Ok(Value::None)));
     }
 
     #[test]
