@@ -4,7 +4,11 @@
 
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use agora_client::Manager;
+use agora_proto::native::{HolderInfo, ObjectHolders, WaiterInfo};
 use agora_proto::Address;
 
 use crate::cli::ClientArgs;
@@ -111,27 +115,110 @@ pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// `agora ls`.
+/// `agora ls`: every named object with its kind and size, and for those that are
+/// held or waited for (locks, semaphores, queues…) how many holds and waiting calls
+/// they have (`agora get NAME` shows who).
 pub async fn ls(args: &ClientArgs, json: bool) -> Result<(), String> {
-    let objects = connect(args).await?.list_named().await.map_err(|e| e.to_string())?;
+    let manager = connect(args).await?;
+    let objects = manager.list_named().await.map_err(|e| e.to_string())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&objects).map_err(|e| e.to_string())?);
         return Ok(());
     }
+    let holders: HashMap<String, ObjectHolders> =
+        manager.all_holders().await.map_err(|e| e.to_string())?.into_iter().map(|h| (h.name.clone(), h)).collect();
     let width = objects.iter().map(|o| o.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<width$}  {:<16}  SIZE", "NAME", "KIND");
+    println!("{:<width$}  {:<16}  {:>4}  {:>4}  SIZE", "NAME", "KIND", "HELD", "WAIT");
     for o in objects {
         let size = o.size.map_or_else(|| "-".to_owned(), |n| n.to_string());
-        println!("{:<width$}  {:<16}  {size}", o.name, o.kind.as_str());
+        let (held, waiting) = match holders.get(&o.name) {
+            Some(h) => (h.held.len().to_string(), h.waiting.len().to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!("{:<width$}  {:<16}  {held:>4}  {waiting:>4}  {size}", o.name, o.kind.as_str());
     }
     Ok(())
 }
 
-/// `agora get NAME`.
+/// `agora get NAME`: the value (as Python's repr), then who holds the object and who
+/// waits for it, if anyone does or its kind can be held.
 pub async fn get(args: &ClientArgs, name: &str) -> Result<(), String> {
-    let value = connect(args).await?.snapshot(name).await.map_err(|e| e.to_string())?;
+    let manager = connect(args).await?;
+    let value = manager.snapshot(name).await.map_err(|e| e.to_string())?;
     println!("{}", value.py_repr());
+    let holders = manager.holders(name).await.map_err(|e| e.to_string())?;
+    print!("{}", describe_holders(&holders, now_us()));
     Ok(())
+}
+
+/// Microseconds since the Unix epoch on this machine's clock.
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The holders and waiters section of `agora get`, with ages relative to `now_us`;
+/// empty if nobody holds or waits.
+pub fn describe_holders(h: &ObjectHolders, now_us: u64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if h.held.is_empty() && h.waiting.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "held by ({}):", h.held.len());
+    for hold in &h.held {
+        let _ = writeln!(out, "  {}", holder_line(hold, now_us));
+    }
+    let _ = writeln!(out, "waiting, in order ({}):", h.waiting.len());
+    for (i, waiter) in h.waiting.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}", i + 1, waiter_line(waiter, now_us));
+    }
+    out
+}
+
+fn holder_line(h: &HolderInfo, now_us: u64) -> String {
+    let token = h.token.map_or_else(String::new, |t| format!("  token {t}"));
+    format!(
+        "session {}  peer {}  since {}{token}  {}",
+        h.session,
+        h.peer.as_deref().unwrap_or("?"),
+        when(h.since_us, now_us),
+        h.what
+    )
+}
+
+fn waiter_line(w: &WaiterInfo, now_us: u64) -> String {
+    let since = w.since_us.map_or_else(|| "?".to_owned(), |t| when(t, now_us));
+    format!("session {}  peer {}  since {since}  {}", w.session, w.peer.as_deref().unwrap_or("?"), w.what)
+}
+
+/// A time as UTC (`2026-12-03T09:12:44.120Z`) and its age (`(3.2 s ago)`).
+fn when(at_us: u64, now_us: u64) -> String {
+    let secs = at_us / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let age = now_us.saturating_sub(at_us) as f64 / 1e6;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z ({age:.1} s ago)",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        at_us % 1_000_000 / 1000
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// days-to-civil algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// `agora del NAME`.
@@ -181,4 +268,48 @@ pub async fn shutdown(args: &ClientArgs) -> Result<(), String> {
     connect(args).await?.shutdown_server().await.map_err(|e| e.to_string())?;
     println!("shutdown requested");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::native::Kind;
+
+    #[test]
+    fn times_print_as_utc_with_their_age() {
+        assert_eq!(when(0, 1_500_000), "1970-01-01T00:00:00.000Z (1.5 s ago)");
+        // 2026-12-03T09:12:44.120Z
+        let at = 1_796_289_164_120_000;
+        assert_eq!(when(at, at), "2026-12-03T09:12:44.120Z (0.0 s ago)");
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn holders_print_session_peer_token_and_waiters_in_order() {
+        let h = ObjectHolders {
+            name: "L".into(),
+            kind: Kind::Lock,
+            id: 1,
+            held: vec![HolderInfo {
+                session: 3,
+                peer: Some("127.0.0.1:4000".into()),
+                since_us: 2_000_000,
+                token: Some(17),
+                what: "lock".into(),
+            }],
+            waiting: vec![
+                WaiterInfo { session: 4, peer: None, since_us: Some(3_000_000), what: "acquire".into() },
+                WaiterInfo { session: 5, peer: Some("[::1]:9".into()), since_us: None, what: "acquire".into() },
+            ],
+        };
+        let text = describe_holders(&h, 4_000_000);
+        assert_eq!(
+            text,
+            "held by (1):\n  session 3  peer 127.0.0.1:4000  since 1970-01-01T00:00:02.000Z (2.0 s ago)  token 17  lock\n\
+             waiting, in order (2):\n  1. session 4  peer ?  since 1970-01-01T00:00:03.000Z (1.0 s ago)  acquire\n  \
+             2. session 5  peer [::1]:9  since ?  acquire\n"
+        );
+        let nobody = ObjectHolders { held: vec![], waiting: vec![], ..h };
+        assert_eq!(describe_holders(&nobody, 0), "");
+    }
 }

@@ -90,7 +90,7 @@ pub use proxy::list::List;
 pub use proxy::lock::{Guard, Lock};
 pub use proxy::namespace::Namespace;
 pub use proxy::object::Object;
-pub use proxy::queue::{Items, JoinableQueue, Leased, Queue};
+pub use proxy::queue::{Items, JoinableQueue, Leased, Queue, QueueOptions};
 pub use proxy::rlock::RLock;
 pub use proxy::semaphore::Semaphore;
 pub use proxy::set::Set;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_proto::native::{Kind, ObjectInfo, Op, Reply, ServerStats};
+use agora_proto::native::{Kind, ObjectHolders, ObjectInfo, Op, Reply, ServerStats};
 use agora_proto::{Address, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -198,6 +198,26 @@ impl Manager {
         match self.call(Op::ListNamed).await? {
             Reply::Objects(objects) => Ok(objects),
             other => Err(Error::Protocol(format!("unexpected reply to list: {other:?}"))),
+        }
+    }
+
+    /// Who holds the named object and who waits for it (what `agora get` prints for a
+    /// lock, a semaphore or a queue): each hold's session, peer address, since when
+    /// and fencing token, and the waiting calls in the order they will be served.
+    pub async fn holders(&self, name: &str) -> Result<ObjectHolders> {
+        match self.call(Op::Holders { name: Some(name.to_owned()) }).await? {
+            Reply::Holders(mut all) if all.len() == 1 => Ok(all.remove(0)),
+            other => Err(Error::Protocol(format!("unexpected reply to holders: {other:?}"))),
+        }
+    }
+
+    /// [`Manager::holders`] of every named object that keeps per-session state (locks,
+    /// semaphores, queues…) or has a waiting call, sorted by name (what `agora ls`
+    /// summarizes).
+    pub async fn all_holders(&self) -> Result<Vec<ObjectHolders>> {
+        match self.call(Op::Holders { name: None }).await? {
+            Reply::Holders(all) => Ok(all),
+            other => Err(Error::Protocol(format!("unexpected reply to holders: {other:?}"))),
         }
     }
 

@@ -456,8 +456,10 @@ pub mod namespace {
 pub mod queue {
     use super::MethodSpec;
 
-    /// `queue.Queue(maxsize=0)`, the callable behind both typeids.
-    pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Queue", &["maxsize"], 0);
+    /// `queue.Queue(maxsize=0)`, the callable behind both typeids, with agora's
+    /// `max_deliveries=None, dead_letter=None` (reliable consumption: an item delivered
+    /// that many times that comes back moves to the queue named `dead_letter`).
+    pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("Queue", &["maxsize", "max_deliveries", "dead_letter"], 0);
 
     /// `q.empty()`.
     pub const EMPTY: MethodSpec = MethodSpec::new("empty", &[]).read_only().python();
@@ -483,8 +485,9 @@ pub mod queue {
     pub const GET_LEASED: MethodSpec = MethodSpec::optional("get_leased", &["block", "timeout", "lease"], 0).python();
     /// agora's `ack(receipt)`: finishes a leased item.
     pub const ACK: MethodSpec = MethodSpec::new("ack", &["receipt"]).python();
-    /// agora's `nack(receipt)`: gives a leased item back to the head of the queue.
-    pub const NACK: MethodSpec = MethodSpec::new("nack", &["receipt"]).python();
+    /// agora's `nack(receipt, delay=None)`: gives a leased item back to the head of
+    /// the queue, at once or after `delay` seconds (or to the dead letter queue).
+    pub const NACK: MethodSpec = MethodSpec::optional("nack", &["receipt", "delay"], 1).python();
     /// agora's `renew(receipt, lease=None)`: restarts a lease's clock.
     pub const RENEW: MethodSpec = MethodSpec::optional("renew", &["receipt", "lease"], 1).python();
     /// agora's `unget(item)`: puts an item back at the head (a hand-off whose caller
@@ -492,11 +495,16 @@ pub mod queue {
     pub const UNGET: MethodSpec = MethodSpec::new("unget", &["item"]).stores().gives_back();
     /// agora's `leased()`: how many items are out on lease.
     pub const LEASED: MethodSpec = MethodSpec::new("leased", &[]).read_only();
+    /// agora's `delayed()`: how many nacked items wait out their delay.
+    pub const DELAYED: MethodSpec = MethodSpec::new("delayed", &[]).read_only();
+    /// agora's `deliveries(receipt)`: how many times a leased item was delivered,
+    /// this delivery included.
+    pub const DELIVERIES: MethodSpec = MethodSpec::new("deliveries", &["receipt"]).read_only();
 
     /// CPython's exposed methods (3.13, with `shutdown`), then agora's own.
     pub const METHODS: &[MethodSpec] = &[
         EMPTY, FULL, GET, GET_NOWAIT, JOIN, PUT, PUT_NOWAIT, QSIZE, TASK_DONE, SHUTDOWN, GET_LEASED, ACK, NACK, RENEW,
-        UNGET, LEASED,
+        UNGET, LEASED, DELAYED, DELIVERIES,
     ];
 }
 

@@ -259,6 +259,13 @@ pub enum Op {
     /// Write a snapshot of the whole state now and drop the log it covers (a server
     /// with a data dir). Replies [`Reply::Saved`] once it is on disk.
     SaveSnapshot,
+    /// Who holds named objects and who waits for them. With a name, that object
+    /// (whatever its kind); without, every named object that keeps per-session state
+    /// (locks, semaphores, queues…) or has a waiting call. Replies [`Reply::Holders`].
+    Holders {
+        /// The object's name, or `None` for all.
+        name: Option<String>,
+    },
 }
 
 /// A native response.
@@ -292,6 +299,51 @@ pub enum Reply {
     Objects(Vec<ObjectInfo>),
     /// A snapshot was written.
     Saved(SnapshotInfo),
+    /// Holders and waiters of named objects, sorted by name.
+    Holders(Vec<ObjectHolders>),
+}
+
+/// Who holds one named object and who waits for it, as `agora get` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectHolders {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its id.
+    pub id: ObjectId,
+    /// Current holds (lock grants, permits, RLock ownership, queue leases), oldest first.
+    pub held: Vec<HolderInfo>,
+    /// Parked calls waiting on it, first served first.
+    pub waiting: Vec<WaiterInfo>,
+}
+
+/// One hold in [`ObjectHolders`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    /// The holding session.
+    pub session: u64,
+    /// Its peer address, while its connection is open.
+    pub peer: Option<String>,
+    /// Since when, in microseconds since the Unix epoch (the server's clock).
+    pub since_us: u64,
+    /// The grant's fencing token, where there is one.
+    pub token: Option<u64>,
+    /// What is held, in a few words (`"lock"`, `"owner t1, depth 2"`, `"lease 4, delivery 2"`).
+    pub what: String,
+}
+
+/// One waiting call in [`ObjectHolders`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaiterInfo {
+    /// The waiting session.
+    pub session: u64,
+    /// Its peer address, while its connection is open.
+    pub peer: Option<String>,
+    /// Since when it waits, in microseconds since the Unix epoch, if known.
+    pub since_us: Option<u64>,
+    /// What it waits for (`"acquire"`, `"get"`, `"put"`, `"join"`…).
+    pub what: String,
 }
 
 /// A snapshot on disk, as `agora snapshot` and `agora stats` show it.

@@ -16,7 +16,7 @@ use agora_proto::native::{Kind, ObjectId};
 use agora_proto::value::Dict;
 use agora_proto::{ErrorCode, Value, WireError};
 
-use crate::engine::{Ctx, SessionId, Ticket, Undelivered};
+use crate::engine::{Ctx, SessionId, Ticket, Time, Undelivered};
 use crate::objects::condition::ConditionLock;
 
 /// One method of an object kind, as Python declares it: the built-in kinds' tables are
@@ -148,6 +148,43 @@ impl From<Value> for Outcome {
     }
 }
 
+/// One hold on an object, as [`SharedObject::holders`] describes it: a lock grant, a
+/// permit, an RLock's ownership, a queue lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The session that holds it.
+    pub session: SessionId,
+    /// Since when (the engine's time of the command that granted it).
+    pub since: Time,
+    /// Its fencing token, where the kind has one.
+    pub token: Option<u64>,
+    /// What is held, in a few words (`"lock"`, `"permit"`, `"owner t1, depth 2"`,
+    /// `"lease 4, delivery 2"`).
+    pub what: String,
+}
+
+/// One parked call waiting on an object, as [`SharedObject::holders`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The waiting session.
+    pub session: SessionId,
+    /// The parked call (the engine knows since when it waits).
+    pub ticket: Ticket,
+    /// What it waits for, in a word or two (`"acquire"`, `"get"`, `"put"`, `"join"`).
+    pub what: String,
+}
+
+/// Who holds an object and who waits for it, in order: the read-only, kind-neutral
+/// view `agora get` and the metrics show. Sessions are ids only; the engine and the
+/// server join in what they know about them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// Current holds, oldest first.
+    pub held: Vec<Holding>,
+    /// Parked calls, first served first.
+    pub waiting: Vec<Waiting>,
+}
+
 /// A shared object of one kind. Implementations keep their whole state inside and are
 /// driven under the object's lock, so each call is atomic (linearizable), and
 /// deterministic: the same commands in the same order give the same state.
@@ -227,6 +264,22 @@ pub trait SharedObject: Send + 'static {
     /// The session ended (closed, crashed, or timed out): release everything it held.
     fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
         let _ = (ctx, session);
+    }
+
+    /// Who holds this object and who waits for it (read-only; kinds without holders
+    /// describe none).
+    fn holders(&self) -> Holders {
+        Holders::default()
+    }
+
+    /// Takes `item`, which another object handed here by name ([`Ctx::move_to`]: a
+    /// queue's dead letter); `returned` means it is one of this object's own items
+    /// coming back because its target could not take it. Answers the item back if this
+    /// object cannot take it (the default): the engine then returns it to its source,
+    /// so a move never loses it.
+    fn receive_moved(&mut self, ctx: &mut Ctx<'_>, item: Value, returned: bool) -> Result<(), Value> {
+        let _ = (ctx, returned);
+        Err(item)
     }
 }
 

@@ -6,8 +6,9 @@
 //! read, answers parked calls with `ShuttingDown`, and waits for every connection
 //! to close. Unix socket files are removed when their listeners drop.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_proto::native::ServerStats;
@@ -18,10 +19,10 @@ use crate::config::{self, Config};
 use crate::connection;
 use crate::dialect::python::holders::ClientRefs;
 use crate::durability::{Durability, DurabilityConfig, Recovery};
-use crate::engine::{Command, Engine};
+use crate::engine::{Command, Engine, Session, SessionId};
 use crate::listener::{Accepted, Listener};
 use crate::memory::{self, MemoryMonitor};
-use crate::parking::{Alarm, Parking};
+use crate::parking::{Alarm, Mailbox, Parking};
 
 /// How long [`Server::run`] waits for connections to close after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +38,46 @@ pub struct Counters {
     pub connections_refused: AtomicU64,
     /// Requests handled since start.
     pub requests_total: AtomicU64,
+}
+
+/// The peer address of every open session: the engine knows sessions, the server
+/// knows sockets, and `agora get` shows both (who holds a lock, from where).
+#[derive(Debug, Default)]
+pub struct Peers(Mutex<HashMap<SessionId, String>>);
+
+impl Peers {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peer address of open session `session` (`host:port`, or the Unix socket's
+    /// peer as the listener names it).
+    pub fn of(&self, session: SessionId) -> Option<String> {
+        self.map().get(&session).cloned()
+    }
+
+    /// How many sessions are known.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// True if no session is known.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+}
+
+/// A session's entry in [`Peers`], removed when its connection is done with it.
+#[derive(Debug)]
+pub struct PeerEntry<'a> {
+    peers: &'a Peers,
+    session: SessionId,
+}
+
+impl Drop for PeerEntry<'_> {
+    fn drop(&mut self) {
+        self.peers.map().remove(&self.session);
+    }
 }
 
 /// State shared by every connection of one server.
@@ -60,11 +101,23 @@ pub struct Shared {
     pub client_refs: ClientRefs,
     /// The process's memory, sampled for the memory limit and statistics.
     pub memory: Arc<MemoryMonitor>,
+    /// Every open session's peer address.
+    pub peers: Peers,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
 
 impl Shared {
+    /// Opens the session of a connection from `peer` (both dialects): its session and
+    /// mailbox, and its entry in [`Shared::peers`], which lasts as long as the entry
+    /// is kept.
+    pub fn open_session(&self, peer: &str) -> (Session, Mailbox, PeerEntry<'_>) {
+        let (session, mailbox) = self.parking.open();
+        self.peers.map().insert(session.id(), peer.to_owned());
+        let entry = PeerEntry { peers: &self.peers, session: session.id() };
+        (session, mailbox, entry)
+    }
+
     /// Whether a client may shut the server down: one on this machine (a Unix socket or
     /// a loopback address) may, one on another host only with
     /// `--allow-remote-shutdown`.
@@ -225,6 +278,7 @@ impl Server {
             handshakes: connection::Handshakes::new(max_handshakes),
             client_refs: ClientRefs::default(),
             memory,
+            peers: Peers::default(),
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })

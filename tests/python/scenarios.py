@@ -825,6 +825,58 @@ def scenario_take_locks(m, timeout="20"):
     print(f"ACQUIRED {time.monotonic() - started:.3f}", flush=True)
 
 
+# --- reliable consumption: delivery counts, dead letters, delayed nacks ---------------
+
+
+def scenario_dead_letters(m):
+    """A queue made with max_deliveries and dead_letter (constructor keywords): poison
+    items end in the dead letter queue (exposed as get_dead) after two deliveries, every
+    other item is acked; none lost, none twice. Then a nack with a delay: the item
+    behind overtakes it, and it comes back afterwards."""
+    class M(BaseManager):
+        pass
+    M.register("get_dead")
+    mm = connect(cls=M)
+    q = m.Queue(max_deliveries=2, dead_letter="py.dead")
+    for i in range(12):
+        q.put(i)
+    acked, deliveries = [], {}
+    while True:
+        try:
+            receipt, item = q.get_leased(False)
+        except queue.Empty:
+            break
+        deliveries[item] = deliveries.get(item, 0) + 1
+        if item % 4 == 1:
+            q.nack(receipt)
+        else:
+            q.ack(receipt)
+            acked.append(item)
+    dead = mm.get_dead()
+    dead_items = []
+    while True:
+        try:
+            dead_items.append(dead.get_nowait())
+        except queue.Empty:
+            break
+    eq(sorted(acked + dead_items), list(range(12)), "every item acked or dead, once")
+    eq(sorted(dead_items), [1, 5, 9], "the poison items are dead letters")
+    eq(sorted(n for i, n in deliveries.items() if i % 4 == 1), [2, 2, 2], "after max_deliveries")
+    eq(q.qsize(), 0, "nothing left")
+    # A refused constructor is a RemoteError, as CPython's server reports it.
+    e = raises(RemoteError, m.Queue, max_deliveries=2)
+    assert "'max_deliveries' needs 'dead_letter'" in str(e), str(e)
+
+    q.put("a")
+    q.put("b")
+    receipt, item = q.get_leased()
+    eq(item, "a", "head")
+    q.nack(receipt, delay=1.5)
+    eq(q.get(timeout=30), "b", "b overtakes the delayed a")
+    raises(queue.Empty, q.get_nowait)
+    eq(q.get(timeout=60), "a", "a comes back after its delay")
+
+
 # --- master/worker with the Rust client ------------------------------------------------
 
 

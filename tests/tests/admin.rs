@@ -80,3 +80,73 @@ fn shutdown_stops_the_server() {
     assert_eq!(ok(agora(&server, &key(&server), &["shutdown"])).trim(), "shutdown requested");
     assert!(server.wait_exit().success());
 }
+
+/// `agora get` on a held lock: the holder's session, peer address, since when and
+/// fencing token, then the waiters in the order they will be served; `agora ls`
+/// counts them; the native `holders` call gives the same.
+#[tokio::test]
+async fn get_shows_who_holds_a_lock_and_who_waits_in_order() {
+    let server = Server::start();
+    let holder = server.client().await;
+    let guard = holder.lock("L").await.unwrap().acquire().await.unwrap();
+    let mut waiters = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let m = server.client().await;
+        waiters.push(m.session_id());
+        let lock = m.lock("L").await.unwrap();
+        let before = holder.holders("L").await.unwrap().waiting.len();
+        tasks.push(tokio::spawn(async move {
+            let guard = lock.acquire().await.unwrap();
+            guard.release().await.unwrap();
+            drop(m);
+        }));
+        // One at a time, so the order of arrival is known.
+        let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+        while holder.holders("L").await.unwrap().waiting.len() == before {
+            assert!(std::time::Instant::now() < deadline, "the acquire never waited");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let view = holder.holders("L").await.unwrap();
+    assert_eq!(view.held.len(), 1);
+    let held = &view.held[0];
+    assert_eq!((held.session, held.token), (holder.session_id(), Some(guard.token())));
+    let peer = held.peer.clone().expect("the holder's peer address");
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+    let order: Vec<u64> = view.waiting.iter().map(|w| w.session).collect();
+    assert_eq!(order, waiters, "waiters in arrival order");
+    assert!(view.waiting.iter().all(|w| w.peer.as_deref().is_some_and(|p| p != peer) && w.since_us.is_some()));
+
+    let authkey = key(&server);
+    let text = tokio::task::spawn_blocking({
+        let address = server.address.clone();
+        move || {
+            let out = Command::new(agora_bin())
+                .args(["get", "L", "--address", &address])
+                .env("AGORA_AUTHKEY", &authkey)
+                .env_remove("AGORA_AUTHKEY_FILE")
+                .output()
+                .unwrap();
+            ok(out)
+        }
+    })
+    .await
+    .unwrap();
+    let holder_line = format!("session {}  peer {peer}  since ", holder.session_id());
+    assert!(text.contains(&holder_line), "{text}");
+    assert!(text.contains(&format!("token {}  lock", guard.token())), "{text}");
+    let first = text.find(&format!("1. session {}  peer ", waiters[0])).expect(&text);
+    let second = text.find(&format!("2. session {}  peer ", waiters[1])).expect(&text);
+    assert!(first < second, "{text}");
+    let ls = ok(agora(&server, &key(&server), &["ls"]));
+    let line = ls.lines().find(|l| l.starts_with("L ")).expect(&ls);
+    assert!(line.contains("Lock") && line.split_whitespace().collect::<Vec<_>>()[2..4] == ["1", "2"], "{ls}");
+
+    guard.release().await.unwrap();
+    for task in tasks {
+        tokio::time::timeout(agora_tests::HANG_GUARD, task).await.unwrap().unwrap();
+    }
+    let view = holder.holders("L").await.unwrap();
+    assert!(view.held.is_empty() && view.waiting.is_empty(), "{view:?}");
+}

@@ -821,3 +821,38 @@ async fn a_client_leaving_while_the_log_cannot_be_written_gives_back_its_lock() 
     assert!(got.is_some(), "the lock of a client that left during the failure is still held");
     writer.abort();
 }
+
+/// Delivery counts, a delayed nack and the dead letter settings survive a crash and a
+/// restart (snapshot + log): the crashed consumer's lease comes back counted, and its
+/// next failure moves the item to the dead letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_counts_delays_and_dead_letters_survive_a_restart() {
+    let dir = DataDir::new();
+    let mut server = dir.start(&["--fsync", "always"]);
+    {
+        let a = connect(&dir.address).await;
+        let options = agora_client::QueueOptions::new().dead_letter(2, "RQ.dead");
+        let q = a.queue_with::<String>("RQ", &options).await.unwrap();
+        for item in ["x", "y", "z"] {
+            q.put(&item.to_owned()).await.unwrap();
+        }
+        let x = q.get_leased(Duration::from_secs(3600)).await.unwrap();
+        x.nack_after(Duration::from_secs(3600)).await.unwrap();
+        a.save_snapshot().await.unwrap();
+        let y = q.get_leased(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!((y.item().as_str(), y.deliveries().await.unwrap()), ("y", 1));
+        server.kill9();
+        drop((y, q, a));
+    }
+    let _server = dir.start(&["--fsync", "always"]);
+    let b = connect(&dir.address).await;
+    let q = b.queue::<String>("RQ", 0).await.unwrap();
+    assert_eq!(q.delayed_len().await.unwrap(), 1, "x still waits out its delay");
+    let y = q.get_leased(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!((y.item().as_str(), y.deliveries().await.unwrap()), ("y", 2), "the crash counted as a delivery");
+    y.nack().await.unwrap();
+    let dead: Vec<String> = agora_proto::from_value(b.snapshot("RQ.dead").await.unwrap()).unwrap();
+    assert_eq!(dead, ["y"], "after max_deliveries: the dead letter queue");
+    let left: Vec<String> = agora_proto::from_value(b.snapshot("RQ").await.unwrap()).unwrap();
+    assert_eq!(left, ["z"]);
+}

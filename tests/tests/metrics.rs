@@ -308,3 +308,45 @@ async fn memory_metrics_show_the_limit() {
     assert_eq!(e.value("agora_memory_refused_total"), 0.0);
     assert!(e.get("agora_memory_returned_bytes_total").is_some());
 }
+
+/// Per named object: holds, waiters and the age of the oldest hold; anonymous objects
+/// and kinds that cannot be held add no series.
+#[tokio::test]
+async fn held_locks_and_leases_show_per_named_object() {
+    let server = Server::start_with(ServerOptions {
+        args: vec!["--metrics".into(), "127.0.0.1:0".into()],
+        ..Default::default()
+    });
+    let endpoint = server.metrics_endpoint();
+    let m = server.client().await;
+    let guard = m.lock("L").await.unwrap().acquire().await.unwrap();
+    let other = server.client().await;
+    let lock = other.lock("L").await.unwrap();
+    let waiting = tokio::spawn(async move { lock.acquire().await.map(drop) });
+    let q = m.queue::<u8>("jobs", 0).await.unwrap();
+    q.put(&1).await.unwrap();
+    let leased = q.get_leased(Duration::from_secs(600)).await.unwrap();
+    m.dict::<u8, u8>("d").await.unwrap();
+    let _anonymous = m.new_lock().await.unwrap().acquire().await.unwrap();
+    let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+    let e = loop {
+        let endpoint = endpoint.clone();
+        let e = tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap();
+        if e.get(r#"agora_object_waiters{kind="Lock",name="L"}"#) == Some(1.0) {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "the waiting acquire never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(e.value(r#"agora_object_holds{kind="Lock",name="L"}"#), 1.0);
+    assert!(e.value(r#"agora_object_oldest_hold_seconds{kind="Lock",name="L"}"#) >= 0.0);
+    assert_eq!(e.value(r#"agora_object_holds{kind="Queue",name="jobs"}"#), 1.0);
+    assert_eq!(e.value(r#"agora_object_waiters{kind="Queue",name="jobs"}"#), 0.0);
+    assert_eq!(e.get(r#"agora_object_holds{kind="dict",name="d"}"#), None, "a dict cannot be held");
+    let per_object = e.samples.keys().filter(|k| k.starts_with("agora_object_holds{")).count();
+    assert_eq!(per_object, 2, "named objects only");
+    assert_eq!(e.value("agora_object_series_dropped"), 0.0);
+    guard.release().await.unwrap();
+    tokio::time::timeout(agora_tests::HANG_GUARD, waiting).await.unwrap().unwrap().unwrap();
+    leased.ack().await.unwrap();
+}

@@ -346,3 +346,66 @@ fn non_loopback_ipv4() -> Option<String> {
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
 }
+
+/// Reliable consumption from CPython: `Queue(max_deliveries=…, dead_letter=…)` as
+/// constructor keywords, `get_leased`/`ack`/`nack` through the exposed list, poison
+/// items moved to the dead letter queue (none lost, none twice), `nack(r, delay=…)`.
+#[test]
+fn cpython_dead_letters_and_delayed_nacks() {
+    for_each_python(|python| {
+        let server = Server::start_with(ServerOptions {
+            args: ["--expose", "get_dead=queue:py.dead"].map(String::from).to_vec(),
+            ..Default::default()
+        });
+        scenario(python, &server, "dead_letters", &[]);
+    });
+}
+
+/// A CPython client holds a Lock and a native client waits for it: the holders view
+/// (what `agora get` prints) shows the CPython session with its peer address and
+/// fencing token, and the native waiter; when the holder is killed the waiter gets it.
+#[test]
+fn holders_show_a_cpython_holder_and_a_native_waiter() {
+    let exposes = ["get_lock=lock:L", "get_rlock=rlock:R", "get_semaphore=semaphore:S"];
+    let args: Vec<String> = exposes.iter().flat_map(|e| ["--expose".to_owned(), (*e).to_owned()]).collect();
+    let python = &python_support::pythons()[0];
+    let server = Server::start_with(ServerOptions { args, ..Default::default() });
+    let mut holder =
+        command(python, "scenarios.py", &["hold_locks", &server.address], &server.authkey).spawn().expect("spawn");
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let said = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(said, "HELD", "the CPython holder did not take the locks");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let waiter = server.client().await;
+        let lock = waiter.lock("L").await.unwrap();
+        let waiting = tokio::spawn(async move { lock.acquire().await });
+        let observer = server.client().await;
+        let deadline = Instant::now() + HANG_GUARD;
+        let view = loop {
+            let view = observer.holders("L").await.unwrap();
+            if !view.waiting.is_empty() {
+                break view;
+            }
+            assert!(Instant::now() < deadline, "the native acquire never waited");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(view.held.len(), 1, "{view:?}");
+        let held = &view.held[0];
+        assert!(held.session != waiter.session_id() && held.session != observer.session_id());
+        assert!(held.peer.as_deref().is_some_and(|p| p.starts_with("127.0.0.1:")), "{held:?}");
+        let token = held.token.expect("a lock grant has a fencing token");
+        assert_eq!(view.waiting.iter().map(|w| w.session).collect::<Vec<_>>(), vec![waiter.session_id()]);
+        let rlock = observer.holders("R").await.unwrap();
+        assert_eq!(rlock.held.iter().map(|h| h.session).collect::<Vec<_>>(), vec![held.session]);
+        // SAFETY: kill(2) on a child we spawned.
+        assert_eq!(unsafe { libc::kill(holder.id() as i32, libc::SIGKILL) }, 0);
+        let _ = holder.wait();
+        let guard = tokio::time::timeout(HANG_GUARD, waiting).await.unwrap().unwrap().unwrap();
+        assert!(guard.token() > token, "the next grant's token is larger");
+        let view = observer.holders("L").await.unwrap();
+        let now_held: Vec<_> = view.held.iter().map(|h| (h.session, h.token)).collect();
+        assert_eq!(now_held, vec![(waiter.session_id(), Some(guard.token()))]);
+        guard.release().await.unwrap();
+    });
+}

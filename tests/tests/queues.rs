@@ -708,3 +708,118 @@ async fn a_one_worker_server_hands_items_and_locks_between_blocked_clients() {
     held.release().await.unwrap();
     guard("the second acquire", waiting).await.unwrap().release().await.unwrap();
 }
+
+/// Reliable consumption with a dead letter queue: two consumers ack good items and
+/// nack poison ones; every item ends either acked once or in the dead letter queue
+/// once, each poison item after exactly `max_deliveries` deliveries.
+#[tokio::test]
+async fn dead_letters_after_max_deliveries_none_lost_none_duplicated() {
+    use agora_client::QueueOptions;
+    const ITEMS: u64 = 60;
+    const MAX: u32 = 3;
+    let server = Server::start();
+    let m = server.client().await;
+    let options = QueueOptions::new().dead_letter(MAX, "work.dead");
+    let work = m.queue_with::<u64>("work", &options).await.unwrap();
+    for i in 0..ITEMS {
+        work.put(&i).await.unwrap();
+    }
+    let poison = |i: u64| i % 7 == 3;
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let m = server.client().await;
+        consumers.push(tokio::spawn(async move {
+            let work = m.queue::<u64>("work", 0).await.unwrap();
+            let (mut acked, mut deliveries) = (Vec::new(), BTreeMap::<u64, u32>::new());
+            while let Some(leased) = work.try_get_leased(HANG_GUARD).await.unwrap() {
+                let item = *leased.item();
+                let n = leased.deliveries().await.unwrap();
+                let seen = deliveries.entry(item).or_default();
+                *seen = (*seen).max(n);
+                if poison(item) {
+                    leased.nack().await.unwrap();
+                } else {
+                    leased.ack().await.unwrap();
+                    acked.push(item);
+                }
+            }
+            (acked, deliveries)
+        }));
+    }
+    let mut acked = Vec::new();
+    let mut most = BTreeMap::<u64, u32>::new();
+    for consumer in consumers {
+        let (a, d) = tokio::time::timeout(HANG_GUARD, consumer).await.unwrap().unwrap();
+        acked.extend(a);
+        for (item, n) in d {
+            let seen = most.entry(item).or_default();
+            *seen = (*seen).max(n);
+        }
+    }
+    // A consumer may stop while the other still holds the last leases: drain what is left.
+    let work = m.queue::<u64>("work", 0).await.unwrap();
+    while let Some(leased) = work.try_get_leased(HANG_GUARD).await.unwrap() {
+        let item = *leased.item();
+        let n = leased.deliveries().await.unwrap();
+        let seen = most.entry(item).or_default();
+        *seen = (*seen).max(n);
+        if poison(item) {
+            leased.nack().await.unwrap();
+        } else {
+            leased.ack().await.unwrap();
+            acked.push(item);
+        }
+    }
+    assert_eq!((work.len().await.unwrap(), work.leased_len().await.unwrap()), (0, 0));
+    let dead = m.queue::<u64>("work.dead", 0).await.unwrap();
+    let mut dead_items = Vec::new();
+    while let Some(item) = dead.try_get().await.unwrap() {
+        dead_items.push(item);
+    }
+    let mut all: Vec<u64> = acked.iter().chain(&dead_items).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..ITEMS).collect::<Vec<_>>(), "every item exactly once: acked or dead");
+    assert!(dead_items.iter().all(|&i| poison(i)) && acked.iter().all(|&i| !poison(i)));
+    for (item, n) in most {
+        if poison(item) {
+            assert_eq!(n, MAX, "poison item {item} was delivered {n} times");
+        } else {
+            assert_eq!(n, 1, "good item {item} delivered once");
+        }
+    }
+}
+
+/// A delayed nack keeps the item out of the queue until the delay is over: the item
+/// behind it comes first, a try in between finds nothing, and the item then comes back.
+#[tokio::test]
+async fn a_nack_with_a_delay_hides_the_item_until_the_delay_is_over() {
+    let server = Server::start();
+    let m = server.client().await;
+    let q = m.queue::<String>("retry", 0).await.unwrap();
+    q.put(&"a".to_owned()).await.unwrap();
+    q.put(&"b".to_owned()).await.unwrap();
+    let a = q.get_leased(HANG_GUARD).await.unwrap();
+    assert_eq!(a.item(), "a");
+    a.nack_after(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(q.delayed_len().await.unwrap(), 1);
+    assert_eq!(q.try_get().await.unwrap().as_deref(), Some("b"), "b overtakes the delayed a");
+    assert_eq!(q.try_get().await.unwrap(), None, "a is not visible during its delay");
+    assert_eq!(q.len().await.unwrap(), 0);
+    let again = q.get_leased_timeout(HANG_GUARD, HANG_GUARD).await.unwrap();
+    assert_eq!(again.item(), "a", "back after its delay");
+    assert_eq!(again.deliveries().await.unwrap(), 2);
+    again.ack().await.unwrap();
+    assert_eq!(q.delayed_len().await.unwrap(), 0);
+}
+
+/// A CPython-style bad configuration is refused with a clear error.
+#[tokio::test]
+async fn dead_letter_settings_are_checked() {
+    let server = Server::start();
+    let m = server.client().await;
+    let half = agora_client::QueueOptions::new().dead_letter(0, "d");
+    match m.queue_with::<u8>("q0", &half).await {
+        Err(Error::InvalidValue(message)) => assert!(message.contains("max_deliveries"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

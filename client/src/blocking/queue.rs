@@ -258,6 +258,19 @@ impl<T> Leased<T> {
     pub fn renew(&self, lease: Duration) -> Result<()> {
         self.rt.block_on(self.inner.renew(lease))
     }
+
+    /// Gives the item back once `delay` has passed. The blocking form of
+    /// [`crate::Leased::nack_after`].
+    pub fn nack_after(self, delay: Duration) -> Result<()> {
+        let Leased { inner, rt } = self;
+        rt.block_on(inner.nack_after(delay))
+    }
+
+    /// How many times this item has been delivered. The blocking form of
+    /// [`crate::Leased::deliveries`].
+    pub fn deliveries(&self) -> Result<u32> {
+        self.rt.block_on(self.inner.deliveries())
+    }
 }
 
 /// Opening queues.
@@ -266,6 +279,16 @@ impl Manager {
     /// exist. The blocking form of [`crate::Manager::queue`].
     pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str, maxsize: usize) -> Result<Queue<T>> {
         self.rt.block_on(self.inner.queue(name, maxsize)).map(|q| self.wrap(q))
+    }
+
+    /// The queue named `name`, created with `options` if it does not exist. The
+    /// blocking form of [`crate::Manager::queue_with`].
+    pub fn queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: &crate::QueueOptions,
+    ) -> Result<Queue<T>> {
+        self.rt.block_on(self.inner.queue_with(name, options)).map(|q| self.wrap(q))
     }
 
     /// A new anonymous queue (Python `manager.Queue(maxsize)`). The blocking form of

@@ -23,6 +23,15 @@
 //! [`Queue::get_leased`]: the item stays on lease until [`Leased::ack`], and comes
 //! back to the head of the queue if the lease runs out or the consumer's session ends
 //! (crash, SIGKILL, heartbeat timeout).
+//!
+//! # Delivery counts and dead letters
+//!
+//! The server counts how many times each item was delivered on lease
+//! ([`Leased::deliveries`]). A queue created with [`QueueOptions::dead_letter`] moves
+//! an item that was delivered that many times and comes back (nacked, its lease run
+//! out, its consumer gone) to the named dead letter queue instead of delivering it
+//! again, so one poison item cannot stall its consumers forever; nothing is dropped.
+//! [`Leased::nack_after`] gives an item back only after a delay (a retry backoff).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -243,6 +252,12 @@ where
         self.handle.call_as(methods::queue::LEASED.name, vec![]).await
     }
 
+    /// Number of nacked items waiting out their delay ([`Leased::nack_after`]) before
+    /// they go back to the queue (agora's `delayed`).
+    pub async fn delayed_len(&self) -> Result<usize> {
+        self.handle.call_as(methods::queue::DELAYED.name, vec![]).await
+    }
+
     /// Shuts the queue down (Python 3.13 `shutdown(immediate)`): puts fail with
     /// [`Error::QueueShutDown`] from now on, and so do gets once the queue is empty;
     /// blocked getters and putters get it at once. `immediate` also drops every queued
@@ -402,6 +417,27 @@ impl<T> Leased<T> {
         handle.call_pinned(self.generation, LEASE, methods::queue::NACK.name, receipt, None).await.map(drop)
     }
 
+    /// Gives the item back to the head of the queue once `delay` has passed (agora's
+    /// `nack(receipt, delay)`): meanwhile it is neither in the queue nor on lease, but
+    /// still unfinished for [`JoinableQueue::join`]. An item that has reached its
+    /// queue's `max_deliveries` goes to the dead letter queue at once instead. Errors
+    /// as [`Leased::nack`].
+    pub async fn nack_after(mut self, delay: Duration) -> Result<()> {
+        let handle = self.settle();
+        let args = vec![Value::Int(self.receipt as i64), Value::Float(delay.as_secs_f64())];
+        handle.call_pinned(self.generation, LEASE, methods::queue::NACK.name, args, None).await.map(drop)
+    }
+
+    /// How many times this item has been delivered, this delivery included (agora's
+    /// `deliveries`): 1 the first time, one more after each nack, expired lease or
+    /// crashed consumer. Errors as [`Leased::renew`].
+    pub async fn deliveries(&self) -> Result<u32> {
+        let handle = self.handle.as_ref().expect("unsettled");
+        let args = vec![Value::Int(self.receipt as i64)];
+        let value = handle.call_pinned(self.generation, LEASE, methods::queue::DELIVERIES.name, args, None).await?;
+        super::decode(value)
+    }
+
     /// Restarts the lease's clock: it now runs out `lease` from now (agora's `renew`;
     /// `Duration::MAX`: never). [`Error::InvalidValue`] if it is no longer held,
     /// [`Error::SessionExpired`] if the session that took it has ended.
@@ -513,6 +549,30 @@ impl Manager {
         Ok(JoinableQueue::from_handle(self.open(Kind::JoinableQueue, Some(name), maxsize_args(maxsize)).await?))
     }
 
+    /// The queue named `name`, created with `options` if it does not exist (an
+    /// existing queue keeps its own settings).
+    pub async fn queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: &QueueOptions,
+    ) -> Result<Queue<T>> {
+        Ok(Queue::from_handle(self.open(Kind::Queue, Some(name), options.args()).await?))
+    }
+
+    /// A new anonymous queue created with `options`.
+    pub async fn new_queue_with<T: Serialize + DeserializeOwned>(&self, options: &QueueOptions) -> Result<Queue<T>> {
+        Ok(Queue::from_handle(self.open(Kind::Queue, None, options.args()).await?))
+    }
+
+    /// The joinable queue named `name`, created with `options` if it does not exist.
+    pub async fn joinable_queue_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        options: &QueueOptions,
+    ) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue::from_handle(self.open(Kind::JoinableQueue, Some(name), options.args()).await?))
+    }
+
     /// A new anonymous joinable queue (Python `manager.JoinableQueue(maxsize)`; 0:
     /// unbounded).
     pub async fn new_joinable_queue<T: Serialize + DeserializeOwned>(
@@ -525,4 +585,52 @@ impl Manager {
 
 fn maxsize_args(maxsize: usize) -> Vec<Value> {
     vec![Value::Int(i64::try_from(maxsize).unwrap_or(0))]
+}
+
+/// How a queue is created ([`Manager::queue_with`]): its `maxsize` and where items that
+/// keep failing go.
+///
+/// ```no_run
+/// # async fn demo() -> agora_client::Result<()> {
+/// use agora_client::QueueOptions;
+/// let manager = agora_client::Manager::connect("127.0.0.1:50000", b"secret").await?;
+/// // An item delivered 5 times that comes back again moves to "jobs.dead".
+/// let options = QueueOptions::new().maxsize(1000).dead_letter(5, "jobs.dead");
+/// let jobs = manager.queue_with::<String>("jobs", &options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    maxsize: usize,
+    dead_letter: Option<(u32, String)>,
+}
+
+impl QueueOptions {
+    /// Unbounded, no dead letter queue.
+    pub fn new() -> QueueOptions {
+        QueueOptions::default()
+    }
+
+    /// At most `maxsize` items (0: unbounded).
+    pub fn maxsize(mut self, maxsize: usize) -> QueueOptions {
+        self.maxsize = maxsize;
+        self
+    }
+
+    /// After `max_deliveries` deliveries (at least 1), an item that comes back moves
+    /// to the queue named `queue` (created as a plain queue if there is none) instead
+    /// of being delivered again (Python: `max_deliveries=…, dead_letter=…`).
+    pub fn dead_letter(mut self, max_deliveries: u32, queue: &str) -> QueueOptions {
+        self.dead_letter = Some((max_deliveries, queue.to_owned()));
+        self
+    }
+
+    fn args(&self) -> Vec<Value> {
+        let mut args = maxsize_args(self.maxsize);
+        if let Some((max, queue)) = &self.dead_letter {
+            args.push(Value::Int(i64::from(*max)));
+            args.push(Value::Str(queue.as_str().into()));
+        }
+        args
+    }
 }

@@ -105,7 +105,7 @@ struct Conn<'a> {
 
 /// Serves a native connection whose first frame (the Hello) was already read.
 pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
-    let (session, mut mailbox) = shared.parking.open();
+    let (session, mut mailbox, _peer) = shared.open_session(peer);
     let welcome = match greet(&first, &session, &shared) {
         Ok(w) => w,
         Err(e) => {
@@ -353,6 +353,7 @@ impl Conn<'_> {
             Op::ListNamed => Ok(Reply::Objects(parking.engine().named())),
             Op::Snapshot { name } => parking.engine().snapshot_named(&name).map(Reply::Value),
             Op::SaveSnapshot => save_snapshot(self.shared),
+            Op::Holders { name } => holders(self.shared, name.as_deref()).map(Reply::Holders),
             Op::Shutdown => self.shared.may_shut_down(self.local_peer).map(|()| {
                 tracing::info!(session, "shutdown requested by a client");
                 self.shared.stopper.shutdown();
@@ -421,6 +422,46 @@ fn save_snapshot(shared: &Shared) -> Result<Reply, WireError> {
     crate::server::without_freezing_others(|| durability.save_snapshot())
         .map(Reply::Saved)
         .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("snapshot failed: {e}")))
+}
+
+/// `agora get` / `agora ls`: the engine's holder views with each session's peer
+/// address joined in (the connections know those, the engine does not).
+fn holders(shared: &Shared, name: Option<&str>) -> Result<Vec<native::ObjectHolders>, WireError> {
+    let engine = shared.parking.engine();
+    let views = match name {
+        Some(name) => vec![engine.holders_named(name)?],
+        None => engine.named_holders(),
+    };
+    let peers = &shared.peers;
+    Ok(views
+        .into_iter()
+        .map(|view| native::ObjectHolders {
+            name: view.name.unwrap_or_default(),
+            kind: view.kind,
+            id: view.id,
+            held: view
+                .held
+                .into_iter()
+                .map(|h| native::HolderInfo {
+                    session: h.session,
+                    peer: peers.of(h.session),
+                    since_us: h.since.0,
+                    token: h.token,
+                    what: h.what,
+                })
+                .collect(),
+            waiting: view
+                .waiting
+                .into_iter()
+                .map(|w| native::WaiterInfo {
+                    session: w.session,
+                    peer: peers.of(w.session),
+                    since_us: w.since.map(|t| t.0),
+                    what: w.what,
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 /// The reply to an `Open` or `Attach`.

@@ -2,15 +2,17 @@
 //!
 //! Object code gets `now` from the command being applied, fresh tickets and fencing
 //! tokens from the engine's counters, and reports what it did beyond its answer —
-//! a parked call, deliveries to parked callers, a wake-up it wants — through the
-//! context, which the engine turns into [`Effects`](super::Effects). An object
+//! a parked call, deliveries to parked callers, a wake-up it wants, an item it hands
+//! to another object by name ([`Move`]) — through the context, which the engine turns
+//! into [`Effects`](super::Effects) (or, for a move, carries out itself). An object
 //! never reads a clock, spawns a task, touches a channel, or looks in the object table;
 //! the one other object it may drive (a Condition's shared lock, a dict iterator's
 //! dict) is handed to it here, already locked, by the engine.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agora_proto::native::ObjectId;
+use agora_proto::native::{Kind, ObjectId};
+use agora_proto::Value;
 use serde::{Deserialize, Serialize};
 
 use super::clock::Time;
@@ -100,6 +102,25 @@ pub struct Outputs {
     pub deliveries: Vec<Delivery>,
     /// Objects that asked to be woken (a `Tick` command) at a time.
     pub wakeups: Vec<(ObjectId, Time)>,
+    /// Items objects handed to other, named, objects (a queue's dead letters), in the
+    /// order they were handed: the engine moves them before the command ends.
+    pub moves: Vec<Move>,
+}
+
+/// An item one object hands to another by name ([`Ctx::move_to`]): objects never see
+/// the table, so the engine finds (or creates) the target and gives it the item
+/// ([`SharedObject::receive_moved`](crate::object::SharedObject::receive_moved)) within
+/// the same command; if the target cannot take it, it goes back to its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    /// The object that handed the item out.
+    pub from: ObjectId,
+    /// The name of the object that receives it.
+    pub to: String,
+    /// The kind the target is created with if no object has that name.
+    pub kind: Kind,
+    /// The item.
+    pub item: Value,
 }
 
 /// One object's view of the command being applied.
@@ -165,6 +186,15 @@ impl<'a> Ctx<'a> {
     /// tick may come late or more than once; the object checks what is due.
     pub fn wake_at(&mut self, at: Time) {
         self.out.wakeups.push((self.object, at));
+    }
+
+    /// Hands `item` to the object named `to` (created as a `kind` if missing): the
+    /// engine moves it before this command ends. The object must already have let
+    /// go of the item; if the target cannot take it, the engine gives it back
+    /// ([`SharedObject::receive_moved`](crate::object::SharedObject::receive_moved) on
+    /// this object, with `returned` set), so it is never lost.
+    pub fn move_to(&mut self, to: &str, kind: Kind, item: Value) {
+        self.out.moves.push(Move { from: self.object, to: to.to_owned(), kind, item });
     }
 
     /// Runs `f` on the other object this one drives (see

@@ -32,6 +32,15 @@
 //!   order; its [`Effects::lsn`] says which record its answers wait for. The whole state
 //!   can be taken as an [`EngineImage`] (a snapshot) and rebuilt from one, and
 //!   [`Command::Restart`] ends the previous run's sessions after a restore.
+//! - **Moves between objects.** An object never reaches another; when it hands an item
+//!   to another object by name (a queue's dead letter, [`Ctx::move_to`]), the engine
+//!   finds or creates the target and gives it the item before the same command ends,
+//!   or gives it back to its source: a move is replayed as part of its command and
+//!   never drops what it carries.
+//! - **Who holds what** ([`Engine::holders`]) is a read: each object describes its
+//!   holds and waiters ([`SharedObject::holders`]) and the engine adds when each parked
+//!   call parked. Peer addresses are the server's (`crate::server::Peers`), not the
+//!   engine's.
 //! - **One set of lifetime rules.** Both dialects open, call and release through the
 //!   same commands: a container keeps alive every object referenced in what is stored
 //!   in it (methods declared as storing their arguments, and constructor arguments such
@@ -58,7 +67,7 @@ use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, Time};
 pub use command::{Access, Answer, Command, Effects, Keep};
-pub use ctx::{CounterValues, Counters, Ctx, Harness, Outputs};
+pub use ctx::{CounterValues, Counters, Ctx, Harness, Move, Outputs};
 pub use image::{EngineImage, SessionImage};
 pub use journal::{decode_record, encode_record, log_unwritable, Journal, Lsn, RecordRead, Tail, RECORD_HEADER};
 pub use memory::{MemoryGate, OBJECT_OVERHEAD};
@@ -70,6 +79,7 @@ pub use crate::objects::unsupported_kind;
 
 use crate::custom::CustomKinds;
 use crate::metrics::{CallOutcome, Metrics, WaitGuard};
+pub use crate::object::Holding;
 use crate::object::{bind, MethodSpec, Outcome, SharedObject};
 use crate::objects::iterator::{self, IteratorObject};
 use table::{ObjectEntry, Table};
@@ -127,6 +137,44 @@ pub struct ObjectSummary {
     pub only_held: bool,
     /// Its Python `repr`.
     pub repr: String,
+}
+
+/// Who holds one object and who waits for it ([`Engine::holders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderView {
+    /// The object.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name, for a named object.
+    pub name: Option<String>,
+    /// True for kinds that keep something per session (their holds are worth showing
+    /// even when there are none).
+    pub tracks_holders: bool,
+    /// Current holds, oldest first.
+    pub held: Vec<Holding>,
+    /// Parked calls, first served first.
+    pub waiting: Vec<WaitingCall>,
+}
+
+impl HolderView {
+    /// How long the oldest hold has been held at `now` (`None`: nothing is held).
+    pub fn oldest_hold_age(&self, now: Time) -> Option<std::time::Duration> {
+        self.held.iter().map(|h| h.since).min().map(|since| since.until(now))
+    }
+}
+
+/// One parked call in a [`HolderView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingCall {
+    /// The waiting session.
+    pub session: SessionId,
+    /// The call.
+    pub ticket: Ticket,
+    /// What it waits for (`"acquire"`, `"get"`…).
+    pub what: String,
+    /// When it parked (`None` if unknown: parked before a restore).
+    pub since: Option<Time>,
 }
 
 /// The engine's whole state in canonical form: equal states compare equal.
@@ -383,6 +431,7 @@ impl Engine {
             return self.call_now(session.expect("a session command"), object, access, &method, args, at);
         }
         let mut out = Outputs::default();
+        let at = command.at();
         let reply = match command {
             Command::OpenSession { .. } | Command::Call { .. } => unreachable!("handled above"),
             Command::EndSession { at, .. } => {
@@ -438,8 +487,68 @@ impl Engine {
                 Ok(Answer::Done)
             }
         };
+        if !out.moves.is_empty() {
+            self.settle_moves(at, &mut out);
+        }
         self.unpark(&out.deliveries);
         Effects { reply, deliveries: out.deliveries, wakeups: out.wakeups, mutated: true, lsn: None }
+    }
+
+    /// Carries out the moves objects asked for ([`Ctx::move_to`]: a queue's dead
+    /// letters) within the command that asked: each item goes to the object with the
+    /// target name (created as the asked kind if no object has that name), which then
+    /// keeps alive what the item refers to, as a put would. An item the target cannot
+    /// take (the name belongs to another kind, an immediate shutdown) goes back to its
+    /// source; only a source that cannot take it back either (shut down immediately,
+    /// which drops returning items as done) lets it go, and that is logged.
+    ///
+    /// The source let go of the item before its lock was released, and the target
+    /// takes it before the command ends: a concurrent read may see it in neither for
+    /// that moment, never in both, and the log replays the whole move as one command.
+    fn settle_moves(&self, at: Time, out: &mut Outputs) {
+        while !out.moves.is_empty() {
+            for moved in std::mem::take(&mut out.moves) {
+                let mut item = Some(moved.item);
+                match self.table.open_named(&self.counters, &moved.kind, &moved.to, Vec::new(), Vec::new()) {
+                    Ok(opened) => {
+                        let target = opened.entry;
+                        let mut stored = Vec::new();
+                        if let Some(item) = &item {
+                            referenced_ids(item, &mut stored);
+                        }
+                        let _ = self.drive(&target, true, 0, at, out, |o, ctx| {
+                            if let Err(back) = o.receive_moved(ctx, item.take().expect("given once"), false) {
+                                item = Some(back);
+                            }
+                        });
+                        if item.is_none() {
+                            for id in stored {
+                                let _ = self.table.hold(&target, id);
+                            }
+                        } else {
+                            tracing::warn!(to = %moved.to, "an item could not move to the object of that name; it went back to its source");
+                        }
+                        // The move holds no handle: named objects live until deleted.
+                        self.table.decref(&target);
+                    }
+                    Err(e) => {
+                        tracing::warn!(to = %moved.to, error = %e.message, "an item could not move to the object of that name; it went back to its source");
+                    }
+                }
+                let Some(item) = item else { continue };
+                let mut refused = Some(item);
+                if let Ok(source) = self.table.get(moved.from) {
+                    let _ = self.drive(&source, false, 0, at, out, |o, ctx| {
+                        if o.receive_moved(ctx, refused.take().expect("given once"), true).is_ok() {
+                            refused = None;
+                        }
+                    });
+                }
+                if refused.is_some() {
+                    tracing::error!(from = moved.from, to = %moved.to, "an item could move neither to its target nor back to its source (deleted, or shut down immediately): dropped");
+                }
+            }
+        }
     }
 
     /// Runs `f` on `entry`'s state under its lock, with the object it drives locked
@@ -588,6 +697,9 @@ impl Engine {
                 let _ = self.table.hold(&container, id);
             }
         }
+        if !out.moves.is_empty() {
+            self.settle_moves(at, &mut out);
+        }
         let reply = result.and_then(|outcome| match outcome {
             Outcome::Ready(value) => Ok(Answer::Value(value)),
             Outcome::Parked => out
@@ -597,7 +709,9 @@ impl Engine {
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("{method} parked without a ticket"))),
         });
         if let Ok(Answer::Parked(parked)) = &reply {
-            session.state().parked.insert(parked.ticket, object);
+            let mut st = session.state();
+            st.parked.insert(parked.ticket, object);
+            st.parked_at.insert(parked.ticket, at);
         }
         if !out.deliveries.is_empty() {
             self.unpark(&out.deliveries);
@@ -714,7 +828,9 @@ impl Engine {
     /// `None` if the session is gone (the `Option` lets `Expire` chain on it).
     fn forget_parked(&self, session: SessionId, ticket: Ticket) -> Option<()> {
         let session = self.session(session)?;
-        session.state().parked.remove(&ticket);
+        let mut st = session.state();
+        st.parked.remove(&ticket);
+        st.parked_at.remove(&ticket);
         Some(())
     }
 
@@ -733,7 +849,11 @@ impl Engine {
         // Every parked call first (their callers are gone), so that nothing released
         // below is handed to a caller that no longer exists.
         for session in &sessions {
-            let parked = std::mem::take(&mut session.state().parked);
+            let parked = {
+                let mut st = session.state();
+                st.parked_at.clear();
+                std::mem::take(&mut st.parked)
+            };
             for (ticket, object) in parked {
                 if let Ok(entry) = self.table.get(object) {
                     let id = session.id();
@@ -842,6 +962,68 @@ impl Engine {
     /// Counts by kind, for `stats` and metrics.
     pub fn stats(&self) -> RegistryStats {
         self.table.stats()
+    }
+
+    /// Who holds object `id` and who waits for it ([`SharedObject::holders`]), with
+    /// since when each parked call waits. A Barrier or a custom kind, which do not
+    /// describe their waiters, shows the parked calls the sessions have on it.
+    pub fn holders(&self, id: ObjectId) -> Result<HolderView, WireError> {
+        let entry = self.table.get(id).map_err(|_| self.missing_object(id))?;
+        self.holders_of(&entry)
+    }
+
+    /// [`Engine::holders`] of the object named `name`.
+    pub fn holders_named(&self, name: &str) -> Result<HolderView, WireError> {
+        let entry = self.table.lookup(name)?;
+        self.holders_of(&entry)
+    }
+
+    /// [`Engine::holders`] of every named object that keeps per-session state (locks,
+    /// semaphores, queues…) or has a parked call, sorted by name.
+    pub fn named_holders(&self) -> Vec<HolderView> {
+        self.table
+            .named()
+            .into_iter()
+            .filter_map(|entry| self.holders_of(&entry).ok())
+            .filter(|view| view.tracks_holders || !view.waiting.is_empty())
+            .collect()
+    }
+
+    fn holders_of(&self, entry: &ObjectEntry) -> Result<HolderView, WireError> {
+        let described = entry.lock()?.holders();
+        let mut waiting: Vec<WaitingCall> = described
+            .waiting
+            .into_iter()
+            .map(|w| WaitingCall { session: w.session, ticket: w.ticket, what: w.what, since: None })
+            .collect();
+        // Kinds that do not describe their waiters: whatever waits here, in arrival
+        // (ticket) order, from the sessions' parked calls.
+        if matches!(entry.kind(), Kind::Barrier | Kind::Other(_)) {
+            let sessions: Vec<Session> = self.sessions().values().cloned().collect();
+            for session in &sessions {
+                let st = session.state();
+                waiting.extend(st.parked.iter().filter(|(_, &o)| o == entry.id()).map(|(&ticket, _)| WaitingCall {
+                    session: session.id(),
+                    ticket,
+                    what: "call".into(),
+                    since: None,
+                }));
+            }
+            waiting.sort_by_key(|w| w.ticket);
+        }
+        for call in &mut waiting {
+            if let Some(session) = self.session(call.session) {
+                call.since = session.state().parked_at.get(&call.ticket).copied();
+            }
+        }
+        Ok(HolderView {
+            id: entry.id(),
+            kind: entry.kind().clone(),
+            name: entry.name().map(str::to_owned),
+            tracks_holders: entry.holds_session_state(),
+            held: described.held,
+            waiting,
+        })
     }
 
     /// Marks a parked call on `object` as waiting until the guard drops (the metrics'

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use agora_proto::native::ObjectId;
 use agora_proto::{ErrorCode, WireError};
 
+use super::clock::Time;
 use super::table::ObjectEntry;
 use super::waiter::{SessionId, Ticket};
 
@@ -37,6 +38,9 @@ pub(super) struct SessionState {
     /// Its parked calls: ticket → the object the call waits on. A restart abandons
     /// them (their callers are gone with the old process).
     pub(super) parked: BTreeMap<Ticket, ObjectId>,
+    /// When each parked call parked (for `agora get`; not part of the state: a
+    /// restore abandons every parked call anyway).
+    pub(super) parked_at: BTreeMap<Ticket, Time>,
     /// Prune dead `touched` entries when the map grows past this.
     prune_at: usize,
 }

@@ -263,6 +263,69 @@ fn a_condition_pins_its_lock_and_refuses_what_is_not_one() {
 }
 
 #[test]
+fn a_dead_letter_moves_to_its_queue_in_the_same_command_and_keeps_what_it_refers_to() {
+    let mut b = Bench::new();
+    let s = b.session();
+    let args = vec![Value::Int(0), Value::Int(1), Value::Str("dead".into())];
+    let q = b.open(s, Kind::Queue, Some("work"), args, Keep::Handle).unwrap();
+    let inner = b.open(s, Kind::List, None, vec![], Keep::Handle).unwrap();
+    b.value(s, q, "put", vec![reference(inner, "list")]);
+    b.apply(Command::Release { session: s, object: inner, at: b.now }).reply.unwrap();
+    assert!(b.exists(inner), "the queue keeps it alive");
+    let getter = b.session();
+    b.apply(Command::Attach { session: getter, object: q, at: b.now }).reply.unwrap();
+    let pair = b.value(getter, q, "get_leased", vec![]);
+    assert!(b.engine.snapshot_named("dead").is_err(), "no dead letter queue until the first move");
+    let Value::Tuple(pair) = pair else { panic!("{pair:?}") };
+    // The one delivery allowed was made: its session's end moves the item.
+    b.end(getter);
+    assert_eq!(b.engine.snapshot_named("work").unwrap(), Value::List(vec![]));
+    assert_eq!(b.engine.snapshot_named("dead").unwrap(), Value::List(vec![pair[1].clone()]));
+    let dead = b.open(s, Kind::Queue, Some("dead"), vec![], Keep::Handle).unwrap();
+    b.apply(Command::Delete { name: "work".into(), at: b.now }).reply.unwrap();
+    b.apply(Command::Release { session: s, object: q, at: b.now }).reply.unwrap();
+    assert!(b.exists(inner), "the dead letter queue keeps it alive now");
+    assert_eq!(b.value(s, dead, "get", vec![]), pair[1]);
+    // A dead letter name taken by another kind: the item stays in its own queue.
+    b.open(s, Kind::Dict, Some("taken"), vec![], Keep::Handle).unwrap();
+    let args = vec![Value::Int(0), Value::Int(1), Value::Str("taken".into())];
+    let q2 = b.open(s, Kind::Queue, Some("work2"), args, Keep::Handle).unwrap();
+    b.value(s, q2, "put", vec![Value::Int(9)]);
+    let Value::Tuple(pair) = b.value(s, q2, "get_leased", vec![]) else { panic!() };
+    b.value(s, q2, "nack", vec![pair[0].clone()]);
+    assert_eq!(b.engine.snapshot_named("work2").unwrap(), Value::List(vec![Value::Int(9)]));
+    assert_eq!(b.value(s, q2, "qsize", vec![]), Value::Int(1));
+}
+
+#[test]
+fn holders_join_when_each_parked_call_parked() {
+    let mut b = Bench::new();
+    let (a, w) = (b.session(), b.session());
+    let lock = b.open(a, Kind::Lock, Some("L"), vec![], Keep::Handle).unwrap();
+    b.apply(Command::Attach { session: w, object: lock, at: b.now }).reply.unwrap();
+    let t0 = b.now;
+    let token = b.value(a, lock, "acquire_fenced", vec![]).as_index().unwrap() as u64;
+    b.now = t0.after_secs(2.0).unwrap();
+    assert!(matches!(b.call(w, lock, "acquire", vec![]), Ok(Answer::Parked(_))));
+    let view = b.engine.holders_named("L").unwrap();
+    assert_eq!(
+        (view.id, view.kind.clone(), view.name.as_deref(), view.tracks_holders),
+        (lock, Kind::Lock, Some("L"), true)
+    );
+    assert_eq!((view.held[0].session, view.held[0].since, view.held[0].token), (a, t0, Some(token)));
+    assert_eq!((view.waiting[0].session, view.waiting[0].since), (w, Some(b.now)));
+    assert_eq!(view.oldest_hold_age(b.now), Some(std::time::Duration::from_secs(2)));
+    // A Barrier does not describe its waiters: its parked calls stand in.
+    let barrier = b.open(a, Kind::Barrier, Some("B"), vec![Value::Int(3)], Keep::Handle).unwrap();
+    assert!(matches!(b.call(a, barrier, "wait", vec![]), Ok(Answer::Parked(_))));
+    let view = b.engine.holders(barrier).unwrap();
+    assert_eq!(view.waiting.iter().map(|c| (c.session, c.what.as_str())).collect::<Vec<_>>(), [(a, "call")]);
+    let named: Vec<_> = b.engine.named_holders().into_iter().filter_map(|v| v.name).collect();
+    assert_eq!(named, ["B", "L"], "held kinds, and any object with a waiter");
+    assert_eq!(b.engine.holders_named("nope").unwrap_err().code, ErrorCode::NoSuchName);
+}
+
+#[test]
 fn a_session_end_hands_its_lock_to_the_next_waiter() {
     let mut b = Bench::new();
     let (a, c) = (b.session(), b.session());
@@ -345,7 +408,7 @@ mod replay {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => (0..3usize, 0..9usize, 0..6usize).prop_map(|(session, object, method)| Step::Call { session, object, method }),
+            6 => (0..3usize, 0..10usize, 0..6usize).prop_map(|(session, object, method)| Step::Call { session, object, method }),
             2 => (1..2_000u64).prop_map(|millis| Step::Advance { millis }),
             1 => (0..8usize).prop_map(|call| Step::Expire { call }),
             1 => (0..8usize).prop_map(|call| Step::Abandon { call }),
@@ -478,6 +541,21 @@ mod replay {
                     ("__ixor__", vec![Value::Set(agora_proto::value::Set::from_values([Value::Int(1)]).unwrap())]),
                     ("discard", vec![Value::Int(2)]),
                     ("intersection_update", vec![Value::List(vec![Value::Int(1), Value::Int(3)])]),
+                ],
+            ),
+            (
+                // Reliable consumption: counted deliveries, delayed nacks, dead letters
+                // moved to another queue (created by the first move).
+                Kind::Queue,
+                "dq",
+                vec![Value::Int(0), Value::Int(2), Value::Str("dead".into())],
+                vec![
+                    ("put", vec![Value::Int(3)]),
+                    ("get_leased", vec![yes.clone(), t(0.2), t(0.6)]),
+                    ("nack", vec![Value::Int(1)]),
+                    ("nack", vec![Value::Int(2), t(0.4)]),
+                    ("ack", vec![Value::Int(3)]),
+                    ("nack", vec![Value::Int(4), Value::None]),
                 ],
             ),
         ]
@@ -683,6 +761,29 @@ mod replay {
         let (parked, handed) = check_replay(steps).unwrap();
         assert!(parked >= 5, "{parked} calls parked");
         assert!(handed >= 4, "{handed} commands handed answers out");
+    }
+
+    #[test]
+    fn a_fixed_run_of_dead_letters_and_delayed_nacks_replays() {
+        use Step::*;
+        let call = |session, object, method| Call { session, object, method };
+        let steps = vec![
+            call(0, 8, 0),           // dq: put
+            call(0, 8, 0),           // dq: put
+            call(1, 8, 1),           // dq: get_leased → receipt 1
+            call(1, 8, 2),           // dq: nack(1) → back with one delivery
+            call(1, 8, 1),           // dq: get_leased → receipt 2, second delivery
+            call(2, 8, 3),           // dq: nack(2, 0.4) → dead letter at once
+            call(2, 8, 1),           // dq: get_leased → receipt 3
+            call(2, 8, 1),           // dq: get_leased → receipt 4 (the other item)
+            call(0, 8, 5),           // dq: nack(4) → back
+            call(0, 8, 1),           // dq: get_leased → receipt 5
+            Advance { millis: 700 }, // leases 3 and 5 expire
+            Tick,
+            call(0, 8, 1),
+            End { session: 0 },
+        ];
+        check_replay(steps).unwrap();
     }
 
     proptest! {

@@ -5,8 +5,12 @@
 //! format, 404 for any other path, over a deliberately minimal HTTP/1.1 (one request
 //! per connection, `Connection: close`) on the server's own runtime: a web framework
 //! would be most of the binary for one route. It needs no authkey, so bind it to
-//! loopback or a private interface; it reveals counts and kind and method names, never
-//! object names or values.
+//! loopback or a private interface; it reveals counts, kind and method names, and the
+//! names of named objects that can be held (locks, semaphores, queues…: who holds
+//! them is a per-object question), never values, sessions or peers.
+//!
+//! Per-object series are bounded: named objects only (anonymous ones come and go by
+//! the thousand), at most [`MAX_OBJECT_SERIES`] of them per scrape.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -232,7 +236,62 @@ pub fn render(shared: &Shared) -> String {
             k.wait.render(&mut out, "agora_wait_duration_seconds", &format!("kind=\"{}\"", label(k.kind.as_str())));
         }
     }
+    render_holders(shared, &mut out);
     out
+}
+
+/// The most named objects a scrape reports holders for (the first by name).
+pub const MAX_OBJECT_SERIES: usize = 1000;
+
+/// Per named object that can be held or waited for: holds, waiting calls, and the age
+/// of the oldest hold.
+fn render_holders(shared: &Shared, out: &mut String) {
+    let engine = shared.parking.engine();
+    let now = engine.now();
+    let views = engine.named_holders();
+    let shown = &views[..views.len().min(MAX_OBJECT_SERIES)];
+    let labels = |v: &crate::engine::HolderView| {
+        format!("kind=\"{}\",name=\"{}\"", label(v.kind.as_str()), label(v.name.as_deref().unwrap_or_default()))
+    };
+    header(
+        out,
+        "agora_object_holds",
+        "gauge",
+        "Holds on a named object now: lock grants, semaphore permits, RLock ownership, queue leases.",
+    );
+    for v in shown {
+        let _ = writeln!(out, "agora_object_holds{{{}}} {}", labels(v), v.held.len());
+    }
+    header(
+        out,
+        "agora_object_waiters",
+        "gauge",
+        "Calls waiting on a named object now (acquires, gets, puts, joins...).",
+    );
+    for v in shown {
+        let _ = writeln!(out, "agora_object_waiters{{{}}} {}", labels(v), v.waiting.len());
+    }
+    header(
+        out,
+        "agora_object_oldest_hold_seconds",
+        "gauge",
+        "How long the oldest hold on a named object has been held (0 when nothing is held).",
+    );
+    for v in shown {
+        let age = v.oldest_hold_age(now).unwrap_or_default().as_secs_f64();
+        let _ = writeln!(out, "agora_object_oldest_hold_seconds{{{}}} {age:.3}", labels(v));
+    }
+    scalar_line(
+        out,
+        "agora_object_series_dropped",
+        "Named objects left out of the per-object series above (more than the limit).",
+        views.len().saturating_sub(shown.len()),
+    );
+}
+
+fn scalar_line(out: &mut String, name: &str, help: &str, value: usize) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// How long a scraper has to send its request.

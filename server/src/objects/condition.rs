@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::grants::{self, as_seconds, condition_wait, lock_wait, owner_arg, Answer, Wait};
 use super::rlock::RLockObject;
 use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Undelivered, Waiter};
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{encode_state, Args, Holders, MethodSpec, Outcome, SharedObject, Waiting};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::condition`].
 pub use agora_proto::methods::condition::CONSTRUCTOR;
@@ -318,6 +318,21 @@ impl SharedObject for ConditionObject {
             return;
         }
         let _ = with_lock(&mut self.lock, ctx, |lock, ctx| lock.abandon_waiter(ctx, ticket, undelivered));
+    }
+
+    /// Its own lock's holder and waiters, then the callers waiting to be notified; a
+    /// shared lock shows its holders on itself.
+    fn holders(&self) -> Holders {
+        let mut holders = match &self.lock {
+            LockRef::Own(rlock) => rlock.holders(),
+            LockRef::Shared(_) => Holders::default(),
+        };
+        holders.waiting.extend(self.waiters.iter().map(|w| Waiting {
+            session: w.waiter.session,
+            ticket: w.waiter.ticket,
+            what: "wait for notify".into(),
+        }));
+        holders
     }
 
     fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {

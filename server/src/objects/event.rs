@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grants::{self, condition_wait, Wait};
 use crate::engine::{Ctx, Reclaim, Ticket, Undelivered, Waiter};
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{encode_state, Args, Holders, MethodSpec, Outcome, SharedObject, Waiting};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::event`].
 pub use agora_proto::methods::event::CONSTRUCTOR;
@@ -100,6 +100,16 @@ impl SharedObject for EventObject {
 
     fn abandon(&mut self, _ctx: &mut Ctx<'_>, ticket: Ticket, _undelivered: Option<Undelivered>) {
         self.waiters.retain(|w| w.ticket != ticket);
+    }
+
+    /// Nobody holds an Event; its waiters wait for `set`.
+    fn holders(&self) -> Holders {
+        let waiting = self
+            .waiters
+            .iter()
+            .map(|w| Waiting { session: w.session, ticket: w.ticket, what: "wait".into() })
+            .collect();
+        Holders { held: Vec::new(), waiting }
     }
 }
 

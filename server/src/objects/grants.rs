@@ -36,7 +36,7 @@ use num_traits::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
-use crate::object::Outcome;
+use crate::object::{Holders, Holding, Outcome, Waiting};
 
 /// CPython's `threading.TIMEOUT_MAX` on Linux, in seconds.
 pub const TIMEOUT_MAX: f64 = 9_223_372_036.0;
@@ -223,6 +223,9 @@ struct Grant {
     session: SessionId,
     /// The Condition it was acquired through (0: directly).
     via: ObjectId,
+    /// When it was granted.
+    #[serde(default)]
+    since: Time,
 }
 
 /// One waiting acquire.
@@ -288,7 +291,7 @@ impl Permits {
         }
         self.available -= 1;
         let token = ctx.token();
-        self.grants.push_back(Grant { token, session, via });
+        self.grants.push_back(Grant { token, session, via, since: ctx.now() });
         Some(token)
     }
 
@@ -403,6 +406,30 @@ impl Permits {
     /// True if `session` holds a grant.
     pub fn holds(&self, session: SessionId) -> bool {
         self.grants.iter().any(|g| g.session == session)
+    }
+
+    /// The outstanding grants, oldest first, each described as `what` (`"lock"`,
+    /// `"permit"`), and the waiting acquires in line order.
+    pub fn holders(&self, what: &str) -> Holders {
+        let held = self
+            .grants
+            .iter()
+            .map(|g| Holding {
+                session: g.session,
+                since: g.since,
+                token: Some(g.token),
+                what: if g.via == 0 { what.to_owned() } else { format!("{what} (through condition {:x})", g.via) },
+            })
+            .collect();
+        let waiting = self
+            .queue
+            .iter()
+            .map(|q| {
+                let what = if q.answer.expires() { "acquire" } else { "re-acquire after wait" };
+                Waiting { session: q.waiter.session, ticket: q.waiter.ticket, what: what.to_owned() }
+            })
+            .collect();
+        Holders { held, waiting }
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::condition::ConditionLock;
 use super::grants::{self, lock_wait, Answer, Permits, Wait};
 use crate::engine::{Ctx, SessionId, Ticket, Undelivered, Waiter};
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{encode_state, Args, Holders, MethodSpec, Outcome, SharedObject};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::lock`].
 pub use agora_proto::methods::lock::CONSTRUCTOR;
@@ -126,6 +126,10 @@ impl SharedObject for LockObject {
 
     fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
         self.permits.abandon(ctx, ticket, undelivered);
+    }
+
+    fn holders(&self) -> Holders {
+        self.permits.holders("lock")
     }
 
     fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
@@ -258,5 +262,33 @@ mod tests {
         assert!(!lock.is_locked());
         call(&mut h, &mut lock, B, "release", vec![]).unwrap();
         assert!(call(&mut h, &mut lock, B, "release", vec![]).is_err());
+    }
+
+    #[test]
+    fn holders_show_the_grant_with_its_token_and_time_and_the_waiters_in_line() {
+        let mut h = Harness::default();
+        let mut lock = LockObject::default();
+        assert_eq!(lock.holders(), Holders::default());
+        let token = call(&mut h, &mut lock, A, "acquire_fenced", vec![]).unwrap().as_index().unwrap() as u64;
+        let granted_at = h.now;
+        h.advance(1.0);
+        let mut waiters = Vec::new();
+        for caller in [B, A] {
+            let outcome = lock.call(&mut h.ctx(caller), "acquire", Args::from_values("acquire", vec![])).unwrap();
+            assert_eq!(outcome, Outcome::Parked);
+            waiters.push((caller, h.parked().unwrap().ticket));
+        }
+        let holders = lock.holders();
+        assert_eq!(holders.held.len(), 1);
+        let held = &holders.held[0];
+        assert_eq!((held.session, held.since, held.token, held.what.as_str()), (A, granted_at, Some(token), "lock"));
+        let waiting: Vec<_> = holders.waiting.iter().map(|w| (w.session, w.ticket)).collect();
+        assert_eq!(waiting, waiters, "in line order");
+        // The hand-off makes the first waiter the holder, with a new token, since now.
+        call(&mut h, &mut lock, A, "release", vec![]).unwrap();
+        let holders = lock.holders();
+        assert_eq!((holders.held[0].session, holders.held[0].since), (B, h.now));
+        assert!(holders.held[0].token > Some(token));
+        assert_eq!(holders.waiting.len(), 1);
     }
 }

@@ -96,7 +96,9 @@ pub fn restore(kind: &Kind, state: &[u8]) -> Result<Box<dyn SharedObject>, Strin
         Kind::Value => decode::<value::ValueObject>(state),
         Kind::Array => decode::<array::ArrayObject>(state),
         Kind::Namespace => decode::<namespace::NamespaceObject>(state),
-        Kind::Queue | Kind::JoinableQueue => decode::<queue::QueueObject>(state),
+        Kind::Queue | Kind::JoinableQueue => rmp_serde::from_slice::<queue::QueueObject>(state)
+            .map(|q| Box::new(q.normalized()) as Box<dyn SharedObject>)
+            .map_err(|e| e.to_string()),
         Kind::Lock => decode::<lock::LockObject>(state),
         Kind::RLock => decode::<rlock::RLockObject>(state),
         Kind::Semaphore | Kind::BoundedSemaphore => decode::<semaphore::SemaphoreObject>(state),

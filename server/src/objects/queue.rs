@@ -80,6 +80,29 @@
 //! client uses it to give back an item whose reply arrived after its caller stopped
 //! waiting. `leased()` answers how many leases are outstanding.
 //!
+//! # Delivery counts, delayed nacks and dead letters (agora only)
+//!
+//! Every item remembers how many times it was delivered on lease: `get_leased` counts
+//! one, and a nack, an expired lease or the end of the lease's session returns the item
+//! with its count (`deliveries(receipt)` answers it for a held lease). A lease handed
+//! to a caller that never received it does not count; an item taken by a plain `get`
+//! leaves reliable consumption and, if it comes back (`unget`, an undelivered get),
+//! comes back as new.
+//!
+//! `Queue(maxsize=0, max_deliveries=N, dead_letter="name")` (both or neither): an item
+//! delivered N times that comes back moves to the queue named `dead_letter` instead of
+//! the head of this one — a finished task here, a new one there, at its tail whatever
+//! its maxsize. The queue never sees the table: it hands the item out through
+//! [`Ctx::move_to`], and the engine gives it to that queue (creating a plain `Queue` of
+//! that name if there is none) within the same command, or back to this one if the
+//! name belongs to another kind; nothing is dropped.
+//!
+//! `nack(receipt, delay=None)`: with a delay (seconds), the item waits out of the queue
+//! (not in `qsize`, counted by `delayed()`, still an unfinished task) and goes back to
+//! the head when the delay is over — through the same wake-ups as lease deadlines. An
+//! item that is due for the dead letter queue goes there at once; an immediate
+//! shutdown drops delayed items as done, as it does queued ones.
+//!
 //! Items that come back (nack, expired or ended leases, unget, abandoned deliveries)
 //! may take the queue above `maxsize` for a while; puts then wait until it is below
 //! again. After `shutdown()` they still go back and can be drained by `get`; after
@@ -95,7 +118,7 @@ use num_traits::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{deadline_after, Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject, Waiting};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::queue`].
 pub use agora_proto::methods::queue::CONSTRUCTOR;
@@ -109,6 +132,8 @@ const BAD_LEASE: &str = "'lease' must be a positive number or None";
 const TOO_MANY_TASK_DONE: &str = "task_done() called too many times";
 /// How long a lease lasts when the caller does not say.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// agora's message for a nack delay that is not a non-negative number.
+const BAD_DELAY: &str = "'delay' must be a non-negative number or None";
 
 /// How many items fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +201,29 @@ struct Lease {
     session: SessionId,
     /// When it expires (`None`: never).
     deadline: Option<Time>,
+    /// How many times the item was delivered, this delivery included.
+    #[serde(default)]
+    deliveries: u32,
+    /// When it was leased.
+    #[serde(default)]
+    since: Time,
+}
+
+/// A nacked item waiting out its delay before it goes back to the queue.
+#[derive(Debug, Serialize, Deserialize)]
+struct Delayed {
+    item: Value,
+    /// How many times it was delivered so far.
+    deliveries: u32,
+}
+
+/// Where items that keep failing go: after `max_deliveries` deliveries, an item that
+/// comes back (nack, expired lease, its session's end) moves to the queue named
+/// `dead_letter` instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DeadLetter {
+    max_deliveries: u32,
+    queue: String,
 }
 
 /// A shared queue (`Queue` or `JoinableQueue`).
@@ -184,6 +232,10 @@ pub struct QueueObject {
     kind: Kind,
     capacity: Capacity,
     items: VecDeque<Value>,
+    /// How many times each item in `items` was delivered before (same order, same
+    /// length; see [`QueueObject::normalized`]).
+    #[serde(default)]
+    deliveries: VecDeque<u32>,
     /// Python's `unfinished_tasks`.
     unfinished: u64,
     shut_down: bool,
@@ -198,16 +250,26 @@ pub struct QueueObject {
     /// Lease deadlines, earliest first.
     deadlines: BTreeSet<(Time, u64)>,
     next_receipt: u64,
+    /// Nacked items waiting out their delay, by (when they come back, their receipt).
+    #[serde(default)]
+    delayed: BTreeMap<(Time, u64), Delayed>,
+    /// Where items that keep failing go, if anywhere.
+    #[serde(default)]
+    dead_letter: Option<DeadLetter>,
 }
 
 impl QueueObject {
-    /// `Queue(maxsize=0)` for `kind` (`Queue` or `JoinableQueue`).
+    /// `Queue(maxsize=0, max_deliveries=None, dead_letter=None)` for `kind` (`Queue`
+    /// or `JoinableQueue`). `max_deliveries` and `dead_letter` go together: an item
+    /// delivered that many times that comes back moves to the queue of that name.
     pub fn new(kind: Kind, mut args: Args) -> Result<QueueObject, WireError> {
         let capacity = Capacity::from_maxsize(args.or(0, Value::Int(0)));
+        let dead_letter = dead_letter_args(args.take(1), args.take(2))?;
         Ok(QueueObject {
             kind,
             capacity,
             items: VecDeque::new(),
+            deliveries: VecDeque::new(),
             unfinished: 0,
             shut_down: false,
             immediate: false,
@@ -217,7 +279,34 @@ impl QueueObject {
             leases: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             next_receipt: 1,
+            delayed: BTreeMap::new(),
+            dead_letter,
         })
+    }
+
+    /// This queue with one delivery count per item: a state written before counts
+    /// existed reads back with none, and its items count as never delivered.
+    pub fn normalized(mut self) -> QueueObject {
+        self.deliveries.resize(self.items.len(), 0);
+        self
+    }
+
+    /// Adds an item at the tail with its delivery count.
+    fn push_back(&mut self, item: Value, deliveries: u32) {
+        self.items.push_back(item);
+        self.deliveries.push_back(deliveries);
+    }
+
+    /// Adds an item at the head with its delivery count.
+    fn push_front(&mut self, item: Value, deliveries: u32) {
+        self.items.push_front(item);
+        self.deliveries.push_front(deliveries);
+    }
+
+    /// Takes the item at the head with its delivery count.
+    fn pop_front(&mut self) -> Option<(Value, u32)> {
+        let item = self.items.pop_front()?;
+        Some((item, self.deliveries.pop_front().unwrap_or(0)))
     }
 
     fn dispatch_call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
@@ -249,17 +338,27 @@ impl QueueObject {
                 ready(Value::None)
             }
             "ack" => self.ack(ctx, receipt_arg(args.required(0))?).map(Outcome::Ready),
-            "nack" => self.nack(ctx, receipt_arg(args.required(0))?).map(Outcome::Ready),
+            "nack" => {
+                let receipt = receipt_arg(args.required(0))?;
+                let delay = delay_arg(args.take(1))?;
+                self.nack(ctx, receipt, delay).map(Outcome::Ready)
+            }
             "renew" => {
                 let receipt = receipt_arg(args.required(0))?;
                 let term = lease_term(args.take(1))?;
                 self.renew(ctx, receipt, term).map(Outcome::Ready)
             }
             "unget" => {
-                self.return_items(ctx, vec![args.required(0)]);
+                self.return_items(ctx, vec![(args.required(0), 0)]);
                 ready(Value::None)
             }
             "leased" => ready(Value::Int(self.leases.len() as i64)),
+            "delayed" => ready(Value::Int(self.delayed.len() as i64)),
+            "deliveries" => {
+                let receipt = receipt_arg(args.required(0))?;
+                let lease = self.leases.get(&receipt).ok_or_else(|| not_held(receipt))?;
+                ready(Value::Int(i64::from(lease.deliveries)))
+            }
             other => Err(WireError::new(ErrorCode::Internal, format!("Queue has no method '{other}'"))),
         }
     }
@@ -306,7 +405,7 @@ impl QueueObject {
                 }
             }
         }
-        self.items.push_back(item);
+        self.push_back(item, 0);
         self.unfinished += 1;
         self.dispatch(ctx);
         Ok(Outcome::Ready(Value::None))
@@ -334,10 +433,10 @@ impl QueueObject {
                 return Err(WireError::value_error(NEGATIVE_TIMEOUT));
             }
         }
-        if let Some(item) = self.items.pop_front() {
+        if let Some((item, deliveries)) = self.pop_front() {
             let value = match lease {
                 None => item,
-                Some(term) => self.lease_out(ctx, item, ctx.caller(), term).1,
+                Some(term) => self.lease_out(ctx, item, deliveries, ctx.caller(), term).1,
             };
             // Room appeared: a waiting putter may go in.
             self.dispatch(ctx);
@@ -404,7 +503,12 @@ impl QueueObject {
         self.shut_down = true;
         if immediate {
             self.immediate = true;
-            while self.items.pop_front().is_some() {
+            while self.pop_front().is_some() {
+                self.unfinished = self.unfinished.saturating_sub(1);
+            }
+            // Nacked items waiting out a delay would be dropped when due: drop them now,
+            // so a join does not wait for their delay.
+            for _ in std::mem::take(&mut self.delayed) {
                 self.unfinished = self.unfinished.saturating_sub(1);
             }
             if self.unfinished == 0 {
@@ -420,14 +524,23 @@ impl QueueObject {
         }
     }
 
-    /// Makes `item` a lease of `session`; returns its receipt and what the caller
-    /// receives (`(receipt, item)`: the reply carries a copy, the lease keeps the item).
-    fn lease_out(&mut self, ctx: &mut Ctx<'_>, item: Value, session: SessionId, term: LeaseTerm) -> (u64, Value) {
+    /// Makes `item` (delivered `deliveries` times before) a lease of `session`;
+    /// returns its receipt and what the caller receives (`(receipt, item)`: the reply
+    /// carries a copy, the lease keeps the item).
+    fn lease_out(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        item: Value,
+        deliveries: u32,
+        session: SessionId,
+        term: LeaseTerm,
+    ) -> (u64, Value) {
         let receipt = self.next_receipt;
         self.next_receipt += 1;
         let reply = Value::Tuple(vec![Value::Int(receipt as i64), item.clone()]);
         let deadline = term.and_then(|d| ctx.now().after(d));
-        self.leases.insert(receipt, Lease { item, session, deadline });
+        let deliveries = deliveries.saturating_add(1);
+        self.leases.insert(receipt, Lease { item, session, deadline, deliveries, since: ctx.now() });
         if let Some(deadline) = deadline {
             self.schedule(ctx, deadline, receipt);
         }
@@ -449,10 +562,49 @@ impl QueueObject {
         Ok(Value::None)
     }
 
-    fn nack(&mut self, ctx: &mut Ctx<'_>, receipt: u64) -> Result<Value, WireError> {
+    /// Gives a leased item back: to the head now, or after `delay` (the item is then
+    /// in neither the queue nor a lease, but still an unfinished task), or to the dead
+    /// letter queue if it was delivered `max_deliveries` times.
+    fn nack(&mut self, ctx: &mut Ctx<'_>, receipt: u64, delay: Option<Duration>) -> Result<Value, WireError> {
+        let due = match delay {
+            Some(d) if !d.is_zero() => Some(ctx.now().after(d).ok_or_else(|| WireError::value_error(BAD_DELAY))?),
+            _ => None,
+        };
         let lease = self.take_lease(receipt).ok_or_else(|| not_held(receipt))?;
-        self.return_items(ctx, vec![lease.item]);
+        match due {
+            // Waiting would only delay the move to the dead letter queue.
+            Some(due) if !self.immediate && !self.exhausted(lease.deliveries) => {
+                self.schedule_wake(ctx, due);
+                self.delayed.insert((due, receipt), Delayed { item: lease.item, deliveries: lease.deliveries });
+            }
+            _ => self.come_back(ctx, vec![(lease.item, lease.deliveries)]),
+        }
         Ok(Value::None)
+    }
+
+    /// True if an item delivered `deliveries` times may not be delivered again.
+    fn exhausted(&self, deliveries: u32) -> bool {
+        self.dead_letter.as_ref().is_some_and(|d| deliveries >= d.max_deliveries)
+    }
+
+    /// Items that failed a delivery (nacked, expired, their session ended), each with
+    /// its delivery count, oldest delivery first: those delivered `max_deliveries`
+    /// times move to the dead letter queue (each a finished task here, a new one
+    /// there), the others go back to the head.
+    fn come_back(&mut self, ctx: &mut Ctx<'_>, items: Vec<(Value, u32)>) {
+        let mut back = Vec::with_capacity(items.len());
+        for (item, deliveries) in items {
+            match &self.dead_letter {
+                Some(dead) if !self.immediate && deliveries >= dead.max_deliveries => {
+                    tracing::debug!(deliveries, to = %dead.queue, "queue: an item delivered too often moves to its dead letter queue");
+                    let to = dead.queue.clone();
+                    ctx.move_to(&to, Kind::Queue, item);
+                    self.finish_one(ctx);
+                }
+                _ => back.push((item, deliveries)),
+            }
+        }
+        self.return_items(ctx, back);
     }
 
     fn renew(&mut self, ctx: &mut Ctx<'_>, receipt: u64, term: LeaseTerm) -> Result<Value, WireError> {
@@ -469,9 +621,10 @@ impl QueueObject {
         Ok(Value::None)
     }
 
-    /// Puts items back at the head, first item first, and hands them on. After an
-    /// immediate shutdown they are dropped as done tasks instead.
-    fn return_items(&mut self, ctx: &mut Ctx<'_>, items: Vec<Value>) {
+    /// Puts items (with their delivery counts) back at the head, first item first,
+    /// and hands them on. After an immediate shutdown they are dropped as done tasks
+    /// instead.
+    fn return_items(&mut self, ctx: &mut Ctx<'_>, items: Vec<(Value, u32)>) {
         if items.is_empty() {
             return;
         }
@@ -481,14 +634,15 @@ impl QueueObject {
             }
             return;
         }
-        for item in items.into_iter().rev() {
-            self.items.push_front(item);
+        for (item, deliveries) in items.into_iter().rev() {
+            self.push_front(item, deliveries);
         }
         self.dispatch(ctx);
     }
 
     /// Returns the items of every lease whose deadline is `ctx.now()` or earlier,
-    /// oldest delivery first; true if there were any.
+    /// oldest delivery first, then the nacked items whose delay is over, earliest
+    /// first; true if there were any.
     fn reap(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let now = ctx.now();
         let mut expired = Vec::new();
@@ -499,14 +653,34 @@ impl QueueObject {
             self.deadlines.pop_first();
             expired.push(receipt);
         }
-        let any = !expired.is_empty();
+        let mut due = Vec::new();
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let delayed = entry.remove();
+            due.push((delayed.item, delayed.deliveries));
+        }
+        let any = !expired.is_empty() || !due.is_empty();
         self.reclaim(ctx, expired);
+        // Their dead letter check was made when they were nacked.
+        self.return_items(ctx, due);
         any
     }
 
-    /// Asks for a wake-up at the earliest lease deadline, if any lease has one.
+    /// The earliest time something is due: a lease deadline or a nack delay's end.
+    fn next_due(&self) -> Option<Time> {
+        let lease = self.deadlines.first().map(|&(t, _)| t);
+        let delayed = self.delayed.keys().next().map(|&(t, _)| t);
+        match (lease, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Asks for a wake-up at the earliest due time, if anything is due ever.
     fn wake_at_next_deadline(&self, ctx: &mut Ctx<'_>) {
-        if let Some(&(next, _)) = self.deadlines.first() {
+        if let Some(next) = self.next_due() {
             ctx.wake_at(next);
         }
     }
@@ -514,17 +688,22 @@ impl QueueObject {
     /// Ends the given leases and returns their items, oldest delivery first.
     fn reclaim(&mut self, ctx: &mut Ctx<'_>, mut receipts: Vec<u64>) {
         receipts.sort_unstable();
-        let items = receipts.into_iter().filter_map(|r| self.take_lease(r)).map(|l| l.item).collect();
-        self.return_items(ctx, items);
+        let items = receipts.into_iter().filter_map(|r| self.take_lease(r)).map(|l| (l.item, l.deliveries)).collect();
+        self.come_back(ctx, items);
     }
 
-    /// Adds a lease deadline; one earlier than every other asks the timer for a
-    /// wake-up then (later ones are asked for by the tick that precedes them).
+    /// Adds a lease deadline (see [`QueueObject::schedule_wake`]).
     fn schedule(&mut self, ctx: &mut Ctx<'_>, deadline: Time, receipt: u64) {
-        let earliest = self.deadlines.first().is_none_or(|&(first, _)| deadline < first);
+        self.schedule_wake(ctx, deadline);
         self.deadlines.insert((deadline, receipt));
-        if earliest {
-            ctx.wake_at(deadline);
+    }
+
+    /// Something falls due at `at`: if that is earlier than everything else due, ask
+    /// the timer for a wake-up then (later ones are asked for by the tick that
+    /// precedes them). Call before recording it.
+    fn schedule_wake(&self, ctx: &mut Ctx<'_>, at: Time) {
+        if self.next_due().is_none_or(|first| at < first) {
+            ctx.wake_at(at);
         }
     }
 
@@ -536,11 +715,11 @@ impl QueueObject {
             let mut progressed = false;
             while !self.items.is_empty() {
                 let Some((_, getter)) = self.getters.pop_first() else { break };
-                let item = self.items.pop_front().expect("not empty");
+                let (item, deliveries) = self.pop_front().expect("not empty");
                 match getter.takes {
                     Takes::Item => ctx.deliver(getter.waiter, Ok(item), Reclaim::Item),
                     Takes::Lease(term) => {
-                        let (receipt, reply) = self.lease_out(ctx, item, getter.waiter.session, term);
+                        let (receipt, reply) = self.lease_out(ctx, item, deliveries, getter.waiter.session, term);
                         ctx.deliver(getter.waiter, Ok(reply), Reclaim::Lease(receipt));
                     }
                 }
@@ -549,7 +728,7 @@ impl QueueObject {
             if !self.shut_down {
                 while self.has_room() {
                     let Some((_, putter)) = self.putters.pop_first() else { break };
-                    self.items.push_back(putter.item);
+                    self.push_back(putter.item, 0);
                     self.unfinished += 1;
                     ctx.deliver(putter.waiter, Ok(Value::None), Reclaim::Nothing);
                     progressed = true;
@@ -605,6 +784,54 @@ fn number(value: Option<Value>) -> Result<Option<f64>, String> {
     }
 }
 
+/// `max_deliveries` and `dead_letter`: both or neither.
+fn dead_letter_args(max: Option<Value>, queue: Option<Value>) -> Result<Option<DeadLetter>, WireError> {
+    let max = max.filter(|v| *v != Value::None);
+    let queue = queue.filter(|v| *v != Value::None);
+    match (max, queue) {
+        (None, None) => Ok(None),
+        (Some(max), Some(queue)) => {
+            let max_deliveries = match max.as_index() {
+                Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX),
+                Some(_) => return Err(WireError::value_error("'max_deliveries' must be at least 1")),
+                None => {
+                    return Err(WireError::type_error(format!(
+                        "'max_deliveries' must be an int, not '{}'",
+                        max.type_name()
+                    )))
+                }
+            };
+            let Value::Str(queue) = queue else {
+                return Err(WireError::type_error(format!(
+                    "'dead_letter' must be the name of a queue (a str), not '{}'",
+                    queue.type_name()
+                )));
+            };
+            if queue.is_empty() {
+                return Err(WireError::value_error("'dead_letter' must be a non-empty queue name"));
+            }
+            Ok(Some(DeadLetter { max_deliveries, queue: queue.into_string() }))
+        }
+        (Some(_), None) => Err(WireError::value_error(
+            "'max_deliveries' needs 'dead_letter': the name of the queue that takes items delivered that often \
+             (agora never drops them)",
+        )),
+        (None, Some(_)) => {
+            Err(WireError::value_error("'dead_letter' needs 'max_deliveries': how many deliveries make an item dead"))
+        }
+    }
+}
+
+/// A nack's `delay`: `None` (or absent) and 0 mean now.
+fn delay_arg(delay: Option<Value>) -> Result<Option<Duration>, WireError> {
+    match number(delay) {
+        Err(type_name) => Err(WireError::type_error(format!("'delay' must be a number or None, not '{type_name}'"))),
+        Ok(None) => Ok(None),
+        Ok(Some(secs)) if secs.is_nan() || secs < 0.0 => Err(WireError::value_error(BAD_DELAY)),
+        Ok(Some(secs)) => Duration::try_from_secs_f64(secs).map(Some).map_err(|_| WireError::value_error(BAD_DELAY)),
+    }
+}
+
 /// A receipt argument.
 fn receipt_arg(receipt: Value) -> Result<u64, WireError> {
     match receipt.as_index() {
@@ -645,7 +872,7 @@ impl SharedObject for QueueObject {
         // Leases due now expire before anything else sees the queue. A read-only call
         // must not change the state (it is not logged): its leases wait for the tick.
         let read_only = METHODS.iter().any(|m| m.name == method && m.read_only);
-        if !read_only && self.deadlines.first().is_some_and(|&(deadline, _)| deadline <= ctx.now()) && self.reap(ctx) {
+        if !read_only && self.next_due().is_some_and(|due| due <= ctx.now()) && self.reap(ctx) {
             self.wake_at_next_deadline(ctx);
         }
         self.dispatch_call(ctx, method, args)
@@ -693,7 +920,8 @@ impl SharedObject for QueueObject {
         match undelivered {
             Some(Undelivered { reclaim: Reclaim::Item, value }) => {
                 tracing::debug!(ticket, "queue: an item handed to a caller that left went back to the head");
-                self.return_items(ctx, vec![value]);
+                // A plain get takes an item out of reliable consumption: it comes back as new.
+                self.return_items(ctx, vec![(value, 0)]);
             }
             Some(Undelivered { reclaim: Reclaim::Lease(receipt), .. }) => {
                 if let Some(lease) = self.take_lease(receipt) {
@@ -702,7 +930,8 @@ impl SharedObject for QueueObject {
                         receipt,
                         "queue: a lease handed to a caller that left went back to the head"
                     );
-                    self.return_items(ctx, vec![lease.item]);
+                    // It never reached its caller: that delivery does not count.
+                    self.return_items(ctx, vec![(lease.item, lease.deliveries.saturating_sub(1))]);
                 }
             }
             _ => {}
@@ -715,10 +944,62 @@ impl SharedObject for QueueObject {
         self.wake_at_next_deadline(ctx);
     }
 
-    /// Every lease the session held goes back to the head of the queue.
+    /// Every lease the session held goes back to the head of the queue (or, delivered
+    /// `max_deliveries` times, to the dead letter queue: a consumer that crashes on an
+    /// item must not crash every consumer after it).
     fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
         let held: Vec<u64> = self.leases.iter().filter(|(_, l)| l.session == session).map(|(&r, _)| r).collect();
         self.reclaim(ctx, held);
+    }
+
+    /// The leases, oldest first (receipt order), and the parked gets, puts and joins
+    /// in the order they will be served.
+    fn holders(&self) -> Holders {
+        let held = self
+            .leases
+            .iter()
+            .map(|(&receipt, lease)| Holding {
+                session: lease.session,
+                since: lease.since,
+                token: None,
+                what: format!("lease {receipt}, delivery {}", lease.deliveries),
+            })
+            .collect();
+        let getters = self.getters.values().map(|g| {
+            let what = match g.takes {
+                Takes::Item => "get",
+                Takes::Lease(_) => "get_leased",
+            };
+            Waiting { session: g.waiter.session, ticket: g.waiter.ticket, what: what.to_owned() }
+        });
+        let putters = self.putters.values().map(|p| Waiting {
+            session: p.waiter.session,
+            ticket: p.waiter.ticket,
+            what: "put".into(),
+        });
+        let joiners =
+            self.joiners.values().map(|w| Waiting { session: w.session, ticket: w.ticket, what: "join".into() });
+        Holders { held, waiting: getters.chain(putters).chain(joiners).collect() }
+    }
+
+    /// A dead letter from another queue goes in at the tail as a new task, whatever
+    /// the maxsize (a hand-off is never refused for room); one of this queue's own
+    /// items that its dead letter queue could not take goes back to the head. Only an
+    /// immediate shutdown refuses.
+    fn receive_moved(&mut self, ctx: &mut Ctx<'_>, item: Value, returned: bool) -> Result<(), Value> {
+        if self.immediate {
+            return Err(item);
+        }
+        if returned {
+            // Counted as finished when it left: it is a task again.
+            self.unfinished += 1;
+            self.push_front(item, 0);
+        } else {
+            self.unfinished += 1;
+            self.push_back(item, 0);
+        }
+        self.dispatch(ctx);
+        Ok(())
     }
 }
 
@@ -1415,9 +1696,194 @@ mod tests {
         let marked = |pick: fn(&MethodSpec) -> bool| -> Vec<&str> {
             METHODS.iter().filter(|m| pick(m)).map(|m| m.name).collect()
         };
-        assert_eq!(marked(|m| m.read_only), ["empty", "full", "qsize", "leased"]);
+        assert_eq!(marked(|m| m.read_only), ["empty", "full", "qsize", "leased", "delayed", "deliveries"]);
         assert_eq!(marked(|m| m.stores), ["put", "put_nowait", "unget"]);
         let q = QueueObject::new(Kind::JoinableQueue, Args::from_values("Queue", vec![])).unwrap();
         assert_eq!(q.kind(), Kind::JoinableQueue);
+    }
+
+    /// A queue whose items move to "dead" after `max` deliveries.
+    fn dead_lettering(max: i64) -> Q {
+        let args = bind(&CONSTRUCTOR, vec![int(0), int(max), Value::Str("dead".into())], vec![]).unwrap();
+        Q { h: Harness::default(), q: QueueObject::new(Kind::Queue, args).unwrap() }
+    }
+
+    fn moved(q: &mut Q) -> Vec<(String, Value)> {
+        std::mem::take(&mut q.h.out.moves).into_iter().map(|m| (m.to, m.item)).collect()
+    }
+
+    #[test]
+    fn an_item_nacked_max_deliveries_times_moves_to_its_dead_letter_queue() {
+        let mut q = dead_lettering(2);
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        let first = q.ok("get_leased", vec![]);
+        assert_eq!(q.ok("deliveries", vec![receipt_of(&first)]), int(1));
+        q.ok("nack", vec![receipt_of(&first)]);
+        assert_eq!(q.items(), vec![int(1), int(2)], "one delivery of two: back at the head");
+        assert!(moved(&mut q).is_empty());
+        let second = q.ok("get_leased", vec![]);
+        assert_eq!(q.ok("deliveries", vec![receipt_of(&second)]), int(2), "the count came back with the item");
+        q.ok("nack", vec![receipt_of(&second)]);
+        assert_eq!(q.items(), vec![int(2)]);
+        assert_eq!(moved(&mut q), vec![("dead".to_owned(), int(1))]);
+        assert_eq!(q.q.unfinished, 1, "a dead letter is a finished task here");
+        // The other item was never delivered: its count is its own.
+        let third = q.ok("get_leased", vec![]);
+        assert_eq!(q.ok("deliveries", vec![receipt_of(&third)]), int(1));
+        q.ok("ack", vec![receipt_of(&third)]);
+        assert_eq!(q.q.unfinished, 0);
+    }
+
+    #[test]
+    fn expired_and_orphaned_leases_count_as_failed_deliveries_an_undelivered_one_does_not() {
+        let mut q = dead_lettering(1);
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        q.ok("put", vec![int(3)]);
+        q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::Float(1.0)]);
+        assert!(matches!(q.call(B, "get_leased", vec![]), Ok(Outcome::Ready(_))));
+        q.h.advance(2.0);
+        q.tick();
+        q.session_ended(B);
+        assert_eq!(moved(&mut q), vec![("dead".to_owned(), int(1)), ("dead".to_owned(), int(2))]);
+        // A lease whose reply never reached its caller was not a delivery.
+        q.ok("get", vec![]);
+        let leased = q.parks(A, "get_leased", vec![]);
+        q.ok("put", vec![int(4)]);
+        let delivery = q.delivery(leased.ticket).unwrap();
+        q.abandon(A, leased.ticket, delivery.undelivered());
+        assert_eq!(q.items(), vec![int(4)]);
+        assert!(moved(&mut q).is_empty());
+        let again = q.ok("get_leased", vec![]);
+        assert_eq!(q.ok("deliveries", vec![receipt_of(&again)]), int(1));
+    }
+
+    #[test]
+    fn a_delayed_nack_keeps_the_item_out_until_its_delay_is_over() {
+        let mut q = queue(int(0));
+        let start = q.h.now;
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        let pair = q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::None]);
+        q.h.out.wakeups.clear();
+        q.ok("nack", vec![receipt_of(&pair), Value::Float(5.0)]);
+        let due = start.after_secs(5.0).unwrap();
+        assert_eq!(q.h.out.wakeups, vec![(1, due)], "the delay's end is a wake-up");
+        assert_eq!((q.items(), q.ok("delayed", vec![]), q.ok("leased", vec![])), (vec![int(2)], int(1), int(0)));
+        assert_eq!(q.q.unfinished, 2, "still an unfinished task");
+        q.h.advance(4.0);
+        q.tick();
+        assert_eq!(q.ok("get", vec![]), int(2), "not back before its delay");
+        assert_eq!(q.err("get_nowait", vec![]).code, ErrorCode::Empty);
+        q.h.advance(1.5);
+        assert_eq!(q.ok("qsize", vec![]), int(0), "a read changes nothing");
+        let pair = q.ok("get_leased", vec![]);
+        assert_eq!(pair, Value::Tuple(vec![int(2), int(1)]), "a mutating call brings it back first");
+        assert_eq!(q.ok("deliveries", vec![int(2)]), int(2));
+        // Zero and None mean now; bad delays are refused and leave the lease alone.
+        let e = q.err("nack", vec![int(2), Value::Float(-1.0)]);
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::ValueError, BAD_DELAY));
+        assert_eq!(q.err("nack", vec![int(2), Value::Str("x".into())]).code, ErrorCode::TypeError);
+        q.ok("nack", vec![int(2), int(0)]);
+        assert_eq!(q.items(), vec![int(1)]);
+        // An immediate shutdown drops delayed items as done, as it does queued ones.
+        q.ok("task_done", vec![]); // for the item taken with a plain get
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("nack", vec![receipt_of(&pair), Value::Float(60.0)]);
+        let joiner = q.parks(B, "join", vec![]);
+        q.ok("shutdown", vec![Value::Bool(true)]);
+        assert_eq!((q.q.unfinished, q.ok("delayed", vec![])), (0, int(0)));
+        assert_eq!(q.received(joiner.ticket), Some(Ok(Value::None)));
+    }
+
+    #[test]
+    fn a_delayed_nack_of_an_exhausted_item_dead_letters_at_once_and_ticks_return_due_items_in_order() {
+        let mut q = dead_lettering(1);
+        q.ok("put", vec![int(1)]);
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("nack", vec![receipt_of(&pair), Value::Float(60.0)]);
+        assert_eq!(moved(&mut q), vec![("dead".to_owned(), int(1))]);
+        assert_eq!(q.ok("delayed", vec![]), int(0));
+        let mut q = queue(int(0));
+        for i in 1..=3 {
+            q.ok("put", vec![int(i)]);
+        }
+        let a = q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::None]);
+        let b = q.ok("get_leased", vec![Value::Bool(true), Value::None, Value::None]);
+        q.ok("nack", vec![receipt_of(&a), Value::Float(2.0)]);
+        q.ok("nack", vec![receipt_of(&b), Value::Float(1.0)]);
+        q.h.advance(3.0);
+        q.tick();
+        assert_eq!(q.items(), vec![int(2), int(1), int(3)], "earliest due first, ahead of the rest");
+        assert!(q.q.delayed.is_empty());
+    }
+
+    #[test]
+    fn dead_letter_arguments_go_together_and_are_checked() {
+        let make = |args: Vec<Value>| {
+            let args = bind(&CONSTRUCTOR, args, vec![]).unwrap();
+            QueueObject::new(Kind::Queue, args).map(|_| ()).map_err(|e| (e.code, e.message))
+        };
+        let name = || Value::Str("dlq".into());
+        assert!(make(vec![int(0), int(3), name()]).is_ok());
+        assert!(make(vec![int(0), Value::None, Value::None]).is_ok());
+        assert_eq!(make(vec![int(0), int(3)]).unwrap_err().0, ErrorCode::ValueError);
+        assert_eq!(make(vec![int(0), Value::None, name()]).unwrap_err().0, ErrorCode::ValueError);
+        assert_eq!(make(vec![int(0), int(0), name()]).unwrap_err().0, ErrorCode::ValueError);
+        assert_eq!(make(vec![int(0), Value::Float(2.0), name()]).unwrap_err().0, ErrorCode::TypeError);
+        assert_eq!(make(vec![int(0), int(2), int(5)]).unwrap_err().0, ErrorCode::TypeError);
+        let by_keyword =
+            bind(&CONSTRUCTOR, vec![], vec![("max_deliveries".into(), int(2)), ("dead_letter".into(), name())]);
+        assert!(QueueObject::new(Kind::Queue, by_keyword.unwrap()).unwrap().dead_letter.is_some());
+    }
+
+    #[test]
+    fn a_moved_item_is_a_new_task_at_the_tail_and_one_that_came_back_goes_to_the_head() {
+        let mut q = queue(int(1));
+        let getter = q.parks(A, "get", vec![]);
+        assert_eq!(q.q.receive_moved(&mut q.h.ctx(0), int(7), false), Ok(()));
+        assert_eq!(q.received(getter.ticket), Some(Ok(int(7))), "handed to a waiting getter");
+        q.ok("put", vec![int(1)]);
+        assert_eq!(q.q.receive_moved(&mut q.h.ctx(0), int(2), false), Ok(()), "never refused for room");
+        assert_eq!(q.q.receive_moved(&mut q.h.ctx(0), int(0), true), Ok(()));
+        assert_eq!(q.items(), vec![int(0), int(1), int(2)]);
+        assert_eq!(q.q.unfinished, 4);
+        q.ok("shutdown", vec![Value::Bool(true)]);
+        assert_eq!(q.q.receive_moved(&mut q.h.ctx(0), int(3), false), Err(int(3)), "an immediate shutdown refuses");
+    }
+
+    #[test]
+    fn counts_delays_and_dead_letter_settings_survive_the_state_and_old_states_read_back() {
+        let mut q = dead_lettering(3);
+        q.ok("put", vec![int(1)]);
+        q.ok("put", vec![int(2)]);
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("nack", vec![receipt_of(&pair)]);
+        let pair = q.ok("get_leased", vec![]);
+        q.ok("nack", vec![receipt_of(&pair), Value::Float(9.0)]);
+        let back: QueueObject = rmp_serde::from_slice(&q.q.state()).unwrap();
+        assert_eq!(back.normalized().state(), q.q.state());
+        // A state from before delivery counts: the items read back as never delivered.
+        let mut old = queue(int(0));
+        old.ok("put", vec![int(5)]);
+        old.q.deliveries.clear();
+        let back: QueueObject = rmp_serde::from_slice(&old.q.state()).unwrap();
+        assert_eq!(back.normalized().deliveries, VecDeque::from([0]));
+    }
+
+    #[test]
+    fn holders_are_the_leases_and_waiters_the_parked_calls_in_order() {
+        let mut q = queue(int(1));
+        q.ok("put", vec![int(1)]);
+        q.ok("get_leased", vec![]);
+        let get = q.parks(B, "get", vec![]);
+        let join = q.parks(A, "join", vec![]);
+        let holders = q.q.holders();
+        assert_eq!(holders.held.len(), 1);
+        assert_eq!((holders.held[0].session, holders.held[0].since, holders.held[0].token), (A, q.h.now, None));
+        assert_eq!(holders.held[0].what, "lease 1, delivery 1");
+        let waiting: Vec<_> = holders.waiting.iter().map(|w| (w.session, w.ticket, w.what.as_str())).collect();
+        assert_eq!(waiting, vec![(B, get.ticket, "get"), (A, join.ticket, "join")]);
     }
 }

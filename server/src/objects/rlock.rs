@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use super::condition::ConditionLock;
 use super::grants::{self, lock_wait, owner_arg, Answer, Wait};
-use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Undelivered, Waiter};
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
+use crate::object::{encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject, Waiting};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::rlock`].
 pub use agora_proto::methods::rlock::CONSTRUCTOR;
@@ -48,6 +48,9 @@ struct Hold {
     token: u64,
     /// The Condition it was first acquired through (0: directly).
     via: ObjectId,
+    /// When it was first acquired.
+    #[serde(default)]
+    since: Time,
 }
 
 impl Hold {
@@ -101,7 +104,7 @@ impl RLockObject {
             }
             None => {
                 let token = ctx.token();
-                self.hold = Some(Hold { session, owner, count: 1, token, via });
+                self.hold = Some(Hold { session, owner, count: 1, token, via, since: ctx.now() });
                 Outcome::Ready(answer.value(token))
             }
             Some(_) => match wait {
@@ -155,7 +158,7 @@ impl RLockObject {
         }
         let Some(Queued { waiter, owner, count, answer, via }) = self.queue.pop_front() else { return };
         let token = ctx.token();
-        self.hold = Some(Hold { session: waiter.session, owner, count, token, via });
+        self.hold = Some(Hold { session: waiter.session, owner, count, token, via, since: ctx.now() });
         ctx.deliver(waiter, Ok(answer.value(token)), Reclaim::Grant(token));
     }
 
@@ -258,6 +261,31 @@ impl SharedObject for RLockObject {
 
     fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
         self.abandon_ticket(ctx, ticket, undelivered);
+    }
+
+    fn holders(&self) -> Holders {
+        let held = self
+            .hold
+            .iter()
+            .map(|h| Holding {
+                session: h.session,
+                since: h.since,
+                token: Some(h.token),
+                what: match &h.owner {
+                    Some(owner) => format!("owner {owner}, depth {}", h.count),
+                    None => format!("depth {}", h.count),
+                },
+            })
+            .collect();
+        let waiting = self
+            .queue
+            .iter()
+            .map(|q| {
+                let what = if q.answer.expires() { "acquire" } else { "re-acquire after wait" };
+                Waiting { session: q.waiter.session, ticket: q.waiter.ticket, what: what.to_owned() }
+            })
+            .collect();
+        Holders { held, waiting }
     }
 
     fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {
@@ -453,5 +481,20 @@ mod tests {
         lock.expire(&mut h.ctx(4), served);
         assert!(h.deliveries().is_empty());
         assert!(lock.is_owned(4, &None));
+    }
+
+    #[test]
+    fn holders_show_the_owner_depth_and_token() {
+        let mut h = Harness::default();
+        let mut lock = RLockObject::default();
+        let args = || vec![Value::Bool(true), Value::None, owner("t1")];
+        let token = ready(call(&mut h, &mut lock, A, "acquire_fenced", args())).as_index().unwrap() as u64;
+        ready(call(&mut h, &mut lock, A, "acquire_fenced", args()));
+        let outcome = call(&mut h, &mut lock, B, "acquire", vec![]);
+        let ticket = parks(&mut h, outcome);
+        let holders = lock.holders();
+        let held = &holders.held[0];
+        assert_eq!((held.session, held.token, held.what.as_str()), (A, Some(token), "owner t1, depth 2"));
+        assert_eq!(holders.waiting.iter().map(|w| (w.session, w.ticket)).collect::<Vec<_>>(), vec![(B, ticket)]);
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grants::{self, semaphore_wait, Answer, Permits};
 use crate::engine::{Ctx, SessionId, Ticket, Undelivered};
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{encode_state, Args, Holders, MethodSpec, Outcome, SharedObject};
 
 use agora_proto::methods::semaphore::METHODS;
 /// The kind's constructor and methods, declared in [`agora_proto::methods::semaphore`].
@@ -138,6 +138,10 @@ impl SharedObject for SemaphoreObject {
 
     fn abandon(&mut self, ctx: &mut Ctx<'_>, ticket: Ticket, undelivered: Option<Undelivered>) {
         self.permits.abandon(ctx, ticket, undelivered);
+    }
+
+    fn holders(&self) -> Holders {
+        self.permits.holders("permit")
     }
 
     fn session_ended(&mut self, ctx: &mut Ctx<'_>, session: SessionId) {

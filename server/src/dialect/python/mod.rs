@@ -135,7 +135,7 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
     let local_peer = stream.peer_is_local();
     let holder = stream.peer_pid().and_then(holders::Process::of_pid);
     let outgoing = references::Outgoing::new(local_peer, &shared.config.authkey, stream.local_address().as_ref());
-    let (session, mailbox) = shared.parking.open();
+    let (session, mailbox, _peer) = shared.open_session(peer);
     let mut conn = PyConn {
         session,
         mailbox,
