@@ -125,11 +125,11 @@ class Leases(unittest.TestCase):
         q = self.m.queue("lease-renew")
         q.put("long")
         done = threading.Event()
-        with q.leased(lease=1.0, renew=True) as item:
-            # Several lease terms pass while we hold it: no one else gets it.
+        with q.leased(lease=2.0, renew=True) as item:
+            # More than two lease terms pass while we hold it: no one else gets it.
             other = agora.connect().queue("lease-renew")
             with self.assertRaises(queue.Empty):
-                other.get(timeout=3.0)
+                other.get(timeout=5.0)
             done.set()
         self.assertEqual(item, "long")
         self.assertTrue(done.is_set())
