@@ -91,7 +91,11 @@ impl std::str::FromStr for Exposure {
         }
         let kind = Kind::parse(kind);
         if let Kind::Other(other) = &kind {
-            return Err(format!("unknown kind '{other}' in '{text}'"));
+            let kinds: Vec<&str> = Kind::BUILTIN.iter().map(Kind::as_str).collect();
+            return Err(format!(
+                "unknown kind '{other}' in '{text}': the kind must be one of {} (any case, e.g. queue)",
+                kinds.join(", ")
+            ));
         }
         Ok(Exposure { typeid: typeid.to_owned(), kind, name: name.to_owned() })
     }
@@ -644,7 +648,11 @@ mod tests {
         let e: Exposure = "get_tasks=queue:tasks".parse().unwrap();
         assert_eq!(e, Exposure { typeid: "get_tasks".into(), kind: Kind::Queue, name: "tasks".into() });
         assert!("nonsense".parse::<Exposure>().unwrap_err().contains("TYPEID=KIND:NAME"));
-        assert!("a=teapot:x".parse::<Exposure>().unwrap_err().contains("unknown kind 'teapot'"));
+        let teapot = "a=teapot:x".parse::<Exposure>().unwrap_err();
+        assert!(teapot.contains("unknown kind 'teapot'"), "{teapot}");
+        for kind in Kind::BUILTIN {
+            assert!(teapot.contains(kind.as_str()), "{teapot} does not list {kind}");
+        }
         assert!("a=queue:".parse::<Exposure>().is_err());
     }
 

@@ -122,8 +122,13 @@ impl Finished {
 
 /// A command for `python` running `script` with `args`, the authkey in its environment.
 pub fn command(python: &Python, script_name: &str, args: &[&str], authkey: &[u8]) -> Command {
+    command_at(python, &script(script_name), args, authkey)
+}
+
+/// [`command`] for a script anywhere (given by its path).
+pub fn command_at(python: &Python, script: &Path, args: &[&str], authkey: &[u8]) -> Command {
     let mut cmd = Command::new(&python.exe);
-    cmd.arg("-u").arg(script(script_name)).args(args);
+    cmd.arg("-u").arg(script).args(args);
     cmd.env("AGORA_AUTHKEY", std::str::from_utf8(authkey).expect("test authkeys are text"));
     // Do not let a user's environment change what the interpreter does.
     cmd.env_remove("PYTHONPATH").env_remove("PYTHONSTARTUP").env("PYTHONDONTWRITEBYTECODE", "1");

@@ -7,7 +7,7 @@ use agora_proto::native::{Args, Kind};
 use agora_proto::{ErrorCode, Value, WireError};
 
 use super::reply::{traceback, unknown_ident, Reply};
-use super::{exposed, ident, parse_ident, After, PyConn, Request};
+use super::{exposed, ident, parse_ident, runtime, After, PyConn, Request};
 use crate::engine::{Answer, Command, Keep};
 
 /// The exception type name a constructor error shows in CPython's traceback.
@@ -21,6 +21,11 @@ fn exception_name(e: &WireError) -> String {
 /// CPython reports every failure of a public function as a traceback.
 fn as_traceback(e: WireError) -> Reply {
     Reply::Traceback(traceback(&exception_name(&e), &e.message))
+}
+
+/// True if the one argument of `incref`/`decref` is the runtime object's ident.
+fn is_runtime_ident(args: &[Value]) -> bool {
+    matches!(args, [Value::Str(s)] if &**s == runtime::IDENT)
 }
 
 /// The one string argument of `incref`/`decref`, parsed as an ident.
@@ -47,6 +52,8 @@ impl PyConn<'_> {
                 Reply::Return(Value::None)
             }
             "create" => self.create(args, kwargs),
+            // The runtime `agora` object is not counted: it holds nothing.
+            "incref" | "decref" if is_runtime_ident(&args) => Reply::Return(Value::None),
             "incref" => match ident_arg(&args) {
                 Ok((id, text)) => match parking.run(&self.session, Command::Incref { object: id, at }) {
                     Ok(_) => {
@@ -100,39 +107,50 @@ impl PyConn<'_> {
         if let Some(why) = exposed::unsupported(&typeid) {
             return Reply::Traceback(traceback("NotImplementedError", why));
         }
-        let engine = self.shared.parking.engine();
-        let (session, at) = (self.session.id(), engine.now());
+        let unknown = || as_traceback(WireError::new(ErrorCode::KeyError, runtime::unknown_typeid(&typeid)));
         // `--expose get_tasks=queue:tasks`: every create finds the one named object.
-        // Otherwise SyncManager's typeids, spelled exactly, or a custom kind the
-        // embedding program registered; anything else is unknown (KeyError), as in CPython.
+        // Otherwise the runtime typeid (an operator's exposure of that name wins),
+        // SyncManager's typeids, spelled exactly, or a custom kind the embedding
+        // program registered; anything else is unknown (KeyError, as in CPython, but
+        // saying what to do).
         let (kind, name) = match self.shared.config.exposed(&typeid) {
             Some(exposure) => (exposure.kind.clone(), Some(exposure.name.clone())),
+            None if &*typeid == runtime::TYPEID => {
+                let names = runtime::METHODS.iter().map(|m| Value::Str((*m).to_owned().into())).collect();
+                return Reply::Return(Value::Tuple(vec![
+                    Value::Str(runtime::IDENT.to_owned().into()),
+                    Value::Tuple(names),
+                ]));
+            }
             None => match Kind::parse(&typeid) {
-                kind if !matches!(kind, Kind::Other(_)) && kind.as_str() != typeid => {
-                    return as_traceback(WireError::new(ErrorCode::KeyError, format!("'{typeid}'")))
-                }
+                kind if !matches!(kind, Kind::Other(_)) && kind.as_str() != typeid => return unknown(),
                 kind => (kind, None),
             },
         };
         let args = Args { positional: args, keywords: kwargs };
-        let command = Command::Open { session, kind: kind.clone(), name, args, keep: Keep::Reference, at };
-        let made = self.shared.parking.run(&self.session, command).map_err(|e| {
-            if e == crate::engine::unsupported_kind(&kind) {
-                WireError::new(ErrorCode::KeyError, format!("'{typeid}'"))
-            } else {
-                e
-            }
-        });
-        match made {
-            Ok(Answer::Opened { object, .. }) => match exposed_names(self, object) {
-                Ok(names) => {
-                    self.shared.client_refs.took(self.holder, object);
-                    Reply::Return(Value::Tuple(vec![Value::Str(ident(object).into()), names]))
-                }
-                Err(e) => as_traceback(e),
-            },
-            Ok(other) => as_traceback(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
+        let made = match self.open(kind.clone(), name, args) {
+            Err(e) if e == crate::engine::unsupported_kind(&kind) => return unknown(),
+            made => made,
+        };
+        match made.and_then(|(object, _)| exposed_names(self, object).map(|names| (object, names))) {
+            Ok((object, names)) => Reply::Return(Value::Tuple(vec![Value::Str(ident(object).into()), names])),
             Err(e) => as_traceback(e),
+        }
+    }
+
+    /// Opens an object for this client with one counted reference: gets or creates the
+    /// object `name` of `kind`, or creates an anonymous one. `create` and the runtime
+    /// typeid ([`runtime`]) both open through here.
+    pub(super) fn open(&mut self, kind: Kind, name: Option<String>, args: Args) -> Result<(u64, Kind), WireError> {
+        let engine = self.shared.parking.engine();
+        let (session, at) = (self.session.id(), engine.now());
+        let command = Command::Open { session, kind, name, args, keep: Keep::Reference, at };
+        match self.shared.parking.run(&self.session, command)? {
+            Answer::Opened { object, kind, .. } => {
+                self.shared.client_refs.took(self.holder, object);
+                Ok((object, kind))
+            }
+            other => Err(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
         }
     }
 

@@ -77,6 +77,20 @@ fn python_names(table: &'static [MethodSpec]) -> Vec<&'static str> {
     table.iter().filter(|m| m.python).map(|m| m.name).collect()
 }
 
+/// agora's methods a CPython client may call on `kind` beyond its exposed names, with
+/// `proxy._callmethod(name, args)`: the fenced acquire and release of the lock kinds
+/// (the fencing token of each grant). They stay out of the exposed list, which is
+/// CPython's (the typed proxies of these kinds, `AcquirerProxy` and `ConditionProxy`,
+/// ignore it anyway); the `agora` Python package wraps them
+/// (`with lock.fenced() as token`).
+pub fn extras(kind: &Kind) -> &'static [&'static str] {
+    const FENCED: &[&str] = &["acquire_fenced", "release_fenced"];
+    match kind {
+        Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore | Kind::Condition => FENCED,
+        _ => &[],
+    }
+}
+
 /// Typeids a CPython client may ask for that agora deliberately cannot serve, with why.
 pub fn unsupported(typeid: &str) -> Option<&'static str> {
     match typeid {
@@ -231,6 +245,17 @@ mod tests {
             assert_eq!(exposed(&kind), expected.as_slice(), "{kind}");
         }
         assert!(exposed(&Kind::Other("Custom".to_owned())).is_empty());
+    }
+
+    #[test]
+    fn the_extras_are_declared_methods_of_their_kinds() {
+        for kind in Kind::BUILTIN {
+            let table = methods::table(&kind).expect("a built-in kind has a table");
+            for name in extras(&kind) {
+                assert!(table.iter().any(|m| m.name == *name), "{kind} declares no '{name}'");
+                assert!(!exposed(&kind).contains(name), "{kind}: '{name}' is already exposed");
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //! authkey, so CPython's client can rebuild it without the
 //! `current_process().authkey` workaround (never over non-loopback TCP).
 //!
+//! Named objects reach CPython clients two ways: the operator exposes one under a
+//! typeid of its own (`--expose`, [`exposed`]), or a client opens any by kind and name
+//! at run time through the `agora` typeid ([`runtime`]).
+//!
 //! Conformance is checked by CPython's own manager tests
 //! (`tests/python/cpython_manager_suite.py`, run by `tests/tests/python_conformance.rs`).
 
@@ -27,6 +31,7 @@ pub mod exposed;
 pub mod holders;
 mod references;
 mod reply;
+pub mod runtime;
 
 use std::sync::Arc;
 
@@ -247,6 +252,9 @@ impl PyConn<'_> {
             };
             return Some((reply, after));
         };
+        if ident == runtime::IDENT {
+            return Some((self.runtime_call(&request.method, request.args, request.kwargs), After::Continue));
+        }
         let engine = self.shared.parking.engine();
         let Some(id) = parse_ident(&ident) else {
             return Some((Reply::Traceback(traceback("KeyError", &format!("'{ident}'"))), After::Continue));
@@ -294,7 +302,7 @@ impl PyConn<'_> {
                 self.shared.client_refs.took(self.holder, object);
                 Reply::Proxy {
                     exposed: exposed::exposed(&kind),
-                    typeid: agora_proto::methods::iterator::TYPEID,
+                    typeid: agora_proto::methods::iterator::TYPEID.to_owned(),
                     ident: ident(object),
                 }
             }
@@ -354,14 +362,15 @@ impl PyConn<'_> {
     }
 }
 
-/// True if a CPython client may call `method` on object `id` of `kind` (custom kinds
-/// expose all their methods).
+/// True if a CPython client may call `method` on object `id` of `kind`: its exposed
+/// names, agora's extras for CPython clients ([`exposed::extras`]), or any method of a
+/// custom kind.
 fn is_exposed(shared: &Shared, id: u64, kind: &agora_proto::native::Kind, method: &str) -> bool {
     let names = exposed::exposed(kind);
     if names.is_empty() {
         return shared.parking.engine().has_method(id, method);
     }
-    names.contains(&method)
+    names.contains(&method) || exposed::extras(kind).contains(&method)
 }
 
 /// `_getvalue()`: a copy of the referent, shaped as CPython's server would pickle it.

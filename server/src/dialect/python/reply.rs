@@ -18,8 +18,8 @@ pub enum Reply {
     Proxy {
         /// The new object's exposed method names.
         exposed: &'static [&'static str],
-        /// Its typeid.
-        typeid: &'static str,
+        /// Its typeid (the client builds the proxy its registry has for it).
+        typeid: String,
         /// Its ident.
         ident: String,
     },
