@@ -18,6 +18,7 @@ from ._proxies import (
     DictProxy,
     EventProxy,
     ListProxy,
+    SetProxy,
     LockProxy,
     NamespaceProxy,
     QueueProxy,
@@ -107,6 +108,13 @@ class AgoraManager(managers.SyncManager):
         if args and isinstance(args[0], str):
             return self._agora_open("list", args[0], args[1:], kwargs)
         return self._agora_create("list", args, kwargs)
+
+    def set(self, *args: Any, **kwargs: Any) -> SetProxy:  # type: ignore[override]
+        """``m.set("seen")``: the set named ``seen``; otherwise an anonymous set, as
+        CPython 3.14's ``SyncManager.set`` (on every CPython from 3.8)."""
+        if args and isinstance(args[0], str):
+            return self._agora_open("set", args[0], args[1:], kwargs)
+        return self._agora_create("set", args, kwargs)
 
     def value(self, name: str, typecode: Any = "i", value: Any = 0) -> ValueProxy:
         """The Value named `name` (created as ``Value(typecode, value)``)."""
@@ -221,8 +229,8 @@ def _typeid(kind: str) -> str:
 
 for _tid, _cls in PROXY_TYPES.items():
     # Our proxy class for every typeid (also what #PROXY replies build); the stock
-    # create methods (m.Queue(), m.Lock()…) stay, except dict and list, defined above.
-    AgoraManager.register(_tid, proxytype=_cls, create_method=_tid not in ("dict", "list"))
+    # create methods (m.Queue(), m.Lock()…) stay, except dict, list and set, defined above.
+    AgoraManager.register(_tid, proxytype=_cls, create_method=_tid not in ("dict", "list", "set"))
 del _tid, _cls
 
 

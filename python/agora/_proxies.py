@@ -30,6 +30,7 @@ __all__ = [
     "leased",
     "DictProxy",
     "ListProxy",
+    "SetProxy",
     "ValueProxy",
     "ArrayProxy",
     "NamespaceProxy",
@@ -240,6 +241,51 @@ class ListProxy(_Resilient, managers.ListProxy):  # type: ignore[misc]
     _agora_stock = managers.ListProxy
 
 
+# CPython 3.14's SetProxy, for every CPython: its exposed names in its order, and the
+# in-place operators answering the proxy itself (as 3.14's wrappers do).
+_SET_EXPOSED = (
+    "__and__", "__class_getitem__", "__contains__", "__iand__", "__ior__",
+    "__isub__", "__iter__", "__ixor__", "__len__", "__or__", "__rand__",
+    "__ror__", "__rsub__", "__rxor__", "__sub__", "__xor__",
+    "__ge__", "__gt__", "__le__", "__lt__",
+    "add", "clear", "copy", "difference", "difference_update", "discard",
+    "intersection", "intersection_update", "isdisjoint", "issubset",
+    "issuperset", "pop", "remove", "symmetric_difference",
+    "symmetric_difference_update", "union", "update",
+)  # fmt: skip
+_BaseSetProxy = managers.MakeProxyType("_BaseSetProxy", _SET_EXPOSED)
+
+
+class SetProxy(_Resilient, _BaseSetProxy):  # type: ignore[misc, valid-type]
+    """A shared set: CPython 3.14's ``SetProxy`` (``|=``, ``&=``, ``^=``, ``-=`` change
+    the shared set and answer the proxy), on every CPython from 3.8."""
+
+    #: 3.14's own class where there is one; elsewhere this one (the unpickling process
+    #: needs this package).
+    _agora_stock = getattr(managers, "SetProxy", None)
+
+    def __reduce__(self) -> Any:
+        if self._agora_stock is None:
+            return managers.BaseProxy.__reduce__(self)
+        return super().__reduce__()
+
+    def __ior__(self, value: Any) -> "SetProxy":
+        self._callmethod("__ior__", (value,))
+        return self
+
+    def __iand__(self, value: Any) -> "SetProxy":
+        self._callmethod("__iand__", (value,))
+        return self
+
+    def __ixor__(self, value: Any) -> "SetProxy":
+        self._callmethod("__ixor__", (value,))
+        return self
+
+    def __isub__(self, value: Any) -> "SetProxy":
+        self._callmethod("__isub__", (value,))
+        return self
+
+
 class ValueProxy(_Resilient, managers.ValueProxy):  # type: ignore[misc]
     """A shared value (``.value``)."""
 
@@ -360,7 +406,7 @@ class BarrierProxy(_Resilient, managers.BarrierProxy):  # type: ignore[misc]
 #: The server's runtime typeid, and its methods: one per kind, named as the typeid.
 RUNTIME_TYPEID = "agora"
 KINDS = (
-    "dict", "list", "Value", "Array", "Namespace", "Queue", "JoinableQueue", "Lock", "RLock",
+    "dict", "list", "set", "Value", "Array", "Namespace", "Queue", "JoinableQueue", "Lock", "RLock",
     "Semaphore", "BoundedSemaphore", "Condition", "Event", "Barrier",
 )  # fmt: skip
 
@@ -389,6 +435,7 @@ del _typeid
 PROXY_TYPES: Dict[str, Type[managers.BaseProxy]] = {
     "dict": DictProxy,
     "list": ListProxy,
+    "set": SetProxy,
     "Value": ValueProxy,
     "Array": ArrayProxy,
     "Namespace": NamespaceProxy,

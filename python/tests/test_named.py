@@ -52,6 +52,17 @@ class PackageNamedObjects(unittest.TestCase):
         for _ in range(7):
             hits.value += 1
 
+    def test_sets_named_and_anonymous_on_every_cpython(self):
+        seen = self.m.set("seen")
+        seen.add(1)
+        seen |= {2, 3}
+        self.assertIsInstance(seen, agora.SetProxy, "|= answers the proxy, as 3.14's")
+        self.assertEqual(self.m.set("seen")._getvalue(), {1, 2, 3})
+        self.assertEqual(seen & {2, 9}, {2})
+        anonymous = self.m.set([4, 5])
+        self.assertEqual(len(anonymous), 2)
+        self.assertNotEqual(anonymous._id, seen._id)
+
     def test_the_same_name_is_the_same_object(self):
         a, b = self.m.dict("same"), self.m.dict("same")
         a["k"] = "v"

@@ -875,6 +875,23 @@ def scenario_dead_letters(m):
     eq(q.get(timeout=30), "b", "b overtakes the delayed a")
     raises(queue.Empty, q.get_nowait)
     eq(q.get(timeout=60), "a", "a comes back after its delay")
+    # The counters beyond the exposed names, by _callmethod.
+    q.put("c")
+    receipt, item = q.get_leased()
+    q.nack(receipt, delay=600)
+    eq(q._callmethod("delayed"), 1, "one item waits out its delay")
+    q.put("d")
+    receipt, item = q.get_leased()
+    eq(q._callmethod("deliveries", (receipt,)), 1, "first delivery")
+    q.ack(receipt)
+
+
+def scenario_list_3_14(m):
+    """CPython 3.14's ListProxy also calls clear() and copy(): served to every client."""
+    l = m.list([1, 2, 3])
+    eq(l._callmethod("copy"), [1, 2, 3], "copy")
+    l._callmethod("clear")
+    eq(len(l), 0, "cleared")
 
 
 # --- master/worker with the Rust client ------------------------------------------------

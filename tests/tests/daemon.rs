@@ -17,7 +17,7 @@ async fn sigterm_finishes_requests_and_removes_the_socket_file() {
     let status = server.wait_exit();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     assert!(!std::path::Path::new(&socket).exists(), "socket file removed");
-    assert!(server.log().contains("server stopped"));
+    server.wait_for_log("server stopped");
     // The connected client learns the server went away.
     assert!(m.ping().await.is_err());
 }

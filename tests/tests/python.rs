@@ -73,6 +73,11 @@ fn the_set_typeid_of_cpython_3_14() {
 }
 
 #[test]
+fn the_list_methods_cpython_3_14_adds() {
+    each_version("list_3_14");
+}
+
+#[test]
 fn str_repr_and_getvalue() {
     each_version("repr");
 }

@@ -77,16 +77,19 @@ fn python_names(table: &'static [MethodSpec]) -> Vec<&'static str> {
     table.iter().filter(|m| m.python).map(|m| m.name).collect()
 }
 
-/// agora's methods a CPython client may call on `kind` beyond its exposed names, with
-/// `proxy._callmethod(name, args)`: the fenced acquire and release of the lock kinds
-/// (the fencing token of each grant). They stay out of the exposed list, which is
-/// CPython's (the typed proxies of these kinds, `AcquirerProxy` and `ConditionProxy`,
-/// ignore it anyway); the `agora` Python package wraps them
-/// (`with lock.fenced() as token`).
+/// Methods a CPython client may call on `kind` beyond its exposed names, with
+/// `proxy._callmethod(name, args)`. They stay out of the exposed list, which is
+/// CPython's 3.8–3.13 list (the typed proxies ignore it anyway):
+/// - the fenced acquire and release of the lock kinds (the fencing token of each
+///   grant), which the `agora` Python package wraps (`with lock.fenced() as token`);
+/// - a list's `clear` and `copy`, which CPython 3.14's `ListProxy` calls;
+/// - a queue's `delayed` and `deliveries` (reliable consumption's counters).
 pub fn extras(kind: &Kind) -> &'static [&'static str] {
     const FENCED: &[&str] = &["acquire_fenced", "release_fenced"];
     match kind {
         Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore | Kind::Condition => FENCED,
+        Kind::List => &["clear", "copy"],
+        Kind::Queue | Kind::JoinableQueue => &["delayed", "deliveries"],
         _ => &[],
     }
 }

@@ -38,9 +38,10 @@ pub const IDENT: &str = "agora";
 
 /// Its methods: one per built-in kind, named as the kind's `SyncManager` typeid (the
 /// `exposed` list its `create` answers, from which AutoProxy builds the methods).
-pub const METHODS: [&str; 14] = [
+pub const METHODS: [&str; 15] = [
     "dict",
     "list",
+    "set",
     "Value",
     "Array",
     "Namespace",
