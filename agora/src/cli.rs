@@ -157,7 +157,7 @@ SETTINGS:
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
   expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown, max-memory, unix-mode). Precedence: flag > environment variable > config file >
+  allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -266,6 +266,13 @@ pub struct ServeArgs {
     /// (its locks, permits and leases are released). [default: 10s]
     #[arg(long, value_name = "DURATION", env = "AGORA_HEARTBEAT_TIMEOUT", value_parser = parse_duration)]
     pub heartbeat_timeout: Option<Duration>,
+
+    /// Drop a TCP connection whose peer stops acknowledging (power loss, cut cable,
+    /// partition) after about this long — TCP keepalive probes and TCP_USER_TIMEOUT —
+    /// so what it held is released; the only way to notice a dead CPython client's
+    /// host. 0 leaves it to the OS (hours). [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "AGORA_DEAD_PEER_TIMEOUT", value_parser = parse_duration)]
+    pub dead_peer_timeout: Option<Duration>,
 
     /// Serve a named object to CPython clients under a typeid: TYPEID=KIND:NAME, e.g.
     /// get_tasks=queue:tasks (Python: BaseManager.register("get_tasks")); repeatable.
@@ -431,6 +438,11 @@ impl ServeArgs {
                     .heartbeat_timeout
                     .or(file.heartbeat_timeout)
                     .unwrap_or(defaults.heartbeat_timeout),
+                dead_peer_timeout: match self.dead_peer_timeout.or(file.dead_peer_timeout) {
+                    Some(off) if off.is_zero() => None,
+                    Some(timeout) => Some(timeout),
+                    None => defaults.dead_peer_timeout,
+                },
                 max_memory: match self.max_memory.or(file.max_memory) {
                     Some(limit) if limit < MIN_MEMORY_LIMIT => {
                         return Err(format!(
@@ -480,6 +492,12 @@ impl ServeSettings {
         out.push_str(&format!("handshake-timeout = {}\n", quote(&config::format_duration(l.handshake_timeout))));
         out.push_str(&format!("max-handshakes = {}\n", l.max_handshakes));
         out.push_str(&format!("heartbeat-timeout = {}\n", quote(&config::format_duration(l.heartbeat_timeout))));
+        match l.dead_peer_timeout {
+            Some(timeout) => {
+                out.push_str(&format!("dead-peer-timeout = {}\n", quote(&config::format_duration(timeout))))
+            }
+            None => out.push_str("dead-peer-timeout = 0 # off: the OS's defaults\n"),
+        }
         match l.max_memory {
             Some(limit) => out.push_str(&format!("max-memory = {}\n", quote(&config::format_size(limit)))),
             None => out.push_str("# max-memory: no limit\n"),
@@ -712,6 +730,19 @@ mod tests {
         assert!(serve_args(&[]).resolve().unwrap().to_toml().contains("# max-memory: no limit"));
         let err = serve_args(&["--max-memory", "1MiB"]).resolve().unwrap_err();
         assert!(err.contains("too small") && err.contains("16MiB"), "{err}");
+    }
+
+    #[test]
+    fn the_dead_peer_timeout_defaults_near_the_heartbeat_and_can_be_turned_off() {
+        let default = serve_args(&[]).resolve().unwrap();
+        assert_eq!(default.limits.dead_peer_timeout, Some(Duration::from_secs(10)));
+        let off = serve_args(&["--dead-peer-timeout", "0"]).resolve().unwrap();
+        assert_eq!(off.limits.dead_peer_timeout, None);
+        let back = FileConfig::parse(&off.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.dead_peer_timeout, Some(Duration::ZERO), "off reads back as off");
+        let set = serve_args(&["--dead-peer-timeout", "30s"]).resolve().unwrap();
+        let back = FileConfig::parse(&set.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.dead_peer_timeout, Some(Duration::from_secs(30)));
     }
 
     #[test]

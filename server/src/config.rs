@@ -48,6 +48,11 @@ pub struct Limits {
     /// `MemoryLimit`; reads, deletes and everything that shrinks state still work.
     /// `None` (the default): no limit.
     pub max_memory: Option<u64>,
+    /// A TCP connection whose peer stops acknowledging (a host that lost power, a cut
+    /// cable, a partition) is dropped after about this long, by the kernel's keepalive
+    /// probes and `TCP_USER_TIMEOUT`, so its session ends and what it held is released.
+    /// `None`: only the operating system's defaults (hours).
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -60,6 +65,7 @@ impl Default for Limits {
             max_handshakes: 256,
             heartbeat_timeout: Duration::from_secs(10),
             max_memory: None,
+            dead_peer_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -267,6 +273,8 @@ pub struct FileConfig {
     pub max_memory: Option<u64>,
     /// `unix-mode`: octal permission bits, as a string (`"0660"`) or a TOML octal (`0o660`).
     pub unix_mode: Option<u32>,
+    /// `dead-peer-timeout`: seconds, or a duration string; 0 turns it off.
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 /// Why a config file could not be used.
@@ -324,6 +332,8 @@ struct RawFile {
     max_memory: Option<u64>,
     #[serde(default, deserialize_with = "de::mode")]
     unix_mode: Option<u32>,
+    #[serde(default, deserialize_with = "de::duration")]
+    dead_peer_timeout: Option<Duration>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -455,6 +465,7 @@ impl FileConfig {
             allow_remote_shutdown: raw.allow_remote_shutdown,
             max_memory: raw.max_memory,
             unix_mode: raw.unix_mode,
+            dead_peer_timeout: raw.dead_peer_timeout,
         })
     }
 }

@@ -9,7 +9,9 @@ use std::io;
 use std::path::PathBuf;
 
 use agora_proto::Address;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// An accepted byte stream, whatever the transport.
@@ -85,6 +87,25 @@ impl Transport for tokio::io::DuplexStream {
     fn peer_is_local(&self) -> bool {
         true
     }
+}
+
+/// Makes the kernel end a TCP connection whose peer has gone silent for about
+/// `timeout`: keepalive probes start after half of it on an idle connection
+/// (`TCP_KEEPIDLE`), every sixth of it after that, and `TCP_USER_TIMEOUT` drops the
+/// connection once sent data or probes have gone unacknowledged for `timeout`. That
+/// is how a client whose host lost power, or whose network was cut, loses its locks,
+/// permits and leases: its connection fails, and its session ends, although it never
+/// sent a FIN. CPython clients have no heartbeat, so for them this is the only way.
+pub fn guard_dead_peer(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    let whole_secs = |d: Duration| Duration::from_secs(d.as_secs().max(1));
+    let keepalive = socket2::TcpKeepalive::new().with_time(whole_secs(timeout / 2));
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive.with_interval(whole_secs(timeout / 6)).with_retries(3);
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(timeout))?;
+    Ok(())
 }
 
 /// A bound listening socket.

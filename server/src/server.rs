@@ -20,7 +20,7 @@ use crate::connection;
 use crate::dialect::python::holders::ClientRefs;
 use crate::durability::{Durability, DurabilityConfig, Recovery};
 use crate::engine::{Command, Engine, Session, SessionId};
-use crate::listener::{Accepted, Listener};
+use crate::listener::{self, Accepted, Listener};
 use crate::memory::{self, MemoryMonitor};
 use crate::parking::{Alarm, Mailbox, Parking};
 
@@ -406,6 +406,11 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
             }
         };
         shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+        if let (Accepted::Tcp(s), Some(timeout)) = (&stream, shared.config.limits.dead_peer_timeout) {
+            if let Err(e) = listener::guard_dead_peer(s, timeout) {
+                tracing::warn!(%peer, error = %e, "cannot set TCP keepalive: a dead peer may go unnoticed");
+            }
+        }
         let (shared, slots, done) = (shared.clone(), slots.clone(), done.clone());
         tokio::spawn(async move {
             match stream {
