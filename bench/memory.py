@@ -14,6 +14,7 @@ Not part of CI: it needs about 2 GB of memory.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -45,66 +46,62 @@ def stats(agora, socket):
     return json.loads(out)
 
 
-def start(agora, socket, extra):
-    server = subprocess.Popen(
-        [agora, "serve", "--listen", "unix:" + socket, "--log-level", "warn"] + extra,
-        env=dict(os.environ, AGORA_AUTHKEY=KEY.decode()),
-    )
-    deadline = time.time() + 30
-    while not os.path.exists(socket):
-        assert time.time() < deadline, "the server did not start"
-        time.sleep(0.05)
-    return server
+@contextlib.contextmanager
+def serving(agora, limit):
+    """`agora serve` on a Unix socket in a temporary directory (with --max-memory
+    `limit`, if given); yields the server process and a connected SyncManager."""
+    with tempfile.TemporaryDirectory() as tmp:
+        socket = os.path.join(tmp, "agora.sock")
+        extra = ["--max-memory", limit] if limit else []
+        server = subprocess.Popen(
+            [agora, "serve", "--listen", "unix:" + socket, "--log-level", "warn"] + extra,
+            env=dict(os.environ, AGORA_AUTHKEY=KEY.decode()),
+        )
+        try:
+            deadline = time.time() + 30
+            while not os.path.exists(socket):
+                assert time.time() < deadline, "the server did not start"
+                time.sleep(0.05)
+            manager = SyncManager(socket, authkey=KEY)
+            manager.connect()
+            yield server, manager, socket
+        finally:
+            server.terminate()
+            server.wait()
 
 
 def fill_and_drain(agora, limit, puts):
-    with tempfile.TemporaryDirectory() as tmp:
-        socket = os.path.join(tmp, "agora.sock")
-        server = start(agora, socket, ["--max-memory", limit] if limit else [])
-        try:
-            manager = SyncManager(socket, authkey=KEY)
-            manager.connect()
-            d = manager.dict()
-            stored = refused = 0
-            began = time.perf_counter()
-            for i in range(puts):
-                try:
-                    d[i] = bytes([i % 256]) * ITEM
-                    stored += 1
-                except MemoryError:
-                    refused += 1
-                    break
-            took = time.perf_counter() - began
-            peak = rss_mib(server.pid)
-            in_use = (stats(agora, socket).get("memory") or {}).get("in_use", 0) / (1 << 20)
-            for i in range(stored):
-                d.pop(i)
-            time.sleep(1)
-            after_1s = rss_mib(server.pid)
-            time.sleep(2)
-            after_3s = rss_mib(server.pid)
-            return dict(limit=limit or "none", stored=stored, refused=refused, took=took, peak=peak,
-                        in_use=in_use, after_1s=after_1s, after_3s=after_3s)
-        finally:
-            server.terminate()
-            server.wait()
+    with serving(agora, limit) as (server, manager, socket):
+        d = manager.dict()
+        stored = refused = 0
+        began = time.perf_counter()
+        for i in range(puts):
+            try:
+                d[i] = bytes([i % 256]) * ITEM
+                stored += 1
+            except MemoryError:
+                refused += 1
+                break
+        took = time.perf_counter() - began
+        peak = rss_mib(server.pid)
+        in_use = (stats(agora, socket).get("memory") or {}).get("in_use", 0) / (1 << 20)
+        for i in range(stored):
+            d.pop(i)
+        time.sleep(1)
+        after_1s = rss_mib(server.pid)
+        time.sleep(2)
+        after_3s = rss_mib(server.pid)
+        return dict(limit=limit or "none", stored=stored, refused=refused, took=took, peak=peak,
+                    in_use=in_use, after_1s=after_1s, after_3s=after_3s)
 
 
 def small_sets(agora, limit, n):
-    with tempfile.TemporaryDirectory() as tmp:
-        socket = os.path.join(tmp, "agora.sock")
-        server = start(agora, socket, ["--max-memory", limit] if limit else [])
-        try:
-            manager = SyncManager(socket, authkey=KEY)
-            manager.connect()
-            d = manager.dict()
-            began = time.perf_counter()
-            for i in range(n):
-                d[i % 1000] = i
-            return n / (time.perf_counter() - began)
-        finally:
-            server.terminate()
-            server.wait()
+    with serving(agora, limit) as (_, manager, _):
+        d = manager.dict()
+        began = time.perf_counter()
+        for i in range(n):
+            d[i % 1000] = i
+        return n / (time.perf_counter() - began)
 
 
 def main():

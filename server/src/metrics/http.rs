@@ -253,33 +253,27 @@ fn render_holders(shared: &Shared, out: &mut String) {
     let labels = |v: &crate::engine::HolderView| {
         format!("kind=\"{}\",name=\"{}\"", label(v.kind.as_str()), label(v.name.as_deref().unwrap_or_default()))
     };
-    header(
-        out,
-        "agora_object_holds",
-        "gauge",
-        "Holds on a named object now: lock grants, semaphore permits, RLock ownership, queue leases.",
-    );
-    for v in shown {
-        let _ = writeln!(out, "agora_object_holds{{{}}} {}", labels(v), v.held.len());
-    }
-    header(
-        out,
-        "agora_object_waiters",
-        "gauge",
-        "Calls waiting on a named object now (acquires, gets, puts, joins...).",
-    );
-    for v in shown {
-        let _ = writeln!(out, "agora_object_waiters{{{}}} {}", labels(v), v.waiting.len());
-    }
-    header(
-        out,
-        "agora_object_oldest_hold_seconds",
-        "gauge",
-        "How long the oldest hold on a named object has been held (0 when nothing is held).",
-    );
-    for v in shown {
-        let age = v.oldest_hold_age(now).unwrap_or_default().as_secs_f64();
-        let _ = writeln!(out, "agora_object_oldest_hold_seconds{{{}}} {age:.3}", labels(v));
+    type Sample = fn(&crate::engine::HolderView, crate::engine::Time) -> String;
+    let families: [(&str, &str, Sample); 3] = [
+        (
+            "agora_object_holds",
+            "Holds on a named object now: lock grants, semaphore permits, RLock ownership, queue leases.",
+            |v, _| v.held.len().to_string(),
+        ),
+        ("agora_object_waiters", "Calls waiting on a named object now (acquires, gets, puts, joins...).", |v, _| {
+            v.waiting.len().to_string()
+        }),
+        (
+            "agora_object_oldest_hold_seconds",
+            "How long the oldest hold on a named object has been held (0 when nothing is held).",
+            |v, now| format!("{:.3}", v.oldest_hold_age(now).unwrap_or_default().as_secs_f64()),
+        ),
+    ];
+    for (name, help, sample) in families {
+        header(out, name, "gauge", help);
+        for v in shown {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(v), sample(v, now));
+        }
     }
     scalar_line(
         out,

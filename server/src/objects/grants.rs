@@ -421,16 +421,16 @@ impl Permits {
                 what: if g.via == 0 { what.to_owned() } else { format!("{what} (through condition {:x})", g.via) },
             })
             .collect();
-        let waiting = self
-            .queue
-            .iter()
-            .map(|q| {
-                let what = if q.answer.expires() { "acquire" } else { "re-acquire after wait" };
-                Waiting { session: q.waiter.session, ticket: q.waiter.ticket, what: what.to_owned() }
-            })
-            .collect();
+        let waiting = self.queue.iter().map(|q| acquire_waiting(&q.waiter, &q.answer)).collect();
         Holders { held, waiting }
     }
+}
+
+/// A waiting acquire as the holder views show it: a plain acquire, or a condition
+/// wait re-acquiring its lock (which has no deadline of its own).
+pub fn acquire_waiting(waiter: &Waiter, answer: &Answer) -> Waiting {
+    let what = if answer.expires() { "acquire" } else { "re-acquire after wait" };
+    Waiting { session: waiter.session, ticket: waiter.ticket, what: what.to_owned() }
 }
 
 /// The `RuntimeError` every misuse of a lock raises.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::condition::ConditionLock;
 use super::grants::{self, lock_wait, owner_arg, Answer, Wait};
 use crate::engine::{Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
-use crate::object::{encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject, Waiting};
+use crate::object::{encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::rlock`].
 pub use agora_proto::methods::rlock::CONSTRUCTOR;
@@ -277,14 +277,7 @@ impl SharedObject for RLockObject {
                 },
             })
             .collect();
-        let waiting = self
-            .queue
-            .iter()
-            .map(|q| {
-                let what = if q.answer.expires() { "acquire" } else { "re-acquire after wait" };
-                Waiting { session: q.waiter.session, ticket: q.waiter.ticket, what: what.to_owned() }
-            })
-            .collect();
+        let waiting = self.queue.iter().map(|q| grants::acquire_waiting(&q.waiter, &q.answer)).collect();
         Holders { held, waiting }
     }
 
