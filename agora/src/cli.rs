@@ -14,7 +14,7 @@ use agora_proto::Address;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use agora_server::config::{self, Config, Exposure, FileConfig, KeyOrigin, Limits, AUTHKEY_ENV};
+use agora_server::config::{self, Advertise, Config, Exposure, FileConfig, KeyOrigin, Limits, AUTHKEY_ENV};
 use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
@@ -157,7 +157,7 @@ SETTINGS:
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
   expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout). Precedence: flag > environment variable > config file >
+  allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout, advertise). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -279,6 +279,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TYPEID=KIND:NAME", env = "AGORA_EXPOSE", value_delimiter = ',')]
     pub expose: Vec<Exposure>,
 
+    /// What CPython clients of a listener should dial to rebuild proxies they find in
+    /// values, when it is not the address they reached (NAT, containers, proxies):
+    /// LISTEN=ADVERTISED, LISTEN as given to --listen, e.g.
+    /// 0.0.0.0:50000=host.example:50000; repeatable. [default: the address reached]
+    #[arg(long, value_name = "LISTEN=ADVERTISED", env = "AGORA_ADVERTISE", value_delimiter = ',')]
+    pub advertise: Vec<Advertise>,
+
     /// Log level or filter: error, warn, info, debug, trace (or a tracing filter string).
     /// [default: info]
     #[arg(long, value_name = "LEVEL", env = "AGORA_LOG")]
@@ -360,6 +367,8 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// CPython typeids served by named objects.
     pub expose: Vec<Exposure>,
+    /// Advertised addresses, per listen address.
+    pub advertise: Vec<Advertise>,
     /// The log filter.
     pub log_level: String,
     /// The metrics endpoint, if any.
@@ -455,6 +464,11 @@ impl ServeArgs {
                 },
             },
             expose: if self.expose.is_empty() { file.expose.unwrap_or_default() } else { self.expose.clone() },
+            advertise: if self.advertise.is_empty() {
+                file.advertise.unwrap_or_default()
+            } else {
+                self.advertise.clone()
+            },
             log_level: self.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned()),
             metrics: self.metrics.clone().or(file.metrics),
             workers: self.workers.map(usize::from).or(file.workers).unwrap_or_else(default_workers),
@@ -504,6 +518,7 @@ impl ServeSettings {
         }
         let exposures = self.expose.iter().map(|e| format!("{}={}:{}", e.typeid, e.kind, e.name)).collect();
         out.push_str(&format!("expose = {}\n", list(exposures)));
+        out.push_str(&format!("advertise = {}\n", list(self.advertise.iter().map(Advertise::to_string).collect())));
         out.push_str(&format!("log-level = {}\n", quote(&self.log_level)));
         match &self.metrics {
             Some(address) => out.push_str(&format!("metrics = {}\n", quote(&address.to_string()))),
@@ -601,6 +616,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     let mut config = Config::new(settings.listen.clone(), Vec::new());
     config.strict_auth = settings.strict_auth;
     config.expose = settings.expose.clone();
+    config.advertise = settings.advertise.clone();
     config.limits = settings.limits.clone();
     config.durability = settings.durability.clone();
     config.allow_remote_shutdown = settings.allow_remote_shutdown;
@@ -743,6 +759,17 @@ mod tests {
         let set = serve_args(&["--dead-peer-timeout", "30s"]).resolve().unwrap();
         let back = FileConfig::parse(&set.to_toml(), Path::new("/")).unwrap();
         assert_eq!(back.dead_peer_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn advertised_addresses_read_back() {
+        let settings = serve_args(&["--listen", "0.0.0.0:50000", "--advertise", "0.0.0.0:50000=public.example:6000"])
+            .resolve()
+            .unwrap();
+        assert_eq!(settings.advertise[0].advertised.to_string(), "public.example:6000");
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.advertise.unwrap(), settings.advertise);
+        assert!(Cli::try_parse_from(["agora", "serve", "--advertise", "no-equals-sign"]).is_err());
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct Config {
     pub limits: Limits,
     /// CPython typeids served by named objects.
     pub expose: Vec<Exposure>,
+    /// What to tell CPython clients to dial, per listen address, where that is not
+    /// the address they reached (NAT, containers, proxies).
+    pub advertise: Vec<Advertise>,
     /// The embedding program's own types, served as custom kinds ([`crate::custom`]).
     pub custom: CustomKinds,
     /// Where the state is kept across restarts; `None`: in memory only.
@@ -140,6 +143,7 @@ impl Config {
             strict_auth: false,
             limits: Limits::default(),
             expose: Vec::new(),
+            advertise: Vec::new(),
             custom: CustomKinds::default(),
             durability: None,
             allow_remote_shutdown: false,
@@ -150,6 +154,37 @@ impl Config {
     /// The named object serving CPython typeid `typeid`, if one is exposed.
     pub fn exposed(&self, typeid: &str) -> Option<&Exposure> {
         self.expose.iter().find(|e| e.typeid == typeid)
+    }
+}
+
+/// The address to put in the proxies a listener's CPython clients are sent, instead
+/// of the address they reached: `--advertise 0.0.0.0:50000=host.example:50000`. A
+/// CPython client rebuilds a proxy it finds inside a value (a list stored in a dict)
+/// from that address, so behind NAT, in a container or behind a proxy it must be one
+/// the client can dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    /// A listen address, as given to `--listen`.
+    pub listen: Address,
+    /// What its clients should dial.
+    pub advertised: Address,
+}
+
+impl std::str::FromStr for Advertise {
+    type Err = String;
+
+    /// Parses `LISTEN=ADVERTISED` (two addresses).
+    fn from_str(text: &str) -> Result<Advertise, String> {
+        let usage = || format!("'{text}' is not LISTEN=ADVERTISED (e.g. 0.0.0.0:50000=host.example:50000)");
+        let (listen, advertised) = text.split_once('=').ok_or_else(usage)?;
+        let parse = |a: &str| a.trim().parse::<Address>().map_err(|e| format!("'{text}': {e}"));
+        Ok(Advertise { listen: parse(listen)?, advertised: parse(advertised)? })
+    }
+}
+
+impl std::fmt::Display for Advertise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.listen, self.advertised)
     }
 }
 
@@ -255,6 +290,8 @@ pub struct FileConfig {
     pub heartbeat_timeout: Option<Duration>,
     /// `expose`: a string or an array of `TYPEID=KIND:NAME` strings.
     pub expose: Option<Vec<Exposure>>,
+    /// `advertise`: a string or an array of `LISTEN=ADVERTISED` strings.
+    pub advertise: Option<Vec<Advertise>>,
     /// `log-level`.
     pub log_level: Option<String>,
     /// `metrics`: the address of the Prometheus endpoint.
@@ -317,6 +354,8 @@ struct RawFile {
     heartbeat_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de::exposures")]
     expose: Option<Vec<Exposure>>,
+    #[serde(default, deserialize_with = "de::advertise")]
+    advertise: Option<Vec<Advertise>>,
     log_level: Option<String>,
     #[serde(default, deserialize_with = "de::address")]
     metrics: Option<Address>,
@@ -382,6 +421,11 @@ mod de {
 
     pub(super) fn exposures<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Exposure>>, D::Error> {
         let texts = texts(d, "TYPEID=KIND:NAME")?;
+        texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
+    }
+
+    pub(super) fn advertise<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<super::Advertise>>, D::Error> {
+        let texts = texts(d, "LISTEN=ADVERTISED")?;
         texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
     }
 
@@ -456,6 +500,7 @@ impl FileConfig {
             max_handshakes: raw.max_handshakes,
             heartbeat_timeout: raw.heartbeat_timeout,
             expose: raw.expose,
+            advertise: raw.advertise,
             log_level: raw.log_level,
             metrics: raw.metrics,
             workers: raw.workers,

@@ -103,6 +103,8 @@ pub struct Shared {
     pub memory: Arc<MemoryMonitor>,
     /// Every open session's peer address.
     pub peers: Peers,
+    /// Bound listen address → what its CPython clients should dial (`--advertise`).
+    advertised: Vec<(Address, Address)>,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -130,6 +132,19 @@ impl Shared {
             "shutdown refused: this client is on another host, and the server was not started with \
              --allow-remote-shutdown (stop it from its own machine: agora shutdown, or SIGTERM)",
         ))
+    }
+
+    /// What the listener a client reached at `local` (a connection's local address)
+    /// advertises to its CPython clients (`--advertise`), if anything.
+    pub fn advertised(&self, local: &Address) -> Option<&Address> {
+        let serves = |bound: &Address| match (bound, local) {
+            (Address::Tcp { host, port }, Address::Tcp { host: local_host, port: local_port }) => {
+                let any = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+                port == local_port && (any || host == local_host)
+            }
+            (bound, local) => bound == local,
+        };
+        self.advertised.iter().find(|(bound, _)| serves(bound)).map(|(_, advertised)| advertised)
     }
 
     /// Statistics for `agora stats` and the metrics endpoint.
@@ -246,6 +261,7 @@ impl Server {
             listeners.push(listener);
             addresses.push(bound);
         }
+        let advertised = resolve_advertised(&config, &addresses)?;
         let (parking, recovery) = match &config.durability {
             None => {
                 tracing::info!("state is in memory only: it is lost when the server stops (--data-dir keeps it)");
@@ -279,6 +295,7 @@ impl Server {
             client_refs: ClientRefs::default(),
             memory,
             peers: Peers::default(),
+            advertised,
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })
@@ -334,6 +351,26 @@ impl Server {
         }
         tracing::info!("server stopped");
     }
+}
+
+/// Pairs each `--advertise` entry with the address its listen address was bound to (an
+/// ephemeral port resolved); an entry naming no listen address is an error.
+fn resolve_advertised(config: &Config, bound: &[Address]) -> std::io::Result<Vec<(Address, Address)>> {
+    config
+        .advertise
+        .iter()
+        .map(|entry| match config.listen.iter().position(|listen| *listen == entry.listen) {
+            Some(i) => Ok((bound[i].clone(), entry.advertised.clone())),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "--advertise {entry}: {} is not one of the listen addresses ({})",
+                    entry.listen,
+                    config.listen.iter().map(Address::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        })
+        .collect()
 }
 
 /// Runs `work` that may take long (a sort of millions of items, writing a snapshot) so

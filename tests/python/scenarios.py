@@ -886,6 +886,17 @@ def scenario_dead_letters(m):
     q.ack(receipt)
 
 
+def scenario_advertised(m, expected):
+    """A proxy found inside a value is rebuilt from the listener's advertised address
+    (here the server's own Unix socket, so the rebuilt proxy works)."""
+    d = m.dict()
+    d["inner"] = m.list([1, 2])
+    inner = d["inner"]
+    eq(inner._token.address, expected, "the advertised address, not the one dialled")
+    inner.append(3)
+    eq(list(d["inner"]), [1, 2, 3], "the proxy works through the advertised address")
+
+
 def scenario_list_3_14(m):
     """CPython 3.14's ListProxy also calls clear() and copy(): served to every client."""
     l = m.list([1, 2, 3])

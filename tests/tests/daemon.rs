@@ -181,3 +181,15 @@ fn unix_socket_files_get_the_mode_asked_for() {
         assert_eq!(got, expected, "--unix-mode {mode}");
     }
 }
+
+#[test]
+fn an_advertised_address_must_name_a_listen_address() {
+    let out = Command::new(agora_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:5=public.example:5"])
+        .env("AGORA_AUTHKEY", "k")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("127.0.0.1:5 is not one of the listen addresses (127.0.0.1:0)"), "{stderr}");
+}

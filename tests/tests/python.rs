@@ -72,6 +72,20 @@ fn the_set_typeid_of_cpython_3_14() {
     each_version("set");
 }
 
+/// `--advertise`: proxies sent inside values carry the address a listener advertises
+/// (for clients behind NAT, in containers…), not the one the client dialled.
+#[test]
+fn proxies_in_values_carry_the_advertised_address() {
+    for_each_python(|python| {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agora.sock").display().to_string();
+        let args = ["--listen", &format!("unix:{socket}"), "--advertise", &format!("127.0.0.1:0=unix:{socket}")];
+        let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
+        assert!(server.address.starts_with("127.0.0.1:"), "the client dials TCP: {}", server.address);
+        scenario(python, &server, "advertised", &[&socket]);
+    });
+}
+
 #[test]
 fn the_list_methods_cpython_3_14_adds() {
     each_version("list_3_14");

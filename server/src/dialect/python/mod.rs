@@ -139,7 +139,10 @@ enum After {
 pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
     let local_peer = stream.peer_is_local();
     let holder = stream.peer_pid().and_then(holders::Process::of_pid);
-    let outgoing = references::Outgoing::new(local_peer, &shared.config.authkey, stream.local_address().as_ref());
+    let local = stream.local_address();
+    let advertised = local.as_ref().and_then(|local| shared.advertised(local));
+    let token_address = advertised.or(local.as_ref());
+    let outgoing = references::Outgoing::new(local_peer, &shared.config.authkey, token_address, advertised.is_some());
     let (session, mailbox, _peer) = shared.open_session(peer);
     let mut conn = PyConn {
         session,

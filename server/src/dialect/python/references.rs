@@ -19,7 +19,10 @@
 //!   other TCP the key is never sent (it would cross the network in clear); such
 //!   clients set `multiprocessing.current_process().authkey = key`. The key is only
 //!   added to outgoing copies, never stored. A reference made by a native client has
-//!   no address; it gets the address this connection reached the server at.
+//!   no address; it gets the address this connection reached the server at — or,
+//!   where the listener advertises another (`--advertise`, for NAT, containers and
+//!   proxies), every reference gets the advertised address, since a client of that
+//!   listener may not be able to dial the address another client stored.
 
 use agora_proto::value::{Build, Object};
 use agora_proto::{Address, Value};
@@ -51,12 +54,21 @@ pub struct Outgoing {
     pub authkey: Option<Vec<u8>>,
     /// The address to give references that have none (made by native clients).
     pub address: Option<Value>,
+    /// Give every reference [`Outgoing::address`], also those a CPython client stored
+    /// with the address it dialled: the listener advertises the address its clients
+    /// must dial (`--advertise`), and every reference names an object of this server.
+    pub every_reference: bool,
 }
 
 impl Outgoing {
-    /// The rewriting for a connection: the key only for a local peer.
-    pub fn new(peer_is_local: bool, authkey: &[u8], address: Option<&Address>) -> Outgoing {
-        Outgoing { authkey: peer_is_local.then(|| authkey.to_vec()), address: address.and_then(python_address) }
+    /// The rewriting for a connection: the key only for a local peer; `address` is
+    /// what the connection reached, or what its listener advertises (`advertised`).
+    pub fn new(peer_is_local: bool, authkey: &[u8], address: Option<&Address>, advertised: bool) -> Outgoing {
+        Outgoing {
+            authkey: peer_is_local.then(|| authkey.to_vec()),
+            address: address.and_then(python_address),
+            every_reference: advertised,
+        }
     }
 
     /// True if nothing would be rewritten.
@@ -91,8 +103,10 @@ impl Outgoing {
         let Build::Reduce(args) = &mut rebuild.build else { return };
         if let (Some(address), Some(Value::Object(token))) = (&self.address, args.get_mut(1)) {
             if let Some(Value::Tuple(state)) = &mut token.state {
-                if let Some(slot @ Value::None) = state.get_mut(1) {
-                    *slot = address.clone();
+                match state.get_mut(1) {
+                    Some(slot @ Value::None) => *slot = address.clone(),
+                    Some(slot) if self.every_reference => *slot = address.clone(),
+                    _ => {}
                 }
             }
         }
@@ -139,7 +153,7 @@ mod tests {
     #[test]
     fn local_peers_get_the_key_and_missing_addresses() {
         let mut value = Value::List(vec![ObjectRef::new(0xab, "list").to_value()]);
-        let local = Outgoing::new(true, b"k", Some(&"127.0.0.1:7".parse().unwrap()));
+        let local = Outgoing::new(true, b"k", Some(&"127.0.0.1:7".parse().unwrap()), false);
         local.localize(&mut value);
         let Value::List(items) = &value else { panic!() };
         let kwds = kwds_of(&items[0]);
@@ -151,8 +165,14 @@ mod tests {
         let mut remote = ObjectRef::new(0xab, "list");
         remote.address = Value::Str("/tmp/s".into());
         let mut value = remote.to_value();
-        Outgoing::new(false, b"k", Some(&"10.0.0.1:7".parse().unwrap())).localize(&mut value);
+        Outgoing::new(false, b"k", Some(&"10.0.0.1:7".parse().unwrap()), false).localize(&mut value);
         assert!(kwds_of(&value).is_empty());
         assert_eq!(ObjectRef::from_value(&value).unwrap().address, Value::Str("/tmp/s".into()));
+
+        // Behind an advertised address, every reference gets it.
+        let mut value = remote.to_value();
+        Outgoing::new(false, b"k", Some(&"public.example:7".parse().unwrap()), true).localize(&mut value);
+        let advertised = Value::Tuple(vec![Value::Str("public.example".into()), Value::Int(7)]);
+        assert_eq!(ObjectRef::from_value(&value).unwrap().address, advertised);
     }
 }
