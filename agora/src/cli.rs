@@ -14,7 +14,7 @@ use agora_proto::Address;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use agora_server::config::{self, Config, Exposure, FileConfig, KeyOrigin, Limits, AUTHKEY_ENV};
+use agora_server::config::{self, Config, Exposure, FileConfig, KeyOrigin, Limits, UserFile, AUTHKEY_ENV};
 use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
@@ -170,6 +170,20 @@ AUTHKEY:
   path is logged. It is never taken from a plain command-line argument, nor from the
   config file itself.
 
+USERS:
+  Instead of one authkey, the config file may list users, each with a key file of its
+  own and rules (object-name globs = read | write | admin); a connection is the user
+  whose key answered the challenge, so stock CPython clients just use that key:
+    [users.ingest]
+    key-file = \"keys/ingest\"
+    rules = { \"jobs.*\" = \"write\", \"stats.*\" = \"read\" }
+  read: open existing objects, read-only methods, copy, list; write: every method,
+  create; admin: delete, see holders. \"*\" = \"admin\" makes a server admin, who alone may
+  shut down (--allow-remote-shutdown is then not used), snapshot, read stats.
+  Anonymous objects belong to their creator's user. Refusals are PermissionDenied
+  (Python: PermissionError) naming the user and the rule. With users there is no
+  authkey: --authkey-file / AGORA_AUTHKEY are refused.
+
 ADDRESSES:
   host:port, [v6addr]:port, tcp://host:port, unix:/path/to.sock (or just /path/to.sock),
   unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
@@ -304,7 +318,9 @@ pub struct ServeArgs {
     pub snapshot_after: Option<u64>,
 
     /// Let clients on other hosts shut the server down (`agora shutdown`); clients on
-    /// this machine (a Unix socket, a loopback address) always may. [default: false]
+    /// this machine (a Unix socket, a loopback address) always may. With users in the
+    /// config file it is not used: server admins may, from anywhere, others never.
+    /// [default: false]
     #[arg(
         long,
         env = "AGORA_ALLOW_REMOTE_SHUTDOWN",
@@ -337,6 +353,8 @@ pub enum AuthkeySource {
     Env,
     /// None given: generate one into the default file.
     Generate,
+    /// Users are configured: each authenticates with its own key, there is no authkey.
+    Users,
 }
 
 /// The settings `agora serve` runs with: flags over environment over config file over
@@ -365,6 +383,8 @@ pub struct ServeSettings {
     pub allow_remote_shutdown: bool,
     /// Permission bits of Unix socket files, if set.
     pub unix_mode: Option<u32>,
+    /// The config file's users (their keys are read at start); empty: the one authkey.
+    pub users: Vec<UserFile>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -386,7 +406,22 @@ impl ServeArgs {
             (_, Some(from_file)) if !from_file.is_empty() => from_file,
             _ => vec![config::DEFAULT_LISTEN.parse().expect("the default address parses")],
         };
-        let authkey = if let Some(path) = &self.authkey_file {
+        let users = file.users.unwrap_or_default();
+        let authkey = if !users.is_empty() {
+            // Which key answers says who connected; one more key would be a user without rules.
+            let given = [
+                self.authkey_file.as_ref().map(|_| "--authkey-file (or $AGORA_AUTHKEY_FILE)"),
+                std::env::var_os(AUTHKEY_ENV).map(|_| "$AGORA_AUTHKEY"),
+                file.authkey_file.as_ref().map(|_| "the config file's authkey-file"),
+            ];
+            if let Some(given) = given.into_iter().flatten().next() {
+                return Err(format!(
+                    "the config file has users, each with its own key-file, so there is no authkey: remove \
+                     {given} (an operator's key is a user with the rule \"*\" = \"admin\")"
+                ));
+            }
+            AuthkeySource::Users
+        } else if let Some(path) = &self.authkey_file {
             AuthkeySource::File(path.clone())
         } else if std::env::var_os(AUTHKEY_ENV).is_some() {
             AuthkeySource::Env
@@ -411,6 +446,7 @@ impl ServeArgs {
             durability,
             allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
             unix_mode: self.unix_mode.or(file.unix_mode),
+            users,
             listen,
             authkey,
             strict_auth: self.strict_auth.or(file.strict_auth).unwrap_or(false),
@@ -466,6 +502,7 @@ impl ServeSettings {
                 "# authkey: none given; generated into {}\n",
                 config::default_authkey_path().display()
             )),
+            AuthkeySource::Users => out.push_str("# authkey: none; each user below has its own key-file\n"),
         }
         let l = &self.limits;
         out.push_str(&format!("strict-auth = {}\n", self.strict_auth));
@@ -500,6 +537,14 @@ impl ServeSettings {
             }
             None => out.push_str("# data-dir: none (state in memory only)\n"),
         }
+        // Tables last: TOML puts every key after a table header into that table.
+        for user in &self.users {
+            out.push_str(&format!("\n[users.{}]\n", quote(&user.name)));
+            out.push_str(&format!("key-file = {}\n", quote(&user.key_file.display().to_string())));
+            let rules: Vec<String> =
+                user.rules.iter().map(|r| format!("{} = {}", quote(&r.pattern), quote(r.level.as_str()))).collect();
+            out.push_str(&format!("rules = {{ {} }}\n", rules.join(", ")));
+        }
         out
     }
 }
@@ -526,6 +571,7 @@ fn load_authkey(source: &AuthkeySource) -> Result<Vec<u8>, config::AuthkeyError>
             tracing::info!("authkey taken from ${AUTHKEY_ENV}");
             Ok(key)
         }
+        AuthkeySource::Users => Ok(Vec::new()),
         AuthkeySource::Generate => {
             let path = config::default_authkey_path();
             let (key, origin) = config::generated_authkey(&path)?;
@@ -595,6 +641,12 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     };
     let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
     server.set_authkey(authkey);
+    if !settings.users.is_empty() {
+        let users = config::load_users(&settings.users)?;
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        tracing::info!(users = %names.join(", "), "users configured: each connection is the user whose key it holds");
+        server.set_users(users);
+    }
     tracing::info!(workers = settings.workers, "worker threads");
     for address in server.addresses() {
         tracing::info!(%address, "listening");
@@ -723,6 +775,28 @@ mod tests {
         assert_eq!(FileConfig::parse("unix-mode = 0o600", Path::new("/")).unwrap().unix_mode, Some(0o600));
         assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "999"]).is_err(), "not octal");
         assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "1777"]).is_err(), "no special bits");
+    }
+
+    #[test]
+    fn users_come_from_the_file_print_without_keys_and_exclude_an_authkey() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agora.toml");
+        std::fs::write(
+            &path,
+            "[users.ingest]\nkey-file = \"keys/ingest\"\nrules = { \"jobs.*\" = \"write\", \"*\" = \"read\" }\n\
+             [users.\"ops team\"]\nkey-file = \"/k/ops\"\nrules = { \"*\" = \"admin\" }\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let settings = serve_args(&["--config", config]).resolve().unwrap();
+        assert_eq!(settings.authkey, AuthkeySource::Users);
+        assert_eq!(settings.users.len(), 2);
+        let text = settings.to_toml();
+        assert!(text.contains("key-file") && !text.contains("authkey-file"), "{text}");
+        let back = FileConfig::parse(&text, Path::new("/")).unwrap().users.unwrap();
+        assert_eq!(back, settings.users, "{text}");
+        let err = serve_args(&["--config", config, "--authkey-file", "/k/a"]).resolve().unwrap_err();
+        assert!(err.contains("--authkey-file") && err.contains("own key-file"), "{err}");
     }
 
     #[test]

@@ -899,6 +899,25 @@ impl Engine {
         self.table.get(id).map(|e| e.kind().clone())
     }
 
+    /// What access rules need to know of object `id`: its name (`None`: anonymous) and
+    /// whether `method` only reads it (an unknown method counts as a write; the call
+    /// then fails on its own). A missing object is the error a call would get.
+    pub fn access_facts(&self, id: ObjectId, method: &str) -> Result<(Option<String>, bool), WireError> {
+        let entry = self.table.get(id).map_err(|_| self.missing_object(id))?;
+        let read_only = entry.method(method).is_ok_and(|spec| spec.read_only);
+        Ok((entry.name().map(str::to_owned), read_only))
+    }
+
+    /// True if an object is named `name` now.
+    pub fn name_exists(&self, name: &str) -> bool {
+        self.table.lookup(name).is_ok()
+    }
+
+    /// True if object `id` exists now.
+    pub fn exists(&self, id: ObjectId) -> bool {
+        self.table.get(id).is_ok()
+    }
+
     /// The names of every method of object `id`, in declaration order.
     pub fn method_names(&self, id: ObjectId) -> Result<Vec<&'static str>, WireError> {
         self.table.get(id)?.method_names()
