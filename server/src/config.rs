@@ -4,7 +4,9 @@
 //! [`Config`] is what a running server needs; the CLI (`cli.rs`) and embedding programs
 //! build one. Loading the authkey lives here too, so the rule "never from a plain
 //! command-line argument" is enforced in one place — and the config file cannot hold
-//! the key either, only the path of a file that does ([`FileConfig`]).
+//! the key either, only the path of a file that does ([`FileConfig`]). Users' keys
+//! follow the same rule ([`UserFile`], [`load_users`]); what users may do is
+//! [`crate::access`]'s.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

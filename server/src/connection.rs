@@ -1,6 +1,7 @@
 //! One accepted connection, from handshake to close.
 //!
-//! Runs the HMAC handshake under the handshake timeout, enforces the connection limit
+//! Runs the HMAC handshake under the handshake timeout (with users configured, the key
+//! that answers says which user connected: [`crate::access::Who`]), enforces the connection limit
 //! (after authentication, so only a peer that knows the key takes a slot or learns
 //! the reason), reads the first frame and hands the connection to the dialect it
 //! names: a pickle (`0x80`) is a CPython client, anything else must be a native Hello.

@@ -24,12 +24,12 @@ struct UsersServer {
     _dir: tempfile::TempDir,
 }
 
-fn start() -> UsersServer {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes the config file of [`start`]'s server and its users' key files into `dir`.
+fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     for (name, key) in [("writer", WRITER), ("reader", READER), ("admin", ADMIN), ("other", OTHER)] {
-        std::fs::write(dir.path().join(format!("{name}.key")), key).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
     }
-    let config = dir.path().join("agora.toml");
+    let config = dir.join("agora.toml");
     std::fs::write(
         &config,
         r#"
@@ -51,6 +51,12 @@ rules = { "other.*" = "write" }
 "#,
     )
     .unwrap();
+    config
+}
+
+fn start() -> UsersServer {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
     let options = ServerOptions {
         no_authkey: true,
         args: vec!["--config".into(), config.display().to_string()],
@@ -115,6 +121,33 @@ async fn read_write_and_admin_each_allow_and_refuse_natively() {
     admin.shutdown_server().await.unwrap();
     let mut server = users.server;
     assert!(server.wait_exit().success());
+}
+
+#[test]
+fn print_config_shows_users_and_their_key_files_never_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let out = std::process::Command::new(agora_tests::agora_bin())
+        .args(["serve", "--config", config.to_str().unwrap(), "--print-config"])
+        .env_remove("AGORA_AUTHKEY")
+        .env_remove("AGORA_AUTHKEY_FILE")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("[users.\"reader\"]") && printed.contains("reader.key"), "{printed}");
+    assert!(printed.contains("\"jobs.*\" = \"write\""), "{printed}");
+    for key in [WRITER, READER, ADMIN, OTHER] {
+        assert!(!printed.contains(std::str::from_utf8(key).unwrap()), "a key was printed: {printed}");
+    }
+    // An authkey beside the users would be a key outside every rule: refused.
+    let out = std::process::Command::new(agora_tests::agora_bin())
+        .args(["serve", "--config", config.to_str().unwrap(), "--print-config"])
+        .env("AGORA_AUTHKEY", "s3cret")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$AGORA_AUTHKEY"));
 }
 
 #[tokio::test]
