@@ -37,7 +37,8 @@ use std::sync::Mutex;
 use agora_proto::{ErrorCode, WireError};
 
 use crate::server::Shared;
-use agora_proto::native::ObjectId;
+use agora_proto::native::{Args, ObjectId};
+use agora_proto::reference::referenced_ids;
 
 /// What a rule lets a user do to the objects it matches; each level includes the ones
 /// below it.
@@ -232,6 +233,17 @@ impl Who {
         }
     }
 
+    /// The user whose rules apply: `None` for the implicit user (no rules), an error
+    /// rather than no rules for an index that names no user (it never should).
+    fn rules<'a>(&self, shared: &'a Shared) -> Result<Option<&'a User>, WireError> {
+        match *self {
+            Who::Anyone => Ok(None),
+            Who::User(at) => shared.config.users.get(at).map(Some).ok_or_else(|| {
+                WireError::new(ErrorCode::Internal, format!("connection of user #{at}, which is not configured"))
+            }),
+        }
+    }
+
     /// The key this connection authenticated with (the one CPython clients on this
     /// machine get back inside nested proxies).
     pub fn key<'a>(&self, shared: &'a Shared) -> &'a [u8] {
@@ -241,7 +253,7 @@ impl Who {
     /// Fails unless this user may use the object named `name` at `level`; `what`
     /// says what was attempted, for the message.
     pub fn named(&self, shared: &Shared, name: &str, level: Level, what: &str) -> Result<(), WireError> {
-        let Some(user) = self.user(shared) else { return Ok(()) };
+        let Some(user) = self.rules(shared)? else { return Ok(()) };
         match user.rule_for(name) {
             Some(rule) if rule.level >= level => Ok(()),
             Some(rule) => Err(denied(
@@ -260,24 +272,42 @@ impl Who {
 
     /// Fails unless this user may call `method` on object `object`: a read-only method
     /// needs read, any other write, on a named object; an anonymous object must be
-    /// this user's own. A missing object fails as the call would.
-    pub fn call(&self, shared: &Shared, object: ObjectId, method: &str) -> Result<(), WireError> {
-        if self.user(shared).is_none() {
+    /// this user's own. A method that stores its arguments must not store a reference
+    /// to an object the user may not read (a container pins what it holds, and hands
+    /// it to whoever reads the container). A missing object fails as the call would.
+    pub fn call(&self, shared: &Shared, object: ObjectId, method: &str, args: &Args) -> Result<(), WireError> {
+        if self.rules(shared)?.is_none() {
             return Ok(());
         }
-        let (name, read_only) = shared.parking.engine().access_facts(object, method)?;
-        let level = if read_only { Level::Read } else { Level::Write };
-        self.reach(shared, object, name.as_deref(), level, &format!("call '{method}' on"))
+        let facts = shared.parking.engine().access_facts(object, method)?;
+        let level = if facts.read_only { Level::Read } else { Level::Write };
+        self.reach(shared, object, facts.name.as_deref(), level, &format!("call '{method}' on"))?;
+        if facts.stores {
+            self.references(shared, args, Level::Read, "store a reference to")?;
+        }
+        Ok(())
+    }
+
+    /// Fails unless this user may use every object referenced in `args` at `level`.
+    pub fn references(&self, shared: &Shared, args: &Args, level: Level, what: &str) -> Result<(), WireError> {
+        if self.rules(shared)?.is_none() {
+            return Ok(());
+        }
+        let mut referenced = Vec::new();
+        for value in args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v)) {
+            referenced_ids(value, &mut referenced);
+        }
+        referenced.iter().try_for_each(|&id| self.object(shared, id, level, what))
     }
 
     /// Fails unless this user may reach object `object` at `level` by id (take or give
     /// back a reference, copy it, list its methods).
     pub fn object(&self, shared: &Shared, object: ObjectId, level: Level, what: &str) -> Result<(), WireError> {
-        if self.user(shared).is_none() {
+        if self.rules(shared)?.is_none() {
             return Ok(());
         }
-        let (name, _) = shared.parking.engine().access_facts(object, "")?;
-        self.reach(shared, object, name.as_deref(), level, what)
+        let facts = shared.parking.engine().access_facts(object, "")?;
+        self.reach(shared, object, facts.name.as_deref(), level, what)
     }
 
     fn reach(
@@ -288,7 +318,7 @@ impl Who {
         level: Level,
         what: &str,
     ) -> Result<(), WireError> {
-        let (Who::User(me), Some(user)) = (*self, self.user(shared)) else { return Ok(()) };
+        let (Who::User(me), Some(user)) = (*self, self.rules(shared)?) else { return Ok(()) };
         if let Some(name) = name {
             return self.named(shared, name, level, what);
         }
@@ -316,7 +346,7 @@ impl Who {
     /// existing object needs read, creating one write. Anonymous objects (`name` is
     /// `None`) are the user's own and anyone may make them.
     pub fn open(&self, shared: &Shared, name: Option<&str>) -> Result<(), WireError> {
-        let (Some(user), Some(name)) = (self.user(shared), name) else { return Ok(()) };
+        let (Some(user), Some(name)) = (self.rules(shared)?, name) else { return Ok(()) };
         self.named(shared, name, Level::Read, "open")?;
         if user.rule_for(name).is_some_and(|r| r.level >= Level::Write) || shared.parking.engine().name_exists(name) {
             return Ok(());
@@ -324,9 +354,10 @@ impl Who {
         self.named(shared, name, Level::Write, "create")
     }
 
-    /// Fails unless this user may open `name` as [`Who::open`] says *and* create it: the
-    /// check that goes with an open whose answer says it created the object (a name
-    /// deleted between the check and the open).
+    /// After an open: records this user as the owner of the anonymous object it just
+    /// made; for a named object the open *created*, fails unless the user may create
+    /// it (a user who may only read passed [`Who::open`] because the name existed,
+    /// and it was deleted before the open; the caller undoes the creation).
     pub fn opened(
         &self,
         shared: &Shared,
@@ -349,7 +380,7 @@ impl Who {
     /// Fails unless this is a server admin (or the implicit user): for `what`, an
     /// operation on the whole server.
     pub fn server_admin(&self, shared: &Shared, what: &str) -> Result<(), WireError> {
-        match self.user(shared) {
+        match self.rules(shared)? {
             None => Ok(()),
             Some(user) if user.is_server_admin() => Ok(()),
             Some(user) => Err(denied(

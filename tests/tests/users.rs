@@ -177,13 +177,17 @@ fn raw_session(server: &Server, key: &[u8]) -> RawConn {
     raw
 }
 
-fn attach(raw: &mut RawConn, object: u64) -> Result<Reply, agora_proto::WireError> {
+fn request(raw: &mut RawConn, op: Op) -> Result<Reply, agora_proto::WireError> {
     let mut out = Vec::new();
-    native::encode_request(&Request { id: 7, op: Op::Attach { object } }, &mut out).unwrap();
+    native::encode_request(&Request { id: 7, op }, &mut out).unwrap();
     raw.send_frame(&out).unwrap();
     let response: Response = native::decode_response(&raw.recv_frame().unwrap()).unwrap();
     assert_eq!(response.id, 7);
     response.result
+}
+
+fn attach(raw: &mut RawConn, object: u64) -> Result<Reply, agora_proto::WireError> {
+    request(raw, Op::Attach { object })
 }
 
 #[tokio::test]
@@ -204,6 +208,28 @@ async fn objects_of_another_user_or_namespace_are_out_of_reach_by_id() {
     let error = attach(&mut other, named.id()).unwrap_err();
     assert_eq!(error.code, agora_proto::ErrorCode::PermissionDenied);
     assert!(error.message.contains("user 'other'") && error.message.contains("'jobs.b'"), "{}", error.message);
+    // Nor can it be reached through a container or a constructor: storing a reference
+    // to it, or building a Condition on it, is refused too.
+    let reference = agora_proto::reference::ObjectRef::new(private.id(), "dict").to_value();
+    let args = |values: Vec<agora_proto::Value>| native::Args { positional: values, keywords: vec![] };
+    let opened =
+        request(&mut other, Op::Open { kind: native::Kind::Dict, name: Some("other.box".into()), args: args(vec![]) });
+    let Ok(Reply::Opened { object: other_box, .. }) = opened else { panic!("{opened:?}") };
+    let stored = request(
+        &mut other,
+        Op::Call {
+            object: other_box,
+            method: "__setitem__".into(),
+            args: args(vec![agora_proto::Value::Str("k".into()), reference.clone()]),
+        },
+    );
+    let error = stored.unwrap_err();
+    assert_eq!(error.code, agora_proto::ErrorCode::PermissionDenied);
+    assert!(error.message.contains("store a reference to"), "{}", error.message);
+    let built =
+        request(&mut other, Op::Open { kind: native::Kind::Condition, name: None, args: args(vec![reference]) });
+    assert!(built.unwrap_err().message.contains("build an object on"));
+
     // An id that does not exist yet says so, and cannot be claimed in advance.
     let error = attach(&mut other, private.id() + 1000).unwrap_err();
     assert_eq!(error.code, agora_proto::ErrorCode::NoSuchObject);

@@ -10,7 +10,7 @@ pub mod python;
 use agora_proto::native::{Args, Kind};
 use agora_proto::WireError;
 
-use crate::access::Who;
+use crate::access::{Level, Who};
 use crate::engine::{Answer, Command, Keep, Session, Time};
 use crate::server::Shared;
 
@@ -25,6 +25,9 @@ pub(crate) fn open(
     at: Time,
 ) -> Result<Answer, WireError> {
     who.open(shared, name.as_deref())?;
+    // A constructor's references are used, not just kept (`Condition(lock)` acquires
+    // its lock): they need write.
+    who.references(shared, &args, Level::Write, "build an object on")?;
     let command = Command::Open { session: session.id(), kind, name: name.clone(), args, keep, at };
     let answer = shared.parking.run(session, command)?;
     if let Answer::Opened { object, created, .. } = answer {

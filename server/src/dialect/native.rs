@@ -413,7 +413,7 @@ impl Conn<'_> {
             );
             return Some(Response { id, result: Err(error) });
         }
-        if let Err(e) = self.who.call(self.shared, object, &method) {
+        if let Err(e) = self.who.call(self.shared, object, &method, &args) {
             return Some(Response { id, result: Err(e) });
         }
         let result = match self.shared.parking.call(&self.session, object, Access::Handle, &method, args, self.now) {

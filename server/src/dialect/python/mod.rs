@@ -274,10 +274,11 @@ impl PyConn<'_> {
         let Ok(kind) = engine.kind_of(id) else {
             return Some((reply::unknown_ident(engine, id, &ident), After::Continue));
         };
+        let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
         let allowed = match request.method.as_str() {
             // A dict's `__iter__` is not a declared method (it makes an iterator object).
             "#GETVALUE" | "__repr__" | "__str__" | "__iter__" => self.who.object(self.shared, id, Level::Read, "read"),
-            method => self.who.call(self.shared, id, method),
+            method => self.who.call(self.shared, id, method, &args),
         };
         if let Err(e) = allowed {
             return Some((Reply::Error(e), After::Continue));
@@ -295,7 +296,6 @@ impl PyConn<'_> {
             "__iter__" if kind == agora_proto::native::Kind::Dict => self.iterate(id),
             _ => {
                 let at = engine.now();
-                let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
                 match self.shared.parking.call(&self.session, id, Access::Id, &request.method, args, at) {
                     Ok(Answer::Value(value)) => Reply::Return(value),
                     Ok(Answer::Parked(parked)) => match self.wait_parked(id, parked, stream, rbuf).await {
