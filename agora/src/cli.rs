@@ -178,7 +178,7 @@ USERS:
     key-file = \"keys/ingest\"
     rules = { \"jobs.*\" = \"write\", \"stats.*\" = \"read\" }
   read: open existing objects, read-only methods, copy, list; write: every method,
-  create; admin: delete, see holders. \"*\" = \"admin\" makes a server admin, who alone may
+  create; admin: delete. \"*\" = \"admin\" makes a server admin, who alone may
   shut down (--allow-remote-shutdown is then not used), snapshot, read stats.
   Anonymous objects belong to their creator's user. Refusals are PermissionDenied
   (Python: PermissionError) naming the user and the rule. With users there is no

@@ -9,9 +9,10 @@
 //! of that name:
 //!
 //! - [`Level::Read`]: open an existing named object, call its read-only methods
-//!   (`MethodSpec::read_only`), copy it (`agora get`, `#GETVALUE`), see it listed;
+//!   (`MethodSpec::read_only`), copy it and see who holds it (`agora get`,
+//!   `#GETVALUE`), see it listed (`agora ls`);
 //! - [`Level::Write`]: also every other method, and create the object;
-//! - [`Level::Admin`]: also delete it and see who holds it. A rule whose pattern is
+//! - [`Level::Admin`]: also delete it. A rule whose pattern is
 //!   exactly `*` with `admin` makes a *server admin*, who alone may shut the server
 //!   down, write a snapshot, read the server's statistics and CPython's `debug_info`.
 //!
@@ -48,7 +49,7 @@ pub enum Level {
     Read,
     /// Also call every other method and create the object.
     Write,
-    /// Also delete the object and see who holds it.
+    /// Also delete the object.
     Admin,
 }
 

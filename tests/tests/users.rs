@@ -97,6 +97,7 @@ async fn read_write_and_admin_each_allow_and_refuse_natively() {
     assert_eq!(seen.get(&"n".into()).await.unwrap(), Some(1));
     assert_eq!(seen.len().await.unwrap(), 1);
     reader.snapshot("jobs.a").await.expect("a reader may copy what it reads");
+    reader.holders("jobs.a").await.expect("and see who holds it");
     let message = denied(seen.insert(&"m".into(), &2).await);
     assert!(message.contains("user 'reader'") && message.contains("\"jobs.*\" = read"), "{message}");
     assert!(message.contains("needs write"), "{message}");

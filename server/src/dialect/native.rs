@@ -380,13 +380,13 @@ impl Conn<'_> {
                 .and_then(|()| parking.engine().snapshot_named(&name))
                 .map(Reply::Value),
             Op::SaveSnapshot => who.server_admin(shared, "write a snapshot").and_then(|()| save_snapshot(shared)),
-            // Who holds what shows other sessions' peers: admin, object by object.
+            // Who holds an object and waits for it is part of reading it (`agora get`).
             Op::Holders { name: Some(name) } => who
-                .named(shared, &name, Level::Admin, "see who holds")
+                .named(shared, &name, Level::Read, "see who holds")
                 .and_then(|()| holders(shared, Some(&name)))
                 .map(Reply::Holders),
             Op::Holders { name: None } => holders(shared, None).map(|mut all| {
-                all.retain(|o| who.may(shared, &o.name, Level::Admin));
+                all.retain(|o| who.may(shared, &o.name, Level::Read));
                 Reply::Holders(all)
             }),
             Op::Shutdown => who.shutdown(shared, self.local_peer).map(|()| {
