@@ -143,6 +143,14 @@ impl ClientArgs {
             key
         } else if let Some(path) = &file.authkey_file {
             config::read_authkey_file(path).map_err(|e| e.to_string())?
+        } else if let Some(users) = file.users.as_ref().filter(|u| !u.is_empty()) {
+            // Which user to be is the operator's choice, never a guess.
+            let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+            return Err(format!(
+                "the config file has users ({}), each with its own key: pass --authkey-file with the key \
+                 file of the user to connect as (a server admin's for shutdown, snapshot and stats)",
+                names.join(", ")
+            ));
         } else {
             config::read_authkey_file(&config::default_authkey_path())
                 .map_err(|e| format!("no authkey: pass --authkey-file or set ${AUTHKEY_ENV}, ({e})"))?
@@ -797,6 +805,28 @@ mod tests {
         assert_eq!(back, settings.users, "{text}");
         let err = serve_args(&["--config", config, "--authkey-file", "/k/a"]).resolve().unwrap_err();
         assert!(err.contains("--authkey-file") && err.contains("own key-file"), "{err}");
+    }
+
+    #[test]
+    fn admin_commands_with_users_need_a_users_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agora.toml");
+        std::fs::write(&path, "[users.ops]\nkey-file = \"ops.key\"\nrules = { \"*\" = \"admin\" }\n").unwrap();
+        std::fs::write(dir.path().join("ops.key"), "ops-key\n").unwrap();
+        let stats = |extra: &[&str]| {
+            let mut argv = vec!["agora", "ping", "--config", path.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("parses").command {
+                Command::Ping(client) => client.resolve(),
+                _ => unreachable!(),
+            }
+        };
+        if std::env::var_os(AUTHKEY_ENV).is_none() {
+            let err = stats(&[]).unwrap_err();
+            assert!(err.contains("users (ops)") && err.contains("--authkey-file"), "{err}");
+        }
+        let key_file = dir.path().join("ops.key");
+        assert_eq!(stats(&["--authkey-file", key_file.to_str().unwrap()]).unwrap().1, b"ops-key");
     }
 
     #[test]
