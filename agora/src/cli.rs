@@ -14,7 +14,7 @@ use agora_proto::Address;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use agora_server::config::{self, Advertise, Config, Exposure, FileConfig, KeyOrigin, Limits, AUTHKEY_ENV};
+use agora_server::config::{self, Advertise, Config, Exposure, FileConfig, KeyOrigin, Limits, UserFile, AUTHKEY_ENV};
 use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
@@ -143,6 +143,14 @@ impl ClientArgs {
             key
         } else if let Some(path) = &file.authkey_file {
             config::read_authkey_file(path).map_err(|e| e.to_string())?
+        } else if let Some(users) = file.users.as_ref().filter(|u| !u.is_empty()) {
+            // Which user to be is the operator's choice, never a guess.
+            let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+            return Err(format!(
+                "the config file has users ({}), each with its own key: pass --authkey-file with the key \
+                 file of the user to connect as (a server admin's for shutdown, snapshot and stats)",
+                names.join(", ")
+            ));
         } else {
             config::read_authkey_file(&config::default_authkey_path())
                 .map_err(|e| format!("no authkey: pass --authkey-file or set ${AUTHKEY_ENV}, ({e})"))?
@@ -169,6 +177,20 @@ AUTHKEY:
   $XDG_RUNTIME_DIR/agora/authkey (or $TMPDIR/agora-$UID/authkey) with mode 0600, and its
   path is logged. It is never taken from a plain command-line argument, nor from the
   config file itself.
+
+USERS:
+  Instead of one authkey, the config file may list users, each with a key file of its
+  own and rules (object-name globs = read | write | admin); a connection is the user
+  whose key answered the challenge, so stock CPython clients just use that key:
+    [users.ingest]
+    key-file = \"keys/ingest\"
+    rules = { \"jobs.*\" = \"write\", \"stats.*\" = \"read\" }
+  read: open existing objects, read-only methods, copy, list; write: every method,
+  create; admin: delete. \"*\" = \"admin\" makes a server admin, who alone may
+  shut down (--allow-remote-shutdown is then not used), snapshot, read stats.
+  Anonymous objects belong to their creator's user. Refusals are PermissionDenied
+  (Python: PermissionError) naming the user and the rule. With users there is no
+  authkey: --authkey-file / AGORA_AUTHKEY are refused.
 
 ADDRESSES:
   host:port, [v6addr]:port, tcp://host:port, unix:/path/to.sock (or just /path/to.sock),
@@ -318,7 +340,9 @@ pub struct ServeArgs {
     pub snapshot_after: Option<u64>,
 
     /// Let clients on other hosts shut the server down (`agora shutdown`); clients on
-    /// this machine (a Unix socket, a loopback address) always may. [default: false]
+    /// this machine (a Unix socket, a loopback address) always may. With users in the
+    /// config file it is not used: server admins may, from anywhere, others never.
+    /// [default: false]
     #[arg(
         long,
         env = "AGORA_ALLOW_REMOTE_SHUTDOWN",
@@ -351,6 +375,8 @@ pub enum AuthkeySource {
     Env,
     /// None given: generate one into the default file.
     Generate,
+    /// Users are configured: each authenticates with its own key, there is no authkey.
+    Users,
 }
 
 /// The settings `agora serve` runs with: flags over environment over config file over
@@ -381,6 +407,8 @@ pub struct ServeSettings {
     pub allow_remote_shutdown: bool,
     /// Permission bits of Unix socket files, if set.
     pub unix_mode: Option<u32>,
+    /// The config file's users (their keys are read at start); empty: the one authkey.
+    pub users: Vec<UserFile>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -402,7 +430,22 @@ impl ServeArgs {
             (_, Some(from_file)) if !from_file.is_empty() => from_file,
             _ => vec![config::DEFAULT_LISTEN.parse().expect("the default address parses")],
         };
-        let authkey = if let Some(path) = &self.authkey_file {
+        let users = file.users.unwrap_or_default();
+        let authkey = if !users.is_empty() {
+            // Which key answers says who connected; one more key would be a user without rules.
+            let given = [
+                self.authkey_file.as_ref().map(|_| "--authkey-file (or $AGORA_AUTHKEY_FILE)"),
+                std::env::var_os(AUTHKEY_ENV).map(|_| "$AGORA_AUTHKEY"),
+                file.authkey_file.as_ref().map(|_| "the config file's authkey-file"),
+            ];
+            if let Some(given) = given.into_iter().flatten().next() {
+                return Err(format!(
+                    "the config file has users, each with its own key-file, so there is no authkey: remove \
+                     {given} (an operator's key is a user with the rule \"*\" = \"admin\")"
+                ));
+            }
+            AuthkeySource::Users
+        } else if let Some(path) = &self.authkey_file {
             AuthkeySource::File(path.clone())
         } else if std::env::var_os(AUTHKEY_ENV).is_some() {
             AuthkeySource::Env
@@ -427,6 +470,7 @@ impl ServeArgs {
             durability,
             allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
             unix_mode: self.unix_mode.or(file.unix_mode),
+            users,
             listen,
             authkey,
             strict_auth: self.strict_auth.or(file.strict_auth).unwrap_or(false),
@@ -492,6 +536,7 @@ impl ServeSettings {
                 "# authkey: none given; generated into {}\n",
                 config::default_authkey_path().display()
             )),
+            AuthkeySource::Users => out.push_str("# authkey: none; each user below has its own key-file\n"),
         }
         let l = &self.limits;
         out.push_str(&format!("strict-auth = {}\n", self.strict_auth));
@@ -533,6 +578,14 @@ impl ServeSettings {
             }
             None => out.push_str("# data-dir: none (state in memory only)\n"),
         }
+        // Tables last: TOML puts every key after a table header into that table.
+        for user in &self.users {
+            out.push_str(&format!("\n[users.{}]\n", quote(&user.name)));
+            out.push_str(&format!("key-file = {}\n", quote(&user.key_file.display().to_string())));
+            let rules: Vec<String> =
+                user.rules.iter().map(|r| format!("{} = {}", quote(&r.pattern), quote(r.level.as_str()))).collect();
+            out.push_str(&format!("rules = {{ {} }}\n", rules.join(", ")));
+        }
         out
     }
 }
@@ -559,6 +612,7 @@ fn load_authkey(source: &AuthkeySource) -> Result<Vec<u8>, config::AuthkeyError>
             tracing::info!("authkey taken from ${AUTHKEY_ENV}");
             Ok(key)
         }
+        AuthkeySource::Users => Ok(Vec::new()),
         AuthkeySource::Generate => {
             let path = config::default_authkey_path();
             let (key, origin) = config::generated_authkey(&path)?;
@@ -629,6 +683,12 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     };
     let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
     server.set_authkey(authkey);
+    if !settings.users.is_empty() {
+        let users = config::load_users(&settings.users)?;
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        tracing::info!(users = %names.join(", "), "users configured: each connection is the user whose key it holds");
+        server.set_users(users);
+    }
     tracing::info!(workers = settings.workers, "worker threads");
     for address in server.addresses() {
         tracing::info!(%address, "listening");
@@ -781,6 +841,50 @@ mod tests {
         assert_eq!(FileConfig::parse("unix-mode = 0o600", Path::new("/")).unwrap().unix_mode, Some(0o600));
         assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "999"]).is_err(), "not octal");
         assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "1777"]).is_err(), "no special bits");
+    }
+
+    #[test]
+    fn users_come_from_the_file_print_without_keys_and_exclude_an_authkey() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agora.toml");
+        std::fs::write(
+            &path,
+            "[users.ingest]\nkey-file = \"keys/ingest\"\nrules = { \"jobs.*\" = \"write\", \"*\" = \"read\" }\n\
+             [users.\"ops team\"]\nkey-file = \"/k/ops\"\nrules = { \"*\" = \"admin\" }\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let settings = serve_args(&["--config", config]).resolve().unwrap();
+        assert_eq!(settings.authkey, AuthkeySource::Users);
+        assert_eq!(settings.users.len(), 2);
+        let text = settings.to_toml();
+        assert!(text.contains("key-file") && !text.contains("authkey-file"), "{text}");
+        let back = FileConfig::parse(&text, Path::new("/")).unwrap().users.unwrap();
+        assert_eq!(back, settings.users, "{text}");
+        let err = serve_args(&["--config", config, "--authkey-file", "/k/a"]).resolve().unwrap_err();
+        assert!(err.contains("--authkey-file") && err.contains("own key-file"), "{err}");
+    }
+
+    #[test]
+    fn admin_commands_with_users_need_a_users_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agora.toml");
+        std::fs::write(&path, "[users.ops]\nkey-file = \"ops.key\"\nrules = { \"*\" = \"admin\" }\n").unwrap();
+        std::fs::write(dir.path().join("ops.key"), "ops-key\n").unwrap();
+        let stats = |extra: &[&str]| {
+            let mut argv = vec!["agora", "ping", "--config", path.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("parses").command {
+                Command::Ping(client) => client.resolve(),
+                _ => unreachable!(),
+            }
+        };
+        if std::env::var_os(AUTHKEY_ENV).is_none() {
+            let err = stats(&[]).unwrap_err();
+            assert!(err.contains("users (ops)") && err.contains("--authkey-file"), "{err}");
+        }
+        let key_file = dir.path().join("ops.key");
+        assert_eq!(stats(&["--authkey-file", key_file.to_str().unwrap()]).unwrap().1, b"ops-key");
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub enum Error {
     /// objects still work; the call may succeed once memory is freed.
     #[error("server memory limit reached: {0}")]
     MemoryLimit(String),
+    /// The server's access rules do not let this client's user make this call (or
+    /// reach this object); the message names the user and the rule.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A key is not in the dict (Python `KeyError`).
     #[error("key not found: {}", .0.py_repr())]
     KeyNotFound(Value),
@@ -167,6 +171,7 @@ impl From<WireError> for Error {
             C::ShuttingDown => Error::ShuttingDown(m),
             C::Unavailable => Error::Unavailable(m),
             C::MemoryLimit => Error::MemoryLimit(m),
+            C::PermissionDenied => Error::PermissionDenied(m),
             C::Unsupported => Error::Unsupported(m),
             C::Protocol => Error::Protocol(m),
             _ => Error::Internal(m),

@@ -140,6 +140,32 @@ impl Challenge {
     }
 }
 
+impl Challenge {
+    /// Checks the peer's answer against each of `keys` and returns the index of the
+    /// one it was made with (a server with per-user keys learns who connected from
+    /// which key answers). Every key is tried, each in constant time, whatever
+    /// matched, so the time taken does not tell which key it was; the answer's form
+    /// is checked once, as [`Challenge::verify`] does.
+    pub fn verify_any<K: AsRef<[u8]>>(&self, keys: &[K], answer: &[u8], policy: Policy) -> Result<usize, AuthError> {
+        let (digest, mac) = if answer.len() == 16 || answer.len() == 20 {
+            (Digest::Md5, answer)
+        } else {
+            split_named(answer).ok_or(AuthError::WrongDigest)?
+        };
+        if digest == Digest::Md5 && policy.strict {
+            return Err(AuthError::LegacyRefused);
+        }
+        let mut found = None;
+        for (at, key) in keys.iter().enumerate() {
+            // No early exit: the loop's length must not depend on which key matches.
+            if ct_eq(&digest.mac(key.as_ref(), &self.message), mac) && found.is_none() {
+                found = Some(at);
+            }
+        }
+        found.ok_or(AuthError::WrongDigest)
+    }
+}
+
 impl Default for Challenge {
     fn default() -> Self {
         Challenge::new()
@@ -231,6 +257,23 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 11 + 8 + NONCE_LEN);
         assert!(a.starts_with(b"#CHALLENGE#{sha256}"));
+    }
+
+    #[test]
+    fn verify_any_names_the_key_that_answered() {
+        let ch = Challenge::new();
+        let keys: [&[u8]; 3] = [b"alice", b"bob", b"carol"];
+        for (at, key) in keys.iter().enumerate() {
+            let ans = answer(key, &ch.frame(), Policy::default()).unwrap();
+            assert_eq!(ch.verify_any(&keys, &ans, Policy::default()), Ok(at));
+        }
+        let stranger = answer(b"mallory", &ch.frame(), Policy::default()).unwrap();
+        assert_eq!(ch.verify_any(&keys, &stranger, Policy::default()), Err(AuthError::WrongDigest));
+        let none: [&[u8]; 0] = [];
+        assert_eq!(ch.verify_any(&none, &stranger, Policy::default()), Err(AuthError::WrongDigest));
+        let md5 = Digest::Md5.mac(b"bob", &ch.message);
+        assert_eq!(ch.verify_any(&keys, &md5, Policy::default()), Ok(1));
+        assert_eq!(ch.verify_any(&keys, &md5, Policy { strict: true }), Err(AuthError::LegacyRefused));
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub enum ErrorCode {
     /// more was refused and changed nothing. Reads, deletes and calls that shrink
     /// objects still work (Python: `MemoryError`).
     MemoryLimit,
+    /// The authenticated user has no rule that allows this call on this object (or it
+    /// is another user's anonymous object); the message names the user and the rule
+    /// (Python: `PermissionError`).
+    PermissionDenied,
     /// Something agora deliberately does not do (with the reason in the message).
     Unsupported,
     /// The peer broke the protocol (bad frame, bad message).
@@ -95,6 +99,8 @@ impl ErrorCode {
             ShuttingDown => ("builtins", "ConnectionAbortedError"),
             // What a Python program already catches when memory runs out.
             MemoryLimit => ("builtins", "MemoryError"),
+            // What a Python program already catches for "not allowed".
+            PermissionDenied => ("builtins", "PermissionError"),
             _ => return None,
         })
     }

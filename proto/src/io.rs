@@ -161,6 +161,29 @@ async fn deliver_challenge<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Challenges the peer and finds which of `keys` its answer was made with; sends
+/// `#WELCOME#` or `#FAILURE#`.
+async fn deliver_challenge_any<S: AsyncRead + AsyncWrite + Unpin, K: AsRef<[u8]>>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    keys: &[K],
+    policy: Policy,
+) -> Result<usize, HandshakeError> {
+    let challenge = Challenge::new();
+    write_frame(stream, &challenge.frame()).await?;
+    let answer = read_frame(stream, buf, HANDSHAKE_LIMIT).await?;
+    match challenge.verify_any(keys, &answer, policy) {
+        Ok(at) => {
+            write_frame(stream, auth::WELCOME).await?;
+            Ok(at)
+        }
+        Err(e) => {
+            let _ = write_frame(stream, auth::FAILURE).await;
+            Err(e.into())
+        }
+    }
+}
+
 /// Answers the peer's challenge and checks its verdict.
 async fn answer_challenge<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -187,6 +210,20 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), HandshakeError> {
     deliver_challenge(stream, buf, authkey, policy).await?;
     answer_challenge(stream, buf, authkey, policy).await
+}
+
+/// The server side with several keys (one per user): challenge the client, learn which
+/// key it answered with, then answer its challenge with that same key (the client
+/// checks the server knows *its* key). Returns the index of the key in `keys`.
+pub async fn server_handshake_any<S: AsyncRead + AsyncWrite + Unpin, K: AsRef<[u8]>>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    keys: &[K],
+    policy: Policy,
+) -> Result<usize, HandshakeError> {
+    let at = deliver_challenge_any(stream, buf, keys, policy).await?;
+    answer_challenge(stream, buf, keys[at].as_ref(), policy).await?;
+    Ok(at)
 }
 
 /// The client side: answer the server's challenge, then challenge it.
@@ -223,6 +260,30 @@ mod tests {
         let (s, c) = pair(b"secret", b"secret").await;
         s.unwrap();
         c.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_with_several_keys_learns_which_one_the_client_has() {
+        for (client_key, expected) in [(&b"bob"[..], Some(1)), (b"alice", Some(0)), (b"mallory", None)] {
+            let (mut a, mut b) = tokio::io::duplex(1024);
+            let server = tokio::spawn(async move {
+                let mut buf = BytesMut::new();
+                server_handshake_any(&mut a, &mut buf, &[&b"alice"[..], b"bob"], Policy::default()).await
+            });
+            let mut buf = BytesMut::new();
+            let client = client_handshake(&mut b, &mut buf, client_key, Policy::default()).await;
+            let server = server.await.unwrap();
+            match expected {
+                Some(at) => {
+                    assert_eq!(server.unwrap(), at);
+                    client.unwrap();
+                }
+                None => {
+                    assert!(matches!(server, Err(HandshakeError::Auth(AuthError::WrongDigest))), "{server:?}");
+                    assert!(matches!(client, Err(HandshakeError::Auth(AuthError::Rejected))), "{client:?}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

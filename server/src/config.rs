@@ -4,7 +4,9 @@
 //! [`Config`] is what a running server needs; the CLI (`cli.rs`) and embedding programs
 //! build one. Loading the authkey lives here too, so the rule "never from a plain
 //! command-line argument" is enforced in one place — and the config file cannot hold
-//! the key either, only the path of a file that does ([`FileConfig`]).
+//! the key either, only the path of a file that does ([`FileConfig`]). Users' keys
+//! follow the same rule ([`UserFile`], [`load_users`]); what users may do is
+//! [`crate::access`]'s.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use agora_proto::native::Kind;
 use agora_proto::Address;
 use serde::Deserialize;
 
+use crate::access::{Level, Rule, User};
 use crate::custom::CustomKinds;
 use crate::durability::{DurabilityConfig, Fsync};
 
@@ -132,6 +135,10 @@ pub struct Config {
     /// The permission bits of Unix socket files (`0o660` lets the group connect);
     /// `None`: as the process's umask leaves them.
     pub unix_mode: Option<u32>,
+    /// The users, each with its own key and rules ([`crate::access`]). Empty (the
+    /// default): every connection proves it knows `authkey` and may do everything;
+    /// otherwise only the users' keys are accepted and `authkey` is not used.
+    pub users: Vec<User>,
 }
 
 impl Config {
@@ -148,6 +155,7 @@ impl Config {
             durability: None,
             allow_remote_shutdown: false,
             unix_mode: None,
+            users: Vec::new(),
         }
     }
 
@@ -312,6 +320,45 @@ pub struct FileConfig {
     pub unix_mode: Option<u32>,
     /// `dead-peer-timeout`: seconds, or a duration string; 0 turns it off.
     pub dead_peer_timeout: Option<Duration>,
+    /// `[users.NAME]` tables: each user's key file and rules, sorted by name.
+    pub users: Option<Vec<UserFile>>,
+}
+
+/// A user as the config file describes it (`[users.NAME]`): its key is in a file of its
+/// own, like the authkey, never in the config file.
+///
+/// ```toml
+/// [users.ingest]
+/// key-file = "keys/ingest"                       # relative: from the config file's folder
+/// rules = { "jobs.*" = "write", "stats.*" = "read" }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserFile {
+    /// The user's name.
+    pub name: String,
+    /// `key-file`, resolved against the config file's folder.
+    pub key_file: PathBuf,
+    /// `rules`: object-name pattern = `read` | `write` | `admin`.
+    pub rules: Vec<Rule>,
+}
+
+/// Reads every user's key file ([`read_authkey_file`]'s rules) and makes the users a
+/// server runs with. Two users with one key are refused: the key is how a connection
+/// is told apart.
+pub fn load_users(users: &[UserFile]) -> Result<Vec<User>, String> {
+    let mut loaded: Vec<User> = Vec::with_capacity(users.len());
+    for user in users {
+        let key = read_authkey_file(&user.key_file).map_err(|e| format!("user '{}': {e}", user.name))?;
+        if let Some(twin) = loaded.iter().find(|u| u.key == key) {
+            return Err(format!(
+                "users '{}' and '{}' have the same key: the server tells users apart by their keys, so each \
+                 needs a key of its own",
+                twin.name, user.name
+            ));
+        }
+        loaded.push(User { name: user.name.clone(), key, rules: user.rules.clone() });
+    }
+    Ok(loaded)
 }
 
 /// Why a config file could not be used.
@@ -373,6 +420,41 @@ struct RawFile {
     unix_mode: Option<u32>,
     #[serde(default, deserialize_with = "de::duration")]
     dead_peer_timeout: Option<Duration>,
+    users: Option<std::collections::BTreeMap<String, RawUser>>,
+}
+
+/// A `[users.NAME]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawUser {
+    key_file: PathBuf,
+    #[serde(default)]
+    rules: std::collections::BTreeMap<String, String>,
+}
+
+/// Checks and resolves the `[users.NAME]` tables.
+fn users(raw: std::collections::BTreeMap<String, RawUser>, base: &Path) -> Result<Vec<UserFile>, String> {
+    raw.into_iter()
+        .map(|(name, user)| {
+            if name.trim().is_empty() {
+                return Err("users: a user's name must not be empty".to_owned());
+            }
+            let rules = user
+                .rules
+                .into_iter()
+                .map(|(pattern, level)| {
+                    if pattern.is_empty() {
+                        return Err(format!(
+                            "users.{name}.rules: a pattern must not be empty (\"*\" matches every name)"
+                        ));
+                    }
+                    let level: Level = level.parse().map_err(|e| format!("users.{name}.rules.\"{pattern}\": {e}"))?;
+                    Ok(Rule { pattern, level })
+                })
+                .collect::<Result<_, String>>()?;
+            Ok(UserFile { key_file: base.join(user.key_file), name, rules })
+        })
+        .collect()
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -485,6 +567,10 @@ impl FileConfig {
                 "the authkey itself does not belong in a config file (which is often world-readable): put it \
                  in a file of its own, readable only by the server, and name that file with authkey-file"
                     .to_owned()
+            } else if message.contains("unknown field `key`") {
+                "a user's key does not belong in a config file (which is often world-readable): put it in a \
+                 file of its own, readable only by the server, and name that file with the user's key-file"
+                    .to_owned()
             } else {
                 message
             }
@@ -511,6 +597,7 @@ impl FileConfig {
             max_memory: raw.max_memory,
             unix_mode: raw.unix_mode,
             dead_peer_timeout: raw.dead_peer_timeout,
+            users: raw.users.map(|u| users(u, base)).transpose()?,
         })
     }
 }
@@ -687,6 +774,46 @@ mod tests {
         let wrong_type = err("max-connections = \"many\"");
         assert!(wrong_type.contains("max-connections"), "{wrong_type}");
         assert!(err("authkey = \"s3cret\"").contains("authkey-file"));
+    }
+
+    #[test]
+    fn users_have_key_files_and_rules() {
+        let text = r#"
+            [users.ingest]
+            key-file = "keys/ingest"
+            rules = { "jobs.*" = "write", "*" = "read" }
+            [users.ops]
+            key-file = "/etc/agora/ops"
+            rules = { "*" = "admin" }
+        "#;
+        let users = FileConfig::parse(text, Path::new("/etc/agora")).unwrap().users.unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].name, "ingest");
+        assert_eq!(users[0].key_file, Path::new("/etc/agora/keys/ingest"));
+        assert!(users[0].rules.contains(&Rule { pattern: "jobs.*".into(), level: Level::Write }));
+        assert_eq!(users[1].rules, vec![Rule { pattern: "*".into(), level: Level::Admin }]);
+        let err = |text: &str| FileConfig::parse(text, Path::new(".")).unwrap_err();
+        let inline = err("[users.a]\nkey = \"s3cret\"");
+        assert!(inline.contains("key-file") && !inline.contains("s3cret"), "{inline}");
+        let level = err("[users.a]\nkey-file = \"k\"\nrules = { \"x\" = \"owner\" }");
+        assert!(level.contains("users.a.rules") && level.contains("read, write or admin"), "{level}");
+        assert!(err("[users.a]\nrules = {}").contains("key-file"));
+        assert!(err("[users.a]\nkey-file = \"k\"\nrules = { \"\" = \"read\" }").contains("must not be empty"));
+    }
+
+    #[test]
+    fn users_keys_are_read_and_must_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "alpha\n").unwrap();
+        std::fs::write(dir.path().join("b"), "alpha").unwrap();
+        let user =
+            |name: &str, file: &str| UserFile { name: name.into(), key_file: dir.path().join(file), rules: vec![] };
+        let loaded = load_users(&[user("a", "a")]).unwrap();
+        assert_eq!(loaded[0].key, b"alpha");
+        let twins = load_users(&[user("a", "a"), user("b", "b")]).unwrap_err();
+        assert!(twins.contains("'a' and 'b' have the same key"), "{twins}");
+        let missing = load_users(&[user("c", "nope")]).unwrap_err();
+        assert!(missing.contains("user 'c'") && missing.contains("nope"), "{missing}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One accepted connection, from handshake to close.
 //!
-//! Runs the HMAC handshake under the handshake timeout, enforces the connection limit
+//! Runs the HMAC handshake under the handshake timeout (with users configured, the key
+//! that answers says which user connected: [`crate::access::Who`]), enforces the connection limit
 //! (after authentication, so only a peer that knows the key takes a slot or learns
 //! the reason), reads the first frame and hands the connection to the dialect it
 //! names: a pickle (`0x80`) is a CPython client, anything else must be a native Hello.
@@ -15,11 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use agora_proto::auth::Policy;
-use agora_proto::io::{read_frame, server_handshake, HandshakeError};
+use agora_proto::io::{read_frame, server_handshake, server_handshake_any, HandshakeError};
 use agora_proto::{ErrorCode, WireError};
 use bytes::BytesMut;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::access::Who;
 use crate::dialect;
 use crate::listener::Transport;
 use crate::server::Shared;
@@ -81,9 +83,16 @@ pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared
     // cost 16 KiB each with 16 KiB buffers, 9.6 KiB with these); it grows with its load.
     let mut buf = BytesMut::with_capacity(1024);
     let opening = async {
-        server_handshake(&mut stream, &mut buf, &shared.config.authkey, policy).await?;
+        // With users, which key answers the challenge says who connected.
+        let who = if shared.config.users.is_empty() {
+            server_handshake(&mut stream, &mut buf, &shared.config.authkey, policy).await?;
+            Who::Anyone
+        } else {
+            let keys: Vec<&[u8]> = shared.config.users.iter().map(|u| u.key.as_slice()).collect();
+            Who::User(server_handshake_any(&mut stream, &mut buf, &keys, policy).await?)
+        };
         stream.before_read();
-        Ok::<_, HandshakeError>(read_frame(&mut stream, &mut buf, limits.max_frame).await?)
+        Ok::<_, HandshakeError>((who, read_frame(&mut stream, &mut buf, limits.max_frame).await?))
     };
     let slot = shared.handshakes.enter();
     let opening = async {
@@ -92,8 +101,8 @@ pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared
             _ = slot.pushed_out.notified() => None,
         }
     };
-    let first = match tokio::time::timeout(limits.handshake_timeout, opening).await {
-        Ok(Some(Ok(first))) => first,
+    let (who, first) = match tokio::time::timeout(limits.handshake_timeout, opening).await {
+        Ok(Some(Ok(opened))) => opened,
         Ok(None) => {
             shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit = limits.max_handshakes, "connection dropped: its handshake was the oldest unfinished one when another connection arrived");
@@ -126,11 +135,14 @@ pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared
         return;
     };
     shared.counters.connections_open.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%peer, "connection authenticated");
+    match who.user(&shared) {
+        Some(user) => tracing::debug!(%peer, user = %user.name, "connection authenticated"),
+        None => tracing::debug!(%peer, "connection authenticated"),
+    }
     if first.first() == Some(&PICKLE_PROTO) {
-        dialect::python::serve(stream, buf, first, &peer, shared.clone()).await;
+        dialect::python::serve(stream, buf, first, &peer, who, shared.clone()).await;
     } else {
-        dialect::native::serve(stream, buf, first, &peer, shared.clone()).await;
+        dialect::native::serve(stream, buf, first, &peer, who, shared.clone()).await;
     }
     shared.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection closed");

@@ -9,6 +9,7 @@
 //! | [`server`] | binding, accepting, graceful shutdown, shared state |
 //! | [`listener`] | TCP/Unix sockets and their options |
 //! | [`connection`] | handshake, limits, choosing the dialect |
+//! | [`access`] | users, their rules, anonymous objects' owners: who may do what |
 //! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
 //! | [`engine`] | the one place where state changes: commands, the object table, sessions |
 //! | [`durability`] | the data directory: the command log, snapshots, fsync policy, restore |
@@ -20,6 +21,7 @@
 //! | [`metrics`] | counters, histograms, and the Prometheus endpoint |
 //! | [`memory`] | the process's memory in use, the memory limit's samples, returning freed memory |
 
+pub mod access;
 pub mod config;
 pub mod connection;
 pub mod custom;

@@ -105,6 +105,8 @@ pub struct Shared {
     pub peers: Peers,
     /// Bound listen address → what its CPython clients should dial (`--advertise`).
     advertised: Vec<(Address, Address)>,
+    /// Which user made each anonymous object (users configured only).
+    pub owners: crate::access::Owners,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -296,6 +298,7 @@ impl Server {
             memory,
             peers: Peers::default(),
             advertised,
+            owners: Default::default(),
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })
@@ -310,6 +313,12 @@ impl Server {
     /// listen addresses are known to be free).
     pub fn set_authkey(&mut self, authkey: Vec<u8>) {
         Arc::get_mut(&mut self.shared).expect("not running yet").config.authkey = authkey;
+    }
+
+    /// Sets the users after binding (the CLI loads their keys only once the listen
+    /// addresses are known to be free). Empty: the single authkey, allowed everything.
+    pub fn set_users(&mut self, users: Vec<crate::access::User>) {
+        Arc::get_mut(&mut self.shared).expect("not running yet").config.users = users;
     }
 
     /// A handle that stops this server.

@@ -6,3 +6,39 @@
 
 pub mod native;
 pub mod python;
+
+use agora_proto::native::{Args, Kind};
+use agora_proto::WireError;
+
+use crate::access::{Level, Who};
+use crate::engine::{Answer, Command, Keep, Session, Time};
+use crate::server::Shared;
+
+/// Opens an object for `who` (both dialects' get-or-create and anonymous create),
+/// within its access rules: see [`Who::open`] and [`Who::opened`].
+pub(crate) fn open(
+    shared: &Shared,
+    session: &Session,
+    who: Who,
+    (kind, name, args): (Kind, Option<String>, Args),
+    keep: Keep,
+    at: Time,
+) -> Result<Answer, WireError> {
+    who.open(shared, name.as_deref())?;
+    // A constructor's references are used, not just kept (`Condition(lock)` acquires
+    // its lock): they need write.
+    who.references(shared, &args, Level::Write, "build an object on")?;
+    let command = Command::Open { session: session.id(), kind, name: name.clone(), args, keep, at };
+    let answer = shared.parking.run(session, command)?;
+    if let Answer::Opened { object, created, .. } = answer {
+        if let Err(e) = who.opened(shared, object, name.as_deref(), created) {
+            // A user who may only read found the name when it checked, but it was
+            // deleted before the open, which created it afresh: that creation is undone.
+            if let Some(name) = name {
+                let _ = shared.parking.run(session, Command::Delete { name, at });
+            }
+            return Err(e);
+        }
+    }
+    Ok(answer)
+}

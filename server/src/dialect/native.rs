@@ -23,6 +23,7 @@ use agora_proto::{ErrorCode, WireError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+use crate::access::{Level, Who};
 use crate::engine::{Access, Answer, Command, Keep, Session, Ticket, Time};
 use crate::listener::Transport;
 use crate::metrics::WaitGuard;
@@ -101,10 +102,19 @@ struct Conn<'a> {
     delivered_lsn: u64,
     /// The peer is on this machine (a Unix socket or a loopback address).
     local_peer: bool,
+    /// The user it authenticated as: every request is checked against its rules.
+    who: Who,
 }
 
 /// Serves a native connection whose first frame (the Hello) was already read.
-pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
+pub async fn serve<S: Transport>(
+    mut stream: S,
+    rbuf: BytesMut,
+    first: Bytes,
+    peer: &str,
+    who: Who,
+    shared: Arc<Shared>,
+) {
     let (session, mut mailbox, _peer) = shared.open_session(peer);
     let welcome = match greet(&first, &session, &shared) {
         Ok(w) => w,
@@ -124,6 +134,7 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
         uncounted: 0,
         delivered_lsn: 0,
         local_peer: stream.peer_is_local(),
+        who,
     };
     run(&mut stream, rbuf, welcome, peer, &mut conn, &mut mailbox).await;
     // Whatever was delivered and never answered goes back; parked calls are abandoned.
@@ -326,18 +337,24 @@ impl Conn<'_> {
         self.uncounted += 1;
         let id = request.id;
         let (session, at) = (self.session.id(), self.now);
-        let parking = &self.shared.parking;
+        let (parking, shared, who) = (&self.shared.parking, self.shared, self.who);
         let result = match request.op {
             Op::Call { object, method, args } => return self.call(id, object, method, args),
             Op::Open { kind, name, args } => {
-                let command = Command::Open { session, kind, name, args, keep: Keep::Handle, at };
-                parking.run(&self.session, command).map(opened)
+                super::open(shared, &self.session, who, (kind, name, args), Keep::Handle, at).map(opened)
             }
-            Op::Attach { object } => parking.run(&self.session, Command::Attach { session, object, at }).map(opened),
+            Op::Attach { object } => who
+                .object(shared, object, Level::Read, "attach to")
+                .and_then(|()| parking.run(&self.session, Command::Attach { session, object, at }))
+                .map(opened),
+            // Giving back one's own handle needs no right.
             Op::Release { object } => {
                 parking.run(&self.session, Command::Release { session, object, at }).map(|_| Reply::Done)
             }
-            Op::Delete { name } => parking.run(&self.session, Command::Delete { name, at }).map(|_| Reply::Done),
+            Op::Delete { name } => who
+                .named(shared, &name, Level::Admin, "delete")
+                .and_then(|()| parking.run(&self.session, Command::Delete { name, at }))
+                .map(|_| Reply::Done),
             Op::Cancel { request } => {
                 if let Some(call) = self.parked.remove(&request) {
                     self.by_ticket.remove(&call.ticket);
@@ -349,12 +366,30 @@ impl Conn<'_> {
                 Ok(Reply::Done)
             }
             Op::Ping => Ok(Reply::Done),
-            Op::Stats => Ok(Reply::Stats(self.shared.stats())),
-            Op::ListNamed => Ok(Reply::Objects(parking.engine().named())),
-            Op::Snapshot { name } => parking.engine().snapshot_named(&name).map(Reply::Value),
-            Op::SaveSnapshot => save_snapshot(self.shared),
-            Op::Holders { name } => holders(self.shared, name.as_deref()).map(Reply::Holders),
-            Op::Shutdown => self.shared.may_shut_down(self.local_peer).map(|()| {
+            Op::Stats => {
+                who.server_admin(shared, "read the server's statistics").map(|()| Reply::Stats(shared.stats()))
+            }
+            // Each user sees the names it may read.
+            Op::ListNamed => {
+                let mut named = parking.engine().named();
+                named.retain(|o| who.may(shared, &o.name, Level::Read));
+                Ok(Reply::Objects(named))
+            }
+            Op::Snapshot { name } => who
+                .named(shared, &name, Level::Read, "copy")
+                .and_then(|()| parking.engine().snapshot_named(&name))
+                .map(Reply::Value),
+            Op::SaveSnapshot => who.server_admin(shared, "write a snapshot").and_then(|()| save_snapshot(shared)),
+            // Who holds an object and waits for it is part of reading it (`agora get`).
+            Op::Holders { name: Some(name) } => who
+                .named(shared, &name, Level::Read, "see who holds")
+                .and_then(|()| holders(shared, Some(&name)))
+                .map(Reply::Holders),
+            Op::Holders { name: None } => holders(shared, None).map(|mut all| {
+                all.retain(|o| who.may(shared, &o.name, Level::Read));
+                Reply::Holders(all)
+            }),
+            Op::Shutdown => who.shutdown(shared, self.local_peer).map(|()| {
                 tracing::info!(session, "shutdown requested by a client");
                 self.shared.stopper.shutdown();
                 Reply::Done
@@ -377,6 +412,9 @@ impl Conn<'_> {
                 format!("too many blocked calls on this connection (limit {limit})"),
             );
             return Some(Response { id, result: Err(error) });
+        }
+        if let Err(e) = self.who.call(self.shared, object, &method, &args) {
+            return Some(Response { id, result: Err(e) });
         }
         let result = match self.shared.parking.call(&self.session, object, Access::Handle, &method, args, self.now) {
             Ok(Answer::Value(value)) => Ok(Reply::Value(value)),

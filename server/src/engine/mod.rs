@@ -899,6 +899,30 @@ impl Engine {
         self.table.get(id).map(|e| e.kind().clone())
     }
 
+    /// What access rules need to know of object `id` and a call of `method` on it: its
+    /// name (`None`: anonymous), whether `method` only reads it (an unknown method
+    /// counts as a write; the call then fails on its own), and whether it stores its
+    /// arguments. A missing object is the error a call would get.
+    pub fn access_facts(&self, id: ObjectId, method: &str) -> Result<AccessFacts, WireError> {
+        let entry = self.table.get(id).map_err(|_| self.missing_object(id))?;
+        let spec = entry.method(method).ok();
+        Ok(AccessFacts {
+            name: entry.name().map(str::to_owned),
+            read_only: spec.is_some_and(|s| s.read_only),
+            stores: spec.is_some_and(|s| s.stores),
+        })
+    }
+
+    /// True if an object is named `name` now.
+    pub fn name_exists(&self, name: &str) -> bool {
+        self.table.lookup(name).is_ok()
+    }
+
+    /// True if object `id` exists now.
+    pub fn exists(&self, id: ObjectId) -> bool {
+        self.table.get(id).is_ok()
+    }
+
     /// The names of every method of object `id`, in declaration order.
     pub fn method_names(&self, id: ObjectId) -> Result<Vec<&'static str>, WireError> {
         self.table.get(id)?.method_names()
@@ -1071,6 +1095,17 @@ fn footprint(args: &Args) -> u64 {
 
 fn no_such_session(id: SessionId) -> WireError {
     WireError::new(ErrorCode::SessionExpired, format!("session {id} is not open (it ended or never existed)"))
+}
+
+/// What [`Engine::access_facts`] tells the access rules about an object and a method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessFacts {
+    /// The object's name; `None` for an anonymous object.
+    pub name: Option<String>,
+    /// The method only reads the object.
+    pub read_only: bool,
+    /// The method keeps its arguments (and the objects they reference) in the object.
+    pub stores: bool,
 }
 
 #[cfg(test)]

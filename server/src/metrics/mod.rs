@@ -106,6 +106,7 @@ const CODES: &[ErrorCode] = &[
     ErrorCode::ShuttingDown,
     ErrorCode::Unavailable,
     ErrorCode::MemoryLimit,
+    ErrorCode::PermissionDenied,
     ErrorCode::Unsupported,
     ErrorCode::Protocol,
     ErrorCode::Internal,

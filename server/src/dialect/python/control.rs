@@ -8,6 +8,7 @@ use agora_proto::{ErrorCode, Value, WireError};
 
 use super::reply::{traceback, unknown_ident, Reply};
 use super::{exposed, ident, parse_ident, runtime, After, PyConn, Request};
+use crate::access::Level;
 use crate::engine::{Answer, Command, Keep};
 
 /// The exception type name a constructor error shows in CPython's traceback.
@@ -55,27 +56,41 @@ impl PyConn<'_> {
             // The runtime `agora` object is not counted: it holds nothing.
             "incref" | "decref" if is_runtime_ident(&args) => Reply::Return(Value::None),
             "incref" => match ident_arg(&args) {
-                Ok((id, text)) => match parking.run(&self.session, Command::Incref { object: id, at }) {
+                Ok((id, text)) => match self
+                    .who
+                    .object(self.shared, id, Level::Read, "take a reference to")
+                    .and_then(|()| parking.run(&self.session, Command::Incref { object: id, at }))
+                {
                     Ok(_) => {
                         self.shared.client_refs.took(self.holder, id);
                         Reply::Return(Value::None)
                     }
+                    Err(e) if e.code == ErrorCode::PermissionDenied => as_traceback(e),
                     Err(_) => unknown_ident(engine, id, &text),
                 },
                 Err(reply) => reply,
             },
             "decref" => match ident_arg(&args) {
-                Ok((id, text)) => match parking.run(&self.session, Command::Decref { object: id, at }) {
+                Ok((id, text)) => match self
+                    .who
+                    .object(self.shared, id, Level::Read, "give back a reference to")
+                    .and_then(|()| parking.run(&self.session, Command::Decref { object: id, at }))
+                {
                     Ok(_) => {
                         self.shared.client_refs.gave(self.holder, id);
                         Reply::Return(Value::None)
                     }
+                    Err(e) if e.code == ErrorCode::PermissionDenied => as_traceback(e),
                     Err(_) => unknown_ident(engine, id, &text),
                 },
                 Err(reply) => reply,
             },
             "get_methods" => match args.first().and_then(agora_proto::reference::token_fields) {
-                Some(token) => match exposed_names(self, token.id) {
+                Some(token) => match self
+                    .who
+                    .object(self.shared, token.id, Level::Read, "list the methods of")
+                    .and_then(|()| exposed_names(self, token.id))
+                {
                     Ok(names) => Reply::Return(names),
                     Err(e) => as_traceback(e),
                 },
@@ -86,8 +101,12 @@ impl PyConn<'_> {
             "number_of_objects" => {
                 Reply::Return(Value::Int(engine.objects().iter().filter(|o| !o.only_held).count() as i64))
             }
-            "debug_info" => Reply::Return(Value::Str(self.debug_info().into())),
-            "shutdown" => match self.shared.may_shut_down(self.local_peer) {
+            // Every object's contents: the server's admins only.
+            "debug_info" => match self.who.server_admin(self.shared, "read debug_info (every object's contents)") {
+                Ok(()) => Reply::Return(Value::Str(self.debug_info().into())),
+                Err(e) => as_traceback(e),
+            },
+            "shutdown" => match self.who.shutdown(self.shared, self.local_peer) {
                 Ok(()) => return (Reply::Return(Value::None), After::Shutdown),
                 Err(e) => as_traceback(e),
             },
@@ -142,10 +161,8 @@ impl PyConn<'_> {
     /// object `name` of `kind`, or creates an anonymous one. `create` and the runtime
     /// typeid ([`runtime`]) both open through here.
     pub(super) fn open(&mut self, kind: Kind, name: Option<String>, args: Args) -> Result<(u64, Kind), WireError> {
-        let engine = self.shared.parking.engine();
-        let (session, at) = (self.session.id(), engine.now());
-        let command = Command::Open { session, kind, name, args, keep: Keep::Reference, at };
-        match self.shared.parking.run(&self.session, command)? {
+        let at = self.shared.parking.engine().now();
+        match crate::dialect::open(self.shared, &self.session, self.who, (kind, name, args), Keep::Reference, at)? {
             Answer::Opened { object, kind, .. } => {
                 self.shared.client_refs.took(self.holder, object);
                 Ok((object, kind))

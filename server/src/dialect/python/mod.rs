@@ -40,6 +40,7 @@ use agora_proto::{pickle, ErrorCode, Value, WireError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::access::{Level, Who};
 use crate::engine::{Access, Answer, Command, Completion, Parked, Session, Ticket};
 use crate::listener::Transport;
 use crate::parking::{Mail, Mailbox};
@@ -124,6 +125,8 @@ struct PyConn<'a> {
     /// The peer's process, where the kernel names it: the holder of the references
     /// this connection takes.
     holder: Option<holders::Process>,
+    /// The user it authenticated as: every request is checked against its rules.
+    who: Who,
 }
 
 /// What to do after a reply.
@@ -136,13 +139,21 @@ enum After {
 }
 
 /// Serves a CPython client whose first frame (a pickled request) was already read.
-pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, peer: &str, shared: Arc<Shared>) {
+pub async fn serve<S: Transport>(
+    mut stream: S,
+    rbuf: BytesMut,
+    first: Bytes,
+    peer: &str,
+    who: Who,
+    shared: Arc<Shared>,
+) {
     let local_peer = stream.peer_is_local();
     let holder = stream.peer_pid().and_then(holders::Process::of_pid);
     let local = stream.local_address();
     let advertised = local.as_ref().and_then(|local| shared.advertised(local));
     let token_address = advertised.or(local.as_ref());
-    let outgoing = references::Outgoing::new(local_peer, &shared.config.authkey, token_address, advertised.is_some());
+    // Nested proxies carry the key this client authenticated with, never another user's.
+    let outgoing = references::Outgoing::new(local_peer, who.key(&shared), token_address, advertised.is_some());
     let (session, mailbox, _peer) = shared.open_session(peer);
     let mut conn = PyConn {
         session,
@@ -154,6 +165,7 @@ pub async fn serve<S: Transport>(mut stream: S, rbuf: BytesMut, first: Bytes, pe
         delivered_lsn: 0,
         local_peer,
         holder,
+        who,
     };
     serve_requests(&mut stream, rbuf, first, peer, &mut conn).await;
     let PyConn { session, mailbox, left_waiting, .. } = conn;
@@ -265,6 +277,15 @@ impl PyConn<'_> {
         let Ok(kind) = engine.kind_of(id) else {
             return Some((reply::unknown_ident(engine, id, &ident), After::Continue));
         };
+        let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
+        let allowed = match request.method.as_str() {
+            // A dict's `__iter__` is not a declared method (it makes an iterator object).
+            "#GETVALUE" | "__repr__" | "__str__" | "__iter__" => self.who.object(self.shared, id, Level::Read, "read"),
+            method => self.who.call(self.shared, id, method, &args),
+        };
+        if let Err(e) = allowed {
+            return Some((Reply::Error(e), After::Continue));
+        }
         let reply = match request.method.as_str() {
             "#GETVALUE" => getvalue(self.shared, id),
             "__repr__" | "__str__" => {
@@ -278,7 +299,6 @@ impl PyConn<'_> {
             "__iter__" if kind == agora_proto::native::Kind::Dict => self.iterate(id),
             _ => {
                 let at = engine.now();
-                let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
                 match self.shared.parking.call(&self.session, id, Access::Id, &request.method, args, at) {
                     Ok(Answer::Value(value)) => Reply::Return(value),
                     Ok(Answer::Parked(parked)) => match self.wait_parked(id, parked, stream, rbuf).await {
@@ -301,8 +321,12 @@ impl PyConn<'_> {
         let command =
             Command::Iterate { session: self.session.id(), object: id, at: self.shared.parking.engine().now() };
         match self.shared.parking.run(&self.session, command) {
-            Ok(Answer::Opened { object, kind, .. }) => {
+            Ok(Answer::Opened { object, kind, created }) => {
                 self.shared.client_refs.took(self.holder, object);
+                // The iterator is an anonymous object of this client's user.
+                if let Err(e) = self.who.opened(self.shared, object, None, created) {
+                    return Reply::Error(e);
+                }
                 Reply::Proxy {
                     exposed: exposed::exposed(&kind),
                     typeid: agora_proto::methods::iterator::TYPEID.to_owned(),
