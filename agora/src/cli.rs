@@ -18,6 +18,7 @@ use agora_server::config::{self, Config, Exposure, FileConfig, KeyOrigin, Limits
 use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
+use agora_server::tls::TlsConfig;
 
 pub use agora_server::config::{parse_duration, parse_size};
 
@@ -157,7 +158,7 @@ SETTINGS:
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
   expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown, max-memory, unix-mode). Precedence: flag > environment variable > config file >
+  allow-remote-shutdown, max-memory, unix-mode, tls-cert, tls-key, tls-client-ca). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -171,8 +172,17 @@ AUTHKEY:
   config file itself.
 
 ADDRESSES:
-  host:port, [v6addr]:port, tcp://host:port, unix:/path/to.sock (or just /path/to.sock),
-  unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
+  host:port, [v6addr]:port, tcp://host:port, tls://host:port, unix:/path/to.sock (or just
+  /path/to.sock), unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
+
+TLS:
+  A tls://host:port listener needs --tls-cert (PEM chain, leaf first) and --tls-key (PEM
+  private key). Everything on it is encrypted, the authkey handshake included, which runs
+  inside TLS unchanged. With --tls-client-ca, clients must also present a certificate
+  signed by that CA (mutual TLS). On SIGHUP the three files are read again: new
+  connections get the new certificate, open ones keep theirs; a reload that fails is
+  logged and changes nothing. Clients need the CA bundle that signed the server's
+  certificate (Rust: ManagerOptions::tls; Python: the agora.tls module).
 
 DURABILITY:
   Without --data-dir the state lives in memory and is lost when the server stops. With
@@ -197,6 +207,7 @@ EXAMPLES:
   agora serve
   agora serve --config /etc/agora/agora.toml
   agora serve --data-dir /var/lib/agora --fsync always
+  agora serve --listen tls://0.0.0.0:50443 --tls-cert cert.pem --tls-key key.pem
   AGORA_AUTHKEY=s3cret agora serve --listen 0.0.0.0:50000 --listen unix:/run/agora.sock";
 
 /// Flags of `agora serve`. Each is `None` (or empty) when neither the flag nor its
@@ -322,6 +333,21 @@ pub struct ServeArgs {
     /// and acks keep working. At least 16MiB. [default: no limit]
     #[arg(long, value_name = "SIZE", env = "AGORA_MAX_MEMORY", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+
+    /// The certificate chain (PEM, leaf first) of tls:// listeners; re-read on SIGHUP.
+    /// Needs --tls-key. [default: none]
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, RSA or EC) of --tls-cert; re-read on SIGHUP.
+    /// [default: none]
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require TLS clients to present a certificate signed by a CA in this PEM bundle
+    /// (mutual TLS); re-read on SIGHUP. [default: no client certificates]
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -365,6 +391,8 @@ pub struct ServeSettings {
     pub allow_remote_shutdown: bool,
     /// Permission bits of Unix socket files, if set.
     pub unix_mode: Option<u32>,
+    /// The certificate, key and client CA of `tls://` listeners, if given.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -407,7 +435,21 @@ impl ServeArgs {
             }
             None => None,
         };
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+            self.tls_client_ca.clone().or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsConfig { cert, key, client_ca }),
+            (None, None, None) => None,
+            (Some(_), None, _) => return Err("--tls-cert needs --tls-key (the certificate's private key)".to_owned()),
+            (None, Some(_), _) => return Err("--tls-key needs --tls-cert (the certificate it belongs to)".to_owned()),
+            (None, None, Some(_)) => {
+                return Err("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)".to_owned())
+            }
+        };
         Ok(ServeSettings {
+            tls,
             durability,
             allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
             unix_mode: self.unix_mode.or(file.unix_mode),
@@ -492,6 +534,17 @@ impl ServeSettings {
             None => out.push_str("# metrics: off\n"),
         }
         out.push_str(&format!("workers = {}\n", self.workers));
+        match &self.tls {
+            Some(tls) => {
+                out.push_str(&format!("tls-cert = {}\n", quote(&tls.cert.display().to_string())));
+                out.push_str(&format!("tls-key = {}\n", quote(&tls.key.display().to_string())));
+                match &tls.client_ca {
+                    Some(ca) => out.push_str(&format!("tls-client-ca = {}\n", quote(&ca.display().to_string()))),
+                    None => out.push_str("# tls-client-ca: none (no client certificates)\n"),
+                }
+            }
+            None => out.push_str("# tls-cert: none (no tls:// listeners)\n"),
+        }
         match &self.durability {
             Some(d) => {
                 out.push_str(&format!("data-dir = {}\n", quote(&d.data_dir.display().to_string())));
@@ -587,6 +640,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.durability = settings.durability.clone();
     config.allow_remote_shutdown = settings.allow_remote_shutdown;
     config.unix_mode = settings.unix_mode;
+    config.tls = settings.tls.clone();
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {
@@ -602,6 +656,25 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     if let Some(metrics) = metrics {
         tracing::info!(address = %metrics.address(), "serving metrics at http://{}/metrics", metrics.address());
         tokio::spawn(metrics.serve(server.shared().clone()));
+    }
+    if let Some(tls) = server.tls() {
+        let files = tls.files();
+        tracing::info!(cert = %files.cert.display(), client_ca = ?files.client_ca, "TLS certificate loaded; SIGHUP reloads it");
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.files().cert.display(),
+                        "TLS certificate reloaded (SIGHUP): new connections use it, open ones keep theirs"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload (SIGHUP) failed; still using the previous certificate")
+                    }
+                }
+            }
+        });
     }
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
@@ -723,6 +796,26 @@ mod tests {
         assert_eq!(FileConfig::parse("unix-mode = 0o600", Path::new("/")).unwrap().unix_mode, Some(0o600));
         assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "999"]).is_err(), "not octal");
         assert!(Cli::try_parse_from(["agora", "serve", "--unix-mode", "1777"]).is_err(), "no special bits");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_read_back() {
+        let settings = serve_args(&["--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--tls-client-ca", "/ca.pem"])
+            .resolve()
+            .unwrap();
+        let tls = settings.tls.clone().unwrap();
+        assert_eq!((tls.cert.as_path(), tls.key.as_path()), (Path::new("/c.pem"), Path::new("/k.pem")));
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.tls_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(back.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(back.tls_client_ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(serve_args(&[]).resolve().unwrap().to_toml().contains("# tls-cert: none"));
+        let err = serve_args(&["--tls-cert", "/c.pem"]).resolve().unwrap_err();
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = serve_args(&["--tls-key", "/k.pem"]).resolve().unwrap_err();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let err = serve_args(&["--tls-client-ca", "/ca.pem"]).resolve().unwrap_err();
+        assert!(err.contains("mutual TLS"), "{err}");
     }
 
     #[test]

@@ -123,6 +123,10 @@ pub struct Config {
     /// The permission bits of Unix socket files (`0o660` lets the group connect);
     /// `None`: as the process's umask leaves them.
     pub unix_mode: Option<u32>,
+    /// The certificate and key of `tls://` listeners (and the CA their clients'
+    /// certificates must chain to, for mutual TLS); required if one is a `tls://`
+    /// address, refused if none is.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Config {
@@ -138,6 +142,7 @@ impl Config {
             durability: None,
             allow_remote_shutdown: false,
             unix_mode: None,
+            tls: None,
         }
     }
 
@@ -223,6 +228,9 @@ pub fn format_duration(d: Duration) -> String {
 /// workers = 2                           # threads serving connections
 /// data-dir = "/var/lib/agora"           # keep the state across restarts
 /// fsync = "everysec"                    # always | everysec | no
+/// tls-cert = "/etc/agora/tls/cert.pem"   # for tls:// listeners, with tls-key
+/// tls-key = "/etc/agora/tls/key.pem"
+/// tls-client-ca = "/etc/agora/tls/clients-ca.pem"   # mutual TLS
 /// ```
 ///
 /// An unknown key is an error that names it (a typo must not silently fall back to a
@@ -267,6 +275,12 @@ pub struct FileConfig {
     pub max_memory: Option<u64>,
     /// `unix-mode`: octal permission bits, as a string (`"0660"`) or a TOML octal (`0o660`).
     pub unix_mode: Option<u32>,
+    /// `tls-cert`, resolved against the config file's folder.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls-key`, resolved against the config file's folder.
+    pub tls_key: Option<PathBuf>,
+    /// `tls-client-ca`, resolved against the config file's folder.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Why a config file could not be used.
@@ -324,6 +338,9 @@ struct RawFile {
     max_memory: Option<u64>,
     #[serde(default, deserialize_with = "de::mode")]
     unix_mode: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// Deserializers for the config file's values that have a text form of their own.
@@ -455,6 +472,9 @@ impl FileConfig {
             allow_remote_shutdown: raw.allow_remote_shutdown,
             max_memory: raw.max_memory,
             unix_mode: raw.unix_mode,
+            tls_cert: raw.tls_cert.map(|p| base.join(p)),
+            tls_key: raw.tls_key.map(|p| base.join(p)),
+            tls_client_ca: raw.tls_client_ca.map(|p| base.join(p)),
         })
     }
 }
@@ -603,6 +623,9 @@ mod tests {
             expose = "get_tasks=queue:tasks"
             log-level = "debug"
             metrics = "127.0.0.1:9464"
+            tls-cert = "tls/cert.pem"
+            tls-key = "/secret/key.pem"
+            tls-client-ca = "tls/ca.pem"
         "#;
         let file = FileConfig::parse(text, Path::new("/etc/agora")).unwrap();
         assert_eq!(file.listen.unwrap().len(), 2);
@@ -615,6 +638,9 @@ mod tests {
         assert_eq!(file.expose.unwrap()[0].name, "tasks");
         assert_eq!(file.log_level.as_deref(), Some("debug"));
         assert_eq!(file.metrics.unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(file.tls_cert.unwrap(), Path::new("/etc/agora/tls/cert.pem"));
+        assert_eq!(file.tls_key.unwrap(), Path::new("/secret/key.pem"));
+        assert_eq!(file.tls_client_ca.unwrap(), Path::new("/etc/agora/tls/ca.pem"));
         assert_eq!(FileConfig::parse("", Path::new(".")).unwrap(), FileConfig::default());
         assert_eq!(FileConfig::parse("listen = \"h:1\"", Path::new(".")).unwrap().listen.unwrap().len(), 1);
     }

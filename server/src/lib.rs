@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`server`] | binding, accepting, graceful shutdown, shared state |
 //! | [`listener`] | TCP/Unix sockets and their options |
+//! | [`tls`] | TLS on `tls://` listeners: certificates, client verification, reload |
 //! | [`connection`] | handshake, limits, choosing the dialect |
 //! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
 //! | [`engine`] | the one place where state changes: commands, the object table, sessions |
@@ -33,6 +34,7 @@ pub mod object;
 pub mod objects;
 pub mod parking;
 pub mod server;
+pub mod tls;
 
 pub use agora_proto as proto;
 pub use config::{Config, Limits};

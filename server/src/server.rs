@@ -23,6 +23,7 @@ use crate::engine::{Command, Engine, Session, SessionId};
 use crate::listener::{Accepted, Listener};
 use crate::memory::{self, MemoryMonitor};
 use crate::parking::{Alarm, Mailbox, Parking};
+use crate::tls::ServerTls;
 
 /// How long [`Server::run`] waits for connections to close after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +104,8 @@ pub struct Shared {
     pub memory: Arc<MemoryMonitor>,
     /// Every open session's peer address.
     pub peers: Peers,
+    /// The certificate of the `tls://` listeners, if there are any.
+    pub tls: Option<Arc<ServerTls>>,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -237,6 +240,28 @@ impl Server {
                 ),
             ));
         }
+        let tls = match (&config.tls, config.listen.iter().find(|a| a.is_tls())) {
+            (Some(files), Some(_)) => Some(Arc::new(
+                ServerTls::load(files.clone()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            )),
+            (None, Some(address)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                    "cannot listen on {address}: a tls:// address needs a certificate and key (--tls-cert, --tls-key)"
+                ),
+                ))
+            }
+            (Some(_), None) => {
+                // A certificate nobody uses would let an operator believe traffic is encrypted.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a TLS certificate is configured but no listen address is tls://host:port: \
+                     listen on a tls:// address, or drop the TLS settings",
+                ));
+            }
+            (None, None) => None,
+        };
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for address in &config.listen {
@@ -279,6 +304,7 @@ impl Server {
             client_refs: ClientRefs::default(),
             memory,
             peers: Peers::default(),
+            tls,
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })
@@ -298,6 +324,12 @@ impl Server {
     /// A handle that stops this server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// The certificate of the `tls://` listeners: [`ServerTls::reload`] makes new
+    /// connections use the certificate files' current contents. `None` without TLS.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.shared.tls.clone()
     }
 
     /// The server's shared state (engine, counters).
@@ -411,6 +443,10 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
             match stream {
                 Accepted::Tcp(s) => connection::serve(s, peer, shared, slots).await,
                 Accepted::Unix(s) => connection::serve(s, peer, shared, slots).await,
+                Accepted::Tls(s) => match shared.tls.clone() {
+                    Some(tls) => connection::serve(tls.accept(s), peer, shared, slots).await,
+                    None => unreachable!("Server::bind refuses tls:// listeners without a certificate"),
+                },
             }
             drop(done);
         });

@@ -111,7 +111,8 @@ fn is_rebuild_proxy(object: &Object) -> bool {
 /// a path, or `b'\0name'` for an abstract socket.
 fn python_address(address: &Address) -> Option<Value> {
     Some(match address {
-        Address::Tcp { host, port } => {
+        // A TLS client dials the same (host, port) with its TLS transport.
+        Address::Tcp { host, port } | Address::Tls { host, port } => {
             Value::Tuple(vec![Value::Str(host.clone().into()), Value::Int(i64::from(*port))])
         }
         Address::Unix(path) => Value::Str(path.to_str()?.to_owned().into()),
