@@ -73,6 +73,7 @@ mod error;
 mod link;
 mod manager;
 mod proxy;
+mod tls;
 
 pub mod blocking;
 
@@ -95,3 +96,4 @@ pub use proxy::rlock::RLock;
 pub use proxy::semaphore::Semaphore;
 pub use proxy::set::Set;
 pub use proxy::value::Value;
+pub use tls::ClientTls;
