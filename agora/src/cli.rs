@@ -156,9 +156,10 @@ const SERVE_AFTER_HELP: &str = "\
 SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
-  max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
-  expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown, max-memory, unix-mode, tls-cert, tls-key, tls-client-ca). Precedence: flag > environment variable > config file >
+  max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
+  heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
+  snapshot-after, allow-remote-shutdown, max-memory, unix-mode, tls-cert, tls-key,
+  tls-client-ca). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 

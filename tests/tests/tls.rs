@@ -4,7 +4,10 @@
 //! one from another CA, reloading the certificate on SIGHUP while a connection stays
 //! open, what a capture of the listener's traffic shows (neither the authkey nor
 //! stored values, where the same traffic over plain TCP shows them), and the settings
-//! the server refuses to start with.
+//! the server refuses to start with; and stock CPython managers over TLS with
+//! `serializer="agora+tls"` (`python/agora/tls.py`) on every CPython found.
+
+mod python_support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -322,6 +325,42 @@ async fn a_capture_of_tls_traffic_shows_neither_the_authkey_nor_stored_values() 
     assert!(!recorder.contains(AUTHKEY), "the authkey crossed the wire in clear");
     assert!(!recorder.contains(b"#CHALLENGE#"), "the authkey handshake runs inside TLS");
     assert!(!recorder.contains(b"launch-code"), "a key crossed the wire in clear");
+}
+
+#[test]
+fn stock_cpython_managers_connect_over_tls_with_the_agora_tls_transport() {
+    let ca = Ca::new("agora test CA");
+    let files = Files::new();
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let mut args = files.server_flags(&ca.server(&["127.0.0.1"]));
+    args.extend(["--expose".into(), "get_shared=dict:shared".into()]);
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("python");
+    python_support::for_each_python(|python| {
+        let server = tls_server(args.clone());
+        let script = package.join("tests").join("test_tls.py");
+        let mut cmd = python_support::command_at(python, &script, &[], AUTHKEY);
+        cmd.env("PYTHONPATH", &package)
+            .env("AGORA_ADDRESS", server.address.strip_prefix("tls://").unwrap())
+            .env("AGORA_TLS_CA", &ca_file)
+            .env_remove("AGORA_TLS_CERT")
+            .env_remove("AGORA_TLS_KEY")
+            .env_remove("AGORA_TLS_SERVER_NAME");
+        let done = python_support::run(cmd, Duration::from_secs(120));
+        assert!(
+            done.ok(),
+            "test_tls.py failed on {}\n{}\n--- server log\n{}",
+            python.version,
+            done.transcript(),
+            server.log()
+        );
+        // What the CPython client stored is there for a Rust client, over TLS too.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let manager = connect(&server.address, trusting(&ca)).await.unwrap();
+            let shared = manager.dict::<String, String>("shared").await.unwrap();
+            assert_eq!(shared.get(&"from".to_owned()).await.unwrap().as_deref(), Some("python"));
+        });
+    });
 }
 
 /// Runs `agora serve` with `args`, expecting it to refuse to start; returns its stderr.
