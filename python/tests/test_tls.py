@@ -4,10 +4,14 @@ Run against a server's tls:// listener at $AGORA_ADDRESS (host:port, key in
 $AGORA_AUTHKEY, CA bundle in $AGORA_TLS_CA) started with
 ``--expose get_shared=dict:shared``. Leaves for the Rust side to check: dict
 ``shared`` = {"from": "python"}.
+
+A second server, at $AGORA_TEST_MTLS_ADDRESS, requires client certificates (mutual
+TLS); $AGORA_TEST_CLIENT_CERT and $AGORA_TEST_CLIENT_KEY are one it accepts.
 """
 
 import os
 import queue
+import ssl
 import unittest
 from multiprocessing.managers import SyncManager
 
@@ -86,6 +90,30 @@ class Settings(unittest.TestCase):
     def test_a_manager_over_tls_cannot_start_a_server(self):
         with self.assertRaises(NotImplementedError):
             Stock(address(), authkey(), serializer=agora.tls.SERIALIZER).get_server()
+
+
+class MutualTls(unittest.TestCase):
+    def setUp(self):
+        self.address = agora.parse_address(os.environ["AGORA_TEST_MTLS_ADDRESS"])
+
+    def test_without_a_client_certificate_the_server_refuses(self):
+        with self.assertRaises((ssl.SSLError, ConnectionError, EOFError, OSError)):
+            m = Stock(self.address, authkey(), serializer=agora.tls.SERIALIZER)
+            m.connect()
+            m.dict()
+
+    def test_with_one_from_its_client_ca_objects_work(self):
+        os.environ[agora.tls.CERT_ENV] = os.environ["AGORA_TEST_CLIENT_CERT"]
+        os.environ[agora.tls.KEY_ENV] = os.environ["AGORA_TEST_CLIENT_KEY"]
+        try:
+            m = Stock(self.address, authkey(), serializer=agora.tls.SERIALIZER)
+            m.connect()
+            d = m.dict()
+            d["mutual"] = True
+            self.assertEqual(d["mutual"], True)
+        finally:
+            del os.environ[agora.tls.CERT_ENV]
+            del os.environ[agora.tls.KEY_ENV]
 
 
 if __name__ == "__main__":

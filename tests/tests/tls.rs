@@ -5,7 +5,8 @@
 //! open, what a capture of the listener's traffic shows (neither the authkey nor
 //! stored values, where the same traffic over plain TCP shows them), and the settings
 //! the server refuses to start with; and stock CPython managers over TLS with
-//! `serializer="agora+tls"` (`python/agora/tls.py`) on every CPython found.
+//! `serializer="agora+tls"` (`python/agora/tls.py`), mutual TLS included, on every
+//! CPython found.
 
 mod python_support;
 
@@ -203,6 +204,10 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
     let why = tls_error(connect(&server.address, with_outsider).await);
     assert!(why.contains("refused this client's certificate"), "{why}");
 
+    // The server says why, naming the peer; the refusals harmed nothing else.
+    server.wait_for_log("TLS handshake failed: peer sent no certificates");
+    server.wait_for_log("TLS handshake failed: invalid peer certificate: UnknownIssuer");
+
     let member = client_ca.client();
     let cert = files.write("worker.pem", &member.cert);
     let key = files.write("worker-key.pem", &member.key);
@@ -325,7 +330,43 @@ async fn a_capture_of_tls_traffic_shows_neither_the_authkey_nor_stored_values() 
     assert!(!recorder.contains(AUTHKEY), "the authkey crossed the wire in clear");
     assert!(!recorder.contains(b"#CHALLENGE#"), "the authkey handshake runs inside TLS");
     assert!(!recorder.contains(b"launch-code"), "a key crossed the wire in clear");
+
+    // A stock CPython client is sent the authkey itself inside nested proxies when it
+    // is on this machine (so they reconnect): in clear over plain TCP, not over TLS.
+    let python = &python_support::pythons()[0];
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let run_python = |address: &str, serializer: &str| {
+        let mut cmd = Command::new(&python.exe);
+        cmd.args(["-c", NESTED_PROXY_SCRIPT])
+            .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("python"))
+            .env("AGORA_AUTHKEY", std::str::from_utf8(AUTHKEY).unwrap())
+            .env("AGORA_ADDRESS", address)
+            .env("AGORA_TLS_CA", &ca_file)
+            .env("SERIALIZER", serializer);
+        let out = cmd.output().expect("run python");
+        assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run_python(&plain_recorder.address, "pickle");
+    assert!(plain_recorder.contains(AUTHKEY), "the control shows the authkey in clear");
+    run_python(&recorder.address, "agora+tls");
+    assert!(!recorder.contains(AUTHKEY), "the authkey crossed the TLS listener's wire in clear");
+    assert!(!recorder.contains(SECRET_VALUE.as_bytes()), "a value a CPython client stored crossed in clear");
 }
+
+/// A stock CPython manager storing a list (holding [`SECRET_VALUE`]) in a dict and
+/// using the nested proxy it gets back.
+const NESTED_PROXY_SCRIPT: &str = r#"
+import os
+import agora, agora.tls
+from multiprocessing.managers import SyncManager
+m = SyncManager(agora.parse_address(os.environ["AGORA_ADDRESS"]), os.environ["AGORA_AUTHKEY"].encode(),
+                serializer=os.environ["SERIALIZER"])
+m.connect()
+outer = m.dict()
+outer["inner"] = m.list(["agora-tls-capture-7f3e9b1c-do-not-leak"])
+inner = outer["inner"]
+assert list(inner) == ["agora-tls-capture-7f3e9b1c-do-not-leak"], list(inner)
+"#;
 
 #[test]
 fn stock_cpython_managers_connect_over_tls_with_the_agora_tls_transport() {
@@ -335,8 +376,15 @@ fn stock_cpython_managers_connect_over_tls_with_the_agora_tls_transport() {
     let mut args = files.server_flags(&ca.server(&["127.0.0.1"]));
     args.extend(["--expose".into(), "get_shared=dict:shared".into()]);
     let package = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("python");
+    let client_ca = Ca::new("agora clients CA");
+    let member = client_ca.client();
+    let (client_cert, client_key) =
+        (files.write("worker.pem", &member.cert), files.write("worker-key.pem", &member.key));
+    let mut mutual_args = args.clone();
+    mutual_args.extend(["--tls-client-ca".into(), path_arg(&files.write("clients.pem", &client_ca.pem()))]);
     python_support::for_each_python(|python| {
         let server = tls_server(args.clone());
+        let mutual = tls_server(mutual_args.clone());
         let script = package.join("tests").join("test_tls.py");
         let mut cmd = python_support::command_at(python, &script, &[], AUTHKEY);
         cmd.env("PYTHONPATH", &package)
@@ -344,7 +392,10 @@ fn stock_cpython_managers_connect_over_tls_with_the_agora_tls_transport() {
             .env("AGORA_TLS_CA", &ca_file)
             .env_remove("AGORA_TLS_CERT")
             .env_remove("AGORA_TLS_KEY")
-            .env_remove("AGORA_TLS_SERVER_NAME");
+            .env_remove("AGORA_TLS_SERVER_NAME")
+            .env("AGORA_TEST_MTLS_ADDRESS", mutual.address.strip_prefix("tls://").unwrap())
+            .env("AGORA_TEST_CLIENT_CERT", &client_cert)
+            .env("AGORA_TEST_CLIENT_KEY", &client_key);
         let done = python_support::run(cmd, Duration::from_secs(120));
         assert!(
             done.ok(),
