@@ -109,7 +109,8 @@ the server can start from what is intact.")]
 #[command(after_help = "\
 The authkey comes from --authkey-file, else $AGORA_AUTHKEY, else the authkey-file of the
 --config file, else the file a zero-config `agora serve` generated. With --config, the
-server's first listen address from the file replaces the default address.")]
+server's first listen address from the file replaces the default address. A tls://
+address needs --tls-ca (and --tls-client-cert/--tls-client-key for mutual TLS).")]
 pub struct ClientArgs {
     /// The server's address.
     #[arg(long, short = 'a', value_name = "ADDR", env = "AGORA_ADDRESS", default_value = config::DEFAULT_LISTEN)]
@@ -122,9 +123,39 @@ pub struct ClientArgs {
     /// Find the server's address and authkey file in this `agora serve` config file.
     #[arg(long, value_name = "PATH", env = config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
+
+    /// For a tls:// address: the CA bundle (PEM) that verifies the server's certificate.
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// For a server that requires client certificates (mutual TLS): this client's
+    /// certificate chain (PEM). Needs --tls-client-key.
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-client-cert.
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 impl ClientArgs {
+    /// How to connect: over TLS with the given CA bundle (and client certificate), if
+    /// one was given.
+    pub fn manager_options(&self) -> Result<agora_client::ManagerOptions, String> {
+        let options = agora_client::ManagerOptions::new();
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_client_cert.is_some() {
+                return Err("--tls-client-cert needs --tls-ca (the CA bundle that verifies the server)".into());
+            }
+            return Ok(options);
+        };
+        let mut tls = agora_client::ClientTls::from_ca_file(ca).map_err(|e| e.to_string())?;
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            tls = tls.with_client_cert_files(cert, key).map_err(|e| e.to_string())?;
+        }
+        Ok(options.tls(tls))
+    }
+
     /// The address to connect to and the authkey, from the flags, the environment and
     /// the config file (in that order), else the defaults.
     pub fn resolve(&self) -> Result<(Address, Vec<u8>), String> {

@@ -19,7 +19,7 @@ main script covers ``spawn`` children):
 
 - ``AGORA_TLS_CA`` (required): the CA bundle (PEM) that signed the server's
   certificate. The certificate must carry the host name dialled, or the IP address;
-- ``AGORA_TLS_CERT`` and ``AGORA_TLS_KEY``: a client certificate and its key (PEM),
+- ``AGORA_TLS_CLIENT_CERT`` and ``AGORA_TLS_CLIENT_KEY``: a client certificate and its key (PEM),
   for a server started with ``--tls-client-ca`` (mutual TLS);
 - ``AGORA_TLS_SERVER_NAME``: the name to check the server's certificate for instead
   of the host dialled.
@@ -42,9 +42,9 @@ SERIALIZER = "agora+tls"
 #: The environment variable naming the CA bundle (PEM) that verifies the server.
 CA_ENV = "AGORA_TLS_CA"
 #: The environment variable naming this client's certificate chain (PEM).
-CERT_ENV = "AGORA_TLS_CERT"
+CERT_ENV = "AGORA_TLS_CLIENT_CERT"
 #: The environment variable naming this client's private key (PEM).
-KEY_ENV = "AGORA_TLS_KEY"
+KEY_ENV = "AGORA_TLS_CLIENT_KEY"
 #: The environment variable naming the server name to verify instead of the host.
 SERVER_NAME_ENV = "AGORA_TLS_SERVER_NAME"
 

@@ -390,8 +390,8 @@ fn stock_cpython_managers_connect_over_tls_with_the_agora_tls_transport() {
         cmd.env("PYTHONPATH", &package)
             .env("AGORA_ADDRESS", server.address.strip_prefix("tls://").unwrap())
             .env("AGORA_TLS_CA", &ca_file)
-            .env_remove("AGORA_TLS_CERT")
-            .env_remove("AGORA_TLS_KEY")
+            .env_remove("AGORA_TLS_CLIENT_CERT")
+            .env_remove("AGORA_TLS_CLIENT_KEY")
             .env_remove("AGORA_TLS_SERVER_NAME")
             .env("AGORA_TEST_MTLS_ADDRESS", mutual.address.strip_prefix("tls://").unwrap())
             .env("AGORA_TEST_CLIENT_CERT", &client_cert)
@@ -412,6 +412,42 @@ fn stock_cpython_managers_connect_over_tls_with_the_agora_tls_transport() {
             assert_eq!(shared.get(&"from".to_owned()).await.unwrap().as_deref(), Some("python"));
         });
     });
+}
+
+#[test]
+fn admin_commands_reach_a_tls_listener_with_a_ca_bundle() {
+    let ca = Ca::new("agora test CA");
+    let client_ca = Ca::new("agora clients CA");
+    let files = Files::new();
+    let mut args = files.server_flags(&ca.server(&["127.0.0.1"]));
+    args.extend(["--tls-client-ca".into(), path_arg(&files.write("clients.pem", &client_ca.pem()))]);
+    let server = tls_server(args);
+    let ca_file = path_arg(&files.write("ca.pem", &ca.pem()));
+    let member = client_ca.client();
+    let cert = path_arg(&files.write("admin.pem", &member.cert));
+    let key = path_arg(&files.write("admin-key.pem", &member.key));
+    let admin = |extra: &[&str]| {
+        Command::new(agora_bin())
+            .args(["stats", "--address", &server.address])
+            .args(extra)
+            .env("AGORA_AUTHKEY", std::str::from_utf8(AUTHKEY).unwrap())
+            .env_remove("AGORA_TLS_CA")
+            .env_remove("AGORA_TLS_CLIENT_CERT")
+            .env_remove("AGORA_TLS_CLIENT_KEY")
+            .output()
+            .expect("run agora stats")
+    };
+    let ok = admin(&["--tls-ca", &ca_file, "--tls-client-cert", &cert, "--tls-client-key", &key]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("sessions"), "{}", String::from_utf8_lossy(&ok.stdout));
+    let no_ca = admin(&[]);
+    assert!(!no_ca.status.success());
+    let err = String::from_utf8_lossy(&no_ca.stderr);
+    assert!(err.contains("--tls-ca"), "{err}");
+    let no_cert = admin(&["--tls-ca", &ca_file]);
+    assert!(!no_cert.status.success());
+    let err = String::from_utf8_lossy(&no_cert.stderr);
+    assert!(err.contains("requires a client certificate"), "{err}");
 }
 
 /// Runs `agora serve` with `args`, expecting it to refuse to start; returns its stderr.
