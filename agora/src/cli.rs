@@ -681,14 +681,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     };
     let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
     server.set_authkey(authkey);
-    tracing::info!(workers = settings.workers, "worker threads");
-    for address in server.addresses() {
-        tracing::info!(%address, "listening");
-    }
-    if let Some(metrics) = metrics {
-        tracing::info!(address = %metrics.address(), "serving metrics at http://{}/metrics", metrics.address());
-        tokio::spawn(metrics.serve(server.shared().clone()));
-    }
+    // Before "listening" is announced, so a SIGHUP sent once it is reloads.
     if let Some(tls) = server.tls() {
         let files = tls.files();
         tracing::info!(cert = %files.cert.display(), client_ca = ?files.client_ca, "TLS certificate loaded; SIGHUP reloads it");
@@ -707,6 +700,14 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
                 }
             }
         });
+    }
+    tracing::info!(workers = settings.workers, "worker threads");
+    for address in server.addresses() {
+        tracing::info!(%address, "listening");
+    }
+    if let Some(metrics) = metrics {
+        tracing::info!(address = %metrics.address(), "serving metrics at http://{}/metrics", metrics.address());
+        tokio::spawn(metrics.serve(server.shared().clone()));
     }
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
