@@ -3,7 +3,8 @@
 //! The Rust client for agora, a shared-state server: shared dicts, lists, sets, values,
 //! arrays, namespaces, queues, locks, semaphores, conditions, events and barriers,
 //! reached through typed proxies over one
-//! multiplexed TCP or Unix-socket connection.
+//! multiplexed TCP, TLS or Unix-socket connection (`tls://host:port` with a
+//! [`ClientTls`] in [`ManagerOptions::tls`]).
 //!
 //! ```no_run
 //! # async fn demo() -> agora_client::Result<()> {

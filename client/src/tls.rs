@@ -233,3 +233,25 @@ impl Drop for TlsStream {
         let _ = tcp.try_write(&records);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_error(result: Result<ClientTls>) -> String {
+        match result {
+            Err(Error::Tls(message)) => message,
+            other => panic!("expected a TLS error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_pem_says_what_is_wrong() {
+        let why = tls_error(ClientTls::from_ca_pem(b"no pem here"));
+        assert!(why.contains("holds no certificate"), "{why}");
+        let why = tls_error(ClientTls::from_ca_pem(b"-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n"));
+        assert!(why.contains("not valid PEM"), "{why}");
+        let why = tls_error(ClientTls::from_ca_file("/nonexistent/ca.pem"));
+        assert!(why.contains("cannot read the CA bundle /nonexistent/ca.pem"), "{why}");
+    }
+}
