@@ -207,6 +207,11 @@ impl Connection {
                 let (tls, host) = tls.expect("checked");
                 Error::Tls(tls.explain(&e, host))
             }
+            // A tls:// listener waits for a TLS hello that a plain client never sends, and
+            // drops it when its handshake time is up.
+            HandshakeError::Frame(f @ FrameIoError::Closed) if tls.is_none() => Error::ConnectionLost(format!(
+                "during the handshake: {f} (if this port is the server's tls:// listener, dial it as tls://host:port)"
+            )),
             HandshakeError::Frame(f) => Error::ConnectionLost(format!("during the handshake: {f}")),
         })?;
         let hello = Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: client.into() };

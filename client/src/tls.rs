@@ -131,6 +131,10 @@ impl ClientTls {
                 "the server refused this client's certificate ({tls}): is it signed by the CA the server \
                  trusts for clients (--tls-client-ca)?"
             ),
+            rustls::Error::InvalidMessage(_) => format!(
+                "the server does not speak TLS here ({tls}): is this port a plain listener? Dial it without \
+                 tls://, or the server's tls:// address"
+            ),
             other => format!("TLS failed: {other}"),
         }
     }

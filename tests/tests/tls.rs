@@ -182,6 +182,22 @@ async fn a_wrong_ca_or_another_name_is_refused_and_says_why() {
     let Err(Error::Tls(why)) = no_bundle else { panic!("a tls:// address without a CA bundle must fail") };
     assert!(why.contains("CA bundle"), "{why}");
 
+    // A TLS client at a plain listener is told so.
+    let plain = Server::start();
+    let why = tls_error(connect(&format!("tls://{}", plain.address), trusting(&ca)).await);
+    assert!(why.contains("does not speak TLS here"), "{why}");
+
+    // A plain client at a TLS listener is dropped when its handshake time is up, and told
+    // what to check.
+    let quick = tls_server(
+        [files.server_flags(&ca.server(&["127.0.0.1"])), vec!["--handshake-timeout".into(), "1s".into()]].concat(),
+    );
+    let plain_dial = quick.address.strip_prefix("tls://").unwrap();
+    match Manager::connect_with(plain_dial, AUTHKEY, ManagerOptions::new().reconnect(false)).await {
+        Err(Error::ConnectionLost(why)) => assert!(why.contains("dial it as tls://host:port"), "{why}"),
+        other => panic!("a plain client at a TLS listener must fail: {other:?}"),
+    }
+
     // The server is unharmed by the refused attempts.
     connect(&server.address, trusting(&ca)).await.unwrap().ping().await.unwrap();
     server.wait_for_log("TLS handshake failed");
