@@ -21,7 +21,8 @@ async fn connect(args: &ClientArgs) -> Result<Manager, String> {
 /// Connects; also returns the address used.
 async fn connect_to(args: &ClientArgs) -> Result<(Manager, Address), String> {
     let (address, authkey) = args.resolve()?;
-    let manager = Manager::connect_to(&address, authkey).await.map_err(|e| match e {
+    let options = args.manager_options()?;
+    let manager = Manager::connect_to_with(&address, authkey, options).await.map_err(|e| match e {
         agora_client::Error::Connect { .. } => format!(
             "{e}\n  is a server running there? Give its address with --address ADDR (or AGORA_ADDRESS), \
              or --config with its config file"
@@ -30,6 +31,11 @@ async fn connect_to(args: &ClientArgs) -> Result<(Manager, Address), String> {
             "{address}: {e}\n  give the server's key with --authkey-file PATH (or AGORA_AUTHKEY, or --config with \
              its config file)"
         ),
+        agora_client::Error::Tls(_) if args.tls_ca.is_none() => {
+            format!(
+                "{address}: {e}\n  give the CA bundle that verifies the server with --tls-ca PATH (or AGORA_TLS_CA)"
+            )
+        }
         e => format!("{address}: {e}"),
     })?;
     Ok((manager, address))

@@ -18,6 +18,7 @@ use agora_server::config::{self, Advertise, Config, Exposure, FileConfig, KeyOri
 use agora_server::durability::{DurabilityConfig, Fsync};
 use agora_server::memory::MIN_LIMIT as MIN_MEMORY_LIMIT;
 use agora_server::server::Server;
+use agora_server::tls::TlsConfig;
 
 pub use agora_server::config::{parse_duration, parse_size};
 
@@ -108,7 +109,8 @@ the server can start from what is intact.")]
 #[command(after_help = "\
 The authkey comes from --authkey-file, else $AGORA_AUTHKEY, else the authkey-file of the
 --config file, else the file a zero-config `agora serve` generated. With --config, the
-server's first listen address from the file replaces the default address.")]
+server's first listen address from the file replaces the default address. A tls://
+address needs --tls-ca (and --tls-client-cert/--tls-client-key for mutual TLS).")]
 pub struct ClientArgs {
     /// The server's address.
     #[arg(long, short = 'a', value_name = "ADDR", env = "AGORA_ADDRESS", default_value = config::DEFAULT_LISTEN)]
@@ -121,9 +123,39 @@ pub struct ClientArgs {
     /// Find the server's address and authkey file in this `agora serve` config file.
     #[arg(long, value_name = "PATH", env = config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
+
+    /// For a tls:// address: the CA bundle (PEM) that verifies the server's certificate.
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// For a server that requires client certificates (mutual TLS): this client's
+    /// certificate chain (PEM). Needs --tls-client-key.
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-client-cert.
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 impl ClientArgs {
+    /// How to connect: over TLS with the given CA bundle (and client certificate), if
+    /// one was given.
+    pub fn manager_options(&self) -> Result<agora_client::ManagerOptions, String> {
+        let options = agora_client::ManagerOptions::new();
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_client_cert.is_some() {
+                return Err("--tls-client-cert needs --tls-ca (the CA bundle that verifies the server)".into());
+            }
+            return Ok(options);
+        };
+        let mut tls = agora_client::ClientTls::from_ca_file(ca).map_err(|e| e.to_string())?;
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            tls = tls.with_client_cert_files(cert, key).map_err(|e| e.to_string())?;
+        }
+        Ok(options.tls(tls))
+    }
+
     /// The address to connect to and the authkey, from the flags, the environment and
     /// the config file (in that order), else the defaults.
     pub fn resolve(&self) -> Result<(Address, Vec<u8>), String> {
@@ -163,9 +195,10 @@ const SERVE_AFTER_HELP: &str = "\
 SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
-  max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes, heartbeat-timeout,
-  expose, log-level, metrics, workers, data-dir, fsync, snapshot-after,
-  allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout, advertise). Precedence: flag > environment variable > config file >
+  max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
+  heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
+  snapshot-after, allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout,
+  advertise, tls-cert, tls-key, tls-client-ca). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -193,8 +226,17 @@ USERS:
   authkey: --authkey-file / AGORA_AUTHKEY are refused.
 
 ADDRESSES:
-  host:port, [v6addr]:port, tcp://host:port, unix:/path/to.sock (or just /path/to.sock),
-  unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
+  host:port, [v6addr]:port, tcp://host:port, tls://host:port, unix:/path/to.sock (or just
+  /path/to.sock), unix:@name (Linux abstract socket). Repeat --listen to serve several at once.
+
+TLS:
+  A tls://host:port listener needs --tls-cert (PEM chain, leaf first) and --tls-key (PEM
+  private key). Everything on it is encrypted, the authkey handshake included, which runs
+  inside TLS unchanged. With --tls-client-ca, clients must also present a certificate
+  signed by that CA (mutual TLS). On SIGHUP the three files are read again: new
+  connections get the new certificate, open ones keep theirs; a reload that fails is
+  logged and changes nothing. Clients need the CA bundle that signed the server's
+  certificate (Rust: ManagerOptions::tls; Python: the agora.tls module).
 
 DURABILITY:
   Without --data-dir the state lives in memory and is lost when the server stops. With
@@ -219,6 +261,7 @@ EXAMPLES:
   agora serve
   agora serve --config /etc/agora/agora.toml
   agora serve --data-dir /var/lib/agora --fsync always
+  agora serve --listen tls://0.0.0.0:50443 --tls-cert cert.pem --tls-key key.pem
   AGORA_AUTHKEY=s3cret agora serve --listen 0.0.0.0:50000 --listen unix:/run/agora.sock";
 
 /// Flags of `agora serve`. Each is `None` (or empty) when neither the flag nor its
@@ -360,6 +403,21 @@ pub struct ServeArgs {
     /// and acks keep working. At least 16MiB. [default: no limit]
     #[arg(long, value_name = "SIZE", env = "AGORA_MAX_MEMORY", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+
+    /// The certificate chain (PEM, leaf first) of tls:// listeners; re-read on SIGHUP.
+    /// Needs --tls-key. [default: none]
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, RSA or EC) of --tls-cert; re-read on SIGHUP.
+    /// [default: none]
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require TLS clients to present a certificate signed by a CA in this PEM bundle
+    /// (mutual TLS); re-read on SIGHUP. [default: no client certificates]
+    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -409,6 +467,8 @@ pub struct ServeSettings {
     pub unix_mode: Option<u32>,
     /// The config file's users (their keys are read at start); empty: the one authkey.
     pub users: Vec<UserFile>,
+    /// The certificate, key and client CA of `tls://` listeners, if given.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -466,7 +526,21 @@ impl ServeArgs {
             }
             None => None,
         };
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+            self.tls_client_ca.clone().or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsConfig { cert, key, client_ca }),
+            (None, None, None) => None,
+            (Some(_), None, _) => return Err("--tls-cert needs --tls-key (the certificate's private key)".to_owned()),
+            (None, Some(_), _) => return Err("--tls-key needs --tls-cert (the certificate it belongs to)".to_owned()),
+            (None, None, Some(_)) => {
+                return Err("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)".to_owned())
+            }
+        };
         Ok(ServeSettings {
+            tls,
             durability,
             allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
             unix_mode: self.unix_mode.or(file.unix_mode),
@@ -570,6 +644,17 @@ impl ServeSettings {
             None => out.push_str("# metrics: off\n"),
         }
         out.push_str(&format!("workers = {}\n", self.workers));
+        match &self.tls {
+            Some(tls) => {
+                out.push_str(&format!("tls-cert = {}\n", quote(&tls.cert.display().to_string())));
+                out.push_str(&format!("tls-key = {}\n", quote(&tls.key.display().to_string())));
+                match &tls.client_ca {
+                    Some(ca) => out.push_str(&format!("tls-client-ca = {}\n", quote(&ca.display().to_string()))),
+                    None => out.push_str("# tls-client-ca: none (no client certificates)\n"),
+                }
+            }
+            None => out.push_str("# tls-cert: none (no tls:// listeners)\n"),
+        }
         match &self.durability {
             Some(d) => {
                 out.push_str(&format!("data-dir = {}\n", quote(&d.data_dir.display().to_string())));
@@ -675,6 +760,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.durability = settings.durability.clone();
     config.allow_remote_shutdown = settings.allow_remote_shutdown;
     config.unix_mode = settings.unix_mode;
+    config.tls = settings.tls.clone();
     // Bind before touching the authkey, so a port clash leaves no new key file behind.
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {
@@ -688,6 +774,26 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
         let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
         tracing::info!(users = %names.join(", "), "users configured: each connection is the user whose key it holds");
         server.set_users(users);
+    }
+    // Before "listening" is announced, so a SIGHUP sent once it is reloads.
+    if let Some(tls) = server.tls() {
+        let files = tls.files();
+        tracing::info!(cert = %files.cert.display(), client_ca = ?files.client_ca, "TLS certificate loaded; SIGHUP reloads it");
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.files().cert.display(),
+                        "TLS certificate reloaded (SIGHUP): new connections use it, open ones keep theirs"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload (SIGHUP) failed; still using the previous certificate")
+                    }
+                }
+            }
+        });
     }
     tracing::info!(workers = settings.workers, "worker threads");
     for address in server.addresses() {
@@ -885,6 +991,26 @@ mod tests {
         }
         let key_file = dir.path().join("ops.key");
         assert_eq!(stats(&["--authkey-file", key_file.to_str().unwrap()]).unwrap().1, b"ops-key");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_read_back() {
+        let settings = serve_args(&["--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--tls-client-ca", "/ca.pem"])
+            .resolve()
+            .unwrap();
+        let tls = settings.tls.clone().unwrap();
+        assert_eq!((tls.cert.as_path(), tls.key.as_path()), (Path::new("/c.pem"), Path::new("/k.pem")));
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.tls_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(back.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(back.tls_client_ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(serve_args(&[]).resolve().unwrap().to_toml().contains("# tls-cert: none"));
+        let err = serve_args(&["--tls-cert", "/c.pem"]).resolve().unwrap_err();
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = serve_args(&["--tls-key", "/k.pem"]).resolve().unwrap_err();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let err = serve_args(&["--tls-client-ca", "/ca.pem"]).resolve().unwrap_err();
+        assert!(err.contains("mutual TLS"), "{err}");
     }
 
     #[test]

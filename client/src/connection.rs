@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::tls::ClientTls;
 
 /// What to do if a call's value arrives after its caller stopped waiting: send (with
 /// the function it is given) the compensating operation that gives a hand-off back (an
@@ -74,12 +75,14 @@ pub(crate) struct Setup {
     /// their outcome is unknown (they are never sent again), whatever ended the
     /// connection, instead of the bare reason.
     pub(crate) reconnects: bool,
+    /// How to verify a `tls://` server (and prove ourselves to it).
+    pub(crate) tls: Option<ClientTls>,
 }
 
 impl Setup {
     /// The setup of a manager's first connection.
-    pub(crate) fn first(reconnects: bool) -> Setup {
-        Setup { ids: Arc::new(AtomicU64::new(1)), generation: 1, reconnects }
+    pub(crate) fn first(reconnects: bool, tls: Option<ClientTls>) -> Setup {
+        Setup { ids: Arc::new(AtomicU64::new(1)), generation: 1, reconnects, tls }
     }
 }
 
@@ -157,15 +160,27 @@ impl Connection {
             Address::Tcp { host, port } => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(connect_err)?;
                 stream.set_nodelay(true).map_err(connect_err)?;
-                Connection::start(stream, authkey, client, setup).await
+                Connection::start(stream, authkey, client, setup, None).await
+            }
+            Address::Tls { host, port } => {
+                let Some(tls) = setup.tls.clone() else {
+                    return Err(Error::Tls(format!(
+                        "{address} is a TLS address: give the client the CA bundle that verifies the server \
+                         (ManagerOptions::tls with a ClientTls)"
+                    )));
+                };
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(connect_err)?;
+                stream.set_nodelay(true).map_err(connect_err)?;
+                let stream = tls.connect(stream, host).await?;
+                Connection::start(stream, authkey, client, setup, Some((&tls, host))).await
             }
             Address::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
-                Connection::start(stream, authkey, client, setup).await
+                Connection::start(stream, authkey, client, setup, None).await
             }
             Address::Abstract(name) => {
                 let stream = connect_abstract(name).map_err(connect_err)?;
-                Connection::start(stream, authkey, client, setup).await
+                Connection::start(stream, authkey, client, setup, None).await
             }
         }
     }
@@ -175,6 +190,7 @@ impl Connection {
         authkey: &[u8],
         client: &str,
         setup: Setup,
+        tls: Option<(&ClientTls, &str)>,
     ) -> Result<Arc<Connection>> {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         client_handshake(&mut stream, &mut rbuf, authkey, Policy::default()).await.map_err(|e| match e {
@@ -185,6 +201,17 @@ impl Connection {
                 "the server did not prove it knows this client's authkey: it runs with another key".into(),
             ),
             HandshakeError::Auth(other) => Error::AuthenticationFailed(other.to_string()),
+            // Under TLS 1.3 the server judges our certificate after our side of the TLS
+            // handshake is done: its refusal arrives here, as a TLS alert.
+            HandshakeError::Frame(FrameIoError::Io(e)) if tls.is_some_and(|_| crate::tls::is_tls_error(&e)) => {
+                let (tls, host) = tls.expect("checked");
+                Error::Tls(tls.explain(&e, host))
+            }
+            // A tls:// listener waits for a TLS hello that a plain client never sends, and
+            // drops it when its handshake time is up.
+            HandshakeError::Frame(f @ FrameIoError::Closed) if tls.is_none() => Error::ConnectionLost(format!(
+                "during the handshake: {f} (if this port is the server's tls:// listener, dial it as tls://host:port)"
+            )),
             HandshakeError::Frame(f) => Error::ConnectionLost(format!("during the handshake: {f}")),
         })?;
         let hello = Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: client.into() };

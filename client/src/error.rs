@@ -18,6 +18,13 @@ pub enum Error {
     /// or authkey in the environment; the message says which variable and what to do.
     #[error("{0}")]
     Environment(String),
+    /// TLS to a `tls://` server failed or is not set up: no CA bundle given, a server
+    /// certificate the CA bundle does not vouch for or that names another host, a
+    /// client certificate the server requires and this client lacks (or one it
+    /// refuses), or unreadable PEM. The message says which and what to fix. Like
+    /// [`Error::AuthenticationFailed`], never retried on reconnecting.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The authkey does not match the server's (or strict mode refused the handshake).
     #[error("authentication failed: {0}")]
     AuthenticationFailed(String),

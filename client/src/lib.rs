@@ -3,7 +3,8 @@
 //! The Rust client for agora, a shared-state server: shared dicts, lists, sets, values,
 //! arrays, namespaces, queues, locks, semaphores, conditions, events and barriers,
 //! reached through typed proxies over one
-//! multiplexed TCP or Unix-socket connection.
+//! multiplexed TCP, TLS or Unix-socket connection (`tls://host:port` with a
+//! [`ClientTls`] in [`ManagerOptions::tls`]).
 //!
 //! ```no_run
 //! # async fn demo() -> agora_client::Result<()> {
@@ -73,6 +74,7 @@ mod error;
 mod link;
 mod manager;
 mod proxy;
+mod tls;
 
 pub mod blocking;
 
@@ -95,3 +97,4 @@ pub use proxy::rlock::RLock;
 pub use proxy::semaphore::Semaphore;
 pub use proxy::set::Set;
 pub use proxy::value::Value;
+pub use tls::ClientTls;

@@ -169,7 +169,7 @@ impl Link {
         client: String,
         options: ManagerOptions,
     ) -> Result<Arc<Link>> {
-        let setup = Setup::first(options.reconnects());
+        let setup = Setup::first(options.reconnects(), options.tls_settings().cloned());
         let ids = setup.ids.clone();
         let conn = Connection::open(address, authkey, &client, setup).await?;
         Ok(Arc::new(Link {
@@ -564,7 +564,8 @@ impl Link {
     /// One connect attempt: connect, authenticate, re-attach, make it current.
     async fn attempt(&self, limit: Duration) -> Result<Arc<Connection>> {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let setup = Setup { ids: self.ids.clone(), generation, reconnects: true };
+        let setup =
+            Setup { ids: self.ids.clone(), generation, reconnects: true, tls: self.options.tls_settings().cloned() };
         let attempt = async {
             let conn = Connection::open(&self.address, &self.authkey, &self.client, setup).await?;
             self.reattach_and_publish(conn).await
@@ -630,7 +631,7 @@ fn reconnectable(reason: &Error) -> bool {
 
 /// True for connect errors no retry can fix.
 fn is_fatal(error: &Error) -> bool {
-    matches!(error, Error::AuthenticationFailed(_) | Error::Protocol(_) | Error::Unsupported(_))
+    matches!(error, Error::AuthenticationFailed(_) | Error::Tls(_) | Error::Protocol(_) | Error::Unsupported(_))
 }
 
 /// `pause` less a random part of up to half of it, so that the clients of a restarted

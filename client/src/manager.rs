@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::link::Link;
 use crate::proxy::{encode, Handle};
+use crate::tls::ClientTls;
 use crate::{Array, ArrayItem, Dict, List, Namespace, Set};
 
 /// How a [`Manager`] behaves when it loses its server: whether it reconnects, and how
@@ -40,15 +41,19 @@ use crate::{Array, ArrayItem, Dict, List, Namespace, Set};
 /// let once = Manager::connect_with("127.0.0.1:50000", b"secret", ManagerOptions::new().reconnect(false)).await?;
 /// # let _ = (manager, once); Ok(()) }
 /// ```
+///
+/// A `tls://host:port` address needs [`ManagerOptions::tls`]: the CA bundle that
+/// verifies the server, and a client certificate if the server requires one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagerOptions {
     reconnect: bool,
     deadline: Duration,
+    tls: Option<ClientTls>,
 }
 
 impl Default for ManagerOptions {
     fn default() -> ManagerOptions {
-        ManagerOptions { reconnect: true, deadline: ManagerOptions::DEFAULT_RECONNECT_DEADLINE }
+        ManagerOptions { reconnect: true, deadline: ManagerOptions::DEFAULT_RECONNECT_DEADLINE, tls: None }
     }
 }
 
@@ -86,6 +91,19 @@ impl ManagerOptions {
     pub(crate) fn deadline(&self) -> Duration {
         self.deadline
     }
+
+    /// How to verify a `tls://` server (and prove this client to one that requires a
+    /// client certificate); used for every connection, reconnects included. Ignored
+    /// for plain addresses.
+    pub fn tls(mut self, tls: ClientTls) -> ManagerOptions {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if any.
+    pub(crate) fn tls_settings(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
 }
 
 /// A connection to an agora server. Cheap to clone: every clone, and every proxy made
@@ -110,7 +128,7 @@ impl std::fmt::Debug for Manager {
 
 impl Manager {
     /// Connects to `address` (`host:port`, `[::1]:port`, `tcp://host:port`,
-    /// `unix:/path`) and authenticates with `authkey`, with the default
+    /// `unix:/path`; `tls://host:port` needs [`ManagerOptions::tls`]) and authenticates with `authkey`, with the default
     /// [`ManagerOptions`]: the manager reconnects if it loses the server.
     ///
     /// Fails with [`Error::Connect`] if the server cannot be reached and

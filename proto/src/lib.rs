@@ -16,13 +16,17 @@
 //!   parameters, read-only or mutating, exposed to CPython or not);
 //! - [`error`]: the error codes both dialects report;
 //! - [`io`] (feature `tokio`, on by default): frame and handshake drivers over any
-//!   `AsyncRead + AsyncWrite`, shared by the server and the client.
+//!   `AsyncRead + AsyncWrite`, shared by the server and the client;
+//! - [`flushing`] (feature `tokio`): a stream whose writes are on the wire when they
+//!   complete, so code written for sockets is correct over TLS.
 //!
 //! The server and the client both depend on this crate; it depends on neither.
 
 pub mod address;
 pub mod auth;
 pub mod error;
+#[cfg(feature = "tokio")]
+pub mod flushing;
 pub mod frame;
 pub mod idmap;
 #[cfg(feature = "tokio")]

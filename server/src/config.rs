@@ -139,6 +139,10 @@ pub struct Config {
     /// default): every connection proves it knows `authkey` and may do everything;
     /// otherwise only the users' keys are accepted and `authkey` is not used.
     pub users: Vec<User>,
+    /// The certificate and key of `tls://` listeners (and the CA their clients'
+    /// certificates must chain to, for mutual TLS); required if one is a `tls://`
+    /// address, refused if none is.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Config {
@@ -156,6 +160,7 @@ impl Config {
             allow_remote_shutdown: false,
             unix_mode: None,
             users: Vec::new(),
+            tls: None,
         }
     }
 
@@ -272,6 +277,9 @@ pub fn format_duration(d: Duration) -> String {
 /// workers = 2                           # threads serving connections
 /// data-dir = "/var/lib/agora"           # keep the state across restarts
 /// fsync = "everysec"                    # always | everysec | no
+/// tls-cert = "/etc/agora/tls/cert.pem"   # for tls:// listeners, with tls-key
+/// tls-key = "/etc/agora/tls/key.pem"
+/// tls-client-ca = "/etc/agora/tls/clients-ca.pem"   # mutual TLS
 /// ```
 ///
 /// An unknown key is an error that names it (a typo must not silently fall back to a
@@ -322,6 +330,12 @@ pub struct FileConfig {
     pub dead_peer_timeout: Option<Duration>,
     /// `[users.NAME]` tables: each user's key file and rules, sorted by name.
     pub users: Option<Vec<UserFile>>,
+    /// `tls-cert`, resolved against the config file's folder.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls-key`, resolved against the config file's folder.
+    pub tls_key: Option<PathBuf>,
+    /// `tls-client-ca`, resolved against the config file's folder.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// A user as the config file describes it (`[users.NAME]`): its key is in a file of its
@@ -421,6 +435,9 @@ struct RawFile {
     #[serde(default, deserialize_with = "de::duration")]
     dead_peer_timeout: Option<Duration>,
     users: Option<std::collections::BTreeMap<String, RawUser>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// A `[users.NAME]` table as written.
@@ -598,6 +615,9 @@ impl FileConfig {
             unix_mode: raw.unix_mode,
             dead_peer_timeout: raw.dead_peer_timeout,
             users: raw.users.map(|u| users(u, base)).transpose()?,
+            tls_cert: raw.tls_cert.map(|p| base.join(p)),
+            tls_key: raw.tls_key.map(|p| base.join(p)),
+            tls_client_ca: raw.tls_client_ca.map(|p| base.join(p)),
         })
     }
 }
@@ -746,6 +766,9 @@ mod tests {
             expose = "get_tasks=queue:tasks"
             log-level = "debug"
             metrics = "127.0.0.1:9464"
+            tls-cert = "tls/cert.pem"
+            tls-key = "/secret/key.pem"
+            tls-client-ca = "tls/ca.pem"
         "#;
         let file = FileConfig::parse(text, Path::new("/etc/agora")).unwrap();
         assert_eq!(file.listen.unwrap().len(), 2);
@@ -758,6 +781,9 @@ mod tests {
         assert_eq!(file.expose.unwrap()[0].name, "tasks");
         assert_eq!(file.log_level.as_deref(), Some("debug"));
         assert_eq!(file.metrics.unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(file.tls_cert.unwrap(), Path::new("/etc/agora/tls/cert.pem"));
+        assert_eq!(file.tls_key.unwrap(), Path::new("/secret/key.pem"));
+        assert_eq!(file.tls_client_ca.unwrap(), Path::new("/etc/agora/tls/ca.pem"));
         assert_eq!(FileConfig::parse("", Path::new(".")).unwrap(), FileConfig::default());
         assert_eq!(FileConfig::parse("listen = \"h:1\"", Path::new(".")).unwrap().listen.unwrap().len(), 1);
     }

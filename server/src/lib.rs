@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`server`] | binding, accepting, graceful shutdown, shared state |
 //! | [`listener`] | TCP/Unix sockets and their options |
+//! | [`tls`] | TLS on `tls://` listeners: certificates, client verification, reload |
 //! | [`connection`] | handshake, limits, choosing the dialect |
 //! | [`access`] | users, their rules, anonymous objects' owners: who may do what |
 //! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
@@ -35,6 +36,7 @@ pub mod object;
 pub mod objects;
 pub mod parking;
 pub mod server;
+pub mod tls;
 
 pub use agora_proto as proto;
 pub use config::{Config, Limits};

@@ -1,5 +1,9 @@
 //! Binding and accepting on TCP and Unix-domain sockets.
 //!
+//! A `tls://` address binds a TCP socket like any other; its connections come out as
+//! [`Accepted::Tls`], and the server wraps them with [`crate::tls`] before anything is
+//! read from them.
+//!
 //! Owns socket options (TCP_NODELAY on every accepted socket, TCP_QUICKACK re-armed on
 //! Linux where a dialect asks for it — spec §1.4: without it a CPython client's
 //! handshake and its large messages stall ~40 ms on delayed ACKs), stale Unix socket files, and removing the socket file when
@@ -114,6 +118,8 @@ pub enum Listener {
     Tcp(TcpListener),
     /// A Unix-domain socket; the path (if any) is removed on drop.
     Unix(UnixListener, Option<PathBuf>),
+    /// TCP whose connections speak TLS.
+    Tls(TcpListener),
 }
 
 /// An accepted connection.
@@ -122,6 +128,8 @@ pub enum Accepted {
     Tcp(TcpStream),
     /// A Unix-domain connection.
     Unix(UnixStream),
+    /// A TCP connection to a TLS listener: TLS has not started yet.
+    Tls(TcpStream),
 }
 
 impl Listener {
@@ -134,6 +142,11 @@ impl Listener {
                 let listener = TcpListener::bind((host.as_str(), *port)).await?;
                 let local = listener.local_addr()?;
                 Ok((Listener::Tcp(listener), Address::Tcp { host: local.ip().to_string(), port: local.port() }))
+            }
+            Address::Tls { host, port } => {
+                let listener = TcpListener::bind((host.as_str(), *port)).await?;
+                let local = listener.local_addr()?;
+                Ok((Listener::Tls(listener), Address::Tls { host: local.ip().to_string(), port: local.port() }))
             }
             Address::Unix(path) => {
                 remove_stale_socket(path)?;
@@ -169,6 +182,11 @@ impl Listener {
                 let (stream, peer) = l.accept().await?;
                 stream.set_nodelay(true)?;
                 Ok((Accepted::Tcp(stream), peer.to_string()))
+            }
+            Listener::Tls(l) => {
+                let (stream, peer) = l.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok((Accepted::Tls(stream), format!("tls {peer}")))
             }
             Listener::Unix(l, _) => {
                 let (stream, _) = l.accept().await?;

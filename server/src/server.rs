@@ -23,6 +23,7 @@ use crate::engine::{Command, Engine, Session, SessionId};
 use crate::listener::{self, Accepted, Listener};
 use crate::memory::{self, MemoryMonitor};
 use crate::parking::{Alarm, Mailbox, Parking};
+use crate::tls::ServerTls;
 
 /// How long [`Server::run`] waits for connections to close after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +108,8 @@ pub struct Shared {
     advertised: Vec<(Address, Address)>,
     /// Which user made each anonymous object (users configured only).
     pub owners: crate::access::Owners,
+    /// The certificate of the `tls://` listeners, if there are any.
+    pub tls: Option<Arc<ServerTls>>,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -139,12 +142,15 @@ impl Shared {
     /// What the listener a client reached at `local` (a connection's local address)
     /// advertises to its CPython clients (`--advertise`), if anything.
     pub fn advertised(&self, local: &Address) -> Option<&Address> {
-        let serves = |bound: &Address| match (bound, local) {
-            (Address::Tcp { host, port }, Address::Tcp { host: local_host, port: local_port }) => {
+        let serves = |bound: &Address| match (bound.host_port(), local.host_port()) {
+            // TCP or TLS, the same on both sides: an unspecified host serves every address.
+            (Some((host, port)), Some((local_host, local_port)))
+                if std::mem::discriminant(bound) == std::mem::discriminant(local) =>
+            {
                 let any = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
                 port == local_port && (any || host == local_host)
             }
-            (bound, local) => bound == local,
+            _ => bound == local,
         };
         self.advertised.iter().find(|(bound, _)| serves(bound)).map(|(_, advertised)| advertised)
     }
@@ -254,6 +260,28 @@ impl Server {
                 ),
             ));
         }
+        let tls = match (&config.tls, config.listen.iter().find(|a| a.is_tls())) {
+            (Some(files), Some(_)) => Some(Arc::new(
+                ServerTls::load(files.clone()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            )),
+            (None, Some(address)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                    "cannot listen on {address}: a tls:// address needs a certificate and key (--tls-cert, --tls-key)"
+                ),
+                ))
+            }
+            (Some(_), None) => {
+                // A certificate nobody uses would let an operator believe traffic is encrypted.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a TLS certificate is configured but no listen address is tls://host:port: \
+                     listen on a tls:// address, or drop the TLS settings",
+                ));
+            }
+            (None, None) => None,
+        };
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for address in &config.listen {
@@ -299,6 +327,7 @@ impl Server {
             peers: Peers::default(),
             advertised,
             owners: Default::default(),
+            tls,
             requests_per_sec_milli: AtomicU64::new(0),
         });
         Ok(Server { shared, listeners, addresses, shutdown: stopper })
@@ -324,6 +353,12 @@ impl Server {
     /// A handle that stops this server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// The certificate of the `tls://` listeners: [`ServerTls::reload`] makes new
+    /// connections use the certificate files' current contents. `None` without TLS.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.shared.tls.clone()
     }
 
     /// The server's shared state (engine, counters).
@@ -452,7 +487,8 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
             }
         };
         shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
-        if let (Accepted::Tcp(s), Some(timeout)) = (&stream, shared.config.limits.dead_peer_timeout) {
+        if let (Accepted::Tcp(s) | Accepted::Tls(s), Some(timeout)) = (&stream, shared.config.limits.dead_peer_timeout)
+        {
             if let Err(e) = listener::guard_dead_peer(s, timeout) {
                 tracing::warn!(%peer, error = %e, "cannot set TCP keepalive: a dead peer may go unnoticed");
             }
@@ -462,6 +498,10 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
             match stream {
                 Accepted::Tcp(s) => connection::serve(s, peer, shared, slots).await,
                 Accepted::Unix(s) => connection::serve(s, peer, shared, slots).await,
+                Accepted::Tls(s) => match shared.tls.clone() {
+                    Some(tls) => connection::serve(tls.accept(s), peer, shared, slots).await,
+                    None => unreachable!("Server::bind refuses tls:// listeners without a certificate"),
+                },
             }
             drop(done);
         });

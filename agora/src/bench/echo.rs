@@ -25,6 +25,12 @@ const ECHO_MAX_FRAME: u64 = 64 << 20;
 
 /// Binds `address` and returns the listener and the bound address.
 pub async fn bind(address: &Address) -> std::io::Result<(Listener, Address)> {
+    if address.is_tls() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the echo floor supports TCP and Unix socket paths",
+        ));
+    }
     Listener::bind(address, None).await
 }
 
@@ -34,6 +40,8 @@ pub async fn serve(listener: Listener) {
         match listener.accept().await {
             Ok((Accepted::Tcp(s), _)) => drop(tokio::spawn(echo(s))),
             Ok((Accepted::Unix(s), _)) => drop(tokio::spawn(echo(s))),
+            // `bind` refuses tls:// addresses.
+            Ok((Accepted::Tls(s), _)) => drop(s),
             Err(e) => {
                 tracing::warn!(error = %e, "echo server: accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -85,7 +93,7 @@ impl EchoConn {
                 Ok(EchoConn::Tcp(s))
             }
             Address::Unix(path) => Ok(EchoConn::Unix(tokio::net::UnixStream::connect(path).await?)),
-            Address::Abstract(_) => Err(std::io::Error::new(
+            Address::Abstract(_) | Address::Tls { .. } => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "the echo floor supports TCP and Unix socket paths",
             )),

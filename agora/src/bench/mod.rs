@@ -155,6 +155,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.serve_echo {
         return serve_echo(&args.client.address).await;
     }
+    if args.client.address.is_tls() {
+        return Err("agora bench measures plain TCP and Unix sockets: point it at a plain listener".into());
+    }
     if args.clients == 0 || args.pipeline == 0 || args.keyspace == 0 || args.threads == 0 {
         return Err("-c, -P, -r and --threads must be at least 1".into());
     }

@@ -56,24 +56,33 @@ pub struct Outgoing {
     pub address: Option<Value>,
     /// Give every reference [`Outgoing::address`], also those a CPython client stored
     /// with the address it dialled: the listener advertises the address its clients
-    /// must dial (`--advertise`), and every reference names an object of this server.
+    /// must dial (`--advertise`), or it is a TLS listener, whose clients dial it with
+    /// TLS; every reference names an object of this server.
     pub every_reference: bool,
+    /// The transport to name in every reference (`agora+tls` on a TLS listener, so a
+    /// CPython client rebuilds the proxy with `agora.tls`'s transport).
+    pub serializer: Option<&'static str>,
 }
+
+/// The transport `agora.tls` registers in CPython's `multiprocessing.managers`.
+pub const TLS_SERIALIZER: &str = "agora+tls";
 
 impl Outgoing {
     /// The rewriting for a connection: the key only for a local peer; `address` is
     /// what the connection reached, or what its listener advertises (`advertised`).
     pub fn new(peer_is_local: bool, authkey: &[u8], address: Option<&Address>, advertised: bool) -> Outgoing {
+        let tls = matches!(address, Some(Address::Tls { .. }));
         Outgoing {
             authkey: peer_is_local.then(|| authkey.to_vec()),
             address: address.and_then(python_address),
-            every_reference: advertised,
+            every_reference: advertised || tls,
+            serializer: tls.then_some(TLS_SERIALIZER),
         }
     }
 
     /// True if nothing would be rewritten.
     fn is_noop(&self) -> bool {
-        self.authkey.is_none() && self.address.is_none()
+        self.authkey.is_none() && self.address.is_none() && self.serializer.is_none()
     }
 
     /// Rewrites every reference inside `value` for this client.
@@ -98,9 +107,13 @@ impl Outgoing {
         }
     }
 
-    /// `RebuildProxy(cls, token, serializer, kwds)`: fill the token's address, add the key.
+    /// `RebuildProxy(cls, token, serializer, kwds)`: fill the token's address, name the
+    /// transport, add the key.
     fn rewrite(&self, rebuild: &mut Object) {
         let Build::Reduce(args) = &mut rebuild.build else { return };
+        if let (Some(serializer), Some(slot)) = (self.serializer, args.get_mut(2)) {
+            *slot = Value::Str(serializer.into());
+        }
         if let (Some(address), Some(Value::Object(token))) = (&self.address, args.get_mut(1)) {
             if let Some(Value::Tuple(state)) = &mut token.state {
                 match state.get_mut(1) {
@@ -125,7 +138,8 @@ fn is_rebuild_proxy(object: &Object) -> bool {
 /// a path, or `b'\0name'` for an abstract socket.
 fn python_address(address: &Address) -> Option<Value> {
     Some(match address {
-        Address::Tcp { host, port } => {
+        // A TLS client dials the same (host, port) with its TLS transport.
+        Address::Tcp { host, port } | Address::Tls { host, port } => {
             Value::Tuple(vec![Value::Str(host.clone().into()), Value::Int(i64::from(*port))])
         }
         Address::Unix(path) => Value::Str(path.to_str()?.to_owned().into()),
@@ -174,5 +188,14 @@ mod tests {
         Outgoing::new(false, b"k", Some(&"public.example:7".parse().unwrap()), true).localize(&mut value);
         let advertised = Value::Tuple(vec![Value::Str("public.example".into()), Value::Int(7)]);
         assert_eq!(ObjectRef::from_value(&value).unwrap().address, advertised);
+
+        // On a TLS listener every reference names its address and the TLS transport.
+        let mut value = remote.to_value();
+        Outgoing::new(false, b"k", Some(&"tls://127.0.0.1:9".parse().unwrap()), false).localize(&mut value);
+        let Value::Object(rebuild) = &value else { panic!() };
+        let Build::Reduce(args) = &rebuild.build else { panic!() };
+        assert_eq!(args[2], Value::Str(TLS_SERIALIZER.into()));
+        let tls_address = Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(9)]);
+        assert_eq!(ObjectRef::from_value(&value).unwrap().address, tls_address);
     }
 }

@@ -1,0 +1,326 @@
+//! TLS on `tls://` listeners: the certificate and key, client-certificate
+//! verification (mutual TLS), reloading them, and the encrypted connection.
+//!
+//! Owns everything TLS on the server side, so no other module knows it exists beyond
+//! one [`Transport`]: [`ServerTls`] holds the current rustls configuration, built from
+//! PEM files ([`TlsConfig`]) with the ring crypto provider chosen explicitly — never
+//! a process-wide default, which stays the embedding program's to choose.
+//! [`ServerTls::reload`] reads the files again and swaps the configuration in one
+//! step: connections already open keep the session they negotiated, new ones get the
+//! new certificate (the binary calls it on SIGHUP); a reload that fails changes
+//! nothing.
+//!
+//! [`ServerTls::accept`] wraps an accepted TCP socket in a [`TlsTransport`] at once,
+//! and the TLS handshake runs when the connection first reads or writes: that is,
+//! inside the authkey handshake, under the same handshake timeout and the same bound
+//! on handshakes in progress (`connection.rs`), so a peer that opens sockets and
+//! never finishes TLS is treated exactly like one that never answers the challenge.
+//! The authkey handshake then runs inside TLS, unchanged.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{ready, Context, Poll};
+
+use agora_proto::flushing::WriteThrough;
+use agora_proto::Address;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::listener::Transport;
+
+/// Where a TLS listener's certificate, key and (for mutual TLS) client CA are: PEM
+/// files, read when the server starts and again on each [`ServerTls::reload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC)
+    /// (`--tls-key`).
+    pub key: PathBuf,
+    /// If set, clients must present a certificate signed by one of these CAs
+    /// (`--tls-client-ca`); otherwise clients present none.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the TLS configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// Which file it is (`TLS certificate`, `TLS key`, `TLS client CA`).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A file is not the PEM it should be, or holds nothing usable.
+    #[error("{what} {path}: {reason}")]
+    Pem {
+        /// Which file it is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The files are readable but rustls refuses them together (e.g. the key does not
+    /// belong to the certificate).
+    #[error("TLS certificate {cert} and key {key}: {reason}")]
+    Rejected {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
+}
+
+/// A TLS listener's current configuration, swapped whole by [`ServerTls::reload`].
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsConfig,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Reads the certificate, key and client CA named by `files`.
+    pub fn load(files: TlsConfig) -> Result<ServerTls, TlsError> {
+        let config = build(&files)?;
+        Ok(ServerTls { files, current: RwLock::new(Arc::new(config)) })
+    }
+
+    /// The files this configuration is read from.
+    pub fn files(&self) -> &TlsConfig {
+        &self.files
+    }
+
+    /// Reads the files again and, if they make a valid configuration, uses it for every
+    /// connection accepted from now on. Open connections are not touched. On error the
+    /// old configuration stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = Arc::new(build(&self.files)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    /// Wraps an accepted socket; the TLS handshake runs on its first read or write.
+    pub fn accept(&self, tcp: TcpStream) -> TlsTransport {
+        let config = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let local = tcp.peer_is_local();
+        let local_address = tcp.local_address().and_then(|a| {
+            let (host, port) = a.host_port()?;
+            Some(Address::Tls { host: host.to_owned(), port })
+        });
+        let accepting = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+        TlsTransport { state: State::Handshaking(Box::new(accepting)), local, local_address }
+    }
+}
+
+/// Builds a rustls server configuration from the PEM files, with the ring provider.
+fn build(files: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let chain = read_certificates("TLS certificate", &files.cert)?;
+    let key = read_key(&files.key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let rejected = |e: rustls::Error| TlsError::Rejected {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        reason: e.to_string(),
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(rejected)?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let what = "TLS client CA";
+            let mut roots = RootCertStore::empty();
+            for cert in read_certificates(what, path)? {
+                roots.add(cert).map_err(|e| pem_error(what, path, e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| pem_error(what, path, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder.with_single_cert(chain, key).map_err(rejected)
+}
+
+fn pem_error(what: &'static str, path: &Path, reason: String) -> TlsError {
+    TlsError::Pem { what, path: path.to_owned(), reason }
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })
+}
+
+fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(what, path, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(pem_error(what, path, "no certificate in it (expected PEM 'BEGIN CERTIFICATE' blocks)".into()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let what = "TLS key";
+    let pem = read_pem(what, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => pem_error(
+            what,
+            path,
+            "no private key in it (expected a PEM 'PRIVATE KEY', 'RSA PRIVATE KEY' or 'EC PRIVATE KEY' block)".into(),
+        ),
+        other => pem_error(what, path, format!("not valid PEM: {other}")),
+    })
+}
+
+/// One connection to a TLS listener: the TLS handshake, then the encrypted stream.
+pub struct TlsTransport {
+    state: State,
+    /// Whether the peer is on this machine (asked of the socket before wrapping it).
+    local: bool,
+    /// The listener's address as a client dials it (`tls://…`).
+    local_address: Option<Address>,
+}
+
+enum State {
+    /// The TLS handshake has not finished yet.
+    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
+    /// The session is up; writes go through to the socket when they complete.
+    Open(Box<WriteThrough<tokio_rustls::server::TlsStream<TcpStream>>>),
+    /// The handshake failed: every later read or write fails the same way.
+    Failed(io::ErrorKind, String),
+}
+
+impl TlsTransport {
+    /// Drives the TLS handshake to its end; then the session is open.
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = match &mut self.state {
+            State::Open(_) => return Poll::Ready(Ok(())),
+            State::Failed(kind, why) => return Poll::Ready(Err(io::Error::new(*kind, why.clone()))),
+            State::Handshaking(accepting) => ready!(Pin::new(&mut **accepting).poll(cx)),
+        };
+        match outcome {
+            Ok(stream) => {
+                self.state = State::Open(Box::new(WriteThrough::new(stream)));
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                let why = format!("TLS handshake failed: {e}");
+                self.state = State::Failed(e.kind(), why.clone());
+                Poll::Ready(Err(io::Error::new(e.kind(), why)))
+            }
+        }
+    }
+
+    /// The open session, once the handshake is done.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Pin<&mut OpenStream>>> {
+        ready!(self.poll_handshake(cx))?;
+        match &mut self.state {
+            State::Open(stream) => Poll::Ready(Ok(Pin::new(&mut **stream))),
+            _ => unreachable!("poll_handshake returned Ok only with the session open"),
+        }
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        match &self.state {
+            State::Open(stream) => Some(stream.get_ref().get_ref().0),
+            State::Handshaking(accepting) => accepting.get_ref(),
+            State::Failed(..) => None,
+        }
+    }
+}
+
+type OpenStream = WriteThrough<tokio_rustls::server::TlsStream<TcpStream>>;
+
+impl AsyncRead for TlsTransport {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_open(cx))?.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsTransport {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_open(cx))?.poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_open(cx))?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_open(cx))?.poll_shutdown(cx)
+    }
+}
+
+impl Drop for TlsTransport {
+    /// Says goodbye properly (TLS close_notify) where the socket takes it at once, so a
+    /// peer can tell the server closing from a connection cut off (Python's `ssl`
+    /// reports an EOF without it as a protocol violation).
+    fn drop(&mut self) {
+        if let State::Open(stream) = &mut self.state {
+            let (tcp, session) = stream.get_mut().get_mut();
+            session.send_close_notify();
+            let mut records = Vec::new();
+            while session.wants_write() {
+                if session.write_tls(&mut records).is_err() {
+                    return;
+                }
+            }
+            let _ = tcp.try_write(&records);
+        }
+    }
+}
+
+impl Transport for TlsTransport {
+    fn before_read(&self) {
+        if let Some(tcp) = self.tcp() {
+            tcp.before_read();
+        }
+    }
+
+    fn peer_is_local(&self) -> bool {
+        self.local
+    }
+
+    fn local_address(&self) -> Option<Address> {
+        self.local_address.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &Path) -> TlsConfig {
+        TlsConfig { cert: dir.join("cert.pem"), key: dir.join("key.pem"), client_ca: None }
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = config_in(dir.path());
+        let err = ServerTls::load(files.clone()).unwrap_err().to_string();
+        assert!(err.contains("cannot read TLS certificate") && err.contains("cert.pem"), "{err}");
+        std::fs::write(&files.cert, "not pem at all").unwrap();
+        let err = ServerTls::load(files.clone()).unwrap_err().to_string();
+        assert!(err.contains("no certificate in it"), "{err}");
+        std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n").unwrap();
+        let err = ServerTls::load(files.clone()).unwrap_err().to_string();
+        assert!(err.contains("not valid PEM"), "{err}");
+    }
+}
