@@ -67,8 +67,9 @@ def main():
                         report = suite.agora_bench(["-a", address, "-c", 50, "-P", pipeline, "-n", args.requests,
                                                     "-d", 3, "-r", 10000, "-t", "set,get", *extra], timeout=600)
                         for test, row in by_test(report).items():
+                            latency = row["latency_us"]
                             runs.setdefault((system, pipeline, test), []).append(
-                                (row["rps"], row["p50_us"], row["p99_us"]))
+                                (row["requests_per_sec"], latency["p50"], latency["p99"]))
                     for system, sock in (("Redis", ["-p", r_plain]),
                                          ("Redis TLS", ["-p", r_tls, "--tls", "--cacert", certs["ca.pem"]])):
                         for test, command in REDIS.items():

@@ -477,6 +477,35 @@ fn admin_commands_reach_a_tls_listener_with_a_ca_bundle() {
     assert!(err.contains("requires a client certificate"), "{err}");
 }
 
+/// `agora bench` measures a TLS listener with the typed client (the raw one is plain
+/// TCP/Unix only, and says so).
+#[test]
+fn agora_bench_measures_a_tls_listener() {
+    let ca = Ca::new("agora test CA");
+    let files = Files::new();
+    let server = tls_server(files.server_flags(&ca.server(&["127.0.0.1"])));
+    let ca_file = path_arg(&files.write("ca.pem", &ca.pem()));
+    let bench = |extra: &[&str]| {
+        Command::new(agora_bin())
+            .args(["bench", "--address", &server.address, "-c", "4", "-n", "400", "-t", "set,get", "--json"])
+            .args(extra)
+            .env("AGORA_AUTHKEY", std::str::from_utf8(AUTHKEY).unwrap())
+            .env_remove("AGORA_TLS_CA")
+            .output()
+            .expect("run agora bench")
+    };
+    let out = bench(&["--tls-ca", &ca_file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["transport"], "tls");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{report}");
+    assert!(results.iter().all(|r| r["errors"] == 0 && r["requests_per_sec"].as_f64().unwrap() > 0.0), "{report}");
+    let raw = bench(&["--tls-ca", &ca_file, "--raw"]);
+    assert!(!raw.status.success());
+    assert!(String::from_utf8_lossy(&raw.stderr).contains("drop --raw"), "{}", String::from_utf8_lossy(&raw.stderr));
+}
+
 /// Runs `agora serve` with `args`, expecting it to refuse to start; returns its stderr.
 fn refused_to_start(args: &[&str]) -> String {
     let out = Command::new(agora_bin())

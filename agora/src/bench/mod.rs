@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_client::Manager;
+use agora_client::{Manager, ManagerOptions};
 use agora_proto::Address;
 use clap::Args;
 
@@ -155,9 +155,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.serve_echo {
         return serve_echo(&args.client.address).await;
     }
-    if args.client.address.is_tls() {
-        return Err("agora bench measures plain TCP and Unix sockets: point it at a plain listener".into());
+    if args.client.address.is_tls() && args.raw {
+        return Err("--raw speaks plain TCP and Unix sockets only: drop --raw to measure a tls:// listener".into());
     }
+    let options = args.client.manager_options()?;
     if args.clients == 0 || args.pipeline == 0 || args.keyspace == 0 || args.threads == 0 {
         return Err("-c, -P, -r and --threads must be at least 1".into());
     }
@@ -204,6 +205,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     };
     let transport = match address {
         Address::Tcp { .. } => "tcp",
+        Address::Tls { .. } => "tls",
         _ => "unix",
     };
     let mut report = Report {
@@ -220,7 +222,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         results: Vec::new(),
     };
     // The client side runs on a runtime (and thread) of its own.
-    let plan = Plan { args, address: needs_agora.then_some(address), authkey, echo_address };
+    let plan = Plan { args, address: needs_agora.then_some(address), authkey, options, echo_address };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let report_in = report.clone();
     std::thread::Builder::new()
@@ -316,18 +318,25 @@ struct Plan {
     args: BenchArgs,
     address: Option<Address>,
     authkey: Vec<u8>,
+    /// How clients connect (TLS settings for a tls:// address).
+    options: ManagerOptions,
     echo_address: Option<Address>,
 }
 
 /// Opens `n` connections, at most [`CONNECT_CONCURRENCY`] handshakes at a time.
-async fn connect_many(address: &Address, authkey: &[u8], n: usize) -> Result<Vec<Manager>, String> {
+async fn connect_many(
+    address: &Address,
+    authkey: &[u8],
+    options: &ManagerOptions,
+    n: usize,
+) -> Result<Vec<Manager>, String> {
     let mut managers = Vec::with_capacity(n);
     while managers.len() < n {
         let batch = (n - managers.len()).min(CONNECT_CONCURRENCY);
         let tasks: Vec<_> = (0..batch)
             .map(|_| {
-                let (address, authkey) = (address.clone(), authkey.to_vec());
-                tokio::spawn(async move { Manager::connect_to(&address, authkey).await })
+                let (address, authkey, options) = (address.clone(), authkey.to_vec(), options.clone());
+                tokio::spawn(async move { Manager::connect_to_with(&address, authkey, options).await })
             })
             .collect();
         for task in tasks {
@@ -357,7 +366,9 @@ impl Plan {
         let args = &self.args;
         let admin = match &self.address {
             Some(address) => {
-                Some(Manager::connect_to(address, &self.authkey).await.map_err(|e| format!("{address}: {e}"))?)
+                let options = self.options.clone();
+                let admin = Manager::connect_to_with(address, &self.authkey, options).await;
+                Some(admin.map_err(|e| format!("{address}: {e}"))?)
             }
             None => None,
         };
@@ -372,7 +383,7 @@ impl Plan {
         if let (Some(address), true) = (&self.address, args.idle > 0) {
             let before = memory().await?;
             let start = Instant::now();
-            _idle = connect_many(address, &self.authkey, args.idle).await?;
+            _idle = connect_many(address, &self.authkey, &self.options, args.idle).await?;
             let connect_seconds = start.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_millis(500)).await;
             let stats = admin.as_ref().expect("agora tests have an admin connection").stats().await;
@@ -393,7 +404,7 @@ impl Plan {
         }
         let managers = match &self.address {
             Some(address) if !args.raw && args.tests.iter().any(|t| *t != Test::Echo) => {
-                connect_many(address, &self.authkey, args.clients).await?
+                connect_many(address, &self.authkey, &self.options, args.clients).await?
             }
             _ => Vec::new(),
         };
