@@ -57,7 +57,7 @@ def main():
                      certs["server.pem"], "--tls-key-file", certs["server.key"], "--tls-ca-cert-file", certs["ca.pem"],
                      "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--daemonize", "no"])
         for port in (a_plain, a_tls, r_plain, r_tls):
-            wait_until(lambda port=port: can_connect(("127.0.0.1", port)), f"port {port}")
+            wait_until(lambda port=port: can_connect(f"127.0.0.1:{port}"), f"port {port}")
         runs = {}
         try:
             for r in range(args.rounds):
