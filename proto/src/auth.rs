@@ -124,19 +124,7 @@ impl Challenge {
     /// Checks the peer's answer: `{name}` + HMAC over the whole message, or (unless
     /// strict) a bare 16-byte HMAC-MD5 from a CPython ≤ 3.11 peer.
     pub fn verify(&self, authkey: &[u8], answer: &[u8], policy: Policy) -> Result<(), AuthError> {
-        let (digest, mac) = if answer.len() == 16 || answer.len() == 20 {
-            (Digest::Md5, answer)
-        } else {
-            split_named(answer).ok_or(AuthError::WrongDigest)?
-        };
-        if digest == Digest::Md5 && policy.strict {
-            return Err(AuthError::LegacyRefused);
-        }
-        if ct_eq(&digest.mac(authkey, &self.message), mac) {
-            Ok(())
-        } else {
-            Err(AuthError::WrongDigest)
-        }
+        self.verify_any(&[authkey], answer, policy).map(drop)
     }
 }
 
@@ -145,7 +133,7 @@ impl Challenge {
     /// one it was made with (a server with per-user keys learns who connected from
     /// which key answers). Every key is tried, each in constant time, whatever
     /// matched, so the time taken does not tell which key it was; the answer's form
-    /// is checked once, as [`Challenge::verify`] does.
+    /// is checked once.
     pub fn verify_any<K: AsRef<[u8]>>(&self, keys: &[K], answer: &[u8], policy: Policy) -> Result<usize, AuthError> {
         let (digest, mac) = if answer.len() == 16 || answer.len() == 20 {
             (Digest::Md5, answer)
