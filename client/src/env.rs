@@ -16,6 +16,7 @@ use agora_proto::{keyfile, Address};
 
 use crate::error::{Error, Result};
 use crate::Manager;
+use crate::{ClientTls, ManagerOptions};
 
 /// The variable holding the server's address (`unix:/…/agora.sock`, `host:port`).
 pub const ADDRESS_ENV: &str = "AGORA_ADDRESS";
@@ -62,6 +63,46 @@ pub(crate) fn from_env() -> Result<(Address, Vec<u8>)> {
     Ok((address, authkey))
 }
 
+/// The variable naming the CA bundle (PEM) that verifies a `tls://` server.
+pub const TLS_CA_ENV: &str = "AGORA_TLS_CA";
+/// The variables naming this client's certificate chain and key (PEM), for a server
+/// that verifies clients (mutual TLS).
+pub const TLS_CLIENT_CERT_ENV: &str = "AGORA_TLS_CLIENT_CERT";
+/// See [`TLS_CLIENT_CERT_ENV`].
+pub const TLS_CLIENT_KEY_ENV: &str = "AGORA_TLS_CLIENT_KEY";
+/// The variable naming the server name to check the certificate for, instead of the
+/// address's host.
+pub const TLS_SERVER_NAME_ENV: &str = "AGORA_TLS_SERVER_NAME";
+
+/// How to connect to `address` as the environment says: over TLS for a `tls://`
+/// address, with the CA bundle (and client certificate) its variables name — the same
+/// variables the `agora` admin commands and the Python package read.
+pub(crate) fn options_from_env(address: &Address) -> Result<ManagerOptions> {
+    let options = ManagerOptions::new();
+    if !address.is_tls() {
+        return Ok(options);
+    }
+    let Some(ca) = std::env::var_os(TLS_CA_ENV) else {
+        return Err(Error::Environment(format!(
+            "{address} is a tls:// address: set {TLS_CA_ENV} to the CA bundle (PEM) that verifies the server"
+        )));
+    };
+    let mut tls = ClientTls::from_ca_file(ca)?;
+    match (std::env::var_os(TLS_CLIENT_CERT_ENV), std::env::var_os(TLS_CLIENT_KEY_ENV)) {
+        (Some(cert), Some(key)) => tls = tls.with_client_cert_files(cert, key)?,
+        (None, None) => {}
+        _ => {
+            return Err(Error::Environment(format!(
+                "{TLS_CLIENT_CERT_ENV} and {TLS_CLIENT_KEY_ENV} go together (a client certificate and its key)"
+            )))
+        }
+    }
+    if let Some(name) = std::env::var(TLS_SERVER_NAME_ENV).ok().filter(|n| !n.is_empty()) {
+        tls = tls.server_name(name);
+    }
+    Ok(options.tls(tls))
+}
+
 impl Manager {
     /// Connects to the server the environment names: the address in `AGORA_ADDRESS`
     /// (else `127.0.0.1:50000`, where `agora serve` listens by default), the authkey in
@@ -69,7 +110,9 @@ impl Manager {
     /// zero-config `agora serve` on this machine generated — so next to a server
     /// started with no configuration, this needs none either. It is also how a child
     /// process reaches the manager of the parent that spawned it with
-    /// `agora::EmbeddedManager::command`.
+    /// `agora::EmbeddedManager::command`. A `tls://` address is dialled with the CA
+    /// bundle in `AGORA_TLS_CA` (and the client certificate in `AGORA_TLS_CLIENT_CERT`
+    /// and `AGORA_TLS_CLIENT_KEY`, the name to check in `AGORA_TLS_SERVER_NAME`).
     ///
     /// Fails with [`Error::Environment`] (saying which variable and what to do) when
     /// no authkey is found or a variable is malformed, and as [`Manager::connect`]
@@ -83,7 +126,8 @@ impl Manager {
     /// ```
     pub async fn from_env() -> Result<Manager> {
         let (address, authkey) = from_env()?;
-        Manager::connect_to(&address, authkey).await
+        let options = options_from_env(&address)?;
+        Manager::connect_to_with(&address, authkey, options).await
     }
 }
 
@@ -93,6 +137,7 @@ impl crate::blocking::Manager {
     /// [`crate::Manager::from_env`].
     pub fn from_env() -> Result<crate::blocking::Manager> {
         let (address, authkey) = from_env()?;
-        crate::blocking::Manager::connect_to(&address, authkey)
+        let options = options_from_env(&address)?;
+        crate::blocking::Manager::connect_to_with(&address, authkey, options)
     }
 }

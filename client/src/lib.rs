@@ -80,7 +80,10 @@ pub mod blocking;
 
 pub use agora_proto as proto;
 pub use agora_proto::Address;
-pub use env::{ADDRESS_ENV, AUTHKEY_ENV, AUTHKEY_FILE_ENV};
+pub use env::{
+    ADDRESS_ENV, AUTHKEY_ENV, AUTHKEY_FILE_ENV, TLS_CA_ENV, TLS_CLIENT_CERT_ENV, TLS_CLIENT_KEY_ENV,
+    TLS_SERVER_NAME_ENV,
+};
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerOptions};
 pub use proxy::array::{Array, ArrayItem};

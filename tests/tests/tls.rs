@@ -477,6 +477,36 @@ fn admin_commands_reach_a_tls_listener_with_a_ca_bundle() {
     assert!(err.contains("requires a client certificate"), "{err}");
 }
 
+/// `Manager::from_env` dials a `tls://` address with the CA bundle in `AGORA_TLS_CA`
+/// (the README's quick start, run as written, against a TLS listener).
+#[test]
+fn from_env_reads_the_tls_variables() {
+    let ca = Ca::new("agora test CA");
+    let files = Files::new();
+    let server = tls_server(files.server_flags(&ca.server(&["127.0.0.1"])));
+    let ca_file = path_arg(&files.write("ca.pem", &ca.pem()));
+    let quickstart = |ca: Option<&str>| {
+        let mut cmd = Command::new(agora_tests::example_binary("readme_quickstart"));
+        cmd.env("AGORA_ADDRESS", &server.address).env("AGORA_AUTHKEY", std::str::from_utf8(AUTHKEY).unwrap());
+        cmd.env_remove("AGORA_AUTHKEY_FILE").env_remove("AGORA_TLS_CLIENT_CERT").env_remove("AGORA_TLS_CLIENT_KEY");
+        match ca {
+            Some(ca) => cmd.env("AGORA_TLS_CA", ca),
+            None => cmd.env_remove("AGORA_TLS_CA"),
+        };
+        cmd.output().expect("run the quick start")
+    };
+    let out = quickstart(Some(&ca_file));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice has 4");
+    let out = quickstart(None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set AGORA_TLS_CA"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `agora bench` measures a TLS listener with the typed client (the raw one is plain
 /// TCP/Unix only, and says so).
 #[test]
