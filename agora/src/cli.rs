@@ -113,11 +113,11 @@ server's first listen address from the file replaces the default address. A tls:
 address needs --tls-ca (and --tls-client-cert/--tls-client-key for mutual TLS).")]
 pub struct ClientArgs {
     /// The server's address.
-    #[arg(long, short = 'a', value_name = "ADDR", env = "AGORA_ADDRESS", default_value = config::DEFAULT_LISTEN)]
+    #[arg(long, short = 'a', value_name = "ADDR", env = agora_client::ADDRESS_ENV, default_value = config::DEFAULT_LISTEN)]
     pub address: Address,
 
     /// Read the authkey from this file (one trailing newline is ignored).
-    #[arg(long, value_name = "PATH", env = "AGORA_AUTHKEY_FILE")]
+    #[arg(long, value_name = "PATH", env = agora_client::AUTHKEY_FILE_ENV)]
     pub authkey_file: Option<PathBuf>,
 
     /// Find the server's address and authkey file in this `agora serve` config file.
@@ -125,16 +125,16 @@ pub struct ClientArgs {
     pub config: Option<PathBuf>,
 
     /// For a tls:// address: the CA bundle (PEM) that verifies the server's certificate.
-    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CA")]
+    #[arg(long, value_name = "PATH", env = agora_client::TLS_CA_ENV)]
     pub tls_ca: Option<PathBuf>,
 
     /// For a server that requires client certificates (mutual TLS): this client's
     /// certificate chain (PEM). Needs --tls-client-key.
-    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    #[arg(long, value_name = "PATH", env = agora_client::TLS_CLIENT_CERT_ENV, requires = "tls_client_key")]
     pub tls_client_cert: Option<PathBuf>,
 
     /// The private key (PEM) of --tls-client-cert.
-    #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    #[arg(long, value_name = "PATH", env = agora_client::TLS_CLIENT_KEY_ENV, requires = "tls_client_cert")]
     pub tls_client_key: Option<PathBuf>,
 }
 
