@@ -71,6 +71,14 @@ impl Counters {
         }
     }
 
+    /// Sets every counter to `values` (a replica taking its leader's state).
+    pub fn set(&self, values: CounterValues) {
+        self.next_id.store(values.next_id, Ordering::Relaxed);
+        self.next_ticket.store(values.next_ticket, Ordering::Relaxed);
+        self.next_token.store(values.next_token, Ordering::Relaxed);
+        self.next_session.store(values.next_session, Ordering::Relaxed);
+    }
+
     /// A new object id.
     pub fn object_id(&self) -> ObjectId {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -135,4 +135,16 @@ impl Engine {
         *engine.restarted() = image.restarted;
         Ok(engine)
     }
+
+    /// Makes `other`'s state this engine's, in place: its objects, names, counters,
+    /// sessions and last restart. What is not state stays: the clock, the metrics, the
+    /// journal, the offload and the memory gate. A replica installing a snapshot its
+    /// leader sent uses it, since the serving layer holds this engine and not a slot it
+    /// could swap. Call it while no command runs.
+    pub fn replace_with(&self, other: Engine) {
+        self.table.replace_with(other.table);
+        self.counters.set(other.counters.values());
+        *self.sessions() = other.sessions.into_inner().unwrap_or_else(|e| e.into_inner());
+        *self.restarted() = other.restarted.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
 }

@@ -277,6 +277,15 @@ impl Table {
         Table { objects: RwLock::default(), names: Mutex::default(), custom, metrics: Metrics::default() }
     }
 
+    /// Takes `other`'s objects and names (see `Engine::replace_with`); the metrics
+    /// and custom kinds stay.
+    pub(super) fn replace_with(&self, other: Table) {
+        let mut names = self.names();
+        let mut objects = self.objects_write();
+        *objects = other.objects.into_inner().unwrap_or_else(|e| e.into_inner());
+        *names = other.names.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
+
     /// The call counters and histograms (for the metrics endpoint).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
