@@ -23,6 +23,7 @@
 //! | [`memory`] | the process's memory in use, the memory limit's samples, returning freed memory |
 
 pub mod access;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod custom;

@@ -1,0 +1,334 @@
+//! The peer network: Raft's RPCs between nodes, over TCP, authenticated with the
+//! cluster's key.
+//!
+//! A peer connection starts with the authkey challenge run both ways (the side that
+//! connected proves it knows the cluster key, then asks the listening side to prove
+//! it), with the same frames and HMAC as a client's handshake, so no node joins or
+//! impersonates a cluster without the key. Then the connecting side sends requests
+//! and reads one response to each, in order: `[frame: MessagePack of PeerRequest]` →
+//! `[frame: MessagePack of PeerResponse]`.
+//!
+//! Each openraft client object (one per target and purpose: a replication stream, a
+//! vote) keeps one connection and reconnects after an error; a failed connect is
+//! `Unreachable` (openraft then backs off), a failure on an open connection is a
+//! `Network` error.
+//!
+//! This module owns sockets and framing; it calls the local Raft with what arrives and
+//! never touches the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::auth::{self, Challenge, Policy};
+use agora_proto::frame;
+use agora_proto::io::read_frame;
+use bytes::BytesMut;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::{Node, NodeId, Raft, TypeConfig};
+
+/// The largest frame a peer may send (an append batch or a snapshot chunk).
+pub const PEER_FRAME_LIMIT: u64 = 512 << 20;
+
+/// How long a peer has to finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Replicate entries (also the heartbeat).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Ask for a vote.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot.
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// To `Append`.
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To `Snapshot`.
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+/// Why a peer connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The transport failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A frame could not be read.
+    #[error("{0}")]
+    Frame(#[from] agora_proto::io::FrameIoError),
+    /// The handshake failed: the other side does not share the cluster key.
+    #[error("peer handshake: {0}")]
+    Auth(#[from] auth::AuthError),
+    /// A message did not decode.
+    #[error("peer message: {0}")]
+    Decode(String),
+    /// The peer took too long.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A connection to or from a peer, after the handshake.
+struct PeerStream {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl PeerStream {
+    async fn send(&mut self, body: &[u8]) -> Result<(), PeerError> {
+        let mut out = Vec::with_capacity(body.len() + 12);
+        frame::encode(body, &mut out);
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<bytes::Bytes, PeerError> {
+        Ok(read_frame(&mut self.stream, &mut self.buf, PEER_FRAME_LIMIT).await?)
+    }
+
+    /// Challenges the other side; returns once it proved it knows `key`.
+    async fn challenge(&mut self, key: &[u8]) -> Result<(), PeerError> {
+        let challenge = Challenge::new();
+        self.send(&challenge.frame()).await?;
+        let answer = self.recv().await?;
+        match challenge.verify(key, &answer, Policy { strict: true }) {
+            Ok(()) => {
+                self.send(auth::WELCOME).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.send(auth::FAILURE).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Answers the other side's challenge with `key`.
+    async fn answer(&mut self, key: &[u8]) -> Result<(), PeerError> {
+        let challenge = self.recv().await?;
+        let answer = auth::answer(key, &challenge, Policy { strict: true })?;
+        self.send(&answer).await?;
+        let verdict = self.recv().await?;
+        if &verdict[..] == auth::WELCOME {
+            Ok(())
+        } else {
+            Err(auth::AuthError::Rejected.into())
+        }
+    }
+}
+
+/// Connects to a peer and runs the handshake.
+async fn connect(addr: &str, key: &[u8]) -> Result<PeerStream, PeerError> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        peer.answer(key).await?;
+        peer.challenge(key).await
+    })
+    .await
+    .map_err(|_| PeerError::Timeout)??;
+    Ok(peer)
+}
+
+/// Serves peers that connect to `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, raft: Raft, key: Arc<Vec<u8>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (stream, from) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "peer listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        let key = key.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                result = serve_peer(stream, raft, &key) => {
+                    if let Err(e) = result {
+                        tracing::debug!(peer = %from, error = %e, "peer connection ended");
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
+async fn serve_peer(stream: TcpStream, raft: Raft, key: &[u8]) -> Result<(), PeerError> {
+    stream.set_nodelay(true)?;
+    let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        peer.challenge(key).await?;
+        peer.answer(key).await
+    })
+    .await
+    .map_err(|_| PeerError::Timeout)??;
+    loop {
+        let body = match peer.recv().await {
+            Ok(body) => body,
+            Err(PeerError::Frame(agora_proto::io::FrameIoError::Closed)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let request: PeerRequest = rmp_serde::from_slice(&body).map_err(|e| PeerError::Decode(e.to_string()))?;
+        let response = match request {
+            PeerRequest::Append(rpc) => PeerResponse::Append(raft.append_entries(rpc).await),
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
+            PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(raft.install_snapshot(rpc).await),
+        };
+        let bytes = rmp_serde::to_vec(&response).map_err(|e| PeerError::Decode(e.to_string()))?;
+        peer.send(&bytes).await?;
+    }
+}
+
+/// Makes openraft's clients to other nodes (see the module docs).
+#[derive(Clone)]
+pub struct PeerNetwork {
+    key: Arc<Vec<u8>>,
+}
+
+impl PeerNetwork {
+    /// Clients that authenticate with the cluster key `key`.
+    pub fn new(key: Arc<Vec<u8>>) -> PeerNetwork {
+        PeerNetwork { key }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient { target, addr: node.addr.clone(), key: self.key.clone(), stream: None }
+    }
+}
+
+/// One openraft client of one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    key: Arc<Vec<u8>>,
+    stream: Option<PeerStream>,
+}
+
+/// What can go wrong with one RPC, before it is told apart by openraft's error types.
+enum RpcFailure {
+    Unreachable(PeerError),
+    Network(PeerError),
+}
+
+impl PeerClient {
+    async fn call(&mut self, request: &PeerRequest, ttl: Duration) -> Result<PeerResponse, RpcFailure> {
+        let fresh = self.stream.is_none();
+        if fresh {
+            let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.key))
+                .await
+                .map_err(|_| RpcFailure::Unreachable(PeerError::Timeout))?
+                .map_err(RpcFailure::Unreachable)?;
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        let bytes = rmp_serde::to_vec(request).map_err(|e| RpcFailure::Network(PeerError::Decode(e.to_string())))?;
+        let exchange = async {
+            stream.send(&bytes).await?;
+            let body = stream.recv().await?;
+            rmp_serde::from_slice::<PeerResponse>(&body).map_err(|e| PeerError::Decode(e.to_string()))
+        };
+        match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(RpcFailure::Network(e))
+            }
+            Err(_) => {
+                // A response may still arrive on this connection: never read it as the
+                // answer to a later request.
+                self.stream = None;
+                Err(RpcFailure::Network(PeerError::Timeout))
+            }
+        }
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, failure: RpcFailure) -> RPCError<NodeId, Node, E> {
+        match failure {
+            RpcFailure::Unreachable(e) => {
+                tracing::debug!(target_node = self.target, addr = %self.addr, error = %e, "peer unreachable");
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            RpcFailure::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+fn unexpected(what: &str) -> PeerError {
+    PeerError::Decode(format!("the peer answered with another kind of response than {what}"))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        match self.call(&PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(Ok(response))) => Ok(response),
+            Ok(PeerResponse::Append(Err(e))) => {
+                Err(RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.rpc_error(RpcFailure::Network(unexpected("append")))),
+            Err(failure) => Err(self.rpc_error(failure)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
+        match self.call(&PeerRequest::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Snapshot(Ok(response))) => Ok(response),
+            Ok(PeerResponse::Snapshot(Err(e))) => {
+                Err(RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.rpc_error(RpcFailure::Network(unexpected("snapshot")))),
+            Err(failure) => Err(self.rpc_error(failure)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(Ok(response))) => Ok(response),
+            Ok(PeerResponse::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.rpc_error(RpcFailure::Network(unexpected("vote")))),
+            Err(failure) => Err(self.rpc_error(failure)),
+        }
+    }
+}
