@@ -11,8 +11,11 @@
 //!   outcome: ok, failed or unknown) that every checker reads.
 //! - [`linearizability`] owns the Wing–Gong/Lowe linearizability checker, its
 //!   [`Model`](linearizability::Model) trait and the dict/counter model checked per key.
+//! - [`invariants`] owns the queue (no loss, no duplicate delivery after an ack, no
+//!   phantom items) and lock (fencing-token order, mutual exclusion) checks.
 
 pub mod history;
+pub mod invariants;
 pub mod linearizability;
 
 use std::io::{BufRead, BufReader, Read, Write};
