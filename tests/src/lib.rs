@@ -13,7 +13,9 @@
 //!   [`Model`](linearizability::Model) trait and the dict/counter model checked per key.
 //! - [`invariants`] owns the queue (no loss, no duplicate delivery after an ack, no
 //!   phantom items) and lock (fencing-token order, mutual exclusion) checks.
+//! - [`faultproxy`] owns the TCP proxy that partitions and delays links between peers.
 
+pub mod faultproxy;
 pub mod history;
 pub mod invariants;
 pub mod linearizability;
