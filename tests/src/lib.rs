@@ -3,6 +3,22 @@
 //!
 //! [`Server`] kills its process (and removes its temporary directory) when dropped, so
 //! a failing test leaves nothing running.
+//!
+//! Fault-injection tests (links cut and slowed between cluster peers, client histories
+//! checked afterwards) have modules of their own:
+//!
+//! - [`history`] owns the recorded history of client operations (call, return,
+//!   outcome: ok, failed or unknown) that every checker reads.
+//! - [`linearizability`] owns the Wing–Gong/Lowe linearizability checker, its
+//!   [`Model`](linearizability::Model) trait and the dict/counter model checked per key.
+//! - [`invariants`] owns the queue (no loss, no duplicate delivery after an ack, no
+//!   phantom items) and lock (fencing-token order, mutual exclusion) checks.
+//! - [`faultproxy`] owns the TCP proxy that partitions and delays links between peers.
+
+pub mod faultproxy;
+pub mod history;
+pub mod invariants;
+pub mod linearizability;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
