@@ -167,8 +167,8 @@ def agora_bench(args, timeout):
         return {"results": []}
 
 
-def redis_bench(sock_args, clients, pipeline, requests, command, timeout):
-    cmd = ["redis-benchmark", *sock_args, "-c", clients, "-P", pipeline, "-n", requests, "-r", 10000, "--csv", *command]
+def redis_bench(sock_args, clients, pipeline, requests, command, timeout, keyspace=10000):
+    cmd = ["redis-benchmark", *sock_args, "-c", clients, "-P", pipeline, "-n", requests, "-r", keyspace, "--csv", *command]
     record(cmd)
     before = children_cpu()
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False)
