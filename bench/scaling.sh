@@ -2,7 +2,8 @@
 # How cost grows: agora against Redis as connections (1 .. 10,000), entries (1 K .. 10 M)
 # and value sizes (16 B .. 1 MiB) grow (BENCHMARKS.md section 10). Prints three Markdown
 # tables and writes them, with the machine and every command, to bench/results/scaling.md.
-# About 15-25 minutes with the defaults; needs about 3 GiB of free memory (10 M entries).
+# About 10 minutes with the defaults (8.8 on a 2-core VM); needs about 3 GiB of free
+# memory (10 M entries; 1,000 values of 1 MiB in each server).
 #
 #   bench/scaling.sh                         # 3 interleaved rounds
 #   ROUNDS=1 bench/scaling.sh --quick --output /tmp/scaling.md   # a quick check of the script
