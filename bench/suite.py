@@ -39,6 +39,7 @@ AGORA = ROOT / "target" / "release" / "agora"
 AUTHKEY = "agora-bench-" + os.urandom(8).hex()
 PY_BENCH = ROOT / "bench" / "py_manager_bench.py"
 CHANGES = ROOT / "bench" / "changes.md"
+SECTIONS = ROOT / "bench" / "sections.md"  # hand-written sections measured by other scripts, kept as is
 PY_DURATION = 1.5  # seconds per py_manager_bench.py measurement
 
 COMMANDS = []  # every benchmark command line, for the report
@@ -167,8 +168,8 @@ def agora_bench(args, timeout):
         return {"results": []}
 
 
-def redis_bench(sock_args, clients, pipeline, requests, command, timeout):
-    cmd = ["redis-benchmark", *sock_args, "-c", clients, "-P", pipeline, "-n", requests, "-r", 10000, "--csv", *command]
+def redis_bench(sock_args, clients, pipeline, requests, command, timeout, keyspace=10000):
+    cmd = ["redis-benchmark", *sock_args, "-c", clients, "-P", pipeline, "-n", requests, "-r", keyspace, "--csv", *command]
     record(cmd)
     before = children_cpu()
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False)
@@ -727,6 +728,8 @@ def render(info, res):
             )
     w("")
 
+    if SECTIONS.exists():
+        w(SECTIONS.read_text().rstrip() + "\n")
     if CHANGES.exists():
         w(CHANGES.read_text().rstrip() + "\n")
 
