@@ -319,3 +319,93 @@ mod tests {
         assert_eq!(describe_holders(&nobody, 0), "");
     }
 }
+
+/// `agora cluster …`: asks nodes' peer listeners (see `agora_server::cluster::network`).
+pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> {
+    use agora_server::cluster::network::{ask, PeerRequest, PeerResponse};
+    use crate::cli::ClusterCommand;
+
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+    let call = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
+        ask(&peer, &key, &request, PATIENCE).await.map_err(|e| format!("{peer}: {e}"))
+    };
+    // A change goes to the leader: a follower's answer names it.
+    let change = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
+        let mut target = peer;
+        for _ in 0..3 {
+            let again = match ask(&target, &key, &request, PATIENCE).await.map_err(|e| format!("{target}: {e}"))? {
+                PeerResponse::Changed(Ok(())) => return Ok(()),
+                PeerResponse::Changed(Err(agora_server::cluster::ClusterError::NotLeader { leader: Some((_, addr)) })) => {
+                    addr
+                }
+                PeerResponse::Changed(Err(e)) => return Err(format!("{target}: {e}")),
+                other => return Err(format!("{target}: unexpected answer {other:?}")),
+            };
+            target = again;
+        }
+        Err("the leader kept changing; try again".to_owned())
+    };
+    match command {
+        ClusterCommand::Status(args) => {
+            let key = args.authkey()?;
+            let PeerResponse::Status(asked) = call(args.peer.clone(), key.clone(), PeerRequest::Status).await? else {
+                return Err(format!("{}: unexpected answer to a status request", args.peer));
+            };
+            if asked.voters.is_empty() && asked.learners.is_empty() {
+                println!("node {} at {} is in no cluster yet (agora cluster init, or --cluster)", asked.node_id, args.peer);
+                return Ok(());
+            }
+            println!("leader: {}", asked.leader.map_or("none known".to_owned(), |id| format!("node {id}")));
+            println!("{:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}", "NODE", "PEER", "ROLE", "TERM", "LOG", "APPLIED", "LAG");
+            let members: Vec<(u64, String, bool)> = asked
+                .voters
+                .iter()
+                .map(|(id, peer)| (*id, peer.clone(), true))
+                .chain(asked.learners.iter().map(|(id, peer)| (*id, peer.clone(), false)))
+                .collect();
+            let leader_lag = match asked.leader {
+                Some(leader) if leader == asked.node_id => asked.lag.clone(),
+                _ => Default::default(),
+            };
+            for (id, peer, _voter) in members {
+                let shown = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+                match call(peer.clone(), key.clone(), PeerRequest::Status).await {
+                    Ok(PeerResponse::Status(s)) => {
+                        let lag = leader_lag.get(&id).map_or("-".to_owned(), |l| l.to_string());
+                        println!(
+                            "{:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}",
+                            id,
+                            peer,
+                            s.role,
+                            s.term,
+                            shown(s.last_log_index),
+                            shown(s.last_applied),
+                            lag
+                        );
+                    }
+                    Ok(_) | Err(_) => println!("{:<6} {:<22} {:<10}", id, peer, "unreachable"),
+                }
+            }
+            Ok(())
+        }
+        ClusterCommand::Init { args, members } => {
+            let key = args.authkey()?;
+            let members = members.into_iter().map(|m| (m.id, m.peer)).collect();
+            change(args.peer.clone(), key, PeerRequest::Init(members)).await?;
+            println!("cluster formed; `agora cluster status --peer {}` shows it", args.peer);
+            Ok(())
+        }
+        ClusterCommand::Add { args, member } => {
+            let key = args.authkey()?;
+            change(args.peer.clone(), key, PeerRequest::Add(member.id, member.peer.clone())).await?;
+            println!("node {} ({}) is a voting member", member.id, member.peer);
+            Ok(())
+        }
+        ClusterCommand::Remove { args, node_id } => {
+            let key = args.authkey()?;
+            change(args.peer.clone(), key, PeerRequest::Remove(node_id)).await?;
+            println!("node {node_id} is no longer a member");
+            Ok(())
+        }
+    }
+}

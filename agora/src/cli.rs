@@ -102,6 +102,89 @@ the server can start from what is intact.")]
     },
     /// Load-test a server (like redis-benchmark): throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Operate a replicated cluster through its nodes' peer listeners: status, init,
+    /// add, remove.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `agora cluster …`.
+#[derive(Debug, Subcommand)]
+#[command(after_help = "\
+These speak to a node's peer listener (its --peer-listen address) with the cluster's
+authkey, so they work whichever node leads, and on a node that is not in a cluster yet.")]
+pub enum ClusterCommand {
+    /// Show every member: role, term, log index, applied index, lag behind the leader.
+    Status(ClusterArgs),
+    /// Form a new cluster of these members (ID=HOST:PORT, each node's id and peer
+    /// address); the nodes must be running with empty logs. The same as starting them
+    /// all with the same --cluster list.
+    Init {
+        #[command(flatten)]
+        args: ClusterArgs,
+        /// The members.
+        #[arg(required = true, value_name = "ID=PEER")]
+        members: Vec<config::Member>,
+    },
+    /// Add a running node (ID=HOST:PORT) to the cluster: it catches up as a learner,
+    /// then becomes a voter.
+    Add {
+        #[command(flatten)]
+        args: ClusterArgs,
+        /// The new member.
+        #[arg(value_name = "ID=PEER")]
+        member: config::Member,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[command(flatten)]
+        args: ClusterArgs,
+        /// The node's id.
+        #[arg(value_name = "ID")]
+        node_id: u64,
+    },
+}
+
+/// How `agora cluster` reaches a node.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// A node's peer address (its --peer-listen).
+    #[arg(long, value_name = "HOST:PORT", env = "AGORA_PEER")]
+    pub peer: String,
+
+    /// Read the cluster's authkey from this file.
+    #[arg(long, value_name = "PATH", env = agora_client::AUTHKEY_FILE_ENV)]
+    pub authkey_file: Option<PathBuf>,
+
+    /// Find the authkey file in this `agora serve` config file.
+    #[arg(long, value_name = "PATH", env = config::CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The cluster's authkey: --authkey-file, $AGORA_AUTHKEY, the config file's.
+    pub fn authkey(&self) -> Result<Vec<u8>, String> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        explicit_authkey(self.authkey_file.as_ref(), &file)?
+            .ok_or_else(|| format!("no authkey: pass the cluster's --authkey-file, or set ${AUTHKEY_ENV}"))
+    }
+}
+
+/// The authkey from a flag, else the environment, else a config file's authkey-file.
+fn explicit_authkey(flag: Option<&PathBuf>, file: &FileConfig) -> Result<Option<Vec<u8>>, String> {
+    if let Some(path) = flag {
+        return config::read_authkey_file(path).map(Some).map_err(|e| e.to_string());
+    }
+    if let Some(key) = config::authkey_from_env().map_err(|e| e.to_string())? {
+        return Ok(Some(key));
+    }
+    match &file.authkey_file {
+        Some(path) => config::read_authkey_file(path).map(Some).map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
 }
 
 /// How the admin subcommands reach a server.
@@ -169,12 +252,8 @@ impl ClientArgs {
             Some(from_file) if self.address == default => from_file.clone(),
             _ => self.address.clone(),
         };
-        let authkey = if let Some(path) = &self.authkey_file {
-            config::read_authkey_file(path).map_err(|e| e.to_string())?
-        } else if let Some(key) = config::authkey_from_env().map_err(|e| e.to_string())? {
+        let authkey = if let Some(key) = explicit_authkey(self.authkey_file.as_ref(), &file)? {
             key
-        } else if let Some(path) = &file.authkey_file {
-            config::read_authkey_file(path).map_err(|e| e.to_string())?
         } else if let Some(users) = file.users.as_ref().filter(|u| !u.is_empty()) {
             // Which user to be is the operator's choice, never a guess.
             let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
@@ -198,6 +277,7 @@ SETTINGS:
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
   heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
   snapshot-after, allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout,
+  node-id, peer-listen, cluster,
   advertise, tls-cert, tls-key, tls-client-ca). Precedence: flag > environment variable > config file >
   built-in default. An unknown key in the file is an error naming it. --print-config
   shows the result.
@@ -418,6 +498,39 @@ pub struct ServeArgs {
     /// (mutual TLS); re-read on SIGHUP. [default: no client certificates]
     #[arg(long, value_name = "PATH", env = "AGORA_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// Run as node N (1, 2, …; unique in its cluster) of a replicated cluster. Needs
+    /// --data-dir (the node's Raft log and snapshots), --peer-listen, and an authkey
+    /// every node shares (--authkey-file or $AGORA_AUTHKEY). Clients may connect to any
+    /// node: the leader serves them, the others pass them on to it. [default: a single
+    /// server]
+    #[arg(long, value_name = "N", env = "AGORA_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+
+    /// Where this cluster node listens for the other nodes (Raft's traffic, which the
+    /// authkey authenticates). Needs --node-id.
+    #[arg(long, value_name = "HOST:PORT", env = "AGORA_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+
+    /// The cluster's members, ID=HOST:PORT (each node's id and --peer-listen address),
+    /// comma-separated or repeated. Nodes started with the same list form the cluster
+    /// on their first start; without it, form one with `agora cluster init`. Needs
+    /// --node-id.
+    #[arg(long, value_name = "ID=PEER", env = "AGORA_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<config::Member>,
+}
+
+/// A cluster node's settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's id.
+    pub node_id: u64,
+    /// Where it listens for its peers.
+    pub peer_listen: std::net::SocketAddr,
+    /// The members to form the cluster with on first start (may be empty).
+    pub members: Vec<config::Member>,
+    /// The node's directory (from --data-dir).
+    pub dir: PathBuf,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -469,6 +582,8 @@ pub struct ServeSettings {
     pub users: Vec<UserFile>,
     /// The certificate, key and client CA of `tls://` listeners, if given.
     pub tls: Option<TlsConfig>,
+    /// This server is a cluster node; `None`: a single server.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// The default number of worker threads: one per CPU.
@@ -514,7 +629,35 @@ impl ServeArgs {
         } else {
             AuthkeySource::Generate
         };
-        let durability = match self.data_dir.clone().or(file.data_dir) {
+        let node_id = self.node_id.or(file.node_id);
+        let peer_listen = self.peer_listen.or(file.peer_listen);
+        let members = if self.cluster.is_empty() { file.cluster.unwrap_or_default() } else { self.cluster.clone() };
+        let data_dir = self.data_dir.clone().or(file.data_dir);
+        let cluster = match (node_id, peer_listen, &data_dir) {
+            (None, None, _) if members.is_empty() => None,
+            (None, _, _) => return Err("--peer-listen and --cluster are for cluster nodes: give --node-id too".to_owned()),
+            (Some(_), None, _) => {
+                return Err("a cluster node needs --peer-listen HOST:PORT (where the other nodes reach it)".to_owned())
+            }
+            (Some(_), Some(_), None) => {
+                return Err("a cluster node needs --data-dir (where its Raft log and snapshots are kept)".to_owned())
+            }
+            (Some(_), Some(_), Some(_)) if !users.is_empty() => {
+                return Err("cluster nodes with [users] tables are not supported yet: the nodes share one authkey".to_owned())
+            }
+            (Some(_), Some(_), Some(_)) if self.fsync.is_some() || self.snapshot_after.is_some() => {
+                return Err("--fsync and --snapshot-after are for a single server: a cluster node fsyncs its Raft log \
+                            before every acknowledgement and snapshots by entries"
+                    .to_owned())
+            }
+            (Some(node_id), Some(peer_listen), Some(dir)) => {
+                if !members.is_empty() && !members.iter().any(|m| m.id == node_id) {
+                    return Err(format!("--cluster does not list this node ({node_id}): list every member, this one too"));
+                }
+                Some(ClusterSettings { node_id, peer_listen, members: members.clone(), dir: dir.clone() })
+            }
+        };
+        let durability = match data_dir.filter(|_| cluster.is_none()) {
             Some(dir) => {
                 let mut durable = DurabilityConfig::new(dir);
                 durable.fsync = self.fsync.or(file.fsync).unwrap_or_default();
@@ -542,6 +685,7 @@ impl ServeArgs {
         Ok(ServeSettings {
             tls,
             durability,
+            cluster,
             allow_remote_shutdown: self.allow_remote_shutdown.or(file.allow_remote_shutdown).unwrap_or(false),
             unix_mode: self.unix_mode.or(file.unix_mode),
             users,
@@ -655,7 +799,14 @@ impl ServeSettings {
             }
             None => out.push_str("# tls-cert: none (no tls:// listeners)\n"),
         }
+        if let Some(c) = &self.cluster {
+            out.push_str(&format!("data-dir = {}\n", quote(&c.dir.display().to_string())));
+            out.push_str(&format!("node-id = {}\n", c.node_id));
+            out.push_str(&format!("peer-listen = {}\n", quote(&c.peer_listen.to_string())));
+            out.push_str(&format!("cluster = {}\n", list(c.members.iter().map(|m| m.to_string()).collect())));
+        }
         match &self.durability {
+            None if self.cluster.is_some() => {}
             Some(d) => {
                 out.push_str(&format!("data-dir = {}\n", quote(&d.data_dir.display().to_string())));
                 out.push_str(&format!("fsync = {}\n", quote(&d.fsync.to_string())));
@@ -717,6 +868,10 @@ fn load_authkey(source: &AuthkeySource) -> Result<Vec<u8>, config::AuthkeyError>
 }
 
 fn init_logging(filter: &str) {
+    // openraft narrates every election and replication step at info; an operator needs
+    // its warnings (a peer unreachable, a vote lost) unless they ask for more.
+    let filter = if filter.contains("openraft") { filter.to_owned() } else { format!("{filter},openraft=warn") };
+    let filter = filter.as_str();
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("agora: invalid --log-level '{filter}' ({e}); using 'info'");
         tracing_subscriber::EnvFilter::new("info")
@@ -761,13 +916,30 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.allow_remote_shutdown = settings.allow_remote_shutdown;
     config.unix_mode = settings.unix_mode;
     config.tls = settings.tls.clone();
-    // Bind before touching the authkey, so a port clash leaves no new key file behind.
+    // A cluster's key must be there before Raft starts; otherwise bind before touching
+    // the authkey, so a port clash leaves no new key file behind.
+    let cluster_key = match &settings.cluster {
+        Some(cluster) => {
+            if settings.authkey == AuthkeySource::Generate {
+                return Err("a cluster's nodes share one authkey: give each the same --authkey-file (or $AGORA_AUTHKEY)".to_owned());
+            }
+            let key = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
+            let node = agora_server::cluster::ClusterConfig::new(cluster.node_id, cluster.peer_listen, &cluster.dir, key.clone());
+            let members = cluster.members.iter().map(|m| (m.id, m.peer.clone())).collect();
+            config.cluster = Some(agora_server::cluster::ClusterSetup { node, members });
+            Some(key)
+        }
+        None => None,
+    };
     let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let metrics = match &settings.metrics {
         Some(address) => Some(agora_server::metrics::MetricsListener::bind(address).await.map_err(|e| e.to_string())?),
         None => None,
     };
-    let authkey = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
+    let authkey = match cluster_key {
+        Some(key) => key,
+        None => load_authkey(&settings.authkey).map_err(|e| e.to_string())?,
+    };
     server.set_authkey(authkey);
     if !settings.users.is_empty() {
         let users = config::load_users(&settings.users)?;

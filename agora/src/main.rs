@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
             Command::Snapshot(client) => admin::snapshot(&client).await,
             Command::Check { data_dir, truncate } => admin::check(&data_dir, truncate),
             Command::Bench(args) => agora::bench::run(args).await,
+            Command::Cluster(command) => admin::cluster(command).await,
         }
     });
     exit_code(result)

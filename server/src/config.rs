@@ -143,6 +143,9 @@ pub struct Config {
     /// certificates must chain to, for mutual TLS); required if one is a `tls://`
     /// address, refused if none is.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// This server is a node of a replicated cluster ([`crate::cluster`]); its state
+    /// lives in the cluster's log, so `durability` must be `None`.
+    pub cluster: Option<crate::cluster::ClusterSetup>,
 }
 
 impl Config {
@@ -161,12 +164,43 @@ impl Config {
             unix_mode: None,
             users: Vec::new(),
             tls: None,
+            cluster: None,
         }
     }
 
     /// The named object serving CPython typeid `typeid`, if one is exposed.
     pub fn exposed(&self, typeid: &str) -> Option<&Exposure> {
         self.expose.iter().find(|e| e.typeid == typeid)
+    }
+}
+
+/// One member of a cluster as `--cluster` names it: `ID=HOST:PORT`, the node's id and
+/// the address of its peer listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The node's id (not 0).
+    pub id: u64,
+    /// Its peer address.
+    pub peer: String,
+}
+
+impl std::str::FromStr for Member {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Member, String> {
+        let bad = || format!("'{text}' is not a cluster member: write ID=HOST:PORT (the node's id and its --peer-listen address)");
+        let (id, peer) = text.split_once('=').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        let peer = peer.trim();
+        if id == 0 || peer.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+            return Err(bad());
+        }
+        Ok(Member { id, peer: peer.to_owned() })
+    }
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.id, self.peer)
     }
 }
 
@@ -336,6 +370,12 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// `tls-client-ca`, resolved against the config file's folder.
     pub tls_client_ca: Option<PathBuf>,
+    /// `node-id`: this server is a node of a replicated cluster.
+    pub node_id: Option<u64>,
+    /// `peer-listen`: where a cluster node listens for its peers.
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// `cluster`: a string or an array of `ID=HOST:PORT` members.
+    pub cluster: Option<Vec<Member>>,
 }
 
 /// A user as the config file describes it (`[users.NAME]`): its key is in a file of its
@@ -438,6 +478,10 @@ struct RawFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    node_id: Option<u64>,
+    peer_listen: Option<std::net::SocketAddr>,
+    #[serde(default, deserialize_with = "de::members")]
+    cluster: Option<Vec<Member>>,
 }
 
 /// A `[users.NAME]` table as written.
@@ -533,6 +577,11 @@ mod de {
         text.parse().map(Some).map_err(D::Error::custom)
     }
 
+    pub(super) fn members<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<super::Member>>, D::Error> {
+        let texts = texts(d, "a cluster member like \"1=10.0.0.1:50100\"")?;
+        texts.iter().map(|t| t.parse().map_err(D::Error::custom)).collect::<Result<_, _>>().map(Some)
+    }
+
     pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         match usize::deserialize(d) {
             Ok(n) if n >= 1 => Ok(Some(n)),
@@ -618,6 +667,9 @@ impl FileConfig {
             tls_cert: raw.tls_cert.map(|p| base.join(p)),
             tls_key: raw.tls_key.map(|p| base.join(p)),
             tls_client_ca: raw.tls_client_ca.map(|p| base.join(p)),
+            node_id: raw.node_id,
+            peer_listen: raw.peer_listen,
+            cluster: raw.cluster,
         })
     }
 }

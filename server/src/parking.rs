@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use agora_proto::native::Args;
 
+use crate::cluster::Serving;
 use crate::durability::Durability;
 use crate::engine::{
     Access, Answer, Command, Delivery, Effects, Engine, Lsn, Reclaim, Session, SessionId, Ticket, Time, Waiter,
@@ -38,14 +39,6 @@ use crate::engine::{
 /// The answer to a call that would wait while the server shuts down.
 pub fn shutting_down() -> WireError {
     WireError::new(agora_proto::ErrorCode::ShuttingDown, "the server is shutting down")
-}
-
-/// Remembers on the session where its command was logged: its answer waits for that.
-#[inline]
-fn note_logged(session: &Session, effects: &Effects) {
-    if let Some(lsn) = effects.lsn {
-        session.note_logged(lsn);
-    }
 }
 
 /// What a connection finds in its mailbox.
@@ -112,6 +105,8 @@ pub struct Parking {
     engine: Arc<Engine>,
     /// The log, with durability on: answers wait for their records.
     durability: Option<Arc<Durability>>,
+    /// On a cluster node: answers wait for the cluster to commit their records.
+    serving: Option<Arc<Serving>>,
     mailboxes: RwLock<HashMap<SessionId, mpsc::UnboundedSender<Mail>>>,
     alarms: Mutex<BTreeSet<(Time, Alarm)>>,
     /// Wakes the timer when an alarm earlier than all others is set.
@@ -130,18 +125,24 @@ impl std::fmt::Debug for Parking {
 impl Parking {
     /// The parking layer for `engine`. Start its timer with [`Parking::run_timer`].
     pub fn new(engine: Arc<Engine>) -> Arc<Parking> {
-        Parking::build(engine, None)
+        Parking::build(engine, None, None)
     }
 
     /// The parking layer over a durable log's engine.
     pub fn durable(durability: Arc<Durability>) -> Arc<Parking> {
-        Parking::build(durability.engine().clone(), Some(durability))
+        Parking::build(durability.engine().clone(), Some(durability), None)
     }
 
-    fn build(engine: Arc<Engine>, durability: Option<Arc<Durability>>) -> Arc<Parking> {
+    /// The parking layer of a cluster node serving over `engine`.
+    pub fn replicated(engine: Arc<Engine>, serving: Arc<Serving>) -> Arc<Parking> {
+        Parking::build(engine, None, Some(serving))
+    }
+
+    fn build(engine: Arc<Engine>, durability: Option<Arc<Durability>>, serving: Option<Arc<Serving>>) -> Arc<Parking> {
         Arc::new(Parking {
             engine,
             durability,
+            serving,
             mailboxes: RwLock::default(),
             alarms: Mutex::default(),
             earlier: Notify::new(),
@@ -155,28 +156,55 @@ impl Parking {
         self.durability.as_ref()
     }
 
+    /// The cluster node's serving side, on a cluster node.
+    pub fn serving(&self) -> Option<&Arc<Serving>> {
+        self.serving.as_ref()
+    }
+
     /// What an answer read now may depend on: the last record appended (0 without
-    /// durability). A connection takes it when a delivery reaches it.
+    /// durability or a cluster). A connection takes it when a delivery reaches it.
     #[inline]
     pub fn appended(&self) -> Lsn {
+        if let Some(serving) = &self.serving {
+            return serving.appended();
+        }
         self.durability.as_ref().map_or(0, |d| d.appended())
     }
 
-    /// True if record `lsn` is already as durable as the fsync policy promises
-    /// (always without durability).
+    /// True if record `lsn` is already as durable as the fsync policy promises, or
+    /// committed by the cluster (always without durability or a cluster).
     #[inline]
     pub fn is_settled(&self, lsn: Lsn) -> bool {
+        if let Some(serving) = &self.serving {
+            return serving.is_settled(lsn);
+        }
         self.durability.as_ref().is_none_or(|d| lsn == 0 || d.is_settled(lsn))
     }
 
-    /// Returns once record `lsn` is as durable as the fsync policy promises, so an
-    /// answer that depends on it may go out (at once without durability).
+    /// Returns once record `lsn` is as durable as the fsync policy promises, or
+    /// committed by the cluster, so an answer that depends on it may go out (at once
+    /// without durability or a cluster).
     #[inline]
     pub async fn settle(&self, lsn: Lsn) {
+        if let Some(serving) = &self.serving {
+            return serving.settle(lsn).await;
+        }
         if let Some(durability) = &self.durability {
             if lsn > 0 {
                 durability.settle(lsn).await;
             }
+        }
+    }
+
+    /// Notes on `session` what the answer it is about to get depends on: its own
+    /// record, or on a cluster node, for an answer computed without one (a read, a
+    /// refusal), the commit of a later record (see `cluster::serving`).
+    #[inline]
+    fn note_logged(&self, session: &Session, effects: &Effects) {
+        match (effects.lsn, &self.serving) {
+            (Some(lsn), _) => session.note_logged(lsn),
+            (None, Some(serving)) => session.note_logged(serving.read_dependency(self.engine.now())),
+            (None, None) => {}
         }
     }
 
@@ -185,13 +213,14 @@ impl Parking {
         &self.engine
     }
 
-    /// Opens a session and its mailbox.
-    pub fn open(self: &Arc<Self>) -> (Session, Mailbox) {
-        let session = self.engine.open_session(self.engine.now());
+    /// Opens a session and its mailbox. Fails only on a replicated node that does not
+    /// lead its cluster.
+    pub fn open(self: &Arc<Self>) -> Result<(Session, Mailbox), WireError> {
+        let session = self.engine.open_session(self.engine.now())?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = session.id();
         self.mailboxes.write().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        (session, Mailbox { session: id, rx, parking: self.clone() })
+        Ok((session, Mailbox { session: id, rx, parking: self.clone() }))
     }
 
     /// Applies a command of `session` and carries out its effects; returns its answer.
@@ -203,7 +232,7 @@ impl Parking {
             return self.call(session, object, access, &method, args, at);
         }
         let effects = self.engine.apply_in(session, command);
-        note_logged(session, &effects);
+        self.note_logged(session, &effects);
         self.carry_out(effects)
     }
 
@@ -219,7 +248,7 @@ impl Parking {
         at: Time,
     ) -> Result<Answer, WireError> {
         let effects = self.engine.call(session, object, access, method, args, at);
-        note_logged(session, &effects);
+        self.note_logged(session, &effects);
         if let Ok(Answer::Parked(parked)) = &effects.reply {
             if self.draining.load(Ordering::Acquire) {
                 // Shutting down: a call may not wait for what an ending session would
@@ -353,6 +382,12 @@ impl Parking {
         if earliest {
             self.earlier.notify_one();
         }
+    }
+
+    /// Removes every alarm (a cluster node that stopped leading: time is the new
+    /// leader's).
+    pub fn clear_alarms(&self) {
+        self.alarms.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Removes an alarm that is no longer needed (a call answered before its deadline).

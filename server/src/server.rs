@@ -118,11 +118,11 @@ impl Shared {
     /// Opens the session of a connection from `peer` (both dialects): its session and
     /// mailbox, and its entry in [`Shared::peers`], which lasts as long as the entry
     /// is kept.
-    pub fn open_session(&self, peer: &str) -> (Session, Mailbox, PeerEntry<'_>) {
-        let (session, mailbox) = self.parking.open();
+    pub fn open_session(&self, peer: &str) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
+        let (session, mailbox) = self.parking.open()?;
         self.peers.map().insert(session.id(), peer.to_owned());
         let entry = PeerEntry { peers: &self.peers, session: session.id() };
-        (session, mailbox, entry)
+        Ok((session, mailbox, entry))
     }
 
     /// Whether a client may shut the server down: one on this machine (a Unix socket or
@@ -292,12 +292,19 @@ impl Server {
             addresses.push(bound);
         }
         let advertised = resolve_advertised(&config, &addresses)?;
-        let (parking, recovery) = match &config.durability {
-            None => {
+        let (parking, recovery) = match (&config.durability, &config.cluster) {
+            (Some(_), Some(_)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a cluster node keeps its state in the cluster's log: give it a cluster directory, not a durability config",
+                ))
+            }
+            (None, Some(setup)) => (open_cluster_node(setup, &config, &addresses, &advertised).await?, None),
+            (None, None) => {
                 tracing::info!("state is in memory only: it is lost when the server stops (--data-dir keeps it)");
                 (Parking::new(Arc::new(Engine::new(config.custom.clone()))), None)
             }
-            Some(durable) => {
+            (Some(durable), None) => {
                 let (parking, recovery) = open_durable(durable, &config)?;
                 (parking, Some(recovery))
             }
@@ -372,6 +379,11 @@ impl Server {
         tokio::spawn(sample_request_rate(shared.clone()));
         tokio::spawn(give_back_for_dead_processes(shared.clone()));
         tokio::spawn(shared.parking.clone().run_timer(shared.shutdown.clone()));
+        if let Some(serving) = shared.parking.serving() {
+            tokio::spawn(serving.clone().run_replicator(shared.shutdown.clone()));
+            let hooks = Arc::new(StintStarter { parking: shared.parking.clone() });
+            tokio::spawn(serving.clone().watch_leadership(hooks, shared.shutdown.clone()));
+        }
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         // Every connection task holds a clone; when all are gone, draining is done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -387,6 +399,10 @@ impl Server {
         tracing::info!("stopped accepting; waiting for connections to finish");
         if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv()).await.is_err() {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+        }
+        if let Some(serving) = shared.parking.serving() {
+            serving.node().stop().await;
+            tracing::info!(node = serving.node().id(), "left the cluster's traffic; its log stays on disk");
         }
         if let Some(durability) = shared.parking.durability() {
             // Everything appended goes to disk before the process ends.
@@ -453,6 +469,60 @@ fn open_durable(durable: &DurabilityConfig, config: &Config) -> std::io::Result<
     Ok((Parking::durable(durability), recovery))
 }
 
+/// Starts a cluster node over a fresh engine; with `--cluster` members and an empty
+/// log, forms the cluster.
+async fn open_cluster_node(
+    setup: &crate::cluster::ClusterSetup,
+    config: &Config,
+    bound: &[Address],
+    advertised: &[(Address, Address)],
+) -> std::io::Result<Arc<Parking>> {
+    let engine = Arc::new(crate::cluster::fresh_engine(config.custom.clone()));
+    let mut node = setup.node.clone();
+    // Followers pass their clients on to the leader's first TCP listener (as advertised).
+    node.client_address = bound.iter().find(|a| matches!(a, Address::Tcp { .. })).map(|a| {
+        advertised.iter().find(|(listen, _)| listen == a).map_or_else(|| a.to_string(), |(_, to)| to.to_string())
+    });
+    let (id, dir) = (node.node_id, node.dir.clone());
+    let serving = crate::cluster::Serving::start(node, engine.clone(), config.custom.clone())
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cluster node {id} ({}): {e}", dir.display())))?;
+    if !setup.members.is_empty() {
+        serving
+            .node()
+            .initialize(setup.members.clone())
+            .await
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("forming the cluster: {e}")))?;
+    }
+    tracing::info!(
+        node = id,
+        peer_listen = %serving.node().peer_addr(),
+        dir = %dir.display(),
+        "cluster node started; it serves clients while it leads and passes them on to the leader otherwise"
+    );
+    Ok(Parking::replicated(engine, serving))
+}
+
+/// What a cluster node does when it starts and stops leading.
+struct StintStarter {
+    parking: Arc<Parking>,
+}
+
+impl crate::cluster::StintHooks for StintStarter {
+    fn began(&self, wakeups: Vec<(agora_proto::native::ObjectId, crate::engine::Time)>) {
+        // The previous leader's clients are gone with it (their connections were to it).
+        let engine = self.parking.engine();
+        let _ = self.parking.run_global(Command::Restart { at: engine.now() });
+        for (object, at) in wakeups {
+            self.parking.arm(at, Alarm::Wake { object });
+        }
+    }
+
+    fn ended(&self) {
+        self.parking.clear_alarms();
+    }
+}
+
 /// Ends the previous run's sessions (`Command::Restart`, logged like any other) and
 /// arms the wake-ups the restored objects asked for.
 fn restart(parking: &Parking, recovery: Recovery) {
@@ -494,16 +564,69 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
             }
         }
         let (shared, slots, done) = (shared.clone(), slots.clone(), done.clone());
+        if let Some(serving) = shared.parking.serving().cloned() {
+            tokio::spawn(async move {
+                if serving.leadership().leading() {
+                    // A connection lives as long as the stint it was opened in.
+                    let mut generation = serving.leadership().generation();
+                    tokio::select! {
+                        _ = serve_accepted(stream, peer, shared, slots) => {}
+                        _ = generation.changed() => {}
+                    }
+                } else {
+                    forward_to_leader(stream, &peer, &serving).await;
+                }
+                drop(done);
+            });
+            continue;
+        }
         tokio::spawn(async move {
-            match stream {
-                Accepted::Tcp(s) => connection::serve(s, peer, shared, slots).await,
-                Accepted::Unix(s) => connection::serve(s, peer, shared, slots).await,
-                Accepted::Tls(s) => match shared.tls.clone() {
-                    Some(tls) => connection::serve(tls.accept(s), peer, shared, slots).await,
-                    None => unreachable!("Server::bind refuses tls:// listeners without a certificate"),
-                },
-            }
+            serve_accepted(stream, peer, shared, slots).await;
             drop(done);
         });
+    }
+}
+
+/// Serves one accepted connection.
+async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slots: Arc<Semaphore>) {
+    match stream {
+        Accepted::Tcp(s) => connection::serve(s, peer, shared, slots).await,
+        Accepted::Unix(s) => connection::serve(s, peer, shared, slots).await,
+        Accepted::Tls(s) => match shared.tls.clone() {
+            Some(tls) => connection::serve(tls.accept(s), peer, shared, slots).await,
+            None => unreachable!("Server::bind refuses tls:// listeners without a certificate"),
+        },
+    }
+}
+
+/// A cluster node that does not lead passes a client's connection on to the leader,
+/// byte for byte: the leader runs the handshake and serves it.
+async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluster::Serving) {
+    let leader = match serving.leader_client_address().await {
+        Ok(address) => address,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "no leader to pass a client on to; closing its connection");
+            return;
+        }
+    };
+    let target = leader.strip_prefix("tcp://").unwrap_or(&leader).to_owned();
+    let mut upstream = match tokio::net::TcpStream::connect(&target).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::info!(%peer, leader = %leader, error = %e, "cannot reach the leader; closing the client's connection");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let result = match stream {
+        Accepted::Tcp(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
+        Accepted::Unix(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
+        Accepted::Tls(_) => {
+            tracing::info!(%peer, "TLS clients are not passed on to the leader yet: connect to the leader");
+            return;
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "a passed-on connection ended");
     }
 }

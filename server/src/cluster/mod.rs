@@ -19,8 +19,10 @@
 //! This module owns the node's Raft files and peer sockets; it must not know about
 //! connections, dialects or wire formats.
 
+pub mod leadership;
 pub mod log_store;
 pub mod network;
+pub mod serving;
 pub mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -41,8 +43,10 @@ use tokio::sync::watch;
 
 use crate::custom::CustomKinds;
 use crate::engine::{encode_record, Command, CounterValues, Engine};
+pub use leadership::Leadership;
 pub use log_store::LogStore;
 pub use network::PeerNetwork;
+pub use serving::{Serving, StintHooks};
 pub use state_machine::{EffectsSink, StateMachine};
 
 /// Where every node's engine starts its counters. Replicas must start from the same
@@ -65,19 +69,24 @@ pub type Node = BasicNode;
 /// What one log entry carries: command records (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The leader's stint that applied these commands already (0: none did; see
+    /// [`leadership`]).
+    pub origin: u64,
+    /// The journal LSN of the last record, on the node that proposed it.
+    pub last_lsn: u64,
     /// Encoded records (`engine::encode_record`), one command each.
     #[serde(with = "serde_bytes")]
     pub records: Vec<u8>,
 }
 
 impl Proposal {
-    /// The proposal of `commands`, in order.
+    /// The proposal of `commands`, in order, applied nowhere yet.
     pub fn of<'a>(commands: impl IntoIterator<Item = &'a Command>) -> Proposal {
         let mut records = Vec::new();
         for command in commands {
             encode_record(&mut records, command);
         }
-        Proposal { records }
+        Proposal { origin: 0, last_lsn: 0, records }
     }
 }
 
@@ -123,6 +132,9 @@ pub struct ClusterConfig {
     /// Entries a snapshot covers that are kept anyway, so a follower a little behind
     /// catches up from the log rather than by a whole snapshot.
     pub keep_after_snapshot: u64,
+    /// Where clients reach this node over TCP (followers pass their clients on to the
+    /// leader's).
+    pub client_address: Option<String>,
 }
 
 impl ClusterConfig {
@@ -138,12 +150,23 @@ impl ClusterConfig {
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_after_entries: 10_000,
             keep_after_snapshot: 1_000,
+            client_address: None,
         }
     }
 }
 
+/// A cluster node's settings, as `agora serve` takes them.
+#[derive(Debug, Clone)]
+pub struct ClusterSetup {
+    /// The node.
+    pub node: ClusterConfig,
+    /// The members to form the cluster with if this node's log is empty (`--cluster`;
+    /// empty: wait to be initialized or added by `agora cluster`).
+    pub members: BTreeMap<NodeId, String>,
+}
+
 /// Why a cluster operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ClusterError {
     /// This node is not the leader; the leader, if known.
     #[error("this node is not the leader{}", match .leader { Some((id, addr)) => format!(" (node {id} at {addr} is)"), None => " (no leader is known yet)".to_owned() })]
@@ -226,7 +249,8 @@ impl ClusterNode {
         config: ClusterConfig,
         engine: Arc<Engine>,
         custom: CustomKinds,
-    ) -> std::io::Result<ClusterNode> {
+        leadership: Option<Arc<Leadership>>,
+    ) -> std::io::Result<Arc<ClusterNode>> {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         if config.node_id == 0 {
             return Err(invalid("a node id must not be 0".to_owned()));
@@ -243,7 +267,7 @@ impl ClusterNode {
         let raft_config = Arc::new(raft_config.validate().map_err(|e| invalid(e.to_string()))?);
         std::fs::create_dir_all(&config.dir)?;
         let log = LogStore::open(&config.dir)?;
-        let machine = StateMachine::open(engine, custom, &config.dir)?;
+        let machine = StateMachine::open(engine, custom, &config.dir, log.clone(), leadership)?;
         let listener = TcpListener::bind(config.peer_listen).await?;
         let peer_addr = listener.local_addr()?;
         let key = Arc::new(config.key);
@@ -252,8 +276,11 @@ impl ClusterNode {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (shutdown, stop) = watch::channel(false);
-        tokio::spawn(network::serve(listener, raft.clone(), key, stop));
-        Ok(ClusterNode { id: config.node_id, raft, machine, peer_addr, shutdown })
+        let handler = Arc::new(tokio::sync::OnceCell::new());
+        tokio::spawn(network::serve(listener, handler.clone(), key, stop));
+        let node = Arc::new(ClusterNode { id: config.node_id, raft, machine, peer_addr, shutdown });
+        let _ = handler.set(network::PeerHandler { node: Arc::downgrade(&node), client_address: config.client_address });
+        Ok(node)
     }
 
     /// This node's id.
@@ -278,9 +305,16 @@ impl ClusterNode {
 
     /// Forms a new cluster of `members` (id → peer address). Run it once, on one node
     /// of a cluster whose nodes all have empty logs.
+    /// Running it on every node with the same members is safe too (`--cluster`); on a
+    /// node whose log is not empty it does nothing.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), ClusterError> {
         let nodes: BTreeMap<NodeId, Node> = members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
-        self.raft.initialize(nodes).await.map_err(|e| ClusterError::Failed(e.to_string()))
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            // The cluster is formed already: what initializing was for.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ClusterError::Failed(e.to_string())),
+        }
     }
 
     /// Replicates `commands` as one entry and returns once a majority has it and this

@@ -16,7 +16,8 @@
 //! This module owns sockets and framing; it calls the local Raft with what arrives and
 //! never touches the engine.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use agora_proto::auth::{self, Challenge, Policy};
@@ -34,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{Node, NodeId, Raft, TypeConfig};
+use super::{ClusterError, ClusterNode, Node, NodeId, NodeStatus, TypeConfig};
 
 /// The largest frame a peer may send (an append batch or a snapshot chunk).
 pub const PEER_FRAME_LIMIT: u64 = 512 << 20;
@@ -42,7 +43,8 @@ pub const PEER_FRAME_LIMIT: u64 = 512 << 20;
 /// How long a peer has to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A request from one node to another.
+/// A request from one node to another, or from `agora cluster` (which knows the
+/// cluster key) to a node.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
     /// Replicate entries (also the heartbeat).
@@ -51,6 +53,16 @@ pub enum PeerRequest {
     Vote(VoteRequest<NodeId>),
     /// One chunk of a snapshot.
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Where do clients reach you? (a follower passes its clients on to the leader).
+    ClientAddress,
+    /// Where do you stand? ([`NodeStatus`]).
+    Status,
+    /// Form a new cluster of these members (id → peer address).
+    Init(BTreeMap<NodeId, String>),
+    /// Add a node (id, peer address): a learner first, then a voter.
+    Add(NodeId, String),
+    /// Remove a node.
+    Remove(NodeId),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -62,6 +74,12 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// To `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// To `ClientAddress`: the node's client address, if it has a TCP one.
+    ClientAddress(Option<String>),
+    /// To `Status`.
+    Status(NodeStatus),
+    /// To `Init`, `Add` and `Remove`.
+    Changed(Result<(), ClusterError>),
 }
 
 /// Why a peer connection failed.
@@ -147,8 +165,21 @@ async fn connect(addr: &str, key: &[u8]) -> Result<PeerStream, PeerError> {
     Ok(peer)
 }
 
+/// What a node answers its peers and `agora cluster` with.
+pub struct PeerHandler {
+    /// The node (weak: the node owns the listener task).
+    pub node: Weak<ClusterNode>,
+    /// The node's client address, if it has a TCP one.
+    pub client_address: Option<String>,
+}
+
 /// Serves peers that connect to `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, raft: Raft, key: Arc<Vec<u8>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<tokio::sync::OnceCell<PeerHandler>>,
+    key: Arc<Vec<u8>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -162,12 +193,12 @@ pub async fn serve(listener: TcpListener, raft: Raft, key: Arc<Vec<u8>>, mut shu
                 continue;
             }
         };
-        let raft = raft.clone();
+        let handler = handler.clone();
         let key = key.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = serve_peer(stream, raft, &key) => {
+                result = serve_peer(stream, &handler, &key) => {
                     if let Err(e) = result {
                         tracing::debug!(peer = %from, error = %e, "peer connection ended");
                     }
@@ -178,7 +209,11 @@ pub async fn serve(listener: TcpListener, raft: Raft, key: Arc<Vec<u8>>, mut shu
     }
 }
 
-async fn serve_peer(stream: TcpStream, raft: Raft, key: &[u8]) -> Result<(), PeerError> {
+async fn serve_peer(
+    stream: TcpStream,
+    handler: &tokio::sync::OnceCell<PeerHandler>,
+    key: &[u8],
+) -> Result<(), PeerError> {
     stream.set_nodelay(true)?;
     let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -194,10 +229,21 @@ async fn serve_peer(stream: TcpStream, raft: Raft, key: &[u8]) -> Result<(), Pee
             Err(e) => return Err(e),
         };
         let request: PeerRequest = rmp_serde::from_slice(&body).map_err(|e| PeerError::Decode(e.to_string()))?;
+        let Some(node) = handler.get().and_then(|h| h.node.upgrade()) else {
+            return Err(PeerError::Decode("this node is starting or stopping".to_owned()));
+        };
+        let raft = node.raft();
         let response = match request {
             PeerRequest::Append(rpc) => PeerResponse::Append(raft.append_entries(rpc).await),
             PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(raft.install_snapshot(rpc).await),
+            PeerRequest::ClientAddress => {
+                PeerResponse::ClientAddress(handler.get().and_then(|h| h.client_address.clone()))
+            }
+            PeerRequest::Status => PeerResponse::Status(node.status()),
+            PeerRequest::Init(members) => PeerResponse::Changed(node.initialize(members).await),
+            PeerRequest::Add(id, addr) => PeerResponse::Changed(node.add_node(id, addr).await),
+            PeerRequest::Remove(id) => PeerResponse::Changed(node.remove_node(id).await),
         };
         let bytes = rmp_serde::to_vec(&response).map_err(|e| PeerError::Decode(e.to_string()))?;
         peer.send(&bytes).await?;
@@ -331,4 +377,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Err(failure) => Err(self.rpc_error(failure)),
         }
     }
+}
+
+/// Sends one request to the node whose peer listener is at `addr` (the side of
+/// `agora cluster`: it knows the cluster key) and returns the answer.
+pub async fn ask(addr: &str, key: &[u8], request: &PeerRequest, timeout: Duration) -> Result<PeerResponse, PeerError> {
+    tokio::time::timeout(timeout, async {
+        let mut stream = connect(addr, key).await?;
+        let bytes = rmp_serde::to_vec(request).map_err(|e| PeerError::Decode(e.to_string()))?;
+        stream.send(&bytes).await?;
+        let body = stream.recv().await?;
+        rmp_serde::from_slice::<PeerResponse>(&body).map_err(|e| PeerError::Decode(e.to_string()))
+    })
+    .await
+    .map_err(|_| PeerError::Timeout)?
 }

@@ -9,15 +9,25 @@
 //! openraft replays the committed entries after it.
 //!
 //! What applying a command produced besides its state change (answers for parked
-//! calls, wake-ups) goes to the [`EffectsSink`], if one is set: the node serving
-//! clients routes it; a replica that serves nobody drops it.
+//! calls, wake-ups) goes to the [`EffectsSink`], if one is set; a replica that serves
+//! nobody drops the answers and remembers the earliest wake-up each object asked for,
+//! which it arms if it comes to lead ([`StateMachine::take_wakeups`]).
+//!
+//! On a node that serves clients ([`Leadership`]), entries of the running stint are
+//! not applied again (their commands are in the engine already): they settle the
+//! answers that wait for them. An entry from anyone else during a stint ends it. And
+//! before anything is applied to an engine that may hold uncommitted changes, the
+//! engine is rebuilt: the snapshot, then the committed entries after it, from the log.
 //!
 //! This module owns the snapshot file and the applied position; it never opens
 //! sessions or reads a clock.
 
+use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use agora_proto::native::ObjectId;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -25,9 +35,10 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, Entry, Node, NodeId, Proposal, TypeConfig};
+use super::leadership::Leadership;
+use super::{fresh_engine, Applied, Entry, LogStore, Node, NodeId, Proposal, TypeConfig};
 use crate::custom::CustomKinds;
-use crate::engine::{decode_record, Command, Effects, Engine, EngineImage, RecordRead};
+use crate::engine::{decode_record, Command, Effects, Engine, EngineImage, RecordRead, Time};
 
 /// The snapshot file's name in the node's directory.
 pub const SNAPSHOT_FILE: &str = "raft.snapshot";
@@ -49,6 +60,11 @@ struct AppliedState {
     /// The last snapshot built or installed: its metadata and encoded bytes.
     snapshot: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)>,
     snapshots_built: u64,
+    /// On a leader: the engine's state right after the record with this LSN of this
+    /// stint, waiting for the entry that carries that record to be committed.
+    cut: Option<(u64, u64, EngineImage)>,
+    /// On a leader: a committed cut (the state as of that entry), for the next snapshot.
+    ready: Option<(LogId<NodeId>, StoredMembership<NodeId, Node>, EngineImage)>,
 }
 
 /// The state machine of one node (see the module docs). Clones share it.
@@ -59,6 +75,14 @@ pub struct StateMachine {
     dir: PathBuf,
     state: Arc<Mutex<AppliedState>>,
     sink: Arc<Mutex<Option<EffectsSink>>>,
+    /// The log, to rebuild the engine from.
+    log: LogStore,
+    /// Set on a node that serves clients.
+    leadership: Option<Arc<Leadership>>,
+    /// The earliest wake-up each object asked for while this node did not lead.
+    wakeups: Arc<Mutex<BTreeMap<ObjectId, Time>>>,
+    /// Held while entries are applied or the engine is rebuilt.
+    applying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -89,10 +113,27 @@ pub fn commands(proposal: &Proposal) -> Result<Vec<Command>, String> {
 }
 
 impl StateMachine {
-    /// The state machine over `engine`, keeping its snapshot in `dir`. A snapshot found
-    /// there becomes the engine's state.
-    pub fn open(engine: Arc<Engine>, custom: CustomKinds, dir: &Path) -> io::Result<StateMachine> {
-        let machine = StateMachine { engine, custom, dir: dir.to_owned(), state: Arc::default(), sink: Arc::default() };
+    /// The state machine over `engine`, keeping its snapshot in `dir`; `log` is the
+    /// node's log and `leadership` is set on a node that serves clients. A snapshot
+    /// found in `dir` becomes the engine's state.
+    pub fn open(
+        engine: Arc<Engine>,
+        custom: CustomKinds,
+        dir: &Path,
+        log: LogStore,
+        leadership: Option<Arc<Leadership>>,
+    ) -> io::Result<StateMachine> {
+        let machine = StateMachine {
+            engine,
+            custom,
+            dir: dir.to_owned(),
+            state: Arc::default(),
+            sink: Arc::default(),
+            log,
+            leadership,
+            wakeups: Arc::default(),
+            applying: Arc::default(),
+        };
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => {
                 let file: SnapshotFile = rmp_serde::from_slice(&bytes)
@@ -133,6 +174,72 @@ impl StateMachine {
         *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
     }
 
+    /// The wake-ups objects asked for while this node did not lead (to arm when it
+    /// starts to).
+    pub fn take_wakeups(&self) -> Vec<(ObjectId, Time)> {
+        std::mem::take(&mut *self.wakeups.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect()
+    }
+
+    /// On a leader: `image` is the engine's state right after record `lsn` of `stint`,
+    /// taken in the same hold of the journal's lock as the proposal that ends with it.
+    /// Once that entry commits, it is what the next snapshot holds: a leader's engine
+    /// runs ahead of what is committed, so it cannot be imaged at an applied index.
+    pub fn offer_cut(&self, stint: u64, lsn: u64, image: EngineImage) {
+        self.lock().cut = Some((stint, lsn, image));
+    }
+
+    /// Rebuilds the engine from the snapshot and the committed log if it may hold
+    /// changes the cluster did not commit (see the module docs).
+    pub async fn rebuild_if_dirty(&self) -> Result<(), String> {
+        let _applying = self.applying.lock().await;
+        self.rebuild_locked()
+    }
+
+    fn rebuild_locked(&self) -> Result<(), String> {
+        let Some(leadership) = &self.leadership else { return Ok(()) };
+        if !leadership.needs_rebuild() {
+            return Ok(());
+        }
+        let (snapshot, last_applied) = {
+            let state = self.lock();
+            (state.snapshot.clone(), state.last_applied)
+        };
+        let (rebuilt, from) = match snapshot {
+            Some((meta, bytes)) => {
+                let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| e.to_string())?;
+                (Engine::from_image(self.custom.clone(), file.image)?, meta.last_log_id.map_or(0, |id| id.index + 1))
+            }
+            None => (fresh_engine(self.custom.clone()), 0),
+        };
+        let upto = last_applied.map_or(0, |id| id.index);
+        let mut replayed = 0;
+        if last_applied.is_some() {
+            for entry in self.log.entries(from..=upto) {
+                if let EntryPayload::Normal(proposal) = &entry.payload {
+                    for command in commands(proposal)? {
+                        rebuilt.apply_replicated(command);
+                        replayed += 1;
+                    }
+                }
+            }
+        }
+        self.engine.replace_with(rebuilt);
+        leadership.rebuilt();
+        tracing::info!(from, upto, replayed, "engine rebuilt from the committed log");
+        Ok(())
+    }
+
+    fn remember_wakeups(&self, effects: &Effects) {
+        if effects.wakeups.is_empty() {
+            return;
+        }
+        let mut wakeups = self.wakeups.lock().unwrap_or_else(|e| e.into_inner());
+        for &(object, at) in &effects.wakeups {
+            let earliest = wakeups.entry(object).or_insert(at);
+            *earliest = (*earliest).min(at);
+        }
+    }
+
     fn take_image(&self, image: EngineImage) -> Result<(), String> {
         let restored = Engine::from_image(self.custom.clone(), image)?;
         self.engine.replace_with(restored);
@@ -151,14 +258,30 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        // Entries are applied by the one task that also asks for this builder, so the
-        // image and the applied position agree.
-        let (last_applied, membership, number) = {
+        let _applying = self.applying.lock().await;
+        self.rebuild_locked().map_err(|why| StorageIOError::read_state_machine(&io_error(why)))?;
+        let leading = self.leadership.as_ref().is_some_and(|l| l.leading());
+        let (last_applied, membership, image, number) = {
             let mut state = self.lock();
             state.snapshots_built += 1;
-            (state.last_applied, state.membership.clone(), state.snapshots_built)
+            let number = state.snapshots_built;
+            if leading {
+                // The engine runs ahead of the log: only a committed cut will do.
+                match state.ready.take() {
+                    Some((log_id, membership, image)) => (Some(log_id), membership, image, number),
+                    None => {
+                        if let Some((meta, bytes)) = &state.snapshot {
+                            return Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) });
+                        }
+                        (None, StoredMembership::default(), fresh_engine(self.custom.clone()).image(), number)
+                    }
+                }
+            } else {
+                // Entries are applied under `applying`, held here: the image and the
+                // applied position agree.
+                (state.last_applied, state.membership.clone(), self.engine.image(), number)
+            }
         };
-        let image = self.engine.image();
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{number}", id.leader_id, id.index),
             None => format!("none-{number}"),
@@ -194,6 +317,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let _applying = self.applying.lock().await;
         let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut replies = Vec::new();
         for entry in entries {
@@ -202,12 +326,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(proposal) => {
-                    let commands = commands(&proposal).map_err(|why| StorageIOError::apply(log_id, &io_error(why)))?;
-                    for command in commands {
-                        let effects = self.engine.apply(command);
-                        applied.commands += 1;
-                        if let Some(sink) = &sink {
-                            sink(effects);
+                    let stint = self.leadership.as_ref().map_or(0, |l| l.stint());
+                    if stint != 0 && proposal.origin == stint {
+                        // Applied when it was proposed: now it is committed.
+                        if let Some(leadership) = &self.leadership {
+                            leadership.committed(stint, proposal.last_lsn);
+                        }
+                        let mut state = self.lock();
+                        if state.cut.as_ref().is_some_and(|(s, lsn, _)| *s == stint && *lsn == proposal.last_lsn) {
+                            let (_, _, image) = state.cut.take().expect("checked");
+                            state.ready = Some((log_id, state.membership.clone(), image));
+                        }
+                    } else {
+                        if let Some(leadership) = &self.leadership {
+                            if stint != 0 {
+                                leadership.end("an entry of another leader was committed");
+                            }
+                        }
+                        self.rebuild_locked().map_err(|why| StorageIOError::apply(log_id, &io_error(why)))?;
+                        let commands =
+                            commands(&proposal).map_err(|why| StorageIOError::apply(log_id, &io_error(why)))?;
+                        for command in commands {
+                            let effects = self.engine.apply_replicated(command);
+                            applied.commands += 1;
+                            self.remember_wakeups(&effects);
+                            if let Some(sink) = &sink {
+                                sink(effects);
+                            }
                         }
                     }
                 }
@@ -234,6 +379,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, Node>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
+        let _applying = self.applying.lock().await;
         let bytes = snapshot.into_inner();
         let damaged = |e: io::Error| StorageIOError::read_snapshot(Some(meta.signature()), &e);
         let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| damaged(io_error(e)))?;
@@ -245,6 +391,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(io_error)
             .and_then(|r| r)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        if let Some(leadership) = &self.leadership {
+            // The whole state was replaced by a committed one.
+            if !leadership.leading() {
+                leadership.rebuilt();
+            }
+        }
         let mut state = self.lock();
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();

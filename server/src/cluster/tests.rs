@@ -16,7 +16,7 @@ const KEY: &[u8] = b"cluster-test-key";
 const PATIENCE: Duration = Duration::from_secs(30);
 
 struct TestNode {
-    node: ClusterNode,
+    node: Arc<ClusterNode>,
     engine: Arc<Engine>,
     dir: PathBuf,
 }
@@ -31,7 +31,7 @@ fn config(id: NodeId, dir: &std::path::Path, port: u16) -> ClusterConfig {
 
 async fn start(id: NodeId, dir: PathBuf, port: u16) -> TestNode {
     let engine = Arc::new(fresh_engine(CustomKinds::default()));
-    let node = ClusterNode::start(config(id, &dir, port), engine.clone(), CustomKinds::default()).await.expect("start");
+    let node = ClusterNode::start(config(id, &dir, port), engine.clone(), CustomKinds::default(), None).await.expect("start");
     TestNode { node, engine, dir }
 }
 
@@ -221,7 +221,7 @@ async fn a_node_with_another_key_cannot_join_or_disturb_the_cluster() {
     let mut wrong =
         ClusterConfig::new(9, SocketAddr::from(([127, 0, 0, 1], 0)), base.path().join("n9"), b"wrong".to_vec());
     wrong.election_timeout = (Duration::from_millis(150), Duration::from_millis(300));
-    let intruder = ClusterNode::start(wrong, engine, CustomKinds::default()).await.unwrap();
+    let intruder = ClusterNode::start(wrong, engine, CustomKinds::default(), None).await.unwrap();
     let members: BTreeMap<NodeId, String> = nodes
         .iter()
         .map(|n| (n.node.id(), n.node.peer_addr().to_string()))

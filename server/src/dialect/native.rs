@@ -115,7 +115,10 @@ pub async fn serve<S: Transport>(
     who: Who,
     shared: Arc<Shared>,
 ) {
-    let (session, mut mailbox, _peer) = shared.open_session(peer);
+    let (session, mut mailbox, _peer) = match shared.open_session(peer) {
+        Ok(opened) => opened,
+        Err(e) => return refuse(&mut stream, e).await,
+    };
     let welcome = match greet(&first, &session, &shared) {
         Ok(w) => w,
         Err(e) => {

@@ -168,6 +168,12 @@ pub enum Command {
         /// When.
         at: Time,
     },
+    /// Changes nothing, but is logged: a replicated node's read waits for the commit of
+    /// a record appended after it, which proves the node still led the cluster then.
+    Barrier {
+        /// When.
+        at: Time,
+    },
 }
 
 impl Command {
@@ -205,7 +211,8 @@ impl Command {
             | Command::Expire { at, .. }
             | Command::Abandon { at, .. }
             | Command::Tick { at, .. }
-            | Command::Restart { at } => *at,
+            | Command::Restart { at }
+            | Command::Barrier { at } => *at,
         }
     }
 }

@@ -94,6 +94,9 @@ pub struct Journal {
     /// Set while the log cannot be written: mutating commands are refused with it.
     refusing: AtomicBool,
     refusal: Mutex<Option<WireError>>,
+    /// Set while every command is refused, not only changes a client asked for: a
+    /// replicated node that does not lead must apply nothing but its cluster's log.
+    closed: Mutex<Option<WireError>>,
 }
 
 impl Journal {
@@ -104,6 +107,7 @@ impl Journal {
             appended: AtomicU64::new(next_lsn.saturating_sub(1)),
             refusing: AtomicBool::new(false),
             refusal: Mutex::new(None),
+            closed: Mutex::new(None),
         }
     }
 
@@ -118,6 +122,9 @@ impl Journal {
     /// kept here until the log can be written again.
     pub(super) fn record(&self, command: Command, apply: impl FnOnce(Command) -> Effects) -> Effects {
         let mut tail = self.lock();
+        if let Some(closed) = self.closed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Effects::unchanged(Err(closed));
+        }
         if command.refusable() && self.refusing.load(Ordering::Acquire) {
             if let Some(refusal) = self.refusal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
                 return Effects::unchanged(Err(refusal));
@@ -151,6 +158,16 @@ impl Journal {
         tail.next_lsn - 1
     }
 
+    /// [`Journal::take`], and `also` run in the same hold of the journal's lock: what
+    /// `also` sees of the engine is its state right after the last record taken (a
+    /// replicated leader's snapshot cut).
+    pub fn take_and<R>(&self, into: &mut Vec<u8>, also: impl FnOnce() -> R) -> (Lsn, R) {
+        let mut tail = self.lock();
+        std::mem::swap(&mut tail.bytes, into);
+        let seen = also();
+        (tail.next_lsn - 1, seen)
+    }
+
     /// Holds the journal's lock: no mutating command runs until the guard drops (a
     /// snapshot's consistent cut). The guard's tail says where the cut is.
     pub fn pause(&self) -> MutexGuard<'_, Tail> {
@@ -163,6 +180,30 @@ impl Journal {
         let refusing = refusal.is_some();
         *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = refusal;
         self.refusing.store(refusing, Ordering::Release);
+    }
+}
+
+impl Journal {
+    /// Closes the journal: from now on every command is refused with `why`, and the
+    /// records appended and not yet taken are dropped (returned, for a count). Taking
+    /// the journal's lock makes it a clean cut: no command is half-applied.
+    pub fn close(&self, why: WireError) -> usize {
+        let mut tail = self.lock();
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        let dropped = tail.bytes.len();
+        tail.bytes.clear();
+        dropped
+    }
+
+    /// Opens a closed journal again.
+    pub fn reopen(&self) {
+        let _tail = self.lock();
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// True while closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 }
 

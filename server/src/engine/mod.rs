@@ -322,12 +322,20 @@ impl Engine {
         self.sessions().get(&id).cloned()
     }
 
-    /// Opens a session (an `OpenSession` command) and returns it.
-    pub fn open_session(&self, at: Time) -> Session {
+    /// Opens a session (an `OpenSession` command) and returns it. Fails only while the
+    /// journal is closed (a replicated node that does not lead).
+    pub fn open_session(&self, at: Time) -> Result<Session, WireError> {
         match self.apply(Command::OpenSession { at }).reply {
-            Ok(Answer::Session(id)) => self.session(id).expect("just opened"),
+            Ok(Answer::Session(id)) => Ok(self.session(id).expect("just opened")),
+            Err(e) => Err(e),
             other => unreachable!("OpenSession answered {other:?}"),
         }
+    }
+
+    /// Applies a command another node already ordered (a replica applying its
+    /// cluster's committed log): never through the journal, never refused.
+    pub fn apply_replicated(&self, command: Command) -> Effects {
+        self.apply_now(command)
     }
 
     /// Applies one command (in the journal's order, and recorded, when it may
@@ -486,6 +494,7 @@ impl Engine {
                 self.restart(at, &mut out);
                 Ok(Answer::Done)
             }
+            Command::Barrier { .. } => Ok(Answer::Done),
         };
         if !out.moves.is_empty() {
             self.settle_moves(at, &mut out);

@@ -1,0 +1,235 @@
+//! Serving clients from a cluster node: the replicator, linearizable reads, and the
+//! watch over who leads.
+//!
+//! - **The replicator** ([`Serving::run_replicator`]) takes the journal's new records
+//!   whenever an answer waits for them (or at least every millisecond) and proposes
+//!   them as one entry, tagged with the running stint (see [`super::leadership`]). Now
+//!   and then it takes an image of the engine in the same hold of the journal's lock,
+//!   the cut the leader's next snapshot holds once that entry commits.
+//! - **Reads** ([`Serving::read_dependency`]): an answer computed from the engine goes
+//!   out only after the commit of a record that was not committed when it was
+//!   computed: a commit proves the node still led after the read, and covers every
+//!   change the read saw. While changes are flowing, the newest one does; when none is
+//!   pending, a `Barrier` record is appended (one per burst of reads). A read costs one
+//!   replication round trip, shared by every read and write in flight with it.
+//! - **Leadership** ([`Serving::watch_leadership`]): when this node becomes leader and
+//!   has applied everything before its term, a stint begins (the server then ends the
+//!   previous leader's sessions with a `Restart` and arms pending wake-ups); when it
+//!   stops leading, the stint ends, connections close, and the engine is rebuilt from
+//!   the committed log.
+//!
+//! This module owns the proposing side of the journal; it applies no command itself
+//! except the `Barrier`, and knows nothing of connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::{watch, Notify};
+
+use super::leadership::Leadership;
+use super::{ClusterConfig, ClusterNode, Proposal};
+use crate::custom::CustomKinds;
+use crate::engine::{Command, Engine, Journal, Lsn, Time};
+
+/// Propose at least this often while records wait, even if no answer asked.
+const PROPOSE_EVERY: Duration = Duration::from_millis(1);
+
+/// One node's serving side (see the module docs).
+pub struct Serving {
+    node: Arc<ClusterNode>,
+    leadership: Arc<Leadership>,
+    engine: Arc<Engine>,
+    nudge: Notify,
+    /// Proposals between two snapshot cuts.
+    cut_every: u64,
+    /// The cluster key (to ask the leader where its clients go).
+    key: Vec<u8>,
+    /// The leader's client address, once asked: (leader id, address).
+    leader_client: std::sync::Mutex<Option<(super::NodeId, String)>>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving").field("node", &self.node).field("stint", &self.leadership.stint()).finish()
+    }
+}
+
+/// What a node must do when a stint begins, beyond what this module does.
+pub trait StintHooks: Send + Sync + 'static {
+    /// A stint began: end the previous leader's sessions, arm what objects asked to be
+    /// woken for (`wakeups`).
+    fn began(&self, wakeups: Vec<(agora_proto::native::ObjectId, Time)>);
+    /// The stint ended: forget the armed alarms (they belong to the leader now).
+    fn ended(&self);
+}
+
+impl Serving {
+    /// Starts node `config.node_id` serving over `engine` (which must be fresh: see
+    /// [`super::fresh_engine`]): attaches a journal to the engine, closed until the
+    /// node leads, and starts Raft.
+    pub async fn start(config: ClusterConfig, engine: Arc<Engine>, custom: CustomKinds) -> std::io::Result<Arc<Serving>> {
+        let journal = Arc::new(Journal::new(1));
+        engine.attach_journal(journal.clone());
+        let leadership = Leadership::new(journal);
+        let cut_every = config.snapshot_after_entries.max(1);
+        let key = config.key.clone();
+        let node = ClusterNode::start(config, engine.clone(), custom, Some(leadership.clone())).await?;
+        Ok(Arc::new(Serving {
+            node,
+            leadership,
+            engine,
+            nudge: Notify::new(),
+            cut_every,
+            key,
+            leader_client: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Where the leader's clients connect (for a follower to pass a client on), asked
+    /// of the leader over the peer link once per leader.
+    pub async fn leader_client_address(&self) -> Result<String, super::ClusterError> {
+        let status = self.node.status();
+        let leader = status.leader.ok_or(super::ClusterError::NotLeader { leader: None })?;
+        if let Some((id, address)) = &*self.leader_client.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *id == leader {
+                return Ok(address.clone());
+            }
+        }
+        let peer = status
+            .voters
+            .get(&leader)
+            .or_else(|| status.learners.get(&leader))
+            .ok_or_else(|| super::ClusterError::Failed(format!("the leader, node {leader}, is not a member")))?
+            .clone();
+        let request = super::network::PeerRequest::ClientAddress;
+        match super::network::ask(&peer, &self.key, &request, Duration::from_secs(2)).await {
+            Ok(super::network::PeerResponse::ClientAddress(Some(address))) => {
+                *self.leader_client.lock().unwrap_or_else(|e| e.into_inner()) = Some((leader, address.clone()));
+                Ok(address)
+            }
+            Ok(_) => Err(super::ClusterError::Failed(format!("the leader, node {leader}, has no TCP client address"))),
+            Err(e) => Err(super::ClusterError::Failed(format!("asking the leader, node {leader} at {peer}: {e}"))),
+        }
+    }
+
+    /// The Raft node.
+    pub fn node(&self) -> &ClusterNode {
+        &self.node
+    }
+
+    /// The leadership facts.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// The LSN of the last record appended.
+    pub fn appended(&self) -> Lsn {
+        self.leadership.journal().appended()
+    }
+
+    /// True if an answer depending on `lsn` may go out now.
+    pub fn is_settled(&self, lsn: Lsn) -> bool {
+        self.leadership.is_settled(lsn)
+    }
+
+    /// Returns once an answer depending on `lsn` may go out (see
+    /// [`Leadership::settle`]).
+    pub async fn settle(&self, lsn: Lsn) {
+        if !self.is_settled(lsn) {
+            self.nudge.notify_one();
+            self.leadership.settle(lsn).await;
+        }
+    }
+
+    /// The record an answer computed from the engine now must wait for (see the
+    /// module docs).
+    pub fn read_dependency(&self, at: Time) -> Lsn {
+        let appended = self.appended();
+        if !self.is_settled(appended) {
+            return appended;
+        }
+        match self.engine.apply(Command::Barrier { at }).lsn {
+            Some(lsn) => lsn,
+            // The journal is closed: this node does not lead, and the answer must not
+            // go out. An LSN past everything never settles in this stint.
+            None => u64::MAX,
+        }
+    }
+
+    /// Proposes the journal's records until `shutdown` (see the module docs).
+    pub async fn run_replicator(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut since_cut = 0u64;
+        loop {
+            tokio::select! {
+                _ = self.nudge.notified() => {}
+                _ = tokio::time::sleep(PROPOSE_EVERY) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let stint = self.leadership.stint();
+            if stint == 0 {
+                continue;
+            }
+            let want_cut = since_cut >= self.cut_every;
+            let mut records = Vec::new();
+            let (last_lsn, image) =
+                self.leadership.journal().take_and(&mut records, || want_cut.then(|| self.engine.image()));
+            if records.is_empty() && image.is_none() {
+                continue;
+            }
+            if let Some(image) = image {
+                self.node.state_machine().offer_cut(stint, last_lsn, image);
+                since_cut = 0;
+            }
+            if self.leadership.stint() != stint {
+                continue;
+            }
+            match self.node.raft().client_write_ff(Proposal { origin: stint, last_lsn, records }).await {
+                // The commit is seen by the state machine, which settles the answers.
+                Ok(_response) => since_cut += 1,
+                Err(fatal) => self.leadership.end(&format!("Raft stopped: {fatal}")),
+            }
+        }
+    }
+
+    /// Begins and ends stints as this node gains and loses the lead, until `shutdown`
+    /// (see the module docs).
+    pub async fn watch_leadership(self: Arc<Self>, hooks: Arc<dyn StintHooks>, mut shutdown: watch::Receiver<bool>) {
+        let mut metrics = self.node.raft().metrics();
+        let me = self.node.id();
+        loop {
+            let (leads, caught_up, term) = {
+                let m = metrics.borrow_and_update();
+                let leads = m.state == ServerState::Leader && m.current_leader == Some(me);
+                // A new leader serves once it applied its own term's first entry, and
+                // with it everything committed before.
+                let caught_up = m.last_applied.is_some_and(|applied| applied.leader_id.term == m.current_term);
+                (leads, caught_up, m.current_term)
+            };
+            if self.leadership.leading() && !leads {
+                self.leadership.end(&format!("another node leads now (term {term})"));
+                hooks.ended();
+            }
+            if self.leadership.needs_rebuild() {
+                if let Err(why) = self.node.state_machine().rebuild_if_dirty().await {
+                    tracing::error!(%why, "rebuilding the engine from the committed log failed");
+                }
+            }
+            if leads && caught_up && !self.leadership.leading() {
+                // Whatever the previous stint left half-done is gone before this one.
+                if let Err(why) = self.node.state_machine().rebuild_if_dirty().await {
+                    tracing::error!(%why, "rebuilding the engine from the committed log failed; not serving");
+                } else {
+                    let stint = self.leadership.begin();
+                    tracing::info!(term, stint, "this node leads the cluster; serving clients");
+                    hooks.began(self.node.state_machine().take_wakeups());
+                    self.nudge.notify_one();
+                }
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
