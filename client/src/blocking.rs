@@ -165,6 +165,49 @@ impl Manager {
         Ok(Manager { inner, rt })
     }
 
+    /// Connects to one of several addresses of one cluster, tried in order, and
+    /// reconnects to any of them after losing the connection. The blocking form of
+    /// [`crate::Manager::connect_any`].
+    ///
+    /// ```no_run
+    /// use agora_client::{blocking::Manager, Address, ManagerOptions};
+    ///
+    /// # fn main() -> agora_client::Result<()> {
+    /// let nodes: Vec<Address> =
+    ///     ["127.0.0.1:7001", "127.0.0.1:7002"].iter().map(|a| a.parse().expect("an address")).collect();
+    /// let manager = Manager::connect_any(nodes, b"secret", ManagerOptions::new())?;
+    /// println!("connected to {}", manager.current_address());
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_any(
+        addresses: impl IntoIterator<Item = Address>,
+        authkey: impl AsRef<[u8]>,
+        options: ManagerOptions,
+    ) -> Result<Manager> {
+        let addresses: Vec<Address> = addresses.into_iter().collect();
+        let rt = start_runtime(addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))?;
+        let inner = rt.block_on(crate::Manager::connect_any(addresses, authkey, options))?;
+        Ok(Manager { inner, rt })
+    }
+
+    /// The address of the server the manager is connected to now
+    /// ([`crate::Manager::current_address`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> agora_client::Result<()> {
+    /// let manager = agora_client::blocking::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// println!("connected to {}", manager.current_address());
+    /// # Ok(()) }
+    /// ```
+    pub fn current_address(&self) -> Address {
+        self.inner.current_address()
+    }
+
+    /// Every address the manager may connect to ([`crate::Manager::addresses`]).
+    pub fn addresses(&self) -> Vec<Address> {
+        self.inner.addresses()
+    }
+
     /// This connection's session id on the server, a new one after each reconnect
     /// ([`crate::Manager::session_id`]).
     pub fn session_id(&self) -> u64 {

@@ -14,6 +14,31 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// None of several addresses of one cluster could be connected to
+    /// ([`Manager::connect_any`](crate::Manager::connect_any), or a reconnect that tried
+    /// them all): for every address tried, in order, why it failed. A manager given a
+    /// single address reports that address's own error instead.
+    ///
+    /// ```
+    /// use agora_client::Error;
+    ///
+    /// let err = Error::ConnectAny {
+    ///     failures: vec![
+    ///         ("127.0.0.1:7001".into(), Error::Connect { address: "127.0.0.1:7001".into(), reason: "refused".into() }),
+    ///         ("127.0.0.1:7002".into(), Error::AuthenticationFailed("wrong key".into())),
+    ///     ],
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "cannot connect to any of 127.0.0.1:7001, 127.0.0.1:7002: 127.0.0.1:7001: refused; \
+    ///      127.0.0.1:7002: authentication failed: wrong key"
+    /// );
+    /// ```
+    #[error("cannot connect to any of {}: {}", list_addresses(.failures), list_failures(.failures))]
+    ConnectAny {
+        /// Each address tried (as written) and why connecting to it failed.
+        failures: Vec<(String, Error)>,
+    },
     /// [`Manager::from_env`](crate::Manager::from_env) found no usable server address
     /// or authkey in the environment; the message says which variable and what to do.
     #[error("{0}")]
@@ -184,6 +209,21 @@ impl From<WireError> for Error {
             _ => Error::Internal(m),
         }
     }
+}
+
+/// The addresses of [`Error::ConnectAny`], comma separated.
+fn list_addresses(failures: &[(String, Error)]) -> String {
+    failures.iter().map(|(address, _)| address.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Each address of [`Error::ConnectAny`] and why it failed (a connect error by its
+/// reason alone: it would name the address again).
+fn list_failures(failures: &[(String, Error)]) -> String {
+    let why = |error: &Error| match error {
+        Error::Connect { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    failures.iter().map(|(address, error)| format!("{address}: {}", why(error))).collect::<Vec<_>>().join("; ")
 }
 
 /// The client's result type.

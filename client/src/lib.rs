@@ -36,6 +36,17 @@
 //! with [`Error::SessionExpired`], so that a process that was acting under a lock
 //! learns it lost it.
 //!
+//! ## Several addresses: a cluster
+//!
+//! [`Manager::connect_any`] takes the addresses of several nodes of one cluster (any
+//! node accepts clients), and `AGORA_ADDRESS` may hold several, comma separated, for
+//! [`Manager::from_env`]. The manager connects to the first that works; when the node
+//! it is connected to dies, each reconnect attempt tries the addresses in turn,
+//! starting with the one after the node it lost, within the same deadline and
+//! backoff. [`Manager::current_address`] says which node it is connected to. What is
+//! said below of a restart holds for moving to another node: the new node's session
+//! is a new session.
+//!
 //! ## What survives a server restart
 //!
 //! - **Calls in flight** when the connection was lost fail with

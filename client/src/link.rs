@@ -3,7 +3,15 @@
 //! A [`Connection`] is one socket and one server session; when it dies it stays dead.
 //! The link holds the current connection and, when the manager reconnects (see
 //! [`ManagerOptions`]), replaces a connection lost to a socket error, an EOF or the
-//! server's shutdown notice with a new one to the same address and authkey:
+//! server's shutdown notice with a new one with the same authkey, to the same address
+//! or, given several addresses of one cluster, to any of them:
+//!
+//! - **Round robin.** Each connect attempt tries the addresses in turn, starting with
+//!   the one after the address whose connection was lost, and takes the first that
+//!   connects and authenticates ([`round_robin`]). The first connection tries them in
+//!   the order given. An attempt fails when every address it tried failed; it is fatal
+//!   only if every one of them failed fatally (an authentication failure at one node
+//!   does not stop the others from being tried again).
 //!
 //! - **Lazily.** Nothing happens while nobody calls. The first call that finds the
 //!   connection dead reconnects (one call at a time does; the others wait for it),
@@ -130,10 +138,17 @@ struct Outage {
     fatal: Option<Error>,
 }
 
+/// The current connection, and the index of the address it was made to.
+struct Current {
+    conn: Arc<Connection>,
+    index: usize,
+}
+
 /// A manager's way to its server: the current connection, how to make the next one,
 /// and the registry of the objects its proxies hold.
 pub(crate) struct Link {
-    address: Address,
+    /// Where the server is: one address, or the nodes of one cluster (never empty).
+    addresses: Vec<Address>,
     authkey: Vec<u8>,
     client: String,
     options: ManagerOptions,
@@ -141,7 +156,7 @@ pub(crate) struct Link {
     ids: Arc<AtomicU64>,
     /// The last generation handed out.
     generations: AtomicU64,
-    current: Mutex<Arc<Connection>>,
+    current: Mutex<Current>,
     /// Held by the call that is reconnecting; the state of the outage.
     outage: tokio::sync::Mutex<Outage>,
     /// Why calls fail without trying (gave up, authentication), for
@@ -153,7 +168,8 @@ pub(crate) struct Link {
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let conn = self.current();
-        write!(f, "Link({}, session {}, generation {})", self.address, conn.welcome().session, conn.generation())
+        let address = self.current_address();
+        write!(f, "Link({address}, session {}, generation {})", conn.welcome().session, conn.generation())
     }
 }
 
@@ -162,24 +178,61 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Link {
-    /// Connects for the first time (a failure is reported at once, never retried).
+    /// Connects for the first time, to the first of `addresses` (in order) that
+    /// connects and authenticates; a failure is reported at once, never retried. With
+    /// several addresses, each is given [`ATTEMPT_LIMIT`] and the error names every
+    /// address and why it failed ([`Error::ConnectAny`]); with one, the error is that
+    /// address's own, as it always was.
     pub(crate) async fn connect(
-        address: &Address,
+        addresses: Vec<Address>,
         authkey: &[u8],
         client: String,
         options: ManagerOptions,
     ) -> Result<Arc<Link>> {
-        let setup = Setup::first(options.reconnects(), options.tls_settings().cloned());
-        let ids = setup.ids.clone();
-        let conn = Connection::open(address, authkey, &client, setup).await?;
+        if addresses.is_empty() {
+            return Err(Error::Connect { address: String::new(), reason: "no server address given".into() });
+        }
+        let several = addresses.len() > 1;
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for (index, address) in addresses.iter().enumerate() {
+            let setup = Setup::first(options.reconnects(), options.tls_settings().cloned());
+            let ids = setup.ids.clone();
+            let open = Connection::open(address, authkey, &client, setup);
+            let result = if several {
+                tokio::time::timeout(ATTEMPT_LIMIT, open)
+                    .await
+                    .unwrap_or_else(|_| Err(no_answer(address, ATTEMPT_LIMIT)))
+            } else {
+                open.await
+            };
+            match result {
+                Ok(conn) => {
+                    connected = Some((conn, ids, index));
+                    break;
+                }
+                Err(e) => {
+                    if several {
+                        tracing::debug!(%address, error = %e, "cannot connect to this agora server; trying the next");
+                    }
+                    failures.push((index, e));
+                }
+            }
+        }
+        let Some((conn, ids, index)) = connected else {
+            return Err(combine_failures(&addresses, failures));
+        };
+        if several {
+            tracing::debug!(address = %addresses[index], "connected to the agora server");
+        }
         Ok(Arc::new(Link {
-            address: address.clone(),
+            addresses,
             authkey: authkey.to_vec(),
             client,
             options,
             ids,
             generations: AtomicU64::new(1),
-            current: Mutex::new(conn),
+            current: Mutex::new(Current { conn, index }),
             outage: tokio::sync::Mutex::new(Outage::default()),
             failure: Mutex::new(None),
             objects: Mutex::new(Default::default()),
@@ -188,7 +241,23 @@ impl Link {
 
     /// The current connection, dead or alive.
     pub(crate) fn current(&self) -> Arc<Connection> {
-        lock(&self.current).clone()
+        lock(&self.current).conn.clone()
+    }
+
+    /// The address of the current connection (dead or alive: the one last connected to).
+    pub(crate) fn current_address(&self) -> Address {
+        let index = lock(&self.current).index;
+        self.addresses[index].clone()
+    }
+
+    /// Every address the link may connect to, in the order given.
+    pub(crate) fn addresses(&self) -> &[Address] {
+        &self.addresses
+    }
+
+    /// The addresses for a message: the one address, or all of them comma separated.
+    fn addresses_text(&self) -> String {
+        join_addresses(&self.addresses)
     }
 
     /// Why calls fail now, or `None` while the connection is healthy (or about to be
@@ -354,7 +423,7 @@ impl Link {
         Error::SessionExpired(format!(
             "{what} belonged to a session that ended when the connection to the server at {} was lost{why}; \
              the server released it, and nothing was sent (a later session does not own it)",
-            self.address
+            self.addresses_text()
         ))
     }
 
@@ -475,7 +544,7 @@ impl Link {
     /// new connection, not yet in use), then makes `conn` the current connection, both
     /// under the registry lock so that a proxy dropped meanwhile is released exactly
     /// once, in the right session.
-    async fn reattach_and_publish(&self, conn: Arc<Connection>) -> Result<Arc<Connection>> {
+    async fn reattach_and_publish(&self, conn: Arc<Connection>, index: usize) -> Result<Arc<Connection>> {
         let wanted: Vec<ObjectId> = lock(&self.objects)
             .iter()
             .filter(|(_, entry)| entry.lost.is_none() && entry.live > 0)
@@ -494,11 +563,11 @@ impl Link {
         for (object, reply) in replies {
             self.settle_attach(&mut objects, &conn, object, reply)?;
         }
-        *lock(&self.current) = conn.clone();
+        *lock(&self.current) = Current { conn: conn.clone(), index };
         drop(objects);
         let lost = lock(&self.objects).values().filter(|e| e.lost.is_some()).count();
         tracing::info!(
-            address = %self.address,
+            address = %self.addresses[index],
             session = conn.welcome().session,
             generation = conn.generation(),
             objects = wanted.len(),
@@ -526,7 +595,8 @@ impl Link {
         }
         let now = Instant::now();
         let since = *outage.since.get_or_insert_with(|| {
-            tracing::warn!(address = %self.address, %reason, "lost the connection to the agora server; reconnecting");
+            let address = self.current_address();
+            tracing::warn!(%address, %reason, "lost the connection to the agora server; reconnecting");
             now
         });
         let deadline = since + self.options.deadline();
@@ -535,19 +605,18 @@ impl Link {
             if outage.next_attempt.is_some_and(|at| now < at) {
                 return Err(self.unreachable(&outage, since));
             }
-            return match self.attempt(ATTEMPT_FLOOR).await {
+            return match self.attempt(None).await {
                 Ok(conn) => Ok(self.recovered(&mut outage, conn)),
                 Err(e) => Err(self.failed(&mut outage, e, since)),
             };
         }
         let mut pause = BACKOFF_START;
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.attempt(remaining.clamp(ATTEMPT_FLOOR, ATTEMPT_LIMIT)).await {
+            match self.attempt(Some(deadline)).await {
                 Ok(conn) => return Ok(self.recovered(&mut outage, conn)),
                 Err(e) if is_fatal(&e) => return Err(self.failed(&mut outage, e, since)),
                 Err(e) => {
-                    tracing::debug!(address = %self.address, error = %e, "reconnect attempt failed");
+                    tracing::debug!(addresses = %self.addresses_text(), error = %e, "reconnect attempt failed");
                     outage.last_error = Some(e);
                 }
             }
@@ -561,21 +630,45 @@ impl Link {
         }
     }
 
-    /// One connect attempt: connect, authenticate, re-attach, make it current.
-    async fn attempt(&self, limit: Duration) -> Result<Arc<Connection>> {
+    /// One connect attempt: the addresses in turn, starting after the one whose
+    /// connection was lost ([`round_robin`]), until one connects; its connection is
+    /// made current. Each address is given what is left of the reconnect `deadline`
+    /// (at least [`ATTEMPT_FLOOR`], at most [`ATTEMPT_LIMIT`]); without one (the
+    /// manager gave up, and tries once more now and then), [`ATTEMPT_FLOOR`]. Every
+    /// address is tried, so that the error names each.
+    async fn attempt(&self, deadline: Option<Instant>) -> Result<Arc<Connection>> {
+        let after = lock(&self.current).index;
+        let mut failures = Vec::new();
+        for index in round_robin(self.addresses.len(), after) {
+            let limit = deadline.map_or(ATTEMPT_FLOOR, |deadline| {
+                deadline.saturating_duration_since(Instant::now()).clamp(ATTEMPT_FLOOR, ATTEMPT_LIMIT)
+            });
+            match self.attempt_at(index, limit).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    if self.addresses.len() > 1 {
+                        let address = &self.addresses[index];
+                        tracing::debug!(%address, error = %e, "cannot reconnect to this agora server; trying the next");
+                    }
+                    failures.push((index, e));
+                }
+            }
+        }
+        Err(combine_failures(&self.addresses, failures))
+    }
+
+    /// Connects to the address at `index`: connect, authenticate, re-attach, make it
+    /// current, all within `limit`.
+    async fn attempt_at(&self, index: usize, limit: Duration) -> Result<Arc<Connection>> {
+        let address = &self.addresses[index];
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let setup =
             Setup { ids: self.ids.clone(), generation, reconnects: true, tls: self.options.tls_settings().cloned() };
         let attempt = async {
-            let conn = Connection::open(&self.address, &self.authkey, &self.client, setup).await?;
-            self.reattach_and_publish(conn).await
+            let conn = Connection::open(address, &self.authkey, &self.client, setup).await?;
+            self.reattach_and_publish(conn, index).await
         };
-        match tokio::time::timeout(limit, attempt).await {
-            Ok(result) => result,
-            Err(_) => {
-                Err(Error::Connect { address: self.address.to_string(), reason: format!("no answer within {limit:?}") })
-            }
-        }
+        tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| Err(no_answer(address, limit)))
     }
 
     fn recovered(&self, outage: &mut Outage, conn: Arc<Connection>) -> Arc<Connection> {
@@ -592,7 +685,7 @@ impl Link {
                 Error::AuthenticationFailed(m) => Error::AuthenticationFailed(format!(
                     "{m} — on reconnecting to {} after the connection was lost; not retrying (was the server \
                      restarted with another authkey?)",
-                    self.address
+                    self.addresses_text()
                 )),
                 other => other,
             };
@@ -603,7 +696,7 @@ impl Link {
             outage.next_attempt = Some(Instant::now() + BACKOFF_CAP);
             self.unreachable(outage, since)
         };
-        tracing::warn!(address = %self.address, error = %failure, "gave up reconnecting to the agora server");
+        tracing::warn!(addresses = %self.addresses_text(), error = %failure, "gave up reconnecting to the agora server");
         *lock(&self.failure) = Some(failure.clone());
         failure
     }
@@ -612,9 +705,9 @@ impl Link {
         let last_error = outage
             .last_error
             .clone()
-            .unwrap_or_else(|| Error::Connect { address: self.address.to_string(), reason: "no attempt made".into() });
+            .unwrap_or_else(|| Error::Connect { address: self.addresses_text(), reason: "no attempt made".into() });
         Error::Unreachable {
-            address: self.address.to_string(),
+            address: self.addresses_text(),
             down_for: since.elapsed(),
             last_error: Box::new(last_error),
         }
@@ -629,9 +722,45 @@ fn reconnectable(reason: &Error) -> bool {
     matches!(reason, Error::ConnectionLost(_) | Error::ShuttingDown(_))
 }
 
-/// True for connect errors no retry can fix.
+/// True for connect errors no retry can fix; of several addresses, only if every
+/// one failed so.
 fn is_fatal(error: &Error) -> bool {
-    matches!(error, Error::AuthenticationFailed(_) | Error::Tls(_) | Error::Protocol(_) | Error::Unsupported(_))
+    match error {
+        Error::ConnectAny { failures } => !failures.is_empty() && failures.iter().all(|(_, e)| is_fatal(e)),
+        _ => {
+            matches!(error, Error::AuthenticationFailed(_) | Error::Tls(_) | Error::Protocol(_) | Error::Unsupported(_))
+        }
+    }
+}
+
+/// The order one connect attempt tries `count` addresses in: starting with the one
+/// after `after` (the address whose connection was lost), round the list, `after`
+/// itself last.
+pub(crate) fn round_robin(count: usize, after: usize) -> impl Iterator<Item = usize> {
+    (1..=count).map(move |step| (after + step) % count)
+}
+
+/// The error of a connect attempt whose every address failed: the one failure as it
+/// is, several as [`Error::ConnectAny`] naming each address (`failures` holds the
+/// index of each address tried and its error).
+fn combine_failures(addresses: &[Address], mut failures: Vec<(usize, Error)>) -> Error {
+    match failures.len() {
+        0 => Error::Connect { address: join_addresses(addresses), reason: "no attempt made".into() },
+        1 => failures.remove(0).1,
+        _ => Error::ConnectAny {
+            failures: failures.into_iter().map(|(index, e)| (addresses[index].to_string(), e)).collect(),
+        },
+    }
+}
+
+/// Addresses for a message, comma separated.
+fn join_addresses(addresses: &[Address]) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The error of a connect attempt to `address` that got no answer within `limit`.
+fn no_answer(address: &Address, limit: Duration) -> Error {
+    Error::Connect { address: address.to_string(), reason: format!("no answer within {limit:?}") }
 }
 
 /// `pause` less a random part of up to half of it, so that the clients of a restarted
@@ -683,6 +812,48 @@ mod tests {
         assert!(!is_fatal(&Error::Connect { address: "a".into(), reason: "refused".into() }));
         assert!(!is_fatal(&Error::ConnectionLost("during the handshake".into())));
         assert!(!is_fatal(&Error::LimitExceeded("too many connections".into())));
+    }
+
+    #[test]
+    fn round_robin_starts_after_the_lost_address_and_ends_with_it() {
+        let order = |count, after| round_robin(count, after).collect::<Vec<_>>();
+        assert_eq!(order(1, 0), [0], "one address: always that one");
+        assert_eq!(order(3, 0), [1, 2, 0]);
+        assert_eq!(order(3, 1), [2, 0, 1]);
+        assert_eq!(order(3, 2), [0, 1, 2]);
+        assert_eq!(order(2, 1), [0, 1]);
+    }
+
+    fn address(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_failure_is_reported_as_it_is_several_name_every_address() {
+        let addresses = [address("127.0.0.1:7001"), address("127.0.0.1:7002")];
+        let refused = |a: &str| Error::Connect { address: a.into(), reason: "connection refused".into() };
+        let one = combine_failures(&addresses[..1], vec![(0, refused("127.0.0.1:7001"))]);
+        assert_eq!(one, refused("127.0.0.1:7001"));
+
+        let both = combine_failures(
+            &addresses,
+            vec![(1, refused("127.0.0.1:7002")), (0, Error::AuthenticationFailed("bad key".into()))],
+        );
+        let message = both.to_string();
+        assert_eq!(
+            message,
+            "cannot connect to any of 127.0.0.1:7002, 127.0.0.1:7001: 127.0.0.1:7002: connection refused; \
+             127.0.0.1:7001: authentication failed: bad key"
+        );
+        assert!(!is_fatal(&both), "one node refusing the key does not stop retrying the others");
+        let all_refuse_the_key = Error::ConnectAny {
+            failures: vec![
+                ("a:1".into(), Error::AuthenticationFailed("x".into())),
+                ("b:1".into(), Error::Tls("y".into())),
+            ],
+        };
+        assert!(is_fatal(&all_refuse_the_key));
+        assert!(!is_fatal(&Error::ConnectAny { failures: vec![] }));
     }
 
     fn entry() -> Entry {

@@ -22,7 +22,9 @@ use crate::{Array, ArrayItem, Dict, List, Namespace, Set};
 /// When the connection is lost — the socket breaks, or the server says it is
 /// shutting down, as a restart does — the manager connects again to the same address
 /// with the same authkey, retrying with exponential backoff and jitter (50 ms doubling
-/// up to 1 s). A call made meanwhile waits for the new connection, up to the
+/// up to 1 s). A manager given several addresses of one cluster
+/// ([`Manager::connect_any`]) tries them in turn on each attempt, starting with the one
+/// after the address it lost. A call made meanwhile waits for the new connection, up to the
 /// deadline, and then runs on it. Once the server has been unreachable for longer,
 /// calls fail with [`Error::Unreachable`]; an [`Error::AuthenticationFailed`] on
 /// reconnecting is reported at once, and never retried. The crate docs say what
@@ -158,12 +160,73 @@ impl Manager {
         authkey: impl AsRef<[u8]>,
         options: ManagerOptions,
     ) -> Result<Manager> {
-        let name = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "agora-client".into());
-        let client = format!("{name}[{}]", std::process::id());
-        Ok(Manager { link: Link::connect(address, authkey.as_ref(), client, options).await? })
+        Ok(Manager { link: Link::connect(vec![address.clone()], authkey.as_ref(), client_name(), options).await? })
+    }
+
+    /// Connects to one of several addresses of one cluster — any node accepts clients —
+    /// and authenticates with `authkey`. The addresses are tried in the order given;
+    /// the first that connects and authenticates is used (each is given at most 10 s).
+    /// With one address this is [`Manager::connect_to_with`].
+    ///
+    /// When the connection is lost, the manager reconnects (as [`ManagerOptions`]
+    /// says) to any of the addresses: each attempt tries them in turn, starting with
+    /// the one after the address whose connection was lost, within the reconnect
+    /// deadline and with the usual backoff between attempts. Giving up, it fails calls
+    /// with [`Error::Unreachable`] naming every address; an authentication failure ends
+    /// the attempts only if every address refused the authkey.
+    /// [`Manager::current_address`] says which address the manager is connected to.
+    ///
+    /// Fails with [`Error::ConnectAny`], naming every address and why each failed, if
+    /// none works (with a single address: that address's own error, as
+    /// [`Manager::connect_to_with`] reports it), and with [`Error::Connect`] if
+    /// `addresses` is empty.
+    ///
+    /// ```no_run
+    /// use agora_client::{Address, Manager, ManagerOptions};
+    ///
+    /// # async fn demo() -> agora_client::Result<()> {
+    /// let nodes: Vec<Address> = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+    ///     .iter()
+    ///     .map(|a| a.parse().expect("a valid address"))
+    ///     .collect();
+    /// let manager = Manager::connect_any(nodes, b"secret", ManagerOptions::new()).await?;
+    /// println!("connected to {}", manager.current_address());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_any(
+        addresses: impl IntoIterator<Item = Address>,
+        authkey: impl AsRef<[u8]>,
+        options: ManagerOptions,
+    ) -> Result<Manager> {
+        let addresses: Vec<Address> = addresses.into_iter().collect();
+        Ok(Manager { link: Link::connect(addresses, authkey.as_ref(), client_name(), options).await? })
+    }
+
+    /// The address of the server the manager is connected to now: after a reconnect,
+    /// the address it reconnected to (with [`Manager::connect_any`], any of its
+    /// addresses). While the connection is down, the address of the lost connection.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> agora_client::Result<()> {
+    /// let manager = agora_client::Manager::connect("127.0.0.1:50000", b"secret").await?;
+    /// assert_eq!(manager.current_address().to_string(), "127.0.0.1:50000");
+    /// # Ok(()) }
+    /// ```
+    pub fn current_address(&self) -> Address {
+        self.link.current_address()
+    }
+
+    /// Every address the manager may connect to, in the order given: the one address
+    /// it was given, or those of [`Manager::connect_any`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> agora_client::Result<()> {
+    /// let manager = agora_client::Manager::connect("127.0.0.1:50000", b"secret").await?;
+    /// assert_eq!(manager.addresses().len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn addresses(&self) -> Vec<Address> {
+        self.link.addresses().to_vec()
     }
 
     /// This connection's session id on the server: a new one after each reconnect.
@@ -341,4 +404,13 @@ impl Manager {
     pub async fn new_namespace(&self) -> Result<Namespace> {
         Ok(Namespace::from_handle(self.open(Kind::Namespace, None, vec![]).await?))
     }
+}
+
+/// How this process introduces itself to the server: its executable's name and pid.
+fn client_name() -> String {
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "agora-client".into());
+    format!("{name}[{}]", std::process::id())
 }
