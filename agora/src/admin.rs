@@ -322,8 +322,8 @@ mod tests {
 
 /// `agora cluster …`: asks nodes' peer listeners (see `agora_server::cluster::network`).
 pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> {
-    use agora_server::cluster::network::{ask, PeerRequest, PeerResponse};
     use crate::cli::ClusterCommand;
+    use agora_server::cluster::network::{ask, PeerRequest, PeerResponse};
 
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
     let call = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
@@ -335,9 +335,9 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
         for _ in 0..3 {
             let again = match ask(&target, &key, &request, PATIENCE).await.map_err(|e| format!("{target}: {e}"))? {
                 PeerResponse::Changed(Ok(())) => return Ok(()),
-                PeerResponse::Changed(Err(agora_server::cluster::ClusterError::NotLeader { leader: Some((_, addr)) })) => {
-                    addr
-                }
+                PeerResponse::Changed(Err(agora_server::cluster::ClusterError::NotLeader {
+                    leader: Some((_, addr)),
+                })) => addr,
                 PeerResponse::Changed(Err(e)) => return Err(format!("{target}: {e}")),
                 other => return Err(format!("{target}: unexpected answer {other:?}")),
             };
@@ -352,11 +352,17 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
                 return Err(format!("{}: unexpected answer to a status request", args.peer));
             };
             if asked.voters.is_empty() && asked.learners.is_empty() {
-                println!("node {} at {} is in no cluster yet (agora cluster init, or --cluster)", asked.node_id, args.peer);
+                println!(
+                    "node {} at {} is in no cluster yet (agora cluster init, or --cluster)",
+                    asked.node_id, args.peer
+                );
                 return Ok(());
             }
             println!("leader: {}", asked.leader.map_or("none known".to_owned(), |id| format!("node {id}")));
-            println!("{:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}", "NODE", "PEER", "ROLE", "TERM", "LOG", "APPLIED", "LAG");
+            println!(
+                "{:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}",
+                "NODE", "PEER", "ROLE", "TERM", "LOG", "APPLIED", "LAG"
+            );
             let members: Vec<(u64, String, bool)> = asked
                 .voters
                 .iter()

@@ -635,7 +635,9 @@ impl ServeArgs {
         let data_dir = self.data_dir.clone().or(file.data_dir);
         let cluster = match (node_id, peer_listen, &data_dir) {
             (None, None, _) if members.is_empty() => None,
-            (None, _, _) => return Err("--peer-listen and --cluster are for cluster nodes: give --node-id too".to_owned()),
+            (None, _, _) => {
+                return Err("--peer-listen and --cluster are for cluster nodes: give --node-id too".to_owned())
+            }
             (Some(_), None, _) => {
                 return Err("a cluster node needs --peer-listen HOST:PORT (where the other nodes reach it)".to_owned())
             }
@@ -643,7 +645,9 @@ impl ServeArgs {
                 return Err("a cluster node needs --data-dir (where its Raft log and snapshots are kept)".to_owned())
             }
             (Some(_), Some(_), Some(_)) if !users.is_empty() => {
-                return Err("cluster nodes with [users] tables are not supported yet: the nodes share one authkey".to_owned())
+                return Err(
+                    "cluster nodes with [users] tables are not supported yet: the nodes share one authkey".to_owned()
+                )
             }
             (Some(_), Some(_), Some(_)) if self.fsync.is_some() || self.snapshot_after.is_some() => {
                 return Err("--fsync and --snapshot-after are for a single server: a cluster node fsyncs its Raft log \
@@ -652,7 +656,9 @@ impl ServeArgs {
             }
             (Some(node_id), Some(peer_listen), Some(dir)) => {
                 if !members.is_empty() && !members.iter().any(|m| m.id == node_id) {
-                    return Err(format!("--cluster does not list this node ({node_id}): list every member, this one too"));
+                    return Err(format!(
+                        "--cluster does not list this node ({node_id}): list every member, this one too"
+                    ));
                 }
                 Some(ClusterSettings { node_id, peer_listen, members: members.clone(), dir: dir.clone() })
             }
@@ -921,10 +927,18 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     let cluster_key = match &settings.cluster {
         Some(cluster) => {
             if settings.authkey == AuthkeySource::Generate {
-                return Err("a cluster's nodes share one authkey: give each the same --authkey-file (or $AGORA_AUTHKEY)".to_owned());
+                return Err(
+                    "a cluster's nodes share one authkey: give each the same --authkey-file (or $AGORA_AUTHKEY)"
+                        .to_owned(),
+                );
             }
             let key = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
-            let node = agora_server::cluster::ClusterConfig::new(cluster.node_id, cluster.peer_listen, &cluster.dir, key.clone());
+            let node = agora_server::cluster::ClusterConfig::new(
+                cluster.node_id,
+                cluster.peer_listen,
+                &cluster.dir,
+                key.clone(),
+            );
             let members = cluster.members.iter().map(|m| (m.id, m.peer.clone())).collect();
             config.cluster = Some(agora_server::cluster::ClusterSetup { node, members });
             Some(key)

@@ -187,7 +187,11 @@ pub struct Member {
 impl std::str::FromStr for Member {
     type Err = String;
     fn from_str(text: &str) -> Result<Member, String> {
-        let bad = || format!("'{text}' is not a cluster member: write ID=HOST:PORT (the node's id and its --peer-listen address)");
+        let bad = || {
+            format!(
+                "'{text}' is not a cluster member: write ID=HOST:PORT (the node's id and its --peer-listen address)"
+            )
+        };
         let (id, peer) = text.split_once('=').ok_or_else(bad)?;
         let id: u64 = id.trim().parse().map_err(|_| bad())?;
         let peer = peer.trim();

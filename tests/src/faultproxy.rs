@@ -46,6 +46,8 @@ struct Shared {
 
 struct State {
     partitioned: bool,
+    /// Connections from these addresses are cut and refused (one node isolated).
+    refused_from: std::collections::HashSet<std::net::IpAddr>,
     delay: Duration,
     next_id: u64,
     /// Open connections: clones of both sockets, so a partition can shut them down.
@@ -62,7 +64,13 @@ impl FaultProxy {
         let listen_addr = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Shared {
             target,
-            state: Mutex::new(State { partitioned: false, delay: Duration::ZERO, next_id: 0, conns: HashMap::new() }),
+            state: Mutex::new(State {
+                partitioned: false,
+                refused_from: Default::default(),
+                delay: Duration::ZERO,
+                next_id: 0,
+                conns: HashMap::new(),
+            }),
             stopped: AtomicBool::new(false),
             bytes_forwarded: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
@@ -102,10 +110,32 @@ impl FaultProxy {
         }
     }
 
-    /// Restores the link: new connections are forwarded again (connections cut by the
-    /// partition stay closed; peers reconnect).
+    /// Cuts the connections that come from `ip` and refuses new ones from it, until
+    /// [`heal`](FaultProxy::heal): the link from one peer fails, the others stay.
+    pub fn refuse_from(&self, ip: std::net::IpAddr) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.refused_from.insert(ip);
+        let cut: Vec<u64> = state
+            .conns
+            .iter()
+            .filter(|(_, (client, _))| client.peer_addr().is_ok_and(|a| a.ip() == ip))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cut {
+            if let Some((client, server)) = state.conns.remove(&id) {
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                self.shared.connections_cut.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Restores the link: new connections are forwarded again, from every address
+    /// (connections cut stay closed; peers reconnect).
     pub fn heal(&self) {
-        self.shared.state.lock().unwrap().partitioned = false;
+        let mut state = self.shared.state.lock().unwrap();
+        state.partitioned = false;
+        state.refused_from.clear();
     }
 
     /// True while partitioned.
@@ -168,7 +198,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             return;
         }
         let Ok(client) = client else { continue };
-        if shared.state.lock().unwrap().partitioned {
+        let refused =
+            |state: &State| state.partitioned || client.peer_addr().is_ok_and(|a| state.refused_from.contains(&a.ip()));
+        if refused(&shared.state.lock().unwrap()) {
             shared.connections_refused.fetch_add(1, Ordering::Relaxed);
             let _ = client.shutdown(Shutdown::Both);
             continue;
@@ -192,7 +224,8 @@ fn forward(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) -> io::Re
         let mut state = shared.state.lock().unwrap();
         // Re-checked under the lock: a partition that raced with the connect must
         // not let this connection through.
-        if state.partitioned || shared.stopped.load(Ordering::SeqCst) {
+        let from_refused = client.peer_addr().is_ok_and(|a| state.refused_from.contains(&a.ip()));
+        if state.partitioned || from_refused || shared.stopped.load(Ordering::SeqCst) {
             shared.connections_refused.fetch_add(1, Ordering::Relaxed);
             let _ = client.shutdown(Shutdown::Both);
             let _ = server.shutdown(Shutdown::Both);

@@ -14,7 +14,10 @@
 //! - [`invariants`] owns the queue (no loss, no duplicate delivery after an ack, no
 //!   phantom items) and lock (fencing-token order, mutual exclusion) checks.
 //! - [`faultproxy`] owns the TCP proxy that partitions and delays links between peers.
+//! - [`cluster`] owns a cluster of real `agora serve` nodes whose Raft traffic all
+//!   passes fault proxies: kill, pause, isolate, heal, restart.
 
+pub mod cluster;
 pub mod faultproxy;
 pub mod history;
 pub mod invariants;

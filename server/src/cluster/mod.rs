@@ -271,7 +271,7 @@ impl ClusterNode {
         let listener = TcpListener::bind(config.peer_listen).await?;
         let peer_addr = listener.local_addr()?;
         let key = Arc::new(config.key);
-        let network = PeerNetwork::new(key.clone());
+        let network = PeerNetwork::new(key.clone(), peer_addr.ip());
         let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -279,7 +279,8 @@ impl ClusterNode {
         let handler = Arc::new(tokio::sync::OnceCell::new());
         tokio::spawn(network::serve(listener, handler.clone(), key, stop));
         let node = Arc::new(ClusterNode { id: config.node_id, raft, machine, peer_addr, shutdown });
-        let _ = handler.set(network::PeerHandler { node: Arc::downgrade(&node), client_address: config.client_address });
+        let _ =
+            handler.set(network::PeerHandler { node: Arc::downgrade(&node), client_address: config.client_address });
         Ok(node)
     }
 

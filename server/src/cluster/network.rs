@@ -31,8 +31,10 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use super::{ClusterError, ClusterNode, Node, NodeId, NodeStatus, TypeConfig};
@@ -151,9 +153,25 @@ impl PeerStream {
     }
 }
 
-/// Connects to a peer and runs the handshake.
-async fn connect(addr: &str, key: &[u8]) -> Result<PeerStream, PeerError> {
-    let stream = TcpStream::connect(addr).await?;
+/// Connects to a peer (from `from`, if given) and runs the handshake.
+async fn connect(addr: &str, key: &[u8], from: Option<IpAddr>) -> Result<PeerStream, PeerError> {
+    let stream = match from {
+        // From the address this node listens on: on a host with several addresses,
+        // its peers (and their firewalls) see the address they know it by.
+        Some(ip) => {
+            let target =
+                tokio::net::lookup_host(addr).await?.find(|a| a.is_ipv4() == ip.is_ipv4()).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{addr}: no address to reach it from {ip}"),
+                    )
+                })?;
+            let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(target).await?
+        }
+        None => TcpStream::connect(addr).await?,
+    };
     stream.set_nodelay(true)?;
     let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -254,12 +272,14 @@ async fn serve_peer(
 #[derive(Clone)]
 pub struct PeerNetwork {
     key: Arc<Vec<u8>>,
+    from: Option<IpAddr>,
 }
 
 impl PeerNetwork {
-    /// Clients that authenticate with the cluster key `key`.
-    pub fn new(key: Arc<Vec<u8>>) -> PeerNetwork {
-        PeerNetwork { key }
+    /// Clients that authenticate with the cluster key `key`, connecting from `from`
+    /// (the node's peer listen address, unless it is a wildcard).
+    pub fn new(key: Arc<Vec<u8>>, from: IpAddr) -> PeerNetwork {
+        PeerNetwork { key, from: (!from.is_unspecified()).then_some(from) }
     }
 }
 
@@ -267,7 +287,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), key: self.key.clone(), stream: None }
+        PeerClient { target, addr: node.addr.clone(), key: self.key.clone(), from: self.from, stream: None }
     }
 }
 
@@ -276,6 +296,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     key: Arc<Vec<u8>>,
+    from: Option<IpAddr>,
     stream: Option<PeerStream>,
 }
 
@@ -289,7 +310,7 @@ impl PeerClient {
     async fn call(&mut self, request: &PeerRequest, ttl: Duration) -> Result<PeerResponse, RpcFailure> {
         let fresh = self.stream.is_none();
         if fresh {
-            let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.key))
+            let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.key, self.from))
                 .await
                 .map_err(|_| RpcFailure::Unreachable(PeerError::Timeout))?
                 .map_err(RpcFailure::Unreachable)?;
@@ -383,7 +404,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// `agora cluster`: it knows the cluster key) and returns the answer.
 pub async fn ask(addr: &str, key: &[u8], request: &PeerRequest, timeout: Duration) -> Result<PeerResponse, PeerError> {
     tokio::time::timeout(timeout, async {
-        let mut stream = connect(addr, key).await?;
+        let mut stream = connect(addr, key, None).await?;
         let bytes = rmp_serde::to_vec(request).map_err(|e| PeerError::Decode(e.to_string()))?;
         stream.send(&bytes).await?;
         let body = stream.recv().await?;

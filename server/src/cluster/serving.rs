@@ -68,7 +68,11 @@ impl Serving {
     /// Starts node `config.node_id` serving over `engine` (which must be fresh: see
     /// [`super::fresh_engine`]): attaches a journal to the engine, closed until the
     /// node leads, and starts Raft.
-    pub async fn start(config: ClusterConfig, engine: Arc<Engine>, custom: CustomKinds) -> std::io::Result<Arc<Serving>> {
+    pub async fn start(
+        config: ClusterConfig,
+        engine: Arc<Engine>,
+        custom: CustomKinds,
+    ) -> std::io::Result<Arc<Serving>> {
         let journal = Arc::new(Journal::new(1));
         engine.attach_journal(journal.clone());
         let leadership = Leadership::new(journal);

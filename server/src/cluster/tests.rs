@@ -31,7 +31,8 @@ fn config(id: NodeId, dir: &std::path::Path, port: u16) -> ClusterConfig {
 
 async fn start(id: NodeId, dir: PathBuf, port: u16) -> TestNode {
     let engine = Arc::new(fresh_engine(CustomKinds::default()));
-    let node = ClusterNode::start(config(id, &dir, port), engine.clone(), CustomKinds::default(), None).await.expect("start");
+    let node =
+        ClusterNode::start(config(id, &dir, port), engine.clone(), CustomKinds::default(), None).await.expect("start");
     TestNode { node, engine, dir }
 }
 

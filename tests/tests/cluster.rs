@@ -1,0 +1,181 @@
+//! A replicated cluster of real `agora serve` nodes: forming it, serving through any
+//! node, losing the leader (SIGKILL) without losing an acknowledged write, a node
+//! restarted from its files catching up, membership changes with `agora cluster`,
+//! and bad settings refused with a reason.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use agora_client::blocking::Manager;
+use agora_client::ManagerOptions;
+use agora_proto::Address;
+use agora_tests::cluster::Cluster;
+use agora_tests::{agora_bin, AUTHKEY};
+
+fn addresses(cluster: &Cluster) -> Vec<Address> {
+    cluster.client_addresses().iter().map(|a| a.parse().expect("an address")).collect()
+}
+
+/// A client of the whole cluster (it moves to another node when one goes).
+fn client(cluster: &Cluster) -> Manager {
+    let options = ManagerOptions::new().reconnect_deadline(Duration::from_secs(60));
+    Manager::connect_any(addresses(cluster), AUTHKEY, options).expect("connect to the cluster")
+}
+
+/// A client of node `i` only.
+fn client_of(cluster: &Cluster, i: usize) -> Manager {
+    Manager::connect(cluster.client_address(i), AUTHKEY).expect("connect to the node")
+}
+
+/// A read, made again while its connection was lost under it.
+fn retry_read<T>(read: impl Fn() -> agora_client::Result<T>) -> T {
+    for _ in 0..10 {
+        match read() {
+            Ok(value) => return value,
+            Err(agora_client::Error::ConnectionLost(_)) => continue,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    panic!("the connection kept breaking")
+}
+
+fn agora(args: &[&str]) -> std::process::Output {
+    Command::new(agora_bin()).args(args).env_remove("AGORA_AUTHKEY").output().expect("run agora")
+}
+
+#[test]
+fn every_node_serves_and_a_killed_leader_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    // Through a follower (passed on to the leader) and through the leader.
+    let via_follower = client_of(&cluster, follower);
+    let d = via_follower.dict::<String, i64>("acked").expect("open");
+    for i in 0..50 {
+        d.insert(&format!("k{i}"), &i).expect("write through a follower");
+    }
+    let via_leader = client_of(&cluster, leader);
+    let d2 = via_leader.dict::<String, i64>("acked").expect("open");
+    assert_eq!(d2.len().unwrap(), 50, "the leader sees what was written through a follower");
+    drop((d, d2, via_follower, via_leader));
+
+    let all = client(&cluster);
+    let d = all.dict::<String, i64>("acked").expect("open");
+    let counter = all.value::<i64>("counter", &0).expect("open");
+    let mut acked = 50;
+    for i in 50..100 {
+        d.insert(&format!("k{i}"), &i).expect("write");
+        counter.add(&1).expect("add");
+        acked += 1;
+    }
+    cluster.kill9(leader);
+    // The client moves to another node; every acknowledged write is there. (A call in
+    // flight when the connection broke reports that its outcome is unknown: a read is
+    // safe to make again.)
+    let len = retry_read(|| d.len());
+    assert_eq!(len as i64, acked);
+    assert_eq!(retry_read(|| counter.get()), 50);
+    for i in 100..120 {
+        d.insert(&format!("k{i}"), &i).expect("write after the failover");
+    }
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader);
+    // The old leader comes back from its files and catches up.
+    cluster.restart(leader);
+    cluster.wait_converged(new_leader);
+    let back = client_of(&cluster, leader);
+    assert_eq!(back.dict::<String, i64>("acked").unwrap().len().unwrap(), 120);
+}
+
+#[test]
+fn a_stock_cpython_client_works_through_a_follower() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let script = r#"
+import sys
+from multiprocessing.managers import SyncManager
+SyncManager.register("agora")
+host, port = sys.argv[1].rsplit(":", 1)
+m = SyncManager(address=(host, int(port)), authkey=sys.argv[2].encode())
+m.connect()
+d = m.agora().dict("shared")
+d["from_python"] = 42
+l = m.list([1, 2])
+l.append(3)
+print(d["from_python"], list(l))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, cluster.client_address(follower), std::str::from_utf8(AUTHKEY).unwrap()])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42 [1, 2, 3]");
+    let native = client_of(&cluster, leader);
+    assert_eq!(native.dict::<String, i64>("shared").unwrap().get(&"from_python".to_owned()).unwrap(), Some(42));
+}
+
+#[test]
+fn agora_cluster_status_add_and_remove() {
+    let cluster = Cluster::start(3);
+    let key = cluster.key_file().display().to_string();
+    let peer = cluster.peer_address(0);
+    let out = agora(&["cluster", "status", "--peer", &peer, "--authkey-file", &key]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Leader") && text.matches("Follower").count() == 2, "{text}");
+    // Removing a node, through any node: the leader does it.
+    let out = agora(&["cluster", "remove", "--peer", &peer, "--authkey-file", &key, "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let leader = cluster.wait_for_leader();
+    let voters = cluster.status(leader).unwrap().voters;
+    assert_eq!(voters.keys().copied().collect::<Vec<_>>(), vec![1, 2], "{voters:?}");
+    // And back.
+    let member = format!("3={}", cluster.peer_address(2));
+    let out = agora(&["cluster", "add", "--peer", &peer, "--authkey-file", &key, &member]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let voters: BTreeMap<u64, String> = cluster.status(cluster.wait_for_leader()).unwrap().voters;
+    assert_eq!(voters.len(), 3);
+    // A wrong key is refused.
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), b"not the key").unwrap();
+    let out = agora(&["cluster", "status", "--peer", &peer, "--authkey-file", &wrong.path().display().to_string()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digest"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_cluster_node_refuses_incomplete_settings_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--node-id", "1", "--data-dir", &data], "--peer-listen"),
+        (&["--node-id", "1", "--peer-listen", "127.0.0.1:0"], "--data-dir"),
+        (&["--peer-listen", "127.0.0.1:0"], "--node-id"),
+        (
+            &["--node-id", "1", "--peer-listen", "127.0.0.1:0", "--data-dir", &data, "--cluster", "2=127.0.0.1:9"],
+            "this node",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(agora_bin())
+            .arg("serve")
+            .args(args)
+            .env("AGORA_AUTHKEY", "k")
+            .output()
+            .expect("run agora serve");
+        assert!(!out.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // No shared key: a generated one would differ on every node.
+    let out = Command::new(agora_bin())
+        .args(["serve", "--node-id", "1", "--peer-listen", "127.0.0.1:0", "--data-dir", &data])
+        .env_remove("AGORA_AUTHKEY")
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .expect("run agora serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("share one authkey"));
+}
