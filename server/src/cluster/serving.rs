@@ -153,12 +153,9 @@ impl Serving {
         if !self.is_settled(appended) {
             return appended;
         }
-        match self.engine.apply(Command::Barrier { at }).lsn {
-            Some(lsn) => lsn,
-            // The journal is closed: this node does not lead, and the answer must not
-            // go out. An LSN past everything never settles in this stint.
-            None => u64::MAX,
-        }
+        // A closed journal (this node does not lead) gives no LSN: the answer must not
+        // go out, and an LSN past everything never settles.
+        self.engine.apply(Command::Barrier { at }).lsn.unwrap_or(u64::MAX)
     }
 
     /// Proposes the journal's records until `shutdown` (see the module docs).
