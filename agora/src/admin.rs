@@ -276,50 +276,6 @@ pub async fn shutdown(args: &ClientArgs) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use agora_proto::native::Kind;
-
-    #[test]
-    fn times_print_as_utc_with_their_age() {
-        assert_eq!(when(0, 1_500_000), "1970-01-01T00:00:00.000Z (1.5 s ago)");
-        // 2026-12-03T09:12:44.120Z
-        let at = 1_796_289_164_120_000;
-        assert_eq!(when(at, at), "2026-12-03T09:12:44.120Z (0.0 s ago)");
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
-
-    #[test]
-    fn holders_print_session_peer_token_and_waiters_in_order() {
-        let h = ObjectHolders {
-            name: "L".into(),
-            kind: Kind::Lock,
-            id: 1,
-            held: vec![HolderInfo {
-                session: 3,
-                peer: Some("127.0.0.1:4000".into()),
-                since_us: 2_000_000,
-                token: Some(17),
-                what: "lock".into(),
-            }],
-            waiting: vec![
-                WaiterInfo { session: 4, peer: None, since_us: Some(3_000_000), what: "acquire".into() },
-                WaiterInfo { session: 5, peer: Some("[::1]:9".into()), since_us: None, what: "acquire".into() },
-            ],
-        };
-        let text = describe_holders(&h, 4_000_000);
-        assert_eq!(
-            text,
-            "held by (1):\n  session 3  peer 127.0.0.1:4000  since 1970-01-01T00:00:02.000Z (2.0 s ago)  token 17  lock\n\
-             waiting, in order (2):\n  1. session 4  peer ?  since 1970-01-01T00:00:03.000Z (1.0 s ago)  acquire\n  \
-             2. session 5  peer [::1]:9  since ?  acquire\n"
-        );
-        let nobody = ObjectHolders { held: vec![], waiting: vec![], ..h };
-        assert_eq!(describe_holders(&nobody, 0), "");
-    }
-}
-
 /// `agora cluster …`: asks nodes' peer listeners (see `agora_server::cluster::network`).
 pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> {
     use crate::cli::ClusterCommand;
@@ -413,5 +369,49 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
             println!("node {node_id} is no longer a member");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::native::Kind;
+
+    #[test]
+    fn times_print_as_utc_with_their_age() {
+        assert_eq!(when(0, 1_500_000), "1970-01-01T00:00:00.000Z (1.5 s ago)");
+        // 2026-12-03T09:12:44.120Z
+        let at = 1_796_289_164_120_000;
+        assert_eq!(when(at, at), "2026-12-03T09:12:44.120Z (0.0 s ago)");
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn holders_print_session_peer_token_and_waiters_in_order() {
+        let h = ObjectHolders {
+            name: "L".into(),
+            kind: Kind::Lock,
+            id: 1,
+            held: vec![HolderInfo {
+                session: 3,
+                peer: Some("127.0.0.1:4000".into()),
+                since_us: 2_000_000,
+                token: Some(17),
+                what: "lock".into(),
+            }],
+            waiting: vec![
+                WaiterInfo { session: 4, peer: None, since_us: Some(3_000_000), what: "acquire".into() },
+                WaiterInfo { session: 5, peer: Some("[::1]:9".into()), since_us: None, what: "acquire".into() },
+            ],
+        };
+        let text = describe_holders(&h, 4_000_000);
+        assert_eq!(
+            text,
+            "held by (1):\n  session 3  peer 127.0.0.1:4000  since 1970-01-01T00:00:02.000Z (2.0 s ago)  token 17  lock\n\
+             waiting, in order (2):\n  1. session 4  peer ?  since 1970-01-01T00:00:03.000Z (1.0 s ago)  acquire\n  \
+             2. session 5  peer [::1]:9  since ?  acquire\n"
+        );
+        let nobody = ObjectHolders { held: vec![], waiting: vec![], ..h };
+        assert_eq!(describe_holders(&nobody, 0), "");
     }
 }
