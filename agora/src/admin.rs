@@ -86,7 +86,24 @@ pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
             stats.client_objects_untracked
         );
     }
+    if let Some(c) = &stats.cluster {
+        let shown = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+        println!(
+            "cluster        node {} ({}), term {}, leader {}, log {}, applied {}",
+            c.node_id,
+            c.role,
+            c.term,
+            c.leader.map_or("unknown".to_owned(), |id| format!("node {id}")),
+            shown(c.last_log_index),
+            shown(c.last_applied)
+        );
+        for m in &c.members {
+            let lag = m.lag.map_or(String::new(), |lag| format!(", {lag} entries behind"));
+            println!("  node {:<6} {} ({}{lag})", m.id, m.peer, if m.voter { "voter" } else { "learner" });
+        }
+    }
     match &stats.durability {
+        None if stats.cluster.is_some() => println!("durability     the cluster's Raft log (fsynced on every node)"),
         None => println!("durability     none: state in memory only (start with --data-dir to keep it)"),
         Some(d) => {
             println!("durability     {} (fsync {})", d.data_dir, d.fsync);

@@ -422,6 +422,41 @@ pub struct ServerStats {
     /// Memory in use and the memory limit (`None` from a server that does not say).
     #[serde(default)]
     pub memory: Option<MemoryStats>,
+    /// Where this node stands in its cluster (`None`: a single server).
+    #[serde(default)]
+    pub cluster: Option<Box<ClusterStats>>,
+}
+
+/// A cluster node's view of its cluster, as `agora stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// This node's id.
+    pub node_id: u64,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub role: String,
+    /// The current Raft term.
+    pub term: u64,
+    /// The leader's id, if known.
+    pub leader: Option<u64>,
+    /// The last log index this node has.
+    pub last_log_index: Option<u64>,
+    /// The last log index it applied.
+    pub last_applied: Option<u64>,
+    /// The members, by id.
+    pub members: Vec<ClusterMember>,
+}
+
+/// One member in [`ClusterStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    /// Its id.
+    pub id: u64,
+    /// Its peer address.
+    pub peer: String,
+    /// True for a voter, false for a learner still catching up.
+    pub voter: bool,
+    /// Entries its log is behind the leader's (known on the leader only).
+    pub lag: Option<u64>,
 }
 
 /// The server's memory against its limit, as `agora stats` shows it.

@@ -173,6 +173,7 @@ impl Shared {
             durability: self.parking.durability().map(|d| Box::new(d.stats())),
             client_objects_untracked: self.client_refs.untracked_objects(),
             memory: Some(self.memory.stats()),
+            cluster: self.parking.serving().map(|s| Box::new(s.node().status().to_stats())),
         }
     }
 }

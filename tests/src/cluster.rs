@@ -176,11 +176,19 @@ impl Cluster {
     /// Asks node `i` where it stands (`None` if it does not answer).
     pub fn status(&self, i: usize) -> Option<NodeStatus> {
         let peer = self.specs[i].peer.to_string();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        match runtime.block_on(ask(&peer, AUTHKEY, &PeerRequest::Status, Duration::from_secs(2))) {
-            Ok(PeerResponse::Status(status)) => Some(status),
-            _ => None,
-        }
+        // On a thread of its own, so that sync and async tests alike may call it.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    match runtime.block_on(ask(&peer, AUTHKEY, &PeerRequest::Status, Duration::from_secs(2))) {
+                        Ok(PeerResponse::Status(status)) => Some(status),
+                        _ => None,
+                    }
+                })
+                .join()
+                .expect("the status thread")
+        })
     }
 
     /// Waits until a running node says it leads and every running, reachable node

@@ -135,8 +135,19 @@ fn agora_cluster_status_add_and_remove() {
     let member = format!("3={}", cluster.peer_address(2));
     let out = agora(&["cluster", "add", "--peer", &peer, "--authkey-file", &key, &member]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let voters: BTreeMap<u64, String> = cluster.status(cluster.wait_for_leader()).unwrap().voters;
+    let leader = cluster.wait_for_leader();
+    let voters: BTreeMap<u64, String> = cluster.status(leader).unwrap().voters;
     assert_eq!(voters.len(), 3);
+    // agora stats through a follower shows the leader's view, with every member's lag.
+    let follower = cluster.client_address((leader + 1) % 3).to_owned();
+    let out = agora(&["stats", "--json", "--address", &follower, "--authkey-file", &key]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let c = &stats["cluster"];
+    assert_eq!(c["role"], "Leader", "{stats}");
+    let members = c["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m["voter"] == true && m["lag"].is_u64()), "{c}");
     // A wrong key is refused.
     let wrong = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(wrong.path(), b"not the key").unwrap();

@@ -350,3 +350,28 @@ async fn held_locks_and_leases_show_per_named_object() {
     tokio::time::timeout(agora_tests::HANG_GUARD, waiting).await.unwrap().unwrap().unwrap();
     leased.ack().await.unwrap();
 }
+
+/// A cluster node reports its role, term and indexes; the leader reports each member's
+/// lag.
+#[tokio::test]
+async fn cluster_metrics_show_the_role_and_the_lag() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        agora_tests::cluster::Cluster::start_with(3, vec!["--metrics".into(), "127.0.0.1:0".into()])
+    })
+    .await
+    .unwrap();
+    let leader = cluster.wait_for_leader();
+    for i in 0..cluster.len() {
+        let endpoint = cluster.node(i).expect("running").metrics_endpoint();
+        let e = tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap();
+        assert_eq!(e.value("agora_cluster_leader"), if i == leader { 1.0 } else { 0.0 }, "node {}", i + 1);
+        assert!(e.value("agora_cluster_term") >= 1.0);
+        assert!(e.value("agora_cluster_last_applied_index") >= 1.0);
+        assert_eq!(e.types.get("agora_cluster_term").map(String::as_str), Some("gauge"));
+        if i == leader {
+            for node in 1..=3 {
+                assert!(e.get(&format!("agora_cluster_member_lag_entries{{node=\"{node}\"}}")).is_some());
+            }
+        }
+    }
+}

@@ -338,6 +338,15 @@ mod tests {
                 durability: None,
                 client_objects_untracked: 0,
                 memory: Some(MemoryStats { in_use: 5, limit: Some(10), refused: 1, returned: 0 }),
+                cluster: Some(Box::new(super::super::ClusterStats {
+                    node_id: 2,
+                    role: "Leader".into(),
+                    term: 3,
+                    leader: Some(2),
+                    last_log_index: Some(9),
+                    last_applied: Some(9),
+                    members: vec![super::super::ClusterMember { id: 1, peer: "h:1".into(), voter: true, lag: Some(0) }],
+                })),
             })),
         };
         assert!(value_response(&bytes_of(&stats)).is_none());

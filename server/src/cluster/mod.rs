@@ -224,6 +224,32 @@ pub struct NodeStatus {
     pub lag: BTreeMap<NodeId, u64>,
 }
 
+impl NodeStatus {
+    /// As `agora stats` carries it.
+    pub fn to_stats(&self) -> agora_proto::native::ClusterStats {
+        let member = |(id, peer): (&NodeId, &String), voter: bool| agora_proto::native::ClusterMember {
+            id: *id,
+            peer: peer.clone(),
+            voter,
+            lag: self.lag.get(id).copied(),
+        };
+        agora_proto::native::ClusterStats {
+            node_id: self.node_id,
+            role: self.role.clone(),
+            term: self.term,
+            leader: self.leader,
+            last_log_index: self.last_log_index,
+            last_applied: self.last_applied,
+            members: self
+                .voters
+                .iter()
+                .map(|m| member(m, true))
+                .chain(self.learners.iter().map(|m| member(m, false)))
+                .collect(),
+        }
+    }
+}
+
 /// One node of a cluster (see the module docs).
 pub struct ClusterNode {
     id: NodeId,

@@ -76,6 +76,24 @@ pub fn render(shared: &Shared) -> String {
         "Resident memory of the server process.",
         stats.memory_bytes.to_string(),
     );
+    if let Some(c) = &stats.cluster {
+        let is_leader = u8::from(c.leader == Some(c.node_id));
+        scalar("agora_cluster_leader", "gauge", "1 while this node leads its cluster, else 0.", is_leader.to_string());
+        scalar("agora_cluster_term", "gauge", "The node's current Raft term.", c.term.to_string());
+        let index = |i: Option<u64>| i.unwrap_or(0).to_string();
+        scalar(
+            "agora_cluster_last_log_index",
+            "gauge",
+            "The last Raft log index this node has.",
+            index(c.last_log_index),
+        );
+        scalar(
+            "agora_cluster_last_applied_index",
+            "gauge",
+            "The last Raft log index this node applied to its state.",
+            index(c.last_applied),
+        );
+    }
     if let Some(m) = &stats.memory {
         scalar(
             "agora_memory_in_use_bytes",
@@ -161,6 +179,20 @@ pub fn render(shared: &Shared) -> String {
         }
     }
 
+    if let Some(c) = &stats.cluster {
+        let lagging: Vec<_> = c.members.iter().filter_map(|m| m.lag.map(|lag| (m.id, lag))).collect();
+        if !lagging.is_empty() {
+            header(
+                &mut out,
+                "agora_cluster_member_lag_entries",
+                "gauge",
+                "On the leader: entries each member's log is behind the leader's.",
+            );
+            for (id, lag) in lagging {
+                let _ = writeln!(out, "agora_cluster_member_lag_entries{{node=\"{id}\"}} {lag}");
+            }
+        }
+    }
     header(&mut out, "agora_build_info", "gauge", "The server's version, as a label.");
     let _ = writeln!(out, "agora_build_info{{version=\"{}\"}} 1", label(&stats.version));
 
