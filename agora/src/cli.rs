@@ -1210,4 +1210,47 @@ mod tests {
         assert_eq!(back.heartbeat_timeout, Some(settings.limits.heartbeat_timeout));
         assert_eq!(back.log_level.as_deref(), Some("info"));
     }
+
+    #[test]
+    fn cluster_flags_resolve_and_print_back() {
+        let args = serve_args(&[
+            "--node-id",
+            "2",
+            "--peer-listen",
+            "10.0.0.2:50100",
+            "--data-dir",
+            "/var/lib/agora",
+            "--cluster",
+            "1=10.0.0.1:50100,2=10.0.0.2:50100",
+            "--cluster",
+            "3=10.0.0.3:50100",
+        ]);
+        let settings = args.resolve().unwrap();
+        let cluster = settings.cluster.clone().expect("a cluster node");
+        assert_eq!(cluster.node_id, 2);
+        assert_eq!(cluster.members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(settings.durability.is_none(), "a cluster node's state is in its Raft log");
+        let back = FileConfig::parse(&settings.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(back.node_id, Some(2));
+        assert_eq!(back.peer_listen, Some("10.0.0.2:50100".parse().unwrap()));
+        assert_eq!(back.cluster.unwrap(), cluster.members);
+        assert_eq!(back.data_dir, Some(PathBuf::from("/var/lib/agora")));
+    }
+
+    #[test]
+    fn cluster_settings_that_cannot_work_are_refused() {
+        let base = ["--node-id", "1", "--peer-listen", "127.0.0.1:7", "--data-dir", "/d"];
+        let with = |extra: &[&str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            serve_args(&argv).resolve().unwrap_err()
+        };
+        assert!(with(&["--fsync", "always"]).contains("--fsync"));
+        assert!(with(&["--cluster", "2=127.0.0.1:8"]).contains("this node"));
+        assert!(Cli::try_parse_from(["agora", "serve", "--node-id", "0"]).is_err(), "node ids start at 1");
+        for bad in ["1", "x=127.0.0.1:1", "0=127.0.0.1:1", "1=:1", "1=host", "1=host:port"] {
+            let err = bad.parse::<config::Member>().unwrap_err();
+            assert!(err.contains("ID=HOST:PORT"), "{bad}: {err}");
+        }
+    }
 }
