@@ -280,6 +280,47 @@ impl Invocation {
     }
 }
 
+/// Builds histories by hand with explicit times, in milliseconds from a common origin
+/// (for the checkers' own tests).
+#[cfg(test)]
+pub(crate) struct Builder {
+    t0: Instant,
+    /// The history built.
+    pub(crate) history: History,
+}
+
+#[cfg(test)]
+impl Builder {
+    pub(crate) fn new() -> Builder {
+        Builder { t0: Instant::now(), history: History::new() }
+    }
+
+    pub(crate) fn at(&self, ms: u64) -> Instant {
+        self.t0 + std::time::Duration::from_millis(ms)
+    }
+
+    /// An operation called at `call` ms that returned at `ret` ms with `outcome`.
+    pub(crate) fn op(&self, client: ClientId, op: Op, call: u64, ret: u64, outcome: Outcome) -> &Self {
+        self.history.record(client, op, self.at(call), Some(self.at(ret)), outcome);
+        self
+    }
+
+    /// A successful operation.
+    pub(crate) fn ok(&self, client: ClientId, op: Op, call: u64, ret: u64, out: Output) -> &Self {
+        self.op(client, op, call, ret, Outcome::Ok(out))
+    }
+
+    /// An operation whose outcome is unknown (its client gave up a second later).
+    pub(crate) fn unknown(&self, client: ClientId, op: Op, call: u64) -> &Self {
+        self.op(client, op, call, call + 1000, Outcome::Unknown)
+    }
+
+    /// An operation that definitely did not happen.
+    pub(crate) fn failed(&self, client: ClientId, op: Op, call: u64, ret: u64) -> &Self {
+        self.op(client, op, call, ret, Outcome::Failed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -387,28 +387,7 @@ fn check_increasing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    struct Builder {
-        t0: Instant,
-        history: History,
-    }
-
-    impl Builder {
-        fn new() -> Builder {
-            Builder { t0: Instant::now(), history: History::new() }
-        }
-        fn at(&self, ms: u64) -> Instant {
-            self.t0 + Duration::from_millis(ms)
-        }
-        fn op(&self, client: u64, op: Op, call: u64, ret: u64, outcome: Outcome) -> &Self {
-            self.history.record(client, op, self.at(call), Some(self.at(ret)), outcome);
-            self
-        }
-        fn ok(&self, client: u64, op: Op, call: u64, ret: u64, out: Output) -> &Self {
-            self.op(client, op, call, ret, Outcome::Ok(out))
-        }
-    }
+    use crate::history::Builder;
 
     fn qput(item: &str) -> Op {
         Op::QueuePut { queue: "q".into(), item: item.into() }

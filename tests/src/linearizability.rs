@@ -448,34 +448,7 @@ fn describe(key: &str, ops: &[Operation<KvInput, Output>], prefix: &[usize]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    /// Builds histories with explicit times (ms from a common origin).
-    struct Builder {
-        t0: Instant,
-        history: History,
-    }
-
-    impl Builder {
-        fn new() -> Builder {
-            Builder { t0: Instant::now(), history: History::new() }
-        }
-        fn at(&self, ms: u64) -> Instant {
-            self.t0 + Duration::from_millis(ms)
-        }
-        fn ok(&self, client: u64, op: Op, call: u64, ret: u64, out: Output) -> &Self {
-            self.history.record(client, op, self.at(call), Some(self.at(ret)), Outcome::Ok(out));
-            self
-        }
-        fn unknown(&self, client: u64, op: Op, call: u64) -> &Self {
-            self.history.record(client, op, self.at(call), Some(self.at(call + 1000)), Outcome::Unknown);
-            self
-        }
-        fn failed(&self, client: u64, op: Op, call: u64, ret: u64) -> &Self {
-            self.history.record(client, op, self.at(call), Some(self.at(ret)), Outcome::Failed);
-            self
-        }
-    }
+    use crate::history::Builder;
 
     fn put(key: &str, value: i64) -> Op {
         Op::Put { key: key.into(), value }
@@ -695,20 +668,7 @@ mod tests {
         eprintln!("steps: {}", report.steps);
     }
 
-    /// splitmix64: a deterministic generator, so a failure reproduces.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::Rng;
 
     /// A history of a real sequential execution: operation `i` takes effect at
     /// `10 * i` ms, and its interval covers that point with random slack on both

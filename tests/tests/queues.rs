@@ -9,24 +9,7 @@ use std::time::Duration;
 use agora_client::Error;
 use agora_proto::native::{self, Args, Op, Reply, Request, Response};
 use agora_proto::{ErrorCode, Value, WireError};
-use agora_tests::{Server, HANG_GUARD};
-
-/// A deterministic generator (splitmix64) for the random parts of the tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use agora_tests::{Rng, Server, HANG_GUARD};
 
 fn worker(server: &Server, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_agora-queue-worker"))
@@ -162,7 +145,7 @@ fn leased_items_survive_consumers_killed_at_random_points_and_are_acked_exactly_
             jobs.put(&i).await.unwrap();
         }
     });
-    let spawn = |rng: &mut Rng| worker(&server, &["lease-consume", "jobs", LEASE_MS, &rng.next().to_string()]);
+    let spawn = |rng: &mut Rng| worker(&server, &["lease-consume", "jobs", LEASE_MS, &rng.next_u64().to_string()]);
     let mut running: Vec<Child> = (0..CONSUMERS).map(|_| spawn(&mut rng)).collect();
     let mut records = Vec::new();
     for _ in 0..KILLS {

@@ -246,6 +246,17 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Writes a snapshot's bytes to `raft.snapshot`, off the async threads.
+    async fn persist(&self, meta: &SnapshotMeta<NodeId, Node>, bytes: &[u8]) -> Result<(), StorageError<NodeId>> {
+        let machine = self.clone();
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || machine.save_snapshot(&bytes))
+            .await
+            .map_err(io_error)
+            .and_then(|r| r)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
     fn save_snapshot(&self, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let mut file = std::fs::File::create(&tmp)?;
@@ -290,13 +301,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let file = SnapshotFile { meta: meta.clone(), image };
         let bytes = rmp_serde::to_vec(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &io_error(e)))?;
-        let machine = self.clone();
-        let to_save = bytes.clone();
-        tokio::task::spawn_blocking(move || machine.save_snapshot(&to_save))
-            .await
-            .map_err(io_error)
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.persist(&meta, &bytes).await?;
         self.lock().snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
@@ -384,13 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let damaged = |e: io::Error| StorageIOError::read_snapshot(Some(meta.signature()), &e);
         let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| damaged(io_error(e)))?;
         self.take_image(file.image).map_err(|e| damaged(io_error(e)))?;
-        let machine = self.clone();
-        let to_save = bytes.clone();
-        tokio::task::spawn_blocking(move || machine.save_snapshot(&to_save))
-            .await
-            .map_err(io_error)
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.persist(meta, &bytes).await?;
         if let Some(leadership) = &self.leadership {
             // The whole state was replaced by a committed one.
             if !leadership.leading() {
