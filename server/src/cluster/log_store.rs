@@ -11,7 +11,11 @@
 //! because Raft's safety rests on it.
 //!
 //! Every append and every vote is fsynced before openraft is told it is done: a node
-//! must never forget what it acknowledged to a leader or whom it voted for.
+//! must never forget what it acknowledged to a leader or whom it voted for. Appends
+//! are written by a thread of the log's own (`agora-raft-log`), which takes every
+//! record queued while the previous fsync ran and writes them with one fsync (group
+//! commit), then tells openraft; openraft's core goes on meanwhile. The in-memory
+//! view is updated when a record is queued, so reads see an entry at once.
 //!
 //! This module owns these two files; it knows nothing about the engine.
 
@@ -60,21 +64,36 @@ struct State {
     last_purged: Option<LogId<NodeId>>,
     committed: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
-    /// Bytes in the log file, and bytes of its records that are still live.
-    file_len: u64,
+    /// Bytes of the file's records that are still live (to know when to compact).
     live_len: u64,
 }
 
 struct Inner {
     dir: PathBuf,
-    file: File,
     state: State,
+}
+
+/// What to do once a write is on disk.
+enum Done {
+    /// Tell openraft an append is flushed.
+    Flushed(LogFlushed<TypeConfig>),
+    /// Wake a caller that waits for it.
+    Notify(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// Nothing (a commit mark: losing it only means replaying less).
+    Nothing,
+}
+
+/// Bytes for the writer thread, and whom to tell.
+struct Job {
+    bytes: Vec<u8>,
+    done: Done,
 }
 
 /// The Raft log of one node (see the module docs). Cheap to clone: clones share it.
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl Debug for LogStore {
@@ -125,7 +144,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl State {
-    /// Applies one record whose bytes are already in the file.
+    /// Applies one record of `len` bytes in the file.
     fn apply(&mut self, record: LogRecord, len: u64) {
         match record {
             LogRecord::Entry(entry) => self.insert(entry, len),
@@ -133,7 +152,6 @@ impl State {
             LogRecord::Purge(upto) => self.purge(upto),
             LogRecord::Committed(committed) => self.committed = committed,
         }
-        self.file_len += len;
     }
 
     fn insert(&mut self, entry: Entry, len: u64) {
@@ -179,7 +197,11 @@ impl LogStore {
             file.sync_all()?;
         }
         state.vote = read_vote(dir)?;
-        Ok(LogStore { inner: Arc::new(Mutex::new(Inner { dir: dir.to_owned(), file, state })) })
+        let inner = Arc::new(Mutex::new(Inner { dir: dir.to_owned(), state }));
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let writer = Writer { inner: Arc::downgrade(&inner), file, file_len: good as u64, dir: dir.to_owned() };
+        std::thread::Builder::new().name("agora-raft-log".to_owned()).spawn(move || writer.run(queue))?;
+        Ok(LogStore { inner, jobs })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -191,43 +213,97 @@ impl LogStore {
         self.lock().state.entries.range(range).map(|(_, (e, _))| e.clone()).collect()
     }
 
-    /// Appends `records` to the file, fsyncs it, applies them to the state, then
-    /// compacts the file if it grew too big.
-    fn write(&self, records: Vec<LogRecord>) -> io::Result<()> {
+    /// Applies `records` to the in-memory log and queues their bytes for the writer,
+    /// in one hold of the lock, so the file's order is the order of the calls.
+    fn queue(&self, records: Vec<LogRecord>, done: Done) -> io::Result<()> {
         let mut inner = self.lock();
-        let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
-        inner.file.write_all(&encoded.concat())?;
-        inner.file.sync_data()?;
-        for (record, bytes) in records.into_iter().zip(&encoded) {
-            inner.state.apply(record, bytes.len() as u64);
+        let mut bytes = Vec::new();
+        for record in records {
+            let encoded = encode(&record);
+            inner.state.apply(record, encoded.len() as u64);
+            bytes.extend_from_slice(&encoded);
         }
-        if inner.state.file_len > COMPACT_MIN && inner.state.file_len > COMPACT_RATIO * inner.state.live_len.max(1) {
-            compact(&mut inner)?;
-        }
-        Ok(())
+        self.jobs
+            .send(Job { bytes, done })
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the Raft log's writer thread is gone"))
+    }
+
+    /// Queues `records` and returns once they are on disk.
+    async fn write(&self, records: Vec<LogRecord>) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(records, Done::Notify(tx))?;
+        rx.await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the Raft log's writer thread is gone"))?
     }
 }
 
-/// Rewrites the log file with only what is live, atomically.
-fn compact(inner: &mut Inner) -> io::Result<()> {
-    let tmp = inner.dir.join(format!("{LOG_FILE}.tmp"));
-    let mut out = Vec::new();
-    if let Some(purged) = inner.state.last_purged {
-        out.extend_from_slice(&encode(&LogRecord::Purge(purged)));
+/// The writer thread's side of the log (see the module docs).
+struct Writer {
+    inner: std::sync::Weak<Mutex<Inner>>,
+    file: File,
+    file_len: u64,
+    dir: PathBuf,
+}
+
+impl Writer {
+    fn run(mut self, queue: std::sync::mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            batch.extend(queue.try_iter());
+            let mut bytes = Vec::with_capacity(batch.iter().map(|j| j.bytes.len()).sum());
+            for job in &batch {
+                bytes.extend_from_slice(&job.bytes);
+            }
+            let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
+            self.file_len += bytes.len() as u64;
+            if let Err(e) = &written {
+                tracing::error!(error = %e, "cannot write the Raft log");
+            }
+            for job in batch {
+                let result = written.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                match job.done {
+                    Done::Flushed(callback) => callback.log_io_completed(result),
+                    Done::Notify(tx) => {
+                        let _ = tx.send(result);
+                    }
+                    Done::Nothing => {}
+                }
+            }
+            if let Err(e) = self.compact_if_due() {
+                tracing::error!(error = %e, "cannot compact the Raft log; it keeps growing");
+            }
+        }
     }
-    out.extend_from_slice(&encode(&LogRecord::Committed(inner.state.committed)));
-    for (entry, _) in inner.state.entries.values() {
-        out.extend_from_slice(&encode(&LogRecord::Entry(entry.clone())));
+
+    /// Rewrites the log file with only what is live, atomically, once it holds much
+    /// more than that.
+    fn compact_if_due(&mut self) -> io::Result<()> {
+        let Some(inner) = self.inner.upgrade() else { return Ok(()) };
+        let inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+        if self.file_len <= COMPACT_MIN || self.file_len <= COMPACT_RATIO * inner.state.live_len.max(1) {
+            return Ok(());
+        }
+        // The state may hold records queued since this batch was taken: they go into
+        // the new file now and are appended again when their turn comes, which is
+        // harmless (an entry replaces itself on replay; truncate and purge marks and
+        // commit marks are idempotent).
+        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
+        let mut out = Vec::new();
+        if let Some(purged) = inner.state.last_purged {
+            out.extend_from_slice(&encode(&LogRecord::Purge(purged)));
+        }
+        out.extend_from_slice(&encode(&LogRecord::Committed(inner.state.committed)));
+        for (entry, _) in inner.state.entries.values() {
+            out.extend_from_slice(&encode(&LogRecord::Entry(entry.clone())));
+        }
+        let mut file = File::create(&tmp)?;
+        file.write_all(&out)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new().read(true).append(true).open(self.dir.join(LOG_FILE))?;
+        self.file_len = out.len() as u64;
+        Ok(())
     }
-    let mut file = File::create(&tmp)?;
-    file.write_all(&out)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, inner.dir.join(LOG_FILE))?;
-    sync_dir(&inner.dir)?;
-    inner.file = OpenOptions::new().read(true).append(true).open(inner.dir.join(LOG_FILE))?;
-    inner.state.file_len = out.len() as u64;
-    inner.state.live_len = inner.state.entries.values().map(|(_, len)| len).sum();
-    Ok(())
 }
 
 fn read_vote(dir: &Path) -> io::Result<Option<Vote<NodeId>>> {
@@ -306,14 +382,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        // Not fsynced on its own: a lost commit mark only means replaying less on start;
-        // the next append or purge syncs it with them.
-        let mut inner = self.lock();
-        let record = LogRecord::Committed(committed);
-        let bytes = encode(&record);
-        inner.file.write_all(&bytes).map_err(|e| StorageIOError::write_logs(&e))?;
-        inner.state.apply(record, bytes.len() as u64);
-        Ok(())
+        // Not waited for: a lost commit mark only means replaying less on start.
+        self.queue(vec![LogRecord::Committed(committed)], Done::Nothing)
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -326,25 +397,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let records: Vec<LogRecord> = entries.into_iter().map(LogRecord::Entry).collect();
-        let store = self.clone();
-        let written = tokio::task::spawn_blocking(move || store.write(records)).await.map_err(io_error).and_then(|r| r);
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
-            }
-        }
+        // The writer thread tells openraft once the records are on disk.
+        self.queue(records, Done::Flushed(callback)).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write(vec![LogRecord::Truncate(log_id.index)]).map_err(|e| StorageIOError::write_logs(&e).into())
+        self.write(vec![LogRecord::Truncate(log_id.index)]).await.map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write(vec![LogRecord::Purge(log_id)]).map_err(|e| StorageIOError::write_logs(&e).into())
+        self.write(vec![LogRecord::Purge(log_id)]).await.map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! - **The replicator** ([`Serving::run_replicator`]) takes the journal's new records
 //!   whenever an answer waits for them (or at least every millisecond) and proposes
-//!   them as one entry, tagged with the running stint (see [`super::leadership`]). Now
+//!   them as one entry, tagged with the running stint (see [`super::leadership`]). At
+//!   most two proposals are under way at once: what arrives meanwhile goes out together
+//!   in the next (group commit across the cluster). Now
 //!   and then it takes an image of the engine in the same hold of the journal's lock,
 //!   the cut the leader's next snapshot holds once that entry commits.
 //! - **Reads** ([`Serving::read_dependency`]): an answer computed from the engine goes
@@ -34,6 +36,9 @@ use crate::engine::{Command, Engine, Journal, Lsn, Time};
 
 /// Propose at least this often while records wait, even if no answer asked.
 const PROPOSE_EVERY: Duration = Duration::from_millis(1);
+
+/// Proposals replicated at once; what arrives meanwhile waits for the next one.
+const PROPOSALS_IN_FLIGHT: usize = 2;
 
 /// One node's serving side (see the module docs).
 pub struct Serving {
@@ -161,6 +166,7 @@ impl Serving {
     /// Proposes the journal's records until `shutdown` (see the module docs).
     pub async fn run_replicator(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut since_cut = 0u64;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
         loop {
             tokio::select! {
                 _ = self.nudge.notified() => {}
@@ -171,6 +177,12 @@ impl Serving {
             if stint == 0 {
                 continue;
             }
+            // While earlier proposals are under way, records pile up in the journal and
+            // go out together: one entry, one replication round, one fsync for many.
+            let permit = tokio::select! {
+                permit = in_flight.clone().acquire_owned() => permit.expect("never closed"),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
             let want_cut = since_cut >= self.cut_every;
             let mut records = Vec::new();
             let (last_lsn, image) =
@@ -186,8 +198,18 @@ impl Serving {
                 continue;
             }
             match self.node.raft().client_write_ff(Proposal { origin: stint, last_lsn, records }).await {
-                // The commit is seen by the state machine, which settles the answers.
-                Ok(_response) => since_cut += 1,
+                // The commit is seen by the state machine, which settles the answers;
+                // the response is awaited only so that openraft can hand it over.
+                Ok(response) => {
+                    let nudge = self.clone();
+                    tokio::spawn(async move {
+                        let _ = response.await;
+                        drop(permit);
+                        // Records that arrived meanwhile go out now.
+                        nudge.nudge.notify_one();
+                    });
+                    since_cut += 1;
+                }
                 Err(fatal) => self.leadership.end(&format!("Raft stopped: {fatal}")),
             }
         }

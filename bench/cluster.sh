@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# A 3-node agora cluster against one durable agora node (--fsync always), same client,
+# same operations, interleaved rounds. Loopback only; every process it starts is
+# stopped when it ends. Not part of CI.
+#
+#   bench/cluster.sh                  # 3 rounds
+#   ROUNDS=5 bench/cluster.sh
+#   AGORA_BIN=/path/to/agora bench/cluster.sh
+#
+# Prints one line per (round, target, test) with requests/s and p50/p99 (µs), then the
+# medians. What a cluster write costs over a single durable node: one replication round
+# trip and a follower's fsync, on top of the leader's own fsync.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+BIN=${AGORA_BIN:-}
+if [ -z "$BIN" ]; then
+    cargo build --release --quiet -p agora
+    BIN=target/release/agora
+fi
+DIR=$(mktemp -d /tmp/agora-cluster-bench-XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
+
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/key"
+chmod 600 "$DIR/key"
+export AGORA_AUTHKEY_FILE="$DIR/key"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The single durable node.
+SINGLE=127.0.0.1:$(free_port)
+"$BIN" serve --listen "$SINGLE" --data-dir "$DIR/single" --fsync always --log-level warn &
+PIDS+=($!)
+
+# The cluster.
+MEMBERS=""
+declare -a CLIENT
+for i in 1 2 3; do
+    peer=127.0.0.1:$(free_port)
+    CLIENT[$i]=127.0.0.1:$(free_port)
+    PEER[$i]=$peer
+    MEMBERS="${MEMBERS:+$MEMBERS,}$i=$peer"
+done
+for i in 1 2 3; do
+    "$BIN" serve --node-id "$i" --listen "${CLIENT[$i]}" --peer-listen "${PEER[$i]}" --cluster "$MEMBERS" \
+        --data-dir "$DIR/node$i" --log-level warn &
+    PIDS+=($!)
+done
+
+# The leader's client address (clients through a follower add a hop; measured too).
+leader=""
+for _ in $(seq 1 100); do
+    status=$("$BIN" cluster status --peer "${PEER[1]}" 2>/dev/null || true)
+    leader=$(echo "$status" | sed -n 's/^leader: node \([0-9]\).*/\1/p')
+    [ -n "$leader" ] && break
+    sleep 0.1
+done
+[ -n "$leader" ] || { echo "no leader" >&2; exit 1; }
+follower=$(( leader % 3 + 1 ))
+echo "== leader: node $leader; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $("$BIN" --version)"
+
+run() { # target address clients pipeline test
+    local out
+    out=$("$BIN" bench --address "$2" -c "$3" -P "$4" -n "$5" -t "$6" -r 10000 --threads 1 --json 2>/dev/null)
+    python3 - "$1" "$3" "$4" "$6" "$out" <<'EOF'
+import json, sys
+target, clients, pipeline, test, out = sys.argv[1:]
+row = json.loads(out)["results"][0]
+lat = row["latency_us"]
+print(f"ROW {target} {clients}x{pipeline} {test} {row['requests_per_sec']:.0f} {lat['p50']:.0f} {lat['p99']:.0f}", flush=True)
+EOF
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for shape in "1 1 2000" "50 1 20000" "50 16 100000"; do
+        set -- $shape
+        for test in set get; do
+            run single "$SINGLE" "$1" "$2" "$3" "$test"
+            run leader "${CLIENT[$leader]}" "$1" "$2" "$3" "$test"
+            run via-follower "${CLIENT[$follower]}" "$1" "$2" "$3" "$test"
+        done
+    done
+done | tee "$DIR/rows"
+
+echo
+echo "medians over $ROUNDS rounds: target shape test req/s p50_us p99_us"
+python3 - "$DIR/rows" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("ROW "):
+        continue
+    _, target, shape, test, rps, p50, p99 = line.split()
+    rows.setdefault((shape, test, target), []).append((float(rps), float(p50), float(p99)))
+for (shape, test, target), values in sorted(rows.items()):
+    med = [statistics.median(v[i] for v in values) for i in range(3)]
+    print(f"{shape:>6} {test:<4} {target:<13} {med[0]:>10,.0f} {med[1]:>9,.0f} {med[2]:>9,.0f}")
+EOF
