@@ -138,7 +138,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// The defaults for node `node_id`: a 100 ms heartbeat, elections after 500–1000
+    /// The defaults for node `node_id`: a 100 ms heartbeat, elections after 400–800
     /// ms without one, a snapshot every 10,000 entries keeping the last 1,000 entries.
     pub fn new(node_id: NodeId, peer_listen: SocketAddr, dir: impl Into<PathBuf>, key: Vec<u8>) -> ClusterConfig {
         ClusterConfig {
@@ -147,7 +147,7 @@ impl ClusterConfig {
             dir: dir.into(),
             key,
             heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             snapshot_after_entries: 10_000,
             keep_after_snapshot: 1_000,
             client_address: None,
