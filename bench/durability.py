@@ -918,9 +918,7 @@ def main():
     opts = ap.parse_args()
     if not suite.AGORA.exists():
         sys.exit(f"{suite.AGORA} is missing: run bench/durability.sh (it builds it)")
-    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: run bench/durability.sh (it installs it)")
+    suite.require_redis_tools("bench/durability.sh")
     rounds = 1 if opts.quick else max(1, opts.rounds)
     scale = 0.05 if opts.quick else 1.0
     fill_n = 20000 if opts.quick else opts.fill

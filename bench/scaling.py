@@ -416,17 +416,8 @@ def render(info, res, tables):
         for note in NOTES:
             w(f"- {note}")
         w("")
-    w("## Commands\n")
-    w("Every command this run executed, in order (`AGORA_AUTHKEY` set in the environment; ports and socket "
-      "paths are the run's own):\n")
-    w("```sh")
-    seen = []
-    for c in COMMANDS:
-        c = c.replace(str(ROOT) + "/", "")
-        if c not in seen:
-            seen.append(c)
-    w("\n".join(seen))
-    w("```\n")
+    suite.commands_section(w, "Every command this run executed, in order (`AGORA_AUTHKEY` set in the environment; "
+                              "ports and socket paths are the run's own):")
     return "\n".join(L)
 
 
@@ -440,9 +431,7 @@ def main():
     opts = ap.parse_args()
     if not suite.AGORA.exists():
         sys.exit(f"{suite.AGORA} is missing: set AGORA_BIN or run bench/scaling.sh (it builds it)")
-    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: run bench/scaling.sh (it installs it)")
+    suite.require_redis_tools("bench/scaling.sh")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below stops everything
     rounds = max(1, opts.rounds)
     scale = 0.02 if opts.quick else 1.0

@@ -277,6 +277,27 @@ def loadavg():
         return ["?"] * 3
 
 
+
+def commands_section(w, intro):
+    """Writes the "Commands" section: every command the run executed, once each, in order."""
+    w("## Commands\n")
+    w(intro + "\n")
+    w("```sh")
+    seen = []
+    for c in COMMANDS:
+        c = c.replace(str(ROOT) + "/", "")
+        if c not in seen:
+            seen.append(c)
+    w("\n".join(seen))
+    w("```\n")
+
+
+def require_redis_tools(script):
+    """Exits with what to run if the Redis tools a comparison needs are missing."""
+    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run {script} (it installs it)")
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", 5)))
@@ -738,16 +759,7 @@ def render(info, res):
         for note in NOTES:
             w(f"- {note}")
         w("")
-    w("## Commands\n")
-    w("Every benchmark command this run executed, in order (`AGORA_AUTHKEY` set in the environment):\n")
-    w("```sh")
-    seen = []
-    for c in COMMANDS:
-        c = c.replace(str(ROOT) + "/", "")
-        if c not in seen:
-            seen.append(c)
-    w("\n".join(seen))
-    w("```\n")
+    commands_section(w, "Every benchmark command this run executed, in order (`AGORA_AUTHKEY` set in the environment):")
     return "\n".join(L)
 
 
