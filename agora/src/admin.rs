@@ -342,27 +342,35 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
                 .map(|(id, peer)| (*id, peer.clone(), true))
                 .chain(asked.learners.iter().map(|(id, peer)| (*id, peer.clone(), false)))
                 .collect();
-            let leader_lag = match asked.leader {
-                Some(leader) if leader == asked.node_id => asked.lag.clone(),
-                _ => Default::default(),
-            };
-            for (id, peer, _voter) in members {
-                let shown = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
-                match call(peer.clone(), key.clone(), PeerRequest::Status).await {
-                    Ok(PeerResponse::Status(s)) => {
-                        let lag = leader_lag.get(&id).map_or("-".to_owned(), |l| l.to_string());
-                        println!(
-                            "{:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}",
-                            id,
-                            peer,
-                            s.role,
-                            s.term,
-                            shown(s.last_log_index),
-                            shown(s.last_applied),
-                            lag
-                        );
-                    }
-                    Ok(_) | Err(_) => println!("{:<6} {:<22} {:<10}", id, peer, "unreachable"),
+            // Ask every member; the lag comes from the leader's own view.
+            let mut statuses = Vec::new();
+            for (id, peer, _voter) in &members {
+                let status = match call(peer.clone(), key.clone(), PeerRequest::Status).await {
+                    Ok(PeerResponse::Status(s)) => Some(s),
+                    _ => None,
+                };
+                statuses.push((*id, peer.clone(), status));
+            }
+            let lag = statuses
+                .iter()
+                .filter_map(|(_, _, s)| s.as_ref())
+                .find(|s| s.leader == Some(s.node_id))
+                .map(|leader| leader.lag.clone())
+                .unwrap_or_default();
+            let shown = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+            for (id, peer, status) in statuses {
+                match status {
+                    Some(s) => println!(
+                        "{:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}",
+                        id,
+                        peer,
+                        s.role,
+                        s.term,
+                        shown(s.last_log_index),
+                        shown(s.last_applied),
+                        shown(lag.get(&id).copied())
+                    ),
+                    None => println!("{:<6} {:<22} {:<10}", id, peer, "unreachable"),
                 }
             }
             Ok(())

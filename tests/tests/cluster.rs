@@ -150,6 +150,12 @@ fn agora_cluster_status_add_and_remove() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Leader") && text.matches("Follower").count() == 2, "{text}");
+    // Every member's lag, from the leader's view, whichever node was asked.
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("Leader") || l.contains("Follower")).collect();
+    assert!(
+        rows.iter().all(|row| row.split_whitespace().last().is_some_and(|lag| lag.parse::<u64>().is_ok())),
+        "{text}"
+    );
     // Removing a node, through any node: the leader does it.
     let out = agora(&["cluster", "remove", "--peer", &peer, "--authkey-file", &key, "3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

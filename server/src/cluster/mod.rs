@@ -379,19 +379,17 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// Removes node `id` from the cluster (voter or learner).
+    /// Removes node `id` from the cluster (voter or learner). The leader may remove
+    /// itself: it steps down once the new membership is committed.
     pub async fn remove_node(&self, id: NodeId) -> Result<(), ClusterError> {
-        let status = self.status();
-        if status.voters.contains_key(&id) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(write_error)?;
-        }
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-            .await
-            .map_err(write_error)?;
+        // One change: a voter removed without `retain` leaves the node set too (a second
+        // change after the leader removed itself would be proposed by a non-voter).
+        let change = if self.status().voters.contains_key(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft.change_membership(change, false).await.map_err(write_error)?;
         Ok(())
     }
 
