@@ -12,6 +12,13 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => return exit_code(cli::serve(args)),
         other => Cli { command: other },
     };
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`agora ls | head`) panics;
+    // a command-line tool should just end, as others do. Not for `serve`, whose
+    // sockets must report a vanished peer as an error instead.
+    // SAFETY: signal(2) with SIG_DFL before any thread is started; no memory involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -150,3 +150,31 @@ async fn get_shows_who_holds_a_lock_and_who_waits_in_order() {
     let view = holder.holders("L").await.unwrap();
     assert!(view.held.is_empty() && view.waiting.is_empty(), "{view:?}");
 }
+
+/// `agora ls | head -1`: the reader goes away after one line; agora ends quietly, as a
+/// command-line tool should, instead of panicking on the closed pipe.
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let server = Server::start();
+    let m = server.client().await;
+    for i in 0..3000 {
+        m.dict::<String, i64>(&format!("object-with-a-long-name-{i:05}")).await.unwrap();
+    }
+    let mut child = Command::new(agora_bin())
+        .args(["ls", "--address", &server.address])
+        .env("AGORA_AUTHKEY", key(&server))
+        .env_remove("AGORA_AUTHKEY_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run agora ls");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    // The pipe's read end is closed now; agora writes on into it.
+    let out = child.wait_with_output().expect("agora ls ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
