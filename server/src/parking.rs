@@ -100,13 +100,21 @@ impl Drop for Mailbox {
     }
 }
 
+/// Where a server keeps its changes, which decides what an answer waits for.
+enum Keeping {
+    /// In memory only: answers never wait.
+    Memory,
+    /// A durable log: answers wait for their records as the fsync policy says.
+    Disk(Arc<Durability>),
+    /// A cluster: answers wait for the cluster to commit their records.
+    Cluster(Arc<Serving>),
+}
+
 /// The parking layer of one server.
 pub struct Parking {
     engine: Arc<Engine>,
-    /// The log, with durability on: answers wait for their records.
-    durability: Option<Arc<Durability>>,
-    /// On a cluster node: answers wait for the cluster to commit their records.
-    serving: Option<Arc<Serving>>,
+    /// Where changes are kept, and so what answers wait for.
+    keeping: Keeping,
     mailboxes: RwLock<HashMap<SessionId, mpsc::UnboundedSender<Mail>>>,
     alarms: Mutex<BTreeSet<(Time, Alarm)>>,
     /// Wakes the timer when an alarm earlier than all others is set.
@@ -125,24 +133,23 @@ impl std::fmt::Debug for Parking {
 impl Parking {
     /// The parking layer for `engine`. Start its timer with [`Parking::run_timer`].
     pub fn new(engine: Arc<Engine>) -> Arc<Parking> {
-        Parking::build(engine, None, None)
+        Parking::build(engine, Keeping::Memory)
     }
 
     /// The parking layer over a durable log's engine.
     pub fn durable(durability: Arc<Durability>) -> Arc<Parking> {
-        Parking::build(durability.engine().clone(), Some(durability), None)
+        Parking::build(durability.engine().clone(), Keeping::Disk(durability))
     }
 
     /// The parking layer of a cluster node serving over `engine`.
     pub fn replicated(engine: Arc<Engine>, serving: Arc<Serving>) -> Arc<Parking> {
-        Parking::build(engine, None, Some(serving))
+        Parking::build(engine, Keeping::Cluster(serving))
     }
 
-    fn build(engine: Arc<Engine>, durability: Option<Arc<Durability>>, serving: Option<Arc<Serving>>) -> Arc<Parking> {
+    fn build(engine: Arc<Engine>, keeping: Keeping) -> Arc<Parking> {
         Arc::new(Parking {
             engine,
-            durability,
-            serving,
+            keeping,
             mailboxes: RwLock::default(),
             alarms: Mutex::default(),
             earlier: Notify::new(),
@@ -153,32 +160,40 @@ impl Parking {
 
     /// The durable log, if the server has one.
     pub fn durability(&self) -> Option<&Arc<Durability>> {
-        self.durability.as_ref()
+        match &self.keeping {
+            Keeping::Disk(durability) => Some(durability),
+            _ => None,
+        }
     }
 
     /// The cluster node's serving side, on a cluster node.
     pub fn serving(&self) -> Option<&Arc<Serving>> {
-        self.serving.as_ref()
+        match &self.keeping {
+            Keeping::Cluster(serving) => Some(serving),
+            _ => None,
+        }
     }
 
     /// What an answer read now may depend on: the last record appended (0 without
     /// durability or a cluster). A connection takes it when a delivery reaches it.
     #[inline]
     pub fn appended(&self) -> Lsn {
-        if let Some(serving) = &self.serving {
-            return serving.appended();
+        match &self.keeping {
+            Keeping::Memory => 0,
+            Keeping::Disk(durability) => durability.appended(),
+            Keeping::Cluster(serving) => serving.appended(),
         }
-        self.durability.as_ref().map_or(0, |d| d.appended())
     }
 
     /// True if record `lsn` is already as durable as the fsync policy promises, or
     /// committed by the cluster (always without durability or a cluster).
     #[inline]
     pub fn is_settled(&self, lsn: Lsn) -> bool {
-        if let Some(serving) = &self.serving {
-            return serving.is_settled(lsn);
+        match &self.keeping {
+            Keeping::Memory => true,
+            Keeping::Disk(durability) => lsn == 0 || durability.is_settled(lsn),
+            Keeping::Cluster(serving) => serving.is_settled(lsn),
         }
-        self.durability.as_ref().is_none_or(|d| lsn == 0 || d.is_settled(lsn))
     }
 
     /// Returns once record `lsn` is as durable as the fsync policy promises, or
@@ -186,13 +201,14 @@ impl Parking {
     /// without durability or a cluster).
     #[inline]
     pub async fn settle(&self, lsn: Lsn) {
-        if let Some(serving) = &self.serving {
-            return serving.settle(lsn).await;
-        }
-        if let Some(durability) = &self.durability {
-            if lsn > 0 {
-                durability.settle(lsn).await;
+        match &self.keeping {
+            Keeping::Memory => {}
+            Keeping::Disk(durability) => {
+                if lsn > 0 {
+                    durability.settle(lsn).await;
+                }
             }
+            Keeping::Cluster(serving) => serving.settle(lsn).await,
         }
     }
 
@@ -201,10 +217,10 @@ impl Parking {
     /// refusal), the commit of a later record (see `cluster::serving`).
     #[inline]
     fn note_logged(&self, session: &Session, effects: &Effects) {
-        match (effects.lsn, &self.serving) {
+        match (effects.lsn, &self.keeping) {
             (Some(lsn), _) => session.note_logged(lsn),
-            (None, Some(serving)) => session.note_logged(serving.read_dependency(self.engine.now())),
-            (None, None) => {}
+            (None, Keeping::Cluster(serving)) => session.note_logged(serving.read_dependency(self.engine.now())),
+            (None, _) => {}
         }
     }
 

@@ -567,15 +567,19 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
         let (shared, slots, done) = (shared.clone(), slots.clone(), done.clone());
         if let Some(serving) = shared.parking.serving().cloned() {
             tokio::spawn(async move {
-                if serving.leadership().leading() {
-                    // A connection lives as long as the stint it was opened in.
-                    let mut generation = serving.leadership().generation();
+                // Taken first: a connection served here lives no longer than the stint
+                // it was accepted in (its session belongs to that stint's engine state).
+                let mut generation = serving.leadership().generation();
+                let local = if serving.leadership().leading() {
+                    Some(stream)
+                } else {
+                    forward_to_leader(stream, &peer, &serving).await
+                };
+                if let Some(stream) = local {
                     tokio::select! {
                         _ = serve_accepted(stream, peer, shared, slots) => {}
                         _ = generation.changed() => {}
                     }
-                } else {
-                    forward_to_leader(stream, &peer, &serving).await;
                 }
                 drop(done);
             });
@@ -601,13 +605,20 @@ async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slo
 }
 
 /// A cluster node that does not lead passes a client's connection on to the leader,
-/// byte for byte: the leader runs the handshake and serves it.
-async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluster::Serving) {
+/// byte for byte: the leader runs the handshake and serves it. With no leader to pass
+/// it to (an election, a cluster not formed yet) the connection is closed; clients
+/// reconnect. TLS connections are not passed on yet: they are served here, where a
+/// node that does not lead refuses their session with the reason.
+async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluster::Serving) -> Option<Accepted> {
+    if matches!(stream, Accepted::Tls(_)) {
+        tracing::info!(%peer, "TLS clients are not passed on to the leader yet: connect to the leader");
+        return Some(stream);
+    }
     let leader = match serving.leader_client_address().await {
         Ok(address) => address,
         Err(e) => {
             tracing::info!(%peer, error = %e, "no leader to pass a client on to; closing its connection");
-            return;
+            return None;
         }
     };
     let target = leader.strip_prefix("tcp://").unwrap_or(&leader).to_owned();
@@ -615,19 +626,17 @@ async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluste
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::info!(%peer, leader = %leader, error = %e, "cannot reach the leader; closing the client's connection");
-            return;
+            return None;
         }
     };
     let _ = upstream.set_nodelay(true);
     let result = match stream {
         Accepted::Tcp(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
         Accepted::Unix(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
-        Accepted::Tls(_) => {
-            tracing::info!(%peer, "TLS clients are not passed on to the leader yet: connect to the leader");
-            return;
-        }
+        Accepted::Tls(_) => unreachable!("returned above"),
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "a passed-on connection ended");
     }
+    None
 }

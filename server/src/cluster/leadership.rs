@@ -30,7 +30,9 @@ use crate::engine::{Journal, Lsn};
 pub fn not_leading() -> WireError {
     WireError::new(
         ErrorCode::Unavailable,
-        "this cluster node does not lead the cluster (a leader change is under way): retry, through any node",
+        "this cluster node does not lead its cluster and cannot pass the connection on to a leader (an election \
+         is under way, the cluster is not formed yet: see agora cluster status, or it is a TLS connection, which \
+         followers do not pass on yet): retry, through another node",
     )
 }
 

@@ -179,26 +179,23 @@ pub enum ClusterError {
     Failed(String),
 }
 
-fn not_leader_or<E: std::fmt::Display>(
-    error: RaftError<NodeId, E>,
-    forward: impl Fn(&E) -> Option<(NodeId, String)>,
-    is_forward: impl Fn(&E) -> bool,
-) -> ClusterError {
-    match &error {
-        RaftError::APIError(api) if is_forward(api) => ClusterError::NotLeader { leader: forward(api) },
-        _ => ClusterError::Failed(error.to_string()),
-    }
+/// `NotLeader` naming the leader openraft points at.
+fn not_leader(forward: &openraft::error::ForwardToLeader<NodeId, Node>) -> ClusterError {
+    ClusterError::NotLeader { leader: forward.leader_id.zip(forward.leader_node.as_ref().map(|n| n.addr.clone())) }
 }
 
 fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> ClusterError {
-    not_leader_or(
-        error,
-        |e| match e {
-            ClientWriteError::ForwardToLeader(f) => f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
-            _ => None,
-        },
-        |e| matches!(e, ClientWriteError::ForwardToLeader(_)),
-    )
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => not_leader(&forward),
+        other => ClusterError::Failed(other.to_string()),
+    }
+}
+
+fn read_error(error: RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, Node>>) -> ClusterError {
+    match error {
+        RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward)) => not_leader(&forward),
+        other => ClusterError::Failed(other.to_string()),
+    }
 }
 
 /// Where one node stands (`agora cluster status`, `agora stats`).
@@ -354,18 +351,7 @@ impl ClusterNode {
     /// Returns once this node is sure it is still the leader and has applied every
     /// entry committed before the call: a read made after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
-        self.raft.ensure_linearizable().await.map(drop).map_err(|e| {
-            not_leader_or(
-                e,
-                |e| match e {
-                    openraft::error::CheckIsLeaderError::ForwardToLeader(f) => {
-                        f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone()))
-                    }
-                    _ => None,
-                },
-                |e| matches!(e, openraft::error::CheckIsLeaderError::ForwardToLeader(_)),
-            )
-        })
+        self.raft.ensure_linearizable().await.map(drop).map_err(read_error)
     }
 
     /// Adds node `id` at peer address `addr`: first as a learner that catches up, then

@@ -142,6 +142,10 @@ impl Engine {
     /// leader sent uses it, since the serving layer holds this engine and not a slot it
     /// could swap. Call it while no command runs.
     pub fn replace_with(&self, other: Engine) {
+        // Connections that still hold a session of the old state must not act on it.
+        for session in self.sessions().values() {
+            session.mark_ended();
+        }
         self.table.replace_with(other.table);
         self.counters.set(other.counters.values());
         *self.sessions() = other.sessions.into_inner().unwrap_or_else(|e| e.into_inner());

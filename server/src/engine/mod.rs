@@ -379,6 +379,9 @@ impl Engine {
     /// spares the hot path a look-up in the session map).
     #[inline]
     pub fn apply_in(&self, session: &Session, command: Command) -> Effects {
+        if session.is_ended() {
+            return Effects::unchanged(Err(no_such_session(session.id())));
+        }
         if let Err(e) = self.admit(Some(session), &command) {
             return Effects::unchanged(Err(e));
         }
@@ -601,6 +604,9 @@ impl Engine {
         args: Args,
         at: Time,
     ) -> Effects {
+        if session.is_ended() {
+            return Effects::unchanged(Err(no_such_session(session.id())));
+        }
         if let Some(gate) = self.memory.get() {
             let spec = self.spec_of(Some(session), session.id(), object, access, method);
             if let Err(e) = spec.filter(|spec| spec.grows).map_or(Ok(()), |_| gate.admit(footprint(&args))) {
@@ -801,6 +807,7 @@ impl Engine {
 
     fn end_session(&self, session: &Session, at: Time, out: &mut Outputs) {
         let id = session.id();
+        session.mark_ended();
         self.sessions().remove(&id);
         let (handles, touched) = {
             let mut st = session.state();

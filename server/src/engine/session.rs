@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use agora_proto::idmap::IdMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use agora_proto::native::ObjectId;
@@ -82,11 +82,30 @@ pub(super) struct SessionCell {
     /// The LSN of the last record logged for this session (durability on): its
     /// answers go out once the log has that record.
     logged: AtomicU64,
+    /// Set when the session ends, or when the engine's state is replaced (a cluster
+    /// node rebuilt from its log): a connection still holding it gets no more commands
+    /// applied for it.
+    ended: AtomicBool,
 }
 
 impl Session {
     pub(super) fn new(id: SessionId) -> Session {
-        Session(Arc::new(SessionCell { id, state: Mutex::new(SessionState::default()), logged: AtomicU64::new(0) }))
+        Session(Arc::new(SessionCell {
+            id,
+            state: Mutex::new(SessionState::default()),
+            logged: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        }))
+    }
+
+    /// True once the session ended (see [`SessionCell`]'s `ended`).
+    #[inline]
+    pub fn is_ended(&self) -> bool {
+        self.0.ended.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_ended(&self) {
+        self.0.ended.store(true, Ordering::Release);
     }
 
     /// Notes that a command of this session was logged at `lsn`.

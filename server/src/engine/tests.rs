@@ -795,3 +795,39 @@ mod replay {
         }
     }
 }
+
+/// A connection may still hold a session that ended (its end came from elsewhere: a
+/// heartbeat, a restart) or that belongs to a state the engine no longer has (a cluster
+/// node rebuilt from its log): nothing is applied for it any more.
+#[test]
+fn commands_of_an_ended_or_replaced_session_are_refused() {
+    let mut b = Bench::new();
+    let s = b.session();
+    let d = b.open(s, Kind::Dict, Some("d"), vec![], Keep::Handle).unwrap();
+    let held = b.engine.session(s).expect("open");
+    let set = |b: &Bench, session: &Session| {
+        b.engine.call(
+            session,
+            d,
+            Access::Handle,
+            "__setitem__",
+            Args::positional(vec![Value::Int(1), Value::Int(2)]),
+            b.now,
+        )
+    };
+    assert!(set(&b, &held).reply.is_ok());
+    b.apply(Command::EndSession { session: s, at: b.now });
+    let refused = set(&b, &held).reply.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::SessionExpired);
+    assert!(!set(&b, &held).mutated);
+
+    let t = b.session();
+    let held = b.engine.session(t).expect("open");
+    let image = b.engine.image();
+    b.engine.replace_with(Engine::from_image(CustomKinds::default(), image).unwrap());
+    let refused = b.engine.apply_in(&held, Command::Release { session: t, object: d, at: b.now }).reply.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::SessionExpired);
+    // The replaced state's own session of that id still works.
+    let fresh = b.engine.session(t).expect("the image kept the session");
+    assert!(!fresh.is_ended());
+}
