@@ -302,21 +302,30 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
     let call = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
         ask(&peer, &key, &request, PATIENCE).await.map_err(|e| format!("{peer}: {e}"))
     };
-    // A change goes to the leader: a follower's answer names it.
+    // A change goes to the leader: a follower's answer names it, and while an election
+    // runs (no leader known yet) the asked node is asked again, for up to PATIENCE.
     let change = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
-        let mut target = peer;
-        for _ in 0..3 {
-            let again = match ask(&target, &key, &request, PATIENCE).await.map_err(|e| format!("{target}: {e}"))? {
+        use agora_server::cluster::ClusterError;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut target = peer.clone();
+        loop {
+            let answer = ask(&target, &key, &request, PATIENCE).await.map_err(|e| format!("{target}: {e}"))?;
+            match answer {
                 PeerResponse::Changed(Ok(())) => return Ok(()),
-                PeerResponse::Changed(Err(agora_server::cluster::ClusterError::NotLeader {
-                    leader: Some((_, addr)),
-                })) => addr,
+                PeerResponse::Changed(Err(ClusterError::NotLeader { leader: Some((_, addr)) })) => target = addr,
+                PeerResponse::Changed(Err(ClusterError::NotLeader { leader: None }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    target = peer.clone();
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
                 PeerResponse::Changed(Err(e)) => return Err(format!("{target}: {e}")),
                 other => return Err(format!("{target}: unexpected answer {other:?}")),
-            };
-            target = again;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("no leader took the change within {PATIENCE:?}; see agora cluster status"));
+            }
         }
-        Err("the leader kept changing; try again".to_owned())
     };
     match command {
         ClusterCommand::Status(args) => {

@@ -173,8 +173,7 @@ impl Serving {
                 _ = tokio::time::sleep(PROPOSE_EVERY) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
-            let stint = self.leadership.stint();
-            if stint == 0 {
+            if !self.leadership.leading() {
                 continue;
             }
             // While earlier proposals are under way, records pile up in the journal and
@@ -185,17 +184,22 @@ impl Serving {
             };
             let want_cut = since_cut >= self.cut_every;
             let mut records = Vec::new();
-            let (last_lsn, image) =
-                self.leadership.journal().take_and(&mut records, || want_cut.then(|| self.engine.image()));
-            if records.is_empty() && image.is_none() {
+            // The stint is read in the same hold of the journal's lock as the records:
+            // a stint may have ended and another begun while this task waited above, and
+            // the tail holds only records of the stint running now (an ending stint's
+            // are dropped with the journal's close, before the next one opens it).
+            let (last_lsn, (stint, image)) = self
+                .leadership
+                .journal()
+                .take_and(&mut records, || (self.leadership.stint(), want_cut.then(|| self.engine.image())));
+            if stint == 0 || (records.is_empty() && image.is_none()) {
+                // No stint: what was taken was never committed, and the engine is
+                // rebuilt from the committed log before this node serves again.
                 continue;
             }
             if let Some(image) = image {
                 self.node.state_machine().offer_cut(stint, last_lsn, image);
                 since_cut = 0;
-            }
-            if self.leadership.stint() != stint {
-                continue;
             }
             match self.node.raft().client_write_ff(Proposal { origin: stint, last_lsn, records }).await {
                 // The commit is seen by the state machine, which settles the answers;
