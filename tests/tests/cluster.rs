@@ -1,6 +1,7 @@
 //! A replicated cluster of real `agora serve` nodes: forming it, serving through any
 //! node, losing the leader (SIGKILL) without losing an acknowledged write, a node
-//! restarted from its files catching up, membership changes with `agora cluster`,
+//! restarted from its files catching up, reads confirmed by a read-index round and
+//! never stale from a cut-off leader, membership changes with `agora cluster`,
 //! and bad settings refused with a reason.
 
 use std::collections::BTreeMap;
@@ -88,6 +89,54 @@ fn every_node_serves_and_a_killed_leader_loses_no_acknowledged_write() {
     cluster.wait_converged(new_leader);
     let back = client_of(&cluster, leader);
     assert_eq!(back.dict::<String, i64>("acked").unwrap().len().unwrap(), 120);
+}
+
+#[test]
+fn reads_confirm_the_lead_without_a_log_write_and_a_cut_off_leader_answers_no_stale_read() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let on_leader = client_of(&cluster, leader);
+    let d = on_leader.dict::<String, i64>("reads").expect("open");
+    d.insert(&"k".to_string(), &1).expect("write");
+    cluster.wait_converged(leader);
+
+    // A read on an idle leader is confirmed by a heartbeat round (read-index): the Raft
+    // log does not grow, however many reads there are.
+    let last_index = || cluster.status(leader).and_then(|s| s.last_log_index);
+    let before = last_index();
+    for _ in 0..20 {
+        assert_eq!(d.get(&"k".to_string()).expect("read"), Some(1));
+    }
+    assert_eq!(last_index(), before, "20 reads on an idle leader appended log entries");
+
+    // Cut the leader off; another node takes over and a write through it is
+    // acknowledged. A read made on the old leader after that must never answer the old
+    // value: it waits (no quorum confirms the lead) and fails once it hears of the new
+    // term.
+    cluster.isolate(leader);
+    let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+    let new_leader = loop {
+        let now = cluster.wait_for_leader();
+        if now != leader {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "no other node took over");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let elsewhere = client_of(&cluster, new_leader);
+    elsewhere.dict::<String, i64>("reads").unwrap().insert(&"k".to_string(), &2).expect("write to the new leader");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(d.get(&"k".to_string()));
+    });
+    let stale = |answer: &agora_client::Result<Option<i64>>| matches!(answer, Ok(Some(1)));
+    if let Ok(answer) = rx.recv_timeout(Duration::from_secs(3)) {
+        assert!(!stale(&answer), "a cut-off leader served a stale read: {answer:?}");
+    } else {
+        cluster.heal();
+        let answer = rx.recv_timeout(agora_tests::HANG_GUARD).expect("the read ends once the old leader hears");
+        assert!(!stale(&answer), "a cut-off leader served a stale read after healing: {answer:?}");
+    }
 }
 
 /// Runs `script` on CPython `py` with the node address and the key as arguments.

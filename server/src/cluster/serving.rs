@@ -9,11 +9,17 @@
 //!   and then it takes an image of the engine in the same hold of the journal's lock,
 //!   the cut the leader's next snapshot holds once that entry commits.
 //! - **Reads** ([`Serving::read_dependency`]): an answer computed from the engine goes
-//!   out only after the commit of a record that was not committed when it was
-//!   computed: a commit proves the node still led after the read, and covers every
-//!   change the read saw. While changes are flowing, the newest one does; when none is
-//!   pending, a `Barrier` record is appended (one per burst of reads). A read costs one
-//!   replication round trip, shared by every read and write in flight with it.
+//!   out only once a quorum has confirmed, in a round that *began after the read*,
+//!   that this node still leads: then no other leader can have acknowledged a write the
+//!   read missed. (A round already under way when the read ran proves nothing: its
+//!   acknowledgements may have been sent before another leader was elected.) While
+//!   changes are flowing, the read waits for the commit of the newest record not yet
+//!   proposed, which also covers every change the read saw; when none waits, a
+//!   `Barrier` record is appended (one per burst of reads). A batch that holds nothing
+//!   but that barrier, with everything before it committed, is not proposed: a
+//!   heartbeat round to a quorum ([`openraft::Raft::ensure_linearizable`], Raft's read-index)
+//!   confirms the lead without a log write or an fsync. A read costs one round trip,
+//!   shared by every read and write in flight with it.
 //! - **Leadership** ([`Serving::watch_leadership`]): when this node becomes leader and
 //!   has applied everything before its term, a stint begins (the server then ends the
 //!   previous leader's sessions with a `Restart` and arms pending wake-ups); when it
@@ -23,6 +29,7 @@
 //! This module owns the proposing side of the journal; it applies no command itself
 //! except the `Barrier`, and knows nothing of connections.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +59,8 @@ pub struct Serving {
     key: Vec<u8>,
     /// The leader's client address, once asked: (leader id, address).
     leader_client: std::sync::Mutex<Option<(super::NodeId, String)>>,
+    /// The LSN of the last `Barrier` a read appended (see [`Serving::read_dependency`]).
+    last_barrier: AtomicU64,
 }
 
 impl std::fmt::Debug for Serving {
@@ -92,6 +101,7 @@ impl Serving {
             cut_every,
             key,
             leader_client: std::sync::Mutex::new(None),
+            last_barrier: AtomicU64::new(0),
         }))
     }
 
@@ -154,19 +164,36 @@ impl Serving {
     /// The record an answer computed from the engine now must wait for (see the
     /// module docs).
     pub fn read_dependency(&self, at: Time) -> Lsn {
-        let appended = self.appended();
-        if !self.is_settled(appended) {
-            return appended;
+        // Records not proposed yet are proposed after this read: their commit is a
+        // round that began after it.
+        if let Some(untaken) = self.leadership.journal().untaken() {
+            return untaken;
         }
         // A closed journal (this node does not lead) gives no LSN: the answer must not
         // go out, and an LSN past everything never settles.
-        self.engine.apply(Command::Barrier { at }).lsn.unwrap_or(u64::MAX)
+        match self.engine.apply(Command::Barrier { at }).lsn {
+            Some(lsn) => {
+                self.last_barrier.fetch_max(lsn, Ordering::AcqRel);
+                lsn
+            }
+            None => u64::MAX,
+        }
+    }
+
+    /// True if the records after `previous` up to `last` are one `Barrier` a read
+    /// appended, and everything before it is settled: a read-index round can settle it.
+    fn only_a_barrier(&self, previous: Option<Lsn>, last: Lsn) -> bool {
+        previous.is_some_and(|previous| {
+            last == previous + 1 && self.last_barrier.load(Ordering::Acquire) == last && self.is_settled(previous)
+        })
     }
 
     /// Proposes the journal's records until `shutdown` (see the module docs).
     pub async fn run_replicator(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut since_cut = 0u64;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+        // The last LSN taken before (None: not known yet, or records were dropped).
+        let mut previous: Option<Lsn> = None;
         loop {
             tokio::select! {
                 _ = self.nudge.notified() => {}
@@ -192,9 +219,22 @@ impl Serving {
                 .leadership
                 .journal()
                 .take_and(&mut records, || (self.leadership.stint(), want_cut.then(|| self.engine.image())));
+            let before = previous.replace(last_lsn);
             if stint == 0 || (records.is_empty() && image.is_none()) {
                 // No stint: what was taken was never committed, and the engine is
                 // rebuilt from the committed log before this node serves again.
+                if stint == 0 {
+                    previous = None;
+                }
+                continue;
+            }
+            if image.is_none() && self.only_a_barrier(before, last_lsn) {
+                let serving = self.clone();
+                tokio::spawn(async move {
+                    serving.confirm_barrier(stint, last_lsn, records).await;
+                    drop(permit);
+                    serving.nudge.notify_one();
+                });
                 continue;
             }
             if let Some(image) = image {
@@ -216,6 +256,24 @@ impl Serving {
                 }
                 Err(fatal) => self.leadership.end(&format!("Raft stopped: {fatal}")),
             }
+        }
+    }
+
+    /// Settles a batch that is nothing but a read's `Barrier` (record `lsn` of `stint`)
+    /// by a read-index round: a quorum's answer to heartbeats sent now proves this node
+    /// led after the reads that wait for it. If the round fails (a quorum did not
+    /// answer in time, or a higher term was seen), the barrier is proposed as an entry
+    /// instead; if this node no longer leads, that fails too and the stint ends.
+    async fn confirm_barrier(&self, stint: u64, lsn: Lsn, records: Vec<u8>) {
+        if self.node.raft().ensure_linearizable().await.is_ok() {
+            self.leadership.committed(stint, lsn);
+            return;
+        }
+        match self.node.raft().client_write_ff(Proposal { origin: stint, last_lsn: lsn, records }).await {
+            Ok(response) => {
+                let _ = response.await;
+            }
+            Err(fatal) => self.leadership.end(&format!("Raft stopped: {fatal}")),
         }
     }
 

@@ -91,6 +91,8 @@ pub struct Journal {
     tail: Mutex<Tail>,
     /// The LSN of the last record appended (readable without the lock).
     appended: AtomicU64,
+    /// The LSN of the last record taken (or dropped by a close).
+    taken: AtomicU64,
     /// Set while the log cannot be written: mutating commands are refused with it.
     refusing: AtomicBool,
     refusal: Mutex<Option<WireError>>,
@@ -105,6 +107,7 @@ impl Journal {
         Journal {
             tail: Mutex::new(Tail { bytes: Vec::with_capacity(64 * 1024), next_lsn }),
             appended: AtomicU64::new(next_lsn.saturating_sub(1)),
+            taken: AtomicU64::new(next_lsn.saturating_sub(1)),
             refusing: AtomicBool::new(false),
             refusal: Mutex::new(None),
             closed: Mutex::new(None),
@@ -155,7 +158,15 @@ impl Journal {
     pub fn take(&self, into: &mut Vec<u8>) -> Lsn {
         let mut tail = self.lock();
         std::mem::swap(&mut tail.bytes, into);
+        self.taken.store(tail.next_lsn - 1, Ordering::Release);
         tail.next_lsn - 1
+    }
+
+    /// The LSN of the last record appended, if some records appended have not been
+    /// taken yet: whoever takes them does so after this call.
+    pub fn untaken(&self) -> Option<Lsn> {
+        let appended = self.appended();
+        (appended > self.taken.load(Ordering::Acquire)).then_some(appended)
     }
 
     /// [`Journal::take`], and `also` run in the same hold of the journal's lock: what
@@ -164,6 +175,7 @@ impl Journal {
     pub fn take_and<R>(&self, into: &mut Vec<u8>, also: impl FnOnce() -> R) -> (Lsn, R) {
         let mut tail = self.lock();
         std::mem::swap(&mut tail.bytes, into);
+        self.taken.store(tail.next_lsn - 1, Ordering::Release);
         let seen = also();
         (tail.next_lsn - 1, seen)
     }
@@ -192,6 +204,7 @@ impl Journal {
         *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         let dropped = tail.bytes.len();
         tail.bytes.clear();
+        self.taken.store(tail.next_lsn - 1, Ordering::Release);
         dropped
     }
 
