@@ -195,7 +195,7 @@ fn restore(dir: &Path, custom: CustomKinds, cut_damage: bool) -> Result<(Engine,
     let started = Instant::now();
     let listing = disk::list(dir)?;
     let mut recovery = Recovery::default();
-    let (mut engine, snapshot_lsn) = match listing.snapshots.last() {
+    let (engine, snapshot_lsn) = match listing.snapshots.last() {
         Some((_, path)) => {
             let (lsn, image) = disk::read_snapshot(path)?;
             let engine = Engine::from_image(custom, image).map_err(|why| DiskError::Damaged {

@@ -6,6 +6,7 @@
 //! written to disk is still roughly right when it is read back). Objects never read a
 //! clock; they get `now` from the command being applied (see [`super::Ctx::now`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -32,11 +33,14 @@ impl Time {
     }
 }
 
-/// The engine's clock: monotonic, anchored to the wall clock at start.
-#[derive(Debug, Clone, Copy)]
+/// The engine's clock: monotonic, anchored to the wall clock at start, and moved
+/// forward (never back) by [`Clock::not_before`].
+#[derive(Debug)]
 pub struct Clock {
     origin: Instant,
     origin_time: Time,
+    /// Microseconds this clock reads ahead of its anchor: only grows.
+    ahead: AtomicU64,
 }
 
 impl Default for Clock {
@@ -49,27 +53,32 @@ impl Clock {
     /// A clock anchored to the wall clock now.
     pub fn new() -> Clock {
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Clock { origin: Instant::now(), origin_time: Time(since_epoch.as_micros() as u64) }
+        Clock { origin: Instant::now(), origin_time: Time(since_epoch.as_micros() as u64), ahead: AtomicU64::new(0) }
     }
 
-    /// This clock, or one that reads `t` now if this one reads earlier: time must not
-    /// go back across a restart, even if the wall clock did.
-    pub fn not_before(self, t: Time) -> Clock {
-        if self.now() >= t {
-            self
-        } else {
-            Clock { origin: Instant::now(), origin_time: t }
+    /// Moves this clock forward, if need be, so that it reads `t` or later from now on:
+    /// time must not go back across a restart, or from one cluster leader to the next,
+    /// even if one machine's wall clock is behind another's.
+    pub fn not_before(&self, t: Time) {
+        let anchored = self.anchored();
+        if anchored.0 + self.ahead.load(Ordering::Relaxed) < t.0 {
+            self.ahead.fetch_max(t.0 - anchored.0, Ordering::Relaxed);
         }
+    }
+
+    fn anchored(&self) -> Time {
+        Time(self.origin_time.0 + self.origin.elapsed().as_micros() as u64)
     }
 
     /// Now, on this clock.
     pub fn now(&self) -> Time {
-        Time(self.origin_time.0 + self.origin.elapsed().as_micros() as u64)
+        Time(self.anchored().0 + self.ahead.load(Ordering::Relaxed))
     }
 
     /// The monotonic instant at which this clock reads `t` (for the server's timer).
     pub fn instant_of(&self, t: Time) -> Instant {
-        let offset = Duration::from_micros(t.0.saturating_sub(self.origin_time.0));
+        let start = self.origin_time.0 + self.ahead.load(Ordering::Relaxed);
+        let offset = Duration::from_micros(t.0.saturating_sub(start));
         self.origin.checked_add(offset).unwrap_or_else(|| self.origin + Duration::from_secs(86_400 * 365 * 30))
     }
 }
@@ -96,5 +105,20 @@ mod tests {
         let later = a.after_secs(10.0).unwrap();
         let instant = clock.instant_of(later);
         assert!(instant > Instant::now());
+    }
+
+    #[test]
+    fn not_before_moves_the_clock_forward_only_and_its_instants_with_it() {
+        let clock = Clock::new();
+        let ahead = clock.now().after_secs(3600.0).unwrap();
+        clock.not_before(ahead);
+        let now = clock.now();
+        assert!(now >= ahead, "the clock reads at least what it was moved to");
+        assert!(now.0 - ahead.0 < 60_000_000, "and not much more");
+        clock.not_before(Time(1));
+        assert!(clock.now() >= now, "an earlier time does not move it back");
+        // A deadline one second from the moved clock's now is about a second away.
+        let due = clock.instant_of(clock.now().after_secs(1.0).unwrap());
+        assert!(due > Instant::now() && due < Instant::now() + Duration::from_secs(2));
     }
 }

@@ -270,8 +270,8 @@ impl Engine {
 
     /// Moves the clock so that it never reads earlier than `t` (a restore: the log's
     /// last command happened at `t`, and time must not go back across a restart).
-    pub fn clock_not_before(&mut self, t: Time) {
-        self.clock = self.clock.not_before(t);
+    pub fn clock_not_before(&self, t: Time) {
+        self.clock.not_before(t);
     }
 
     fn restarted(&self) -> MutexGuard<'_, Option<Restarted>> {
@@ -335,6 +335,9 @@ impl Engine {
     /// Applies a command another node already ordered (a replica applying its
     /// cluster's committed log): never through the journal, never refused.
     pub fn apply_replicated(&self, command: Command) -> Effects {
+        // The leader's clock ordered it: this node's clock, should it lead next, must
+        // not read earlier (leases and timeouts it sets would run long).
+        self.clock.not_before(command.at());
         self.apply_now(command)
     }
 

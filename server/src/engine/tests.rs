@@ -831,3 +831,17 @@ fn commands_of_an_ended_or_replaced_session_are_refused() {
     let fresh = b.engine.session(t).expect("the image kept the session");
     assert!(!fresh.is_ended());
 }
+
+#[test]
+fn a_replica_clock_never_reads_earlier_than_the_commands_it_applied() {
+    // The leader's wall clock runs an hour ahead of this node's: should this node lead
+    // next, the times it stamps must not go back.
+    let engine = Engine::with_counters(CustomKinds::default(), START);
+    let leaders_time = engine.now().after_secs(3600.0).unwrap();
+    engine.apply_replicated(Command::OpenSession { at: leaders_time });
+    assert!(engine.now() >= leaders_time, "{:?} < {leaders_time:?}", engine.now());
+    // An older command does not move it back.
+    let before = engine.now();
+    engine.apply_replicated(Command::OpenSession { at: Time(1) });
+    assert!(engine.now() >= before);
+}
