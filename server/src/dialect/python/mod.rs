@@ -157,9 +157,10 @@ pub async fn serve<S: Transport>(
     let (session, mailbox, _peer) = match shared.open_session(peer) {
         Ok(opened) => opened,
         Err(e) => {
-            // A replicated node that stopped leading: the client reconnects.
+            // A replicated node that stopped leading: the client raises our reason as a
+            // `RemoteError`, and may connect again (through another node).
             tracing::debug!(%peer, error = %e.message, "no session; closing");
-            return;
+            return refuse(&mut stream, &e).await;
         }
     };
     let mut conn = PyConn {
