@@ -606,9 +606,10 @@ async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slo
 
 /// A cluster node that does not lead passes a client's connection on to the leader,
 /// byte for byte: the leader runs the handshake and serves it. With no leader to pass
-/// it to (an election, a cluster not formed yet) the connection is closed; clients
-/// reconnect. TLS connections are not passed on yet: they are served here, where a
-/// node that does not lead refuses their session with the reason.
+/// it to (an election, a cluster not formed yet or without a majority, a leader that
+/// does not answer), and for TLS connections (not passed on yet), the connection is
+/// returned to be served here: after the handshake, a node that does not lead
+/// refuses the session with the reason, and the client may try another node.
 async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluster::Serving) -> Option<Accepted> {
     if matches!(stream, Accepted::Tls(_)) {
         tracing::info!(%peer, "TLS clients are not passed on to the leader yet: connect to the leader");
@@ -617,16 +618,16 @@ async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluste
     let leader = match serving.leader_client_address().await {
         Ok(address) => address,
         Err(e) => {
-            tracing::info!(%peer, error = %e, "no leader to pass a client on to; closing its connection");
-            return None;
+            tracing::info!(%peer, error = %e, "no leader to pass a client on to; refusing it here");
+            return Some(stream);
         }
     };
     let target = leader.strip_prefix("tcp://").unwrap_or(&leader).to_owned();
     let mut upstream = match tokio::net::TcpStream::connect(&target).await {
         Ok(upstream) => upstream,
         Err(e) => {
-            tracing::info!(%peer, leader = %leader, error = %e, "cannot reach the leader; closing the client's connection");
-            return None;
+            tracing::info!(%peer, leader = %leader, error = %e, "cannot reach the leader; refusing the client here");
+            return Some(stream);
         }
     };
     let _ = upstream.set_nodelay(true);

@@ -149,13 +149,13 @@ fn run_python(py: &python_support::Python, script: &str, address: &str) -> Strin
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-const PY_CONNECT: &str = r#"
+/// A stock CPython manager `m` for the node address and key given as arguments.
+const PY_MANAGER: &str = r#"
 import sys
 from multiprocessing.managers import SyncManager
 SyncManager.register("agora")
 host, port = sys.argv[1].rsplit(":", 1)
 m = SyncManager(address=(host, int(port)), authkey=sys.argv[2].encode())
-m.connect()
 "#;
 
 /// A stock CPython client (every version the machine has) works through a follower,
@@ -169,7 +169,7 @@ fn stock_cpython_clients_work_through_a_follower_and_find_their_writes_after_a_f
     let address = cluster.client_address(follower).to_owned();
     for py in python_support::pythons() {
         let write = format!(
-            "{PY_CONNECT}\nd = m.agora().dict('py-{v}')\nfor i in range(20): d[i] = i * i\nl = m.list([1, 2])\nl.append(3)\nprint(len(d), list(l))",
+            "{PY_MANAGER}m.connect()\nd = m.agora().dict('py-{v}')\nfor i in range(20): d[i] = i * i\nl = m.list([1, 2])\nl.append(3)\nprint(len(d), list(l))",
             v = py.version
         );
         assert_eq!(run_python(py, &write, &address), "20 [1, 2, 3]", "CPython {}", py.version);
@@ -180,7 +180,7 @@ fn stock_cpython_clients_work_through_a_follower_and_find_their_writes_after_a_f
     let _ = new_leader;
     for py in python_support::pythons() {
         let read = format!(
-            "{PY_CONNECT}\nd = m.agora().dict('py-{v}')\nprint(sorted(d.items()) == [(i, i * i) for i in range(20)])",
+            "{PY_MANAGER}m.connect()\nd = m.agora().dict('py-{v}')\nprint(sorted(d.items()) == [(i, i * i) for i in range(20)])",
             v = py.version
         );
         assert_eq!(run_python(py, &read, &address), "True", "CPython {}", py.version);
@@ -188,6 +188,30 @@ fn stock_cpython_clients_work_through_a_follower_and_find_their_writes_after_a_f
     let native = client(&cluster);
     let d = native.dict::<i64, i64>(&format!("py-{}", python_support::pythons()[0].version)).unwrap();
     assert_eq!(retry_read(|| d.len()), 20);
+}
+
+/// A node left without a majority passes nobody on: native and stock CPython clients
+/// get the reason, not a bare close.
+#[test]
+fn a_node_without_a_leader_refuses_clients_with_the_reason() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let survivor = (leader + 1) % 3;
+    cluster.kill9(leader);
+    cluster.kill9((leader + 2) % 3);
+    let address = cluster.client_address(survivor).to_owned();
+    let options = ManagerOptions::new().reconnect(false);
+    let address_list: Vec<Address> = vec![address.parse().unwrap()];
+    match Manager::connect_any(address_list, AUTHKEY, options) {
+        Ok(_) => panic!("a node without a leader served a client"),
+        Err(e) => assert!(e.to_string().contains("does not lead its cluster"), "{e}"),
+    }
+    let script = format!(
+        "{PY_MANAGER}\ntry:\n    m.connect()\nexcept Exception as e:\n    print(type(e).__name__, 'does not lead its cluster' in str(e))"
+    );
+    for py in python_support::pythons() {
+        assert_eq!(run_python(py, &script, &address), "RemoteError True", "CPython {}", py.version);
+    }
 }
 
 #[test]
