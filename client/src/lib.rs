@@ -52,7 +52,7 @@
 //! - **Calls in flight** when the connection was lost fail with
 //!   [`Error::ConnectionLost`]: they may or may not have taken effect, and they are
 //!   never sent again (a repeated `Value::add` would count twice). Retry them yourself
-//!   where that is safe.
+//!   where that is safe. Calls that *wait* are the exception (below).
 //! - **Proxies** keep working if the server still has their object: after
 //!   reconnecting, the manager attaches again, by id, every object it holds proxies
 //!   for. A server that keeps its state across restarts (a data directory) keeps
@@ -71,8 +71,16 @@
 //! - **Fencing tokens** grow for the life of the server's state: a server without a
 //!   data directory starts them over after a restart, so a resource that remembers the
 //!   newest token it saw must be told (or keep it per server run).
-//! - **Blocked calls** (a `get` waiting on an empty queue, an `acquire` waiting for a
-//!   lock) are in flight: they fail with [`Error::ConnectionLost`]; call again.
+//! - **Calls that wait are made again** on the new connection, with whatever time
+//!   their timeout has left: a blocking or timed `acquire` (Lock, RLock, Semaphore,
+//!   Condition), a blocking or timed `get` or `get_leased` of a queue, an Event's
+//!   `wait`, a JoinableQueue's `join`. Whatever the lost session was granted and
+//!   never heard of (a lock, a permit, a leased item) the server gave back when that
+//!   session ended, so waiting again loses nothing and holds nothing twice; a plain
+//!   `get` whose item was already on its way when the connection broke is the one
+//!   hand-off that cannot be recovered, as with any call in flight. A Barrier's or a
+//!   Condition's `wait` is not made again (the party, or the lock the wait gave up,
+//!   belonged to the old session): it fails with [`Error::ConnectionLost`].
 //! - Heartbeats continue on the new connection, and [`Manager::session_id`] is the new
 //!   session's.
 //!

@@ -23,7 +23,8 @@
 //! - **Calls are never sent twice.** A call whose request was queued on a connection
 //!   that then died fails with [`Error::ConnectionLost`] (its outcome is unknown); only
 //!   a request that never left (the connection was already dead) goes out on the next
-//!   connection.
+//!   connection. (The proxies make calls that wait again themselves, as new calls:
+//!   see `proxy::Wait`.)
 //! - **Objects are re-attached.** The link keeps a registry of the objects the
 //!   manager holds proxies for (id → kind, how many proxies, how many server handles
 //!   the current session holds). Before a new connection is used, every object in it
@@ -369,6 +370,12 @@ impl Link {
                 }
             }
         })
+    }
+
+    /// True if a call that waits and failed with `error` should be made again: its
+    /// connection was lost and the manager reconnects.
+    pub(crate) fn waits_again(&self, error: &Error) -> bool {
+        self.options.reconnects() && reconnectable(error)
     }
 
     /// The connection of `generation` if it is still the current one and alive: where

@@ -1,7 +1,8 @@
 //! A replicated cluster of real `agora serve` nodes: forming it, serving through any
 //! node, losing the leader (SIGKILL) without losing an acknowledged write, a node
 //! restarted from its files catching up, reads confirmed by a read-index round and
-//! never stale from a cut-off leader, membership changes with `agora cluster`,
+//! never stale from a cut-off leader, an acquire parked on a killed leader made again
+//! on the new one, membership changes with `agora cluster`,
 //! and bad settings refused with a reason.
 
 use std::collections::BTreeMap;
@@ -137,6 +138,27 @@ fn reads_confirm_the_lead_without_a_log_write_and_a_cut_off_leader_answers_no_st
         let answer = rx.recv_timeout(agora_tests::HANG_GUARD).expect("the read ends once the old leader hears");
         assert!(!stale(&answer), "a cut-off leader served a stale read after healing: {answer:?}");
     }
+}
+
+/// A call parked on a leader that dies is made again on the new leader: an acquire
+/// waiting for a lock whose holder's session ended with the old leader gets it.
+#[test]
+fn an_acquire_waiting_on_a_killed_leader_is_made_again_on_the_new_one() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let holder = client_of(&cluster, leader);
+    let held = holder.lock("ledger").expect("open").acquire().expect("acquire");
+    let waiter = client(&cluster);
+    let lock = waiter.lock("ledger").expect("open");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lock.acquire().map(|guard| (guard.token(), guard.is_valid())));
+    });
+    std::thread::sleep(Duration::from_millis(500)); // parked on the leader
+    assert!(rx.try_recv().is_err(), "the lock is held: the acquire waits");
+    cluster.kill9(leader);
+    let (token, valid) = rx.recv_timeout(agora_tests::HANG_GUARD).expect("the acquire ends").expect("granted");
+    assert!(valid && token > held.token(), "token {token} after {}", held.token());
 }
 
 /// Runs `script` on CPython `py` with the node address and the key as arguments.

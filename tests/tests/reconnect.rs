@@ -1,7 +1,7 @@
 //! The native client rides through a server restart: the manager reconnects by
 //! itself, proxies of objects the server still has keep working, those of objects it
-//! lost say so, guards and leases of the old session are void, and calls in flight
-//! are never sent twice.
+//! lost say so, guards and leases of the old session are void, calls in flight are
+//! never sent twice, and calls that wait are made again.
 //!
 //! Every test restarts the real `agora` binary on the same Unix socket: SIGKILL, then
 //! a new process on the same path (and, for the durable cases, the same data
@@ -353,17 +353,19 @@ async fn a_guard_of_the_old_session_is_void_and_a_new_one_is_real() {
 async fn a_call_in_flight_when_the_server_dies_fails_with_connection_lost() {
     let mut server = Restartable::start();
     let m = server.client_with(ManagerOptions::new().reconnect_deadline(Duration::from_secs(3))).await;
-    let queue = m.queue::<String>("jobs", 0).await.unwrap();
+    // A barrier's wait is in flight and not made again (its party belonged to the old
+    // session); calls that wait for something else are (see the next test).
+    let barrier = m.barrier("meet", 2).await.unwrap();
     let counter = m.value::<i64>("count", &0).await.unwrap();
-    let get = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.get().await }
+    let wait = tokio::spawn({
+        let barrier = barrier.clone();
+        async move { barrier.wait().await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await; // the get is parked on the server
-    assert!(!get.is_finished());
+    tokio::time::sleep(Duration::from_millis(500)).await; // the wait is parked on the server
+    assert!(!wait.is_finished());
 
     blocking(|| server.kill());
-    match guarded("the parked get", get).await.unwrap() {
+    match guarded("the parked wait", wait).await.unwrap() {
         Err(Error::ConnectionLost(message)) => {
             assert!(message.contains("whether it took effect is unknown"), "{message}");
             assert!(message.contains("not sent again"), "{message}");
@@ -376,6 +378,57 @@ async fn a_call_in_flight_when_the_server_dies_fails_with_connection_lost() {
     did_not_survive(counter.add(&1).await, "Value");
     let counter = m.value::<i64>("count", &0).await.unwrap();
     assert_eq!(counter.add(&1).await.unwrap(), 1);
+}
+
+/// Calls that wait are made again on the new connection: an acquire gets the lock the
+/// old holder's session gave back, gets take items put after the restart, an event's
+/// wait ends when it is set. Nothing is held twice: the new grant's token is larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_wait_are_made_again_after_a_restart() {
+    let mut server = Restartable::start_durable();
+    let holder = server.client().await;
+    let waiter = server.client().await;
+    let held = holder.lock("ledger").await.unwrap().acquire().await.unwrap();
+    let lock = waiter.lock("ledger").await.unwrap();
+    let jobs = waiter.queue::<String>("jobs", 0).await.unwrap();
+    let go = waiter.event("go").await.unwrap();
+    let acquire = tokio::spawn({
+        let lock = lock.clone();
+        async move { lock.acquire().await }
+    });
+    let get = tokio::spawn({
+        let jobs = jobs.clone();
+        async move { jobs.get().await }
+    });
+    let timed_get = tokio::spawn({
+        let jobs = jobs.clone();
+        async move { jobs.get_timeout(Duration::from_secs(600)).await }
+    });
+    let wait = tokio::spawn({
+        let go = go.clone();
+        async move { go.wait_timeout(Duration::from_secs(600)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await; // all four are parked on the server
+    assert!(!acquire.is_finished() && !get.is_finished() && !timed_get.is_finished() && !wait.is_finished());
+
+    blocking(|| server.restart());
+    // The holder's session ended with the old run: the lock is free, and the acquire,
+    // made again, gets it.
+    let guard = guarded("the acquire made again", acquire).await.unwrap().expect("the lock, after the restart");
+    assert!(guard.is_valid() && !held.is_valid());
+    assert!(guard.token() > held.token(), "{} after {}", guard.token(), held.token());
+    // Items put after the restart reach the gets that wait again, one each.
+    let feeder = holder.queue::<String>("jobs", 0).await.unwrap();
+    feeder.put(&"a".into()).await.unwrap();
+    feeder.put(&"b".into()).await.unwrap();
+    let mut got = vec![
+        guarded("the get made again", get).await.unwrap().unwrap(),
+        guarded("the timed get made again", timed_get).await.unwrap().unwrap(),
+    ];
+    got.sort();
+    assert_eq!(got, ["a", "b"]);
+    holder.event("go").await.unwrap().set().await.unwrap();
+    assert!(guarded("the event wait made again", wait).await.unwrap().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use agora_proto::native::Kind;
 use agora_proto::Value;
 
 use super::lock::timeout_value;
-use super::Handle;
+use super::{decode, Handle, Wait};
 use crate::error::Result;
 use crate::Manager;
 
@@ -52,13 +52,14 @@ impl Event {
 
     /// Waits until the flag is set; at once if it is (Python `wait()`).
     pub async fn wait(&self) -> Result<()> {
-        self.handle.call(methods::event::WAIT.name, vec![Value::None]).await.map(drop)
+        self.handle.call_waiting(methods::event::WAIT.name, vec![Value::None], Wait::forever()).await.map(drop)
     }
 
     /// Waits up to `timeout` for the flag; returns whether it is set (Python
     /// `wait(timeout)`). A zero timeout only looks.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.handle.call_as(methods::event::WAIT.name, vec![timeout_value(Some(timeout))]).await
+        let wait = Wait::up_to(0, timeout);
+        decode(self.handle.call_waiting(methods::event::WAIT.name, vec![timeout_value(Some(timeout))], wait).await?)
     }
 }
 

@@ -13,7 +13,7 @@ use agora_proto::methods;
 use agora_proto::native::Kind;
 use agora_proto::Value;
 
-use super::Handle;
+use super::{Handle, Wait};
 use crate::error::{Error, Result};
 use crate::Manager;
 
@@ -202,7 +202,8 @@ pub(crate) async fn acquire_fenced(
     args: Vec<Value>,
     owner: Option<String>,
 ) -> Result<Option<Guard>> {
-    match handle.call_handing_over(methods::lock::ACQUIRE_FENCED.name, args, give_back_token).await? {
+    let wait = Wait::of_blocking(&args);
+    match handle.call_handing_over(methods::lock::ACQUIRE_FENCED.name, args, give_back_token, wait).await? {
         (Value::Int(token), generation) => Ok(Some(match owner {
             Some(owner) => Guard::by_owner(handle.clone(), token as u64, owner, generation),
             None => Guard::by_token(handle.clone(), token as u64, generation),

@@ -5,7 +5,9 @@
 //! frees an anonymous object nobody else holds). Methods are named as Rust users
 //! expect; each one's rustdoc names the Python method it calls.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use agora_proto::native::{Args, Kind, ObjectId, Op, Reply};
 use agora_proto::{from_value, to_value, Value};
@@ -34,6 +36,53 @@ pub mod value;
 /// Names the call that returns a hand-off whose caller stopped waiting: the value in,
 /// the method and its arguments out (`None`: nothing to give back).
 pub(crate) type GiveBack = fn(Value) -> Option<(&'static str, Vec<Value>)>;
+
+/// A call that waits (an acquire, a blocking get, an event's or a queue's wait): if the
+/// connection it waits on is lost, it is made again on the next connection instead of
+/// failing with [`Error::ConnectionLost`] (see [`Handle::call_handing_over`]). That is
+/// safe because whatever the lost session was granted and never told goes back when
+/// the server ends that session. A wait with a timeout is made again with the time
+/// that is left.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait {
+    /// The argument holding the timeout in seconds, and when that time runs out.
+    timeout: Option<(usize, Instant)>,
+}
+
+impl Wait {
+    /// A wait without a timeout.
+    pub(crate) fn forever() -> Wait {
+        Wait { timeout: None }
+    }
+
+    /// A wait of at most `timeout`, given in seconds by argument `arg`.
+    pub(crate) fn up_to(arg: usize, timeout: Duration) -> Wait {
+        // Too far to represent: the same as no timeout (the server says so too).
+        Wait { timeout: Instant::now().checked_add(timeout).map(|deadline| (arg, deadline)) }
+    }
+
+    /// The wait of a call with Python's `(blocking=True, timeout=None, …)` arguments
+    /// (an acquire, a queue's get): none if it does not block.
+    pub(crate) fn of_blocking(args: &[Value]) -> Option<Wait> {
+        match (args.first(), args.get(1)) {
+            (Some(Value::Bool(false)), _) => None,
+            (_, Some(Value::Float(secs))) => {
+                Some(Duration::try_from_secs_f64(*secs).map_or(Wait::forever(), |timeout| Wait::up_to(1, timeout)))
+            }
+            _ => Some(Wait::forever()),
+        }
+    }
+
+    /// `args` for the next attempt: the timeout is what is left (zero once it ran out,
+    /// so the call answers at once, as a timed-out wait would).
+    fn rewrite(&self, args: &mut [Value]) {
+        if let Some((arg, deadline)) = self.timeout {
+            if let Some(slot) = args.get_mut(arg) {
+                *slot = Value::Float(deadline.saturating_duration_since(Instant::now()).as_secs_f64());
+            }
+        }
+    }
+}
 
 /// A handle on one server object, released when dropped.
 ///
@@ -90,16 +139,60 @@ impl Handle {
     /// this future is dropped before the reply arrives, the server cancels the call; if
     /// the value was already on its way, `give_back(value)` names the method and
     /// arguments that return it (e.g. `("unget", [item])`), so a hand-off is never lost.
+    /// With `wait`, a call that waits is made again on the next connection if its own
+    /// is lost (see [`Wait`]).
     pub(crate) async fn call_handing_over(
         self: &Arc<Self>,
         method: &str,
         args: Vec<Value>,
         give_back: GiveBack,
+        wait: Option<Wait>,
     ) -> Result<(Value, u64)> {
-        let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
-        match self.link.call_in_session(Some((&self.slot, self.id)), op, Some(self.on_orphan(give_back))).await? {
+        let reply = self
+            .again(method, args, wait, |op| {
+                self.link.call_in_session(Some((&self.slot, self.id)), op, Some(self.on_orphan(give_back)))
+            })
+            .await?;
+        match reply {
             (Reply::Value(v), generation) => Ok((v, generation)),
             (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Calls a method that waits and hands nothing over (an event's or a queue's
+    /// wait), made again on the next connection if its own is lost (see [`Wait`]).
+    pub(crate) async fn call_waiting(&self, method: &str, args: Vec<Value>, wait: Wait) -> Result<Value> {
+        match self.again(method, args, Some(wait), |op| self.link.call(Some((&self.slot, self.id)), op, None)).await? {
+            Reply::Value(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs `attempt` with a call of `method`; with `wait`, again (on the connection
+    /// the manager reconnects to) for as long as attempts end with the connection lost.
+    async fn again<T, F, Fut>(
+        &self,
+        method: &str,
+        mut args: Vec<Value>,
+        wait: Option<Wait>,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Op) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        loop {
+            let this = if wait.is_some() { args.clone() } else { std::mem::take(&mut args) };
+            let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(this) };
+            match attempt(op).await {
+                Err(lost) if wait.is_some() && self.link.waits_again(&lost) => {
+                    tracing::info!(object = ?self, method, reason = %lost, "the connection was lost while a call waited; waiting again on the next one");
+                    if let Some(wait) = wait {
+                        wait.rewrite(&mut args);
+                    }
+                }
+                other => return other,
+            }
         }
     }
 

@@ -46,7 +46,7 @@ use agora_proto::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, Handle};
+use super::{decode, encode, Handle, Wait};
 use crate::error::{Error, Result};
 use crate::Manager;
 
@@ -172,7 +172,8 @@ where
 
     /// Takes an item with a get-type method; gives it back if it cannot be used.
     async fn take(&self, method: &str, args: Vec<Value>) -> Result<T> {
-        let (item, generation) = self.handle.call_handing_over(method, args, give_back_item).await?;
+        let wait = if method == methods::queue::GET_NOWAIT.name { None } else { Wait::of_blocking(&args) };
+        let (item, generation) = self.handle.call_handing_over(method, args, give_back_item, wait).await?;
         // Keep a copy until it converts, so a wrong type does not lose the item.
         match decode(item.clone()) {
             Ok(item) => Ok(item),
@@ -210,8 +211,9 @@ where
     }
 
     async fn take_leased(&self, args: Vec<Value>) -> Result<Leased<T>> {
+        let wait = Wait::of_blocking(&args);
         let (pair, generation) =
-            self.handle.call_handing_over(methods::queue::GET_LEASED.name, args, give_back_lease).await?;
+            self.handle.call_handing_over(methods::queue::GET_LEASED.name, args, give_back_lease, wait).await?;
         let (receipt, item) = match pair {
             Value::Tuple(pair) if pair.len() == 2 => {
                 let [receipt, item] = <[Value; 2]>::try_from(pair).expect("two");
@@ -337,7 +339,7 @@ where
     /// Waits until every item put has been finished by `task_done` or an ack (Python
     /// `join()`). An immediate shutdown counts the items it drops as finished.
     pub async fn join(&self) -> Result<()> {
-        self.queue.handle.call(methods::queue::JOIN.name, vec![]).await.map(drop)
+        self.queue.handle.call_waiting(methods::queue::JOIN.name, vec![], Wait::forever()).await.map(drop)
     }
 
     /// The plain [`Queue`] view of this queue (the same object).
