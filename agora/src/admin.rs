@@ -329,7 +329,7 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
     };
     match command {
         ClusterCommand::Status(args) => {
-            let key = args.authkey()?;
+            let key = args.key()?;
             let PeerResponse::Status(asked) = call(args.peer.clone(), key.clone(), PeerRequest::Status).await? else {
                 return Err(format!("{}: unexpected answer to a status request", args.peer));
             };
@@ -385,20 +385,20 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
             Ok(())
         }
         ClusterCommand::Init { args, members } => {
-            let key = args.authkey()?;
+            let key = args.key()?;
             let members = members.into_iter().map(|m| (m.id, m.peer)).collect();
             change(args.peer.clone(), key, PeerRequest::Init(members)).await?;
             println!("cluster formed; `agora cluster status --peer {}` shows it", args.peer);
             Ok(())
         }
         ClusterCommand::Add { args, member } => {
-            let key = args.authkey()?;
+            let key = args.key()?;
             change(args.peer.clone(), key, PeerRequest::Add(member.id, member.peer.clone())).await?;
             println!("node {} ({}) is a voting member", member.id, member.peer);
             Ok(())
         }
         ClusterCommand::Remove { args, node_id } => {
-            let key = args.authkey()?;
+            let key = args.key()?;
             change(args.peer.clone(), key, PeerRequest::Remove(node_id)).await?;
             println!("node {node_id} is no longer a member");
             Ok(())

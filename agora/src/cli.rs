@@ -48,7 +48,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (listens on 127.0.0.1:50000 by default).
     #[command(after_help = SERVE_AFTER_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check that a server answers, and how fast.
     Ping(ClientArgs),
     /// Show sessions, objects by kind, memory and requests per second.
@@ -152,24 +152,36 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "HOST:PORT", env = "AGORA_PEER")]
     pub peer: String,
 
-    /// Read the cluster's authkey from this file.
+    /// Read the key the nodes authenticate each other with from this file (their
+    /// --cluster-key-file). [default: the authkey]
+    #[arg(long, value_name = "PATH", env = CLUSTER_KEY_FILE_ENV)]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Read the cluster's authkey from this file (for nodes without a cluster key of
+    /// their own).
     #[arg(long, value_name = "PATH", env = agora_client::AUTHKEY_FILE_ENV)]
     pub authkey_file: Option<PathBuf>,
 
-    /// Find the authkey file in this `agora serve` config file.
+    /// Find the key's file in this `agora serve` config file.
     #[arg(long, value_name = "PATH", env = config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
 }
 
 impl ClusterArgs {
-    /// The cluster's authkey: --authkey-file, $AGORA_AUTHKEY, the config file's.
-    pub fn authkey(&self) -> Result<Vec<u8>, String> {
+    /// The key the nodes authenticate each other with: --cluster-key-file, else the
+    /// config file's cluster-key-file, else the authkey (--authkey-file,
+    /// $AGORA_AUTHKEY, the config file's).
+    pub fn key(&self) -> Result<Vec<u8>, String> {
         let file = match &self.config {
             Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
             None => FileConfig::default(),
         };
-        explicit_authkey(self.authkey_file.as_ref(), &file)?
-            .ok_or_else(|| format!("no authkey: pass the cluster's --authkey-file, or set ${AUTHKEY_ENV}"))
+        if let Some(path) = self.cluster_key_file.as_ref().or(file.cluster_key_file.as_ref()) {
+            return config::read_authkey_file(path).map_err(|e| format!("the cluster key: {e}"));
+        }
+        explicit_authkey(self.authkey_file.as_ref(), &file)?.ok_or_else(|| {
+            format!("no key: pass the cluster's --cluster-key-file or --authkey-file, or set ${AUTHKEY_ENV}")
+        })
     }
 }
 
@@ -501,7 +513,8 @@ pub struct ServeArgs {
 
     /// Run as node N (1, 2, …; unique in its cluster) of a replicated cluster. Needs
     /// --data-dir (the node's Raft log and snapshots), --peer-listen, and an authkey
-    /// every node shares (--authkey-file or $AGORA_AUTHKEY). Clients may connect to any
+    /// every node shares (--authkey-file or $AGORA_AUTHKEY), or with [users] the same
+    /// users on every node and a --cluster-key-file. Clients may connect to any
     /// node: the leader serves them, the others pass them on to it. [default: a single
     /// server]
     #[arg(long, value_name = "N", env = "AGORA_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
@@ -518,7 +531,17 @@ pub struct ServeArgs {
     /// --node-id.
     #[arg(long, value_name = "ID=PEER", env = "AGORA_CLUSTER", value_delimiter = ',')]
     pub cluster: Vec<config::Member>,
+
+    /// Read the key cluster nodes authenticate each other with from this file (the
+    /// same file on every node; `agora cluster` takes it too). Needed when the config
+    /// file has [users], which leave no authkey; without users it defaults to the
+    /// authkey. It is never a client's key. [default: the authkey]
+    #[arg(long, value_name = "PATH", env = CLUSTER_KEY_FILE_ENV)]
+    pub cluster_key_file: Option<PathBuf>,
 }
+
+/// The environment variable naming the cluster key's file.
+pub const CLUSTER_KEY_FILE_ENV: &str = "AGORA_CLUSTER_KEY_FILE";
 
 /// A cluster node's settings, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -531,6 +554,9 @@ pub struct ClusterSettings {
     pub members: Vec<config::Member>,
     /// The node's directory (from --data-dir).
     pub dir: PathBuf,
+    /// The file of the key the nodes authenticate each other with (`None`: the
+    /// authkey).
+    pub key_file: Option<PathBuf>,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -633,7 +659,11 @@ impl ServeArgs {
         let peer_listen = self.peer_listen.or(file.peer_listen);
         let members = if self.cluster.is_empty() { file.cluster.unwrap_or_default() } else { self.cluster.clone() };
         let data_dir = self.data_dir.clone().or(file.data_dir);
+        let cluster_key_file = self.cluster_key_file.clone().or(file.cluster_key_file);
         let cluster = match (node_id, peer_listen, &data_dir) {
+            (None, None, _) if members.is_empty() && cluster_key_file.is_some() => {
+                return Err("--cluster-key-file is for cluster nodes: give --node-id and --peer-listen too".to_owned())
+            }
             (None, None, _) if members.is_empty() => None,
             (None, _, _) => {
                 return Err("--peer-listen and --cluster are for cluster nodes: give --node-id too".to_owned())
@@ -644,10 +674,11 @@ impl ServeArgs {
             (Some(_), Some(_), None) => {
                 return Err("a cluster node needs --data-dir (where its Raft log and snapshots are kept)".to_owned())
             }
-            (Some(_), Some(_), Some(_)) if !users.is_empty() => {
-                return Err(
-                    "cluster nodes with [users] tables are not supported yet: the nodes share one authkey".to_owned()
-                )
+            (Some(_), Some(_), Some(_)) if !users.is_empty() && cluster_key_file.is_none() => {
+                return Err("a cluster node with [users] has no authkey to authenticate its peers with: give \
+                            --cluster-key-file (or $AGORA_CLUSTER_KEY_FILE, or cluster-key-file in the config \
+                            file), the same key file on every node"
+                    .to_owned())
             }
             (Some(_), Some(_), Some(_)) if self.fsync.is_some() || self.snapshot_after.is_some() => {
                 return Err("--fsync and --snapshot-after are for a single server: a cluster node fsyncs its Raft log \
@@ -660,7 +691,13 @@ impl ServeArgs {
                         "--cluster does not list this node ({node_id}): list every member, this one too"
                     ));
                 }
-                Some(ClusterSettings { node_id, peer_listen, members: members.clone(), dir: dir.clone() })
+                Some(ClusterSettings {
+                    node_id,
+                    peer_listen,
+                    members: members.clone(),
+                    dir: dir.clone(),
+                    key_file: cluster_key_file,
+                })
             }
         };
         let durability = match data_dir.filter(|_| cluster.is_none()) {
@@ -810,6 +847,10 @@ impl ServeSettings {
             out.push_str(&format!("node-id = {}\n", c.node_id));
             out.push_str(&format!("peer-listen = {}\n", quote(&c.peer_listen.to_string())));
             out.push_str(&format!("cluster = {}\n", list(c.members.iter().map(|m| m.to_string()).collect())));
+            match &c.key_file {
+                Some(path) => out.push_str(&format!("cluster-key-file = {}\n", quote(&path.display().to_string()))),
+                None => out.push_str("# cluster-key-file: none (the nodes authenticate each other with the authkey)\n"),
+            }
         }
         match &self.durability {
             None if self.cluster.is_some() => {}
@@ -932,7 +973,14 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
                         .to_owned(),
                 );
             }
-            let key = load_authkey(&settings.authkey).map_err(|e| e.to_string())?;
+            let key = match &cluster.key_file {
+                Some(path) => {
+                    let key = config::read_authkey_file(path).map_err(|e| format!("the cluster key: {e}"))?;
+                    tracing::info!(path = %path.display(), "cluster key read from file");
+                    key
+                }
+                None => load_authkey(&settings.authkey).map_err(|e| e.to_string())?,
+            };
             let node = agora_server::cluster::ClusterConfig::new(
                 cluster.node_id,
                 cluster.peer_listen,
@@ -950,9 +998,10 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
         Some(address) => Some(agora_server::metrics::MetricsListener::bind(address).await.map_err(|e| e.to_string())?),
         None => None,
     };
+    // Without a key file of its own, a cluster's key is the authkey, read once.
     let authkey = match cluster_key {
-        Some(key) => key,
-        None => load_authkey(&settings.authkey).map_err(|e| e.to_string())?,
+        Some(key) if settings.cluster.as_ref().is_some_and(|c| c.key_file.is_none()) => key,
+        _ => load_authkey(&settings.authkey).map_err(|e| e.to_string())?,
     };
     server.set_authkey(authkey);
     if !settings.users.is_empty() {
@@ -1039,7 +1088,7 @@ mod tests {
         let mut full = vec!["agora", "serve"];
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).expect("parses").command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     }
@@ -1224,6 +1273,8 @@ mod tests {
             "1=10.0.0.1:50100,2=10.0.0.2:50100",
             "--cluster",
             "3=10.0.0.3:50100",
+            "--cluster-key-file",
+            "/etc/agora/cluster.key",
         ]);
         let settings = args.resolve().unwrap();
         let cluster = settings.cluster.clone().expect("a cluster node");
@@ -1235,6 +1286,7 @@ mod tests {
         assert_eq!(back.peer_listen, Some("10.0.0.2:50100".parse().unwrap()));
         assert_eq!(back.cluster.unwrap(), cluster.members);
         assert_eq!(back.data_dir, Some(PathBuf::from("/var/lib/agora")));
+        assert_eq!(back.cluster_key_file, Some(PathBuf::from("/etc/agora/cluster.key")));
     }
 
     #[test]

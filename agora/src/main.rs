@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let cli = match cli.command {
         // `serve` builds its own runtime: its worker count is a setting.
-        Command::Serve(args) => return exit_code(cli::serve(args)),
+        Command::Serve(args) => return exit_code(cli::serve(*args)),
         other => Cli { command: other },
     };
     // Rust ignores SIGPIPE, so printing into a closed pipe (`agora ls | head`) panics;

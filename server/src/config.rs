@@ -380,6 +380,9 @@ pub struct FileConfig {
     pub peer_listen: Option<std::net::SocketAddr>,
     /// `cluster`: a string or an array of `ID=HOST:PORT` members.
     pub cluster: Option<Vec<Member>>,
+    /// `cluster-key-file`, resolved against the config file's folder: the key cluster
+    /// nodes authenticate each other with (needed beside `[users]`).
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 /// A user as the config file describes it (`[users.NAME]`): its key is in a file of its
@@ -486,6 +489,7 @@ struct RawFile {
     peer_listen: Option<std::net::SocketAddr>,
     #[serde(default, deserialize_with = "de::members")]
     cluster: Option<Vec<Member>>,
+    cluster_key_file: Option<PathBuf>,
 }
 
 /// A `[users.NAME]` table as written.
@@ -674,6 +678,7 @@ impl FileConfig {
             node_id: raw.node_id,
             peer_listen: raw.peer_listen,
             cluster: raw.cluster,
+            cluster_key_file: raw.cluster_key_file.map(|p| base.join(p)),
         })
     }
 }

@@ -35,6 +35,8 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
     /// Extra `agora serve` flags for every node.
     extra: Vec<String>,
+    /// The nodes get no authkey (their config file has users).
+    no_authkey: bool,
 }
 
 fn free_port(ip: IpAddr) -> u16 {
@@ -49,9 +51,23 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra `agora serve` flags for every node.
     pub fn start_with(n: usize, extra: Vec<String>) -> Cluster {
+        Cluster::start_inner(n, extra, false)
+    }
+
+    /// [`Cluster::start`] with the `[users]` of the config file at `config` on every
+    /// node, and no authkey: the nodes authenticate each other with
+    /// `--cluster-key-file` (holding [`AUTHKEY`], which is no user's key).
+    pub fn start_with_users(n: usize, config: &std::path::Path) -> Cluster {
+        Cluster::start_inner(n, vec!["--config".to_owned(), config.display().to_string()], true)
+    }
+
+    fn start_inner(n: usize, mut extra: Vec<String>, no_authkey: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let key_file = dir.path().join("cluster.key");
         std::fs::write(&key_file, AUTHKEY).expect("write the key");
+        if no_authkey {
+            extra.extend(["--cluster-key-file".to_owned(), key_file.display().to_string()]);
+        }
         let mut specs = Vec::new();
         let mut proxies = Vec::new();
         for i in 1..=n {
@@ -66,7 +82,8 @@ impl Cluster {
                 dir: dir.path().join(format!("node{i}")),
             });
         }
-        let mut cluster = Cluster { specs, nodes: (0..n).map(|_| None).collect(), proxies, key_file, _dir: dir, extra };
+        let mut cluster =
+            Cluster { specs, nodes: (0..n).map(|_| None).collect(), proxies, key_file, _dir: dir, extra, no_authkey };
         for i in 0..n {
             cluster.restart(i);
         }
@@ -129,7 +146,7 @@ impl Cluster {
             spec.dir.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
-        let options = ServerOptions { args, ..Default::default() };
+        let options = ServerOptions { args, no_authkey: self.no_authkey, ..Default::default() };
         self.nodes[i] = Some(Server::start_at(&spec.client, options));
     }
 

@@ -161,6 +161,55 @@ fn an_acquire_waiting_on_a_killed_leader_is_made_again_on_the_new_one() {
     assert!(valid && token > held.token(), "token {token} after {}", held.token());
 }
 
+/// A cluster whose nodes have `[users]`: each user's key and rules hold through any
+/// node (the leader checks them), the nodes authenticate each other with a cluster key
+/// of their own, which is no client's key, and a node with users but no cluster key
+/// refuses to start, saying why.
+#[test]
+fn users_and_their_rules_hold_through_any_node_of_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("writer.key"), b"writer-key-0123").unwrap();
+    std::fs::write(dir.path().join("reader.key"), b"reader-key-4567").unwrap();
+    let config = dir.path().join("agora.toml");
+    std::fs::write(
+        &config,
+        "[users.writer]\nkey-file = \"writer.key\"\nrules = { \"jobs.*\" = \"write\" }\n\n\
+         [users.reader]\nkey-file = \"reader.key\"\nrules = { \"jobs.*\" = \"read\" }\n",
+    )
+    .unwrap();
+    let cluster = Cluster::start_with_users(3, &config);
+    let leader = cluster.wait_for_leader();
+    let follower = cluster.client_address((leader + 1) % 3).to_owned();
+
+    let writer = Manager::connect(&follower, b"writer-key-0123").expect("the writer, through a follower");
+    writer.dict::<String, i64>("jobs.a").unwrap().insert(&"k".to_string(), &1).expect("the writer writes");
+    let reader = Manager::connect(&follower, b"reader-key-4567").expect("the reader, through a follower");
+    let d = reader.dict::<String, i64>("jobs.a").unwrap();
+    assert_eq!(d.get(&"k".to_string()).expect("the reader reads"), Some(1));
+    match d.insert(&"k".to_string(), &2) {
+        Err(agora_client::Error::PermissionDenied(message)) => assert!(message.contains("reader"), "{message}"),
+        other => panic!("a reader wrote: {other:?}"),
+    }
+    // The cluster key lets nodes in, never clients.
+    let options = ManagerOptions::new().reconnect(false);
+    let refused = Manager::connect_any(vec![follower.parse().unwrap()], AUTHKEY, options);
+    assert!(refused.is_err(), "the cluster key connected as a client");
+    // agora cluster takes the cluster key.
+    let key = cluster.key_file().display().to_string();
+    let out = agora(&["cluster", "status", "--peer", &cluster.peer_address(0), "--cluster-key-file", &key]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without a cluster key, a node with users has nothing to authenticate its peers with.
+    let data = dir.path().join("data").display().to_string();
+    let out = Command::new(agora_bin())
+        .args(["serve", "--node-id", "1", "--peer-listen", "127.0.0.1:0", "--data-dir", &data])
+        .args(["--config", &config.display().to_string()])
+        .env_remove("AGORA_AUTHKEY")
+        .output()
+        .expect("run agora serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster-key-file"), "{out:?}");
+}
+
 /// Runs `script` on CPython `py` with the node address and the key as arguments.
 fn run_python(py: &python_support::Python, script: &str, address: &str) -> String {
     let out = Command::new(&py.exe)
