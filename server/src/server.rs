@@ -480,10 +480,15 @@ async fn open_cluster_node(
 ) -> std::io::Result<Arc<Parking>> {
     let engine = Arc::new(crate::cluster::fresh_engine(config.custom.clone()));
     let mut node = setup.node.clone();
-    // Followers pass their clients on to the leader's first TCP listener (as advertised).
-    node.client_address = bound.iter().find(|a| matches!(a, Address::Tcp { .. })).map(|a| {
-        advertised.iter().find(|(listen, _)| listen == a).map_or_else(|| a.to_string(), |(_, to)| to.to_string())
-    });
+    // Followers pass their clients on to the leader's first TCP listener, and their TLS
+    // clients to its first tls:// listener (as advertised).
+    let first = |tls: bool| {
+        bound.iter().find(|a| matches!(a, Address::Tcp { .. } | Address::Tls { .. }) && a.is_tls() == tls).map(|a| {
+            advertised.iter().find(|(listen, _)| listen == a).map_or_else(|| a.to_string(), |(_, to)| to.to_string())
+        })
+    };
+    node.client_address = first(false);
+    node.tls_client_address = first(true);
     let (id, dir) = (node.node_id, node.dir.clone());
     let serving = crate::cluster::Serving::start(node, engine.clone(), config.custom.clone())
         .await
@@ -605,24 +610,23 @@ async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slo
 }
 
 /// A cluster node that does not lead passes a client's connection on to the leader,
-/// byte for byte: the leader runs the handshake and serves it. With no leader to pass
-/// it to (an election, a cluster not formed yet or without a majority, a leader that
-/// does not answer), and for TLS connections (not passed on yet), the connection is
-/// returned to be served here: after the handshake, a node that does not lead
-/// refuses the session with the reason, and the client may try another node.
+/// byte for byte: the leader runs the handshake (TLS's too: a TLS client is passed to
+/// the leader's tls:// listener, so the leader's certificate must name this node as
+/// well) and serves it. With no leader to pass it to (an election, a cluster not
+/// formed yet or without a majority, a leader that does not answer, or a TLS client
+/// and a leader without a tls:// listener), the connection is returned to be served
+/// here: after the handshake, a node that does not lead refuses the session with the
+/// reason, and the client may try another node.
 async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluster::Serving) -> Option<Accepted> {
-    if matches!(stream, Accepted::Tls(_)) {
-        tracing::info!(%peer, "TLS clients are not passed on to the leader yet: connect to the leader");
-        return Some(stream);
-    }
-    let leader = match serving.leader_client_address().await {
+    let tls = matches!(stream, Accepted::Tls(_));
+    let leader = match serving.leader_client_address(tls).await {
         Ok(address) => address,
         Err(e) => {
             tracing::info!(%peer, error = %e, "no leader to pass a client on to; refusing it here");
             return Some(stream);
         }
     };
-    let target = leader.strip_prefix("tcp://").unwrap_or(&leader).to_owned();
+    let target = leader.strip_prefix("tcp://").or_else(|| leader.strip_prefix("tls://")).unwrap_or(&leader).to_owned();
     let mut upstream = match tokio::net::TcpStream::connect(&target).await {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -632,9 +636,8 @@ async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluste
     };
     let _ = upstream.set_nodelay(true);
     let result = match stream {
-        Accepted::Tcp(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
+        Accepted::Tcp(mut s) | Accepted::Tls(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
         Accepted::Unix(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
-        Accepted::Tls(_) => unreachable!("returned above"),
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "a passed-on connection ended");

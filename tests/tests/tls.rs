@@ -4,9 +4,9 @@
 //! one from another CA, reloading the certificate on SIGHUP while a connection stays
 //! open, what a capture of the listener's traffic shows (neither the authkey nor
 //! stored values, where the same traffic over plain TCP shows them), and the settings
-//! the server refuses to start with; and stock CPython managers over TLS with
-//! `serializer="agora+tls"` (`python/agora/tls.py`), mutual TLS included, on every
-//! CPython found.
+//! the server refuses to start with; a cluster follower passing a TLS client on to
+//! the leader; and stock CPython managers over TLS with `serializer="agora+tls"`
+//! (`python/agora/tls.py`), mutual TLS included, on every CPython found.
 
 mod python_support;
 
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_client::{ClientTls, Error, Manager, ManagerOptions};
+use agora_tests::cluster::Cluster;
 use agora_tests::{agora_bin, Server, ServerOptions, AUTHKEY};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -569,4 +570,34 @@ fn the_server_refuses_tls_settings_that_cannot_work() {
     assert!(err.contains("cannot read TLS certificate") && err.contains("missing.pem"), "{err}");
     let err = refused_to_start(&["--listen", "tls://127.0.0.1:0", "--tls-cert", &cert]);
     assert!(err.contains("--tls-cert needs --tls-key"), "{err}");
+}
+
+/// A follower passes a TLS client on, byte for byte, to the leader's tls:// listener:
+/// the leader's certificate (one naming every node) is what the client checks, and the
+/// leader serves it.
+#[test]
+fn a_cluster_follower_passes_tls_clients_on_to_the_leader() {
+    let ca = Ca::new("agora cluster CA");
+    let files = Files::new();
+    let mut flags = files.server_flags(&ca.server(&["localhost", "127.0.0.1"]));
+    flags.extend(["--listen".to_owned(), "tls://127.0.0.1:0".to_owned()]);
+    let cluster = Cluster::start_with(3, flags);
+    let leader = cluster.wait_for_leader();
+    let tls_address = |i: usize| {
+        let log = cluster.node(i).expect("running").log();
+        let line = log.lines().find(|l| l.contains("listening address=tls://")).expect("a tls:// listener").to_owned();
+        line.split("listening address=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+    };
+    let via_follower = tls_address((leader + 1) % 3);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let m = connect(&via_follower, trusting(&ca)).await.expect("TLS through a follower");
+        let d = m.dict::<String, i64>("tls").await.unwrap();
+        d.insert(&"k".to_owned(), &7).await.unwrap();
+        // The leader has it: the follower passed the connection on rather than serving it.
+        let on_leader = Manager::connect(cluster.client_address(leader), AUTHKEY).await.unwrap();
+        assert_eq!(on_leader.dict::<String, i64>("tls").await.unwrap().get(&"k".to_owned()).await.unwrap(), Some(7));
+        // A client that does not trust the CA is refused in the handshake, as by a single server.
+        assert!(tls_error(connect(&via_follower, trusting(&Ca::new("another CA"))).await).contains("certificate"));
+    });
 }

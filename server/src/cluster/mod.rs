@@ -135,6 +135,9 @@ pub struct ClusterConfig {
     /// Where clients reach this node over TCP (followers pass their clients on to the
     /// leader's).
     pub client_address: Option<String>,
+    /// Where TLS clients reach this node (`tls://`; followers pass their TLS clients
+    /// on to the leader's).
+    pub tls_client_address: Option<String>,
 }
 
 impl ClusterConfig {
@@ -151,6 +154,7 @@ impl ClusterConfig {
             snapshot_after_entries: 10_000,
             keep_after_snapshot: 1_000,
             client_address: None,
+            tls_client_address: None,
         }
     }
 }
@@ -302,8 +306,11 @@ impl ClusterNode {
         let handler = Arc::new(tokio::sync::OnceCell::new());
         tokio::spawn(network::serve(listener, handler.clone(), key, stop));
         let node = Arc::new(ClusterNode { id: config.node_id, raft, machine, peer_addr, shutdown });
-        let _ =
-            handler.set(network::PeerHandler { node: Arc::downgrade(&node), client_address: config.client_address });
+        let _ = handler.set(network::PeerHandler {
+            node: Arc::downgrade(&node),
+            client_address: config.client_address,
+            tls_client_address: config.tls_client_address,
+        });
         Ok(node)
     }
 

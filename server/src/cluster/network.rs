@@ -57,6 +57,8 @@ pub enum PeerRequest {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// Where do clients reach you? (a follower passes its clients on to the leader).
     ClientAddress,
+    /// Where do TLS clients reach you? (the same, for a `tls://` client).
+    TlsClientAddress,
     /// Where do you stand? ([`NodeStatus`]).
     Status,
     /// Form a new cluster of these members (id → peer address).
@@ -76,7 +78,8 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// To `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
-    /// To `ClientAddress`: the node's client address, if it has a TCP one.
+    /// To `ClientAddress` and `TlsClientAddress`: the node's client address of that
+    /// kind, if it has one.
     ClientAddress(Option<String>),
     /// To `Status`.
     Status(NodeStatus),
@@ -189,6 +192,8 @@ pub struct PeerHandler {
     pub node: Weak<ClusterNode>,
     /// The node's client address, if it has a TCP one.
     pub client_address: Option<String>,
+    /// The node's `tls://` client address, if it has one.
+    pub tls_client_address: Option<String>,
 }
 
 /// Serves peers that connect to `listener` until `shutdown` turns true.
@@ -257,6 +262,9 @@ async fn serve_peer(
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(raft.install_snapshot(rpc).await),
             PeerRequest::ClientAddress => {
                 PeerResponse::ClientAddress(handler.get().and_then(|h| h.client_address.clone()))
+            }
+            PeerRequest::TlsClientAddress => {
+                PeerResponse::ClientAddress(handler.get().and_then(|h| h.tls_client_address.clone()))
             }
             PeerRequest::Status => PeerResponse::Status(node.status()),
             PeerRequest::Init(members) => PeerResponse::Changed(node.initialize(members).await),

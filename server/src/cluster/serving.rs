@@ -57,8 +57,8 @@ pub struct Serving {
     cut_every: u64,
     /// The cluster key (to ask the leader where its clients go).
     key: Vec<u8>,
-    /// The leader's client address, once asked: (leader id, address).
-    leader_client: std::sync::Mutex<Option<(super::NodeId, String)>>,
+    /// The leader's client addresses, once asked: (leader id, TLS?) → address.
+    leader_client: std::sync::Mutex<std::collections::HashMap<(super::NodeId, bool), String>>,
     /// The LSN of the last `Barrier` a read appended (see [`Serving::read_dependency`]).
     last_barrier: AtomicU64,
 }
@@ -100,20 +100,19 @@ impl Serving {
             nudge: Notify::new(),
             cut_every,
             key,
-            leader_client: std::sync::Mutex::new(None),
+            leader_client: std::sync::Mutex::new(std::collections::HashMap::new()),
             last_barrier: AtomicU64::new(0),
         }))
     }
 
-    /// Where the leader's clients connect (for a follower to pass a client on), asked
-    /// of the leader over the peer link once per leader.
-    pub async fn leader_client_address(&self) -> Result<String, super::ClusterError> {
+    /// Where the leader's clients connect (for a follower to pass a client on): its
+    /// `tls://` address for a TLS client. Asked of the leader over the peer link once
+    /// per leader.
+    pub async fn leader_client_address(&self, tls: bool) -> Result<String, super::ClusterError> {
         let status = self.node.status();
         let leader = status.leader.ok_or(super::ClusterError::NotLeader { leader: None })?;
-        if let Some((id, address)) = &*self.leader_client.lock().unwrap_or_else(|e| e.into_inner()) {
-            if *id == leader {
-                return Ok(address.clone());
-            }
+        if let Some(address) = self.leader_client.lock().unwrap_or_else(|e| e.into_inner()).get(&(leader, tls)) {
+            return Ok(address.clone());
         }
         let peer = status
             .voters
@@ -121,13 +120,22 @@ impl Serving {
             .or_else(|| status.learners.get(&leader))
             .ok_or_else(|| super::ClusterError::Failed(format!("the leader, node {leader}, is not a member")))?
             .clone();
-        let request = super::network::PeerRequest::ClientAddress;
+        let (request, kind) = if tls {
+            (super::network::PeerRequest::TlsClientAddress, "tls://")
+        } else {
+            (super::network::PeerRequest::ClientAddress, "TCP")
+        };
         match super::network::ask(&peer, &self.key, &request, Duration::from_secs(2)).await {
             Ok(super::network::PeerResponse::ClientAddress(Some(address))) => {
-                *self.leader_client.lock().unwrap_or_else(|e| e.into_inner()) = Some((leader, address.clone()));
+                let mut known = self.leader_client.lock().unwrap_or_else(|e| e.into_inner());
+                // Only the current leader's are worth keeping.
+                known.retain(|(id, _), _| *id == leader);
+                known.insert((leader, tls), address.clone());
                 Ok(address)
             }
-            Ok(_) => Err(super::ClusterError::Failed(format!("the leader, node {leader}, has no TCP client address"))),
+            Ok(_) => {
+                Err(super::ClusterError::Failed(format!("the leader, node {leader}, has no {kind} client address")))
+            }
             Err(e) => Err(super::ClusterError::Failed(format!("asking the leader, node {leader} at {peer}: {e}"))),
         }
     }
