@@ -98,7 +98,12 @@ async fn worker() -> Result<(), Box<dyn Error>> {
         };
         let words = job.item().text.split_whitespace().count();
         results.put(&Done { id: job.item().id, words, worker: me.clone() }).await?;
-        job.ack().await?; // only now is the job gone for good
+        // Only now is the job gone for good. The master may have seen this result and
+        // deleted the queue already: then there is nothing left to ack.
+        match job.ack().await {
+            Ok(()) | Err(agora_client::Error::NoSuchObject(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         done += 1;
     }
     println!("worker {me}: {done} jobs done");
