@@ -856,3 +856,41 @@ async fn delivery_counts_delays_and_dead_letters_survive_a_restart() {
     let left: Vec<String> = agora_proto::from_value(b.snapshot("RQ").await.unwrap()).unwrap();
     assert_eq!(left, ["z"]);
 }
+
+// --- 9. pipelined requests while answers wait for the log ------------------------------
+
+/// Requests that arrive while earlier answers wait for their fsync are answered as soon
+/// as those are written, not when more input happens to come. A raw client (no
+/// heartbeats) sends a write and, right after, another in a write of its own, then
+/// waits for both answers; 10 times. (The server once left a request read during the
+/// wait in its buffer until the next input, which a client's heartbeat sent 2.5 s
+/// later: here, never.)
+#[test]
+fn requests_read_while_answers_wait_for_the_log_are_answered_without_more_input() {
+    let dir = DataDir::new();
+    let _server = dir.start(&["--fsync", "always", "--heartbeat-timeout", "10m"]);
+    let mut raw = raw_session(&dir.address);
+    let opened = raw_request(
+        &mut raw,
+        Op::Open { kind: native::Kind::Dict, name: Some("pipelined".into()), args: Args::default() },
+    );
+    let Ok(native::Reply::Opened { object, .. }) = opened else { panic!("open: {opened:?}") };
+    let mut id = 100;
+    for round in 0..10 {
+        for _ in 0..2 {
+            id += 1;
+            let args = Args::positional(vec![Value::Str("k".into()), Value::Int(id as i64)]);
+            let mut out = Vec::new();
+            native::encode(&Request { id, op: Op::Call { object, method: "__setitem__".into(), args } }, &mut out)
+                .unwrap();
+            raw.send_frame(&out).unwrap();
+        }
+        for answer in 0..2 {
+            let Some(body) = raw.recv_frame() else {
+                panic!("round {round}: answer {answer} of 2 never came (within the hang guard)")
+            };
+            let response: Response = native::decode(&body).unwrap();
+            assert!(response.result.is_ok(), "{response:?}");
+        }
+    }
+}

@@ -168,6 +168,8 @@ async fn run<S: Transport>(
     let mut heartbeat_at = last_heard.after(heartbeat).unwrap_or(Time(u64::MAX));
     parking.arm(heartbeat_at, heartbeat_alarm);
     let mut room = ReadRoom::default();
+    // Set when requests were read while answers waited for the log.
+    let mut read_meanwhile = false;
     loop {
         let batch = frame::drain_frames(&mut rbuf, max_frame, |body| match native::decode_request(body) {
             Ok(request) => {
@@ -199,6 +201,10 @@ async fn run<S: Transport>(
             // Meanwhile the connection keeps reading (a client that leaves while the log
             // cannot be written must still end its session and give back what it held).
             let depends_on = conn.depends_on();
+            // Requests read meanwhile are handled right after the write (below), not
+            // when more input happens to arrive: a pipelining client may send nothing
+            // more until they are answered.
+            read_meanwhile = false;
             while !parking.is_settled(depends_on) {
                 let stopping = tokio::select! {
                     _ = parking.settle(depends_on) => false,
@@ -206,7 +212,9 @@ async fn run<S: Transport>(
                     read = room.read(&mut *stream, &mut rbuf) => match read {
                         Ok(0) => return parking.disarm(heartbeat_at, heartbeat_alarm),
                         Ok(_) => {
-                            last_heard = parking.engine().now();
+                            conn.now = parking.engine().now();
+                            last_heard = conn.now;
+                            read_meanwhile = true;
                             false
                         }
                         Err(e) => {
@@ -269,6 +277,8 @@ async fn run<S: Transport>(
                 }
                 event
             }
+            // Input read while answers waited: handle it now (mail first, as ever).
+            () = std::future::ready(()), if std::mem::take(&mut read_meanwhile) => Event::Continue,
             read = room.read(&mut *stream, &mut rbuf) => match read {
                 Ok(0) => return parking.disarm(heartbeat_at, heartbeat_alarm),
                 Ok(_) => {
