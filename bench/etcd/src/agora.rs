@@ -27,8 +27,8 @@ pub async fn workers(address: &str, slots: Vec<Vec<Slot>>, test: Test) -> Result
     let mut workers = Vec::new();
     for client_slots in slots {
         let manager = Manager::connect(address, &authkey).await?;
-        let dict = manager.dict::<String, Vec<u8>>("bench").await?;
         for slot in client_slots {
+            let dict = manager.dict::<String, Vec<u8>>("bench").await?;
             let lock = match test {
                 Test::Lock | Test::LockContended => Some(manager.lock(&slot.lock.name).await?),
                 _ => None,
@@ -37,7 +37,7 @@ pub async fn workers(address: &str, slots: Vec<Vec<Slot>>, test: Test) -> Result
             if test == Test::Cas {
                 dict.insert(&cas_key, &value(0)).await?;
             }
-            workers.push(AgoraWorker { dict: dict.clone(), lock, slot, test, cas_key, current: 0 });
+            workers.push(AgoraWorker { dict, lock, slot, test, cas_key, current: 0 });
         }
     }
     Ok(workers)

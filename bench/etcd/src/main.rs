@@ -205,6 +205,7 @@ async fn drive<W: Worker>(workers: Vec<W>, per_worker: u64) -> (Outcome, Duratio
                         }
                     }
                     out.latency.record(t.elapsed().as_micros().max(1) as u64).unwrap();
+
                 }
                 out
             })
@@ -346,7 +347,14 @@ fn main() -> Result<()> {
         Command::Run { threads, .. } => *threads,
         Command::Failover { .. } => 1,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    // As `agora bench` does: one thread is a current-thread runtime. (On a multi-thread
+    // runtime, even with one worker, some agora calls stalled until the client's next
+    // heartbeat, 2.5 s later, at 50 x 16; see bench/results/etcd.md.)
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+    };
     runtime.block_on(async move {
         match cli.command {
             Command::Run { target, address, clients, inflight, requests, test, .. } => {
