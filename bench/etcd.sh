@@ -173,10 +173,10 @@ for key in order:
     for target in ("Agora", "Etcd"):
         values = rows[key][target]
         med[target] = [statistics.median(v[i] for v in values) for i in range(3)]
-        oks = [v[3] for v in values]
+        ok = [sum(int(v[3].split("/")[i]) for v in values) for i in (0, 1)]
         errors, violations = sum(v[4] for v in values), sum(v[5] for v in values)
         if key[1] == "cas":
-            notes.append(f"{target.lower()} cas ok {'+'.join(oks)}")
+            notes.append(f"{target.lower()} succeeded {ok[0]}/{ok[1]}")
         if errors or violations:
             notes.append(f"{target.lower()}: {errors} errors, {violations} fencing violations")
         if key[1].startswith("lock") and not (errors or violations):
@@ -199,7 +199,7 @@ for round in $(seq 1 "$FAILOVER_ROUNDS"); do
     { "$BENCH" failover --target etcd --addresses "${E_CLIENT[$f]},${E_CLIENT[$g]},${E_CLIENT[$E_LEADER]}" \
         --kill-pid "${E_PID[$E_LEADER]}" || echo "FAILED etcd failover"; } | tee -a "$DIR/failover"
     stop_cluster "${E_PID[@]}"
-done
+done 2>>"$DIR/failover.err" # (bash's "Killed" notices of the leaders the bench killed)
 python3 - "$DIR/failover" <<'EOF'
 import statistics, sys
 gaps = {}
