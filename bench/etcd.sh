@@ -187,6 +187,7 @@ for key in order:
 EOF
 
 echo
+: > "$DIR/failover"
 echo "failover: last acknowledged write before SIGKILL of the leader -> first after ($FAILOVER_ROUNDS fresh clusters each)"
 for round in $(seq 1 "$FAILOVER_ROUNDS"); do
     start_agora "agora-failover-$round"

@@ -205,7 +205,6 @@ async fn drive<W: Worker>(workers: Vec<W>, per_worker: u64) -> (Outcome, Duratio
                         }
                     }
                     out.latency.record(t.elapsed().as_micros().max(1) as u64).unwrap();
-
                 }
                 out
             })
@@ -235,7 +234,8 @@ fn slots(clients: usize, inflight: usize, test: Test) -> Vec<Vec<Slot>> {
                         Test::LockContended => shared.clone(),
                         _ => Fencing::new(format!("lock:{worker}")),
                     };
-                    Slot { worker, lock, workers: clients * inflight, rng: 0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1) * 0x2545_F491 }
+                    let rng = 0x9E37_79B9_7F4A_7C15 ^ ((worker as u64 + 1) * 0x2545_F491);
+                    Slot { worker, lock, workers: clients * inflight, rng }
                 })
                 .collect()
         })
@@ -278,7 +278,7 @@ async fn run(
 
 async fn failover(target: Target, addresses: Vec<String>, kill_pid: u32, op_timeout: Duration) -> Result<()> {
     let mut writer = match target {
-        Target::Etcd => Writer::Etcd(etcd::failover_client(&addresses).await?),
+        Target::Etcd => Writer::Etcd(Box::new(etcd::failover_client(&addresses).await?)),
         Target::Agora => Writer::Agora(agora::failover_dict(&addresses).await?),
     };
     let mut first_ack: Option<Instant> = None;
@@ -327,7 +327,7 @@ async fn failover(target: Target, addresses: Vec<String>, kill_pid: u32, op_time
 }
 
 enum Writer {
-    Etcd(etcd_client::Client),
+    Etcd(Box<etcd_client::Client>),
     Agora(agora_client::Dict<String, Vec<u8>>),
 }
 
