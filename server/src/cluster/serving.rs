@@ -16,7 +16,7 @@
 //!   changes are flowing, the read waits for the commit of the newest record not yet
 //!   proposed, which also covers every change the read saw; when none waits, a
 //!   `Barrier` record is appended (one per burst of reads). A batch that holds nothing
-//!   but that barrier, with everything before it committed, is not proposed: a
+//!   but that barrier, with every change before it committed, is not proposed: a
 //!   heartbeat round to a quorum ([`openraft::Raft::ensure_linearizable`], Raft's read-index)
 //!   confirms the lead without a log write or an fsync. A read costs one round trip,
 //!   shared by every read and write in flight with it.
@@ -189,10 +189,15 @@ impl Serving {
     }
 
     /// True if the records after `previous` up to `last` are one `Barrier` a read
-    /// appended, and everything before it is settled: a read-index round can settle it.
-    fn only_a_barrier(&self, previous: Option<Lsn>, last: Lsn) -> bool {
+    /// appended, and every change proposed before it (`proposed`: the stint and last
+    /// LSN of the newest proposal that carried changes) is settled: a read-index round
+    /// can settle it. Earlier barriers still under way need not be: their reads ran
+    /// before this round begins, so it confirms them too.
+    fn only_a_barrier(&self, previous: Option<Lsn>, last: Lsn, stint: u64, proposed: (u64, Lsn)) -> bool {
         previous.is_some_and(|previous| {
-            last == previous + 1 && self.last_barrier.load(Ordering::Acquire) == last && self.is_settled(previous)
+            last == previous + 1
+                && self.last_barrier.load(Ordering::Acquire) == last
+                && (proposed.0 != stint || self.is_settled(proposed.1))
         })
     }
 
@@ -202,6 +207,9 @@ impl Serving {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
         // The last LSN taken before (None: not known yet, or records were dropped).
         let mut previous: Option<Lsn> = None;
+        // The stint and last LSN of the newest proposal that carried changes. (Another
+        // stint's were committed or dropped before this one began.)
+        let mut proposed: (u64, Lsn) = (0, 0);
         loop {
             tokio::select! {
                 _ = self.nudge.notified() => {}
@@ -236,7 +244,7 @@ impl Serving {
                 }
                 continue;
             }
-            if image.is_none() && self.only_a_barrier(before, last_lsn) {
+            if image.is_none() && self.only_a_barrier(before, last_lsn, stint, proposed) {
                 let serving = self.clone();
                 tokio::spawn(async move {
                     serving.confirm_barrier(stint, last_lsn, records).await;
@@ -249,6 +257,7 @@ impl Serving {
                 self.node.state_machine().offer_cut(stint, last_lsn, image);
                 since_cut = 0;
             }
+            proposed = (stint, last_lsn);
             match self.node.raft().client_write_ff(Proposal { origin: stint, last_lsn, records }).await {
                 // The commit is seen by the state machine, which settles the answers;
                 // the response is awaited only so that openraft can hand it over.
