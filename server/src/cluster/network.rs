@@ -9,9 +9,12 @@
 //! `[frame: MessagePack of PeerResponse]`.
 //!
 //! Each openraft client object (one per target and purpose: a replication stream, a
-//! vote) keeps one connection and reconnects after an error; a failed connect is
-//! `Unreachable` (openraft then backs off), a failure on an open connection is a
-//! `Network` error.
+//! vote, a leadership check) keeps one connection and reconnects after an error; a
+//! failed connect is `Unreachable` (openraft then backs off), a failure on an open
+//! connection is a `Network` error. openraft makes a new client for every leadership
+//! check (each read-index round) and vote, so a client that goes leaves its connection,
+//! if it is in step, to the next client of that peer (a few per peer), instead of each
+//! connecting and running the key challenge anew.
 //!
 //! This module owns sockets and framing; it calls the local Raft with what arrives and
 //! never touches the engine.
@@ -281,13 +284,14 @@ async fn serve_peer(
 pub struct PeerNetwork {
     key: Arc<Vec<u8>>,
     from: Option<IpAddr>,
+    idle: IdleStreams,
 }
 
 impl PeerNetwork {
     /// Clients that authenticate with the cluster key `key`, connecting from `from`
     /// (the node's peer listen address, unless it is a wildcard).
     pub fn new(key: Arc<Vec<u8>>, from: IpAddr) -> PeerNetwork {
-        PeerNetwork { key, from: (!from.is_unspecified()).then_some(from) }
+        PeerNetwork { key, from: (!from.is_unspecified()).then_some(from), idle: IdleStreams::default() }
     }
 }
 
@@ -295,7 +299,37 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), key: self.key.clone(), from: self.from, stream: None }
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            key: self.key.clone(),
+            from: self.from,
+            stream: None,
+            idle: self.idle.clone(),
+        }
+    }
+}
+
+/// Authenticated connections to peers that no client uses now, by peer address.
+/// openraft makes a client for every leadership check (each read-index round) and
+/// every vote; without these, each would connect and run the key challenge anew.
+#[derive(Clone, Default)]
+struct IdleStreams(Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<PeerStream>>>>);
+
+/// Idle connections kept per peer.
+const IDLE_PER_PEER: usize = 4;
+
+impl IdleStreams {
+    fn take(&self, addr: &str) -> Option<PeerStream> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(addr)?.pop()
+    }
+
+    fn put(&self, addr: &str, stream: PeerStream) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.entry(addr.to_owned()).or_default();
+        if streams.len() < IDLE_PER_PEER {
+            streams.push(stream);
+        }
     }
 }
 
@@ -306,6 +340,16 @@ pub struct PeerClient {
     key: Arc<Vec<u8>>,
     from: Option<IpAddr>,
     stream: Option<PeerStream>,
+    idle: IdleStreams,
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        // Only a connection in step (every request answered) is kept.
+        if let Some(stream) = self.stream.take() {
+            self.idle.put(&self.addr, stream);
+        }
+    }
 }
 
 /// What can go wrong with one RPC, before it is told apart by openraft's error types.
@@ -316,32 +360,41 @@ enum RpcFailure {
 
 impl PeerClient {
     async fn call(&mut self, request: &PeerRequest, ttl: Duration) -> Result<PeerResponse, RpcFailure> {
-        let fresh = self.stream.is_none();
-        if fresh {
-            let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.key, self.from))
-                .await
-                .map_err(|_| RpcFailure::Unreachable(PeerError::Timeout))?
-                .map_err(RpcFailure::Unreachable)?;
-            self.stream = Some(stream);
-        }
-        let stream = self.stream.as_mut().expect("connected above");
         let bytes = rmp_serde::to_vec(request).map_err(|e| RpcFailure::Network(PeerError::Decode(e.to_string())))?;
-        let exchange = async {
-            stream.send(&bytes).await?;
-            let body = stream.recv().await?;
-            rmp_serde::from_slice::<PeerResponse>(&body).map_err(|e| PeerError::Decode(e.to_string()))
-        };
-        match tokio::time::timeout(ttl, exchange).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                self.stream = None;
-                Err(RpcFailure::Network(e))
+        // An idle connection may have been closed by the peer (a restart) while it
+        // waited: if it fails at once, the request goes out once more on a new one.
+        let mut pooled = false;
+        if self.stream.is_none() {
+            self.stream = self.idle.take(&self.addr);
+            pooled = self.stream.is_some();
+        }
+        loop {
+            if self.stream.is_none() {
+                let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.key, self.from))
+                    .await
+                    .map_err(|_| RpcFailure::Unreachable(PeerError::Timeout))?
+                    .map_err(RpcFailure::Unreachable)?;
+                self.stream = Some(stream);
             }
-            Err(_) => {
-                // A response may still arrive on this connection: never read it as the
-                // answer to a later request.
-                self.stream = None;
-                Err(RpcFailure::Network(PeerError::Timeout))
+            let stream = self.stream.as_mut().expect("connected above");
+            let exchange = async {
+                stream.send(&bytes).await?;
+                let body = stream.recv().await?;
+                rmp_serde::from_slice::<PeerResponse>(&body).map_err(|e| PeerError::Decode(e.to_string()))
+            };
+            match tokio::time::timeout(ttl, exchange).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(PeerError::Io(_) | PeerError::Frame(_))) if std::mem::take(&mut pooled) => self.stream = None,
+                Ok(Err(e)) => {
+                    self.stream = None;
+                    return Err(RpcFailure::Network(e));
+                }
+                Err(_) => {
+                    // A response may still arrive on this connection: never read it as
+                    // the answer to a later request.
+                    self.stream = None;
+                    return Err(RpcFailure::Network(PeerError::Timeout));
+                }
             }
         }
     }
