@@ -19,20 +19,8 @@ if [ -z "$BIN" ]; then
     cargo build --release --quiet -p agora
     BIN=target/release/agora
 fi
-DIR=$(mktemp -d /tmp/agora-cluster-bench-XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/key"
-chmod 600 "$DIR/key"
-export AGORA_AUTHKEY_FILE="$DIR/key"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+bench_scratch agora-cluster-bench
 
 # The single durable node.
 SINGLE=127.0.0.1:$(free_port)

@@ -43,20 +43,8 @@ if [ -z "$BENCH" ]; then
     BENCH=${CARGO_TARGET_DIR:-bench/etcd/target}/release/agora-etcd-bench
 fi
 
-DIR=$(mktemp -d /tmp/agora-etcd-bench-XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/key"
-chmod 600 "$DIR/key"
-export AGORA_AUTHKEY_FILE="$DIR/key"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+bench_scratch agora-etcd-bench
 
 # start_agora NAME: a fresh 3-node agora cluster in $DIR/NAME; sets A_CLIENT, A_PEER,
 # A_PID (indexed by node id) and A_LEADER.
