@@ -17,7 +17,7 @@
 //!   proposed, which also covers every change the read saw; when none waits, a
 //!   `Barrier` record is appended (one per burst of reads). A batch that holds nothing
 //!   but that barrier, with every change before it committed, is not proposed: a
-//!   heartbeat round to a quorum ([`openraft::Raft::ensure_linearizable`], Raft's read-index)
+//!   heartbeat round to a quorum ([`ClusterNode::read_barrier`], Raft's read-index)
 //!   confirms the lead without a log write or an fsync. A read costs one round trip,
 //!   shared by every read and write in flight with it.
 //! - **Leadership** ([`Serving::watch_leadership`]): when this node becomes leader and
@@ -282,7 +282,7 @@ impl Serving {
     /// answer in time, or a higher term was seen), the barrier is proposed as an entry
     /// instead; if this node no longer leads, that fails too and the stint ends.
     async fn confirm_barrier(&self, stint: u64, lsn: Lsn, records: Vec<u8>) {
-        if self.node.raft().ensure_linearizable().await.is_ok() {
+        if self.node.read_barrier().await.is_ok() {
             self.leadership.committed(stint, lsn);
             return;
         }
