@@ -626,8 +626,15 @@ async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluste
             return Some(stream);
         }
     };
-    let target = leader.strip_prefix("tcp://").or_else(|| leader.strip_prefix("tls://")).unwrap_or(&leader).to_owned();
-    let mut upstream = match tokio::net::TcpStream::connect(&target).await {
+    // The leader said it in `Address` form (tcp:// or tls://, both TCP underneath).
+    let target = match leader.parse::<Address>() {
+        Ok(Address::Tcp { host, port } | Address::Tls { host, port }) => (host, port),
+        _ => {
+            tracing::warn!(%peer, leader = %leader, "the leader's client address is not a TCP address; refusing the client here");
+            return Some(stream);
+        }
+    };
+    let mut upstream = match tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::info!(%peer, leader = %leader, error = %e, "cannot reach the leader; refusing the client here");
