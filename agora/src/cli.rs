@@ -289,9 +289,9 @@ SETTINGS:
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
   heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
   snapshot-after, allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout,
-  node-id, peer-listen, cluster,
-  advertise, tls-cert, tls-key, tls-client-ca). Precedence: flag > environment variable > config file >
-  built-in default. An unknown key in the file is an error naming it. --print-config
+  node-id, peer-listen, cluster, cluster-key-file, advertise, tls-cert, tls-key,
+  tls-client-ca). Precedence: flag > environment variable > config file > built-in
+  default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
 AUTHKEY:
