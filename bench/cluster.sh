@@ -28,29 +28,9 @@ SINGLE=127.0.0.1:$(free_port)
 PIDS+=($!)
 
 # The cluster.
-MEMBERS=""
-declare -a CLIENT
-for i in 1 2 3; do
-    peer=127.0.0.1:$(free_port)
-    CLIENT[$i]=127.0.0.1:$(free_port)
-    PEER[$i]=$peer
-    MEMBERS="${MEMBERS:+$MEMBERS,}$i=$peer"
-done
-for i in 1 2 3; do
-    "$BIN" serve --node-id "$i" --listen "${CLIENT[$i]}" --peer-listen "${PEER[$i]}" --cluster "$MEMBERS" \
-        --data-dir "$DIR/node$i" --log-level warn &
-    PIDS+=($!)
-done
-
-# The leader's client address (clients through a follower add a hop; measured too).
-leader=""
-for _ in $(seq 1 100); do
-    status=$("$BIN" cluster status --peer "${PEER[1]}" 2>/dev/null || true)
-    leader=$(echo "$status" | sed -n 's/^leader: node \([0-9]\).*/\1/p')
-    [ -n "$leader" ] && break
-    sleep 0.1
-done
-[ -n "$leader" ] || { echo "no leader" >&2; exit 1; }
+declare -a A_PEER A_CLIENT A_PID
+start_agora cluster
+leader=$A_LEADER
 follower=$(( leader % 3 + 1 ))
 echo "== leader: node $leader; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $("$BIN" --version)"
 
@@ -71,8 +51,8 @@ for round in $(seq 1 "$ROUNDS"); do
         set -- $shape
         for test in set get; do
             run single "$SINGLE" "$1" "$2" "$3" "$test"
-            run leader "${CLIENT[$leader]}" "$1" "$2" "$3" "$test"
-            run via-follower "${CLIENT[$follower]}" "$1" "$2" "$3" "$test"
+            run leader "${A_CLIENT[$leader]}" "$1" "$2" "$3" "$test"
+            run via-follower "${A_CLIENT[$follower]}" "$1" "$2" "$3" "$test"
         done
     done
 done | tee "$DIR/rows"

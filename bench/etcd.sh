@@ -46,31 +46,6 @@ fi
 . bench/lib.sh
 bench_scratch agora-etcd-bench
 
-# start_agora NAME: a fresh 3-node agora cluster in $DIR/NAME; sets A_CLIENT, A_PEER,
-# A_PID (indexed by node id) and A_LEADER.
-start_agora() {
-    local members="" i status
-    for i in 1 2 3; do
-        A_PEER[$i]=127.0.0.1:$(free_port)
-        A_CLIENT[$i]=127.0.0.1:$(free_port)
-        members="${members:+$members,}$i=${A_PEER[$i]}"
-    done
-    for i in 1 2 3; do
-        "$BIN" serve --node-id "$i" --listen "${A_CLIENT[$i]}" --peer-listen "${A_PEER[$i]}" --cluster "$members" \
-            --data-dir "$DIR/$1/node$i" --log-level warn 2>>"$DIR/agora.log" &
-        A_PID[$i]=$!
-        PIDS+=($!)
-    done
-    A_LEADER=""
-    for _ in $(seq 1 100); do
-        status=$("$BIN" cluster status --peer "${A_PEER[1]}" 2>/dev/null || true)
-        A_LEADER=$(echo "$status" | sed -n 's/^leader: node \([0-9]\).*/\1/p')
-        [ -n "$A_LEADER" ] && break
-        sleep 0.1
-    done
-    [ -n "$A_LEADER" ] || { echo "agora: no leader" >&2; exit 1; }
-}
-
 # start_etcd NAME: a fresh 3-node etcd cluster in $DIR/NAME, etcd's default timeouts;
 # sets E_CLIENT, E_PID (indexed 1-3) and E_LEADER.
 start_etcd() {

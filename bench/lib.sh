@@ -1,6 +1,7 @@
 # Set-up shared by the bench scripts that start their own servers (cluster.sh,
 # etcd.sh). Source it, call `bench_scratch NAME`, and add the pid of every process
 # started to PIDS: on exit they are stopped and the scratch directory ($DIR) removed.
+# `start_agora` starts a 3-node cluster of the agora binary in $BIN.
 
 # bench_scratch NAME: a scratch directory $DIR, cleaned up on exit, holding a fresh
 # authkey that AGORA_AUTHKEY_FILE names.
@@ -21,3 +22,28 @@ bench_cleanup() {
 
 # A TCP port free on 127.0.0.1 now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_agora NAME: a fresh 3-node agora cluster of "$BIN" in $DIR/NAME, default
+# settings; sets A_CLIENT, A_PEER, A_PID (indexed by node id) and A_LEADER.
+start_agora() {
+    local members="" i status
+    for i in 1 2 3; do
+        A_PEER[$i]=127.0.0.1:$(free_port)
+        A_CLIENT[$i]=127.0.0.1:$(free_port)
+        members="${members:+$members,}$i=${A_PEER[$i]}"
+    done
+    for i in 1 2 3; do
+        "$BIN" serve --node-id "$i" --listen "${A_CLIENT[$i]}" --peer-listen "${A_PEER[$i]}" --cluster "$members" \
+            --data-dir "$DIR/$1/node$i" --log-level warn 2>>"$DIR/agora.log" &
+        A_PID[$i]=$!
+        PIDS+=($!)
+    done
+    A_LEADER=""
+    for _ in $(seq 1 100); do
+        status=$("$BIN" cluster status --peer "${A_PEER[1]}" 2>/dev/null || true)
+        A_LEADER=$(echo "$status" | sed -n 's/^leader: node \([0-9]\).*/\1/p')
+        [ -n "$A_LEADER" ] && break
+        sleep 0.1
+    done
+    [ -n "$A_LEADER" ] || { echo "agora: no leader" >&2; exit 1; }
+}
