@@ -10,7 +10,9 @@
 //! When the connection dies, every pending call and every later call on it fails with
 //! the reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
 //! A connection never comes back: [`crate::link::Link`] replaces a dead one with a new
-//! connection (a new session, one *generation* later) when the manager reconnects.
+//! connection (a new session, one *generation* later) when the manager reconnects —
+//! or, on a cluster whose leader changed, with one that resumed the same session and
+//! so keeps its generation ([`Connection::previous`]).
 //! Request ids come from a counter the manager's connections share, so a request
 //! encoded for one connection that turned out to be dead before it was queued
 //! ([`Unsent`]) can go out unchanged on the next one.
@@ -21,13 +23,11 @@ use std::sync::{Arc, Mutex};
 use agora_proto::auth::{AuthError, Policy};
 use agora_proto::frame;
 use agora_proto::io::{client_handshake, read_frame, read_frame_with, FrameIoError, HandshakeError, ReadRoom};
-use agora_proto::native::{
-    self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
-};
+use agora_proto::native::{self, Hello, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID};
 use agora_proto::Address;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
@@ -62,6 +62,10 @@ struct State {
     cancels: IdMap<u64>,
     /// Set once the connection is dead: why.
     closed: Option<Error>,
+    /// Set when the connection died with a call in flight that hands something over
+    /// (a lock grant, a queue item): the session may hold what this client was never
+    /// told of, so it must not be resumed (see [`Connection::previous`]).
+    grant_in_flight: bool,
 }
 
 /// How a connection is set up: what every connection of one manager shares.
@@ -77,12 +81,15 @@ pub(crate) struct Setup {
     pub(crate) reconnects: bool,
     /// How to verify a `tls://` server (and prove ourselves to it).
     pub(crate) tls: Option<ClientTls>,
+    /// The session of the lost connection to take back or end, and that connection's
+    /// generation, which this one keeps if the server resumes the session.
+    pub(crate) previous: Option<(Previous, u64)>,
 }
 
 impl Setup {
     /// The setup of a manager's first connection.
     pub(crate) fn first(reconnects: bool, tls: Option<ClientTls>) -> Setup {
-        Setup { ids: Arc::new(AtomicU64::new(1)), generation: 1, reconnects, tls }
+        Setup { ids: Arc::new(AtomicU64::new(1)), generation: 1, reconnects, tls, previous: None }
     }
 }
 
@@ -149,6 +156,8 @@ pub(crate) struct Connection {
     /// Milliseconds after `started` of the last successful write: what the server last
     /// heard from us (any message counts as a heartbeat, as on the server).
     last_beat_ms: AtomicU64,
+    /// Turns true when the connection dies.
+    closed_tx: watch::Sender<bool>,
 }
 
 impl Connection {
@@ -214,7 +223,7 @@ impl Connection {
             )),
             HandshakeError::Frame(f) => Error::ConnectionLost(format!("during the handshake: {f}")),
         })?;
-        let hello = Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: client.into() };
+        let hello = Hello { previous: setup.previous.map(|(previous, _)| previous), ..Hello::new(client) };
         let mut out = Vec::new();
         frame::encode_with(&mut out, |b| native::encode(&hello, b))?;
         stream.write_all(&out).await.map_err(|e| Error::ConnectionLost(e.to_string()))?;
@@ -227,6 +236,11 @@ impl Connection {
                 _ => return Err(Error::Protocol("the server's welcome is malformed".into())),
             },
         };
+        // A resumed session keeps its generation: its guards and leases stay valid.
+        let generation = match setup.previous {
+            Some((_, previous)) if welcome.resumed => previous,
+            _ => setup.generation,
+        };
         let (read_half, write_half) = tokio::io::split(stream);
         let (outbox, inbox) = mpsc::unbounded_channel();
         let conn = Arc::new(Connection {
@@ -235,14 +249,16 @@ impl Connection {
                 abandoned: IdMap::default(),
                 cancels: IdMap::default(),
                 closed: None,
+                grant_in_flight: false,
             }),
             ids: setup.ids,
-            generation: setup.generation,
+            generation,
             reconnects: setup.reconnects,
             outbox,
             welcome,
             started: std::time::Instant::now(),
             last_beat_ms: AtomicU64::new(0),
+            closed_tx: watch::channel(false).0,
         });
         tokio::spawn(write_loop(write_half, inbox, Arc::downgrade(&conn)));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&conn)));
@@ -258,6 +274,28 @@ impl Connection {
     /// True while the connection is usable.
     pub(crate) fn is_open(&self) -> bool {
         self.state().closed.is_none()
+    }
+
+    /// Turns true when the connection dies (its sender drops with the connection).
+    pub(crate) fn watch_closed(&self) -> watch::Receiver<bool> {
+        self.closed_tx.subscribe()
+    }
+
+    /// What names this connection's session in the next connection's Hello, once this
+    /// one is dead: resume it (the server takes it back if a cluster's leader change
+    /// detached it), or, if a call that hands something over was in flight, end it so
+    /// that what it was granted unbeknown to us goes back. `None` if the server does
+    /// not resume sessions, or the connection is alive.
+    pub(crate) fn previous(&self) -> Option<Previous> {
+        let state = self.state();
+        let resume = match &state.closed {
+            None => return None,
+            Some(_) if self.welcome.secret == 0 => return None,
+            // The server ended it already.
+            Some(Error::SessionExpired(_)) => false,
+            Some(_) => !state.grant_in_flight,
+        };
+        Some(Previous { session: self.welcome.session, secret: self.welcome.secret, resume })
     }
 
     /// What the server said when we connected.
@@ -395,9 +433,14 @@ impl Connection {
         // Nothing can come back for abandoned calls now; they are dropped after the lock.
         let (pending, _abandoned) = {
             let mut state = self.state();
+            if state.closed.is_none() {
+                state.grant_in_flight = state.pending.values().any(|slot| slot.on_orphan.is_some())
+                    || state.abandoned.values().any(Option::is_some);
+            }
             state.closed.get_or_insert(reason.clone());
             (std::mem::take(&mut state.pending), std::mem::take(&mut state.abandoned))
         };
+        self.closed_tx.send_replace(true);
         if pending.is_empty() {
             return;
         }

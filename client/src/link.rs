@@ -13,7 +13,8 @@
 //!   only if every one of them failed fatally (an authentication failure at one node
 //!   does not stop the others from being tried again).
 //!
-//! - **Lazily.** Nothing happens while nobody calls. The first call that finds the
+//! - **Lazily** (but see the cluster's sessions below). Nothing happens while nobody
+//!   calls. The first call that finds the
 //!   connection dead reconnects (one call at a time does; the others wait for it),
 //!   retrying with exponential backoff and jitter (from [`BACKOFF_START`] up to
 //!   [`BACKOFF_CAP`]) until the reconnect deadline, counted from that first call,
@@ -35,6 +36,16 @@
 //!   obtained it: it remembers its connection's generation, and releasing or settling
 //!   it goes only to that connection ([`Link::pinned`]), never to a later session,
 //!   which does not own it.
+//! - **Sessions are resumed on a cluster.** A cluster node gives each session a secret
+//!   (`Welcome::secret`). The next connection's Hello names the lost session: a new
+//!   leader that detached it hands it back, and the new connection keeps the lost
+//!   one's generation, so guards, leases and attached objects stay valid and nothing
+//!   is re-attached (releases of proxies dropped meanwhile go out first). If a call
+//!   handing something over was in flight when the connection died, the Hello asks
+//!   the server to end the session instead: it may hold a grant this client never
+//!   heard of ([`Connection::previous`]). Because a detached session waits only a
+//!   heartbeat timeout, the link reconnects to a cluster as soon as the connection
+//!   dies, not at the next call ([`Link::keep_session`]).
 //!
 //! Lock order: the registry before the current connection, never the reverse.
 
@@ -164,6 +175,11 @@ pub(crate) struct Link {
     /// `Manager::connection_error`; `None` while connected or reconnecting.
     failure: Mutex<Option<Error>>,
     objects: Mutex<agora_proto::idmap::IdMap<Entry>>,
+    /// Releases owed by the session of a generation, not sent because its connection
+    /// was dead: sent if that session is resumed, forgotten if it is not.
+    owed: Mutex<Vec<(u64, ObjectId)>>,
+    /// This link, for the task that reconnects when a connection dies.
+    me: std::sync::Weak<Link>,
 }
 
 impl std::fmt::Debug for Link {
@@ -226,7 +242,7 @@ impl Link {
         if several {
             tracing::debug!(address = %addresses[index], "connected to the agora server");
         }
-        Ok(Arc::new(Link {
+        let link = Arc::new_cyclic(|me| Link {
             addresses,
             authkey: authkey.to_vec(),
             client,
@@ -237,7 +253,11 @@ impl Link {
             outage: tokio::sync::Mutex::new(Outage::default()),
             failure: Mutex::new(None),
             objects: Mutex::new(Default::default()),
-        }))
+            owed: Mutex::new(Vec::new()),
+            me: me.clone(),
+        });
+        link.keep_session();
+        Ok(link)
     }
 
     /// The current connection, dead or alive.
@@ -466,8 +486,13 @@ impl Link {
             entry.held -= excess;
             let conn = self.current();
             if conn.generation() == entry.attached {
-                for _ in 0..excess {
-                    conn.send_and_forget(Op::Release { object });
+                if conn.is_open() {
+                    for _ in 0..excess {
+                        conn.send_and_forget(Op::Release { object });
+                    }
+                } else if conn.welcome().secret != 0 {
+                    // Its session may be resumed, handles and all.
+                    lock(&self.owed).extend(std::iter::repeat_n((entry.attached, object), excess));
                 }
             }
         }
@@ -584,6 +609,49 @@ impl Link {
         Ok(conn)
     }
 
+    /// Makes `conn`, which resumed the session of the lost connection, the current
+    /// connection: its session holds the handles, guards and leases of that one, so
+    /// nothing is re-attached; releases owed meanwhile go out first.
+    fn publish_resumed(&self, conn: Arc<Connection>, index: usize) -> Arc<Connection> {
+        let generation = conn.generation();
+        let objects = lock(&self.objects);
+        for (_, object) in lock(&self.owed).drain(..).filter(|(owed_by, _)| *owed_by == generation) {
+            conn.send_and_forget(Op::Release { object });
+        }
+        *lock(&self.current) = Current { conn: conn.clone(), index };
+        drop(objects);
+        tracing::info!(
+            address = %self.addresses[index],
+            session = conn.welcome().session,
+            generation,
+            "reconnected to the agora cluster and resumed the session: locks, permits, leases and handles are kept"
+        );
+        self.keep_session();
+        conn
+    }
+
+    /// On a server that resumes sessions (a cluster node), reconnects as soon as the
+    /// current connection dies, not at the next call: a session a leader change
+    /// detached waits only a heartbeat timeout for its client, and a worker holding a
+    /// lock may make no call for longer than that.
+    fn keep_session(&self) {
+        let conn = self.current();
+        if conn.welcome().secret == 0 || !self.options.reconnects() {
+            return;
+        }
+        let mut closed = conn.watch_closed();
+        drop(conn);
+        let link = self.me.clone();
+        tokio::spawn(async move {
+            if closed.wait_for(|dead| *dead).await.is_err() {
+                return; // the connection was dropped with its manager
+            }
+            if let Some(link) = link.upgrade() {
+                let _ = link.recover().await;
+            }
+        });
+    }
+
     // --- reconnecting ---------------------------------------------------------------
 
     /// Replaces a dead connection, if the manager reconnects and the reason allows it.
@@ -669,11 +737,21 @@ impl Link {
     async fn attempt_at(&self, index: usize, limit: Duration) -> Result<Arc<Connection>> {
         let address = &self.addresses[index];
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let setup =
-            Setup { ids: self.ids.clone(), generation, reconnects: true, tls: self.options.tls_settings().cloned() };
+        let lost = self.current();
+        let previous = lost.previous().map(|previous| (previous, lost.generation()));
+        drop(lost);
+        let tls = self.options.tls_settings().cloned();
+        let setup = Setup { ids: self.ids.clone(), generation, reconnects: true, tls, previous };
         let attempt = async {
             let conn = Connection::open(address, &self.authkey, &self.client, setup).await?;
-            self.reattach_and_publish(conn, index).await
+            if conn.welcome().resumed {
+                return Ok(self.publish_resumed(conn, index));
+            }
+            // A new session: what the lost one owed, it no longer holds.
+            lock(&self.owed).clear();
+            let conn = self.reattach_and_publish(conn, index).await?;
+            self.keep_session();
+            Ok(conn)
         };
         tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| Err(no_answer(address, limit)))
     }

@@ -87,6 +87,8 @@ async fn session(mut stream: UnixStream, n: usize, script: &Mutex<Script>) {
         max_frame: 1 << 20,
         max_in_flight: 64,
         heartbeat_timeout_ms: 10_000,
+        secret: 0,
+        resumed: false,
     };
     let mut body = Vec::new();
     native::encode(&welcome, &mut body).unwrap();

@@ -41,6 +41,30 @@ pub struct Hello {
     pub version: u32,
     /// A free-form client name, for logs (`"worker-3"`, the program name…).
     pub client: String,
+    /// The session of this client's lost connection, to take back (or end) if a
+    /// cluster's leader change detached it; `None` for a new session.
+    #[serde(default)]
+    pub previous: Option<Previous>,
+}
+
+impl Hello {
+    /// The Hello of a new session of this protocol version, from client `client`.
+    pub fn new(client: impl Into<String>) -> Hello {
+        Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: client.into(), previous: None }
+    }
+}
+
+/// A client's earlier session, named in its [`Hello`] after a lost connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    /// Its id ([`Welcome::session`]).
+    pub session: u64,
+    /// Its [`Welcome::secret`].
+    pub secret: u64,
+    /// True: resume it, so that its handles, locks, permits and leases are this
+    /// connection's. False: end it now and start a new one (the client may have been
+    /// granted something it never heard of, which only the session's end gives back).
+    pub resume: bool,
 }
 
 /// The server's answer to [`Hello`].
@@ -59,6 +83,13 @@ pub struct Welcome {
     /// The server ends a session that sends nothing for this long (milliseconds); the
     /// client sends [`Op::Ping`] well within it.
     pub heartbeat_timeout_ms: u64,
+    /// What resumes this session on a new connection if a cluster's leader changes
+    /// ([`Previous`]); 0: the server never resumes sessions (it is not a cluster node).
+    #[serde(default)]
+    pub secret: u64,
+    /// True if this connection took back the session its [`Hello::previous`] named.
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// The kind of a shared object: Python's typeid for it.
@@ -548,7 +579,7 @@ mod tests {
     #[test]
     fn hello_never_looks_like_a_pickle() {
         let mut out = Vec::new();
-        encode(&Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: "t".into() }, &mut out).unwrap();
+        encode(&Hello::new("t"), &mut out).unwrap();
         assert_ne!(out[0], 0x80, "a pickle starts with 0x80; the dialect switch relies on this");
     }
 

@@ -38,7 +38,7 @@ fn call(engine: &Engine, session: &Session, object: u64, method: &str, positiona
 
 fn dict_ops(c: &mut Criterion) {
     let engine = Engine::new(CustomKinds::default());
-    let session = engine.open_session(engine.now()).expect("an engine without a journal opens sessions");
+    let session = engine.open_session(engine.now(), false).expect("an engine without a journal opens sessions");
     let open = Command::Open {
         session: session.id(),
         kind: Kind::Dict,

@@ -12,7 +12,8 @@
 //!   no longer waits for (cancelled) gives it back the same way.
 //! - **One timer** for every deadline in the server: parked calls' timeouts
 //!   (`Expire`), objects' wake-ups (`Tick`: queue leases), and sessions' heartbeats
-//!   (a [`Mail::Silence`] the connection checks against what it last heard). It is a
+//!   (a [`Mail::Silence`] the connection checks against what it last heard), and on
+//!   a cluster leader the end of detached sessions' time to be resumed (`Lapse`). It is a
 //!   sorted set and one task, in the style of mini-redis's purge task.
 //! - **Teardown.** [`Parking::close`] ends a session in an order that loses nothing:
 //!   stop its mail, give back what was delivered and never read, abandon its parked
@@ -69,6 +70,11 @@ pub enum Alarm {
     },
     /// A session's heartbeat check.
     Heartbeat {
+        /// The session.
+        session: SessionId,
+    },
+    /// The end of a detached session's time to be resumed (a cluster leader's).
+    Lapse {
         /// The session.
         session: SessionId,
     },
@@ -230,13 +236,35 @@ impl Parking {
     }
 
     /// Opens a session and its mailbox. Fails only on a replicated node that does not
-    /// lead its cluster.
-    pub fn open(self: &Arc<Self>) -> Result<(Session, Mailbox), WireError> {
-        let session = self.engine.open_session(self.engine.now())?;
+    /// lead its cluster. With `resumable` (a native client), a cluster node gives the
+    /// session a secret its client can resume it with after a leader change
+    /// ([`Parking::resume`]); elsewhere sessions are never detached, so never resumed.
+    pub fn open(self: &Arc<Self>, resumable: bool) -> Result<(Session, Mailbox), WireError> {
+        let resumable = resumable && matches!(self.keeping, Keeping::Cluster(_));
+        let session = self.engine.open_session(self.engine.now(), resumable)?;
+        Ok(self.with_mailbox(session))
+    }
+
+    /// Takes back a session a leader change detached, with its mailbox (see
+    /// [`Command::Resume`]).
+    pub fn resume(self: &Arc<Self>, id: SessionId, secret: u64) -> Result<(Session, Mailbox), WireError> {
+        let session = self.engine.resume_session(id, secret, self.engine.now())?;
+        Ok(self.with_mailbox(session))
+    }
+
+    fn with_mailbox(self: &Arc<Self>, session: Session) -> (Session, Mailbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = session.id();
         self.mailboxes.write().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        Ok((session, Mailbox { session: id, rx, parking: self.clone() }))
+        (session, Mailbox { session: id, rx, parking: self.clone() })
+    }
+
+    /// Arms the end of every detached session (a new leader took over: see
+    /// [`Command::Takeover`]).
+    pub fn arm_lapses(&self) {
+        for (session, until) in self.engine.detached_sessions() {
+            self.arm(until, Alarm::Lapse { session });
+        }
     }
 
     /// Applies a command of `session` and carries out its effects; returns its answer.
@@ -454,6 +482,10 @@ impl Parking {
             }
             Alarm::Wake { object } => {
                 let effects = self.engine.apply(Command::Tick { object, at });
+                self.carry_out(effects).ok();
+            }
+            Alarm::Lapse { session } => {
+                let effects = self.engine.apply(Command::Lapse { session, at });
                 self.carry_out(effects).ok();
             }
             Alarm::Heartbeat { session } => {

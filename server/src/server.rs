@@ -19,7 +19,7 @@ use crate::config::{self, Config};
 use crate::connection;
 use crate::dialect::python::holders::ClientRefs;
 use crate::durability::{Durability, DurabilityConfig, Recovery};
-use crate::engine::{Command, Engine, Session, SessionId};
+use crate::engine::{Command, Engine, Session, SessionId, Time};
 use crate::listener::{self, Accepted, Listener};
 use crate::memory::{self, MemoryMonitor};
 use crate::parking::{Alarm, Mailbox, Parking};
@@ -118,11 +118,31 @@ impl Shared {
     /// Opens the session of a connection from `peer` (both dialects): its session and
     /// mailbox, and its entry in [`Shared::peers`], which lasts as long as the entry
     /// is kept.
-    pub fn open_session(&self, peer: &str) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
-        let (session, mailbox) = self.parking.open()?;
+    pub fn open_session(
+        &self,
+        peer: &str,
+        resumable: bool,
+    ) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
+        let (session, mailbox) = self.parking.open(resumable)?;
+        Ok(self.peer_entry(peer, session, mailbox))
+    }
+
+    /// Takes back a session a cluster's leader change detached, for a native client
+    /// that shows its secret (see [`Parking::resume`]).
+    pub fn resume_session(
+        &self,
+        peer: &str,
+        id: crate::engine::SessionId,
+        secret: u64,
+    ) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
+        let (session, mailbox) = self.parking.resume(id, secret)?;
+        Ok(self.peer_entry(peer, session, mailbox))
+    }
+
+    fn peer_entry(&self, peer: &str, session: Session, mailbox: Mailbox) -> (Session, Mailbox, PeerEntry<'_>) {
         self.peers.map().insert(session.id(), peer.to_owned());
         let entry = PeerEntry { peers: &self.peers, session: session.id() };
-        Ok((session, mailbox, entry))
+        (session, mailbox, entry)
     }
 
     /// Whether a client may shut the server down: one on this machine (a Unix socket or
@@ -382,7 +402,10 @@ impl Server {
         tokio::spawn(shared.parking.clone().run_timer(shared.shutdown.clone()));
         if let Some(serving) = shared.parking.serving() {
             tokio::spawn(serving.clone().run_replicator(shared.shutdown.clone()));
-            let hooks = Arc::new(StintStarter { parking: shared.parking.clone() });
+            let hooks = Arc::new(StintStarter {
+                parking: shared.parking.clone(),
+                grace: shared.config.limits.heartbeat_timeout,
+            });
             tokio::spawn(serving.clone().watch_leadership(hooks, shared.shutdown.clone()));
         }
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
@@ -512,13 +535,19 @@ async fn open_cluster_node(
 /// What a cluster node does when it starts and stops leading.
 struct StintStarter {
     parking: Arc<Parking>,
+    /// How long a detached session waits for its client (the heartbeat timeout).
+    grace: Duration,
 }
 
 impl crate::cluster::StintHooks for StintStarter {
-    fn began(&self, wakeups: Vec<(agora_proto::native::ObjectId, crate::engine::Time)>) {
-        // The previous leader's clients are gone with it (their connections were to it).
+    fn began(&self, wakeups: Vec<(agora_proto::native::ObjectId, crate::engine::Time)>, before: SessionId) {
+        // The previous leader's connections are gone with it: its native clients'
+        // sessions wait, detached, for them to reconnect within a heartbeat timeout.
         let engine = self.parking.engine();
-        let _ = self.parking.run_global(Command::Restart { at: engine.now() });
+        let at = engine.now();
+        let until = at.after(self.grace).unwrap_or(Time(u64::MAX));
+        let _ = self.parking.run_global(Command::Takeover { at, before, until });
+        self.parking.arm_lapses();
         for (object, at) in wakeups {
             self.parking.arm(at, Alarm::Wake { object });
         }

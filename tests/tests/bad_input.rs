@@ -18,7 +18,7 @@ async fn healthy(server: &Server, bystander: &Manager) {
 
 fn hello_frame() -> Vec<u8> {
     let mut out = Vec::new();
-    let hello = native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "raw".into() };
+    let hello = native::Hello::new("raw");
     native::encode(&hello, &mut out).unwrap();
     out
 }

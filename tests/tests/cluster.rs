@@ -1,8 +1,9 @@
 //! A replicated cluster of real `agora serve` nodes: forming it, serving through any
 //! node, losing the leader (SIGKILL) without losing an acknowledged write, a node
 //! restarted from its files catching up, reads confirmed by a read-index round and
-//! never stale from a cut-off leader, an acquire parked on a killed leader made again
-//! on the new one, membership changes with `agora cluster`,
+//! never stale from a cut-off leader, sessions (locks, leases, guards) that survive a
+//! leader change, an acquire parked on a killed leader made again on the new one,
+//! membership changes with `agora cluster`,
 //! and bad settings refused with a reason.
 
 use std::collections::BTreeMap;
@@ -140,15 +141,66 @@ fn reads_confirm_the_lead_without_a_log_write_and_a_cut_off_leader_answers_no_st
     }
 }
 
+/// Waits (up to the hang guard) until `ready` holds.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A native client's session survives a leader change: the new leader detaches it,
+/// and the client, which reconnects by itself as soon as its connection dies (it
+/// makes no call here), resumes it. The lock it held stays held by it all along, its
+/// guard is valid again and releases by its token; its lease is still its own, and
+/// its session id is the same.
+#[test]
+fn a_lock_and_a_lease_survive_a_leader_failover_and_their_guards_stay_valid() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let holder = client(&cluster);
+    let session = holder.session_id();
+    let guard = holder.lock("fenced").expect("open").acquire().expect("acquire");
+    let jobs = holder.queue::<String>("jobs", 0).expect("open");
+    jobs.put(&"job-1".to_string()).expect("put");
+    let leased = jobs.get_leased(Duration::from_secs(600)).expect("lease");
+    assert_eq!(leased.item(), "job-1");
+
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader);
+    // Another client, through the new leader, finds the lock still held.
+    let other = client_of(&cluster, new_leader);
+    let lock = other.lock("fenced").expect("open");
+    assert!(lock.try_acquire().expect("try").is_none(), "the holder's lock was released by the failover");
+    assert!(other.queue::<String>("jobs", 0).unwrap().try_get().expect("try_get").is_none(), "the lease ended");
+
+    wait_until("the holder resumed its session", || guard.is_valid() && leased.is_valid());
+    assert_eq!(holder.session_id(), session, "the client resumed its session");
+    let token = guard.token();
+    guard.release().expect("the guard of the resumed session releases the lock");
+    leased.ack().expect("the lease of the resumed session acks its item");
+    let next = lock.try_acquire().expect("try").expect("free once its holder released it");
+    assert!(next.token() > token, "fencing tokens only grow: {} after {token}", next.token());
+    let jobs = other.queue::<String>("jobs", 0).unwrap();
+    assert_eq!((jobs.len().unwrap(), jobs.leased_len().unwrap()), (0, 0), "the acked item is done");
+}
+
 /// A call parked on a leader that dies is made again on the new leader: an acquire
-/// waiting for a lock whose holder's session ended with the old leader gets it.
+/// waiting for a lock whose holder never comes back (it knew only the dead node) gets
+/// it once the holder's detached session lapses, a heartbeat timeout after the new
+/// leader took over. The waiter's own session is not resumed but ended, because a
+/// grant was in flight (it may have been granted the lock unbeknown to it): what it
+/// held there is released at once, and its guard says so.
 #[test]
 fn an_acquire_waiting_on_a_killed_leader_is_made_again_on_the_new_one() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_with(3, vec!["--heartbeat-timeout".into(), "3s".into()]);
     let leader = cluster.wait_for_leader();
     let holder = client_of(&cluster, leader);
     let held = holder.lock("ledger").expect("open").acquire().expect("acquire");
     let waiter = client(&cluster);
+    let other = waiter.lock("other").expect("open").acquire().expect("acquire another lock");
     let lock = waiter.lock("ledger").expect("open");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -159,6 +211,9 @@ fn an_acquire_waiting_on_a_killed_leader_is_made_again_on_the_new_one() {
     cluster.kill9(leader);
     let (token, valid) = rx.recv_timeout(agora_tests::HANG_GUARD).expect("the acquire ends").expect("granted");
     assert!(valid && token > held.token(), "token {token} after {}", held.token());
+    assert!(!other.is_valid(), "the waiter's session was resumed although a grant was in flight");
+    let elsewhere = client(&cluster);
+    assert!(elsewhere.lock("other").unwrap().try_acquire().expect("try").is_some(), "the ended session's lock is free");
 }
 
 /// A cluster whose nodes have `[users]`: each user's key and rules hold through any

@@ -163,7 +163,7 @@ async fn pipelined_requests_take_effect_in_order() {
     let server = Server::start();
     let mut raw = server.raw();
     assert!(raw.handshake(&server.authkey));
-    let hello = native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "raw".into() };
+    let hello = native::Hello::new("raw");
     let encode = |msg: &dyn Fn(&mut Vec<u8>)| {
         let mut out = Vec::new();
         msg(&mut out);

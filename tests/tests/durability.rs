@@ -514,7 +514,7 @@ fn raw_session(address: &str) -> RawConn {
     let mut raw = RawConn::connect(address);
     assert!(raw.handshake(AUTHKEY));
     let mut out = Vec::new();
-    let hello = native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "raw".into() };
+    let hello = native::Hello::new("raw");
     native::encode(&hello, &mut out).unwrap();
     raw.send_frame(&out).unwrap();
     let _: native::Welcome = native::decode(&raw.recv_frame().expect("welcome")).unwrap();

@@ -17,11 +17,7 @@ impl Native {
     fn connect(server: &Server) -> Native {
         let mut raw = server.raw();
         assert!(raw.handshake(&server.authkey));
-        let hello = native::Hello {
-            magic: native::MAGIC.into(),
-            version: native::PROTOCOL_VERSION,
-            client: "lifetimes".into(),
-        };
+        let hello = native::Hello::new("lifetimes");
         let mut body = Vec::new();
         native::encode(&hello, &mut body).unwrap();
         raw.send_frame(&body).unwrap();

@@ -372,8 +372,7 @@ impl Raw {
     fn open(server: &Server) -> Raw {
         let mut conn = server.raw();
         assert!(conn.handshake(&server.authkey));
-        let hello =
-            native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "raw".into() };
+        let hello = native::Hello::new("raw");
         let mut body = Vec::new();
         native::encode(&hello, &mut body).unwrap();
         conn.send_frame(&body).unwrap();

@@ -27,11 +27,7 @@ async fn a_silent_peer_loses_its_session_with_a_precise_error() {
     let mut raw = server.raw();
     assert!(raw.handshake(&server.authkey));
     let mut hello = Vec::new();
-    native::encode(
-        &native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "mute".into() },
-        &mut hello,
-    )
-    .unwrap();
+    native::encode(&native::Hello::new("mute"), &mut hello).unwrap();
     raw.send_frame(&hello).unwrap();
     let welcome: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
     assert_eq!(welcome.heartbeat_timeout_ms, 300);

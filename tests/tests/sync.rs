@@ -532,11 +532,7 @@ impl Raw {
         let mut conn = server.raw();
         assert!(conn.handshake(&server.authkey));
         let mut hello = Vec::new();
-        native::encode(
-            &native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "raw".into() },
-            &mut hello,
-        )
-        .unwrap();
+        native::encode(&native::Hello::new("raw"), &mut hello).unwrap();
         conn.send_frame(&hello).unwrap();
         let _: native::Welcome = native::decode(&conn.recv_frame().unwrap()).unwrap();
         Raw { conn, next: 1 }

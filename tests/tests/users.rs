@@ -170,7 +170,7 @@ async fn two_keys_authenticate_as_two_users_and_a_stranger_is_refused() {
 fn raw_session(server: &Server, key: &[u8]) -> RawConn {
     let mut raw = server.raw();
     assert!(raw.handshake(key));
-    let hello = native::Hello { magic: native::MAGIC.into(), version: native::PROTOCOL_VERSION, client: "raw".into() };
+    let hello = native::Hello::new("raw");
     let mut out = Vec::new();
     native::encode(&hello, &mut out).unwrap();
     raw.send_frame(&out).unwrap();

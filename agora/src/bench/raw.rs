@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use agora_proto::auth::Policy;
 use agora_proto::io::{client_handshake, read_frame, read_frame_with, ReadRoom};
-use agora_proto::native::{self, Args, Hello, Kind, Op, Reply, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION};
+use agora_proto::native::{self, Args, Hello, Kind, Op, Reply, Request, Response, Welcome};
 use agora_proto::{frame, Address, ErrorCode, Value};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -100,7 +100,7 @@ impl RawRun<'_> {
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         client_handshake(&mut stream, &mut rbuf, authkey, Policy::default()).await.map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(64 * 1024);
-        let hello = Hello { magic: MAGIC.into(), version: PROTOCOL_VERSION, client: "agora-bench-raw".into() };
+        let hello = Hello::new("agora-bench-raw");
         frame::encode_with(&mut out, |b| native::encode(&hello, b)).map_err(|e| e.message)?;
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         let welcome = read_frame(&mut stream, &mut rbuf, frame::DEFAULT_MAX_FRAME).await.map_err(|e| e.to_string())?;

@@ -240,6 +240,12 @@ pub(crate) fn timed(timeout: Duration) -> Vec<Value> {
 /// [`Error::SessionExpired`](crate::Error::SessionExpired), and its guards report
 /// [`Guard::is_valid`] false.
 ///
+/// On a cluster, a leader change does not end the session: the new leader keeps it
+/// for a heartbeat timeout, the manager reconnects and resumes it by itself, and its
+/// guards are valid again (while it reconnects, [`Guard::is_valid`] is false). Only
+/// a session that had an acquire or a get in flight when its connection died is
+/// ended instead, so that a grant whose answer was lost goes back.
+///
 /// # Fencing tokens
 ///
 /// That a lock can be taken away from a holder that is merely slow is what makes it

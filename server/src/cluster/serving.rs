@@ -21,8 +21,9 @@
 //!   confirms the lead without a log write or an fsync. A read costs one round trip,
 //!   shared by every read and write in flight with it.
 //! - **Leadership** ([`Serving::watch_leadership`]): when this node becomes leader and
-//!   has applied everything before its term, a stint begins (the server then ends the
-//!   previous leader's sessions with a `Restart` and arms pending wake-ups); when it
+//!   has applied everything before its term, a stint begins (the server then takes
+//!   over the previous leader's sessions with a `Takeover`, which detaches those its
+//!   clients may resume, and arms pending wake-ups); when it
 //!   stops leading, the stint ends, connections close, and the engine is rebuilt from
 //!   the committed log.
 //!
@@ -71,9 +72,10 @@ impl std::fmt::Debug for Serving {
 
 /// What a node must do when a stint begins, beyond what this module does.
 pub trait StintHooks: Send + Sync + 'static {
-    /// A stint began: end the previous leader's sessions, arm what objects asked to be
-    /// woken for (`wakeups`).
-    fn began(&self, wakeups: Vec<(agora_proto::native::ObjectId, Time)>);
+    /// A stint began: take over the previous leader's sessions (those with ids below
+    /// `before`: sessions opened since are this stint's own), arm what objects asked to
+    /// be woken for (`wakeups`).
+    fn began(&self, wakeups: Vec<(agora_proto::native::ObjectId, Time)>, before: crate::engine::SessionId);
     /// The stint ended: forget the armed alarms (they belong to the leader now).
     fn ended(&self);
 }
@@ -322,9 +324,12 @@ impl Serving {
                 if let Err(why) = self.node.state_machine().rebuild_if_dirty().await {
                     tracing::error!(%why, "rebuilding the engine from the committed log failed; not serving");
                 } else {
+                    // Read while the journal is still closed: no session opens before
+                    // the stint begins, and every one that opens after has a larger id.
+                    let before = self.engine.counters().next_session;
                     let stint = self.leadership.begin();
                     tracing::info!(term, stint, "this node leads the cluster; serving clients");
-                    hooks.began(self.node.state_machine().take_wakeups());
+                    hooks.began(self.node.state_machine().take_wakeups(), before);
                     self.nudge.notify_one();
                 }
             }

@@ -91,7 +91,7 @@ fn get(node: &TestNode, name: &str) -> Value {
 /// Opens session 1 and dict "d" on the cluster; returns the dict's id.
 async fn open_dict(nodes: &[TestNode]) -> u64 {
     let at = Time(1_000);
-    propose(nodes, &[Command::OpenSession { at }]).await;
+    propose(nodes, &[Command::OpenSession { at, secret: None }]).await;
     let open = Command::Open {
         session: 1,
         kind: Kind::Dict,
@@ -256,7 +256,7 @@ async fn status_names_the_leader_and_the_members() {
     assert_eq!(status.voters.len(), 3);
     assert!(status.lag.len() >= 2, "the leader reports its followers' lag: {status:?}");
     let follower = (leader + 1) % 3;
-    let error = nodes[follower].node.propose(&[Command::OpenSession { at: Time(9) }]).await.unwrap_err();
+    let error = nodes[follower].node.propose(&[Command::OpenSession { at: Time(9), secret: None }]).await.unwrap_err();
     assert!(matches!(error, ClusterError::NotLeader { leader: Some(_) }), "{error:?}");
     assert!(matches!(nodes[follower].node.read_barrier().await, Err(ClusterError::NotLeader { .. })));
     nodes[leader].node.read_barrier().await.expect("the leader may serve a linearizable read");

@@ -28,7 +28,7 @@ use crate::engine::{Access, Answer, Command, Keep, Session, Ticket, Time};
 use crate::listener::Transport;
 use crate::metrics::WaitGuard;
 use crate::parking::{Alarm, Mail, Mailbox};
-use crate::server::Shared;
+use crate::server::{PeerEntry, Shared};
 
 /// How long a parting message may take to write: a peer that is not reading must
 /// not keep the connection (and what its session holds) alive.
@@ -54,8 +54,8 @@ fn push_response(out: &mut Vec<u8>, response: Response) {
     }
 }
 
-/// Checks the Hello and builds the Welcome.
-fn greet(first: &[u8], session: &Session, shared: &Shared) -> Result<Welcome, WireError> {
+/// Reads and checks the Hello.
+fn read_hello(first: &[u8]) -> Result<Hello, WireError> {
     let hello: Hello = native::decode(first)?;
     if hello.magic != MAGIC {
         return Err(WireError::new(ErrorCode::Protocol, "the first message is neither a native Hello nor a pickle"));
@@ -66,15 +66,50 @@ fn greet(first: &[u8], session: &Session, shared: &Shared) -> Result<Welcome, Wi
             format!("client speaks native protocol {}, this server speaks {PROTOCOL_VERSION}", hello.version),
         ));
     }
-    tracing::debug!(client = %hello.client, session = session.id(), "native session started");
-    Ok(Welcome {
+    Ok(hello)
+}
+
+/// The session a Hello asks for: the previous one taken back, if it names one to
+/// resume and a leader change detached it; otherwise a new one (after ending the
+/// previous one, if it names one to end). Returns whether it resumed.
+fn start_session<'s>(
+    hello: &Hello,
+    peer: &str,
+    shared: &'s Shared,
+) -> Result<(Session, Mailbox, PeerEntry<'s>, bool), WireError> {
+    if let Some(previous) = hello.previous {
+        match shared.resume_session(peer, previous.session, previous.secret) {
+            Ok((session, mailbox, entry)) if previous.resume => {
+                tracing::info!(client = %hello.client, session = session.id(), "native session resumed after a leader change");
+                return Ok((session, mailbox, entry, true));
+            }
+            // The client may have been granted something it never heard of: only the
+            // session's end gives that back.
+            Ok((session, mailbox, _entry)) => {
+                tracing::info!(client = %hello.client, session = session.id(), "the client ended its detached session");
+                shared.parking.close(session, mailbox, []);
+            }
+            Err(e) => {
+                tracing::debug!(client = %hello.client, session = previous.session, error = %e.message, "no session to resume; starting a new one")
+            }
+        }
+    }
+    let (session, mailbox, entry) = shared.open_session(peer, true)?;
+    Ok((session, mailbox, entry, false))
+}
+
+/// The Welcome of a session.
+fn welcome(session: &Session, resumed: bool, shared: &Shared) -> Welcome {
+    Welcome {
         version: PROTOCOL_VERSION,
         server: env!("CARGO_PKG_VERSION").to_owned(),
         session: session.id(),
         max_frame: shared.config.limits.max_frame,
         max_in_flight: shared.config.limits.max_in_flight,
         heartbeat_timeout_ms: shared.config.limits.heartbeat_timeout.as_millis() as u64,
-    })
+        secret: session.secret().unwrap_or(0),
+        resumed,
+    }
 }
 
 /// A call of this connection that waits.
@@ -115,18 +150,19 @@ pub async fn serve<S: Transport>(
     who: Who,
     shared: Arc<Shared>,
 ) {
-    let (session, mut mailbox, _peer) = match shared.open_session(peer) {
-        Ok(opened) => opened,
-        Err(e) => return refuse(&mut stream, e).await,
-    };
-    let welcome = match greet(&first, &session, &shared) {
-        Ok(w) => w,
+    let hello = match read_hello(&first) {
+        Ok(hello) => hello,
         Err(e) => {
             tracing::warn!(%peer, error = %e.message, "bad hello; closing");
-            shared.parking.close(session, mailbox, []);
             return refuse(&mut stream, e).await;
         }
     };
+    let (session, mut mailbox, _peer, resumed) = match start_session(&hello, peer, &shared) {
+        Ok(started) => started,
+        Err(e) => return refuse(&mut stream, e).await,
+    };
+    tracing::debug!(client = %hello.client, session = session.id(), resumed, "native session started");
+    let welcome = welcome(&session, resumed, &shared);
     let now = shared.parking.engine().now();
     let mut conn = Conn {
         session,

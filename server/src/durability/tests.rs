@@ -31,7 +31,7 @@ struct Client<'a> {
 
 impl<'a> Client<'a> {
     fn new(engine: &'a Engine) -> Client<'a> {
-        match engine.apply(Command::OpenSession { at: engine.now() }).reply {
+        match engine.apply(Command::OpenSession { at: engine.now(), secret: None }).reply {
             Ok(Answer::Session(session)) => Client { engine, session },
             other => panic!("{other:?}"),
         }

@@ -39,6 +39,12 @@ pub enum Command {
     OpenSession {
         /// When.
         at: Time,
+        /// What a client must show to resume the session on a new connection after a
+        /// leader change ([`Command::Resume`]); `None`: it cannot be resumed (a stock
+        /// CPython client, or a server that resumes nothing). Chosen by the server that
+        /// opened it, so that every replica agrees.
+        #[serde(default)]
+        secret: Option<u64>,
     },
     /// A session ended (closed, crashed, silent, or the server restarted): its handles
     /// are given back and every object it used releases what it held there.
@@ -168,6 +174,40 @@ pub enum Command {
         /// When.
         at: Time,
     },
+    /// A new cluster leader took over (the replicated counterpart of `Restart`): the
+    /// parked calls of every session opened before it (ids below `before`) are
+    /// abandoned, since their callers were connected to the old leader; sessions that
+    /// can be resumed are *detached* until `until` (they keep their handles, locks,
+    /// permits and leases, and a client that shows the secret gets them back with
+    /// [`Command::Resume`]); the others end, and anonymous objects lose the references
+    /// their (Python) clients held, as on a restart.
+    Takeover {
+        /// When.
+        at: Time,
+        /// Sessions with smaller ids are the previous leader's.
+        before: SessionId,
+        /// Detached sessions end at this time unless resumed ([`Command::Lapse`]).
+        until: Time,
+    },
+    /// A client on a new connection takes back a detached session ([`Answer::Session`]),
+    /// or fails if the secret is wrong or the session is not detached (it ended, or a
+    /// connection still serves it).
+    Resume {
+        /// The session.
+        session: SessionId,
+        /// The secret its `OpenSession` carried.
+        secret: u64,
+        /// When.
+        at: Time,
+    },
+    /// The leader's timer: a session still detached when its time ran out ends (as
+    /// `EndSession`); one resumed meanwhile is left alone.
+    Lapse {
+        /// The session.
+        session: SessionId,
+        /// When.
+        at: Time,
+    },
     /// Changes nothing, but is logged: a replicated node's read waits for the commit of
     /// a record appended after it, which proves the node still led the cluster then.
     Barrier {
@@ -180,8 +220,8 @@ impl Command {
     /// True if the command is a change a client asked for, which the server may refuse
     /// while it cannot make changes durable (`Call`, `Open`, `Attach`, `Iterate`,
     /// `Delete`, `Incref`). Commands that end, give back or time out (`OpenSession`,
-    /// `EndSession`, `Release`, `Decref`, `Expire`, `Abandon`, `Tick`, `Restart`) are
-    /// never refused: refusing them would strand a lock, a lease or an item, or keep
+    /// `EndSession`, `Release`, `Decref`, `Expire`, `Abandon`, `Tick`, `Restart`,
+    /// `Takeover`, `Resume`, `Lapse`) are never refused: refusing them would strand a lock, a lease or an item, or keep
     /// clients from connecting to read.
     pub fn refusable(&self) -> bool {
         matches!(
@@ -198,7 +238,7 @@ impl Command {
     /// When the command happens.
     pub fn at(&self) -> Time {
         match self {
-            Command::OpenSession { at }
+            Command::OpenSession { at, .. }
             | Command::EndSession { at, .. }
             | Command::Open { at, .. }
             | Command::Attach { at, .. }
@@ -212,6 +252,9 @@ impl Command {
             | Command::Abandon { at, .. }
             | Command::Tick { at, .. }
             | Command::Restart { at }
+            | Command::Takeover { at, .. }
+            | Command::Resume { at, .. }
+            | Command::Lapse { at, .. }
             | Command::Barrier { at } => *at,
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use agora_proto::native::ObjectId;
 use serde::{Deserialize, Serialize};
 
+use super::clock::Time;
 use super::ctx::CounterValues;
 use super::session::{self, Session};
 use super::table::{ObjectEntry, ObjectImage};
@@ -31,6 +32,12 @@ pub struct SessionImage {
     pub touched: Vec<ObjectId>,
     /// Its parked calls: (ticket, object).
     pub parked: Vec<(Ticket, ObjectId)>,
+    /// What resumes it after a leader change (`None`: it cannot be resumed).
+    #[serde(default)]
+    pub secret: Option<u64>,
+    /// Detached (no connection since a leader change) until then.
+    #[serde(default)]
+    pub detached_until: Option<Time>,
 }
 
 /// The engine's whole state (see the module docs).
@@ -65,7 +72,14 @@ impl Engine {
                 st.touched.iter().filter(|(_, weak)| weak.strong_count() > 0).map(|(&id, _)| id).collect();
             touched.sort_unstable();
             let parked = st.parked.iter().map(|(&t, &o)| (t, o)).collect();
-            session_images.push(SessionImage { id: session.id(), handles, touched, parked });
+            session_images.push(SessionImage {
+                id: session.id(),
+                handles,
+                touched,
+                parked,
+                secret: session.secret(),
+                detached_until: st.detached_until,
+            });
         }
         // Deleted objects a container still holds are part of the state too.
         let mut unvisited: Vec<Arc<ObjectEntry>> = entries.values().cloned().collect();
@@ -117,7 +131,7 @@ impl Engine {
             engine.table.restore_holds(&entries[&object.id], held);
         }
         for image in image.sessions {
-            let session = Session::new(image.id);
+            let session = Session::new(image.id, image.secret);
             {
                 let mut st = session.state();
                 for (id, count) in image.handles {
@@ -129,6 +143,7 @@ impl Engine {
                     st.touched.insert(id, Arc::downgrade(&entry));
                 }
                 st.parked = image.parked.into_iter().collect();
+                st.detached_until = image.detached_until;
             }
             engine.sessions().insert(image.id, session);
         }

@@ -199,6 +199,10 @@ pub struct SessionRecord {
     pub touched: BTreeSet<ObjectId>,
     /// Its parked calls: ticket → object.
     pub parked: BTreeMap<Ticket, ObjectId>,
+    /// What resumes it (`None`: it cannot be resumed).
+    pub secret: Option<u64>,
+    /// Detached until then (see [`Command::Takeover`]).
+    pub detached_until: Option<Time>,
 }
 
 /// One object in a [`CanonicalState`].
@@ -322,14 +326,35 @@ impl Engine {
         self.sessions().get(&id).cloned()
     }
 
-    /// Opens a session (an `OpenSession` command) and returns it. Fails only while the
-    /// journal is closed (a replicated node that does not lead).
-    pub fn open_session(&self, at: Time) -> Result<Session, WireError> {
-        match self.apply(Command::OpenSession { at }).reply {
+    /// Opens a session (an `OpenSession` command) and returns it; `resumable` gives
+    /// it a random secret, so that its client can resume it after a leader change
+    /// ([`Command::Resume`]). Fails only while the journal is closed (a replicated
+    /// node that does not lead).
+    pub fn open_session(&self, at: Time, resumable: bool) -> Result<Session, WireError> {
+        let secret = resumable.then(|| rand::random::<u64>().max(1));
+        match self.apply(Command::OpenSession { at, secret }).reply {
             Ok(Answer::Session(id)) => Ok(self.session(id).expect("just opened")),
             Err(e) => Err(e),
             other => unreachable!("OpenSession answered {other:?}"),
         }
+    }
+
+    /// Takes back detached session `id` for a new connection (a `Resume` command).
+    pub fn resume_session(&self, id: SessionId, secret: u64, at: Time) -> Result<Session, WireError> {
+        match self.apply(Command::Resume { session: id, secret, at }).reply {
+            Ok(Answer::Session(id)) => Ok(self.session(id).expect("just resumed")),
+            Err(e) => Err(e),
+            other => unreachable!("Resume answered {other:?}"),
+        }
+    }
+
+    /// Every detached session and when it ends unless resumed, in id order (for the
+    /// leader's timer: see [`Command::Takeover`]).
+    pub fn detached_sessions(&self) -> Vec<(SessionId, Time)> {
+        let mut detached: Vec<(SessionId, Time)> =
+            self.sessions().values().filter_map(|s| s.state().detached_until.map(|until| (s.id(), until))).collect();
+        detached.sort_unstable();
+        detached
     }
 
     /// Applies a command another node already ordered (a replica applying its
@@ -355,9 +380,9 @@ impl Engine {
 
     fn apply_now(&self, command: Command) -> Effects {
         let session = match &command {
-            Command::OpenSession { .. } => {
+            Command::OpenSession { secret, .. } => {
                 let id = self.counters.session();
-                self.sessions().insert(id, Session::new(id));
+                self.sessions().insert(id, Session::new(id, *secret));
                 return Effects::reply(Ok(Answer::Session(id)));
             }
             Command::EndSession { session, .. }
@@ -498,6 +523,20 @@ impl Engine {
             }
             Command::Restart { at } => {
                 self.restart(at, &mut out);
+                Ok(Answer::Done)
+            }
+            Command::Takeover { at, before, until } => {
+                self.take_over(at, before, until, &mut out);
+                Ok(Answer::Done)
+            }
+            Command::Resume { session, secret, .. } => self.resume(session, secret),
+            Command::Lapse { session, at } => {
+                if let Some(session) = self.session(session) {
+                    let due = session.state().detached_until.is_some_and(|until| until <= at);
+                    if due {
+                        self.end_session(&session, at, &mut out);
+                    }
+                }
                 Ok(Answer::Done)
             }
             Command::Barrier { .. } => Ok(Answer::Done),
@@ -863,11 +902,57 @@ impl Engine {
     /// Ends every session of the previous run and gives back the references their
     /// clients held on anonymous objects, in id order (see [`Command::Restart`]).
     fn restart(&self, at: Time, out: &mut Outputs) {
-        let mut sessions: Vec<Session> = self.sessions().values().cloned().collect();
+        let sessions = self.sorted_sessions(SessionId::MAX);
+        self.abandon_parked(&sessions, at, out);
+        for session in sessions {
+            self.end_session(&session, at, out);
+        }
+        self.drop_client_references(at);
+    }
+
+    /// A new cluster leader takes over (see [`Command::Takeover`]).
+    fn take_over(&self, at: Time, before: SessionId, until: Time, out: &mut Outputs) {
+        let sessions = self.sorted_sessions(before);
+        self.abandon_parked(&sessions, at, out);
+        for session in sessions {
+            if session.secret().is_some() {
+                let mut st = session.state();
+                // A second leader change before the client came back gives it the time again.
+                st.detached_until = Some(st.detached_until.map_or(until, |earlier| earlier.max(until)));
+            } else {
+                self.end_session(&session, at, out);
+            }
+        }
+        self.drop_client_references(at);
+    }
+
+    fn resume(&self, id: SessionId, secret: u64) -> Result<Answer, WireError> {
+        let refused = |why: &str| {
+            Err(WireError::new(ErrorCode::SessionExpired, format!("session {id} cannot be resumed: {why}")))
+        };
+        let Some(session) = self.session(id) else { return refused("it has ended") };
+        if session.secret() != Some(secret) {
+            return refused("the secret does not match");
+        }
+        let mut st = session.state();
+        if st.detached_until.take().is_none() {
+            return refused("it is not detached (a connection still serves it)");
+        }
+        Ok(Answer::Session(id))
+    }
+
+    /// The open sessions with ids below `before`, in id order.
+    fn sorted_sessions(&self, before: SessionId) -> Vec<Session> {
+        let mut sessions: Vec<Session> = self.sessions().values().filter(|s| s.id() < before).cloned().collect();
         sessions.sort_by_key(Session::id);
-        // Every parked call first (their callers are gone), so that nothing released
-        // below is handed to a caller that no longer exists.
-        for session in &sessions {
+        sessions
+    }
+
+    /// Abandons every parked call of `sessions` (their callers are gone), before
+    /// anything they hold is released, so that nothing is handed to a caller that no
+    /// longer exists.
+    fn abandon_parked(&self, sessions: &[Session], at: Time, out: &mut Outputs) {
+        for session in sessions {
             let parked = {
                 let mut st = session.state();
                 st.parked_at.clear();
@@ -880,15 +965,26 @@ impl Engine {
                 }
             }
         }
-        for session in sessions {
-            self.end_session(&session, at, out);
+    }
+
+    /// Gives back the references clients held on anonymous objects (Python's counted
+    /// references; a handle of an open session stays), after a restart or a takeover.
+    fn drop_client_references(&self, at: Time) {
+        // Each open session holds one table reference per object it has a handle on.
+        let mut handles: IdMap<u64> = IdMap::default();
+        for session in self.sessions().values() {
+            for &object in session.state().handles.keys() {
+                *handles.entry(object).or_default() += 1;
+            }
         }
         for entry in self.table.all() {
             if entry.name().is_some() {
                 continue;
             }
-            // What other objects hold stays; what clients held goes with the clients.
-            let client_refs = entry.refcount().saturating_sub(entry.holders());
+            // What other objects and open sessions hold stays; what clients held goes
+            // with the clients.
+            let kept = entry.holders() + handles.get(&entry.id()).copied().unwrap_or(0);
+            let client_refs = entry.refcount().saturating_sub(kept);
             for _ in 0..client_refs {
                 self.table.decref(&entry);
             }
@@ -1099,7 +1195,14 @@ impl Engine {
             .map(|s| {
                 let st = s.state();
                 let touched = st.touched.iter().filter(|(_, w)| w.strong_count() > 0).map(|(&id, _)| id).collect();
-                (s.id(), SessionRecord { handles: st.handle_counts(), touched, parked: st.parked.clone() })
+                let record = SessionRecord {
+                    handles: st.handle_counts(),
+                    touched,
+                    parked: st.parked.clone(),
+                    secret: s.secret(),
+                    detached_until: st.detached_until,
+                };
+                (s.id(), record)
             })
             .collect();
         CanonicalState { counters: self.counters.values(), objects, names: self.table.names_map(), sessions }

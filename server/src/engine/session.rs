@@ -41,6 +41,9 @@ pub(super) struct SessionState {
     /// When each parked call parked (for `agora get`; not part of the state: a
     /// restore abandons every parked call anyway).
     pub(super) parked_at: BTreeMap<Ticket, Time>,
+    /// Set while the session has no connection after a leader change: it ends at this
+    /// time unless its client resumes it ([`super::Command::Takeover`]).
+    pub(super) detached_until: Option<Time>,
     /// Prune dead `touched` entries when the map grows past this.
     prune_at: usize,
 }
@@ -78,6 +81,8 @@ pub struct Session(pub(super) Arc<SessionCell>);
 
 pub(super) struct SessionCell {
     pub(super) id: SessionId,
+    /// What resumes it ([`super::Command::Resume`]); `None`: it cannot be resumed.
+    pub(super) secret: Option<u64>,
     pub(super) state: Mutex<SessionState>,
     /// The LSN of the last record logged for this session (durability on): its
     /// answers go out once the log has that record.
@@ -89,9 +94,10 @@ pub(super) struct SessionCell {
 }
 
 impl Session {
-    pub(super) fn new(id: SessionId) -> Session {
+    pub(super) fn new(id: SessionId, secret: Option<u64>) -> Session {
         Session(Arc::new(SessionCell {
             id,
+            secret,
             state: Mutex::new(SessionState::default()),
             logged: AtomicU64::new(0),
             ended: AtomicBool::new(false),
@@ -121,6 +127,11 @@ impl Session {
     /// The session's id.
     pub fn id(&self) -> SessionId {
         self.0.id
+    }
+
+    /// What a client shows to resume it after a leader change (`None`: it cannot be).
+    pub fn secret(&self) -> Option<u64> {
+        self.0.secret
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, SessionState> {

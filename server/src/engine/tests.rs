@@ -33,7 +33,7 @@ impl Bench {
     }
 
     fn session(&mut self) -> SessionId {
-        match self.apply(Command::OpenSession { at: self.now }).reply {
+        match self.apply(Command::OpenSession { at: self.now, secret: None }).reply {
             Ok(Answer::Session(id)) => id,
             other => panic!("{other:?}"),
         }
@@ -838,10 +838,69 @@ fn a_replica_clock_never_reads_earlier_than_the_commands_it_applied() {
     // next, the times it stamps must not go back.
     let engine = Engine::with_counters(CustomKinds::default(), START);
     let leaders_time = engine.now().after_secs(3600.0).unwrap();
-    engine.apply_replicated(Command::OpenSession { at: leaders_time });
+    engine.apply_replicated(Command::OpenSession { at: leaders_time, secret: None });
     assert!(engine.now() >= leaders_time, "{:?} < {leaders_time:?}", engine.now());
     // An older command does not move it back.
     let before = engine.now();
-    engine.apply_replicated(Command::OpenSession { at: Time(1) });
+    engine.apply_replicated(Command::OpenSession { at: Time(1), secret: None });
     assert!(engine.now() >= before);
+}
+
+#[test]
+fn a_takeover_detaches_resumable_sessions_until_resumed_or_lapsed() {
+    let mut b = Bench::new();
+    let open = |b: &mut Bench, secret| match b.apply(Command::OpenSession { at: b.now, secret }).reply {
+        Ok(Answer::Session(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    let (native, python, gone) = (open(&mut b, Some(7)), open(&mut b, None), open(&mut b, Some(9)));
+    let lock = b.open(native, Kind::Lock, Some("l"), vec![], Keep::Handle).unwrap();
+    let token = b.value(native, lock, "acquire_fenced", vec![]).as_index().unwrap();
+    let sem = b.open(gone, Kind::Semaphore, Some("s"), vec![Value::Int(1)], Keep::Handle).unwrap();
+    b.value(gone, sem, "acquire", vec![]);
+    // A parked call of a detached session is abandoned: its caller was the old leader's.
+    b.apply(Command::Attach { session: gone, object: lock, at: b.now }).reply.unwrap();
+    let Ok(Answer::Parked(_)) = b.call(gone, lock, "acquire_fenced", vec![]) else { panic!("must wait") };
+    let anonymous = b.open(python, Kind::Dict, None, vec![], Keep::Reference).unwrap();
+    let mine = b.open(native, Kind::Dict, None, vec![], Keep::Handle).unwrap();
+    // A session opened after the new leader began is its own: untouched.
+    let later = open(&mut b, Some(11));
+    let until = Time(b.now.0 + 5_000_000);
+    b.apply(Command::Takeover { at: b.now, before: later, until });
+    assert!(b.engine.session(python).is_none(), "a session that cannot be resumed ends");
+    assert!(!b.exists(anonymous), "a Python client's anonymous object goes with it");
+    assert!(b.exists(mine), "a detached session's handle keeps its anonymous object");
+    assert_eq!(b.engine.detached_sessions(), vec![(native, until), (gone, until)]);
+    assert!(b.engine.session(later).unwrap().state().detached_until.is_none());
+    assert!(b.engine.parked_calls().is_empty());
+
+    // The wrong secret, or a session that is not detached, is refused precisely.
+    let refused = b.apply(Command::Resume { session: native, secret: 8, at: b.now }).reply.unwrap_err();
+    assert!(refused.code == ErrorCode::SessionExpired && refused.message.contains("secret"), "{refused:?}");
+    let refused = b.apply(Command::Resume { session: later, secret: 11, at: b.now }).reply.unwrap_err();
+    assert!(refused.message.contains("not detached"), "{refused:?}");
+    assert_eq!(b.apply(Command::Resume { session: native, secret: 7, at: b.now }).reply, Ok(Answer::Session(native)));
+    // Resumed: the lock is still its own, released by its token.
+    assert_eq!(b.value(native, lock, "release_fenced", vec![Value::Int(token)]), Value::None);
+
+    // The lapse is a no-op before its time and for a resumed session.
+    b.apply(Command::Lapse { session: gone, at: Time(until.0 - 1) });
+    assert!(b.engine.session(gone).is_some());
+    b.now = until;
+    b.apply(Command::Lapse { session: native, at: b.now });
+    b.apply(Command::Lapse { session: gone, at: b.now });
+    assert!(b.engine.session(native).is_some(), "a resumed session is not lapsed");
+    assert!(b.engine.session(gone).is_none(), "a detached session lapses at its time");
+    b.apply(Command::Attach { session: native, object: sem, at: b.now }).reply.unwrap();
+    assert_eq!(b.value(native, sem, "acquire", vec![Value::Bool(false)]), Value::Bool(true), "its permit came back");
+
+    // Replayed, the same commands give the same state, and an image carries the
+    // secrets and the deadlines.
+    let replayed = Engine::with_counters(CustomKinds::default(), START);
+    for command in b.log.clone() {
+        replayed.apply(command);
+    }
+    assert_eq!(replayed.canonical_state(), b.engine.canonical_state());
+    let restored = Engine::from_image(CustomKinds::default(), b.engine.image()).unwrap();
+    assert_eq!(restored.canonical_state(), b.engine.canonical_state());
 }

@@ -154,7 +154,7 @@ pub async fn serve<S: Transport>(
     let token_address = advertised.or(local.as_ref());
     // Nested proxies carry the key this client authenticated with, never another user's.
     let outgoing = references::Outgoing::new(local_peer, who.key(&shared), token_address, advertised.is_some());
-    let (session, mailbox, _peer) = match shared.open_session(peer) {
+    let (session, mailbox, _peer) = match shared.open_session(peer, false) {
         Ok(opened) => opened,
         Err(e) => {
             // A replicated node that stopped leading: the client raises our reason as a
