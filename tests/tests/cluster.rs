@@ -2,7 +2,7 @@
 //! node, losing the leader (SIGKILL) without losing an acknowledged write, a node
 //! restarted from its files catching up, reads confirmed by a read-index round and
 //! never stale from a cut-off leader, sessions (locks, leases, guards) that survive a
-//! leader change, an acquire parked on a killed leader made again on the new one,
+//! leader change, a cut-off leader letting its clients go to the new one, an acquire parked on a killed leader made again on the new one,
 //! membership changes with `agora cluster`,
 //! and bad settings refused with a reason.
 
@@ -185,6 +185,38 @@ fn a_lock_and_a_lease_survive_a_leader_failover_and_their_guards_stay_valid() {
     assert!(next.token() > token, "fencing tokens only grow: {} after {token}", next.token());
     let jobs = other.queue::<String>("jobs", 0).unwrap();
     assert_eq!((jobs.len().unwrap(), jobs.leased_len().unwrap()), (0, 0), "the acked item is done");
+}
+
+/// A leader cut off from the other nodes stops serving once no majority has answered
+/// it for an election timeout, although Raft still calls it leader until it hears of
+/// the newer term: its clients go to the node that leads now and resume their
+/// sessions there, while it is still cut off (before, they waited for the partition to
+/// heal).
+#[test]
+fn a_cut_off_leader_lets_its_clients_go_to_the_new_one_with_their_sessions() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    // The leader's address first: the client starts there.
+    let mut nodes = addresses(&cluster);
+    nodes.rotate_left(leader);
+    let options = ManagerOptions::new().reconnect_deadline(Duration::from_secs(60));
+    let holder = Manager::connect_any(nodes.clone(), AUTHKEY, options).expect("connect");
+    assert_eq!(holder.current_address(), nodes[0]);
+    let session = holder.session_id();
+    let guard = holder.lock("partitioned").expect("open").acquire().expect("acquire");
+    let counter = holder.value::<i64>("count", &0).expect("open");
+    counter.add(&1).expect("add");
+
+    cluster.isolate(leader);
+    wait_until("the client moved to another node with its session", || {
+        holder.current_address() != nodes[0] && guard.is_valid()
+    });
+    assert_eq!(holder.session_id(), session, "the client resumed its session");
+    // While the old leader is still cut off, the client works through the new one.
+    counter.add(&1).expect("add through the new leader");
+    assert_eq!(counter.get().expect("read"), 2);
+    guard.release().expect("the guard of the resumed session releases the lock");
+    cluster.heal();
 }
 
 /// A call parked on a leader that dies is made again on the new leader: an acquire

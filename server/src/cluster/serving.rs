@@ -25,7 +25,9 @@
 //!   over the previous leader's sessions with a `Takeover`, which detaches those its
 //!   clients may resume, and arms pending wake-ups); when it
 //!   stops leading, the stint ends, connections close, and the engine is rebuilt from
-//!   the committed log.
+//!   the committed log. A leader that no majority has answered for an election
+//!   timeout (cut off by a partition) ends its stint too, though Raft still calls it
+//!   leader, so that its clients go to the node that leads now.
 //!
 //! This module owns the proposing side of the journal; it applies no command itself
 //! except the `Barrier`, and knows nothing of connections.
@@ -62,6 +64,9 @@ pub struct Serving {
     leader_client: std::sync::Mutex<std::collections::HashMap<(super::NodeId, bool), String>>,
     /// The LSN of the last `Barrier` a read appended (see [`Serving::read_dependency`]).
     last_barrier: AtomicU64,
+    /// A leader no majority has answered for this long stops serving (see
+    /// [`Serving::watch_leadership`]): the longest election timeout.
+    cut_off_after: Duration,
 }
 
 impl std::fmt::Debug for Serving {
@@ -93,6 +98,7 @@ impl Serving {
         engine.attach_journal(journal.clone());
         let leadership = Leadership::new(journal);
         let cut_every = config.snapshot_after_entries.max(1);
+        let cut_off_after = config.election_timeout.1;
         let key = config.key.clone();
         let node = ClusterNode::start(config, engine.clone(), custom, Some(leadership.clone())).await?;
         Ok(Arc::new(Serving {
@@ -104,6 +110,7 @@ impl Serving {
             key,
             leader_client: std::sync::Mutex::new(std::collections::HashMap::new()),
             last_barrier: AtomicU64::new(0),
+            cut_off_after,
         }))
     }
 
@@ -113,6 +120,11 @@ impl Serving {
     pub async fn leader_client_address(&self, tls: bool) -> Result<String, super::ClusterError> {
         let status = self.node.status();
         let leader = status.leader.ok_or(super::ClusterError::NotLeader { leader: None })?;
+        if leader == self.node.id() {
+            // Raft says this node leads, but it does not serve (yet, or any more): passing
+            // the client to itself would only go round.
+            return Err(super::ClusterError::NotLeader { leader: None });
+        }
         if let Some(address) = self.leader_client.lock().unwrap_or_else(|e| e.into_inner()).get(&(leader, tls)) {
             return Ok(address.clone());
         }
@@ -301,17 +313,28 @@ impl Serving {
     pub async fn watch_leadership(self: Arc<Self>, hooks: Arc<dyn StintHooks>, mut shutdown: watch::Receiver<bool>) {
         let mut metrics = self.node.raft().metrics();
         let me = self.node.id();
+        let cut_off_ms = self.cut_off_after.as_millis() as u64;
         loop {
-            let (leads, caught_up, term) = {
+            let (leads, caught_up, term, unheard_ms) = {
                 let m = metrics.borrow_and_update();
                 let leads = m.state == ServerState::Leader && m.current_leader == Some(me);
                 // A new leader serves once it applied its own term's first entry, and
                 // with it everything committed before.
                 let caught_up = m.last_applied.is_some_and(|applied| applied.leader_id.term == m.current_term);
-                (leads, caught_up, m.current_term)
+                (leads, caught_up, m.current_term, m.millis_since_quorum_ack.unwrap_or(0))
             };
-            if self.leadership.leading() && !leads {
-                self.leadership.end(&format!("another node leads now (term {term})"));
+            // A leader cut off from the majority keeps believing it leads until it hears
+            // of a newer term; its clients would wait for it all that time. Once no
+            // majority has answered it for an election timeout, another node may lead:
+            // it stops serving, so that its clients move there (and resume their sessions).
+            let cut_off = leads && unheard_ms > cut_off_ms;
+            if self.leadership.leading() && (!leads || cut_off) {
+                let why = if leads {
+                    format!("no majority has answered for {unheard_ms} ms (term {term})")
+                } else {
+                    format!("another node leads now (term {term})")
+                };
+                self.leadership.end(&why);
                 hooks.ended();
             }
             if self.leadership.needs_rebuild() {
@@ -319,7 +342,7 @@ impl Serving {
                     tracing::error!(%why, "rebuilding the engine from the committed log failed");
                 }
             }
-            if leads && caught_up && !self.leadership.leading() {
+            if leads && !cut_off && caught_up && !self.leadership.leading() {
                 // Whatever the previous stint left half-done is gone before this one.
                 if let Err(why) = self.node.state_machine().rebuild_if_dirty().await {
                     tracing::error!(%why, "rebuilding the engine from the committed log failed; not serving");
@@ -335,6 +358,8 @@ impl Serving {
             }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
+                // Silence is news too: look again even if Raft reports nothing.
+                _ = tokio::time::sleep(self.cut_off_after / 4), if self.leadership.leading() => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
