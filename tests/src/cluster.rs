@@ -243,9 +243,27 @@ impl Cluster {
             if all {
                 return leader;
             }
-            assert!(Instant::now() < deadline, "the nodes never all followed one leader");
+            if Instant::now() >= deadline {
+                let statuses: Vec<Option<NodeStatus>> = (0..self.len()).map(|i| self.status(i)).collect();
+                panic!("the nodes never all followed one leader: {statuses:?}; {}", self.save_logs());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Writes every running node's log to a file in the temporary directory, for a
+    /// failure to point at; returns where.
+    pub fn save_logs(&self) -> String {
+        let mut saved = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(node) = node {
+                let path = std::env::temp_dir().join(format!("agora-cluster-{}-node{}.log", std::process::id(), i + 1));
+                if std::fs::write(&path, node.log()).is_ok() {
+                    saved.push(path.display().to_string());
+                }
+            }
+        }
+        format!("node logs: {}", saved.join(", "))
     }
 
     /// Waits until every running node applied at least what node `i` has applied.

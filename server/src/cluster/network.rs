@@ -376,25 +376,28 @@ impl PeerClient {
                     .map_err(RpcFailure::Unreachable)?;
                 self.stream = Some(stream);
             }
-            let stream = self.stream.as_mut().expect("connected above");
+            // Out of `self` while the exchange runs: if this future is dropped between
+            // the request and its response (openraft cancels RPCs that way), the
+            // connection goes with it. Kept, that response would be read as the answer
+            // to the next request on it — a stale AppendEntries success, counted
+            // toward a commit the follower never made.
+            let mut stream = self.stream.take().expect("connected above");
             let exchange = async {
                 stream.send(&bytes).await?;
                 let body = stream.recv().await?;
                 rmp_serde::from_slice::<PeerResponse>(&body).map_err(|e| PeerError::Decode(e.to_string()))
             };
             match tokio::time::timeout(ttl, exchange).await {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(PeerError::Io(_) | PeerError::Frame(_))) if std::mem::take(&mut pooled) => self.stream = None,
-                Ok(Err(e)) => {
-                    self.stream = None;
-                    return Err(RpcFailure::Network(e));
+                Ok(Ok(response)) => {
+                    // In step again: every request on it answered.
+                    self.stream = Some(stream);
+                    return Ok(response);
                 }
-                Err(_) => {
-                    // A response may still arrive on this connection: never read it as
-                    // the answer to a later request.
-                    self.stream = None;
-                    return Err(RpcFailure::Network(PeerError::Timeout));
-                }
+                Ok(Err(PeerError::Io(_) | PeerError::Frame(_))) if std::mem::take(&mut pooled) => {}
+                Ok(Err(e)) => return Err(RpcFailure::Network(e)),
+                // A response may still arrive on this connection: it is dropped, never
+                // read as the answer to a later request.
+                Err(_) => return Err(RpcFailure::Network(PeerError::Timeout)),
             }
         }
     }
@@ -473,4 +476,73 @@ pub async fn ask(addr: &str, key: &[u8], request: &PeerRequest, timeout: Duratio
     })
     .await
     .map_err(|_| PeerError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that answers each request with the kind of address it asked for, a
+    /// plain one only after a while.
+    async fn slow_first_peer(key: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let mut peer = PeerStream { stream, buf: BytesMut::new() };
+                    peer.challenge(&key).await?;
+                    peer.answer(&key).await?;
+                    loop {
+                        let request: PeerRequest = rmp_serde::from_slice(&peer.recv().await?).unwrap();
+                        let said = match request {
+                            PeerRequest::ClientAddress => {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                                "plain"
+                            }
+                            _ => "tls",
+                        };
+                        let response = PeerResponse::ClientAddress(Some(said.to_owned()));
+                        peer.send(&rmp_serde::to_vec(&response).unwrap()).await?;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), PeerError>(())
+                });
+            }
+        });
+        addr
+    }
+
+    fn said(response: Result<PeerResponse, RpcFailure>) -> String {
+        match response {
+            Ok(PeerResponse::ClientAddress(Some(said))) => said,
+            Ok(other) => panic!("unexpected response {other:?}"),
+            Err(RpcFailure::Unreachable(e) | RpcFailure::Network(e)) => panic!("the call failed: {e}"),
+        }
+    }
+
+    /// A call dropped between its request and its response (openraft cancels RPCs by
+    /// dropping them) must not leave its response to be read as the answer to the next
+    /// request, on the same client or on a pooled connection: a stale AppendEntries
+    /// success would count toward a commit the follower never made.
+    #[tokio::test]
+    async fn a_cancelled_call_never_hands_its_response_to_the_next_one() {
+        let key = b"cluster key".to_vec();
+        let addr = slow_first_peer(key.clone()).await;
+        let mut network = PeerNetwork::new(Arc::new(key), IpAddr::from([0, 0, 0, 0]));
+        let node = Node { addr: addr.clone() };
+        let ttl = Duration::from_secs(5);
+
+        let mut client = network.new_client(2, &node).await;
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), client.call(&PeerRequest::ClientAddress, ttl));
+        assert!(cancelled.await.is_err(), "the first answer is slow: the call is cancelled");
+        assert_eq!(said(client.call(&PeerRequest::TlsClientAddress, ttl).await), "tls", "the same client");
+
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), client.call(&PeerRequest::ClientAddress, ttl));
+        assert!(cancelled.await.is_err());
+        drop(client);
+        let mut next = network.new_client(2, &node).await;
+        assert_eq!(said(next.call(&PeerRequest::TlsClientAddress, ttl).await), "tls", "a pooled connection");
+    }
 }
