@@ -176,6 +176,13 @@ impl Manager {
     /// the attempts only if every address refused the authkey.
     /// [`Manager::current_address`] says which address the manager is connected to.
     ///
+    /// On a cluster, a leader change does not end the manager's session: the new
+    /// leader keeps it for a heartbeat timeout, and the manager, which reconnects as
+    /// soon as the connection dies (not at the next call), resumes it. Its locks,
+    /// permits, leases and proxies stay its own, and their guards stay valid. A session
+    /// that had an acquire or a get in flight is ended and replaced instead, so that a
+    /// grant whose answer was lost goes back.
+    ///
     /// Fails with [`Error::ConnectAny`], naming every address and why each failed, if
     /// none works (with a single address: that address's own error, as
     /// [`Manager::connect_to_with`] reports it), and with [`Error::Connect`] if
@@ -229,7 +236,9 @@ impl Manager {
         self.link.addresses().to_vec()
     }
 
-    /// This connection's session id on the server: a new one after each reconnect.
+    /// This connection's session id on the server: a new one after each reconnect,
+    /// unless the reconnect resumed the session (a cluster's leader change: see
+    /// [`Manager::connect_any`]).
     pub fn session_id(&self) -> u64 {
         self.link.current().welcome().session
     }

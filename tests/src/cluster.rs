@@ -225,7 +225,9 @@ impl Cluster {
                     return leader;
                 }
             }
-            assert!(Instant::now() < deadline, "no leader within the hang guard: {statuses:?}");
+            if Instant::now() >= deadline {
+                panic!("no leader within the hang guard: {statuses:?}; {}", self.save_logs());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

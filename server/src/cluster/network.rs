@@ -514,6 +514,27 @@ mod tests {
         addr
     }
 
+    /// A peer that answers one request on each connection, then closes it (as a
+    /// restarted peer leaves its old connections).
+    async fn one_answer_peer(key: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let mut peer = PeerStream { stream, buf: BytesMut::new() };
+                    peer.challenge(&key).await?;
+                    peer.answer(&key).await?;
+                    let _request = peer.recv().await?;
+                    let response = PeerResponse::ClientAddress(Some("answered".to_owned()));
+                    peer.send(&rmp_serde::to_vec(&response).unwrap()).await
+                });
+            }
+        });
+        addr
+    }
+
     fn said(response: Result<PeerResponse, RpcFailure>) -> String {
         match response {
             Ok(PeerResponse::ClientAddress(Some(said))) => said,
@@ -544,5 +565,21 @@ mod tests {
         drop(client);
         let mut next = network.new_client(2, &node).await;
         assert_eq!(said(next.call(&PeerRequest::TlsClientAddress, ttl).await), "tls", "a pooled connection");
+    }
+
+    /// A pooled connection the peer closed meanwhile is noticed on first use, and the
+    /// request goes out once more on a new connection.
+    #[tokio::test]
+    async fn a_pooled_connection_the_peer_closed_is_replaced_at_once() {
+        let key = b"cluster key".to_vec();
+        let addr = one_answer_peer(key.clone()).await;
+        let mut network = PeerNetwork::new(Arc::new(key), IpAddr::from([0, 0, 0, 0]));
+        let node = Node { addr };
+        let ttl = Duration::from_secs(5);
+        let mut client = network.new_client(2, &node).await;
+        assert_eq!(said(client.call(&PeerRequest::ClientAddress, ttl).await), "answered");
+        drop(client); // its connection, closed by the peer by now, goes to the pool
+        let mut next = network.new_client(2, &node).await;
+        assert_eq!(said(next.call(&PeerRequest::ClientAddress, ttl).await), "answered");
     }
 }
