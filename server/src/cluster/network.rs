@@ -482,57 +482,61 @@ pub async fn ask(addr: &str, key: &[u8], request: &PeerRequest, timeout: Duratio
 mod tests {
     use super::*;
 
-    /// A peer that answers each request with the kind of address it asked for, a
-    /// plain one only after a while.
-    async fn slow_first_peer(key: Vec<u8>) -> String {
+    /// A fake peer on a loopback port: each connection runs the key handshake, then
+    /// `serve`, which answers as the test needs. Returns its address.
+    async fn fake_peer<F, Fut>(key: Vec<u8>, serve: F) -> String
+    where
+        F: Fn(PeerStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), PeerError>> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let serve = Arc::new(serve);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let key = key.clone();
+                let (key, serve) = (key.clone(), serve.clone());
                 tokio::spawn(async move {
                     let mut peer = PeerStream { stream, buf: BytesMut::new() };
                     peer.challenge(&key).await?;
                     peer.answer(&key).await?;
-                    loop {
-                        let request: PeerRequest = rmp_serde::from_slice(&peer.recv().await?).unwrap();
-                        let said = match request {
-                            PeerRequest::ClientAddress => {
-                                tokio::time::sleep(Duration::from_millis(300)).await;
-                                "plain"
-                            }
-                            _ => "tls",
-                        };
-                        let response = PeerResponse::ClientAddress(Some(said.to_owned()));
-                        peer.send(&rmp_serde::to_vec(&response).unwrap()).await?;
-                    }
-                    #[allow(unreachable_code)]
-                    Ok::<(), PeerError>(())
+                    serve(peer).await
                 });
             }
         });
         addr
     }
 
+    /// Sends a client address as the answer.
+    async fn reply(peer: &mut PeerStream, said: &str) -> Result<(), PeerError> {
+        peer.send(&rmp_serde::to_vec(&PeerResponse::ClientAddress(Some(said.to_owned()))).unwrap()).await
+    }
+
+    /// A peer that answers each request with the kind of address it asked for, a
+    /// plain one only after a while.
+    async fn slow_plain_peer(key: Vec<u8>) -> String {
+        fake_peer(key, |mut peer| async move {
+            while let Ok(body) = peer.recv().await {
+                match rmp_serde::from_slice(&body).unwrap() {
+                    PeerRequest::ClientAddress => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        reply(&mut peer, "plain").await?;
+                    }
+                    _ => reply(&mut peer, "tls").await?,
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// A peer that answers one request on each connection, then closes it (as a
     /// restarted peer leaves its old connections).
     async fn one_answer_peer(key: Vec<u8>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let key = key.clone();
-                tokio::spawn(async move {
-                    let mut peer = PeerStream { stream, buf: BytesMut::new() };
-                    peer.challenge(&key).await?;
-                    peer.answer(&key).await?;
-                    let _request = peer.recv().await?;
-                    let response = PeerResponse::ClientAddress(Some("answered".to_owned()));
-                    peer.send(&rmp_serde::to_vec(&response).unwrap()).await
-                });
-            }
-        });
-        addr
+        fake_peer(key, |mut peer| async move {
+            peer.recv().await?;
+            reply(&mut peer, "answered").await
+        })
+        .await
     }
 
     fn said(response: Result<PeerResponse, RpcFailure>) -> String {
@@ -550,7 +554,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_call_never_hands_its_response_to_the_next_one() {
         let key = b"cluster key".to_vec();
-        let addr = slow_first_peer(key.clone()).await;
+        let addr = slow_plain_peer(key.clone()).await;
         let mut network = PeerNetwork::new(Arc::new(key), IpAddr::from([0, 0, 0, 0]));
         let node = Node { addr: addr.clone() };
         let ttl = Duration::from_secs(5);
