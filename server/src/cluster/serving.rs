@@ -314,6 +314,8 @@ impl Serving {
         let mut metrics = self.node.raft().metrics();
         let me = self.node.id();
         let cut_off_ms = self.cut_off_after.as_millis() as u64;
+        // When Raft last reported: its count of the silence is as of then.
+        let mut reported_at = std::time::Instant::now();
         loop {
             let (leads, caught_up, term, unheard_ms) = {
                 let m = metrics.borrow_and_update();
@@ -321,7 +323,8 @@ impl Serving {
                 // A new leader serves once it applied its own term's first entry, and
                 // with it everything committed before.
                 let caught_up = m.last_applied.is_some_and(|applied| applied.leader_id.term == m.current_term);
-                (leads, caught_up, m.current_term, m.millis_since_quorum_ack.unwrap_or(0))
+                let since_report = reported_at.elapsed().as_millis() as u64;
+                (leads, caught_up, m.current_term, m.millis_since_quorum_ack.map_or(0, |ms| ms + since_report))
             };
             // A leader cut off from the majority keeps believing it leads until it hears
             // of a newer term; its clients would wait for it all that time. Once no
@@ -357,8 +360,13 @@ impl Serving {
                 }
             }
             tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { return },
-                // Silence is news too: look again even if Raft reports nothing.
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    reported_at = std::time::Instant::now();
+                }
+                // Silence is news too: look again even if Raft reports nothing new.
                 _ = tokio::time::sleep(self.cut_off_after / 4), if self.leadership.leading() => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
