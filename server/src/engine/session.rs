@@ -104,7 +104,7 @@ impl Session {
         }))
     }
 
-    /// True once the session ended (see [`SessionCell`]'s `ended`).
+    /// True once the session ended, or the engine's state it belonged to was replaced.
     #[inline]
     pub fn is_ended(&self) -> bool {
         self.0.ended.load(Ordering::Acquire)
