@@ -1,5 +1,6 @@
 //! Sessions: heartbeats keep an idle client's session; silence ends it with a
-//! precise error; ending a session frees what it held.
+//! precise error; ending a session frees what it held; a Hello naming a session that
+//! cannot be resumed gets a new one.
 
 use std::time::Duration;
 
@@ -64,4 +65,28 @@ async fn a_frozen_client_learns_its_session_expired_on_its_next_call() {
     // Meanwhile the server is fine.
     let m = server.client().await;
     assert!(m.list::<u64>("frozen").await.unwrap().len().await.unwrap() > 0);
+}
+
+/// A Hello that names a session to resume which cannot be resumed (a single server
+/// never detaches one; this one never existed, and its secret is made up) gets a new
+/// session, says it did not resume, and the connection works.
+#[tokio::test]
+async fn a_hello_naming_a_session_that_cannot_be_resumed_gets_a_new_one() {
+    let server = with_heartbeat("10s");
+    let mut raw = server.raw();
+    assert!(raw.handshake(&server.authkey));
+    let previous = native::Previous { session: 77_777, secret: 42, resume: true };
+    let mut hello = Vec::new();
+    native::encode(&native::Hello { previous: Some(previous), ..native::Hello::new("resumer") }, &mut hello).unwrap();
+    raw.send_frame(&hello).unwrap();
+    let welcome: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    assert!(!welcome.resumed, "nothing could be resumed");
+    assert_ne!(welcome.session, 77_777);
+    assert_eq!(welcome.secret, 0, "a single server offers nothing to resume");
+    let mut ping = Vec::new();
+    native::encode_request(&native::Request { id: 1, op: native::Op::Ping }, &mut ping).unwrap();
+    raw.send_frame(&ping).unwrap();
+    let response: native::Response = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    assert_eq!(response.id, 1);
+    assert!(response.result.is_ok(), "{:?}", response.result);
 }
