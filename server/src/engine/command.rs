@@ -179,8 +179,9 @@ pub enum Command {
     /// abandoned, since their callers were connected to the old leader; sessions that
     /// can be resumed are *detached* until `until` (they keep their handles, locks,
     /// permits and leases, and a client that shows the secret gets them back with
-    /// [`Command::Resume`]); the others end, and anonymous objects lose the references
-    /// their (Python) clients held, as on a restart.
+    /// [`Command::Resume`]); the others end. Unlike `Restart`, the references CPython
+    /// clients counted on anonymous objects stay: a client a follower relays lives on
+    /// across the change, and its proxies still name those objects.
     Takeover {
         /// When.
         at: Time,

@@ -923,7 +923,6 @@ impl Engine {
                 self.end_session(&session, at, out);
             }
         }
-        self.drop_client_references(at);
     }
 
     fn resume(&self, id: SessionId, secret: u64) -> Result<Answer, WireError> {
@@ -968,7 +967,7 @@ impl Engine {
     }
 
     /// Gives back the references clients held on anonymous objects (Python's counted
-    /// references; a handle of an open session stays), after a restart or a takeover.
+    /// references; a handle of an open session stays), after a restart.
     fn drop_client_references(&self, at: Time) {
         // Each open session holds one table reference per object it has a handle on.
         let mut handles: IdMap<u64> = IdMap::default();
