@@ -226,6 +226,24 @@ fn denied(user: &User, message: String) -> WireError {
 }
 
 impl Who {
+    /// The user a cluster follower authenticated a client as, told by name: who it is
+    /// among `users` (this node's), or why the name does not fit them (the nodes'
+    /// `[users]` differ).
+    pub fn by_name(users: &[User], name: Option<&str>) -> Result<Who, String> {
+        match name {
+            None if users.is_empty() => Ok(Who::Anyone),
+            None => Err("the follower authenticated the client without users, but the leader has users: give \
+                         every node the same [users]"
+                .to_owned()),
+            Some(name) => users.iter().position(|u| u.name == name).map(Who::User).ok_or_else(|| {
+                format!(
+                    "the follower authenticated the client as user {name:?}, whom the leader does not know: give \
+                     every node the same [users]"
+                )
+            }),
+        }
+    }
+
     /// The configured user this is, or `None` for the implicit one.
     pub fn user<'a>(&self, shared: &'a Shared) -> Option<&'a User> {
         match *self {
@@ -439,6 +457,17 @@ mod tests {
         ] {
             assert_eq!(glob_matches(pattern, name), expected, "{pattern} vs {name}");
         }
+    }
+
+    #[test]
+    fn a_user_named_by_a_follower_is_found_by_name_or_refused_with_the_reason() {
+        let users = vec![user(&[]), User { name: "eve".into(), key: b"e".to_vec(), rules: vec![] }];
+        assert!(matches!(Who::by_name(&users, Some("eve")), Ok(Who::User(1))));
+        assert!(matches!(Who::by_name(&[], None), Ok(Who::Anyone)));
+        let unknown = Who::by_name(&users, Some("mallory")).unwrap_err();
+        assert!(unknown.contains("\"mallory\"") && unknown.contains("same [users]"), "{unknown}");
+        assert!(Who::by_name(&users, None).unwrap_err().contains("leader has users"));
+        assert!(Who::by_name(&[], Some("eve")).unwrap_err().contains("does not know"));
     }
 
     fn user(rules: &[(&str, Level)]) -> User {
