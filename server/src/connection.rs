@@ -5,6 +5,8 @@
 //! (after authentication, so only a peer that knows the key takes a slot or learns
 //! the reason), reads the first frame and hands the connection to the dialect it
 //! names: a pickle (`0x80`) is a CPython client, anything else must be a native Hello.
+//! A cluster node that does not lead authenticates its clients the same way, then
+//! relays them to the leader ([`Route::Relay`], module [`crate::relay`]).
 //! Whatever goes wrong here closes this connection only, and is logged.
 //!
 //! Handshakes in progress are bounded apart ([`Handshakes`]): when `max_handshakes`
@@ -74,9 +76,23 @@ impl Drop for HandshakeSlot<'_> {
     }
 }
 
+/// Where an authenticated connection is served.
+pub enum Route {
+    /// By this node.
+    Here,
+    /// By the cluster's leader: this node relays it.
+    Relay(Arc<crate::cluster::Serving>),
+}
+
 /// Serves one connection until it closes. `slots` are the connection slots
 /// (`max_connections`), taken once the peer has authenticated.
-pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared>, slots: Arc<Semaphore>) {
+pub async fn serve<S: Transport>(
+    mut stream: S,
+    peer: String,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    route: Route,
+) {
     let limits = &shared.config.limits;
     let policy = Policy { strict: shared.config.strict_auth };
     // Small to start: an idle connection keeps what it touched (10,000 idle connections
@@ -127,7 +143,7 @@ pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared
             ErrorCode::LimitExceeded,
             format!("too many connections (the server's limit is {})", limits.max_connections),
         );
-        if first.first() == Some(&PICKLE_PROTO) {
+        if is_python(&first) {
             dialect::python::refuse(&mut stream, &error).await;
         } else {
             dialect::native::refuse(&mut stream, error).await;
@@ -139,11 +155,31 @@ pub async fn serve<S: Transport>(mut stream: S, peer: String, shared: Arc<Shared
         Some(user) => tracing::debug!(%peer, user = %user.name, "connection authenticated"),
         None => tracing::debug!(%peer, "connection authenticated"),
     }
-    if first.first() == Some(&PICKLE_PROTO) {
-        dialect::python::serve(stream, buf, first, &peer, who, shared.clone()).await;
-    } else {
-        dialect::native::serve(stream, buf, first, &peer, who, shared.clone()).await;
+    match route {
+        Route::Here => dispatch(stream, buf, first, &peer, who, shared.clone()).await,
+        Route::Relay(serving) => crate::relay::follow(stream, buf, first, &peer, who, shared.clone(), serving).await,
     }
     shared.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection closed");
+}
+
+/// True if `first`, a connection's first frame, is a CPython client's (a pickle).
+pub fn is_python(first: &[u8]) -> bool {
+    first.first() == Some(&PICKLE_PROTO)
+}
+
+/// Hands an authenticated connection, whose `first` frame was read, to its dialect.
+pub async fn dispatch<S: Transport>(
+    stream: S,
+    buf: BytesMut,
+    first: bytes::Bytes,
+    peer: &str,
+    who: Who,
+    shared: Arc<Shared>,
+) {
+    if is_python(&first) {
+        dialect::python::serve(stream, buf, first, peer, who, shared).await;
+    } else {
+        dialect::native::serve(stream, buf, first, peer, who, shared).await;
+    }
 }

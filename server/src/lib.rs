@@ -10,6 +10,7 @@
 //! | [`listener`] | TCP/Unix sockets and their options |
 //! | [`tls`] | TLS on `tls://` listeners: certificates, client verification, reload |
 //! | [`connection`] | handshake, limits, choosing the dialect |
+//! | [`relay`] | a cluster follower's relay of its clients to the leader, and the leader's side of it |
 //! | [`access`] | users, their rules, anonymous objects' owners: who may do what |
 //! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
 //! | [`engine`] | the one place where state changes: commands, the object table, sessions |
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod object;
 pub mod objects;
 pub mod parking;
+pub mod relay;
 pub mod server;
 pub mod tls;
 

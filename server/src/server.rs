@@ -16,7 +16,7 @@ use agora_proto::Address;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::{self, Config};
-use crate::connection;
+use crate::connection::{self, Route};
 use crate::dialect::python::holders::ClientRefs;
 use crate::durability::{Durability, DurabilityConfig, Recovery};
 use crate::engine::{Command, Engine, Session, SessionId, Time};
@@ -127,9 +127,9 @@ impl Shared {
         Ok(self.peer_entry(peer, session, mailbox))
     }
 
-    /// Takes back a session a cluster's leader change detached, for a native client
-    /// that shows its secret (see [`Parking::resume`]).
-    pub fn resume_session(
+    /// Takes back a session a cluster's leader change detached, for a client that
+    /// shows its secret (see [`Parking::resume`]).
+    fn resume_session(
         &self,
         peer: &str,
         id: crate::engine::SessionId,
@@ -137,6 +137,37 @@ impl Shared {
     ) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
         let (session, mailbox) = self.parking.resume(id, secret)?;
         Ok(self.peer_entry(peer, session, mailbox))
+    }
+
+    /// A connection's session: the one its client names in `previous`, if it asks to
+    /// resume it and a leader change detached it; otherwise a new one (resumable on a
+    /// cluster), after ending the previous one if it names one to end. Returns whether
+    /// it resumed. `client` names the client in the log.
+    pub fn start_session(
+        &self,
+        peer: &str,
+        client: &str,
+        previous: Option<agora_proto::native::Previous>,
+    ) -> Result<(Session, Mailbox, PeerEntry<'_>, bool), agora_proto::WireError> {
+        if let Some(previous) = previous {
+            match self.resume_session(peer, previous.session, previous.secret) {
+                Ok((session, mailbox, entry)) if previous.resume => {
+                    tracing::info!(%client, session = session.id(), "session resumed after a leader change");
+                    return Ok((session, mailbox, entry, true));
+                }
+                // The client may have been granted something it never heard of: only the
+                // session's end gives that back.
+                Ok((session, mailbox, _entry)) => {
+                    tracing::info!(%client, session = session.id(), "the client ended its detached session");
+                    self.parking.close(session, mailbox, []);
+                }
+                Err(e) => {
+                    tracing::info!(%client, session = previous.session, error = %e.message, "no session to resume; starting a new one")
+                }
+            }
+        }
+        let (session, mailbox, entry) = self.open_session(peer, true)?;
+        Ok((session, mailbox, entry, false))
     }
 
     fn peer_entry(&self, peer: &str, session: Session, mailbox: Mailbox) -> (Session, Mailbox, PeerEntry<'_>) {
@@ -320,7 +351,7 @@ impl Server {
                     "a cluster node keeps its state in the cluster's log: give it a cluster directory, not a durability config",
                 ))
             }
-            (None, Some(setup)) => (open_cluster_node(setup, &config, &addresses, &advertised).await?, None),
+            (None, Some(setup)) => (open_cluster_node(setup, &config).await?, None),
             (None, None) => {
                 tracing::info!("state is in memory only: it is lost when the server stops (--data-dir keeps it)");
                 (Parking::new(Arc::new(Engine::new(config.custom.clone()))), None)
@@ -409,6 +440,9 @@ impl Server {
             tokio::spawn(serving.clone().watch_leadership(hooks, shared.shutdown.clone()));
         }
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        if let Some(serving) = shared.parking.serving() {
+            serving.node().serve_relays(crate::relay::Acceptor::new(&shared, slots.clone()));
+        }
         // Every connection task holds a clone; when all are gone, draining is done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut accept_tasks = Vec::new();
@@ -495,23 +529,9 @@ fn open_durable(durable: &DurabilityConfig, config: &Config) -> std::io::Result<
 
 /// Starts a cluster node over a fresh engine; with `--cluster` members and an empty
 /// log, forms the cluster.
-async fn open_cluster_node(
-    setup: &crate::cluster::ClusterSetup,
-    config: &Config,
-    bound: &[Address],
-    advertised: &[(Address, Address)],
-) -> std::io::Result<Arc<Parking>> {
+async fn open_cluster_node(setup: &crate::cluster::ClusterSetup, config: &Config) -> std::io::Result<Arc<Parking>> {
     let engine = Arc::new(crate::cluster::fresh_engine(config.custom.clone()));
-    let mut node = setup.node.clone();
-    // Followers pass their clients on to the leader's first TCP listener, and their TLS
-    // clients to its first tls:// listener (as advertised).
-    let first = |tls: bool| {
-        bound.iter().find(|a| matches!(a, Address::Tcp { .. } | Address::Tls { .. }) && a.is_tls() == tls).map(|a| {
-            advertised.iter().find(|(listen, _)| listen == a).map_or_else(|| a.to_string(), |(_, to)| to.to_string())
-        })
-    };
-    node.client_address = first(false);
-    node.tls_client_address = first(true);
+    let node = setup.node.clone();
     let (id, dir) = (node.node_id, node.dir.clone());
     let serving = crate::cluster::Serving::start(node, engine.clone(), config.custom.clone())
         .await
@@ -527,7 +547,7 @@ async fn open_cluster_node(
         node = id,
         peer_listen = %serving.node().peer_addr(),
         dir = %dir.display(),
-        "cluster node started; it serves clients while it leads and passes them on to the leader otherwise"
+        "cluster node started; it serves clients while it leads and relays them to the leader otherwise"
     );
     Ok(Parking::replicated(engine, serving))
 }
@@ -604,79 +624,33 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
                 // Taken first: a connection served here lives no longer than the stint
                 // it was accepted in (its session belongs to that stint's engine state).
                 let mut generation = serving.leadership().generation();
-                let local = if serving.leadership().leading() {
-                    Some(stream)
-                } else {
-                    forward_to_leader(stream, &peer, &serving).await
-                };
-                if let Some(stream) = local {
+                if serving.leadership().leading() {
                     tokio::select! {
-                        _ = serve_accepted(stream, peer, shared, slots) => {}
+                        _ = serve_accepted(stream, peer, shared, slots, Route::Here) => {}
                         _ = generation.changed() => {}
                     }
+                } else {
+                    serve_accepted(stream, peer, shared, slots, Route::Relay(serving)).await;
                 }
                 drop(done);
             });
             continue;
         }
         tokio::spawn(async move {
-            serve_accepted(stream, peer, shared, slots).await;
+            serve_accepted(stream, peer, shared, slots, Route::Here).await;
             drop(done);
         });
     }
 }
 
-/// Serves one accepted connection.
-async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slots: Arc<Semaphore>) {
+/// Serves one accepted connection, here or by relaying it to the cluster's leader.
+async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slots: Arc<Semaphore>, route: Route) {
     match stream {
-        Accepted::Tcp(s) => connection::serve(s, peer, shared, slots).await,
-        Accepted::Unix(s) => connection::serve(s, peer, shared, slots).await,
+        Accepted::Tcp(s) => connection::serve(s, peer, shared, slots, route).await,
+        Accepted::Unix(s) => connection::serve(s, peer, shared, slots, route).await,
         Accepted::Tls(s) => match shared.tls.clone() {
-            Some(tls) => connection::serve(tls.accept(s), peer, shared, slots).await,
+            Some(tls) => connection::serve(tls.accept(s), peer, shared, slots, route).await,
             None => unreachable!("Server::bind refuses tls:// listeners without a certificate"),
         },
     }
-}
-
-/// A cluster node that does not lead passes a client's connection on to the leader,
-/// byte for byte: the leader runs the handshake (TLS's too: a TLS client is passed to
-/// the leader's tls:// listener, so the leader's certificate must name this node as
-/// well) and serves it. With no leader to pass it to (an election, a cluster not
-/// formed yet or without a majority, a leader that does not answer, or a TLS client
-/// and a leader without a tls:// listener), the connection is returned to be served
-/// here: after the handshake, a node that does not lead refuses the session with the
-/// reason, and the client may try another node.
-async fn forward_to_leader(stream: Accepted, peer: &str, serving: &crate::cluster::Serving) -> Option<Accepted> {
-    let tls = matches!(stream, Accepted::Tls(_));
-    let leader = match serving.leader_client_address(tls).await {
-        Ok(address) => address,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "no leader to pass a client on to; refusing it here");
-            return Some(stream);
-        }
-    };
-    // The leader said it in `Address` form (tcp:// or tls://, both TCP underneath).
-    let target = match leader.parse::<Address>() {
-        Ok(Address::Tcp { host, port } | Address::Tls { host, port }) => (host, port),
-        _ => {
-            tracing::warn!(%peer, leader = %leader, "the leader's client address is not a TCP address; refusing the client here");
-            return Some(stream);
-        }
-    };
-    let mut upstream = match tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            tracing::info!(%peer, leader = %leader, error = %e, "cannot reach the leader; refusing the client here");
-            return Some(stream);
-        }
-    };
-    let _ = upstream.set_nodelay(true);
-    let result = match stream {
-        Accepted::Tcp(mut s) | Accepted::Tls(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
-        Accepted::Unix(mut s) => tokio::io::copy_bidirectional(&mut s, &mut upstream).await,
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "a passed-on connection ended");
-    }
-    None
 }

@@ -353,6 +353,140 @@ fn stock_cpython_clients_work_through_a_follower_and_find_their_writes_after_a_f
     assert_eq!(retry_read(|| d.len()), 20);
 }
 
+/// What each stock CPython client does through a follower: it holds an RLock and a
+/// dict, and a second thread waits in `q.get()`; when told (after the leader was
+/// killed), it writes to the dict, lets the waiter finish, prints what it saw, and
+/// releases the RLock, which only the session that acquired it may.
+const PY_CARRIED: &str = r#"
+import threading
+m.connect()
+a = m.agora()
+d = m.dict({'before': 1})
+lk = a.RLock('held-' + V)
+lk.acquire()
+q = a.Queue('waits-' + V)
+seen = []
+def waiter():
+    try:
+        seen.append(q.get())
+    except Exception as e:
+        seen.append(type(e).__name__ + (': leader changed' if 'leader changed' in str(e) else ': ' + str(e)))
+    q.put('again')
+    seen.append(q.get())
+t = threading.Thread(target=waiter)
+t.start()
+print('ready', flush=True)
+sys.stdin.readline()
+d['after'] = 2
+t.join(120)
+print(sorted(d.items()), seen, flush=True)
+lk.release()
+print('released', flush=True)
+"#;
+
+/// A stock CPython client connected to a follower keeps its connections, its session
+/// and its anonymous objects across a leader change (every CPython the machine has):
+/// the follower relays it, and takes its session to the new leader. Its RLock stays
+/// held by it throughout (another client finds it held) and it releases it after; a
+/// call under way when the leader died (a parked `q.get()`) fails with the reason,
+/// and that thread's connection goes on working.
+#[test]
+fn stock_cpython_clients_of_a_follower_keep_their_connections_and_sessions_across_a_leader_change() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let address = cluster.client_address(follower).to_owned();
+    let mut clients = Vec::new();
+    for py in python_support::pythons() {
+        let script = format!("{PY_MANAGER}V = {:?}\n{PY_CARRIED}", py.version);
+        let mut child = Command::new(&py.exe)
+            .args(["-c", &script, &address, std::str::from_utf8(AUTHKEY).unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run python");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "CPython {}", py.version);
+        clients.push((py, child, out));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let observe = |address: &str| runtime.block_on(agora_client::Manager::connect(address, AUTHKEY)).expect("connect");
+    let before = observe(cluster.client_address(leader));
+    for (py, _, _) in &clients {
+        let name = format!("waits-{}", py.version);
+        wait_until("the waiter's get is parked", || {
+            runtime.block_on(before.holders(&name)).is_ok_and(|h| h.waiting.len() == 1)
+        });
+    }
+    drop(before);
+
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_for_leader();
+    let after = observe(cluster.client_address(new_leader));
+    for (py, _, _) in &clients {
+        let held = runtime.block_on(after.holders(&format!("held-{}", py.version))).unwrap().held;
+        assert_eq!(held.len(), 1, "CPython {}: its RLock is still held across the change", py.version);
+    }
+    for (py, child, out) in &mut clients {
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "[('after', 2), ('before', 1)] ['RemoteError: leader changed', 'again']",
+            "CPython {}",
+            py.version
+        );
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "released", "CPython {}: the session that acquired the RLock released it", py.version);
+        assert!(child.wait().unwrap().success(), "CPython {}", py.version);
+        let held = runtime.block_on(after.holders(&format!("held-{}", py.version))).unwrap().held;
+        assert!(held.is_empty(), "CPython {}: {held:?}", py.version);
+    }
+}
+
+/// A stock CPython client of a follower that is killed while its call waits takes
+/// nothing, and what it held is released: the follower closes its relay, and the
+/// leader ends the session as it does a direct client's.
+#[test]
+fn a_cpython_client_of_a_follower_killed_mid_call_takes_nothing_and_keeps_nothing() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let py = &python_support::pythons()[0];
+    let script = format!(
+        "{PY_MANAGER}m.connect()\na = m.agora()\nlk = a.RLock('dies-held')\nlk.acquire()\nq = a.Queue('dies-q')\nprint('ready', flush=True)\nq.get()\n"
+    );
+    let mut child = Command::new(&py.exe)
+        .args(["-c", &script, cluster.client_address(follower), std::str::from_utf8(AUTHKEY).unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "CPython {}", py.version);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let observer = runtime.block_on(agora_client::Manager::connect(cluster.client_address(leader), AUTHKEY)).unwrap();
+    let holders = |name: &str| runtime.block_on(observer.holders(name)).expect("holders");
+    wait_until("the get is parked", || holders("dies-q").waiting.len() == 1);
+    assert_eq!(holders("dies-held").held.len(), 1);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the dead client's session ended", || {
+        holders("dies-held").held.is_empty() && holders("dies-q").waiting.is_empty()
+    });
+    let native = client_of(&cluster, leader);
+    let q = native.queue::<String>("dies-q", 0).unwrap();
+    q.put(&"item".to_owned()).unwrap();
+    assert_eq!(q.get().unwrap(), "item", "the dead client's abandoned get took nothing");
+}
+
 /// A node left without a majority passes nobody on: native and stock CPython clients
 /// get the reason, not a bare close.
 #[test]

@@ -4,8 +4,8 @@
 //! one from another CA, reloading the certificate on SIGHUP while a connection stays
 //! open, what a capture of the listener's traffic shows (neither the authkey nor
 //! stored values, where the same traffic over plain TCP shows them), and the settings
-//! the server refuses to start with; a cluster follower passing a TLS client on to
-//! the leader; and stock CPython managers over TLS with `serializer="agora+tls"`
+//! the server refuses to start with; a cluster follower relaying a TLS client to the
+//! leader; and stock CPython managers over TLS with `serializer="agora+tls"`
 //! (`python/agora/tls.py`), mutual TLS included, on every CPython found.
 
 mod python_support;
@@ -572,11 +572,10 @@ fn the_server_refuses_tls_settings_that_cannot_work() {
     assert!(err.contains("--tls-cert needs --tls-key"), "{err}");
 }
 
-/// A follower passes a TLS client on, byte for byte, to the leader's tls:// listener:
-/// the leader's certificate (one naming every node) is what the client checks, and the
-/// leader serves it.
+/// A follower ends a TLS client's TLS with its own certificate and relays the client
+/// to the leader, which serves it.
 #[test]
-fn a_cluster_follower_passes_tls_clients_on_to_the_leader() {
+fn a_cluster_follower_relays_tls_clients_to_the_leader() {
     let ca = Ca::new("agora cluster CA");
     let files = Files::new();
     let mut flags = files.server_flags(&ca.server(&["localhost", "127.0.0.1"]));
@@ -594,7 +593,7 @@ fn a_cluster_follower_passes_tls_clients_on_to_the_leader() {
         let m = connect(&via_follower, trusting(&ca)).await.expect("TLS through a follower");
         let d = m.dict::<String, i64>("tls").await.unwrap();
         d.insert(&"k".to_owned(), &7).await.unwrap();
-        // The leader has it: the follower passed the connection on rather than serving it.
+        // The leader has it: the follower relayed the client rather than serving it.
         let on_leader = Manager::connect(cluster.client_address(leader), AUTHKEY).await.unwrap();
         assert_eq!(on_leader.dict::<String, i64>("tls").await.unwrap().get(&"k".to_owned()).await.unwrap(), Some(7));
         // A client that does not trust the CA is refused in the handshake, as by a single server.

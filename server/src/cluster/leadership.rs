@@ -31,8 +31,8 @@ pub fn not_leading() -> WireError {
     WireError::new(
         ErrorCode::Unavailable,
         "this cluster node does not lead its cluster and cannot pass the connection on to a leader (an election \
-         is under way, the cluster is not formed yet or has no majority: see agora cluster status; or this is a \
-         TLS connection and the leader has no tls:// listener): retry, through another node",
+         is under way, the cluster is not formed yet or has no majority: see agora cluster status): retry, \
+         through another node",
     )
 }
 

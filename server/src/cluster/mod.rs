@@ -9,7 +9,9 @@
 //!   [`Proposal`], is a run of the same command records the single-node log holds, so
 //!   a replica applies exactly what a single server would have replayed, in the
 //!   leader's order and with the leader's times.
-//! - [`network`]: the peer RPCs over TCP, authenticated with the cluster's key.
+//! - [`network`]: the peer RPCs over TCP, authenticated with the cluster's key, and
+//!   the relays that carry a follower's clients to the leader (handed to the server's
+//!   [`network::RelayAcceptor`]; this module never reads what they carry).
 //! - [`ClusterNode`]: one node: start it over an engine, form or join a cluster,
 //!   propose commands, wait for a read to be linearizable, see where the node stands.
 //!
@@ -132,12 +134,6 @@ pub struct ClusterConfig {
     /// Entries a snapshot covers that are kept anyway, so a follower a little behind
     /// catches up from the log rather than by a whole snapshot.
     pub keep_after_snapshot: u64,
-    /// Where clients reach this node over TCP (followers pass their clients on to the
-    /// leader's).
-    pub client_address: Option<String>,
-    /// Where TLS clients reach this node (`tls://`; followers pass their TLS clients
-    /// on to the leader's).
-    pub tls_client_address: Option<String>,
 }
 
 impl ClusterConfig {
@@ -153,8 +149,6 @@ impl ClusterConfig {
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             snapshot_after_entries: 10_000,
             keep_after_snapshot: 1_000,
-            client_address: None,
-            tls_client_address: None,
         }
     }
 }
@@ -257,6 +251,8 @@ pub struct ClusterNode {
     raft: Raft,
     machine: StateMachine,
     peer_addr: SocketAddr,
+    key: Arc<Vec<u8>>,
+    relay: Arc<std::sync::OnceLock<Arc<dyn network::RelayAcceptor>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -304,14 +300,39 @@ impl ClusterNode {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (shutdown, stop) = watch::channel(false);
         let handler = Arc::new(tokio::sync::OnceCell::new());
-        tokio::spawn(network::serve(listener, handler.clone(), key, stop));
-        let node = Arc::new(ClusterNode { id: config.node_id, raft, machine, peer_addr, shutdown });
-        let _ = handler.set(network::PeerHandler {
-            node: Arc::downgrade(&node),
-            client_address: config.client_address,
-            tls_client_address: config.tls_client_address,
-        });
+        tokio::spawn(network::serve(listener, handler.clone(), key.clone(), stop));
+        let relay = Arc::new(std::sync::OnceLock::new());
+        let node =
+            Arc::new(ClusterNode { id: config.node_id, raft, machine, peer_addr, key, relay: relay.clone(), shutdown });
+        let _ = handler.set(network::PeerHandler { node: Arc::downgrade(&node), relay });
         Ok(node)
+    }
+
+    /// Sets what serves the clients followers relay to this node (once; until then
+    /// they are refused).
+    pub fn serve_relays(&self, acceptor: Arc<dyn network::RelayAcceptor>) {
+        let _ = self.relay.set(acceptor);
+    }
+
+    /// Opens a relay of one client to the node that leads (see [`network::RelayOpening`]),
+    /// giving up after `timeout`; the leader's peer address comes from the membership.
+    pub async fn open_relay(
+        &self,
+        opening: &network::RelayOpening,
+        timeout: Duration,
+    ) -> Result<(network::RelayStream, Option<network::RelayedSession>), ClusterError> {
+        let status = self.status();
+        let leader = status.leader.ok_or(ClusterError::NotLeader { leader: None })?;
+        let peer = status
+            .voters
+            .get(&leader)
+            .or_else(|| status.learners.get(&leader))
+            .ok_or_else(|| ClusterError::Failed(format!("the leader, node {leader}, is not a member")))?;
+        match network::open_relay(peer, &self.key, opening, timeout).await {
+            Ok((stream, Ok(session))) => Ok((stream, session)),
+            Ok((_, Err(why))) => Err(ClusterError::Failed(format!("the leader, node {leader}, refused: {why}"))),
+            Err(e) => Err(ClusterError::Failed(format!("cannot reach the leader, node {leader} at {peer}: {e}"))),
+        }
     }
 
     /// This node's id.

@@ -16,6 +16,10 @@
 //! if it is in step, to the next client of that peer (a few per peer), instead of each
 //! connecting and running the key challenge anew.
 //!
+//! A follower's relay of a client ([`PeerRequest::Relay`]) starts like any request;
+//! after the leader's [`RelayAnswer`] the connection is the client's, handed to the
+//! server's [`RelayAcceptor`].
+//!
 //! This module owns sockets and framing; it calls the local Raft with what arrives and
 //! never touches the engine.
 
@@ -58,10 +62,6 @@ pub enum PeerRequest {
     Vote(VoteRequest<NodeId>),
     /// One chunk of a snapshot.
     Snapshot(InstallSnapshotRequest<TypeConfig>),
-    /// Where do clients reach you? (a follower passes its clients on to the leader).
-    ClientAddress,
-    /// Where do TLS clients reach you? (the same, for a `tls://` client).
-    TlsClientAddress,
     /// Where do you stand? ([`NodeStatus`]).
     Status,
     /// Form a new cluster of these members (id → peer address).
@@ -70,6 +70,96 @@ pub enum PeerRequest {
     Add(NodeId, String),
     /// Remove a node.
     Remove(NodeId),
+    /// Serve a client this follower authenticated (see [`RelayOpening`]): after the
+    /// [`RelayAnswer`], the connection carries the client's own frames both ways.
+    Relay(RelayOpening),
+}
+
+/// A client connection a follower relays to the leader: the follower ran the handshake
+/// (and TLS) itself, so it says who the client is; the leader trusts it because the
+/// follower knows the cluster key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayOpening {
+    /// The client's own address, for the leader's logs.
+    pub client: String,
+    /// The user the client authenticated as (`None` without users).
+    pub user: Option<String>,
+    /// The client is on the follower's machine (what a local peer may do and be sent).
+    pub local_peer: bool,
+    /// The address the client dialled, as a client dials it (`tcp://…`, `tls://…`,
+    /// `unix:…`): the address new proxies' tokens name.
+    pub address: Option<String>,
+    /// A CPython client: the leader opens its session before answering, and the
+    /// follower keeps it across leader changes.
+    pub python: bool,
+    /// The session this connection had on an earlier leader: resume it, or end it.
+    pub previous: Option<agora_proto::native::Previous>,
+}
+
+/// The leader's answer to a [`RelayOpening`]: the session it opened for a CPython
+/// client (`None` for a native client, which opens its own with its Hello), or why it
+/// refused.
+pub type RelayAnswer = Result<Option<RelayedSession>, String>;
+
+/// A relayed CPython connection's session on the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedSession {
+    /// Its id.
+    pub session: u64,
+    /// What resumes it after a leader change.
+    pub secret: u64,
+    /// True if it is the session the opening named, resumed.
+    pub resumed: bool,
+}
+
+/// A relayed client's connection, past the peer handshake and the opening.
+pub struct RelayStream {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Bytes read from it and not yet taken.
+    pub buf: BytesMut,
+}
+
+impl RelayStream {
+    /// Sends the leader's answer to the opening (the leader's side).
+    pub async fn answer(&mut self, answer: &RelayAnswer) -> std::io::Result<()> {
+        let bytes = rmp_serde::to_vec(answer).map_err(std::io::Error::other)?;
+        let mut out = Vec::with_capacity(bytes.len() + 8);
+        frame::encode(&bytes, &mut out);
+        self.stream.write_all(&out).await
+    }
+}
+
+/// What serves the clients followers relay to this node (the server, which owns
+/// sessions and dialects; this module only hands the connection over).
+pub trait RelayAcceptor: Send + Sync {
+    /// Serves one relayed connection to its end; answers the opening first.
+    fn serve(
+        &self,
+        stream: RelayStream,
+        opening: RelayOpening,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
+/// Opens a relay to the node whose peer listener is at `addr`: the peer handshake,
+/// the opening, and the leader's answer.
+pub async fn open_relay(
+    addr: &str,
+    key: &[u8],
+    opening: &RelayOpening,
+    timeout: Duration,
+) -> Result<(RelayStream, RelayAnswer), PeerError> {
+    tokio::time::timeout(timeout, async {
+        let mut peer = connect(addr, key, None).await?;
+        let bytes =
+            rmp_serde::to_vec(&PeerRequest::Relay(opening.clone())).map_err(|e| PeerError::Decode(e.to_string()))?;
+        peer.send(&bytes).await?;
+        let body = peer.recv().await?;
+        let answer = rmp_serde::from_slice::<RelayAnswer>(&body).map_err(|e| PeerError::Decode(e.to_string()))?;
+        Ok((RelayStream { stream: peer.stream, buf: peer.buf }, answer))
+    })
+    .await
+    .map_err(|_| PeerError::Timeout)?
 }
 
 /// The answer to a [`PeerRequest`].
@@ -81,9 +171,6 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// To `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
-    /// To `ClientAddress` and `TlsClientAddress`: the node's client address of that
-    /// kind, if it has one.
-    ClientAddress(Option<String>),
     /// To `Status`.
     Status(NodeStatus),
     /// To `Init`, `Add` and `Remove`.
@@ -193,10 +280,8 @@ async fn connect(addr: &str, key: &[u8], from: Option<IpAddr>) -> Result<PeerStr
 pub struct PeerHandler {
     /// The node (weak: the node owns the listener task).
     pub node: Weak<ClusterNode>,
-    /// The node's client address, if it has a TCP one.
-    pub client_address: Option<String>,
-    /// The node's `tls://` client address, if it has one.
-    pub tls_client_address: Option<String>,
+    /// What serves relayed clients, once the server has set it.
+    pub relay: Arc<std::sync::OnceLock<Arc<dyn RelayAcceptor>>>,
 }
 
 /// Serves peers that connect to `listener` until `shutdown` turns true.
@@ -263,11 +348,13 @@ async fn serve_peer(
             PeerRequest::Append(rpc) => PeerResponse::Append(raft.append_entries(rpc).await),
             PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(raft.install_snapshot(rpc).await),
-            PeerRequest::ClientAddress => {
-                PeerResponse::ClientAddress(handler.get().and_then(|h| h.client_address.clone()))
-            }
-            PeerRequest::TlsClientAddress => {
-                PeerResponse::ClientAddress(handler.get().and_then(|h| h.tls_client_address.clone()))
+            PeerRequest::Relay(opening) => {
+                let mut relay = RelayStream { stream: peer.stream, buf: peer.buf };
+                match handler.get().and_then(|h| h.relay.get().cloned()) {
+                    Some(acceptor) => acceptor.serve(relay, opening).await,
+                    None => relay.answer(&Err("this node is starting: it serves no client yet".to_owned())).await?,
+                }
+                return Ok(());
             }
             PeerRequest::Status => PeerResponse::Status(node.status()),
             PeerRequest::Init(members) => PeerResponse::Changed(node.initialize(members).await),
@@ -506,22 +593,27 @@ mod tests {
         addr
     }
 
-    /// Sends a client address as the answer.
+    /// Answers with `said` (as a refusal's text: any answer that carries words will do).
     async fn reply(peer: &mut PeerStream, said: &str) -> Result<(), PeerError> {
-        peer.send(&rmp_serde::to_vec(&PeerResponse::ClientAddress(Some(said.to_owned()))).unwrap()).await
+        let answer = PeerResponse::Changed(Err(ClusterError::Failed(said.to_owned())));
+        peer.send(&rmp_serde::to_vec(&answer).unwrap()).await
     }
 
-    /// A peer that answers each request with the kind of address it asked for, a
-    /// plain one only after a while.
+    /// A request the fake peers answer slowly, and one they answer at once.
+    const SLOW: PeerRequest = PeerRequest::Remove(1);
+    const QUICK: PeerRequest = PeerRequest::Remove(2);
+
+    /// A peer that answers `SLOW` with "slow" after a while, anything else with
+    /// "quick" at once.
     async fn slow_plain_peer(key: Vec<u8>) -> String {
         fake_peer(key, |mut peer| async move {
             while let Ok(body) = peer.recv().await {
                 match rmp_serde::from_slice(&body).unwrap() {
-                    PeerRequest::ClientAddress => {
+                    PeerRequest::Remove(1) => {
                         tokio::time::sleep(Duration::from_millis(300)).await;
-                        reply(&mut peer, "plain").await?;
+                        reply(&mut peer, "slow").await?;
                     }
-                    _ => reply(&mut peer, "tls").await?,
+                    _ => reply(&mut peer, "quick").await?,
                 }
             }
             Ok(())
@@ -541,7 +633,7 @@ mod tests {
 
     fn said(response: Result<PeerResponse, RpcFailure>) -> String {
         match response {
-            Ok(PeerResponse::ClientAddress(Some(said))) => said,
+            Ok(PeerResponse::Changed(Err(ClusterError::Failed(said)))) => said,
             Ok(other) => panic!("unexpected response {other:?}"),
             Err(RpcFailure::Unreachable(e) | RpcFailure::Network(e)) => panic!("the call failed: {e}"),
         }
@@ -560,15 +652,15 @@ mod tests {
         let ttl = Duration::from_secs(5);
 
         let mut client = network.new_client(2, &node).await;
-        let cancelled = tokio::time::timeout(Duration::from_millis(50), client.call(&PeerRequest::ClientAddress, ttl));
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), client.call(&SLOW, ttl));
         assert!(cancelled.await.is_err(), "the first answer is slow: the call is cancelled");
-        assert_eq!(said(client.call(&PeerRequest::TlsClientAddress, ttl).await), "tls", "the same client");
+        assert_eq!(said(client.call(&QUICK, ttl).await), "quick", "the same client");
 
-        let cancelled = tokio::time::timeout(Duration::from_millis(50), client.call(&PeerRequest::ClientAddress, ttl));
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), client.call(&SLOW, ttl));
         assert!(cancelled.await.is_err());
         drop(client);
         let mut next = network.new_client(2, &node).await;
-        assert_eq!(said(next.call(&PeerRequest::TlsClientAddress, ttl).await), "tls", "a pooled connection");
+        assert_eq!(said(next.call(&QUICK, ttl).await), "quick", "a pooled connection");
     }
 
     /// A pooled connection the peer closed meanwhile is noticed on first use, and the
@@ -581,9 +673,9 @@ mod tests {
         let node = Node { addr };
         let ttl = Duration::from_secs(5);
         let mut client = network.new_client(2, &node).await;
-        assert_eq!(said(client.call(&PeerRequest::ClientAddress, ttl).await), "answered");
+        assert_eq!(said(client.call(&QUICK, ttl).await), "answered");
         drop(client); // its connection, closed by the peer by now, goes to the pool
         let mut next = network.new_client(2, &node).await;
-        assert_eq!(said(next.call(&PeerRequest::ClientAddress, ttl).await), "answered");
+        assert_eq!(said(next.call(&QUICK, ttl).await), "answered");
     }
 }

@@ -58,10 +58,6 @@ pub struct Serving {
     nudge: Notify,
     /// Proposals between two snapshot cuts.
     cut_every: u64,
-    /// The cluster key (to ask the leader where its clients go).
-    key: Vec<u8>,
-    /// The leader's client addresses, once asked: (leader id, TLS?) → address.
-    leader_client: std::sync::Mutex<std::collections::HashMap<(super::NodeId, bool), String>>,
     /// The LSN of the last `Barrier` a read appended (see [`Serving::read_dependency`]).
     last_barrier: AtomicU64,
     /// A leader no majority has answered for this long stops serving (see
@@ -99,7 +95,6 @@ impl Serving {
         let leadership = Leadership::new(journal);
         let cut_every = config.snapshot_after_entries.max(1);
         let cut_off_after = config.election_timeout.1;
-        let key = config.key.clone();
         let node = ClusterNode::start(config, engine.clone(), custom, Some(leadership.clone())).await?;
         Ok(Arc::new(Serving {
             node,
@@ -107,51 +102,9 @@ impl Serving {
             engine,
             nudge: Notify::new(),
             cut_every,
-            key,
-            leader_client: std::sync::Mutex::new(std::collections::HashMap::new()),
             last_barrier: AtomicU64::new(0),
             cut_off_after,
         }))
-    }
-
-    /// Where the leader's clients connect (for a follower to pass a client on): its
-    /// `tls://` address for a TLS client. Asked of the leader over the peer link once
-    /// per leader.
-    pub async fn leader_client_address(&self, tls: bool) -> Result<String, super::ClusterError> {
-        let status = self.node.status();
-        let leader = status.leader.ok_or(super::ClusterError::NotLeader { leader: None })?;
-        if leader == self.node.id() {
-            // Raft says this node leads, but it does not serve (yet, or any more): passing
-            // the client to itself would only go round.
-            return Err(super::ClusterError::NotLeader { leader: None });
-        }
-        if let Some(address) = self.leader_client.lock().unwrap_or_else(|e| e.into_inner()).get(&(leader, tls)) {
-            return Ok(address.clone());
-        }
-        let peer = status
-            .voters
-            .get(&leader)
-            .or_else(|| status.learners.get(&leader))
-            .ok_or_else(|| super::ClusterError::Failed(format!("the leader, node {leader}, is not a member")))?
-            .clone();
-        let (request, kind) = if tls {
-            (super::network::PeerRequest::TlsClientAddress, "tls://")
-        } else {
-            (super::network::PeerRequest::ClientAddress, "TCP")
-        };
-        match super::network::ask(&peer, &self.key, &request, Duration::from_secs(2)).await {
-            Ok(super::network::PeerResponse::ClientAddress(Some(address))) => {
-                let mut known = self.leader_client.lock().unwrap_or_else(|e| e.into_inner());
-                // Only the current leader's are worth keeping.
-                known.retain(|(id, _), _| *id == leader);
-                known.insert((leader, tls), address.clone());
-                Ok(address)
-            }
-            Ok(_) => {
-                Err(super::ClusterError::Failed(format!("the leader, node {leader}, has no {kind} client address")))
-            }
-            Err(e) => Err(super::ClusterError::Failed(format!("asking the leader, node {leader} at {peer}: {e}"))),
-        }
     }
 
     /// The Raft node.

@@ -28,7 +28,7 @@ use crate::engine::{Access, Answer, Command, Keep, Session, Ticket, Time};
 use crate::listener::Transport;
 use crate::metrics::WaitGuard;
 use crate::parking::{Alarm, Mail, Mailbox};
-use crate::server::{PeerEntry, Shared};
+use crate::server::Shared;
 
 /// How long a parting message may take to write: a peer that is not reading must
 /// not keep the connection (and what its session holds) alive.
@@ -67,35 +67,6 @@ fn read_hello(first: &[u8]) -> Result<Hello, WireError> {
         ));
     }
     Ok(hello)
-}
-
-/// The session a Hello asks for: the previous one taken back, if it names one to
-/// resume and a leader change detached it; otherwise a new one (after ending the
-/// previous one, if it names one to end). Returns whether it resumed.
-fn start_session<'s>(
-    hello: &Hello,
-    peer: &str,
-    shared: &'s Shared,
-) -> Result<(Session, Mailbox, PeerEntry<'s>, bool), WireError> {
-    if let Some(previous) = hello.previous {
-        match shared.resume_session(peer, previous.session, previous.secret) {
-            Ok((session, mailbox, entry)) if previous.resume => {
-                tracing::info!(client = %hello.client, session = session.id(), "native session resumed after a leader change");
-                return Ok((session, mailbox, entry, true));
-            }
-            // The client may have been granted something it never heard of: only the
-            // session's end gives that back.
-            Ok((session, mailbox, _entry)) => {
-                tracing::info!(client = %hello.client, session = session.id(), "the client ended its detached session");
-                shared.parking.close(session, mailbox, []);
-            }
-            Err(e) => {
-                tracing::debug!(client = %hello.client, session = previous.session, error = %e.message, "no session to resume; starting a new one")
-            }
-        }
-    }
-    let (session, mailbox, entry) = shared.open_session(peer, true)?;
-    Ok((session, mailbox, entry, false))
 }
 
 /// The Welcome of a session.
@@ -157,7 +128,7 @@ pub async fn serve<S: Transport>(
             return refuse(&mut stream, e).await;
         }
     };
-    let (session, mut mailbox, _peer, resumed) = match start_session(&hello, peer, &shared) {
+    let (session, mut mailbox, _peer, resumed) = match shared.start_session(peer, &hello.client, hello.previous) {
         Ok(started) => started,
         Err(e) => return refuse(&mut stream, e).await,
     };

@@ -107,6 +107,20 @@ pub async fn refuse<S: Transport>(stream: &mut S, error: &WireError) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
 }
 
+/// Sends `error` as the reply to a CPython client's request (a relay that lost the
+/// leader mid-call says so).
+pub async fn reply_error<S: Transport>(stream: &mut S, error: &WireError) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    frame::encode(&Reply::Error(error.clone()).to_pickle(), &mut out);
+    stream.write_all(&out).await
+}
+
+/// True if `first`, a CPython connection's first request, makes it a client thread's
+/// persistent connection (`accept_connection`) rather than a one-shot control one.
+pub fn opens_persistent(first: &[u8]) -> bool {
+    parse_request(first).is_ok_and(|r| r.ident.is_none() && r.method == "accept_connection")
+}
+
 /// One CPython connection.
 struct PyConn<'a> {
     session: Session,
@@ -147,13 +161,6 @@ pub async fn serve<S: Transport>(
     who: Who,
     shared: Arc<Shared>,
 ) {
-    let local_peer = stream.peer_is_local();
-    let holder = stream.peer_pid().and_then(holders::Process::of_pid);
-    let local = stream.local_address();
-    let advertised = local.as_ref().and_then(|local| shared.advertised(local));
-    let token_address = advertised.or(local.as_ref());
-    // Nested proxies carry the key this client authenticated with, never another user's.
-    let outgoing = references::Outgoing::new(local_peer, who.key(&shared), token_address, advertised.is_some());
     let (session, mailbox, _peer) = match shared.open_session(peer, false) {
         Ok(opened) => opened,
         Err(e) => {
@@ -163,12 +170,38 @@ pub async fn serve<S: Transport>(
             return refuse(&mut stream, &e).await;
         }
     };
+    serve_session(stream, rbuf, Some(first), peer, who, &shared, (session, mailbox), false).await;
+}
+
+/// Serves a CPython connection in `opened`, a session opened (or resumed) for it,
+/// starting with `first` if a request was read already. A follower's relay of a
+/// CPython client opens its session this way: `persistent` if it resumed one (only a
+/// client thread's persistent connection lives on past a leader change).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_session<S: Transport>(
+    mut stream: S,
+    rbuf: BytesMut,
+    first: Option<Bytes>,
+    peer: &str,
+    who: Who,
+    shared: &Shared,
+    opened: (Session, Mailbox),
+    persistent: bool,
+) {
+    let local_peer = stream.peer_is_local();
+    let holder = stream.peer_pid().and_then(holders::Process::of_pid);
+    let local = stream.local_address();
+    let advertised = local.as_ref().and_then(|local| shared.advertised(local));
+    let token_address = advertised.or(local.as_ref());
+    // Nested proxies carry the key this client authenticated with, never another user's.
+    let outgoing = references::Outgoing::new(local_peer, who.key(shared), token_address, advertised.is_some());
+    let (session, mailbox) = opened;
     let mut conn = PyConn {
         session,
         mailbox,
         left_waiting: None,
-        shared: &shared,
-        persistent: false,
+        shared,
+        persistent,
         outgoing,
         delivered_lsn: 0,
         local_peer,
@@ -184,14 +217,14 @@ pub async fn serve<S: Transport>(
 async fn serve_requests<S: Transport>(
     stream: &mut S,
     mut rbuf: BytesMut,
-    first: Bytes,
+    first: Option<Bytes>,
     peer: &str,
     conn: &mut PyConn<'_>,
 ) {
     let shared = conn.shared;
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
-    let mut next = Some(first);
+    let mut next = first;
     let mut out = Vec::with_capacity(4096);
     loop {
         let body = match next.take() {
