@@ -187,7 +187,11 @@ impl PythonRelay<'_> {
                         Some(Ok(body)) => body,
                         // The client went (or broke the framing): the relay closes, and
                         // the leader ends the session as for a direct client.
-                        Some(Err(_)) => return,
+                        Some(Err(agora_proto::io::FrameIoError::Closed)) => return,
+                        Some(Err(e)) => {
+                            tracing::info!(peer = %self.peer, error = %e, "a relayed CPython client's connection ended");
+                            return;
+                        }
                         None => {
                             tracing::info!(peer = %self.peer, "lost the leader while a CPython client was idle; taking its session to the next");
                             upstream = None;
