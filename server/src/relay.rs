@@ -23,6 +23,10 @@
 //!   A one-shot control connection (`create`, `incref`, …) is not carried across: it
 //!   ends with its request.
 //!
+//! "The leader goes" means its relay breaks, or Raft tells this node that another node
+//! leads: a leader that is paused or cut off closes nothing, and its relays would wait
+//! for it otherwise.
+//!
 //! This module owns the relay on both sides; it reaches sessions through [`Shared`]
 //! and the dialects' entry points, the peer link through [`crate::cluster`], and no
 //! object.
@@ -43,7 +47,7 @@ use tokio::sync::Semaphore;
 
 use crate::access::Who;
 use crate::cluster::network::{RelayAcceptor, RelayOpening, RelayStream, RelayedSession};
-use crate::cluster::Serving;
+use crate::cluster::{NodeId, OpenedRelay, Serving};
 use crate::connection::is_python;
 use crate::dialect;
 use crate::listener::Transport;
@@ -85,7 +89,7 @@ pub async fn follow<S: Transport>(
         python,
         previous: None,
     };
-    let (upstream, session) = match serving.node().open_relay(&opening, OPEN_TIMEOUT).await {
+    let opened = match serving.node().open_relay(&opening, OPEN_TIMEOUT).await {
         Ok(opened) => opened,
         Err(e) => {
             tracing::info!(%peer, error = %e, "no leader to relay a client to; refusing it");
@@ -100,13 +104,13 @@ pub async fn follow<S: Transport>(
         }
     };
     let relayed = async {
-        match session {
+        match opened.session {
             Some(session) if python => {
                 let persistent = dialect::python::opens_persistent(&first);
                 let relay = PythonRelay { peer, shared: &shared, serving: &serving, opening, persistent };
-                relay.run(client, cbuf, first, upstream, session).await;
+                relay.run(client, cbuf, first, (opened.stream, opened.leader), session).await;
             }
-            _ => relay_native(client, cbuf, first, upstream, peer).await,
+            _ => relay_native(client, cbuf, first, opened, &serving, peer).await,
         }
     };
     // A node that stops closes its relays (the leader ends their sessions).
@@ -117,9 +121,17 @@ pub async fn follow<S: Transport>(
     }
 }
 
-/// Carries a native client's bytes both ways until either side closes.
-async fn relay_native<S: Transport>(mut client: S, cbuf: BytesMut, first: Bytes, upstream: RelayStream, peer: &str) {
-    let RelayStream { stream: mut leader, buf: from_leader } = upstream;
+/// Carries a native client's bytes both ways until either side closes, or until the
+/// leader is deposed: then the client, which knows how, reconnects and resumes.
+async fn relay_native<S: Transport>(
+    mut client: S,
+    cbuf: BytesMut,
+    first: Bytes,
+    upstream: OpenedRelay,
+    serving: &Serving,
+    peer: &str,
+) {
+    let OpenedRelay { stream: RelayStream { stream: mut leader, buf: from_leader }, leader: leader_id, .. } = upstream;
     // What was read on either side and not yet passed on goes first.
     let mut to_leader = Vec::with_capacity(first.len() + cbuf.len() + 8);
     frame::encode(&first, &mut to_leader);
@@ -129,8 +141,13 @@ async fn relay_native<S: Transport>(mut client: S, cbuf: BytesMut, first: Bytes,
         client.write_all(&from_leader).await?;
         tokio::io::copy_bidirectional(&mut client, &mut leader).await
     };
-    if let Err(e) = result.await {
-        tracing::debug!(%peer, error = %e, "a relayed native connection ended");
+    tokio::select! {
+        result = result => if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "a relayed native connection ended");
+        },
+        () = serving.node().deposed(leader_id) => {
+            tracing::info!(%peer, leader = leader_id, "the leader was deposed; closing a relayed native connection");
+        }
     }
 }
 
@@ -152,10 +169,11 @@ impl PythonRelay<'_> {
         mut client: S,
         mut cbuf: BytesMut,
         first: Bytes,
-        upstream: RelayStream,
+        (upstream, mut leader_id): (RelayStream, NodeId),
         session: RelayedSession,
     ) {
         let max_frame = self.shared.config.limits.max_frame;
+        let node = self.serving.node();
         let mut upstream = Some(upstream);
         self.carry(session);
         // A request read from the client and not yet sent.
@@ -171,7 +189,10 @@ impl PythonRelay<'_> {
                         _ = peer_closed(&mut client, &mut cbuf) => return,
                     };
                     match reconnected {
-                        Some(stream) => upstream.insert(stream),
+                        Some((stream, leader)) => {
+                            leader_id = leader;
+                            upstream.insert(stream)
+                        }
                         None => return,
                     }
                 }
@@ -179,9 +200,12 @@ impl PythonRelay<'_> {
             let body = match request.take() {
                 Some(body) => body,
                 None => {
+                    // A leader that is paused or cut off closes nothing: its deposition
+                    // is what tells.
                     let next = tokio::select! {
                         read = read_frame(&mut client, &mut cbuf, max_frame) => Some(read),
                         () = peer_closed(&mut leader.stream, &mut leader.buf) => None,
+                        () = node.deposed(leader_id) => None,
                     };
                     match next {
                         Some(Ok(body)) => body,
@@ -207,7 +231,8 @@ impl PythonRelay<'_> {
                 read_frame(&mut leader.stream, &mut leader.buf, max_frame).await
             };
             let reply = tokio::select! {
-                reply = answered => reply,
+                reply = answered => reply.map_err(|e| e.to_string()),
+                () = node.deposed(leader_id) => Err(format!("node {leader_id} no longer leads")),
                 () = peer_closed(&mut client, &mut cbuf) => return,
             };
             match reply {
@@ -239,21 +264,21 @@ impl PythonRelay<'_> {
 
     /// Opens a relay to the next leader, retrying until the heartbeat timeout has
     /// passed (a new leader keeps the session that long), and takes the session back.
-    async fn reconnect(&mut self) -> Option<RelayStream> {
+    async fn reconnect(&mut self) -> Option<(RelayStream, NodeId)> {
         let wanted = self.opening.previous;
         let give_up = tokio::time::Instant::now() + self.shared.config.limits.heartbeat_timeout;
         loop {
             match self.serving.node().open_relay(&self.opening, REOPEN_TIMEOUT).await {
-                Ok((stream, Some(session))) => {
+                Ok(OpenedRelay { stream, session: Some(session), leader }) => {
                     if wanted.is_some_and(|w| w.resume) && !session.resumed {
                         tracing::warn!(peer = %self.peer, "a CPython client's session could not be resumed on the new leader (it lapsed or ended): it goes on in a new one, and what the old one held was released");
                     } else {
                         tracing::info!(peer = %self.peer, session = session.session, resumed = session.resumed, "relaying a CPython client to the new leader");
                     }
                     self.carry(session);
-                    return Some(stream);
+                    return Some((stream, leader));
                 }
-                Ok((_, None)) => {
+                Ok(OpenedRelay { session: None, .. }) => {
                     tracing::warn!(peer = %self.peer, "the leader opened no session for a relayed CPython client; closing it");
                     return None;
                 }

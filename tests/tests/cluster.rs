@@ -3,6 +3,7 @@
 //! restarted from its files catching up, reads confirmed by a read-index round and
 //! never stale from a cut-off leader, sessions (locks, leases, guards) that survive a
 //! leader change, a cut-off leader letting its clients go to the new one, an acquire parked on a killed leader made again on the new one,
+//! stock CPython clients of a follower carried across a leader change (killed or paused),
 //! membership changes with `agora cluster`,
 //! and bad settings refused with a reason.
 
@@ -448,6 +449,51 @@ fn stock_cpython_clients_of_a_follower_keep_their_connections_and_sessions_acros
         let held = runtime.block_on(after.holders(&format!("held-{}", py.version))).unwrap().held;
         assert!(held.is_empty(), "CPython {}: {held:?}", py.version);
     }
+}
+
+/// A leader that is paused (SIGSTOP) closes nothing, so its relays do not break: the
+/// follower learns from Raft that another node leads and takes its CPython client's
+/// session there while the old leader is still paused. The client's RLock stays its
+/// own, and its next call is answered by the new leader.
+#[test]
+fn a_follower_takes_its_cpython_clients_from_a_paused_leader_to_the_new_one() {
+    use std::io::{BufRead, BufReader, Write};
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let py = &python_support::pythons()[0];
+    let script = format!(
+        "{PY_MANAGER}m.connect()\na = m.agora()\nd = m.dict()\nlk = a.RLock('paused-held')\nlk.acquire()\n\
+         print('ready', flush=True)\nsys.stdin.readline()\nd['x'] = 1\nprint(sorted(d.items()), flush=True)\n\
+         lk.release()\nprint('released', flush=True)\n"
+    );
+    let mut child = Command::new(&py.exe)
+        .args(["-c", &script, cluster.client_address(follower), std::str::from_utf8(AUTHKEY).unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    // Lines from the client, read on a thread so that a hang fails the test instead.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line))));
+    let next_line = || lines.recv_timeout(agora_tests::HANG_GUARD).expect("a line from the CPython client");
+    assert_eq!(next_line(), "ready", "CPython {}", py.version);
+
+    cluster.pause(leader);
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let observer =
+        runtime.block_on(agora_client::Manager::connect(cluster.client_address(new_leader), AUTHKEY)).unwrap();
+    let held = runtime.block_on(observer.holders("paused-held")).unwrap().held;
+    assert_eq!(held.len(), 1, "the RLock is still held: {held:?}");
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(next_line(), "[('x', 1)]", "CPython {}: answered while the old leader is paused", py.version);
+    assert_eq!(next_line(), "released", "CPython {}: its session resumed, so it still owned the RLock", py.version);
+    assert!(child.wait().unwrap().success());
+    assert!(runtime.block_on(observer.holders("paused-held")).unwrap().held.is_empty());
+    cluster.resume(leader);
 }
 
 /// A stock CPython client of a follower that is killed while its call waits takes

@@ -163,6 +163,16 @@ pub struct ClusterSetup {
     pub members: BTreeMap<NodeId, String>,
 }
 
+/// A relay [`ClusterNode::open_relay`] opened.
+pub struct OpenedRelay {
+    /// The client's connection to the leader.
+    pub stream: network::RelayStream,
+    /// The session the leader opened for a CPython client.
+    pub session: Option<network::RelayedSession>,
+    /// The leader it reached.
+    pub leader: NodeId,
+}
+
 /// Why a cluster operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ClusterError {
@@ -320,7 +330,7 @@ impl ClusterNode {
         &self,
         opening: &network::RelayOpening,
         timeout: Duration,
-    ) -> Result<(network::RelayStream, Option<network::RelayedSession>), ClusterError> {
+    ) -> Result<OpenedRelay, ClusterError> {
         let status = self.status();
         let leader = status.leader.ok_or(ClusterError::NotLeader { leader: None })?;
         let peer = status
@@ -329,9 +339,20 @@ impl ClusterNode {
             .or_else(|| status.learners.get(&leader))
             .ok_or_else(|| ClusterError::Failed(format!("the leader, node {leader}, is not a member")))?;
         match network::open_relay(peer, &self.key, opening, timeout).await {
-            Ok((stream, Ok(session))) => Ok((stream, session)),
+            Ok((stream, Ok(session))) => Ok(OpenedRelay { stream, session, leader }),
             Ok((_, Err(why))) => Err(ClusterError::Failed(format!("the leader, node {leader}, refused: {why}"))),
             Err(e) => Err(ClusterError::Failed(format!("cannot reach the leader, node {leader} at {peer}: {e}"))),
+        }
+    }
+
+    /// Completes once this node hears of a leader other than `leader`: `leader` no
+    /// longer leads, whether it died or was paused or cut off (Raft's term moved on).
+    /// A relay to it must not wait for it to notice.
+    pub async fn deposed(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        if metrics.wait_for(|m| m.current_leader.is_some_and(|now| now != leader)).await.is_err() {
+            // Raft stopped: this node is shutting down, which ends its relays anyway.
+            std::future::pending::<()>().await;
         }
     }
 
