@@ -313,6 +313,56 @@ fn run_python(py: &python_support::Python, script: &str, address: &str) -> Strin
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A stock CPython client running a script against one node, talked to line by line:
+/// its output is read on a thread, so that a hang fails the test instead of stopping
+/// it. Killed when dropped.
+struct PyClient {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    version: String,
+}
+
+impl PyClient {
+    /// Starts `script` on CPython `py` with the node address and the key as arguments.
+    fn start(py: &python_support::Python, script: &str, address: &str) -> PyClient {
+        use std::io::BufRead;
+        let mut child = Command::new(&py.exe)
+            .args(["-c", script, address, std::str::from_utf8(AUTHKEY).unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|line| drop(tx.send(line))));
+        PyClient { child, lines, version: py.version.clone() }
+    }
+
+    /// The next line it prints.
+    fn next_line(&self) -> String {
+        let line = self.lines.recv_timeout(agora_tests::HANG_GUARD);
+        line.unwrap_or_else(|e| panic!("CPython {}: no line from the client ({e})", self.version))
+    }
+
+    /// Writes a line to its standard input.
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.child.stdin.as_mut().unwrap(), "{line}").expect("write to the client");
+    }
+
+    /// Waits for it to exit, and says whether it succeeded.
+    fn finished(mut self) -> bool {
+        self.child.wait().is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for PyClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A stock CPython manager `m` for the node address and key given as arguments.
 const PY_MANAGER: &str = r#"
 import sys
@@ -393,32 +443,21 @@ print('released', flush=True)
 /// and that thread's connection goes on working.
 #[test]
 fn stock_cpython_clients_of_a_follower_keep_their_connections_and_sessions_across_a_leader_change() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::Stdio;
     let mut cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader();
     let follower = (leader + 1) % 3;
     let address = cluster.client_address(follower).to_owned();
     let mut clients = Vec::new();
     for py in python_support::pythons() {
-        let script = format!("{PY_MANAGER}V = {:?}\n{PY_CARRIED}", py.version);
-        let mut child = Command::new(&py.exe)
-            .args(["-c", &script, &address, std::str::from_utf8(AUTHKEY).unwrap()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run python");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "CPython {}", py.version);
-        clients.push((py, child, out));
+        let client = PyClient::start(py, &format!("{PY_MANAGER}V = {:?}\n{PY_CARRIED}", py.version), &address);
+        assert_eq!(client.next_line(), "ready", "CPython {}", py.version);
+        clients.push(client);
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let observe = |address: &str| runtime.block_on(agora_client::Manager::connect(address, AUTHKEY)).expect("connect");
     let before = observe(cluster.client_address(leader));
-    for (py, _, _) in &clients {
-        let name = format!("waits-{}", py.version);
+    for client in &clients {
+        let name = format!("waits-{}", client.version);
         wait_until("the waiter's get is parked", || {
             runtime.block_on(before.holders(&name)).is_ok_and(|h| h.waiting.len() == 1)
         });
@@ -428,26 +467,27 @@ fn stock_cpython_clients_of_a_follower_keep_their_connections_and_sessions_acros
     cluster.kill9(leader);
     let new_leader = cluster.wait_for_leader();
     let after = observe(cluster.client_address(new_leader));
-    for (py, _, _) in &clients {
-        let held = runtime.block_on(after.holders(&format!("held-{}", py.version))).unwrap().held;
-        assert_eq!(held.len(), 1, "CPython {}: its RLock is still held across the change", py.version);
+    let held = |client: &PyClient| runtime.block_on(after.holders(&format!("held-{}", client.version))).unwrap().held;
+    for client in &clients {
+        assert_eq!(held(client).len(), 1, "CPython {}: its RLock is still held across the change", client.version);
     }
-    for (py, child, out) in &mut clients {
-        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
+    for mut client in clients {
+        client.say("go");
         assert_eq!(
-            line.trim(),
+            client.next_line(),
             "[('after', 2), ('before', 1)] ['RemoteError: leader changed', 'again']",
             "CPython {}",
-            py.version
+            client.version
         );
-        line.clear();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "released", "CPython {}: the session that acquired the RLock released it", py.version);
-        assert!(child.wait().unwrap().success(), "CPython {}", py.version);
-        let held = runtime.block_on(after.holders(&format!("held-{}", py.version))).unwrap().held;
-        assert!(held.is_empty(), "CPython {}: {held:?}", py.version);
+        assert_eq!(
+            client.next_line(),
+            "released",
+            "CPython {}: the session that acquired the RLock released it",
+            client.version
+        );
+        assert!(held(&client).is_empty(), "CPython {}", client.version);
+        let version = client.version.clone();
+        assert!(client.finished(), "CPython {version}");
     }
 }
 
@@ -457,7 +497,6 @@ fn stock_cpython_clients_of_a_follower_keep_their_connections_and_sessions_acros
 /// own, and its next call is answered by the new leader.
 #[test]
 fn a_follower_takes_its_cpython_clients_from_a_paused_leader_to_the_new_one() {
-    use std::io::{BufRead, BufReader, Write};
     let cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader();
     let follower = (leader + 1) % 3;
@@ -467,18 +506,8 @@ fn a_follower_takes_its_cpython_clients_from_a_paused_leader_to_the_new_one() {
          print('ready', flush=True)\nsys.stdin.readline()\nd['x'] = 1\nprint(sorted(d.items()), flush=True)\n\
          lk.release()\nprint('released', flush=True)\n"
     );
-    let mut child = Command::new(&py.exe)
-        .args(["-c", &script, cluster.client_address(follower), std::str::from_utf8(AUTHKEY).unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python");
-    // Lines from the client, read on a thread so that a hang fails the test instead.
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line))));
-    let next_line = || lines.recv_timeout(agora_tests::HANG_GUARD).expect("a line from the CPython client");
-    assert_eq!(next_line(), "ready", "CPython {}", py.version);
+    let mut client = PyClient::start(py, &script, cluster.client_address(follower));
+    assert_eq!(client.next_line(), "ready", "CPython {}", py.version);
 
     cluster.pause(leader);
     let new_leader = cluster.wait_for_leader();
@@ -488,10 +517,15 @@ fn a_follower_takes_its_cpython_clients_from_a_paused_leader_to_the_new_one() {
         runtime.block_on(agora_client::Manager::connect(cluster.client_address(new_leader), AUTHKEY)).unwrap();
     let held = runtime.block_on(observer.holders("paused-held")).unwrap().held;
     assert_eq!(held.len(), 1, "the RLock is still held: {held:?}");
-    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    assert_eq!(next_line(), "[('x', 1)]", "CPython {}: answered while the old leader is paused", py.version);
-    assert_eq!(next_line(), "released", "CPython {}: its session resumed, so it still owned the RLock", py.version);
-    assert!(child.wait().unwrap().success());
+    client.say("go");
+    assert_eq!(client.next_line(), "[('x', 1)]", "CPython {}: answered while the old leader is paused", py.version);
+    assert_eq!(
+        client.next_line(),
+        "released",
+        "CPython {}: its session resumed, so it still owned the RLock",
+        py.version
+    );
+    assert!(client.finished(), "CPython {}", py.version);
     assert!(runtime.block_on(observer.holders("paused-held")).unwrap().held.is_empty());
     cluster.resume(leader);
 }
@@ -508,22 +542,15 @@ fn a_cpython_client_of_a_follower_killed_mid_call_takes_nothing_and_keeps_nothin
     let script = format!(
         "{PY_MANAGER}m.connect()\na = m.agora()\nlk = a.RLock('dies-held')\nlk.acquire()\nq = a.Queue('dies-q')\nprint('ready', flush=True)\nq.get()\n"
     );
-    let mut child = Command::new(&py.exe)
-        .args(["-c", &script, cluster.client_address(follower), std::str::from_utf8(AUTHKEY).unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "CPython {}", py.version);
+    let client = PyClient::start(py, &script, cluster.client_address(follower));
+    assert_eq!(client.next_line(), "ready", "CPython {}", py.version);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let observer = runtime.block_on(agora_client::Manager::connect(cluster.client_address(leader), AUTHKEY)).unwrap();
     let holders = |name: &str| runtime.block_on(observer.holders(name)).expect("holders");
     wait_until("the get is parked", || holders("dies-q").waiting.len() == 1);
     assert_eq!(holders("dies-held").held.len(), 1);
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(client); // killed
     wait_until("the dead client's session ended", || {
         holders("dies-held").held.is_empty() && holders("dies-q").waiting.is_empty()
     });
