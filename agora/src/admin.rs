@@ -296,20 +296,20 @@ pub async fn shutdown(args: &ClientArgs) -> Result<(), String> {
 /// `agora cluster …`: asks nodes' peer listeners (see `agora_server::cluster::network`).
 pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> {
     use crate::cli::ClusterCommand;
-    use agora_server::cluster::network::{ask, PeerRequest, PeerResponse};
+    use agora_server::cluster::network::{ask, PeerAuth, PeerRequest, PeerResponse};
 
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-    let call = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
-        ask(&peer, &key, &request, PATIENCE).await.map_err(|e| format!("{peer}: {e}"))
+    let call = |peer: String, auth: PeerAuth, request: PeerRequest| async move {
+        ask(&peer, &auth, &request, PATIENCE).await.map_err(|e| format!("{peer}: {e}"))
     };
     // A change goes to the leader: a follower's answer names it, and while an election
     // runs (no leader known yet) the asked node is asked again, for up to PATIENCE.
-    let change = |peer: String, key: Vec<u8>, request: PeerRequest| async move {
+    let change = |peer: String, auth: PeerAuth, request: PeerRequest| async move {
         use agora_server::cluster::ClusterError;
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut target = peer.clone();
         loop {
-            let answer = ask(&target, &key, &request, PATIENCE).await.map_err(|e| format!("{target}: {e}"))?;
+            let answer = ask(&target, &auth, &request, PATIENCE).await.map_err(|e| format!("{target}: {e}"))?;
             match answer {
                 PeerResponse::Changed(Ok(())) => return Ok(()),
                 PeerResponse::Changed(Err(ClusterError::NotLeader { leader: Some((_, addr)) })) => target = addr,
@@ -329,8 +329,8 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
     };
     match command {
         ClusterCommand::Status(args) => {
-            let key = args.key()?;
-            let PeerResponse::Status(asked) = call(args.peer.clone(), key.clone(), PeerRequest::Status).await? else {
+            let auth = args.auth()?;
+            let PeerResponse::Status(asked) = call(args.peer.clone(), auth.clone(), PeerRequest::Status).await? else {
                 return Err(format!("{}: unexpected answer to a status request", args.peer));
             };
             if asked.voters.is_empty() && asked.learners.is_empty() {
@@ -354,7 +354,7 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
             // Ask every member; the lag comes from the leader's own view.
             let mut statuses = Vec::new();
             for (id, peer, _voter) in &members {
-                let status = match call(peer.clone(), key.clone(), PeerRequest::Status).await {
+                let status = match call(peer.clone(), auth.clone(), PeerRequest::Status).await {
                     Ok(PeerResponse::Status(s)) => Some(s),
                     _ => None,
                 };
@@ -385,21 +385,21 @@ pub async fn cluster(command: crate::cli::ClusterCommand) -> Result<(), String> 
             Ok(())
         }
         ClusterCommand::Init { args, members } => {
-            let key = args.key()?;
+            let auth = args.auth()?;
             let members = members.into_iter().map(|m| (m.id, m.peer)).collect();
-            change(args.peer.clone(), key, PeerRequest::Init(members)).await?;
+            change(args.peer.clone(), auth, PeerRequest::Init(members)).await?;
             println!("cluster formed; `agora cluster status --peer {}` shows it", args.peer);
             Ok(())
         }
         ClusterCommand::Add { args, member } => {
-            let key = args.key()?;
-            change(args.peer.clone(), key, PeerRequest::Add(member.id, member.peer.clone())).await?;
+            let auth = args.auth()?;
+            change(args.peer.clone(), auth, PeerRequest::Add(member.id, member.peer.clone())).await?;
             println!("node {} ({}) is a voting member", member.id, member.peer);
             Ok(())
         }
         ClusterCommand::Remove { args, node_id } => {
-            let key = args.key()?;
-            change(args.peer.clone(), key, PeerRequest::Remove(node_id)).await?;
+            let auth = args.auth()?;
+            change(args.peer.clone(), auth, PeerRequest::Remove(node_id)).await?;
             println!("node {node_id} is no longer a member");
             Ok(())
         }

@@ -162,12 +162,36 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "PATH", env = agora_client::AUTHKEY_FILE_ENV)]
     pub authkey_file: Option<PathBuf>,
 
-    /// Find the key's file in this `agora serve` config file.
+    /// The nodes' peer link uses TLS (their --peer-tls-ca): check the node's
+    /// certificate against the CAs in this PEM bundle. [default: plain TCP, or the
+    /// config file's peer-tls-ca]
+    #[arg(long, value_name = "PATH", env = PEER_TLS_CA_ENV)]
+    pub peer_tls_ca: Option<PathBuf>,
+
+    /// Find the key's file (and peer-tls-ca) in this `agora serve` config file.
     #[arg(long, value_name = "PATH", env = config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
 }
 
+/// The environment variable naming the peers' TLS CA bundle.
+pub const PEER_TLS_CA_ENV: &str = "AGORA_PEER_TLS_CA";
+
 impl ClusterArgs {
+    /// How to reach the nodes' peer listeners: [`ClusterArgs::key`], inside TLS with
+    /// --peer-tls-ca (or the config file's).
+    pub fn auth(&self) -> Result<agora_server::cluster::network::PeerAuth, String> {
+        let key = self.key()?;
+        let file_ca = match (&self.peer_tls_ca, &self.config) {
+            (None, Some(path)) => FileConfig::load(path).map_err(|e| e.to_string())?.peer_tls_ca,
+            _ => None,
+        };
+        let tls = match self.peer_tls_ca.as_ref().or(file_ca.as_ref()) {
+            Some(ca) => Some(agora_server::tls::PeerTls::client(ca).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(agora_server::cluster::network::PeerAuth::new(key, tls))
+    }
+
     /// The key the nodes authenticate each other with: --cluster-key-file, else the
     /// config file's cluster-key-file, else the authkey (--authkey-file,
     /// $AGORA_AUTHKEY, the config file's).
@@ -289,8 +313,8 @@ SETTINGS:
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
   heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
   snapshot-after, allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout,
-  node-id, peer-listen, cluster, cluster-key-file, advertise, tls-cert, tls-key,
-  tls-client-ca). Precedence: flag > environment variable > config file > built-in
+  node-id, peer-listen, cluster, cluster-key-file, peer-tls-ca, advertise, tls-cert,
+  tls-key, tls-client-ca). Precedence: flag > environment variable > config file > built-in
   default. An unknown key in the file is an error naming it. --print-config
   shows the result.
 
@@ -515,7 +539,7 @@ pub struct ServeArgs {
     /// --data-dir (the node's Raft log and snapshots), --peer-listen, and an authkey
     /// every node shares (--authkey-file or $AGORA_AUTHKEY), or with [users] the same
     /// users on every node and a --cluster-key-file. Clients may connect to any
-    /// node: the leader serves them, the others pass them on to it. [default: a single
+    /// node: the leader serves them, the others relay them to it. [default: a single
     /// server]
     #[arg(long, value_name = "N", env = "AGORA_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: Option<u64>,
@@ -538,6 +562,14 @@ pub struct ServeArgs {
     /// authkey. It is never a client's key. [default: the authkey]
     #[arg(long, value_name = "PATH", env = CLUSTER_KEY_FILE_ENV)]
     pub cluster_key_file: Option<PathBuf>,
+
+    /// Encrypt the peer link with TLS: this node serves its peers with --tls-cert and
+    /// --tls-key, and checks the peers it connects to against the CAs in this PEM
+    /// bundle (their certificates must name the host in their --cluster address). The
+    /// cluster key is still checked inside. Give every node the same setting, and
+    /// `agora cluster` too. [default: plain TCP]
+    #[arg(long, value_name = "PATH", env = PEER_TLS_CA_ENV)]
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// The environment variable naming the cluster key's file.
@@ -557,6 +589,8 @@ pub struct ClusterSettings {
     /// The file of the key the nodes authenticate each other with (`None`: the
     /// authkey).
     pub key_file: Option<PathBuf>,
+    /// The CA bundle peers are checked against: TLS on the peer link (`None`: plain).
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 fn parse_fsync(text: &str) -> Result<Fsync, String> {
@@ -660,7 +694,17 @@ impl ServeArgs {
         let members = if self.cluster.is_empty() { file.cluster.unwrap_or_default() } else { self.cluster.clone() };
         let data_dir = self.data_dir.clone().or(file.data_dir);
         let cluster_key_file = self.cluster_key_file.clone().or(file.cluster_key_file);
+        let peer_tls_ca = self.peer_tls_ca.clone().or(file.peer_tls_ca);
+        let has_certificate = self.tls_cert.is_some() || file.tls_cert.is_some();
         let cluster = match (node_id, peer_listen, &data_dir) {
+            (None, _, _) if peer_tls_ca.is_some() => {
+                return Err("--peer-tls-ca is for cluster nodes: give --node-id and --peer-listen too".to_owned())
+            }
+            (Some(_), _, _) if peer_tls_ca.is_some() && !has_certificate => {
+                return Err("--peer-tls-ca needs --tls-cert and --tls-key: the certificate this node serves its \
+                            peers with"
+                    .to_owned())
+            }
             (None, None, _) if members.is_empty() && cluster_key_file.is_some() => {
                 return Err("--cluster-key-file is for cluster nodes: give --node-id and --peer-listen too".to_owned())
             }
@@ -697,6 +741,7 @@ impl ServeArgs {
                     members: members.clone(),
                     dir: dir.clone(),
                     key_file: cluster_key_file,
+                    peer_tls_ca,
                 })
             }
         };
@@ -851,6 +896,10 @@ impl ServeSettings {
                 Some(path) => out.push_str(&format!("cluster-key-file = {}\n", quote(&path.display().to_string()))),
                 None => out.push_str("# cluster-key-file: none (the nodes authenticate each other with the authkey)\n"),
             }
+            match &c.peer_tls_ca {
+                Some(path) => out.push_str(&format!("peer-tls-ca = {}\n", quote(&path.display().to_string()))),
+                None => out.push_str("# peer-tls-ca: none (the peer link is plain TCP)\n"),
+            }
         }
         match &self.durability {
             None if self.cluster.is_some() => {}
@@ -981,12 +1030,17 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
                 }
                 None => load_authkey(&settings.authkey).map_err(|e| e.to_string())?,
             };
-            let node = agora_server::cluster::ClusterConfig::new(
+            let mut node = agora_server::cluster::ClusterConfig::new(
                 cluster.node_id,
                 cluster.peer_listen,
                 &cluster.dir,
                 key.clone(),
             );
+            if let (Some(ca), Some(tls)) = (&cluster.peer_tls_ca, &settings.tls) {
+                let peer_tls = agora_server::tls::PeerTls::node(&tls.cert, &tls.key, ca).map_err(|e| e.to_string())?;
+                tracing::info!(ca = %ca.display(), "the peer link uses TLS");
+                node.tls = Some(std::sync::Arc::new(peer_tls));
+            }
             let members = cluster.members.iter().map(|m| (m.id, m.peer.clone())).collect();
             config.cluster = Some(agora_server::cluster::ClusterSetup { node, members });
             Some(key)
@@ -1275,9 +1329,16 @@ mod tests {
             "3=10.0.0.3:50100",
             "--cluster-key-file",
             "/etc/agora/cluster.key",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--peer-tls-ca",
+            "/etc/agora/peers-ca.pem",
         ]);
         let settings = args.resolve().unwrap();
         let cluster = settings.cluster.clone().expect("a cluster node");
+        assert_eq!(cluster.peer_tls_ca, Some(PathBuf::from("/etc/agora/peers-ca.pem")));
         assert_eq!(cluster.node_id, 2);
         assert_eq!(cluster.members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(settings.durability.is_none(), "a cluster node's state is in its Raft log");
@@ -1287,6 +1348,7 @@ mod tests {
         assert_eq!(back.cluster.unwrap(), cluster.members);
         assert_eq!(back.data_dir, Some(PathBuf::from("/var/lib/agora")));
         assert_eq!(back.cluster_key_file, Some(PathBuf::from("/etc/agora/cluster.key")));
+        assert_eq!(back.peer_tls_ca, Some(PathBuf::from("/etc/agora/peers-ca.pem")));
     }
 
     #[test]

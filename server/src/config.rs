@@ -383,6 +383,9 @@ pub struct FileConfig {
     /// `cluster-key-file`, resolved against the config file's folder: the key cluster
     /// nodes authenticate each other with (needed beside `[users]`).
     pub cluster_key_file: Option<PathBuf>,
+    /// `peer-tls-ca`, resolved against the config file's folder: TLS on the peer link,
+    /// checking peers against this CA bundle.
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// A user as the config file describes it (`[users.NAME]`): its key is in a file of its
@@ -490,6 +493,7 @@ struct RawFile {
     #[serde(default, deserialize_with = "de::members")]
     cluster: Option<Vec<Member>>,
     cluster_key_file: Option<PathBuf>,
+    peer_tls_ca: Option<PathBuf>,
 }
 
 /// A `[users.NAME]` table as written.
@@ -679,6 +683,7 @@ impl FileConfig {
             peer_listen: raw.peer_listen,
             cluster: raw.cluster,
             cluster_key_file: raw.cluster_key_file.map(|p| base.join(p)),
+            peer_tls_ca: raw.peer_tls_ca.map(|p| base.join(p)),
         })
     }
 }

@@ -42,11 +42,10 @@ use agora_proto::native::Previous;
 use agora_proto::{Address, ErrorCode, WireError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::access::Who;
-use crate::cluster::network::{RelayAcceptor, RelayOpening, RelayStream, RelayedSession};
+use crate::cluster::network::{PeerIo, RelayAcceptor, RelayOpening, RelayStream, RelayedSession};
 use crate::cluster::{NodeId, OpenedRelay, Serving};
 use crate::connection::is_python;
 use crate::dialect;
@@ -419,28 +418,28 @@ async fn serve_relayed(mut relay: RelayStream, opening: RelayOpening, shared: Ar
 /// A relayed client's connection as the dialects see it: the follower said whether
 /// the client is local and which address it dialled.
 struct Relayed {
-    stream: TcpStream,
+    stream: Box<dyn PeerIo>,
     local_peer: bool,
     address: Option<Address>,
 }
 
 impl AsyncRead for Relayed {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(&mut *self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Relayed {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(&mut *self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(&mut *self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(&mut *self.stream).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -448,7 +447,7 @@ impl AsyncWrite for Relayed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

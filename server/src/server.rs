@@ -324,6 +324,8 @@ impl Server {
                 ),
                 ))
             }
+            // The certificate serves the cluster's peer link (--peer-tls-ca) only.
+            (Some(_), None) if config.cluster.as_ref().is_some_and(|c| c.node.tls.is_some()) => None,
             (Some(_), None) => {
                 // A certificate nobody uses would let an operator believe traffic is encrypted.
                 return Err(std::io::Error::new(

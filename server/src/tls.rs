@@ -16,6 +16,11 @@
 //! on handshakes in progress (`connection.rs`), so a peer that opens sockets and
 //! never finishes TLS is treated exactly like one that never answers the challenge.
 //! The authkey handshake then runs inside TLS, unchanged.
+//!
+//! [`PeerTls`] is TLS on a cluster's peer link (`--peer-tls-ca`): the peer listener
+//! presents the node's certificate, and a node that connects checks it against the
+//! peers' CA bundle and the host name it dialled; the cluster key's challenge then
+//! runs inside.
 
 use std::future::Future;
 use std::io;
@@ -123,6 +128,69 @@ impl ServerTls {
         });
         let accepting = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
         TlsTransport { state: State::Handshaking(Box::new(accepting)), local, local_address }
+    }
+}
+
+/// TLS on a cluster's peer link: what a node presents to the peers that connect to it
+/// (its `--tls-cert`, no client certificate asked: the cluster key authenticates
+/// them), and the CAs it checks the peers it connects to against (`--peer-tls-ca`).
+pub struct PeerTls {
+    server: Option<ServerTls>,
+    connector: tokio_rustls::TlsConnector,
+    ca: PathBuf,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls").field("ca", &self.ca).field("serves", &self.server.is_some()).finish()
+    }
+}
+
+impl PeerTls {
+    /// A node's: it serves with `cert` and `key` and checks its peers against `ca`.
+    pub fn node(cert: &Path, key: &Path, ca: &Path) -> Result<PeerTls, TlsError> {
+        let server = ServerTls::load(TlsConfig { cert: cert.to_owned(), key: key.to_owned(), client_ca: None })?;
+        Ok(PeerTls { server: Some(server), ..PeerTls::client(ca)? })
+    }
+
+    /// `agora cluster`'s: it only connects, checking the node against `ca`.
+    pub fn client(ca: &Path) -> Result<PeerTls, TlsError> {
+        let what = "peer TLS CA";
+        let mut roots = RootCertStore::empty();
+        for cert in read_certificates(what, ca)? {
+            roots.add(cert).map_err(|e| pem_error(what, ca, e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| pem_error(what, ca, e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(PeerTls { server: None, connector: tokio_rustls::TlsConnector::from(Arc::new(config)), ca: ca.to_owned() })
+    }
+
+    /// Wraps a socket a peer connected with; the TLS handshake runs on its first read
+    /// or write. Fails for `agora cluster`'s, which has no certificate to serve with.
+    pub fn accept(&self, tcp: TcpStream) -> io::Result<TlsTransport> {
+        match &self.server {
+            Some(server) => Ok(server.accept(tcp)),
+            None => Err(io::Error::new(io::ErrorKind::Unsupported, "no certificate to serve the peer link with")),
+        }
+    }
+
+    /// Runs the TLS handshake on a socket connected to the peer at `host`, checking
+    /// that its certificate names `host` and comes from the peers' CA.
+    pub async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> io::Result<WriteThrough<tokio_rustls::client::TlsStream<TcpStream>>> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer TLS: {host:?}: {e}")))?;
+        let stream = self.connector.connect(name, tcp).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("peer TLS to {host} (checked against {}): {e}", self.ca.display()))
+        })?;
+        Ok(WriteThrough::new(stream))
     }
 }
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agora_server::cluster::network::{ask, PeerRequest, PeerResponse};
+use agora_server::cluster::network::{ask, PeerAuth, PeerRequest, PeerResponse};
 use agora_server::cluster::NodeStatus;
 
 use crate::faultproxy::FaultProxy;
@@ -37,6 +37,8 @@ pub struct Cluster {
     extra: Vec<String>,
     /// The nodes get no authkey (their config file has users).
     no_authkey: bool,
+    /// How to ask the nodes' peer listeners (TLS if the flags give `--peer-tls-ca`).
+    auth: PeerAuth,
 }
 
 fn free_port(ip: IpAddr) -> u16 {
@@ -82,8 +84,12 @@ impl Cluster {
                 dir: dir.path().join(format!("node{i}")),
             });
         }
-        let mut cluster =
-            Cluster { specs, nodes: (0..n).map(|_| None).collect(), proxies, key_file, _dir: dir, extra, no_authkey };
+        let peer_tls = extra.iter().position(|flag| flag == "--peer-tls-ca").and_then(|at| extra.get(at + 1));
+        let peer_tls =
+            peer_tls.map(|ca| agora_server::tls::PeerTls::client(std::path::Path::new(ca)).expect("peer CA"));
+        let auth = PeerAuth::new(AUTHKEY.to_vec(), peer_tls);
+        let nodes = (0..n).map(|_| None).collect();
+        let mut cluster = Cluster { specs, nodes, proxies, key_file, _dir: dir, extra, no_authkey, auth };
         for i in 0..n {
             cluster.restart(i);
         }
@@ -190,6 +196,11 @@ impl Cluster {
         }
     }
 
+    /// The proxy in front of node `i`'s peer listener (what its peers connect to).
+    pub fn proxy(&self, i: usize) -> &FaultProxy {
+        &self.proxies[i]
+    }
+
     /// Asks node `i` where it stands (`None` if it does not answer).
     pub fn status(&self, i: usize) -> Option<NodeStatus> {
         let peer = self.specs[i].peer.to_string();
@@ -198,7 +209,7 @@ impl Cluster {
             scope
                 .spawn(|| {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                    match runtime.block_on(ask(&peer, AUTHKEY, &PeerRequest::Status, Duration::from_secs(2))) {
+                    match runtime.block_on(ask(&peer, &self.auth, &PeerRequest::Status, Duration::from_secs(2))) {
                         Ok(PeerResponse::Status(status)) => Some(status),
                         _ => None,
                     }

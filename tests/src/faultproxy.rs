@@ -42,7 +42,12 @@ struct Shared {
     connections_accepted: AtomicU64,
     connections_cut: AtomicU64,
     connections_refused: AtomicU64,
+    /// What was forwarded, both directions, once [`FaultProxy::capture`] was called.
+    captured: Mutex<Option<Vec<u8>>>,
 }
+
+/// The most a capture keeps.
+const CAPTURE_LIMIT: usize = 16 << 20;
 
 struct State {
     partitioned: bool,
@@ -76,6 +81,7 @@ impl FaultProxy {
             connections_accepted: AtomicU64::new(0),
             connections_cut: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            captured: Mutex::new(None),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -147,6 +153,17 @@ impl FaultProxy {
     /// (`Duration::ZERO` to stop delaying).
     pub fn set_delay(&self, delay: Duration) {
         self.shared.state.lock().unwrap().delay = delay;
+    }
+
+    /// Keeps a copy of every byte forwarded from now on, both directions (up to
+    /// 16 MiB): what a capture of the link would show.
+    pub fn capture(&self) {
+        *self.shared.captured.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// What was captured since [`FaultProxy::capture`].
+    pub fn captured(&self) -> Vec<u8> {
+        self.shared.captured.lock().unwrap().clone().unwrap_or_default()
     }
 
     /// Bytes written onward so far, both directions together.
@@ -275,6 +292,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, open: Arc<AtomicU64>, s
                 break;
             }
             shared.bytes_forwarded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if let Some(captured) = shared.captured.lock().unwrap().as_mut() {
+                let room = CAPTURE_LIMIT.saturating_sub(captured.len());
+                captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
         }
         if failed {
             // The far side is gone: tear the whole connection down.

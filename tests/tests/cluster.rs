@@ -634,8 +634,13 @@ fn agora_cluster_status_add_and_remove() {
 fn a_cluster_node_refuses_incomplete_settings_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().display().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--node-id", "1", "--data-dir", &data], "--peer-listen"),
+        (&["--peer-tls-ca", "/ca.pem"], "--peer-tls-ca is for cluster nodes"),
+        (
+            &["--node-id", "1", "--peer-listen", "127.0.0.1:0", "--data-dir", &data, "--peer-tls-ca", "/ca.pem"],
+            "--peer-tls-ca needs --tls-cert",
+        ),
         (&["--node-id", "1", "--peer-listen", "127.0.0.1:0"], "--data-dir"),
         (&["--peer-listen", "127.0.0.1:0"], "--node-id"),
         (

@@ -5,7 +5,7 @@
 //! open, what a capture of the listener's traffic shows (neither the authkey nor
 //! stored values, where the same traffic over plain TCP shows them), and the settings
 //! the server refuses to start with; a cluster follower relaying a TLS client to the
-//! leader; and stock CPython managers over TLS with `serializer="agora+tls"`
+//! leader; TLS on the cluster's peer link (`--peer-tls-ca`); and stock CPython managers over TLS with `serializer="agora+tls"`
 //! (`python/agora/tls.py`), mutual TLS included, on every CPython found.
 
 mod python_support;
@@ -599,4 +599,68 @@ fn a_cluster_follower_relays_tls_clients_to_the_leader() {
         // A client that does not trust the CA is refused in the handshake, as by a single server.
         assert!(tls_error(connect(&via_follower, trusting(&Ca::new("another CA"))).await).contains("certificate"));
     });
+}
+
+/// The bytes every peer link of `cluster` carried while a client of a follower stored
+/// `value` and read it back through the leader (what a capture of the links shows).
+fn peer_traffic_of_a_write(cluster: &Cluster, value: &str) -> Vec<u8> {
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % cluster.len();
+    (0..cluster.len()).for_each(|i| cluster.proxy(i).capture());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let through_follower = Manager::connect(cluster.client_address(follower), AUTHKEY).await.unwrap();
+        let d = through_follower.dict::<String, String>("peer-link").await.unwrap();
+        d.insert(&"k".to_owned(), &value.to_owned()).await.unwrap();
+        assert_eq!(d.get(&"k".to_owned()).await.unwrap().as_deref(), Some(value), "read back through the follower");
+    });
+    (0..cluster.len()).flat_map(|i| cluster.proxy(i).captured()).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// With --peer-tls-ca the peer link is TLS: the nodes form the cluster and replicate
+/// over it, a follower relays its client to the leader over it, and a capture of the
+/// peer links shows no stored value, where the same write over a plain peer link shows
+/// it. `agora cluster status` needs the CA too, and says why without it.
+#[test]
+fn peer_tls_encrypts_the_cluster_link_and_agora_cluster_speaks_it() {
+    let value = "a value only the nodes should see 7f3a";
+    let plain = Cluster::start(3);
+    let captured = peer_traffic_of_a_write(&plain, value);
+    assert!(contains(&captured, value.as_bytes()), "over plain TCP the peer link shows the value");
+    drop(plain);
+
+    let ca = Ca::new("agora peers CA");
+    let files = Files::new();
+    // The peers reach each other at 127.0.0.1 (the test's proxies); `agora cluster`
+    // and the harness ask each node at its own 127.0.0.2x address.
+    let names = ["127.0.0.1", "127.0.0.21", "127.0.0.22", "127.0.0.23"];
+    let mut flags = files.server_flags(&ca.server(&names));
+    let ca_file = files.write("peer-ca.pem", &ca.pem());
+    flags.extend(["--peer-tls-ca".to_owned(), path_arg(&ca_file)]);
+    let cluster = Cluster::start_with(3, flags);
+    let captured = peer_traffic_of_a_write(&cluster, value);
+    assert!(captured.len() > 1000, "the write crossed the peer links ({} bytes)", captured.len());
+    assert!(!contains(&captured, value.as_bytes()), "over TLS the peer link does not show the value");
+
+    let leader = cluster.wait_for_leader();
+    let status = |extra: &[&str]| {
+        let peer = cluster.peer_address(leader);
+        let key = path_arg(cluster.key_file());
+        let mut args = vec!["cluster", "status", "--peer", &peer, "--authkey-file", &key];
+        args.extend_from_slice(extra);
+        Command::new(agora_bin()).args(&args).env_remove("AGORA_AUTHKEY").output().expect("run agora cluster")
+    };
+    let with_ca = status(&["--peer-tls-ca", &path_arg(&ca_file)]);
+    assert!(with_ca.status.success(), "{with_ca:?}");
+    assert!(String::from_utf8_lossy(&with_ca.stdout).contains("leader: node"), "{with_ca:?}");
+    let without = status(&[]);
+    assert!(!without.status.success(), "a plain connection to a TLS peer link must fail: {without:?}");
+    let other_ca = files.write("other-ca.pem", &Ca::new("another CA").pem());
+    let wrong = status(&["--peer-tls-ca", &path_arg(&other_ca)]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("peer TLS"), "{wrong:?}");
 }

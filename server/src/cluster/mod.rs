@@ -124,6 +124,8 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// The key every node of the cluster shares.
     pub key: Vec<u8>,
+    /// TLS on the peer link (`--peer-tls-ca`), if the nodes use it.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
     /// The leader's heartbeat period.
     pub heartbeat: Duration,
     /// A follower that hears no leader for a random time in this range stands for
@@ -145,6 +147,7 @@ impl ClusterConfig {
             peer_listen,
             dir: dir.into(),
             key,
+            tls: None,
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             snapshot_after_entries: 10_000,
@@ -261,7 +264,7 @@ pub struct ClusterNode {
     raft: Raft,
     machine: StateMachine,
     peer_addr: SocketAddr,
-    key: Arc<Vec<u8>>,
+    auth: network::PeerAuth,
     relay: Arc<std::sync::OnceLock<Arc<dyn network::RelayAcceptor>>>,
     shutdown: watch::Sender<bool>,
 }
@@ -303,17 +306,24 @@ impl ClusterNode {
         let machine = StateMachine::open(engine, custom, &config.dir, log.clone(), leadership)?;
         let listener = TcpListener::bind(config.peer_listen).await?;
         let peer_addr = listener.local_addr()?;
-        let key = Arc::new(config.key);
-        let network = PeerNetwork::new(key.clone(), peer_addr.ip());
+        let auth = network::PeerAuth { key: Arc::new(config.key), tls: config.tls };
+        let network = PeerNetwork::new(auth.clone(), peer_addr.ip());
         let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (shutdown, stop) = watch::channel(false);
         let handler = Arc::new(tokio::sync::OnceCell::new());
-        tokio::spawn(network::serve(listener, handler.clone(), key.clone(), stop));
+        tokio::spawn(network::serve(listener, handler.clone(), auth.clone(), stop));
         let relay = Arc::new(std::sync::OnceLock::new());
-        let node =
-            Arc::new(ClusterNode { id: config.node_id, raft, machine, peer_addr, key, relay: relay.clone(), shutdown });
+        let node = Arc::new(ClusterNode {
+            id: config.node_id,
+            raft,
+            machine,
+            peer_addr,
+            auth,
+            relay: relay.clone(),
+            shutdown,
+        });
         let _ = handler.set(network::PeerHandler { node: Arc::downgrade(&node), relay });
         Ok(node)
     }
@@ -338,7 +348,7 @@ impl ClusterNode {
             .get(&leader)
             .or_else(|| status.learners.get(&leader))
             .ok_or_else(|| ClusterError::Failed(format!("the leader, node {leader}, is not a member")))?;
-        match network::open_relay(peer, &self.key, opening, timeout).await {
+        match network::open_relay(peer, &self.auth, opening, timeout).await {
             Ok((stream, Ok(session))) => Ok(OpenedRelay { stream, session, leader }),
             Ok((_, Err(why))) => Err(ClusterError::Failed(format!("the leader, node {leader}, refused: {why}"))),
             Err(e) => Err(ClusterError::Failed(format!("cannot reach the leader, node {leader} at {peer}: {e}"))),

@@ -4,7 +4,10 @@
 //! A peer connection starts with the authkey challenge run both ways (the side that
 //! connected proves it knows the cluster key, then asks the listening side to prove
 //! it), with the same frames and HMAC as a client's handshake, so no node joins or
-//! impersonates a cluster without the key. Then the connecting side sends requests
+//! impersonates a cluster without the key. With `--peer-tls-ca` ([`PeerAuth::tls`])
+//! the connection is TLS first: the listening side presents the node's certificate,
+//! the connecting side checks it against the CA and the host it dialled, and the
+//! challenge runs inside. Then the connecting side sends requests
 //! and reads one response to each, in order: `[frame: MessagePack of PeerRequest]` →
 //! `[frame: MessagePack of PeerResponse]`.
 //!
@@ -39,12 +42,33 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use super::{ClusterError, ClusterNode, Node, NodeId, NodeStatus, TypeConfig};
+
+/// A connection between peers: TCP, or TLS over it with `--peer-tls-ca`.
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> PeerIo for T {}
+
+/// How a node proves itself to its peers and checks them: the cluster key's challenge,
+/// inside TLS where the peer link has it.
+#[derive(Clone, Debug)]
+pub struct PeerAuth {
+    /// The key every node of the cluster shares.
+    pub key: Arc<Vec<u8>>,
+    /// TLS on the peer link (`--peer-tls-ca`).
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
+}
+
+impl PeerAuth {
+    /// The cluster key `key`, with TLS if `tls` is given.
+    pub fn new(key: Vec<u8>, tls: Option<crate::tls::PeerTls>) -> PeerAuth {
+        PeerAuth { key: Arc::new(key), tls: tls.map(Arc::new) }
+    }
+}
 
 /// The largest frame a peer may send (an append batch or a snapshot chunk).
 pub const PEER_FRAME_LIMIT: u64 = 512 << 20;
@@ -115,7 +139,7 @@ pub struct RelayedSession {
 /// A relayed client's connection, past the peer handshake and the opening.
 pub struct RelayStream {
     /// The connection.
-    pub stream: TcpStream,
+    pub stream: Box<dyn PeerIo>,
     /// Bytes read from it and not yet taken.
     pub buf: BytesMut,
 }
@@ -145,12 +169,12 @@ pub trait RelayAcceptor: Send + Sync {
 /// the opening, and the leader's answer.
 pub async fn open_relay(
     addr: &str,
-    key: &[u8],
+    auth: &PeerAuth,
     opening: &RelayOpening,
     timeout: Duration,
 ) -> Result<(RelayStream, RelayAnswer), PeerError> {
     tokio::time::timeout(timeout, async {
-        let mut peer = connect(addr, key, None).await?;
+        let mut peer = connect(addr, auth, None).await?;
         let bytes =
             rmp_serde::to_vec(&PeerRequest::Relay(opening.clone())).map_err(|e| PeerError::Decode(e.to_string()))?;
         peer.send(&bytes).await?;
@@ -199,7 +223,7 @@ pub enum PeerError {
 
 /// A connection to or from a peer, after the handshake.
 struct PeerStream {
-    stream: TcpStream,
+    stream: Box<dyn PeerIo>,
     buf: BytesMut,
 }
 
@@ -247,7 +271,7 @@ impl PeerStream {
 }
 
 /// Connects to a peer (from `from`, if given) and runs the handshake.
-async fn connect(addr: &str, key: &[u8], from: Option<IpAddr>) -> Result<PeerStream, PeerError> {
+async fn connect(addr: &str, auth: &PeerAuth, from: Option<IpAddr>) -> Result<PeerStream, PeerError> {
     let stream = match from {
         // From the address this node listens on: on a host with several addresses,
         // its peers (and their firewalls) see the address they know it by.
@@ -266,14 +290,26 @@ async fn connect(addr: &str, key: &[u8], from: Option<IpAddr>) -> Result<PeerStr
         None => TcpStream::connect(addr).await?,
     };
     stream.set_nodelay(true)?;
-    let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
+    let key = &auth.key;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let stream: Box<dyn PeerIo> = match &auth.tls {
+            Some(tls) => Box::new(tls.connect(host_of(addr), stream).await?),
+            None => Box::new(stream),
+        };
+        let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
         peer.answer(key).await?;
-        peer.challenge(key).await
+        peer.challenge(key).await?;
+        Ok(peer)
     })
     .await
-    .map_err(|_| PeerError::Timeout)??;
-    Ok(peer)
+    .map_err(|_| PeerError::Timeout)?
+}
+
+/// The host part of a peer address (`HOST:PORT`, `[V6]:PORT`), which its TLS
+/// certificate must name.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
 /// What a node answers its peers and `agora cluster` with.
@@ -288,7 +324,7 @@ pub struct PeerHandler {
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<tokio::sync::OnceCell<PeerHandler>>,
-    key: Arc<Vec<u8>>,
+    auth: PeerAuth,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -305,11 +341,11 @@ pub async fn serve(
             }
         };
         let handler = handler.clone();
-        let key = key.clone();
+        let auth = auth.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = serve_peer(stream, &handler, &key) => {
+                result = serve_peer(stream, &handler, &auth) => {
                     if let Err(e) = result {
                         tracing::debug!(peer = %from, error = %e, "peer connection ended");
                     }
@@ -323,9 +359,15 @@ pub async fn serve(
 async fn serve_peer(
     stream: TcpStream,
     handler: &tokio::sync::OnceCell<PeerHandler>,
-    key: &[u8],
+    auth: &PeerAuth,
 ) -> Result<(), PeerError> {
     stream.set_nodelay(true)?;
+    // With TLS, its handshake runs inside the first reads below, under the same timeout.
+    let stream: Box<dyn PeerIo> = match &auth.tls {
+        Some(tls) => Box::new(tls.accept(stream)?),
+        None => Box::new(stream),
+    };
+    let key = &auth.key;
     let mut peer = PeerStream { stream, buf: BytesMut::with_capacity(64 * 1024) };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         peer.challenge(key).await?;
@@ -369,16 +411,16 @@ async fn serve_peer(
 /// Makes openraft's clients to other nodes (see the module docs).
 #[derive(Clone)]
 pub struct PeerNetwork {
-    key: Arc<Vec<u8>>,
+    auth: PeerAuth,
     from: Option<IpAddr>,
     idle: IdleStreams,
 }
 
 impl PeerNetwork {
-    /// Clients that authenticate with the cluster key `key`, connecting from `from`
-    /// (the node's peer listen address, unless it is a wildcard).
-    pub fn new(key: Arc<Vec<u8>>, from: IpAddr) -> PeerNetwork {
-        PeerNetwork { key, from: (!from.is_unspecified()).then_some(from), idle: IdleStreams::default() }
+    /// Clients that authenticate with `auth`, connecting from `from` (the node's peer
+    /// listen address, unless it is a wildcard).
+    pub fn new(auth: PeerAuth, from: IpAddr) -> PeerNetwork {
+        PeerNetwork { auth, from: (!from.is_unspecified()).then_some(from), idle: IdleStreams::default() }
     }
 }
 
@@ -389,7 +431,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            key: self.key.clone(),
+            auth: self.auth.clone(),
             from: self.from,
             stream: None,
             idle: self.idle.clone(),
@@ -424,7 +466,7 @@ impl IdleStreams {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    key: Arc<Vec<u8>>,
+    auth: PeerAuth,
     from: Option<IpAddr>,
     stream: Option<PeerStream>,
     idle: IdleStreams,
@@ -457,7 +499,7 @@ impl PeerClient {
         }
         loop {
             if self.stream.is_none() {
-                let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.key, self.from))
+                let stream = tokio::time::timeout(ttl, connect(&self.addr, &self.auth, self.from))
                     .await
                     .map_err(|_| RpcFailure::Unreachable(PeerError::Timeout))?
                     .map_err(RpcFailure::Unreachable)?;
@@ -553,9 +595,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
 /// Sends one request to the node whose peer listener is at `addr` (the side of
 /// `agora cluster`: it knows the cluster key) and returns the answer.
-pub async fn ask(addr: &str, key: &[u8], request: &PeerRequest, timeout: Duration) -> Result<PeerResponse, PeerError> {
+pub async fn ask(
+    addr: &str,
+    auth: &PeerAuth,
+    request: &PeerRequest,
+    timeout: Duration,
+) -> Result<PeerResponse, PeerError> {
     tokio::time::timeout(timeout, async {
-        let mut stream = connect(addr, key, None).await?;
+        let mut stream = connect(addr, auth, None).await?;
         let bytes = rmp_serde::to_vec(request).map_err(|e| PeerError::Decode(e.to_string()))?;
         stream.send(&bytes).await?;
         let body = stream.recv().await?;
@@ -583,7 +630,7 @@ mod tests {
             while let Ok((stream, _)) = listener.accept().await {
                 let (key, serve) = (key.clone(), serve.clone());
                 tokio::spawn(async move {
-                    let mut peer = PeerStream { stream, buf: BytesMut::new() };
+                    let mut peer = PeerStream { stream: Box::new(stream), buf: BytesMut::new() };
                     peer.challenge(&key).await?;
                     peer.answer(&key).await?;
                     serve(peer).await
@@ -647,7 +694,7 @@ mod tests {
     async fn a_cancelled_call_never_hands_its_response_to_the_next_one() {
         let key = b"cluster key".to_vec();
         let addr = slow_plain_peer(key.clone()).await;
-        let mut network = PeerNetwork::new(Arc::new(key), IpAddr::from([0, 0, 0, 0]));
+        let mut network = PeerNetwork::new(PeerAuth::new(key, None), IpAddr::from([0, 0, 0, 0]));
         let node = Node { addr: addr.clone() };
         let ttl = Duration::from_secs(5);
 
@@ -669,7 +716,7 @@ mod tests {
     async fn a_pooled_connection_the_peer_closed_is_replaced_at_once() {
         let key = b"cluster key".to_vec();
         let addr = one_answer_peer(key.clone()).await;
-        let mut network = PeerNetwork::new(Arc::new(key), IpAddr::from([0, 0, 0, 0]));
+        let mut network = PeerNetwork::new(PeerAuth::new(key, None), IpAddr::from([0, 0, 0, 0]));
         let node = Node { addr };
         let ttl = Duration::from_secs(5);
         let mut client = network.new_client(2, &node).await;
