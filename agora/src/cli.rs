@@ -352,7 +352,9 @@ TLS:
   signed by that CA (mutual TLS). On SIGHUP the three files are read again: new
   connections get the new certificate, open ones keep theirs; a reload that fails is
   logged and changes nothing. Clients need the CA bundle that signed the server's
-  certificate (Rust: ManagerOptions::tls; Python: the agora.tls module).
+  certificate (Rust: ManagerOptions::tls; Python: the agora.tls module). A cluster
+  node with --peer-tls-ca serves its peers with the same certificate (it then needs no
+  tls:// listener) and checks them against that CA; SIGHUP re-reads those too.
 
 DURABILITY:
   Without --data-dir the state lives in memory and is lost when the server stops. With
@@ -1014,6 +1016,7 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
     config.tls = settings.tls.clone();
     // A cluster's key must be there before Raft starts; otherwise bind before touching
     // the authkey, so a port clash leaves no new key file behind.
+    let mut peer_tls = None;
     let cluster_key = match &settings.cluster {
         Some(cluster) => {
             if settings.authkey == AuthkeySource::Generate {
@@ -1037,9 +1040,11 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
                 key.clone(),
             );
             if let (Some(ca), Some(tls)) = (&cluster.peer_tls_ca, &settings.tls) {
-                let peer_tls = agora_server::tls::PeerTls::node(&tls.cert, &tls.key, ca).map_err(|e| e.to_string())?;
-                tracing::info!(ca = %ca.display(), "the peer link uses TLS");
-                node.tls = Some(std::sync::Arc::new(peer_tls));
+                let loaded = agora_server::tls::PeerTls::node(&tls.cert, &tls.key, ca).map_err(|e| e.to_string())?;
+                tracing::info!(ca = %ca.display(), "the peer link uses TLS; SIGHUP reloads its certificate and CA");
+                let loaded = std::sync::Arc::new(loaded);
+                peer_tls = Some(loaded.clone());
+                node.tls = Some(loaded);
             }
             let members = cluster.members.iter().map(|m| (m.id, m.peer.clone())).collect();
             config.cluster = Some(agora_server::cluster::ClusterSetup { node, members });
@@ -1065,20 +1070,32 @@ async fn serve_with(args: ServeArgs, settings: ServeSettings) -> Result<(), Stri
         server.set_users(users);
     }
     // Before "listening" is announced, so a SIGHUP sent once it is reloads.
-    if let Some(tls) = server.tls() {
+    let client_tls = server.tls();
+    if let Some(tls) = &client_tls {
         let files = tls.files();
         tracing::info!(cert = %files.cert.display(), client_ca = ?files.client_ca, "TLS certificate loaded; SIGHUP reloads it");
+    }
+    if client_tls.is_some() || peer_tls.is_some() {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => tracing::info!(
-                        cert = %tls.files().cert.display(),
-                        "TLS certificate reloaded (SIGHUP): new connections use it, open ones keep theirs"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS reload (SIGHUP) failed; still using the previous certificate")
+                let reloaded = [
+                    ("clients", client_tls.as_ref().map(|tls| tls.reload())),
+                    ("peers", peer_tls.as_ref().map(|tls| tls.reload())),
+                ];
+                for (link, outcome) in reloaded {
+                    match outcome {
+                        Some(Ok(())) => tracing::info!(
+                            link,
+                            "TLS certificate reloaded (SIGHUP): new connections use it, open ones keep theirs"
+                        ),
+                        Some(Err(e)) => tracing::error!(
+                            link,
+                            error = %e,
+                            "TLS reload (SIGHUP) failed; still using the previous certificate"
+                        ),
+                        None => {}
                     }
                 }
             }

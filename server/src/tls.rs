@@ -136,7 +136,7 @@ impl ServerTls {
 /// them), and the CAs it checks the peers it connects to against (`--peer-tls-ca`).
 pub struct PeerTls {
     server: Option<ServerTls>,
-    connector: tokio_rustls::TlsConnector,
+    connector: RwLock<tokio_rustls::TlsConnector>,
     ca: PathBuf,
 }
 
@@ -155,18 +155,18 @@ impl PeerTls {
 
     /// `agora cluster`'s: it only connects, checking the node against `ca`.
     pub fn client(ca: &Path) -> Result<PeerTls, TlsError> {
-        let what = "peer TLS CA";
-        let mut roots = RootCertStore::empty();
-        for cert in read_certificates(what, ca)? {
-            roots.add(cert).map_err(|e| pem_error(what, ca, e.to_string()))?;
+        Ok(PeerTls { server: None, connector: RwLock::new(connector(ca)?), ca: ca.to_owned() })
+    }
+
+    /// Reads the certificate, key and CA bundle again (SIGHUP), for connections made
+    /// from now on; on error nothing changes.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let connector = connector(&self.ca)?;
+        if let Some(server) = &self.server {
+            server.reload()?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| pem_error(what, ca, e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(PeerTls { server: None, connector: tokio_rustls::TlsConnector::from(Arc::new(config)), ca: ca.to_owned() })
+        *self.connector.write().unwrap_or_else(|e| e.into_inner()) = connector;
+        Ok(())
     }
 
     /// Wraps a socket a peer connected with; the TLS handshake runs on its first read
@@ -187,11 +187,28 @@ impl PeerTls {
     ) -> io::Result<WriteThrough<tokio_rustls::client::TlsStream<TcpStream>>> {
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer TLS: {host:?}: {e}")))?;
-        let stream = self.connector.connect(name, tcp).await.map_err(|e| {
+        let connector = self.connector.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let stream = connector.connect(name, tcp).await.map_err(|e| {
             io::Error::new(e.kind(), format!("peer TLS to {host} (checked against {}): {e}", self.ca.display()))
         })?;
         Ok(WriteThrough::new(stream))
     }
+}
+
+/// A TLS connector that trusts the CAs in `ca` (PEM), with the ring provider.
+fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let what = "peer TLS CA";
+    let mut roots = RootCertStore::empty();
+    for cert in read_certificates(what, ca)? {
+        roots.add(cert).map_err(|e| pem_error(what, ca, e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| pem_error(what, ca, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// Builds a rustls server configuration from the PEM files, with the ring provider.
@@ -376,6 +393,31 @@ mod tests {
 
     fn config_in(dir: &Path) -> TlsConfig {
         TlsConfig { cert: dir.join("cert.pem"), key: dir.join("key.pem"), client_ca: None }
+    }
+
+    /// A reload reads the files again: one that no longer parses is refused, names
+    /// the file, and leaves the configuration as it was; a good one is taken.
+    #[test]
+    fn a_peer_tls_reload_takes_good_files_and_refuses_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let (ca, cert_file, key_file) = (dir.path().join("ca.pem"), dir.path().join("c.pem"), dir.path().join("k.pem"));
+        for (path, pem) in [(&ca, cert.pem()), (&cert_file, cert.pem()), (&key_file, key.serialize_pem())] {
+            std::fs::write(path, pem).unwrap();
+        }
+        let tls = PeerTls::node(&cert_file, &key_file, &ca).unwrap();
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let err = tls.reload().unwrap_err().to_string();
+        assert!(err.contains("peer TLS CA") && err.contains("ca.pem"), "{err}");
+        std::fs::write(&key_file, "not a key").unwrap();
+        std::fs::write(&ca, cert.pem()).unwrap();
+        assert!(tls.reload().unwrap_err().to_string().contains("TLS key"));
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        tls.reload().unwrap();
+        assert!(PeerTls::client(&dir.path().join("missing.pem")).unwrap_err().to_string().contains("missing.pem"));
     }
 
     #[test]
