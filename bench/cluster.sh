@@ -6,6 +6,7 @@
 #   bench/cluster.sh                  # 3 rounds
 #   ROUNDS=5 bench/cluster.sh
 #   AGORA_BIN=/path/to/agora bench/cluster.sh
+#   PEER_TLS=1 bench/cluster.sh       # also a cluster whose peer link is TLS (needs openssl)
 #
 # Prints one line per (round, target, test) with requests/s and p50/p99 (µs), then the
 # medians. What a cluster write costs over a single durable node: one replication round
@@ -32,7 +33,19 @@ declare -a A_PEER A_CLIENT A_PID
 start_agora cluster
 leader=$A_LEADER
 follower=$(( leader % 3 + 1 ))
+LEADER=${A_CLIENT[$leader]}
+VIA_FOLLOWER=${A_CLIENT[$follower]}
 echo "== leader: node $leader; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $("$BIN" --version)"
+
+# The same cluster with TLS on its peer link.
+if [ "${PEER_TLS:-0}" = 1 ]; then
+    peer_tls_files
+    export AGORA_PEER_TLS_CA="$DIR/ca.pem"
+    start_agora cluster-tls "${PEER_TLS_FLAGS[@]}"
+    TLS_LEADER=${A_CLIENT[$A_LEADER]}
+    TLS_VIA_FOLLOWER=${A_CLIENT[$(( A_LEADER % 3 + 1 ))]}
+    echo "== peer-TLS cluster: leader node $A_LEADER"
+fi
 
 run() { # target address clients pipeline test
     local out
@@ -51,8 +64,12 @@ for round in $(seq 1 "$ROUNDS"); do
         set -- $shape
         for test in set get; do
             run single "$SINGLE" "$1" "$2" "$3" "$test"
-            run leader "${A_CLIENT[$leader]}" "$1" "$2" "$3" "$test"
-            run via-follower "${A_CLIENT[$follower]}" "$1" "$2" "$3" "$test"
+            run leader "$LEADER" "$1" "$2" "$3" "$test"
+            run via-follower "$VIA_FOLLOWER" "$1" "$2" "$3" "$test"
+            if [ -n "${TLS_LEADER:-}" ]; then
+                run tls-leader "$TLS_LEADER" "$1" "$2" "$3" "$test"
+                run tls-via-follower "$TLS_VIA_FOLLOWER" "$1" "$2" "$3" "$test"
+            fi
         done
     done
 done | tee "$DIR/rows"
@@ -69,5 +86,5 @@ for line in open(sys.argv[1]):
     rows.setdefault((shape, test, target), []).append((float(rps), float(p50), float(p99)))
 for (shape, test, target), values in sorted(rows.items()):
     med = [statistics.median(v[i] for v in values) for i in range(3)]
-    print(f"{shape:>6} {test:<4} {target:<13} {med[0]:>10,.0f} {med[1]:>9,.0f} {med[2]:>9,.0f}")
+    print(f"{shape:>6} {test:<4} {target:<17} {med[0]:>10,.0f} {med[1]:>9,.0f} {med[2]:>9,.0f}")
 EOF

@@ -23,8 +23,22 @@ bench_cleanup() {
 # A TCP port free on 127.0.0.1 now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_agora NAME: a fresh 3-node agora cluster of "$BIN" in $DIR/NAME, default
-# settings; sets A_CLIENT, A_PEER, A_PID (indexed by node id) and A_LEADER.
+# peer_tls_files: a CA and a certificate for 127.0.0.1 signed by it, in $DIR (openssl);
+# sets PEER_TLS_FLAGS (what `agora serve` needs for TLS on the peer link) and exports
+# AGORA_PEER_TLS_CA for `agora cluster`.
+peer_tls_files() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+        -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$DIR/node.key" -out "$DIR/node.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' > "$DIR/san.ext"
+    openssl x509 -req -in "$DIR/node.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial -days 2 \
+        -extfile "$DIR/san.ext" -out "$DIR/node.pem" 2>/dev/null
+    PEER_TLS_FLAGS=(--tls-cert "$DIR/node.pem" --tls-key "$DIR/node.key" --peer-tls-ca "$DIR/ca.pem")
+}
+
+# start_agora NAME [FLAGS…]: a fresh 3-node agora cluster of "$BIN" in $DIR/NAME, default
+# settings plus FLAGS; sets A_CLIENT, A_PEER, A_PID (indexed by node id) and A_LEADER.
 start_agora() {
     local members="" i status
     for i in 1 2 3; do
@@ -34,13 +48,13 @@ start_agora() {
     done
     for i in 1 2 3; do
         "$BIN" serve --node-id "$i" --listen "${A_CLIENT[$i]}" --peer-listen "${A_PEER[$i]}" --cluster "$members" \
-            --data-dir "$DIR/$1/node$i" --log-level warn 2>>"$DIR/agora.log" &
+            --data-dir "$DIR/$1/node$i" --log-level warn "${@:2}" 2>>"$DIR/agora.log" &
         A_PID[$i]=$!
         PIDS+=($!)
     done
     A_LEADER=""
     for _ in $(seq 1 100); do
-        status=$("$BIN" cluster status --peer "${A_PEER[1]}" 2>/dev/null || true)
+        status=$("$BIN" cluster status --peer "${A_PEER[1]}" ${AGORA_PEER_TLS_CA:+--peer-tls-ca "$AGORA_PEER_TLS_CA"} 2>/dev/null || true)
         A_LEADER=$(echo "$status" | sed -n 's/^leader: node \([0-9]\).*/\1/p')
         [ -n "$A_LEADER" ] && break
         sleep 0.1
