@@ -15,7 +15,10 @@
 //! are written by a thread of the log's own (`agora-raft-log`), which takes every
 //! record queued while the previous fsync ran and writes them with one fsync (group
 //! commit), then tells openraft; openraft's core goes on meanwhile. The in-memory
-//! view is updated when a record is queued, so reads see an entry at once.
+//! view is updated when a record is queued, so reads see an entry at once. A commit
+//! mark alone is written without an fsync of its own (the next append's carries it):
+//! a lost one only means replaying less on start, and a torn one is cut off like any
+//! torn tail, since every acknowledged record before it was fsynced already.
 //!
 //! This module owns these two files; it knows nothing about the engine.
 
@@ -253,7 +256,12 @@ impl Writer {
             for job in &batch {
                 bytes.extend_from_slice(&job.bytes);
             }
-            let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
+            // Nobody waits for a commit mark alone (losing one only means replaying
+            // more on start): it is written, and goes to disk with the next fsync,
+            // instead of costing one of its own that the next append would queue behind.
+            let durable = batch.iter().any(|job| !matches!(job.done, Done::Nothing));
+            let written =
+                self.file.write_all(&bytes).and_then(|()| if durable { self.file.sync_data() } else { Ok(()) });
             self.file_len += bytes.len() as u64;
             if let Err(e) = &written {
                 tracing::error!(error = %e, "cannot write the Raft log");
