@@ -17,7 +17,8 @@
 //!   calls. The first call that finds the
 //!   connection dead reconnects (one call at a time does; the others wait for it),
 //!   retrying with exponential backoff and jitter (from [`BACKOFF_START`] up to
-//!   [`BACKOFF_CAP`]) until the reconnect deadline, counted from that first call,
+//!   [`BACKOFF_CAP`], or [`CLUSTER_BACKOFF_CAP`] for several addresses) until the
+//!   reconnect deadline, counted from that first call,
 //!   passes. Then calls fail with [`Error::Unreachable`]; a later call tries once more
 //!   (at most once per [`BACKOFF_CAP`]), so the manager recovers when the server is
 //!   back. An authentication failure ends the attempts for good.
@@ -65,6 +66,16 @@ use crate::manager::ManagerOptions;
 pub(crate) const BACKOFF_START: Duration = Duration::from_millis(50);
 /// The longest pause between reconnect attempts (each pause doubles up to it).
 pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// The longest pause between reconnect attempts to a cluster (several addresses): the
+/// outage to expect there is a leader change, which is over in about a second, and the
+/// nodes refuse an attempt cheaply until then; a 1 s pause would add up to a second.
+pub(crate) const CLUSTER_BACKOFF_CAP: Duration = Duration::from_millis(200);
+
+/// The pause after `pause` between reconnect attempts to `addresses` addresses.
+fn next_pause(pause: Duration, addresses: usize) -> Duration {
+    let cap = if addresses > 1 { CLUSTER_BACKOFF_CAP } else { BACKOFF_CAP };
+    (pause * 2).min(cap)
+}
 /// The longest one connect attempt (connect, handshake, re-attach) may take.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
 /// The shortest time one connect attempt is given, even past the deadline.
@@ -701,7 +712,7 @@ impl Link {
                 return Err(self.failed(&mut outage, e, since));
             }
             tokio::time::sleep(jitter(pause).min(remaining)).await;
-            pause = (pause * 2).min(BACKOFF_CAP);
+            pause = next_pause(pause, self.addresses.len());
         }
     }
 
@@ -876,16 +887,22 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let mut pause = BACKOFF_START;
-        let mut pauses = vec![];
-        for _ in 0..8 {
-            pauses.push(pause);
-            pause = (pause * 2).min(BACKOFF_CAP);
-        }
-        assert_eq!(pauses[0], Duration::from_millis(50));
-        assert_eq!(pauses[4], Duration::from_millis(800));
-        assert_eq!(pauses[5], BACKOFF_CAP);
-        assert_eq!(pauses[7], BACKOFF_CAP);
+        let pauses = |addresses| {
+            let mut pause = BACKOFF_START;
+            let mut pauses = vec![];
+            for _ in 0..8 {
+                pauses.push(pause);
+                pause = next_pause(pause, addresses);
+            }
+            pauses
+        };
+        let one = pauses(1);
+        assert_eq!(one[0], Duration::from_millis(50));
+        assert_eq!(one[4], Duration::from_millis(800));
+        assert_eq!((one[5], one[7]), (BACKOFF_CAP, BACKOFF_CAP));
+        let cluster = pauses(3);
+        assert_eq!(&cluster[..3], &[50, 100, 200].map(Duration::from_millis));
+        assert_eq!(cluster[7], CLUSTER_BACKOFF_CAP, "a cluster is asked often through a leader change");
     }
 
     #[test]

@@ -24,7 +24,8 @@ use crate::{Array, ArrayItem, Dict, List, Namespace, Set};
 /// with the same authkey, retrying with exponential backoff and jitter (50 ms doubling
 /// up to 1 s). A manager given several addresses of one cluster
 /// ([`Manager::connect_any`]) tries them in turn on each attempt, starting with the one
-/// after the address it lost. A call made meanwhile waits for the new connection, up to the
+/// after the address it lost, and pauses at most 200 ms between attempts: a leader
+/// change is over in about a second. A call made meanwhile waits for the new connection, up to the
 /// deadline, and then runs on it. Once the server has been unreachable for longer,
 /// calls fail with [`Error::Unreachable`]; an [`Error::AuthenticationFailed`] on
 /// reconnecting is reported at once, and never retried. The crate docs say what
