@@ -83,7 +83,6 @@ pub async fn follow<S: Transport>(
     let opening = RelayOpening {
         client: peer.to_owned(),
         user: who.user(&shared).map(|u| u.name.clone()),
-        local_peer: client.peer_is_local(),
         address,
         python,
         previous: None,
@@ -390,14 +389,14 @@ async fn serve_relayed(mut relay: RelayStream, opening: RelayOpening, shared: Ar
                 return;
             }
             let RelayStream { stream, buf } = relay;
-            let stream = Relayed { stream, local_peer: opening.local_peer, address };
+            let stream = Relayed { stream, address };
             dialect::python::serve_session(stream, buf, None, &peer, who, &shared, (session, mailbox), resumed).await;
         } else {
             if relay.answer(&Ok(None)).await.is_err() {
                 return;
             }
             let RelayStream { stream, mut buf } = relay;
-            let mut stream = Relayed { stream, local_peer: opening.local_peer, address };
+            let mut stream = Relayed { stream, address };
             let limits = &shared.config.limits;
             let Ok(Ok(first)) =
                 tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream, &mut buf, limits.max_frame))
@@ -415,11 +414,10 @@ async fn serve_relayed(mut relay: RelayStream, opening: RelayOpening, shared: Ar
     shared.counters.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// A relayed client's connection as the dialects see it: the follower said whether
-/// the client is local and which address it dialled.
+/// A relayed client's connection as the dialects see it: the follower said which
+/// address it dialled.
 struct Relayed {
     stream: Box<dyn PeerIo>,
-    local_peer: bool,
     address: Option<Address>,
 }
 
@@ -456,8 +454,11 @@ impl AsyncWrite for Relayed {
 }
 
 impl Transport for Relayed {
+    /// Never: the client is on the follower's machine at best, not this one. So it may
+    /// not shut this node down (without --allow-remote-shutdown), and no authkey goes
+    /// into the proxies it is sent, which cross the peer link.
     fn peer_is_local(&self) -> bool {
-        self.local_peer
+        false
     }
 
     fn local_address(&self) -> Option<Address> {

@@ -560,6 +560,28 @@ fn a_cpython_client_of_a_follower_killed_mid_call_takes_nothing_and_keeps_nothin
     assert_eq!(q.get().unwrap(), "item", "the dead client's abandoned get took nothing");
 }
 
+/// A follower relays its client to the leader, which is another machine's process as
+/// far as the client is concerned: a client local to the follower may not shut the
+/// leader down (that takes --allow-remote-shutdown), and the leader keeps serving.
+#[test]
+fn a_client_of_a_follower_cannot_shut_the_leader_down() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let out = Command::new(agora_bin())
+        .args(["shutdown", "--address", cluster.client_address(follower)])
+        .env("AGORA_AUTHKEY", std::str::from_utf8(AUTHKEY).unwrap())
+        .env_remove("AGORA_AUTHKEY_FILE")
+        .output()
+        .expect("run agora shutdown");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote-shutdown"), "{out:?}");
+    assert_eq!(cluster.wait_for_leader(), leader, "the leader still leads");
+    let d = client_of(&cluster, leader).dict::<i64, i64>("still-up").unwrap();
+    d.insert(&1, &1).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(1));
+}
+
 /// A node left without a majority passes nobody on: native and stock CPython clients
 /// get the reason, not a bare close.
 #[test]

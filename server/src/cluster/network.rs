@@ -108,8 +108,6 @@ pub struct RelayOpening {
     pub client: String,
     /// The user the client authenticated as (`None` without users).
     pub user: Option<String>,
-    /// The client is on the follower's machine (what a local peer may do and be sent).
-    pub local_peer: bool,
     /// The address the client dialled, as a client dials it (`tcp://…`, `tls://…`,
     /// `unix:…`): the address new proxies' tokens name.
     pub address: Option<String>,
