@@ -169,7 +169,7 @@ pub fn is_python(first: &[u8]) -> bool {
 }
 
 /// Hands an authenticated connection, whose `first` frame was read, to its dialect.
-pub async fn dispatch<S: Transport>(
+async fn dispatch<S: Transport>(
     stream: S,
     buf: BytesMut,
     first: bytes::Bytes,

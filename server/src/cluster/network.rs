@@ -146,9 +146,7 @@ impl RelayStream {
     /// Sends the leader's answer to the opening (the leader's side).
     pub async fn answer(&mut self, answer: &RelayAnswer) -> std::io::Result<()> {
         let bytes = rmp_serde::to_vec(answer).map_err(std::io::Error::other)?;
-        let mut out = Vec::with_capacity(bytes.len() + 8);
-        frame::encode(&bytes, &mut out);
-        self.stream.write_all(&out).await
+        write_frame(&mut self.stream, &bytes).await
     }
 }
 
@@ -227,10 +225,7 @@ struct PeerStream {
 
 impl PeerStream {
     async fn send(&mut self, body: &[u8]) -> Result<(), PeerError> {
-        let mut out = Vec::with_capacity(body.len() + 12);
-        frame::encode(body, &mut out);
-        self.stream.write_all(&out).await?;
-        Ok(())
+        Ok(write_frame(&mut self.stream, body).await?)
     }
 
     async fn recv(&mut self) -> Result<bytes::Bytes, PeerError> {
@@ -266,6 +261,13 @@ impl PeerStream {
             Err(auth::AuthError::Rejected.into())
         }
     }
+}
+
+/// Writes `body` as one frame.
+async fn write_frame(stream: &mut Box<dyn PeerIo>, body: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(body.len() + 12);
+    frame::encode(body, &mut out);
+    stream.write_all(&out).await
 }
 
 /// Connects to a peer (from `from`, if given) and runs the handshake.
@@ -682,6 +684,13 @@ mod tests {
             Ok(other) => panic!("unexpected response {other:?}"),
             Err(RpcFailure::Unreachable(e) | RpcFailure::Network(e)) => panic!("the call failed: {e}"),
         }
+    }
+
+    #[test]
+    fn a_peer_address_gives_the_host_its_certificate_must_name() {
+        assert_eq!(host_of("10.0.0.1:50100"), "10.0.0.1");
+        assert_eq!(host_of("node-2.example:50100"), "node-2.example");
+        assert_eq!(host_of("[::1]:50100"), "::1");
     }
 
     /// A call dropped between its request and its response (openraft cancels RPCs by

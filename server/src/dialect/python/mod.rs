@@ -102,9 +102,7 @@ pub fn ident(id: u64) -> String {
 /// A refusal for a CPython client (too many connections): a `#TRACEBACK` it will raise
 /// as `RemoteError` with our reason.
 pub async fn refuse<S: Transport>(stream: &mut S, error: &WireError) {
-    let mut out = Vec::new();
-    frame::encode(&Reply::Error(error.clone()).to_pickle(), &mut out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), reply_error(stream, error)).await;
 }
 
 /// Sends `error` as the reply to a CPython client's request (a relay that lost the
