@@ -38,6 +38,9 @@ fn dict_value(n: usize) -> Value {
 /// manager client pickles it (protocol 4).
 const CPYTHON_SETITEM: &[u8] = b"\x80\x04\x95\x5b\x00\x00\x00\x00\x00\x00\x00\x28\x8c\x0c\x37\x66\x33\x61\x35\x63\x32\x65\x31\x64\x34\x30\x94\x8c\x0b\x5f\x5f\x73\x65\x74\x69\x74\x65\x6d\x5f\x5f\x94\x8c\x10\x6b\x65\x79\x3a\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x34\x32\x94\x8c\x20\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x78\x94\x86\x94\x7d\x94\x74\x94\x2e";
 
+/// `d['k']` as CPython 3.11's manager client pickles it: `(ident, '__getitem__', ('k',), {})`.
+const CPYTHON_GETITEM: &[u8] = b"\x80\x04\x95)\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f3a2b1c0d10\x94\x8c\x0b__getitem__\x94\x8c\x01k\x94\x85\x94}\x94t\x94.";
+
 fn frames(c: &mut Criterion) {
     let mut g = c.benchmark_group("frame");
     let request = set_request();
@@ -115,6 +118,9 @@ fn pickles(c: &mut Criterion) {
     let mut g = c.benchmark_group("pickle");
     g.bench_function("decode CPython __setitem__ request", |b| {
         b.iter(|| black_box(pickle::decode(black_box(CPYTHON_SETITEM)).unwrap()))
+    });
+    g.bench_function("decode CPython __getitem__ request", |b| {
+        b.iter(|| black_box(pickle::decode(black_box(CPYTHON_GETITEM)).unwrap()))
     });
     let reply = Value::Tuple(vec![Value::Str("#RETURN".into()), Value::None]);
     g.bench_function("encode #RETURN None", |b| b.iter(|| black_box(pickle::encode(black_box(&reply)))));

@@ -15,11 +15,18 @@
 //!    tree whose copies would exceed a budget proportional to the input (a memo
 //!    "billion laughs" bomb).
 //!
+//! Most pickles a client sends (a request: a tuple of strs, ints, tuples and dicts,
+//! nothing read back from the memo) describe a tree, and [`decode_tree`] builds it in
+//! one pass instead, with none of the arena's allocations. It handles only such
+//! pickles, and leaves any other, and any it or the two passes would refuse, to the
+//! two passes from the start: they alone decide errors.
+//!
 //! Every length in the input is checked against what is left of it before anything is
 //! allocated, and malformed input is an [`ErrorCode::Protocol`] error naming the
 //! opcode and its offset. Unhashable dict keys and set members are Python's
 //! `TypeError`, as CPython would raise while loading.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use num_bigint::BigInt;
@@ -49,6 +56,9 @@ const BUDGET_FLOOR: u64 = 1 << 20;
 /// Payload bytes per budget unit.
 const BYTES_PER_UNIT: usize = 32;
 
+/// Most nodes (and stack and memo slots) reserved before the first opcode runs.
+const INITIAL_ROOM: usize = 64;
+
 /// Ints written as text longer than this are refused, as CPython 3.11+ refuses to
 /// convert them (`sys.int_info.default_max_str_digits`); parsing is quadratic.
 const MAX_TEXT_DIGITS: usize = 4300;
@@ -62,14 +72,23 @@ const MAX_TEXT_DIGITS: usize = 4300;
 /// bytes after STOP; [`ErrorCode::TypeError`] for an unhashable dict key or set member.
 /// Never panics, whatever the input.
 pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
-    let mut machine = Machine::new(bytes);
-    let root = machine.run()?;
     let input_len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     let budget = input_len.saturating_mul(BUDGET_PER_INPUT_BYTE).saturating_add(BUDGET_FLOOR);
-    Builder::new(&mut machine.nodes, budget).build(root)
+    match decode_tree(bytes, budget) {
+        Some(value) => Ok(value),
+        None => decode_graph(bytes, budget),
+    }
+}
+
+/// The two passes, for any pickle.
+fn decode_graph(bytes: &[u8], budget: u64) -> Result<Value, WireError> {
+    let mut machine = Machine::new(bytes);
+    let root = machine.run()?;
+    Builder::new(&mut machine.nodes, machine.memo.read, budget).build(root)
 }
 
 /// A protocol error with the standard prefix.
+#[cold]
 fn protocol(message: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Protocol, format!("pickle: {message}"))
 }
@@ -79,14 +98,16 @@ fn protocol(message: impl std::fmt::Display) -> WireError {
 /// One object the pickle describes. Scalars are kept here in 32 bytes rather than as
 /// a [`Value`] (72): the arena holds one node per opcode.
 #[derive(Debug)]
-enum Node {
+enum Node<'a> {
     None,
     Bool(bool),
     Int(i64),
     /// Never a value that fits in `i64`.
     BigInt(Box<BigInt>),
     Float(f64),
-    Str(String),
+    /// Borrowed from the input unless decoding changed the bytes (escapes): most strs
+    /// then cost no allocation until their [`Value`], which holds short ones inline.
+    Str(Cow<'a, str>),
     Bytes(Vec<u8>),
     List(Vec<Id>),
     Tuple(Vec<Id>),
@@ -123,7 +144,7 @@ enum Kind {
     NewObjEx,
 }
 
-impl Node {
+impl Node<'_> {
     /// The Python type name, for error messages.
     fn describe(&self) -> &'static str {
         match self {
@@ -156,7 +177,7 @@ struct Machine<'a> {
     code: u8,
     /// The protocol announced by PROTO (0 without one, like CPython).
     proto: u8,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<'a>>,
     stack: Vec<Id>,
     /// Stack lengths at each open MARK.
     marks: Vec<usize>,
@@ -165,20 +186,25 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn new(input: &'a [u8]) -> Machine<'a> {
+        // Every node takes at least one opcode byte, and a str's several: room for this
+        // many allocated at once, instead of regrowing one node at a time, spares a small
+        // pickle (a request) most of its allocations; bounded, as the input is untrusted.
+        let room = (input.len() / 2).min(INITIAL_ROOM);
         Machine {
             input,
             pos: 0,
             at: 0,
             code: 0,
             proto: 0,
-            nodes: Vec::new(),
-            stack: Vec::new(),
+            nodes: Vec::with_capacity(room),
+            stack: Vec::with_capacity(room),
             marks: Vec::new(),
-            memo: Memo::default(),
+            memo: Memo { room, ..Memo::default() },
         }
     }
 
     /// An error about the opcode being run.
+    #[cold]
     fn err(&self, message: impl std::fmt::Display) -> WireError {
         let name = op::name(self.code).unwrap_or("?");
         protocol(format_args!("{message} ({name} at offset {})", self.at))
@@ -411,7 +437,7 @@ impl<'a> Machine<'a> {
                 let module = self.pop()?;
                 match (&self.nodes[module as usize], &self.nodes[name as usize]) {
                     (Node::Str(module), Node::Str(name)) => {
-                        let (module, name) = (module.clone(), name.clone());
+                        let (module, name) = (module.to_string(), name.to_string());
                         self.global(module, name)?;
                     }
                     _ => return Err(self.err("STACK_GLOBAL requires str")),
@@ -477,7 +503,8 @@ impl<'a> Machine<'a> {
                     _ => return Err(self.err("the STRING opcode argument must be quoted")),
                 };
                 let bytes = escape_decode(quoted).map_err(|why| self.err(why))?;
-                self.ascii(&bytes)?;
+                self.check_ascii(&bytes)?;
+                self.push(Node::Str(Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())))?;
             }
             op::BINSTRING => {
                 let len = i32::from_le_bytes(self.array()?);
@@ -493,7 +520,7 @@ impl<'a> Machine<'a> {
             op::UNICODE => {
                 let line = self.line()?;
                 let text = raw_unicode_escape(line).map_err(|why| self.err(why))?;
-                self.push(Node::Str(text))?;
+                self.push(Node::Str(Cow::Owned(text)))?;
             }
 
             op::DUP => return Err(self.err("unsupported opcode (CPython never writes it)")),
@@ -579,7 +606,7 @@ impl<'a> Machine<'a> {
     }
 
     /// An int written as text (INT, LONG): an optional sign and decimal digits.
-    fn text_int(&self, text: &[u8]) -> Result<Node, WireError> {
+    fn text_int(&self, text: &[u8]) -> Result<Node<'a>, WireError> {
         let text = text.trim_ascii();
         let digits = text.strip_prefix(b"-").or_else(|| text.strip_prefix(b"+")).unwrap_or(text);
         if digits.len() > MAX_TEXT_DIGITS {
@@ -596,16 +623,21 @@ impl<'a> Machine<'a> {
     fn utf8(&mut self, len: u64) -> Result<(), WireError> {
         let bytes = self.take_u64(len)?;
         let text = std::str::from_utf8(bytes).map_err(|e| self.err(format_args!("invalid UTF-8 in str: {e}")))?;
-        self.push(Node::Str(text.to_owned()))
+        self.push(Node::Str(Cow::Borrowed(text)))
     }
 
     /// A Python 2 str, decoded as CPython does by default (`encoding='ASCII'`).
-    fn ascii(&mut self, bytes: &[u8]) -> Result<(), WireError> {
-        if !bytes.is_ascii() {
-            return Err(self.err("non-ASCII bytes in a Python 2 str (loads' default encoding is ASCII)"));
+    fn ascii(&mut self, bytes: &'a [u8]) -> Result<(), WireError> {
+        self.check_ascii(bytes)?;
+        // ASCII is UTF-8: the text is borrowed.
+        self.push(Node::Str(String::from_utf8_lossy(bytes)))
+    }
+
+    fn check_ascii(&self, bytes: &[u8]) -> Result<(), WireError> {
+        match bytes.is_ascii() {
+            true => Ok(()),
+            false => Err(self.err("non-ASCII bytes in a Python 2 str (loads' default encoding is ASCII)")),
         }
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        self.push(Node::Str(text))
     }
 
     // ---- stack
@@ -616,13 +648,13 @@ impl<'a> Machine<'a> {
     }
 
     /// Adds a node to the arena (not to the stack).
-    fn node(&mut self, node: Node) -> Result<Id, WireError> {
+    fn node(&mut self, node: Node<'a>) -> Result<Id, WireError> {
         let id = Id::try_from(self.nodes.len()).map_err(|_| self.err("too many objects"))?;
         self.nodes.push(node);
         Ok(id)
     }
 
-    fn push(&mut self, node: Node) -> Result<(), WireError> {
+    fn push(&mut self, node: Node<'a>) -> Result<(), WireError> {
         let id = self.node(node)?;
         self.stack.push(id);
         Ok(())
@@ -730,6 +762,10 @@ struct Memo {
     sparse: HashMap<u64, Id>,
     /// Number of entries (the index MEMOIZE uses, as `len(memo)` in CPython).
     len: u64,
+    /// Slots `dense` reserves when first used.
+    room: usize,
+    /// Whether an entry was ever read (GET and friends): without, no node is shared.
+    read: bool,
 }
 
 impl Memo {
@@ -737,6 +773,9 @@ impl Memo {
         let fresh = match usize::try_from(index) {
             Ok(i) if i < self.dense.len() => self.dense[i].replace(id).is_none(),
             Ok(i) if i == self.dense.len() && !self.sparse.contains_key(&index) => {
+                if self.dense.capacity() == 0 {
+                    self.dense.reserve(self.room);
+                }
                 self.dense.push(Some(id));
                 true
             }
@@ -747,7 +786,8 @@ impl Memo {
         }
     }
 
-    fn get(&self, index: u64) -> Option<Id> {
+    fn get(&mut self, index: u64) -> Option<Id> {
+        self.read = true;
         match usize::try_from(index) {
             Ok(i) if i < self.dense.len() => self.dense[i],
             _ => self.sparse.get(&index).copied(),
@@ -756,7 +796,7 @@ impl Memo {
 }
 
 /// A new object node without state or items.
-fn object(module: String, qualname: String, kind: Kind, args: Option<Id>, kwargs: Option<Id>) -> Node {
+fn object<'a>(module: String, qualname: String, kind: Kind, args: Option<Id>, kwargs: Option<Id>) -> Node<'a> {
     Node::Object(Box::new(ObjectNode {
         module,
         qualname,
@@ -853,6 +893,292 @@ fn raw_unicode_escape(text: &[u8]) -> Result<String, String> {
     Ok(out)
 }
 
+// ---------------------------------------------------------------- the one-pass path
+
+/// Decodes a pickle that describes a tree of plain values in one pass, building each
+/// container as its opcode runs: no arena, no use counts, no copies.
+///
+/// Without a memo read no node is shared and none holds itself, so this gives what
+/// the two passes give. It handles only the opcodes such a tree needs (what CPython
+/// writes for a manager request) and returns `None` for any other, and for any input
+/// the two passes would refuse or might refuse: [`decode`] then runs them from the
+/// start, and they give the result or the error. So it never decides an outcome.
+fn decode_tree(input: &[u8], budget: u64) -> Option<Value> {
+    // Every node takes an input byte: with fewer bytes than ids, ids cannot run out.
+    if u32::try_from(input.len()).is_err() {
+        return None;
+    }
+    // Room for the values a request keeps on the stack at once: one allocation.
+    let room = (input.len() / 4).min(INITIAL_ROOM / 4);
+    let stack = Vec::with_capacity(room);
+    let mut tree = Tree { input, pos: 0, stack, marks: [0; TREE_MARKS], open: 0, spent: 0, budget };
+    tree.run()
+}
+
+/// Marks [`decode_tree`] keeps open at once (inline, not allocated); a pickle that
+/// opens more is left to the two passes.
+const TREE_MARKS: usize = 32;
+
+/// The state of [`decode_tree`].
+struct Tree<'a> {
+    input: &'a [u8],
+    pos: usize,
+    /// Values with their height: the levels of containers they span (0 for a scalar),
+    /// as [`Builder`] counts them.
+    stack: Vec<(Value, usize)>,
+    /// Stack lengths at each open MARK: the first `open`.
+    marks: [usize; TREE_MARKS],
+    open: usize,
+    /// Budget units of everything built, reachable or not (the two passes count only
+    /// what is reachable, so this never stays under the budget when they do not).
+    spent: u64,
+    budget: u64,
+}
+
+impl Tree<'_> {
+    /// Runs the opcodes up to STOP, checking what [`Machine::step`] checks.
+    fn run(&mut self) -> Option<Value> {
+        loop {
+            let code = *self.input.get(self.pos)?;
+            self.pos += 1;
+            match code {
+                op::STOP => {
+                    let (value, _) = self.pop()?;
+                    return (self.pos == self.input.len()).then_some(value);
+                }
+                op::PROTO if self.u8()? <= op::HIGHEST_PROTOCOL => {}
+                op::FRAME => {
+                    let len = u64::from_le_bytes(self.array()?);
+                    self.check_len(len)?;
+                }
+                op::MARK => {
+                    *self.marks.get_mut(self.open)? = self.stack.len();
+                    self.open += 1;
+                }
+                // Nothing reads the memo (a read leaves this path): check there is
+                // something to memoize, and go on.
+                op::MEMOIZE => self.top()?,
+                op::BINPUT => {
+                    self.u8()?;
+                    self.top()?;
+                }
+                op::LONG_BINPUT => {
+                    self.array::<4>()?;
+                    self.top()?;
+                }
+
+                op::NONE => self.scalar(Value::None, 0)?,
+                op::NEWTRUE => self.scalar(Value::Bool(true), 0)?,
+                op::NEWFALSE => self.scalar(Value::Bool(false), 0)?,
+                op::BININT1 => {
+                    let v = self.u8()?;
+                    self.scalar(Value::Int(i64::from(v)), 0)?;
+                }
+                op::BININT2 => {
+                    let v = u16::from_le_bytes(self.array()?);
+                    self.scalar(Value::Int(i64::from(v)), 0)?;
+                }
+                op::BININT => {
+                    let v = i32::from_le_bytes(self.array()?);
+                    self.scalar(Value::Int(i64::from(v)), 0)?;
+                }
+                op::LONG1 => {
+                    let len = u64::from(self.u8()?);
+                    self.int(len)?;
+                }
+                op::LONG4 => {
+                    let len = u64::try_from(i32::from_le_bytes(self.array()?)).ok()?;
+                    self.int(len)?;
+                }
+                op::BINFLOAT => {
+                    let v = f64::from_be_bytes(self.array()?);
+                    self.scalar(Value::Float(v), 0)?;
+                }
+                op::SHORT_BINUNICODE => {
+                    let len = u64::from(self.u8()?);
+                    self.str(len)?;
+                }
+                op::BINUNICODE => {
+                    let len = u64::from(u32::from_le_bytes(self.array()?));
+                    self.str(len)?;
+                }
+                op::BINUNICODE8 => {
+                    let len = u64::from_le_bytes(self.array()?);
+                    self.str(len)?;
+                }
+                op::SHORT_BINBYTES => {
+                    let len = u64::from(self.u8()?);
+                    self.bytes(len)?;
+                }
+                op::BINBYTES => {
+                    let len = u64::from(u32::from_le_bytes(self.array()?));
+                    self.bytes(len)?;
+                }
+                op::BINBYTES8 => {
+                    let len = u64::from_le_bytes(self.array()?);
+                    self.bytes(len)?;
+                }
+
+                op::EMPTY_TUPLE => self.container(Value::Tuple(Vec::new()), 1)?,
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let n = usize::from(code - op::TUPLE1) + 1;
+                    if self.stack.len() < self.fence() + n {
+                        return None;
+                    }
+                    self.tuple(self.stack.len() - n)?;
+                }
+                op::TUPLE => {
+                    let start = self.pop_mark()?;
+                    self.tuple(start)?;
+                }
+                op::EMPTY_LIST => self.container(Value::List(Vec::new()), 1)?,
+                op::EMPTY_DICT => self.container(Value::Dict(Dict::new()), 1)?,
+                // Like two pops and a top: the item and the list above the fence.
+                op::APPEND if self.stack.len() >= self.fence() + 2 => self.add_to_top(self.stack.len() - 1, false)?,
+                op::SETITEM if self.stack.len() >= self.fence() + 3 => self.add_to_top(self.stack.len() - 2, true)?,
+                op::APPENDS | op::SETITEMS => {
+                    let start = self.pop_mark()?;
+                    if start <= self.fence() {
+                        return None;
+                    }
+                    self.add_to_top(start, code == op::SETITEMS)?;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn fence(&self) -> usize {
+        match self.open.checked_sub(1) {
+            Some(top) => self.marks.get(top).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    fn check_len(&self, len: u64) -> Option<usize> {
+        usize::try_from(len).ok().filter(|&n| n <= self.input.len() - self.pos)
+    }
+
+    fn take(&mut self, len: u64) -> Option<&[u8]> {
+        let len = self.check_len(len)?;
+        let bytes = self.input.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        Some(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let bytes = self.input.get(self.pos..self.pos + N)?;
+        self.pos += N;
+        bytes.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        let byte = *self.input.get(self.pos)?;
+        self.pos += 1;
+        Some(byte)
+    }
+
+    fn charge(&mut self, cost: u64) -> Option<()> {
+        self.spent = self.spent.saturating_add(cost);
+        (self.spent <= self.budget).then_some(())
+    }
+
+    /// Pushes a scalar carrying `payload` bytes, charged as [`Builder`] charges it.
+    fn scalar(&mut self, value: Value, payload: u64) -> Option<()> {
+        self.charge(1 + payload / BYTES_PER_UNIT as u64)?;
+        self.stack.push((value, 0));
+        Some(())
+    }
+
+    fn container(&mut self, value: Value, height: usize) -> Option<()> {
+        self.charge(1)?;
+        if height > MAX_DEPTH {
+            return None;
+        }
+        self.stack.push((value, height));
+        Some(())
+    }
+
+    fn str(&mut self, len: u64) -> Option<()> {
+        let text = std::str::from_utf8(self.take(len)?).ok()?;
+        let value = Value::Str(text.into());
+        self.scalar(value, len)
+    }
+
+    fn bytes(&mut self, len: u64) -> Option<()> {
+        let bytes = self.take(len)?.to_vec();
+        self.scalar(Value::Bytes(bytes), len)
+    }
+
+    fn int(&mut self, len: u64) -> Option<()> {
+        let n = BigInt::from_signed_bytes_le(self.take(len)?);
+        match i64::try_from(&n) {
+            Ok(i) => self.scalar(Value::Int(i), 0),
+            Err(_) => {
+                let payload = n.bits() / 8;
+                self.scalar(Value::BigInt(Box::new(n)), payload)
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<(Value, usize)> {
+        match self.stack.len() > self.fence() {
+            true => self.stack.pop(),
+            false => None,
+        }
+    }
+
+    fn top(&self) -> Option<()> {
+        (self.stack.len() > self.fence()).then_some(())
+    }
+
+    /// Removes the top mark; the stack length it recorded (never above the length).
+    fn pop_mark(&mut self) -> Option<usize> {
+        self.open = self.open.checked_sub(1)?;
+        let mark = *self.marks.get(self.open)?;
+        Some(mark.min(self.stack.len()))
+    }
+
+    /// Replaces the values from `start` up with a tuple of them.
+    fn tuple(&mut self, start: usize) -> Option<()> {
+        let mut height = 1;
+        let mut items = Vec::with_capacity(self.stack.len().saturating_sub(start));
+        for (value, h) in self.stack.drain(start..) {
+            height = height.max(h + 1);
+            items.push(value);
+        }
+        self.container(Value::Tuple(items), height)
+    }
+
+    /// Moves the values from `start` up into the container just below them: a list
+    /// (APPEND, APPENDS), or a dict when `set_items` (SETITEM, SETITEMS). An object's
+    /// items, or an error, are for the two passes.
+    fn add_to_top(&mut self, start: usize, set_items: bool) -> Option<()> {
+        let below = start.checked_sub(1)?;
+        let (mut target, mut height) = std::mem::take(self.stack.get_mut(below)?);
+        let mut items = self.stack.drain(start..);
+        match &mut target {
+            Value::List(list) if !set_items => list.extend(items.by_ref().map(|(value, h)| {
+                height = height.max(h + 1);
+                value
+            })),
+            Value::Dict(dict) if set_items && items.len() % 2 == 0 => {
+                while let (Some((key, hk)), Some((value, hv))) = (items.next(), items.next()) {
+                    height = height.max(hk.max(hv) + 1);
+                    dict.insert(key, value).ok()?;
+                }
+            }
+            _ => return None,
+        }
+        drop(items);
+        if height > MAX_DEPTH {
+            return None;
+        }
+        *self.stack.get_mut(below)? = (target, height);
+        Some(())
+    }
+}
+
 // ---------------------------------------------------------------- pass 2: the tree
 
 /// Turns the node graph under the result into a tree of [`Value`]s, iteratively.
@@ -861,17 +1187,28 @@ fn raw_unicode_escape(text: &[u8]) -> Result<String, String> {
 /// accepts can travel as MessagePack too: a list, tuple, dict, set or frozenset is one
 /// level; an object is one level and its args, state and items one more (kwargs and
 /// dict items, written as `[key, value]` pairs, two more).
-struct Builder<'n> {
-    nodes: &'n mut [Node],
-    /// How many times each node is still to be used (edges from reachable nodes).
-    uses: Vec<u32>,
-    /// Per node: [`FRESH`], [`BUILDING`] (on the path from the root: reaching it again
-    /// is a cycle) or [`CACHED`] (built, and a copy kept in `cache`).
-    state: Vec<u8>,
+struct Builder<'n, 'a> {
+    nodes: &'n mut [Node<'a>],
+    /// Whether the memo was read: only then can a node be reached twice.
+    shared: bool,
+    /// Per node, when `shared`; else empty: every reachable node then has one parent
+    /// and none is its own ancestor, so each is used once (moved, never cached) and
+    /// there is no cycle to look for.
+    slots: Vec<Slot>,
     /// Finished containers that are used again: (value, cost, height).
     cache: HashMap<Id, (Value, u64, usize)>,
     spent: u64,
     budget: u64,
+}
+
+/// What the builder tracks of a node that may be shared.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// How many times the node is still to be used (edges from reachable nodes).
+    uses: u32,
+    /// [`FRESH`], [`BUILDING`] (on the path from the root: reaching it again is a
+    /// cycle) or [`CACHED`] (built, and a copy kept in `cache`).
+    state: u8,
 }
 
 /// A node not being built and not cached.
@@ -880,6 +1217,9 @@ const FRESH: u8 = 0;
 const BUILDING: u8 = 1;
 /// A node built and cached for its later uses.
 const CACHED: u8 = 2;
+
+/// Frames reserved up front: a request nests two or three levels deep.
+const INITIAL_FRAMES: usize = 8;
 
 /// A container being built.
 struct Frame {
@@ -903,17 +1243,22 @@ enum Reached {
     Open(Frame),
 }
 
-impl<'n> Builder<'n> {
-    fn new(nodes: &'n mut [Node], budget: u64) -> Builder<'n> {
-        Builder { nodes, uses: Vec::new(), state: Vec::new(), cache: HashMap::new(), spent: 0, budget }
+impl<'n, 'a> Builder<'n, 'a> {
+    fn new(nodes: &'n mut [Node<'a>], shared: bool, budget: u64) -> Builder<'n, 'a> {
+        Builder { nodes, shared, slots: Vec::new(), cache: HashMap::new(), spent: 0, budget }
     }
 
     fn build(mut self, root: Id) -> Result<Value, WireError> {
-        self.count_uses(root);
-        self.state = vec![FRESH; self.nodes.len()];
+        if self.shared {
+            self.count_uses(root);
+        }
         let mut frames = match self.reach(root, 1)? {
             Reached::Done(value, ..) => return Ok(value),
-            Reached::Open(frame) => vec![frame],
+            Reached::Open(frame) => {
+                let mut frames = Vec::with_capacity(INITIAL_FRAMES);
+                frames.push(frame);
+                frames
+            }
         };
         loop {
             let Some(frame) = frames.last_mut() else { return Err(protocol("internal: no frame")) };
@@ -949,21 +1294,21 @@ impl<'n> Builder<'n> {
 
     /// Counts, for every node reachable from `root`, the edges leading to it.
     fn count_uses(&mut self, root: Id) {
-        let mut uses = vec![0u32; self.nodes.len()];
-        uses[root as usize] = 1;
+        let mut slots = vec![Slot { uses: 0, state: FRESH }; self.nodes.len()];
+        slots[root as usize].uses = 1;
         let mut todo = vec![root];
         while let Some(id) = todo.pop() {
             let mut i = 0;
             while let Some((child, _)) = self.child(id, i) {
                 i += 1;
-                let count = &mut uses[child as usize];
+                let count = &mut slots[child as usize].uses;
                 if *count == 0 {
                     todo.push(child);
                 }
                 *count = count.saturating_add(1);
             }
         }
-        self.uses = uses;
+        self.slots = slots;
     }
 
     /// The `i`-th child of a node, with its level below the node.
@@ -1006,6 +1351,21 @@ impl<'n> Builder<'n> {
         }
     }
 
+    /// How many children [`child`](Self::child) gives a node.
+    fn child_count(&self, id: Id) -> usize {
+        match &self.nodes[id as usize] {
+            Node::List(items) | Node::Tuple(items) | Node::Dict(items) | Node::Set(items) | Node::FrozenSet(items) => {
+                items.len()
+            }
+            Node::Object(o) => {
+                let args = o.args.map_or(0, |a| self.items(a).len());
+                let kwargs = o.kwargs.map_or(0, |k| self.items(k).len());
+                args + kwargs + usize::from(o.state.is_some()) + o.list_items.len() + o.dict_items.len()
+            }
+            _ => 0,
+        }
+    }
+
     /// The level offset of a node's `i`-th child.
     fn offset(&self, id: Id, i: usize) -> usize {
         self.child(id, i).map_or(1, |(_, offset)| offset)
@@ -1036,10 +1396,17 @@ impl<'n> Builder<'n> {
         }
     }
 
+    /// Sets a node's state (nothing to track when no node is shared).
+    fn set_state(&mut self, id: Id, state: u8) {
+        if let Some(slot) = self.slots.get_mut(id as usize) {
+            slot.state = state;
+        }
+    }
+
     /// The cached copy of a node, if any.
     fn cached(&self, id: Id) -> Option<&(Value, u64, usize)> {
-        match self.state[id as usize] {
-            CACHED => self.cache.get(&id),
+        match self.slots.get(id as usize) {
+            Some(slot) if slot.state == CACHED => self.cache.get(&id),
             _ => None,
         }
     }
@@ -1064,15 +1431,17 @@ impl<'n> Builder<'n> {
     /// is moved on its last use, copied before), a new container is opened.
     fn reach(&mut self, id: Id, level: usize) -> Result<Reached, WireError> {
         let slot = id as usize;
-        if self.state[slot] == BUILDING {
-            return Err(protocol(
-                "recursive structures are not supported: a container holds itself (through the memo)",
-            ));
-        }
         // Uses left after this one: none means the value can be moved, not copied.
-        let left = self.uses[slot].saturating_sub(1);
-        self.uses[slot] = left;
-        let last_use = left == 0;
+        let mut last_use = true;
+        if let Some(slot) = self.slots.get_mut(slot) {
+            if slot.state == BUILDING {
+                return Err(protocol(
+                    "recursive structures are not supported: a container holds itself (through the memo)",
+                ));
+            }
+            slot.uses = slot.uses.saturating_sub(1);
+            last_use = slot.uses == 0;
+        }
         if let Some((_, cost, height)) = self.cached(id) {
             let (cost, height) = (*cost, *height);
             if level + height - 1 > MAX_DEPTH {
@@ -1081,7 +1450,7 @@ impl<'n> Builder<'n> {
             self.charge(cost)?;
             let value = match last_use {
                 true => {
-                    self.state[slot] = FRESH;
+                    self.set_state(id, FRESH);
                     self.cache.remove(&id).map(|(v, ..)| v).unwrap_or_default()
                 }
                 false => self.cache.get(&id).map(|(v, ..)| v.clone()).unwrap_or_default(),
@@ -1099,14 +1468,15 @@ impl<'n> Builder<'n> {
             return Err(Self::too_deep());
         }
         self.charge(1)?;
-        self.state[slot] = BUILDING;
-        Ok(Reached::Open(Frame { id, level, next: 0, values: Vec::new(), cost: 1, height }))
+        self.set_state(id, BUILDING);
+        let values = Vec::with_capacity(self.child_count(id));
+        Ok(Reached::Open(Frame { id, level, next: 0, values, cost: 1, height }))
     }
 
     /// Assembles a container from its built children.
     fn finish(&mut self, frame: Frame) -> Result<(Value, u64, usize), WireError> {
         let Frame { id, values, cost, height, .. } = frame;
-        self.state[id as usize] = FRESH;
+        self.set_state(id, FRESH);
         let value = match &self.nodes[id as usize] {
             Node::List(_) => Value::List(values),
             Node::Tuple(_) => Value::Tuple(values),
@@ -1134,10 +1504,9 @@ impl<'n> Builder<'n> {
             }
             _ => return Err(protocol("internal: a scalar was opened")),
         };
-        let slot = id as usize;
-        if self.uses[slot] > 0 {
+        if self.slots.get(id as usize).is_some_and(|slot| slot.uses > 0) {
             // Used again later: keep a copy (the last use takes it).
-            self.state[slot] = CACHED;
+            self.set_state(id, CACHED);
             self.cache.insert(id, (value.clone(), cost, height));
         }
         Ok((value, cost, height))
@@ -1145,14 +1514,14 @@ impl<'n> Builder<'n> {
 }
 
 /// An int node, normalised like [`Value::from_bigint`].
-fn int_node(n: BigInt) -> Node {
+fn int_node<'a>(n: BigInt) -> Node<'a> {
     match i64::try_from(&n) {
         Ok(i) => Node::Int(i),
         Err(_) => Node::BigInt(Box::new(n)),
     }
 }
 
-impl Node {
+impl Node<'_> {
     fn is_scalar(&self) -> bool {
         matches!(
             self,
@@ -1189,7 +1558,8 @@ impl Node {
             Node::Int(i) => Value::Int(*i),
             Node::Float(f) => Value::Float(*f),
             Node::BigInt(n) => Value::BigInt(give(n, last_use)),
-            Node::Str(s) => Value::Str(give(s, last_use).into()),
+            Node::Str(Cow::Borrowed(s)) => Value::Str((*s).into()),
+            Node::Str(Cow::Owned(s)) => Value::Str(give(s, last_use).into()),
             Node::Bytes(b) => Value::Bytes(give(b, last_use)),
             _ => Value::None,
         }
@@ -1209,7 +1579,8 @@ fn pairs(values: Vec<Value>) -> Vec<(Value, Value)> {
 /// A dict from alternating keys and values (`TypeError` for an unhashable key).
 fn dict(values: Vec<Value>) -> Result<Dict, WireError> {
     let mut dict = Dict::with_capacity(values.len() / 2);
-    for (k, v) in pairs(values) {
+    let mut values = values.into_iter();
+    while let (Some(k), Some(v)) = (values.next(), values.next()) {
         dict.insert(k, v)?;
     }
     Ok(dict)
@@ -1461,6 +1832,151 @@ mod tests {
         assert_eq!(items.len(), 1000);
         assert!(items.iter().all(|t| matches!(t, Value::Tuple(v) if v.len() == 100)));
         assert!(items[0] == items[999]);
+    }
+
+    /// `d['k']` and `d['key:…42'] = 'x' * 32` as CPython 3.11's manager client sends them.
+    const REQUESTS: [&[u8]; 2] = [
+        b"\x80\x04\x95)\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f3a2b1c0d10\x94\x8c\x0b__getitem__\x94\x8c\x01k\x94\x85\x94}\x94t\x94.",
+        b"\x80\x04\x95[\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f3a5c2e1d40\x94\x8c\x0b__setitem__\x94\x8c\x10key:000000000042\x94\x8c xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\x94\x86\x94}\x94t\x94.",
+    ];
+
+    /// What the two passes alone make of a pickle.
+    fn two_passes(pickle: &[u8]) -> Result<Value, WireError> {
+        let budget = (pickle.len() as u64).saturating_mul(BUDGET_PER_INPUT_BYTE).saturating_add(BUDGET_FLOOR);
+        decode_graph(pickle, budget)
+    }
+
+    /// [`decode`] (the one-pass path when it applies) gives exactly what the two passes give.
+    fn assert_agrees(pickle: &[u8]) {
+        let (ours, theirs) = (decode(pickle), two_passes(pickle));
+        match (&ours, &theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{pickle:02x?}"),
+            (Err(a), Err(b)) => assert_eq!((a.code, &a.message), (b.code, &b.message), "{pickle:02x?}"),
+            _ => panic!("{pickle:02x?}: {ours:?} != {theirs:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_take_the_one_pass_path() {
+        for pickle in REQUESTS {
+            let budget = BUDGET_FLOOR;
+            assert!(decode_tree(pickle, budget).is_some(), "{pickle:02x?}");
+            assert_agrees(pickle);
+        }
+        // Its refusals are left to the two passes.
+        let deep = p4(&[vec![b']'; MAX_DEPTH + 1], vec![b'a'; MAX_DEPTH], b".".to_vec()].concat());
+        let marks = p4(&[b"(".repeat(TREE_MARKS + 1), b"N.".to_vec()].concat());
+        for pickle in [&deep[..], &marks, b"\x80\x04]\x94h\x00a.", b"\x80\x04]NNs.", b"\x80\x04}]Ns."] {
+            assert!(decode_tree(pickle, BUDGET_FLOOR).is_none(), "{pickle:02x?}");
+            assert_agrees(pickle);
+        }
+        assert!(decode(&marks).is_ok());
+        assert!(decode_tree(b"\x80\x04N.", 0).is_none());
+    }
+
+    /// Opcodes with arguments, most of them on the one-pass path, some not.
+    const TREE_SOUP: [&[u8]; 36] = [
+        b"(",
+        b")",
+        b"]",
+        b"}",
+        b"N",
+        b"\x88",
+        b"\x89",
+        b"K\x01",
+        b"M\x01\x00",
+        b"J\xff\xff\xff\xff",
+        b"\x8a\x01\x01",
+        b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x80\x00",
+        b"\x8b\x01\x00\x00\x00\xff",
+        b"G?\xf0\x00\x00\x00\x00\x00\x00",
+        b"\x8c\x01a",
+        b"X\x02\x00\x00\x00\xc3\xa9",
+        b"\x8c\x01\xff",
+        b"C\x01b",
+        b"\x94",
+        b"q\x07",
+        b"r\x00\x00\x00\x00",
+        b"h\x00",
+        b"a",
+        b"e",
+        b"s",
+        b"u",
+        b"t",
+        b"\x85",
+        b"\x86",
+        b"\x87",
+        b"0",
+        b"1",
+        b"\x8f",
+        b"\x90",
+        b"\x95\x02\x00\x00\x00\x00\x00\x00\x00",
+        b".",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn the_one_pass_path_agrees_with_the_two_passes(
+            ops in proptest::collection::vec(proptest::sample::select(&TREE_SOUP[..]), 0..40),
+        ) {
+            let mut pickle = vec![0x80, 4];
+            for op in ops {
+                pickle.extend_from_slice(op);
+            }
+            assert_agrees(&pickle);
+            pickle.push(b'.');
+            assert_agrees(&pickle);
+        }
+
+        #[test]
+        fn the_one_pass_path_agrees_on_encoded_trees(
+            value in tree(),
+            flip in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), 0u8..=255)),
+            cut in proptest::option::of(proptest::prelude::any::<proptest::sample::Index>()),
+        ) {
+            let mut pickle = crate::pickle::encode(&value);
+            assert_agrees(&pickle);
+            if let Some((at, byte)) = flip {
+                let at = at.index(pickle.len());
+                pickle[at] = byte;
+            }
+            if let Some(cut) = cut {
+                pickle.truncate(cut.index(pickle.len()));
+            }
+            assert_agrees(&pickle);
+        }
+    }
+
+    /// Plain values, with keys that Python merges (`1`, `1.0`, `True`).
+    fn tree() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            (-2i64..300).prop_map(Value::Int),
+            Just(Value::Int(i64::MIN)),
+            Just(Value::Float(1.0)),
+            "[ab\u{e9}]{0,3}|x{20,40}".prop_map(|s| Value::Str(s.as_str().into())),
+        ];
+        let leaf = prop_oneof![
+            key.clone(),
+            any::<f64>().prop_map(Value::Float),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Tuple),
+                proptest::collection::vec((key.clone(), inner), 0..4)
+                    .prop_map(|pairs| Value::Dict(Dict::from_pairs(pairs).expect("hashable keys"))),
+            ]
+        })
     }
 
     #[test]
