@@ -62,6 +62,9 @@ pub async fn stats(args: &ClientArgs, json: bool) -> Result<(), String> {
     println!("uptime         {}s", stats.uptime_secs);
     println!("sessions       {}", stats.sessions);
     println!("connections    {} accepted, {} refused", stats.connections_total, stats.connections_refused);
+    if stats.python_threads > 0 {
+        println!("python threads {} CPython connections on a thread of their own", stats.python_threads);
+    }
     println!("requests       {} total, {:.1}/s", stats.requests_total, stats.requests_per_sec);
     println!("memory         {:.1} MiB resident", mib(stats.memory_bytes));
     if let Some(m) = &stats.memory {

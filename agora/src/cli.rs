@@ -311,7 +311,7 @@ SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
-  heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
+  python-threads, heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
   snapshot-after, allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout,
   node-id, peer-listen, cluster, cluster-key-file, peer-tls-ca, advertise, tls-cert,
   tls-key, tls-client-ca). Precedence: flag > environment variable > config file > built-in
@@ -444,6 +444,13 @@ pub struct ServeArgs {
     /// lock clients out; they never count against --max-connections). [default: 256]
     #[arg(long, value_name = "N", env = "AGORA_MAX_HANDSHAKES", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_handshakes: Option<u32>,
+
+    /// Most CPython client threads served on a thread of their own, as CPython's own
+    /// manager serves each: its calls are lone round trips, and a thread that sleeps on
+    /// one socket is woken next to its client. The rest share the --workers threads.
+    /// 0: every connection shares them. [default: 256]
+    #[arg(long, value_name = "N", env = "AGORA_PYTHON_THREADS")]
+    pub python_threads: Option<usize>,
 
     /// End a client session that sends nothing, not even its heartbeat, for this long
     /// (its locks, permits and leases are released). [default: 10s]
@@ -795,6 +802,7 @@ impl ServeArgs {
                     .map(|n| n as usize)
                     .or(file.max_handshakes)
                     .unwrap_or(defaults.max_handshakes),
+                python_threads: self.python_threads.or(file.python_threads).unwrap_or(defaults.python_threads),
                 heartbeat_timeout: self
                     .heartbeat_timeout
                     .or(file.heartbeat_timeout)
@@ -858,6 +866,7 @@ impl ServeSettings {
         out.push_str(&format!("max-in-flight = {}\n", l.max_in_flight));
         out.push_str(&format!("handshake-timeout = {}\n", quote(&config::format_duration(l.handshake_timeout))));
         out.push_str(&format!("max-handshakes = {}\n", l.max_handshakes));
+        out.push_str(&format!("python-threads = {}\n", l.python_threads));
         out.push_str(&format!("heartbeat-timeout = {}\n", quote(&config::format_duration(l.heartbeat_timeout))));
         match l.dead_peer_timeout {
             Some(timeout) => {

@@ -456,6 +456,10 @@ pub struct ServerStats {
     /// Where this node stands in its cluster (`None`: a single server).
     #[serde(default)]
     pub cluster: Option<Box<ClusterStats>>,
+    /// CPython client threads' connections served on a thread of their own now
+    /// (`--python-threads` is the most there may be).
+    #[serde(default)]
+    pub python_threads: u64,
 }
 
 /// A cluster node's view of its cluster, as `agora stats` shows it.

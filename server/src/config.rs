@@ -56,6 +56,9 @@ pub struct Limits {
     /// probes and `TCP_USER_TIMEOUT`, so its session ends and what it held is released.
     /// `None`: only the operating system's defaults (hours).
     pub dead_peer_timeout: Option<Duration>,
+    /// Most CPython client threads' connections served on a thread of their own
+    /// ([`crate::dedicated`]); the rest share the worker threads. 0: all share them.
+    pub python_threads: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +72,7 @@ impl Default for Limits {
             heartbeat_timeout: Duration::from_secs(10),
             max_memory: None,
             dead_peer_timeout: Some(Duration::from_secs(10)),
+            python_threads: 256,
         }
     }
 }
@@ -340,6 +344,8 @@ pub struct FileConfig {
     pub handshake_timeout: Option<Duration>,
     /// `max-handshakes`.
     pub max_handshakes: Option<usize>,
+    /// `python-threads`.
+    pub python_threads: Option<usize>,
     /// `heartbeat-timeout`: seconds, or a duration string.
     pub heartbeat_timeout: Option<Duration>,
     /// `expose`: a string or an array of `TYPEID=KIND:NAME` strings.
@@ -461,6 +467,7 @@ struct RawFile {
     #[serde(default, deserialize_with = "de::duration")]
     handshake_timeout: Option<Duration>,
     max_handshakes: Option<usize>,
+    python_threads: Option<usize>,
     #[serde(default, deserialize_with = "de::duration")]
     heartbeat_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de::exposures")]
@@ -662,6 +669,7 @@ impl FileConfig {
             max_in_flight: raw.max_in_flight,
             handshake_timeout: raw.handshake_timeout,
             max_handshakes: raw.max_handshakes,
+            python_threads: raw.python_threads,
             heartbeat_timeout: raw.heartbeat_timeout,
             expose: raw.expose,
             advertise: raw.advertise,

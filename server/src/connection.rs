@@ -178,6 +178,23 @@ async fn dispatch<S: Transport>(
     shared: Arc<Shared>,
 ) {
     if is_python(&first) {
+        // A client thread's connection: a thread of its own, as CPython's manager gives it.
+        let seat = match dialect::python::opens_persistent(&first) {
+            true => shared.python_threads.take(),
+            false => None,
+        };
+        let stream = match seat {
+            None => stream,
+            Some(seat) => match stream.detach() {
+                Err(stream) => stream,
+                Ok(Ok(detached)) => {
+                    return crate::dedicated::serve_python(seat, detached, buf, first, peer, who, shared).await
+                }
+                Ok(Err(e)) => {
+                    return tracing::warn!(%peer, error = %e, "cannot move a CPython connection to its own thread; closing it")
+                }
+            },
+        };
         dialect::python::serve(stream, buf, first, peer, who, shared).await;
     } else {
         dialect::native::serve(stream, buf, first, peer, who, shared).await;

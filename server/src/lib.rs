@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod custom;
+pub mod dedicated;
 pub mod dialect;
 pub mod durability;
 pub mod engine;

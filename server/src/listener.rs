@@ -40,6 +40,16 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn local_address(&self) -> Option<Address> {
         None
     }
+
+    /// Takes the socket off this runtime, to be served on another
+    /// ([`crate::dedicated`]); a stream that cannot be moved (TLS) comes back as is.
+    /// `Ok(Err(_))`: taking it off failed, and the connection is lost.
+    fn detach(self) -> Result<io::Result<crate::dedicated::Detached>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 impl Transport for TcpStream {
@@ -59,6 +69,10 @@ impl Transport for TcpStream {
         let local = self.local_addr().ok()?;
         Some(Address::Tcp { host: local.ip().to_string(), port: local.port() })
     }
+
+    fn detach(self) -> Result<io::Result<crate::dedicated::Detached>, Self> {
+        Ok(self.into_std().map(crate::dedicated::Detached::Tcp))
+    }
 }
 
 impl Transport for UnixStream {
@@ -68,6 +82,10 @@ impl Transport for UnixStream {
 
     fn peer_pid(&self) -> Option<u32> {
         u32::try_from(self.peer_cred().ok()?.pid()?).ok()
+    }
+
+    fn detach(self) -> Result<io::Result<crate::dedicated::Detached>, Self> {
+        Ok(self.into_std().map(crate::dedicated::Detached::Unix))
     }
 
     fn local_address(&self) -> Option<Address> {

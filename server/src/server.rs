@@ -110,6 +110,8 @@ pub struct Shared {
     pub owners: crate::access::Owners,
     /// The certificate of the `tls://` listeners, if there are any.
     pub tls: Option<Arc<ServerTls>>,
+    /// Threads of their own serving CPython clients' persistent connections.
+    pub python_threads: crate::dedicated::Threads,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -225,6 +227,7 @@ impl Shared {
             client_objects_untracked: self.client_refs.untracked_objects(),
             memory: Some(self.memory.stats()),
             cluster: self.parking.serving().map(|s| Box::new(s.node().status().to_stats())),
+            python_threads: self.python_threads.running() as u64,
         }
     }
 }
@@ -365,6 +368,7 @@ impl Server {
         };
         parking.engine().set_offload(offload_heavy_call);
         let memory = MemoryMonitor::start(config.limits.max_memory)?;
+        let python_threads = crate::dedicated::Threads::new(config.limits.python_threads);
         if let Some(gate) = memory.gate() {
             parking.engine().set_memory_gate(gate.clone());
             tracing::info!(max_memory = %config::format_size(gate.limit()), in_use = gate.in_use(), "memory limit set");
@@ -383,6 +387,7 @@ impl Server {
             stopper: stopper.clone(),
             started: std::time::Instant::now(),
             handshakes: connection::Handshakes::new(max_handshakes),
+            python_threads,
             client_refs: ClientRefs::default(),
             memory,
             peers: Peers::default(),

@@ -71,6 +71,7 @@ max-in-flight = 11
 heartbeat-timeout = 30
 log-level = "debug"
 workers = 3
+python-threads = 9
 "#,
     );
     let config = config.to_str().unwrap();
@@ -83,6 +84,7 @@ workers = 3
     assert_eq!(setting(&file_only, "max-connections"), "10000", "a key the file leaves out keeps its default");
     assert_eq!(setting(&file_only, "handshake-timeout"), r#""5s""#);
     assert_eq!(setting(&file_only, "workers"), "3");
+    assert_eq!(setting(&file_only, "python-threads"), "9");
 
     let env = [("AGORA_MAX_FRAME", "2MiB"), ("AGORA_LISTEN", "127.0.0.1:7002"), ("AGORA_CONFIG", config)];
     let with_env = ok(run(agora(&["serve", "--print-config"], &env)));
@@ -101,11 +103,19 @@ workers = 3
     assert_eq!(setting(&workers, "workers"), "1");
     let workers = ok(run(agora(&["serve", "--print-config"], &[("AGORA_WORKERS", "2"), ("AGORA_CONFIG", config)])));
     assert_eq!(setting(&workers, "workers"), "2");
+    let threads = ok(run(agora(
+        &["serve", "--print-config", "--python-threads", "0"],
+        &[("AGORA_PYTHON_THREADS", "4"), ("AGORA_CONFIG", config)],
+    )));
+    assert_eq!(setting(&threads, "python-threads"), "0", "0 is allowed: every connection shares the workers");
+    let threads = ok(run(agora(&["serve", "--print-config"], &[("AGORA_PYTHON_THREADS", "4")])));
+    assert_eq!(setting(&threads, "python-threads"), "4");
 
     let defaults = ok(run(agora(&["serve", "--print-config"], &[])));
     assert_eq!(setting(&defaults, "listen"), r#"["127.0.0.1:50000"]"#);
     assert_eq!(setting(&defaults, "max-frame"), r#""64MiB""#);
     assert_eq!(setting(&defaults, "log-level"), r#""info""#);
+    assert_eq!(setting(&defaults, "python-threads"), "256");
     let cpus = std::thread::available_parallelism().unwrap().get().to_string();
     assert_eq!(setting(&defaults, "workers"), cpus, "one worker per CPU by default");
 

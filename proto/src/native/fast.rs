@@ -337,6 +337,7 @@ mod tests {
                 memory_bytes: 0,
                 durability: None,
                 client_objects_untracked: 0,
+                python_threads: 0,
                 memory: Some(MemoryStats { in_use: 5, limit: Some(10), refused: 1, returned: 0 }),
                 cluster: Some(Box::new(super::super::ClusterStats {
                     node_id: 2,

@@ -1,0 +1,136 @@
+//! `--python-threads`: a CPython client thread's connection is served on a thread of
+//! its own, up to the limit; beyond it, and with the limit at 0, the shared workers
+//! serve it. Either way the client sees the same server, and a thread's place is
+//! given back when its connection closes.
+
+mod python_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_client::{Manager, ManagerOptions};
+use agora_tests::{Server, ServerOptions};
+
+const HANG_GUARD: Duration = Duration::from_secs(60);
+const THREADS: usize = 3;
+const APPENDS: usize = 200;
+
+/// THREADS client threads append APPENDS items each to one list (every thread has its
+/// own connection), then one blocks on a queue the test fills; READY is printed while
+/// every connection is open, and the script goes on when the test writes a line.
+const SCRIPT: &str = r#"
+import sys, threading
+from multiprocessing.managers import SyncManager
+address = sys.argv[1]
+if address.startswith("unix:"):
+    address = address[len("unix:"):]
+else:
+    host, port = address.rsplit(":", 1)
+    address = (host, int(port))
+threads, appends = int(sys.argv[3]), int(sys.argv[4])
+m = SyncManager(address=address, authkey=sys.argv[2].encode())
+m.connect()
+items = m.list()
+queue = m.Queue()
+ready = threading.Barrier(threads + 1)
+go = threading.Event()
+got = []
+def work(t):
+    for i in range(appends):
+        items.append((t, i))
+    ready.wait()
+    go.wait()
+    if t == 0:
+        got.append(queue.get(timeout=60))
+workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+for w in workers:
+    w.start()
+ready.wait()
+print("READY", len(items), flush=True)
+sys.stdin.readline()
+queue.put("from the script")
+go.set()
+for w in workers:
+    w.join()
+print("DONE", got[0], len(items), flush=True)
+"#;
+
+fn python_threads_now(rt: &tokio::runtime::Runtime, server: &Server) -> u64 {
+    rt.block_on(async {
+        let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
+            .await
+            .expect("connect");
+        m.stats().await.expect("stats").python_threads
+    })
+}
+
+/// Runs SCRIPT against `server`; returns the dedicated threads counted while every
+/// client thread's connection was open.
+fn run_script(python: &python_support::Python, server: &Server, rt: &tokio::runtime::Runtime) -> u64 {
+    let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
+    let mut child = Command::new(&python.exe)
+        .args(["-c", SCRIPT, &server.address, &key, &THREADS.to_string(), &APPENDS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("READY {}", THREADS * APPENDS), "CPython {}", python.version);
+    let counted = python_threads_now(rt, server);
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("DONE from the script {}", THREADS * APPENDS), "CPython {}", python.version);
+    assert!(child.wait().unwrap().success(), "CPython {}", python.version);
+    counted
+}
+
+/// The count of dedicated threads falls back to zero once the clients are gone.
+fn wait_for_no_python_threads(rt: &tokio::runtime::Runtime, server: &Server, version: &str) {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let running = python_threads_now(rt, server);
+        if running == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CPython {version}: {running} dedicated threads still counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn client_threads_get_threads_of_their_own_up_to_the_limit() {
+    python_support::for_each_python(|python| {
+        for unix in [true, false] {
+            let server = Server::start_with(ServerOptions {
+                unix,
+                args: vec!["--python-threads".into(), "2".into()],
+                ..Default::default()
+            });
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            // Three client threads, two places: the third is served by the shared workers.
+            let counted = run_script(python, &server, &rt);
+            assert_eq!(counted, 2, "CPython {} (unix: {unix}): the limit is 2", python.version);
+            wait_for_no_python_threads(&rt, &server, &python.version);
+            // Places given back are taken again.
+            assert_eq!(run_script(python, &server, &rt), 2, "CPython {}: places were given back", python.version);
+        }
+    });
+}
+
+#[test]
+fn with_no_python_threads_the_shared_workers_serve_everyone() {
+    python_support::for_each_python(|python| {
+        let server = Server::start_with(ServerOptions {
+            unix: true,
+            args: vec!["--python-threads".into(), "0".into()],
+            ..Default::default()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        assert_eq!(run_script(python, &server, &rt), 0, "CPython {}", python.version);
+    });
+}
