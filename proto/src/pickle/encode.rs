@@ -25,7 +25,7 @@ const BATCH: usize = 1000;
 
 /// Encodes a value as a protocol 4 pickle. Cannot fail: every [`Value`] has a pickle.
 pub fn encode(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(64);
     encode_into(value, &mut out);
     out
 }
@@ -33,9 +33,30 @@ pub fn encode(value: &Value) -> Vec<u8> {
 /// Appends the protocol 4 pickle of `value` to `out` (see [`encode`]).
 pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
     out.extend([op::PROTO, 4]);
-    let mut todo = vec![Task::Value(value)];
-    // What one value writes after its first bytes, in order (pushed reversed on `todo`).
+    write_value(value, out);
+    out.push(op::STOP);
+}
+
+/// Appends the pickle of the 2-tuple `(tag, value)` to `out`, as [`encode_into`]
+/// would write it, without building the tuple (no copy of `value`): the shape of
+/// every reply of CPython's manager (`('#RETURN', result)`).
+pub fn encode_tagged_into(tag: &str, value: &Value, out: &mut Vec<u8>) {
+    out.extend([op::PROTO, 4]);
+    write_str(tag, out);
+    write_value(value, out);
+    out.extend([op::TUPLE2, op::STOP]);
+}
+
+/// Writes one value's opcodes (no PROTO, no STOP).
+fn write_value(value: &Value, out: &mut Vec<u8>) {
+    // A scalar needs no work stack (most replies are one).
     let mut then = Vec::new();
+    write(value, out, &mut then);
+    if then.is_empty() {
+        return;
+    }
+    let mut todo: Vec<Task<'_>> = then.drain(..).rev().collect();
+    // What one value writes after its first bytes, in order (pushed reversed on `todo`).
     while let Some(task) = todo.pop() {
         match task {
             Task::Op(code) => out.push(code),
@@ -45,7 +66,6 @@ pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
             }
         }
     }
-    out.push(op::STOP);
 }
 
 /// A unit of work: a value to write, or one opcode.

@@ -59,7 +59,7 @@ pub mod opcodes;
 mod cpython_tests;
 
 pub use decode::decode;
-pub use encode::{encode, encode_into};
+pub use encode::{encode, encode_into, encode_tagged_into};
 
 use crate::value::{Build, Object, Value};
 
@@ -537,6 +537,14 @@ mod tests {
         fn decode_inverts_encode(v in value()) {
             let back = decode(&encode(&v)).unwrap();
             prop_assert!(same(&back, &v), "{:?}\n!=\n{:?}", back, v);
+        }
+
+        #[test]
+        fn a_tagged_pickle_is_the_pickle_of_the_pair(v in value()) {
+            let mut tagged = Vec::new();
+            super::encode_tagged_into("#RETURN", &v, &mut tagged);
+            let pair = Value::Tuple(vec![Value::Str("#RETURN".into()), v]);
+            prop_assert_eq!(tagged, encode(&pair));
         }
 
         #[test]

@@ -260,10 +260,13 @@ async fn serve_requests<S: Transport>(
             conn.outgoing.localize(value);
         }
         out.clear();
-        let pickled = reply.to_pickle();
-        frame::encode(&pickled, &mut out);
+        frame::encode_with(&mut out, |body| {
+            reply.write_pickle(body);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
         if matches!(after, After::Shutdown) {
-            frame::encode(&pickled, &mut out);
+            out.extend_from_within(..);
         }
         // With durability on, a reply goes out once the log has what it depends on.
         // A client that leaves meanwhile (the log cannot be written) ends its session.

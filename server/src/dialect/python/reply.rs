@@ -28,8 +28,16 @@ pub enum Reply {
 impl Reply {
     /// The reply as a pickle.
     pub fn to_pickle(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.write_pickle(&mut out);
+        out
+    }
+
+    /// Appends the pickled reply to `out` (a returned value is written where it is,
+    /// not copied).
+    pub fn write_pickle(&self, out: &mut Vec<u8>) {
         let (kind, payload) = match self {
-            Reply::Return(v) => ("#RETURN", v.clone()),
+            Reply::Return(v) => return pickle::encode_tagged_into("#RETURN", v, out),
             Reply::Error(e) => match exception(e) {
                 Some(exc) => ("#ERROR", exc),
                 None => ("#TRACEBACK", Value::Str(traceback_for(e).into())),
@@ -41,7 +49,7 @@ impl Reply {
                 ("#PROXY", Value::Tuple(vec![names, pickle::token(typeid, Value::None, ident)]))
             }
         };
-        pickle::encode(&Value::Tuple(vec![Value::Str(kind.to_owned().into()), payload]))
+        pickle::encode_tagged_into(kind, &payload, out)
     }
 }
 
