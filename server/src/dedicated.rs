@@ -11,7 +11,9 @@
 //! `accept_connection`) gets a thread with a single-threaded runtime of its own,
 //! up to [`Limits::python_threads`](crate::config::Limits::python_threads) of them;
 //! beyond that, and for one-shot control connections and TLS, the shared workers
-//! serve it as before.
+//! serve it as before. A thread's runtime holds 4 more file descriptors, so the
+//! threads never take more than half of the open-files limit; a thread or runtime
+//! that cannot be started leaves its connection to the shared workers.
 //!
 //! Owns: the count of such threads, and moving a connection's socket onto one. It
 //! runs the same dialect code as the shared workers (`dialect::python::serve`), so
@@ -52,10 +54,36 @@ impl Drop for Seat {
     }
 }
 
+/// File descriptors a dedicated thread holds besides its connection's socket (its
+/// runtime's epoll instance, waker and their kin; 4 measured on Linux).
+const FDS_PER_THREAD: u64 = 4;
+
+/// The most threads that leave at least half of `open_files` (the soft
+/// `RLIMIT_NOFILE`) to connections: a thread must never cost a connection its socket.
+fn fd_cap(limit: usize, open_files: u64) -> usize {
+    usize::try_from(open_files / 2 / FDS_PER_THREAD).map_or(limit, |cap| limit.min(cap))
+}
+
+/// The process's soft limit on open files, if it has one.
+fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 impl Threads {
-    /// At most `limit` threads (0: none).
+    /// At most `limit` threads (0: none), fewer if the open-files limit is low.
     pub fn new(limit: usize) -> Threads {
-        Threads { limit, running: Arc::new(AtomicUsize::new(0)) }
+        let capped = open_files_limit().map_or(limit, |open_files| fd_cap(limit, open_files));
+        if capped < limit {
+            tracing::info!(
+                python_threads = capped,
+                asked = limit,
+                "fewer threads of their own for CPython connections: the open-files limit (ulimit -n) is low"
+            );
+        }
+        Threads { limit: capped, running: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Dedicated threads serving a connection now.
@@ -96,6 +124,15 @@ pub async fn serve_python(
     shared: Arc<Shared>,
 ) {
     let job = Job { detached, buf, first, peer: peer.to_owned(), who, shared };
+    // Built here, so that if it cannot be (out of file descriptors), the shared
+    // workers serve the connection instead.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot start a runtime for a CPython connection; the shared workers serve it");
+            return run(job).await;
+        }
+    };
     // The job goes over a channel, so that it is still ours if the thread cannot start.
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(1);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -103,13 +140,6 @@ pub async fn serve_python(
     let started = std::thread::Builder::new().name("agora-python".to_owned()).spawn(move || {
         let _seat = seat;
         let Ok(job) = job_rx.recv() else { return };
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                tracing::warn!(peer = %job.peer, error = %e, "cannot start a connection's runtime; closing it");
-                return;
-            }
-        };
         runtime.block_on(async move {
             tokio::select! {
                 _ = run(job) => {}
@@ -148,4 +178,29 @@ async fn run(job: Job) {
         },
     };
     tracing::warn!(%peer, error = %registered, "cannot register a CPython connection's socket; closing it");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_leave_half_the_open_files_to_connections() {
+        assert_eq!(fd_cap(256, 1024), 128, "1024 files: 128 threads × 4 = 512");
+        assert_eq!(fd_cap(256, 20_000), 256, "the setting, when files are plenty");
+        assert_eq!(fd_cap(0, 20_000), 0);
+        assert_eq!(fd_cap(256, 7), 0, "too few files for even one");
+    }
+
+    #[test]
+    fn seats_are_limited_and_given_back() {
+        let threads = Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)) };
+        let (a, b) = (threads.take().expect("first"), threads.take().expect("second"));
+        assert!(threads.take().is_none(), "the limit is 2");
+        assert_eq!(threads.running(), 2);
+        drop(a);
+        let c = threads.take().expect("a seat given back is taken again");
+        drop((b, c));
+        assert_eq!(threads.running(), 0);
+    }
 }

@@ -68,9 +68,14 @@ fn python_threads_now(rt: &tokio::runtime::Runtime, server: &Server) -> u64 {
 /// Runs SCRIPT against `server`; returns the dedicated threads counted while every
 /// client thread's connection was open.
 fn run_script(python: &python_support::Python, server: &Server, rt: &tokio::runtime::Runtime) -> u64 {
+    run_threads(python, server, rt, THREADS)
+}
+
+/// [`run_script`] with `threads` client threads.
+fn run_threads(python: &python_support::Python, server: &Server, rt: &tokio::runtime::Runtime, threads: usize) -> u64 {
     let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
     let mut child = Command::new(&python.exe)
-        .args(["-c", SCRIPT, &server.address, &key, &THREADS.to_string(), &APPENDS.to_string()])
+        .args(["-c", SCRIPT, &server.address, &key, &threads.to_string(), &APPENDS.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -79,12 +84,12 @@ fn run_script(python: &python_support::Python, server: &Server, rt: &tokio::runt
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("READY {}", THREADS * APPENDS), "CPython {}", python.version);
+    assert_eq!(line.trim(), format!("READY {}", threads * APPENDS), "CPython {}", python.version);
     let counted = python_threads_now(rt, server);
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("DONE from the script {}", THREADS * APPENDS), "CPython {}", python.version);
+    assert_eq!(line.trim(), format!("DONE from the script {}", threads * APPENDS), "CPython {}", python.version);
     assert!(child.wait().unwrap().success(), "CPython {}", python.version);
     counted
 }
@@ -133,4 +138,32 @@ fn with_no_python_threads_the_shared_workers_serve_everyone() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         assert_eq!(run_script(python, &server, &rt), 0, "CPython {}", python.version);
     });
+}
+
+#[test]
+fn a_low_open_files_limit_caps_the_threads_and_everyone_is_still_served() {
+    // 96 open files: the threads (4 descriptors each besides the socket) may take half,
+    // so 12 of them; the script's 13 client threads (12 + its main thread) overflow it.
+    let server = Server::start_at_with("127.0.0.1:0", ServerOptions::default(), |cmd| {
+        // SAFETY: only async-signal-safe calls (getrlimit, setrlimit) between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                limit.rlim_cur = 96;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    server.wait_for_log("the open-files limit (ulimit -n) is low");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let python = python_support::pythons().last().expect("a CPython (the search fails when it finds none)");
+    assert_eq!(run_threads(python, &server, &rt, 12), 12, "CPython {}", python.version);
+    wait_for_no_python_threads(&rt, &server, &python.version);
 }
