@@ -529,11 +529,11 @@ def run_suite(procs, tmp, rounds, scale, deadline):
         NOTES.append("1M-entry dict skipped (time cap)")
 
     # agora vs CPython's manager.
-    out["python"] = run_python_bench(agora_addr, deadline, quick=scale != 1.0)
+    out["python"] = run_python_bench(agora_addr, agora.pid, deadline, quick=scale != 1.0)
     return out
 
 
-def run_python_bench(agora_addr, deadline, quick):
+def run_python_bench(agora_addr, agora_pid, deadline, quick):
     """bench/py_manager_bench.py (stock CPython clients vs CPython's server and agora), per transport."""
     if not PY_BENCH.exists():
         NOTES.append("bench/py_manager_bench.py does not exist yet: the CPython comparison is a TODO")
@@ -547,7 +547,7 @@ def run_python_bench(agora_addr, deadline, quick):
         log(f"agora vs CPython's manager over {transport}: {PY_BENCH.name} (up to {budget:.0f}s)")
         out_file = Path(tempfile.mkdtemp(prefix="agora-py-")) / "py.json"
         cmd = [sys.executable, PY_BENCH.relative_to(ROOT), "--agora", agora_addr[transport],
-               "--duration", PY_DURATION, "--json", out_file]
+               "--duration", PY_DURATION, "--agora-pid", agora_pid, "--json", out_file]
         if quick:
             cmd += ["--clients", "1,4", "--ops", "dict_get,dict_set", "--duration", 0.3]
         record(cmd)
@@ -768,21 +768,43 @@ def render_python(runs):
         "Stock CPython clients (`multiprocessing.managers.SyncManager(...).connect()`, standard library only) "
         "against CPython's own manager server and against agora, K client processes at once, by "
         f"`bench/py_manager_bench.py` ({PY_DURATION:g} s per measurement). Ratios: agora ÷ CPython throughput "
-        "(> 1: agora faster).\n"
+        "(> 1: agora faster). Server CPU per op is each server process's CPU time (user + system, "
+        "`/proc/PID/stat`) over the measurement, divided by the ops; its ratio < 1: agora's server spends less.\n"
     ]
     for transport, run in runs.items():
         out.append(f"### {transport.upper()} (CPython {run.get('python', '?')})\n")
-        out.append("| op | K | CPython ops/s | agora ops/s | agora ÷ CPython | CPython p50 / p99 µs | agora p50 / p99 µs |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| op | K | CPython ops/s | agora ops/s | agora ÷ CPython | CPython p50 / p99 µs | agora p50 / p99 µs "
+                   "| server CPU/op µs CPython / agora | CPU ratio |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         for row in run.get("results", []):
             c, a = row.get("cpython", {}), row.get("agora", {})
             out.append(
                 f"| {row.get('op')} | {row.get('clients')} | {fmt_rps(c.get('ops_per_sec'))} | {fmt_rps(a.get('ops_per_sec'))} | "
                 f"**{fmt_ratio(ratio(a.get('ops_per_sec'), c.get('ops_per_sec')))}** | "
-                f"{fmt_us(c.get('p50_us'))} / {fmt_us(c.get('p99_us'))} | {fmt_us(a.get('p50_us'))} / {fmt_us(a.get('p99_us'))} |"
+                f"{fmt_us(c.get('p50_us'))} / {fmt_us(c.get('p99_us'))} | {fmt_us(a.get('p50_us'))} / {fmt_us(a.get('p99_us'))} | "
+                f"{fmt_us(c.get('server_cpu_us'))} / {fmt_us(a.get('server_cpu_us'))} | "
+                f"{fmt_ratio(ratio(a.get('server_cpu_us'), c.get('server_cpu_us')))} |"
             )
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def python_floor_targets(runs):
+    """Every op at every K: agora >= 1.0x CPython's throughput; server CPU per op <= 1/3 of CPython's."""
+    slower, costlier, rows = [], [], 0
+    for transport, run in runs.items():
+        for row in run.get("results", []):
+            if "agora" not in row or "cpython" not in row:
+                continue
+            rows += 1
+            name = f"{row['op']}/{transport}/K={row.get('clients')}"
+            r = ratio(row["agora"].get("ops_per_sec"), row["cpython"].get("ops_per_sec"))
+            if r is None or r < 1.0:
+                slower.append(f"{name} {fmt_ratio(r)}")
+            c = ratio(row["agora"].get("server_cpu_us"), row["cpython"].get("server_cpu_us"))
+            if c is None or c > 1 / 3:
+                costlier.append(f"{name} {fmt_ratio(c)}")
+    return rows, slower, costlier
 
 
 def python_target(runs):
@@ -841,6 +863,17 @@ def targets(res):
         rows.append(
             ["Stock Python clients, K = 4: ≥ 2× CPython manager throughput, lower p99",
              "met: " + (", ".join(met) or "none") + ("; missed: " + ", ".join(missed) if missed else ""), verdict]
+        )
+        n, slower, costlier = python_floor_targets(py)
+        rows.append(
+            ["Stock Python clients: ≥ 1.0× CPython's manager in every row, every K",
+             "below: " + ", ".join(slower) if slower else f"all {n} rows at or above 1.0×",
+             f"missed for {len(slower)} of {n}" if slower else "met"]
+        )
+        rows.append(
+            ["Stock Python clients: agora's server CPU per op ≤ 1/3 of CPython's server's",
+             f"{n - len(costlier)} of {n} rows within; above: " + ", ".join(costlier) if costlier else f"all {n} rows",
+             f"missed for {len(costlier)} of {n}" if costlier else "met"]
         )
     else:
         rows.append(["Stock Python clients, K = 4: ≥ 2× CPython manager throughput, lower p99",

@@ -188,7 +188,10 @@ async fn dispatch<S: Transport>(
             Some(seat) => match stream.detach() {
                 Err(stream) => stream,
                 Ok(Ok(detached)) => {
-                    return crate::dedicated::serve_python(seat, detached, buf, first, peer, who, shared).await
+                    // Boxed: every connection's task is as large as its largest state, and
+                    // this one (a runtime, a job, a fallback) must not grow the rest.
+                    return Box::pin(crate::dedicated::serve_python(seat, detached, buf, first, peer, who, shared))
+                        .await;
                 }
                 Ok(Err(e)) => {
                     return tracing::warn!(%peer, error = %e, "cannot move a CPython connection to its own thread; closing it")
