@@ -447,8 +447,10 @@ pub struct ServeArgs {
 
     /// Most CPython client threads served on a thread of their own, as CPython's own
     /// manager serves each: its calls are lone round trips, and a thread that sleeps on
-    /// one socket is woken next to its client. The rest share the --workers threads.
-    /// 0: every connection shares them. [default: 256]
+    /// one socket is woken next to its client. The rest, TLS connections and one-shot
+    /// control connections share the --workers threads. Each takes 4 more open files:
+    /// fewer are used if they would take over half of `ulimit -n`. 0: every connection
+    /// shares the workers. [default: 256]
     #[arg(long, value_name = "N", env = "AGORA_PYTHON_THREADS")]
     pub python_threads: Option<usize>,
 
