@@ -48,6 +48,12 @@ pub struct MethodSpec {
     /// the typeid calls, plus agora's additions an `AutoProxy` picks up), in table
     /// order.
     pub python: bool,
+    /// True if the call's work can grow with the object's size (it copies, lists,
+    /// searches, sorts or shifts every item): on a big object the server runs it so
+    /// that the worker thread's other connections are not kept waiting. Calls whose
+    /// work does not depend on the object's size (a dict lookup, a queue put) run
+    /// inline at any size: handing the thread over costs more than they do.
+    pub scans: bool,
 }
 
 impl MethodSpec {
@@ -68,6 +74,7 @@ impl MethodSpec {
             stores: false,
             grows: false,
             python: false,
+            scans: false,
         }
     }
 
@@ -108,6 +115,11 @@ impl MethodSpec {
     /// The same method, declared as exposed to CPython clients of the kind's typeid.
     pub const fn python(self) -> MethodSpec {
         MethodSpec { python: true, ..self }
+    }
+
+    /// The same method, declared as doing work that grows with the object's size.
+    pub const fn scans(self) -> MethodSpec {
+        MethodSpec { scans: true, ..self }
     }
 }
 
@@ -152,15 +164,15 @@ pub mod dict {
     /// `d[key] = value`.
     pub const SETITEM: MethodSpec = MethodSpec::new("__setitem__", &["key", "value"]).stores().python();
     /// `d.clear()`.
-    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]).python();
+    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]).python().scans();
     /// `d.copy()`.
-    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only().python();
+    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only().python().scans();
     /// `d.get(key, default=None)`.
     pub const GET: MethodSpec = MethodSpec::optional("get", &["key", "default"], 1).read_only().python();
     /// `d.items()`.
-    pub const ITEMS: MethodSpec = MethodSpec::new("items", &[]).read_only().python();
+    pub const ITEMS: MethodSpec = MethodSpec::new("items", &[]).read_only().python().scans();
     /// `d.keys()`.
-    pub const KEYS: MethodSpec = MethodSpec::new("keys", &[]).read_only().python();
+    pub const KEYS: MethodSpec = MethodSpec::new("keys", &[]).read_only().python().scans();
     /// `d.pop(key[, default])`.
     pub const POP: MethodSpec = MethodSpec::optional("pop", &["key", "default"], 1).python();
     /// `d.popitem()`.
@@ -170,7 +182,7 @@ pub mod dict {
     /// `d.update(other=(), **kw)`.
     pub const UPDATE: MethodSpec = MethodSpec::optional("update", &["other"], 0).with_var_keywords().stores().python();
     /// `d.values()`.
-    pub const VALUES: MethodSpec = MethodSpec::new("values", &[]).read_only().python();
+    pub const VALUES: MethodSpec = MethodSpec::new("values", &[]).read_only().python().scans();
     /// agora's `incr(key, delta=1, default=0)`: adds to a number atomically.
     pub const INCR: MethodSpec = MethodSpec::optional("incr", &["key", "delta", "default"], 1).grows();
     /// agora's `compare_and_set(key, expected, new)`.
@@ -208,47 +220,48 @@ pub mod list {
     pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("list", &["iterable"], 0);
 
     /// `l + value`.
-    pub const ADD: MethodSpec = MethodSpec::new("__add__", &["value"]).read_only().python();
+    pub const ADD: MethodSpec = MethodSpec::new("__add__", &["value"]).read_only().python().scans();
     /// `key in l`.
-    pub const CONTAINS: MethodSpec = MethodSpec::new("__contains__", &["key"]).read_only().python();
+    pub const CONTAINS: MethodSpec = MethodSpec::new("__contains__", &["key"]).read_only().python().scans();
     /// `del l[key]`.
-    pub const DELITEM: MethodSpec = MethodSpec::new("__delitem__", &["key"]).python();
+    pub const DELITEM: MethodSpec = MethodSpec::new("__delitem__", &["key"]).python().scans();
     /// `l[index]` (an index or a slice).
     pub const GETITEM: MethodSpec = MethodSpec::new("__getitem__", &["index"]).read_only().python();
     /// `len(l)`.
     pub const LEN: MethodSpec = MethodSpec::new("__len__", &[]).read_only().python();
     /// `l * value`.
-    pub const MUL: MethodSpec = MethodSpec::new("__mul__", &["value"]).read_only().python();
+    pub const MUL: MethodSpec = MethodSpec::new("__mul__", &["value"]).read_only().python().scans();
     /// `reversed(l)`.
-    pub const REVERSED: MethodSpec = MethodSpec::new("__reversed__", &[]).read_only().python();
+    pub const REVERSED: MethodSpec = MethodSpec::new("__reversed__", &[]).read_only().python().scans();
     /// `value * l`.
-    pub const RMUL: MethodSpec = MethodSpec::new("__rmul__", &["value"]).read_only().python();
+    pub const RMUL: MethodSpec = MethodSpec::new("__rmul__", &["value"]).read_only().python().scans();
     /// `l[key] = value`.
     pub const SETITEM: MethodSpec = MethodSpec::new("__setitem__", &["key", "value"]).stores().python();
     /// `l.append(object)`.
     pub const APPEND: MethodSpec = MethodSpec::new("append", &["object"]).stores().python();
     /// `l.count(value)`.
-    pub const COUNT: MethodSpec = MethodSpec::new("count", &["value"]).read_only().python();
+    pub const COUNT: MethodSpec = MethodSpec::new("count", &["value"]).read_only().python().scans();
     /// `l.extend(iterable)`.
     pub const EXTEND: MethodSpec = MethodSpec::new("extend", &["iterable"]).stores().python();
     /// `l.index(value[, start[, stop]])`.
-    pub const INDEX: MethodSpec = MethodSpec::optional("index", &["value", "start", "stop"], 1).read_only().python();
+    pub const INDEX: MethodSpec =
+        MethodSpec::optional("index", &["value", "start", "stop"], 1).read_only().python().scans();
     /// `l.insert(index, object)`.
-    pub const INSERT: MethodSpec = MethodSpec::new("insert", &["index", "object"]).stores().python();
+    pub const INSERT: MethodSpec = MethodSpec::new("insert", &["index", "object"]).stores().python().scans();
     /// `l.pop(index=-1)`.
-    pub const POP: MethodSpec = MethodSpec::optional("pop", &["index"], 0).python();
+    pub const POP: MethodSpec = MethodSpec::optional("pop", &["index"], 0).python().scans();
     /// `l.remove(value)`.
-    pub const REMOVE: MethodSpec = MethodSpec::new("remove", &["value"]).python();
+    pub const REMOVE: MethodSpec = MethodSpec::new("remove", &["value"]).python().scans();
     /// `l.reverse()`.
-    pub const REVERSE: MethodSpec = MethodSpec::new("reverse", &[]).python();
+    pub const REVERSE: MethodSpec = MethodSpec::new("reverse", &[]).python().scans();
     /// `l.sort(key=None, reverse=False)`.
-    pub const SORT: MethodSpec = MethodSpec::optional("sort", &["key", "reverse"], 0).python();
+    pub const SORT: MethodSpec = MethodSpec::optional("sort", &["key", "reverse"], 0).python().scans();
     /// `l *= value`.
-    pub const IMUL: MethodSpec = MethodSpec::new("__imul__", &["value"]).grows().python();
+    pub const IMUL: MethodSpec = MethodSpec::new("__imul__", &["value"]).grows().python().scans();
     /// `l.clear()` (in CPython 3.14's `ListProxy`; not exposed to older clients).
-    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]);
+    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]).scans();
     /// `l.copy()` (in CPython 3.14's `ListProxy`; not exposed to older clients).
-    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only();
+    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only().scans();
 
     /// CPython's `ListProxy` methods in its exposed order, then 3.14's `clear` and `copy`.
     pub const METHODS: &[MethodSpec] = &[
@@ -270,82 +283,84 @@ pub mod set {
     pub const CONSTRUCTOR: MethodSpec = MethodSpec::optional("set", &["iterable"], 0);
 
     /// `s & other`.
-    pub const AND: MethodSpec = MethodSpec::new("__and__", &["value"]).read_only().python();
+    pub const AND: MethodSpec = MethodSpec::new("__and__", &["value"]).read_only().python().scans();
     /// `set[item]`: the generic alias `types.GenericAlias(set, (item,))`.
     pub const CLASS_GETITEM: MethodSpec = MethodSpec::new("__class_getitem__", &["item"]).read_only().python();
     /// `elem in s`.
     pub const CONTAINS: MethodSpec = MethodSpec::new("__contains__", &["key"]).read_only().python();
     /// `s &= other`. Not storing: it keeps only values equal to members, which the set
     /// already holds, and it never grows the set.
-    pub const IAND: MethodSpec = MethodSpec::new("__iand__", &["value"]).python();
+    pub const IAND: MethodSpec = MethodSpec::new("__iand__", &["value"]).python().scans();
     /// `s |= other`.
     pub const IOR: MethodSpec = MethodSpec::new("__ior__", &["value"]).stores().python();
     /// `s -= other`.
-    pub const ISUB: MethodSpec = MethodSpec::new("__isub__", &["value"]).python();
+    pub const ISUB: MethodSpec = MethodSpec::new("__isub__", &["value"]).python().scans();
     /// `iter(s)`: an iterator over a copy of the members.
-    pub const ITER: MethodSpec = MethodSpec::new("__iter__", &[]).read_only().python();
+    pub const ITER: MethodSpec = MethodSpec::new("__iter__", &[]).read_only().python().scans();
     /// `s ^= other`.
-    pub const IXOR: MethodSpec = MethodSpec::new("__ixor__", &["value"]).stores().python();
+    pub const IXOR: MethodSpec = MethodSpec::new("__ixor__", &["value"]).stores().python().scans();
     /// `len(s)`.
     pub const LEN: MethodSpec = MethodSpec::new("__len__", &[]).read_only().python();
     /// `s | other`.
-    pub const OR: MethodSpec = MethodSpec::new("__or__", &["value"]).read_only().python();
+    pub const OR: MethodSpec = MethodSpec::new("__or__", &["value"]).read_only().python().scans();
     /// `other & s`.
-    pub const RAND: MethodSpec = MethodSpec::new("__rand__", &["value"]).read_only().python();
+    pub const RAND: MethodSpec = MethodSpec::new("__rand__", &["value"]).read_only().python().scans();
     /// `other | s`.
-    pub const ROR: MethodSpec = MethodSpec::new("__ror__", &["value"]).read_only().python();
+    pub const ROR: MethodSpec = MethodSpec::new("__ror__", &["value"]).read_only().python().scans();
     /// `other - s`.
-    pub const RSUB: MethodSpec = MethodSpec::new("__rsub__", &["value"]).read_only().python();
+    pub const RSUB: MethodSpec = MethodSpec::new("__rsub__", &["value"]).read_only().python().scans();
     /// `other ^ s`.
-    pub const RXOR: MethodSpec = MethodSpec::new("__rxor__", &["value"]).read_only().python();
+    pub const RXOR: MethodSpec = MethodSpec::new("__rxor__", &["value"]).read_only().python().scans();
     /// `s - other`.
-    pub const SUB: MethodSpec = MethodSpec::new("__sub__", &["value"]).read_only().python();
+    pub const SUB: MethodSpec = MethodSpec::new("__sub__", &["value"]).read_only().python().scans();
     /// `s ^ other`.
-    pub const XOR: MethodSpec = MethodSpec::new("__xor__", &["value"]).read_only().python();
+    pub const XOR: MethodSpec = MethodSpec::new("__xor__", &["value"]).read_only().python().scans();
     /// `s >= other`.
-    pub const GE: MethodSpec = MethodSpec::new("__ge__", &["value"]).read_only().python();
+    pub const GE: MethodSpec = MethodSpec::new("__ge__", &["value"]).read_only().python().scans();
     /// `s > other`.
-    pub const GT: MethodSpec = MethodSpec::new("__gt__", &["value"]).read_only().python();
+    pub const GT: MethodSpec = MethodSpec::new("__gt__", &["value"]).read_only().python().scans();
     /// `s <= other`.
-    pub const LE: MethodSpec = MethodSpec::new("__le__", &["value"]).read_only().python();
+    pub const LE: MethodSpec = MethodSpec::new("__le__", &["value"]).read_only().python().scans();
     /// `s < other`.
-    pub const LT: MethodSpec = MethodSpec::new("__lt__", &["value"]).read_only().python();
+    pub const LT: MethodSpec = MethodSpec::new("__lt__", &["value"]).read_only().python().scans();
     /// `s.add(elem)`.
     pub const ADD: MethodSpec = MethodSpec::new("add", &["elem"]).stores().python();
     /// `s.clear()`.
-    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]).python();
+    pub const CLEAR: MethodSpec = MethodSpec::new("clear", &[]).python().scans();
     /// `s.copy()`.
-    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only().python();
+    pub const COPY: MethodSpec = MethodSpec::new("copy", &[]).read_only().python().scans();
     /// `s.difference(*others)`.
-    pub const DIFFERENCE: MethodSpec = MethodSpec::new("difference", &[]).with_var_positional().read_only().python();
+    pub const DIFFERENCE: MethodSpec =
+        MethodSpec::new("difference", &[]).with_var_positional().read_only().python().scans();
     /// `s.difference_update(*others)`.
-    pub const DIFFERENCE_UPDATE: MethodSpec = MethodSpec::new("difference_update", &[]).with_var_positional().python();
+    pub const DIFFERENCE_UPDATE: MethodSpec =
+        MethodSpec::new("difference_update", &[]).with_var_positional().python().scans();
     /// `s.discard(elem)`.
     pub const DISCARD: MethodSpec = MethodSpec::new("discard", &["elem"]).python();
     /// `s.intersection(*others)`.
     pub const INTERSECTION: MethodSpec =
-        MethodSpec::new("intersection", &[]).with_var_positional().read_only().python();
+        MethodSpec::new("intersection", &[]).with_var_positional().read_only().python().scans();
     /// `s.intersection_update(*others)`: not storing, like [`IAND`].
     pub const INTERSECTION_UPDATE: MethodSpec =
-        MethodSpec::new("intersection_update", &[]).with_var_positional().python();
+        MethodSpec::new("intersection_update", &[]).with_var_positional().python().scans();
     /// `s.isdisjoint(other)`.
-    pub const ISDISJOINT: MethodSpec = MethodSpec::new("isdisjoint", &["other"]).read_only().python();
+    pub const ISDISJOINT: MethodSpec = MethodSpec::new("isdisjoint", &["other"]).read_only().python().scans();
     /// `s.issubset(other)`.
-    pub const ISSUBSET: MethodSpec = MethodSpec::new("issubset", &["other"]).read_only().python();
+    pub const ISSUBSET: MethodSpec = MethodSpec::new("issubset", &["other"]).read_only().python().scans();
     /// `s.issuperset(other)`.
-    pub const ISSUPERSET: MethodSpec = MethodSpec::new("issuperset", &["other"]).read_only().python();
+    pub const ISSUPERSET: MethodSpec = MethodSpec::new("issuperset", &["other"]).read_only().python().scans();
     /// `s.pop()`.
     pub const POP: MethodSpec = MethodSpec::new("pop", &[]).python();
     /// `s.remove(elem)`.
     pub const REMOVE: MethodSpec = MethodSpec::new("remove", &["elem"]).python();
     /// `s.symmetric_difference(other)`.
     pub const SYMMETRIC_DIFFERENCE: MethodSpec =
-        MethodSpec::new("symmetric_difference", &["other"]).read_only().python();
+        MethodSpec::new("symmetric_difference", &["other"]).read_only().python().scans();
     /// `s.symmetric_difference_update(other)`.
     pub const SYMMETRIC_DIFFERENCE_UPDATE: MethodSpec =
-        MethodSpec::new("symmetric_difference_update", &["other"]).stores().python();
+        MethodSpec::new("symmetric_difference_update", &["other"]).stores().python().scans();
     /// `s.union(*others)`.
-    pub const UNION: MethodSpec = MethodSpec::new("union", &[]).with_var_positional().read_only().python();
+    pub const UNION: MethodSpec = MethodSpec::new("union", &[]).with_var_positional().read_only().python().scans();
     /// `s.update(*others)`.
     pub const UPDATE: MethodSpec = MethodSpec::new("update", &[]).with_var_positional().stores().python();
 
@@ -425,7 +440,7 @@ pub mod array {
     /// `a[index] = value`.
     pub const SETITEM: MethodSpec = MethodSpec::new("__setitem__", &["index", "value"]).stores().python();
     /// agora's `tolist()`.
-    pub const TOLIST: MethodSpec = MethodSpec::new("tolist", &[]).read_only();
+    pub const TOLIST: MethodSpec = MethodSpec::new("tolist", &[]).read_only().scans();
 
     /// CPython's `ArrayProxy` methods, then agora's `tolist`.
     pub const METHODS: &[MethodSpec] = &[LEN, GETITEM, SETITEM, TOLIST];
@@ -480,7 +495,7 @@ pub mod queue {
     /// `q.task_done()` (JoinableQueue).
     pub const TASK_DONE: MethodSpec = MethodSpec::new("task_done", &[]).python();
     /// `q.shutdown(immediate=False)` (Python 3.13).
-    pub const SHUTDOWN: MethodSpec = MethodSpec::optional("shutdown", &["immediate"], 0).python();
+    pub const SHUTDOWN: MethodSpec = MethodSpec::optional("shutdown", &["immediate"], 0).python().scans();
     /// agora's `get_leased(block=True, timeout=None, lease=None)` → `(receipt, item)`.
     pub const GET_LEASED: MethodSpec = MethodSpec::optional("get_leased", &["block", "timeout", "lease"], 0).python();
     /// agora's `ack(receipt)`: finishes a leased item.

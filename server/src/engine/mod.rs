@@ -100,7 +100,8 @@ pub struct Engine {
     memory: OnceLock<Arc<MemoryGate>>,
 }
 
-/// Runs a call on an object of at least this many items through the offload.
+/// Runs a call that scans ([`MethodSpec::scans`]) an object of at least this many items
+/// through the offload.
 pub const HEAVY_CALL_ITEMS: usize = 65_536;
 
 /// Runs the given call, which may take long, so that the caller's other work goes on
@@ -243,7 +244,7 @@ impl Engine {
         }
     }
 
-    /// Sets how calls on big objects (at least [`HEAVY_CALL_ITEMS`] items) run: the
+    /// Sets how calls that scan big objects (at least [`HEAVY_CALL_ITEMS`] items) run: the
     /// engine itself never waits or knows the runtime, but a sort of millions of items
     /// must not keep the thread it runs on from serving other clients. Set once.
     pub fn set_offload(&self, offload: Offload) {
@@ -712,9 +713,11 @@ impl Engine {
                     let run =
                         || self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound));
                     match self.offload.get() {
-                        // A call on a big object may take long: the embedder's offload
-                        // lets its other clients be served meanwhile.
-                        Some(offload) if entry.size_hint() >= HEAVY_CALL_ITEMS => {
+                        // A call that walks a big object may take long: the embedder's
+                        // offload lets its other clients be served meanwhile. Calls
+                        // whose work does not grow with the object run inline: handing
+                        // the thread over would cost more than they do.
+                        Some(offload) if spec.scans && entry.size_hint() >= HEAVY_CALL_ITEMS => {
                             let mut result = None;
                             let mut once = Some(run);
                             offload(&mut || {

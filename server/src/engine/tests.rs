@@ -223,6 +223,57 @@ fn read_only_methods_are_declared_so() {
     assert!(!b.call_with(s, d, Access::Handle, "nope", vec![]).mutated, "a failed lookup changes nothing");
 }
 
+thread_local! {
+    /// How many calls [`counting_offload`] ran on this thread (each test runs on its own).
+    static OFFLOADED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// An offload that counts the calls handed to it, then runs them.
+fn counting_offload(call: &mut dyn FnMut()) {
+    OFFLOADED.with(|n| n.set(n.get() + 1));
+    call()
+}
+
+/// On a big object only calls that walk it go through the offload; a lookup, a put or a
+/// get runs inline at any size (handing the thread over costs more than the call).
+#[test]
+fn only_calls_that_scan_a_big_object_are_offloaded() {
+    let mut b = Bench::new();
+    b.engine.set_offload(counting_offload);
+    let s = b.session();
+    let items = HEAVY_CALL_ITEMS as i64;
+    let d = b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap();
+    let pairs: Vec<Value> = (0..items).map(|i| Value::Tuple(vec![Value::Int(i), Value::Int(i)])).collect();
+    b.value(s, d, "update", vec![Value::List(pairs)]);
+    let q = b.open(s, Kind::Queue, None, vec![], Keep::Handle).unwrap();
+    for i in 0..items {
+        b.value(s, q, "put_nowait", vec![Value::Int(i)]);
+    }
+    let l = b.open(s, Kind::List, None, vec![Value::List((0..items).map(Value::Int).collect())], Keep::Handle).unwrap();
+    let offloaded = || OFFLOADED.with(|n| n.get());
+    let before = offloaded();
+
+    assert_eq!(b.value(s, d, "__getitem__", vec![Value::Int(7)]), Value::Int(7));
+    b.value(s, d, "__setitem__", vec![Value::Int(7), Value::Int(8)]);
+    assert_eq!(b.value(s, d, "__len__", vec![]), Value::Int(items));
+    b.value(s, q, "put_nowait", vec![Value::Int(-1)]);
+    assert_eq!(b.value(s, q, "get_nowait", vec![]), Value::Int(0));
+    b.value(s, l, "append", vec![Value::Int(-1)]);
+    assert_eq!(b.value(s, l, "__getitem__", vec![Value::Int(3)]), Value::Int(3));
+    assert_eq!(offloaded(), before, "constant-time calls on big objects ran through the offload");
+
+    b.value(s, d, "keys", vec![]);
+    assert_eq!(b.value(s, l, "count", vec![Value::Int(5)]), Value::Int(1));
+    b.value(s, l, "sort", vec![]);
+    assert_eq!(offloaded(), before + 3, "each call that walks a big object runs through the offload");
+
+    // A small object never does, whatever the call.
+    let small =
+        b.open(s, Kind::List, None, vec![Value::List(vec![Value::Int(2), Value::Int(1)])], Keep::Handle).unwrap();
+    b.value(s, small, "sort", vec![]);
+    assert_eq!(offloaded(), before + 3);
+}
+
 /// A container keeps what is stored in it alive, whichever dialect stored it.
 #[test]
 fn a_native_reference_stored_in_a_dict_pins_its_object() {
