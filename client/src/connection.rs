@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use agora_proto::auth::{AuthError, Policy};
 use agora_proto::frame;
-use agora_proto::io::{client_handshake, read_frame, read_frame_with, FrameIoError, HandshakeError, ReadRoom};
+use agora_proto::io::{client_handshake, read_frame, FrameIoError, HandshakeError, ReadRoom};
 use agora_proto::native::{self, Hello, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID};
 use agora_proto::Address;
 use bytes::BytesMut;
@@ -584,41 +584,34 @@ async fn write_failed(conn: &Connection, e: std::io::Error) {
     conn.close(Error::ConnectionLost(format!("write failed: {e}")));
 }
 
-async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, conn: std::sync::Weak<Connection>) {
-    let limit = u64::MAX; // the server is trusted to send what we asked for
-    let mut room = ReadRoom::default();
-    let reason = loop {
-        let body = match read_frame_with(&mut reader, &mut rbuf, limit, &mut room).await {
-            Ok(body) => body,
-            Err(e) => break lost(e),
-        };
-        let response = match native::decode_response(&body) {
-            Ok(r) => r,
-            Err(e) => break Error::Protocol(e.message),
-        };
-        if response.id == CONNECTION_ERROR_ID {
-            break match response.result {
-                Err(e) => e.into(),
-                Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
-            };
-        }
-        // Every handle is gone: nobody can be waiting; the writer closes our side.
-        let Some(conn) = conn.upgrade() else { return };
-        // What leaves the maps is dropped after the lock (see `OnOrphan`).
-        let (slot, orphan, _settled) = {
-            let mut state = conn.state();
-            // The cancel and abandoned maps are almost always empty: skip hashing then.
-            let mut settled = None;
-            if !state.cancels.is_empty() {
-                if let Some(original) = state.cancels.remove(&response.id) {
-                    settled = state.abandoned.remove(&original);
-                }
+/// A reply and what the maps held for it, taken under the state lock and delivered
+/// after it (see `OnOrphan`).
+struct Taken {
+    result: std::result::Result<Reply, agora_proto::WireError>,
+    slot: Option<Slot>,
+    orphan: Option<OnOrphan>,
+    /// An abandoned call whose Cancel this reply answers: nothing can follow for it.
+    _settled: Option<Option<OnOrphan>>,
+}
+
+impl Taken {
+    /// Removes `response`'s call from the maps.
+    fn from_maps(state: &mut State, response: Response) -> Taken {
+        // The cancel and abandoned maps are almost always empty: skip hashing then.
+        let mut settled = None;
+        if !state.cancels.is_empty() {
+            if let Some(original) = state.cancels.remove(&response.id) {
+                settled = state.abandoned.remove(&original);
             }
-            let slot = state.pending.remove(&response.id);
-            let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
-            (slot, orphan, settled)
-        };
-        match (slot, response.result) {
+        }
+        let slot = state.pending.remove(&response.id);
+        let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
+        Taken { result: response.result, slot, orphan, _settled: settled }
+    }
+
+    /// Hands the reply to its caller, or gives back a value nobody waits for.
+    fn deliver(self, conn: &Connection) {
+        match (self.slot, self.result) {
             (Some(Slot { tx, on_orphan }), result) => {
                 if let Err((unsent, on_orphan)) = tx.send((result.map_err(Error::from), on_orphan)) {
                     // The caller left between our lookup and now: treat as abandoned.
@@ -629,12 +622,57 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
             }
             // A value for a caller that stopped waiting: give it back.
             (None, Ok(Reply::Value(v))) => {
-                if let Some(on_orphan) = orphan {
+                if let Some(on_orphan) = self.orphan {
                     on_orphan(v, &|op| conn.send_and_forget(op));
                 }
             }
             // A reply nobody waits for (a release, a cancelled call's error) is dropped.
             (None, _) => {}
+        }
+    }
+}
+
+/// Reads replies and hands each to its caller. Every reply a read brought in is
+/// decoded first, then taken from the maps under one lock, then delivered: a pipelined
+/// batch costs one lock and one look at the connection, not one per reply.
+async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, conn: std::sync::Weak<Connection>) {
+    let limit = u64::MAX; // the server is trusted to send what we asked for
+    let mut room = ReadRoom::default();
+    let mut responses: Vec<Response> = Vec::new();
+    let mut taken: Vec<Taken> = Vec::new();
+    let reason = loop {
+        let drained = frame::drain_frames(&mut rbuf, limit, |body| match native::decode_response(body) {
+            Ok(Response { id: CONNECTION_ERROR_ID, result }) => std::ops::ControlFlow::Break(match result {
+                Err(e) => e.into(),
+                Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
+            }),
+            Ok(response) => {
+                responses.push(response);
+                std::ops::ControlFlow::Continue(())
+            }
+            Err(e) => std::ops::ControlFlow::Break(Error::Protocol(e.message)),
+        });
+        if !responses.is_empty() {
+            // Every handle is gone: nobody can be waiting; the writer closes our side.
+            let Some(conn) = conn.upgrade() else { return };
+            {
+                let mut state = conn.state();
+                taken.extend(responses.drain(..).map(|response| Taken::from_maps(&mut state, response)));
+            }
+            for t in taken.drain(..) {
+                t.deliver(&conn);
+            }
+        }
+        match drained {
+            Ok(None) => {}
+            Ok(Some(reason)) => break reason,
+            Err(e) => break lost(e.into()),
+        }
+        match room.read(&mut reader, &mut rbuf).await {
+            Ok(0) if rbuf.is_empty() => break lost(FrameIoError::Closed),
+            Ok(0) => break lost(FrameIoError::TruncatedFrame),
+            Ok(_) => {}
+            Err(e) => break lost(e.into()),
         }
     };
     if let Some(conn) = conn.upgrade() {

@@ -279,7 +279,7 @@ impl Manager {
     /// Server statistics (what `agora stats` shows).
     pub async fn stats(&self) -> Result<ServerStats> {
         match self.call(Op::Stats).await? {
-            Reply::Stats(stats) => Ok(stats),
+            Reply::Stats(stats) => Ok(*stats),
             other => Err(Error::Protocol(format!("unexpected reply to stats: {other:?}"))),
         }
     }
@@ -331,7 +331,7 @@ impl Manager {
     /// [`Error::Unsupported`].
     pub async fn save_snapshot(&self) -> Result<agora_proto::native::SnapshotInfo> {
         match self.call(Op::SaveSnapshot).await? {
-            Reply::Saved(info) => Ok(info),
+            Reply::Saved(info) => Ok(*info),
             other => Err(Error::Protocol(format!("unexpected reply to SaveSnapshot: {other:?}"))),
         }
     }

@@ -324,12 +324,13 @@ pub enum Reply {
     },
     /// Done, nothing to return.
     Done,
-    /// Server statistics.
-    Stats(ServerStats),
+    /// Server statistics (boxed, as [`Reply::Saved`]: a reply moves through several
+    /// hands on every call, so it stays the size of a value).
+    Stats(Box<ServerStats>),
     /// Named objects, sorted by name.
     Objects(Vec<ObjectInfo>),
     /// A snapshot was written.
-    Saved(SnapshotInfo),
+    Saved(Box<SnapshotInfo>),
     /// Holders and waiters of named objects, sorted by name.
     Holders(Vec<ObjectHolders>),
 }

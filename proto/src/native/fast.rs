@@ -52,16 +52,6 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A map header's length.
-    fn map(&mut self) -> Option<usize> {
-        match self.byte()? {
-            m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
-            0xde => Some(self.be(2)? as usize),
-            0xdf => Some(self.be(4)? as usize),
-            _ => None,
-        }
-    }
-
     /// A non-negative integer in any unsigned encoding.
     fn uint(&mut self) -> Option<u64> {
         match self.byte()? {
@@ -101,10 +91,22 @@ impl<'a> Cursor<'a> {
         Some(out)
     }
 
+    /// Skips `bytes` if the message goes on with exactly them (fixed envelope parts, as
+    /// rmp-serde writes them); `None` otherwise, and the caller falls back to serde,
+    /// which accepts every other encoding of the same thing.
+    fn literal(&mut self, bytes: &[u8]) -> Option<()> {
+        (self.take(bytes.len())? == bytes).then_some(())
+    }
+
     fn at_end(&self) -> bool {
         self.pos == self.buf.len()
     }
 }
+
+/// `{"Call": ` as rmp-serde writes it: a one-entry map keyed by the variant's name.
+const CALL: &[u8] = b"\x81\xa4Call";
+/// `{"Ok": {"Value": ` as rmp-serde writes it.
+const OK_VALUE: &[u8] = b"\x81\xa2Ok\x81\xa5Value";
 
 /// A length as MessagePack carries it; `None` beyond `u32` (serde then reports it).
 fn len(n: usize) -> Option<u32> {
@@ -119,15 +121,14 @@ pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: 
         return false;
     }
     // Writing into a Vec cannot fail.
-    let _ = mp::write_array_len(out, 2);
+    out.push(0x92);
     let _ = mp::write_uint(out, id);
-    let _ = mp::write_map_len(out, 1);
-    let _ = mp::write_str(out, "Call");
-    let _ = mp::write_array_len(out, 3);
+    out.extend_from_slice(CALL);
+    out.push(0x93);
     let _ = mp::write_uint(out, object);
     let _ = mp::write_str(out, method);
     // `keywords` is left out when empty (`skip_serializing_if`).
-    let _ = mp::write_array_len(out, if k == 0 { 1 } else { 2 });
+    out.push(if k == 0 { 0x91 } else { 0x92 });
     let _ = mp::write_array_len(out, n);
     for value in &args.positional {
         encode_msgpack_into(value, out);
@@ -145,12 +146,9 @@ pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: 
 
 /// Writes `[id, {"Ok": {"Value": value}}]`.
 pub(super) fn encode_value_response(id: u64, value: &Value, out: &mut Vec<u8>) {
-    let _ = mp::write_array_len(out, 2);
+    out.push(0x92);
     let _ = mp::write_uint(out, id);
-    let _ = mp::write_map_len(out, 1);
-    let _ = mp::write_str(out, "Ok");
-    let _ = mp::write_map_len(out, 1);
-    let _ = mp::write_str(out, "Value");
+    out.extend_from_slice(OK_VALUE);
     encode_msgpack_into(value, out);
 }
 
@@ -161,7 +159,8 @@ pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
         return None;
     }
     let id = c.uint()?;
-    if c.map()? != 1 || c.str()? != "Call" || c.array()? != 3 {
+    c.literal(CALL)?;
+    if c.array()? != 3 {
         return None;
     }
     let object = c.uint()?;
@@ -192,9 +191,7 @@ pub(super) fn value_response(bytes: &[u8]) -> Option<Response> {
         return None;
     }
     let id = c.uint()?;
-    if c.map()? != 1 || c.str()? != "Ok" || c.map()? != 1 || c.str()? != "Value" {
-        return None;
-    }
+    c.literal(OK_VALUE)?;
     let value = c.value()?;
     c.at_end().then_some(Response { id, result: Ok(Reply::Value(value)) })
 }
@@ -324,7 +321,7 @@ mod tests {
         assert_eq!(super::super::decode_response(&bytes_of(&error)).unwrap(), error);
         let stats = Response {
             id: 3,
-            result: Ok(Reply::Stats(ServerStats {
+            result: Ok(Reply::Stats(Box::new(ServerStats {
                 version: "v".into(),
                 uptime_secs: 1,
                 sessions: 0,
@@ -348,7 +345,7 @@ mod tests {
                     last_applied: Some(9),
                     members: vec![super::super::ClusterMember { id: 1, peer: "h:1".into(), voter: true, lag: Some(0) }],
                 })),
-            })),
+            }))),
         };
         assert!(value_response(&bytes_of(&stats)).is_none());
         assert_eq!(super::super::decode_response(&bytes_of(&stats)).unwrap(), stats);

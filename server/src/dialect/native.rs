@@ -386,9 +386,9 @@ impl Conn<'_> {
                 Ok(Reply::Done)
             }
             Op::Ping => Ok(Reply::Done),
-            Op::Stats => {
-                who.server_admin(shared, "read the server's statistics").map(|()| Reply::Stats(shared.stats()))
-            }
+            Op::Stats => who
+                .server_admin(shared, "read the server's statistics")
+                .map(|()| Reply::Stats(Box::new(shared.stats()))),
             // Each user sees the names it may read.
             Op::ListNamed => {
                 let mut named = parking.engine().named();
@@ -478,7 +478,7 @@ fn save_snapshot(shared: &Shared) -> Result<Reply, WireError> {
         ));
     };
     crate::server::without_freezing_others(|| durability.save_snapshot())
-        .map(Reply::Saved)
+        .map(|info| Reply::Saved(Box::new(info)))
         .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("snapshot failed: {e}")))
 }
 
