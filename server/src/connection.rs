@@ -157,7 +157,11 @@ pub async fn serve<S: Transport>(
     }
     match route {
         Route::Here => dispatch(stream, buf, first, &peer, who, shared.clone()).await,
-        Route::Relay(serving) => crate::relay::follow(stream, buf, first, &peer, who, shared.clone(), serving).await,
+        // Boxed: a connection's task is as large as its largest state, and a relayed
+        // connection's (a link to the leader and its buffers) must not grow the others'.
+        Route::Relay(serving) => {
+            Box::pin(crate::relay::follow(stream, buf, first, &peer, who, shared.clone(), serving)).await
+        }
     }
     shared.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection closed");
@@ -198,7 +202,8 @@ async fn dispatch<S: Transport>(
                 }
             },
         };
-        dialect::python::serve(stream, buf, first, peer, who, shared).await;
+        // Boxed, like the branch above: the native dialect's connections are the many.
+        Box::pin(dialect::python::serve(stream, buf, first, peer, who, shared)).await;
     } else {
         dialect::native::serve(stream, buf, first, peer, who, shared).await;
     }
