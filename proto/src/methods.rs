@@ -52,7 +52,8 @@ pub struct MethodSpec {
     /// searches, sorts or shifts every item): on a big object the server runs it so
     /// that the worker thread's other connections are not kept waiting. Calls whose
     /// work does not depend on the object's size (a dict lookup, a queue put) run
-    /// inline at any size: handing the thread over costs more than they do.
+    /// inline at any size: handing the thread over costs more than they do. (A call
+    /// whose first argument is a slice is treated as scanning, whatever its method.)
     pub scans: bool,
 }
 

@@ -100,9 +100,15 @@ pub struct Engine {
     memory: OnceLock<Arc<MemoryGate>>,
 }
 
-/// Runs a call that scans ([`MethodSpec::scans`]) an object of at least this many items
-/// through the offload.
+/// Runs a call that scans ([`MethodSpec::scans`]), or is given a slice of, an object of at
+/// least this many items through the offload.
 pub const HEAVY_CALL_ITEMS: usize = 65_536;
+
+/// True if `subscript` is a slice (`l[a:b]` and the like): such a call walks as many
+/// items as the slice spans, which on a big list can be all of them.
+fn is_slice(subscript: &Value) -> bool {
+    matches!(subscript, Value::Object(_)) && agora_proto::slice::Slice::from_value(subscript).is_some()
+}
 
 /// Runs the given call, which may take long, so that the caller's other work goes on
 /// meanwhile (the server hands its runtime's other tasks to another thread).
@@ -709,6 +715,7 @@ impl Engine {
                     let args = args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v));
                     args.for_each(|v| referenced_ids(v, &mut stored));
                 }
+                let walks = spec.scans || args.positional.first().is_some_and(is_slice);
                 bind(spec, args.positional, args.keywords).and_then(|bound| {
                     let run =
                         || self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound));
@@ -717,7 +724,7 @@ impl Engine {
                         // offload lets its other clients be served meanwhile. Calls
                         // whose work does not grow with the object run inline: handing
                         // the thread over would cost more than they do.
-                        Some(offload) if spec.scans && entry.size_hint() >= HEAVY_CALL_ITEMS => {
+                        Some(offload) if walks && entry.size_hint() >= HEAVY_CALL_ITEMS => {
                             let mut result = None;
                             let mut once = Some(run);
                             offload(&mut || {
