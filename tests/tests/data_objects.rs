@@ -157,6 +157,44 @@ async fn anonymous_objects_die_with_their_last_handle_and_ids_are_not_reused() {
     assert!(second.id() > first_id, "ids only grow");
 }
 
+/// Many calls in flight on one connection: the client reads their replies in batches
+/// (many frames per read) and each caller gets its own reply, also when callers give up
+/// on theirs in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_caller_of_a_pipelined_batch_gets_its_own_reply() {
+    const KEYS: i64 = 2_000;
+    let server = Server::start();
+    let m = server.client().await;
+    let d = m.dict::<String, i64>("replies").await.unwrap();
+    let pairs: Vec<(String, i64)> = (0..KEYS).map(|i| (format!("k{i}"), i)).collect();
+    d.update(pairs.iter().map(|(k, v)| (k, v))).await.unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let d = d.clone();
+        calls.spawn(async move {
+            let key = format!("k{i}");
+            if i % 7 == 0 {
+                // Gives up on its reply at once: the reply still arrives in some batch.
+                let abandoned = tokio::time::timeout(std::time::Duration::ZERO, d.get(&key)).await;
+                return (i, abandoned.ok().and_then(|r| r.unwrap()).unwrap_or(i));
+            }
+            (i, d.get(&key).await.unwrap().expect("every key is there"))
+        });
+    }
+    let mut answered = 0;
+    while let Some(joined) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), calls.join_next()).await.expect("hang")
+    {
+        let (asked, got) = joined.unwrap();
+        assert_eq!(got, asked, "a caller got another call's reply");
+        answered += 1;
+    }
+    assert_eq!(answered, KEYS);
+    // The connection is still in step afterwards.
+    assert_eq!(d.get(&"k42".to_owned()).await.unwrap(), Some(42));
+    assert_eq!(d.len().await.unwrap(), KEYS as usize);
+}
+
 #[tokio::test]
 async fn pipelined_requests_take_effect_in_order() {
     use agora_proto::native::{self, Args, Kind, Op, Reply, Request, Response};
