@@ -715,7 +715,9 @@ impl Engine {
                     let args = args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v));
                     args.for_each(|v| referenced_ids(v, &mut stored));
                 }
-                let walks = spec.scans || args.positional.first().is_some_and(is_slice);
+                // Checked in this order so that a call on a small object pays nothing.
+                let walks = entry.size_hint() >= HEAVY_CALL_ITEMS
+                    && (spec.scans || args.positional.first().is_some_and(is_slice));
                 bind(spec, args.positional, args.keywords).and_then(|bound| {
                     let run =
                         || self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound));
@@ -724,7 +726,7 @@ impl Engine {
                         // offload lets its other clients be served meanwhile. Calls
                         // whose work does not grow with the object run inline: handing
                         // the thread over would cost more than they do.
-                        Some(offload) if walks && entry.size_hint() >= HEAVY_CALL_ITEMS => {
+                        Some(offload) if walks => {
                             let mut result = None;
                             let mut once = Some(run);
                             offload(&mut || {
