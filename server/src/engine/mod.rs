@@ -104,12 +104,6 @@ pub struct Engine {
 /// least this many items through the offload.
 pub const HEAVY_CALL_ITEMS: usize = 65_536;
 
-/// True if `subscript` is a slice (`l[a:b]` and the like): such a call walks as many
-/// items as the slice spans, which on a big list can be all of them.
-fn is_slice(subscript: &Value) -> bool {
-    matches!(subscript, Value::Object(_)) && agora_proto::slice::Slice::from_value(subscript).is_some()
-}
-
 /// Runs the given call, which may take long, so that the caller's other work goes on
 /// meanwhile (the server hands its runtime's other tasks to another thread).
 pub type Offload = fn(&mut dyn FnMut());
@@ -715,7 +709,9 @@ impl Engine {
                     let args = args.positional.iter().chain(args.keywords.iter().map(|(_, v)| v));
                     args.for_each(|v| referenced_ids(v, &mut stored));
                 }
-                // Checked in this order so that a call on a small object pays nothing.
+                // Checked in this order so that a call on a small object pays nothing. A
+                // slice (`l[a:b]`) walks as many items as it spans: on a big list, all.
+                let is_slice = |v: &Value| agora_proto::slice::Slice::from_value(v).is_some();
                 let walks = entry.size_hint() >= HEAVY_CALL_ITEMS
                     && (spec.scans || args.positional.first().is_some_and(is_slice));
                 bind(spec, args.positional, args.keywords).and_then(|bound| {
