@@ -151,10 +151,8 @@ pub(crate) struct Connection {
     reconnects: bool,
     outbox: mpsc::UnboundedSender<Vec<u8>>,
     welcome: Welcome,
-    /// When the connection started; heartbeat times are measured from here.
-    started: std::time::Instant,
-    /// Milliseconds after `started` of the last successful write: what the server last
-    /// heard from us (any message counts as a heartbeat, as on the server).
+    /// [`coarse_ms`] at the last successful write: when the server last heard from us
+    /// (any message counts as a heartbeat, as on the server).
     last_beat_ms: AtomicU64,
     /// Turns true when the connection dies.
     closed_tx: watch::Sender<bool>,
@@ -256,8 +254,7 @@ impl Connection {
             reconnects: setup.reconnects,
             outbox,
             welcome,
-            started: std::time::Instant::now(),
-            last_beat_ms: AtomicU64::new(0),
+            last_beat_ms: AtomicU64::new(coarse_ms()),
             closed_tx: watch::channel(false).0,
         });
         tokio::spawn(write_loop(write_half, inbox, Arc::downgrade(&conn)));
@@ -401,8 +398,7 @@ impl Connection {
     /// heartbeat timeout (it was frozen, suspended or starved): the server has ended
     /// the session by now, whether or not its notice can reach us.
     fn heartbeats_missed(&self) -> bool {
-        let since_start = self.started.elapsed().as_millis() as u64;
-        since_start.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)) > self.welcome.heartbeat_timeout_ms
+        coarse_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)) > self.welcome.heartbeat_timeout_ms
     }
 
     /// What a call in flight when the connection ended with `reason` fails with. On a
@@ -532,6 +528,26 @@ async fn heartbeat_loop(conn: std::sync::Weak<Connection>) {
     }
 }
 
+/// Milliseconds on a monotonic clock, read cheaply: every call checks it (see
+/// [`Connection::heartbeats_missed`]), and a precise clock read was ~3 % of a pipelining
+/// client's CPU (`clock_gettime` is slow on some VMs). On Linux the coarse clock only
+/// reads the kernel's last tick (1–10 ms old), plenty for heartbeat timeouts of seconds.
+#[cfg(target_os = "linux")]
+fn coarse_ms() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write to; the clock id is a constant Linux has.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) } == 0;
+    debug_assert!(ok, "CLOCK_MONOTONIC_COARSE is always there on Linux");
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+}
+
+/// Milliseconds on a monotonic clock (elsewhere than Linux: `Instant`, from first use).
+#[cfg(not(target_os = "linux"))]
+fn coarse_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}
+
 fn lost(e: FrameIoError) -> Error {
     match e {
         FrameIoError::Closed => Error::ConnectionLost("the server closed the connection".into()),
@@ -553,8 +569,7 @@ async fn write_loop<S: AsyncWrite>(
         }
         // The server hears us from the first byte on: a long write (a big value on a
         // slow link) must not look like silence.
-        let stamp =
-            |conn: &Connection| conn.last_beat_ms.store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let stamp = |conn: &Connection| conn.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
         if let Some(conn) = conn.upgrade() {
             stamp(&conn);
         }
