@@ -15,6 +15,7 @@
 //! - [`methods`]: the methods of every built-in object kind, declared once (names,
 //!   parameters, read-only or mutating, exposed to CPython or not);
 //! - [`error`]: the error codes both dialects report;
+//! - [`utf8`]: the UTF-8 check every received string goes through;
 //! - [`io`] (feature `tokio`, on by default): frame and handshake drivers over any
 //!   `AsyncRead + AsyncWrite`, shared by the server and the client;
 //! - [`flushing`] (feature `tokio`): a stream whose writes are on the wire when they
@@ -37,6 +38,7 @@ pub mod native;
 pub mod pickle;
 pub mod reference;
 pub mod slice;
+pub mod utf8;
 pub mod value;
 
 pub use address::Address;

@@ -73,7 +73,7 @@ impl<'a> Cursor<'a> {
             0xdb => self.be(4)? as usize,
             _ => return None,
         };
-        std::str::from_utf8(self.take(len)?).ok()
+        crate::utf8::str_from_utf8(self.take(len)?).ok()
     }
 
     fn value(&mut self) -> Option<Value> {

@@ -622,7 +622,8 @@ impl<'a> Machine<'a> {
     /// A UTF-8 str of `len` bytes.
     fn utf8(&mut self, len: u64) -> Result<(), WireError> {
         let bytes = self.take_u64(len)?;
-        let text = std::str::from_utf8(bytes).map_err(|e| self.err(format_args!("invalid UTF-8 in str: {e}")))?;
+        let text =
+            crate::utf8::str_from_utf8(bytes).map_err(|e| self.err(format_args!("invalid UTF-8 in str: {e}")))?;
         self.push(Node::Str(Cow::Borrowed(text)))
     }
 
@@ -1100,7 +1101,7 @@ impl Tree<'_> {
     }
 
     fn str(&mut self, len: u64) -> Option<()> {
-        let text = std::str::from_utf8(self.take(len)?).ok()?;
+        let text = crate::utf8::str_from_utf8(self.take(len)?).ok()?;
         let value = Value::Str(text.into());
         self.scalar(value, len)
     }

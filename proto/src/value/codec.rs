@@ -485,7 +485,7 @@ fn r_len(r: &mut Reader<'_>, width_code: u8) -> Result<usize, String> {
 
 fn string(r: &mut Reader<'_>, len: usize) -> Result<Value, String> {
     let bytes = r.take(len)?;
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 in str: {e}"))?;
+    let text = crate::utf8::str_from_utf8(bytes).map_err(|e| format!("invalid UTF-8 in str: {e}"))?;
     Ok(Value::Str(text.into()))
 }
 
