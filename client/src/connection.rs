@@ -1,11 +1,12 @@
 //! One multiplexed connection to a server: one socket, one server session.
 //!
-//! Every call gets a fresh request id and a oneshot slot in the pending map, and its
-//! encoded frame goes to the writer task, which drains everything queued into one
-//! write. The reader task routes each response to its slot by id. So one connection
-//! carries any number of concurrent calls from any number of tasks, and a call
-//! future that is dropped (timed out, cancelled) just abandons its slot — the
-//! connection stays in sync because frames are only ever written whole by the writer.
+//! Every call gets a fresh request id and a oneshot slot in the pending map, and is
+//! encoded straight into the connection's [`Outbox`], which the writer task takes
+//! whole into one write. The reader task routes each response to its slot by id. So
+//! one connection carries any number of concurrent calls from any number of tasks,
+//! and a call future that is dropped (timed out, cancelled) just abandons its slot —
+//! the connection stays in sync because frames are only ever written whole by the
+//! writer.
 //!
 //! When the connection dies, every pending call and every later call on it fails with
 //! the reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
@@ -14,8 +15,8 @@
 //! or, on a cluster whose leader changed, with one that resumed the same session and
 //! so keeps its generation ([`Connection::previous`]).
 //! Request ids come from a counter the manager's connections share, so a request
-//! encoded for one connection that turned out to be dead before it was queued
-//! ([`Unsent`]) can go out unchanged on the next one.
+//! that found its connection dead when it was queued ([`Unsent`]) can go out unchanged,
+//! under the same id, on the next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ use agora_proto::native::{self, Hello, Op, Previous, Reply, Request, Response, W
 use agora_proto::Address;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
@@ -93,22 +94,39 @@ impl Setup {
     }
 }
 
-/// An encoded request, ready to go out on any connection of its manager (its id
-/// comes from the counter they share).
+/// A request with its id, ready to go out on any connection of its manager (its id
+/// comes from the counter they share). It is encoded when it is queued, straight into
+/// that connection's outbox.
 pub(crate) struct Outgoing {
-    id: u64,
-    frame: Vec<u8>,
+    request: Request,
 }
 
 impl Outgoing {
-    /// Encodes `op` under a fresh id from `ids`.
-    pub(crate) fn encode(ids: &AtomicU64, op: Op) -> Result<Outgoing> {
-        let id = ids.fetch_add(1, Ordering::Relaxed);
-        // Room for a typical small request up front: growing from empty reallocates
-        // several times per request (seen in profiles of `agora bench`).
-        let mut frame = Vec::with_capacity(128);
-        frame::encode_with(&mut frame, |b| native::encode_request(&Request { id, op }, b))?;
-        Ok(Outgoing { id, frame })
+    /// `op` under a fresh id from `ids`.
+    pub(crate) fn new(ids: &AtomicU64, op: Op) -> Outgoing {
+        Outgoing { request: Request { id: ids.fetch_add(1, Ordering::Relaxed), op } }
+    }
+}
+
+/// The encoded requests waiting for the writer task: whole frames, appended by callers
+/// and taken all at once by the writer, which swaps in its emptied buffer (so, once
+/// warm, queueing a request allocates nothing). One frame per request in a channel
+/// cost an allocation, a channel send and a copy each.
+struct Outbox {
+    bytes: Mutex<Vec<u8>>,
+    /// Wakes the writer: notified when `bytes` turns non-empty, and when the last
+    /// handle to the connection goes (the writer then sends what is left and closes).
+    ready: Notify,
+}
+
+impl Outbox {
+    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Swaps everything queued into `batch` (which must be empty).
+    fn take(&self, batch: &mut Vec<u8>) {
+        std::mem::swap(&mut *self.bytes(), batch);
     }
 }
 
@@ -149,7 +167,7 @@ pub(crate) struct Connection {
     ids: Arc<AtomicU64>,
     generation: u64,
     reconnects: bool,
-    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    outbox: Arc<Outbox>,
     welcome: Welcome,
     /// [`coarse_ms`] at the last successful write: when the server last heard from us
     /// (any message counts as a heartbeat, as on the server).
@@ -240,7 +258,7 @@ impl Connection {
             _ => setup.generation,
         };
         let (read_half, write_half) = tokio::io::split(stream);
-        let (outbox, inbox) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox { bytes: Mutex::new(Vec::new()), ready: Notify::new() });
         let conn = Arc::new(Connection {
             state: Mutex::new(State {
                 pending: IdMap::default(),
@@ -252,12 +270,12 @@ impl Connection {
             ids: setup.ids,
             generation,
             reconnects: setup.reconnects,
-            outbox,
+            outbox: outbox.clone(),
             welcome,
             last_beat_ms: AtomicU64::new(coarse_ms()),
             closed_tx: watch::channel(false).0,
         });
-        tokio::spawn(write_loop(write_half, inbox, Arc::downgrade(&conn)));
+        tokio::spawn(write_loop(write_half, outbox, Arc::downgrade(&conn)));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&conn)));
         tokio::spawn(read_loop(read_half, rbuf, Arc::downgrade(&conn)));
         Ok(conn)
@@ -309,33 +327,46 @@ impl Connection {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues an encoded request, first recording it with `register` under the state
-    /// lock (so its reply cannot arrive before it is recorded). Gives the request back
-    /// with the reason if the connection is dead: then nothing was sent.
+    /// Encodes a request into the outbox, recording it with `register` under the state
+    /// lock before the writer can take it (so its reply cannot arrive before it is
+    /// recorded). Gives the request back with the reason if it cannot be encoded, is
+    /// too large for the server, or the connection is dead: then nothing was sent.
     fn submit(
         &self,
         out: Outgoing,
         register: impl FnOnce(&mut State, u64),
-    ) -> std::result::Result<u64, (Outgoing, Error)> {
+    ) -> std::result::Result<u64, Box<(Outgoing, Error)>> {
         if self.heartbeats_missed() {
             self.close(Error::ConnectionLost(String::new()));
         }
-        let body_len = (out.frame.len() - 4) as u64;
+        // Lock order: the outbox, then the state (nothing takes them the other way).
+        let mut bytes = self.outbox.bytes();
+        let start = bytes.len();
+        if let Err(e) = frame::encode_with(&mut bytes, |b| native::encode_request(&out.request, b)) {
+            return Err(Box::new((out, e.into())));
+        }
+        let body_len = (bytes.len() - start - 4) as u64;
         if body_len > self.welcome.max_frame {
+            bytes.truncate(start);
             let error = Error::LimitExceeded(format!(
                 "request of {body_len} bytes exceeds the server's frame limit of {} bytes",
                 self.welcome.max_frame
             ));
-            return Err((out, error));
+            return Err(Box::new((out, error)));
         }
         let mut state = self.state();
         if let Some(reason) = &state.closed {
-            return Err((out, reason.clone()));
+            bytes.truncate(start);
+            return Err(Box::new((out, reason.clone())));
         }
-        let id = out.id;
+        let id = out.request.id;
         register(&mut state, id);
-        // The writer only stops after `closed` is set, which we checked under the lock.
-        let _ = self.outbox.send(out.frame);
+        drop(state);
+        drop(bytes);
+        // Only the first request of a batch wakes the writer: it takes them all.
+        if start == 0 {
+            self.outbox.ready.notify_one();
+        }
         Ok(id)
     }
 
@@ -350,12 +381,11 @@ impl Connection {
 
     /// Encodes and queues a request, recorded with `register` (see [`Connection::submit`]).
     fn send_registering(&self, op: Op, register: impl FnOnce(&mut State, u64)) -> Result<u64> {
-        let out = Outgoing::encode(&self.ids, op)?;
-        self.submit(out, register).map_err(|(_, e)| e)
+        self.submit(Outgoing::new(&self.ids, op), register).map_err(|unsent| unsent.1)
     }
 
-    /// Queues an encoded call; [`Connection::reply`] waits for its answer. A dead
-    /// connection, or a request too large for this server, gives the call back unsent.
+    /// Queues a call; [`Connection::reply`] waits for its answer. A dead connection,
+    /// or a request too large for this server, gives the call back unsent.
     pub(crate) fn queue_call(&self, out: Outgoing, call: PendingCall) -> Result<Queued, Box<Unsent>> {
         let PendingCall { slot, rx } = call;
         let mut slot = Some(slot);
@@ -363,7 +393,8 @@ impl Connection {
             state.pending.insert(id, slot.take().expect("registered once"));
         }) {
             Ok(id) => Ok(Queued { id, rx }),
-            Err((out, reason)) => {
+            Err(unsent) => {
+                let (out, reason) = *unsent;
                 let call = PendingCall { slot: slot.expect("not registered"), rx };
                 Err(Box::new(Unsent { out, call, reason }))
             }
@@ -444,6 +475,13 @@ impl Connection {
         for (_, slot) in pending {
             let _ = slot.tx.send((Err(error.clone()), None));
         }
+    }
+}
+
+/// The writer sends what is still queued, then closes our side.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.outbox.ready.notify_one();
     }
 }
 
@@ -555,29 +593,41 @@ fn lost(e: FrameIoError) -> Error {
     }
 }
 
-async fn write_loop<S: AsyncWrite>(
-    mut writer: WriteHalf<S>,
-    mut inbox: mpsc::UnboundedReceiver<Vec<u8>>,
-    conn: std::sync::Weak<Connection>,
-) {
-    let mut batch = Vec::new();
-    while let Some(first) = inbox.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while let Ok(more) = inbox.try_recv() {
-            batch.extend_from_slice(&more);
-        }
-        // The server hears us from the first byte on: a long write (a big value on a
-        // slow link) must not look like silence.
-        let stamp = |conn: &Connection| conn.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
+/// A batch buffer that grew past this (a big value went out) is not kept for the next.
+const KEPT_BATCH_CAPACITY: usize = 1 << 20;
+
+/// Writes whatever the outbox holds, one write per wake-up, until every handle to the
+/// connection is gone (then what was queued last still goes out).
+async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, outbox: Arc<Outbox>, conn: std::sync::Weak<Connection>) {
+    // The server hears us from the first byte on: a long write (a big value on a slow
+    // link) must not look like silence.
+    let stamp = |conn: &std::sync::Weak<Connection>| {
         if let Some(conn) = conn.upgrade() {
-            stamp(&conn);
+            conn.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
         }
-        let written = writer.write_all(&batch).await;
-        let Some(conn) = conn.upgrade() else { break };
-        match written {
-            Ok(()) => stamp(&conn),
-            Err(e) => return write_failed(&conn, e).await,
+    };
+    let mut batch = Vec::new();
+    loop {
+        outbox.ready.notified().await;
+        // Checked before taking: whatever was queued before the last handle went is
+        // in this take.
+        let gone = conn.strong_count() == 0;
+        outbox.take(&mut batch);
+        if !batch.is_empty() {
+            stamp(&conn);
+            let written = writer.write_all(&batch).await;
+            batch.clear();
+            if batch.capacity() > KEPT_BATCH_CAPACITY {
+                batch = Vec::new();
+            }
+            match (written, conn.upgrade()) {
+                (Ok(()), _) => stamp(&conn),
+                (Err(e), Some(conn)) => return write_failed(&conn, e).await,
+                (Err(_), None) => break,
+            }
+        }
+        if gone {
+            break;
         }
     }
     // Every handle to the connection is gone: close our side politely.

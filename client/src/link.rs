@@ -342,7 +342,7 @@ impl Link {
         op: Op,
         on_orphan: Option<OnOrphan>,
     ) -> Result<std::result::Result<OnConnection, Box<(Outgoing, PendingCall)>>> {
-        let out = Outgoing::encode(&self.ids, op)?;
+        let out = Outgoing::new(&self.ids, op);
         let call = PendingCall::new(on_orphan);
         let conn = self.current();
         if object.is_some_and(|(slot, _)| slot.attached.load(Ordering::Acquire) != conn.generation()) {
@@ -435,7 +435,7 @@ impl Link {
         on_orphan: Option<OnOrphan>,
     ) -> Result<Reply> {
         let conn = self.pinned(generation, what)?;
-        let out = Outgoing::encode(&self.ids, op)?;
+        let out = Outgoing::new(&self.ids, op);
         match conn.queue_call(out, PendingCall::new(on_orphan)) {
             Ok(queued) => conn.reply(queued).await,
             // The session ended just before: say so, as if it had ended earlier.
