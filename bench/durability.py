@@ -15,10 +15,12 @@ in one temporary directory (so both servers write to the same filesystem):
 3. the pause a snapshot causes: a 50-client set load on the 1M-entry dict, with and
    without `agora snapshot` (Redis: BGREWRITEAOF, whose pause is its fork) in the middle.
 
-It writes the section "## 6. Durability: agora's log vs Redis's AOF" into BENCHMARKS.md
-(before "## Profiles"; an existing section 6 is replaced, keeping its hand-written
-"### Findings" block). Only loopback addresses are used; every process it starts
-is stopped when it ends. Standard library only; reuses bench/suite.py's helpers.
+It writes the section "## 6. Durability: agora's log vs Redis's AOF" into
+bench/sections.md, which the suite (bench/run.sh) includes as is, and into BENCHMARKS.md
+(an existing section 6 is replaced where it stands, keeping the hand-written
+"### Findings" block of the one in bench/sections.md). Only loopback addresses are used;
+every process it starts is stopped when it ends. Standard library only; reuses
+bench/suite.py's helpers.
 """
 
 import argparse
@@ -657,8 +659,8 @@ def render(info, tp, rs, meta, findings=""):
     s = tp["samples"] if tp else Samples()
     w(SECTION + "\n")
     w(
-        "Written by `bench/durability.sh` (the script `bench/durability.py`), separately from the suite: "
-        "`bench/run.sh` rewrites this file without this section, so run `bench/durability.sh` after it. "
+        "Written by `bench/durability.sh` (the script `bench/durability.py`), separately from the suite, into "
+        "`bench/sections.md` (which `bench/run.sh` includes as is) and into this file. "
         f"One run, {meta['started']}, {meta['minutes']:.1f} min, load average {' '.join(meta['load_start'])} at the start "
         f"and {' '.join(meta['load_end'])} at the end: **the machine ({info['nproc']} cores, {info['cpu']}) was shared "
         "with other builds and benchmarks during the run**, so only ratios measured in the same run mean anything. "
@@ -889,20 +891,20 @@ def old_findings(path):
 
 
 def write_section(path, text):
-    """Puts the section before '## Profiles' (or at the end), replacing an old one."""
+    """Replaces an old section 6 where it stands; a first one goes before the first later
+    numbered section, else before '## Profiles', else at the end."""
     doc = Path(path).read_text() if Path(path).exists() else "# agora benchmarks\n"
+    block = text.rstrip() + "\n\n"
     start = doc.find(SECTION)
     if start >= 0:
         nxt = doc.find("\n## ", start + len(SECTION))
         end = len(doc) if nxt < 0 else nxt + 1
-        doc = doc[:start] + doc[end:]
-    block = text.rstrip() + "\n\n"
-    at = doc.find("\n## Profiles")
-    if at < 0:
-        doc = doc.rstrip() + "\n\n" + block
+        doc = doc[:start] + block + doc[end:]
     else:
-        doc = doc[:at + 1] + block + doc[at + 1:]
-    Path(path).write_text(doc)
+        later = [doc.find(f"\n## {n}.") for n in range(7, 20)] + [doc.find("\n## Profiles")]
+        at = min((i for i in later if i >= 0), default=-1)
+        doc = doc.rstrip() + "\n\n" + block if at < 0 else doc[:at + 1] + block + doc[at + 1:]
+    Path(path).write_text(doc.rstrip() + "\n")
 
 
 def main():
@@ -950,7 +952,12 @@ def main():
         "minutes": (time.time() - started) / 60, "load_start": load_start, "load_end": loadavg(), "quick": opts.quick,
         "scale": scale, "tmp": tmp, "agora_copy": copy, "fs": f"{fs[2]} on {fs[3]}" if len(fs) >= 4 else "?",
     }
-    text = render(info, tp, rs, meta, old_findings(opts.output))
+    # bench/sections.md keeps the section across suite runs (bench/run.sh rewrites
+    # BENCHMARKS.md); a run written elsewhere (--output, --quick checks) leaves it alone.
+    of_record = Path(opts.output).resolve() == (ROOT / "BENCHMARKS.md").resolve()
+    text = render(info, tp, rs, meta, old_findings(suite.SECTIONS if of_record else opts.output))
+    if of_record:
+        write_section(suite.SECTIONS, text)
     write_section(opts.output, text)
     if opts.json:
         def plain(x):

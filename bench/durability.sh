@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Durability benchmarks, agora's command log vs Redis's AOF: writes section 6 of
-# BENCHMARKS.md (before "## Profiles"; bench/run.sh rewrites the file without it, so
-# run this after run.sh).
+# Durability benchmarks, agora's command log vs Redis's AOF: writes section 6 into
+# bench/sections.md (which bench/run.sh includes as is) and into BENCHMARKS.md.
 #
 #   bench/durability.sh                      # the whole run, about 10-12 minutes, capped at 12
 #   ROUNDS=5 BENCH_MAX_MINUTES=15 bench/durability.sh
