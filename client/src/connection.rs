@@ -569,7 +569,8 @@ async fn heartbeat_loop(conn: std::sync::Weak<Connection>) {
 /// Milliseconds on a monotonic clock, read cheaply: every call checks it (see
 /// [`Connection::heartbeats_missed`]), and a precise clock read was ~3 % of a pipelining
 /// client's CPU (`clock_gettime` is slow on some VMs). On Linux the coarse clock only
-/// reads the kernel's last tick (1–10 ms old), plenty for heartbeat timeouts of seconds.
+/// reads the kernel's last tick (1–10 ms old): plenty, as the client's own pings are at
+/// least 50 ms apart (see `heartbeat_loop`).
 #[cfg(target_os = "linux")]
 fn coarse_ms() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
