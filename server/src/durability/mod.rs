@@ -13,11 +13,14 @@
 //! Answers to parked calls (a `get` handed an item, a lock granted) wait the same way
 //! for the record that produced them. Reads are not logged and never wait.
 //!
-//! - **Writing.** Records are written by whoever needs them first (a connection about
-//!   to answer takes every record appended so far and writes them in one `write`: group
-//!   commit); with `always` the log thread writes and fsyncs, batching every record
-//!   appended while the previous fsync ran. The log thread also fsyncs once a second
-//!   (`everysec`) and takes snapshots.
+//! - **Writing.** With `everysec` and `no`, the first connection about to answer
+//!   yields once, so the other connections ready on its worker append their records
+//!   too, then writes every record appended so far in one `write` (group commit, as an
+//!   event loop writes its log before it sleeps); connections settling meanwhile wait
+//!   for that write. With `always` the log thread writes and fsyncs, batching every
+//!   record appended while the previous fsync ran. The log thread also writes what
+//!   nobody waits for every 100 ms, fsyncs once a second (`everysec`) and takes
+//!   snapshots.
 //! - **Failures.** If the log cannot be written (a full disk, an I/O error) the journal
 //!   refuses every change a client asks for with `Unavailable`
 //!   ([`Command::refusable`](crate::engine::Command::refusable)); reads keep working,
@@ -163,6 +166,9 @@ pub struct Durability {
     progress: watch::Sender<()>,
     /// Wakes the log thread (a record wants fsyncing, or stop).
     nudge: (Mutex<bool>, Condvar),
+    /// A settling task has yielded and will write every record appended so far once
+    /// it runs again (see [`Durability::settle`]); others only wait for it.
+    flush_scheduled: AtomicBool,
     stop: AtomicBool,
     last_fsync: Mutex<Instant>,
     last_snapshot: Mutex<Option<SnapshotInfo>>,
@@ -176,6 +182,17 @@ pub struct Durability {
     /// Why the log cannot be written, while it cannot.
     failure: Mutex<Option<String>>,
     _lock: disk::DirLock,
+}
+
+/// The write a settling task promised; done on drop, so a task cancelled while it
+/// yields (its connection closed) still writes what others wait for.
+struct ScheduledFlush<'a>(&'a Durability);
+
+impl Drop for ScheduledFlush<'_> {
+    fn drop(&mut self) {
+        self.0.flush_scheduled.store(false, Ordering::SeqCst);
+        self.0.flush();
+    }
 }
 
 impl std::fmt::Debug for Durability {
@@ -364,6 +381,7 @@ impl Durability {
             synced: AtomicU64::new(next - 1),
             progress: watch::channel(()).0,
             nudge: (Mutex::new(false), Condvar::new()),
+            flush_scheduled: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             last_fsync: Mutex::new(Instant::now()),
             last_snapshot: Mutex::new(last_snapshot),
@@ -412,9 +430,15 @@ impl Durability {
         }
         if self.config.fsync == Fsync::Always {
             self.nudge_thread();
-        } else {
-            // Group commit: this connection writes every record appended so far.
-            self.flush();
+        } else if !self.flush_scheduled.swap(true, Ordering::SeqCst) {
+            // Group commit, the way an event loop writes its log before it sleeps: let
+            // the other tasks that are ready on this worker append their records
+            // first, then write them all in one `write`. Until then, settling tasks
+            // only wait; the flag goes down before the records are taken, so a record
+            // appended before a task saw it up is in this write.
+            let scheduled = ScheduledFlush(self);
+            tokio::task::yield_now().await;
+            drop(scheduled);
             if self.is_settled(lsn) {
                 return;
             }

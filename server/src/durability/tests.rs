@@ -387,3 +387,43 @@ fn concurrent_changes_replay_to_the_same_state() {
     let (d, _) = open(dir.path());
     assert_eq!(d.engine().canonical_state(), before, "the log's order is the order the changes were applied in");
 }
+
+/// Group commit with `everysec`: the first settling task yields so others can append,
+/// the others wait for its write. If that first task is dropped mid-yield (its
+/// connection closed), its drop still writes, so nobody is left waiting on it.
+#[test]
+fn a_settle_dropped_while_it_yields_still_writes_for_those_waiting_on_it() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DurabilityConfig::new(dir.path());
+    config.fsync = Fsync::Everysec;
+    let (d, _) = Durability::open(config, CustomKinds::default()).unwrap();
+    let c = Client::new(d.engine());
+    let dict = c.open(Kind::Dict, Some("d"), vec![]);
+    let mut cx = Context::from_waker(Waker::noop());
+    // The log thread also writes every 100 ms; try again if it got there first.
+    for attempt in 0.. {
+        assert!(attempt < 50, "the log thread always wrote before the first poll");
+        c.call(dict, "__setitem__", vec![s("a"), Value::Int(attempt)]);
+        let first_lsn = d.journal.appended();
+        let mut first = Box::pin(d.settle(first_lsn));
+        if first.as_mut().poll(&mut cx).is_ready() {
+            continue;
+        }
+        assert!(d.flush_scheduled.load(Ordering::SeqCst), "the first settle promised the write");
+        c.call(dict, "__setitem__", vec![s("b"), Value::Int(attempt)]);
+        let second_lsn = d.journal.appended();
+        let mut second = Box::pin(d.settle(second_lsn));
+        if second.as_mut().poll(&mut cx).is_ready() {
+            continue;
+        }
+        drop(first);
+        assert!(d.is_settled(second_lsn), "dropping the promised write did it");
+        assert!(!d.flush_scheduled.load(Ordering::SeqCst), "and took the promise back");
+        assert_eq!(second.as_mut().poll(&mut cx), Poll::Ready(()));
+        break;
+    }
+    close(d);
+}
