@@ -29,6 +29,8 @@ struct Script {
     /// The objects that exist, with their kinds.
     alive: HashMap<u64, Kind>,
     next_anonymous: u64,
+    /// Connections the client closed (the server read end-of-stream).
+    closed: Vec<usize>,
 }
 
 /// A scripted server on a Unix socket; `restart` drops the connection and forgets
@@ -93,7 +95,11 @@ async fn session(mut stream: UnixStream, n: usize, script: &Mutex<Script>) {
     let mut body = Vec::new();
     native::encode(&welcome, &mut body).unwrap();
     write_frame(&mut stream, &body).await.unwrap();
-    while let Ok(frame) = read_frame(&mut stream, &mut buf, u64::MAX).await {
+    loop {
+        let Ok(frame) = read_frame(&mut stream, &mut buf, u64::MAX).await else {
+            script.lock().unwrap().closed.push(n);
+            return;
+        };
         let request = native::decode_request(&frame).unwrap();
         let result = answer(&mut script.lock().unwrap(), n, request.op);
         let mut body = Vec::new();
@@ -193,6 +199,25 @@ async fn one_attach_per_object_and_releases_per_session() {
     m.ping().await.unwrap();
     assert_eq!(releases(&fake.sent_on(2)), vec![NAMED]);
     assert_eq!(fake.sent_on(2).len(), 4, "two attaches, a call, a release: {:?}", fake.sent_on(2));
+}
+
+/// Dropping the last proxy and the manager together: the release queued by the proxy's
+/// drop still goes out before the client closes the connection.
+#[tokio::test]
+async fn what_was_queued_when_the_manager_is_dropped_still_goes_out() {
+    let fake = Fake::start().await;
+    let m = Manager::connect(&fake.address, KEY).await.unwrap();
+    let x = m.value::<i64>("x", &0).await.unwrap();
+    drop(x);
+    drop(m);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !fake.script.lock().unwrap().closed.contains(&1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the client closes its connection once every handle is gone");
+    assert_eq!(releases(&fake.sent_on(1)), vec![NAMED], "{:?}", fake.sent_on(1));
 }
 
 #[tokio::test]
