@@ -279,6 +279,12 @@ impl Value {
         msgpack::encode(self)
     }
 
+    /// Appends what [`Value::to_msgpack`] returns to `out`: for encoders that write a
+    /// message around values by hand.
+    pub fn write_msgpack(&self, out: &mut Vec<u8>) {
+        msgpack::encode_into(self, out)
+    }
+
     /// Decodes a value from MessagePack, rejecting malformed or too deeply nested input
     /// (more than [`MAX_DEPTH`] levels) and trailing bytes, with [`ErrorCode::Protocol`].
     ///

@@ -209,7 +209,23 @@ impl SharedObject for DictObject {
     }
 
     fn state(&self) -> Vec<u8> {
-        encode_state(self)
+        // The bytes `encode_state(self)` writes (a test holds them equal), written by
+        // hand: several times faster than through serde, and a snapshot encodes every
+        // dict while changes wait.
+        const VEC_WRITE: &str = "writing to a Vec cannot fail";
+        let mut out = Vec::with_capacity(8 + 16 * self.dict.len());
+        rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
+        rmp::encode::write_str(&mut out, "dict").expect(VEC_WRITE);
+        let Ok(len) = u32::try_from(self.dict.len()) else {
+            return encode_state(self);
+        };
+        rmp::encode::write_array_len(&mut out, len).expect(VEC_WRITE);
+        for (key, value) in self.dict.iter() {
+            rmp::encode::write_array_len(&mut out, 2).expect(VEC_WRITE);
+            key.write_msgpack(&mut out);
+            value.write_msgpack(&mut out);
+        }
+        out
     }
 
     fn repr(&self) -> String {
@@ -226,6 +242,32 @@ mod tests {
     use super::*;
     use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, call_kw, ints, s};
     use agora_proto::value::Build;
+
+    #[test]
+    fn the_hand_written_state_is_byte_for_byte_serde_s() {
+        let mut values = vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Int(1 << 40),
+            Value::Float(2.5),
+            s(""),
+            s("a key longer than the thirty-one bytes of a fixstr"),
+            Value::Bytes(vec![0, 1, 2]),
+            Value::Tuple(vec![Value::Int(1), s("t")]),
+            Value::List(vec![Value::None; 20]),
+        ];
+        let nested: Dict = Dict::from_pairs([(s("k"), Value::List(values.clone()))]).unwrap();
+        values.push(Value::Dict(nested));
+        for len in [0, 1, 15, 16, 300, 70_000] {
+            let mut object = DictObject::default();
+            for i in 0..len {
+                let key = if i % 3 == 0 { Value::Int(i as i64) } else { s(&format!("key:{i}")) };
+                object.dict.insert(key, values[i % values.len()].clone()).unwrap();
+            }
+            assert_eq!(object.state(), encode_state(&object), "{len} entries");
+        }
+    }
 
     fn new(positional: Vec<Value>, keywords: Vec<(&str, Value)>) -> Result<DictObject, WireError> {
         DictObject::new(bind_kw(&CONSTRUCTOR, positional, keywords)?)
