@@ -170,17 +170,29 @@ pub(super) fn encode(value: &Value) -> Vec<u8> {
     two_pass(|sink| walk(value, sink))
 }
 
-/// Appends the encoding of `value` to `out`: a scalar directly, anything else through
-/// the two passes.
+/// Appends the encoding of `value` to `out`: a scalar directly (most arguments and
+/// replies are one), anything else through the two passes.
 pub(super) fn encode_into(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Bytes(_) => {
-            let mut sink = Write { out: std::mem::take(out), ext_lens: std::iter::empty() };
-            walk(value, &mut sink);
-            *out = sink.out;
+    match scalar(value) {
+        Some((header, body)) => {
+            out.extend_from_slice(header.as_slice());
+            out.extend_from_slice(body);
         }
-        _ => out.extend_from_slice(&encode(value)),
+        None => out.extend_from_slice(&encode(value)),
     }
+}
+
+/// A scalar's header and the bytes after it; `None` for containers and exts.
+fn scalar(value: &Value) -> Option<(Header, &[u8])> {
+    Some(match value {
+        Value::None => (Header::new(0xc0, &[]), &[]),
+        Value::Bool(b) => (Header::new(if *b { 0xc3 } else { 0xc2 }, &[]), &[]),
+        Value::Int(i) => (int_header(*i), &[]),
+        Value::Float(f) => (Header::new(0xcb, &f.to_be_bytes()), &[]),
+        Value::Str(s) => (str_header(s.len()), s.as_bytes()),
+        Value::Bytes(b) => (bin_header(b.len()), b),
+        _ => return None,
+    })
 }
 
 /// The ext type and payload of a tuple, set, frozenset, big int or object (`None` for
@@ -202,19 +214,14 @@ fn ext_tag(value: &Value) -> Option<i8> {
 }
 
 fn walk(value: &Value, sink: &mut dyn Sink) {
+    if let Some((header, body)) = scalar(value) {
+        sink.header(header);
+        if !body.is_empty() {
+            sink.raw(body);
+        }
+        return;
+    }
     match value {
-        Value::None => sink.header(Header::new(0xc0, &[])),
-        Value::Bool(b) => sink.header(Header::new(if *b { 0xc3 } else { 0xc2 }, &[])),
-        Value::Int(i) => sink.header(int_header(*i)),
-        Value::Float(f) => sink.header(Header::new(0xcb, &f.to_be_bytes())),
-        Value::Str(s) => {
-            sink.header(str_header(s.len()));
-            sink.raw(s.as_bytes());
-        }
-        Value::Bytes(b) => {
-            sink.header(bin_header(b.len()));
-            sink.raw(b);
-        }
         Value::List(items) => walk_seq(items.len(), items.iter(), sink),
         Value::Dict(d) => {
             sink.header(map_header(d.len()));
