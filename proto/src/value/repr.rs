@@ -140,8 +140,23 @@ fn pick_quote(has_single: bool, has_double: bool) -> char {
 /// `repr(str)`.
 fn write_str(out: &mut String, s: &str) {
     let quote = pick_quote(s.contains('\''), s.contains('"'));
+    out.reserve(s.len() + 2);
     out.push(quote);
-    for c in s.chars() {
+    // Runs of characters that stand for themselves go in whole (a dict key's repr, in
+    // every KeyError, usually is one run).
+    let mut run = 0;
+    for (at, c) in s.char_indices() {
+        let plain = match c {
+            '\\' | '\n' | '\r' | '\t' => false,
+            c if c == quote => false,
+            ' '..='~' => true,
+            c => !c.is_ascii() && is_printable(c),
+        };
+        if plain {
+            continue;
+        }
+        out.push_str(&s[run..at]);
+        run = at + c.len_utf8();
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
@@ -151,11 +166,10 @@ fn write_str(out: &mut String, s: &str) {
                 out.push('\\');
                 out.push(c);
             }
-            ' '..='~' => out.push(c),
-            c if !c.is_ascii() && is_printable(c) => out.push(c),
             c => push_char_escape(out, c),
         }
     }
+    out.push_str(&s[run..]);
     out.push(quote);
 }
 
@@ -244,6 +258,38 @@ mod tests {
         ];
         for &(f, want) in cases {
             assert_eq!(r(Value::Float(f)), want, "{f:e}");
+        }
+    }
+
+    /// The escaping one character at a time, as `write_str` did before it copied runs.
+    fn str_repr_char_by_char(s: &str) -> String {
+        let quote = pick_quote(s.contains('\''), s.contains('"'));
+        let mut out = String::from(quote);
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c == quote => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                ' '..='~' => out.push(c),
+                c if !c.is_ascii() && is_printable(c) => out.push(c),
+                c => push_char_escape(&mut out, c),
+            }
+        }
+        out.push(quote);
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_str_repr_copies_runs_but_escapes_as_char_by_char(text in "(\\PC|\\pC|[\\\\'\"\\n\\t\\r ]){0,40}") {
+            let mut fast = String::new();
+            write_str(&mut fast, &text);
+            proptest::prop_assert_eq!(fast, str_repr_char_by_char(&text));
         }
     }
 
