@@ -146,31 +146,40 @@ fn write_str(out: &mut String, s: &str) {
     // every KeyError, usually is one run).
     let mut run = 0;
     for (at, c) in s.char_indices() {
-        let plain = match c {
-            '\\' | '\n' | '\r' | '\t' => false,
-            c if c == quote => false,
-            ' '..='~' => true,
-            c => !c.is_ascii() && is_printable(c),
-        };
-        if plain {
+        if stands_for_itself(c, quote) {
             continue;
         }
         out.push_str(&s[run..at]);
         run = at + c.len_utf8();
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => push_char_escape(out, c),
-        }
+        push_escaped(out, c, quote);
     }
     out.push_str(&s[run..]);
     out.push(quote);
+}
+
+/// True if `c` appears as itself inside a str's repr quoted with `quote`.
+fn stands_for_itself(c: char, quote: char) -> bool {
+    match c {
+        '\\' | '\n' | '\r' | '\t' => false,
+        c if c == quote => false,
+        ' '..='~' => true,
+        c => !c.is_ascii() && is_printable(c),
+    }
+}
+
+/// Writes a character that does not stand for itself, escaped as CPython does.
+fn push_escaped(out: &mut String, c: char, quote: char) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c == quote => {
+            out.push('\\');
+            out.push(c);
+        }
+        c => push_char_escape(out, c),
+    }
 }
 
 /// `\xNN`, `\uNNNN` or `\UNNNNNNNN` (lower-case hex, as CPython).
@@ -261,23 +270,16 @@ mod tests {
         }
     }
 
-    /// The escaping one character at a time, as `write_str` did before it copied runs.
+    /// One character at a time, as `write_str` worked before it copied runs (the
+    /// escapes themselves are checked against CPython in `strings_match_cpython`).
     fn str_repr_char_by_char(s: &str) -> String {
         let quote = pick_quote(s.contains('\''), s.contains('"'));
         let mut out = String::from(quote);
         for c in s.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if c == quote => {
-                    out.push('\\');
-                    out.push(c);
-                }
-                ' '..='~' => out.push(c),
-                c if !c.is_ascii() && is_printable(c) => out.push(c),
-                c => push_char_escape(&mut out, c),
+            if stands_for_itself(c, quote) {
+                out.push(c);
+            } else {
+                push_escaped(&mut out, c, quote);
             }
         }
         out.push(quote);
