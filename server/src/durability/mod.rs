@@ -17,7 +17,9 @@
 //!   yields once, so the other connections ready on its worker append their records
 //!   too, then writes every record appended so far in one `write` (group commit, as an
 //!   event loop writes its log before it sleeps); connections settling meanwhile wait
-//!   for that write. With `always` the log thread writes and fsyncs, batching every
+//!   for that write. While writes carry one record each (one client at a time), a
+//!   connection writes at once instead, there being nobody to wait for; one settle in
+//!   16 still yields, to notice when others start appending. With `always` the log thread writes and fsyncs, batching every
 //!   record appended while the previous fsync ran. The log thread also writes what
 //!   nobody waits for every 100 ms, fsyncs once a second (`everysec`) and takes
 //!   snapshots.
@@ -169,6 +171,13 @@ pub struct Durability {
     /// A settling task has yielded and will write every record appended so far once
     /// it runs again (see [`Durability::settle`]); others only wait for it.
     flush_scheduled: AtomicBool,
+    /// How many records the last write that wrote any carried. One means a lone writer
+    /// (one client at a time): then nobody else will append, and waiting for them only
+    /// delays the answer.
+    last_write_records: AtomicU64,
+    /// Settles that wrote at once; every [`PROBE_EVERY`]th yields anyway, to find out
+    /// whether others have started appending.
+    unbatched: AtomicU64,
     stop: AtomicBool,
     last_fsync: Mutex<Instant>,
     last_snapshot: Mutex<Option<SnapshotInfo>>,
@@ -183,6 +192,10 @@ pub struct Durability {
     failure: Mutex<Option<String>>,
     _lock: disk::DirLock,
 }
+
+/// While writes carry one record each, one settle in this many yields anyway (see
+/// [`Durability::settle`]).
+const PROBE_EVERY: u64 = 16;
 
 /// The write a settling task promised; done on drop, so a task cancelled while it
 /// yields (its connection closed) still writes what others wait for.
@@ -382,6 +395,8 @@ impl Durability {
             progress: watch::channel(()).0,
             nudge: (Mutex::new(false), Condvar::new()),
             flush_scheduled: AtomicBool::new(false),
+            last_write_records: AtomicU64::new(0),
+            unbatched: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             last_fsync: Mutex::new(Instant::now()),
             last_snapshot: Mutex::new(last_snapshot),
@@ -430,6 +445,16 @@ impl Durability {
         }
         if self.config.fsync == Fsync::Always {
             self.nudge_thread();
+        } else if self.last_write_records.load(Ordering::Relaxed) < 2
+            && self.unbatched.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY != 0
+        {
+            // A lone writer: yielding would cost it an event-loop poll per answer and
+            // gather nothing. (Each connection on one worker writing at once would also
+            // keep writes at one record: the probe finds the others.)
+            self.flush();
+            if self.is_settled(lsn) {
+                return;
+            }
         } else if !self.flush_scheduled.swap(true, Ordering::SeqCst) {
             // Group commit, the way an event loop writes its log before it sleeps: let
             // the other tasks that are ready on this worker append their records
@@ -490,11 +515,13 @@ impl Durability {
                 files.carry.clear();
                 files.carry_done = 0;
                 let mut carry = std::mem::take(&mut files.carry);
+                let previous_last = files.carry_last;
                 files.carry_last = self.journal.take(&mut carry);
                 files.carry = carry;
                 if files.carry.is_empty() {
                     return Ok(());
                 }
+                self.last_write_records.store(files.carry_last - previous_last, Ordering::Relaxed);
             }
             let segment = files.segment.clone();
             while files.carry_done < files.carry.len() {
