@@ -216,9 +216,7 @@ fn ext_tag(value: &Value) -> Option<i8> {
 fn walk(value: &Value, sink: &mut dyn Sink) {
     if let Some((header, body)) = scalar(value) {
         sink.header(header);
-        if !body.is_empty() {
-            sink.raw(body);
-        }
+        sink.raw(body);
         return;
     }
     match value {

@@ -213,12 +213,12 @@ impl SharedObject for DictObject {
         // hand: several times faster than through serde, and a snapshot encodes every
         // dict while changes wait.
         const VEC_WRITE: &str = "writing to a Vec cannot fail";
-        let mut out = Vec::with_capacity(8 + 16 * self.dict.len());
-        rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
-        rmp::encode::write_str(&mut out, "dict").expect(VEC_WRITE);
         let Ok(len) = u32::try_from(self.dict.len()) else {
             return encode_state(self);
         };
+        let mut out = Vec::with_capacity(8 + 16 * self.dict.len());
+        rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
+        rmp::encode::write_str(&mut out, "dict").expect(VEC_WRITE);
         rmp::encode::write_array_len(&mut out, len).expect(VEC_WRITE);
         for (key, value) in self.dict.iter() {
             rmp::encode::write_array_len(&mut out, 2).expect(VEC_WRITE);
