@@ -9,12 +9,19 @@ use agora_proto::reference::ObjectRef;
 use agora_proto::value::Set;
 use agora_proto::Value;
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
 use super::*;
 use crate::engine::{Access, Answer, Command, Keep, SessionId};
 
 fn open(dir: &Path) -> (Arc<Durability>, Recovery) {
+    open_with(dir, Fsync::Always)
+}
+
+fn open_with(dir: &Path, fsync: Fsync) -> (Arc<Durability>, Recovery) {
     let mut config = DurabilityConfig::new(dir);
-    config.fsync = Fsync::Always;
+    config.fsync = fsync;
     Durability::open(config, CustomKinds::default()).expect("opens")
 }
 
@@ -393,13 +400,8 @@ fn concurrent_changes_replay_to_the_same_state() {
 /// connection closed), its drop still writes, so nobody is left waiting on it.
 #[test]
 fn a_settle_dropped_while_it_yields_still_writes_for_those_waiting_on_it() {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-
     let dir = tempfile::tempdir().unwrap();
-    let mut config = DurabilityConfig::new(dir.path());
-    config.fsync = Fsync::Everysec;
-    let (d, _) = Durability::open(config, CustomKinds::default()).unwrap();
+    let (d, _) = open_with(dir.path(), Fsync::Everysec);
     let c = Client::new(d.engine());
     let dict = c.open(Kind::Dict, Some("d"), vec![]);
     let mut cx = Context::from_waker(Waker::noop());
@@ -439,13 +441,8 @@ fn a_settle_dropped_while_it_yields_still_writes_for_those_waiting_on_it() {
 /// rather than yielding for others who will not come (but for one probe in 16).
 #[test]
 fn a_lone_writer_settles_without_yielding() {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-
     let dir = tempfile::tempdir().unwrap();
-    let mut config = DurabilityConfig::new(dir.path());
-    config.fsync = Fsync::No;
-    let (d, _) = Durability::open(config, CustomKinds::default()).unwrap();
+    let (d, _) = open_with(dir.path(), Fsync::No);
     let c = Client::new(d.engine());
     let dict = c.open(Kind::Dict, Some("d"), vec![]);
     d.flush(); // the session's and the dict's records
