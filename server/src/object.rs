@@ -301,6 +301,23 @@ mod tests {
     const SETITEM: MethodSpec = MethodSpec::new("__setitem__", &["key", "value"]);
 
     #[test]
+    fn a_decoded_call_binds_in_its_own_buffer() {
+        // The native decoder leaves room for the parameters a call leaves out, so that a
+        // `put(item)` binds without a second allocation.
+        use agora_proto::native::{self, Op, Request};
+        const PUT: MethodSpec = MethodSpec::optional("put", &["item", "block", "timeout"], 1);
+        let call = Op::Call { object: 1, method: "put".into(), args: native::Args::positional(vec![Value::Int(7)]) };
+        let mut bytes = Vec::new();
+        native::encode_request(&Request { id: 1, op: call }, &mut bytes).unwrap();
+        let Op::Call { args, .. } = native::decode_request(&bytes).unwrap().op else { panic!("a call") };
+        let positional = args.positional;
+        let buffer = positional.as_ptr() as usize;
+        let mut args = bind(&PUT, positional, vec![]).unwrap();
+        assert_eq!(args.slots.as_ptr() as usize, buffer);
+        assert_eq!((args.take(0), args.get(1), args.get(2)), (Some(Value::Int(7)), None, None));
+    }
+
+    #[test]
     fn keywords_fill_named_slots_leaving_holes() {
         let mut args = bind(&GET, vec![], vec![("timeout".into(), Value::Float(0.2))]).unwrap();
         assert!(args.get(0).is_none());

@@ -84,7 +84,10 @@ impl<'a> Cursor<'a> {
 
     /// `n` values (a length read off the wire is not trusted for preallocation).
     fn values(&mut self, n: usize) -> Option<Vec<Value>> {
-        let mut out = Vec::with_capacity(n.min(16));
+        // Room for a few more than were sent: the server binds these in place into one
+        // slot per parameter, and a call that leaves out optional ones (a queue's
+        // `put(item)` of `put(item, block, timeout)`) would otherwise reallocate.
+        let mut out = if n == 0 { Vec::new() } else { Vec::with_capacity(n.clamp(SLOTS, 16)) };
         for _ in 0..n {
             out.push(self.value()?);
         }
@@ -102,6 +105,9 @@ impl<'a> Cursor<'a> {
         self.pos == self.buf.len()
     }
 }
+
+/// The parameters most methods have at most (a queue's `put(item, block, timeout)`).
+const SLOTS: usize = 3;
 
 /// `{"Call": ` as rmp-serde writes it: a one-entry map keyed by the variant's name.
 const CALL: &[u8] = b"\x81\xa4Call";
