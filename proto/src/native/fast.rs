@@ -4,18 +4,16 @@
 //!
 //! They write and accept exactly the bytes rmp-serde writes for those messages (structs
 //! as arrays, an enum as a one-entry map keyed by the variant's name, `Args` with or
-//! without its keywords; the envelope through the same `rmp` functions rmp-serde calls)
-//! and code values with the same codec as [`Value::from_msgpack`], which agrees with
+//! without its keywords; ints, strs and array lengths in their smallest form, as `rmp`
+//! writes them) and code values with the same codec as [`Value::from_msgpack`], which agrees with
 //! serde's (tested in `value::msgpack`). On any surprise the decoders return `None` and
 //! the caller decodes with serde, whose errors are the precise ones: so this changes how
 //! fast a message is coded, never its bytes or what it decodes to (proptests below).
 //! Serde costs here were ~10 % of the server's CPU per request at `-P 16`
 //! (BENCHMARKS.md).
 
-use rmp::encode as mp;
-
 use super::{Args, Op, Reply, Request, Response};
-use crate::value::{decode_msgpack_prefix, encode_msgpack_into};
+use crate::value::{decode_msgpack_prefix, encode_msgpack_into, put_array_len, put_str, put_uint};
 use crate::Value;
 
 /// A cursor over a message; every read returns `None` on anything unexpected.
@@ -122,28 +120,27 @@ fn len(n: usize) -> Option<u32> {
 /// Writes `[id, {"Call": [object, method, [positional, keywords?]]}]`; `false` (and
 /// nothing written) if a length does not fit MessagePack.
 pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: &mut Vec<u8>) -> bool {
-    let (Some(n), Some(k)) = (len(args.positional.len()), len(args.keywords.len())) else { return false };
+    let (Some(_), Some(k)) = (len(args.positional.len()), len(args.keywords.len())) else { return false };
     if len(method.len()).is_none() || args.keywords.iter().any(|(name, _)| len(name.len()).is_none()) {
         return false;
     }
-    // Writing into a Vec cannot fail.
     out.push(0x92);
-    let _ = mp::write_uint(out, id);
+    put_uint(out, id);
     out.extend_from_slice(CALL);
     out.push(0x93);
-    let _ = mp::write_uint(out, object);
-    let _ = mp::write_str(out, method);
+    put_uint(out, object);
+    put_str(out, method);
     // `keywords` is left out when empty (`skip_serializing_if`).
     out.push(if k == 0 { 0x91 } else { 0x92 });
-    let _ = mp::write_array_len(out, n);
+    put_array_len(out, args.positional.len());
     for value in &args.positional {
         encode_msgpack_into(value, out);
     }
     if k > 0 {
-        let _ = mp::write_array_len(out, k);
+        put_array_len(out, args.keywords.len());
         for (name, value) in &args.keywords {
-            let _ = mp::write_array_len(out, 2);
-            let _ = mp::write_str(out, name);
+            put_array_len(out, 2);
+            put_str(out, name);
             encode_msgpack_into(value, out);
         }
     }
@@ -153,7 +150,7 @@ pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: 
 /// Writes `[id, {"Ok": {"Value": value}}]`.
 pub(super) fn encode_value_response(id: u64, value: &Value, out: &mut Vec<u8>) {
     out.push(0x92);
-    let _ = mp::write_uint(out, id);
+    put_uint(out, id);
     out.extend_from_slice(OK_VALUE);
     encode_msgpack_into(value, out);
 }
