@@ -1,12 +1,14 @@
 //! One multiplexed connection to a server: one socket, one server session.
 //!
-//! Every call gets a fresh request id and a oneshot slot in the pending map, and is
-//! encoded straight into the connection's [`Outbox`], which the writer task takes
-//! whole into one write. The reader task routes each response to its slot by id. So
-//! one connection carries any number of concurrent calls from any number of tasks,
-//! and a call future that is dropped (timed out, cancelled) just abandons its slot —
-//! the connection stays in sync because frames are only ever written whole by the
-//! writer.
+//! Every call gets a fresh request id and a slot in the pending map, and is encoded
+//! straight into the connection's [`Outbox`], which the writer task takes whole into
+//! one write. The reader task puts each response into its slot by id and wakes the
+//! caller, whose [`Answer`] takes it from there: the slot, under the connection's state
+//! lock, is the channel (a oneshot channel per call cost an allocation and a tenth of
+//! a pipelining client's instructions). So one connection carries any number
+//! of concurrent calls from any number of tasks, and a call future that is dropped
+//! (timed out, cancelled) just abandons its slot — the connection stays in sync
+//! because frames are only ever written whole by the writer.
 //!
 //! When the connection dies, every pending call and every later call on it fails with
 //! the reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
@@ -28,7 +30,7 @@ use agora_proto::native::{self, Hello, Op, Previous, Reply, Request, Response, W
 use agora_proto::Address;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
@@ -40,15 +42,22 @@ use crate::tls::ClientTls;
 /// called or dropped under the connection's state lock.
 pub(crate) type OnOrphan = Box<dyn FnOnce(agora_proto::Value, &dyn Fn(Op)) + Send>;
 
-/// A call waiting for its reply.
+/// A call waiting for its reply, in the pending map until its [`Answer`] takes the
+/// reply (or is dropped).
 struct Slot {
-    tx: oneshot::Sender<Delivery>,
     on_orphan: Option<OnOrphan>,
+    /// The outcome, once the reader delivered it (or the connection ended), until the
+    /// caller reads it.
+    reply: Option<Result<Reply>>,
+    /// Wakes the caller when the reply is in.
+    waker: Option<std::task::Waker>,
 }
 
-/// What the reader hands a waiting call: the outcome, with the call's `on_orphan`,
-/// so that whoever ends up holding a value nobody will read can give it back.
-pub(crate) type Delivery = (Result<Reply>, Option<OnOrphan>);
+impl Slot {
+    fn new(on_orphan: Option<OnOrphan>) -> Slot {
+        Slot { on_orphan, reply: None, waker: None }
+    }
+}
 
 /// A map keyed by request id (this client's own counter: see [`agora_proto::idmap`]).
 type IdMap<V> = agora_proto::idmap::IdMap<V>;
@@ -130,25 +139,17 @@ impl Outbox {
     }
 }
 
-/// A call's reply slot and the receiving end, made once and handed from connection
-/// to connection until one of them takes the call.
+/// What a call takes from connection to connection until one of them queues it: how
+/// to give back what a reply nobody waits for hands over.
 pub(crate) struct PendingCall {
-    slot: Slot,
-    rx: oneshot::Receiver<Delivery>,
+    on_orphan: Option<OnOrphan>,
 }
 
 impl PendingCall {
-    /// A new slot; `on_orphan` gives back what a reply nobody waits for hands over.
+    /// A call; `on_orphan` gives back what a reply nobody waits for hands over.
     pub(crate) fn new(on_orphan: Option<OnOrphan>) -> PendingCall {
-        let (tx, rx) = oneshot::channel();
-        PendingCall { slot: Slot { tx, on_orphan }, rx }
+        PendingCall { on_orphan }
     }
-}
-
-/// A call on its way: queued on a connection, its reply not yet in.
-pub(crate) struct Queued {
-    id: u64,
-    rx: oneshot::Receiver<Delivery>,
 }
 
 /// A call that could not be queued, given back: the connection was dead (then nothing
@@ -384,40 +385,27 @@ impl Connection {
         self.submit(Outgoing::new(&self.ids, op), register).map_err(|unsent| unsent.1)
     }
 
-    /// Queues a call; [`Connection::reply`] waits for its answer. A dead connection,
-    /// or a request too large for this server, gives the call back unsent.
-    pub(crate) fn queue_call(&self, out: Outgoing, call: PendingCall) -> Result<Queued, Box<Unsent>> {
-        let PendingCall { slot, rx } = call;
-        let mut slot = Some(slot);
+    /// Queues a call and returns its [`Answer`], to await right away. A dead
+    /// connection, or a request too large for this server, gives the call back unsent.
+    pub(crate) fn queue_call(self: Arc<Self>, out: Outgoing, call: PendingCall) -> Result<Answer, Box<Unsent>> {
+        let mut on_orphan = Some(call.on_orphan);
         match self.submit(out, |state, id| {
-            state.pending.insert(id, slot.take().expect("registered once"));
+            state.pending.insert(id, Slot::new(on_orphan.take().expect("registered once")));
         }) {
-            Ok(id) => Ok(Queued { id, rx }),
+            Ok(id) => Ok(Answer { conn: self, id, waiting: true }),
             Err(unsent) => {
                 let (out, reason) = *unsent;
-                let call = PendingCall { slot: slot.expect("not registered"), rx };
+                let call = PendingCall { on_orphan: on_orphan.expect("not registered") };
                 Err(Box::new(Unsent { out, call, reason }))
             }
         }
     }
 
-    /// The reply to a call [queued](Connection::queue_call) here: a future to await
-    /// right after queueing (no await in between). If the caller stops waiting (the
-    /// future is dropped), the server is told to cancel the call; should its value
-    /// arrive anyway, the call's `on_orphan` turns it into an operation that gives it
-    /// back. A connection lost meanwhile fails the call (see
-    /// [`Connection::in_flight_error`]).
-    pub(crate) fn reply(&self, queued: Queued) -> Answer<'_> {
-        Answer { conn: self, id: queued.id, rx: queued.rx, waiting: true }
-    }
-
-    /// Sends a request and returns the receiver of its reply without waiting (a
-    /// reply nobody reads is dropped): for requests sent in bulk, the attaches of a
-    /// reconnect.
-    pub(crate) fn start_call(&self, op: Op) -> Result<oneshot::Receiver<Delivery>> {
-        let (tx, rx) = oneshot::channel();
-        self.send(op, Some(Slot { tx, on_orphan: None }))?;
-        Ok(rx)
+    /// Sends a request and returns its [`Answer`] without waiting: for requests sent
+    /// in bulk, the attaches of a reconnect.
+    pub(crate) fn start_call(self: &Arc<Self>, op: Op) -> Result<Answer> {
+        let id = self.send(op, Some(Slot::new(None)))?;
+        Ok(Answer { conn: self.clone(), id, waiting: true })
     }
 
     /// Sends a request whose reply nobody waits for (releasing a handle on drop).
@@ -457,24 +445,26 @@ impl Connection {
         } else {
             reason
         };
-        // Nothing can come back for abandoned calls now; they are dropped after the lock.
-        let (pending, _abandoned) = {
+        let error = self.in_flight_error(reason.clone());
+        // Every call still waiting fails; its caller is woken after the lock. Nothing
+        // can come back for abandoned calls now: they are dropped after it too.
+        let mut wake = Vec::new();
+        let _abandoned = {
             let mut state = self.state();
             if state.closed.is_none() {
-                state.grant_in_flight = state.pending.values().any(|slot| slot.on_orphan.is_some())
-                    || state.abandoned.values().any(Option::is_some);
+                let waiting = |slot: &Slot| slot.reply.is_none() && slot.on_orphan.is_some();
+                state.grant_in_flight =
+                    state.pending.values().any(waiting) || state.abandoned.values().any(Option::is_some);
             }
-            state.closed.get_or_insert(reason.clone());
-            (std::mem::take(&mut state.pending), std::mem::take(&mut state.abandoned))
+            state.closed.get_or_insert(reason);
+            for slot in state.pending.values_mut().filter(|slot| slot.reply.is_none()) {
+                slot.reply = Some(Err(error.clone()));
+                wake.extend(slot.waker.take());
+            }
+            std::mem::take(&mut state.abandoned)
         };
         self.closed_tx.send_replace(true);
-        if pending.is_empty() {
-            return;
-        }
-        let error = self.in_flight_error(reason);
-        for (_, slot) in pending {
-            let _ = slot.tx.send((Err(error.clone()), None));
-        }
+        wake.into_iter().for_each(std::task::Waker::wake);
     }
 }
 
@@ -489,59 +479,85 @@ impl Drop for Connection {
 const IN_FLIGHT: &str =
     "the call was in flight, so whether it took effect is unknown (it was not sent again after reconnecting)";
 
-/// The reply to a queued call ([`Connection::reply`]). Written by hand rather than as
-/// an `async fn`: it is on every call's path, and one state machine fewer per call
-/// shows in `agora bench`.
-pub(crate) struct Answer<'a> {
-    conn: &'a Connection,
+/// The reply to a queued call ([`Connection::queue_call`]): a future to await right
+/// after queueing. If the caller stops waiting (the future is dropped), the server is
+/// told to cancel the call; should its value arrive anyway, the call's `on_orphan`
+/// turns it into an operation that gives it back. A connection lost meanwhile fails
+/// the call (see [`Connection::in_flight_error`]). Written by hand rather than as an
+/// `async fn`: it is on every call's path, and one state machine fewer per call shows
+/// in `agora bench`.
+pub(crate) struct Answer {
+    conn: Arc<Connection>,
     id: u64,
-    rx: oneshot::Receiver<Delivery>,
-    /// Until the reply is in: dropping the future now abandons the call.
+    /// Until the reply is read: dropping the future now abandons the call.
     waiting: bool,
 }
 
-impl std::future::Future for Answer<'_> {
+impl Answer {
+    /// The connection the call went out on.
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+}
+
+impl std::future::Future for Answer {
     type Output = Result<Reply>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Reply>> {
         let this = &mut *self;
-        let received = std::task::ready!(std::pin::Pin::new(&mut this.rx).poll(cx));
-        this.waiting = false;
-        std::task::Poll::Ready(match received {
-            Ok((result, _)) => result,
-            Err(_) => Err(this.conn.in_flight_error(
-                this.conn.state().closed.clone().unwrap_or_else(|| Error::ConnectionLost("connection closed".into())),
-            )),
-        })
+        if !this.waiting {
+            return std::task::Poll::Ready(Err(Error::Internal("a call's answer was awaited twice".into())));
+        }
+        let mut state = this.conn.state();
+        // Only this future takes the slot out, so it is there until the reply is read.
+        let Some(slot) = state.pending.get_mut(&this.id) else {
+            this.waiting = false;
+            return std::task::Poll::Ready(Err(Error::Internal("a call's reply slot went missing".into())));
+        };
+        if slot.reply.is_some() {
+            let slot = state.pending.remove(&this.id).expect("just seen");
+            drop(state);
+            this.waiting = false;
+            // Its `on_orphan` goes with it, after the lock.
+            return std::task::Poll::Ready(slot.reply.expect("just seen"));
+        }
+        // A waker replaced goes after the lock: dropping the last one frees its task.
+        let replaced = match &slot.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            _ => slot.waker.replace(cx.waker().clone()),
+        };
+        drop(state);
+        drop(replaced);
+        std::task::Poll::Pending
     }
 }
 
 /// Abandons the call if its future is dropped before its reply was read.
-impl Drop for Answer<'_> {
+impl Drop for Answer {
     fn drop(&mut self) {
         if !self.waiting {
             return;
         }
-        // The reply may be in already, unread (it came between the last poll and the
-        // drop): give back what it hands over. After `close`, a reply not yet sent
-        // cannot be: the reader then gives it back itself.
-        self.rx.close();
-        if let Ok((result, on_orphan)) = self.rx.try_recv() {
+        let mut state = self.conn.state();
+        let Some(slot) = state.pending.remove(&self.id) else { return };
+        // The slot, its `on_orphan` and waker go after the lock (see `OnOrphan`).
+        let Slot { on_orphan, reply, waker } = slot;
+        if let Some(result) = reply {
+            // The reply is in, unread: give back what it hands over.
+            drop(state);
+            drop(waker);
             if let (Ok(Reply::Value(value)), Some(on_orphan)) = (result, on_orphan) {
                 on_orphan(value, &|op| self.conn.send_and_forget(op));
             }
             return;
         }
-        let mut state = self.conn.state();
-        let Some(slot) = state.pending.remove(&self.id) else { return };
         if state.closed.is_some() {
-            // The slot goes after the lock (see `OnOrphan`).
             drop(state);
-            drop(slot);
             return;
         }
-        state.abandoned.insert(self.id, slot.on_orphan);
+        state.abandoned.insert(self.id, on_orphan);
         drop(state);
+        drop(waker);
         // A parked call must not go on waiting for (and taking) what nobody will read.
         let original = self.id;
         let _ = self.conn.send_registering(Op::Cancel { request: original }, |state, id| {
@@ -650,18 +666,20 @@ async fn write_failed(conn: &Connection, e: std::io::Error) {
     conn.close(Error::ConnectionLost(format!("write failed: {e}")));
 }
 
-/// A reply and what the maps held for it, taken under the state lock and delivered
-/// after it (see `OnOrphan`).
+/// What the reader does with a reply once the maps are left (after the state lock,
+/// where whatever the maps held for it is also dropped: see `OnOrphan`).
 struct Taken {
-    result: std::result::Result<Reply, agora_proto::WireError>,
-    slot: Option<Slot>,
-    orphan: Option<OnOrphan>,
+    /// The caller to wake: its reply is in its slot.
+    waker: Option<std::task::Waker>,
+    /// A reply whose caller stopped waiting, with how to give back what it hands over.
+    unread: Option<(std::result::Result<Reply, agora_proto::WireError>, Option<OnOrphan>)>,
     /// An abandoned call whose Cancel this reply answers: nothing can follow for it.
     _settled: Option<Option<OnOrphan>>,
 }
 
 impl Taken {
-    /// Removes `response`'s call from the maps.
+    /// Puts `response` into its caller's slot, or takes it out of the maps if nobody
+    /// waits for it.
     fn from_maps(state: &mut State, response: Response) -> Taken {
         // The cancel and abandoned maps are almost always empty: skip hashing then.
         let mut settled = None;
@@ -670,30 +688,22 @@ impl Taken {
                 settled = state.abandoned.remove(&original);
             }
         }
-        let slot = state.pending.remove(&response.id);
+        if let Some(slot) = state.pending.get_mut(&response.id) {
+            slot.reply = Some(response.result.map_err(Error::from));
+            return Taken { waker: slot.waker.take(), unread: None, _settled: settled };
+        }
         let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
-        Taken { result: response.result, slot, orphan, _settled: settled }
+        Taken { waker: None, unread: Some((response.result, orphan)), _settled: settled }
     }
 
-    /// Hands the reply to its caller, or gives back a value nobody waits for.
+    /// Wakes the caller, or gives back a value nobody waits for. A reply nobody waits
+    /// for that hands nothing over (a release, a cancelled call's error) is dropped.
     fn deliver(self, conn: &Connection) {
-        match (self.slot, self.result) {
-            (Some(Slot { tx, on_orphan }), result) => {
-                if let Err((unsent, on_orphan)) = tx.send((result.map_err(Error::from), on_orphan)) {
-                    // The caller left between our lookup and now: treat as abandoned.
-                    if let (Some(on_orphan), Ok(Reply::Value(v))) = (on_orphan, unsent) {
-                        on_orphan(v, &|op| conn.send_and_forget(op));
-                    }
-                }
-            }
-            // A value for a caller that stopped waiting: give it back.
-            (None, Ok(Reply::Value(v))) => {
-                if let Some(on_orphan) = self.orphan {
-                    on_orphan(v, &|op| conn.send_and_forget(op));
-                }
-            }
-            // A reply nobody waits for (a release, a cancelled call's error) is dropped.
-            (None, _) => {}
+        if let Some(waker) = self.waker {
+            waker.wake();
+        }
+        if let Some((Ok(Reply::Value(value)), Some(on_orphan))) = self.unread {
+            on_orphan(value, &|op| conn.send_and_forget(op));
         }
     }
 }

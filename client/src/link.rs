@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use agora_proto::native::{Kind, ObjectId, Op, Reply};
 use agora_proto::Address;
 
-use crate::connection::{Connection, OnOrphan, Outgoing, PendingCall, Queued, Setup, Unsent};
+use crate::connection::{Answer, Connection, OnOrphan, Outgoing, PendingCall, Setup, Unsent};
 use crate::error::{Error, Result};
 use crate::manager::ManagerOptions;
 
@@ -81,11 +81,8 @@ const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
 /// The shortest time one connect attempt is given, even past the deadline.
 const ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
 
-/// A call queued on a connection.
-type OnConnection = (Arc<Connection>, Queued);
-
 /// Queueing a call the slow way ([`Link::queue_slowly`]).
-type Queueing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<OnConnection>> + Send + 'a>>;
+type Queueing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answer>> + Send + 'a>>;
 
 /// `ObjectSlot::attached` of an object that did not survive a restart.
 const LOST: u64 = u64::MAX;
@@ -311,11 +308,11 @@ impl Link {
         op: Op,
         on_orphan: Option<OnOrphan>,
     ) -> Result<Reply> {
-        let (conn, queued) = match self.queue_now(object, op, on_orphan)? {
-            Ok(queued) => queued,
+        let answer = match self.queue_now(object, op, on_orphan)? {
+            Ok(answer) => answer,
             Err(slow) => self.queue_slowly(object, *slow).await?,
         };
-        conn.reply(queued).await
+        answer.await
     }
 
     /// [`Link::call`], also returning the generation of the connection that answered:
@@ -326,11 +323,12 @@ impl Link {
         op: Op,
         on_orphan: Option<OnOrphan>,
     ) -> Result<(Reply, u64)> {
-        let (conn, queued) = match self.queue_now(object, op, on_orphan)? {
-            Ok(queued) => queued,
+        let answer = match self.queue_now(object, op, on_orphan)? {
+            Ok(answer) => answer,
             Err(slow) => self.queue_slowly(object, *slow).await?,
         };
-        Ok((conn.reply(queued).await?, conn.generation()))
+        let generation = answer.connection().generation();
+        Ok((answer.await?, generation))
     }
 
     /// Encodes `op` and queues it on the current connection if that is alive and
@@ -341,7 +339,7 @@ impl Link {
         object: Option<(&ObjectSlot, ObjectId)>,
         op: Op,
         on_orphan: Option<OnOrphan>,
-    ) -> Result<std::result::Result<OnConnection, Box<(Outgoing, PendingCall)>>> {
+    ) -> Result<std::result::Result<Answer, Box<(Outgoing, PendingCall)>>> {
         let out = Outgoing::new(&self.ids, op);
         let call = PendingCall::new(on_orphan);
         let conn = self.current();
@@ -349,7 +347,7 @@ impl Link {
             return Ok(Err(Box::new((out, call))));
         }
         Ok(match conn.queue_call(out, call) {
-            Ok(queued) => Ok((conn, queued)),
+            Ok(answer) => Ok(answer),
             Err(unsent) => {
                 let Unsent { out, call, .. } = *unsent;
                 Err(Box::new((out, call)))
@@ -388,8 +386,8 @@ impl Link {
                         }
                     }
                 }
-                match conn.queue_call(out, call) {
-                    Ok(queued) => return Ok((conn, queued)),
+                match conn.clone().queue_call(out, call) {
+                    Ok(answer) => return Ok(answer),
                     Err(unsent) => {
                         let Unsent { out: unsent, call: pending, reason } = *unsent;
                         if conn.is_open() {
@@ -437,7 +435,7 @@ impl Link {
         let conn = self.pinned(generation, what)?;
         let out = Outgoing::new(&self.ids, op);
         match conn.queue_call(out, PendingCall::new(on_orphan)) {
-            Ok(queued) => conn.reply(queued).await,
+            Ok(answer) => answer.await,
             // The session ended just before: say so, as if it had ended earlier.
             Err(unsent) => match self.pinned(generation, what) {
                 Ok(_) => Err(unsent.reason),
@@ -524,8 +522,7 @@ impl Link {
                 None => return Err(Error::Internal(format!("object {object:x} is not in the registry"))),
             }
         }
-        let rx = conn.start_call(Op::Attach { object })?;
-        let reply = rx.await.map_or_else(|_| Err(Error::ConnectionLost("connection closed".into())), |(r, _)| r);
+        let reply = conn.start_call(Op::Attach { object })?.await;
         let mut objects = lock(&self.objects);
         self.settle_attach(&mut objects, conn, object, reply)?;
         match objects.get(&object) {
@@ -598,8 +595,8 @@ impl Link {
             answers.push((object, conn.start_call(Op::Attach { object })?));
         }
         let mut replies = Vec::with_capacity(answers.len());
-        for (object, rx) in answers {
-            let reply = rx.await.map_or_else(|_| Err(Error::ConnectionLost("connection closed".into())), |(r, _)| r);
+        for (object, answer) in answers {
+            let reply = answer.await;
             replies.push((object, reply));
         }
         let mut objects = lock(&self.objects);

@@ -612,8 +612,7 @@ mod tests {
     use super::*;
 
     /// Each form's bounds, and one past them.
-    const EDGES: [u64; 14] =
-        [0, 1, 15, 16, 31, 32, 127, 128, 255, 256, 65_535, 65_536, 4_294_967_295, 4_294_967_296];
+    const EDGES: [u64; 14] = [0, 1, 15, 16, 31, 32, 127, 128, 255, 256, 65_535, 65_536, 4_294_967_295, 4_294_967_296];
 
     #[test]
     fn message_headers_are_the_bytes_rmp_writes() {
