@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use agora_proto::auth::{AuthError, Policy};
 use agora_proto::frame;
 use agora_proto::io::{client_handshake, read_frame, FrameIoError, HandshakeError, ReadRoom};
-use agora_proto::native::{self, Hello, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID};
+use agora_proto::native::{
+    self, Hello, ObjectId, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID,
+};
 use agora_proto::Address;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -114,6 +116,17 @@ impl Outgoing {
     /// `op` under a fresh id from `ids`.
     pub(crate) fn new(ids: &AtomicU64, op: Op) -> Outgoing {
         Outgoing { request: Request { id: ids.fetch_add(1, Ordering::Relaxed), op } }
+    }
+
+    /// A call of `method` on `object` with positional `args` under a fresh id from `ids`.
+    pub(crate) fn call(ids: &AtomicU64, object: ObjectId, method: &str, args: &[agora_proto::Value]) -> Outgoing {
+        Outgoing::method(ids.fetch_add(1, Ordering::Relaxed), object, method, args)
+    }
+
+    /// A call of `method` on `object` with positional `args` under request id `id`.
+    fn method(id: u64, object: ObjectId, method: &str, args: &[agora_proto::Value]) -> Outgoing {
+        let op = Op::Call { object, method: method.into(), args: native::Args::positional(args.to_vec()) };
+        Outgoing { request: Request { id, op } }
     }
 }
 
@@ -337,30 +350,41 @@ impl Connection {
         out: Outgoing,
         register: impl FnOnce(&mut State, u64),
     ) -> std::result::Result<u64, Box<(Outgoing, Error)>> {
+        let id = out.request.id;
+        match self.submit_encoded(id, |b| native::encode_request(&out.request, b), register) {
+            Ok(()) => Ok(id),
+            Err(reason) => Err(Box::new((out, reason))),
+        }
+    }
+
+    /// [`Connection::submit`] of request `id`, which `encode` writes: the reason if
+    /// nothing was sent.
+    fn submit_encoded(
+        &self,
+        id: u64,
+        encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), agora_proto::WireError>,
+        register: impl FnOnce(&mut State, u64),
+    ) -> Result<()> {
         if self.heartbeats_missed() {
             self.close(Error::ConnectionLost(String::new()));
         }
         // Lock order: the outbox, then the state (nothing takes them the other way).
         let mut bytes = self.outbox.bytes();
         let start = bytes.len();
-        if let Err(e) = frame::encode_with(&mut bytes, |b| native::encode_request(&out.request, b)) {
-            return Err(Box::new((out, e.into())));
-        }
+        frame::encode_with(&mut bytes, encode)?;
         let body_len = (bytes.len() - start - 4) as u64;
         if body_len > self.welcome.max_frame {
             bytes.truncate(start);
-            let error = Error::LimitExceeded(format!(
+            return Err(Error::LimitExceeded(format!(
                 "request of {body_len} bytes exceeds the server's frame limit of {} bytes",
                 self.welcome.max_frame
-            ));
-            return Err(Box::new((out, error)));
+            )));
         }
         let mut state = self.state();
         if let Some(reason) = &state.closed {
             bytes.truncate(start);
-            return Err(Box::new((out, reason.clone())));
+            return Err(reason.clone());
         }
-        let id = out.request.id;
         register(&mut state, id);
         drop(state);
         drop(bytes);
@@ -368,7 +392,7 @@ impl Connection {
         if start == 0 {
             self.outbox.ready.notify_one();
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Encodes and queues a request; returns its id.
@@ -398,6 +422,34 @@ impl Connection {
                 let call = PendingCall { on_orphan: on_orphan.expect("not registered") };
                 Err(Box::new(Unsent { out, call, reason }))
             }
+        }
+    }
+
+    /// Queues a call of `method` on `object` with `args`, encoded from where they are
+    /// (see [`Connection::queue_call`]); given back unsent, it carries a request of
+    /// its own.
+    pub(crate) fn queue_method(
+        self: Arc<Self>,
+        object: ObjectId,
+        method: &str,
+        args: &[agora_proto::Value],
+        call: PendingCall,
+    ) -> Result<Answer, Box<Unsent>> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let mut on_orphan = Some(call.on_orphan);
+        match self.submit_encoded(
+            id,
+            |b| native::encode_call(id, object, method, args, b),
+            |state, id| {
+                state.pending.insert(id, Slot::new(on_orphan.take().expect("registered once")));
+            },
+        ) {
+            Ok(()) => Ok(Answer { conn: self, id, waiting: true }),
+            Err(reason) => Err(Box::new(Unsent {
+                out: Outgoing::method(id, object, method, args),
+                call: PendingCall { on_orphan: on_orphan.expect("not registered") },
+                reason,
+            })),
         }
     }
 

@@ -315,6 +315,32 @@ impl Link {
         answer.await
     }
 
+    /// [`Link::call`] of `method` on `object` with positional `args`, borrowed: the hot
+    /// path encodes them where they are, straight into the outbox; only a call that
+    /// must wait for a reconnect or an attach copies them into a request of its own.
+    pub(crate) async fn call_method(
+        &self,
+        object: (&ObjectSlot, ObjectId),
+        method: &str,
+        args: &[agora_proto::Value],
+    ) -> Result<Reply> {
+        let (slot, id) = object;
+        let conn = self.current();
+        let call = PendingCall::new(None);
+        let slow = if slot.attached.load(Ordering::Acquire) == conn.generation() {
+            match conn.queue_method(id, method, args, call) {
+                Ok(answer) => return answer.await,
+                Err(unsent) => {
+                    let Unsent { out, call, .. } = *unsent;
+                    (out, call)
+                }
+            }
+        } else {
+            (Outgoing::call(&self.ids, id, method, args), call)
+        };
+        self.queue_slowly(Some(object), slow).await?.await
+    }
+
     /// [`Link::call`], also returning the generation of the connection that answered:
     /// whose session holds what the call handed over (an opened handle, a grant).
     pub(crate) async fn call_in_session(

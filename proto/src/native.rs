@@ -537,11 +537,28 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
 /// (written by hand; everything else goes through serde).
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), WireError> {
     if let Op::Call { object, method, args } = &request.op {
-        if fast::encode_call(request.id, *object, method, args, out) {
+        if fast::encode_call(request.id, *object, method, &args.positional, &args.keywords, out) {
             return Ok(());
         }
     }
     encode(request, out)
+}
+
+/// Encodes the [`Request`] `id` of an [`Op::Call`] with positional arguments only, from
+/// borrowed parts: the bytes [`encode_request`] writes for that request, without
+/// building it (a client encodes its caller's arguments where they are).
+pub fn encode_call(
+    id: u64,
+    object: ObjectId,
+    method: &str,
+    positional: &[Value],
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    if fast::encode_call(id, object, method, positional, &[], out) {
+        return Ok(());
+    }
+    let op = Op::Call { object, method: method.into(), args: Args::positional(positional.to_vec()) };
+    encode(&Request { id, op }, out)
 }
 
 /// Encodes a [`Response`]: the bytes [`encode`] writes, faster for a value reply

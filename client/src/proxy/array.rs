@@ -101,7 +101,7 @@ impl<T: ArrayItem> Array<T> {
 
     /// Number of items (Python `len(a)`, `__len__`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as(methods::array::LEN.name, vec![]).await
+        self.handle.call_as(methods::array::LEN.name, &[]).await
     }
 
     /// True when the array has no items (Python `len(a) == 0`, `__len__`).
@@ -116,7 +116,7 @@ impl<T: ArrayItem> Array<T> {
     /// no item at `index`: an array's size is fixed, so that is a bug rather than an
     /// expected absence.
     pub async fn get(&self, index: i64) -> Result<T> {
-        self.handle.call_as(methods::array::GETITEM.name, vec![Value::Int(index)]).await
+        self.handle.call_as(methods::array::GETITEM.name, &[Value::Int(index)]).await
     }
 
     /// Replaces the item at `index` (Python `a[index] = item`, `__setitem__`).
@@ -124,12 +124,12 @@ impl<T: ArrayItem> Array<T> {
     /// Fails with [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) if there is
     /// no item at `index`.
     pub async fn set(&self, index: i64, item: T) -> Result<()> {
-        self.handle.call(methods::array::SETITEM.name, vec![Value::Int(index), encode(&item)?]).await.map(drop)
+        self.handle.call(methods::array::SETITEM.name, &[Value::Int(index), encode(&item)?]).await.map(drop)
     }
 
     /// A copy of every item, in order (Python `tolist`).
     pub async fn to_vec(&self) -> Result<Vec<T>> {
-        self.handle.call_as(methods::array::TOLIST.name, vec![]).await
+        self.handle.call_as(methods::array::TOLIST.name, &[]).await
     }
 }
 

@@ -45,25 +45,25 @@ impl Barrier {
     /// Waits for the round to fill; returns this caller's arrival index, 0 for the
     /// first to arrive up to `parties - 1` for the last (Python `wait()`).
     pub async fn wait(&self) -> Result<usize> {
-        self.handle.call_as(methods::barrier::WAIT.name, vec![Value::None]).await
+        self.handle.call_as(methods::barrier::WAIT.name, &[Value::None]).await
     }
 
     /// Like [`Barrier::wait`], breaking the barrier if the round has not filled
     /// within `timeout` ([`Error::BrokenBarrier`]) (Python `wait(timeout)`).
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
-        self.handle.call_as(methods::barrier::WAIT.name, vec![timeout_value(Some(timeout))]).await
+        self.handle.call_as(methods::barrier::WAIT.name, &[timeout_value(Some(timeout))]).await
     }
 
     /// Breaks the barrier: current and later waits fail with
     /// [`Error::BrokenBarrier`] until [`Barrier::reset`] (Python `abort()`).
     pub async fn abort(&self) -> Result<()> {
-        self.handle.call(methods::barrier::ABORT.name, vec![]).await.map(drop)
+        self.handle.call(methods::barrier::ABORT.name, &[]).await.map(drop)
     }
 
     /// Makes the barrier whole and empty again; parties waiting now fail with
     /// [`Error::BrokenBarrier`] (Python `reset()`).
     pub async fn reset(&self) -> Result<()> {
-        self.handle.call(methods::barrier::RESET.name, vec![]).await.map(drop)
+        self.handle.call(methods::barrier::RESET.name, &[]).await.map(drop)
     }
 
     /// How many parties each round needs (Python `parties`).
@@ -82,7 +82,7 @@ impl Barrier {
     }
 
     async fn attribute<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
-        self.handle.call_as(methods::barrier::GETATTRIBUTE.name, vec![Value::Str(name.into())]).await
+        self.handle.call_as(methods::barrier::GETATTRIBUTE.name, &[Value::Str(name.into())]).await
     }
 }
 

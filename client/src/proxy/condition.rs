@@ -144,7 +144,7 @@ impl Condition {
     /// `release unlocked lock` on a plain [`Lock`]) if it is not held. Prefer
     /// releasing the [`Guard`].
     pub async fn release(&self) -> Result<()> {
-        self.handle.call(methods::condition::RELEASE.name, vec![Value::Str(self.owner().into())]).await.map(drop)
+        self.handle.call(methods::condition::RELEASE.name, &[Value::Str(self.owner().into())]).await.map(drop)
     }
 
     /// Releases the lock, waits until notified, and re-acquires it (restoring an
@@ -228,14 +228,14 @@ impl Condition {
     pub async fn notify(&self, n: usize) -> Result<()> {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         self.handle
-            .call(methods::condition::NOTIFY.name, vec![Value::Int(n), Value::Str(self.owner().into())])
+            .call(methods::condition::NOTIFY.name, &[Value::Int(n), Value::Str(self.owner().into())])
             .await
             .map(drop)
     }
 
     /// Wakes every waiter (Python `notify_all()`). The caller must hold the condition.
     pub async fn notify_all(&self) -> Result<()> {
-        self.handle.call(methods::condition::NOTIFY_ALL.name, vec![Value::Str(self.owner().into())]).await.map(drop)
+        self.handle.call(methods::condition::NOTIFY_ALL.name, &[Value::Str(self.owner().into())]).await.map(drop)
     }
 }
 

@@ -48,7 +48,7 @@ where
 
     /// The value under `key`, or `None` (Python `d[key]`, `__getitem__`).
     pub async fn get(&self, key: &K) -> Result<Option<V>> {
-        match self.handle.call(methods::dict::GETITEM.name, vec![encode(key)?]).await {
+        match self.handle.call(methods::dict::GETITEM.name, &[encode(key)?]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::KeyNotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -57,12 +57,12 @@ where
 
     /// Sets `key` to `value` (Python `d[key] = value`, `__setitem__`).
     pub async fn insert(&self, key: &K, value: &V) -> Result<()> {
-        self.handle.call(methods::dict::SETITEM.name, vec![encode(key)?, encode(value)?]).await.map(drop)
+        self.handle.call(methods::dict::SETITEM.name, &[encode(key)?, encode(value)?]).await.map(drop)
     }
 
     /// Removes `key` and returns its value, or `None` if absent (Python `pop`).
     pub async fn remove(&self, key: &K) -> Result<Option<V>> {
-        match self.handle.call(methods::dict::POP.name, vec![encode(key)?]).await {
+        match self.handle.call(methods::dict::POP.name, &[encode(key)?]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::KeyNotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -71,12 +71,12 @@ where
 
     /// True if `key` is present (Python `key in d`, `__contains__`).
     pub async fn contains_key(&self, key: &K) -> Result<bool> {
-        self.handle.call_as(methods::dict::CONTAINS.name, vec![encode(key)?]).await
+        self.handle.call_as(methods::dict::CONTAINS.name, &[encode(key)?]).await
     }
 
     /// Number of entries (Python `len(d)`, `__len__`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as(methods::dict::LEN.name, vec![]).await
+        self.handle.call_as(methods::dict::LEN.name, &[]).await
     }
 
     /// True when the dict has no entries.
@@ -86,22 +86,22 @@ where
 
     /// The keys in insertion order (Python `keys`).
     pub async fn keys(&self) -> Result<Vec<K>> {
-        self.handle.call_as(methods::dict::KEYS.name, vec![]).await
+        self.handle.call_as(methods::dict::KEYS.name, &[]).await
     }
 
     /// The values in insertion order (Python `values`).
     pub async fn values(&self) -> Result<Vec<V>> {
-        self.handle.call_as(methods::dict::VALUES.name, vec![]).await
+        self.handle.call_as(methods::dict::VALUES.name, &[]).await
     }
 
     /// The entries in insertion order (Python `items`).
     pub async fn items(&self) -> Result<Vec<(K, V)>> {
-        self.handle.call_as(methods::dict::ITEMS.name, vec![]).await
+        self.handle.call_as(methods::dict::ITEMS.name, &[]).await
     }
 
     /// Removes every entry (Python `clear`).
     pub async fn clear(&self) -> Result<()> {
-        self.handle.call(methods::dict::CLEAR.name, vec![]).await.map(drop)
+        self.handle.call(methods::dict::CLEAR.name, &[]).await.map(drop)
     }
 
     /// Inserts every pair, in order, atomically (Python `update`).
@@ -115,18 +115,18 @@ where
             .into_iter()
             .map(|(k, v)| Ok(Value::Tuple(vec![encode(k)?, encode(v)?])))
             .collect::<Result<Vec<_>>>()?;
-        self.handle.call(methods::dict::UPDATE.name, vec![Value::List(pairs)]).await.map(drop)
+        self.handle.call(methods::dict::UPDATE.name, &[Value::List(pairs)]).await.map(drop)
     }
 
     /// Returns the value under `key`, inserting `default` first if absent
     /// (Python `setdefault`).
     pub async fn setdefault(&self, key: &K, default: &V) -> Result<V> {
-        self.handle.call_as(methods::dict::SETDEFAULT.name, vec![encode(key)?, encode(default)?]).await
+        self.handle.call_as(methods::dict::SETDEFAULT.name, &[encode(key)?, encode(default)?]).await
     }
 
     /// Removes and returns the most recently inserted entry (Python `popitem`).
     pub async fn pop_last(&self) -> Result<Option<(K, V)>> {
-        match self.handle.call(methods::dict::POPITEM.name, vec![]).await {
+        match self.handle.call(methods::dict::POPITEM.name, &[]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::KeyNotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -136,7 +136,7 @@ where
     /// Atomically adds `delta` to the numeric value under `key` (starting from 0 when
     /// absent) and returns the new value. agora's own `incr`; no Python equivalent.
     pub async fn increment(&self, key: &K, delta: &V) -> Result<V> {
-        self.handle.call_as(methods::dict::INCR.name, vec![encode(key)?, encode(delta)?]).await
+        self.handle.call_as(methods::dict::INCR.name, &[encode(key)?, encode(delta)?]).await
     }
 
     /// Atomically sets `key` to `new` if its current value equals `expected`
@@ -147,6 +147,6 @@ where
             Some(expected) => vec![encode(key)?, encode(expected)?, encode(new)?],
             None => vec![encode(key)?, encode(new)?],
         };
-        self.handle.call_as(methods::dict::COMPARE_AND_SET.name, args).await
+        self.handle.call_as(methods::dict::COMPARE_AND_SET.name, &args).await
     }
 }

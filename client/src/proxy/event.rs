@@ -37,17 +37,17 @@ impl Event {
 
     /// Sets the flag and wakes every waiter (Python `set()`).
     pub async fn set(&self) -> Result<()> {
-        self.handle.call(methods::event::SET.name, vec![]).await.map(drop)
+        self.handle.call(methods::event::SET.name, &[]).await.map(drop)
     }
 
     /// Clears the flag (Python `clear()`).
     pub async fn clear(&self) -> Result<()> {
-        self.handle.call(methods::event::CLEAR.name, vec![]).await.map(drop)
+        self.handle.call(methods::event::CLEAR.name, &[]).await.map(drop)
     }
 
     /// True if the flag is set (Python `is_set()`).
     pub async fn is_set(&self) -> Result<bool> {
-        self.handle.call_as(methods::event::IS_SET.name, vec![]).await
+        self.handle.call_as(methods::event::IS_SET.name, &[]).await
     }
 
     /// Waits until the flag is set; at once if it is (Python `wait()`).

@@ -50,7 +50,7 @@ where
     /// Appends `item` at the end (Python `append`; [`List::push`] is the same call,
     /// by Rust's name).
     pub async fn append(&self, item: &T) -> Result<()> {
-        self.handle.call(methods::list::APPEND.name, vec![encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::APPEND.name, &[encode(item)?]).await.map(drop)
     }
 
     /// Appends `item` at the end, like `Vec::push` (the same call as
@@ -62,7 +62,7 @@ where
     /// The item at `index`, or `None` if the index is out of range
     /// (Python `l[index]`, `__getitem__`). Negative indices count from the end.
     pub async fn get(&self, index: i64) -> Result<Option<T>> {
-        match self.handle.call(methods::list::GETITEM.name, vec![Value::Int(index)]).await {
+        match self.handle.call(methods::list::GETITEM.name, &[Value::Int(index)]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::IndexOutOfRange(_)) => Ok(None),
             Err(e) => Err(e),
@@ -73,19 +73,19 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn set(&self, index: i64, item: &T) -> Result<()> {
-        self.handle.call(methods::list::SETITEM.name, vec![Value::Int(index), encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::SETITEM.name, &[Value::Int(index), encode(item)?]).await.map(drop)
     }
 
     /// Inserts `item` before `index` (Python `insert`). As in Python, an index past
     /// either end inserts at that end; it never fails for being out of range.
     pub async fn insert(&self, index: i64, item: &T) -> Result<()> {
-        self.handle.call(methods::list::INSERT.name, vec![Value::Int(index), encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::INSERT.name, &[Value::Int(index), encode(item)?]).await.map(drop)
     }
 
     /// Removes and returns the last item, or `None` if the list is empty
     /// (Python `pop()`).
     pub async fn pop(&self) -> Result<Option<T>> {
-        match self.handle.call(methods::list::POP.name, vec![]).await {
+        match self.handle.call(methods::list::POP.name, &[]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::IndexOutOfRange(_)) => Ok(None),
             Err(e) => Err(e),
@@ -96,7 +96,7 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn pop_at(&self, index: i64) -> Result<T> {
-        self.handle.call_as(methods::list::POP.name, vec![Value::Int(index)]).await
+        self.handle.call_as(methods::list::POP.name, &[Value::Int(index)]).await
     }
 
     /// Removes the item at `index` without returning it
@@ -104,13 +104,13 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn remove_at(&self, index: i64) -> Result<()> {
-        self.handle.call(methods::list::DELITEM.name, vec![Value::Int(index)]).await.map(drop)
+        self.handle.call(methods::list::DELITEM.name, &[Value::Int(index)]).await.map(drop)
     }
 
     /// Removes the first item equal to `item`; returns whether there was one
     /// (Python `remove`, whose `ValueError` becomes `false`).
     pub async fn remove(&self, item: &T) -> Result<bool> {
-        match self.handle.call(methods::list::REMOVE.name, vec![encode(item)?]).await {
+        match self.handle.call(methods::list::REMOVE.name, &[encode(item)?]).await {
             Ok(_) => Ok(true),
             Err(Error::InvalidValue(_)) => Ok(false),
             Err(e) => Err(e),
@@ -120,7 +120,7 @@ where
     /// The index of the first item equal to `item`, or `None`
     /// (Python `index`, whose `ValueError` becomes `None`).
     pub async fn position(&self, item: &T) -> Result<Option<usize>> {
-        match self.handle.call(methods::list::INDEX.name, vec![encode(item)?]).await {
+        match self.handle.call(methods::list::INDEX.name, &[encode(item)?]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::InvalidValue(_)) => Ok(None),
             Err(e) => Err(e),
@@ -129,12 +129,12 @@ where
 
     /// How many items equal `item` (Python `count`).
     pub async fn count(&self, item: &T) -> Result<usize> {
-        self.handle.call_as(methods::list::COUNT.name, vec![encode(item)?]).await
+        self.handle.call_as(methods::list::COUNT.name, &[encode(item)?]).await
     }
 
     /// True if some item equals `item` (Python `item in l`, `__contains__`).
     pub async fn contains(&self, item: &T) -> Result<bool> {
-        self.handle.call_as(methods::list::CONTAINS.name, vec![encode(item)?]).await
+        self.handle.call_as(methods::list::CONTAINS.name, &[encode(item)?]).await
     }
 
     /// Appends every item, in order, atomically (Python `extend`).
@@ -146,12 +146,12 @@ where
         T: 'a,
     {
         let items = items.into_iter().map(encode).collect::<Result<Vec<_>>>()?;
-        self.handle.call(methods::list::EXTEND.name, vec![Value::List(items)]).await.map(drop)
+        self.handle.call(methods::list::EXTEND.name, &[Value::List(items)]).await.map(drop)
     }
 
     /// Number of items (Python `len(l)`, `__len__`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as(methods::list::LEN.name, vec![]).await
+        self.handle.call_as(methods::list::LEN.name, &[]).await
     }
 
     /// True when the list has no items (Python `len(l) == 0`, `__len__`).
@@ -161,12 +161,12 @@ where
 
     /// Removes every item (Python `clear`).
     pub async fn clear(&self) -> Result<()> {
-        self.handle.call(methods::list::CLEAR.name, vec![]).await.map(drop)
+        self.handle.call(methods::list::CLEAR.name, &[]).await.map(drop)
     }
 
     /// Reverses the list in place (Python `reverse`).
     pub async fn reverse(&self) -> Result<()> {
-        self.handle.call(methods::list::REVERSE.name, vec![]).await.map(drop)
+        self.handle.call(methods::list::REVERSE.name, &[]).await.map(drop)
     }
 
     /// Sorts the list in place, ascending, by Python's ordering of the stored values
@@ -184,7 +184,7 @@ where
 
     /// `sort(key=None, reverse=reverse)`, passed positionally.
     async fn sort_in_order(&self, reverse: bool) -> Result<()> {
-        self.handle.call(methods::list::SORT.name, vec![Value::None, Value::Bool(reverse)]).await.map(drop)
+        self.handle.call(methods::list::SORT.name, &[Value::None, Value::Bool(reverse)]).await.map(drop)
     }
 
     /// A copy of every item, in order (Python `l[:]`, `__getitem__` with a full slice).
@@ -200,13 +200,13 @@ where
     /// fails for being out of range: `slice(Some(-2), None)` is the last two items.
     pub async fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>> {
         let slice = Slice { start, stop, step: None };
-        self.handle.call_as(methods::list::GETITEM.name, vec![slice.to_value()]).await
+        self.handle.call_as(methods::list::GETITEM.name, &[slice.to_value()]).await
     }
 
     /// Repeats the contents in place `times` times; `0` empties the list
     /// (Python `l *= times`, `__imul__`).
     pub async fn repeat_in_place(&self, times: usize) -> Result<()> {
         let times = i64::try_from(times).map_err(|_| Error::Overflow(format!("cannot repeat a list {times} times")))?;
-        self.handle.call(methods::list::IMUL.name, vec![Value::Int(times)]).await.map(drop)
+        self.handle.call(methods::list::IMUL.name, &[Value::Int(times)]).await.map(drop)
     }
 }

@@ -338,7 +338,7 @@ impl Lock {
 
     /// True while some client holds the lock (Python 3.13 `locked()`).
     pub async fn is_locked(&self) -> Result<bool> {
-        self.handle.call_as(methods::lock::LOCKED.name, vec![]).await
+        self.handle.call_as(methods::lock::LOCKED.name, &[]).await
     }
 
     /// Releases the lock whoever holds it (Python `release()`: a Lock has no owner).
@@ -347,7 +347,7 @@ impl Lock {
     /// holder's session ended holding it, in which case the server already released
     /// it and this release is absorbed once. Prefer releasing the [`Guard`].
     pub async fn release(&self) -> Result<()> {
-        self.handle.call(methods::lock::RELEASE.name, vec![]).await.map(drop)
+        self.handle.call(methods::lock::RELEASE.name, &[]).await.map(drop)
     }
 
     /// The `Condition(lock)` argument that refers to this lock.

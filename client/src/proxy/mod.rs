@@ -126,9 +126,8 @@ impl Handle {
     }
 
     /// Calls `method` with positional arguments and returns the raw result.
-    pub(crate) async fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
-        let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
-        match self.link.call(Some((&self.slot, self.id)), op, None).await? {
+    pub(crate) async fn call(&self, method: &str, args: &[Value]) -> Result<Value> {
+        match self.link.call_method((&self.slot, self.id), method, args).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
@@ -245,7 +244,7 @@ impl Handle {
     }
 
     /// Calls `method` and converts the result into `T`.
-    pub(crate) async fn call_as<T: DeserializeOwned>(&self, method: &str, args: Vec<Value>) -> Result<T> {
+    pub(crate) async fn call_as<T: DeserializeOwned>(&self, method: &str, args: &[Value]) -> Result<T> {
         decode(self.call(method, args).await?)
     }
 }

@@ -41,7 +41,7 @@ impl Namespace {
     /// The attribute `name` as a `T`, or `None` if it is not set
     /// (Python `ns.name`, `__getattribute__`, whose `AttributeError` becomes `None`).
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        match self.handle.call(methods::namespace::GETATTRIBUTE.name, vec![Value::Str(name.to_owned().into())]).await {
+        match self.handle.call(methods::namespace::GETATTRIBUTE.name, &[Value::Str(name.to_owned().into())]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::NoSuchAttribute(_)) => Ok(None),
             Err(e) => Err(e),
@@ -52,7 +52,7 @@ impl Namespace {
     /// (Python `ns.name = value`, `__setattr__`).
     pub async fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         self.handle
-            .call(methods::namespace::SETATTR.name, vec![Value::Str(name.to_owned().into()), encode(value)?])
+            .call(methods::namespace::SETATTR.name, &[Value::Str(name.to_owned().into()), encode(value)?])
             .await
             .map(drop)
     }
@@ -60,7 +60,7 @@ impl Namespace {
     /// Removes the attribute `name`; returns whether it was set
     /// (Python `del ns.name`, `__delattr__`, whose `AttributeError` becomes `false`).
     pub async fn remove(&self, name: &str) -> Result<bool> {
-        match self.handle.call(methods::namespace::DELATTR.name, vec![Value::Str(name.to_owned().into())]).await {
+        match self.handle.call(methods::namespace::DELATTR.name, &[Value::Str(name.to_owned().into())]).await {
             Ok(_) => Ok(true),
             Err(Error::NoSuchAttribute(_)) => Ok(false),
             Err(e) => Err(e),

@@ -73,7 +73,7 @@ impl Object {
     /// returns its result as a dynamic value. Fails with [`Error::NoSuchMethod`] if the
     /// kind has no such method, and with whatever error the method raised.
     pub async fn call<A: Serialize>(&self, method: &str, args: A) -> Result<Value> {
-        self.handle.call(method, arguments(&args)?).await
+        self.handle.call(method, &arguments(&args)?).await
     }
 
     /// Like [`Object::call`], converting the result into `T`

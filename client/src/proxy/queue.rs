@@ -130,14 +130,14 @@ where
     /// [`Error::QueueShutDown`] once the queue is shut down, also for a put that was
     /// waiting then (its item is not inserted).
     pub async fn put(&self, item: &T) -> Result<()> {
-        self.handle.call(methods::queue::PUT.name, vec![encode(item)?]).await.map(drop)
+        self.handle.call(methods::queue::PUT.name, &[encode(item)?]).await.map(drop)
     }
 
     /// Appends `item`, waiting at most `timeout` for room (Python `put(item,
     /// timeout=t)`); [`Error::Full`] if there was none (the item is not inserted).
     pub async fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
         self.handle
-            .call(methods::queue::PUT.name, vec![encode(item)?, Value::Bool(true), seconds(timeout)])
+            .call(methods::queue::PUT.name, &[encode(item)?, Value::Bool(true), seconds(timeout)])
             .await
             .map(drop)
     }
@@ -145,7 +145,7 @@ where
     /// Appends `item` if there is room now (Python `put_nowait`); [`Error::Full`] if
     /// not.
     pub async fn try_put(&self, item: &T) -> Result<()> {
-        self.handle.call(methods::queue::PUT_NOWAIT.name, vec![encode(item)?]).await.map(drop)
+        self.handle.call(methods::queue::PUT_NOWAIT.name, &[encode(item)?]).await.map(drop)
     }
 
     /// Removes and returns the item at the head, waiting for one (Python `get()`).
@@ -235,29 +235,29 @@ where
 
     /// Number of items in the queue, not counting leased ones (Python `qsize()`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as(methods::queue::QSIZE.name, vec![]).await
+        self.handle.call_as(methods::queue::QSIZE.name, &[]).await
     }
 
     /// True when no item is in the queue (Python `empty()`).
     pub async fn is_empty(&self) -> Result<bool> {
-        self.handle.call_as(methods::queue::EMPTY.name, vec![]).await
+        self.handle.call_as(methods::queue::EMPTY.name, &[]).await
     }
 
     /// True when the queue is bounded and holds `maxsize` items or more (Python
     /// `full()`).
     pub async fn is_full(&self) -> Result<bool> {
-        self.handle.call_as(methods::queue::FULL.name, vec![]).await
+        self.handle.call_as(methods::queue::FULL.name, &[]).await
     }
 
     /// Number of items out on lease (agora's `leased`; no Python equivalent).
     pub async fn leased_len(&self) -> Result<usize> {
-        self.handle.call_as(methods::queue::LEASED.name, vec![]).await
+        self.handle.call_as(methods::queue::LEASED.name, &[]).await
     }
 
     /// Number of nacked items waiting out their delay ([`Leased::nack_after`]) before
     /// they go back to the queue (agora's `delayed`).
     pub async fn delayed_len(&self) -> Result<usize> {
-        self.handle.call_as(methods::queue::DELAYED.name, vec![]).await
+        self.handle.call_as(methods::queue::DELAYED.name, &[]).await
     }
 
     /// Shuts the queue down (Python 3.13 `shutdown(immediate)`): puts fail with
@@ -265,7 +265,7 @@ where
     /// blocked getters and putters get it at once. `immediate` also drops every queued
     /// item, counting each as done for [`JoinableQueue::join`].
     pub async fn shutdown(&self, immediate: bool) -> Result<()> {
-        self.handle.call(methods::queue::SHUTDOWN.name, vec![Value::Bool(immediate)]).await.map(drop)
+        self.handle.call(methods::queue::SHUTDOWN.name, &[Value::Bool(immediate)]).await.map(drop)
     }
 
     /// The items as an async [`Stream`](futures_core::Stream), each taken with
@@ -333,7 +333,7 @@ where
     /// Marks one task finished (Python `task_done()`); [`Error::InvalidValue`]
     /// (`task_done() called too many times`) if none is unfinished.
     pub async fn task_done(&self) -> Result<()> {
-        self.queue.handle.call(methods::queue::TASK_DONE.name, vec![]).await.map(drop)
+        self.queue.handle.call(methods::queue::TASK_DONE.name, &[]).await.map(drop)
     }
 
     /// Waits until every item put has been finished by `task_done` or an ack (Python

@@ -87,7 +87,7 @@ impl RLock {
     /// if this owner does not hold it. Prefer releasing the [`Guard`]; a guard whose
     /// level was released this way still releases one when dropped.
     pub async fn release(&self) -> Result<()> {
-        self.handle.call(methods::rlock::RELEASE.name, vec![Value::Str(self.owner().into())]).await.map(drop)
+        self.handle.call(methods::rlock::RELEASE.name, &[Value::Str(self.owner().into())]).await.map(drop)
     }
 
     /// The `Condition(lock)` argument that refers to this lock.

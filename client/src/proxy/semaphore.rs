@@ -66,13 +66,13 @@ impl Semaphore {
     /// already). Prefer releasing the [`Guard`].
     pub async fn release(&self, n: usize) -> Result<()> {
         let n = i64::try_from(n).map_err(|_| Error::Overflow(format!("cannot release {n} permits")))?;
-        self.handle.call(methods::semaphore::RELEASE.name, vec![Value::Int(n)]).await.map(drop)
+        self.handle.call(methods::semaphore::RELEASE.name, &[Value::Int(n)]).await.map(drop)
     }
 
     /// The number of free permits now (agora's `get_value`; Python's private
     /// `_value`).
     pub async fn available(&self) -> Result<usize> {
-        self.handle.call_as(methods::semaphore::GET_VALUE.name, vec![]).await
+        self.handle.call_as(methods::semaphore::GET_VALUE.name, &[]).await
     }
 }
 

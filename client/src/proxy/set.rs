@@ -71,18 +71,18 @@ where
 
     /// Adds `member`; a member equal to it already there stays (Python `add`).
     pub async fn add(&self, member: &T) -> Result<()> {
-        self.handle.call(methods::set::ADD.name, vec![encode(member)?]).await.map(drop)
+        self.handle.call(methods::set::ADD.name, &[encode(member)?]).await.map(drop)
     }
 
     /// True if `member` is in the set (Python `member in s`, `__contains__`).
     pub async fn contains(&self, member: &T) -> Result<bool> {
-        self.handle.call_as(methods::set::CONTAINS.name, vec![encode(member)?]).await
+        self.handle.call_as(methods::set::CONTAINS.name, &[encode(member)?]).await
     }
 
     /// Removes `member`; returns whether it was there (Python `remove`, whose
     /// `KeyError` becomes `false`).
     pub async fn remove(&self, member: &T) -> Result<bool> {
-        match self.handle.call(methods::set::REMOVE.name, vec![encode(member)?]).await {
+        match self.handle.call(methods::set::REMOVE.name, &[encode(member)?]).await {
             Ok(_) => Ok(true),
             Err(Error::KeyNotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -91,13 +91,13 @@ where
 
     /// Removes `member` if it is there (Python `discard`).
     pub async fn discard(&self, member: &T) -> Result<()> {
-        self.handle.call(methods::set::DISCARD.name, vec![encode(member)?]).await.map(drop)
+        self.handle.call(methods::set::DISCARD.name, &[encode(member)?]).await.map(drop)
     }
 
     /// Removes and returns some member, or `None` if the set is empty (Python `pop`;
     /// agora takes the most recently added one).
     pub async fn pop(&self) -> Result<Option<T>> {
-        match self.handle.call(methods::set::POP.name, vec![]).await {
+        match self.handle.call(methods::set::POP.name, &[]).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::KeyNotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -106,7 +106,7 @@ where
 
     /// Number of members (Python `len(s)`, `__len__`).
     pub async fn len(&self) -> Result<usize> {
-        self.handle.call_as(methods::set::LEN.name, vec![]).await
+        self.handle.call_as(methods::set::LEN.name, &[]).await
     }
 
     /// True when the set has no members (Python `len(s) == 0`, `__len__`).
@@ -116,12 +116,12 @@ where
 
     /// Removes every member (Python `clear`).
     pub async fn clear(&self) -> Result<()> {
-        self.handle.call(methods::set::CLEAR.name, vec![]).await.map(drop)
+        self.handle.call(methods::set::CLEAR.name, &[]).await.map(drop)
     }
 
     /// A copy of every member, in no particular order (Python `copy`).
     pub async fn to_vec(&self) -> Result<Vec<T>> {
-        self.handle.call_as(methods::set::COPY.name, vec![]).await
+        self.handle.call_as(methods::set::COPY.name, &[]).await
     }
 
     /// Adds every item, atomically (Python `update`).
@@ -132,7 +132,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call(methods::set::UPDATE.name, vec![list(items)?]).await.map(drop)
+        self.handle.call(methods::set::UPDATE.name, &[list(items)?]).await.map(drop)
     }
 
     /// The members together with `items`, without changing the set (Python `union`).
@@ -141,7 +141,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::UNION.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::UNION.name, &[list(items)?]).await
     }
 
     /// The members also in `items`, without changing the set (Python
@@ -151,7 +151,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::INTERSECTION.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::INTERSECTION.name, &[list(items)?]).await
     }
 
     /// The members not in `items`, without changing the set (Python `difference`).
@@ -160,7 +160,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::DIFFERENCE.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::DIFFERENCE.name, &[list(items)?]).await
     }
 
     /// What is in the set or in `items` but not in both, without changing the set
@@ -170,7 +170,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::SYMMETRIC_DIFFERENCE.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::SYMMETRIC_DIFFERENCE.name, &[list(items)?]).await
     }
 
     /// Keeps only the members also in `items`, atomically (Python
@@ -180,7 +180,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call(methods::set::INTERSECTION_UPDATE.name, vec![list(items)?]).await.map(drop)
+        self.handle.call(methods::set::INTERSECTION_UPDATE.name, &[list(items)?]).await.map(drop)
     }
 
     /// Removes every member that is in `items`, atomically (Python
@@ -190,7 +190,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call(methods::set::DIFFERENCE_UPDATE.name, vec![list(items)?]).await.map(drop)
+        self.handle.call(methods::set::DIFFERENCE_UPDATE.name, &[list(items)?]).await.map(drop)
     }
 
     /// Removes the members that are in `items` and adds the items that are not,
@@ -200,7 +200,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call(methods::set::SYMMETRIC_DIFFERENCE_UPDATE.name, vec![list(items)?]).await.map(drop)
+        self.handle.call(methods::set::SYMMETRIC_DIFFERENCE_UPDATE.name, &[list(items)?]).await.map(drop)
     }
 
     /// True if every member is in `items` (Python `issubset`, `s <= …`).
@@ -209,7 +209,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::ISSUBSET.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::ISSUBSET.name, &[list(items)?]).await
     }
 
     /// True if every item of `items` is a member (Python `issuperset`, `s >= …`).
@@ -218,7 +218,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::ISSUPERSET.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::ISSUPERSET.name, &[list(items)?]).await
     }
 
     /// True if no item of `items` is a member (Python `isdisjoint`).
@@ -227,7 +227,7 @@ where
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        self.handle.call_as(methods::set::ISDISJOINT.name, vec![list(items)?]).await
+        self.handle.call_as(methods::set::ISDISJOINT.name, &[list(items)?]).await
     }
 }
 

@@ -51,12 +51,12 @@ where
 
     /// The current value (Python `v.value`, `get`).
     pub async fn get(&self) -> Result<T> {
-        self.handle.call_as(methods::value::GET.name, vec![]).await
+        self.handle.call_as(methods::value::GET.name, &[]).await
     }
 
     /// Replaces the value (Python `v.value = new`, `set`).
     pub async fn set(&self, value: &T) -> Result<()> {
-        self.handle.call(methods::value::SET.name, vec![encode(value)?]).await.map(drop)
+        self.handle.call(methods::value::SET.name, &[encode(value)?]).await.map(drop)
     }
 
     /// Atomically adds `delta` to the value and returns the new value. agora's own
@@ -66,13 +66,13 @@ where
     /// Meant for numbers. Fails with [`Error::TypeMismatch`](crate::Error::TypeMismatch)
     /// if the server cannot add `delta` to the stored value.
     pub async fn add(&self, delta: &T) -> Result<T> {
-        self.handle.call_as(methods::value::ADD.name, vec![encode(delta)?]).await
+        self.handle.call_as(methods::value::ADD.name, &[encode(delta)?]).await
     }
 
     /// Atomically replaces the value with `new` if it currently equals `expected`
     /// (by Python's `==`); returns whether it did. agora's own `compare_and_set`;
     /// no Python equivalent.
     pub async fn compare_and_set(&self, expected: &T, new: &T) -> Result<bool> {
-        self.handle.call_as(methods::value::COMPARE_AND_SET.name, vec![encode(expected)?, encode(new)?]).await
+        self.handle.call_as(methods::value::COMPARE_AND_SET.name, &[encode(expected)?, encode(new)?]).await
     }
 }

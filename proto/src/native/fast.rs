@@ -119,9 +119,16 @@ fn len(n: usize) -> Option<u32> {
 
 /// Writes `[id, {"Call": [object, method, [positional, keywords?]]}]`; `false` (and
 /// nothing written) if a length does not fit MessagePack.
-pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: &mut Vec<u8>) -> bool {
-    let (Some(_), Some(k)) = (len(args.positional.len()), len(args.keywords.len())) else { return false };
-    if len(method.len()).is_none() || args.keywords.iter().any(|(name, _)| len(name.len()).is_none()) {
+pub(super) fn encode_call(
+    id: u64,
+    object: u64,
+    method: &str,
+    positional: &[Value],
+    keywords: &[(String, Value)],
+    out: &mut Vec<u8>,
+) -> bool {
+    let (Some(_), Some(k)) = (len(positional.len()), len(keywords.len())) else { return false };
+    if len(method.len()).is_none() || keywords.iter().any(|(name, _)| len(name.len()).is_none()) {
         return false;
     }
     out.push(0x92);
@@ -132,13 +139,13 @@ pub(super) fn encode_call(id: u64, object: u64, method: &str, args: &Args, out: 
     put_str(out, method);
     // `keywords` is left out when empty (`skip_serializing_if`).
     out.push(if k == 0 { 0x91 } else { 0x92 });
-    put_array_len(out, args.positional.len());
-    for value in &args.positional {
+    put_array_len(out, positional.len());
+    for value in positional {
         encode_msgpack_into(value, out);
     }
     if k > 0 {
-        put_array_len(out, args.keywords.len());
-        for (name, value) in &args.keywords {
+        put_array_len(out, keywords.len());
+        for (name, value) in keywords {
             put_array_len(out, 2);
             put_str(out, name);
             encode_msgpack_into(value, out);
@@ -269,6 +276,15 @@ mod tests {
         #[test]
         fn calls_encode_as_serde_encodes_them(request in call()) {
             prop_assert_eq!(fast_bytes_of_request(&request), bytes_of(&request));
+        }
+
+        #[test]
+        fn calls_encode_from_borrowed_parts_as_whole_requests_do(request in call()) {
+            let Request { id, op: Op::Call { object, method, mut args } } = request else { unreachable!() };
+            args.keywords.clear();
+            let mut out = Vec::new();
+            super::super::encode_call(id, object, &method, &args.positional, &mut out).unwrap();
+            prop_assert_eq!(out, bytes_of(&Request { id, op: Op::Call { object, method, args } }));
         }
 
         #[test]
