@@ -389,12 +389,14 @@ pub(super) fn decode(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
 /// `max_depth` deep; returns it and how many bytes it took.
 pub(super) fn decode_prefix(bytes: &[u8], max_depth: usize) -> Result<(Value, usize), String> {
     let mut reader = Reader { buf: bytes, pos: 0 };
+    let marker = reader.u8()?;
+    // A scalar (most arguments and replies): no decoder, no container bookkeeping.
+    if let Some(value) = scalar_item(marker, &mut reader)? {
+        return Ok((value, reader.pos));
+    }
     let mut decoder = Decoder { max_depth, stack: Vec::new() };
-    let value = match decoder.item(&mut reader)? {
-        // A scalar (most arguments and replies): no container bookkeeping.
-        Step::Item(value) => value,
-        opened => decoder.run(&mut reader, Some(opened))?,
-    };
+    let opened = decoder.container(marker, &mut reader)?;
+    let value = decoder.run(&mut reader, Some(opened))?;
     Ok((value, reader.pos))
 }
 
@@ -451,47 +453,30 @@ impl Decoder {
     /// Reads one item: a scalar, or the header of a container.
     fn item(&mut self, r: &mut Reader<'_>) -> Result<Step, String> {
         let marker = r.u8()?;
-        let scalar = match marker {
-            0x00..=0x7f => Value::Int(i64::from(marker)),
-            0xe0..=0xff => Value::Int(i64::from(marker as i8)),
-            0xc0 => Value::None,
-            0xc2 => Value::Bool(false),
-            0xc3 => Value::Bool(true),
-            0xcc => Value::Int(i64::from(r.u8()?)),
-            0xcd => Value::Int(i64::from(u16::from_be_bytes(r.array()?))),
-            0xce => Value::Int(i64::from(u32::from_be_bytes(r.array()?))),
-            0xcf => Value::from_bigint(BigInt::from(u64::from_be_bytes(r.array()?))),
-            0xd0 => Value::Int(i64::from(i8::from_be_bytes(r.array()?))),
-            0xd1 => Value::Int(i64::from(i16::from_be_bytes(r.array()?))),
-            0xd2 => Value::Int(i64::from(i32::from_be_bytes(r.array()?))),
-            0xd3 => Value::Int(i64::from_be_bytes(r.array()?)),
-            0xca => Value::Float(f64::from(f32::from_be_bytes(r.array()?))),
-            0xcb => Value::Float(f64::from_be_bytes(r.array()?)),
-            0xa0..=0xbf => string(r, usize::from(marker & 0x1f))?,
-            0xd9..=0xdb => {
-                let len = r_len(r, marker - 0xd9)?;
-                string(r, len)?
-            }
-            0xc4..=0xc6 => {
-                let len = r_len(r, marker - 0xc4)?;
-                Value::Bytes(r.take(len)?.to_vec())
-            }
-            0x90..=0x9f => return Ok(seq(Kind::List, usize::from(marker & 0x0f), None)),
-            0xdc | 0xdd => return Ok(seq(Kind::List, r_len(r, marker - 0xdb)?, None)),
-            0x80..=0x8f => return Ok(map(usize::from(marker & 0x0f))),
-            0xde | 0xdf => return Ok(map(r_len(r, marker - 0xdd)?)),
+        match scalar_item(marker, r)? {
+            Some(value) => Ok(Step::Item(value)),
+            None => self.container(marker, r),
+        }
+    }
+
+    /// Reads the rest of the header of the container (or ext) that `marker` opens.
+    fn container(&mut self, marker: u8, r: &mut Reader<'_>) -> Result<Step, String> {
+        match marker {
+            0x90..=0x9f => Ok(seq(Kind::List, usize::from(marker & 0x0f), None)),
+            0xdc | 0xdd => Ok(seq(Kind::List, r_len(r, marker - 0xdb)?, None)),
+            0x80..=0x8f => Ok(map(usize::from(marker & 0x0f))),
+            0xde | 0xdf => Ok(map(r_len(r, marker - 0xdd)?)),
             0xd4..=0xd8 => {
                 let tag = r.u8()? as i8;
-                return self.ext(r, tag, 1 << (marker - 0xd4));
+                self.ext(r, tag, 1 << (marker - 0xd4))
             }
             0xc7..=0xc9 => {
                 let len = r_len(r, marker - 0xc7)?;
                 let tag = r.u8()? as i8;
-                return self.ext(r, tag, len);
+                self.ext(r, tag, len)
             }
-            _ => return Err(format!("invalid MessagePack marker 0x{marker:02x}")),
-        };
-        Ok(Step::Item(scalar))
+            _ => Err(format!("invalid MessagePack marker 0x{marker:02x}")),
+        }
     }
 
     /// Starts an ext of type `tag` whose payload is the next `len` bytes.
@@ -514,6 +499,38 @@ impl Decoder {
         };
         Ok(seq(kind, n, Some(end)))
     }
+}
+
+/// Reads the scalar that `marker` begins (an int, float, bool, None, str or bytes);
+/// `None`, with nothing more read, if it opens a container or an ext.
+fn scalar_item(marker: u8, r: &mut Reader<'_>) -> Result<Option<Value>, String> {
+    Ok(Some(match marker {
+        0x00..=0x7f => Value::Int(i64::from(marker)),
+        0xe0..=0xff => Value::Int(i64::from(marker as i8)),
+        0xc0 => Value::None,
+        0xc2 => Value::Bool(false),
+        0xc3 => Value::Bool(true),
+        0xcc => Value::Int(i64::from(r.u8()?)),
+        0xcd => Value::Int(i64::from(u16::from_be_bytes(r.array()?))),
+        0xce => Value::Int(i64::from(u32::from_be_bytes(r.array()?))),
+        0xcf => Value::from_bigint(BigInt::from(u64::from_be_bytes(r.array()?))),
+        0xd0 => Value::Int(i64::from(i8::from_be_bytes(r.array()?))),
+        0xd1 => Value::Int(i64::from(i16::from_be_bytes(r.array()?))),
+        0xd2 => Value::Int(i64::from(i32::from_be_bytes(r.array()?))),
+        0xd3 => Value::Int(i64::from_be_bytes(r.array()?)),
+        0xca => Value::Float(f64::from(f32::from_be_bytes(r.array()?))),
+        0xcb => Value::Float(f64::from_be_bytes(r.array()?)),
+        0xa0..=0xbf => string(r, usize::from(marker & 0x1f))?,
+        0xd9..=0xdb => {
+            let len = r_len(r, marker - 0xd9)?;
+            string(r, len)?
+        }
+        0xc4..=0xc6 => {
+            let len = r_len(r, marker - 0xc4)?;
+            Value::Bytes(r.take(len)?.to_vec())
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// A length after marker offset `width_code` (0: 8 bits, 1: 16 bits, 2: 32 bits).
