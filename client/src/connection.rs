@@ -174,6 +174,13 @@ pub(crate) struct Unsent {
     pub(crate) reason: Error,
 }
 
+impl Unsent {
+    /// The request and its call, to go out on another connection (the reason dropped).
+    pub(crate) fn call(self) -> (Outgoing, PendingCall) {
+        (self.out, self.call)
+    }
+}
+
 /// The shared core of a connection; the manager's [`Link`](crate::link::Link) holds
 /// the current one, guards and leases remember the generation they belong to.
 pub(crate) struct Connection {
@@ -412,17 +419,9 @@ impl Connection {
     /// Queues a call and returns its [`Answer`], to await right away. A dead
     /// connection, or a request too large for this server, gives the call back unsent.
     pub(crate) fn queue_call(self: Arc<Self>, out: Outgoing, call: PendingCall) -> Result<Answer, Box<Unsent>> {
-        let mut on_orphan = Some(call.on_orphan);
-        match self.submit(out, |state, id| {
-            state.pending.insert(id, Slot::new(on_orphan.take().expect("registered once")));
-        }) {
-            Ok(id) => Ok(Answer { conn: self, id, waiting: true }),
-            Err(unsent) => {
-                let (out, reason) = *unsent;
-                let call = PendingCall { on_orphan: on_orphan.expect("not registered") };
-                Err(Box::new(Unsent { out, call, reason }))
-            }
-        }
+        let id = out.request.id;
+        self.queue_encoded(id, |b| native::encode_request(&out.request, b), call)
+            .map_err(|(reason, call)| Box::new(Unsent { out, call, reason }))
     }
 
     /// Queues a call of `method` on `object` with `args`, encoded from where they are
@@ -436,20 +435,25 @@ impl Connection {
         call: PendingCall,
     ) -> Result<Answer, Box<Unsent>> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.queue_encoded(id, |b| native::encode_call(id, object, method, args, b), call).map_err(|(reason, call)| {
+            Box::new(Unsent { out: Outgoing::method(id, object, method, args), call, reason })
+        })
+    }
+
+    /// Queues call `id`, which `encode` writes, with a slot for its reply; the reason
+    /// and the call if nothing was sent.
+    fn queue_encoded(
+        self: Arc<Self>,
+        id: u64,
+        encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), agora_proto::WireError>,
+        call: PendingCall,
+    ) -> std::result::Result<Answer, (Error, PendingCall)> {
         let mut on_orphan = Some(call.on_orphan);
-        match self.submit_encoded(
-            id,
-            |b| native::encode_call(id, object, method, args, b),
-            |state, id| {
-                state.pending.insert(id, Slot::new(on_orphan.take().expect("registered once")));
-            },
-        ) {
+        match self.submit_encoded(id, encode, |state, id| {
+            state.pending.insert(id, Slot::new(on_orphan.take().expect("registered once")));
+        }) {
             Ok(()) => Ok(Answer { conn: self, id, waiting: true }),
-            Err(reason) => Err(Box::new(Unsent {
-                out: Outgoing::method(id, object, method, args),
-                call: PendingCall { on_orphan: on_orphan.expect("not registered") },
-                reason,
-            })),
+            Err(reason) => Err((reason, PendingCall { on_orphan: on_orphan.expect("not registered") })),
         }
     }
 

@@ -308,7 +308,7 @@ impl Link {
         op: Op,
         on_orphan: Option<OnOrphan>,
     ) -> Result<Reply> {
-        let answer = match self.queue_now(object, op, on_orphan)? {
+        let answer = match self.queue_now(object, op, on_orphan) {
             Ok(answer) => answer,
             Err(slow) => self.queue_slowly(object, *slow).await?,
         };
@@ -324,19 +324,13 @@ impl Link {
         method: &str,
         args: &[agora_proto::Value],
     ) -> Result<Reply> {
-        let (slot, id) = object;
-        let conn = self.current();
         let call = PendingCall::new(None);
-        let slow = if slot.attached.load(Ordering::Acquire) == conn.generation() {
-            match conn.queue_method(id, method, args, call) {
+        let slow = match self.attached_current(Some(object)) {
+            Some(conn) => match conn.queue_method(object.1, method, args, call) {
                 Ok(answer) => return answer.await,
-                Err(unsent) => {
-                    let Unsent { out, call, .. } = *unsent;
-                    (out, call)
-                }
-            }
-        } else {
-            (Outgoing::call(&self.ids, id, method, args), call)
+                Err(unsent) => unsent.call(),
+            },
+            None => (Outgoing::call(&self.ids, object.1, method, args), call),
         };
         self.queue_slowly(Some(object), slow).await?.await
     }
@@ -349,7 +343,7 @@ impl Link {
         op: Op,
         on_orphan: Option<OnOrphan>,
     ) -> Result<(Reply, u64)> {
-        let answer = match self.queue_now(object, op, on_orphan)? {
+        let answer = match self.queue_now(object, op, on_orphan) {
             Ok(answer) => answer,
             Err(slow) => self.queue_slowly(object, *slow).await?,
         };
@@ -365,20 +359,21 @@ impl Link {
         object: Option<(&ObjectSlot, ObjectId)>,
         op: Op,
         on_orphan: Option<OnOrphan>,
-    ) -> Result<std::result::Result<Answer, Box<(Outgoing, PendingCall)>>> {
+    ) -> std::result::Result<Answer, Box<(Outgoing, PendingCall)>> {
         let out = Outgoing::new(&self.ids, op);
         let call = PendingCall::new(on_orphan);
-        let conn = self.current();
-        if object.is_some_and(|(slot, _)| slot.attached.load(Ordering::Acquire) != conn.generation()) {
-            return Ok(Err(Box::new((out, call))));
+        match self.attached_current(object) {
+            Some(conn) => conn.queue_call(out, call).map_err(|unsent| Box::new(unsent.call())),
+            None => Err(Box::new((out, call))),
         }
-        Ok(match conn.queue_call(out, call) {
-            Ok(answer) => Ok(answer),
-            Err(unsent) => {
-                let Unsent { out, call, .. } = *unsent;
-                Err(Box::new((out, call)))
-            }
-        })
+    }
+
+    /// The current connection, if `object` (when given) is attached in its session:
+    /// where the hot path queues. (Whether it is alive, queueing finds out.)
+    fn attached_current(&self, object: Option<(&ObjectSlot, ObjectId)>) -> Option<Arc<Connection>> {
+        let conn = self.current();
+        let attached = object.is_none_or(|(slot, _)| slot.attached.load(Ordering::Acquire) == conn.generation());
+        attached.then_some(conn)
     }
 
     /// Queues a call the hot path could not: reconnects if the connection is dead,

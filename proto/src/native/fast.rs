@@ -127,10 +127,11 @@ pub(super) fn encode_call(
     keywords: &[(String, Value)],
     out: &mut Vec<u8>,
 ) -> bool {
-    let (Some(_), Some(k)) = (len(positional.len()), len(keywords.len())) else { return false };
-    if len(method.len()).is_none() || keywords.iter().any(|(name, _)| len(name.len()).is_none()) {
+    let lengths = [positional.len(), keywords.len(), method.len()].into_iter();
+    if lengths.chain(keywords.iter().map(|(name, _)| name.len())).any(|n| len(n).is_none()) {
         return false;
     }
+    let k = keywords.len();
     out.push(0x92);
     put_uint(out, id);
     out.extend_from_slice(CALL);
