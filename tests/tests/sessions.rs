@@ -41,7 +41,9 @@ async fn a_silent_peer_loses_its_session_with_a_precise_error() {
     server.wait_for_log("session expired: no heartbeat");
 }
 
-#[tokio::test]
+// Multi-threaded: the observer's heartbeats run on the runtime's workers while this
+// test blocks on the log and on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_client_learns_its_session_expired_on_its_next_call() {
     let server = with_heartbeat("1s");
     // A client process we can freeze: the worker appends forever until stopped.
@@ -53,6 +55,18 @@ async fn a_frozen_client_learns_its_session_expired_on_its_next_call() {
         .spawn()
         .unwrap();
     server.wait_for_log("native session started");
+    // Freeze it only once it is mid-stream: its list exists and holds items.
+    let observer = server.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let list = loop {
+        if let Ok(list) = observer.list::<u64>("frozen").await {
+            if list.len().await.unwrap() > 0 {
+                break list;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker never appended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let pid = child.id() as i32;
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -62,9 +76,9 @@ async fn a_frozen_client_learns_its_session_expired_on_its_next_call() {
     assert!(!out.status.success(), "the worker's next call failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SessionExpired"), "the error says what happened: {stderr}");
-    // Meanwhile the server is fine.
-    let m = server.client().await;
-    assert!(m.list::<u64>("frozen").await.unwrap().len().await.unwrap() > 0);
+    // Meanwhile the server, and the observer's session, are fine.
+    assert!(list.len().await.unwrap() > 0);
+    assert!(observer.connection_error().is_none());
 }
 
 /// A Hello that names a session to resume which cannot be resumed (a single server
