@@ -352,11 +352,12 @@ async fn serve_relayed(mut relay: RelayStream, opening: RelayOpening, shared: Ar
     };
     // Taken first: the relay lives no longer than the stint it was accepted in.
     let mut generation = serving.leadership().generation();
-    let refused = match (serving.leadership().leading(), Who::by_name(&shared.config.users, opening.user.as_deref())) {
-        (false, _) => Err(crate::cluster::leadership::not_leading().message),
-        (true, Err(why)) => Err(why),
-        (true, Ok(who)) => Ok(who),
-    };
+    let refused =
+        match (serving.leadership().admits_clients(), Who::by_name(&shared.config.users, opening.user.as_deref())) {
+            (false, _) => Err(crate::cluster::leadership::not_leading().message),
+            (true, Err(why)) => Err(why),
+            (true, Ok(who)) => Ok(who),
+        };
     let who = match refused {
         Ok(who) => who,
         Err(why) => {

@@ -631,7 +631,7 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semapho
                 // Taken first: a connection served here lives no longer than the stint
                 // it was accepted in (its session belongs to that stint's engine state).
                 let mut generation = serving.leadership().generation();
-                if serving.leadership().leading() {
+                if serving.leadership().admits_clients() {
                     tokio::select! {
                         _ = serve_accepted(stream, peer, shared, slots, Route::Here) => {}
                         _ = generation.changed() => {}

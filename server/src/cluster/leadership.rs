@@ -16,6 +16,11 @@
 //! log before it applies anything else. Records of an ended stint that were never
 //! committed never settle, so no answer that depends on them goes out.
 //!
+//! A stint begins in two steps: the journal opens (so the new leader can take over the
+//! previous leader's sessions, which goes through it), then clients are admitted
+//! ([`Leadership::admit_clients`]). A client let in between would find its session
+//! not yet detached and could not resume it.
+//!
 //! This module owns those facts; it never applies a command.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +66,8 @@ pub struct Leadership {
     journal: Arc<Journal>,
     /// The running stint's id (0: none).
     stint: AtomicU64,
+    /// Clients are served: the running stint took over the previous one's sessions.
+    admitting: AtomicBool,
     /// The engine may hold changes the cluster did not commit.
     dirty: AtomicBool,
     settled: watch::Sender<Settled>,
@@ -77,6 +84,7 @@ impl Leadership {
         Arc::new(Leadership {
             journal,
             stint: AtomicU64::new(0),
+            admitting: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             settled: watch::channel(Settled::default()).0,
             turns: Mutex::new(()),
@@ -103,8 +111,24 @@ impl Leadership {
         self.stint() != 0
     }
 
+    /// Whether clients are served here: a stint runs and admits them (see the module
+    /// docs).
+    pub fn admits_clients(&self) -> bool {
+        self.admitting.load(Ordering::Acquire)
+    }
+
+    /// Lets clients in once stint `stint` has taken over the previous leader's
+    /// sessions; nothing if that stint has ended meanwhile.
+    pub fn admit_clients(&self, stint: u64) {
+        let _turn = self.turns();
+        if stint != 0 && self.stint() == stint {
+            self.admitting.store(true, Ordering::Release);
+        }
+    }
+
     /// Starts a stint: the journal opens, and records from now on settle as the
-    /// cluster commits them. Returns its id.
+    /// cluster commits them; clients wait for [`Leadership::admit_clients`]. Returns
+    /// its id.
     pub fn begin(&self) -> u64 {
         let _turn = self.turns();
         let mut id = rand::random::<u64>();
@@ -130,6 +154,7 @@ impl Leadership {
         if stint == 0 {
             return;
         }
+        self.admitting.store(false, Ordering::Release);
         let dropped = self.journal.close(not_leading());
         self.settled.send_modify(|s| {
             s.before = s.before.max(s.upto);
@@ -225,5 +250,27 @@ mod tests {
         leadership.rebuilt();
         assert!(!leadership.needs_rebuild());
         leadership.end("again");
+    }
+
+    /// Clients come in only once the stint has taken over (a resume before that would
+    /// find its session still attached), and never for a stint that ended meanwhile.
+    #[test]
+    fn clients_are_admitted_only_after_the_takeover_and_only_in_the_running_stint() {
+        let leadership = Leadership::new(Arc::new(Journal::new(1)));
+        let stint = leadership.begin();
+        assert!(leadership.leading() && !leadership.admits_clients(), "between begin and the takeover");
+        leadership.admit_clients(stint);
+        assert!(leadership.admits_clients());
+        leadership.end("deposed");
+        assert!(!leadership.admits_clients());
+        let next = leadership.begin();
+        leadership.end("deposed before its takeover");
+        leadership.admit_clients(next);
+        assert!(!leadership.admits_clients(), "an ended stint admits nobody");
+        let last = leadership.begin();
+        leadership.admit_clients(stint);
+        assert!(!leadership.admits_clients(), "an old stint's id admits nobody");
+        leadership.admit_clients(last);
+        assert!(leadership.admits_clients());
     }
 }

@@ -309,6 +309,7 @@ impl Serving {
                     let stint = self.leadership.begin();
                     tracing::info!(term, stint, "this node leads the cluster; serving clients");
                     hooks.began(self.node.state_machine().take_wakeups(), before);
+                    self.leadership.admit_clients(stint);
                     self.nudge.notify_one();
                 }
             }
