@@ -13,14 +13,14 @@
 //! Answers to parked calls (a `get` handed an item, a lock granted) wait the same way
 //! for the record that produced them. Reads are not logged and never wait.
 //!
-//! - **Writing.** With `everysec` and `no`, the first connection about to answer
-//!   yields once, so the other connections ready on its worker append their records
-//!   too, then writes every record appended so far in one `write` (group commit, as an
-//!   event loop writes its log before it sleeps); connections settling meanwhile wait
-//!   for that write. While writes carry one record each (one client at a time), a
-//!   connection writes at once instead, there being nobody to wait for; one settle in
-//!   16 still yields, to notice when others start appending. With `always` the log thread writes and fsyncs, batching every
-//!   record appended while the previous fsync ran. The log thread also writes what
+//! - **Writing.** With `everysec` and `no`, a connection about to answer yields once,
+//!   so the other connections ready on its worker append their records too; the first
+//!   to run again writes every record appended so far in one `write` (group commit, as
+//!   an event loop writes its log before it sleeps), and the others find theirs
+//!   written. While writes carry one record each (one client at a time), a connection
+//!   writes at once instead, there being nobody to wait for; one settle in 16 still
+//!   yields, to notice when others start appending. With `always` the log thread
+//!   writes and fsyncs, batching every record appended while the previous fsync ran. The log thread also writes what
 //!   nobody waits for every 100 ms, fsyncs once a second (`everysec`) and takes
 //!   snapshots.
 //! - **Failures.** If the log cannot be written (a full disk, an I/O error) the journal
@@ -168,9 +168,6 @@ pub struct Durability {
     progress: watch::Sender<()>,
     /// Wakes the log thread (a record wants fsyncing, or stop).
     nudge: (Mutex<bool>, Condvar),
-    /// A settling task has yielded and will write every record appended so far once
-    /// it runs again (see [`Durability::settle`]); others only wait for it.
-    flush_scheduled: AtomicBool,
     /// How many records the last write that wrote any carried. One means a lone writer
     /// (one client at a time): then nobody else will append, and waiting for them only
     /// delays the answer.
@@ -196,17 +193,6 @@ pub struct Durability {
 /// While writes carry one record each, one settle in this many yields anyway (see
 /// [`Durability::settle`]).
 const PROBE_EVERY: u64 = 16;
-
-/// The write a settling task promised; done on drop, so a task cancelled while it
-/// yields (its connection closed) still writes what others wait for.
-struct ScheduledFlush<'a>(&'a Durability);
-
-impl Drop for ScheduledFlush<'_> {
-    fn drop(&mut self) {
-        self.0.flush_scheduled.store(false, Ordering::SeqCst);
-        self.0.flush();
-    }
-}
 
 impl std::fmt::Debug for Durability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -394,7 +380,6 @@ impl Durability {
             synced: AtomicU64::new(next - 1),
             progress: watch::channel(()).0,
             nudge: (Mutex::new(false), Condvar::new()),
-            flush_scheduled: AtomicBool::new(false),
             last_write_records: AtomicU64::new(0),
             unbatched: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -455,19 +440,22 @@ impl Durability {
             if self.is_settled(lsn) {
                 return;
             }
-        } else if !self.flush_scheduled.swap(true, Ordering::SeqCst) {
-            // Group commit, the way an event loop writes its log before it sleeps: let
-            // the other tasks that are ready on this worker append their records
-            // first, then write them all in one `write`. Until then, settling tasks
-            // only wait; the flag goes down before the records are taken, so a record
-            // appended before a task saw it up is in this write.
-            let scheduled = ScheduledFlush(self);
+        } else {
+            // Group commit, the way an event loop writes its log before it sleeps: yield,
+            // so that the other tasks ready on this worker append their records too; the
+            // first of them to run again writes every record appended so far in one
+            // `write`, and the rest find theirs written. (Nobody waits on another task's
+            // promise: a wake-up from a watch costs more than the yield.)
             tokio::task::yield_now().await;
-            drop(scheduled);
+            if self.is_settled(lsn) {
+                return;
+            }
+            self.flush();
             if self.is_settled(lsn) {
                 return;
             }
         }
+        // The write failed (or, with `always`, the log thread fsyncs): wait for it.
         let mut progress = self.progress.subscribe();
         let _ = progress.wait_for(|()| self.is_settled(lsn)).await;
     }
