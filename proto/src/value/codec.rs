@@ -51,20 +51,33 @@ fn uint_header(n: u64) -> Header {
     }
 }
 
-/// Appends an unsigned int (for the hand-written message encoders).
-pub(crate) fn put_uint(out: &mut Vec<u8>, n: u64) {
+/// Appends an unsigned int in MessagePack, the bytes `rmp::encode::write_uint` writes,
+/// without its `io::Write` round trip (for hand-written message encoders).
+#[inline]
+pub fn put_uint(out: &mut Vec<u8>, n: u64) {
     uint_header(n).put(out);
 }
 
-/// Appends a str.
-pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+/// Appends a str in MessagePack, as `rmp::encode::write_str` does. A string longer
+/// than `u32::MAX` bytes has no MessagePack form: the caller checks first.
+#[inline]
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     str_header(s.len()).put(out);
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Appends the header of an array of `n` items.
-pub(crate) fn put_array_len(out: &mut Vec<u8>, n: usize) {
+/// Appends the header of a MessagePack array of `n` items, as
+/// `rmp::encode::write_array_len` does (`n` at most `u32::MAX`: the caller checks).
+#[inline]
+pub fn put_array_len(out: &mut Vec<u8>, n: usize) {
     array_header(n).put(out);
+}
+
+/// Appends the header of a MessagePack map of `n` entries, as
+/// `rmp::encode::write_map_len` does (`n` at most `u32::MAX`: the caller checks).
+#[inline]
+pub fn put_map_len(out: &mut Vec<u8>, n: usize) {
+    map_header(n).put(out);
 }
 
 /// The int header and payload, smallest form first (as rmp's `write_sint`).
@@ -644,6 +657,10 @@ mod tests {
             put_array_len(&mut ours, n as usize);
             rmp::encode::write_array_len(&mut theirs, n as u32).unwrap();
             assert_eq!(ours, theirs, "array of {n}");
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_map_len(&mut ours, n as usize);
+            rmp::encode::write_map_len(&mut theirs, n as u32).unwrap();
+            assert_eq!(ours, theirs, "map of {n}");
         }
         for n in EDGES.into_iter().filter(|&n| n <= 70_000) {
             let s = "x".repeat(n as usize);
