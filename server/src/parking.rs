@@ -218,6 +218,18 @@ impl Parking {
         }
     }
 
+    /// What settling `lsn` can do at once or after one yield (see
+    /// [`Durability::settle_promptly`](crate::durability::Durability::settle_promptly));
+    /// returns whether it is settled. A cluster's commit is never that quick: false.
+    #[inline]
+    pub async fn settle_promptly(&self, lsn: Lsn) -> bool {
+        match &self.keeping {
+            Keeping::Memory => true,
+            Keeping::Disk(durability) => lsn == 0 || durability.settle_promptly(lsn).await,
+            Keeping::Cluster(serving) => serving.is_settled(lsn),
+        }
+    }
+
     /// Notes on `session` what the answer it is about to get depends on: its own
     /// record, or on a cluster node, for an answer computed without one (a read, a
     /// refusal), the commit of a later record (see `cluster::serving`).

@@ -212,7 +212,10 @@ async fn run<S: Transport>(
             // when more input happens to arrive: a pipelining client may send nothing
             // more until they are answered.
             read_meanwhile = false;
-            while !parking.is_settled(depends_on) {
+            // Writing the log takes at most a yield; only a wait beyond that (a failed
+            // write, an fsync, a cluster's commit) needs watching the client meanwhile.
+            let settled = parking.is_settled(depends_on) || parking.settle_promptly(depends_on).await;
+            while !settled && !parking.is_settled(depends_on) {
                 let stopping = tokio::select! {
                     _ = parking.settle(depends_on) => false,
                     _ = shutdown.wait_for(|stop| *stop) => true,

@@ -425,22 +425,30 @@ impl Durability {
     /// Returns once record `lsn` meets the fsync policy: written (`everysec`, `no`) or
     /// on disk (`always`). An answer that depends on it may then go out.
     pub async fn settle(&self, lsn: Lsn) {
-        if self.is_settled(lsn) {
+        if self.settle_promptly(lsn).await {
             return;
+        }
+        // The write failed (or, with `always`, the log thread fsyncs): wait for it.
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|()| self.is_settled(lsn)).await;
+    }
+
+    /// What settling record `lsn` can do without waiting on another thread; returns
+    /// whether it is settled. With `everysec` and `no` that is writing it (after one
+    /// yield, unless one client writes alone: see the module docs), so this is false
+    /// only if the write failed; with `always` it asks the log thread to fsync. Never
+    /// waits longer than a yield, so a caller need not watch anything else meanwhile.
+    pub async fn settle_promptly(&self, lsn: Lsn) -> bool {
+        if self.is_settled(lsn) {
+            return true;
         }
         if self.config.fsync == Fsync::Always {
             self.nudge_thread();
-        } else if self.last_write_records.load(Ordering::Relaxed) < 2
-            && self.unbatched.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY != 0
+            return false;
+        }
+        if self.last_write_records.load(Ordering::Relaxed) >= 2
+            || self.unbatched.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == 0
         {
-            // A lone writer: yielding would cost it an event-loop poll per answer and
-            // gather nothing. (Each connection on one worker writing at once would also
-            // keep writes at one record: the probe finds the others.)
-            self.flush();
-            if self.is_settled(lsn) {
-                return;
-            }
-        } else {
             // Group commit, the way an event loop writes its log before it sleeps: yield,
             // so that the other tasks ready on this worker append their records too; the
             // first of them to run again writes every record appended so far in one
@@ -448,16 +456,15 @@ impl Durability {
             // promise: a wake-up from a watch costs more than the yield.)
             tokio::task::yield_now().await;
             if self.is_settled(lsn) {
-                return;
-            }
-            self.flush();
-            if self.is_settled(lsn) {
-                return;
+                return true;
             }
         }
-        // The write failed (or, with `always`, the log thread fsyncs): wait for it.
-        let mut progress = self.progress.subscribe();
-        let _ = progress.wait_for(|()| self.is_settled(lsn)).await;
+        // A lone writer writes at once: yielding would cost it an event-loop poll per
+        // answer and gather nothing. (Each connection on one worker writing at once
+        // would also keep writes at one record: the probe, one settle in 16, finds the
+        // others.)
+        self.flush();
+        self.is_settled(lsn)
     }
 
     fn nudge_thread(&self) {
