@@ -219,8 +219,9 @@ impl Cluster {
         })
     }
 
-    /// Waits until a running node says it leads and every running, reachable node
-    /// agrees; returns its index.
+    /// Waits until a running node says it leads, a majority of the nodes agrees, and it
+    /// serves clients in that term (it has taken over the previous leader's sessions:
+    /// a client that connects before that is refused); returns its index.
     pub fn wait_for_leader(&self) -> usize {
         let deadline = Instant::now() + HANG_GUARD;
         loop {
@@ -232,7 +233,8 @@ impl Cluster {
             if let Some(leader) = leader {
                 let id = self.specs[leader].id;
                 let agreed = statuses.iter().flatten().filter(|s| s.leader == Some(id)).count();
-                if agreed * 2 > self.len() {
+                let term = statuses[leader].as_ref().map_or(0, |s| s.term);
+                if agreed * 2 > self.len() && self.serves_clients(leader, term) {
                     return leader;
                 }
             }
@@ -241,6 +243,14 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether node `i` said it serves clients as the leader of `term` (its log's
+    /// "serving clients term=…" line).
+    fn serves_clients(&self, i: usize, term: u64) -> bool {
+        let Some(node) = &self.nodes[i] else { return false };
+        let term = format!("term={term}");
+        node.log().lines().any(|line| line.contains("serving clients") && line.split_whitespace().any(|w| w == term))
     }
 
     /// Waits until every running node follows one leader and has applied its log.

@@ -307,9 +307,9 @@ impl Serving {
                     // the stint begins, and every one that opens after has a larger id.
                     let before = self.engine.counters().next_session;
                     let stint = self.leadership.begin();
-                    tracing::info!(term, stint, "this node leads the cluster; serving clients");
                     hooks.began(self.node.state_machine().take_wakeups(), before);
                     self.leadership.admit_clients(stint);
+                    tracing::info!(term, stint, "this node leads the cluster; serving clients");
                     self.nudge.notify_one();
                 }
             }
