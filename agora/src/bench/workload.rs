@@ -124,6 +124,9 @@ pub fn write_key(out: &mut String, n: u64) {
     let mut digits = [b'0'; 12];
     let mut rest = n;
     for d in digits.iter_mut().rev() {
+        if rest == 0 {
+            break; // the leading zeros are there already (most keys are small numbers)
+        }
         *d = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
@@ -241,5 +244,11 @@ mod tests {
         assert_eq!(key, "key:000000000042");
         super::write_key(&mut key, 999_999_999_999);
         assert_eq!(key, "key:999999999999");
+        super::write_key(&mut key, 0);
+        assert_eq!(key, "key:000000000000");
+        super::write_key(&mut key, 10_200);
+        assert_eq!(key, "key:000000010200", "zeros inside the number");
+        super::write_key(&mut key, 3_000_000_000_007);
+        assert_eq!(key, "key:000000000007", "the last 12 digits of a larger number");
     }
 }
