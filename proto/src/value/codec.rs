@@ -73,13 +73,6 @@ pub fn put_array_len(out: &mut Vec<u8>, n: usize) {
     array_header(n).put(out);
 }
 
-/// Appends the header of a MessagePack map of `n` entries, as
-/// `rmp::encode::write_map_len` does (`n` at most `u32::MAX`: the caller checks).
-#[inline]
-pub fn put_map_len(out: &mut Vec<u8>, n: usize) {
-    map_header(n).put(out);
-}
-
 /// The int header and payload, smallest form first (as rmp's `write_sint`).
 fn int_header(i: i64) -> Header {
     match i {
@@ -657,10 +650,6 @@ mod tests {
             put_array_len(&mut ours, n as usize);
             rmp::encode::write_array_len(&mut theirs, n as u32).unwrap();
             assert_eq!(ours, theirs, "array of {n}");
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            put_map_len(&mut ours, n as usize);
-            rmp::encode::write_map_len(&mut theirs, n as u32).unwrap();
-            assert_eq!(ours, theirs, "map of {n}");
         }
         for n in EDGES.into_iter().filter(|&n| n <= 70_000) {
             let s = "x".repeat(n as usize);

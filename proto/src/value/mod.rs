@@ -39,7 +39,7 @@ mod de;
 mod dict;
 mod key;
 mod msgpack;
-pub use codec::{put_array_len, put_map_len, put_str, put_uint};
+pub use codec::{put_array_len, put_str, put_uint};
 pub(crate) use msgpack::{decode_prefix as decode_msgpack_prefix, encode_into as encode_msgpack_into};
 mod num;
 mod printable;

@@ -64,19 +64,19 @@ fn encode_call(
     args: &Args,
     at: Time,
 ) {
-    use agora_proto::value::{put_array_len, put_map_len, put_str, put_uint};
-    put_map_len(buf, 1);
-    put_str(buf, "Call");
-    put_array_len(buf, 6);
+    use agora_proto::value::{put_array_len, put_str, put_uint};
+    // The constant parts as bytes: a map of one entry, the variant's name as a str of
+    // four bytes, and the array of its six fields; `access` as a str of its name.
+    const CALL: &[u8] = b"\x81\xa4Call\x96";
+    const HANDLE: &[u8] = b"\xa6Handle";
+    const ID: &[u8] = b"\xa2Id";
+    buf.extend_from_slice(CALL);
     put_uint(buf, session);
     put_uint(buf, object);
-    put_str(
-        buf,
-        match access {
-            Access::Handle => "Handle",
-            Access::Id => "Id",
-        },
-    );
+    buf.extend_from_slice(match access {
+        Access::Handle => HANDLE,
+        Access::Id => ID,
+    });
     // A method name and an argument count come from a frame, far below 2^32.
     put_str(buf, method);
     // `Args` leaves out empty keywords.
