@@ -91,7 +91,21 @@ impl Cluster {
         let nodes = (0..n).map(|_| None).collect();
         let mut cluster = Cluster { specs, nodes, proxies, key_file, _dir: dir, extra, no_authkey, auth };
         for i in 0..n {
-            cluster.restart(i);
+            // The client port was free when it was picked; another socket (a test's
+            // outgoing connection) may have taken it since: pick another.
+            for attempt in 1.. {
+                match cluster.spawn(i) {
+                    Ok(node) => {
+                        cluster.nodes[i] = Some(node);
+                        break;
+                    }
+                    Err(log) if attempt < 5 && log.contains("Address already in use") => {
+                        let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                        cluster.specs[i].client = format!("127.0.0.1:{port}");
+                    }
+                    Err(log) => panic!("node {} did not start; log:\n{log}", i + 1),
+                }
+            }
         }
         cluster.wait_for_everyone();
         cluster
@@ -140,6 +154,14 @@ impl Cluster {
 
     /// (Re)starts node `i` on its ports and directory.
     pub fn restart(&mut self, i: usize) {
+        match self.spawn(i) {
+            Ok(node) => self.nodes[i] = Some(node),
+            Err(log) => panic!("node {} did not start; log:\n{log}", i + 1),
+        }
+    }
+
+    /// Starts node `i`'s process on its ports and directory.
+    fn spawn(&self, i: usize) -> Result<Server, String> {
         let spec = &self.specs[i];
         let mut args = vec![
             "--node-id".to_owned(),
@@ -153,7 +175,7 @@ impl Cluster {
         ];
         args.extend(self.extra.iter().cloned());
         let options = ServerOptions { args, no_authkey: self.no_authkey, ..Default::default() };
-        self.nodes[i] = Some(Server::start_at(&spec.client, options));
+        Server::try_start_at(&spec.client, options)
     }
 
     /// Kills node `i` with SIGKILL.

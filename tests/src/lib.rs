@@ -106,6 +106,12 @@ impl Server {
         Server::spawn(Some(listen), options, |_| {})
     }
 
+    /// [`Server::start_at`], or the server's log if it stopped before listening (its
+    /// address was taken meanwhile, say).
+    pub fn try_start_at(listen: &str, options: ServerOptions) -> Result<Server, String> {
+        Server::try_spawn(Some(listen), options, |_| {})
+    }
+
     /// [`Server::start_at`], letting `customize` change the command before it is
     /// spawned (e.g. a `pre_exec` that sets resource limits in the child).
     pub fn start_at_with(listen: &str, options: ServerOptions, customize: impl FnOnce(&mut Command)) -> Server {
@@ -113,6 +119,15 @@ impl Server {
     }
 
     fn spawn(listen: Option<&str>, options: ServerOptions, customize: impl FnOnce(&mut Command)) -> Server {
+        Server::try_spawn(listen, options, customize)
+            .unwrap_or_else(|log| panic!("agora did not start listening; log:\n{log}"))
+    }
+
+    fn try_spawn(
+        listen: Option<&str>,
+        options: ServerOptions,
+        customize: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let listen = match listen {
             Some(listen) => listen.to_owned(),
@@ -147,11 +162,12 @@ impl Server {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("agora did not start listening; log:\n{}", log.lock().unwrap());
+                let _ = child.wait();
+                return Err(log.lock().unwrap().clone());
             }
         };
         let authkey = if options.no_authkey { Vec::new() } else { AUTHKEY.to_vec() };
-        Server { child, address, authkey, dir, log }
+        Ok(Server { child, address, authkey, dir, log })
     }
 
     /// Everything the server logged so far.
