@@ -220,7 +220,8 @@ impl Parking {
 
     /// What settling `lsn` can do at once or after one yield (see
     /// [`Durability::settle_promptly`](crate::durability::Durability::settle_promptly));
-    /// returns whether it is settled. A cluster's commit is never that quick: false.
+    /// returns whether it is settled. A cluster's commit is not waited for here: only
+    /// whether it has happened.
     #[inline]
     pub async fn settle_promptly(&self, lsn: Lsn) -> bool {
         match &self.keeping {
