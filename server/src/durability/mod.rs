@@ -467,10 +467,16 @@ impl Durability {
         self.is_settled(lsn)
     }
 
+    /// Wakes the log thread, unless a nudge it has not taken yet is waiting: it takes
+    /// every record appended before it looks, so one wake-up (a `futex` call) serves
+    /// every answer that asks before then.
     fn nudge_thread(&self) {
         let (flag, cv) = &self.nudge;
-        *lock(flag) = true;
-        cv.notify_one();
+        let mut nudged = lock(flag);
+        if !*nudged {
+            *nudged = true;
+            cv.notify_one();
+        }
     }
 
     fn publish(&self) {
