@@ -561,6 +561,15 @@ pub fn encode_call(
     encode(&Request { id, op }, out)
 }
 
+/// Appends `args` as [`encode`] writes them (`[positional, keywords?]`, the keywords
+/// left out when empty), by hand: a server's log writes every logged call's arguments.
+pub fn encode_args(args: &Args, out: &mut Vec<u8>) -> Result<(), WireError> {
+    if fast::encode_args(&args.positional, &args.keywords, out) {
+        return Ok(());
+    }
+    encode(args, out)
+}
+
 /// Encodes a [`Response`]: the bytes [`encode`] writes, faster for a value reply
 /// (written by hand; everything else goes through serde).
 pub fn encode_response(response: &Response, out: &mut Vec<u8>) -> Result<(), WireError> {

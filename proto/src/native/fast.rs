@@ -127,24 +127,44 @@ pub(super) fn encode_call(
     keywords: &[(String, Value)],
     out: &mut Vec<u8>,
 ) -> bool {
-    let lengths = [positional.len(), keywords.len(), method.len()].into_iter();
-    if lengths.chain(keywords.iter().map(|(name, _)| name.len())).any(|n| len(n).is_none()) {
+    if len(method.len()).is_none() || !args_fit(positional, keywords) {
         return false;
     }
-    let k = keywords.len();
     out.push(0x92);
     put_uint(out, id);
     out.extend_from_slice(CALL);
     out.push(0x93);
     put_uint(out, object);
     put_str(out, method);
+    put_args(positional, keywords, out);
+    true
+}
+
+/// Writes an `Args` as serde does, `[positional, keywords?]`; `false` (and nothing
+/// written) if a length does not fit MessagePack.
+pub(super) fn encode_args(positional: &[Value], keywords: &[(String, Value)], out: &mut Vec<u8>) -> bool {
+    if !args_fit(positional, keywords) {
+        return false;
+    }
+    put_args(positional, keywords, out);
+    true
+}
+
+/// Whether every length in a call's arguments fits MessagePack.
+fn args_fit(positional: &[Value], keywords: &[(String, Value)]) -> bool {
+    let lengths = [positional.len(), keywords.len()].into_iter();
+    lengths.chain(keywords.iter().map(|(name, _)| name.len())).all(|n| len(n).is_some())
+}
+
+/// [`encode_args`] once its lengths are checked.
+fn put_args(positional: &[Value], keywords: &[(String, Value)], out: &mut Vec<u8>) {
     // `keywords` is left out when empty (`skip_serializing_if`).
-    out.push(if k == 0 { 0x91 } else { 0x92 });
+    out.push(if keywords.is_empty() { 0x91 } else { 0x92 });
     put_array_len(out, positional.len());
     for value in positional {
         encode_msgpack_into(value, out);
     }
-    if k > 0 {
+    if !keywords.is_empty() {
         put_array_len(out, keywords.len());
         for (name, value) in keywords {
             put_array_len(out, 2);
@@ -152,7 +172,6 @@ pub(super) fn encode_call(
             encode_msgpack_into(value, out);
         }
     }
-    true
 }
 
 /// Writes `[id, {"Ok": {"Value": value}}]`.
@@ -286,6 +305,14 @@ mod tests {
             let mut out = Vec::new();
             super::super::encode_call(id, object, &method, &args.positional, &mut out).unwrap();
             prop_assert_eq!(out, bytes_of(&Request { id, op: Op::Call { object, method, args } }));
+        }
+
+        #[test]
+        fn arguments_encode_as_serde_encodes_them(request in call()) {
+            let Request { op: Op::Call { args, .. }, .. } = request else { unreachable!() };
+            let mut out = Vec::new();
+            super::super::encode_args(&args, &mut out).unwrap();
+            prop_assert_eq!(out, rmp_serde::to_vec(&args).unwrap());
         }
 
         #[test]

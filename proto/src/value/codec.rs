@@ -69,7 +69,7 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
 /// Appends the header of a MessagePack array of `n` items, as
 /// `rmp::encode::write_array_len` does (`n` at most `u32::MAX`: the caller checks).
 #[inline]
-pub fn put_array_len(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_array_len(out: &mut Vec<u8>, n: usize) {
     array_header(n).put(out);
 }
 

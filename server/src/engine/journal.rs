@@ -64,7 +64,7 @@ fn encode_call(
     args: &Args,
     at: Time,
 ) {
-    use agora_proto::value::{put_array_len, put_str, put_uint};
+    use agora_proto::value::{put_str, put_uint};
     // The constant parts as bytes: a map of one entry, the variant's name as a str of
     // four bytes, and the array of its six fields; `access` as a str of its name.
     const CALL: &[u8] = b"\x81\xa4Call\x96";
@@ -77,22 +77,9 @@ fn encode_call(
         Access::Handle => HANDLE,
         Access::Id => ID,
     });
-    // A method name and an argument count come from a frame, far below 2^32.
+    // A method name and arguments come from a frame, far below 2^32 bytes.
     put_str(buf, method);
-    // `Args` leaves out empty keywords.
-    put_array_len(buf, if args.keywords.is_empty() { 1 } else { 2 });
-    put_array_len(buf, args.positional.len());
-    for value in &args.positional {
-        value.write_msgpack(buf);
-    }
-    if !args.keywords.is_empty() {
-        put_array_len(buf, args.keywords.len());
-        for (name, value) in &args.keywords {
-            put_array_len(buf, 2);
-            put_str(buf, name);
-            value.write_msgpack(buf);
-        }
-    }
+    agora_proto::native::encode_args(args, buf).expect("a call's arguments came in a frame");
     put_uint(buf, at.0);
 }
 
