@@ -20,9 +20,10 @@
 //!   written. While writes carry one record each (one client at a time), a connection
 //!   writes at once instead, there being nobody to wait for; one settle in 16 still
 //!   yields, to notice when others start appending. With `always` the log thread
-//!   writes and fsyncs, batching every record appended while the previous fsync ran. The log thread also writes what
-//!   nobody waits for every 100 ms, fsyncs once a second (`everysec`) and takes
-//!   snapshots.
+//!   writes and fsyncs, batching every record appended while the previous fsync ran;
+//!   an answer wakes it only if no earlier wake-up is still pending. The log thread
+//!   also writes what nobody waits for every 100 ms, fsyncs once a second
+//!   (`everysec`) and takes snapshots.
 //! - **Failures.** If the log cannot be written (a full disk, an I/O error) the journal
 //!   refuses every change a client asks for with `Unavailable`
 //!   ([`Command::refusable`](crate::engine::Command::refusable)); reads keep working,
