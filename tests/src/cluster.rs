@@ -91,21 +91,7 @@ impl Cluster {
         let nodes = (0..n).map(|_| None).collect();
         let mut cluster = Cluster { specs, nodes, proxies, key_file, _dir: dir, extra, no_authkey, auth };
         for i in 0..n {
-            // The client port was free when it was picked; another socket (a test's
-            // outgoing connection) may have taken it since: pick another.
-            for attempt in 1.. {
-                match cluster.spawn(i) {
-                    Ok(node) => {
-                        cluster.nodes[i] = Some(node);
-                        break;
-                    }
-                    Err(log) if attempt < 5 && log.contains("Address already in use") => {
-                        let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
-                        cluster.specs[i].client = format!("127.0.0.1:{port}");
-                    }
-                    Err(log) => panic!("node {} did not start; log:\n{log}", i + 1),
-                }
-            }
+            cluster.start_node(i, true);
         }
         cluster.wait_for_everyone();
         cluster
@@ -154,9 +140,25 @@ impl Cluster {
 
     /// (Re)starts node `i` on its ports and directory.
     pub fn restart(&mut self, i: usize) {
-        match self.spawn(i) {
-            Ok(node) => self.nodes[i] = Some(node),
-            Err(log) => panic!("node {} did not start; log:\n{log}", i + 1),
+        self.start_node(i, false);
+    }
+
+    /// Starts node `i`. A first start (`new_port_if_taken`) whose client port was
+    /// taken since it was picked (by a test's outgoing connection, say) tries again
+    /// on another; a restart keeps the address its clients know.
+    fn start_node(&mut self, i: usize, new_port_if_taken: bool) {
+        for attempt in 1.. {
+            match self.spawn(i) {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return;
+                }
+                Err(log) if new_port_if_taken && attempt < 5 && log.contains("Address already in use") => {
+                    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                    self.specs[i].client = format!("127.0.0.1:{port}");
+                }
+                Err(log) => panic!("node {} did not start; log:\n{log}", i + 1),
+            }
         }
     }
 

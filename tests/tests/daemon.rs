@@ -95,6 +95,18 @@ fn port_clash_fails_fast_with_a_clear_message() {
     assert!(stderr.contains(&format!("cannot listen on {}", first.address)), "{stderr}");
 }
 
+/// What the cluster harness retries on (a node's first start whose port was taken):
+/// `Server::try_start_at` gives back the log, which names the cause.
+#[test]
+fn a_server_started_on_a_taken_address_gives_back_its_log() {
+    let first = Server::start();
+    let log = match Server::try_start_at(&first.address, Default::default()) {
+        Ok(_) => panic!("two servers listened on {}", first.address),
+        Err(log) => log,
+    };
+    assert!(log.contains("Address already in use"), "{log}");
+}
+
 #[test]
 fn help_explains_flags_and_the_authkey() {
     let out = Command::new(agora_bin()).args(["serve", "--help"]).output().unwrap();
