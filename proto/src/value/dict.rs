@@ -11,6 +11,14 @@
 //! its original key object (`d[1.0] = x` on a dict holding `1` keeps the key `1`); a
 //! key deleted and inserted again goes to the end; `popitem` is LIFO. Lookups take a
 //! `&Value` and never clone it. Keys follow [`hash_value`] and [`Value::py_eq`].
+//!
+//! A [`Dict`] can also be *captured* ([`Dict::begin_capture`]): its entries as they are
+//! at one instant, read out in order a few at a time while the dict goes on changing.
+//! An entry changed or deleted before the read-out reaches it leaves its old contents
+//! with the capture first (so a server's snapshot need not copy or encode a big dict
+//! while every change waits). While a capture runs, entries never move: compaction
+//! waits until it ends.
+use std::collections::HashMap;
 use std::fmt;
 
 use hashbrown::HashTable;
@@ -32,7 +40,6 @@ struct Slot<V> {
 }
 
 /// The insertion-ordered hash table behind [`Dict`] (`V = Value`) and [`Set`] (`V = ()`).
-#[derive(Clone)]
 struct Table<V> {
     /// Entries in insertion order; `None` is a tombstone. Never ends with a tombstone.
     entries: Vec<Option<Slot<V>>>,
@@ -40,11 +47,32 @@ struct Table<V> {
     index: HashTable<usize>,
     /// Number of live entries.
     live: usize,
+    /// The capture being read out, if any (boxed: almost every table has none).
+    capture: Option<Box<Capture<V>>>,
+}
+
+/// A running capture: the entries as they were when it began, read out in order.
+struct Capture<V> {
+    /// Positions below this were read out already.
+    cursor: usize,
+    /// The length of the entry vector when it began: later positions are not part of it.
+    end: usize,
+    /// What the positions in `cursor..end` changed since held when it began (`None`: a
+    /// tombstone, or nothing). The first change of a position records it; later ones
+    /// leave it.
+    before: HashMap<usize, Option<Slot<V>>>,
 }
 
 impl<V> Default for Table<V> {
     fn default() -> Self {
-        Table { entries: Vec::new(), index: HashTable::new(), live: 0 }
+        Table { entries: Vec::new(), index: HashTable::new(), live: 0, capture: None }
+    }
+}
+
+/// A copy is a new table: a capture running on the original is not copied.
+impl<V: Clone> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        Table { entries: self.entries.clone(), index: self.index.clone(), live: self.live, capture: None }
     }
 }
 
@@ -53,9 +81,9 @@ fn slot_hash<V>(entries: &[Option<Slot<V>>], i: usize) -> u64 {
     entries.get(i).and_then(Option::as_ref).map_or(0, |s| s.hash)
 }
 
-impl<V> Table<V> {
+impl<V: Clone> Table<V> {
     fn with_capacity(n: usize) -> Self {
-        Table { entries: Vec::with_capacity(n), index: HashTable::with_capacity(n), live: 0 }
+        Table { entries: Vec::with_capacity(n), index: HashTable::with_capacity(n), live: 0, capture: None }
     }
 
     /// The entry index of `key`, whose hash is `hash`.
@@ -72,8 +100,22 @@ impl<V> Table<V> {
         self.entries.get(i)?.as_ref()
     }
 
+    /// Entry `i`, to change it: a running capture that has not read it out yet keeps
+    /// what it holds now first.
     fn slot_mut(&mut self, i: usize) -> Option<&mut Slot<V>> {
+        self.preserve(i);
         self.entries.get_mut(i)?.as_mut()
+    }
+
+    /// Before position `i` changes: if a running capture still has to read it out and
+    /// has not kept its old contents yet, it keeps them.
+    fn preserve(&mut self, i: usize) {
+        let Table { entries, capture, .. } = self;
+        if let Some(c) = capture.as_deref_mut() {
+            if (c.cursor..c.end).contains(&i) {
+                c.before.entry(i).or_insert_with(|| entries.get(i).cloned().flatten());
+            }
+        }
     }
 
     fn get(&self, key: &Value) -> Result<Option<&Slot<V>>, WireError> {
@@ -94,7 +136,11 @@ impl<V> Table<V> {
     /// Appends a slot whose key is known to be absent.
     fn push(&mut self, slot: Slot<V>) {
         let tombstones = self.entries.len() - self.live;
-        if tombstones > 0 && self.entries.len() == self.entries.capacity() && tombstones * 8 >= self.entries.len() {
+        if tombstones > 0
+            && self.entries.len() == self.entries.capacity()
+            && tombstones * 8 >= self.entries.len()
+            && self.capture.is_none()
+        {
             self.compact();
         }
         let hash = slot.hash;
@@ -130,12 +176,15 @@ impl<V> Table<V> {
 
     /// Turns entry `i` (already gone from the index) into a tombstone and tidies up.
     fn take_slot(&mut self, i: usize) -> Option<Slot<V>> {
+        self.preserve(i);
         let slot = self.entries.get_mut(i)?.take()?;
         self.live -= 1;
         while matches!(self.entries.last(), Some(None)) {
+            // A position a capture still reads could be reused by the next push.
+            self.preserve(self.entries.len() - 1);
             self.entries.pop();
         }
-        if self.entries.len() - self.live > self.live.max(8) {
+        if self.entries.len() - self.live > self.live.max(8) && self.capture.is_none() {
             self.compact();
         }
         Some(slot)
@@ -153,6 +202,12 @@ impl<V> Table<V> {
     }
 
     fn clear(&mut self) {
+        if let Some(c) = self.capture.as_deref_mut() {
+            // What the capture has still to read moves into it (no copy).
+            for i in c.cursor..c.end {
+                c.before.entry(i).or_insert_with(|| self.entries.get_mut(i).and_then(Option::take));
+            }
+        }
         self.entries.clear();
         self.index.clear();
         self.live = 0;
@@ -160,6 +215,54 @@ impl<V> Table<V> {
 
     fn slots(&self) -> impl Iterator<Item = &Slot<V>> + '_ {
         self.entries.iter().flatten()
+    }
+
+    /// Every live entry, mutably (a running capture keeps a copy of what it has still
+    /// to read first).
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot<V>> + '_ {
+        if let Some(c) = self.capture.as_deref() {
+            for i in c.cursor..c.end {
+                self.preserve(i);
+            }
+        }
+        self.entries.iter_mut().flatten()
+    }
+
+    /// Starts a capture of the entries as they are now; false if one is running.
+    fn begin_capture(&mut self) -> bool {
+        if self.capture.is_some() {
+            return false;
+        }
+        self.capture = Some(Box::new(Capture { cursor: 0, end: self.entries.len(), before: HashMap::new() }));
+        true
+    }
+
+    /// Reads out up to `positions` more positions of the running capture, handing each
+    /// entry it held to `emit`; true once the capture is over (or none ran).
+    fn capture_next(&mut self, positions: usize, mut emit: impl FnMut(&Slot<V>)) -> bool {
+        let Table { entries, capture, .. } = self;
+        let Some(c) = capture.as_deref_mut() else {
+            return true;
+        };
+        let stop = c.end.min(c.cursor.saturating_add(positions));
+        for i in c.cursor..stop {
+            let kept = if c.before.is_empty() { None } else { c.before.remove(&i) };
+            match kept {
+                Some(Some(slot)) => emit(&slot),
+                Some(None) => {}
+                None => {
+                    if let Some(Some(slot)) = entries.get(i) {
+                        emit(slot);
+                    }
+                }
+            }
+        }
+        c.cursor = stop;
+        let over = c.cursor >= c.end;
+        if over {
+            *capture = None;
+        }
+        over
     }
 }
 
@@ -212,6 +315,7 @@ impl Dict {
     }
     /// The value under `key`, mutably.
     pub fn get_mut(&mut self, key: &Value) -> Result<Option<&mut Value>, WireError> {
+        // (`slot_mut` lets a running capture keep the old value first.)
         let hash = hash_value(key)?;
         let found = self.table.find(hash, key);
         Ok(found.and_then(|i| self.table.slot_mut(i)).map(|s| &mut s.value))
@@ -254,7 +358,33 @@ impl Dict {
     }
     /// Values in insertion order, mutably.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> + '_ {
-        self.table.entries.iter_mut().flatten().map(|s| &mut s.value)
+        self.table.slots_mut().map(|s| &mut s.value)
+    }
+
+    /// Starts a *capture*: the entries as they are now (insertion order, [`Dict::len`]
+    /// of them), read out later by [`Dict::capture_next`] while the dict goes on
+    /// changing. Until it is read out, a change keeps the old contents of the entry it
+    /// changes (a copy of the entry, the first time it changes), and entries do not
+    /// move. Returns false, and starts nothing, if a capture is running already.
+    pub fn begin_capture(&mut self) -> bool {
+        self.table.begin_capture()
+    }
+
+    /// Reads out the running capture's next `positions` positions (entries, and the
+    /// holes deletions left), handing each entry to `emit` in order. Returns true once
+    /// every entry was read out (the capture is then over), or if none was running.
+    pub fn capture_next(&mut self, positions: usize, mut emit: impl FnMut(&Value, &Value)) -> bool {
+        self.table.capture_next(positions, |s| emit(&s.key, &s.value))
+    }
+
+    /// Stops a running capture without reading the rest (what it kept is dropped).
+    pub fn end_capture(&mut self) {
+        self.table.capture = None;
+    }
+
+    /// True while a capture runs.
+    pub fn capturing(&self) -> bool {
+        self.table.capture.is_some()
     }
 }
 
@@ -666,5 +796,95 @@ mod tests {
             let rebuilt = Dict::from_pairs(d.clone()).unwrap();
             prop_assert!(rebuilt == d);
         }
+
+        /// A capture reads out exactly the entries the dict held when it began, in
+        /// order, whatever changes run between its steps; and the dict itself behaves
+        /// as it would with no capture (its model agrees after every step).
+        #[test]
+        fn a_capture_reads_the_dict_as_it_was_while_it_changes(
+            first in proptest::collection::vec(op(), 0..200),
+            during in proptest::collection::vec(capture_op(), 0..300),
+        ) {
+            let (mut d, mut m) = (Dict::new(), Model::default());
+            for op in &first {
+                apply(&mut d, &mut m, op);
+            }
+            let mut expected: Option<Vec<(i64, i64)>> = None;
+            let mut read: Vec<(i64, i64)> = Vec::new();
+            for op in during.iter().chain([CaptureOp::Step(usize::MAX)].iter()) {
+                match op {
+                    CaptureOp::Change(op) => apply(&mut d, &mut m, op),
+                    CaptureOp::Clear => {
+                        d.clear();
+                        m.0.clear();
+                    }
+                    CaptureOp::AddToAll(x) => {
+                        d.values_mut().for_each(|v| *v = Value::Int(int(v).wrapping_add(*x)));
+                        m.0.iter_mut().for_each(|(_, v)| *v = v.wrapping_add(*x));
+                    }
+                    CaptureOp::Begin => {
+                        let began = d.begin_capture();
+                        prop_assert_eq!(began, expected.is_none(), "a second capture is refused");
+                        if began {
+                            expected = Some(m.0.clone());
+                            read.clear();
+                        }
+                    }
+                    CaptureOp::Step(n) => {
+                        let over = d.capture_next(*n, |k, v| read.push((int(k), int(v))));
+                        prop_assert_eq!(over, !d.capturing());
+                        if over {
+                            if let Some(expected) = expected.take() {
+                                prop_assert_eq!(&read, &expected);
+                            }
+                        } else {
+                            prop_assert!(expected.is_some());
+                        }
+                    }
+                }
+                check(&d, &m);
+            }
+            prop_assert!(!d.capturing());
+            // After the capture, compaction works again: churn leaves no long tail.
+            for k in 0..1000 {
+                apply(&mut d, &mut m, &Op::Insert(1000 + k, k));
+                apply(&mut d, &mut m, &Op::Remove(1000 + k));
+            }
+            check(&d, &m);
+            prop_assert!(d.table.entries.len() <= 2 * d.len().max(8) + 1, "{}", d.table.entries.len());
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum CaptureOp {
+        Change(Op),
+        Clear,
+        AddToAll(i64),
+        Begin,
+        Step(usize),
+    }
+
+    fn capture_op() -> impl Strategy<Value = CaptureOp> {
+        prop_oneof![
+            8 => op().prop_map(CaptureOp::Change),
+            1 => Just(CaptureOp::Clear),
+            1 => (-5i64..5).prop_map(CaptureOp::AddToAll),
+            2 => Just(CaptureOp::Begin),
+            4 => (0usize..6).prop_map(CaptureOp::Step),
+        ]
+    }
+
+    #[test]
+    fn a_copy_of_a_captured_dict_is_not_captured_and_an_ended_capture_keeps_nothing() {
+        let mut d = Dict::from_pairs((0..10).map(|i| (Value::Int(i), Value::Int(i)))).unwrap();
+        assert!(d.begin_capture());
+        let copy = d.clone();
+        assert!(!copy.capturing());
+        d.remove(&Value::Int(3)).unwrap();
+        d.end_capture();
+        assert!(!d.capturing());
+        assert!(d.capture_next(100, |_, _| panic!("no capture runs")));
+        assert_eq!(d.len(), 9);
+        assert_eq!(copy.len(), 10);
     }
 }
