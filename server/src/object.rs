@@ -208,6 +208,25 @@ pub trait SharedObject: Send + 'static {
     /// equally. Engine snapshots and replay checks compare these.
     fn state(&self) -> Vec<u8>;
 
+    /// Starts encoding [`SharedObject::state`] as it is now, for a snapshot taken while
+    /// changes wait: a kind that can grow big and can keep a capture while it changes
+    /// (dict) answers [`StateCapture::Started`] with the beginning, and
+    /// [`SharedObject::state_next`] writes the rest later, while changes run again. The
+    /// rest encode it whole now (the default).
+    fn begin_state(&mut self) -> StateCapture {
+        StateCapture::Encoded(self.state())
+    }
+
+    /// Appends up to `positions` more items of a started state's encoding to `out`;
+    /// true once it is complete (the capture is then over).
+    fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
+        let _ = (out, positions);
+        true
+    }
+
+    /// Drops a started capture that will not be finished.
+    fn end_state(&mut self) {}
+
     /// Python's `repr` of the referent (what `str(proxy)` shows).
     fn repr(&self) -> String;
 
@@ -281,6 +300,16 @@ pub trait SharedObject: Send + 'static {
         let _ = (ctx, returned);
         Err(item)
     }
+}
+
+/// How [`SharedObject::begin_state`] answered.
+#[derive(Debug)]
+pub enum StateCapture {
+    /// The whole state, encoded.
+    Encoded(Vec<u8>),
+    /// The beginning of its encoding: [`SharedObject::state_next`] writes the rest, as
+    /// the state was when it began.
+    Started(Vec<u8>),
 }
 
 /// The canonical encoding of an object's serde form, for [`SharedObject::state`].

@@ -122,8 +122,10 @@ struct Ledger {
     lock_grants: u64,
     /// Restarts that cut a torn tail off the log.
     torn_tails: usize,
-    /// Snapshots the killed servers logged as written.
+    /// Snapshots the killed servers logged as written, and how many of them read the
+    /// dict out after their pause.
     snapshots: usize,
+    captures: usize,
     /// Adds that applied although their answer was lost (counter − acked adds).
     adds_in_doubt_applied: u64,
     /// Acknowledged things missing after a restart, by kind.
@@ -184,6 +186,22 @@ impl Round {
 
 async fn connect(address: &str) -> agora_client::Result<Manager> {
     Manager::connect_with(address, AUTHKEY, ManagerOptions::new().reconnect(false)).await
+}
+
+/// Entries in the dict before the first round: enough that a snapshot reads it out
+/// after its pause (a capture) rather than while changes wait, so crashes land during
+/// read-outs too.
+const SEED_ENTRIES: i64 = 6000;
+
+async fn seed_the_dict(address: &str, ledger: &Mutex<Ledger>) {
+    let m = connect(address).await.expect("the seeder connects");
+    let dict = m.dict::<String, i64>(DICT).await.expect("the dict");
+    // One `update` call: one log record, one fsync.
+    let seed: Vec<(String, i64)> = (0..SEED_ENTRIES).map(|n| (format!("seed-{n}"), n)).collect();
+    dict.update(seed.iter().map(|(k, v)| (k, v))).await.expect("the seed entries");
+    let mut l = lock(ledger);
+    l.dict_sent.extend(seed.iter().cloned());
+    l.dict_acked.extend(seed);
 }
 
 async fn dict_writer(round: Arc<Round>, index: usize) {
@@ -335,6 +353,7 @@ fn crash_test(fsync: &str, rounds: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut server = Server::start_at(&address, options.clone());
+    rt.block_on(seed_the_dict(&address, &ledger));
     let mut kills = 0;
     for number in 1..=rounds {
         let round = Arc::new(Round {
@@ -378,7 +397,13 @@ fn crash_test(fsync: &str, rounds: usize) {
             }
         });
         kills += 1;
-        lock(&ledger).snapshots += server.log().matches("snapshot written").count();
+        {
+            let log = server.log();
+            let mut l = lock(&ledger);
+            l.snapshots += log.matches("snapshot written").count();
+            l.captures +=
+                log.lines().filter(|line| line.contains("snapshot written") && line.contains("captured=1")).count();
+        }
         server = Server::start_at(&address, options.clone());
         if server.log().contains("cutting the log here") {
             lock(&ledger).torn_tails += 1;
@@ -395,7 +420,7 @@ fn crash_test(fsync: &str, rounds: usize) {
         "crash test summary (fsync {fsync}): {rounds} rounds, {kills} SIGKILLs, seed {seed}, {:.1} s; \
          acked: {} dict writes, {} adds, {} puts, {} consumer acks, {} lock grants; \
          {} deliveries, {} redeliveries ({} leased items back after a crash); \
-         {} adds applied without their answer; {} restarts cut a torn tail; {} snapshots written; \
+         {} adds applied without their answer; {} restarts cut a torn tail; {} snapshots written ({} read the dict out after the pause); \
          LOST (acknowledged, missing after restart): {} (dict {}, counter {}, queue {}, fencing tokens {})",
         started.elapsed().as_secs_f64(),
         l.dict_acked.len(),
@@ -409,6 +434,7 @@ fn crash_test(fsync: &str, rounds: usize) {
         l.adds_in_doubt_applied,
         l.torn_tails,
         l.snapshots,
+        l.captures,
         l.lost_dict + l.lost_adds + l.lost_items + l.token_regressions,
         l.lost_dict,
         l.lost_adds,

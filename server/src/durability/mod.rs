@@ -32,10 +32,11 @@
 //!   wait; the log thread retries at least every 200 ms and accepts changes again once
 //!   the write succeeds.
 //! - **Snapshots** ([`Durability::save_snapshot`]): a new segment is started, the engine's
-//!   state is copied while mutating calls wait (the pause `agora stats` shows), then
-//!   written in the background to a temporary file, fsynced and renamed; segments it
-//!   covers and older snapshots are deleted. Triggered every `snapshot_after` bytes of
-//!   log and by `agora snapshot`.
+//!   state is taken while mutating calls wait (the pause `agora stats` shows) — all of
+//!   it but big dicts, whose entries are captured and read out after the pause, as
+//!   they were at it ([`Engine::begin_image`]) — then written in the background to a
+//!   temporary file, fsynced and renamed; segments it covers and older snapshots are
+//!   deleted. Triggered every `snapshot_after` bytes of log and by `agora snapshot`.
 //! - **Restoring** ([`Durability::open`]): the newest snapshot, then every record after
 //!   it. A torn last record (a crash mid-write) is cut off with a warning; damage
 //!   anywhere else refuses the start, naming the file and the offset.
@@ -666,12 +667,15 @@ impl Durability {
         self.flush();
         self.rotate_locked(&mut lock(&self.files))?;
         let paused = Instant::now();
-        let (image, lsn) = {
+        let (pending, lsn) = {
             let tail = self.journal.pause();
-            (self.engine.image(), tail.next_lsn - 1)
+            (self.engine.begin_image(), tail.next_lsn - 1)
         };
         let pause = paused.elapsed();
+        // Big objects' states are read out while changes run again.
         let writing = Instant::now();
+        let captured = pending.captured();
+        let image = pending.finish();
         let (path, bytes) = disk::write_snapshot(dir, lsn, &image)?;
         drop(image);
         let write_ms = writing.elapsed().as_millis() as u64;
@@ -711,7 +715,7 @@ impl Durability {
             write_ms,
             at_secs: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         };
-        tracing::info!(lsn, bytes, pause_us = info.pause_us, write_ms, "snapshot written");
+        tracing::info!(lsn, bytes, pause_us = info.pause_us, write_ms, captured, "snapshot written");
         *lock(&self.last_snapshot) = Some(info.clone());
         Ok(info)
     }

@@ -184,6 +184,45 @@ fn a_snapshot_plus_the_log_after_it_restores_the_same_state_and_drops_old_log() 
     );
 }
 
+#[test]
+fn a_snapshot_taken_while_a_big_dict_changes_restores_with_the_log_to_the_same_state() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = open_with(dir.path(), Fsync::Everysec);
+    let c = Client::new(d.engine());
+    let big = c.open(Kind::Dict, Some("big"), vec![]);
+    for i in 0..20_000 {
+        c.call(big, "__setitem__", vec![Value::Int(i), Value::Int(i)]);
+    }
+    // A writer overwrites, deletes and adds entries while the snapshot is taken (its
+    // dict is read out after the pause, while these run).
+    let (stop, writes) = (AtomicBool::new(false), AtomicU64::new(0));
+    let info = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let c = Client::new(d.engine());
+            let big = c.open(Kind::Dict, Some("big"), vec![]);
+            let mut i = 0i64;
+            while !stop.load(Ordering::Acquire) {
+                c.call(big, "__setitem__", vec![Value::Int(i * 13 % 30_000), Value::Int(-i)]);
+                c.call(big, "pop", vec![Value::Int(i * 7 % 30_000), Value::None]);
+                i += 1;
+                writes.store(i as u64, Ordering::Release);
+            }
+        });
+        while writes.load(Ordering::Acquire) < 100 {
+            std::thread::yield_now();
+        }
+        let info = d.save_snapshot().unwrap();
+        stop.store(true, Ordering::Release);
+        info
+    });
+    let before = d.engine().canonical_state();
+    close(d);
+    let (d, recovery) = open(dir.path());
+    assert_eq!(recovery.snapshot, Some(info.lsn));
+    assert_eq!(d.engine().canonical_state(), before, "the snapshot and the log after it give the state");
+}
+
 fn last_segment(dir: &Path) -> PathBuf {
     disk::list(dir).unwrap().segments.last().unwrap().1.clone()
 }

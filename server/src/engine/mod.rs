@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 pub use clock::{Clock, Time};
 pub use command::{Access, Answer, Command, Effects, Keep};
 pub use ctx::{CounterValues, Counters, Ctx, Harness, Move, Outputs};
-pub use image::{EngineImage, SessionImage};
+pub use image::{EngineImage, PendingImage, SessionImage};
 pub use journal::{decode_record, encode_record, log_unwritable, Journal, Lsn, RecordRead, Tail, RECORD_HEADER};
 pub use memory::{MemoryGate, OBJECT_OVERHEAD};
 pub use session::Session;

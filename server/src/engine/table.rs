@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::ctx::Counters;
 use crate::custom::CustomKinds;
 use crate::metrics::{KindMetrics, Metrics};
-use crate::object::{bind, MethodSpec, SharedObject};
+use crate::object::{bind, MethodSpec, SharedObject, StateCapture};
 use crate::objects;
 
 /// One shared object and its bookkeeping.
@@ -182,7 +182,39 @@ impl ObjectEntry {
     }
 
     /// The object as a snapshot records it (its lock is taken for its state).
-    pub(super) fn image(&self) -> ObjectImage {
+    /// Its image, the state encoded now or, for a kind that captures it
+    /// ([`SharedObject::begin_state`]), begun: then the second value is true and
+    /// [`ObjectEntry::image_next`] writes the rest of `state`.
+    pub(super) fn begin_image(&self) -> (ObjectImage, bool) {
+        let (state, started) = match self.lock_any().map(|mut s| s.begin_state()) {
+            Ok(StateCapture::Encoded(state)) => (state, false),
+            Ok(StateCapture::Started(state)) => (state, true),
+            Err(_) => (Vec::new(), false),
+        };
+        (self.image_with(state), started)
+    }
+
+    /// Appends up to `positions` more of a begun image's state; true once it is complete
+    /// (or the object is unusable: the state is then cleared, as an unusable object's
+    /// image has none).
+    pub(super) fn image_next(&self, state: &mut Vec<u8>, positions: usize) -> bool {
+        match self.lock_any() {
+            Ok(mut object) => object.state_next(state, positions),
+            Err(_) => {
+                state.clear();
+                true
+            }
+        }
+    }
+
+    /// Drops a begun image's capture that will not be finished.
+    pub(super) fn end_image(&self) {
+        if let Ok(mut object) = self.lock_any() {
+            object.end_state();
+        }
+    }
+
+    fn image_with(&self, state: Vec<u8>) -> ObjectImage {
         let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|h| {
             let mut ids: Vec<ObjectId> = h.keys().copied().collect();
             ids.sort_unstable();
@@ -196,7 +228,7 @@ impl ObjectEntry {
             holders: self.holders.load(Ordering::Acquire),
             deleted: self.deleted.load(Ordering::Acquire),
             holds,
-            state: self.lock_any().map(|s| s.state()).unwrap_or_default(),
+            state,
         }
     }
 

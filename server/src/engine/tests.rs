@@ -959,3 +959,42 @@ fn a_takeover_detaches_resumable_sessions_until_resumed_or_lapsed() {
     let restored = Engine::from_image(CustomKinds::default(), b.engine.image()).unwrap();
     assert_eq!(restored.canonical_state(), b.engine.canonical_state());
 }
+
+#[test]
+fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_pause() {
+    let mut b = Bench::new();
+    let s = b.session();
+    let big = b.open(s, Kind::Dict, Some("big"), vec![], Keep::Handle).unwrap();
+    for i in 0..6000 {
+        b.value(s, big, "__setitem__", vec![Value::Int(i), Value::Str(format!("v{i}").into())]);
+    }
+    let small = b.open(s, Kind::List, None, vec![], Keep::Handle).unwrap();
+    b.value(s, small, "append", vec![Value::Int(1)]);
+    let at_pause = b.engine.image();
+    let logged = b.log.len();
+
+    let pending = b.engine.begin_image();
+    assert_eq!(pending.captured(), 1, "the big dict is read out after the pause, the list was not");
+    // Changes after the pause: overwrites, deletes, new keys, a clear, the big dict
+    // deleted by name and the small list freed with its session.
+    for i in (0..6000).step_by(7) {
+        b.value(s, big, "__setitem__", vec![Value::Int(i), Value::None]);
+        b.value(s, big, "pop", vec![Value::Int(i + 3), Value::None]);
+        b.value(s, big, "__setitem__", vec![Value::Int(10_000 + i), Value::Int(i)]);
+    }
+    b.value(s, big, "popitem", vec![]);
+    b.value(s, big, "clear", vec![]);
+    b.value(s, big, "__setitem__", vec![Value::Int(0), Value::Int(0)]);
+    b.value(s, small, "append", vec![Value::Int(2)]);
+    b.apply(Command::Delete { name: "big".into(), at: b.now });
+    b.end(s);
+    let finished = pending.finish();
+    assert_eq!(finished, at_pause, "the image is the state at the pause");
+
+    // The image and the commands after it give the engine's state now.
+    let restored = Engine::from_image(CustomKinds::default(), finished).unwrap();
+    for command in b.log[logged..].iter().cloned() {
+        restored.apply(command);
+    }
+    assert_eq!(restored.canonical_state(), b.engine.canonical_state());
+}

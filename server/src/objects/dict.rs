@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::sequence;
 use super::value::add_numbers;
 use crate::engine::Ctx;
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject, StateCapture};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::dict`].
 pub use agora_proto::methods::dict::CONSTRUCTOR;
@@ -55,7 +55,31 @@ pub(crate) mod pairs {
     }
 }
 
+/// From this many entries on, a snapshot captures a dict rather than encoding it while
+/// changes wait.
+const CAPTURE_FROM: usize = 4096;
+
+const VEC_WRITE: &str = "writing to a Vec cannot fail";
+
+/// One entry of the state's pair list.
+fn write_entry(out: &mut Vec<u8>, key: &Value, value: &Value) {
+    rmp::encode::write_array_len(out, 2).expect(VEC_WRITE);
+    key.write_msgpack(out);
+    value.write_msgpack(out);
+}
+
 impl DictObject {
+    /// The state's encoding up to its entries, with room for them; `None` past
+    /// `u32::MAX` entries (serde writes that).
+    fn state_header(&self) -> Option<Vec<u8>> {
+        let len = u32::try_from(self.dict.len()).ok()?;
+        let mut out = Vec::with_capacity(8 + 16 * self.dict.len());
+        rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
+        rmp::encode::write_str(&mut out, "dict").expect(VEC_WRITE);
+        rmp::encode::write_array_len(&mut out, len).expect(VEC_WRITE);
+        Some(out)
+    }
+
     /// `dict(mapping_or_iterable=(), **kw)`: a dict, pairs, or keywords.
     pub fn new(mut args: Args) -> Result<DictObject, WireError> {
         let mut object = DictObject::default();
@@ -210,22 +234,34 @@ impl SharedObject for DictObject {
 
     fn state(&self) -> Vec<u8> {
         // The bytes `encode_state(self)` writes (a test holds them equal), written by
-        // hand: several times faster than through serde, and a snapshot encodes every
-        // dict while changes wait.
-        const VEC_WRITE: &str = "writing to a Vec cannot fail";
-        let Ok(len) = u32::try_from(self.dict.len()) else {
+        // hand: several times faster than through serde.
+        let Some(mut out) = self.state_header() else {
             return encode_state(self);
         };
-        let mut out = Vec::with_capacity(8 + 16 * self.dict.len());
-        rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
-        rmp::encode::write_str(&mut out, "dict").expect(VEC_WRITE);
-        rmp::encode::write_array_len(&mut out, len).expect(VEC_WRITE);
         for (key, value) in self.dict.iter() {
-            rmp::encode::write_array_len(&mut out, 2).expect(VEC_WRITE);
-            key.write_msgpack(&mut out);
-            value.write_msgpack(&mut out);
+            write_entry(&mut out, key, value);
         }
         out
+    }
+
+    fn begin_state(&mut self) -> StateCapture {
+        // A small dict is encoded at once (quicker than keeping a capture); a big one
+        // is captured, so the snapshot's pause does not grow with it.
+        if self.dict.len() < CAPTURE_FROM {
+            return StateCapture::Encoded(self.state());
+        }
+        match self.state_header() {
+            Some(out) if self.dict.begin_capture() => StateCapture::Started(out),
+            _ => StateCapture::Encoded(self.state()),
+        }
+    }
+
+    fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
+        self.dict.capture_next(positions, |key, value| write_entry(out, key, value))
+    }
+
+    fn end_state(&mut self) {
+        self.dict.end_capture();
     }
 
     fn repr(&self) -> String {
@@ -242,6 +278,51 @@ mod tests {
     use super::*;
     use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, call_kw, ints, s};
     use agora_proto::value::Build;
+
+    #[test]
+    fn a_big_dict_s_state_is_captured_as_it_was_while_it_changes() {
+        let n = CAPTURE_FROM as i64 + 500;
+        let mut d = DictObject::default();
+        for i in 0..n {
+            call(&mut d, "__setitem__", vec![Value::Int(i), Value::Int(i)]).unwrap();
+        }
+        let before = d.state();
+        let StateCapture::Started(mut out) = d.begin_state() else { panic!("a big dict is captured") };
+        assert!(
+            matches!(d.begin_state(), StateCapture::Encoded(now) if now == before),
+            "a second snapshot while one reads out encodes at once"
+        );
+        let mut step = 0;
+        while !d.state_next(&mut out, 100) {
+            step += 1;
+            // Overwrites, deletes, inserts and popitems between the steps, and a clear.
+            call(&mut d, "__setitem__", vec![Value::Int(step * 37 % n), s("new")]).unwrap();
+            call(&mut d, "pop", vec![Value::Int(step * 53 % n), Value::None]).unwrap();
+            call(&mut d, "__setitem__", vec![Value::Int(n + step), Value::Int(0)]).unwrap();
+            call(&mut d, "popitem", vec![]).unwrap();
+            if step == 30 {
+                call(&mut d, "clear", vec![]).unwrap();
+            }
+        }
+        assert!(step > 40, "read out in steps ({step})");
+        assert_eq!(out, before, "the state as it was when the capture began");
+        assert_ne!(d.state(), before);
+        assert!(matches!(ab().begin_state(), StateCapture::Encoded(b) if b == ab().state()), "small: at once");
+    }
+
+    #[test]
+    fn an_ended_capture_stops_and_lets_the_next_begin() {
+        let mut d = DictObject::default();
+        for i in 0..CAPTURE_FROM as i64 {
+            call(&mut d, "__setitem__", vec![Value::Int(i), Value::Int(i)]).unwrap();
+        }
+        let StateCapture::Started(mut out) = d.begin_state() else { panic!("a big dict is captured") };
+        d.end_state();
+        let header = out.len();
+        assert!(d.state_next(&mut out, 100), "an ended capture has nothing left");
+        assert_eq!(out.len(), header);
+        assert!(matches!(d.begin_state(), StateCapture::Started(_)), "a new capture can begin");
+    }
 
     #[test]
     fn the_hand_written_state_is_byte_for_byte_serde_s() {
