@@ -664,7 +664,10 @@ impl Durability {
             return Err(DiskError::Unwritable(why));
         }
         // A new segment first, so every older one holds only records the snapshot covers.
+        // Written and fsynced before the lock writers need is taken: rotating then has
+        // only what came meanwhile to fsync.
         self.flush();
+        self.sync();
         self.rotate_locked(&mut lock(&self.files))?;
         let paused = Instant::now();
         let (pending, lsn) = {
@@ -680,24 +683,30 @@ impl Durability {
         drop(image);
         let write_ms = writing.elapsed().as_millis() as u64;
         // Drop what the snapshot covers: segments followed by one starting at or
-        // before lsn + 1, and every older snapshot.
-        {
+        // before lsn + 1, and every older snapshot. The files are removed outside the
+        // lock the log's writer takes: removing a big file takes tens of milliseconds.
+        let covered = {
             let mut files = lock(&self.files);
-            let mut keep = Vec::new();
             let segments = std::mem::take(&mut files.segments);
-            for (i, segment) in segments.iter().enumerate() {
-                let covered = segments.get(i + 1).is_some_and(|next| next.0 <= lsn + 1);
-                if covered {
-                    if let Err(e) = std::fs::remove_file(&segment.1) {
-                        tracing::warn!(file = %segment.1.display(), error = %e, "could not remove a log segment the snapshot covers");
-                        keep.push(segment.clone());
-                    }
-                } else {
-                    keep.push(segment.clone());
-                }
-            }
+            let split =
+                (0..segments.len()).take_while(|&i| segments.get(i + 1).is_some_and(|next| next.0 <= lsn + 1)).count();
+            let (covered, keep) = segments.split_at(split);
             files.since_snapshot = keep.iter().map(|s| s.2).sum();
-            files.segments = keep;
+            files.segments = keep.to_vec();
+            covered.to_vec()
+        };
+        let mut left = Vec::new();
+        for segment in covered {
+            if let Err(e) = std::fs::remove_file(&segment.1) {
+                tracing::warn!(file = %segment.1.display(), error = %e, "could not remove a log segment the snapshot covers");
+                left.push(segment);
+            }
+        }
+        if !left.is_empty() {
+            let mut files = lock(&self.files);
+            left.append(&mut files.segments);
+            files.since_snapshot = left.iter().map(|s| s.2).sum();
+            files.segments = left;
         }
         if let Ok(listing) = disk::list(dir) {
             for (older, path) in listing.snapshots.iter().filter(|(l, _)| *l < lsn) {
