@@ -312,6 +312,25 @@ pub enum StateCapture {
     Started(Vec<u8>),
 }
 
+/// From this many items on, a kind that can capture its state does
+/// ([`SharedObject::begin_state`]); a smaller one is encoded at once, which is quicker
+/// than keeping a capture.
+pub const CAPTURE_FROM: usize = 4096;
+
+/// The canonical encoding ([`encode_state`]) of a struct whose one field, `field`, is a
+/// sequence of `len` items, up to the items, with room for them; `None` past
+/// `u32::MAX` items (serde then writes it). A kind that writes its state by hand
+/// appends the items.
+pub fn sequence_state_header(field: &str, len: usize) -> Option<Vec<u8>> {
+    const VEC_WRITE: &str = "writing to a Vec cannot fail";
+    let len32 = u32::try_from(len).ok()?;
+    let mut out = Vec::with_capacity(8 + field.len() + 16 * len);
+    rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
+    rmp::encode::write_str(&mut out, field).expect(VEC_WRITE);
+    rmp::encode::write_array_len(&mut out, len32).expect(VEC_WRITE);
+    Some(out)
+}
+
 /// The canonical encoding of an object's serde form, for [`SharedObject::state`].
 pub fn encode_state<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(state).unwrap_or_else(|e| format!("unencodable state: {e}").into_bytes())

@@ -492,6 +492,23 @@ impl Set {
     pub(super) fn member_hashes(&self) -> impl Iterator<Item = u64> + '_ {
         self.table.slots().map(|s| s.hash)
     }
+
+    /// Starts a capture of the members as they are now, as [`Dict::begin_capture`]
+    /// does for a dict's entries; false if one is running.
+    pub fn begin_capture(&mut self) -> bool {
+        self.table.begin_capture()
+    }
+
+    /// Reads out the running capture's next `positions` positions, handing each
+    /// member to `emit` in order; true once it is over (or none ran).
+    pub fn capture_next(&mut self, positions: usize, mut emit: impl FnMut(&Value)) -> bool {
+        self.table.capture_next(positions, |s| emit(&s.key))
+    }
+
+    /// Stops a running capture without reading the rest.
+    pub fn end_capture(&mut self) {
+        self.table.capture = None;
+    }
 }
 
 /// Python's `==` on sets: the same members.
@@ -872,6 +889,28 @@ mod tests {
             2 => Just(CaptureOp::Begin),
             4 => (0usize..6).prop_map(CaptureOp::Step),
         ]
+    }
+
+    #[test]
+    fn a_set_capture_reads_the_members_as_they_were() {
+        let mut set = Set::from_values((0..100).map(Value::Int)).unwrap();
+        let before: Vec<i64> = set.iter().map(int).collect();
+        assert!(set.begin_capture());
+        assert!(!set.begin_capture(), "one at a time");
+        let mut read = Vec::new();
+        let mut step = 0;
+        while !set.capture_next(7, |m| read.push(int(m))) {
+            step += 1;
+            set.remove(&Value::Int(step * 3 % 100)).unwrap();
+            set.insert(Value::Int(1000 + step)).unwrap();
+            set.pop();
+            if step == 9 {
+                set.clear();
+            }
+        }
+        assert_eq!(read, before);
+        set.end_capture();
+        assert!(set.begin_capture(), "over: a new one can begin");
     }
 
     #[test]

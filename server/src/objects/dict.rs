@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::sequence;
 use super::value::add_numbers;
 use crate::engine::Ctx;
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject, StateCapture};
+use crate::object::{
+    encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture, CAPTURE_FROM,
+};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::dict`].
 pub use agora_proto::methods::dict::CONSTRUCTOR;
@@ -55,31 +57,14 @@ pub(crate) mod pairs {
     }
 }
 
-/// From this many entries on, a snapshot captures a dict rather than encoding it while
-/// changes wait.
-const CAPTURE_FROM: usize = 4096;
-
-const VEC_WRITE: &str = "writing to a Vec cannot fail";
-
 /// One entry of the state's pair list.
 fn write_entry(out: &mut Vec<u8>, key: &Value, value: &Value) {
-    rmp::encode::write_array_len(out, 2).expect(VEC_WRITE);
+    rmp::encode::write_array_len(out, 2).expect("writing to a Vec cannot fail");
     key.write_msgpack(out);
     value.write_msgpack(out);
 }
 
 impl DictObject {
-    /// The state's encoding up to its entries, with room for them; `None` past
-    /// `u32::MAX` entries (serde writes that).
-    fn state_header(&self) -> Option<Vec<u8>> {
-        let len = u32::try_from(self.dict.len()).ok()?;
-        let mut out = Vec::with_capacity(8 + 16 * self.dict.len());
-        rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
-        rmp::encode::write_str(&mut out, "dict").expect(VEC_WRITE);
-        rmp::encode::write_array_len(&mut out, len).expect(VEC_WRITE);
-        Some(out)
-    }
-
     /// `dict(mapping_or_iterable=(), **kw)`: a dict, pairs, or keywords.
     pub fn new(mut args: Args) -> Result<DictObject, WireError> {
         let mut object = DictObject::default();
@@ -235,7 +220,7 @@ impl SharedObject for DictObject {
     fn state(&self) -> Vec<u8> {
         // The bytes `encode_state(self)` writes (a test holds them equal), written by
         // hand: several times faster than through serde.
-        let Some(mut out) = self.state_header() else {
+        let Some(mut out) = sequence_state_header("dict", self.dict.len()) else {
             return encode_state(self);
         };
         for (key, value) in self.dict.iter() {
@@ -250,7 +235,7 @@ impl SharedObject for DictObject {
         if self.dict.len() < CAPTURE_FROM {
             return StateCapture::Encoded(self.state());
         }
-        match self.state_header() {
+        match sequence_state_header("dict", self.dict.len()) {
             Some(out) if self.dict.begin_capture() => StateCapture::Started(out),
             _ => StateCapture::Encoded(self.state()),
         }
