@@ -970,17 +970,25 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
     }
     let small = b.open(s, Kind::List, None, vec![], Keep::Handle).unwrap();
     b.value(s, small, "append", vec![Value::Int(1)]);
+    let queue = b.open(s, Kind::Queue, Some("jobs"), vec![], Keep::Handle).unwrap();
+    for i in 0..5000 {
+        b.value(s, queue, "put", vec![Value::Int(i)]);
+    }
     let at_pause = b.engine.image();
     let logged = b.log.len();
 
     let pending = b.engine.begin_image();
-    assert_eq!(pending.captured(), 1, "the big dict is read out after the pause, the list was not");
+    assert_eq!(pending.captured(), 2, "the big dict and queue are read out after the pause, the list was not");
     // Changes after the pause: overwrites, deletes, new keys, a clear, the big dict
     // deleted by name and the small list freed with its session.
     for i in (0..6000).step_by(7) {
         b.value(s, big, "__setitem__", vec![Value::Int(i), Value::None]);
         b.value(s, big, "pop", vec![Value::Int(i + 3), Value::None]);
         b.value(s, big, "__setitem__", vec![Value::Int(10_000 + i), Value::Int(i)]);
+    }
+    for i in 0..3000 {
+        b.value(s, queue, "get", vec![Value::Bool(false)]);
+        b.value(s, queue, "put", vec![Value::Int(-i)]);
     }
     b.value(s, big, "popitem", vec![]);
     b.value(s, big, "clear", vec![]);

@@ -118,7 +118,9 @@ use num_traits::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{deadline_after, Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
-use crate::object::{encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject, Waiting};
+use crate::object::{
+    encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject, StateCapture, Waiting, CAPTURE_FROM,
+};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::queue`].
 pub use agora_proto::methods::queue::CONSTRUCTOR;
@@ -256,6 +258,36 @@ pub struct QueueObject {
     /// Where items that keep failing go, if anywhere.
     #[serde(default)]
     dead_letter: Option<DeadLetter>,
+    /// A snapshot's capture of the items being read out, if any (not state).
+    #[serde(skip)]
+    capture: Option<Box<ItemsCapture>>,
+}
+
+/// A running capture of a queue's state ([`SharedObject::begin_state`]): the items
+/// and their delivery counts as they were when it began, read out while the queue
+/// changes, then the rest of the state as it was encoded then.
+///
+/// Items change only at the ends (`push_back`, `push_front`, `pop_front`), so the
+/// original items still queued are one run in the middle of `items`, after the
+/// `pushed_front` items put back at the head since; an original popped before its
+/// delivery count was read out is kept in `popped`.
+#[derive(Debug)]
+struct ItemsCapture {
+    /// How many items there were: positions `0..len` read out the items, `len..2 len`
+    /// their delivery counts.
+    len: usize,
+    /// The next position to read out.
+    cursor: usize,
+    /// Originals popped since (the first ones of the `len`).
+    originals_popped: usize,
+    /// Items pushed at the head since and still before the first original left.
+    pushed_front: usize,
+    /// Originals popped before they were read out in full, by index.
+    popped: BTreeMap<usize, (Value, u32)>,
+    /// The encoding between the items and their counts (`deliveries` and its length).
+    middle: Vec<u8>,
+    /// The state's encoding after the counts, taken when the capture began.
+    rest: Vec<u8>,
 }
 
 impl QueueObject {
@@ -281,6 +313,7 @@ impl QueueObject {
             next_receipt: 1,
             delayed: BTreeMap::new(),
             dead_letter,
+            capture: None,
         })
     }
 
@@ -301,12 +334,69 @@ impl QueueObject {
     fn push_front(&mut self, item: Value, deliveries: u32) {
         self.items.push_front(item);
         self.deliveries.push_front(deliveries);
+        if let Some(capture) = self.capture.as_deref_mut() {
+            capture.pushed_front += 1;
+        }
     }
 
     /// Takes the item at the head with its delivery count.
     fn pop_front(&mut self) -> Option<(Value, u32)> {
         let item = self.items.pop_front()?;
-        Some((item, self.deliveries.pop_front().unwrap_or(0)))
+        let popped = (item, self.deliveries.pop_front().unwrap_or(0));
+        if let Some(capture) = self.capture.as_deref_mut() {
+            if capture.pushed_front > 0 {
+                capture.pushed_front -= 1;
+            } else if capture.originals_popped < capture.len {
+                // An original: kept if its delivery count is still to be read out.
+                let index = capture.originals_popped;
+                capture.originals_popped += 1;
+                if capture.cursor <= capture.len + index {
+                    capture.popped.insert(index, popped.clone());
+                }
+            }
+        }
+        Some(popped)
+    }
+
+    /// The canonical state in three parts: up to the items (with their count), from
+    /// `deliveries` up to its counts (without them), and the fields after it. Between
+    /// them go the items and the counts. `None` past `u32::MAX` items (serde writes it).
+    fn state_parts(&self) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        const VEC_WRITE: &str = "writing to a Vec cannot fail";
+        fn field<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
+            rmp::encode::write_str(out, name).expect(VEC_WRITE);
+            rmp_serde::encode::write_named(out, value).expect("a queue's fields encode");
+        }
+        let len = u32::try_from(self.items.len()).ok()?;
+        // As long as `items` but in a state from before counts (see `normalized`).
+        let counts = u32::try_from(self.deliveries.len()).ok()?;
+        let mut head = Vec::with_capacity(64 + 16 * self.items.len());
+        rmp::encode::write_map_len(&mut head, 15).expect(VEC_WRITE);
+        field(&mut head, "kind", &self.kind);
+        field(&mut head, "capacity", &self.capacity);
+        rmp::encode::write_str(&mut head, "items").expect(VEC_WRITE);
+        rmp::encode::write_array_len(&mut head, len).expect(VEC_WRITE);
+        let mut middle = Vec::new();
+        rmp::encode::write_str(&mut middle, "deliveries").expect(VEC_WRITE);
+        rmp::encode::write_array_len(&mut middle, counts).expect(VEC_WRITE);
+        let mut rest = Vec::new();
+        field(&mut rest, "unfinished", &self.unfinished);
+        field(&mut rest, "shut_down", &self.shut_down);
+        field(&mut rest, "immediate", &self.immediate);
+        field(&mut rest, "getters", &self.getters);
+        field(&mut rest, "putters", &self.putters);
+        field(&mut rest, "joiners", &self.joiners);
+        field(&mut rest, "leases", &self.leases);
+        field(&mut rest, "deadlines", &self.deadlines);
+        field(&mut rest, "next_receipt", &self.next_receipt);
+        field(&mut rest, "delayed", &self.delayed);
+        field(&mut rest, "dead_letter", &self.dead_letter);
+        Some((head, middle, rest))
+    }
+
+    /// One delivery count as serde writes a `u32`.
+    fn write_count(out: &mut Vec<u8>, count: u32) {
+        rmp::encode::write_uint(out, u64::from(count)).expect("writing to a Vec cannot fail");
     }
 
     fn dispatch_call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
@@ -883,7 +973,78 @@ impl SharedObject for QueueObject {
     }
 
     fn state(&self) -> Vec<u8> {
-        encode_state(self)
+        // The bytes `encode_state(self)` writes (a test holds them equal), in the
+        // parts a capture writes in steps.
+        let Some((mut out, middle, rest)) = self.state_parts() else {
+            return encode_state(self);
+        };
+        self.items.iter().for_each(|item| item.write_msgpack(&mut out));
+        out.extend_from_slice(&middle);
+        self.deliveries.iter().for_each(|&count| Self::write_count(&mut out, count));
+        out.extend_from_slice(&rest);
+        out
+    }
+
+    fn begin_state(&mut self) -> StateCapture {
+        // Captured when big, so that a snapshot's pause does not grow with the queue.
+        let capturable =
+            self.items.len() >= CAPTURE_FROM && self.capture.is_none() && self.deliveries.len() == self.items.len();
+        match self.state_parts() {
+            Some((head, middle, rest)) if capturable => {
+                self.capture = Some(Box::new(ItemsCapture {
+                    len: self.items.len(),
+                    cursor: 0,
+                    originals_popped: 0,
+                    pushed_front: 0,
+                    popped: BTreeMap::new(),
+                    middle,
+                    rest,
+                }));
+                StateCapture::Started(head)
+            }
+            _ => StateCapture::Encoded(self.state()),
+        }
+    }
+
+    fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
+        let Some(c) = self.capture.as_deref_mut() else {
+            return true;
+        };
+        // Originals still queued sit after the items pushed at the head since.
+        let at = |index: usize, c: &ItemsCapture| c.pushed_front + index - c.originals_popped;
+        let stop = (2 * c.len).min(c.cursor.saturating_add(positions));
+        while c.cursor < stop {
+            if c.cursor < c.len {
+                let index = c.cursor;
+                match c.popped.get(&index) {
+                    Some((item, _)) => item.write_msgpack(out),
+                    None => self.items[at(index, c)].write_msgpack(out),
+                }
+            } else {
+                let index = c.cursor - c.len;
+                if index == 0 {
+                    out.extend_from_slice(&c.middle);
+                }
+                match c.popped.remove(&index) {
+                    Some((_, count)) => Self::write_count(out, count),
+                    None => Self::write_count(out, self.deliveries[at(index, c)]),
+                }
+            }
+            c.cursor += 1;
+        }
+        if c.cursor < 2 * c.len {
+            return false;
+        }
+        if c.len == 0 {
+            out.extend_from_slice(&c.middle);
+        }
+        out.extend_from_slice(&c.rest);
+        self.capture = None;
+        true
+    }
+
+    fn end_state(&mut self) {
+        self.capture = None;
     }
 
     fn repr(&self) -> String {
@@ -1656,6 +1817,101 @@ mod tests {
         assert_eq!(q.err("put_nowait", vec![int(3)]).code, ErrorCode::Full, "still at maxsize");
         q.ok("get", vec![]);
         q.ok("put_nowait", vec![int(3)]);
+    }
+
+    #[test]
+    fn the_hand_written_state_is_byte_for_byte_serde_s() {
+        let mut shapes = Vec::new();
+        for n in [0i64, 1, 15, 16, 300, 70_000] {
+            let mut q = queue(int(0));
+            for i in 0..n {
+                let item = if i % 2 == 0 { int(i) } else { Value::Str(format!("item {i}").into()) };
+                q.ok("put", vec![item]);
+            }
+            shapes.push(q);
+        }
+        // Leases, a nack waiting out its delay, parked putters and getters, a dead letter.
+        let mut busy = queue(int(2));
+        busy.ok("put", vec![int(1)]);
+        busy.ok("put", vec![int(2)]);
+        busy.ok("get_leased", vec![]);
+        busy.ok("put", vec![int(3)]);
+        busy.parks(B, "put", vec![int(4)]);
+        shapes.push(busy);
+        let mut waiting = queue(int(0));
+        waiting.parks(A, "get_leased", vec![Value::Bool(true), Value::Float(5.0), Value::Float(2.0)]);
+        shapes.push(waiting);
+        let args = bind(&CONSTRUCTOR, vec![int(0), int(3), Value::Str("dead".into())], vec![]).unwrap();
+        let mut lettered = Q { h: Harness::default(), q: QueueObject::new(Kind::JoinableQueue, args).unwrap() };
+        lettered.ok("put", vec![int(9)]);
+        shapes.push(lettered);
+        for q in &shapes {
+            assert_eq!(q.q.state(), encode_state(&q.q), "{} items", q.q.items.len());
+        }
+    }
+
+    /// Operations on a queue's two ends between the steps of a capture.
+    #[derive(Debug, Clone)]
+    enum End {
+        PushBack(i64),
+        PushFront(i64),
+        PopFront,
+        Step(usize),
+    }
+
+    fn end() -> impl proptest::strategy::Strategy<Value = End> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => any::<i64>().prop_map(End::PushBack),
+            1 => any::<i64>().prop_map(End::PushFront),
+            4 => Just(End::PopFront),
+            3 => (0usize..40).prop_map(End::Step),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A big queue's captured state is its state when the capture began, whatever
+        /// is pushed at either end or popped between the steps (and the queue keeps
+        /// every item and count meanwhile).
+        #[test]
+        fn a_captured_queue_reads_out_as_it_was(
+            extra in 0usize..50,
+            counts in proptest::collection::vec(0u32..5, 0..20),
+            ops in proptest::collection::vec(end(), 0..400),
+        ) {
+            let mut q = queue(int(0)).q;
+            for i in 0..CAPTURE_FROM + extra {
+                q.push_back(int(i as i64), counts.get(i % 20).copied().unwrap_or(0));
+            }
+            let before = q.state();
+            let mut model: VecDeque<(i64, u32)> =
+                q.items.iter().zip(&q.deliveries).map(|(v, &c)| (v.as_index().unwrap(), c)).collect();
+            let StateCapture::Started(mut out) = q.begin_state() else { panic!("a big queue is captured") };
+            let mut done = false;
+            for op in ops.iter().chain([End::Step(usize::MAX)].iter()) {
+                match *op {
+                    End::PushBack(v) => {
+                        q.push_back(int(v), 1);
+                        model.push_back((v, 1));
+                    }
+                    End::PushFront(v) => {
+                        q.push_front(int(v), 2);
+                        model.push_front((v, 2));
+                    }
+                    End::PopFront => {
+                        let got = q.pop_front().map(|(v, c)| (v.as_index().unwrap(), c));
+                        proptest::prop_assert_eq!(got, model.pop_front());
+                    }
+                    End::Step(n) if !done => done = q.state_next(&mut out, n.saturating_mul(97)),
+                    End::Step(_) => {}
+                }
+            }
+            proptest::prop_assert!(done && q.capture.is_none());
+            proptest::prop_assert_eq!(&out, &before);
+            let now: Vec<(i64, u32)> =
+                q.items.iter().zip(&q.deliveries).map(|(v, &c)| (v.as_index().unwrap(), c)).collect();
+            proptest::prop_assert_eq!(now, model.into_iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]
