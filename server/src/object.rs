@@ -331,6 +331,18 @@ pub fn sequence_state_header(field: &str, len: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// [`SharedObject::begin_state`] for a kind whose state is one sequence field
+/// ([`sequence_state_header`]) kept in a structure that can capture it: the header, if
+/// the sequence is big enough to be worth a capture and `begin` began one; `None`
+/// means encode the state at once.
+pub fn begin_sequence_capture(field: &str, len: usize, begin: impl FnOnce() -> bool) -> Option<Vec<u8>> {
+    if len < CAPTURE_FROM {
+        return None;
+    }
+    let header = sequence_state_header(field, len)?;
+    begin().then_some(header)
+}
+
 /// The canonical encoding of an object's serde form, for [`SharedObject::state`].
 pub fn encode_state<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(state).unwrap_or_else(|e| format!("unencodable state: {e}").into_bytes())

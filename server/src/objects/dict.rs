@@ -18,7 +18,7 @@ use super::sequence;
 use super::value::add_numbers;
 use crate::engine::Ctx;
 use crate::object::{
-    encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture, CAPTURE_FROM,
+    begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
 };
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::dict`].
@@ -230,14 +230,10 @@ impl SharedObject for DictObject {
     }
 
     fn begin_state(&mut self) -> StateCapture {
-        // A small dict is encoded at once (quicker than keeping a capture); a big one
-        // is captured, so the snapshot's pause does not grow with it.
-        if self.dict.len() < CAPTURE_FROM {
-            return StateCapture::Encoded(self.state());
-        }
-        match sequence_state_header("dict", self.dict.len()) {
-            Some(out) if self.dict.begin_capture() => StateCapture::Started(out),
-            _ => StateCapture::Encoded(self.state()),
+        // Captured when big, so that a snapshot's pause does not grow with it.
+        match begin_sequence_capture("dict", self.dict.len(), || self.dict.begin_capture()) {
+            Some(header) => StateCapture::Started(header),
+            None => StateCapture::Encoded(self.state()),
         }
     }
 
@@ -261,6 +257,7 @@ impl SharedObject for DictObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::CAPTURE_FROM;
     use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, call_kw, ints, s};
     use agora_proto::value::Build;
 

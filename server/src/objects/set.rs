@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::sequence;
 use crate::engine::Ctx;
 use crate::object::{
-    encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture, CAPTURE_FROM,
+    begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
 };
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::set`].
@@ -453,13 +453,10 @@ impl SharedObject for SetObject {
     }
 
     fn begin_state(&mut self) -> StateCapture {
-        // As a dict: captured when big, so the snapshot's pause does not grow with it.
-        if self.set.len() < CAPTURE_FROM {
-            return StateCapture::Encoded(self.state());
-        }
-        match sequence_state_header("set", self.set.len()) {
-            Some(out) if self.set.begin_capture() => StateCapture::Started(out),
-            _ => StateCapture::Encoded(self.state()),
+        // Captured when big, so that a snapshot's pause does not grow with it.
+        match begin_sequence_capture("set", self.set.len(), || self.set.begin_capture()) {
+            Some(header) => StateCapture::Started(header),
+            None => StateCapture::Encoded(self.state()),
         }
     }
 
@@ -483,6 +480,7 @@ impl SharedObject for SetObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::CAPTURE_FROM;
     use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, call_kw, ints, s};
 
     fn new(positional: Vec<Value>) -> Result<SetObject, WireError> {
