@@ -146,6 +146,20 @@ async fn a_new_leader_keeps_every_committed_write_and_a_restarted_node_catches_u
     let base = tempfile::tempdir().unwrap();
     let mut nodes = three(&base).await;
     let d = open_dict(&nodes).await;
+    // Big enough that snapshots read the dict out after they begin (a capture), while
+    // entries are applied.
+    let seed = Value::List(
+        (0..5_000).map(|i| Value::Tuple(vec![Value::Str(format!("s{i}").into()), Value::Int(i)])).collect(),
+    );
+    let update = Command::Call {
+        session: 1,
+        object: d,
+        access: Access::Handle,
+        method: "update".into(),
+        args: Args::positional(vec![seed]),
+        at: Time(1_500),
+    };
+    propose(&nodes, &[update]).await;
     for i in 0..10 {
         propose(&nodes, &[set(1, d, &format!("k{i}"), i, Time(2_000 + i as u64))]).await;
     }
@@ -162,7 +176,7 @@ async fn a_new_leader_keeps_every_committed_write_and_a_restarted_node_catches_u
     }
     for n in &nodes {
         wait_applied(n, last).await;
-        assert_eq!(as_dict(&get(n, "d")).len(), 20, "node {}", n.node.id());
+        assert_eq!(as_dict(&get(n, "d")).len(), 5_020, "node {}", n.node.id());
     }
     // The old leader starts again from its files and catches up (through a snapshot:
     // more than `snapshot_after_entries` went by).
