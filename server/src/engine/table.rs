@@ -181,10 +181,10 @@ impl ObjectEntry {
         self.holders.load(Ordering::Acquire)
     }
 
-    /// The object as a snapshot records it (its lock is taken for its state).
-    /// Its image, the state encoded now or, for a kind that captures it
-    /// ([`SharedObject::begin_state`]), begun: then the second value is true and
-    /// [`ObjectEntry::image_next`] writes the rest of `state`.
+    /// The object as a snapshot records it (its lock is taken for its state), the
+    /// state encoded now or, for a kind that captures it ([`SharedObject::begin_state`]),
+    /// begun: then the second value is true and [`ObjectEntry::image_next`] writes the
+    /// rest of `state`.
     pub(super) fn begin_image(&self) -> (ObjectImage, bool) {
         let (state, started) = match self.lock_any().map(|mut s| s.begin_state()) {
             Ok(StateCapture::Encoded(state)) => (state, false),
