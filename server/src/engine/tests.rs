@@ -970,6 +970,8 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
     }
     let small = b.open(s, Kind::List, None, vec![], Keep::Handle).unwrap();
     b.value(s, small, "append", vec![Value::Int(1)]);
+    let long = b.open(s, Kind::List, Some("long"), vec![], Keep::Handle).unwrap();
+    b.value(s, long, "extend", vec![Value::List((0..5000).map(Value::Int).collect())]);
     let queue = b.open(s, Kind::Queue, Some("jobs"), vec![], Keep::Handle).unwrap();
     for i in 0..5000 {
         b.value(s, queue, "put", vec![Value::Int(i)]);
@@ -978,7 +980,11 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
     let logged = b.log.len();
 
     let pending = b.engine.begin_image();
-    assert_eq!(pending.captured(), 2, "the big dict and queue are read out after the pause, the list was not");
+    assert_eq!(
+        pending.captured(),
+        3,
+        "the big dict, list and queue are read out after the pause, the small list was not"
+    );
     // Changes after the pause: overwrites, deletes, new keys, a clear, the big dict
     // deleted by name and the small list freed with its session.
     for i in (0..6000).step_by(7) {
@@ -990,6 +996,10 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
         b.value(s, queue, "get", vec![Value::Bool(false)]);
         b.value(s, queue, "put", vec![Value::Int(-i)]);
     }
+    b.value(s, long, "__setitem__", vec![Value::Int(10), Value::None]);
+    b.value(s, long, "append", vec![Value::Int(-1)]);
+    b.value(s, long, "insert", vec![Value::Int(0), Value::Int(-2)]);
+    b.value(s, long, "__setitem__", vec![Value::Int(20), Value::None]);
     b.value(s, big, "popitem", vec![]);
     b.value(s, big, "clear", vec![]);
     b.value(s, big, "__setitem__", vec![Value::Int(0), Value::Int(0)]);

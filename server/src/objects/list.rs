@@ -3,6 +3,13 @@
 //!
 //! `sort` cannot take a `key=` (agora never runs client code); everything else is
 //! CPython's `list`, including the 3.14 additions `clear` and `copy`.
+//!
+//! A snapshot captures a big list ([`SharedObject::begin_state`]) and reads it out
+//! while it changes: appends go past the captured positions and a single item set
+//! keeps the old item; any other change (which may move items) first copies what is
+//! still to be read.
+
+use std::collections::HashMap;
 
 use agora_proto::native::Kind;
 use agora_proto::value::sort_values;
@@ -11,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::sequence::{self, Selection, Subscript, Wording, INDEX_OVERFLOW, SSIZE_OVERFLOW};
 use crate::engine::Ctx;
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{
+    begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
+};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::list`].
 pub use agora_proto::methods::list::CONSTRUCTOR;
@@ -26,16 +35,62 @@ const WORDING: Wording = Wording {
 };
 
 /// A shared list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ListObject {
     items: Vec<Value>,
+    /// A snapshot's capture being read out, if any (not state).
+    #[serde(skip)]
+    capture: Option<Box<ListCapture>>,
+}
+
+/// A copy is a new list: a capture running on the original is not copied.
+impl Clone for ListObject {
+    fn clone(&self) -> Self {
+        ListObject { items: self.items.clone(), capture: None }
+    }
+}
+
+/// A running capture: the items as they were when it began, read out in order.
+#[derive(Debug)]
+struct ListCapture {
+    /// Positions below this were read out already.
+    cursor: usize,
+    /// The length when it began.
+    end: usize,
+    /// The old items of the positions in `cursor..end` changed since.
+    before: HashMap<usize, Value>,
+    /// Every position still to be read is in `before` (a change that may move items
+    /// came): the list itself is not read any more.
+    copied: bool,
 }
 
 impl ListObject {
     /// `list(iterable=())`: any iterable agora can walk (list, tuple, set, dict, str, bytes, range…).
     pub fn new(mut args: Args) -> Result<ListObject, WireError> {
         let items = args.take(0).map_or(Ok(Vec::new()), sequence::into_items)?;
-        Ok(ListObject { items })
+        Ok(ListObject { items, capture: None })
+    }
+
+    /// Before a change to the item at `at`: a capture that has still to read it keeps
+    /// the old item.
+    fn preserve(&mut self, at: usize) {
+        if let Some(c) = self.capture.as_deref_mut() {
+            if (c.cursor..c.end).contains(&at) && !c.copied {
+                c.before.entry(at).or_insert_with(|| self.items[at].clone());
+            }
+        }
+    }
+
+    /// Before a change that may move items: a capture copies what it has still to read.
+    fn copy_unread(&mut self) {
+        if let Some(c) = self.capture.as_deref_mut() {
+            if !c.copied {
+                for at in c.cursor..c.end {
+                    c.before.entry(at).or_insert_with(|| self.items[at].clone());
+                }
+                c.copied = true;
+            }
+        }
     }
 
     /// Runs one method; mutators return `None`.
@@ -94,6 +149,7 @@ impl ListObject {
         match Subscript::parse(key, &WORDING)? {
             Subscript::Index(index) => {
                 let at = sequence::position(index, self.items.len(), WORDING.write_out_of_range)?;
+                self.preserve(at);
                 self.items[at] = value;
                 Ok(())
             }
@@ -104,6 +160,7 @@ impl ListObject {
                     "must assign iterable to extended slice"
                 };
                 let values = sequence::into_items_or(value, |_| WireError::type_error(not_iterable))?;
+                self.copy_unread();
                 sequence::assign_slice(&mut self.items, &slice, values, &WORDING)
             }
         }
@@ -202,6 +259,15 @@ impl SharedObject for ListObject {
     }
 
     fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
+        if self.capture.is_some() {
+            match method {
+                // Reads; appends, past the captured positions; an item set, which keeps
+                // the old item itself (a slice set copies).
+                "__add__" | "__contains__" | "__getitem__" | "__len__" | "__mul__" | "__rmul__" | "__reversed__"
+                | "count" | "index" | "copy" | "append" | "extend" | "__setitem__" => {}
+                _ => self.copy_unread(),
+            }
+        }
         self.dispatch(method, args).map(Outcome::from)
     }
 
@@ -210,7 +276,51 @@ impl SharedObject for ListObject {
     }
 
     fn state(&self) -> Vec<u8> {
-        encode_state(self)
+        // The bytes `encode_state(self)` writes (a test holds them equal), written by
+        // hand so that a big list can be read out in steps.
+        let Some(mut out) = sequence_state_header("items", self.items.len()) else {
+            return encode_state(self);
+        };
+        self.items.iter().for_each(|item| item.write_msgpack(&mut out));
+        out
+    }
+
+    fn begin_state(&mut self) -> StateCapture {
+        let (len, running) = (self.items.len(), self.capture.is_some());
+        let begin = || {
+            !running && {
+                self.capture =
+                    Some(Box::new(ListCapture { cursor: 0, end: len, before: HashMap::new(), copied: false }));
+                true
+            }
+        };
+        match begin_sequence_capture("items", len, begin) {
+            Some(header) => StateCapture::Started(header),
+            None => StateCapture::Encoded(self.state()),
+        }
+    }
+
+    fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
+        let Some(c) = self.capture.as_deref_mut() else {
+            return true;
+        };
+        let stop = c.end.min(c.cursor.saturating_add(positions));
+        for at in c.cursor..stop {
+            match c.before.remove(&at) {
+                Some(item) => item.write_msgpack(out),
+                None => self.items[at].write_msgpack(out),
+            }
+        }
+        c.cursor = stop;
+        if c.cursor < c.end {
+            return false;
+        }
+        self.capture = None;
+        true
+    }
+
+    fn end_state(&mut self) {
+        self.capture = None;
     }
 
     fn repr(&self) -> String {
@@ -235,6 +345,74 @@ mod tests {
 
     fn slice(start: Option<i64>, stop: Option<i64>, step: Option<i64>) -> Value {
         Slice { start, stop, step }.to_value()
+    }
+
+    #[test]
+    fn the_hand_written_state_is_byte_for_byte_serde_s() {
+        for n in [0usize, 1, 15, 16, 300, 70_000] {
+            let mut l = list(&[]);
+            for i in 0..n {
+                let item = match i % 3 {
+                    0 => Value::Int(i as i64),
+                    1 => s(&format!("item {i}")),
+                    _ => Value::List(vec![Value::None; i % 5]),
+                };
+                l.items.push(item);
+            }
+            assert_eq!(l.state(), encode_state(&l), "{n} items");
+        }
+    }
+
+    /// A change between the steps of a capture: the method and its arguments.
+    fn change() -> impl proptest::strategy::Strategy<Value = (&'static str, Vec<Value>)> {
+        use proptest::prelude::*;
+        let i = || (-30i64..5000).prop_map(Value::Int);
+        prop_oneof![
+            4 => i().prop_map(|v| ("append", vec![v])),
+            1 => i().prop_map(|v| ("extend", vec![Value::List(vec![v.clone(), v])])),
+            4 => (i(), i()).prop_map(|(at, v)| ("__setitem__", vec![at, v])),
+            1 => (0i64..50, 50i64..100).prop_map(|(a, b)| ("__setitem__", vec![slice(Some(a), Some(b), None), ints(&[7, 8])])),
+            2 => Just(("pop", vec![])),
+            1 => i().prop_map(|at| ("pop", vec![at])),
+            1 => (i(), i()).prop_map(|(at, v)| ("insert", vec![at, v])),
+            1 => i().prop_map(|at| ("__delitem__", vec![at])),
+            1 => Just(("reverse", vec![])),
+            1 => Just(("sort", vec![])),
+            1 => Just(("clear", vec![])),
+            1 => Just(("__imul__", vec![Value::Int(2)])),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A big list's captured state is its state when the capture began, whatever
+        /// changes run between the steps, and the list behaves as a copy that was
+        /// never captured.
+        #[test]
+        fn a_captured_list_reads_out_as_it_was(
+            extra in 0usize..100,
+            changes in proptest::collection::vec((change(), 0usize..3000), 0..60),
+        ) {
+            let n = crate::object::CAPTURE_FROM + extra;
+            let mut l = list(&(0..n as i64).collect::<Vec<_>>());
+            let mut twin = l.clone();
+            let before = l.state();
+            let StateCapture::Started(mut out) = l.begin_state() else { panic!("a big list is captured") };
+            let mut done = false;
+            for ((method, args), step) in &changes {
+                let got = call(&mut l, method, args.clone()).map(|v| v.py_repr());
+                let want = call(&mut twin, method, args.clone()).map(|v| v.py_repr());
+                proptest::prop_assert_eq!(got.map_err(|e| e.message), want.map_err(|e| e.message));
+                if !done {
+                    done = l.state_next(&mut out, *step);
+                }
+            }
+            if !done {
+                proptest::prop_assert!(l.state_next(&mut out, usize::MAX));
+            }
+            proptest::prop_assert!(l.capture.is_none());
+            proptest::prop_assert_eq!(&out, &before);
+            proptest::prop_assert_eq!(l.state(), twin.state());
+        }
     }
 
     fn big() -> Value {
