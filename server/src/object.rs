@@ -210,7 +210,7 @@ pub trait SharedObject: Send + 'static {
 
     /// Starts encoding [`SharedObject::state`] as it is now, for a snapshot taken while
     /// changes wait: a kind that can grow big and can keep a capture while it changes
-    /// (dict, set, queue) answers [`StateCapture::Started`] with the beginning, and
+    /// (dict, set, list, queue) answers [`StateCapture::Started`] with the beginning, and
     /// [`SharedObject::state_next`] writes the rest later, while changes run again. The
     /// rest encode it whole now (the default).
     fn begin_state(&mut self) -> StateCapture {
