@@ -218,7 +218,8 @@ impl Parking {
         }
     }
 
-    /// What settling `lsn` can do at once or after one yield (see
+    /// What settling `lsn` can do at once or after one yield (checking
+    /// [`Parking::is_settled`] first; see
     /// [`Durability::settle_promptly`](crate::durability::Durability::settle_promptly));
     /// returns whether it is settled. A cluster's commit is not waited for here: only
     /// whether it has happened.

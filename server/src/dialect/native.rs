@@ -214,7 +214,7 @@ async fn run<S: Transport>(
             read_meanwhile = false;
             // Writing the log takes at most a yield; only a wait beyond that (a failed
             // write, an fsync, a cluster's commit) needs watching the client meanwhile.
-            let settled = parking.is_settled(depends_on) || parking.settle_promptly(depends_on).await;
+            let settled = parking.settle_promptly(depends_on).await;
             while !settled && !parking.is_settled(depends_on) {
                 let stopping = tokio::select! {
                     _ = parking.settle(depends_on) => false,

@@ -687,13 +687,12 @@ impl Durability {
         // lock the log's writer takes: removing a big file takes tens of milliseconds.
         let covered = {
             let mut files = lock(&self.files);
-            let segments = std::mem::take(&mut files.segments);
+            let mut covered = std::mem::take(&mut files.segments);
             let split =
-                (0..segments.len()).take_while(|&i| segments.get(i + 1).is_some_and(|next| next.0 <= lsn + 1)).count();
-            let (covered, keep) = segments.split_at(split);
-            files.since_snapshot = keep.iter().map(|s| s.2).sum();
-            files.segments = keep.to_vec();
-            covered.to_vec()
+                (0..covered.len()).take_while(|&i| covered.get(i + 1).is_some_and(|next| next.0 <= lsn + 1)).count();
+            files.segments = covered.split_off(split);
+            files.since_snapshot = files.segments.iter().map(|s| s.2).sum();
+            covered
         };
         let mut left = Vec::new();
         for segment in covered {

@@ -271,7 +271,7 @@ async fn serve_requests<S: Transport>(
         // With durability on, a reply goes out once the log has what it depends on.
         // A client that leaves meanwhile (the log cannot be written) ends its session.
         let depends_on = conn.session.logged().max(std::mem::take(&mut conn.delivered_lsn));
-        if !shared.parking.is_settled(depends_on) && !shared.parking.settle_promptly(depends_on).await {
+        if !shared.parking.settle_promptly(depends_on).await {
             tokio::select! {
                 _ = shared.parking.settle(depends_on) => {}
                 _ = peer_closed(stream, &mut rbuf) => return,
