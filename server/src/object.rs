@@ -312,6 +312,9 @@ pub enum StateCapture {
     Started(Vec<u8>),
 }
 
+/// Why `rmp::encode` into a `Vec` is `expect`ed, for states written by hand.
+pub const VEC_WRITE: &str = "writing to a Vec cannot fail";
+
 /// From this many items on, a kind that can capture its state does
 /// ([`SharedObject::begin_state`]); a smaller one is encoded at once, which is quicker
 /// than keeping a capture.
@@ -322,7 +325,6 @@ pub const CAPTURE_FROM: usize = 4096;
 /// `u32::MAX` items (serde then writes it). A kind that writes its state by hand
 /// appends the items.
 pub fn sequence_state_header(field: &str, len: usize) -> Option<Vec<u8>> {
-    const VEC_WRITE: &str = "writing to a Vec cannot fail";
     let len32 = u32::try_from(len).ok()?;
     let mut out = Vec::with_capacity(8 + field.len() + 16 * len);
     rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);

@@ -1016,3 +1016,30 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
     }
     assert_eq!(restored.canonical_state(), b.engine.canonical_state());
 }
+
+#[test]
+fn an_image_dropped_unfinished_ends_its_captures() {
+    let mut b = Bench::new();
+    let s = b.session();
+    let dict = b.open(s, Kind::Dict, Some("d"), vec![], Keep::Handle).unwrap();
+    let pairs = (0..5000).map(|i| Value::Tuple(vec![Value::Int(i), Value::Int(i)])).collect();
+    b.value(s, dict, "update", vec![Value::List(pairs)]);
+    let list = b.open(s, Kind::List, Some("l"), vec![], Keep::Handle).unwrap();
+    b.value(s, list, "extend", vec![Value::List((0..5000).map(Value::Int).collect())]);
+    let queue = b.open(s, Kind::Queue, Some("q"), vec![], Keep::Handle).unwrap();
+    for i in 0..5000 {
+        b.value(s, queue, "put", vec![Value::Int(i)]);
+    }
+    let abandoned = b.engine.begin_image();
+    assert_eq!(abandoned.captured(), 3);
+    // (A snapshot whose write failed before its read-out, say.) Its captures end: the
+    // next image captures the objects again, and changes made meanwhile are in it.
+    drop(abandoned);
+    b.value(s, dict, "__setitem__", vec![Value::Int(0), Value::None]);
+    b.value(s, queue, "get", vec![Value::Bool(false)]);
+    let at_pause = b.engine.image();
+    let next = b.engine.begin_image();
+    assert_eq!(next.captured(), 3, "an unfinished image left a capture running");
+    b.value(s, list, "reverse", vec![]);
+    assert_eq!(next.finish(), at_pause);
+}

@@ -19,6 +19,7 @@ use super::value::add_numbers;
 use crate::engine::Ctx;
 use crate::object::{
     begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
+    VEC_WRITE,
 };
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::dict`].
@@ -59,7 +60,7 @@ pub(crate) mod pairs {
 
 /// One entry of the state's pair list.
 fn write_entry(out: &mut Vec<u8>, key: &Value, value: &Value) {
-    rmp::encode::write_array_len(out, 2).expect("writing to a Vec cannot fail");
+    rmp::encode::write_array_len(out, 2).expect(VEC_WRITE);
     key.write_msgpack(out);
     value.write_msgpack(out);
 }

@@ -120,6 +120,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{deadline_after, Ctx, Reclaim, SessionId, Ticket, Time, Undelivered, Waiter};
 use crate::object::{
     encode_state, Args, Holders, Holding, MethodSpec, Outcome, SharedObject, StateCapture, Waiting, CAPTURE_FROM,
+    VEC_WRITE,
 };
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::queue`].
@@ -362,7 +363,6 @@ impl QueueObject {
     /// `deliveries` up to its counts (without them), and the fields after it. Between
     /// them go the items and the counts. `None` past `u32::MAX` items (serde writes it).
     fn state_parts(&self) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-        const VEC_WRITE: &str = "writing to a Vec cannot fail";
         fn field<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
             rmp::encode::write_str(out, name).expect(VEC_WRITE);
             rmp_serde::encode::write_named(out, value).expect("a queue's fields encode");
@@ -396,7 +396,7 @@ impl QueueObject {
 
     /// One delivery count as serde writes a `u32`.
     fn write_count(out: &mut Vec<u8>, count: u32) {
-        rmp::encode::write_uint(out, u64::from(count)).expect("writing to a Vec cannot fail");
+        rmp::encode::write_uint(out, u64::from(count)).expect(VEC_WRITE);
     }
 
     fn dispatch_call(&mut self, ctx: &mut Ctx<'_>, method: &str, mut args: Args) -> Result<Outcome, WireError> {
