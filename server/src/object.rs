@@ -210,7 +210,7 @@ pub trait SharedObject: Send + 'static {
 
     /// Starts encoding [`SharedObject::state`] as it is now, for a snapshot taken while
     /// changes wait: a kind that can grow big and can keep a capture while it changes
-    /// (dict, set, list, queue) answers [`StateCapture::Started`] with the beginning, and
+    /// (dict, set, list, array, queue) answers [`StateCapture::Started`] with the beginning, and
     /// [`SharedObject::state_next`] writes the rest later, while changes run again. The
     /// rest encode it whole now (the default).
     fn begin_state(&mut self) -> StateCapture {
@@ -320,28 +320,37 @@ pub const VEC_WRITE: &str = "writing to a Vec cannot fail";
 /// than keeping a capture.
 pub const CAPTURE_FROM: usize = 4096;
 
-/// The canonical encoding ([`encode_state`]) of a struct whose one field, `field`, is a
-/// sequence of `len` items, up to the items, with room for them; `None` past
-/// `u32::MAX` items (serde then writes it). A kind that writes its state by hand
-/// appends the items.
-pub fn sequence_state_header(field: &str, len: usize) -> Option<Vec<u8>> {
+/// The canonical encoding ([`encode_state`]) of a struct whose last field, `field`, is a
+/// sequence of `len` items, after `leading` fields that hold strings (name, value), up
+/// to the items, with room for them; `None` past `u32::MAX` items (serde then writes
+/// it). A kind that writes its state by hand appends the items.
+pub fn sequence_state_header(leading: &[(&str, &str)], field: &str, len: usize) -> Option<Vec<u8>> {
     let len32 = u32::try_from(len).ok()?;
     let mut out = Vec::with_capacity(8 + field.len() + 16 * len);
-    rmp::encode::write_map_len(&mut out, 1).expect(VEC_WRITE);
+    rmp::encode::write_map_len(&mut out, 1 + leading.len() as u32).expect(VEC_WRITE);
+    for (name, value) in leading {
+        rmp::encode::write_str(&mut out, name).expect(VEC_WRITE);
+        rmp::encode::write_str(&mut out, value).expect(VEC_WRITE);
+    }
     rmp::encode::write_str(&mut out, field).expect(VEC_WRITE);
     rmp::encode::write_array_len(&mut out, len32).expect(VEC_WRITE);
     Some(out)
 }
 
-/// [`SharedObject::begin_state`] for a kind whose state is one sequence field
+/// [`SharedObject::begin_state`] for a kind whose state ends in a sequence field
 /// ([`sequence_state_header`]) kept in a structure that can capture it: the header, if
 /// the sequence is big enough to be worth a capture and `begin` began one; `None`
 /// means encode the state at once.
-pub fn begin_sequence_capture(field: &str, len: usize, begin: impl FnOnce() -> bool) -> Option<Vec<u8>> {
+pub fn begin_sequence_capture(
+    leading: &[(&str, &str)],
+    field: &str,
+    len: usize,
+    begin: impl FnOnce() -> bool,
+) -> Option<Vec<u8>> {
     if len < CAPTURE_FROM {
         return None;
     }
-    let header = sequence_state_header(field, len)?;
+    let header = sequence_state_header(leading, field, len)?;
     begin().then_some(header)
 }
 

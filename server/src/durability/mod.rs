@@ -33,7 +33,7 @@
 //!   the write succeeds.
 //! - **Snapshots** ([`Durability::save_snapshot`]): a new segment is started, the engine's
 //!   state is taken while mutating calls wait (the pause `agora stats` shows) — all of
-//!   it but big dicts, sets, lists and queues, whose items are captured and read out
+//!   it but big dicts, sets, lists, arrays and queues, whose items are captured and read out
 //!   after the pause, as they were at it ([`Engine::begin_image`]) — then written to a
 //!   temporary file, fsynced and renamed; segments it covers and older snapshots are
 //!   deleted. Triggered every `snapshot_after` bytes of log and by `agora snapshot`.

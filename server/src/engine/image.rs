@@ -9,7 +9,7 @@
 //! Taking it comes in two parts so that changes wait only for the first:
 //! [`Engine::begin_image`] (while no command runs) records everything but the states
 //! of big objects that capture theirs ([`crate::object::SharedObject::begin_state`]:
-//! dicts, sets, lists and queues), and [`PendingImage::finish`] reads those out afterwards,
+//! dicts, sets, lists, arrays and queues), and [`PendingImage::finish`] reads those out afterwards,
 //! locking one object for a thousand positions at a time, while commands run again.
 //! The image is the same either way: a capture reads the state as it was when it
 //! began.

@@ -976,14 +976,16 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
     for i in 0..5000 {
         b.value(s, queue, "put", vec![Value::Int(i)]);
     }
+    let floats = Value::List((0..5000).map(|i| Value::Float(i as f64)).collect());
+    let array = b.open(s, Kind::Array, Some("floats"), vec![Value::Str("d".into()), floats], Keep::Handle).unwrap();
     let at_pause = b.engine.image();
     let logged = b.log.len();
 
     let pending = b.engine.begin_image();
     assert_eq!(
         pending.captured(),
-        3,
-        "the big dict, list and queue are read out after the pause, the small list was not"
+        4,
+        "the big dict, list, queue and array are read out after the pause, the small list was not"
     );
     // Changes after the pause: overwrites, deletes, new keys, a clear, the big dict
     // deleted by name and the small list freed with its session.
@@ -1000,6 +1002,11 @@ fn an_image_begun_in_a_pause_and_finished_after_changes_is_the_state_at_the_paus
     b.value(s, long, "append", vec![Value::Int(-1)]);
     b.value(s, long, "insert", vec![Value::Int(0), Value::Int(-2)]);
     b.value(s, long, "__setitem__", vec![Value::Int(20), Value::None]);
+    b.value(s, array, "__setitem__", vec![Value::Int(3), Value::Float(-3.0)]);
+    let shorter = Value::List(vec![Value::Float(0.5); 10]);
+    let head = agora_proto::slice::Slice { start: None, stop: Some(100), step: None }.to_value();
+    b.value(s, array, "__setitem__", vec![head, shorter]);
+    b.value(s, array, "__setitem__", vec![Value::Int(-1), Value::Float(-1.0)]);
     b.value(s, big, "popitem", vec![]);
     b.value(s, big, "clear", vec![]);
     b.value(s, big, "__setitem__", vec![Value::Int(0), Value::Int(0)]);

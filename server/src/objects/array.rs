@@ -8,6 +8,10 @@
 //! of LP64 Linux (`l`/`L` are 8 bytes). Incoming arrays are also read in the shape
 //! CPython pickles them (`array._array_reconstructor`). Its state is the typecode
 //! letter and the typed items.
+//!
+//! A snapshot captures a big array ([`SharedObject::begin_state`]) and reads it out
+//! while it changes: an item set keeps the old item, a slice set (which may move items)
+//! first copies what is still to be read.
 
 use agora_proto::native::Kind;
 use agora_proto::value::{BigInt, Build, Object};
@@ -15,9 +19,12 @@ use agora_proto::{ErrorCode, Value, WireError};
 use num_traits::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::sequence::{self, Selection, Subscript, Wording};
+use super::sequence::{self, Capture, Selection, Subscript, Wording};
 use crate::engine::Ctx;
-use crate::object::{encode_state, Args, MethodSpec, Outcome, SharedObject};
+use crate::object::{
+    begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
+    VEC_WRITE,
+};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::array`].
 pub use agora_proto::methods::array::CONSTRUCTOR;
@@ -109,6 +116,26 @@ impl Item {
     /// A range-checked int as an item.
     fn from_int(n: i128) -> Item {
         i64::try_from(n).map_or(Item::UInt(n as u64), Item::Int)
+    }
+
+    /// Appends the item's canonical encoding (serde's, as [`encode_state`] writes it: a
+    /// one-entry map from the variant's name).
+    fn write_msgpack(self, out: &mut Vec<u8>) {
+        rmp::encode::write_map_len(out, 1).expect(VEC_WRITE);
+        match self {
+            Item::Int(i) => {
+                rmp::encode::write_str(out, "Int").expect(VEC_WRITE);
+                rmp::encode::write_sint(out, i).expect(VEC_WRITE);
+            }
+            Item::UInt(u) => {
+                rmp::encode::write_str(out, "UInt").expect(VEC_WRITE);
+                rmp::encode::write_uint(out, u).expect(VEC_WRITE);
+            }
+            Item::Float(x) => {
+                rmp::encode::write_str(out, "Float").expect(VEC_WRITE);
+                rmp::encode::write_f64(out, x).expect(VEC_WRITE);
+            }
+        }
     }
 
     /// The item as a Python value.
@@ -258,11 +285,21 @@ fn check_int(range: Range, n: i128) -> Result<i128, String> {
 }
 
 /// A shared `array.array`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ArrayObject {
     #[serde(with = "typecode")]
     format: &'static Format,
     items: Vec<Item>,
+    /// A snapshot's capture being read out, if any (not state).
+    #[serde(skip)]
+    capture: Option<Box<Capture<Item>>>,
+}
+
+/// A copy is a new array: a capture running on the original is not copied.
+impl Clone for ArrayObject {
+    fn clone(&self) -> Self {
+        ArrayObject { format: self.format, items: self.items.clone(), capture: None }
+    }
 }
 
 /// Serde for an array's [`Format`]: its typecode letter.
@@ -312,10 +349,17 @@ impl ArrayObject {
         match Subscript::parse(key, &WORDING)? {
             Subscript::Index(index) => {
                 let at = sequence::position(index, self.items.len(), WORDING.write_out_of_range)?;
-                self.items[at] = self.format.item(value)?;
+                let item = self.format.item(value)?;
+                if let Some(c) = self.capture.as_deref_mut() {
+                    c.preserve(&self.items, at);
+                }
+                self.items[at] = item;
             }
             Subscript::Slice(slice) => {
                 let items = self.slice_value(value)?;
+                if let Some(c) = self.capture.as_deref_mut() {
+                    c.copy_unread(&self.items);
+                }
                 // CPython: an empty array assigned to an extended slice deletes it.
                 if items.is_empty() && !slice.is_contiguous() {
                     sequence::delete_slice(&mut self.items, &slice);
@@ -371,7 +415,7 @@ fn build(typecode: &Value, initializer: Value) -> Result<ArrayObject, WireError>
         },
         other => format.items(&sequence::into_items(other)?)?,
     };
-    Ok(ArrayObject { format, items })
+    Ok(ArrayObject { format, items, capture: None })
 }
 
 /// Reads an array travelling as a value: `None` if the object is not an array.
@@ -402,7 +446,7 @@ fn reconstruct(typecode: &Value, machine_format: i64, bytes: &[u8]) -> Result<Ar
     if big_endian {
         bytes.chunks_mut(format.size).for_each(<[u8]>::reverse);
     }
-    Ok(ArrayObject { format, items: format.decode(&bytes)? })
+    Ok(ArrayObject { format, items: format.decode(&bytes)?, capture: None })
 }
 
 impl SharedObject for ArrayObject {
@@ -423,7 +467,39 @@ impl SharedObject for ArrayObject {
     }
 
     fn state(&self) -> Vec<u8> {
-        encode_state(self)
+        // The bytes `encode_state(self)` writes (a test holds them equal), written by
+        // hand so that a big array can be read out in steps.
+        let mut letter = [0; 4];
+        let letter = self.format.code.encode_utf8(&mut letter);
+        let Some(mut out) = sequence_state_header(&[("format", letter)], "items", self.items.len()) else {
+            return encode_state(self);
+        };
+        self.items.iter().for_each(|item| item.write_msgpack(&mut out));
+        out
+    }
+
+    fn begin_state(&mut self) -> StateCapture {
+        let (len, running) = (self.items.len(), self.capture.is_some());
+        let mut letter = [0; 4];
+        let letter = self.format.code.encode_utf8(&mut letter);
+        let begin = || {
+            !running && {
+                self.capture = Some(Capture::new(len));
+                true
+            }
+        };
+        match begin_sequence_capture(&[("format", letter)], "items", len, begin) {
+            Some(header) => StateCapture::Started(header),
+            None => StateCapture::Encoded(self.state()),
+        }
+    }
+
+    fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
+        sequence::state_next(&mut self.capture, &self.items, positions, |item| item.write_msgpack(out))
+    }
+
+    fn end_state(&mut self) {
+        self.capture = None;
     }
 
     /// `array('i', [1, 2, 3])`, or `array('i')` when empty.
@@ -788,6 +864,7 @@ mod tests {
         let back: ArrayObject = rmp_serde::from_slice(&f.state()).unwrap();
         assert_eq!((back.repr(), back.state()), (f.repr(), f.state()));
         assert_ne!(array("d", ints(&[1])).unwrap().state(), array("f", ints(&[1])).unwrap().state());
+        assert_eq!(a.state(), encode_state(&a), "the hand-written state is serde's");
         let marks: Vec<(&str, bool, bool)> = METHODS.iter().map(|m| (m.name, m.read_only, m.stores)).collect();
         assert_eq!(
             marks,
@@ -798,5 +875,101 @@ mod tests {
                 ("tolist", true, false)
             ]
         );
+    }
+
+    /// The hand-written state is byte for byte serde's, for every typecode and item
+    /// shape (small and large ints, ints past `i64`, floats) and every length that
+    /// changes MessagePack's array header.
+    #[test]
+    fn the_hand_written_state_is_serdes() {
+        let values = [
+            Value::Int(0),
+            Value::Int(-1),
+            Value::Int(127),
+            Value::Int(200),
+            Value::Int(-40_000),
+            Value::Int(1 << 40),
+            big("18446744073709551615"),
+            Value::Float(0.1),
+            Value::Float(-2.5e300),
+        ];
+        for format in &FORMATS {
+            let mut a = ArrayObject { format, items: Vec::new(), capture: None };
+            for n in 0..70_000usize {
+                if [0, 1, 15, 16, 17, 65_535, 65_536, 65_537].contains(&n) {
+                    assert_eq!(a.state(), encode_state(&a), "'{}' with {n} items", format.code);
+                }
+                // The first value this typecode takes, cycling through them.
+                let item = (0..values.len())
+                    .find_map(|k| format.item(&values[(n + k) % values.len()]).ok())
+                    .expect("every typecode takes 0");
+                a.items.push(item);
+            }
+        }
+    }
+
+    /// A change between the steps of a capture: `__setitem__`'s index or slice, and value.
+    fn change() -> impl proptest::strategy::Strategy<Value = (Value, Value)> {
+        use proptest::prelude::*;
+        let i = || (-30i64..5000).prop_map(Value::Int);
+        let list = |k: usize| proptest::collection::vec(0i64..100, k).prop_map(|v| ints(&v));
+        prop_oneof![
+            6 => (i(), i()),
+            // Contiguous slices to a list of another length: the array grows or shrinks.
+            1 => (0i64..5000, 0i64..5000, 0usize..40).prop_flat_map(move |(a, b, k)| {
+                (Just(slice(Some(a), Some(b), None)), list(k))
+            }),
+            // An extended slice given nothing deletes it.
+            1 => (0i64..100, 2i64..9).prop_map(|(a, step)| (slice(Some(a), None, Some(step)), ints(&[]))),
+            // A bad value changes nothing.
+            1 => i().prop_map(|at| (at, s("x"))),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A big array's captured state is its state when the capture began, whatever
+        /// item and slice sets run between the steps, and the array behaves as a copy
+        /// that was never captured.
+        #[test]
+        fn a_captured_array_reads_out_as_it_was(
+            extra in 0usize..100,
+            typecode in proptest::sample::select(vec!["i", "d", "Q"]),
+            changes in proptest::collection::vec((change(), 0usize..3000), 0..60),
+        ) {
+            let n = crate::object::CAPTURE_FROM + extra;
+            let mut a = array(typecode, ints(&(0..n as i64).collect::<Vec<_>>())).unwrap();
+            let mut twin = a.clone();
+            let before = a.state();
+            let StateCapture::Started(mut out) = a.begin_state() else { panic!("a big array is captured") };
+            let mut done = false;
+            for ((key, value), step) in &changes {
+                let args = vec![key.clone(), value.clone()];
+                let got = call(&mut a, "__setitem__", args.clone()).map(|v| v.py_repr());
+                let want = call(&mut twin, "__setitem__", args).map(|v| v.py_repr());
+                proptest::prop_assert_eq!(got.map_err(|e| e.message), want.map_err(|e| e.message));
+                if !done {
+                    done = a.state_next(&mut out, *step);
+                }
+            }
+            if !done {
+                proptest::prop_assert!(a.state_next(&mut out, usize::MAX));
+            }
+            proptest::prop_assert!(a.capture.is_none());
+            proptest::prop_assert_eq!(&out, &before);
+            proptest::prop_assert_eq!(a.state(), twin.state());
+        }
+    }
+
+    #[test]
+    fn a_small_array_is_encoded_at_once_and_an_ended_capture_is_gone() {
+        let mut small = array("i", ints(&[1, 2, 3])).unwrap();
+        let StateCapture::Encoded(state) = small.begin_state() else { panic!("a small array is encoded at once") };
+        assert_eq!(state, small.state());
+        let mut a = array("i", ints(&(0..5000).collect::<Vec<_>>())).unwrap();
+        assert!(matches!(a.begin_state(), StateCapture::Started(_)));
+        assert!(matches!(a.begin_state(), StateCapture::Encoded(_)), "one capture at a time");
+        a.end_state();
+        assert!(a.capture.is_none());
+        assert!(matches!(a.begin_state(), StateCapture::Started(_)));
     }
 }

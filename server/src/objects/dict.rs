@@ -221,7 +221,7 @@ impl SharedObject for DictObject {
     fn state(&self) -> Vec<u8> {
         // The bytes `encode_state(self)` writes (a test holds them equal), written by
         // hand: several times faster than through serde.
-        let Some(mut out) = sequence_state_header("dict", self.dict.len()) else {
+        let Some(mut out) = sequence_state_header(&[], "dict", self.dict.len()) else {
             return encode_state(self);
         };
         for (key, value) in self.dict.iter() {
@@ -232,7 +232,7 @@ impl SharedObject for DictObject {
 
     fn begin_state(&mut self) -> StateCapture {
         // Captured when big, so that a snapshot's pause does not grow with it.
-        match begin_sequence_capture("dict", self.dict.len(), || self.dict.begin_capture()) {
+        match begin_sequence_capture(&[], "dict", self.dict.len(), || self.dict.begin_capture()) {
             Some(header) => StateCapture::Started(header),
             None => StateCapture::Encoded(self.state()),
         }

@@ -9,14 +9,12 @@
 //! keeps the old item; any other change (which may move items) first copies what is
 //! still to be read.
 
-use std::collections::HashMap;
-
 use agora_proto::native::Kind;
 use agora_proto::value::sort_values;
 use agora_proto::{ErrorCode, Value, WireError};
 use serde::{Deserialize, Serialize};
 
-use super::sequence::{self, Selection, Subscript, Wording, INDEX_OVERFLOW, SSIZE_OVERFLOW};
+use super::sequence::{self, Capture, Selection, Subscript, Wording, INDEX_OVERFLOW, SSIZE_OVERFLOW};
 use crate::engine::Ctx;
 use crate::object::{
     begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
@@ -40,7 +38,7 @@ pub struct ListObject {
     items: Vec<Value>,
     /// A snapshot's capture being read out, if any (not state).
     #[serde(skip)]
-    capture: Option<Box<ListCapture>>,
+    capture: Option<Box<Capture<Value>>>,
 }
 
 /// A copy is a new list: a capture running on the original is not copied.
@@ -48,20 +46,6 @@ impl Clone for ListObject {
     fn clone(&self) -> Self {
         ListObject { items: self.items.clone(), capture: None }
     }
-}
-
-/// A running capture: the items as they were when it began, read out in order.
-#[derive(Debug)]
-struct ListCapture {
-    /// Positions below this were read out already.
-    cursor: usize,
-    /// The length when it began.
-    end: usize,
-    /// The old items of the positions in `cursor..end` changed since.
-    before: HashMap<usize, Value>,
-    /// Every position still to be read is in `before` (a change that may move items
-    /// came): the list itself is not read any more.
-    copied: bool,
 }
 
 impl ListObject {
@@ -75,21 +59,14 @@ impl ListObject {
     /// the old item.
     fn preserve(&mut self, at: usize) {
         if let Some(c) = self.capture.as_deref_mut() {
-            if (c.cursor..c.end).contains(&at) && !c.copied {
-                c.before.entry(at).or_insert_with(|| self.items[at].clone());
-            }
+            c.preserve(&self.items, at);
         }
     }
 
     /// Before a change that may move items: a capture copies what it has still to read.
     fn copy_unread(&mut self) {
         if let Some(c) = self.capture.as_deref_mut() {
-            if !c.copied {
-                for at in c.cursor..c.end {
-                    c.before.entry(at).or_insert_with(|| self.items[at].clone());
-                }
-                c.copied = true;
-            }
+            c.copy_unread(&self.items);
         }
     }
 
@@ -278,7 +255,7 @@ impl SharedObject for ListObject {
     fn state(&self) -> Vec<u8> {
         // The bytes `encode_state(self)` writes (a test holds them equal), written by
         // hand so that a big list can be read out in steps.
-        let Some(mut out) = sequence_state_header("items", self.items.len()) else {
+        let Some(mut out) = sequence_state_header(&[], "items", self.items.len()) else {
             return encode_state(self);
         };
         self.items.iter().for_each(|item| item.write_msgpack(&mut out));
@@ -289,34 +266,18 @@ impl SharedObject for ListObject {
         let (len, running) = (self.items.len(), self.capture.is_some());
         let begin = || {
             !running && {
-                self.capture =
-                    Some(Box::new(ListCapture { cursor: 0, end: len, before: HashMap::new(), copied: false }));
+                self.capture = Some(Capture::new(len));
                 true
             }
         };
-        match begin_sequence_capture("items", len, begin) {
+        match begin_sequence_capture(&[], "items", len, begin) {
             Some(header) => StateCapture::Started(header),
             None => StateCapture::Encoded(self.state()),
         }
     }
 
     fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
-        let Some(c) = self.capture.as_deref_mut() else {
-            return true;
-        };
-        let stop = c.end.min(c.cursor.saturating_add(positions));
-        for at in c.cursor..stop {
-            match c.before.remove(&at) {
-                Some(item) => item.write_msgpack(out),
-                None => self.items[at].write_msgpack(out),
-            }
-        }
-        c.cursor = stop;
-        if c.cursor < c.end {
-            return false;
-        }
-        self.capture = None;
-        true
+        sequence::state_next(&mut self.capture, &self.items, positions, |item| item.write_msgpack(out))
     }
 
     fn end_state(&mut self) {

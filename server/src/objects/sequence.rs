@@ -9,10 +9,13 @@
 //!   the list and dict constructors, `extend`, `update`, slice assignment and the array
 //!   constructor);
 //! - [`int_arg`] converts an int argument with CPython's errors, and [`check_size`]
-//!   caps what one call may build.
+//!   caps what one call may build;
+//! - [`Capture`] keeps a snapshot's view of the items while they change.
 //!
 //! At the end, `testing` (tests only) drives any object through its method specs, and
 //! checks that a method declared read-only leaves the object's state unchanged.
+
+use std::collections::HashMap;
 
 use agora_proto::slice::{slice_index, Slice};
 use agora_proto::value::{Build, Object};
@@ -162,6 +165,87 @@ pub fn assign_slice<T>(items: &mut Vec<T>, slice: &Slice, values: Vec<T>, wordin
         items[index] = value;
     }
     Ok(())
+}
+
+/// A snapshot's capture of a `Vec`'s items as they were when it began, read out in
+/// order a few at a time while the `Vec` changes
+/// ([`SharedObject::begin_state`](crate::object::SharedObject::begin_state)). Its owner
+/// calls [`Capture::preserve`] before overwriting one item and [`Capture::copy_unread`]
+/// before any change that may move items; pushes at the end need neither, as they land
+/// past the captured positions.
+#[derive(Debug)]
+pub struct Capture<T> {
+    /// Positions below this were read out already.
+    cursor: usize,
+    /// The length when it began.
+    end: usize,
+    /// The old items of the positions in `cursor..end` overwritten since.
+    before: HashMap<usize, T>,
+    /// Once a change that may move items came: every item still to be read, in order
+    /// (the `Vec` itself is not read any more).
+    copy: Option<std::vec::IntoIter<T>>,
+}
+
+impl<T: Clone> Capture<T> {
+    /// A capture of `len` items, none read yet.
+    pub fn new(len: usize) -> Box<Capture<T>> {
+        Box::new(Capture { cursor: 0, end: len, before: HashMap::new(), copy: None })
+    }
+
+    /// Before the item at `at` of `items` changes: keeps the old one if it is still to
+    /// be read.
+    pub fn preserve(&mut self, items: &[T], at: usize) {
+        if (self.cursor..self.end).contains(&at) && self.copy.is_none() {
+            self.before.entry(at).or_insert_with(|| items[at].clone());
+        }
+    }
+
+    /// Before a change that may move items: copies what is still to be read (once; a
+    /// `Vec` copy, so one item costs a clone and no hashing).
+    pub fn copy_unread(&mut self, items: &[T]) {
+        if self.copy.is_none() {
+            let mut unread = items[self.cursor..self.end].to_vec();
+            for (at, item) in self.before.drain() {
+                unread[at - self.cursor] = item;
+            }
+            self.copy = Some(unread.into_iter());
+        }
+    }
+
+    /// Hands up to `positions` more captured items to `write`, in order; true once all
+    /// have been.
+    pub fn read_out(&mut self, items: &[T], positions: usize, mut write: impl FnMut(&T)) -> bool {
+        let stop = self.end.min(self.cursor.saturating_add(positions));
+        match self.copy.as_mut() {
+            Some(copy) => copy.by_ref().take(stop - self.cursor).for_each(|item| write(&item)),
+            None => {
+                for (at, item) in items.iter().enumerate().take(stop).skip(self.cursor) {
+                    match self.before.remove(&at) {
+                        Some(old) => write(&old),
+                        None => write(item),
+                    }
+                }
+            }
+        }
+        self.cursor = stop;
+        self.cursor == self.end
+    }
+}
+
+/// [`SharedObject::state_next`](crate::object::SharedObject::state_next) for a `Vec`
+/// kept with an optional [`Capture`]: reads up to `positions` more items out through
+/// `write`, and ends the capture once all have been (true then, and with no capture).
+pub fn state_next<T: Clone>(
+    capture: &mut Option<Box<Capture<T>>>,
+    items: &[T],
+    positions: usize,
+    write: impl FnMut(&T),
+) -> bool {
+    let done = capture.as_deref_mut().is_none_or(|c| c.read_out(items, positions, write));
+    if done {
+        *capture = None;
+    }
+    done
 }
 
 /// Python's `list(x)` for the iterables agora understands: list, tuple, set, frozenset,

@@ -443,7 +443,7 @@ impl SharedObject for SetObject {
     fn state(&self) -> Vec<u8> {
         // The bytes `encode_state(self)` writes (a test holds them equal), written by
         // hand, as a dict's are: a snapshot reads a big set out in steps.
-        let Some(mut out) = sequence_state_header("set", self.set.len()) else {
+        let Some(mut out) = sequence_state_header(&[], "set", self.set.len()) else {
             return encode_state(self);
         };
         for member in self.set.iter() {
@@ -454,7 +454,7 @@ impl SharedObject for SetObject {
 
     fn begin_state(&mut self) -> StateCapture {
         // Captured when big, so that a snapshot's pause does not grow with it.
-        match begin_sequence_capture("set", self.set.len(), || self.set.begin_capture()) {
+        match begin_sequence_capture(&[], "set", self.set.len(), || self.set.begin_capture()) {
             Some(header) => StateCapture::Started(header),
             None => StateCapture::Encoded(self.state()),
         }
