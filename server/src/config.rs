@@ -392,6 +392,8 @@ pub struct FileConfig {
     /// `peer-tls-ca`, resolved against the config file's folder: TLS on the peer link,
     /// checking peers against this CA bundle.
     pub peer_tls_ca: Option<PathBuf>,
+    /// `snapshot-after-entries`: a cluster node's Raft log entries between snapshots.
+    pub snapshot_after_entries: Option<u64>,
 }
 
 /// A user as the config file describes it (`[users.NAME]`): its key is in a file of its
@@ -501,6 +503,7 @@ struct RawFile {
     cluster: Option<Vec<Member>>,
     cluster_key_file: Option<PathBuf>,
     peer_tls_ca: Option<PathBuf>,
+    snapshot_after_entries: Option<u64>,
 }
 
 /// A `[users.NAME]` table as written.
@@ -692,6 +695,7 @@ impl FileConfig {
             cluster: raw.cluster,
             cluster_key_file: raw.cluster_key_file.map(|p| base.join(p)),
             peer_tls_ca: raw.peer_tls_ca.map(|p| base.join(p)),
+            snapshot_after_entries: raw.snapshot_after_entries,
         })
     }
 }

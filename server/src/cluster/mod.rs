@@ -138,6 +138,10 @@ pub struct ClusterConfig {
     pub keep_after_snapshot: u64,
 }
 
+/// Entries between two snapshots unless a node is told otherwise
+/// (`--snapshot-after-entries`).
+pub const DEFAULT_SNAPSHOT_AFTER_ENTRIES: u64 = 10_000;
+
 impl ClusterConfig {
     /// The defaults for node `node_id`: a 100 ms heartbeat, elections after 400–800
     /// ms without one, a snapshot every 10,000 entries keeping the last 1,000 entries.
@@ -150,7 +154,7 @@ impl ClusterConfig {
             tls: None,
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
-            snapshot_after_entries: 10_000,
+            snapshot_after_entries: DEFAULT_SNAPSHOT_AFTER_ENTRIES,
             keep_after_snapshot: 1_000,
         }
     }
