@@ -201,7 +201,7 @@ impl Serving {
             let (last_lsn, (stint, image)) = self
                 .leadership
                 .journal()
-                .take_and(&mut records, || (self.leadership.stint(), want_cut.then(|| self.engine.image())));
+                .take_and(&mut records, || (self.leadership.stint(), want_cut.then(|| self.engine.begin_image())));
             let before = previous.replace(last_lsn);
             if stint == 0 || (records.is_empty() && image.is_none()) {
                 // No stint: what was taken was never committed, and the engine is
@@ -221,7 +221,9 @@ impl Serving {
                 continue;
             }
             if let Some(image) = image {
-                self.node.state_machine().offer_cut(stint, last_lsn, image);
+                // Big objects are read out off the journal's lock, while changes run
+                // again; the cut is offered now, before its entry can commit.
+                self.node.state_machine().offer_cut(stint, last_lsn, tokio::task::spawn_blocking(|| image.finish()));
                 since_cut = 0;
             }
             proposed = (stint, last_lsn);

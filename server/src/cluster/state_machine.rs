@@ -46,6 +46,10 @@ pub const SNAPSHOT_FILE: &str = "raft.snapshot";
 /// Where the effects of applied commands go (see the module docs).
 pub type EffectsSink = Arc<dyn Fn(Effects) + Send + Sync>;
 
+/// A leader's cut being read out ([`crate::engine::PendingImage::finish`], off the
+/// async threads): the engine's state at the cut once it is done.
+pub type CutImage = tokio::task::JoinHandle<EngineImage>;
+
 /// A snapshot: Raft's metadata and the engine's state.
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotFile {
@@ -62,9 +66,9 @@ struct AppliedState {
     snapshots_built: u64,
     /// On a leader: the engine's state right after the record with this LSN of this
     /// stint, waiting for the entry that carries that record to be committed.
-    cut: Option<(u64, u64, EngineImage)>,
+    cut: Option<(u64, u64, CutImage)>,
     /// On a leader: a committed cut (the state as of that entry), for the next snapshot.
-    ready: Option<(LogId<NodeId>, StoredMembership<NodeId, Node>, EngineImage)>,
+    ready: Option<(LogId<NodeId>, StoredMembership<NodeId, Node>, CutImage)>,
 }
 
 /// The state machine of one node (see the module docs). Clones share it.
@@ -83,6 +87,9 @@ pub struct StateMachine {
     wakeups: Arc<Mutex<BTreeMap<ObjectId, Time>>>,
     /// Held while entries are applied or the engine is rebuilt.
     applying: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a snapshot is written and recorded (taken after `applying` where
+    /// both are held), so that one never replaces a newer one.
+    persisting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -133,6 +140,7 @@ impl StateMachine {
             leadership,
             wakeups: Arc::default(),
             applying: Arc::default(),
+            persisting: Arc::default(),
         };
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => {
@@ -180,11 +188,12 @@ impl StateMachine {
         std::mem::take(&mut *self.wakeups.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect()
     }
 
-    /// On a leader: `image` is the engine's state right after record `lsn` of `stint`,
-    /// taken in the same hold of the journal's lock as the proposal that ends with it.
-    /// Once that entry commits, it is what the next snapshot holds: a leader's engine
-    /// runs ahead of what is committed, so it cannot be imaged at an applied index.
-    pub fn offer_cut(&self, stint: u64, lsn: u64, image: EngineImage) {
+    /// On a leader: `image` is (being read out as) the engine's state right after record
+    /// `lsn` of `stint`, begun in the same hold of the journal's lock as the proposal
+    /// that ends with it. Once that entry commits, it is what the next snapshot holds: a
+    /// leader's engine runs ahead of what is committed, so it cannot be imaged at an
+    /// applied index. It must be offered before the entry can commit.
+    pub fn offer_cut(&self, stint: u64, lsn: u64, image: CutImage) {
         self.lock().cut = Some((stint, lsn, image));
     }
 
@@ -246,15 +255,38 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Writes a snapshot's bytes to `raft.snapshot`, off the async threads.
-    async fn persist(&self, meta: &SnapshotMeta<NodeId, Node>, bytes: &[u8]) -> Result<(), StorageError<NodeId>> {
+    /// Writes a snapshot's bytes to `raft.snapshot`, off the async threads, and hands
+    /// them back.
+    async fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError<NodeId>> {
         let machine = self.clone();
-        let bytes = bytes.to_vec();
-        tokio::task::spawn_blocking(move || machine.save_snapshot(&bytes))
+        tokio::task::spawn_blocking(move || machine.save_snapshot(&bytes).map(|()| bytes))
             .await
             .map_err(io_error)
             .and_then(|r| r)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
+    /// Encodes a snapshot and writes it to `raft.snapshot`, off the async threads (a
+    /// big state takes tens of milliseconds to encode): its bytes.
+    async fn encode_and_persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        image: EngineImage,
+    ) -> Result<Vec<u8>, StorageError<NodeId>> {
+        let file = SnapshotFile { meta: meta.clone(), image };
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = rmp_serde::to_vec(&file).map_err(io_error)?;
+            machine.save_snapshot(&bytes).map(|()| bytes)
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|r| r)
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
     }
 
     fn save_snapshot(&self, bytes: &[u8]) -> io::Result<()> {
@@ -269,39 +301,60 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let _applying = self.applying.lock().await;
+        let applying = self.applying.lock().await;
         self.rebuild_locked().map_err(|why| StorageIOError::read_state_machine(&io_error(why)))?;
         let leading = self.leadership.as_ref().is_some_and(|l| l.leading());
-        let (last_applied, membership, image, number) = {
+        let (last_applied, membership, cut, number) = {
             let mut state = self.lock();
             state.snapshots_built += 1;
             let number = state.snapshots_built;
             if leading {
                 // The engine runs ahead of the log: only a committed cut will do.
                 match state.ready.take() {
-                    Some((log_id, membership, image)) => (Some(log_id), membership, image, number),
+                    Some((log_id, membership, cut)) => (Some(log_id), membership, Some(cut), number),
                     None => {
                         if let Some((meta, bytes)) = &state.snapshot {
                             return Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) });
                         }
-                        (None, StoredMembership::default(), fresh_engine(self.custom.clone()).image(), number)
+                        (None, StoredMembership::default(), None, number)
                     }
                 }
             } else {
-                // Entries are applied under `applying`, held here: the image and the
-                // applied position agree.
-                (state.last_applied, state.membership.clone(), self.engine.image(), number)
+                (state.last_applied, state.membership.clone(), None, number)
             }
+        };
+        let unreadable = |e: tokio::task::JoinError| StorageIOError::read_state_machine(&io_error(e));
+        let image = if leading {
+            // A leader's image is its cut, taken already: holding `applying` while it is
+            // read out and written would keep committed entries, and the answers
+            // waiting for them, back.
+            drop(applying);
+            match cut {
+                Some(cut) => cut.await.map_err(unreadable)?,
+                None => fresh_engine(self.custom.clone()).image(),
+            }
+        } else {
+            // Entries are applied under `applying`, held for the image: it and the
+            // applied position agree. Off the async threads: a big state takes tens of
+            // milliseconds.
+            let engine = self.engine.clone();
+            let image = tokio::task::spawn_blocking(move || engine.image()).await.map_err(unreadable)?;
+            drop(applying);
+            image
         };
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{number}", id.leader_id, id.index),
             None => format!("none-{number}"),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let file = SnapshotFile { meta: meta.clone(), image };
-        let bytes = rmp_serde::to_vec(&file)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &io_error(e)))?;
-        self.persist(&meta, &bytes).await?;
+        let _persisting = self.persisting.lock().await;
+        // A snapshot installed meanwhile may be newer (`applying` was let go).
+        if let Some((newer, bytes)) = &self.lock().snapshot {
+            if newer.last_log_id >= meta.last_log_id {
+                return Ok(Snapshot { meta: newer.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) });
+            }
+        }
+        let bytes = self.encode_and_persist(&meta, image).await?;
         self.lock().snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
@@ -389,7 +442,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let damaged = |e: io::Error| StorageIOError::read_snapshot(Some(meta.signature()), &e);
         let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| damaged(io_error(e)))?;
         self.take_image(file.image).map_err(|e| damaged(io_error(e)))?;
-        self.persist(meta, &bytes).await?;
+        let _persisting = self.persisting.lock().await;
+        let bytes = self.persist(meta, bytes).await?;
         if let Some(leadership) = &self.leadership {
             // The whole state was replaced by a committed one.
             if !leadership.leading() {
