@@ -262,12 +262,7 @@ impl StateMachine {
         meta: &SnapshotMeta<NodeId, Node>,
         bytes: Vec<u8>,
     ) -> Result<Vec<u8>, StorageError<NodeId>> {
-        let machine = self.clone();
-        tokio::task::spawn_blocking(move || machine.save_snapshot(&bytes).map(|()| bytes))
-            .await
-            .map_err(io_error)
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+        self.write_off_thread(meta, move |machine| machine.save_snapshot(&bytes).map(|()| bytes)).await
     }
 
     /// Encodes a snapshot and writes it to `raft.snapshot`, off the async threads (a
@@ -278,15 +273,26 @@ impl StateMachine {
         image: EngineImage,
     ) -> Result<Vec<u8>, StorageError<NodeId>> {
         let file = SnapshotFile { meta: meta.clone(), image };
-        let machine = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.write_off_thread(meta, move |machine| {
             let bytes = rmp_serde::to_vec(&file).map_err(io_error)?;
             machine.save_snapshot(&bytes).map(|()| bytes)
         })
         .await
-        .map_err(io_error)
-        .and_then(|r| r)
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
+    /// Runs `write`, which writes snapshot `meta` and gives its bytes, on a blocking
+    /// thread.
+    async fn write_off_thread(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        write: impl FnOnce(&StateMachine) -> io::Result<Vec<u8>> + Send + 'static,
+    ) -> Result<Vec<u8>, StorageError<NodeId>> {
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || write(&machine))
+            .await
+            .map_err(io_error)
+            .and_then(|r| r)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
     }
 
     fn save_snapshot(&self, bytes: &[u8]) -> io::Result<()> {
