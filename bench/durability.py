@@ -689,7 +689,7 @@ def render(info, tp, rs, meta, findings=""):
         "`always` fsyncs before replying); its documentation allows up to ~2 s of loss with `everysec` when "
         "fsyncs fall behind. Snapshots (`agora snapshot`, and one automatically every `--snapshot-after` bytes "
         "of log, 64 MiB by default) bound the log: the state is taken while changes wait (the *pause*; "
-        "big dicts, sets, lists and queues are only marked in it and read out after it, as they were), "
+        "big dicts, sets, lists, arrays and queues are only marked in it and read out after it, as they were), "
         "written to a file in the background, and the log it covers is deleted. Redis's counterpart is the AOF "
         "rewrite (`BGREWRITEAOF`, automatic past 64 MB and 100 % growth by default): a `fork`, whose copy of "
         "the page tables is its pause, and an RDB image written by the child.\n"
