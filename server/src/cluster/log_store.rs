@@ -551,13 +551,19 @@ mod tests {
         (ids, inner.state.last_purged, inner.state.committed)
     }
 
+    /// A log in `dir` of 300-byte segments, holding entries 1..=`upto` of term 1.
+    async fn filled(dir: &Path, upto: u64) -> LogStore {
+        let store = LogStore::open_with(dir, 300).unwrap();
+        for i in 1..=upto {
+            store.write(vec![entry(1, i)]).await.unwrap();
+        }
+        store
+    }
+
     #[tokio::test]
     async fn segments_replay_in_order_and_go_once_a_purge_on_disk_covers_them() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open_with(dir.path(), 300).unwrap();
-        for i in 1..=40 {
-            store.write(vec![entry(1, i)]).await.unwrap();
-        }
+        let store = filled(dir.path(), 40).await;
         let written = list_segments(dir.path()).unwrap();
         assert!(written.len() >= 4, "300-byte segments: {written:?}");
         // A new leader's tail replaces 35..=40, across a segment boundary.
@@ -595,10 +601,7 @@ mod tests {
     #[tokio::test]
     async fn a_torn_last_segment_is_cut_and_a_damaged_earlier_one_stops_the_node() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open_with(dir.path(), 300).unwrap();
-        for i in 1..=20 {
-            store.write(vec![entry(1, i)]).await.unwrap();
-        }
+        let store = filled(dir.path(), 20).await;
         let expected = contents(&store);
         drop(store);
         let segments = list_segments(dir.path()).unwrap();
@@ -625,10 +628,7 @@ mod tests {
     #[tokio::test]
     async fn the_purge_mark_outlives_the_segment_it_was_written_in() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open_with(dir.path(), 300).unwrap();
-        for i in 1..=30 {
-            store.write(vec![entry(1, i)]).await.unwrap();
-        }
+        let store = filled(dir.path(), 30).await;
         store.write(vec![LogRecord::Purge(log_id(1, 30))]).await.unwrap();
         // Marks alone fill segments: those that held the purge mark, and every entry,
         // are deleted.

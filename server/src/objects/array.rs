@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::sequence::{self, Capture, Selection, Subscript, Wording};
 use crate::engine::Ctx;
 use crate::object::{
-    begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
-    VEC_WRITE,
+    encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture, VEC_WRITE,
 };
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::array`].
@@ -479,16 +478,9 @@ impl SharedObject for ArrayObject {
     }
 
     fn begin_state(&mut self) -> StateCapture {
-        let (len, running) = (self.items.len(), self.capture.is_some());
         let mut letter = [0; 4];
         let letter = self.format.code.encode_utf8(&mut letter);
-        let begin = || {
-            !running && {
-                self.capture = Some(Capture::new(len));
-                true
-            }
-        };
-        match begin_sequence_capture(&[("format", letter)], "items", len, begin) {
+        match sequence::begin_capture(&mut self.capture, &[("format", letter)], "items", self.items.len()) {
             Some(header) => StateCapture::Started(header),
             None => StateCapture::Encoded(self.state()),
         }

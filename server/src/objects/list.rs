@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sequence::{self, Capture, Selection, Subscript, Wording, INDEX_OVERFLOW, SSIZE_OVERFLOW};
 use crate::engine::Ctx;
-use crate::object::{
-    begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
-};
+use crate::object::{encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture};
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::list`].
 pub use agora_proto::methods::list::CONSTRUCTOR;
@@ -263,14 +261,7 @@ impl SharedObject for ListObject {
     }
 
     fn begin_state(&mut self) -> StateCapture {
-        let (len, running) = (self.items.len(), self.capture.is_some());
-        let begin = || {
-            !running && {
-                self.capture = Some(Capture::new(len));
-                true
-            }
-        };
-        match begin_sequence_capture(&[], "items", len, begin) {
+        match sequence::begin_capture(&mut self.capture, &[], "items", self.items.len()) {
             Some(header) => StateCapture::Started(header),
             None => StateCapture::Encoded(self.state()),
         }

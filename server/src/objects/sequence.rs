@@ -21,6 +21,8 @@ use agora_proto::slice::{slice_index, Slice};
 use agora_proto::value::{Build, Object};
 use agora_proto::{ErrorCode, Value, WireError};
 
+use crate::object::begin_sequence_capture;
+
 /// The most items one call may build out of a small request (`l * n`, `list(range(n))`).
 /// CPython would try and raise `MemoryError`; agora refuses before allocating.
 pub const MAX_ITEMS: usize = 1 << 24;
@@ -230,6 +232,25 @@ impl<T: Clone> Capture<T> {
         self.cursor = stop;
         self.cursor == self.end
     }
+}
+
+/// [`SharedObject::begin_state`](crate::object::SharedObject::begin_state) for a `Vec`
+/// kept with an optional [`Capture`], whose state ends in the sequence `field` after
+/// `leading` string fields ([`begin_sequence_capture`]): the header, the capture begun;
+/// `None` means encode the state at once.
+pub fn begin_capture<T: Clone>(
+    capture: &mut Option<Box<Capture<T>>>,
+    leading: &[(&str, &str)],
+    field: &str,
+    len: usize,
+) -> Option<Vec<u8>> {
+    let running = capture.is_some();
+    begin_sequence_capture(leading, field, len, || {
+        !running && {
+            *capture = Some(Capture::new(len));
+            true
+        }
+    })
 }
 
 /// [`SharedObject::state_next`](crate::object::SharedObject::state_next) for a `Vec`
