@@ -445,9 +445,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let _applying = self.applying.lock().await;
         let bytes = snapshot.into_inner();
-        let damaged = |e: io::Error| StorageIOError::read_snapshot(Some(meta.signature()), &e);
-        let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| damaged(io_error(e)))?;
-        self.take_image(file.image).map_err(|e| damaged(io_error(e)))?;
+        // Off the async threads: a big state takes hundreds of milliseconds to decode
+        // and rebuild.
+        let machine = self.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(io_error)?;
+            machine.take_image(file.image).map_err(io_error)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|r| r)
+        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let _persisting = self.persisting.lock().await;
         let bytes = self.persist(meta, bytes).await?;
         if let Some(leadership) = &self.leadership {
