@@ -15,12 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
-BIN=${AGORA_BIN:-}
-if [ -z "$BIN" ]; then
-    cargo build --release --quiet -p agora
-    BIN=target/release/agora
-fi
 . bench/lib.sh
+agora_bin
 bench_scratch agora-cluster-bench
 
 # The single durable node.

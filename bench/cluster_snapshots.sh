@@ -17,12 +17,8 @@ cd "$(dirname "$0")/.."
 ENTRIES=${ENTRIES:-1000000}
 CHUNKS=${CHUNKS:-8}
 N=${N:-60000}
-BIN=${AGORA_BIN:-}
-if [ -z "$BIN" ]; then
-    cargo build --release --quiet -p agora
-    BIN=target/release/agora
-fi
 . bench/lib.sh
+agora_bin
 bench_scratch agora-cluster-snapshots
 
 declare -a A_PEER A_CLIENT A_PID

@@ -32,18 +32,14 @@ if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
     fi
 fi
 
-BIN=${AGORA_BIN:-}
-if [ -z "$BIN" ]; then
-    cargo build --release --quiet -p agora
-    BIN=${CARGO_TARGET_DIR:-target}/release/agora
-fi
+. bench/lib.sh
+agora_bin
 BENCH=${BENCH_BIN:-}
 if [ -z "$BENCH" ]; then
     cargo build --release --quiet --manifest-path bench/etcd/Cargo.toml
     BENCH=${CARGO_TARGET_DIR:-bench/etcd/target}/release/agora-etcd-bench
 fi
 
-. bench/lib.sh
 bench_scratch agora-etcd-bench
 
 # start_etcd NAME: a fresh 3-node etcd cluster in $DIR/NAME, etcd's default timeouts;

@@ -1,7 +1,17 @@
 # Set-up shared by the bench scripts that start their own servers (cluster.sh,
-# etcd.sh). Source it, call `bench_scratch NAME`, and add the pid of every process
-# started to PIDS: on exit they are stopped and the scratch directory ($DIR) removed.
-# `start_agora` starts a 3-node cluster of the agora binary in $BIN.
+# cluster_snapshots.sh, etcd.sh). Source it, call `agora_bin` and `bench_scratch NAME`,
+# and add the pid of every process started to PIDS: on exit they are stopped and the
+# scratch directory ($DIR) removed. `start_agora` starts a 3-node cluster of the agora
+# binary in $BIN.
+
+# agora_bin: $BIN is $AGORA_BIN, or the release binary, built now.
+agora_bin() {
+    BIN=${AGORA_BIN:-}
+    if [ -z "$BIN" ]; then
+        cargo build --release --quiet -p agora
+        BIN=${CARGO_TARGET_DIR:-target}/release/agora
+    fi
+}
 
 # bench_scratch NAME: a scratch directory $DIR, cleaned up on exit, holding a fresh
 # authkey that AGORA_AUTHKEY_FILE names.
