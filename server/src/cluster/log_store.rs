@@ -643,4 +643,28 @@ mod tests {
         assert_eq!(contents(&back), (vec![], Some(log_id(1, 30)), Some(log_id(1, 30))));
         assert_eq!(back.lock().state.last_log_id(), Some(log_id(1, 30)), "the log ends where it did");
     }
+
+    #[tokio::test]
+    async fn a_crash_while_a_segment_begins_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled(dir.path(), 20).await;
+        store.write(vec![LogRecord::Purge(log_id(1, 5))]).await.unwrap();
+        let expected = contents(&store);
+        drop(store);
+        // Killed after creating the next segment, with half of its header written.
+        let next = list_segments(dir.path()).unwrap().last().unwrap() + 1;
+        let header = encode(&LogRecord::Purge(log_id(1, 5)));
+        std::fs::write(segment_path(dir.path(), next), &header[..header.len() / 2]).unwrap();
+        let back = LogStore::open_with(dir.path(), 300).unwrap();
+        assert_eq!(contents(&back), expected);
+        assert_eq!(std::fs::metadata(segment_path(dir.path(), next)).unwrap().len(), 0, "the torn header is cut");
+        // Writing goes on in that segment, and the next ones.
+        for i in 21..=40 {
+            back.write(vec![entry(1, i)]).await.unwrap();
+        }
+        let expected = contents(&back);
+        assert_eq!(expected.0.len(), 35, "6..=40");
+        drop(back);
+        assert_eq!(contents(&LogStore::open_with(dir.path(), 300).unwrap()), expected);
+    }
 }
