@@ -201,10 +201,21 @@ impl StateMachine {
     /// changes the cluster did not commit (see the module docs).
     pub async fn rebuild_if_dirty(&self) -> Result<(), String> {
         let _applying = self.applying.lock().await;
-        self.rebuild_locked()
+        self.rebuild_locked().await
     }
 
-    fn rebuild_locked(&self) -> Result<(), String> {
+    /// [`StateMachine::rebuild_if_dirty`] with `applying` held by the caller. The
+    /// rebuild (decoding the snapshot, replaying the log: as long as a restart) runs on
+    /// a blocking thread; the common case, nothing to rebuild, answers at once.
+    async fn rebuild_locked(&self) -> Result<(), String> {
+        if !self.leadership.as_ref().is_some_and(|l| l.needs_rebuild()) {
+            return Ok(());
+        }
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || machine.rebuild_now()).await.map_err(|e| e.to_string())?
+    }
+
+    fn rebuild_now(&self) -> Result<(), String> {
         let Some(leadership) = &self.leadership else { return Ok(()) };
         if !leadership.needs_rebuild() {
             return Ok(());
@@ -308,7 +319,7 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let applying = self.applying.lock().await;
-        self.rebuild_locked().map_err(|why| StorageIOError::read_state_machine(&io_error(why)))?;
+        self.rebuild_locked().await.map_err(|why| StorageIOError::read_state_machine(&io_error(why)))?;
         let leading = self.leadership.as_ref().is_some_and(|l| l.leading());
         let (last_applied, membership, cut, number) = {
             let mut state = self.lock();
@@ -407,7 +418,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 leadership.end("an entry of another leader was committed");
                             }
                         }
-                        self.rebuild_locked().map_err(|why| StorageIOError::apply(log_id, &io_error(why)))?;
+                        self.rebuild_locked().await.map_err(|why| StorageIOError::apply(log_id, &io_error(why)))?;
                         let commands =
                             commands(&proposal).map_err(|why| StorageIOError::apply(log_id, &io_error(why)))?;
                         for command in commands {
