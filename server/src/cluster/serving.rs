@@ -6,8 +6,9 @@
 //!   them as one entry, tagged with the running stint (see [`super::leadership`]). At
 //!   most two proposals are under way at once: what arrives meanwhile goes out together
 //!   in the next (group commit across the cluster). Now
-//!   and then it takes an image of the engine in the same hold of the journal's lock,
-//!   the cut the leader's next snapshot holds once that entry commits.
+//!   and then it begins an image of the engine in the same hold of the journal's lock
+//!   (big objects are only captured there, and read out on a blocking thread after
+//!   it), the cut the leader's next snapshot holds once that entry commits.
 //! - **Reads** ([`Serving::read_dependency`]): an answer computed from the engine goes
 //!   out only once a quorum has confirmed, in a round that *began after the read*,
 //!   that this node still leads: then no other leader can have acknowledged a write the
