@@ -312,6 +312,16 @@ pub enum StateCapture {
     Started(Vec<u8>),
 }
 
+impl StateCapture {
+    /// `Started` with `header` if a capture began, else the whole `state` now.
+    pub fn started_or(header: Option<Vec<u8>>, state: impl FnOnce() -> Vec<u8>) -> StateCapture {
+        match header {
+            Some(header) => StateCapture::Started(header),
+            None => StateCapture::Encoded(state()),
+        }
+    }
+}
+
 /// Why `rmp::encode` into a `Vec` is `expect`ed, for states written by hand.
 pub const VEC_WRITE: &str = "writing to a Vec cannot fail";
 
@@ -347,11 +357,12 @@ pub fn begin_sequence_capture(
     len: usize,
     begin: impl FnOnce() -> bool,
 ) -> Option<Vec<u8>> {
-    if len < CAPTURE_FROM {
+    // Only a state serde would not write itself, and only once a capture began: a
+    // refused one must not cost the header's allocation (room for every item).
+    if len < CAPTURE_FROM || u32::try_from(len).is_err() || !begin() {
         return None;
     }
-    let header = sequence_state_header(leading, field, len)?;
-    begin().then_some(header)
+    sequence_state_header(leading, field, len)
 }
 
 /// The canonical encoding of an object's serde form, for [`SharedObject::state`].

@@ -480,10 +480,8 @@ impl SharedObject for ArrayObject {
     fn begin_state(&mut self) -> StateCapture {
         let mut letter = [0; 4];
         let letter = self.format.code.encode_utf8(&mut letter);
-        match sequence::begin_capture(&mut self.capture, &[("format", letter)], "items", self.items.len()) {
-            Some(header) => StateCapture::Started(header),
-            None => StateCapture::Encoded(self.state()),
-        }
+        let header = sequence::begin_capture(&mut self.capture, &[("format", letter)], "items", self.items.len());
+        StateCapture::started_or(header, || self.state())
     }
 
     fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {

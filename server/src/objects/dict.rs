@@ -232,10 +232,8 @@ impl SharedObject for DictObject {
 
     fn begin_state(&mut self) -> StateCapture {
         // Captured when big, so that a snapshot's pause does not grow with it.
-        match begin_sequence_capture(&[], "dict", self.dict.len(), || self.dict.begin_capture()) {
-            Some(header) => StateCapture::Started(header),
-            None => StateCapture::Encoded(self.state()),
-        }
+        let header = begin_sequence_capture(&[], "dict", self.dict.len(), || self.dict.begin_capture());
+        StateCapture::started_or(header, || self.state())
     }
 
     fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {

@@ -261,10 +261,8 @@ impl SharedObject for ListObject {
     }
 
     fn begin_state(&mut self) -> StateCapture {
-        match sequence::begin_capture(&mut self.capture, &[], "items", self.items.len()) {
-            Some(header) => StateCapture::Started(header),
-            None => StateCapture::Encoded(self.state()),
-        }
+        let header = sequence::begin_capture(&mut self.capture, &[], "items", self.items.len());
+        StateCapture::started_or(header, || self.state())
     }
 
     fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {

@@ -989,21 +989,21 @@ impl SharedObject for QueueObject {
         // Captured when big, so that a snapshot's pause does not grow with the queue.
         let capturable =
             self.items.len() >= CAPTURE_FROM && self.capture.is_none() && self.deliveries.len() == self.items.len();
-        match self.state_parts() {
-            Some((head, middle, rest)) if capturable => {
-                self.capture = Some(Box::new(ItemsCapture {
-                    len: self.items.len(),
-                    cursor: 0,
-                    originals_popped: 0,
-                    pushed_front: 0,
-                    popped: BTreeMap::new(),
-                    middle,
-                    rest,
-                }));
-                StateCapture::Started(head)
-            }
-            _ => StateCapture::Encoded(self.state()),
-        }
+        // The parts only for a capture: encoded at once, the state builds its own.
+        let parts = if capturable { self.state_parts() } else { None };
+        let header = parts.map(|(head, middle, rest)| {
+            self.capture = Some(Box::new(ItemsCapture {
+                len: self.items.len(),
+                cursor: 0,
+                originals_popped: 0,
+                pushed_front: 0,
+                popped: BTreeMap::new(),
+                middle,
+                rest,
+            }));
+            head
+        });
+        StateCapture::started_or(header, || self.state())
     }
 
     fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {

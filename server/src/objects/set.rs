@@ -454,10 +454,8 @@ impl SharedObject for SetObject {
 
     fn begin_state(&mut self) -> StateCapture {
         // Captured when big, so that a snapshot's pause does not grow with it.
-        match begin_sequence_capture(&[], "set", self.set.len(), || self.set.begin_capture()) {
-            Some(header) => StateCapture::Started(header),
-            None => StateCapture::Encoded(self.state()),
-        }
+        let header = begin_sequence_capture(&[], "set", self.set.len(), || self.set.begin_capture());
+        StateCapture::started_or(header, || self.state())
     }
 
     fn state_next(&mut self, out: &mut Vec<u8>, positions: usize) -> bool {
