@@ -687,12 +687,10 @@ impl Durability {
         // lock the log's writer takes: removing a big file takes tens of milliseconds.
         let covered = {
             let mut files = lock(&self.files);
-            let mut covered = std::mem::take(&mut files.segments);
-            let split =
-                (0..covered.len()).take_while(|&i| covered.get(i + 1).is_some_and(|next| next.0 <= lsn + 1)).count();
-            files.segments = covered.split_off(split);
-            files.since_snapshot = files.segments.iter().map(|s| s.2).sum();
-            covered
+            let split = files.segments.windows(2).take_while(|pair| pair[1].0 <= lsn + 1).count();
+            let kept = files.segments.split_off(split);
+            files.since_snapshot = kept.iter().map(|s| s.2).sum();
+            std::mem::replace(&mut files.segments, kept)
         };
         let mut left = Vec::new();
         for segment in covered {
