@@ -311,7 +311,7 @@ SETTINGS:
   Every flag can also be set by its environment variable (shown as [env: ...]) or by a
   key of the same name in the --config file (listen, authkey-file, strict-auth,
   max-frame, max-connections, max-in-flight, handshake-timeout, max-handshakes,
-  python-threads, heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
+  python-threads, python-busy-poll, heartbeat-timeout, expose, log-level, metrics, workers, data-dir, fsync,
   snapshot-after, allow-remote-shutdown, max-memory, unix-mode, dead-peer-timeout,
   node-id, peer-listen, cluster, cluster-key-file, peer-tls-ca, snapshot-after-entries,
   advertise, tls-cert, tls-key, tls-client-ca). Precedence: flag > environment variable > config file > built-in
@@ -453,6 +453,14 @@ pub struct ServeArgs {
     /// shares the workers. [default: 256]
     #[arg(long, value_name = "N", env = "AGORA_PYTHON_THREADS")]
     pub python_threads: Option<usize>,
+
+    /// Longest such a thread polls its socket for the client's next call before it
+    /// sleeps (e.g. 100us, 0 to never poll). Where waking a sleeping CPU is slow (virtual
+    /// machines), this halves a lone CPython client's round trip, for up to this much
+    /// CPU per call; each connection's poll shrinks while its client pauses longer, and
+    /// at most half the CPUs poll at once, yielding to any other thread. [default: 100us]
+    #[arg(long, value_name = "DURATION", env = "AGORA_PYTHON_BUSY_POLL", value_parser = parse_duration)]
+    pub python_busy_poll: Option<Duration>,
 
     /// End a client session that sends nothing, not even its heartbeat, for this long
     /// (its locks, permits and leases are released). [default: 10s]
@@ -825,6 +833,7 @@ impl ServeArgs {
                     .or(file.max_handshakes)
                     .unwrap_or(defaults.max_handshakes),
                 python_threads: self.python_threads.or(file.python_threads).unwrap_or(defaults.python_threads),
+                python_busy_poll: self.python_busy_poll.or(file.python_busy_poll).unwrap_or(defaults.python_busy_poll),
                 heartbeat_timeout: self
                     .heartbeat_timeout
                     .or(file.heartbeat_timeout)
@@ -889,6 +898,7 @@ impl ServeSettings {
         out.push_str(&format!("handshake-timeout = {}\n", quote(&config::format_duration(l.handshake_timeout))));
         out.push_str(&format!("max-handshakes = {}\n", l.max_handshakes));
         out.push_str(&format!("python-threads = {}\n", l.python_threads));
+        out.push_str(&format!("python-busy-poll = {}\n", quote(&config::format_duration(l.python_busy_poll))));
         out.push_str(&format!("heartbeat-timeout = {}\n", quote(&config::format_duration(l.heartbeat_timeout))));
         match l.dead_peer_timeout {
             Some(timeout) => {

@@ -59,6 +59,9 @@ pub struct Limits {
     /// Most CPython client threads' connections served on a thread of their own
     /// ([`crate::dedicated`]); the rest share the worker threads. 0: all share them.
     pub python_threads: usize,
+    /// Longest a CPython connection's thread of its own polls its socket for the next
+    /// request before it sleeps ([`crate::busy_poll`]); zero: it sleeps at once.
+    pub python_busy_poll: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             max_memory: None,
             dead_peer_timeout: Some(Duration::from_secs(10)),
             python_threads: 256,
+            python_busy_poll: Duration::from_micros(100),
         }
     }
 }
@@ -278,8 +282,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
+        "us" | "µs" => n / 1_000_000.0,
         "m" | "min" => n * 60.0,
-        _ => return Err(format!("unknown duration unit in '{text}' (use ms, s or m)")),
+        _ => return Err(format!("unknown duration unit in '{text}' (use us, ms, s or m)")),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a valid duration"))
 }
@@ -294,12 +299,14 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// Formats a duration the way [`parse_duration`] reads it back (`5s`, `250ms`).
+/// Formats a duration the way [`parse_duration`] reads it back (`5s`, `250ms`, `50us`).
 pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else if d.as_nanos() % 1_000_000 == 0 {
         format!("{}ms", d.as_millis())
+    } else if d.as_nanos() % 1_000 == 0 && d < Duration::from_millis(1) {
+        format!("{}us", d.as_micros())
     } else {
         format!("{}s", d.as_secs_f64())
     }
@@ -346,6 +353,8 @@ pub struct FileConfig {
     pub max_handshakes: Option<usize>,
     /// `python-threads`.
     pub python_threads: Option<usize>,
+    /// `python-busy-poll`: a duration string, or seconds.
+    pub python_busy_poll: Option<Duration>,
     /// `heartbeat-timeout`: seconds, or a duration string.
     pub heartbeat_timeout: Option<Duration>,
     /// `expose`: a string or an array of `TYPEID=KIND:NAME` strings.
@@ -470,6 +479,8 @@ struct RawFile {
     handshake_timeout: Option<Duration>,
     max_handshakes: Option<usize>,
     python_threads: Option<usize>,
+    #[serde(default, deserialize_with = "de::duration")]
+    python_busy_poll: Option<Duration>,
     #[serde(default, deserialize_with = "de::duration")]
     heartbeat_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de::exposures")]
@@ -673,6 +684,7 @@ impl FileConfig {
             handshake_timeout: raw.handshake_timeout,
             max_handshakes: raw.max_handshakes,
             python_threads: raw.python_threads,
+            python_busy_poll: raw.python_busy_poll,
             heartbeat_timeout: raw.heartbeat_timeout,
             expose: raw.expose,
             advertise: raw.advertise,
@@ -925,9 +937,14 @@ mod tests {
         for size in [64 << 20, 1024, 1000, 3 << 30] {
             assert_eq!(parse_size(&format_size(size)), Ok(size));
         }
-        for d in [Duration::from_secs(5), Duration::from_millis(250), Duration::from_micros(1500)] {
+        for d in
+            [Duration::from_secs(5), Duration::from_millis(250), Duration::from_micros(1500), Duration::from_micros(50)]
+        {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
+        assert_eq!(format_duration(Duration::from_micros(50)), "50us");
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     }
 
     #[test]

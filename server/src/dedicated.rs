@@ -13,7 +13,9 @@
 //! beyond that, and for one-shot control connections and TLS, the shared workers
 //! serve it as before. A thread's runtime holds 4 more file descriptors, so the
 //! threads never take more than half of the open-files limit; a thread or runtime
-//! that cannot be started leaves its connection to the shared workers.
+//! that cannot be started leaves its connection to the shared workers. Such a thread
+//! polls its socket for a moment before it sleeps ([`crate::busy_poll`]); the shared
+//! workers never do.
 //!
 //! Owns: the count of such threads, and moving a connection's socket onto one. It
 //! runs the same dialect code as the shared workers (`dialect::python::serve`), so
@@ -27,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::access::Who;
+use crate::busy_poll::{BusyPoll, Polling};
 use crate::dialect;
 use crate::server::Shared;
 
@@ -38,11 +41,12 @@ pub enum Detached {
     Unix(std::os::unix::net::UnixStream),
 }
 
-/// How many dedicated threads are running, against the limit.
+/// How many dedicated threads are running, against the limit, and their polling.
 #[derive(Debug)]
 pub struct Threads {
     limit: usize,
     running: Arc<AtomicUsize>,
+    polling: Arc<Polling>,
 }
 
 /// One of the limited places: the thread count goes down when it drops.
@@ -83,7 +87,16 @@ impl Threads {
                 "fewer threads of their own for CPython connections: the open-files limit (ulimit -n) is low"
             );
         }
-        Threads { limit: capped, running: Arc::new(AtomicUsize::new(0)) }
+        Threads {
+            limit: capped,
+            running: Arc::new(AtomicUsize::new(0)),
+            polling: Arc::new(Polling::for_this_machine()),
+        }
+    }
+
+    /// What the threads' busy polling shares: its places and counters.
+    pub fn polling(&self) -> &Arc<Polling> {
+        &self.polling
     }
 
     /// Dedicated threads serving a connection now.
@@ -130,7 +143,7 @@ pub async fn serve_python(
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "cannot start a runtime for a CPython connection; the shared workers serve it");
-            return run(job).await;
+            return run(job, None).await;
         }
     };
     // The job goes over a channel, so that it is still ours if the thread cannot start.
@@ -140,9 +153,11 @@ pub async fn serve_python(
     let started = std::thread::Builder::new().name("agora-python".to_owned()).spawn(move || {
         let _seat = seat;
         let Ok(job) = job_rx.recv() else { return };
+        let limits = &job.shared.config.limits;
+        let poll = BusyPoll::new(limits.python_busy_poll, job.shared.python_threads.polling().clone());
         runtime.block_on(async move {
             tokio::select! {
-                _ = run(job) => {}
+                _ = run(job, Some(poll)) => {}
                 _ = stop_rx => {}
             }
         });
@@ -159,21 +174,23 @@ pub async fn serve_python(
         }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "cannot start a thread for a CPython connection; the shared workers serve it");
-            run(job).await;
+            run(job, None).await;
         }
     }
 }
 
-/// Registers the socket with the current runtime and serves it.
-async fn run(job: Job) {
+/// Registers the socket with the current runtime and serves it, busy polling with
+/// `poll` if this is the connection's own thread (the shared workers must not poll).
+async fn run(job: Job, mut poll: Option<BusyPoll>) {
     let Job { detached, buf, first, peer, who, shared } = job;
+    let poll = poll.as_mut();
     let registered = match detached {
         Detached::Tcp(s) => match tokio::net::TcpStream::from_std(s) {
-            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared).await,
+            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, poll).await,
             Err(e) => e,
         },
         Detached::Unix(s) => match tokio::net::UnixStream::from_std(s) {
-            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared).await,
+            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, poll).await,
             Err(e) => e,
         },
     };
@@ -194,7 +211,7 @@ mod tests {
 
     #[test]
     fn seats_are_limited_and_given_back() {
-        let threads = Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)) };
+        let threads = Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)), polling: Arc::new(Polling::new(1)) };
         let (a, b) = (threads.take().expect("first"), threads.take().expect("second"));
         assert!(threads.take().is_none(), "the limit is 2");
         assert_eq!(threads.running(), 2);

@@ -10,6 +10,8 @@
 //! | [`listener`] | TCP/Unix sockets and their options |
 //! | [`tls`] | TLS on `tls://` listeners: certificates, client verification, reload |
 //! | [`connection`] | handshake, limits, choosing the dialect |
+//! | [`dedicated`] | CPython connections' threads of their own |
+//! | [`busy_poll`] | such a thread polling for its client's next request before it sleeps |
 //! | [`relay`] | a cluster follower's relay of its clients to the leader, and the leader's side of it |
 //! | [`access`] | users, their rules, anonymous objects' owners: who may do what |
 //! | [`dialect`] | the native (MessagePack) and Python dialects: wire ↔ engine commands |
@@ -24,6 +26,7 @@
 //! | [`memory`] | the process's memory in use, the memory limit's samples, returning freed memory |
 
 pub mod access;
+pub mod busy_poll;
 pub mod cluster;
 pub mod config;
 pub mod connection;

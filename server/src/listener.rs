@@ -41,6 +41,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         None
     }
 
+    /// Whether bytes (or the peer's close) are waiting to be read, found out without
+    /// waiting; `None` if this transport cannot tell. [`crate::busy_poll`] asks it.
+    fn input_waiting(&self) -> Option<bool> {
+        None
+    }
+
     /// Takes the socket off this runtime, to be served on another
     /// ([`crate::dedicated`]); a stream that cannot be moved (TLS) comes back as is.
     /// `Ok(Err(_))`: taking it off failed, and the connection is lost.
@@ -73,6 +79,10 @@ impl Transport for TcpStream {
     fn detach(self) -> Result<io::Result<crate::dedicated::Detached>, Self> {
         Ok(self.into_std().map(crate::dedicated::Detached::Tcp))
     }
+
+    fn input_waiting(&self) -> Option<bool> {
+        input_waiting(self)
+    }
 }
 
 impl Transport for UnixStream {
@@ -86,6 +96,10 @@ impl Transport for UnixStream {
 
     fn detach(self) -> Result<io::Result<crate::dedicated::Detached>, Self> {
         Ok(self.into_std().map(crate::dedicated::Detached::Unix))
+    }
+
+    fn input_waiting(&self) -> Option<bool> {
+        input_waiting(self)
     }
 
     fn local_address(&self) -> Option<Address> {
@@ -103,6 +117,15 @@ impl Transport for UnixStream {
         }
         None
     }
+}
+
+/// Asks the kernel, without waiting, whether `socket` has bytes (or a close) to read.
+/// Tokio's own readiness is no use here: it is only learnt when the runtime polls.
+fn input_waiting(socket: &impl std::os::fd::AsRawFd) -> Option<bool> {
+    let mut wanted = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd that lives across the call, and a zero timeout.
+    let ready = unsafe { libc::poll(&mut wanted, 1, 0) };
+    (ready >= 0).then_some(ready > 0)
 }
 
 impl Transport for tokio::io::DuplexStream {

@@ -391,7 +391,8 @@ async fn serve_relayed(mut relay: RelayStream, opening: RelayOpening, shared: Ar
             }
             let RelayStream { stream, buf } = relay;
             let stream = Relayed { stream, address };
-            dialect::python::serve_session(stream, buf, None, &peer, who, &shared, (session, mailbox), resumed).await;
+            dialect::python::serve_session(stream, buf, None, &peer, who, &shared, (session, mailbox), resumed, None)
+                .await;
         } else {
             if relay.answer(&Ok(None)).await.is_err() {
                 return;

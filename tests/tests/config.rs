@@ -21,6 +21,8 @@ const SERVE_ENV: &[&str] = &[
     "AGORA_MAX_IN_FLIGHT",
     "AGORA_HANDSHAKE_TIMEOUT",
     "AGORA_HEARTBEAT_TIMEOUT",
+    "AGORA_PYTHON_THREADS",
+    "AGORA_PYTHON_BUSY_POLL",
     "AGORA_EXPOSE",
     "AGORA_LOG",
     "AGORA_METRICS",
@@ -72,6 +74,7 @@ heartbeat-timeout = 30
 log-level = "debug"
 workers = 3
 python-threads = 9
+python-busy-poll = "250us"
 "#,
     );
     let config = config.to_str().unwrap();
@@ -85,6 +88,7 @@ python-threads = 9
     assert_eq!(setting(&file_only, "handshake-timeout"), r#""5s""#);
     assert_eq!(setting(&file_only, "workers"), "3");
     assert_eq!(setting(&file_only, "python-threads"), "9");
+    assert_eq!(setting(&file_only, "python-busy-poll"), r#""250us""#);
 
     let env = [("AGORA_MAX_FRAME", "2MiB"), ("AGORA_LISTEN", "127.0.0.1:7002"), ("AGORA_CONFIG", config)];
     let with_env = ok(run(agora(&["serve", "--print-config"], &env)));
@@ -110,12 +114,23 @@ python-threads = 9
     assert_eq!(setting(&threads, "python-threads"), "0", "0 is allowed: every connection shares the workers");
     let threads = ok(run(agora(&["serve", "--print-config"], &[("AGORA_PYTHON_THREADS", "4")])));
     assert_eq!(setting(&threads, "python-threads"), "4");
+    let poll = ok(run(agora(
+        &["serve", "--print-config", "--python-busy-poll", "0"],
+        &[("AGORA_PYTHON_BUSY_POLL", "1ms"), ("AGORA_CONFIG", config)],
+    )));
+    assert_eq!(setting(&poll, "python-busy-poll"), r#""0s""#, "0 is allowed: threads sleep at once");
+    let poll = ok(run(agora(&["serve", "--print-config"], &[("AGORA_PYTHON_BUSY_POLL", "1ms")])));
+    assert_eq!(setting(&poll, "python-busy-poll"), r#""1ms""#);
+    let bad = run(agora(&["serve", "--print-config", "--python-busy-poll", "5 fortnights"], &[]));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use us, ms, s or m"), "{bad:?}");
 
     let defaults = ok(run(agora(&["serve", "--print-config"], &[])));
     assert_eq!(setting(&defaults, "listen"), r#"["127.0.0.1:50000"]"#);
     assert_eq!(setting(&defaults, "max-frame"), r#""64MiB""#);
     assert_eq!(setting(&defaults, "log-level"), r#""info""#);
     assert_eq!(setting(&defaults, "python-threads"), "256");
+    assert_eq!(setting(&defaults, "python-busy-poll"), r#""100us""#);
     let cpus = std::thread::available_parallelism().unwrap().get().to_string();
     assert_eq!(setting(&defaults, "workers"), cpus, "one worker per CPU by default");
 

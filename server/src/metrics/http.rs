@@ -70,6 +70,25 @@ pub fn render(shared: &Shared) -> String {
         stats.requests_total.to_string(),
     );
     scalar("agora_named_objects", "gauge", "Named objects alive now.", stats.named_objects.to_string());
+    let polls = shared.python_threads.polling().stats();
+    scalar(
+        "agora_python_busy_poll_hits_total",
+        "counter",
+        "Busy polls of a CPython connection's own thread that found the next request (a wake-up saved).",
+        polls.hits.to_string(),
+    );
+    scalar(
+        "agora_python_busy_poll_misses_total",
+        "counter",
+        "Busy polls that ended with no request (the thread slept after all).",
+        polls.misses.to_string(),
+    );
+    scalar(
+        "agora_python_busy_poll_seconds_total",
+        "counter",
+        "Time spent busy polling for CPython clients' requests (--python-busy-poll).",
+        format!("{:.6}", polls.nanos as f64 / 1e9),
+    );
     scalar(
         "agora_resident_memory_bytes",
         "gauge",

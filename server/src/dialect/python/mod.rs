@@ -41,6 +41,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access::{Level, Who};
+use crate::busy_poll::BusyPoll;
 use crate::engine::{Access, Answer, Command, Completion, Parked, Session, Ticket};
 use crate::listener::Transport;
 use crate::parking::{Mail, Mailbox};
@@ -150,7 +151,8 @@ enum After {
     Shutdown,
 }
 
-/// Serves a CPython client whose first frame (a pickled request) was already read.
+/// Serves a CPython client whose first frame (a pickled request) was already read;
+/// `poll`: busy polling for its requests, on a thread of its own.
 pub async fn serve<S: Transport>(
     mut stream: S,
     rbuf: BytesMut,
@@ -158,6 +160,7 @@ pub async fn serve<S: Transport>(
     peer: &str,
     who: Who,
     shared: Arc<Shared>,
+    poll: Option<&mut BusyPoll>,
 ) {
     let (session, mailbox, _peer) = match shared.open_session(peer, false) {
         Ok(opened) => opened,
@@ -168,7 +171,7 @@ pub async fn serve<S: Transport>(
             return refuse(&mut stream, &e).await;
         }
     };
-    serve_session(stream, rbuf, Some(first), peer, who, &shared, (session, mailbox), false).await;
+    serve_session(stream, rbuf, Some(first), peer, who, &shared, (session, mailbox), false, poll).await;
 }
 
 /// Serves a CPython connection in `opened`, a session opened (or resumed) for it,
@@ -185,6 +188,7 @@ pub async fn serve_session<S: Transport>(
     shared: &Shared,
     opened: (Session, Mailbox),
     persistent: bool,
+    poll: Option<&mut BusyPoll>,
 ) {
     let local_peer = stream.peer_is_local();
     let holder = stream.peer_pid().and_then(holders::Process::of_pid);
@@ -206,7 +210,7 @@ pub async fn serve_session<S: Transport>(
         holder,
         who,
     };
-    serve_requests(&mut stream, rbuf, first, peer, &mut conn).await;
+    serve_requests(&mut stream, rbuf, first, peer, &mut conn, poll).await;
     let PyConn { session, mailbox, left_waiting, .. } = conn;
     shared.parking.close(session, mailbox, left_waiting);
 }
@@ -218,6 +222,7 @@ async fn serve_requests<S: Transport>(
     first: Option<Bytes>,
     peer: &str,
     conn: &mut PyConn<'_>,
+    mut poll: Option<&mut BusyPoll>,
 ) {
     let shared = conn.shared;
     let mut shutdown = shared.shutdown.clone();
@@ -228,11 +233,18 @@ async fn serve_requests<S: Transport>(
         let body = match next.take() {
             Some(body) => body,
             None => {
+                // A request already buffered needs no polling for.
+                if let Some(poll) = poll.as_deref_mut().filter(|_| rbuf.is_empty()) {
+                    poll.wait(|| stream.input_waiting());
+                }
                 let read = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => return,
                     read = read_request(stream, &mut rbuf, max_frame) => read,
                 };
+                if let Some(poll) = poll.as_deref_mut() {
+                    poll.arrived();
+                }
                 match read {
                     Ok(body) => body,
                     Err(agora_proto::io::FrameIoError::Closed) => return,

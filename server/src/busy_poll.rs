@@ -1,0 +1,255 @@
+//! Busy polling: a CPython connection's thread of its own ([`crate::dedicated`]) looks
+//! for the client's next request for a moment before it goes to sleep.
+//!
+//! A stock CPython client sends its next call a few tens of microseconds after it reads
+//! an answer. A server thread that sleeps in between must be woken by the kernel, and
+//! where idle CPUs halt — virtual machines whose guest halt polling is off, like the
+//! one the benchmarks run on — waking one costs 20–30 µs, paid twice per round trip
+//! (the server's thread, then the client). A thread still polling its socket when the
+//! request comes needs no waking, so one of the two is saved: a lone CPython client's
+//! round trip over a Unix socket went from ~66 to ~31 µs (BENCHMARKS.md, round 19).
+//! Linux's `SO_BUSY_POLL` does the same for network card queues, and its
+//! `cpuidle-haltpoll` governor for a whole idle CPU; neither reaches a Unix socket or a
+//! guest that turned it off.
+//!
+//! The poll costs CPU, so it is bounded three ways:
+//! - by the connection's window, which adapts as the kernel's haltpoll governor adapts
+//!   its own: it grows while requests arrive soon after it ends (a poll would have
+//!   caught them), and halves after every gap longer than the most (`--python-busy-poll`),
+//!   so a client that pauses between calls soon costs nothing;
+//! - by how many threads poll at once (half the CPUs, at least one), so polling never
+//!   holds every core;
+//! - by yielding the CPU on every turn of the loop to any other thread that wants it.
+//!
+//! Owns: one connection's window, the count of threads polling, and the counters the
+//! metrics show. It sees a socket only through the readiness check it is given; it
+//! must not touch a dialect's or the engine's state.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every connection's polling shares: how many may poll at once, and what they did.
+#[derive(Debug)]
+pub struct Polling {
+    limit: usize,
+    polling: AtomicUsize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// What polling has done since the server started (the metrics endpoint shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollStats {
+    /// Polls that found the next request: a wake-up saved.
+    pub hits: u64,
+    /// Polls whose window ended first: the thread slept after all.
+    pub misses: u64,
+    /// Time spent polling, in nanoseconds.
+    pub nanos: u64,
+}
+
+impl Polling {
+    /// At most `limit` threads polling at once (0: none ever polls).
+    pub fn new(limit: usize) -> Polling {
+        Polling {
+            limit,
+            polling: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Half the CPUs this process may use, at least one: polling threads leave the
+    /// rest to the clients and the shared workers.
+    pub fn for_this_machine() -> Polling {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Polling::new((cpus / 2).max(1))
+    }
+
+    /// What polling has done so far.
+    pub fn stats(&self) -> PollStats {
+        PollStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            nanos: self.nanos.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes one of the polling places, if one is free.
+    fn take(&self) -> bool {
+        self.polling.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1)).is_ok()
+    }
+
+    fn give_back(&self) {
+        self.polling.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One connection's busy polling: call [`BusyPoll::wait`] after an answer is written
+/// and before the next read, and [`BusyPoll::arrived`] once the next request is read.
+#[derive(Debug)]
+pub struct BusyPoll {
+    most: Duration,
+    window: Duration,
+    answered: Option<Instant>,
+    polling: Arc<Polling>,
+}
+
+impl BusyPoll {
+    /// Polls for up to `most` at a time (zero: never), sharing `polling`'s places.
+    pub fn new(most: Duration, polling: Arc<Polling>) -> BusyPoll {
+        // A client that connects is about to make calls: start wide open.
+        BusyPoll { most, window: most, answered: None, polling }
+    }
+
+    /// The connection's window now.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Polls `ready` (bytes waiting on the socket? `None`: it cannot tell) until it says
+    /// yes or the window ends, yielding the CPU between looks; returns at once if the
+    /// window is closed or every polling place is taken. Starts the gap that
+    /// [`BusyPoll::arrived`] measures.
+    pub fn wait(&mut self, mut ready: impl FnMut() -> Option<bool>) {
+        let start = Instant::now();
+        self.answered = Some(start);
+        if self.window.is_zero() || !self.polling.take() {
+            return;
+        }
+        let caught = loop {
+            match ready() {
+                Some(true) => break true,
+                None => break false,
+                Some(false) if start.elapsed() >= self.window => break false,
+                Some(false) => std::thread::yield_now(),
+            }
+        };
+        self.polling.give_back();
+        let counter = if caught { &self.polling.hits } else { &self.polling.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.polling.nanos.fetch_add(spent, Ordering::Relaxed);
+    }
+
+    /// The next request was read: the gap since [`BusyPoll::wait`] began sets the window.
+    pub fn arrived(&mut self) {
+        if let Some(answered) = self.answered.take() {
+            self.window = next_window(self.window, answered.elapsed(), self.most);
+        }
+    }
+}
+
+/// The window after a request came `gap` after the answer: unchanged if the poll
+/// caught it; doubled (from at least a quarter of `most`, to at most `most`) if a
+/// longer poll would have; halved, and closed once below a microsecond, if no poll
+/// within `most` could have.
+fn next_window(window: Duration, gap: Duration, most: Duration) -> Duration {
+    if gap <= window {
+        window
+    } else if gap <= most {
+        (window * 2).max(most / 4).min(most)
+    } else {
+        let halved = window / 2;
+        if halved < Duration::from_micros(1) {
+            Duration::ZERO
+        } else {
+            halved
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOST: Duration = Duration::from_micros(100);
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn a_caught_request_keeps_the_window() {
+        assert_eq!(next_window(us(50), us(30), MOST), us(50));
+        assert_eq!(next_window(MOST, MOST, MOST), MOST);
+    }
+
+    #[test]
+    fn a_request_just_after_the_window_widens_it_up_to_the_most() {
+        assert_eq!(next_window(us(0), us(40), MOST), us(25), "from closed: a quarter of the most");
+        assert_eq!(next_window(us(25), us(40), MOST), us(50));
+        assert_eq!(next_window(us(80), us(90), MOST), MOST, "never past the most");
+    }
+
+    #[test]
+    fn long_pauses_close_the_window() {
+        let mut window = MOST;
+        let mut halvings = 0;
+        while !window.is_zero() {
+            window = next_window(window, Duration::from_millis(5), MOST);
+            halvings += 1;
+            assert!(halvings < 20, "the window closes");
+        }
+        assert_eq!(halvings, 7, "100 µs halves to below 1 µs in 7 steps");
+        assert_eq!(next_window(Duration::ZERO, Duration::from_millis(5), MOST), Duration::ZERO);
+        assert_eq!(next_window(Duration::ZERO, us(60), MOST), us(25), "and reopens when calls come quickly again");
+    }
+
+    #[test]
+    fn polling_stops_when_bytes_wait_and_counts_a_hit() {
+        let polling = Arc::new(Polling::new(1));
+        let mut poll = BusyPoll::new(Duration::from_secs(5), polling.clone());
+        let mut looks = 0;
+        poll.wait(|| {
+            looks += 1;
+            Some(looks == 3)
+        });
+        assert_eq!(looks, 3);
+        assert_eq!(polling.stats().hits, 1);
+        assert_eq!(polling.stats().misses, 0);
+        poll.arrived();
+        assert_eq!(poll.window(), Duration::from_secs(5), "caught: the window stays");
+        assert_eq!(polling.polling.load(Ordering::Acquire), 0, "the place is given back");
+    }
+
+    #[test]
+    fn polling_ends_with_the_window_and_counts_a_miss() {
+        let polling = Arc::new(Polling::new(1));
+        let mut poll = BusyPoll::new(Duration::from_millis(2), polling.clone());
+        let start = Instant::now();
+        poll.wait(|| Some(false));
+        assert!(start.elapsed() >= Duration::from_millis(2), "it polled for the whole window");
+        let stats = polling.stats();
+        assert_eq!((stats.hits, stats.misses), (0, 1));
+        assert!(stats.nanos >= 2_000_000, "the time spent is counted: {stats:?}");
+    }
+
+    #[test]
+    fn a_socket_that_cannot_tell_is_not_polled() {
+        let polling = Arc::new(Polling::new(1));
+        let mut poll = BusyPoll::new(Duration::from_secs(5), polling.clone());
+        let mut looks = 0;
+        poll.wait(|| {
+            looks += 1;
+            None
+        });
+        assert_eq!(looks, 1);
+    }
+
+    #[test]
+    fn no_more_threads_poll_than_the_limit() {
+        let polling = Arc::new(Polling::new(1));
+        assert!(polling.take(), "the one place");
+        let mut poll = BusyPoll::new(Duration::from_secs(5), polling.clone());
+        poll.wait(|| panic!("polled while the only place was taken"));
+        polling.give_back();
+        let mut never = BusyPoll::new(Duration::from_secs(5), Arc::new(Polling::new(0)));
+        never.wait(|| panic!("polled with no places at all"));
+        let mut off = BusyPoll::new(Duration::ZERO, polling);
+        off.wait(|| panic!("polled with busy polling off"));
+    }
+}
