@@ -457,8 +457,9 @@ pub struct ServeArgs {
     /// Longest such a thread polls its socket for the client's next call before it
     /// sleeps (e.g. 100us, 0 to never poll). Where waking a sleeping CPU is slow (virtual
     /// machines), this halves a lone CPython client's round trip, for up to this much
-    /// CPU per call; each connection's poll shrinks while its client pauses longer, and
-    /// at most half the CPUs poll at once, yielding to any other thread. [default: 100us]
+    /// CPU per call. Each connection's poll shrinks while its client pauses longer; none
+    /// polls while half the CPUs' worth of other CPython connections are calling; and a
+    /// polling thread yields to any other thread. [default: 100us]
     #[arg(long, value_name = "DURATION", env = "AGORA_PYTHON_BUSY_POLL", value_parser = parse_duration)]
     pub python_busy_poll: Option<Duration>,
 

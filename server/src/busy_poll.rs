@@ -12,31 +12,98 @@
 //! `cpuidle-haltpoll` governor for a whole idle CPU; neither reaches a Unix socket or a
 //! guest that turned it off.
 //!
-//! The poll costs CPU, so it is bounded three ways:
+//! A poll pays only while CPUs would otherwise sit idle. A polling thread keeps its
+//! CPU looking busy, so a client woken meanwhile queues behind a busy CPU instead of
+//! taking an idle one: with more CPython clients calling than half the CPUs, polling
+//! lengthened their tail latency (a queue's put and get, four clients on two cores: p99
+//! 150–300 → 240–1,100 µs) and gained nothing. So the poll is bounded four ways:
 //! - by the connection's window, which adapts as the kernel's haltpoll governor adapts
 //!   its own: it grows while requests arrive soon after it ends (a poll would have
 //!   caught them), and halves after every gap longer than the most (`--python-busy-poll`),
 //!   so a client that pauses between calls soon costs nothing;
-//! - by how many threads poll at once (half the CPUs, at least one), so polling never
-//!   holds every core;
+//! - by how many connections are calling: none polls while half the CPUs' worth of
+//!   other connections (at least one) made a call in the last millisecond;
+//! - by how many threads poll at once (half the CPUs, at least one);
 //! - by yielding the CPU on every turn of the loop to any other thread that wants it.
 //!
-//! Owns: one connection's window, the count of threads polling, and the counters the
-//! metrics show. It sees a socket only through the readiness check it is given; it
+//! Owns: one connection's window, the count of threads polling, the record of recent
+//! calls, and the counters the metrics show. It sees a socket only through the readiness check it is given; it
 //! must not touch a dialect's or the engine's state.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What every connection's polling shares: how many may poll at once, and what they did.
+/// What every connection's polling shares: how many may poll at once, who called
+/// lately, and what polling did.
 #[derive(Debug)]
 pub struct Polling {
     limit: usize,
     polling: AtomicUsize,
+    recent: Recent,
+    next_id: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     nanos: AtomicU64,
+}
+
+/// How long ago a call may have come for its connection to count as calling now.
+const CALLING: Duration = Duration::from_millis(1);
+
+/// The last calls of every polling connection, newest over oldest: enough to tell
+/// whether `limit` others called within [`CALLING`] (a connection calling every
+/// 100 µs leaves ~10 entries in it).
+const RECENT: usize = 64;
+
+/// Bits of a recent call's entry that hold its time (microseconds since the server's
+/// start, modulo 2^40: 12 days); the bits above hold its connection's id.
+const TIME_BITS: u32 = 40;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+
+/// A ring of recent calls, each one `AtomicU64`: `id << TIME_BITS | time`.
+#[derive(Debug)]
+struct Recent {
+    calls: [AtomicU64; RECENT],
+    next: AtomicUsize,
+    epoch: Instant,
+}
+
+impl Recent {
+    fn new() -> Recent {
+        Recent { calls: std::array::from_fn(|_| AtomicU64::new(0)), next: AtomicUsize::new(0), epoch: Instant::now() }
+    }
+
+    /// Microseconds since the server started, in an entry's time bits.
+    fn now(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX) & TIME_MASK
+    }
+
+    /// Notes a call of connection `id` at `time` (from [`Recent::now`]).
+    fn note(&self, id: u64, time: u64) {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % RECENT;
+        self.calls[slot].store(id << TIME_BITS | time, Ordering::Relaxed);
+    }
+
+    /// True if at least `enough` connections other than `id` called within [`CALLING`]
+    /// of `time`.
+    fn others_calling(&self, id: u64, time: u64, enough: usize) -> bool {
+        let horizon = CALLING.as_micros() as u64;
+        let mut seen = [0u64; RECENT];
+        let mut count = 0;
+        for call in &self.calls {
+            let call = call.load(Ordering::Relaxed);
+            let (other, at) = (call >> TIME_BITS, call & TIME_MASK);
+            let recent = time.wrapping_sub(at) & TIME_MASK <= horizon;
+            if other != 0 && other != id && recent && !seen[..count].contains(&other) {
+                seen[count] = other;
+                count += 1;
+                if count >= enough {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// What polling has done since the server started (the metrics endpoint shows it).
@@ -56,6 +123,8 @@ impl Polling {
         Polling {
             limit,
             polling: AtomicUsize::new(0),
+            recent: Recent::new(),
+            next_id: AtomicU64::new(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             nanos: AtomicU64::new(0),
@@ -92,6 +161,7 @@ impl Polling {
 /// and before the next read, and [`BusyPoll::arrived`] once the next request is read.
 #[derive(Debug)]
 pub struct BusyPoll {
+    id: u64,
     most: Duration,
     window: Duration,
     answered: Option<Instant>,
@@ -101,8 +171,11 @@ pub struct BusyPoll {
 impl BusyPoll {
     /// Polls for up to `most` at a time (zero: never), sharing `polling`'s places.
     pub fn new(most: Duration, polling: Arc<Polling>) -> BusyPoll {
+        // Ids fit the bits above an entry's time; one reused after 2^24 connections
+        // can only make two connections count as one.
+        let id = polling.next_id.fetch_add(1, Ordering::Relaxed) % ((1 << (64 - TIME_BITS)) - 1) + 1;
         // A client that connects is about to make calls: start wide open.
-        BusyPoll { most, window: most, answered: None, polling }
+        BusyPoll { id, most, window: most, answered: None, polling }
     }
 
     /// The connection's window now.
@@ -112,12 +185,16 @@ impl BusyPoll {
 
     /// Polls `ready` (bytes waiting on the socket? `None`: it cannot tell) until it says
     /// yes or the window ends, yielding the CPU between looks; returns at once if the
-    /// window is closed or every polling place is taken. Starts the gap that
-    /// [`BusyPoll::arrived`] measures.
+    /// window is closed, enough other connections are calling, or every polling place
+    /// is taken. Starts the gap that [`BusyPoll::arrived`] measures.
     pub fn wait(&mut self, mut ready: impl FnMut() -> Option<bool>) {
         let start = Instant::now();
         self.answered = Some(start);
-        if self.window.is_zero() || !self.polling.take() {
+        if self.window.is_zero() {
+            return;
+        }
+        let polling = &self.polling;
+        if polling.recent.others_calling(self.id, polling.recent.now(start), polling.limit) || !polling.take() {
             return;
         }
         let caught = loop {
@@ -135,10 +212,15 @@ impl BusyPoll {
         self.polling.nanos.fetch_add(spent, Ordering::Relaxed);
     }
 
-    /// The next request was read: the gap since [`BusyPoll::wait`] began sets the window.
+    /// The next request was read: the gap since [`BusyPoll::wait`] began sets the window,
+    /// and the call is noted for other connections' [`BusyPoll::wait`] to see.
     pub fn arrived(&mut self) {
+        let now = Instant::now();
         if let Some(answered) = self.answered.take() {
-            self.window = next_window(self.window, answered.elapsed(), self.most);
+            self.window = next_window(self.window, now.duration_since(answered), self.most);
+        }
+        if !self.most.is_zero() {
+            self.polling.recent.note(self.id, self.polling.recent.now(now));
         }
     }
 }
@@ -238,6 +320,49 @@ mod tests {
             None
         });
         assert_eq!(looks, 1);
+    }
+
+    #[test]
+    fn recent_calls_count_distinct_other_connections_within_a_millisecond() {
+        let recent = Recent::new();
+        assert!(!recent.others_calling(1, 5_000, 1), "nobody called yet");
+        recent.note(1, 4_900);
+        assert!(!recent.others_calling(1, 5_000, 1), "its own calls do not count");
+        recent.note(2, 3_000);
+        assert!(!recent.others_calling(1, 5_000, 1), "2 ms ago is not calling now");
+        recent.note(2, 4_500);
+        recent.note(2, 4_600);
+        assert!(recent.others_calling(1, 5_000, 1));
+        assert!(!recent.others_calling(1, 5_000, 2), "one other connection, twice");
+        recent.note(3, 4_100);
+        assert!(recent.others_calling(1, 5_000, 2));
+        assert!(!recent.others_calling(1, 5_000, 3));
+        // Old calls are written over: 64 newer ones of connection 1 hide the others.
+        for t in 0..RECENT as u64 {
+            recent.note(1, 4_900 + t);
+        }
+        assert!(!recent.others_calling(1, 5_000, 1));
+        // Times wrap at 2^40 µs without making old calls look new.
+        recent.note(4, TIME_MASK - 100);
+        assert!(recent.others_calling(1, 200, 1), "300 µs ago, across the wrap");
+        assert!(!recent.others_calling(1, 5_000, 1));
+    }
+
+    #[test]
+    fn nobody_polls_while_enough_other_connections_are_calling() {
+        let polling = Arc::new(Polling::new(1));
+        let mut other = BusyPoll::new(Duration::from_secs(5), polling.clone());
+        other.arrived();
+        let mut poll = BusyPoll::new(Duration::from_secs(5), polling.clone());
+        poll.wait(|| panic!("polled while another connection called just now"));
+        let mut alone = BusyPoll::new(Duration::from_secs(5), Arc::new(Polling::new(1)));
+        alone.arrived();
+        let mut looks = 0;
+        alone.wait(|| {
+            looks += 1;
+            Some(true)
+        });
+        assert_eq!(looks, 1, "its own calls never stop it");
     }
 
     #[test]
