@@ -7,7 +7,7 @@
 //! one the benchmarks run on — waking one costs 20–30 µs, paid twice per round trip
 //! (the server's thread, then the client). A thread still polling its socket when the
 //! request comes needs no waking, so one of the two is saved: a lone CPython client's
-//! round trip over a Unix socket went from ~66 to ~31 µs (BENCHMARKS.md, round 19).
+//! round trip over a Unix socket went from ~70 to ~31 µs (BENCHMARKS.md, round 19).
 //! Linux's `SO_BUSY_POLL` does the same for network card queues, and its
 //! `cpuidle-haltpoll` governor for a whole idle CPU; neither reaches a Unix socket or a
 //! guest that turned it off.
