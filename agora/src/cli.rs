@@ -454,8 +454,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", env = "AGORA_PYTHON_THREADS")]
     pub python_threads: Option<usize>,
 
-    /// Longest such a thread polls its socket for the client's next call before it
-    /// sleeps (e.g. 100us, 0 to never poll). Where waking a sleeping CPU is slow (virtual
+    /// Longest a CPython connection's thread of its own (--python-threads) polls its
+    /// socket for the client's next call before it sleeps (e.g. 100us, 0 to never poll). Where waking a sleeping CPU is slow (virtual
     /// machines), this halves a lone CPython client's round trip, for up to this much
     /// CPU per call. Each connection's poll shrinks while its client pauses longer; none
     /// polls while half the CPUs' worth of other CPython connections are calling; and a
