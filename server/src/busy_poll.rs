@@ -27,8 +27,8 @@
 //! - by yielding the CPU on every turn of the loop to any other thread that wants it.
 //!
 //! Owns: one connection's window, the count of threads polling, the record of recent
-//! calls, and the counters the metrics show. It sees a socket only through the readiness check it is given; it
-//! must not touch a dialect's or the engine's state.
+//! calls, and the counters the metrics show. It sees a socket only through the
+//! readiness check it is given; it must not touch a dialect's or the engine's state.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

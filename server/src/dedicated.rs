@@ -153,11 +153,12 @@ pub async fn serve_python(
     let started = std::thread::Builder::new().name("agora-python".to_owned()).spawn(move || {
         let _seat = seat;
         let Ok(job) = job_rx.recv() else { return };
-        let limits = &job.shared.config.limits;
-        let poll = BusyPoll::new(limits.python_busy_poll, job.shared.python_threads.polling().clone());
+        // Polling off: no poll at all, so no clock is read for it on any request.
+        let most = job.shared.config.limits.python_busy_poll;
+        let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.python_threads.polling().clone()));
         runtime.block_on(async move {
             tokio::select! {
-                _ = run(job, Some(poll)) => {}
+                _ = run(job, poll) => {}
                 _ = stop_rx => {}
             }
         });
