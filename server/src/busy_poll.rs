@@ -1,13 +1,16 @@
-//! Busy polling: a CPython connection's thread of its own ([`crate::dedicated`]) looks
-//! for the client's next request for a moment before it goes to sleep.
+//! Busy polling: a connection's thread looks for the client's next request for a
+//! moment before it goes to sleep — a CPython connection's thread of its own
+//! ([`crate::dedicated`]), and a shared worker thread serving a lone native client.
 //!
-//! A stock CPython client sends its next call a few tens of microseconds after it reads
-//! an answer. A server thread that sleeps in between must be woken by the kernel, and
+//! A client that makes one call at a time (every stock CPython client, and a lone
+//! native caller) sends its next call a few tens of microseconds after it reads an
+//! answer. A server thread that sleeps in between must be woken by the kernel, and
 //! where idle CPUs halt — virtual machines whose guest halt polling is off, like the
 //! one the benchmarks run on — waking one costs 20–30 µs, paid twice per round trip
 //! (the server's thread, then the client). A thread still polling its socket when the
 //! request comes needs no waking, so one of the two is saved: a lone CPython client's
-//! round trip over a Unix socket went from ~70 to ~31 µs (BENCHMARKS.md, round 19).
+//! round trip over a Unix socket went from ~70 to ~31 µs (BENCHMARKS.md, round 19), and
+//! a lone native client's over TCP from ~85 to ~26 µs (round 20).
 //! Linux's `SO_BUSY_POLL` does the same for network card queues, and its
 //! `cpuidle-haltpoll` governor for a whole idle CPU; neither reaches a Unix socket or a
 //! guest that turned it off.
@@ -26,6 +29,12 @@
 //! - by how many threads poll at once (half the CPUs, at least one);
 //! - by yielding the CPU on every turn of the loop to any other thread that wants it.
 //!
+//! A shared worker thread serves many connections, and while one of them polls, the
+//! others on that thread wait. So a native connection polls ([`BusyPoll::wait_alone`])
+//! only while no other connection has had a request since its own last one, stops as
+//! soon as one has, and its most is capped ([`NATIVE_MOST`]): it is for the lone
+//! client, and costs the others nothing once two are calling.
+//!
 //! Owns: one connection's window, the count of threads polling, the record of recent
 //! calls, and the counters the metrics show. It sees a socket only through the
 //! readiness check it is given; it must not touch a dialect's or the engine's state.
@@ -42,9 +51,32 @@ pub struct Polling {
     polling: AtomicUsize,
     recent: Recent,
     next_id: AtomicU64,
+    /// What the CPython connections' threads of their own did.
+    python: Counters,
+    /// What the shared workers did for native connections.
+    native: Counters,
+}
+
+/// The most a native connection may poll for at a time: its worker thread's other
+/// connections wait meanwhile.
+pub const NATIVE_MOST: Duration = Duration::from_millis(1);
+
+/// What one kind of polling did.
+#[derive(Debug, Default)]
+struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     nanos: AtomicU64,
+}
+
+impl Counters {
+    fn stats(&self) -> PollStats {
+        PollStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            nanos: self.nanos.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// How long ago a call may have come for its connection to count as calling now.
@@ -125,9 +157,8 @@ impl Polling {
             polling: AtomicUsize::new(0),
             recent: Recent::new(),
             next_id: AtomicU64::new(1),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            nanos: AtomicU64::new(0),
+            python: Counters::default(),
+            native: Counters::default(),
         }
     }
 
@@ -138,13 +169,14 @@ impl Polling {
         Polling::new((cpus / 2).max(1))
     }
 
-    /// What polling has done so far.
-    pub fn stats(&self) -> PollStats {
-        PollStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            nanos: self.nanos.load(Ordering::Relaxed),
-        }
+    /// What the CPython connections' threads' polling has done so far.
+    pub fn python_stats(&self) -> PollStats {
+        self.python.stats()
+    }
+
+    /// What native connections' polling on the shared workers has done so far.
+    pub fn native_stats(&self) -> PollStats {
+        self.native.stats()
     }
 
     /// Takes one of the polling places, if one is free.
@@ -157,8 +189,9 @@ impl Polling {
     }
 }
 
-/// One connection's busy polling: call [`BusyPoll::wait`] after an answer is written
-/// and before the next read, and [`BusyPoll::arrived`] once the next request is read.
+/// One connection's busy polling: call [`BusyPoll::wait`] (on a thread of its own) or
+/// [`BusyPoll::wait_alone`] (on a shared worker) after an answer is written and before
+/// the next read, and [`BusyPoll::arrived`] once the next request is read.
 #[derive(Debug)]
 pub struct BusyPoll {
     id: u64,
@@ -166,16 +199,55 @@ pub struct BusyPoll {
     window: Duration,
     answered: Option<Instant>,
     polling: Arc<Polling>,
+    /// A native connection on a shared worker (see [`BusyPoll::on_shared_worker`]).
+    shared_worker: bool,
+    /// On a shared worker: waits to let pass without polling, after polls that another
+    /// connection's request cut short (see [`BusyPoll::wait_alone`]).
+    skip: u32,
+    /// How many waits the next cut-short poll makes it let pass.
+    backoff: u32,
 }
 
+/// What one poll came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// The request (or the peer's close) came.
+    Caught,
+    /// The window ended first, or the socket could not tell.
+    Ended,
+    /// It was told to stop: another connection had a request.
+    CutShort,
+    /// Every polling place was taken: no poll.
+    NoPlace,
+}
+
+/// The fewest and the most waits a shared worker lets pass after a poll cut short.
+const BACKOFF: std::ops::RangeInclusive<u32> = 16..=1024;
+
 impl BusyPoll {
-    /// Polls for up to `most` at a time (zero: never), sharing `polling`'s places.
+    /// For a CPython connection's thread of its own: polls for up to `most` at a time
+    /// (zero: never), sharing `polling`'s places.
     pub fn new(most: Duration, polling: Arc<Polling>) -> BusyPoll {
         // Ids fit the bits above an entry's time; one reused after 2^24 connections
         // can only make two connections count as one.
         let id = polling.next_id.fetch_add(1, Ordering::Relaxed) % ((1 << (64 - TIME_BITS)) - 1) + 1;
         // A client that connects is about to make calls: start wide open.
-        BusyPoll { id, most, window: most, answered: None, polling }
+        BusyPoll { id, most, window: most, answered: None, polling, shared_worker: false, skip: 0, backoff: 0 }
+    }
+
+    /// For a native connection on a shared worker thread: polls for up to `most` (at
+    /// most [`NATIVE_MOST`]) at a time, only through [`BusyPoll::wait_alone`].
+    pub fn on_shared_worker(most: Duration, polling: Arc<Polling>) -> BusyPoll {
+        let most = most.min(NATIVE_MOST);
+        BusyPoll { id: 0, most, window: most, answered: None, polling, shared_worker: true, skip: 0, backoff: 0 }
+    }
+
+    fn counters(&self) -> &Counters {
+        if self.shared_worker {
+            &self.polling.native
+        } else {
+            &self.polling.python
+        }
     }
 
     /// The connection's window now.
@@ -187,34 +259,83 @@ impl BusyPoll {
     /// yes or the window ends, yielding the CPU between looks; returns at once if the
     /// window is closed, enough other connections are calling, or every polling place
     /// is taken. Starts the gap that [`BusyPoll::arrived`] measures.
-    pub fn wait(&mut self, mut ready: impl FnMut() -> Option<bool>) {
+    pub fn wait(&mut self, ready: impl FnMut() -> Option<bool>) {
         let start = Instant::now();
         self.answered = Some(start);
         if self.window.is_zero() {
             return;
         }
         let polling = &self.polling;
-        if polling.recent.others_calling(self.id, polling.recent.now(start), polling.limit) || !polling.take() {
+        if polling.recent.others_calling(self.id, polling.recent.now(start), polling.limit) {
             return;
         }
-        let caught = loop {
+        self.poll(start, || true, ready);
+    }
+
+    /// Like [`BusyPoll::wait`], for a shared worker: polls only while `alone` says no
+    /// other connection has had a request since this one's last, and returns at once
+    /// (without even reading the clock) if one has. Only then does the gap until
+    /// [`BusyPoll::arrived`] set the window. A poll that another connection's request
+    /// cuts short means two clients take turns: the next waits let pass without
+    /// polling, 16 and doubling with every such poll (at most 1,024), until one catches.
+    pub fn wait_alone(&mut self, alone: impl Fn() -> bool, ready: impl FnMut() -> Option<bool>) {
+        self.answered = None;
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        if !alone() {
+            return;
+        }
+        let start = Instant::now();
+        self.answered = Some(start);
+        if self.window.is_zero() {
+            return;
+        }
+        match self.poll(start, alone, ready) {
+            Polled::Caught => self.backoff = 0,
+            Polled::CutShort => {
+                self.backoff = (self.backoff * 2).clamp(*BACKOFF.start(), *BACKOFF.end());
+                self.skip = self.backoff;
+            }
+            Polled::Ended | Polled::NoPlace => {}
+        }
+    }
+
+    /// Polls `ready` while `go_on` holds and the window lasts, if a place is free.
+    fn poll(&mut self, start: Instant, go_on: impl Fn() -> bool, mut ready: impl FnMut() -> Option<bool>) -> Polled {
+        if !self.polling.take() {
+            return Polled::NoPlace;
+        }
+        let polled = loop {
             match ready() {
-                Some(true) => break true,
-                None => break false,
-                Some(false) if start.elapsed() >= self.window => break false,
+                Some(true) => break Polled::Caught,
+                None => break Polled::Ended,
+                Some(false) if start.elapsed() >= self.window => break Polled::Ended,
+                Some(false) if !go_on() => break Polled::CutShort,
                 Some(false) => std::thread::yield_now(),
             }
         };
         self.polling.give_back();
-        let counter = if caught { &self.polling.hits } else { &self.polling.misses };
+        let counters = self.counters();
+        let counter = if polled == Polled::Caught { &counters.hits } else { &counters.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.polling.nanos.fetch_add(spent, Ordering::Relaxed);
+        counters.nanos.fetch_add(spent, Ordering::Relaxed);
+        polled
     }
 
     /// The next request was read: the gap since [`BusyPoll::wait`] began sets the window,
-    /// and the call is noted for other connections' [`BusyPoll::wait`] to see.
+    /// and the call is noted for other connections' [`BusyPoll::wait`] to see. (On a
+    /// shared worker the gate is the server's request count instead: nothing is noted,
+    /// and the clock is read only if the last wait was alone.)
     pub fn arrived(&mut self) {
+        if self.shared_worker {
+            if let Some(answered) = self.answered.take() {
+                self.window = next_window(self.window, answered.elapsed(), self.most);
+            }
+            return;
+        }
         let now = Instant::now();
         if let Some(answered) = self.answered.take() {
             self.window = next_window(self.window, now.duration_since(answered), self.most);
@@ -291,8 +412,8 @@ mod tests {
             Some(looks == 3)
         });
         assert_eq!(looks, 3);
-        assert_eq!(polling.stats().hits, 1);
-        assert_eq!(polling.stats().misses, 0);
+        assert_eq!(polling.python_stats().hits, 1);
+        assert_eq!(polling.python_stats().misses, 0);
         poll.arrived();
         assert_eq!(poll.window(), Duration::from_secs(5), "caught: the window stays");
         assert_eq!(polling.polling.load(Ordering::Acquire), 0, "the place is given back");
@@ -305,7 +426,7 @@ mod tests {
         let start = Instant::now();
         poll.wait(|| Some(false));
         assert!(start.elapsed() >= Duration::from_millis(2), "it polled for the whole window");
-        let stats = polling.stats();
+        let stats = polling.python_stats();
         assert_eq!((stats.hits, stats.misses), (0, 1));
         assert!(stats.nanos >= 2_000_000, "the time spent is counted: {stats:?}");
     }
@@ -366,6 +487,65 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_worker_polls_only_while_it_is_alone() {
+        let polling = Arc::new(Polling::new(1));
+        let mut poll = BusyPoll::on_shared_worker(Duration::from_secs(5), polling.clone());
+        assert_eq!(poll.window(), NATIVE_MOST, "capped: the worker's other connections wait");
+        poll.wait_alone(|| false, || panic!("polled while another connection had a request"));
+        poll.arrived();
+        assert_eq!(poll.window(), NATIVE_MOST, "a wait that did not poll sets no window");
+        // Another connection's request during the poll ends it: a miss.
+        let mut looks = 0;
+        let others = std::cell::Cell::new(false);
+        poll.wait_alone(
+            || !others.get(),
+            || {
+                looks += 1;
+                others.set(looks == 3);
+                Some(false)
+            },
+        );
+        assert_eq!(looks, 3);
+        assert_eq!((polling.native_stats().hits, polling.native_stats().misses), (0, 1));
+        // Two clients taking turns: the next 16 waits let pass without a poll.
+        for _ in 0..16 {
+            poll.wait_alone(|| true, || panic!("polled right after a poll was cut short"));
+        }
+        poll.wait_alone(|| true, || Some(true));
+        assert_eq!(polling.native_stats().hits, 1);
+        assert_eq!(polling.python_stats(), PollStats { hits: 0, misses: 0, nanos: 0 }, "counted apart");
+        // Its calls are not noted: a CPython connection's gate uses the ring.
+        poll.arrived();
+        assert!(!polling.recent.others_calling(99, polling.recent.now(Instant::now()), 1));
+    }
+
+    #[test]
+    fn polls_cut_short_again_and_again_let_more_waits_pass_until_one_catches() {
+        let polling = Arc::new(Polling::new(1));
+        let mut poll = BusyPoll::on_shared_worker(NATIVE_MOST, polling.clone());
+        // Polls until it is cut short (`looks` counts how often it was asked).
+        let cut_short = |poll: &mut BusyPoll| {
+            let looked = std::cell::Cell::new(0);
+            poll.wait_alone(|| looked.get() == 0, || Some(looked.replace(looked.get() + 1) > 0));
+            looked.get()
+        };
+        assert_eq!(cut_short(&mut poll), 1, "the first wait polls");
+        let mut passed = Vec::new();
+        for _ in 0..8 {
+            let mut waits = 0;
+            while cut_short(&mut poll) == 0 {
+                waits += 1;
+            }
+            passed.push(waits);
+        }
+        // The wait after each run of passes polled, and was cut short again.
+        assert_eq!(passed, [16, 32, 64, 128, 256, 512, 1024, 1024]);
+        poll.skip = 0;
+        poll.wait_alone(|| true, || Some(true));
+        assert_eq!(poll.backoff, 0, "a poll that catches its request starts over");
+    }
+
+    #[test]
     fn no_more_threads_poll_than_the_limit() {
         let polling = Arc::new(Polling::new(1));
         assert!(polling.take(), "the one place");
@@ -374,7 +554,10 @@ mod tests {
         polling.give_back();
         let mut never = BusyPoll::new(Duration::from_secs(5), Arc::new(Polling::new(0)));
         never.wait(|| panic!("polled with no places at all"));
-        let mut off = BusyPoll::new(Duration::ZERO, polling);
+        let mut off = BusyPoll::new(Duration::ZERO, polling.clone());
         off.wait(|| panic!("polled with busy polling off"));
+        assert!(polling.take());
+        let mut native = BusyPoll::on_shared_worker(Duration::from_secs(5), polling.clone());
+        native.wait_alone(|| true, || panic!("a native connection polled while the only place was taken"));
     }
 }

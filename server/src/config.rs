@@ -62,6 +62,11 @@ pub struct Limits {
     /// Longest a CPython connection's thread of its own polls its socket for the next
     /// request before it sleeps ([`crate::busy_poll`]); zero: it sleeps at once.
     pub python_busy_poll: Duration,
+    /// Longest a shared worker polls the socket of a lone native client for its next
+    /// request before it goes back to its other connections' sockets
+    /// ([`crate::busy_poll`]; at most [`NATIVE_MOST`](crate::busy_poll::NATIVE_MOST));
+    /// zero: never.
+    pub native_busy_poll: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +82,7 @@ impl Default for Limits {
             dead_peer_timeout: Some(Duration::from_secs(10)),
             python_threads: 256,
             python_busy_poll: Duration::from_micros(100),
+            native_busy_poll: Duration::from_micros(100),
         }
     }
 }
@@ -355,6 +361,8 @@ pub struct FileConfig {
     pub python_threads: Option<usize>,
     /// `python-busy-poll`: a duration string, or seconds.
     pub python_busy_poll: Option<Duration>,
+    /// `native-busy-poll`: a duration string, or seconds.
+    pub native_busy_poll: Option<Duration>,
     /// `heartbeat-timeout`: seconds, or a duration string.
     pub heartbeat_timeout: Option<Duration>,
     /// `expose`: a string or an array of `TYPEID=KIND:NAME` strings.
@@ -481,6 +489,8 @@ struct RawFile {
     python_threads: Option<usize>,
     #[serde(default, deserialize_with = "de::duration")]
     python_busy_poll: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    native_busy_poll: Option<Duration>,
     #[serde(default, deserialize_with = "de::duration")]
     heartbeat_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de::exposures")]
@@ -685,6 +695,7 @@ impl FileConfig {
             max_handshakes: raw.max_handshakes,
             python_threads: raw.python_threads,
             python_busy_poll: raw.python_busy_poll,
+            native_busy_poll: raw.native_busy_poll,
             heartbeat_timeout: raw.heartbeat_timeout,
             expose: raw.expose,
             advertise: raw.advertise,

@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::access::Who;
-use crate::busy_poll::{BusyPoll, Polling};
+use crate::busy_poll::BusyPoll;
 use crate::dialect;
 use crate::server::Shared;
 
@@ -41,12 +41,11 @@ pub enum Detached {
     Unix(std::os::unix::net::UnixStream),
 }
 
-/// How many dedicated threads are running, against the limit, and their polling.
+/// How many dedicated threads are running, against the limit.
 #[derive(Debug)]
 pub struct Threads {
     limit: usize,
     running: Arc<AtomicUsize>,
-    polling: Arc<Polling>,
 }
 
 /// One of the limited places: the thread count goes down when it drops.
@@ -87,16 +86,7 @@ impl Threads {
                 "fewer threads of their own for CPython connections: the open-files limit (ulimit -n) is low"
             );
         }
-        Threads {
-            limit: capped,
-            running: Arc::new(AtomicUsize::new(0)),
-            polling: Arc::new(Polling::for_this_machine()),
-        }
-    }
-
-    /// What the threads' busy polling shares: its places and counters.
-    pub fn polling(&self) -> &Arc<Polling> {
-        &self.polling
+        Threads { limit: capped, running: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Dedicated threads serving a connection now.
@@ -155,7 +145,7 @@ pub async fn serve_python(
         let Ok(job) = job_rx.recv() else { return };
         // Polling off: no poll at all, so no clock is read for it on any request.
         let most = job.shared.config.limits.python_busy_poll;
-        let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.python_threads.polling().clone()));
+        let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.polling.clone()));
         runtime.block_on(async move {
             tokio::select! {
                 _ = run(job, poll) => {}
@@ -212,7 +202,7 @@ mod tests {
 
     #[test]
     fn seats_are_limited_and_given_back() {
-        let threads = Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)), polling: Arc::new(Polling::new(1)) };
+        let threads = Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)) };
         let (a, b) = (threads.take().expect("first"), threads.take().expect("second"));
         assert!(threads.take().is_none(), "the limit is 2");
         assert_eq!(threads.running(), 2);

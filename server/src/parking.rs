@@ -98,6 +98,11 @@ impl Mailbox {
     pub fn try_recv(&mut self) -> Option<Mail> {
         self.rx.try_recv().ok()
     }
+
+    /// True if mail is waiting.
+    pub fn has_mail(&self) -> bool {
+        !self.rx.is_empty()
+    }
 }
 
 impl Drop for Mailbox {

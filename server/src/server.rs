@@ -112,6 +112,9 @@ pub struct Shared {
     pub tls: Option<Arc<ServerTls>>,
     /// Threads of their own serving CPython clients' persistent connections.
     pub python_threads: crate::dedicated::Threads,
+    /// What every connection's busy polling shares: its places, the record of recent
+    /// calls, and its counters (see [`crate::busy_poll`]).
+    pub polling: Arc<crate::busy_poll::Polling>,
     /// Requests per second over the last sampling window, in thousandths.
     requests_per_sec_milli: AtomicU64,
 }
@@ -388,6 +391,7 @@ impl Server {
             started: std::time::Instant::now(),
             handshakes: connection::Handshakes::new(max_handshakes),
             python_threads,
+            polling: Arc::new(crate::busy_poll::Polling::for_this_machine()),
             client_refs: ClientRefs::default(),
             memory,
             peers: Peers::default(),

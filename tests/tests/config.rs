@@ -23,6 +23,7 @@ const SERVE_ENV: &[&str] = &[
     "AGORA_HEARTBEAT_TIMEOUT",
     "AGORA_PYTHON_THREADS",
     "AGORA_PYTHON_BUSY_POLL",
+    "AGORA_NATIVE_BUSY_POLL",
     "AGORA_EXPOSE",
     "AGORA_LOG",
     "AGORA_METRICS",
@@ -75,6 +76,7 @@ log-level = "debug"
 workers = 3
 python-threads = 9
 python-busy-poll = "250us"
+native-busy-poll = "50us"
 "#,
     );
     let config = config.to_str().unwrap();
@@ -89,6 +91,7 @@ python-busy-poll = "250us"
     assert_eq!(setting(&file_only, "workers"), "3");
     assert_eq!(setting(&file_only, "python-threads"), "9");
     assert_eq!(setting(&file_only, "python-busy-poll"), r#""250us""#);
+    assert_eq!(setting(&file_only, "native-busy-poll"), r#""50us""#);
 
     let env = [("AGORA_MAX_FRAME", "2MiB"), ("AGORA_LISTEN", "127.0.0.1:7002"), ("AGORA_CONFIG", config)];
     let with_env = ok(run(agora(&["serve", "--print-config"], &env)));
@@ -124,6 +127,17 @@ python-busy-poll = "250us"
     let bad = run(agora(&["serve", "--print-config", "--python-busy-poll", "5 fortnights"], &[]));
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("use us, ms, s or m"), "{bad:?}");
+    let poll = ok(run(agora(
+        &["serve", "--print-config", "--native-busy-poll", "0"],
+        &[("AGORA_NATIVE_BUSY_POLL", "1ms"), ("AGORA_CONFIG", config)],
+    )));
+    assert_eq!(setting(&poll, "native-busy-poll"), r#""0s""#, "0 is allowed: workers never poll");
+    let poll = ok(run(agora(&["serve", "--print-config"], &[("AGORA_NATIVE_BUSY_POLL", "1ms")])));
+    assert_eq!(setting(&poll, "native-busy-poll"), r#""1ms""#, "the most a worker may poll for");
+    let long = run(agora(&["serve", "--print-config", "--native-busy-poll", "2ms"], &[]));
+    assert!(!long.status.success(), "a worker's other connections wait while it polls");
+    let stderr = String::from_utf8_lossy(&long.stderr);
+    assert!(stderr.contains("native-busy-poll is at most 1ms") && stderr.contains("got 2ms"), "{stderr}");
 
     let defaults = ok(run(agora(&["serve", "--print-config"], &[])));
     assert_eq!(setting(&defaults, "listen"), r#"["127.0.0.1:50000"]"#);
@@ -131,6 +145,7 @@ python-busy-poll = "250us"
     assert_eq!(setting(&defaults, "log-level"), r#""info""#);
     assert_eq!(setting(&defaults, "python-threads"), "256");
     assert_eq!(setting(&defaults, "python-busy-poll"), r#""100us""#);
+    assert_eq!(setting(&defaults, "native-busy-poll"), r#""100us""#);
     let cpus = std::thread::available_parallelism().unwrap().get().to_string();
     assert_eq!(setting(&defaults, "workers"), cpus, "one worker per CPU by default");
 

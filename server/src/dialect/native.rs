@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use crate::access::{Level, Who};
+use crate::busy_poll::BusyPoll;
 use crate::engine::{Access, Answer, Command, Keep, Session, Ticket, Time};
 use crate::listener::Transport;
 use crate::metrics::WaitGuard;
@@ -110,6 +111,16 @@ struct Conn<'a> {
     local_peer: bool,
     /// The user it authenticated as: every request is checked against its rules.
     who: Who,
+    /// Busy polling for a lone client's next request (`None`: off, or a transport that
+    /// cannot tell whether input waits).
+    poll: Option<BusyPoll>,
+    /// The server's request count just after this connection last added to it: while
+    /// it is unchanged, no other connection has had a request since.
+    counted_at: u64,
+    /// No other connection had a request between this one's last two batches: only
+    /// then may it poll (on a worker with other connections ready, the first to be
+    /// answered would otherwise poll while they wait behind it).
+    alone: bool,
 }
 
 /// Serves a native connection whose first frame (the Hello) was already read.
@@ -145,11 +156,22 @@ pub async fn serve<S: Transport>(
         delivered_lsn: 0,
         local_peer: stream.peer_is_local(),
         who,
+        poll: busy_poll(&stream, &shared),
+        counted_at: 0,
+        alone: false,
     };
     run(&mut stream, rbuf, welcome, peer, &mut conn, &mut mailbox).await;
     // Whatever was delivered and never answered goes back; parked calls are abandoned.
     let Conn { session, parked, .. } = conn;
     shared.parking.close(session, mailbox, parked.into_values().map(|p| (p.object, p.ticket)));
+}
+
+/// The connection's busy polling, if it is on and its transport can tell whether
+/// input waits (TLS cannot).
+fn busy_poll<S: Transport>(stream: &S, shared: &Shared) -> Option<BusyPoll> {
+    let most = shared.config.limits.native_busy_poll;
+    let can_tell = stream.input_waiting().is_some();
+    (!most.is_zero() && can_tell).then(|| BusyPoll::on_shared_worker(most, shared.polling.clone()))
 }
 
 /// The connection loop; returns when the connection is done, for whatever reason.
@@ -241,7 +263,20 @@ async fn run<S: Transport>(
             // A peer that stops reading for a whole heartbeat period is as gone as one
             // that stops writing: do not let a full socket buffer pin its session.
             match tokio::time::timeout(heartbeat, stream.write_all(&wbuf)).await {
-                Ok(Ok(())) => wbuf.clear(),
+                Ok(Ok(())) => {
+                    wbuf.clear();
+                    // A lone client's next call, looked for before the worker sleeps;
+                    // a request already buffered needs no polling for.
+                    if let Some(poll) = conn.poll.as_mut().filter(|_| rbuf.is_empty()) {
+                        let (requests, counted_at, alone) =
+                            (&shared.counters.requests_total, conn.counted_at, conn.alone);
+                        let stream = &*stream;
+                        poll.wait_alone(
+                            || alone && requests.load(Ordering::Relaxed) == counted_at,
+                            || if mailbox.has_mail() { Some(true) } else { stream.input_waiting() },
+                        );
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "write failed; closing");
                     return;
@@ -294,6 +329,9 @@ async fn run<S: Transport>(
                 Ok(_) => {
                     conn.now = parking.engine().now();
                     last_heard = conn.now;
+                    if let Some(poll) = &mut conn.poll {
+                        poll.arrived();
+                    }
                     Event::Continue
                 }
                 Err(e) => {
@@ -350,7 +388,10 @@ impl Conn<'_> {
     /// Adds the requests handled since the last call to the server's counter.
     fn count_requests(&mut self) {
         if self.uncounted > 0 {
-            self.shared.counters.requests_total.fetch_add(std::mem::take(&mut self.uncounted), Ordering::Relaxed);
+            let handled = std::mem::take(&mut self.uncounted);
+            let before = self.shared.counters.requests_total.fetch_add(handled, Ordering::Relaxed);
+            self.alone = before == self.counted_at;
+            self.counted_at = before + handled;
         }
     }
 
