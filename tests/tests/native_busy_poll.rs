@@ -3,7 +3,6 @@
 //! and a second client on the same worker is served while the first one's are polled
 //! for (the worker's other connections must not wait behind a poll).
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use agora_client::{Manager, ManagerOptions};
@@ -21,23 +20,11 @@ async fn connect(server: &Server) -> Manager {
     Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false)).await.unwrap()
 }
 
-fn metric(endpoint: &str, name: &str) -> f64 {
-    let mut stream = std::net::TcpStream::connect(endpoint).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agora\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let line =
-        response.lines().find(|line| line.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_lone_client_is_polled_for_and_every_call_is_answered() {
     const CALLS: i64 = 2_000;
     for (poll, polls) in [("1ms", true), ("0", false)] {
         let server = server(poll);
-        let endpoint = server.metrics_endpoint();
         let manager = connect(&server).await;
         let counter = manager.value::<i64>("counter", &0).await.unwrap();
         let run = async {
@@ -47,11 +34,9 @@ async fn a_lone_client_is_polled_for_and_every_call_is_answered() {
         };
         tokio::time::timeout(HANG_GUARD, run).await.expect("every call is answered");
         assert_eq!(counter.get().await.unwrap(), CALLS);
-        let (hits, misses) = (
-            metric(&endpoint, "agora_native_busy_poll_hits_total"),
-            metric(&endpoint, "agora_native_busy_poll_misses_total"),
-        );
-        let requests = metric(&endpoint, "agora_requests_total");
+        let (hits, misses) =
+            (server.metric("agora_native_busy_poll_hits_total"), server.metric("agora_native_busy_poll_misses_total"));
+        let requests = server.metric("agora_requests_total");
         match polls {
             // A client that calls again at once is caught by some polls (the first
             // answers poll only once the client is seen calling alone), and a poll
@@ -59,7 +44,7 @@ async fn a_lone_client_is_polled_for_and_every_call_is_answered() {
             true => assert!(hits >= 1.0 && hits + misses <= requests, "{hits} {misses} {requests}"),
             false => assert_eq!((hits, misses), (0.0, 0.0), "polling is off"),
         }
-        let python = metric(&endpoint, "agora_python_busy_poll_hits_total");
+        let python = server.metric("agora_python_busy_poll_hits_total");
         assert_eq!(python, 0.0, "counted apart from CPython connections' polls");
     }
 }

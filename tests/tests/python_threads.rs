@@ -168,19 +168,6 @@ fn a_low_open_files_limit_caps_the_threads_and_everyone_is_still_served() {
     wait_for_no_python_threads(&rt, &server, &python.version);
 }
 
-/// The value of the unlabelled series `name` at the metrics endpoint `endpoint`.
-fn metric(endpoint: &str, name: &str) -> f64 {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(endpoint).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agora\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let line =
-        response.lines().find(|line| line.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn busy_polling_threads_answer_every_call_and_count_what_they_did() {
     python_support::for_each_python(|python| {
@@ -192,7 +179,6 @@ fn busy_polling_threads_answer_every_call_and_count_what_they_did() {
                 args: ["--python-busy-poll", poll, "--metrics", "127.0.0.1:0"].map(String::from).to_vec(),
                 ..Default::default()
             });
-            let endpoint = server.metrics_endpoint();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             // Every append arrives, and the blocked get is answered, while threads poll
             // for up to ten minutes after each answer (a poll that cannot miss a request).
@@ -201,10 +187,10 @@ fn busy_polling_threads_answer_every_call_and_count_what_they_did() {
             // The client is gone: its threads' polls end and their places are given back.
             wait_for_no_python_threads(&rt, &server, &python.version);
             let (hits, misses) = (
-                metric(&endpoint, "agora_python_busy_poll_hits_total"),
-                metric(&endpoint, "agora_python_busy_poll_misses_total"),
+                server.metric("agora_python_busy_poll_hits_total"),
+                server.metric("agora_python_busy_poll_misses_total"),
             );
-            let requests = metric(&endpoint, "agora_requests_total");
+            let requests = server.metric("agora_requests_total");
             match polls {
                 // At least some polls found the client's next append (half the CPUs
                 // may poll at once), and a poll follows an answer: no more than those.

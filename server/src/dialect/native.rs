@@ -7,7 +7,8 @@
 //! request. Requests take effect in the order they were sent because they run one
 //! after another on this task. A call that must wait (a queue get, a lock acquire) is
 //! parked: its answer arrives later in this session's mailbox, so the requests behind
-//! it go on.
+//! it go on. After writing, the loop may poll a lone client's socket for its next call
+//! before the worker sleeps ([`crate::busy_poll`], `--native-busy-poll`).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -170,8 +171,8 @@ pub async fn serve<S: Transport>(
 /// input waits (TLS cannot).
 fn busy_poll<S: Transport>(stream: &S, shared: &Shared) -> Option<BusyPoll> {
     let most = shared.config.limits.native_busy_poll;
-    let can_tell = stream.input_waiting().is_some();
-    (!most.is_zero() && can_tell).then(|| BusyPoll::on_shared_worker(most, shared.polling.clone()))
+    let can_tell = || stream.input_waiting().is_some();
+    (!most.is_zero() && can_tell()).then(|| BusyPoll::on_shared_worker(most, shared.polling.clone()))
 }
 
 /// The connection loop; returns when the connection is done, for whatever reason.

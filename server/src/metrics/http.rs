@@ -70,44 +70,30 @@ pub fn render(shared: &Shared) -> String {
         stats.requests_total.to_string(),
     );
     scalar("agora_named_objects", "gauge", "Named objects alive now.", stats.named_objects.to_string());
-    let polls = shared.polling.python_stats();
-    scalar(
-        "agora_python_busy_poll_hits_total",
-        "counter",
-        "Busy polls of a CPython connection's own thread that found the next request (a wake-up saved).",
-        polls.hits.to_string(),
-    );
-    scalar(
-        "agora_python_busy_poll_misses_total",
-        "counter",
-        "Busy polls that ended with no request (the thread slept after all).",
-        polls.misses.to_string(),
-    );
-    scalar(
-        "agora_python_busy_poll_seconds_total",
-        "counter",
-        "Time spent busy polling for CPython clients' requests (--python-busy-poll).",
-        format!("{:.6}", polls.nanos as f64 / 1e9),
-    );
-    let polls = shared.polling.native_stats();
-    scalar(
-        "agora_native_busy_poll_hits_total",
-        "counter",
-        "Busy polls of a shared worker for a lone native client that found its next request (a wake-up saved).",
-        polls.hits.to_string(),
-    );
-    scalar(
-        "agora_native_busy_poll_misses_total",
-        "counter",
-        "Busy polls for a native client that ended with no request (the window ended, or another connection had one).",
-        polls.misses.to_string(),
-    );
-    scalar(
-        "agora_native_busy_poll_seconds_total",
-        "counter",
-        "Time spent busy polling for a lone native client's requests (--native-busy-poll).",
-        format!("{:.6}", polls.nanos as f64 / 1e9),
-    );
+    let polling = &shared.polling;
+    for (dialect, polls, whose, setting) in [
+        ("python", polling.python_stats(), "a CPython connection's own thread", "--python-busy-poll"),
+        ("native", polling.native_stats(), "a worker for a lone native client", "--native-busy-poll"),
+    ] {
+        scalar(
+            &format!("agora_{dialect}_busy_poll_hits_total"),
+            "counter",
+            &format!("Busy polls of {whose} that found the next request (a wake-up saved)."),
+            polls.hits.to_string(),
+        );
+        scalar(
+            &format!("agora_{dialect}_busy_poll_misses_total"),
+            "counter",
+            &format!("Busy polls of {whose} that ended with no request (the window ended, or it was cut short)."),
+            polls.misses.to_string(),
+        );
+        scalar(
+            &format!("agora_{dialect}_busy_poll_seconds_total"),
+            "counter",
+            &format!("Time {whose} spent busy polling ({setting})."),
+            format!("{:.6}", polls.nanos as f64 / 1e9),
+        );
+    }
     scalar(
         "agora_resident_memory_bytes",
         "gauge",
