@@ -508,8 +508,10 @@ pub struct ServeArgs {
     pub metrics: Option<Address>,
 
     /// Threads serving connections (each connection's requests run in order on one of
-    /// them at a time). Fewer than the cores can be faster when clients run on the same
-    /// machine (BENCHMARKS.md). [default: the number of CPUs]
+    /// them at a time). The default leaves one CPU to the kernel, the clients beside the
+    /// server and its own other threads (on 2 CPUs, one worker served 50 clients
+    /// 5-25 % faster than two: BENCHMARKS.md, round 20); on a machine the server has
+    /// to itself, try one per CPU. [default: one fewer than the CPUs, at least 1]
     #[arg(long, value_name = "N", env = "AGORA_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
 
@@ -686,9 +688,12 @@ pub struct ServeSettings {
     pub cluster: Option<ClusterSettings>,
 }
 
-/// The default number of worker threads: one per CPU.
+/// The default number of worker threads: one fewer than the CPUs, at least one. The
+/// CPU left over is the kernel's (loopback and TCP processing), the clients' beside the
+/// server, and the server's own other threads' (CPython connections' threads, the log
+/// writer, snapshots).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl ServeArgs {
