@@ -31,9 +31,10 @@
 //!
 //! A shared worker thread serves many connections, and while one of them polls, the
 //! others on that thread wait. So a native connection polls ([`BusyPoll::wait_alone`])
-//! only while no other connection has had a request since its own last one, stops as
-//! soon as one has, and its most is capped ([`NATIVE_MOST`]): it is for the lone
-//! client, and costs the others nothing once two are calling.
+//! only after a round trip in which no other connection had a request, stops as soon
+//! as one has, lets its next answers pass unpolled while that keeps happening (two
+//! clients taking turns), and its most is capped ([`NATIVE_MOST`]): it is for the lone
+//! client, and costs the others next to nothing once two are calling.
 //!
 //! Owns: one connection's window, the count of threads polling, the record of recent
 //! calls, and the counters the metrics show. It sees a socket only through the
