@@ -65,7 +65,8 @@ pub struct Limits {
     /// Longest a shared worker polls the socket of a lone native client for its next
     /// request before it goes back to its other connections' sockets
     /// ([`crate::busy_poll`]; at most [`NATIVE_MOST`](crate::busy_poll::NATIVE_MOST));
-    /// zero: never.
+    /// zero: never. A server run on a runtime that also runs other work holds that
+    /// work up as long: set it to zero there.
     pub native_busy_poll: Duration,
 }
 
