@@ -570,8 +570,9 @@ pub struct ServeArgs {
 
     /// Run as node N (1, 2, …; unique in its cluster) of a replicated cluster. Needs
     /// --data-dir (the node's Raft log and snapshots), --peer-listen, and an authkey
-    /// every node shares (--authkey-file or $AGORA_AUTHKEY), or with [users] the same
-    /// users on every node and a --cluster-key-file. Clients may connect to any
+    /// every node shares (--authkey-file or $AGORA_AUTHKEY), or, with per-user keys (a
+    /// users table in the config file), the same users on every node and a
+    /// --cluster-key-file. Clients may connect to any
     /// node: the leader serves them, the others relay them to it. [default: a single
     /// server]
     #[arg(long, value_name = "N", env = "AGORA_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
@@ -591,7 +592,7 @@ pub struct ServeArgs {
 
     /// Read the key cluster nodes authenticate each other with from this file (the
     /// same file on every node; `agora cluster` takes it too). Needed when the config
-    /// file has [users], which leave no authkey; without users it defaults to the
+    /// file has a users table, which leaves no authkey; without users it defaults to the
     /// authkey. It is never a client's key. [default: the authkey]
     #[arg(long, value_name = "PATH", env = CLUSTER_KEY_FILE_ENV)]
     pub cluster_key_file: Option<PathBuf>,
