@@ -495,6 +495,65 @@ fn settling_tasks_share_one_write_and_none_waits_on_another() {
     close(d);
 }
 
+/// Group commit with `always`: settling tasks yield before they wake the log thread,
+/// so the records the other ready tasks append meanwhile go into the same write and
+/// the same fsync (woken by the first answer at once, the thread fsynced every few
+/// records under load).
+#[test]
+fn with_always_settling_tasks_yield_before_waking_the_log_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = open_with(dir.path(), Fsync::Always);
+    let c = Client::new(d.engine());
+    let dict = c.open(Kind::Dict, Some("d"), vec![]);
+    let mut cx = Context::from_waker(Waker::noop());
+    let nudged = |d: &Durability| *lock(&d.nudge.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The log thread also writes and fsyncs every 200 ms; try again if it got there first.
+    for attempt in 0.. {
+        assert!(attempt < 50, "the log thread always wrote before the settles ran");
+        // Writes carry several records (several clients): settling yields first.
+        c.call(dict, "__setitem__", vec![s("x"), Value::Int(attempt)]);
+        c.call(dict, "__setitem__", vec![s("y"), Value::Int(attempt)]);
+        d.flush();
+        while nudged(&d) {
+            assert!(Instant::now() < deadline, "the log thread never took its nudge");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let flushed = d.last_write_records.load(Ordering::Relaxed);
+        if flushed < 2 {
+            continue;
+        }
+        let mut settles = Vec::new();
+        for key in ["a", "b", "c"] {
+            c.call(dict, "__setitem__", vec![s(key), Value::Int(attempt)]);
+            let lsn = d.journal.appended();
+            let mut settle = Box::pin(d.settle(lsn));
+            assert!(settle.as_mut().poll(&mut cx).is_pending(), "not fsynced yet");
+            settles.push((lsn, settle));
+        }
+        if d.is_settled(settles[0].0) || d.last_write_records.load(Ordering::Relaxed) != flushed {
+            continue; // the log thread wrote meanwhile
+        }
+        assert!(!nudged(&d), "no settle woke the log thread before it yielded");
+        // The first to run again wakes the thread; its write and fsync cover all three.
+        let (first_lsn, first) = &mut settles[0];
+        while first.as_mut().poll(&mut cx).is_pending() {
+            assert!(Instant::now() < deadline, "the log thread never fsynced record {first_lsn}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let last_lsn = settles[2].0;
+        assert!(d.synced.load(Ordering::Acquire) >= last_lsn, "one fsync covered the records of all three");
+        if d.last_write_records.load(Ordering::Relaxed) != 3 {
+            continue; // the thread's own tick wrote some of them first
+        }
+        for (_, settle) in &mut settles[1..] {
+            assert_eq!(settle.as_mut().poll(&mut cx), Poll::Ready(()), "found its record on disk");
+        }
+        break;
+    }
+    close(d);
+}
+
 /// One client at a time: every write carries one record, so settling writes at once
 /// rather than yielding for others who will not come (but for one probe in 16).
 #[test]
