@@ -532,7 +532,9 @@ def run_restart(procs, tmp, fill_n, rounds, scale, deadline):
         note(f"agora restarted from its log with {size} entries in bench:dict, not {fill_n:,}")
 
     # Part 3: the pause of a snapshot under load, with the 1M entries in memory.
-    load_n = suite.n(200000, scale)
+    # Long enough (3-4 s at 150-200 K sets/s) that the snapshot, issued 1 s in, runs
+    # under load from start to end on either server (200,000 ended around 1 s).
+    load_n = suite.n(600000, scale)
     log(f"snapshot pause: 50 clients setting random keys of the {fill_n:,}-entry dict, with and without a snapshot")
     for rnd in range(rounds):
         if deadline.expired(reserve=60):
@@ -653,6 +655,11 @@ LEVEL_NAMES = {
 }
 
 
+def default_workers(cpus):
+    """`agora serve`'s default worker count on a machine of `cpus` CPUs (agora/src/cli.rs)."""
+    return max(1, cpus - 1)
+
+
 def render(info, tp, rs, meta, findings=""):
     L = []
     w = L.append
@@ -662,8 +669,15 @@ def render(info, tp, rs, meta, findings=""):
         "Written by `bench/durability.sh` (the script `bench/durability.py`), separately from the suite, into "
         "`bench/sections.md` (which `bench/run.sh` includes as is) and into this file. "
         f"One run, {meta['started']}, {meta['minutes']:.1f} min, load average {' '.join(meta['load_start'])} at the start "
-        f"and {' '.join(meta['load_end'])} at the end: **the machine ({info['nproc']} cores, {info['cpu']}) was shared "
-        "with other builds and benchmarks during the run**, so only ratios measured in the same run mean anything. "
+        f"and {' '.join(meta['load_end'])} at the end"
+        + (
+            f": **the machine ({info['nproc']} cores, {info['cpu']}) was busy with other work when the run began**. "
+            if float(meta["load_start"][0]) >= 0.5
+            else f" (the machine: {info['nproc']} cores, {info['cpu']}). "
+        )
+        + "Only ratios measured in the same run mean anything. "
+        f"`agora serve` runs with its default worker count ({default_workers(int(info['nproc']))} here: one fewer "
+        "than the CPUs, at least one). "
         f"{tp['rounds'] if tp else 0} interleaved rounds (every system, every fsync level, every round; the order "
         "of the levels rotates each round); tables show **medians**. Loopback TCP; both servers' data directories "
         f"in one temporary directory on the same filesystem ({meta['fs']}); {info['agora']}; {info['redis']}.\n"
@@ -794,7 +808,7 @@ def render(info, tp, rs, meta, findings=""):
         w(f"### 3. The pause of a snapshot under load ({n:,} entries)\n")
         w(
             f"50 clients, no pipelining, setting random keys among the {n:,} (`agora bench --raw -t set -r {n}` / "
-            f"`redis-benchmark -r {n} HSET`), -n {suite.n(200000, meta['scale']):,}; in one run of each pair "
+            f"`redis-benchmark -r {n} HSET`), -n {suite.n(600000, meta['scale']):,}; in one run of each pair "
             "`agora snapshot` (Redis: `BGREWRITEAOF`) is issued 1 s in. *pause* is what the server reports: agora's "
             "`pause_us` (the time mutating calls waited while the state was copied; `agora snapshot` prints it), "
             "Redis's `latest_fork_usec` (its main thread is stopped for the fork). redis-benchmark reports no p99.9. "
