@@ -671,7 +671,8 @@ def render(info, tp, rs, meta, findings=""):
         f"One run, {meta['started']}, {meta['minutes']:.1f} min, load average {' '.join(meta['load_start'])} at the start "
         f"and {' '.join(meta['load_end'])} at the end"
         + (
-            f": **the machine ({info['nproc']} cores, {info['cpu']}) was busy with other work when the run began**. "
+            f": **the machine ({info['nproc']} cores, {info['cpu']}) was not idle when the run began** (other work was "
+            "running or had just ended). "
             if float(meta["load_start"][0]) >= 0.5
             else f" (the machine: {info['nproc']} cores, {info['cpu']}). "
         )
