@@ -655,11 +655,6 @@ LEVEL_NAMES = {
 }
 
 
-def default_workers(cpus):
-    """`agora serve`'s default worker count on a machine of `cpus` CPUs (agora/src/cli.rs)."""
-    return max(1, cpus - 1)
-
-
 def render(info, tp, rs, meta, findings=""):
     L = []
     w = L.append
@@ -677,7 +672,7 @@ def render(info, tp, rs, meta, findings=""):
             else f" (the machine: {info['nproc']} cores, {info['cpu']}). "
         )
         + "Only ratios measured in the same run mean anything. "
-        f"`agora serve` runs with its default worker count ({default_workers(int(info['nproc']))} here: one fewer "
+        f"`agora serve` runs with its default worker count ({info['agora_workers']} here: one fewer "
         "than the CPUs, at least one). "
         f"{tp['rounds'] if tp else 0} interleaved rounds (every system, every fsync level, every round; the order "
         "of the levels rotates each round); tables show **medians**. Loopback TCP; both servers' data directories "

@@ -266,10 +266,21 @@ def machine_info():
         "memory": mem,
         "os": version(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "agora": version([str(AGORA), "--version"]) + f" (git {rev}{', uncommitted changes' if dirty else ''})",
+        "agora_workers": default_workers(),
         "redis": version(["redis-server", "--version"]),
         "python": sys.version.split()[0],
         "rustc": version(["rustc", "--version"]),
     }
+
+
+def default_workers():
+    """How many worker threads `agora serve` runs here by default, as the binary resolves it
+    (`--print-config`), or "?" if it cannot say."""
+    try:
+        out = subprocess.run([str(AGORA), "serve", "--print-config"], capture_output=True, text=True, timeout=10)
+        return next(line.split("=")[1].strip() for line in out.stdout.splitlines() if line.startswith("workers ="))
+    except (OSError, StopIteration, subprocess.TimeoutExpired):
+        return "?"
 
 
 def loadavg():
@@ -363,9 +374,9 @@ def run_suite(procs, tmp, rounds, scale, deadline):
     )
     # The same server with one worker per CPU (`--workers N`), the alternative to the
     # default of one fewer: the setting for a machine the server has to itself.
-    one = {"tcp": f"127.0.0.1:{free_port()}", "unix": f"unix:{tmp / 'agora-1w.sock'}"}
+    per_cpu = {"tcp": f"127.0.0.1:{free_port()}", "unix": f"unix:{tmp / 'agora-per-cpu.sock'}"}
     procs.start(
-        [AGORA, "serve", "--listen", one["tcp"], "--listen", one["unix"], "--max-connections", 20000,
+        [AGORA, "serve", "--listen", per_cpu["tcp"], "--listen", per_cpu["unix"], "--max-connections", 20000,
          "--heartbeat-timeout", "60s", "--log-level", "warn", "--workers", ALT_WORKERS],
         env=agora_env(),
     )
@@ -383,7 +394,7 @@ def run_suite(procs, tmp, rounds, scale, deadline):
             "--save", "", "--appendonly", "no", "--maxclients", 20000, "--daemonize", "no",
         ]
     )
-    for address in [agora_tcp, agora_unix, *one.values(), *echo.values(), f"127.0.0.1:{redis_port}", f"unix:{redis_sock}"]:
+    for address in [agora_tcp, agora_unix, *per_cpu.values(), *echo.values(), f"127.0.0.1:{redis_port}", f"unix:{redis_sock}"]:
         wait_until(lambda a=address: can_connect(a), address)
     agora_addr = {"tcp": agora_tcp, "unix": agora_unix}
     redis_args = {"tcp": ["-h", "127.0.0.1", "-p", redis_port], "unix": ["-s", redis_sock]}
@@ -426,7 +437,7 @@ def run_suite(procs, tmp, rounds, scale, deadline):
                 for test, r in by_test(rep).items():
                     take(("agora", transport, label, test), r)
                 if c > 1:
-                    for system, address in (("agora", agora_addr[transport]), ("agora1", one[transport])):
+                    for system, address in (("agora", agora_addr[transport]), ("agora-per-cpu", per_cpu[transport])):
                         for client in (["--raw"], []):
                             if system == "agora" and not client:
                                 continue  # the typed run against the default server is above
@@ -646,8 +657,8 @@ def render(info, res):
     )
     names = {"set": "HSET", "get": "HGET", "qput": "LPUSH", "qget": "RPOP", "add": "INCR"}
     for transport, system, title in (("tcp", "agora", "TCP"), ("unix", "agora", "UNIX"),
-                                     ("tcp", "agora1", f"TCP, `agora serve --workers {ALT_WORKERS}`"),
-                                     ("unix", "agora1", f"UNIX, `agora serve --workers {ALT_WORKERS}`")):
+                                     ("tcp", "agora-per-cpu", f"TCP, `agora serve --workers {ALT_WORKERS}`"),
+                                     ("unix", "agora-per-cpu", f"UNIX, `agora serve --workers {ALT_WORKERS}`")):
         if not any(s.rounds((system, transport, label, t)) for label in ("50x1", "50x16") for t in names):
             continue
         w(f"### {title}\n")
@@ -850,8 +861,8 @@ def targets(res):
                               ("50x16", 1.0, "50 clients, -P 16: set/get ≥ Redis HSET/HGET")):
         for transport in ("tcp", "unix"):
             for system, client in (("agora-raw", "raw client, as redis-benchmark's"), ("agora", "typed client"),
-                                   ("agora1-raw", f"raw client, --workers {ALT_WORKERS}"),
-                                   ("agora1", f"typed client, --workers {ALT_WORKERS}")):
+                                   ("agora-per-cpu-raw", f"raw client, --workers {ALT_WORKERS}"),
+                                   ("agora-per-cpu", f"typed client, --workers {ALT_WORKERS}")):
                 rs = [ratio(s.rps((system, transport, label, t)), s.rps(("redis", transport, label, t)))
                       for t in ("set", "get")]
                 if None in rs:
