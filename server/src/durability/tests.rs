@@ -434,6 +434,16 @@ fn concurrent_changes_replay_to_the_same_state() {
     assert_eq!(d.engine().canonical_state(), before, "the log's order is the order the changes were applied in");
 }
 
+/// Sets two keys and writes them (as several clients would): afterwards writes carry
+/// several records, so settling yields first. Returns how many records that write
+/// carried, fewer than two if the log thread's own tick wrote some first.
+fn write_several(d: &Durability, c: &Client, dict: ObjectId, attempt: i64) -> u64 {
+    c.call(dict, "__setitem__", vec![s("x"), Value::Int(attempt)]);
+    c.call(dict, "__setitem__", vec![s("y"), Value::Int(attempt)]);
+    d.flush();
+    d.last_write_records.load(Ordering::Relaxed)
+}
+
 /// Group commit with `everysec`: settling tasks yield so that others can append; the
 /// first to run again writes every record appended so far, and the next finds its own
 /// written. A task dropped while it yields (its connection closed) leaves nobody
@@ -448,11 +458,7 @@ fn settling_tasks_share_one_write_and_none_waits_on_another() {
     // The log thread also writes every 100 ms; try again if it got there first.
     for attempt in 0.. {
         assert!(attempt < 50, "the log thread always wrote before the settles ran");
-        // Writes carry several records (several clients): settling yields first.
-        c.call(dict, "__setitem__", vec![s("x"), Value::Int(attempt)]);
-        c.call(dict, "__setitem__", vec![s("y"), Value::Int(attempt)]);
-        d.flush();
-        if d.last_write_records.load(Ordering::Relaxed) < 2 {
+        if write_several(&d, &c, dict, attempt) < 2 {
             continue;
         }
         c.call(dict, "__setitem__", vec![s("a"), Value::Int(attempt)]);
@@ -511,15 +517,11 @@ fn with_always_settling_tasks_yield_before_waking_the_log_thread() {
     // The log thread also writes and fsyncs every 200 ms; try again if it got there first.
     for attempt in 0.. {
         assert!(attempt < 50, "the log thread always wrote before the settles ran");
-        // Writes carry several records (several clients): settling yields first.
-        c.call(dict, "__setitem__", vec![s("x"), Value::Int(attempt)]);
-        c.call(dict, "__setitem__", vec![s("y"), Value::Int(attempt)]);
-        d.flush();
+        let flushed = write_several(&d, &c, dict, attempt);
         while nudged(&d) {
             assert!(Instant::now() < deadline, "the log thread never took its nudge");
             std::thread::sleep(Duration::from_millis(1));
         }
-        let flushed = d.last_write_records.load(Ordering::Relaxed);
         if flushed < 2 {
             continue;
         }
