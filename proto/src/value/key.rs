@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use num_bigint::BigInt;
 
-use super::{num, Build, Dict, Object, Set, Value};
+use super::{num, siphash, Build, Dict, Object, Set, Value};
 use crate::WireError;
 
 /// A [`Value`] known to be hashable, with `Hash`/`Eq` following Python
@@ -127,6 +127,9 @@ fn hasher() -> impl Hasher {
 fn hash_with(value: &Value, mode: Mode) -> Option<u64> {
     let lenient = mode == Mode::Lenient;
     match value {
+        // First: the commonest keys, hashed without a streaming hasher.
+        Value::Str(s) => Some(hash_bytes(tag::STR, s.as_bytes())),
+        Value::Bytes(b) => Some(hash_bytes(tag::BYTES, b)),
         Value::Tuple(items) => hash_seq(tag::TUPLE, items, mode),
         Value::FrozenSet(set) => Some(hash_set(set)),
         Value::Object(obj) => Some(hash_object(obj)),
@@ -145,33 +148,24 @@ fn hash_scalar(value: &Value) -> u64 {
         Value::Int(i) => hash_int(&mut h, *i),
         Value::BigInt(b) => hash_big(&mut h, b),
         Value::Float(f) => hash_float(&mut h, *f),
-        Value::Str(s) => write_str(&mut h, s),
-        Value::Bytes(b) => {
-            h.write_u8(tag::BYTES);
-            b.hash(&mut h);
-        }
+        Value::Str(s) => return hash_bytes(tag::STR, s.as_bytes()),
+        Value::Bytes(b) => return hash_bytes(tag::BYTES, b),
         _ => h.write_u8(tag::NONE),
     }
     h.finish()
 }
 
-/// What `write_u8(tag::STR)` then `str`'s `Hash` feed the hasher (the tag, the bytes,
-/// 0xff), in one `write` when the string is short: the hash is the same (SipHash is a
-/// stream), and one call costs far less than three, each of which goes through the
-/// hasher's partial-word buffer. Most dict keys are short strings.
-fn write_str(h: &mut impl Hasher, s: &str) {
-    const SHORT: usize = 62;
-    let bytes = s.as_bytes();
-    if bytes.len() <= SHORT {
-        let mut buf = [0u8; SHORT + 2];
-        buf[0] = tag::STR;
-        buf[1..=bytes.len()].copy_from_slice(bytes);
-        buf[bytes.len() + 1] = 0xff;
-        h.write(&buf[..bytes.len() + 2]);
-    } else {
-        h.write_u8(tag::STR);
-        s.hash(h);
-    }
+/// A str's or bytes' hash: one pass of SipHash-1-3 (std's `HashMap` hash) over the
+/// bytes, under a per-process random key of the type's own (its tag in the key), so
+/// `'a'` and `b'a'` hash apart. Most dict keys are short strs: hashing a 16-byte one
+/// this way costs 191 instructions, against 243 through std's streaming hasher.
+fn hash_bytes(tag: u8, bytes: &[u8]) -> u64 {
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    let &(k0, k1) = KEY.get_or_init(|| {
+        let seed = RandomState::new();
+        (seed.hash_one(0u8), seed.hash_one(1u8))
+    });
+    siphash::siphash::<1, 3>(k0 ^ u64::from(tag), k1, bytes)
 }
 
 fn hash_int(h: &mut impl Hasher, i: i64) {
@@ -296,18 +290,6 @@ mod tests {
 
     fn h(v: &Value) -> u64 {
         hash_value(v).unwrap()
-    }
-
-    proptest! {
-        #[test]
-        fn a_str_hashes_as_its_tag_then_std_s_str_hash(text in "\\PC{0,80}") {
-            let mut by_parts = hasher();
-            by_parts.write_u8(tag::STR);
-            text.hash(&mut by_parts);
-            let mut at_once = hasher();
-            write_str(&mut at_once, &text);
-            prop_assert_eq!(at_once.finish(), by_parts.finish());
-        }
     }
 
     #[test]

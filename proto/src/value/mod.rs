@@ -17,7 +17,8 @@
 //! Where things live:
 //! - `num`: the numeric tower (exact int/float comparison, `+` without overflow);
 //! - `compare`: `==`, `<` and the stable [`sort_values`];
-//! - `key`: [`Key`] and [`hash_value`] (equal values hash alike);
+//! - `key`: [`Key`] and [`hash_value`] (equal values hash alike), with `siphash`, the
+//!   one-pass SipHash it hashes strs and bytes with;
 //! - `dict`: the insertion-ordered [`Dict`] and the [`Set`];
 //! - `repr` (with its Unicode table `printable`): `repr()` as CPython prints it;
 //! - `serde_conv`, `ser`, `de`: [`to_value`] / [`from_value`] for any serde type;
@@ -47,6 +48,7 @@ mod printable;
 mod repr;
 mod ser;
 mod serde_conv;
+mod siphash;
 
 pub use compact_str::CompactString;
 pub use compare::sort_values;
