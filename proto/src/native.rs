@@ -21,6 +21,7 @@ use crate::value::CompactString;
 use crate::{Value, WireError};
 
 mod fast;
+pub mod spare;
 
 /// The native protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -25,13 +25,27 @@ use crate::objects::condition::ConditionLock;
 pub use agora_proto::methods::MethodSpec;
 
 /// Arguments bound to a method's parameters: one slot per parameter (empty where an
-/// optional parameter was not given), plus the leftover keywords of a `**kwargs` method.
+/// optional parameter was not given), then a `*args` method's extra positional
+/// arguments, plus the leftover keywords of a `**kwargs` method.
+///
+/// The slots are the very buffer the call's positional arguments were decoded into,
+/// padded to one value per parameter, and that buffer goes back to the thread's spare
+/// ones when the arguments are dropped ([`agora_proto::native::spare`]): binding and
+/// running a call allocate nothing for its arguments.
 #[derive(Debug, Clone)]
 pub struct Args {
     method: &'static str,
-    slots: Vec<Option<Value>>,
+    /// One value per parameter (`None` where not given), then the `*args` extras.
+    values: Vec<Value>,
+    /// Bit `i`: parameter `i` was given and is not taken yet.
+    given: u64,
+    /// How many of `values` are parameters; the extras after them are all given.
+    params: usize,
     keywords: Vec<(String, Value)>,
 }
+
+/// The most parameters a method may declare: one bit each in [`Args`]'s `given`.
+const MAX_PARAMS: usize = u64::BITS as usize;
 
 impl Args {
     /// The method these arguments were bound for (for error messages).
@@ -39,14 +53,29 @@ impl Args {
         self.method
     }
 
-    /// The argument for parameter `index`, if given.
-    pub fn get(&self, index: usize) -> Option<&Value> {
-        self.slots.get(index).and_then(Option::as_ref)
+    fn is_given(&self, index: usize) -> bool {
+        if index < self.params {
+            self.given & (1 << index) != 0
+        } else {
+            index < self.values.len()
+        }
     }
 
-    /// Takes the argument for parameter `index`, if given.
+    /// The argument for parameter `index`, if given.
+    pub fn get(&self, index: usize) -> Option<&Value> {
+        self.is_given(index).then(|| &self.values[index])
+    }
+
+    /// Takes the argument for parameter `index`, if given. (An extra of a `*args`
+    /// method is taken with [`Args::take_rest`].)
     pub fn take(&mut self, index: usize) -> Option<Value> {
-        self.slots.get_mut(index).and_then(Option::take)
+        if !self.is_given(index) {
+            return None;
+        }
+        if index < self.params {
+            self.given &= !(1 << index);
+        }
+        Some(std::mem::take(&mut self.values[index]))
     }
 
     /// Takes a required argument ([`bind`] guarantees required slots are filled).
@@ -78,8 +107,10 @@ impl Args {
     /// parameters that were not given: with `index` = the number of named parameters,
     /// the extra positional arguments of a `*args` method.
     pub fn take_rest(&mut self, index: usize) -> Vec<Value> {
-        let start = index.min(self.slots.len());
-        self.slots.drain(start..).flatten().collect()
+        let start = index.min(self.values.len());
+        let rest = (start..self.values.len()).filter_map(|i| self.take(i)).collect();
+        self.values.truncate(start);
+        rest
     }
 
     /// Takes the leftover keyword arguments of a `**kwargs` method.
@@ -89,7 +120,24 @@ impl Args {
 
     /// Arguments for tests and internal calls: the given values fill the first slots.
     pub fn from_values(method: &'static str, values: Vec<Value>) -> Args {
-        Args { method, slots: values.into_iter().map(Some).collect(), keywords: Vec::new() }
+        let params = values.len().min(MAX_PARAMS);
+        Args { method, given: mask(params), params, values, keywords: Vec::new() }
+    }
+}
+
+/// The argument buffer goes back to this thread's spare ones.
+impl Drop for Args {
+    fn drop(&mut self) {
+        agora_proto::native::spare::give_back(std::mem::take(&mut self.values));
+    }
+}
+
+/// The bits of the first `n` (at most 64) parameters.
+fn mask(n: usize) -> u64 {
+    if n >= MAX_PARAMS {
+        u64::MAX
+    } else {
+        (1 << n) - 1
     }
 }
 
@@ -98,6 +146,9 @@ impl Args {
 pub fn bind(spec: &MethodSpec, positional: Vec<Value>, keywords: Vec<(String, Value)>) -> Result<Args, WireError> {
     let name = spec.name;
     let max = spec.params.len();
+    if max > MAX_PARAMS {
+        return Err(bad_args(format!("{name}() declares {max} parameters; at most {MAX_PARAMS} are supported")));
+    }
     if positional.len() > max && !spec.var_positional {
         let takes = if spec.required == max { format!("{max}") } else { format!("from {} to {max}", spec.required) };
         return Err(bad_args(format!(
@@ -106,25 +157,29 @@ pub fn bind(spec: &MethodSpec, positional: Vec<Value>, keywords: Vec<(String, Va
             positional.len()
         )));
     }
-    let mut slots: Vec<Option<Value>> = positional.into_iter().map(Some).collect();
-    if slots.len() < max {
-        slots.resize(max, None);
+    let mut values = positional;
+    let mut given = mask(values.len());
+    if values.len() < max {
+        values.resize(max, Value::None);
     }
     let mut extra = Vec::new();
     for (key, value) in keywords {
         match spec.params.iter().position(|p| *p == key) {
-            Some(i) if slots[i].is_some() => {
+            Some(i) if given & (1 << i) != 0 => {
                 return Err(bad_args(format!("{name}() got multiple values for argument '{key}'")))
             }
-            Some(i) => slots[i] = Some(value),
+            Some(i) => {
+                values[i] = value;
+                given |= 1 << i;
+            }
             None if spec.var_keywords => extra.push((key, value)),
             None => return Err(bad_args(format!("{name}() got an unexpected keyword argument '{key}'"))),
         }
     }
-    if let Some(missing) = (0..spec.required).find(|&i| slots[i].is_none()) {
+    if let Some(missing) = (0..spec.required).find(|&i| given & (1 << i) == 0) {
         return Err(bad_args(format!("{name}() missing required argument: '{}'", spec.params[missing])));
     }
-    Ok(Args { method: name, slots, keywords: extra })
+    Ok(Args { method: name, values, given: given & mask(max), params: max, keywords: extra })
 }
 
 /// Argument-binding failures travel as `TypeError`, as in Python.
@@ -395,8 +450,38 @@ mod tests {
         let positional = args.positional;
         let buffer = positional.as_ptr() as usize;
         let mut args = bind(&PUT, positional, vec![]).unwrap();
-        assert_eq!(args.slots.as_ptr() as usize, buffer);
+        assert_eq!(args.values.as_ptr() as usize, buffer);
         assert_eq!((args.take(0), args.get(1), args.get(2)), (Some(Value::Int(7)), None, None));
+    }
+
+    #[test]
+    fn a_bound_calls_buffer_goes_to_the_next_decoded_call() {
+        use agora_proto::native::{self, Op, Request};
+        let decode = || {
+            let call = Op::Call {
+                object: 1,
+                method: "__getitem__".into(),
+                args: native::Args::positional(vec![Value::Int(7)]),
+            };
+            let mut bytes = Vec::new();
+            native::encode_request(&Request { id: 1, op: call }, &mut bytes).unwrap();
+            let Op::Call { args, .. } = native::decode_request(&bytes).unwrap().op else { panic!("a call") };
+            args.positional
+        };
+        let first = bind(&SETITEM, decode(), vec![("value".into(), Value::None)]).unwrap();
+        let buffer = first.values.as_ptr() as usize;
+        drop(first);
+        let second = decode();
+        assert_eq!(second.as_ptr() as usize, buffer, "the buffer was reused");
+    }
+
+    #[test]
+    fn a_method_of_more_than_64_parameters_is_refused() {
+        const MANY: [&str; 65] = ["p"; 65];
+        const WIDE: MethodSpec = MethodSpec::optional("wide", &MANY, 0);
+        let Err(e) = bind(&WIDE, vec![], vec![]) else { panic!("bound") };
+        assert_eq!(e.code, ErrorCode::TypeError);
+        assert!(e.message.contains("at most 64"), "{}", e.message);
     }
 
     #[test]
