@@ -75,6 +75,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn value(&mut self) -> Option<Value> {
+        // A short str (most keys and values) directly: the general decoder's result
+        // plumbing cost more than the str itself (BENCHMARKS.md, round 22).
+        if let Some(0xa0..=0xbf) = self.buf.get(self.pos) {
+            return self.str().map(|s| Value::Str(s.into()));
+        }
         let (value, used) = decode_msgpack_prefix(self.buf.get(self.pos..)?).ok()?;
         self.pos += used;
         Some(value)
@@ -85,7 +90,8 @@ impl<'a> Cursor<'a> {
         // Room for a few more than were sent: the server binds these in place into one
         // slot per parameter, and a call that leaves out optional ones (a queue's
         // `put(item)` of `put(item, block, timeout)`) would otherwise reallocate.
-        let mut out = if n == 0 { Vec::new() } else { Vec::with_capacity(n.clamp(SLOTS, 16)) };
+        // From this thread's spare buffers: the server gives it back after the call.
+        let mut out = super::spare::buffer(n.clamp(SLOTS, 16));
         for _ in 0..n {
             out.push(self.value()?);
         }
