@@ -101,6 +101,11 @@ try:
     print("ACQUIRED")
 except Exception as e:
     print("RAISED", type(e).__name__, e)
+# Leave without the proxies' exit-time decref: it would connect to a server that is
+# closing its listener, a connect the kernel can leave half open (it hung a CI run).
+sys.stdout.flush()
+import os
+os._exit(0)
 "#;
     python_support::for_each_python(|python| {
         let mut options = with_metrics();
@@ -111,7 +116,7 @@ except Exception as e:
         let holder = rt.block_on(connect(&server));
         let guard = rt.block_on(async { holder.lock("L").await.unwrap().acquire().await.unwrap() });
         let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
-        let child = std::process::Command::new(&python.exe)
+        let mut child = std::process::Command::new(&python.exe)
             .args(["-c", script, &server.address, &key])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -119,6 +124,15 @@ except Exception as e:
             .unwrap();
         wait_for_waiters(&metrics, 1);
         server.signal(libc::SIGTERM);
+        // A hang guard only: the client should be told at once.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("CPython {}: the waiter did not finish within 60 s of SIGTERM", python.version);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
