@@ -602,6 +602,7 @@ def render(info, res):
     w("| | |\n|---|---|")
     for k in ("nproc", "cpu", "memory", "kernel", "os", "agora", "redis", "python", "rustc"):
         w(f"| {k} | {info[k]} |")
+    w(f"| agora serve workers (its default here) | {info.get('agora_workers', '?')} |")
     w(f"| load average at start / end | {' '.join(res['load_start'])} / {' '.join(res['load_end'])} |")
     w(f"| suite duration | {res['minutes']:.1f} min |\n")
     w(
