@@ -8,7 +8,11 @@
 //! worker thread, one call after another, so the buffer a call gives back is the next
 //! call's. A thread keeps the buffer given back last (the one it held before is
 //! freed: a call that parked and was answered later, say), and never a large one.
-//! (A list of kept buffers cost more than `malloc` and `free`.)
+//! (A list of kept buffers, or a `Cell<Option<Vec>>`, took more instructions than
+//! this `Cell<Vec>`: BENCHMARKS.md, round 22.)
+//!
+//! It only holds empty buffers: what a buffer held is dropped before it is kept, and
+//! nothing here knows who decodes into them or binds them.
 
 use std::cell::Cell;
 
