@@ -116,10 +116,15 @@ mod tag {
     pub const DICT: u8 = 10;
 }
 
-/// The process's hash seed.
-fn hasher() -> impl Hasher {
+/// The process's hash seed (random, drawn once).
+fn seed() -> &'static RandomState {
     static SEED: OnceLock<RandomState> = OnceLock::new();
-    SEED.get_or_init(RandomState::new).build_hasher()
+    SEED.get_or_init(RandomState::new)
+}
+
+/// A streaming hasher under the process's seed.
+fn hasher() -> impl Hasher {
+    seed().build_hasher()
 }
 
 /// The hash, or `None` if (in strict mode) the value is unhashable. Kept lean: it
@@ -127,9 +132,6 @@ fn hasher() -> impl Hasher {
 fn hash_with(value: &Value, mode: Mode) -> Option<u64> {
     let lenient = mode == Mode::Lenient;
     match value {
-        // First: the commonest keys, hashed without a streaming hasher.
-        Value::Str(s) => Some(hash_bytes(tag::STR, s.as_bytes())),
-        Value::Bytes(b) => Some(hash_bytes(tag::BYTES, b)),
         Value::Tuple(items) => hash_seq(tag::TUPLE, items, mode),
         Value::FrozenSet(set) => Some(hash_set(set)),
         Value::Object(obj) => Some(hash_object(obj)),
@@ -142,14 +144,18 @@ fn hash_with(value: &Value, mode: Mode) -> Option<u64> {
 }
 
 fn hash_scalar(value: &Value) -> u64 {
+    // First, and before a streaming hasher is set up: the commonest keys.
+    match value {
+        Value::Str(s) => return hash_bytes(tag::STR, s.as_bytes()),
+        Value::Bytes(b) => return hash_bytes(tag::BYTES, b),
+        _ => {}
+    }
     let mut h = hasher();
     match value {
         Value::Bool(b) => hash_int(&mut h, i64::from(*b)),
         Value::Int(i) => hash_int(&mut h, *i),
         Value::BigInt(b) => hash_big(&mut h, b),
         Value::Float(f) => hash_float(&mut h, *f),
-        Value::Str(s) => return hash_bytes(tag::STR, s.as_bytes()),
-        Value::Bytes(b) => return hash_bytes(tag::BYTES, b),
         _ => h.write_u8(tag::NONE),
     }
     h.finish()
@@ -161,10 +167,8 @@ fn hash_scalar(value: &Value) -> u64 {
 /// this way costs 191 instructions, against 243 through std's streaming hasher.
 fn hash_bytes(tag: u8, bytes: &[u8]) -> u64 {
     static KEY: OnceLock<(u64, u64)> = OnceLock::new();
-    let &(k0, k1) = KEY.get_or_init(|| {
-        let seed = RandomState::new();
-        (seed.hash_one(0u8), seed.hash_one(1u8))
-    });
+    // SipHash's two key words, drawn from the process's seed.
+    let &(k0, k1) = KEY.get_or_init(|| (seed().hash_one(0u8), seed().hash_one(1u8)));
     siphash::siphash::<1, 3>(k0 ^ u64::from(tag), k1, bytes)
 }
 
