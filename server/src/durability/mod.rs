@@ -456,8 +456,8 @@ impl Durability {
             // rest find theirs written; with `always` it wakes the log thread, whose
             // one fsync then covers them all (woken by the first answer instead, the
             // thread fsynced about every 5 records at 50 × 1, every 15 after the
-            // yield, counted under strace). Nobody waits on another task's promise: a wake-up from a watch
-            // costs more than the yield.
+            // yield, counted under strace). Nobody waits on another task's promise: a
+            // wake-up from a watch costs more than the yield.
             tokio::task::yield_now().await;
             if self.is_settled(lsn) {
                 return true;
@@ -577,7 +577,6 @@ impl Durability {
         files.segment_first = first;
         files.segment_len = disk::SEGMENT_HEADER as u64;
         files.segments.push((first, disk::segment_path(&self.config.data_dir, first), files.segment_len));
-        self.publish();
         Ok(())
     }
 
