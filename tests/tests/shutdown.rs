@@ -88,7 +88,7 @@ async fn a_shutdown_grants_no_lock_to_a_waiter() {
 #[test]
 fn a_cpython_waiter_is_told_the_server_is_shutting_down() {
     let script = r#"
-import sys
+import os, sys
 from multiprocessing.managers import BaseManager
 class M(BaseManager): pass
 M.register("get_lock")
@@ -104,7 +104,6 @@ except Exception as e:
 # Leave without the proxies' exit-time decref: it would connect to a server that is
 # closing its listener, a connect the kernel can leave half open (it hung a CI run).
 sys.stdout.flush()
-import os
 os._exit(0)
 "#;
     python_support::for_each_python(|python| {
@@ -116,7 +115,7 @@ os._exit(0)
         let holder = rt.block_on(connect(&server));
         let guard = rt.block_on(async { holder.lock("L").await.unwrap().acquire().await.unwrap() });
         let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
-        let mut child = std::process::Command::new(&python.exe)
+        let child = std::process::Command::new(&python.exe)
             .args(["-c", script, &server.address, &key])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -124,22 +123,13 @@ os._exit(0)
             .unwrap();
         wait_for_waiters(&metrics, 1);
         server.signal(libc::SIGTERM);
-        // A hang guard only: the client should be told at once.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("CPython {}: the waiter did not finish within 60 s of SIGTERM", python.version);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        // The timeout is a hang guard only: the client should be told at once.
+        let out = python_support::finish(child, "the CPython waiter", std::time::Duration::from_secs(60));
         assert!(
-            stdout.contains("RAISED ConnectionAbortedError") && stdout.contains("shutting down"),
-            "CPython {}: {stdout}\n{}",
+            out.stdout.contains("RAISED ConnectionAbortedError") && out.stdout.contains("shutting down"),
+            "CPython {}: {}",
             python.version,
-            String::from_utf8_lossy(&out.stderr)
+            out.transcript()
         );
         drop(guard);
         assert!(server.wait_exit().success());

@@ -142,7 +142,13 @@ pub fn command_at(python: &Python, script: &Path, args: &[&str], authkey: &[u8])
 pub fn run(mut cmd: Command, timeout: Duration) -> Finished {
     let cwd = tempfile::tempdir().expect("temp dir");
     cmd.current_dir(cwd.path());
-    let mut child = cmd.spawn().expect("spawn python");
+    let child = cmd.spawn().expect("spawn python");
+    finish(child, &format!("{cmd:?}"), timeout)
+}
+
+/// Waits for a running `child` (`what`, for the failure message; its stdout and stderr
+/// piped) and collects what it printed, killing it (and failing) after `timeout`.
+pub fn finish(mut child: std::process::Child, what: &str, timeout: Duration) -> Finished {
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out_thread = std::thread::spawn(move || {
@@ -172,7 +178,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Finished {
         stdout: out_thread.join().unwrap_or_default(),
         stderr: err_thread.join().unwrap_or_default(),
     };
-    assert!(status.is_some(), "{cmd:?} did not finish within {timeout:?}; killed\n{}", finished.transcript());
+    assert!(status.is_some(), "{what} did not finish within {timeout:?}; killed\n{}", finished.transcript());
     finished
 }
 
