@@ -365,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn a_short_str_that_is_not_utf8_is_left_to_serde() {
+        // The fixstr shortcut must not decide what invalid UTF-8 means: serde does, on
+        // every path (it reads such a str as bytes).
+        let call = Op::Call { object: 1, method: "get".into(), args: Args::positional(vec![Value::Str("ab".into())]) };
+        let mut bytes = bytes_of(&Request { id: 1, op: call });
+        let at = bytes.windows(3).position(|w| w == b"\xa2ab").expect("the fixstr argument");
+        bytes[at + 1] = 0xff;
+        assert!(call_request(&bytes).is_none(), "the fast path decodes only valid UTF-8");
+        assert_eq!(super::super::decode_request(&bytes), decode::<Request>(&bytes));
+        let reply = Response { id: 1, result: Ok(Reply::Value(Value::Str("ab".into()))) };
+        let mut bytes = bytes_of(&reply);
+        let at = bytes.windows(3).position(|w| w == b"\xa2ab").expect("the fixstr value");
+        bytes[at + 2] = 0xc0;
+        assert!(value_response(&bytes).is_none());
+        assert_eq!(super::super::decode_response(&bytes), decode::<Response>(&bytes));
+    }
+
+    #[test]
     fn other_messages_go_through_serde() {
         let ping = bytes_of(&Request { id: 1, op: Op::Ping });
         assert!(call_request(&ping).is_none());
