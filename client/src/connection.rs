@@ -722,21 +722,29 @@ async fn write_failed(conn: &Connection, e: std::io::Error) {
     conn.close(Error::ConnectionLost(format!("write failed: {e}")));
 }
 
-/// What the reader does with a reply once the maps are left (after the state lock,
-/// where whatever the maps held for it is also dropped: see `OnOrphan`).
-struct Taken {
-    /// The caller to wake: its reply is in its slot.
-    waker: Option<std::task::Waker>,
-    /// A reply whose caller stopped waiting, with how to give back what it hands over.
+/// What the reader does, after the state lock, with the replies one read brought in
+/// (whatever the maps held for them is dropped there too: see `OnOrphan`). Kept from
+/// read to read, so that once warm it allocates nothing.
+#[derive(Default)]
+struct Delivery {
+    /// The callers to wake: their replies are in their slots.
+    wake: Vec<std::task::Waker>,
+    /// The rare rest: replies whose callers stopped waiting, and abandoned calls a
+    /// Cancel's reply settled.
+    rest: Vec<Leftover>,
+}
+
+/// A reply nobody waits for, with how to give back what it hands over; or the
+/// abandoned call a Cancel's reply settled (nothing can follow for it).
+struct Leftover {
     unread: Option<(std::result::Result<Reply, agora_proto::WireError>, Option<OnOrphan>)>,
-    /// An abandoned call whose Cancel this reply answers: nothing can follow for it.
     _settled: Option<Option<OnOrphan>>,
 }
 
-impl Taken {
-    /// Puts `response` into its caller's slot, or takes it out of the maps if nobody
-    /// waits for it.
-    fn from_maps(state: &mut State, response: Response) -> Taken {
+impl Delivery {
+    /// Puts `response` into its caller's slot (its waker to be woken), or takes it out
+    /// of the maps if nobody waits for it.
+    fn take(&mut self, state: &mut State, response: Response) {
         // The cancel and abandoned maps are almost always empty: skip hashing then.
         let mut settled = None;
         if !state.cancels.is_empty() {
@@ -746,55 +754,57 @@ impl Taken {
         }
         if let Some(slot) = state.pending.get_mut(&response.id) {
             slot.reply = Some(response.result.map_err(Error::from));
-            return Taken { waker: slot.waker.take(), unread: None, _settled: settled };
+            self.wake.extend(slot.waker.take());
+            if settled.is_some() {
+                self.rest.push(Leftover { unread: None, _settled: settled });
+            }
+            return;
         }
         let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
-        Taken { waker: None, unread: Some((response.result, orphan)), _settled: settled }
+        self.rest.push(Leftover { unread: Some((response.result, orphan)), _settled: settled });
     }
 
-    /// Wakes the caller, or gives back a value nobody waits for. A reply nobody waits
-    /// for that hands nothing over (a release, a cancelled call's error) is dropped.
-    fn deliver(self, conn: &Connection) {
-        if let Some(waker) = self.waker {
-            waker.wake();
-        }
-        if let Some((Ok(Reply::Value(value)), Some(on_orphan))) = self.unread {
-            on_orphan(value, &|op| conn.send_and_forget(op));
+    /// Wakes the callers, and gives back the values nobody waits for. A reply nobody
+    /// waits for that hands nothing over (a release, a cancelled call's error) is
+    /// dropped.
+    fn deliver(&mut self, conn: &Connection) {
+        self.wake.drain(..).for_each(std::task::Waker::wake);
+        for leftover in self.rest.drain(..) {
+            if let Some((Ok(Reply::Value(value)), Some(on_orphan))) = leftover.unread {
+                on_orphan(value, &|op| conn.send_and_forget(op));
+            }
         }
     }
 }
 
-/// Reads replies and hands each to its caller. Every reply a read brought in is
-/// decoded first, then taken from the maps under one lock, then delivered: a pipelined
-/// batch costs one lock and one look at the connection, not one per reply.
+/// Reads replies and hands each to its caller. The replies a read brought in are
+/// decoded and put into their slots under one lock, then their callers are woken: a
+/// pipelined batch costs one lock and one look at the connection, not one per reply,
+/// and a reply is moved once, from the message into its slot.
 async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, conn: std::sync::Weak<Connection>) {
     let limit = u64::MAX; // the server is trusted to send what we asked for
     let mut room = ReadRoom::default();
-    let mut responses: Vec<Response> = Vec::new();
-    let mut taken: Vec<Taken> = Vec::new();
+    let mut delivery = Delivery::default();
     let reason = loop {
-        let drained = frame::drain_frames(&mut rbuf, limit, |body| match native::decode_response(body) {
-            Ok(Response { id: CONNECTION_ERROR_ID, result }) => std::ops::ControlFlow::Break(match result {
-                Err(e) => e.into(),
-                Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
-            }),
-            Ok(response) => {
-                responses.push(response);
-                std::ops::ControlFlow::Continue(())
-            }
-            Err(e) => std::ops::ControlFlow::Break(Error::Protocol(e.message)),
-        });
-        if !responses.is_empty() {
-            // Every handle is gone: nobody can be waiting; the writer closes our side.
-            let Some(conn) = conn.upgrade() else { return };
-            {
-                let mut state = conn.state();
-                taken.extend(responses.drain(..).map(|response| Taken::from_maps(&mut state, response)));
-            }
-            for t in taken.drain(..) {
-                t.deliver(&conn);
-            }
-        }
+        // Every handle is gone: nobody can be waiting; the writer closes our side.
+        let Some(live) = conn.upgrade() else { return };
+        let drained = {
+            let mut state = live.state();
+            frame::drain_frames(&mut rbuf, limit, |body| match native::decode_response(body) {
+                Ok(Response { id: CONNECTION_ERROR_ID, result }) => std::ops::ControlFlow::Break(match result {
+                    Err(e) => e.into(),
+                    Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
+                }),
+                Ok(response) => {
+                    delivery.take(&mut state, response);
+                    std::ops::ControlFlow::Continue(())
+                }
+                Err(e) => std::ops::ControlFlow::Break(Error::Protocol(e.message)),
+            })
+        };
+        delivery.deliver(&live);
+        // Not kept across the read: the last handle's drop is what ends the connection.
+        drop(live);
         match drained {
             Ok(None) => {}
             Ok(Some(reason)) => break reason,
