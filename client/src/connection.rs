@@ -27,7 +27,7 @@ use agora_proto::auth::{AuthError, Policy};
 use agora_proto::frame;
 use agora_proto::io::{client_handshake, read_frame, FrameIoError, HandshakeError, ReadRoom};
 use agora_proto::native::{
-    self, Hello, ObjectId, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID,
+    self, CallArgs, Hello, ObjectId, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID,
 };
 use agora_proto::Address;
 use bytes::BytesMut;
@@ -119,14 +119,9 @@ impl Outgoing {
     }
 
     /// A call of `method` on `object` with positional `args` under a fresh id from `ids`.
-    pub(crate) fn call(ids: &AtomicU64, object: ObjectId, method: &str, args: &[agora_proto::Value]) -> Outgoing {
-        Outgoing::method(ids.fetch_add(1, Ordering::Relaxed), object, method, args)
-    }
-
-    /// A call of `method` on `object` with positional `args` under request id `id`.
-    fn method(id: u64, object: ObjectId, method: &str, args: &[agora_proto::Value]) -> Outgoing {
-        let op = Op::Call { object, method: method.into(), args: native::Args::positional(args.to_vec()) };
-        Outgoing { request: Request { id, op } }
+    pub(crate) fn call(ids: &AtomicU64, object: ObjectId, method: &str, args: Vec<agora_proto::Value>) -> Outgoing {
+        let op = Op::Call { object, method: method.into(), args: native::Args::positional(args) };
+        Outgoing::new(ids, op)
     }
 }
 
@@ -179,6 +174,16 @@ impl Unsent {
     pub(crate) fn call(self) -> (Outgoing, PendingCall) {
         (self.out, self.call)
     }
+}
+
+/// Why [`Connection::queue_method`] did not queue a call.
+pub(crate) enum Refused {
+    /// The connection is dead: nothing was sent, and the call may go out on the next
+    /// one.
+    Dead(PendingCall),
+    /// The call itself is refused, whatever the connection: an argument that cannot be
+    /// converted, or a request too large for this server.
+    Call(Error),
 }
 
 /// The shared core of a connection; the manager's [`Link`](crate::link::Link) holds
@@ -421,39 +426,44 @@ impl Connection {
     pub(crate) fn queue_call(self: Arc<Self>, out: Outgoing, call: PendingCall) -> Result<Answer, Box<Unsent>> {
         let id = out.request.id;
         self.queue_encoded(id, |b| native::encode_request(&out.request, b), call)
-            .map_err(|(reason, call)| Box::new(Unsent { out, call, reason }))
+            .map_err(|(reason, call, _)| Box::new(Unsent { out, call, reason }))
     }
 
     /// Queues a call of `method` on `object` with `args`, encoded from where they are
-    /// (see [`Connection::queue_call`]); given back unsent, it carries a request of
-    /// its own.
-    pub(crate) fn queue_method(
+    /// (see [`Connection::queue_call`]).
+    pub(crate) fn queue_method<A: CallArgs + ?Sized>(
         self: Arc<Self>,
         object: ObjectId,
         method: &str,
-        args: &[agora_proto::Value],
+        args: &A,
         call: PendingCall,
-    ) -> Result<Answer, Box<Unsent>> {
+    ) -> Result<Answer, Refused> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        self.queue_encoded(id, |b| native::encode_call(id, object, method, args, b), call).map_err(|(reason, call)| {
-            Box::new(Unsent { out: Outgoing::method(id, object, method, args), call, reason })
-        })
+        match self.queue_encoded(id, |b| native::encode_call(id, object, method, args, b), call) {
+            Ok(answer) => Ok(answer),
+            Err((reason, _, true)) => Err(Refused::Call(reason)),
+            Err((_, call, false)) => Err(Refused::Dead(call)),
+        }
     }
 
-    /// Queues call `id`, which `encode` writes, with a slot for its reply; the reason
-    /// and the call if nothing was sent.
+    /// Queues call `id`, which `encode` writes, with a slot for its reply. If nothing
+    /// was sent: the reason, the call, and whether the connection is still open (then
+    /// the call itself was refused).
     fn queue_encoded(
         self: Arc<Self>,
         id: u64,
         encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), agora_proto::WireError>,
         call: PendingCall,
-    ) -> std::result::Result<Answer, (Error, PendingCall)> {
+    ) -> std::result::Result<Answer, (Error, PendingCall, bool)> {
         let mut on_orphan = Some(call.on_orphan);
         match self.submit_encoded(id, encode, |state, id| {
             state.pending.insert(id, Slot::new(on_orphan.take().expect("registered once")));
         }) {
             Ok(()) => Ok(Answer { conn: self, id, waiting: true }),
-            Err(reason) => Err((reason, PendingCall { on_orphan: on_orphan.expect("not registered") })),
+            Err(reason) => {
+                let call = PendingCall { on_orphan: on_orphan.expect("not registered") };
+                Err((reason, call, self.is_open()))
+            }
         }
     }
 

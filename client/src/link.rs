@@ -55,10 +55,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use agora_proto::native::{Kind, ObjectId, Op, Reply};
+use agora_proto::native::{CallArgs, Kind, ObjectId, Op, Reply};
 use agora_proto::Address;
 
-use crate::connection::{Answer, Connection, OnOrphan, Outgoing, PendingCall, Setup, Unsent};
+use crate::connection::{Answer, Connection, OnOrphan, Outgoing, PendingCall, Refused, Setup, Unsent};
 use crate::error::{Error, Result};
 use crate::manager::ManagerOptions;
 
@@ -318,21 +318,22 @@ impl Link {
     /// [`Link::call`] of `method` on `object` with positional `args`, borrowed: the hot
     /// path encodes them where they are, straight into the outbox; only a call that
     /// must wait for a reconnect or an attach copies them into a request of its own.
-    pub(crate) async fn call_method(
+    pub(crate) async fn call_method<A: CallArgs + ?Sized>(
         &self,
         object: (&ObjectSlot, ObjectId),
         method: &str,
-        args: &[agora_proto::Value],
+        args: &A,
     ) -> Result<Reply> {
-        let call = PendingCall::new(None);
-        let slow = match self.attached_current(Some(object)) {
-            Some(conn) => match conn.queue_method(object.1, method, args, call) {
+        let call = match self.attached_current(Some(object)) {
+            Some(conn) => match conn.queue_method(object.1, method, args, PendingCall::new(None)) {
                 Ok(answer) => return answer.await,
-                Err(unsent) => unsent.call(),
+                Err(Refused::Call(reason)) => return Err(reason),
+                Err(Refused::Dead(call)) => call,
             },
-            None => (Outgoing::call(&self.ids, object.1, method, args), call),
+            None => PendingCall::new(None),
         };
-        self.queue_slowly(Some(object), slow).await?.await
+        let out = Outgoing::call(&self.ids, object.1, method, args.to_values().map_err(Error::from)?);
+        self.queue_slowly(Some(object), (out, call)).await?.await
     }
 
     /// [`Link::call`], also returning the generation of the connection that answered:

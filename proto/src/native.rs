@@ -20,8 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::value::CompactString;
 use crate::{Value, WireError};
 
+mod call_args;
 mod fast;
 pub mod spare;
+
+pub use call_args::CallArgs;
 
 /// The native protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -547,18 +550,21 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), WireEr
 
 /// Encodes the [`Request`] `id` of an [`Op::Call`] with positional arguments only, from
 /// borrowed parts: the bytes [`encode_request`] writes for that request, without
-/// building it (a client encodes its caller's arguments where they are).
-pub fn encode_call(
+/// building it (a client encodes its caller's arguments where they are, Rust values
+/// without converting them to [`Value`]s first). On an error (an argument that cannot
+/// be converted) nothing is appended.
+pub fn encode_call<A: CallArgs + ?Sized>(
     id: u64,
     object: ObjectId,
     method: &str,
-    positional: &[Value],
+    args: &A,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    if fast::encode_call(id, object, method, positional, &[], out) {
-        return Ok(());
+    let start = out.len();
+    if fast::encode_positional_call_head(id, object, method, args.count(), out) {
+        return args.write(out).inspect_err(|_| out.truncate(start));
     }
-    let op = Op::Call { object, method: method.into(), args: Args::positional(positional.to_vec()) };
+    let op = Op::Call { object, method: method.into(), args: Args::positional(args.to_values()?) };
     encode(&Request { id, op }, out)
 }
 

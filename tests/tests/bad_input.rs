@@ -199,6 +199,27 @@ async fn unknown_ids_methods_kinds_and_types_are_precise() {
     assert_eq!(d.len().await.unwrap(), 1);
 }
 
+/// An argument the client cannot convert (a map keyed by lists: unhashable in
+/// Python) fails that call alone, before anything is sent: the calls pipelined around
+/// it on the same connection go through, and nothing of it reaches the dict.
+#[tokio::test]
+async fn an_argument_the_client_cannot_convert_fails_only_its_call() {
+    use std::collections::BTreeMap;
+    let server = Server::start();
+    let m = server.client().await;
+    let d = m.dict::<String, BTreeMap<Vec<i64>, i64>>("unconvertible").await.unwrap();
+    let fine = BTreeMap::new();
+    let unhashable = BTreeMap::from([(vec![1], 1)]);
+    let [a, b, c] = ["a", "b", "c"].map(String::from);
+    let (before, refused, after) = tokio::join!(d.insert(&a, &fine), d.insert(&b, &unhashable), d.insert(&c, &fine));
+    before.unwrap();
+    after.unwrap();
+    let refused = refused.unwrap_err();
+    assert!(matches!(&refused, Error::TypeMismatch(m) if m == "unhashable type: 'list'"), "{refused:?}");
+    assert_eq!(d.keys().await.unwrap(), vec!["a".to_string(), "c".to_string()]);
+    m.ping().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_client_vanishing_mid_call_harms_nobody() {
     let server = Server::start();

@@ -9,7 +9,7 @@ use agora_proto::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{encode, Handle};
+use super::Handle;
 use crate::error::Result;
 
 mod sealed {
@@ -124,7 +124,7 @@ impl<T: ArrayItem> Array<T> {
     /// Fails with [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) if there is
     /// no item at `index`.
     pub async fn set(&self, index: i64, item: T) -> Result<()> {
-        self.handle.call(methods::array::SETITEM.name, &[Value::Int(index), encode(&item)?]).await.map(drop)
+        self.handle.call(methods::array::SETITEM.name, &(&index, &item)).await.map(drop)
     }
 
     /// A copy of every item, in order (Python `tolist`).

@@ -48,7 +48,7 @@ where
 
     /// The value under `key`, or `None` (Python `d[key]`, `__getitem__`).
     pub async fn get(&self, key: &K) -> Result<Option<V>> {
-        match self.handle.call(methods::dict::GETITEM.name, &[encode(key)?]).await {
+        match self.handle.call(methods::dict::GETITEM.name, &(key,)).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::KeyNotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -57,12 +57,12 @@ where
 
     /// Sets `key` to `value` (Python `d[key] = value`, `__setitem__`).
     pub async fn insert(&self, key: &K, value: &V) -> Result<()> {
-        self.handle.call(methods::dict::SETITEM.name, &[encode(key)?, encode(value)?]).await.map(drop)
+        self.handle.call(methods::dict::SETITEM.name, &(key, value)).await.map(drop)
     }
 
     /// Removes `key` and returns its value, or `None` if absent (Python `pop`).
     pub async fn remove(&self, key: &K) -> Result<Option<V>> {
-        match self.handle.call(methods::dict::POP.name, &[encode(key)?]).await {
+        match self.handle.call(methods::dict::POP.name, &(key,)).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::KeyNotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -71,7 +71,7 @@ where
 
     /// True if `key` is present (Python `key in d`, `__contains__`).
     pub async fn contains_key(&self, key: &K) -> Result<bool> {
-        self.handle.call_as(methods::dict::CONTAINS.name, &[encode(key)?]).await
+        self.handle.call_as(methods::dict::CONTAINS.name, &(key,)).await
     }
 
     /// Number of entries (Python `len(d)`, `__len__`).
@@ -121,7 +121,7 @@ where
     /// Returns the value under `key`, inserting `default` first if absent
     /// (Python `setdefault`).
     pub async fn setdefault(&self, key: &K, default: &V) -> Result<V> {
-        self.handle.call_as(methods::dict::SETDEFAULT.name, &[encode(key)?, encode(default)?]).await
+        self.handle.call_as(methods::dict::SETDEFAULT.name, &(key, default)).await
     }
 
     /// Removes and returns the most recently inserted entry (Python `popitem`).
@@ -136,7 +136,7 @@ where
     /// Atomically adds `delta` to the numeric value under `key` (starting from 0 when
     /// absent) and returns the new value. agora's own `incr`; no Python equivalent.
     pub async fn increment(&self, key: &K, delta: &V) -> Result<V> {
-        self.handle.call_as(methods::dict::INCR.name, &[encode(key)?, encode(delta)?]).await
+        self.handle.call_as(methods::dict::INCR.name, &(key, delta)).await
     }
 
     /// Atomically sets `key` to `new` if its current value equals `expected`

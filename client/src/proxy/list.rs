@@ -50,7 +50,7 @@ where
     /// Appends `item` at the end (Python `append`; [`List::push`] is the same call,
     /// by Rust's name).
     pub async fn append(&self, item: &T) -> Result<()> {
-        self.handle.call(methods::list::APPEND.name, &[encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::APPEND.name, &(item,)).await.map(drop)
     }
 
     /// Appends `item` at the end, like `Vec::push` (the same call as
@@ -73,13 +73,13 @@ where
     ///
     /// Fails with [`Error::IndexOutOfRange`] if there is no item at `index`.
     pub async fn set(&self, index: i64, item: &T) -> Result<()> {
-        self.handle.call(methods::list::SETITEM.name, &[Value::Int(index), encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::SETITEM.name, &(&index, item)).await.map(drop)
     }
 
     /// Inserts `item` before `index` (Python `insert`). As in Python, an index past
     /// either end inserts at that end; it never fails for being out of range.
     pub async fn insert(&self, index: i64, item: &T) -> Result<()> {
-        self.handle.call(methods::list::INSERT.name, &[Value::Int(index), encode(item)?]).await.map(drop)
+        self.handle.call(methods::list::INSERT.name, &(&index, item)).await.map(drop)
     }
 
     /// Removes and returns the last item, or `None` if the list is empty
@@ -110,7 +110,7 @@ where
     /// Removes the first item equal to `item`; returns whether there was one
     /// (Python `remove`, whose `ValueError` becomes `false`).
     pub async fn remove(&self, item: &T) -> Result<bool> {
-        match self.handle.call(methods::list::REMOVE.name, &[encode(item)?]).await {
+        match self.handle.call(methods::list::REMOVE.name, &(item,)).await {
             Ok(_) => Ok(true),
             Err(Error::InvalidValue(_)) => Ok(false),
             Err(e) => Err(e),
@@ -120,7 +120,7 @@ where
     /// The index of the first item equal to `item`, or `None`
     /// (Python `index`, whose `ValueError` becomes `None`).
     pub async fn position(&self, item: &T) -> Result<Option<usize>> {
-        match self.handle.call(methods::list::INDEX.name, &[encode(item)?]).await {
+        match self.handle.call(methods::list::INDEX.name, &(item,)).await {
             Ok(v) => decode(v).map(Some),
             Err(Error::InvalidValue(_)) => Ok(None),
             Err(e) => Err(e),
@@ -129,12 +129,12 @@ where
 
     /// How many items equal `item` (Python `count`).
     pub async fn count(&self, item: &T) -> Result<usize> {
-        self.handle.call_as(methods::list::COUNT.name, &[encode(item)?]).await
+        self.handle.call_as(methods::list::COUNT.name, &(item,)).await
     }
 
     /// True if some item equals `item` (Python `item in l`, `__contains__`).
     pub async fn contains(&self, item: &T) -> Result<bool> {
-        self.handle.call_as(methods::list::CONTAINS.name, &[encode(item)?]).await
+        self.handle.call_as(methods::list::CONTAINS.name, &(item,)).await
     }
 
     /// Appends every item, in order, atomically (Python `extend`).

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_proto::native::{Args, Kind, ObjectId, Op, Reply};
+use agora_proto::native::{Args, CallArgs, Kind, ObjectId, Op, Reply};
 use agora_proto::{from_value, to_value, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -126,7 +126,7 @@ impl Handle {
     }
 
     /// Calls `method` with positional arguments and returns the raw result.
-    pub(crate) async fn call(&self, method: &str, args: &[Value]) -> Result<Value> {
+    pub(crate) async fn call<A: CallArgs + ?Sized>(&self, method: &str, args: &A) -> Result<Value> {
         match self.link.call_method((&self.slot, self.id), method, args).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
@@ -244,7 +244,7 @@ impl Handle {
     }
 
     /// Calls `method` and converts the result into `T`.
-    pub(crate) async fn call_as<T: DeserializeOwned>(&self, method: &str, args: &[Value]) -> Result<T> {
+    pub(crate) async fn call_as<T: DeserializeOwned, A: CallArgs + ?Sized>(&self, method: &str, args: &A) -> Result<T> {
         decode(self.call(method, args).await?)
     }
 }

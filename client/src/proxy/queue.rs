@@ -130,7 +130,7 @@ where
     /// [`Error::QueueShutDown`] once the queue is shut down, also for a put that was
     /// waiting then (its item is not inserted).
     pub async fn put(&self, item: &T) -> Result<()> {
-        self.handle.call(methods::queue::PUT.name, &[encode(item)?]).await.map(drop)
+        self.handle.call(methods::queue::PUT.name, &(item,)).await.map(drop)
     }
 
     /// Appends `item`, waiting at most `timeout` for room (Python `put(item,
@@ -145,7 +145,7 @@ where
     /// Appends `item` if there is room now (Python `put_nowait`); [`Error::Full`] if
     /// not.
     pub async fn try_put(&self, item: &T) -> Result<()> {
-        self.handle.call(methods::queue::PUT_NOWAIT.name, &[encode(item)?]).await.map(drop)
+        self.handle.call(methods::queue::PUT_NOWAIT.name, &(item,)).await.map(drop)
     }
 
     /// Removes and returns the item at the head, waiting for one (Python `get()`).

@@ -71,18 +71,18 @@ where
 
     /// Adds `member`; a member equal to it already there stays (Python `add`).
     pub async fn add(&self, member: &T) -> Result<()> {
-        self.handle.call(methods::set::ADD.name, &[encode(member)?]).await.map(drop)
+        self.handle.call(methods::set::ADD.name, &(member,)).await.map(drop)
     }
 
     /// True if `member` is in the set (Python `member in s`, `__contains__`).
     pub async fn contains(&self, member: &T) -> Result<bool> {
-        self.handle.call_as(methods::set::CONTAINS.name, &[encode(member)?]).await
+        self.handle.call_as(methods::set::CONTAINS.name, &(member,)).await
     }
 
     /// Removes `member`; returns whether it was there (Python `remove`, whose
     /// `KeyError` becomes `false`).
     pub async fn remove(&self, member: &T) -> Result<bool> {
-        match self.handle.call(methods::set::REMOVE.name, &[encode(member)?]).await {
+        match self.handle.call(methods::set::REMOVE.name, &(member,)).await {
             Ok(_) => Ok(true),
             Err(Error::KeyNotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -91,7 +91,7 @@ where
 
     /// Removes `member` if it is there (Python `discard`).
     pub async fn discard(&self, member: &T) -> Result<()> {
-        self.handle.call(methods::set::DISCARD.name, &[encode(member)?]).await.map(drop)
+        self.handle.call(methods::set::DISCARD.name, &(member,)).await.map(drop)
     }
 
     /// Removes and returns some member, or `None` if the set is empty (Python `pop`;

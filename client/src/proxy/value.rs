@@ -10,7 +10,7 @@ use agora_proto::methods;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{encode, Handle};
+use super::Handle;
 use crate::error::Result;
 
 /// A proxy for a single shared value of type `T` (Python `managers.Value`).
@@ -56,7 +56,7 @@ where
 
     /// Replaces the value (Python `v.value = new`, `set`).
     pub async fn set(&self, value: &T) -> Result<()> {
-        self.handle.call(methods::value::SET.name, &[encode(value)?]).await.map(drop)
+        self.handle.call(methods::value::SET.name, &(value,)).await.map(drop)
     }
 
     /// Atomically adds `delta` to the value and returns the new value. agora's own
@@ -66,13 +66,13 @@ where
     /// Meant for numbers. Fails with [`Error::TypeMismatch`](crate::Error::TypeMismatch)
     /// if the server cannot add `delta` to the stored value.
     pub async fn add(&self, delta: &T) -> Result<T> {
-        self.handle.call_as(methods::value::ADD.name, &[encode(delta)?]).await
+        self.handle.call_as(methods::value::ADD.name, &(delta,)).await
     }
 
     /// Atomically replaces the value with `new` if it currently equals `expected`
     /// (by Python's `==`); returns whether it did. agora's own `compare_and_set`;
     /// no Python equivalent.
     pub async fn compare_and_set(&self, expected: &T, new: &T) -> Result<bool> {
-        self.handle.call_as(methods::value::COMPARE_AND_SET.name, &[encode(expected)?, encode(new)?]).await
+        self.handle.call_as(methods::value::COMPARE_AND_SET.name, &(expected, new)).await
     }
 }

@@ -136,14 +136,32 @@ pub(super) fn encode_call(
     if len(method.len()).is_none() || !args_fit(positional, keywords) {
         return false;
     }
+    put_call_head(id, object, method, out);
+    put_args(positional, keywords, out);
+    true
+}
+
+/// Writes a call with `count` positional arguments and no keywords up to its first
+/// argument, which the caller appends; `false` (and nothing written) if a length does
+/// not fit MessagePack.
+pub(super) fn encode_positional_call_head(id: u64, object: u64, method: &str, count: usize, out: &mut Vec<u8>) -> bool {
+    if len(method.len()).is_none() || len(count).is_none() {
+        return false;
+    }
+    put_call_head(id, object, method, out);
+    out.push(0x91); // `keywords` is left out when empty (`skip_serializing_if`)
+    put_array_len(out, count);
+    true
+}
+
+/// `[id, {"Call": [object, method, ` — the arguments follow.
+fn put_call_head(id: u64, object: u64, method: &str, out: &mut Vec<u8>) {
     out.push(0x92);
     put_uint(out, id);
     out.extend_from_slice(CALL);
     out.push(0x93);
     put_uint(out, object);
     put_str(out, method);
-    put_args(positional, keywords, out);
-    true
 }
 
 /// Writes an `Args` as serde does, `[positional, keywords?]`; `false` (and nothing
@@ -280,6 +298,16 @@ mod tests {
             })
     }
 
+    #[test]
+    fn a_call_whose_arguments_cannot_be_converted_appends_nothing() {
+        let unhashable = std::collections::BTreeMap::from([(vec![1], 1)]);
+        let mut out = vec![0xee];
+        let err = super::super::encode_call(1, 2, "__setitem__", &("k", &unhashable), &mut out).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TypeError);
+        assert_eq!(err.message, "unhashable type: 'list'");
+        assert_eq!(out, [0xee]);
+    }
+
     /// Decoded by hand, decoded by serde: the same message (compared by their encoding,
     /// which is exact where `==` is not: NaN).
     fn agree<T: serde::Serialize>(fast: Option<T>, serde: Result<T, WireError>) -> Result<(), TestCaseError> {
@@ -309,8 +337,23 @@ mod tests {
             let Request { id, op: Op::Call { object, method, mut args } } = request else { unreachable!() };
             args.keywords.clear();
             let mut out = Vec::new();
-            super::super::encode_call(id, object, &method, &args.positional, &mut out).unwrap();
+            super::super::encode_call(id, object, &method, args.positional.as_slice(), &mut out).unwrap();
             prop_assert_eq!(out, bytes_of(&Request { id, op: Op::Call { object, method, args } }));
+        }
+
+        #[test]
+        fn calls_encode_from_rust_values_as_from_their_values(
+            (id, object) in (any::<u64>(), any::<u64>()),
+            method in "[a-z_]{0,40}",
+            key in "[a-z\u{e9}\u{1F600}]{0,40}",
+            (n, f, u) in (any::<i64>(), any::<f64>(), any::<u64>()),
+        ) {
+            let args = (&key, &(n, f), &Some(u));
+            let mut out = vec![0xee];
+            super::super::encode_call(id, object, &method, &args, &mut out).unwrap();
+            let values = vec![crate::to_value(&key)?, crate::to_value(&(n, f))?, crate::to_value(&Some(u))?];
+            let request = Request { id, op: Op::Call { object, method: method.into(), args: Args::positional(values) } };
+            prop_assert_eq!(&out[1..], &bytes_of(&request)[..]);
         }
 
         #[test]

@@ -212,26 +212,56 @@ pub(super) fn encode(value: &Value) -> Vec<u8> {
 /// Appends the encoding of `value` to `out`: a scalar directly (most arguments and
 /// replies are one), anything else through the two passes.
 pub(super) fn encode_into(value: &Value, out: &mut Vec<u8>) {
-    match scalar(value) {
-        Some((header, body)) => {
-            header.put(out);
-            out.extend_from_slice(body);
-        }
+    match Scalar::of(value) {
+        Some(scalar) => scalar.put(out),
         None => out.extend_from_slice(&encode(value)),
     }
 }
 
-/// A scalar's header and the bytes after it; `None` for containers and exts.
-fn scalar(value: &Value) -> Option<(Header, &[u8])> {
-    Some(match value {
-        Value::None => (Header::new(0xc0, &[]), &[]),
-        Value::Bool(b) => (Header::new(if *b { 0xc3 } else { 0xc2 }, &[]), &[]),
-        Value::Int(i) => (int_header(*i), &[]),
-        Value::Float(f) => (Header::new(0xcb, &f.to_be_bytes()), &[]),
-        Value::Str(s) => (str_header(s.len()), s.as_bytes()),
-        Value::Bytes(b) => (bin_header(b.len()), b),
-        _ => return None,
-    })
+/// A scalar value, borrowed: what [`Value`] holds, or what a Rust value serializes as
+/// (`ser::ScalarWriter` encodes one without building the `Value`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Scalar<'a> {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Scalar<'a> {
+    /// `value` if it is a scalar; `None` for containers and exts.
+    fn of(value: &'a Value) -> Option<Scalar<'a>> {
+        Some(match value {
+            Value::None => Scalar::None,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Int(i) => Scalar::Int(*i),
+            Value::Float(f) => Scalar::Float(*f),
+            Value::Str(s) => Scalar::Str(s),
+            Value::Bytes(b) => Scalar::Bytes(b),
+            _ => return None,
+        })
+    }
+
+    /// The header and the bytes after it.
+    fn parts(self) -> (Header, &'a [u8]) {
+        match self {
+            Scalar::None => (Header::new(0xc0, &[]), &[]),
+            Scalar::Bool(b) => (Header::new(if b { 0xc3 } else { 0xc2 }, &[]), &[]),
+            Scalar::Int(i) => (int_header(i), &[]),
+            Scalar::Float(f) => (Header::new(0xcb, &f.to_be_bytes()), &[]),
+            Scalar::Str(s) => (str_header(s.len()), s.as_bytes()),
+            Scalar::Bytes(b) => (bin_header(b.len()), b),
+        }
+    }
+
+    /// Appends the encoding: the bytes [`Value::to_msgpack`] writes for the same value.
+    pub(super) fn put(self, out: &mut Vec<u8>) {
+        let (header, body) = self.parts();
+        header.put(out);
+        out.extend_from_slice(body);
+    }
 }
 
 /// The ext type and payload of a tuple, set, frozenset, big int or object (`None` for
@@ -253,7 +283,7 @@ fn ext_tag(value: &Value) -> Option<i8> {
 }
 
 fn walk(value: &Value, sink: &mut dyn Sink) {
-    if let Some((header, body)) = scalar(value) {
+    if let Some((header, body)) = Scalar::of(value).map(Scalar::parts) {
         sink.header(header);
         sink.raw(body);
         return;

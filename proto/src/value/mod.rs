@@ -56,7 +56,7 @@ pub use dict::{Dict, DictIntoIter, Set, SetIntoIter};
 pub use key::{hash_value, Key};
 pub use msgpack::{MAX_DEPTH, TAG_BIGINT, TAG_FROZENSET, TAG_OBJECT, TAG_SET, TAG_TUPLE};
 pub use num_bigint::BigInt;
-pub use serde_conv::{from_value, to_value};
+pub use serde_conv::{from_value, to_value, write_msgpack_of};
 
 use num_traits::{ToPrimitive, Zero};
 

@@ -1,7 +1,10 @@
-//! The `serde::Serializer` behind [`to_value`](super::to_value): any serializable Rust
-//! value becomes a [`Value`] (mapping in the `serde_conv` module doc).
+//! The `serde::Serializer`s behind [`to_value`](super::to_value) — any serializable
+//! Rust value becomes a [`Value`] (mapping in the `serde_conv` module doc) — and
+//! behind [`write_msgpack_of`](super::write_msgpack_of), which writes a scalar's bytes
+//! without building the `Value`.
 use serde::ser::{self, Serialize};
 
+use super::codec::Scalar;
 use super::serde_conv::{bridge, ConvError};
 use super::{BigInt, Dict, Value};
 
@@ -277,5 +280,183 @@ impl ser::SerializeStructVariant for VariantBuilder<StructBuilder> {
     }
     fn end(self) -> Result<Value> {
         tagged(self.variant, Value::Dict(self.inner.dict))
+    }
+}
+
+/// Writes a Rust value that serializes as a scalar (bool, int within `i64`, float, str,
+/// bytes, `None`, a unit variant) straight into a message: the bytes
+/// [`ValueSerializer`] and then the codec would give, without building the [`Value`]
+/// (a call's key or item, on every call of the client library). Anything else —
+/// containers, ints beyond `i64`, a `Value` itself, a serialization that fails — is
+/// refused with [`NotScalar`] before a byte is written, for the caller to take the
+/// long way. The mapping must stay that of [`ValueSerializer`]; a proptest checks it.
+pub(super) struct ScalarWriter<'a>(pub(super) &'a mut Vec<u8>);
+
+/// The value is not a scalar (or failed to serialize): nothing was written.
+#[derive(Debug)]
+pub(super) struct NotScalar;
+
+impl std::fmt::Display for NotScalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a scalar")
+    }
+}
+
+impl std::error::Error for NotScalar {}
+
+impl ser::Error for NotScalar {
+    fn custom<T: std::fmt::Display>(_msg: T) -> NotScalar {
+        NotScalar
+    }
+}
+
+impl ScalarWriter<'_> {
+    fn put(self, scalar: Scalar<'_>) -> std::result::Result<(), NotScalar> {
+        scalar.put(self.0);
+        Ok(())
+    }
+
+    fn int(self, v: impl TryInto<i64>) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Int(v.try_into().map_err(|_| NotScalar)?))
+    }
+}
+
+type Refused = ser::Impossible<(), NotScalar>;
+
+impl ser::Serializer for ScalarWriter<'_> {
+    type Ok = ();
+    type Error = NotScalar;
+    type SerializeSeq = Refused;
+    type SerializeTuple = Refused;
+    type SerializeTupleStruct = Refused;
+    type SerializeTupleVariant = Refused;
+    type SerializeMap = Refused;
+    type SerializeStruct = Refused;
+    type SerializeStructVariant = Refused;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    fn serialize_bool(self, v: bool) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_i16(self, v: i16) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_i32(self, v: i32) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_i64(self, v: i64) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    // Beyond `i64` these are big ints: the long way.
+    fn serialize_i128(self, v: i128) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_u8(self, v: u8) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_u16(self, v: u16) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_u32(self, v: u32) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_u64(self, v: u64) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_u128(self, v: u128) -> std::result::Result<(), NotScalar> {
+        self.int(v)
+    }
+    fn serialize_f32(self, v: f32) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Float(v.into()))
+    }
+    fn serialize_f64(self, v: f64) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Float(v))
+    }
+    fn serialize_char(self, v: char) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Str(v.encode_utf8(&mut [0; 4])))
+    }
+    fn serialize_str(self, v: &str) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Str(v))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Bytes(v))
+    }
+    fn serialize_none(self) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::None)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> std::result::Result<(), NotScalar> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::None)
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::None)
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> std::result::Result<(), NotScalar> {
+        self.put(Scalar::Str(variant))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> std::result::Result<(), NotScalar> {
+        if name == bridge::VALUE_TOKEN {
+            return Err(NotScalar); // a `Value`: `to_value` hands it over whole
+        }
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> std::result::Result<(), NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_tuple(self, _len: usize) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_map(self, _len: Option<usize>) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> std::result::Result<Refused, NotScalar> {
+        Err(NotScalar)
     }
 }

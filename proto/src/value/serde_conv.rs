@@ -42,6 +42,20 @@ pub fn to_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<Value, WireEr
     value.serialize(super::ser::ValueSerializer).map_err(|e| e.0)
 }
 
+/// Appends the MessagePack encoding of `value` to `out`: the bytes
+/// `to_value(value)?.write_msgpack(out)` appends. A scalar (the usual key or item of a
+/// call) is written directly, without building the [`Value`]; anything else goes
+/// through [`to_value`]. On an error nothing is appended.
+pub fn write_msgpack_of<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    if value.serialize(super::ser::ScalarWriter(out)).is_ok() {
+        return Ok(());
+    }
+    out.truncate(start); // a serialization that wrote and then failed (never a plain scalar)
+    to_value(value)?.write_msgpack(out);
+    Ok(())
+}
+
 /// Converts a [`Value`] into any deserializable Rust type (`TypeError` on mismatch).
 pub fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, WireError> {
     T::deserialize(super::de::ValueDeserializer::new(value)).map_err(|e| e.0)
@@ -408,6 +422,90 @@ mod tests {
         let _ = to_value(&exotic()).unwrap();
         assert!(bridge::take().is_none());
         assert!(!bridge::take_capture_request());
+    }
+
+    /// `write_msgpack_of` appends exactly the bytes of `to_value` + `write_msgpack`,
+    /// after whatever `out` held.
+    fn writes_as_its_value_does<T: Serialize + ?Sized>(x: &T) {
+        let mut expected = vec![0xee];
+        to_value(x).unwrap().write_msgpack(&mut expected);
+        let mut direct = vec![0xee];
+        write_msgpack_of(x, &mut direct).unwrap();
+        assert_eq!(direct, expected, "{}", to_value(x).unwrap().py_repr());
+    }
+
+    #[test]
+    fn scalars_are_written_as_their_values_are() {
+        for i in [0i64, 1, -1, -32, -33, 127, 128, 255, 256, 65535, 65536, -129, -32769, i64::MIN, i64::MAX] {
+            writes_as_its_value_does(&i);
+            writes_as_its_value_does(&(i as i32));
+            writes_as_its_value_does(&(i as i16));
+            writes_as_its_value_does(&(i as i8));
+            writes_as_its_value_does(&(i as u8));
+            writes_as_its_value_does(&(i as u16));
+            writes_as_its_value_does(&(i as u32));
+            writes_as_its_value_does(&(i as u64)); // beyond i64: a big int, the long way
+            writes_as_its_value_does(&(i as i128));
+            writes_as_its_value_does(&(i as u128));
+        }
+        writes_as_its_value_does(&(u64::MAX as i128 + 1));
+        writes_as_its_value_does(&u128::MAX);
+        for f in [0.0, -0.0, 1.5, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE] {
+            writes_as_its_value_does(&f);
+            writes_as_its_value_does(&(f as f32));
+        }
+        for text in ["", "a", "é", "x".repeat(31).as_str(), "x".repeat(32).as_str(), "y".repeat(70_000).as_str()] {
+            writes_as_its_value_does(text);
+            writes_as_its_value_does(&text.to_string());
+        }
+        for c in ['a', 'é', '€', '😀'] {
+            writes_as_its_value_does(&c);
+        }
+        writes_as_its_value_does(&true);
+        writes_as_its_value_does(&false);
+        writes_as_its_value_does(&());
+        writes_as_its_value_does(&None::<i32>);
+        writes_as_its_value_does(&Some(Some(3u8)));
+        writes_as_its_value_does(&Unit);
+        writes_as_its_value_does(&Meters(2.0));
+        writes_as_its_value_does(&Shape::Empty);
+        writes_as_its_value_does(&Value::Bytes(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn everything_else_is_written_the_long_way_as_its_value_is() {
+        writes_as_its_value_does(&Shape::Circle(1.5));
+        writes_as_its_value_does(&Shape::Rect { w: 1, h: 2 });
+        writes_as_its_value_does(&Point { x: -3, y: 2.5, name: "p".into(), tags: vec!["a".into()], maybe: None });
+        writes_as_its_value_does(&Pair(1, "a".into()));
+        writes_as_its_value_does(&(1, "a", true));
+        writes_as_its_value_does(&vec![1u8, 2, 3]);
+        writes_as_its_value_does(&BTreeMap::from([("k".to_string(), 1)]));
+        writes_as_its_value_does(&exotic());
+        writes_as_its_value_does(&Some(exotic()));
+        writes_as_its_value_does(&Value::Str("a Value".into()));
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_converted_appends_nothing() {
+        let unhashable = BTreeMap::from([(vec![1], 1)]);
+        let mut out = vec![7];
+        let err = write_msgpack_of(&unhashable, &mut out).unwrap_err();
+        assert_eq!(err.message, to_value(&unhashable).unwrap_err().message);
+        assert_eq!(out, [7]);
+        assert!(bridge::take().is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_int_float_or_str_is_written_as_its_value_is(i in proptest::num::i64::ANY, u in proptest::num::u64::ANY,
+                                                           f in proptest::num::f64::ANY, text in ".{0,40}") {
+            writes_as_its_value_does(&i);
+            writes_as_its_value_does(&u);
+            writes_as_its_value_does(&f);
+            writes_as_its_value_does(&text);
+            writes_as_its_value_does(&(text.as_str(), i, Some(f)));
+        }
     }
 
     #[test]
