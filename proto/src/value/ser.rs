@@ -323,6 +323,18 @@ impl ScalarWriter<'_> {
 
 type Refused = ser::Impossible<(), NotScalar>;
 
+/// `ScalarWriter`'s integer methods: an int that fits `i64` is written; one beyond it is
+/// a big int, refused for the long way.
+macro_rules! int_methods {
+    ($($method:ident: $ty:ty),+) => {
+        $(
+            fn $method(self, v: $ty) -> std::result::Result<(), NotScalar> {
+                self.int(v)
+            }
+        )+
+    };
+}
+
 impl ser::Serializer for ScalarWriter<'_> {
     type Ok = ();
     type Error = NotScalar;
@@ -341,37 +353,18 @@ impl ser::Serializer for ScalarWriter<'_> {
     fn serialize_bool(self, v: bool) -> std::result::Result<(), NotScalar> {
         self.put(Scalar::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_i16(self, v: i16) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_i32(self, v: i32) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_i64(self, v: i64) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    // Beyond `i64` these are big ints: the long way.
-    fn serialize_i128(self, v: i128) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_u8(self, v: u8) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_u16(self, v: u16) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_u32(self, v: u32) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_u64(self, v: u64) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
-    fn serialize_u128(self, v: u128) -> std::result::Result<(), NotScalar> {
-        self.int(v)
-    }
+    int_methods!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_u128: u128
+    );
     fn serialize_f32(self, v: f32) -> std::result::Result<(), NotScalar> {
         self.put(Scalar::Float(v.into()))
     }
