@@ -20,6 +20,7 @@
 //! that found its connection dead when it was queued ([`Unsent`]) can go out unchanged,
 //! under the same id, on the next one.
 
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -576,17 +577,19 @@ impl std::future::Future for Answer {
         }
         let mut state = this.conn.state();
         // Only this future takes the slot out, so it is there until the reply is read.
-        let Some(slot) = state.pending.get_mut(&this.id) else {
+        // One lookup, whether the reply is in (the slot comes out) or not.
+        let Entry::Occupied(mut entry) = state.pending.entry(this.id) else {
             this.waiting = false;
             return std::task::Poll::Ready(Err(Error::Internal("a call's reply slot went missing".into())));
         };
-        if slot.reply.is_some() {
-            let slot = state.pending.remove(&this.id).expect("just seen");
+        if entry.get().reply.is_some() {
+            let slot = entry.remove();
             drop(state);
             this.waiting = false;
             // Its `on_orphan` goes with it, after the lock.
             return std::task::Poll::Ready(slot.reply.expect("just seen"));
         }
+        let slot = entry.get_mut();
         // A waker replaced goes after the lock: dropping the last one frees its task.
         let replaced = match &slot.waker {
             Some(waker) if waker.will_wake(cx.waker()) => None,
