@@ -679,8 +679,17 @@ fn lost(e: FrameIoError) -> Error {
     }
 }
 
-/// A batch buffer that grew past this (a big value went out) is not kept for the next.
+/// A batch buffer up to this size is always kept for the next batch. A larger one (big
+/// values went out) is kept only while its batches fill a quarter of it or more
+/// ([`keeps`]): a client sending big values one after another reuses its buffers,
+/// instead of growing a fresh one (and faulting its pages in) for every value, and the
+/// first small batch after them gives the memory back.
 const KEPT_BATCH_CAPACITY: usize = 1 << 20;
+
+/// Whether a batch buffer of `capacity` whose last batch took `used` bytes is kept.
+fn keeps(capacity: usize, used: usize) -> bool {
+    capacity <= KEPT_BATCH_CAPACITY || used >= capacity / 4
+}
 
 /// Writes whatever the outbox holds, one write per wake-up, until every handle to the
 /// connection is gone (then what was queued last still goes out).
@@ -702,10 +711,10 @@ async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, outbox: Arc<Outbox>
         if !batch.is_empty() {
             stamp(&conn);
             let written = writer.write_all(&batch).await;
-            batch.clear();
-            if batch.capacity() > KEPT_BATCH_CAPACITY {
+            if !keeps(batch.capacity(), batch.len()) {
                 batch = Vec::new();
             }
+            batch.clear();
             match (written, conn.upgrade()) {
                 (Ok(()), _) => stamp(&conn),
                 (Err(e), Some(conn)) => return write_failed(&conn, e).await,
@@ -847,4 +856,22 @@ fn connect_abstract(name: &str) -> std::io::Result<tokio::net::UnixStream> {
 #[cfg(not(target_os = "linux"))]
 fn connect_abstract(_name: &str) -> std::io::Result<tokio::net::UnixStream> {
     Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "abstract Unix sockets exist only on Linux"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{keeps, KEPT_BATCH_CAPACITY};
+
+    #[test]
+    fn a_big_batch_buffer_is_kept_only_while_its_batches_fill_it() {
+        // Up to the bound: always kept, however little the last batch took.
+        assert!(keeps(KEPT_BATCH_CAPACITY, 0));
+        // Beyond it: kept while big values keep going out (a 1 MiB value in a buffer
+        // that doubled to 2 MiB)...
+        assert!(keeps(2 * KEPT_BATCH_CAPACITY, KEPT_BATCH_CAPACITY + 40));
+        assert!(keeps(8 * KEPT_BATCH_CAPACITY, 2 * KEPT_BATCH_CAPACITY));
+        // ...and given back by the first small batch after them.
+        assert!(!keeps(8 * KEPT_BATCH_CAPACITY, 2 * KEPT_BATCH_CAPACITY - 1));
+        assert!(!keeps(2 * KEPT_BATCH_CAPACITY, 100));
+    }
 }
