@@ -711,10 +711,11 @@ async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, outbox: Arc<Outbox>
         if !batch.is_empty() {
             stamp(&conn);
             let written = writer.write_all(&batch).await;
-            if !keeps(batch.capacity(), batch.len()) {
+            if keeps(batch.capacity(), batch.len()) {
+                batch.clear();
+            } else {
                 batch = Vec::new();
             }
-            batch.clear();
             match (written, conn.upgrade()) {
                 (Ok(()), _) => stamp(&conn),
                 (Err(e), Some(conn)) => return write_failed(&conn, e).await,

@@ -21,7 +21,8 @@
 //!   one-pass SipHash it hashes strs and bytes with;
 //! - `dict`: the insertion-ordered [`Dict`] and the [`Set`];
 //! - `repr` (with its Unicode table `printable`): `repr()` as CPython prints it;
-//! - `serde_conv`, `ser`, `de`: [`to_value`] / [`from_value`] for any serde type;
+//! - `serde_conv`, `ser`, `de`: [`to_value`] / [`from_value`] for any serde type, and
+//!   [`write_msgpack_of`], which encodes a scalar without building its `Value`;
 //! - `msgpack`: the native wire encoding (MessagePack, with ext types [`TAG_TUPLE`]…
 //!   [`TAG_OBJECT`] for what it lacks; the table is in [`Value::to_msgpack`]) as
 //!   `Serialize`/`Deserialize` impls, and `codec`, the direct encoder and the

@@ -311,24 +311,28 @@ impl ser::Error for NotScalar {
 }
 
 impl ScalarWriter<'_> {
-    fn put(self, scalar: Scalar<'_>) -> std::result::Result<(), NotScalar> {
+    fn put(self, scalar: Scalar<'_>) -> Written {
         scalar.put(self.0);
         Ok(())
     }
 
-    fn int(self, v: impl TryInto<i64>) -> std::result::Result<(), NotScalar> {
+    fn int(self, v: impl TryInto<i64>) -> Written {
         self.put(Scalar::Int(v.try_into().map_err(|_| NotScalar)?))
     }
 }
 
 type Refused = ser::Impossible<(), NotScalar>;
+/// What a scalar method returns: written, or refused before a byte was.
+type Written = std::result::Result<(), NotScalar>;
+/// What a container method returns: always refused.
+type Compound = std::result::Result<Refused, NotScalar>;
 
 /// `ScalarWriter`'s integer methods: an int that fits `i64` is written; one beyond it is
 /// a big int, refused for the long way.
 macro_rules! int_methods {
     ($($method:ident: $ty:ty),+) => {
         $(
-            fn $method(self, v: $ty) -> std::result::Result<(), NotScalar> {
+            fn $method(self, v: $ty) -> Written {
                 self.int(v)
             }
         )+
@@ -350,7 +354,7 @@ impl ser::Serializer for ScalarWriter<'_> {
         false
     }
 
-    fn serialize_bool(self, v: bool) -> std::result::Result<(), NotScalar> {
+    fn serialize_bool(self, v: bool) -> Written {
         self.put(Scalar::Bool(v))
     }
     int_methods!(
@@ -365,46 +369,37 @@ impl ser::Serializer for ScalarWriter<'_> {
         serialize_u64: u64,
         serialize_u128: u128
     );
-    fn serialize_f32(self, v: f32) -> std::result::Result<(), NotScalar> {
+    fn serialize_f32(self, v: f32) -> Written {
         self.put(Scalar::Float(v.into()))
     }
-    fn serialize_f64(self, v: f64) -> std::result::Result<(), NotScalar> {
+    fn serialize_f64(self, v: f64) -> Written {
         self.put(Scalar::Float(v))
     }
-    fn serialize_char(self, v: char) -> std::result::Result<(), NotScalar> {
+    fn serialize_char(self, v: char) -> Written {
         self.put(Scalar::Str(v.encode_utf8(&mut [0; 4])))
     }
-    fn serialize_str(self, v: &str) -> std::result::Result<(), NotScalar> {
+    fn serialize_str(self, v: &str) -> Written {
         self.put(Scalar::Str(v))
     }
-    fn serialize_bytes(self, v: &[u8]) -> std::result::Result<(), NotScalar> {
+    fn serialize_bytes(self, v: &[u8]) -> Written {
         self.put(Scalar::Bytes(v))
     }
-    fn serialize_none(self) -> std::result::Result<(), NotScalar> {
+    fn serialize_none(self) -> Written {
         self.put(Scalar::None)
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> std::result::Result<(), NotScalar> {
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Written {
         value.serialize(self)
     }
-    fn serialize_unit(self) -> std::result::Result<(), NotScalar> {
+    fn serialize_unit(self) -> Written {
         self.put(Scalar::None)
     }
-    fn serialize_unit_struct(self, _name: &'static str) -> std::result::Result<(), NotScalar> {
+    fn serialize_unit_struct(self, _name: &'static str) -> Written {
         self.put(Scalar::None)
     }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> std::result::Result<(), NotScalar> {
+    fn serialize_unit_variant(self, _name: &'static str, _index: u32, variant: &'static str) -> Written {
         self.put(Scalar::Str(variant))
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> std::result::Result<(), NotScalar> {
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, value: &T) -> Written {
         if name == bridge::VALUE_TOKEN {
             return Err(NotScalar); // a `Value`: `to_value` hands it over whole
         }
@@ -416,16 +411,16 @@ impl ser::Serializer for ScalarWriter<'_> {
         _index: u32,
         _variant: &'static str,
         _value: &T,
-    ) -> std::result::Result<(), NotScalar> {
+    ) -> Written {
         Err(NotScalar)
     }
-    fn serialize_seq(self, _len: Option<usize>) -> std::result::Result<Refused, NotScalar> {
+    fn serialize_seq(self, _len: Option<usize>) -> Compound {
         Err(NotScalar)
     }
-    fn serialize_tuple(self, _len: usize) -> std::result::Result<Refused, NotScalar> {
+    fn serialize_tuple(self, _len: usize) -> Compound {
         Err(NotScalar)
     }
-    fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> std::result::Result<Refused, NotScalar> {
+    fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> Compound {
         Err(NotScalar)
     }
     fn serialize_tuple_variant(
@@ -434,13 +429,13 @@ impl ser::Serializer for ScalarWriter<'_> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> std::result::Result<Refused, NotScalar> {
+    ) -> Compound {
         Err(NotScalar)
     }
-    fn serialize_map(self, _len: Option<usize>) -> std::result::Result<Refused, NotScalar> {
+    fn serialize_map(self, _len: Option<usize>) -> Compound {
         Err(NotScalar)
     }
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> std::result::Result<Refused, NotScalar> {
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Compound {
         Err(NotScalar)
     }
     fn serialize_struct_variant(
@@ -449,7 +444,7 @@ impl ser::Serializer for ScalarWriter<'_> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> std::result::Result<Refused, NotScalar> {
+    ) -> Compound {
         Err(NotScalar)
     }
 }
