@@ -165,6 +165,26 @@ fn did_not_survive<T: std::fmt::Debug>(result: agora_client::Result<T>, kind: &s
     }
 }
 
+/// An argument the client cannot convert fails at once while the connection is down
+/// too, with the error it gets when connected: the call does not wait for a reconnect
+/// it could never use, and the next call reconnects as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconvertible_argument_fails_at_once_while_disconnected() {
+    use std::collections::BTreeMap;
+    let mut server = Restartable::start();
+    let m = server.client().await;
+    let d = m.dict::<String, BTreeMap<Vec<i64>, i64>>("x").await.unwrap();
+    blocking(|| server.restart());
+    lost(&m).await;
+
+    let unhashable = BTreeMap::from([(vec![1], 1)]);
+    let refused = guarded("refused while down", d.insert(&"k".into(), &unhashable)).await.unwrap_err();
+    assert!(matches!(&refused, Error::TypeMismatch(m) if m == "unhashable type: 'list'"), "{refused:?}");
+    let fresh = guarded("open after restart", m.dict::<String, i64>("y")).await.unwrap();
+    fresh.insert(&"bob".into(), &7).await.unwrap();
+    assert_eq!(fresh.get(&"bob".into()).await.unwrap(), Some(7));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_survives_an_in_memory_restart() {
     let mut server = Restartable::start();
