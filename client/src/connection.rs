@@ -829,7 +829,7 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
         // Not kept across the read: the last handle's drop is what ends the connection.
         drop(live);
         match drained {
-            Ok(None) => {}
+            Ok(None) => frame::reserve_partial(&mut rbuf, limit),
             Ok(Some(reason)) => break reason,
             Err(e) => break lost(e.into()),
         }

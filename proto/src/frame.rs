@@ -120,10 +120,11 @@ pub fn take_frame(buf: &mut bytes::BytesMut, limit: u64) -> Result<Option<bytes:
 }
 
 /// Runs `each` on the body of every complete frame at the front of `buf`, in order,
-/// then removes those frames from `buf` at once and makes room for an incomplete one
-/// that follows. Bodies are borrowed in place: no split, no reference count per frame
-/// (for a loop that handles a pipelined batch). Stops early when `each` breaks, with
-/// the frames before (and including) that one consumed, and returns what it broke with.
+/// then removes those frames from `buf` at once. Bodies are borrowed in place: no
+/// split, no reference count per frame (for a loop that handles a pipelined batch).
+/// Stops early when `each` breaks, with the frames before (and including) that one
+/// consumed, and returns what it broke with. An incomplete frame that follows stays;
+/// [`reserve_partial`] makes room for the rest of it.
 pub fn drain_frames<B>(
     buf: &mut bytes::BytesMut,
     limit: u64,
@@ -150,13 +151,16 @@ pub fn drain_frames<B>(
         }
     }
     bytes::Buf::advance(buf, used);
-    if let Ok(None) = outcome {
-        // An incomplete frame: room for all of it (its length was checked against `limit`).
-        if let Ok(Some(h)) = parse_header(buf, limit) {
-            buf.reserve((h.header_len + h.body_len).saturating_sub(buf.len()));
-        }
-    }
     outcome
+}
+
+/// Makes room in `buf` for all of the incomplete frame at its front, if its header is
+/// there and within `limit`, so the rest of it is read without growing `buf` step by
+/// step.
+pub fn reserve_partial(buf: &mut bytes::BytesMut, limit: u64) {
+    if let Ok(Some(h)) = parse_header(buf, limit) {
+        buf.reserve((h.header_len + h.body_len).saturating_sub(buf.len()));
+    }
 }
 
 #[cfg(test)]
@@ -238,7 +242,8 @@ mod tests {
         assert_eq!(r, Ok(None));
         assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
         assert_eq!(&buf[..], &wire[wire.len() - 9..wire.len() - 2], "the incomplete frame stays");
-        assert!(buf.capacity() >= 9, "with room for the whole of it");
+        reserve_partial(&mut buf, 10);
+        assert!(buf.capacity() >= 9, "room for the whole of it");
         buf.extend_from_slice(&wire[wire.len() - 2..]);
         let r =
             drain_frames(

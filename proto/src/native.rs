@@ -23,6 +23,7 @@ use crate::{Value, WireError};
 mod call_args;
 mod fast;
 pub mod spare;
+pub mod trailing;
 
 pub use call_args::CallArgs;
 

@@ -17,13 +17,22 @@ use crate::value::{decode_msgpack_prefix, encode_msgpack_into, put_array_len, pu
 use crate::Value;
 
 /// A cursor over a message; every read returns `None` on anything unexpected.
-struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+
+    /// How many bytes were read.
+    pub(super) fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub(super) fn byte(&mut self) -> Option<u8> {
         let b = *self.buf.get(self.pos)?;
         self.pos += 1;
         Some(b)
@@ -36,7 +45,7 @@ impl<'a> Cursor<'a> {
         Some(out)
     }
 
-    fn be(&mut self, width: usize) -> Option<u64> {
+    pub(super) fn be(&mut self, width: usize) -> Option<u64> {
         Some(self.take(width)?.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
     }
 
@@ -86,7 +95,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `n` values (a length read off the wire is not trusted for preallocation).
-    fn values(&mut self, n: usize) -> Option<Vec<Value>> {
+    pub(super) fn values(&mut self, n: usize) -> Option<Vec<Value>> {
         // Room for a few more than were sent: the server binds these in place into one
         // slot per parameter, and a call that leaves out optional ones (a queue's
         // `put(item)` of `put(item, block, timeout)`) would otherwise reallocate.
@@ -206,9 +215,20 @@ pub(super) fn encode_value_response(id: u64, value: &Value, out: &mut Vec<u8>) {
     encode_msgpack_into(value, out);
 }
 
-/// `[id, {"Call": [object, method, [positional, keywords?]]}]`.
-pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
-    let mut c = Cursor { buf: bytes, pos: 0 };
+/// A call up to its first positional argument: `[id, {"Call": [object, method,
+/// [positional…`.
+pub(super) struct CallHead<'a> {
+    pub(super) id: u64,
+    pub(super) object: u64,
+    pub(super) method: &'a str,
+    /// 2 when keywords follow the positional arguments, 1 when they are left out.
+    pub(super) fields: usize,
+    /// How many positional arguments follow.
+    pub(super) positional: usize,
+}
+
+/// Reads a call's envelope, up to its positional arguments.
+pub(super) fn call_head<'a>(c: &mut Cursor<'a>) -> Option<CallHead<'a>> {
     if c.array()? != 2 {
         return None;
     }
@@ -218,12 +238,20 @@ pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
         return None;
     }
     let object = c.uint()?;
-    let method = c.str()?.into();
+    let method = c.str()?;
     let fields = c.array()?;
     if !(1..=2).contains(&fields) {
         return None;
     }
-    let n = c.array()?;
+    let positional = c.array()?;
+    Some(CallHead { id, object, method, fields, positional })
+}
+
+/// `[id, {"Call": [object, method, [positional, keywords?]]}]`.
+pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
+    let mut c = Cursor::new(bytes);
+    let CallHead { id, object, method, fields, positional: n } = call_head(&mut c)?;
+    let method = method.into();
     let positional = c.values(n)?;
     let mut keywords = Vec::new();
     if fields == 2 {
@@ -240,7 +268,7 @@ pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
 
 /// `[id, {"Ok": {"Value": value}}]`.
 pub(super) fn value_response(bytes: &[u8]) -> Option<Response> {
-    let mut c = Cursor { buf: bytes, pos: 0 };
+    let mut c = Cursor::new(bytes);
     if c.array()? != 2 {
         return None;
     }

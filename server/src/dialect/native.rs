@@ -8,7 +8,9 @@
 //! after another on this task. A call that must wait (a queue get, a lock acquire) is
 //! parked: its answer arrives later in this session's mailbox, so the requests behind
 //! it go on. After writing, the loop may poll a lone client's socket for its next call
-//! before the worker sleeps ([`crate::busy_poll`], `--native-busy-poll`).
+//! before the worker sleeps ([`crate::busy_poll`], `--native-busy-poll`). What was read
+//! and not yet handled is [`input`]'s: a call ending with a big value is read there
+//! straight into the value's own buffer.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -16,7 +18,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use agora_proto::frame::{self, FrameError};
-use agora_proto::io::ReadRoom;
 use agora_proto::native::{
     self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
 };
@@ -31,6 +32,9 @@ use crate::listener::Transport;
 use crate::metrics::WaitGuard;
 use crate::parking::{Alarm, Mail, Mailbox};
 use crate::server::Shared;
+
+mod input;
+use input::Input;
 
 /// How long a parting message may take to write: a peer that is not reading must
 /// not keep the connection (and what its session holds) alive.
@@ -178,7 +182,7 @@ fn busy_poll<S: Transport>(stream: &S, shared: &Shared) -> Option<BusyPoll> {
 /// The connection loop; returns when the connection is done, for whatever reason.
 async fn run<S: Transport>(
     stream: &mut S,
-    mut rbuf: BytesMut,
+    rbuf: BytesMut,
     welcome: Welcome,
     peer: &str,
     conn: &mut Conn<'_>,
@@ -197,21 +201,27 @@ async fn run<S: Transport>(
     let heartbeat_alarm = Alarm::Heartbeat { session: conn.session.id() };
     let mut heartbeat_at = last_heard.after(heartbeat).unwrap_or(Time(u64::MAX));
     parking.arm(heartbeat_at, heartbeat_alarm);
-    let mut room = ReadRoom::default();
+    let mut input = Input::new(rbuf);
     // Set when requests were read while answers waited for the log.
     let mut read_meanwhile = false;
     loop {
-        let batch = frame::drain_frames(&mut rbuf, max_frame, |body| match native::decode_request(body) {
-            Ok(request) => {
-                if let Some(response) = conn.handle(request) {
-                    push_response(&mut wbuf, response);
+        let batch = match input.take_finished() {
+            Some(Err(e)) => Ok(Some(e)),
+            finished => {
+                if let Some(Ok(request)) = finished {
+                    conn.answer(request, &mut wbuf);
                 }
-                ControlFlow::Continue(())
+                frame::drain_frames(input.frames(), max_frame, |body| match native::decode_request(body) {
+                    Ok(request) => {
+                        conn.answer(request, &mut wbuf);
+                        ControlFlow::Continue(())
+                    }
+                    Err(e) => ControlFlow::Break(e),
+                })
             }
-            Err(e) => ControlFlow::Break(e),
-        });
+        };
         match batch {
-            Ok(None) => {}
+            Ok(None) => input.prepare(max_frame),
             Ok(Some(e)) => {
                 tracing::warn!(%peer, error = %e.message, "malformed request; closing");
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
@@ -242,7 +252,7 @@ async fn run<S: Transport>(
                 let stopping = tokio::select! {
                     _ = parking.settle(depends_on) => false,
                     _ = shutdown.wait_for(|stop| *stop) => true,
-                    read = room.read(&mut *stream, &mut rbuf) => match read {
+                    read = input.read(&mut *stream) => match read {
                         Ok(0) => return parking.disarm(heartbeat_at, heartbeat_alarm),
                         Ok(_) => {
                             conn.now = parking.engine().now();
@@ -268,7 +278,7 @@ async fn run<S: Transport>(
                     wbuf.clear();
                     // A lone client's next call, looked for before the worker sleeps;
                     // a request already buffered needs no polling for.
-                    if let Some(poll) = conn.poll.as_mut().filter(|_| rbuf.is_empty()) {
+                    if let Some(poll) = conn.poll.as_mut().filter(|_| input.is_empty()) {
                         let (requests, counted_at, alone) =
                             (&shared.counters.requests_total, conn.counted_at, conn.alone);
                         let stream = &*stream;
@@ -325,7 +335,7 @@ async fn run<S: Transport>(
             }
             // Input read while answers waited: handle it now (mail first, as ever).
             () = std::future::ready(()), if std::mem::take(&mut read_meanwhile) => Event::Continue,
-            read = room.read(&mut *stream, &mut rbuf) => match read {
+            read = input.read(&mut *stream) => match read {
                 Ok(0) => return parking.disarm(heartbeat_at, heartbeat_alarm),
                 Ok(_) => {
                     conn.now = parking.engine().now();
@@ -393,6 +403,13 @@ impl Conn<'_> {
             let before = self.shared.counters.requests_total.fetch_add(handled, Ordering::Relaxed);
             self.alone = before == self.counted_at;
             self.counted_at = before + handled;
+        }
+    }
+
+    /// Runs one request and appends its reply to `out`, if it has one now.
+    fn answer(&mut self, request: Request, out: &mut Vec<u8>) {
+        if let Some(response) = self.handle(request) {
+            push_response(out, response);
         }
     }
 
