@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use agora_proto::auth::{AuthError, Policy};
 use agora_proto::frame;
-use agora_proto::io::{client_handshake, read_frame, FrameIoError, HandshakeError, ReadRoom};
+use agora_proto::io::{client_handshake, read_frame, BufferKeeping, FrameIoError, HandshakeError, ReadRoom};
 use agora_proto::native::{
     self, CallArgs, Hello, ObjectId, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID,
 };
@@ -679,17 +679,13 @@ fn lost(e: FrameIoError) -> Error {
     }
 }
 
-/// A batch buffer up to this size is always kept for the next batch. A larger one (big
-/// values went out) is kept only while its batches fill a quarter of it or more
-/// ([`keeps`]): a client sending big values one after another reuses its buffers,
-/// instead of growing a fresh one (and faulting its pages in) for every value, and the
-/// first small batch after them gives the memory back.
-const KEPT_BATCH_CAPACITY: usize = 1 << 20;
-
-/// Whether a batch buffer of `capacity` whose last batch took `used` bytes is kept.
-fn keeps(capacity: usize, used: usize) -> bool {
-    capacity <= KEPT_BATCH_CAPACITY || used >= capacity / 4
-}
+/// The batch buffer up to 1 MiB is always kept for the next batch. A larger one (big
+/// values went out) is kept only while its batches fill a quarter of it or more: a
+/// client sending big values one after another reuses its buffer, instead of growing a
+/// fresh one (and faulting its pages in) for every value, and the first small batch
+/// after them gives the memory back (a client has one buffer, not thousands: no need to
+/// wait longer, as the server does).
+const BATCH_KEEPING: BufferKeeping = BufferKeeping::new(1 << 20, 1);
 
 /// Writes whatever the outbox holds, one write per wake-up, until every handle to the
 /// connection is gone (then what was queued last still goes out).
@@ -702,6 +698,7 @@ async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, outbox: Arc<Outbox>
         }
     };
     let mut batch = Vec::new();
+    let mut keeping = BATCH_KEEPING;
     loop {
         outbox.ready.notified().await;
         // Checked before taking: whatever was queued before the last handle went is
@@ -711,7 +708,7 @@ async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, outbox: Arc<Outbox>
         if !batch.is_empty() {
             stamp(&conn);
             let written = writer.write_all(&batch).await;
-            if keeps(batch.capacity(), batch.len()) {
+            if keeping.keeps(batch.capacity(), batch.len()) {
                 batch.clear();
             } else {
                 batch = Vec::new();
@@ -861,18 +858,20 @@ fn connect_abstract(_name: &str) -> std::io::Result<tokio::net::UnixStream> {
 
 #[cfg(test)]
 mod tests {
-    use super::{keeps, KEPT_BATCH_CAPACITY};
+    use super::BATCH_KEEPING;
 
     #[test]
     fn a_big_batch_buffer_is_kept_only_while_its_batches_fill_it() {
-        // Up to the bound: always kept, however little the last batch took.
-        assert!(keeps(KEPT_BATCH_CAPACITY, 0));
+        const MIB: usize = 1 << 20;
+        let mut keeping = BATCH_KEEPING;
+        // Up to 1 MiB: always kept, however little the last batch took.
+        assert!(keeping.keeps(MIB, 0));
         // Beyond it: kept while big values keep going out (a 1 MiB value in a buffer
         // that doubled to 2 MiB)...
-        assert!(keeps(2 * KEPT_BATCH_CAPACITY, KEPT_BATCH_CAPACITY + 40));
-        assert!(keeps(8 * KEPT_BATCH_CAPACITY, 2 * KEPT_BATCH_CAPACITY));
+        assert!(keeping.keeps(2 * MIB, MIB + 40));
+        assert!(keeping.keeps(8 * MIB, 2 * MIB));
         // ...and given back by the first small batch after them.
-        assert!(!keeps(8 * KEPT_BATCH_CAPACITY, 2 * KEPT_BATCH_CAPACITY - 1));
-        assert!(!keeps(2 * KEPT_BATCH_CAPACITY, 100));
+        assert!(!keeping.keeps(8 * MIB, 2 * MIB - 1));
+        assert!(!keeping.keeps(2 * MIB, 100));
     }
 }

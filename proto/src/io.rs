@@ -85,6 +85,46 @@ impl ReadRoom {
     }
 }
 
+/// When a connection's buffer, grown by a big message, gives its memory back.
+///
+/// A buffer up to `kept` bytes of capacity is always kept for the next use. A larger
+/// one is kept while its uses fill a quarter of it or more, so big messages one after
+/// another reuse it instead of growing a fresh buffer (and faulting its pages in) for
+/// each. After `patience` smaller uses in a row it is given back: on a server with
+/// thousands of connections, one big reply must not pin its buffer for the life of the
+/// connection, and an occasional big message among small ones must not make the buffer
+/// regrow every time (giving it back at the first small use cost 17 % of the gets/s
+/// with 1 MiB replies among small ones: BENCHMARKS.md, round 23).
+#[derive(Debug, Clone, Copy)]
+pub struct BufferKeeping {
+    kept: usize,
+    patience: u32,
+    small_in_a_row: u32,
+}
+
+impl BufferKeeping {
+    /// Keeps buffers up to `kept` bytes always, larger ones until `patience` uses in a
+    /// row fill less than a quarter of them (at least 1).
+    pub const fn new(kept: usize, patience: u32) -> Self {
+        BufferKeeping { kept, patience, small_in_a_row: 0 }
+    }
+
+    /// After a use that took `used` bytes of a buffer of `capacity`: `false` when the
+    /// buffer should be given back (replaced by a small one).
+    pub fn keeps(&mut self, capacity: usize, used: usize) -> bool {
+        if capacity <= self.kept || used >= capacity / 4 {
+            self.small_in_a_row = 0;
+            return true;
+        }
+        self.small_in_a_row += 1;
+        if self.small_in_a_row < self.patience {
+            return true;
+        }
+        self.small_in_a_row = 0;
+        false
+    }
+}
+
 /// Reads one frame body, waiting for more bytes as needed.
 ///
 /// Returns [`FrameIoError::Closed`] on a clean EOF between frames and
@@ -240,6 +280,25 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_big_buffer_is_kept_while_used_and_given_back_after_patience() {
+        let mut keeping = BufferKeeping::new(1000, 3);
+        // Small buffers are always kept, however little of them is used.
+        assert!((0..10).all(|_| keeping.keeps(1000, 0)));
+        // A big one is kept while a quarter of it or more is used...
+        assert!((0..10).all(|_| keeping.keeps(8000, 2000)));
+        // ...and through fewer than `patience` small uses in a row, which a big use resets.
+        assert!(keeping.keeps(8000, 10) && keeping.keeps(8000, 10));
+        assert!(keeping.keeps(8000, 8000));
+        assert!(keeping.keeps(8000, 10) && keeping.keeps(8000, 10));
+        // The third small use in a row gives it back; counting starts again after.
+        assert!(!keeping.keeps(8000, 10));
+        assert!(keeping.keeps(8000, 10));
+        // With a patience of 1, the first small use gives it back.
+        assert!(!BufferKeeping::new(1000, 1).keeps(8000, 1999));
+        assert!(BufferKeeping::new(1000, 1).keeps(8000, 2000));
+    }
 
     async fn pair(
         server_key: &'static [u8],

@@ -199,3 +199,52 @@ async fn a_big_str_that_is_not_utf8_is_taken_as_a_small_one_is() {
     raw.send(&framed(9, Op::Ping)).unwrap();
     assert!(reply(&mut raw, 9).is_ok());
 }
+
+/// The server's resident memory, from the first look that passes `until` (the
+/// deadline only guards against a hang).
+async fn resident(server: &Server, until: impl Fn(usize) -> bool) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        if until(kib * 1024) || tokio::time::Instant::now() > deadline {
+            return kib * 1024;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection's buffers grown by a big reply are given back once its traffic is
+/// small again: twelve clients that each read a 4 MiB value hold 48 MiB of reply
+/// buffers on the server only until each has made some small calls. (Resident memory
+/// tells: the server returns freed memory to the system, see `server/src/memory.rs`.)
+#[tokio::test]
+async fn buffers_grown_by_big_replies_are_given_back() {
+    const BIG: usize = 4 << 20;
+    const CLIENTS: usize = 12;
+    let server = Server::start();
+    let admin = server.client().await;
+    admin.dict::<String, String>("big").await.unwrap().insert(&"v".to_owned(), &"v".repeat(BIG)).await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let m = server.client().await;
+        let d = m.dict::<String, String>("big").await.unwrap();
+        clients.push((m, d));
+    }
+    let before = resident(&server, |_| true).await;
+    for (_, d) in &clients {
+        assert_eq!(d.get(&"v".to_owned()).await.unwrap().map(|v| v.len()), Some(BIG));
+    }
+    let held = before + CLIENTS * BIG * 3 / 4;
+    let holding = resident(&server, |n| n >= held).await;
+    assert!(holding >= held, "the replies' buffers are held: {before} -> {holding} bytes resident");
+    for (m, _) in &clients {
+        for _ in 0..20 {
+            m.ping().await.unwrap();
+        }
+    }
+    let given_back = before + 2 * BIG;
+    let after = resident(&server, |n| n < given_back).await;
+    assert!(after < given_back, "the buffers were not given back: {before} -> {holding} -> {after} bytes resident");
+}

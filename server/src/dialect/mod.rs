@@ -7,12 +7,20 @@
 pub mod native;
 pub mod python;
 
+use agora_proto::io::{BufferKeeping, ReadRoom};
 use agora_proto::native::{Args, Kind};
 use agora_proto::WireError;
 
 use crate::access::{Level, Who};
 use crate::engine::{Answer, Command, Keep, Session, Time};
 use crate::server::Shared;
+
+/// When a connection's read or write buffer, grown by a big message, is given back: a
+/// buffer up to a read's most room is always kept; a larger one once 16 uses in a row
+/// filled less than a quarter of it. One big reply must not pin its memory for the life
+/// of the connection (10,000 connections that each once read a 1 MiB value would hold
+/// 10 GiB), yet big values among small ones must not regrow the buffer every time.
+pub(crate) const BUFFER_KEEPING: BufferKeeping = BufferKeeping::new(ReadRoom::MAX, 16);
 
 /// Opens an object for `who` (both dialects' get-or-create and anonymous create),
 /// within its access rules: see [`Who::open`] and [`Who::opened`].

@@ -40,6 +40,9 @@ use input::Input;
 /// not keep the connection (and what its session holds) alive.
 const PARTING_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The write buffer's first capacity (and what a big one is replaced with).
+const WBUF_START: usize = 1024;
+
 /// Sends a connection-level error (response id 0) and gives up on the connection.
 pub async fn refuse<S: Transport>(stream: &mut S, error: WireError) {
     let mut out = Vec::new();
@@ -191,7 +194,8 @@ async fn run<S: Transport>(
     let shared = conn.shared;
     let parking = &shared.parking;
     // Small to start, like the read buffer (idle connections keep what they touch).
-    let mut wbuf = Vec::with_capacity(1024);
+    let mut wbuf = Vec::with_capacity(WBUF_START);
+    let mut wbuf_keeping = super::BUFFER_KEEPING;
     frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
@@ -211,7 +215,7 @@ async fn run<S: Transport>(
                 if let Some(Ok(request)) = finished {
                     conn.answer(request, &mut wbuf);
                 }
-                frame::drain_frames(input.frames(), max_frame, |body| match native::decode_request(body) {
+                input.drain(max_frame, |body| match native::decode_request(body) {
                     Ok(request) => {
                         conn.answer(request, &mut wbuf);
                         ControlFlow::Continue(())
@@ -275,7 +279,11 @@ async fn run<S: Transport>(
             // that stops writing: do not let a full socket buffer pin its session.
             match tokio::time::timeout(heartbeat, stream.write_all(&wbuf)).await {
                 Ok(Ok(())) => {
-                    wbuf.clear();
+                    if wbuf_keeping.keeps(wbuf.capacity(), wbuf.len()) {
+                        wbuf.clear();
+                    } else {
+                        wbuf = Vec::with_capacity(WBUF_START);
+                    }
                     // A lone client's next call, looked for before the worker sleeps;
                     // a request already buffered needs no polling for.
                     if let Some(poll) = conn.poll.as_mut().filter(|_| input.is_empty()) {

@@ -7,8 +7,8 @@
 //! It owns the reading side of the connection and nothing else: it neither decodes
 //! frames (beyond letting `trailing` take a call apart) nor runs requests.
 
-use agora_proto::frame;
-use agora_proto::io::ReadRoom;
+use agora_proto::frame::{self, FrameError};
+use agora_proto::io::{BufferKeeping, ReadRoom};
 use agora_proto::native::trailing::{self, Scan, TrailingCall};
 use agora_proto::native::Request;
 use agora_proto::WireError;
@@ -21,6 +21,8 @@ pub(super) struct Input {
     rbuf: BytesMut,
     /// How much room the next read into `rbuf` gets.
     room: ReadRoom,
+    /// When `rbuf`, grown by a big frame, is given back.
+    keeping: BufferKeeping,
     /// A call taken apart, and as much of its last argument as has been read. It comes
     /// before every frame in `rbuf` (its frame was the first unhandled one).
     trailing: Option<(TrailingCall, Vec<u8>)>,
@@ -29,12 +31,24 @@ pub(super) struct Input {
 impl Input {
     /// Input that starts with what `rbuf` holds (read with the handshake).
     pub(super) fn new(rbuf: BytesMut) -> Self {
-        Input { rbuf, room: ReadRoom::default(), trailing: None }
+        Input { rbuf, room: ReadRoom::default(), keeping: super::super::BUFFER_KEEPING, trailing: None }
     }
 
-    /// The read buffer, for draining its complete frames.
-    pub(super) fn frames(&mut self) -> &mut BytesMut {
-        &mut self.rbuf
+    /// Runs `each` on every complete frame in the buffer, as [`frame::drain_frames`]
+    /// does; a buffer a big frame grew is given back once it has been drained and
+    /// frames have been small for a while.
+    pub(super) fn drain<B>(
+        &mut self,
+        limit: u64,
+        each: impl FnMut(&[u8]) -> std::ops::ControlFlow<B>,
+    ) -> Result<Option<B>, FrameError> {
+        let held = self.rbuf.len();
+        let drained = frame::drain_frames(&mut self.rbuf, limit, each);
+        let used = held - self.rbuf.len();
+        if self.rbuf.is_empty() && used > 0 && !self.keeping.keeps(self.rbuf.capacity(), used) {
+            self.rbuf = BytesMut::new();
+        }
+        drained
     }
 
     /// Nothing has been read that is not handled.

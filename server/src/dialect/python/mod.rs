@@ -228,7 +228,9 @@ async fn serve_requests<S: Transport>(
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
     let mut next = first;
-    let mut out = Vec::with_capacity(4096);
+    const OUT_START: usize = 4096;
+    let mut out = Vec::with_capacity(OUT_START);
+    let mut out_keeping = super::BUFFER_KEEPING;
     loop {
         let body = match next.take() {
             Some(body) => body,
@@ -271,7 +273,12 @@ async fn serve_requests<S: Transport>(
         if let Reply::Return(value) = &mut reply {
             conn.outgoing.localize(value);
         }
-        out.clear();
+        // (`out` still holds the last reply: how much of it that one used.)
+        if out_keeping.keeps(out.capacity(), out.len()) {
+            out.clear();
+        } else {
+            out = Vec::with_capacity(OUT_START);
+        }
         frame::encode_with(&mut out, |body| {
             reply.write_pickle(body);
             Ok::<(), std::convert::Infallible>(())
