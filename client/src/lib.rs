@@ -86,6 +86,17 @@
 //!
 //! `ManagerOptions::new().reconnect(false)` keeps a manager on its first connection:
 //! once it is lost, every call fails with the reason.
+//!
+//! # Big values
+//! A value of any size up to the server's `--max-frame` (64 MiB by default) is one
+//! call. Each reply is a fresh allocation the caller owns. With glibc's allocator, a
+//! program that receives many values of a MiB or more may spend half its CPU faulting
+//! pages in: glibc gives freed blocks that big back to the system at once, so the next
+//! reply's memory is new to the process again. A process-wide setting cures it, which
+//! a library must not make for its program: set `M_MMAP_THRESHOLD` and
+//! `M_TRIM_THRESHOLD` with `mallopt` (or `MALLOC_MMAP_THRESHOLD_` and
+//! `MALLOC_TRIM_THRESHOLD_` in the environment), or use an allocator that keeps freed
+//! memory (jemalloc, mimalloc). `agora bench` sets the first two for itself.
 
 mod connection;
 mod env;
