@@ -209,10 +209,15 @@ fn put_args(positional: &[Value], keywords: &[(String, Value)], out: &mut Vec<u8
 
 /// Writes `[id, {"Ok": {"Value": value}}]`.
 pub(super) fn encode_value_response(id: u64, value: &Value, out: &mut Vec<u8>) {
+    put_value_response_head(id, out);
+    encode_msgpack_into(value, out);
+}
+
+/// Writes `[id, {"Ok": {"Value": ` — the value follows.
+pub(super) fn put_value_response_head(id: u64, out: &mut Vec<u8>) {
     out.push(0x92);
     put_uint(out, id);
     out.extend_from_slice(OK_VALUE);
-    encode_msgpack_into(value, out);
 }
 
 /// A call up to its first positional argument: `[id, {"Call": [object, method,

@@ -12,12 +12,19 @@
 //!
 //! This changes where the bytes land, never what a frame decodes to: [`scan`] accepts
 //! only what [`super::decode_request`] decodes the same way (tested below), and a
-//! str payload that is not valid UTF-8 is decoded whole by `decode_request`. It knows nothing about sockets or the server: the reader owns the
+//! str payload that is not valid UTF-8 is decoded whole by `decode_request`.
+//!
+//! Replies go the other way: [`encode_reply_frame`] writes a value reply whose value
+//! is a big str or bytes up to the value's bytes, and hands the value's own buffer back
+//! to be written after them (a vectored write), so a big reply is not copied into the
+//! connection's write buffer either. The bytes on the wire are those of
+//! [`super::encode_response`]. It knows nothing about sockets or the server: the reader owns the
 //! buffers.
 
-use super::fast::{call_head, CallHead, Cursor};
-use super::{Args, Op, Request};
-use crate::{Value, WireError};
+use super::fast::{call_head, put_value_response_head, CallHead, Cursor};
+use super::{Args, Op, Reply, Request, Response};
+use crate::value::{put_bin_header, put_str_header};
+use crate::{frame, Value, WireError};
 
 /// The smallest value read into its own buffer (Redis's threshold for a big argument
 /// is 32 KiB too). Below it the copy costs less than the extra read a split frame can
@@ -137,6 +144,34 @@ impl TrailingCall {
     }
 }
 
+/// Appends the frame of a value reply whose value is a str or bytes of at least
+/// [`MIN_PAYLOAD`] bytes to `out`, all but the value's bytes, and returns those: the
+/// frame goes on with exactly them (the value's own buffer, not copied). Any other
+/// response is given back untouched, to be encoded as usual.
+pub fn encode_reply_frame(response: Response, out: &mut Vec<u8>) -> Result<Vec<u8>, Response> {
+    let (id, value) = match response {
+        Response { id, result: Ok(Reply::Value(value)) } => (id, value),
+        other => return Err(other),
+    };
+    let mut head = Vec::with_capacity(32);
+    put_value_response_head(id, &mut head);
+    let payload = match value {
+        Value::Str(s) if s.len() >= MIN_PAYLOAD => {
+            put_str_header(&mut head, s.len());
+            s.into_string().into_bytes()
+        }
+        Value::Bytes(b) if b.len() >= MIN_PAYLOAD => {
+            put_bin_header(&mut head, b.len());
+            b
+        }
+        other => return Err(Response { id, result: Ok(Reply::Value(other)) }),
+    };
+    let (header, n) = frame::header(head.len() + payload.len());
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(&head);
+    Ok(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -232,6 +267,48 @@ mod tests {
         let body = call("put", vec![Value::Bytes(vec![1; MIN_PAYLOAD])], vec![]);
         assert!(matches!(scan(&body, body.len() + 1), Scan::No));
         assert!(matches!(scan(&body[..body.len() - 1], body.len() - 1), Scan::No));
+    }
+
+    /// The frame of `response` as every other reply is written.
+    fn whole_frame(response: &Response) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |body| crate::native::encode_response(response, body)).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_reply_split_off_its_big_value_is_the_same_bytes() {
+        let cases = [
+            Value::Str("s".repeat(MIN_PAYLOAD).into()),
+            Value::Str("é".repeat(70_000).into()),
+            Value::Bytes(vec![7; 1 << 20]),
+            Value::Bytes(vec![7; MIN_PAYLOAD]),
+        ];
+        for (id, value) in (0..).zip(cases) {
+            let response = Response { id: id * 1_000_003, result: Ok(Reply::Value(value)) };
+            let whole = whole_frame(&response);
+            let mut out = vec![1, 2, 3];
+            let payload = encode_reply_frame(response, &mut out).expect("split");
+            assert_eq!(out[..3], [1, 2, 3], "appended");
+            out.extend_from_slice(&payload);
+            assert!(out[3..] == whole[..], "the split frame differs");
+        }
+    }
+
+    #[test]
+    fn any_other_response_is_given_back_untouched() {
+        let cases = [
+            Response { id: 1, result: Ok(Reply::Value(Value::Str("s".repeat(MIN_PAYLOAD - 1).into()))) },
+            Response { id: 2, result: Ok(Reply::Value(Value::List(vec![Value::Bytes(vec![0; MIN_PAYLOAD])]))) },
+            Response { id: 3, result: Ok(Reply::Done) },
+            Response { id: 4, result: Err(WireError::new(crate::ErrorCode::Timeout, "x".repeat(MIN_PAYLOAD))) },
+        ];
+        for response in cases {
+            let mut out = Vec::new();
+            let back = encode_reply_frame(response.clone(), &mut out).unwrap_err();
+            assert_eq!(back, response);
+            assert!(out.is_empty());
+        }
     }
 
     proptest! {

@@ -66,6 +66,16 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Appends the header of a MessagePack str of `n` bytes (the bytes follow).
+pub(crate) fn put_str_header(out: &mut Vec<u8>, n: usize) {
+    str_header(n).put(out);
+}
+
+/// Appends the header of a MessagePack bin of `n` bytes (the bytes follow).
+pub(crate) fn put_bin_header(out: &mut Vec<u8>, n: usize) {
+    bin_header(n).put(out);
+}
+
 /// Appends the header of a MessagePack array of `n` items, as
 /// `rmp::encode::write_array_len` does (`n` at most `u32::MAX`: the caller checks).
 #[inline]

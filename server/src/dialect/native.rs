@@ -10,7 +10,8 @@
 //! it go on. After writing, the loop may poll a lone client's socket for its next call
 //! before the worker sleeps ([`crate::busy_poll`], `--native-busy-poll`). What was read
 //! and not yet handled is [`input`]'s: a call ending with a big value is read there
-//! straight into the value's own buffer.
+//! straight into the value's own buffer. What is to be written is [`output`]'s: a big
+//! value in a reply goes out from its own buffer.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -34,14 +35,13 @@ use crate::parking::{Alarm, Mail, Mailbox};
 use crate::server::Shared;
 
 mod input;
+mod output;
 use input::Input;
+use output::Output;
 
 /// How long a parting message may take to write: a peer that is not reading must
 /// not keep the connection (and what its session holds) alive.
 const PARTING_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The write buffer's first capacity (and what a big one is replaced with).
-const WBUF_START: usize = 1024;
 
 /// Sends a connection-level error (response id 0) and gives up on the connection.
 pub async fn refuse<S: Transport>(stream: &mut S, error: WireError) {
@@ -193,10 +193,8 @@ async fn run<S: Transport>(
 ) {
     let shared = conn.shared;
     let parking = &shared.parking;
-    // Small to start, like the read buffer (idle connections keep what they touch).
-    let mut wbuf = Vec::with_capacity(WBUF_START);
-    let mut wbuf_keeping = super::BUFFER_KEEPING;
-    frame::encode_with(&mut wbuf, |b| native::encode(&welcome, b)).expect("welcome encodes");
+    let mut out = Output::new();
+    out.push_message(&welcome);
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
     let heartbeat = shared.config.limits.heartbeat_timeout;
@@ -213,11 +211,11 @@ async fn run<S: Transport>(
             Some(Err(e)) => Ok(Some(e)),
             finished => {
                 if let Some(Ok(request)) = finished {
-                    conn.answer(request, &mut wbuf);
+                    conn.answer(request, &mut out);
                 }
                 input.drain(max_frame, |body| match native::decode_request(body) {
                     Ok(request) => {
-                        conn.answer(request, &mut wbuf);
+                        conn.answer(request, &mut out);
                         ControlFlow::Continue(())
                     }
                     Err(e) => ControlFlow::Break(e),
@@ -229,18 +227,18 @@ async fn run<S: Transport>(
             Ok(Some(e)) => {
                 tracing::warn!(%peer, error = %e.message, "malformed request; closing");
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
-                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, out.write_to(stream)).await;
                 return refuse(stream, e).await;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "bad frame; closing");
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
-                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, out.write_to(stream)).await;
                 return refuse(stream, frame_error(e)).await;
             }
         }
         conn.count_requests();
-        if !wbuf.is_empty() {
+        if !out.is_empty() {
             // With durability on, answers go out once the log has what they depend on.
             // Meanwhile the connection keeps reading (a client that leaves while the log
             // cannot be written must still end its session and give back what it held).
@@ -277,13 +275,8 @@ async fn run<S: Transport>(
             }
             // A peer that stops reading for a whole heartbeat period is as gone as one
             // that stops writing: do not let a full socket buffer pin its session.
-            match tokio::time::timeout(heartbeat, stream.write_all(&wbuf)).await {
+            match tokio::time::timeout(heartbeat, out.write_to(stream)).await {
                 Ok(Ok(())) => {
-                    if wbuf_keeping.keeps(wbuf.capacity(), wbuf.len()) {
-                        wbuf.clear();
-                    } else {
-                        wbuf = Vec::with_capacity(WBUF_START);
-                    }
                     // A lone client's next call, looked for before the worker sleeps;
                     // a request already buffered needs no polling for.
                     if let Some(poll) = conn.poll.as_mut().filter(|_| input.is_empty()) {
@@ -323,7 +316,7 @@ async fn run<S: Transport>(
                             // The command that delivered it is in the journal by now.
                             conn.delivered_lsn = parking.appended();
                             if let Some(response) = conn.delivered(delivery) {
-                                push_response(&mut wbuf, response);
+                                out.push(response);
                             }
                         }
                         Mail::Silence => {
@@ -368,7 +361,7 @@ async fn run<S: Transport>(
             }
             Event::Shutdown => {
                 let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, conn.settle()).await;
-                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, stream.write_all(&wbuf)).await;
+                let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, out.write_to(stream)).await;
                 return refuse(stream, WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")).await;
             }
         }
@@ -414,10 +407,10 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs one request and appends its reply to `out`, if it has one now.
-    fn answer(&mut self, request: Request, out: &mut Vec<u8>) {
+    /// Runs one request and adds its reply to `out`, if it has one now.
+    fn answer(&mut self, request: Request, out: &mut Output) {
         if let Some(response) = self.handle(request) {
-            push_response(out, response);
+            out.push(response);
         }
     }
 
