@@ -72,12 +72,23 @@ impl ReadRoom {
 
     /// Reads once into `buf` after making room; `Ok(0)` is end of file. Cancel safe.
     pub async fn read<R: AsyncRead + Unpin>(&mut self, reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-        if buf.capacity() - buf.len() < self.want {
+        self.read_at_most(reader, buf, usize::MAX).await
+    }
+
+    /// [`read`](Self::read), taking at most `most` bytes (however much room `buf` has).
+    pub async fn read_at_most<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buf: &mut BytesMut,
+        most: usize,
+    ) -> std::io::Result<usize> {
+        let want = self.want.min(most);
+        if buf.capacity() - buf.len() < want {
             // Reclaims the space of frames already split off when nothing else holds it.
-            buf.reserve(self.want);
+            buf.reserve(want);
         }
-        let room = buf.capacity() - buf.len();
-        let n = reader.read_buf(buf).await?;
+        let room = (buf.capacity() - buf.len()).min(most);
+        let n = reader.read_buf(&mut bytes::BufMut::limit(&mut *buf, room)).await?;
         if n >= room {
             self.want = (self.want * 2).min(ReadRoom::MAX);
         }
@@ -280,6 +291,18 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_takes_at_most_what_it_is_allowed() {
+        let data = vec![7u8; 50_000];
+        let mut reader = &data[..];
+        let mut room = ReadRoom { want: ReadRoom::MAX };
+        let mut buf = BytesMut::with_capacity(100_000);
+        assert_eq!(room.read_at_most(&mut reader, &mut buf, 16 * 1024).await.unwrap(), 16 * 1024);
+        // `read` takes as much as the buffer has room for.
+        assert_eq!(room.read(&mut reader, &mut buf).await.unwrap(), 50_000 - 16 * 1024);
+        assert_eq!(buf.len(), 50_000);
+    }
 
     #[test]
     fn a_big_buffer_is_kept_while_used_and_given_back_after_patience() {

@@ -15,6 +15,9 @@ use agora_proto::WireError;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// The most a read takes when nothing unhandled is buffered.
+const FIRST_READ: usize = 16 * 1024;
+
 /// A connection's unhandled input.
 pub(super) struct Input {
     /// Frames, complete ones first: what [`Input::frames`] hands out.
@@ -87,13 +90,17 @@ impl Input {
 
     /// Reads once, into the value being read if there is one (never past its end, so
     /// its buffer is exactly the value), else into the read buffer (behind a finished
-    /// value not yet taken); `Ok(0)` is end of file. Cancel safe.
+    /// value not yet taken; at most 16 KiB into an empty one); `Ok(0)` is end of file.
+    /// Cancel safe.
     pub(super) async fn read<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> std::io::Result<usize> {
         match &mut self.trailing {
             Some((call, payload)) if payload.len() < call.payload_len() => {
                 let left = call.payload_len() - payload.len();
                 stream.read_buf(&mut payload.limit(left)).await
             }
+            // A new frame's start: at most 16 KiB (Redis reads that much at a time too), so
+            // that a big value behind it is mostly read into its own buffer, not copied.
+            _ if self.rbuf.is_empty() => self.room.read_at_most(stream, &mut self.rbuf, FIRST_READ).await,
             _ => self.room.read(stream, &mut self.rbuf).await,
         }
     }
