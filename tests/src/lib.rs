@@ -352,6 +352,17 @@ impl RawConn {
         self.send_frame(agora_proto::auth::WELCOME).unwrap();
         true
     }
+
+    /// Authenticates with `authkey` and opens a native session as `client` (its
+    /// Hello); the server's Welcome. Panics if either step fails.
+    pub fn native_session(&mut self, authkey: &[u8], client: &str) -> agora_proto::native::Welcome {
+        use agora_proto::native;
+        assert!(self.handshake(authkey), "the server refused the authkey");
+        let mut hello = Vec::new();
+        native::encode(&native::Hello::new(client), &mut hello).unwrap();
+        self.send_frame(&hello).unwrap();
+        native::decode(&self.recv_frame().expect("a welcome")).expect("a welcome")
+    }
 }
 
 /// The path of the example program `name` (from `examples/`), built once per test

@@ -16,19 +16,10 @@ async fn healthy(server: &Server, bystander: &Manager) {
     server.client().await.ping().await.unwrap();
 }
 
-fn hello_frame() -> Vec<u8> {
-    let mut out = Vec::new();
-    let hello = native::Hello::new("raw");
-    native::encode(&hello, &mut out).unwrap();
-    out
-}
-
 /// A raw connection that has authenticated and said hello.
 fn raw_session(server: &Server) -> RawConn {
     let mut raw = server.raw();
-    assert!(raw.handshake(&server.authkey));
-    raw.send_frame(&hello_frame()).unwrap();
-    let _: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    raw.native_session(&server.authkey, "raw");
     raw
 }
 

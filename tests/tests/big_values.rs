@@ -25,11 +25,7 @@ fn text(len: usize, seed: usize) -> String {
 
 fn raw_session(server: &Server) -> RawConn {
     let mut raw = server.raw();
-    assert!(raw.handshake(&server.authkey));
-    let mut hello = Vec::new();
-    native::encode(&native::Hello::new("raw"), &mut hello).unwrap();
-    raw.send_frame(&hello).unwrap();
-    let _: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    raw.native_session(&server.authkey, "raw");
     raw
 }
 

@@ -512,12 +512,7 @@ fn stats_say_where_the_state_is_kept_and_snapshot_needs_a_data_dir() {
 /// An authenticated native session by hand, for requests the client does not make.
 fn raw_session(address: &str) -> RawConn {
     let mut raw = RawConn::connect(address);
-    assert!(raw.handshake(AUTHKEY));
-    let mut out = Vec::new();
-    let hello = native::Hello::new("raw");
-    native::encode(&hello, &mut out).unwrap();
-    raw.send_frame(&out).unwrap();
-    let _: native::Welcome = native::decode(&raw.recv_frame().expect("welcome")).unwrap();
+    raw.native_session(AUTHKEY, "raw");
     raw
 }
 

@@ -26,11 +26,7 @@ async fn an_idle_client_keeps_its_session_through_heartbeats() {
 async fn a_silent_peer_loses_its_session_with_a_precise_error() {
     let server = with_heartbeat("300ms");
     let mut raw = server.raw();
-    assert!(raw.handshake(&server.authkey));
-    let mut hello = Vec::new();
-    native::encode(&native::Hello::new("mute"), &mut hello).unwrap();
-    raw.send_frame(&hello).unwrap();
-    let welcome: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    let welcome = raw.native_session(&server.authkey, "mute");
     assert_eq!(welcome.heartbeat_timeout_ms, 300);
     // Say nothing more: the server ends the session and says why.
     let resp: native::Response = native::decode(&raw.recv_frame().expect("an expiry notice")).unwrap();

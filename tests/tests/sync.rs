@@ -530,11 +530,7 @@ struct Raw {
 impl Raw {
     fn open(server: &Server) -> Raw {
         let mut conn = server.raw();
-        assert!(conn.handshake(&server.authkey));
-        let mut hello = Vec::new();
-        native::encode(&native::Hello::new("raw"), &mut hello).unwrap();
-        conn.send_frame(&hello).unwrap();
-        let _: native::Welcome = native::decode(&conn.recv_frame().unwrap()).unwrap();
+        conn.native_session(&server.authkey, "raw");
         Raw { conn, next: 1 }
     }
 

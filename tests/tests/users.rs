@@ -169,12 +169,7 @@ async fn two_keys_authenticate_as_two_users_and_a_stranger_is_refused() {
 /// A native session by hand, to ask for objects by id as a client guessing ids would.
 fn raw_session(server: &Server, key: &[u8]) -> RawConn {
     let mut raw = server.raw();
-    assert!(raw.handshake(key));
-    let hello = native::Hello::new("raw");
-    let mut out = Vec::new();
-    native::encode(&hello, &mut out).unwrap();
-    raw.send_frame(&out).unwrap();
-    let _: native::Welcome = native::decode(&raw.recv_frame().unwrap()).unwrap();
+    raw.native_session(key, "raw");
     raw
 }
 
