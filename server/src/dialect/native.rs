@@ -9,9 +9,9 @@
 //! parked: its answer arrives later in this session's mailbox, so the requests behind
 //! it go on. After writing, the loop may poll a lone client's socket for its next call
 //! before the worker sleeps ([`crate::busy_poll`], `--native-busy-poll`). What was read
-//! and not yet handled is [`input`]'s: a call ending with a big value is read there
-//! straight into the value's own buffer. What is to be written is [`output`]'s: a big
-//! value in a reply goes out from its own buffer.
+//! and not yet handled belongs to the submodule `input`: a call ending with a big value
+//! is read there straight into the value's own buffer. What is to be written belongs to
+//! `output`: a big value in a reply goes out from its own buffer.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
