@@ -1062,6 +1062,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         print!("{}", settings.to_toml());
         return Ok(());
     }
+    crate::allocator::share_arenas(settings.workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.workers)
         .enable_all()

@@ -10,10 +10,12 @@
 //! | [`admin`] | the operator's subcommands: `ping`, `stats`, `ls`, `get`, `del`, `shutdown` |
 //! | [`bench`](mod@bench) | `agora bench`, the load generator |
 //! | [`embedded`] | a server inside a Rust program, and a manager connected to it |
+//! | [`allocator`] | the binary's process-wide settings for glibc's allocator |
 //!
 //! The three crates it builds on are re-exported: [`server`], [`client`], [`proto`].
 
 pub mod admin;
+pub mod allocator;
 pub mod bench;
 pub mod cli;
 pub mod embedded;

@@ -116,6 +116,47 @@ fn cpython_clients_get_memory_error() {
     });
 }
 
+/// Values a stock CPython client stored (its connection runs on a thread of its own)
+/// and a native client then replaced leave no memory stranded: the new values reuse
+/// what the old ones freed, because `agora serve` keeps one malloc arena per worker
+/// (`agora::allocator::share_arenas`). With an arena per thread, glibc's default, the
+/// resident size grew by all of the replaced values (24 MiB here).
+#[test]
+fn values_replaced_across_threads_reuse_their_memory() {
+    const COUNT: usize = 24;
+    const MIB: u64 = 1 << 20;
+    for_each_python(|python| {
+        let server = Server::start_with(ServerOptions {
+            args: vec!["--expose".into(), "stored=dict:stored".into()],
+            ..Default::default()
+        });
+        let count = COUNT.to_string();
+        let done = run(command(python, "store_big_values.py", &[&server.address, &count], &server.authkey), HANG_GUARD);
+        assert!(done.ok() && done.stdout.contains("OK store_big_values"), "{}", done.transcript());
+        let resident = || {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS").to_owned();
+            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let m = server.client().await;
+            let stored = m.dict::<String, String>("stored").await.unwrap();
+            assert_eq!(stored.len().await.unwrap(), COUNT);
+            let before = resident();
+            for i in 0..COUNT {
+                stored.insert(&format!("k{i}"), &"n".repeat(MIB as usize)).await.unwrap();
+            }
+            let after = resident();
+            assert!(
+                after < before + COUNT as u64 * MIB / 2,
+                "the replaced values' memory was not reused: resident {before} -> {after} bytes"
+            );
+            assert_eq!(stored.get(&"k0".to_owned()).await.unwrap().map(|v| v.len()), Some(MIB as usize));
+        });
+    });
+}
+
 /// A limit too small for the server itself is refused at start, with the minimum.
 #[test]
 fn a_tiny_limit_is_refused_at_start() {

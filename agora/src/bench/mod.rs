@@ -150,24 +150,6 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
-/// Tells glibc's allocator to keep freed memory for reuse. By default it hands freed
-/// blocks above 128 KiB (its threshold rises up to 32 MiB as it goes) back to the system
-/// at once, and trims the heap's free top past twice that: a load generator receiving
-/// big values (each reply a fresh allocation, freed a moment later) then faults every
-/// value's pages in again. perf on 1 MiB gets: page faults and their locks half of the
-/// generator's CPU, its throughput swinging 2x from run to run (bench/changes.md, round
-/// 24). `redis-benchmark` links jemalloc, which keeps freed memory for a while. A
-/// process-wide setting, so the client library leaves it to the program (see its docs).
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt has no preconditions (it takes the allocator's lock); it only
-    // changes the allocator's parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
 /// Runs `agora bench`.
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.serve_echo {
@@ -183,7 +165,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if let Some(test) = args.tests.iter().find(|t| args.raw && **t != Test::Echo && !raw::supports(**t)) {
         return Err(format!("-t {} cannot run with --raw (only ping, set, get, append, add, qput, qget)", test.name()));
     }
-    keep_freed_memory();
+    crate::allocator::keep_freed_memory();
     let needs_agora = args.idle > 0 || args.tests.iter().any(|t| *t != Test::Echo);
     let scratch = Scratch::new();
     // The server: embedded, or the one at --address.
