@@ -144,28 +144,38 @@ impl TrailingCall {
     }
 }
 
+/// Whether `response` is a value reply whose value is a str or bytes of at least
+/// [`MIN_PAYLOAD`] bytes: what [`encode_reply_frame`] splits. A look, for the hot path
+/// (every reply asks), before anything is moved.
+#[inline]
+pub fn has_big_value(response: &Response) -> bool {
+    match &response.result {
+        Ok(Reply::Value(Value::Str(s))) => s.len() >= MIN_PAYLOAD,
+        Ok(Reply::Value(Value::Bytes(b))) => b.len() >= MIN_PAYLOAD,
+        _ => false,
+    }
+}
+
+/// Writes a MessagePack length header (str or bin) of `n` bytes.
+type PutHeader = fn(&mut Vec<u8>, usize);
+
 /// Appends the frame of a value reply whose value is a str or bytes of at least
 /// [`MIN_PAYLOAD`] bytes to `out`, all but the value's bytes, and returns those: the
 /// frame goes on with exactly them (the value's own buffer, not copied). Any other
-/// response is given back untouched, to be encoded as usual.
+/// response is given back untouched, to be encoded as usual ([`has_big_value`] tells
+/// which without moving it).
 pub fn encode_reply_frame(response: Response, out: &mut Vec<u8>) -> Result<Vec<u8>, Response> {
-    let (id, value) = match response {
-        Response { id, result: Ok(Reply::Value(value)) } => (id, value),
+    if !has_big_value(&response) {
+        return Err(response);
+    }
+    let (id, payload, put_header): (u64, Vec<u8>, PutHeader) = match response {
+        Response { id, result: Ok(Reply::Value(Value::Str(s))) } => (id, s.into_string().into_bytes(), put_str_header),
+        Response { id, result: Ok(Reply::Value(Value::Bytes(b))) } => (id, b, put_bin_header),
         other => return Err(other),
     };
     let mut head = Vec::with_capacity(32);
     put_value_response_head(id, &mut head);
-    let payload = match value {
-        Value::Str(s) if s.len() >= MIN_PAYLOAD => {
-            put_str_header(&mut head, s.len());
-            s.into_string().into_bytes()
-        }
-        Value::Bytes(b) if b.len() >= MIN_PAYLOAD => {
-            put_bin_header(&mut head, b.len());
-            b
-        }
-        other => return Err(Response { id, result: Ok(Reply::Value(other)) }),
-    };
+    put_header(&mut head, payload.len());
     let (header, n) = frame::header(head.len() + payload.len());
     out.extend_from_slice(&header[..n]);
     out.extend_from_slice(&head);

@@ -40,6 +40,9 @@ impl Output {
 
     /// Adds a response's frame.
     pub(super) fn push(&mut self, response: Response) {
+        if !trailing::has_big_value(&response) {
+            return super::push_response(&mut self.buf, response);
+        }
         match trailing::encode_reply_frame(response, &mut self.buf) {
             Ok(value) => self.values.push((self.buf.len(), value)),
             Err(response) => super::push_response(&mut self.buf, response),
