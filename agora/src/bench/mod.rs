@@ -606,18 +606,19 @@ impl Plan {
                 tokio::spawn(async move {
                     let mut recorder = latencies.recorder(i);
                     let mut rng = Rng::new(i as u64 + 1);
-                    let mut key = String::with_capacity(16);
-                    let mut clock = Instant::now();
-                    while !stop.load(Ordering::Relaxed) && echo::take(&remaining, 1) == 1 {
+                    let next = |key: &mut String| {
+                        if stop.load(Ordering::Relaxed) || echo::take(&remaining, 1) == 0 {
+                            return false;
+                        }
                         match test {
-                            Test::Fill => workload::write_key(&mut key, next_key.fetch_add(1, Ordering::Relaxed)),
-                            Test::Set | Test::Get => workload::write_key(&mut key, rng.below(keyspace)),
+                            Test::Fill => workload::write_key(key, next_key.fetch_add(1, Ordering::Relaxed)),
+                            Test::Set | Test::Get => workload::write_key(key, rng.below(keyspace)),
                             _ => {}
                         }
-                        match worker.once(&key, &value, &mut clock).await {
-                            Ok(latency) => recorder.record(latency),
-                            Err(e) => return failures.add(e),
-                        }
+                        true
+                    };
+                    if let Err(e) = worker.drive(&value, next, |latency| recorder.record(latency)).await {
+                        failures.add(e);
                     }
                 })
             })
