@@ -166,6 +166,46 @@ async fn a_client_leaving_halfway_through_a_big_value_changes_nothing() {
     assert_eq!(d.len().await.unwrap(), 2);
 }
 
+/// A client that goes silent halfway through a big value loses its session as any
+/// silent peer does (the heartbeat timeout; a read into a value's own buffer is no
+/// exception), with the precise error; the buffer it had the server reserve for the
+/// value is freed, and the dict never sees the value.
+#[tokio::test]
+async fn a_client_silent_halfway_through_a_big_value_loses_its_session_and_its_buffer() {
+    const BIG: usize = 8 << 20;
+    // Long enough to see the buffer held; the typed client heartbeats well within it.
+    let server = Server::start_with(ServerOptions {
+        args: vec!["--heartbeat-timeout".into(), "3s".into()],
+        ..Default::default()
+    });
+    let admin = server.client().await;
+    let d = admin.dict::<String, String>("silent").await.unwrap();
+    // Ballast, so that the server's memory in use is its heap's count and not its
+    // resident size (which is mostly code and stacks in a small debug-built server,
+    // and moves with them: see `server/src/memory.rs`).
+    let ballast = admin.dict::<String, String>("ballast").await.unwrap();
+    for i in 0..3 {
+        ballast.insert(&i.to_string(), &"b".repeat(BIG)).await.unwrap();
+    }
+    let before = memory_in_use(&admin, |n| n >= 3 * BIG).await;
+    let mut raw = raw_session(&server);
+    let object = open_dict(&mut raw, "silent");
+    let call = set(object, 2, "k", Value::Str("v".repeat(BIG).into()));
+    raw.send(&call[..call.len() / 2]).unwrap();
+    // The value's buffer is reserved whole once the call's start is in.
+    let holding = memory_in_use(&admin, |n| n >= before + BIG * 3 / 4).await;
+    assert!(holding >= before + BIG * 3 / 4, "a buffer for the value is held: {before} -> {holding} bytes in use");
+    // Then silence: the session ends, with its reason.
+    let notice: Response = native::decode(&raw.recv_frame().expect("an expiry notice")).unwrap();
+    assert_eq!(notice.id, native::CONNECTION_ERROR_ID);
+    assert_eq!(notice.result.unwrap_err().code, agora_proto::ErrorCode::SessionExpired);
+    server.wait_for_log("session expired: no heartbeat");
+    let after = memory_in_use(&admin, |n| n < before + BIG / 4).await;
+    assert!(after < before + BIG / 4, "the value's buffer is freed: {before} -> {holding} -> {after} bytes in use");
+    assert_eq!(d.len().await.unwrap(), 0, "the dict never saw the value");
+    assert!(admin.connection_error().is_none(), "the other session is unharmed");
+}
+
 /// A str that is not UTF-8 is taken as serde's decoder takes it, big or small: the
 /// value read on its own ends the same way as when its frame is decoded whole.
 #[tokio::test]
