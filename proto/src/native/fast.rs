@@ -13,7 +13,7 @@
 //! (BENCHMARKS.md).
 
 use super::{Args, Op, Reply, Request, Response};
-use crate::value::{decode_msgpack_prefix, encode_msgpack_into, put_array_len, put_str, put_uint};
+use crate::value::{decode_msgpack_prefix, encode_msgpack_into, put_array_len, put_str, put_uint, uint_bytes};
 use crate::Value;
 
 /// A cursor over a message; every read returns `None` on anything unexpected.
@@ -174,8 +174,8 @@ pub(super) fn encode_positional_call_head(id: u64, object: u64, method: &str, co
 
 /// Writes the head of a positional call whose method name and argument list take
 /// their MessagePack short forms (every method agora has) into room made for the
-/// longest: pushed part by part, each paid the `Vec`'s capacity check, a sixth of a
-/// typed client's cost of encoding a call.
+/// longest. Pushed into the `Vec` part by part, each part paying its capacity check and
+/// the general header writer, the head cost 228 instructions per call; 108 this way.
 struct ShortHead<'a> {
     room: &'a mut [u8; ShortHead::MAX],
     len: usize,
@@ -207,24 +207,13 @@ impl ShortHead<'_> {
         self.len += bytes.len();
     }
 
-    /// As [`put_uint`] writes it (rmp's `write_uint`: the smallest form).
+    /// As [`put_uint`] writes it: all nine bytes of its header copied (a copy of a
+    /// known size), the count advanced by the ones that count. The room has nine
+    /// bytes left wherever an integer goes.
     fn put_uint(&mut self, n: u64) {
-        match n {
-            0..=127 => self.put(&[n as u8]),
-            128..=255 => self.put(&[0xcc, n as u8]),
-            256..=65535 => {
-                self.put(&[0xcd]);
-                self.put(&(n as u16).to_be_bytes());
-            }
-            65536..=4_294_967_295 => {
-                self.put(&[0xce]);
-                self.put(&(n as u32).to_be_bytes());
-            }
-            _ => {
-                self.put(&[0xcf]);
-                self.put(&n.to_be_bytes());
-            }
-        }
+        let (bytes, len) = uint_bytes(n);
+        self.room[self.len..self.len + bytes.len()].copy_from_slice(&bytes);
+        self.len += len;
     }
 }
 

@@ -58,6 +58,14 @@ pub fn put_uint(out: &mut Vec<u8>, n: u64) {
     uint_header(n).put(out);
 }
 
+/// [`put_uint`]'s bytes for `n`, at the front of nine, and how many of them count: for
+/// a writer that copies a fixed size and keeps the count (`native::fast`'s call head).
+#[inline]
+pub(crate) fn uint_bytes(n: u64) -> ([u8; 9], usize) {
+    let header = uint_header(n);
+    (header.bytes, header.len)
+}
+
 /// Appends a str in MessagePack, as `rmp::encode::write_str` does. A string longer
 /// than `u32::MAX` bytes has no MessagePack form: the caller checks first.
 #[inline]

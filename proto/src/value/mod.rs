@@ -41,7 +41,7 @@ mod de;
 mod dict;
 mod key;
 mod msgpack;
-pub(crate) use codec::{put_array_len, put_bin_header, put_str_header};
+pub(crate) use codec::{put_array_len, put_bin_header, put_str_header, uint_bytes};
 pub use codec::{put_str, put_uint};
 pub(crate) use msgpack::{decode_prefix as decode_msgpack_prefix, encode_into as encode_msgpack_into};
 mod num;
