@@ -18,8 +18,9 @@
 //! is a big str or bytes up to the value's bytes, and hands the value's own buffer back
 //! to be written after them (a vectored write), so a big reply is not copied into the
 //! connection's write buffer either. The bytes on the wire are those of
-//! [`super::encode_response`]. It knows nothing about sockets or the server: the reader owns the
-//! buffers.
+//! [`super::encode_response`].
+//!
+//! It knows nothing about sockets or the server: the connection owns the buffers.
 
 use super::fast::{call_head, put_value_response_head, CallHead, Cursor};
 use super::{Args, Op, Reply, Request, Response};

@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use agora_proto::frame::{self, FrameError};
+use agora_proto::frame::FrameError;
 use agora_proto::native::{
     self, Hello, Op, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID, MAGIC, PROTOCOL_VERSION,
 };
@@ -45,22 +45,13 @@ const PARTING_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// Sends a connection-level error (response id 0) and gives up on the connection.
 pub async fn refuse<S: Transport>(stream: &mut S, error: WireError) {
-    let mut out = Vec::new();
-    push_response(&mut out, Response { id: CONNECTION_ERROR_ID, result: Err(error) });
+    let mut out = Output::new();
+    out.push(Response { id: CONNECTION_ERROR_ID, result: Err(error) });
     let _ = tokio::time::timeout(PARTING_WRITE_TIMEOUT, async {
-        let _ = stream.write_all(&out).await;
+        let _ = out.write_to(stream).await;
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// Appends one encoded response frame to `out`.
-fn push_response(out: &mut Vec<u8>, response: Response) {
-    if let Err(e) = frame::encode_with(out, |body| native::encode_response(&response, body)) {
-        // Only a value that cannot be encoded gets here; answer with the reason instead.
-        let fallback = Response { id: response.id, result: Err(e) };
-        frame::encode_with(out, |body| native::encode(&fallback, body)).expect("errors always encode");
-    }
 }
 
 /// Reads and checks the Hello.

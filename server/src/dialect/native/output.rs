@@ -41,11 +41,11 @@ impl Output {
     /// Adds a response's frame.
     pub(super) fn push(&mut self, response: Response) {
         if !trailing::has_big_value(&response) {
-            return super::push_response(&mut self.buf, response);
+            return push_response(&mut self.buf, response);
         }
         match trailing::encode_reply_frame(response, &mut self.buf) {
             Ok(value) => self.values.push((self.buf.len(), value)),
-            Err(response) => super::push_response(&mut self.buf, response),
+            Err(response) => push_response(&mut self.buf, response),
         }
     }
 
@@ -77,6 +77,15 @@ impl Output {
             self.buf = Vec::with_capacity(START);
         }
         Ok(())
+    }
+}
+
+/// Appends one encoded response frame to `out`.
+fn push_response(out: &mut Vec<u8>, response: Response) {
+    if let Err(e) = frame::encode_with(out, |body| native::encode_response(&response, body)) {
+        // Only a value that cannot be encoded gets here; answer with the reason instead.
+        let fallback = Response { id: response.id, result: Err(e) };
+        frame::encode_with(out, |body| native::encode(&fallback, body)).expect("errors always encode");
     }
 }
 
