@@ -212,6 +212,17 @@ impl Server {
         self.child.id()
     }
 
+    /// The server process's resident size in bytes (`VmRSS` in `/proc/PID/status`).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// Sends `signal` to the server process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a pid we own; no memory is involved.
@@ -253,6 +264,14 @@ impl Server {
     /// A raw socket to the server, for speaking bytes by hand.
     pub fn raw(&self) -> RawConn {
         RawConn::connect(&self.address)
+    }
+
+    /// A raw socket with a native session open on it (authenticated with the server's
+    /// authkey, its Hello sent as "raw", the Welcome read).
+    pub fn raw_session(&self) -> RawConn {
+        let mut raw = self.raw();
+        raw.native_session(&self.authkey, "raw");
+        raw
     }
 
     /// Connects an async client with the right authkey.

@@ -16,13 +16,6 @@ async fn healthy(server: &Server, bystander: &Manager) {
     server.client().await.ping().await.unwrap();
 }
 
-/// A raw connection that has authenticated and said hello.
-fn raw_session(server: &Server) -> RawConn {
-    let mut raw = server.raw();
-    raw.native_session(&server.authkey, "raw");
-    raw
-}
-
 fn connection_error(raw: &mut RawConn) -> agora_proto::WireError {
     let resp: Response = native::decode(&raw.recv_frame().expect("a connection-level error frame")).unwrap();
     assert_eq!(resp.id, native::CONNECTION_ERROR_ID);
@@ -68,7 +61,7 @@ async fn garbage_after_authentication_gets_a_protocol_error() {
     assert!(err.message.contains("malformed native message"), "{}", err.message);
     assert!(raw.recv_frame().is_none(), "closed after the error");
     // and a malformed request on an established session
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     raw.send_frame(&[0x93, 0x01]).unwrap();
     assert_eq!(connection_error(&mut raw).code, agora_proto::ErrorCode::Protocol);
     healthy(&server, &bystander).await;
@@ -79,7 +72,7 @@ async fn oversized_frame_is_refused_before_its_body_is_read() {
     let server =
         Server::start_with(ServerOptions { args: vec!["--max-frame".into(), "1K".into()], ..Default::default() });
     let bystander = server.client().await;
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     // Announce 1 GiB and send none of it: the server must answer from the header alone.
     raw.send(&(1u32 << 30).to_be_bytes()).unwrap();
     let err = connection_error(&mut raw);
@@ -97,7 +90,7 @@ async fn oversized_frame_is_refused_before_its_body_is_read() {
 #[tokio::test]
 async fn negative_frame_length_is_a_protocol_error() {
     let server = Server::start();
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     raw.send(&(-2i32).to_be_bytes()).unwrap();
     let err = connection_error(&mut raw);
     assert_eq!(err.code, agora_proto::ErrorCode::Protocol);
@@ -145,7 +138,7 @@ async fn too_many_connections_is_a_clear_error() {
 async fn unknown_ids_methods_kinds_and_types_are_precise() {
     let server = Server::start();
     let m = server.client().await;
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     let mut send = |op: Op| {
         let mut out = Vec::new();
         native::encode(&Request { id: 9, op }, &mut out).unwrap();
@@ -216,7 +209,7 @@ async fn a_client_vanishing_mid_call_harms_nobody() {
     let server = Server::start();
     let bystander = server.client().await;
     for _ in 0..20 {
-        let mut raw = raw_session(&server);
+        let mut raw = server.raw_session();
         let mut out = Vec::new();
         let open =
             Request { id: 1, op: Op::Open { kind: Kind::Dict, name: Some("vanish".into()), args: Args::default() } };

@@ -23,12 +23,6 @@ fn text(len: usize, seed: usize) -> String {
     s
 }
 
-fn raw_session(server: &Server) -> RawConn {
-    let mut raw = server.raw();
-    raw.native_session(&server.authkey, "raw");
-    raw
-}
-
 /// One request, framed.
 fn framed(id: u64, op: Op) -> Vec<u8> {
     let mut body = Vec::new();
@@ -114,7 +108,7 @@ async fn pipelined_among_small_calls(server: &Server) {
 #[tokio::test]
 async fn a_big_value_dribbled_in_with_a_request_right_behind_it() {
     let server = Server::start();
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     let object = open_dict(&mut raw, "dribble");
     let value = text(200_000, 3);
     let call = set(object, 2, "k", Value::Str(value.as_str().into()));
@@ -152,7 +146,7 @@ async fn a_client_leaving_halfway_through_a_big_value_changes_nothing() {
     let d = m.dict::<String, String>("halfway").await.unwrap();
     d.insert(&"k".to_owned(), &"before".to_owned()).await.unwrap();
     for round in 0..10 {
-        let mut raw = raw_session(&server);
+        let mut raw = server.raw_session();
         let object = open_dict(&mut raw, "halfway");
         let call = set(object, 2, "k", Value::Str(text(1 << 20, round).into()));
         raw.send(&call[..call.len() / 2 + round * 1000]).unwrap();
@@ -188,7 +182,7 @@ async fn a_client_silent_halfway_through_a_big_value_loses_its_session_and_its_b
         ballast.insert(&i.to_string(), &"b".repeat(BIG)).await.unwrap();
     }
     let before = memory_in_use(&admin, |n| n >= 3 * BIG).await;
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     let object = open_dict(&mut raw, "silent");
     let call = set(object, 2, "k", Value::Str("v".repeat(BIG).into()));
     raw.send(&call[..call.len() / 2]).unwrap();
@@ -211,7 +205,7 @@ async fn a_client_silent_halfway_through_a_big_value_loses_its_session_and_its_b
 #[tokio::test]
 async fn a_big_str_that_is_not_utf8_is_taken_as_a_small_one_is() {
     let server = Server::start();
-    let mut raw = raw_session(&server);
+    let mut raw = server.raw_session();
     let object = open_dict(&mut raw, "not-utf8");
     let mut outcomes = Vec::new();
     for (id, len) in [(2, 100), (4, MIN + 10)] {

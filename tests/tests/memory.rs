@@ -133,21 +133,16 @@ fn values_replaced_across_threads_reuse_their_memory() {
         let count = COUNT.to_string();
         let done = run(command(python, "store_big_values.py", &[&server.address, &count], &server.authkey), HANG_GUARD);
         assert!(done.ok() && done.stdout.contains("OK store_big_values"), "{}", done.transcript());
-        let resident = || {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-            let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS").to_owned();
-            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-        };
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let m = server.client().await;
             let stored = m.dict::<String, String>("stored").await.unwrap();
             assert_eq!(stored.len().await.unwrap(), COUNT);
-            let before = resident();
+            let before = server.resident_bytes();
             for i in 0..COUNT {
                 stored.insert(&format!("k{i}"), &"n".repeat(MIB as usize)).await.unwrap();
             }
-            let after = resident();
+            let after = server.resident_bytes();
             assert!(
                 after < before + COUNT as u64 * MIB / 2,
                 "the replaced values' memory was not reused: resident {before} -> {after} bytes"

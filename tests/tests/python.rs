@@ -327,29 +327,19 @@ fn references_cross_between_rust_and_python() {
 fn a_long_lived_connection_does_not_keep_freed_objects() {
     let python = python_support::pythons().last().expect("a CPython");
     let server = Server::start();
-    let before = resident_kib(server.pid());
+    let before = server.resident_bytes() / 1024;
     let mut cmd = command(python, "scenarios.py", &["churn", &server.address, "256", "1048576"], &server.authkey);
     cmd.stdin(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let said = lines.next().and_then(Result::ok).unwrap_or_default();
-    let during = resident_kib(server.pid());
+    let during = server.resident_bytes() / 1024;
     drop(child.stdin.take()); // lets the script finish
     let out = child.wait_with_output().expect("wait");
     assert_eq!(said, "CHURNED", "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let grown = during.saturating_sub(before);
     assert!(grown < 64 * 1024, "server grew by {grown} KiB while 256 MiB of freed dicts went through one connection");
-}
-
-/// The resident memory of a process, in KiB.
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 /// Every address the server logged as listening.
