@@ -511,7 +511,9 @@ pub struct ServeArgs {
     /// them at a time). The default leaves one CPU to the kernel, the clients beside the
     /// server and its own other threads (on 2 CPUs, one worker served 50 clients
     /// 5-25 % faster than two: BENCHMARKS.md, round 20); on a machine the server has
-    /// to itself, try one per CPU. [default: one fewer than the CPUs, at least 1]
+    /// to itself, try one per CPU. glibc's allocator keeps as many arenas as there are
+    /// workers (unless MALLOC_ARENA_MAX or GLIBC_TUNABLES is set), so memory freed on
+    /// one thread is reused on another. [default: one fewer than the CPUs, at least 1]
     #[arg(long, value_name = "N", env = "AGORA_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
 
