@@ -315,25 +315,35 @@ impl Link {
         answer.await
     }
 
-    /// [`Link::call`] of `method` on `object` with positional `args`, borrowed: the hot
-    /// path encodes them where they are, straight into the outbox; only a call that
-    /// must wait for a reconnect or an attach copies them into a request of its own.
-    pub(crate) async fn call_method<A: CallArgs + ?Sized>(
+    /// [`Link::call`] of `method` on `object` with positional `args`, borrowed; the
+    /// outcome is what `then` makes of its [`Answer`]: the answer itself, or
+    /// [`in_session`] for a call that hands something over. The hot path encodes the
+    /// arguments where they are, straight into the outbox; only a call that must wait
+    /// for a reconnect or an attach copies them into a request of its own. `on_orphan`
+    /// makes the call's [`OnOrphan`], if it has one (a closure: a call without one
+    /// then carries nothing for it).
+    pub(crate) async fn call_method<A, T, F>(
         &self,
         object: (&ObjectSlot, ObjectId),
         method: &str,
         args: &A,
-    ) -> Result<Reply> {
+        on_orphan: impl FnOnce() -> Option<OnOrphan>,
+        then: impl FnOnce(Answer) -> F,
+    ) -> Result<T>
+    where
+        A: CallArgs + ?Sized,
+        F: std::future::Future<Output = Result<T>>,
+    {
         let call = match self.attached_current(Some(object)) {
-            Some(conn) => match conn.queue_method(object.1, method, args, PendingCall::new(None)) {
-                Ok(answer) => return answer.await,
+            Some(conn) => match conn.queue_method(object.1, method, args, PendingCall::new(on_orphan())) {
+                Ok(answer) => return then(answer).await,
                 Err(Refused::Call(reason)) => return Err(reason),
                 Err(Refused::Dead(call)) => call,
             },
-            None => PendingCall::new(None),
+            None => PendingCall::new(on_orphan()),
         };
         let out = Outgoing::call(&self.ids, object.1, method, args.to_values().map_err(Error::from)?);
-        self.queue_slowly(Some(object), (out, call)).await?.await
+        then(self.queue_slowly(Some(object), (out, call)).await?).await
     }
 
     /// [`Link::call`], also returning the generation of the connection that answered:
@@ -348,8 +358,7 @@ impl Link {
             Ok(answer) => answer,
             Err(slow) => self.queue_slowly(object, *slow).await?,
         };
-        let generation = answer.connection().generation();
-        Ok((answer.await?, generation))
+        in_session(answer).await
     }
 
     /// Encodes `op` and queues it on the current connection if that is alive and
@@ -827,6 +836,13 @@ impl Link {
             last_error: Box::new(last_error),
         }
     }
+}
+
+/// `answer`'s reply, with the generation of the connection it came on: whose session
+/// holds what the call handed over.
+pub(crate) async fn in_session(answer: Answer) -> Result<(Reply, u64)> {
+    let generation = answer.connection().generation();
+    Ok((answer.await?, generation))
 }
 
 /// True for the reasons a connection ends that a new connection may overcome: the

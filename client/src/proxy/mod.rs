@@ -14,9 +14,9 @@ use agora_proto::{from_value, to_value, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::connection::OnOrphan;
+use crate::connection::{Answer, OnOrphan};
 use crate::error::{Error, Result};
-use crate::link::{Link, ObjectSlot};
+use crate::link::{in_session, Link, ObjectSlot};
 
 pub mod array;
 pub mod barrier;
@@ -127,7 +127,7 @@ impl Handle {
 
     /// Calls `method` with positional arguments and returns the raw result.
     pub(crate) async fn call<A: CallArgs + ?Sized>(&self, method: &str, args: &A) -> Result<Value> {
-        match self.link.call_method((&self.slot, self.id), method, args).await? {
+        match self.link.call_method((&self.slot, self.id), method, args, || None, std::convert::identity).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
@@ -147,11 +147,12 @@ impl Handle {
         give_back: GiveBack,
         wait: Option<Wait>,
     ) -> Result<(Value, u64)> {
-        let reply = self
-            .again(method, args, wait, |op| {
-                self.link.call_in_session(Some((&self.slot, self.id)), op, Some(self.on_orphan(give_back)))
-            })
-            .await?;
+        let on_orphan = || Some(self.on_orphan(give_back));
+        let reply = match wait {
+            // Made once: no loop around it (one state machine fewer on a `get_nowait`).
+            None => self.link.call_method((&*self.slot, self.id), method, &args[..], on_orphan, in_session).await?,
+            Some(_) => self.again(method, args, wait, on_orphan, in_session).await?,
+        };
         match reply {
             (Reply::Value(v), generation) => Ok((v, generation)),
             (other, _) => Err(unexpected(other)),
@@ -161,29 +162,29 @@ impl Handle {
     /// Calls a method that waits and hands nothing over (an event's or a queue's
     /// wait), made again on the next connection if its own is lost (see [`Wait`]).
     pub(crate) async fn call_waiting(&self, method: &str, args: Vec<Value>, wait: Wait) -> Result<Value> {
-        match self.again(method, args, Some(wait), |op| self.link.call(Some((&self.slot, self.id)), op, None)).await? {
+        match self.again(method, args, Some(wait), || None, std::convert::identity).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Runs `attempt` with a call of `method`; with `wait`, again (on the connection
-    /// the manager reconnects to) for as long as attempts end with the connection lost.
-    async fn again<T, F, Fut>(
+    /// Calls `method` (see [`Link::call_method`] for `on_orphan` and `then`); with
+    /// `wait`, again (on the connection the manager reconnects to) for as long as
+    /// attempts end with the connection lost.
+    async fn again<T, F>(
         &self,
         method: &str,
         mut args: Vec<Value>,
         wait: Option<Wait>,
-        mut attempt: F,
+        on_orphan: impl Fn() -> Option<OnOrphan>,
+        then: impl Fn(Answer) -> F,
     ) -> Result<T>
     where
-        F: FnMut(Op) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        F: Future<Output = Result<T>>,
     {
         loop {
-            let this = if wait.is_some() { args.clone() } else { std::mem::take(&mut args) };
-            let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(this) };
-            match attempt(op).await {
+            let object = (&*self.slot, self.id);
+            match self.link.call_method(object, method, &args[..], &on_orphan, &then).await {
                 Err(lost) if wait.is_some() && self.link.waits_again(&lost) => {
                     tracing::info!(object = ?self, method, reason = %lost, "the connection was lost while a call waited; waiting again on the next one");
                     if let Some(wait) = wait {
