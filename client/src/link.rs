@@ -454,24 +454,28 @@ impl Link {
         Err(self.session_ended(what, None))
     }
 
-    /// Calls `op` on the connection of `generation` only (see [`Link::pinned`]): never
-    /// on another connection, never reconnecting.
-    pub(crate) async fn call_pinned(
+    /// Calls `method` on `object` with positional `args`, borrowed, on the connection
+    /// of `generation` only (see [`Link::pinned`]): never on another connection, never
+    /// reconnecting.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn call_pinned<A: CallArgs + ?Sized>(
         &self,
         generation: u64,
         what: &str,
-        op: Op,
+        object: ObjectId,
+        method: &str,
+        args: &A,
         on_orphan: Option<OnOrphan>,
     ) -> Result<Reply> {
         let conn = self.pinned(generation, what)?;
-        let out = Outgoing::new(&self.ids, op);
-        match conn.queue_call(out, PendingCall::new(on_orphan)) {
+        match conn.queue_method(object, method, args, PendingCall::new(on_orphan)) {
             Ok(answer) => answer.await,
+            Err(Refused::Call(reason)) => Err(reason),
             // The session ended just before: say so, as if it had ended earlier.
-            Err(unsent) => match self.pinned(generation, what) {
-                Ok(_) => Err(unsent.reason),
-                Err(ended) => Err(ended),
-            },
+            Err(Refused::Dead(_)) => Err(self
+                .pinned(generation, what)
+                .err()
+                .unwrap_or_else(|| Error::ConnectionLost("the connection closed while the call was sent".into()))),
         }
     }
 

@@ -223,8 +223,8 @@ impl Handle {
         args: Vec<Value>,
         give_back: Option<GiveBack>,
     ) -> Result<Value> {
-        let op = Op::Call { object: self.id, method: method.into(), args: Args::positional(args) };
-        match self.link.call_pinned(generation, what, op, give_back.map(|g| self.on_orphan(g))).await? {
+        let on_orphan = give_back.map(|g| self.on_orphan(g));
+        match self.link.call_pinned(generation, what, self.id, method, &args[..], on_orphan).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
