@@ -38,12 +38,37 @@ use tokio::sync::{watch, Notify};
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
 
-/// What to do if a call's value arrives after its caller stopped waiting: send (with
-/// the function it is given) the compensating operation that gives a hand-off back (an
-/// item back to its queue). It may keep what it needs alive until then (the proxy's
-/// handle, so the object is not released before the item is back), so it is never
-/// called or dropped under the connection's state lock.
-pub(crate) type OnOrphan = Box<dyn FnOnce(agora_proto::Value, &dyn Fn(Op)) + Send>;
+/// Names the call that returns a hand-off whose caller stopped waiting: the value in,
+/// the method and its arguments out (`None`: nothing to give back).
+pub(crate) type GiveBack = fn(agora_proto::Value) -> Option<(&'static str, Vec<agora_proto::Value>)>;
+
+/// What to do if a call's value arrives after its caller stopped waiting: send the
+/// compensating call that gives a hand-off back (an item back to its queue). It keeps
+/// what must stay alive until then (the proxy's handle, so the object is not released
+/// before the item is back), so it is never run or dropped under the connection's
+/// state lock. Plain fields, not a boxed closure: every queue get carries one, and
+/// this costs it no allocation.
+pub(crate) struct OnOrphan {
+    object: ObjectId,
+    give_back: GiveBack,
+    keep: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl OnOrphan {
+    /// Gives back what `give_back` names on `object`, keeping `keep` alive until then.
+    pub(crate) fn new(object: ObjectId, give_back: GiveBack, keep: Arc<dyn std::any::Any + Send + Sync>) -> OnOrphan {
+        OnOrphan { object, give_back, keep }
+    }
+
+    /// Sends, with `send`, the call that gives `value` back; only then lets go of
+    /// what it keeps (so a proxy's `Release` follows the give-back).
+    fn run(self, value: agora_proto::Value, send: impl Fn(Op)) {
+        if let Some((method, args)) = (self.give_back)(value) {
+            send(Op::Call { object: self.object, method: method.into(), args: native::Args::positional(args) });
+        }
+        drop(self.keep);
+    }
+}
 
 /// A call waiting for its reply, in the pending map until its [`Answer`] takes the
 /// reply (or is dropped).
@@ -616,7 +641,7 @@ impl Drop for Answer {
             drop(state);
             drop(waker);
             if let (Ok(Reply::Value(value)), Some(on_orphan)) = (result, on_orphan) {
-                on_orphan(value, &|op| self.conn.send_and_forget(op));
+                on_orphan.run(value, |op| self.conn.send_and_forget(op));
             }
             return;
         }
@@ -791,7 +816,7 @@ impl Delivery {
         self.wake.drain(..).for_each(std::task::Waker::wake);
         for leftover in self.rest.drain(..) {
             if let Some((Ok(Reply::Value(value)), Some(on_orphan))) = leftover.unread {
-                on_orphan(value, &|op| conn.send_and_forget(op));
+                on_orphan.run(value, |op| conn.send_and_forget(op));
             }
         }
     }

@@ -14,6 +14,7 @@ use agora_proto::{from_value, to_value, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub(crate) use crate::connection::GiveBack;
 use crate::connection::{Answer, OnOrphan};
 use crate::error::{Error, Result};
 use crate::link::{in_session, Link, ObjectSlot};
@@ -32,10 +33,6 @@ pub mod rlock;
 pub mod semaphore;
 pub mod set;
 pub mod value;
-
-/// Names the call that returns a hand-off whose caller stopped waiting: the value in,
-/// the method and its arguments out (`None`: nothing to give back).
-pub(crate) type GiveBack = fn(Value) -> Option<(&'static str, Vec<Value>)>;
 
 /// A call that waits (an acquire, a blocking get, an event's or a queue's wait): if the
 /// connection it waits on is lost, it is made again on the next connection instead of
@@ -200,14 +197,7 @@ impl Handle {
     /// the proxy dropped meanwhile, its `Release` would otherwise reach the server
     /// before the give-back, which would then find no handle and lose the item.
     fn on_orphan(self: &Arc<Self>, give_back: GiveBack) -> OnOrphan {
-        let handle = self.clone();
-        Box::new(move |value, send| {
-            if let Some((method, args)) = give_back(value) {
-                send(Op::Call { object: handle.id, method: method.into(), args: Args::positional(args) });
-            }
-            // Only now may the handle go (and its Release follow the give-back).
-            drop(handle);
-        })
+        OnOrphan::new(self.id, give_back, self.clone())
     }
 
     /// Calls `method` on the connection of `generation` only: for what a grant (a lock
