@@ -298,25 +298,20 @@ impl Link {
         self.current().closed_reason()
     }
 
-    /// Calls `op` on a live connection (reconnecting if need be) and returns the reply.
-    /// With `object`, the object must be attached in that connection's session (it is
-    /// re-attached if a reconnect raced with its opening), and a lost object fails at
-    /// once.
-    pub(crate) async fn call(
-        &self,
-        object: Option<(&ObjectSlot, ObjectId)>,
-        op: Op,
-        on_orphan: Option<OnOrphan>,
-    ) -> Result<Reply> {
-        let answer = match self.queue_now(object, op, on_orphan) {
+    /// Calls `op`, on no object (a ping, an open, the manager's own requests), on a live
+    /// connection (reconnecting if need be) and returns the reply.
+    pub(crate) async fn call(&self, op: Op) -> Result<Reply> {
+        let answer = match self.queue_now(op) {
             Ok(answer) => answer,
-            Err(slow) => self.queue_slowly(object, *slow).await?,
+            Err(slow) => self.queue_slowly(None, *slow).await?,
         };
         answer.await
     }
 
-    /// [`Link::call`] of `method` on `object` with positional `args`, borrowed; the
-    /// outcome is what `then` makes of its [`Answer`]: the answer itself, or
+    /// Calls `method` on `object` with positional `args`, borrowed, on a live
+    /// connection (reconnecting if need be) where the object is attached (it is
+    /// re-attached if a reconnect raced with its opening; a lost object fails at once).
+    /// The outcome is what `then` makes of its [`Answer`]: the answer itself, or
     /// [`in_session`] for a call that hands something over. The hot path encodes the
     /// arguments where they are, straight into the outbox; only a call that must wait
     /// for a reconnect or an attach copies them into a request of its own. `on_orphan`
@@ -334,7 +329,7 @@ impl Link {
         A: CallArgs + ?Sized,
         F: std::future::Future<Output = Result<T>>,
     {
-        let call = match self.attached_current(Some(object)) {
+        let call = match self.attached_current(object) {
             Some(conn) => match conn.queue_method(object.1, method, args, PendingCall::new(on_orphan())) {
                 Ok(answer) => return then(answer).await,
                 Err(Refused::Call(reason)) => return Err(reason),
@@ -347,43 +342,28 @@ impl Link {
     }
 
     /// [`Link::call`], also returning the generation of the connection that answered:
-    /// whose session holds what the call handed over (an opened handle, a grant).
-    pub(crate) async fn call_in_session(
-        &self,
-        object: Option<(&ObjectSlot, ObjectId)>,
-        op: Op,
-        on_orphan: Option<OnOrphan>,
-    ) -> Result<(Reply, u64)> {
-        let answer = match self.queue_now(object, op, on_orphan) {
+    /// whose session holds what the call handed over (an opened handle).
+    pub(crate) async fn call_in_session(&self, op: Op) -> Result<(Reply, u64)> {
+        let answer = match self.queue_now(op) {
             Ok(answer) => answer,
-            Err(slow) => self.queue_slowly(object, *slow).await?,
+            Err(slow) => self.queue_slowly(None, *slow).await?,
         };
         in_session(answer).await
     }
 
-    /// Encodes `op` and queues it on the current connection if that is alive and
-    /// (with `object`) the object is attached in its session: the hot path, which
-    /// awaits nothing. Otherwise gives the call back for [`Link::queue_slowly`].
-    fn queue_now(
-        &self,
-        object: Option<(&ObjectSlot, ObjectId)>,
-        op: Op,
-        on_orphan: Option<OnOrphan>,
-    ) -> std::result::Result<Answer, Box<(Outgoing, PendingCall)>> {
+    /// Encodes `op` and queues it on the current connection if that is alive: the hot
+    /// path, which awaits nothing. Otherwise gives the call back for
+    /// [`Link::queue_slowly`].
+    fn queue_now(&self, op: Op) -> std::result::Result<Answer, Box<(Outgoing, PendingCall)>> {
         let out = Outgoing::new(&self.ids, op);
-        let call = PendingCall::new(on_orphan);
-        match self.attached_current(object) {
-            Some(conn) => conn.queue_call(out, call).map_err(|unsent| Box::new(unsent.call())),
-            None => Err(Box::new((out, call))),
-        }
+        self.current().queue_call(out, PendingCall::new(None)).map_err(|unsent| Box::new(unsent.call()))
     }
 
-    /// The current connection, if `object` (when given) is attached in its session:
-    /// where the hot path queues. (Whether it is alive, queueing finds out.)
-    fn attached_current(&self, object: Option<(&ObjectSlot, ObjectId)>) -> Option<Arc<Connection>> {
+    /// The current connection, if `object` is attached in its session: where the hot
+    /// path queues. (Whether it is alive, queueing finds out.)
+    fn attached_current(&self, (slot, _): (&ObjectSlot, ObjectId)) -> Option<Arc<Connection>> {
         let conn = self.current();
-        let attached = object.is_none_or(|(slot, _)| slot.attached.load(Ordering::Acquire) == conn.generation());
-        attached.then_some(conn)
+        (slot.attached.load(Ordering::Acquire) == conn.generation()).then_some(conn)
     }
 
     /// Queues a call the hot path could not: reconnects if the connection is dead,

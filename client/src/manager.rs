@@ -268,7 +268,7 @@ impl Manager {
 
     /// Runs a manager-level request (not on an object).
     fn call(&self, op: Op) -> impl std::future::Future<Output = Result<Reply>> + Send + '_ {
-        self.link.call(None, op, None)
+        self.link.call(op)
     }
 
     /// A round trip that does nothing: checks the server is there.

@@ -108,7 +108,7 @@ impl Handle {
         args: Vec<Value>,
     ) -> Result<Arc<Handle>> {
         let op = Op::Open { kind, name: name.map(str::to_owned), args: Args::positional(args) };
-        match link.call_in_session(None, op, None).await? {
+        match link.call_in_session(op).await? {
             (Reply::Opened { object, kind, .. }, generation) => {
                 let slot = link.track(object, &kind, generation);
                 Ok(Arc::new(Handle { link: link.clone(), slot, id: object, kind }))
