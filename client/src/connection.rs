@@ -204,9 +204,9 @@ impl Unsent {
 
 /// Why [`Connection::queue_method`] did not queue a call.
 pub(crate) enum Refused {
-    /// The connection is dead: nothing was sent, and the call may go out on the next
-    /// one.
-    Dead(PendingCall),
+    /// The connection is dead (for the reason given): nothing was sent, and the call
+    /// may go out on the next one.
+    Dead(PendingCall, Error),
     /// The call itself is refused, whatever the connection: an argument that cannot be
     /// converted, or a request too large for this server.
     Call(Error),
@@ -468,7 +468,7 @@ impl Connection {
         match self.queue_encoded(id, |b| native::encode_call(id, object, method, args, b), call) {
             Ok(answer) => Ok(answer),
             Err((reason, _, true)) => Err(Refused::Call(reason)),
-            Err((_, call, false)) => Err(Refused::Dead(call)),
+            Err((reason, call, false)) => Err(Refused::Dead(call, reason)),
         }
     }
 

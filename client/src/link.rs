@@ -333,7 +333,7 @@ impl Link {
             Some(conn) => match conn.queue_method(object.1, method, args, PendingCall::new(on_orphan())) {
                 Ok(answer) => return then(answer).await,
                 Err(Refused::Call(reason)) => return Err(reason),
-                Err(Refused::Dead(call)) => call,
+                Err(Refused::Dead(call, _)) => call,
             },
             None => PendingCall::new(on_orphan()),
         };
@@ -452,10 +452,10 @@ impl Link {
             Ok(answer) => answer.await,
             Err(Refused::Call(reason)) => Err(reason),
             // The session ended just before: say so, as if it had ended earlier.
-            Err(Refused::Dead(_)) => Err(self
-                .pinned(generation, what)
-                .err()
-                .unwrap_or_else(|| Error::ConnectionLost("the connection closed while the call was sent".into()))),
+            Err(Refused::Dead(_, reason)) => match self.pinned(generation, what) {
+                Ok(_) => Err(reason),
+                Err(ended) => Err(ended),
+            },
         }
     }
 

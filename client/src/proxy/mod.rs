@@ -148,7 +148,7 @@ impl Handle {
         let reply = match wait {
             // Made once: no loop around it (one state machine fewer on a `get_nowait`).
             None => self.link.call_method((&*self.slot, self.id), method, &args[..], on_orphan, in_session).await?,
-            Some(_) => self.again(method, args, wait, on_orphan, in_session).await?,
+            Some(wait) => self.again(method, args, wait, on_orphan, in_session).await?,
         };
         match reply {
             (Reply::Value(v), generation) => Ok((v, generation)),
@@ -159,20 +159,20 @@ impl Handle {
     /// Calls a method that waits and hands nothing over (an event's or a queue's
     /// wait), made again on the next connection if its own is lost (see [`Wait`]).
     pub(crate) async fn call_waiting(&self, method: &str, args: Vec<Value>, wait: Wait) -> Result<Value> {
-        match self.again(method, args, Some(wait), || None, std::convert::identity).await? {
+        match self.again(method, args, wait, || None, std::convert::identity).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Calls `method` (see [`Link::call_method`] for `on_orphan` and `then`); with
-    /// `wait`, again (on the connection the manager reconnects to) for as long as
-    /// attempts end with the connection lost.
+    /// Calls `method` (see [`Link::call_method`] for `on_orphan` and `then`), and again
+    /// (on the connection the manager reconnects to) for as long as attempts end with
+    /// the connection lost, the wait's timeout cut to what is left.
     async fn again<T, F>(
         &self,
         method: &str,
         mut args: Vec<Value>,
-        wait: Option<Wait>,
+        wait: Wait,
         on_orphan: impl Fn() -> Option<OnOrphan>,
         then: impl Fn(Answer) -> F,
     ) -> Result<T>
@@ -182,11 +182,9 @@ impl Handle {
         loop {
             let object = (&*self.slot, self.id);
             match self.link.call_method(object, method, &args[..], &on_orphan, &then).await {
-                Err(lost) if wait.is_some() && self.link.waits_again(&lost) => {
+                Err(lost) if self.link.waits_again(&lost) => {
                     tracing::info!(object = ?self, method, reason = %lost, "the connection was lost while a call waited; waiting again on the next one");
-                    if let Some(wait) = wait {
-                        wait.rewrite(&mut args);
-                    }
+                    wait.rewrite(&mut args);
                 }
                 other => return other,
             }
