@@ -158,9 +158,14 @@ pub fn bind(spec: &MethodSpec, positional: Vec<Value>, keywords: Vec<(String, Va
         )));
     }
     let mut values = positional;
-    let mut given = mask(values.len());
-    if values.len() < max {
+    let count = values.len();
+    let mut given = mask(count);
+    if count < max {
         values.resize(max, Value::None);
+    }
+    // Enough positional arguments alone (nearly every call): nothing to match by name.
+    if keywords.is_empty() && count >= spec.required {
+        return Ok(Args { method: name, values, given: given & mask(max), params: max, keywords });
     }
     let mut extra = Vec::new();
     for (key, value) in keywords {

@@ -58,6 +58,13 @@ impl ValueObject {
 /// `current + delta` for numbers only (int, bool, float): Python's `+`, and Python's
 /// `TypeError` wording for anything else (agora's atomic adds never concatenate).
 pub(crate) fn add_numbers(current: &Value, delta: &Value) -> Result<Value, WireError> {
+    // Two ints that do not overflow (a counter, almost always) without the general
+    // numeric tower's checks and conversions.
+    if let (Value::Int(a), Value::Int(b)) = (current, delta) {
+        if let Some(sum) = a.checked_add(*b) {
+            return Ok(Value::Int(sum));
+        }
+    }
     let is_number = |v: &Value| matches!(v, Value::Bool(_) | Value::Int(_) | Value::BigInt(_) | Value::Float(_));
     if !is_number(current) || !is_number(delta) {
         return Err(WireError::type_error(format!(
@@ -127,6 +134,17 @@ mod tests {
         assert_py_eq(&v.snapshot(), &s("text"));
         assert_eq!(v.repr(), "Value('i', 'text')");
         assert_eq!(v.kind(), Kind::Value);
+    }
+
+    #[test]
+    fn an_int_sum_past_i64_becomes_a_big_int() {
+        let mut v = value("q", Value::Int(i64::MAX));
+        let past = Value::from_bigint(agora_proto::value::BigInt::from(i64::MAX) + 1);
+        assert_py_eq(&call(&mut v, "add", vec![Value::Int(1)]).unwrap(), &past);
+        assert_py_eq(&call(&mut v, "add", vec![Value::Int(-1)]).unwrap(), &Value::Int(i64::MAX));
+        let mut low = value("q", Value::Int(i64::MIN));
+        let below = Value::from_bigint(agora_proto::value::BigInt::from(i64::MIN) - 1);
+        assert_py_eq(&call(&mut low, "add", vec![Value::Int(-1)]).unwrap(), &below);
     }
 
     #[test]
