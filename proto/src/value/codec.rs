@@ -276,13 +276,13 @@ impl<'a> Scalar<'a> {
 
     /// Appends the encoding: the bytes [`Value::to_msgpack`] writes for the same value.
     pub(super) fn put(self, out: &mut Vec<u8>) {
-        // An int (a counter's sum) has no body: copying the empty one is a `memcpy` call.
-        if let Scalar::Int(i) = self {
-            return int_header(i).put(out);
-        }
         let (header, body) = self.parts();
         header.put(out);
-        out.extend_from_slice(body);
+        // None, a bool, an int or a float (a setter's reply, a counter's sum) has no
+        // body: copying the empty one is still a `memcpy` call.
+        if !body.is_empty() {
+            out.extend_from_slice(body);
+        }
     }
 }
 
