@@ -583,11 +583,18 @@ pub fn encode_args(args: &Args, out: &mut Vec<u8>) -> Result<(), WireError> {
 pub fn encode_response(response: &Response, out: &mut Vec<u8>) -> Result<(), WireError> {
     match &response.result {
         Ok(Reply::Value(value)) => {
-            fast::encode_value_response(response.id, value, out);
+            encode_value_response(response.id, value, out);
             Ok(())
         }
         _ => encode(response, out),
     }
+}
+
+/// Appends what [`encode_response`] writes for `Response { id, result:
+/// Ok(Reply::Value(value)) }`, for a caller that has the value and no response around
+/// it (a server answering a call: every value encodes).
+pub fn encode_value_response(id: u64, value: &Value, out: &mut Vec<u8>) {
+    fast::encode_value_response(id, value, out);
 }
 
 /// Decodes a [`Request`]: what [`decode`] gives, faster for a method call (decoded by

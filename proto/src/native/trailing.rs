@@ -150,9 +150,16 @@ impl TrailingCall {
 /// (every reply asks), before anything is moved.
 #[inline]
 pub fn has_big_value(response: &Response) -> bool {
-    match &response.result {
-        Ok(Reply::Value(Value::Str(s))) => s.len() >= MIN_PAYLOAD,
-        Ok(Reply::Value(Value::Bytes(b))) => b.len() >= MIN_PAYLOAD,
+    matches!(&response.result, Ok(Reply::Value(value)) if is_big(value))
+}
+
+/// Whether `value` is a str or bytes of at least [`MIN_PAYLOAD`] bytes: a value reply
+/// that [`encode_reply_frame`] splits.
+#[inline]
+pub fn is_big(value: &Value) -> bool {
+    match value {
+        Value::Str(s) => s.len() >= MIN_PAYLOAD,
+        Value::Bytes(b) => b.len() >= MIN_PAYLOAD,
         _ => false,
     }
 }

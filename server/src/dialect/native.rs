@@ -400,20 +400,19 @@ impl Conn<'_> {
 
     /// Runs one request and adds its reply to `out`, if it has one now.
     fn answer(&mut self, request: Request, out: &mut Output) {
-        if let Some(response) = self.handle(request) {
-            out.push(response);
+        self.uncounted += 1;
+        match request.op {
+            Op::Call { object, method, args } => self.call(request.id, object, method, args, out),
+            op => out.push(self.handle(request.id, op)),
         }
     }
 
-    /// Runs one request; `None` when its reply comes later (parked) or never (a
-    /// cancelled call: the client stopped waiting for it).
-    fn handle(&mut self, request: Request) -> Option<Response> {
-        self.uncounted += 1;
-        let id = request.id;
+    /// Runs one request other than a call ([`Conn::call`]): each has its reply at once.
+    fn handle(&mut self, id: u64, op: Op) -> Response {
         let (session, at) = (self.session.id(), self.now);
         let (parking, shared, who) = (&self.shared.parking, self.shared, self.who);
-        let result = match request.op {
-            Op::Call { object, method, args } => return self.call(id, object, method, args),
+        let result = match op {
+            Op::Call { .. } => unreachable!("calls are answered by Conn::call"),
             Op::Open { kind, name, args } => {
                 super::open(shared, &self.session, who, (kind, name, args), Keep::Handle, at).map(opened)
             }
@@ -469,40 +468,35 @@ impl Conn<'_> {
                 Reply::Done
             }),
         };
-        Some(Response { id, result })
+        Response { id, result }
     }
 
-    fn call(
-        &mut self,
-        id: u64,
-        object: u64,
-        method: compact_str::CompactString,
-        args: native::Args,
-    ) -> Option<Response> {
+    fn call(&mut self, id: u64, object: u64, method: compact_str::CompactString, args: native::Args, out: &mut Output) {
         if self.parked.len() >= self.shared.config.limits.max_in_flight as usize {
             let limit = self.shared.config.limits.max_in_flight;
             let error = WireError::new(
                 ErrorCode::LimitExceeded,
                 format!("too many blocked calls on this connection (limit {limit})"),
             );
-            return Some(Response { id, result: Err(error) });
+            return out.push(Response { id, result: Err(error) });
         }
         if let Err(e) = self.who.call(self.shared, object, &method, &args) {
-            return Some(Response { id, result: Err(e) });
+            return out.push(Response { id, result: Err(e) });
         }
-        let result = match self.shared.parking.call(&self.session, object, Access::Handle, &method, args, self.now) {
-            Ok(Answer::Value(value)) => Ok(Reply::Value(value)),
+        let error = match self.shared.parking.call(&self.session, object, Access::Handle, &method, args, self.now) {
+            Ok(Answer::Value(value)) => return out.push_value(id, value),
+            // Answered when it is delivered ([`Conn::delivered`]), or never if cancelled.
             Ok(Answer::Parked(parked)) => {
                 let waiting = self.shared.parking.engine().waiting(object);
                 let call = ParkedCall { ticket: parked.ticket, object, deadline: parked.deadline, _waiting: waiting };
                 self.by_ticket.insert(parked.ticket, id);
                 self.parked.insert(id, call);
-                return None;
+                return;
             }
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => Err(e),
+            Ok(other) => unexpected(other),
+            Err(e) => e,
         };
-        Some(Response { id, result })
+        out.push(Response { id, result: Err(error) });
     }
 
     /// A parked call's answer arrived: reply, unless the call was cancelled meanwhile

@@ -11,7 +11,8 @@ use std::io::IoSlice;
 
 use agora_proto::frame;
 use agora_proto::io::BufferKeeping;
-use agora_proto::native::{self, trailing, Response};
+use agora_proto::native::{self, trailing, Reply, Response};
+use agora_proto::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// The buffer's first capacity (and what a big one is replaced with).
@@ -47,6 +48,20 @@ impl Output {
             Ok(value) => self.values.push((self.buf.len(), value)),
             Err(response) => push_response(&mut self.buf, response),
         }
+    }
+
+    /// Adds the frame of a call's value (the usual reply), encoded from the value: no
+    /// `Response` is built around it, nor dropped after (~60 instructions of a
+    /// pipelined call, BENCHMARKS.md, round 27).
+    pub(super) fn push_value(&mut self, id: u64, value: Value) {
+        if trailing::is_big(&value) {
+            return self.push(Response { id, result: Ok(Reply::Value(value)) });
+        }
+        let write = |body: &mut Vec<u8>| {
+            native::encode_value_response(id, &value, body);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        frame::encode_with(&mut self.buf, write).unwrap_or_else(|never| match never {});
     }
 
     /// Nothing to write.
@@ -168,5 +183,28 @@ mod tests {
             assert!(stream.out == expected, "written differently with {most} bytes a write");
             assert!(output.is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn a_value_pushed_alone_is_written_as_its_response_would_be() {
+        let big = trailing::MIN_PAYLOAD;
+        let values = [
+            Value::None,
+            Value::Int(-7),
+            Value::Str("short".into()),
+            Value::Str("a".repeat(big).into()),
+            Value::Bytes(vec![9; big + 1]),
+            Value::List(vec![Value::Float(0.5), Value::Tuple(vec![])]),
+        ];
+        let (mut alone, mut in_responses) = (Output::new(), Output::new());
+        for (id, value) in (1..).zip(values) {
+            in_responses.push(Response { id, result: Ok(Reply::Value(value.clone())) });
+            alone.push_value(id, value);
+        }
+        assert_eq!(alone.values.len(), 2, "the big values are kept apart here too");
+        let (mut written_alone, mut written_in_responses) = (Vec::new(), Vec::new());
+        alone.write_to(&mut written_alone).await.unwrap();
+        in_responses.write_to(&mut written_in_responses).await.unwrap();
+        assert!(written_alone == written_in_responses);
     }
 }
