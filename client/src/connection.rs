@@ -30,7 +30,7 @@ use agora_proto::io::{client_handshake, read_frame, BufferKeeping, FrameIoError,
 use agora_proto::native::{
     self, CallArgs, Hello, ObjectId, Op, Previous, Reply, Request, Response, Welcome, CONNECTION_ERROR_ID,
 };
-use agora_proto::Address;
+use agora_proto::{Address, WireError};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{watch, Notify};
@@ -787,26 +787,26 @@ struct Leftover {
 }
 
 impl Delivery {
-    /// Puts `response` into its caller's slot (its waker to be woken), or takes it out
-    /// of the maps if nobody waits for it.
-    fn take(&mut self, state: &mut State, response: Response) {
+    /// Puts the reply to call `id` into its caller's slot (its waker to be woken), or
+    /// takes it out of the maps if nobody waits for it.
+    fn take(&mut self, state: &mut State, id: u64, result: Result<Reply, WireError>) {
         // The cancel and abandoned maps are almost always empty: skip hashing then.
         let mut settled = None;
         if !state.cancels.is_empty() {
-            if let Some(original) = state.cancels.remove(&response.id) {
+            if let Some(original) = state.cancels.remove(&id) {
                 settled = state.abandoned.remove(&original);
             }
         }
-        if let Some(slot) = state.pending.get_mut(&response.id) {
-            slot.reply = Some(response.result.map_err(Error::from));
+        if let Some(slot) = state.pending.get_mut(&id) {
+            slot.reply = Some(result.map_err(Error::from));
             self.wake.extend(slot.waker.take());
             if settled.is_some() {
                 self.rest.push(Leftover { unread: None, _settled: settled });
             }
             return;
         }
-        let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&response.id).flatten() };
-        self.rest.push(Leftover { unread: Some((response.result, orphan)), _settled: settled });
+        let orphan = if state.abandoned.is_empty() { None } else { state.abandoned.remove(&id).flatten() };
+        self.rest.push(Leftover { unread: Some((result, orphan)), _settled: settled });
     }
 
     /// Wakes the callers, and gives back the values nobody waits for. A reply nobody
@@ -835,16 +835,25 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
         let Some(live) = conn.upgrade() else { return };
         let drained = {
             let mut state = live.state();
-            frame::drain_frames(&mut rbuf, limit, |body| match native::decode_response(body) {
-                Ok(Response { id: CONNECTION_ERROR_ID, result }) => std::ops::ControlFlow::Break(match result {
-                    Err(e) => e.into(),
-                    Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
-                }),
-                Ok(response) => {
-                    delivery.take(&mut state, response);
-                    std::ops::ControlFlow::Continue(())
+            frame::drain_frames(&mut rbuf, limit, |body| {
+                // A value reply (nearly every one) goes into its slot as it is decoded,
+                // with no `Response` built around it and moved (BENCHMARKS.md, round 27).
+                let value = native::decode_value_response(body).filter(|&(id, _)| id != CONNECTION_ERROR_ID);
+                if let Some((id, value)) = value {
+                    delivery.take(&mut state, id, Ok(Reply::Value(value)));
+                    return std::ops::ControlFlow::Continue(());
                 }
-                Err(e) => std::ops::ControlFlow::Break(Error::Protocol(e.message)),
+                match native::decode_response(body) {
+                    Ok(Response { id: CONNECTION_ERROR_ID, result }) => std::ops::ControlFlow::Break(match result {
+                        Err(e) => e.into(),
+                        Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
+                    }),
+                    Ok(response) => {
+                        delivery.take(&mut state, response.id, response.result);
+                        std::ops::ControlFlow::Continue(())
+                    }
+                    Err(e) => std::ops::ControlFlow::Break(Error::Protocol(e.message)),
+                }
             })
         };
         delivery.deliver(&live);

@@ -603,6 +603,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
     fast::call_request(bytes).map_or_else(|| decode(bytes), Ok)
 }
 
+/// Decodes a value reply's id and value, with no [`Response`] built around them (a
+/// client's reader puts the value straight into its caller's slot). `None` for any
+/// other message, and for a value reply in an encoding only serde reads: what
+/// [`decode_response`] decodes.
+pub fn decode_value_response(bytes: &[u8]) -> Option<(u64, Value)> {
+    fast::value_reply(bytes)
+}
+
 /// Decodes a [`Response`]: what [`decode`] gives, faster for a value reply (decoded by
 /// hand; everything else goes through serde).
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {

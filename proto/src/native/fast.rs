@@ -349,6 +349,11 @@ pub(super) fn call_request(bytes: &[u8]) -> Option<Request> {
 
 /// `[id, {"Ok": {"Value": value}}]`.
 pub(super) fn value_response(bytes: &[u8]) -> Option<Response> {
+    value_reply(bytes).map(|(id, value)| Response { id, result: Ok(Reply::Value(value)) })
+}
+
+/// `[id, {"Ok": {"Value": value}}]`: the id and the value.
+pub(super) fn value_reply(bytes: &[u8]) -> Option<(u64, Value)> {
     let mut c = Cursor::new(bytes);
     if c.array()? != 2 {
         return None;
@@ -356,7 +361,7 @@ pub(super) fn value_response(bytes: &[u8]) -> Option<Response> {
     let id = c.uint()?;
     c.literal(OK_VALUE)?;
     let value = c.value()?;
-    c.at_end().then_some(Response { id, result: Ok(Reply::Value(value)) })
+    c.at_end().then_some((id, value))
 }
 
 #[cfg(test)]
