@@ -843,7 +843,8 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, mut rbuf: BytesMut, co
                     delivery.take(&mut state, id, Ok(Reply::Value(value)));
                     return std::ops::ControlFlow::Continue(());
                 }
-                match native::decode_response(body) {
+                // Anything else: serde (the fast path was just tried on it).
+                match native::decode::<Response>(body) {
                     Ok(Response { id: CONNECTION_ERROR_ID, result }) => std::ops::ControlFlow::Break(match result {
                         Err(e) => e.into(),
                         Ok(_) => Error::Protocol("unexpected connection-level reply".into()),
