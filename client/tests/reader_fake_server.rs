@@ -3,12 +3,12 @@
 //! carries a value is a protocol error, and one that carries an error ends the
 //! connection with that error. Either way the call in flight fails with the reason.
 
-use agora_client::proto::auth::Policy;
-use agora_client::proto::io::{read_frame, server_handshake, write_frame};
-use agora_client::proto::native::{self, Reply, Response, Welcome, CONNECTION_ERROR_ID};
+mod fake;
+
+use agora_client::proto::io::{read_frame, write_frame};
+use agora_client::proto::native::{self, Reply, Response, CONNECTION_ERROR_ID};
 use agora_client::proto::{ErrorCode, Value, WireError};
 use agora_client::{Manager, ManagerOptions};
-use bytes::BytesMut;
 use tokio::net::UnixListener;
 
 const KEY: &[u8] = b"fake-key";
@@ -21,22 +21,7 @@ async fn answering_with(reply: Result<Reply, WireError>) -> (tempfile::TempDir, 
     let listener = UnixListener::bind(&path).unwrap();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = BytesMut::new();
-        server_handshake(&mut stream, &mut buf, KEY, Policy::default()).await.unwrap();
-        let _hello = read_frame(&mut stream, &mut buf, u64::MAX).await.unwrap();
-        let welcome = Welcome {
-            version: native::PROTOCOL_VERSION,
-            server: "fake".into(),
-            session: 1,
-            max_frame: 1 << 20,
-            max_in_flight: 64,
-            heartbeat_timeout_ms: 10_000,
-            secret: 0,
-            resumed: false,
-        };
-        let mut body = Vec::new();
-        native::encode(&welcome, &mut body).unwrap();
-        write_frame(&mut stream, &body).await.unwrap();
+        let mut buf = fake::welcome(&mut stream, KEY, 1).await;
         let _request = read_frame(&mut stream, &mut buf, u64::MAX).await.unwrap();
         let mut body = Vec::new();
         native::encode(&Response { id: CONNECTION_ERROR_ID, result: reply }, &mut body).unwrap();

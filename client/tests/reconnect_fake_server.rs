@@ -5,17 +5,17 @@
 //! The real server is exercised in `tests/tests/reconnect.rs`; here a fake one records
 //! every request, so the tests can say exactly what was (not) sent.
 
+mod fake;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_client::proto::auth::Policy;
-use agora_client::proto::io::{read_frame, server_handshake, write_frame};
-use agora_client::proto::native::{self, Kind, Op, Reply, Response, Welcome};
+use agora_client::proto::io::{read_frame, write_frame};
+use agora_client::proto::native::{self, Kind, Op, Reply, Response};
 use agora_client::proto::{ErrorCode, Value, WireError};
 use agora_client::{Error, Manager};
-use bytes::BytesMut;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 
@@ -79,22 +79,7 @@ async fn serve(listener: UnixListener, script: Arc<Mutex<Script>>, kick: Arc<Not
 }
 
 async fn session(mut stream: UnixStream, n: usize, script: &Mutex<Script>) {
-    let mut buf = BytesMut::new();
-    server_handshake(&mut stream, &mut buf, KEY, Policy::default()).await.unwrap();
-    let _hello = read_frame(&mut stream, &mut buf, u64::MAX).await.unwrap();
-    let welcome = Welcome {
-        version: native::PROTOCOL_VERSION,
-        server: "fake".into(),
-        session: n as u64,
-        max_frame: 1 << 20,
-        max_in_flight: 64,
-        heartbeat_timeout_ms: 10_000,
-        secret: 0,
-        resumed: false,
-    };
-    let mut body = Vec::new();
-    native::encode(&welcome, &mut body).unwrap();
-    write_frame(&mut stream, &body).await.unwrap();
+    let mut buf = fake::welcome(&mut stream, KEY, n as u64).await;
     loop {
         let Ok(frame) = read_frame(&mut stream, &mut buf, u64::MAX).await else {
             script.lock().unwrap().closed.push(n);
