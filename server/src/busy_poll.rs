@@ -487,6 +487,11 @@ mod tests {
         assert_eq!(looks, 1, "its own calls never stop it");
     }
 
+    /// A window no scheduling delay outlasts, for tests of how a poll ends (caught, cut
+    /// short) rather than when: with the shared worker's 1 ms, a test thread descheduled
+    /// between two looks on a loaded machine saw its window run out first.
+    const UNHURRIED: Duration = Duration::from_secs(60);
+
     #[test]
     fn a_shared_worker_polls_only_while_it_is_alone() {
         let polling = Arc::new(Polling::new(1));
@@ -495,6 +500,7 @@ mod tests {
         poll.wait_alone(|| false, || panic!("polled while another connection had a request"));
         poll.arrived();
         assert_eq!(poll.window(), NATIVE_MOST, "a wait that did not poll sets no window");
+        poll.window = UNHURRIED;
         // Another connection's request during the poll ends it: a miss.
         let mut looks = 0;
         let others = std::cell::Cell::new(false);
@@ -524,6 +530,7 @@ mod tests {
     fn polls_cut_short_again_and_again_let_more_waits_pass_until_one_catches() {
         let polling = Arc::new(Polling::new(1));
         let mut poll = BusyPoll::on_shared_worker(NATIVE_MOST, polling.clone());
+        poll.window = UNHURRIED;
         // Polls until it is cut short (`looks` counts how often it was asked).
         let cut_short = |poll: &mut BusyPoll| {
             let looked = std::cell::Cell::new(0);
