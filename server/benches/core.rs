@@ -12,7 +12,7 @@ use agora_proto::frame;
 use agora_proto::native::{self, Args, Kind, Op, Reply, Request, Response};
 use agora_proto::Value;
 use agora_server::custom::CustomKinds;
-use agora_server::engine::{Access, Answer, Command, Engine, Keep, Session};
+use agora_server::engine::{Access, Answer, Command, Engine, HandleCache, Keep, Session, Time};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn key(i: u64) -> Value {
@@ -28,7 +28,7 @@ fn call(engine: &Engine, session: &Session, object: u64, method: &str, positiona
         access: Access::Handle,
         method: method.into(),
         args: Args::positional(positional),
-        at: agora_server::engine::Time(1),
+        at: Time(1),
     };
     match engine.apply_in(session, command).reply {
         Ok(Answer::Value(v)) => v,
@@ -65,6 +65,18 @@ fn dict_ops(c: &mut Criterion) {
             black_box(call(&engine, &session, object, "__getitem__", vec![key(i)]));
         })
     });
+    // The native dialect's hot path: the call by its fields, its object found through
+    // the connection's cache of its session's handles.
+    let mut handles = HandleCache::new();
+    g.bench_function("__getitem__ (Engine::call, the native dialect's path)", |b| {
+        b.iter(|| {
+            i += 7919;
+            let args = Args::positional(vec![key(i)]);
+            let effects =
+                engine.call(&session, Some(&mut handles), object, Access::Handle, "__getitem__", args, Time(1));
+            black_box(effects.reply.unwrap());
+        })
+    });
     g.bench_function("__getitem__ by id (Engine::apply, the Python path)", |b| {
         b.iter(|| {
             i += 7919;
@@ -74,7 +86,7 @@ fn dict_ops(c: &mut Criterion) {
                 access: Access::Id,
                 method: "__getitem__".into(),
                 args: Args::positional(vec![key(i)]),
-                at: agora_server::engine::Time(1),
+                at: Time(1),
             };
             black_box(engine.apply(command).reply.unwrap());
         })

@@ -34,7 +34,8 @@ use agora_proto::native::Args;
 use crate::cluster::Serving;
 use crate::durability::Durability;
 use crate::engine::{
-    Access, Answer, Command, Delivery, Effects, Engine, Lsn, Reclaim, Session, SessionId, Ticket, Time, Waiter,
+    Access, Answer, Command, Delivery, Effects, Engine, HandleCache, Lsn, Reclaim, Session, SessionId, Ticket, Time,
+    Waiter,
 };
 
 /// The answer to a call that would wait while the server shuts down.
@@ -292,7 +293,7 @@ impl Parking {
     pub fn run(&self, session: &Session, command: Command) -> Result<Answer, WireError> {
         // Only a call can park: it goes through the one place that arms deadlines.
         if let Command::Call { object, access, method, args, at, .. } = command {
-            return self.call(session, object, access, &method, args, at);
+            return self.call(session, None, object, access, &method, args, at);
         }
         let effects = self.engine.apply_in(session, command);
         self.note_logged(session, &effects);
@@ -301,16 +302,18 @@ impl Parking {
 
     /// Applies the `Call` command with these fields (see [`Engine::call`]): the hot path.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
         session: &Session,
+        handles: Option<&mut HandleCache>,
         object: ObjectId,
         access: Access,
         method: &str,
         args: Args,
         at: Time,
     ) -> Result<Answer, WireError> {
-        let effects = self.engine.call(session, object, access, method, args, at);
+        let effects = self.engine.call(session, handles, object, access, method, args, at);
         self.note_logged(session, &effects);
         if let Ok(Answer::Parked(parked)) = &effects.reply {
             if self.draining.load(Ordering::Acquire) {

@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::access::{Level, Who};
 use crate::busy_poll::BusyPoll;
-use crate::engine::{Access, Answer, Command, Keep, Session, Ticket, Time};
+use crate::engine::{Access, Answer, Command, HandleCache, Keep, Session, Ticket, Time};
 use crate::listener::Transport;
 use crate::metrics::WaitGuard;
 use crate::parking::{Alarm, Mail, Mailbox};
@@ -96,6 +96,9 @@ struct ParkedCall {
 struct Conn<'a> {
     session: Session,
     shared: &'a Shared,
+    /// The objects behind the session's handles, so that a call finds its object
+    /// without the session's lock (cleared when this connection gives one back).
+    handles: HandleCache,
     /// Parked calls by request id, and request ids by ticket.
     parked: HashMap<u64, ParkedCall>,
     by_ticket: HashMap<Ticket, u64>,
@@ -148,6 +151,7 @@ pub async fn serve<S: Transport>(
     let mut conn = Conn {
         session,
         shared: &shared,
+        handles: HandleCache::new(),
         parked: HashMap::new(),
         by_ticket: HashMap::new(),
         now,
@@ -422,6 +426,8 @@ impl Conn<'_> {
                 .map(opened),
             // Giving back one's own handle needs no right.
             Op::Release { object } => {
+                // The object goes now if that was its last reference, not at the next call.
+                self.handles.clear();
                 parking.run(&self.session, Command::Release { session, object, at }).map(|_| Reply::Done)
             }
             Op::Delete { name } => who
@@ -483,7 +489,15 @@ impl Conn<'_> {
         if let Err(e) = self.who.call(self.shared, object, &method, &args) {
             return out.push(Response { id, result: Err(e) });
         }
-        let error = match self.shared.parking.call(&self.session, object, Access::Handle, &method, args, self.now) {
+        let error = match self.shared.parking.call(
+            &self.session,
+            Some(&mut self.handles),
+            object,
+            Access::Handle,
+            &method,
+            args,
+            self.now,
+        ) {
             Ok(Answer::Value(value)) => return out.push_value(id, value),
             // Answered when it is delivered ([`Conn::delivered`]), or never if cancelled.
             Ok(Answer::Parked(parked)) => {

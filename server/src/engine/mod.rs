@@ -71,7 +71,7 @@ pub use ctx::{CounterValues, Counters, Ctx, Harness, Move, Outputs};
 pub use image::{EngineImage, PendingImage, SessionImage};
 pub use journal::{decode_record, encode_record, log_unwritable, Journal, Lsn, RecordRead, Tail, RECORD_HEADER};
 pub use memory::{MemoryGate, OBJECT_OVERHEAD};
-pub use session::Session;
+pub use session::{HandleCache, Session};
 pub use table::{no_such_object, ObjectImage, RegistryStats};
 pub use waiter::{deadline_after, Completion, Delivery, Parked, Reclaim, SessionId, Ticket, Undelivered, Waiter};
 
@@ -401,7 +401,7 @@ impl Engine {
                 None => return Effects::reply(Err(no_such_session(id))),
             },
         };
-        self.run(session.as_ref(), command)
+        self.run(session.as_ref(), None, command)
     }
 
     /// Applies one command of `session` (the connection's own handle on it, which
@@ -416,9 +416,9 @@ impl Engine {
         }
         match self.journal.get() {
             Some(journal) if !self.reads_only(Some(session), &command) => {
-                journal.record(command, |c| self.run(Some(session), c))
+                journal.record(command, |c| self.run(Some(session), None, c))
             }
-            _ => self.run(Some(session), command),
+            _ => self.run(Some(session), None, command),
         }
     }
 
@@ -466,9 +466,10 @@ impl Engine {
         }
     }
 
-    fn run(&self, session: Option<&Session>, command: Command) -> Effects {
+    /// Applies `command`; a call finds its object through `handles` if it is given.
+    fn run(&self, session: Option<&Session>, handles: Option<&mut HandleCache>, command: Command) -> Effects {
         if let Command::Call { object, access, method, args, at, .. } = command {
-            return self.call_now(session.expect("a session command"), object, access, &method, args, at);
+            return self.call_now(session.expect("a session command"), handles, object, access, &method, args, at);
         }
         let mut out = Outputs::default();
         let at = command.at();
@@ -637,10 +638,14 @@ impl Engine {
     /// not packed into an enum only to be unpacked again. The effects of a call whose
     /// method is declared read-only are not `mutated`. With durability on, a call
     /// that may change state is packed after all: it is what the journal records.
+    /// `handles` is the calling connection's [`HandleCache`], if it keeps one: a call
+    /// through a handle then finds its object without the session's lock.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn call(
         &self,
         session: &Session,
+        handles: Option<&mut HandleCache>,
         object: ObjectId,
         access: Access,
         method: &str,
@@ -660,16 +665,18 @@ impl Engine {
             let command = Command::Call { session: session.id(), object, access, method: method.into(), args, at };
             if self.reads_only(Some(session), &command) {
                 let Command::Call { args, .. } = command else { unreachable!("built above") };
-                return self.call_now(session, object, access, method, args, at);
+                return self.call_now(session, handles, object, access, method, args, at);
             }
-            return journal.record(command, |c| self.run(Some(session), c));
+            return journal.record(command, |c| self.run(Some(session), handles, c));
         }
-        self.call_now(session, object, access, method, args, at)
+        self.call_now(session, handles, object, access, method, args, at)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn call_now(
         &self,
         session: &Session,
+        handles: Option<&mut HandleCache>,
         object: ObjectId,
         access: Access,
         method: &str,
@@ -677,21 +684,34 @@ impl Engine {
         at: Time,
     ) -> Effects {
         let mut out = Outputs::default();
-        let mut st = session.state();
-        let found = match access {
-            Access::Handle => None,
-            Access::Id => match self.table.get(object) {
-                Ok(entry) => Some(entry),
-                Err(_) => return Effects::unchanged(Err(self.missing_object(object))),
-            },
-        };
-        let entry = match &found {
-            Some(entry) => entry,
-            None => match st.handle(object) {
+        // The session's lock is taken only to read its map, never across the call: a
+        // session that ends meanwhile is caught under the object's lock (below).
+        let held;
+        let entry = match (access, handles) {
+            (Access::Handle, Some(handles)) => match handles.entry(session, object) {
                 Ok(entry) => entry,
                 Err(e) => return Effects::unchanged(Err(e)),
             },
+            (Access::Handle, None) => match session.state().handle(object) {
+                Ok(entry) => {
+                    held = entry.clone();
+                    &held
+                }
+                Err(e) => return Effects::unchanged(Err(e)),
+            },
+            (Access::Id, _) => match self.table.get(object) {
+                Ok(entry) => {
+                    held = entry;
+                    &held
+                }
+                Err(_) => return Effects::unchanged(Err(self.missing_object(object))),
+            },
         };
+        // Remembered before the call, so that a session ending from now on finds it
+        // (an object that keeps per-session state must hear of the end).
+        if access == Access::Id && entry.holds_session_state() {
+            session.state().touch(entry);
+        }
         let metrics = entry.metrics();
         // Metrics are the engine's, not the objects': timing a call reads the clock
         // only when an endpoint serves them.
@@ -715,8 +735,18 @@ impl Engine {
                 let walks = entry.size_hint() >= HEAVY_CALL_ITEMS
                     && (spec.scans || args.positional.first().is_some_and(is_slice));
                 bind(spec, args.positional, args.keywords).and_then(|bound| {
-                    let run =
-                        || self.drive(entry, true, session.id(), at, &mut out, |o, ctx| o.call(ctx, method, bound));
+                    let run = || {
+                        self.drive(entry, true, session.id(), at, &mut out, |o, ctx| {
+                            // A session's end marks it ended, then releases what it held
+                            // in each of its objects under that object's lock: seen here,
+                            // under the same lock, a call either comes before that
+                            // release or does not run.
+                            if session.is_ended() {
+                                return Err(no_such_session(session.id()));
+                            }
+                            o.call(ctx, method, bound)
+                        })
+                    };
                     match self.offload.get() {
                         // A call that walks a big object may take long: the embedder's
                         // offload lets its other clients be served meanwhile. Calls
@@ -737,7 +767,6 @@ impl Engine {
                 })
             }
         };
-        let touches = access == Access::Id && entry.holds_session_state();
         // An unknown method changed nothing either.
         let read_only = spec_index.is_none_or(|i| table_methods[i].read_only);
         if let Some(started) = started {
@@ -752,10 +781,6 @@ impl Engine {
         // Borrowed, not cloned, on the hot path: the entry's reference count is a cache
         // line every worker thread would otherwise write on every call.
         let container = (result.is_ok() && !stored.is_empty()).then(|| entry.clone());
-        if let (true, Some(found)) = (touches, &found) {
-            st.touch(found);
-        }
-        drop(st);
         if let Some(container) = container {
             for id in stored {
                 // A reference to an object that is already gone stays a dangling value, as in CPython.
@@ -846,6 +871,7 @@ impl Engine {
         handle.count -= 1;
         if handle.count == 0 {
             let handle = st.handles.remove(&object).expect("present");
+            session.note_handle_given_back();
             drop(st);
             // Without a handle the session cannot release what it holds there: do it now.
             let _ =
@@ -861,6 +887,7 @@ impl Engine {
         self.sessions().remove(&id);
         let (handles, touched) = {
             let mut st = session.state();
+            session.note_handle_given_back();
             (std::mem::take(&mut st.handles), std::mem::take(&mut st.touched))
         };
         // In id order, so the same end gives the same deliveries on every replay.

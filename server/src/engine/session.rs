@@ -6,10 +6,18 @@
 //! whose kind keeps per-session state, so they hear when the session ends. Either way,
 //! when the session ends every handle is given back and every object it used releases
 //! what the session held there — the same rules for both dialects.
+//!
+//! A native connection keeps a [`HandleCache`] of the objects behind its handles, so
+//! that a call finds its object without taking the session's lock: a lock and an
+//! unlock are ~20 ns on the benchmark host, ~3 % of a pipelined call's server CPU. The
+//! cache is good while the session has given back no handle since it was filled (the
+//! session counts those), and a session that ended is caught under the object's own
+//! lock (see `Engine::call_now`).
 
 use std::collections::BTreeMap;
 
 use agora_proto::idmap::IdMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -84,6 +92,9 @@ pub(super) struct SessionCell {
     /// What resumes it ([`super::Command::Resume`]); `None`: it cannot be resumed.
     pub(super) secret: Option<u64>,
     pub(super) state: Mutex<SessionState>,
+    /// How many times a handle left `state.handles`: a [`HandleCache`] filled before
+    /// the last such change is stale.
+    handles_given_back: AtomicU64,
     /// The LSN of the last record logged for this session (durability on): its
     /// answers go out once the log has that record.
     logged: AtomicU64,
@@ -99,6 +110,7 @@ impl Session {
             id,
             secret,
             state: Mutex::new(SessionState::default()),
+            handles_given_back: AtomicU64::new(0),
             logged: AtomicU64::new(0),
             ended: AtomicBool::new(false),
         }))
@@ -136,6 +148,61 @@ impl Session {
 
     pub(super) fn state(&self) -> MutexGuard<'_, SessionState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that a handle left the session's map (call it under the state's lock,
+    /// before the lock is released): every [`HandleCache`] filled until now is stale.
+    pub(super) fn note_handle_given_back(&self) {
+        self.0.handles_given_back.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// One connection's copy of the objects behind its session's handles, read without
+/// the session's lock (see the module's documentation). Only its connection uses it;
+/// it holds the objects' entries until its next call after a handle is given back, or
+/// until [`HandleCache::clear`].
+#[derive(Default)]
+pub struct HandleCache {
+    /// The session's count of handles given back when the entries were filled.
+    given_back: u64,
+    entries: IdMap<Arc<ObjectEntry>>,
+}
+
+impl HandleCache {
+    /// An empty cache.
+    pub fn new() -> HandleCache {
+        HandleCache::default()
+    }
+
+    /// Forgets every entry (a connection that just gave a handle back lets its object
+    /// go at once rather than at its next call).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The object behind `session`'s handle `object`: from the cache if no handle was
+    /// given back since it was filled, else from the session's map (under its lock).
+    pub(super) fn entry(&mut self, session: &Session, object: ObjectId) -> Result<&Arc<ObjectEntry>, WireError> {
+        // Read before the map is: a handle given back after this read makes the next
+        // call's read differ, so an entry copied now is dropped then.
+        let given_back = session.0.handles_given_back.load(Ordering::Acquire);
+        if given_back != self.given_back {
+            self.entries.clear();
+            self.given_back = given_back;
+        }
+        match self.entries.entry(object) {
+            Entry::Occupied(cached) => Ok(cached.into_mut()),
+            Entry::Vacant(slot) => {
+                let entry = session.state().handle(object)?.clone();
+                Ok(slot.insert(entry))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for HandleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandleCache").field("objects", &self.entries.len()).finish()
     }
 }
 

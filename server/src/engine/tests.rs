@@ -861,6 +861,7 @@ fn commands_of_an_ended_or_replaced_session_are_refused() {
     let set = |b: &Bench, session: &Session| {
         b.engine.call(
             session,
+            None,
             d,
             Access::Handle,
             "__setitem__",
@@ -883,6 +884,59 @@ fn commands_of_an_ended_or_replaced_session_are_refused() {
     // The replaced state's own session of that id still works.
     let fresh = b.engine.session(t).expect("the image kept the session");
     assert!(!fresh.is_ended());
+}
+
+/// A call through a connection's cache of its session's handles.
+fn cached_call(b: &Bench, session: &Session, handles: &mut HandleCache, object: ObjectId, method: &str) -> Effects {
+    b.engine.call(session, Some(handles), object, Access::Handle, method, Args::positional(vec![]), b.now)
+}
+
+#[test]
+fn a_connections_handle_cache_follows_its_sessions_handles() {
+    let mut b = Bench::new();
+    let s = b.session();
+    let session = b.engine.session(s).expect("open");
+    let d = b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap();
+    let mut handles = HandleCache::new();
+    assert!(cached_call(&b, &session, &mut handles, d, "keys").reply.is_ok());
+    // Opened twice, given back once: the handle is still there.
+    b.apply(Command::Attach { session: s, object: d, at: b.now }).reply.unwrap();
+    b.apply(Command::Release { session: s, object: d, at: b.now }).reply.unwrap();
+    assert!(cached_call(&b, &session, &mut handles, d, "keys").reply.is_ok());
+    // Given back for good: the cache must not find it any more.
+    b.apply(Command::Release { session: s, object: d, at: b.now }).reply.unwrap();
+    let refused = cached_call(&b, &session, &mut handles, d, "keys").reply.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NoSuchObject);
+    // Another object's handle given back empties the cache too; what is still held is
+    // found again through the session.
+    let e = b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap();
+    let f = b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap();
+    assert!(cached_call(&b, &session, &mut handles, e, "keys").reply.is_ok());
+    assert!(cached_call(&b, &session, &mut handles, f, "keys").reply.is_ok());
+    b.apply(Command::Release { session: s, object: f, at: b.now }).reply.unwrap();
+    assert!(cached_call(&b, &session, &mut handles, e, "keys").reply.is_ok());
+    let refused = cached_call(&b, &session, &mut handles, f, "keys").reply.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NoSuchObject);
+}
+
+#[test]
+fn a_call_that_passed_the_sessions_check_as_it_ended_takes_nothing() {
+    // `Engine::call` refuses an ended session up front; a call already past that check
+    // (and past finding its object: a cached handle, or an id) when the session ends
+    // must not take a lock nobody will release. `call_now` is what runs after the
+    // check; by id, nothing else stops it.
+    let mut b = Bench::new();
+    let s = b.session();
+    let session = b.engine.session(s).expect("open");
+    let lock = b.open(s, Kind::Lock, Some("L"), vec![], Keep::Handle).unwrap();
+    b.apply(Command::EndSession { session: s, at: b.now });
+    let (object, args, at) = (lock, Args::positional(vec![]), b.now);
+    let late = b.engine.call_now(&session, None, object, Access::Id, "acquire", args, at);
+    assert_eq!(late.reply.unwrap_err().code, ErrorCode::SessionExpired);
+    // The lock is free for the next session.
+    let t = b.session();
+    let lock = b.open(t, Kind::Lock, Some("L"), vec![], Keep::Handle).unwrap();
+    assert_eq!(b.value(t, lock, "acquire", vec![Value::Bool(false)]), Value::Bool(true));
 }
 
 #[test]

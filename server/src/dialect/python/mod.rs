@@ -360,7 +360,7 @@ impl PyConn<'_> {
             "__iter__" if kind == agora_proto::native::Kind::Dict => self.iterate(id),
             _ => {
                 let at = engine.now();
-                match self.shared.parking.call(&self.session, id, Access::Id, &request.method, args, at) {
+                match self.shared.parking.call(&self.session, None, id, Access::Id, &request.method, args, at) {
                     Ok(Answer::Value(value)) => Reply::Return(value),
                     Ok(Answer::Parked(parked)) => match self.wait_parked(id, parked, stream, rbuf).await {
                         Some(Ok(value)) => Reply::Return(value),
