@@ -4,11 +4,11 @@
 //! straight into the connection's [`Outbox`] (under the same lock as its slot), which
 //! the writer task takes whole into one write. The reader task puts each response into
 //! its slot by id and wakes the caller, whose [`Answer`] takes it from there: the slot,
-//! under the connection's state lock, is the channel (a oneshot channel per call cost an allocation and a tenth of
-//! a pipelining client's instructions). So one connection carries any number
-//! of concurrent calls from any number of tasks, and a call future that is dropped
-//! (timed out, cancelled) just abandons its slot — the connection stays in sync
-//! because frames are only ever written whole by the writer.
+//! under the connection's state lock, is the channel (a oneshot channel per call cost
+//! an allocation and a tenth of a pipelining client's instructions). So one connection
+//! carries any number of concurrent calls from any number of tasks, and a call future
+//! that is dropped (timed out, cancelled) just abandons its slot — the connection stays
+//! in sync because frames are only ever written whole by the writer.
 //!
 //! When the connection dies, every pending call and every later call on it fails with
 //! the reason, as [`Error::ConnectionLost`] or the server's own connection-level error.

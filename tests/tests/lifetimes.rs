@@ -135,3 +135,25 @@ fn a_condition_on_something_that_is_not_a_lock_is_refused() {
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::NoSuchObject);
 }
+
+#[test]
+fn a_call_after_the_last_handle_went_back_finds_no_object() {
+    // The server remembers the objects behind a connection's handles between its calls:
+    // what it remembers must follow every handle given back.
+    let server = Server::start();
+    let mut a = Native::connect(&server);
+    let dict = a.open(Kind::Dict, Some("kept"), vec![]);
+    assert_eq!(a.call(dict, "__setitem__", vec![Value::Int(1), Value::Int(2)]), Ok(Reply::Value(Value::None)));
+    // Held twice, given back once: still reachable.
+    assert!(matches!(a.request(Op::Attach { object: dict }), Ok(Reply::Opened { .. })));
+    a.release(dict);
+    assert_eq!(a.call(dict, "__getitem__", vec![Value::Int(1)]), Ok(Reply::Value(Value::Int(2))));
+    // Given back for good: the named object lives on, but this session holds no handle.
+    a.release(dict);
+    let err = a.call(dict, "__getitem__", vec![Value::Int(1)]).unwrap_err();
+    assert_eq!(err.code, ErrorCode::NoSuchObject, "{err:?}");
+    // Opened again, it is found again, with what it held.
+    let again = a.open(Kind::Dict, Some("kept"), vec![]);
+    assert_eq!(again, dict);
+    assert_eq!(a.call(dict, "__getitem__", vec![Value::Int(1)]), Ok(Reply::Value(Value::Int(2))));
+}
