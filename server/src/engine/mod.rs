@@ -429,6 +429,25 @@ impl Engine {
         self.spec_of(session, *id, *object, *access, method).is_none_or(|m| m.read_only)
     }
 
+    /// [`Engine::spec_of`] for a call of `session`, through its connection's handle
+    /// cache if it has one.
+    fn spec_through(
+        &self,
+        session: &Session,
+        handles: Option<&mut HandleCache>,
+        object: ObjectId,
+        access: Access,
+        method: &str,
+    ) -> Option<&'static MethodSpec> {
+        match (access, handles) {
+            (Access::Handle, Some(handles)) => {
+                let entry = handles.entry(session, object).ok()?;
+                entry.methods().iter().find(|m| m.name == method)
+            }
+            _ => self.spec_of(Some(session), session.id(), object, access, method),
+        }
+    }
+
     /// The spec of the method a call names, if the object and method exist.
     fn spec_of(
         &self,
@@ -655,18 +674,24 @@ impl Engine {
         if session.is_ended() {
             return Effects::unchanged(Err(no_such_session(session.id())));
         }
+        let mut handles = handles;
+        // The method's spec, found once (through the handle cache) for the memory gate
+        // and the journal, which both ask.
+        let spec = match self.memory.get().is_some() || self.journal.get().is_some() {
+            true => self.spec_through(session, handles.as_deref_mut(), object, access, method),
+            false => None,
+        };
         if let Some(gate) = self.memory.get() {
-            let spec = self.spec_of(Some(session), session.id(), object, access, method);
             if let Err(e) = spec.filter(|spec| spec.grows).map_or(Ok(()), |_| gate.admit(footprint(&args))) {
                 return Effects::unchanged(Err(e));
             }
         }
         if let Some(journal) = self.journal.get() {
-            let command = Command::Call { session: session.id(), object, access, method: method.into(), args, at };
-            if self.reads_only(Some(session), &command) {
-                let Command::Call { args, .. } = command else { unreachable!("built above") };
+            // As `reads_only`: a call of an unknown object or method changes nothing.
+            if spec.is_none_or(|m| m.read_only) {
                 return self.call_now(session, handles, object, access, method, args, at);
             }
+            let command = Command::Call { session: session.id(), object, access, method: method.into(), args, at };
             return journal.record(command, |c| self.run(Some(session), handles, c));
         }
         self.call_now(session, handles, object, access, method, args, at)

@@ -920,6 +920,35 @@ fn a_connections_handle_cache_follows_its_sessions_handles() {
 }
 
 #[test]
+fn with_a_journal_a_call_through_the_handle_cache_logs_only_what_may_change_state() {
+    let mut b = Bench::new();
+    let journal = Arc::new(Journal::new(1));
+    b.engine.attach_journal(journal.clone());
+    let s = b.session();
+    let session = b.engine.session(s).expect("open");
+    let d = b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap();
+    let mut handles = HandleCache::new();
+    let mut call = |method: &str, args: Vec<Value>| {
+        let before = journal.appended();
+        let effects =
+            b.engine.call(&session, Some(&mut handles), d, Access::Handle, method, Args::positional(args), b.now);
+        (effects, journal.appended() - before)
+    };
+    let (set, logged) = call("__setitem__", vec![Value::Int(1), Value::Int(2)]);
+    assert!(set.reply.is_ok() && set.lsn.is_some() && logged == 1, "{set:?}");
+    let (get, logged) = call("__getitem__", vec![Value::Int(1)]);
+    assert!(matches!(get.reply, Ok(Answer::Value(Value::Int(2)))) && get.lsn.is_none() && logged == 0, "{get:?}");
+    // Neither an unknown method nor a handle given back is logged.
+    let (unknown, logged) = call("no_such_method", vec![]);
+    assert!(unknown.reply.is_err() && logged == 0);
+    b.apply(Command::Release { session: s, object: d, at: b.now }).reply.unwrap();
+    let before = journal.appended();
+    let gone = b.engine.call(&session, Some(&mut handles), d, Access::Handle, "clear", Args::default(), b.now);
+    assert_eq!(gone.reply.unwrap_err().code, ErrorCode::NoSuchObject);
+    assert_eq!(journal.appended(), before);
+}
+
+#[test]
 fn a_call_that_passed_the_sessions_check_as_it_ended_takes_nothing() {
     // `Engine::call` refuses an ended session up front; a call already past that check
     // (and past finding its object: a cached handle, or an id) when the session ends
