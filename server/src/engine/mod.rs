@@ -426,45 +426,28 @@ impl Engine {
     /// method or object that does not exist, which fails having changed nothing).
     fn reads_only(&self, session: Option<&Session>, command: &Command) -> bool {
         let Command::Call { session: id, object, access, method, .. } = command else { return false };
-        self.spec_of(session, *id, *object, *access, method).is_none_or(|m| m.read_only)
+        self.spec_of(session, *id, None, *object, *access, method).is_none_or(|m| m.read_only)
     }
 
-    /// [`Engine::spec_of`] for a call of `session`, through its connection's handle
-    /// cache if it has one.
-    fn spec_through(
+    /// The spec of the method a call names, if the object and method exist; a call
+    /// through a handle finds its object through the connection's `handles` if given.
+    fn spec_of(
         &self,
-        session: &Session,
+        session: Option<&Session>,
+        id: SessionId,
         handles: Option<&mut HandleCache>,
         object: ObjectId,
         access: Access,
         method: &str,
     ) -> Option<&'static MethodSpec> {
-        match (access, handles) {
-            (Access::Handle, Some(handles)) => {
-                let entry = handles.entry(session, object).ok()?;
-                entry.methods().iter().find(|m| m.name == method)
-            }
-            _ => self.spec_of(Some(session), session.id(), object, access, method),
-        }
-    }
-
-    /// The spec of the method a call names, if the object and method exist.
-    fn spec_of(
-        &self,
-        session: Option<&Session>,
-        id: SessionId,
-        object: ObjectId,
-        access: Access,
-        method: &str,
-    ) -> Option<&'static MethodSpec> {
-        let entry = match access {
-            Access::Id => self.table.get(object).ok(),
-            Access::Handle => match session {
-                Some(session) => session.state().handle(object).ok().cloned(),
-                None => self.session(id).and_then(|s| s.state().handle(object).ok().cloned()),
-            },
+        // The method table lives as long as the program: no entry is kept past the look.
+        let methods = match (access, session, handles) {
+            (Access::Id, ..) => self.table.get(object).ok()?.methods(),
+            (Access::Handle, Some(session), Some(handles)) => handles.entry(session, object).ok()?.methods(),
+            (Access::Handle, Some(session), None) => session.state().handle(object).ok()?.methods(),
+            (Access::Handle, None, _) => self.session(id)?.state().handle(object).ok()?.methods(),
         };
-        entry.and_then(|entry| entry.methods().iter().find(|m| m.name == method))
+        methods.iter().find(|m| m.name == method)
     }
 
     /// With a memory limit, lets `command` in or refuses it: a call of a growing
@@ -474,7 +457,7 @@ impl Engine {
         let Some(gate) = self.memory.get() else { return Ok(()) };
         match command {
             Command::Call { session: id, object, access, method, args, .. } => {
-                match self.spec_of(session, *id, *object, *access, method) {
+                match self.spec_of(session, *id, None, *object, *access, method) {
                     Some(spec) if spec.grows => gate.admit(footprint(args)),
                     _ => Ok(()),
                 }
@@ -664,7 +647,7 @@ impl Engine {
     pub fn call(
         &self,
         session: &Session,
-        handles: Option<&mut HandleCache>,
+        mut handles: Option<&mut HandleCache>,
         object: ObjectId,
         access: Access,
         method: &str,
@@ -674,11 +657,10 @@ impl Engine {
         if session.is_ended() {
             return Effects::unchanged(Err(no_such_session(session.id())));
         }
-        let mut handles = handles;
         // The method's spec, found once (through the handle cache) for the memory gate
         // and the journal, which both ask.
         let spec = match self.memory.get().is_some() || self.journal.get().is_some() {
-            true => self.spec_through(session, handles.as_deref_mut(), object, access, method),
+            true => self.spec_of(Some(session), session.id(), handles.as_deref_mut(), object, access, method),
             false => None,
         };
         if let Some(gate) = self.memory.get() {
