@@ -111,3 +111,17 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }
+
+#[test]
+fn a_test_cut_short_by_the_time_limit_says_so() {
+    // A run the time limit cuts short is reported as such, with the requests it made
+    // (the worker's share of the budget: `bench::Share`'s unit tests).
+    let server = Server::start();
+    let asked = 1_000_000_000u64;
+    let report = bench(&server, &["-n", &asked.to_string(), "-c", "2", "-P", "4", "-t", "get", "--time-limit", "1s"]);
+    let r = result(&report, "get");
+    assert_eq!(r["timed_out"], true, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let made = r["requests"].as_u64().unwrap();
+    assert!(0 < made && made < asked, "{r}");
+}

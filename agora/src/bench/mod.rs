@@ -48,6 +48,37 @@ const WIND_DOWN: Duration = Duration::from_secs(5);
 /// for.
 const ALLOWANCE: u64 = 16;
 
+/// One worker's share of a test's request budget, taken [`ALLOWANCE`] at a time.
+struct Share<'a> {
+    remaining: &'a AtomicU64,
+    /// Taken from `remaining` and not made yet.
+    allowance: u64,
+}
+
+impl<'a> Share<'a> {
+    fn new(remaining: &'a AtomicU64) -> Share<'a> {
+        Share { remaining, allowance: 0 }
+    }
+
+    /// Whether to make one more request: no once the budget is spent, or once `stop`
+    /// (the time limit) is set — then what this worker took and did not make goes
+    /// back, so that what is left says the run was cut short.
+    fn next(&mut self, stop: bool) -> bool {
+        if stop {
+            self.remaining.fetch_add(std::mem::take(&mut self.allowance), Ordering::Relaxed);
+            return false;
+        }
+        if self.allowance == 0 {
+            self.allowance = echo::take(self.remaining, ALLOWANCE);
+            if self.allowance == 0 {
+                return false;
+            }
+        }
+        self.allowance -= 1;
+        true
+    }
+}
+
 const BENCH_AFTER_HELP: &str = "\
 TESTS (-t, comma-separated; default: ping,set,get,append,add,qput,qget,queue,lock,lock-contended,event):
   ping            a request that does nothing: agora's own round trip
@@ -613,21 +644,11 @@ impl Plan {
                 tokio::spawn(async move {
                     let mut recorder = latencies.recorder(i);
                     let mut rng = Rng::new(i as u64 + 1);
-                    // Requests taken from the shared budget and not made yet.
-                    let mut allowance = 0;
+                    let mut share = Share::new(&remaining);
                     let next = |key: &mut String| {
-                        if stop.load(Ordering::Relaxed) {
-                            // Given back: what is left says the run was cut short.
-                            remaining.fetch_add(std::mem::take(&mut allowance), Ordering::Relaxed);
+                        if !share.next(stop.load(Ordering::Relaxed)) {
                             return false;
                         }
-                        if allowance == 0 {
-                            allowance = echo::take(&remaining, ALLOWANCE);
-                            if allowance == 0 {
-                                return false;
-                            }
-                        }
-                        allowance -= 1;
                         match test {
                             Test::Fill => workload::write_key(key, next_key.fetch_add(1, Ordering::Relaxed)),
                             Test::Set | Test::Get => workload::write_key(key, rng.below(keyspace)),
@@ -668,4 +689,39 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>, deadline: Instant) ->
         return true;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Share, ALLOWANCE};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn workers_make_exactly_the_budget_between_them() {
+        let remaining = AtomicU64::new(2 * ALLOWANCE + 3);
+        let (mut a, mut b) = (Share::new(&remaining), Share::new(&remaining));
+        let mut made = 0;
+        loop {
+            let (more_a, more_b) = (a.next(false), b.next(false));
+            made += u64::from(more_a) + u64::from(more_b);
+            if !more_a && !more_b {
+                break;
+            }
+        }
+        assert_eq!(made, 2 * ALLOWANCE + 3);
+        assert_eq!(remaining.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_worker_stopped_by_the_time_limit_gives_back_what_it_did_not_make() {
+        // The budget is all taken, but not all made: the run must not look finished.
+        let remaining = AtomicU64::new(ALLOWANCE);
+        let mut share = Share::new(&remaining);
+        assert!(share.next(false));
+        assert_eq!(remaining.load(Ordering::Relaxed), 0);
+        assert!(!share.next(true));
+        assert_eq!(remaining.load(Ordering::Relaxed), ALLOWANCE - 1);
+        assert!(!share.next(true), "stopped stays stopped");
+        assert_eq!(remaining.load(Ordering::Relaxed), ALLOWANCE - 1, "given back once");
+    }
 }
