@@ -47,6 +47,14 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         None
     }
 
+    /// The socket itself, if another thread may write a whole reply onto it with
+    /// `send(2)` while this connection waits for the call it answers
+    /// ([`crate::parking::line`]); `None` where bytes must pass through this stream
+    /// (TLS) or there is no socket.
+    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
     /// Takes the socket off this runtime, to be served on another
     /// ([`crate::dedicated`]); a stream that cannot be moved (TLS) comes back as is.
     /// `Ok(Err(_))`: taking it off failed, and the connection is lost.
@@ -83,6 +91,10 @@ impl Transport for TcpStream {
     fn input_waiting(&self) -> Option<bool> {
         input_waiting(self)
     }
+
+    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }
 
 impl Transport for UnixStream {
@@ -100,6 +112,10 @@ impl Transport for UnixStream {
 
     fn input_waiting(&self) -> Option<bool> {
         input_waiting(self)
+    }
+
+    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 
     fn local_address(&self) -> Option<Address> {

@@ -19,7 +19,13 @@
 //!   stop its mail, give back what was delivered and never read, abandon its parked
 //!   calls, then `EndSession` (locks, permits and leases released).
 //!
+//! - **Lines** ([`line`](mod@line)). In memory, a delivery is first offered to its waiting
+//!   connection's armed line, whose answerer writes the reply from the delivering
+//!   thread; only what it did not write whole goes by mail.
+//!
 //! This module owns waiting and time; it must not know about wire formats.
+
+pub mod line;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +37,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use agora_proto::native::Args;
 
+use self::line::Line;
 use crate::cluster::Serving;
 use crate::durability::Durability;
 use crate::engine::{
@@ -86,7 +93,14 @@ pub enum Alarm {
 pub struct Mailbox {
     session: SessionId,
     rx: mpsc::UnboundedReceiver<Mail>,
+    line: Arc<Line>,
     parking: Arc<Parking>,
+}
+
+/// Where the parking layer sends a session's deliveries.
+struct Post {
+    tx: mpsc::UnboundedSender<Mail>,
+    line: Arc<Line>,
 }
 
 impl Mailbox {
@@ -103,6 +117,12 @@ impl Mailbox {
     /// True if mail is waiting.
     pub fn has_mail(&self) -> bool {
         !self.rx.is_empty()
+    }
+
+    /// The session's line, which a connection arms while a call waits (used only if
+    /// [`Parking::answers_on_lines`]).
+    pub fn line(&self) -> Arc<Line> {
+        self.line.clone()
     }
 }
 
@@ -127,7 +147,7 @@ pub struct Parking {
     engine: Arc<Engine>,
     /// Where changes are kept, and so what answers wait for.
     keeping: Keeping,
-    mailboxes: RwLock<HashMap<SessionId, mpsc::UnboundedSender<Mail>>>,
+    mailboxes: RwLock<HashMap<SessionId, Post>>,
     alarms: Mutex<BTreeSet<(Time, Alarm)>>,
     /// Wakes the timer when an alarm earlier than all others is set.
     earlier: Notify,
@@ -275,8 +295,9 @@ impl Parking {
     fn with_mailbox(self: &Arc<Self>, session: Session) -> (Session, Mailbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = session.id();
-        self.mailboxes.write().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        (session, Mailbox { session: id, rx, parking: self.clone() })
+        let line = Arc::new(Line::default());
+        self.mailboxes.write().unwrap_or_else(|e| e.into_inner()).insert(id, Post { tx, line: line.clone() });
+        (session, Mailbox { session: id, rx, line, parking: self.clone() })
     }
 
     /// Arms the end of every detached session (a new leader took over: see
@@ -355,18 +376,29 @@ impl Parking {
         }
     }
 
-    /// Sends each delivery to its session's mailbox; gives back those that cannot go.
+    /// True if deliveries are offered to their connections' lines first: in memory,
+    /// where an answer waits for no log record (see [`line`](mod@line)).
+    pub fn answers_on_lines(&self) -> bool {
+        matches!(self.keeping, Keeping::Memory)
+    }
+
+    /// Sends each delivery to its session's mailbox (in memory, through its line
+    /// first); gives back those that cannot go.
     fn dispatch(&self, deliveries: Vec<Delivery>) {
+        let on_lines = self.answers_on_lines();
         let mut pending = VecDeque::from(deliveries);
         while let Some(delivery) = pending.pop_front() {
             let unsent = {
                 let mailboxes = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
                 match mailboxes.get(&delivery.waiter.session) {
-                    Some(tx) => match tx.send(Mail::Delivery(delivery)) {
-                        Ok(()) => None,
-                        Err(mpsc::error::SendError(Mail::Delivery(d))) => Some(d),
-                        Err(_) => None,
-                    },
+                    Some(post) => {
+                        let unanswered = if on_lines { post.line.offer(delivery) } else { Some(delivery) };
+                        match unanswered.map(|delivery| post.tx.send(Mail::Delivery(delivery))) {
+                            None | Some(Ok(())) => None,
+                            Some(Err(mpsc::error::SendError(Mail::Delivery(d)))) => Some(d),
+                            Some(Err(_)) => None,
+                        }
+                    }
                     None => Some(delivery),
                 }
             };
@@ -511,8 +543,8 @@ impl Parking {
                 self.carry_out(effects).ok();
             }
             Alarm::Heartbeat { session } => {
-                if let Some(tx) = self.mailboxes.read().unwrap_or_else(|e| e.into_inner()).get(&session) {
-                    let _ = tx.send(Mail::Silence);
+                if let Some(post) = self.mailboxes.read().unwrap_or_else(|e| e.into_inner()).get(&session) {
+                    let _ = post.tx.send(Mail::Silence);
                 }
             }
         }
