@@ -26,6 +26,7 @@
 //! Conformance is checked by CPython's own manager tests
 //! (`tests/python/cpython_manager_suite.py`, run by `tests/tests/python_conformance.rs`).
 
+mod answerer;
 mod control;
 pub mod exposed;
 pub mod holders;
@@ -44,6 +45,7 @@ use crate::access::{Level, Who};
 use crate::busy_poll::BusyPoll;
 use crate::engine::{Access, Answer, Command, Completion, Parked, Session, Ticket};
 use crate::listener::Transport;
+use crate::parking::line::Settled;
 use crate::parking::{Mail, Mailbox};
 use crate::server::Shared;
 use reply::{traceback, Reply};
@@ -133,6 +135,9 @@ struct PyConn<'a> {
     outgoing: references::Outgoing,
     /// The log record the next reply depends on through a delivery (durability on).
     delivered_lsn: u64,
+    /// How many bytes of the next reply the session's line already wrote (a parked
+    /// call's, written by the thread that delivered it; `usize::MAX`: all).
+    reply_written: usize,
     /// The peer is on this machine (a Unix socket or a loopback address).
     local_peer: bool,
     /// The peer's process, where the kernel names it: the holder of the references
@@ -206,6 +211,7 @@ pub async fn serve_session<S: Transport>(
         persistent,
         outgoing,
         delivered_lsn: 0,
+        reply_written: 0,
         local_peer,
         holder,
         who,
@@ -279,11 +285,7 @@ async fn serve_requests<S: Transport>(
         } else {
             out = Vec::with_capacity(OUT_START);
         }
-        frame::encode_with(&mut out, |body| {
-            reply.write_pickle(body);
-            Ok::<(), std::convert::Infallible>(())
-        })
-        .unwrap_or_else(|never| match never {});
+        frame_reply(&mut out, &reply);
         if matches!(after, After::Shutdown) {
             out.extend_from_within(..);
         }
@@ -297,7 +299,9 @@ async fn serve_requests<S: Transport>(
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
-        if stream.write_all(&out).await.is_err() {
+        // The part of a parked call's reply its line wrote is not written again.
+        let unwritten = out.get(std::mem::take(&mut conn.reply_written)..).unwrap_or_default();
+        if !unwritten.is_empty() && stream.write_all(unwritten).await.is_err() {
             return;
         }
         match after {
@@ -401,7 +405,9 @@ impl PyConn<'_> {
 
     /// Waits for a parked call's answer while watching the connection: a client that
     /// disconnects (killed while blocked in `q.get()`) leaves its call to be abandoned,
-    /// so it takes nothing; so does a shutdown.
+    /// so it takes nothing; so does a shutdown. In memory, the session's line is armed
+    /// meanwhile, so the thread that delivers the answer may write it; then this one
+    /// learns of it when the client's next call (or its close) wakes it.
     async fn wait_parked<S: Transport>(
         &mut self,
         object: u64,
@@ -409,19 +415,43 @@ impl PyConn<'_> {
         stream: &mut S,
         rbuf: &mut BytesMut,
     ) -> Option<Completion> {
-        let _waiting = self.shared.parking.engine().waiting(object);
+        let mut waiting = self.shared.parking.engine().waiting(object);
+        let socket = stream.raw_socket().filter(|_| self.shared.parking.answers_on_lines());
+        let line = self.mailbox.line();
+        if let Some(socket) = socket {
+            line.arm(parked.ticket, Box::new(answerer::SocketAnswerer::new(socket, waiting.take())));
+        }
+        // Whichever way this returns (or is dropped), no answerer may write once it has.
+        let _disarm = Disarm(line.clone());
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             let mail = tokio::select! {
                 mail = self.mailbox.recv() => mail,
-                _ = peer_closed(stream, rbuf) => None,
+                read = stream.read_buf(rbuf) => match read {
+                    // A CPython client sends nothing while it waits, unless its answer
+                    // went out through the line and this is its next call.
+                    Ok(read) if read > 0 => match line.answered() {
+                        Some(delivery) => {
+                            self.reply_written = usize::MAX;
+                            return Some(delivery.completion);
+                        }
+                        None => continue,
+                    },
+                    _ => None,
+                },
                 _ = shutdown.wait_for(|stop| *stop) => {
                     // The call was abandoned when shutdown began, unless its answer is
                     // already here; otherwise the client hears why it ends.
+                    let settled = line.disarm();
+                    if let Settled::Answered(delivery) = settled {
+                        self.reply_written = usize::MAX;
+                        return Some(delivery.completion);
+                    }
                     while let Some(mail) = self.mailbox.try_recv() {
                         match mail {
                             Mail::Delivery(delivery) if delivery.waiter.ticket == parked.ticket => {
                                 self.delivered_lsn = self.shared.parking.appended();
+                                self.reply_written = settled.begun();
                                 return Some(delivery.completion);
                             }
                             Mail::Delivery(other) => self.shared.parking.return_delivery(other),
@@ -436,18 +466,43 @@ impl PyConn<'_> {
                 Some(Mail::Delivery(delivery)) if delivery.waiter.ticket == parked.ticket => {
                     // The command that delivered it is in the journal by now.
                     self.delivered_lsn = self.shared.parking.appended();
+                    self.reply_written = line.disarm().begun();
                     return Some(delivery.completion);
                 }
                 // Not this call's (one abandoned earlier): it goes back.
                 Some(Mail::Delivery(other)) => self.shared.parking.return_delivery(other),
                 Some(Mail::Silence) => {}
                 None => {
-                    self.left_waiting = Some((object, parked.ticket));
+                    // The client left. An answer its line wrote whole was the client's
+                    // (its session's end releases what it was granted, as for any
+                    // answer it was sent); otherwise the call is abandoned.
+                    if !matches!(line.disarm(), Settled::Answered(_)) {
+                        self.left_waiting = Some((object, parked.ticket));
+                    }
                     return None;
                 }
             }
         }
     }
+}
+
+/// Disarms a line when dropped (see [`PyConn::wait_parked`]).
+struct Disarm(Arc<crate::parking::line::Line>);
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
+}
+
+/// Appends `reply` to `out` as one frame: the one encoding of a reply, whichever
+/// thread writes it.
+fn frame_reply(out: &mut Vec<u8>, reply: &Reply) {
+    frame::encode_with(out, |body| {
+        reply.write_pickle(body);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
 }
 
 /// True if a CPython client may call `method` on object `id` of `kind`: its exposed
