@@ -825,6 +825,72 @@ def scenario_take_locks(m, timeout="20"):
     print(f"ACQUIRED {time.monotonic() - started:.3f}", flush=True)
 
 
+def scenario_wait_for_lock(m):
+    """Says WAITING, blocks acquiring the exposed Lock, says GOT, then waits to be killed."""
+    class M(BaseManager):
+        pass
+    _register_exposed(M)
+    mm = connect(cls=M)
+    lock = mm.get_lock()
+    print("WAITING", flush=True)
+    assert lock.acquire(timeout=60), "the lock never came"
+    print("GOT", flush=True)
+    time.sleep(600)
+
+
+def _handoff_item(i):
+    """Items of every shape: scalars (which the thread that hands them over may write
+    itself), a container, and a str too big for that."""
+    return [i, f"s{i}", b"b%d" % i, ("t", i), "x" * 5000 + str(i)][i % 5]
+
+
+def _consume(items, done, started):
+    started.set()
+    while True:
+        item = items.get(timeout=60)
+        if item is None:
+            return
+        done.put(item)
+
+
+def _wait_event(event, done):
+    done.put(("woke", event.wait(60)))
+
+
+def scenario_handoffs(m, consumers="4", count="300"):
+    """Consumers block on an empty queue while one producer feeds it: every item reaches
+    exactly one consumer, intact; then waiters on an Event all wake."""
+    consumers, count = int(consumers), int(count)
+    items, done = m.Queue(), m.Queue()
+    started = [m.Event() for _ in range(consumers)]
+    ps = [multiprocessing.Process(target=_consume, args=(items, done, s)) for s in started]
+    for p in ps:
+        p.start()
+    for s in started:
+        assert s.wait(60), "a consumer never started"
+    for i in range(count):
+        items.put(_handoff_item(i))
+        if i % 10 == 0:
+            time.sleep(0.001)  # let the consumers block again
+    for _ in ps:
+        items.put(None)
+    got = [done.get(timeout=60) for _ in range(count)]
+    for p in ps:
+        p.join(120)
+        eq(p.exitcode, 0, "consumer exit code")
+    eq(sorted(map(repr, got)), sorted(repr(_handoff_item(i)) for i in range(count)), "every item once, intact")
+    event = m.Event()
+    ws = [multiprocessing.Process(target=_wait_event, args=(event, done)) for _ in range(consumers)]
+    for w in ws:
+        w.start()
+    time.sleep(0.2)
+    event.set()
+    eq([done.get(timeout=60) for _ in ws], [("woke", True)] * consumers, "every waiter woke")
+    for w in ws:
+        w.join(120)
+        eq(w.exitcode, 0, "waiter exit code")
+
+
 # --- reliable consumption: delivery counts, dead letters, delayed nacks ---------------
 
 

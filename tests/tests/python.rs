@@ -1,7 +1,8 @@
 //! Unmodified CPython clients (every 3.8–3.13 found, see `python_support`) against the
 //! real `agora` binary: each typeid and method (3.14's `set` too), each error type as
 //! the real Python exception, iteration, str/repr/_getvalue, nested proxies, refcounts,
-//! many client processes at once, a killed client's locks released, the master/worker
+//! many client processes at once, hand-offs to waiting clients (each once, over TCP and
+//! Unix sockets), a killed client's locks released, the master/worker
 //! pattern shared with a Rust client, wrong authkeys, Pool refused, TCP and Unix sockets.
 //!
 //! The scenarios themselves are Python (`tests/python/scenarios.py SCENARIO ADDRESS`);
@@ -141,6 +142,69 @@ fn many_processes_increment_under_a_lock() {
     for_each_python(|python| {
         let server = Server::start();
         scenario(python, &server, "many_processes", &["8", "50"]);
+    });
+}
+
+/// Processes blocked on a Lock, a Queue and an Event over both transports: what the
+/// thread that hands something over writes to a waiting client itself (a lock grant, a
+/// scalar item) and what it leaves to the waiting connection (a tuple, a 5 KB str)
+/// arrive exactly once, intact, and each client's next call is answered.
+#[test]
+fn waiting_clients_get_each_hand_off_once_over_tcp_and_unix() {
+    for_each_python(|python| {
+        for server in [Server::start(), Server::start_unix()] {
+            scenario(python, &server, "many_processes", &["4", "100"]);
+            scenario(python, &server, "handoffs", &["4", "300"]);
+        }
+    });
+}
+
+/// A CPython client blocked in `acquire()` is granted the Lock when its holder is
+/// killed, and is killed in turn after it said so: the lock is free again for a third
+/// client. (The grant reaches a waiting client from the thread that made it; its own
+/// connection learns of it only when the client closes.)
+#[test]
+fn a_client_killed_after_its_waiting_acquire_was_granted_leaves_the_lock_free() {
+    let exposes = ["get_lock=lock:L", "get_rlock=rlock:R", "get_semaphore=semaphore:S"];
+    let args: Vec<String> = exposes.iter().flat_map(|e| ["--expose".to_owned(), (*e).to_owned()]).collect();
+    for_each_python(|python| {
+        for server in [
+            Server::start_with(ServerOptions { args: args.clone(), ..Default::default() }),
+            Server::start_with(ServerOptions { args: args.clone(), unix: true, ..Default::default() }),
+        ] {
+            let spawn = |name: &str| {
+                let mut child =
+                    command(python, "scenarios.py", &[name, &server.address], &server.authkey).spawn().expect("spawn");
+                let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                (child, lines)
+            };
+            let (mut holder, mut holder_said) = spawn("hold_locks");
+            assert_eq!(holder_said.next().and_then(Result::ok).as_deref(), Some("HELD"));
+            let (mut waiter, mut waiter_said) = spawn("wait_for_lock");
+            assert_eq!(waiter_said.next().and_then(Result::ok).as_deref(), Some("WAITING"));
+            wait_until_waiting(&server, "L");
+            // SAFETY: kill(2) on children we spawned.
+            assert_eq!(unsafe { libc::kill(holder.id() as i32, libc::SIGKILL) }, 0);
+            let _ = holder.wait();
+            assert_eq!(waiter_said.next().and_then(Result::ok).as_deref(), Some("GOT"), "the waiter was granted");
+            assert_eq!(unsafe { libc::kill(waiter.id() as i32, libc::SIGKILL) }, 0);
+            let _ = waiter.wait();
+            let out = scenario(python, &server, "take_locks", &["20"]);
+            assert!(out.contains("ACQUIRED"), "{out}");
+        }
+    });
+}
+
+/// Returns once some call waits on the named object (a hang guard bounds it).
+fn wait_until_waiting(server: &Server, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let observer = server.client().await;
+        let deadline = Instant::now() + HANG_GUARD;
+        while observer.holders(name).await.unwrap().waiting.is_empty() {
+            assert!(Instant::now() < deadline, "no call ever waited on {name}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     });
 }
 
