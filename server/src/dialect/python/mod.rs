@@ -425,8 +425,8 @@ impl PyConn<'_> {
         let _disarm = Disarm(line.clone());
         let mut shutdown = self.shared.shutdown.clone();
         loop {
-            let mail = tokio::select! {
-                mail = self.mailbox.recv() => mail,
+            let woke = tokio::select! {
+                mail = self.mailbox.recv() => Woke::Mail(mail),
                 read = stream.read_buf(rbuf) => match read {
                     // A CPython client sends nothing while it waits, unless its answer
                     // went out through the line and this is its next call.
@@ -437,30 +437,14 @@ impl PyConn<'_> {
                         }
                         None => continue,
                     },
-                    _ => None,
+                    _ => Woke::Mail(None),
                 },
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    // The call was abandoned when shutdown began, unless its answer is
-                    // already here; otherwise the client hears why it ends.
-                    let settled = line.disarm();
-                    if let Settled::Answered(delivery) = settled {
-                        self.reply_written = usize::MAX;
-                        return Some(delivery.completion);
-                    }
-                    while let Some(mail) = self.mailbox.try_recv() {
-                        match mail {
-                            Mail::Delivery(delivery) if delivery.waiter.ticket == parked.ticket => {
-                                self.delivered_lsn = self.shared.parking.appended();
-                                self.reply_written = settled.begun();
-                                return Some(delivery.completion);
-                            }
-                            Mail::Delivery(other) => self.shared.parking.return_delivery(other),
-                            Mail::Silence => {}
-                        }
-                    }
-                    self.left_waiting = Some((object, parked.ticket));
-                    return Some(Err(crate::parking::shutting_down()));
-                }
+                _ = shutdown.wait_for(|stop| *stop) => Woke::Shutdown,
+            };
+            // (Outside the select: what `wait_for` returned must not live across an await.)
+            let mail = match woke {
+                Woke::Mail(mail) => mail,
+                Woke::Shutdown => return Some(self.answer_at_shutdown(object, parked.ticket, &line).await),
             };
             match mail {
                 Some(Mail::Delivery(delivery)) if delivery.waiter.ticket == parked.ticket => {
@@ -484,6 +468,49 @@ impl PyConn<'_> {
             }
         }
     }
+
+    /// What a parked call answers once shutdown has begun: the call was abandoned then,
+    /// unless its answer is already here (on the line, or in the mailbox); otherwise
+    /// the client hears why it ends.
+    async fn answer_at_shutdown(
+        &mut self,
+        object: u64,
+        ticket: Ticket,
+        line: &crate::parking::line::Line,
+    ) -> Completion {
+        let begun = match line.disarm() {
+            Settled::Answered(delivery) => {
+                self.reply_written = usize::MAX;
+                return delivery.completion;
+            }
+            settled => settled.begun(),
+        };
+        // Part of the answer went out: its delivery is in the mailbox, or about to be
+        // (the line's thread mails it next), and the rest must follow, not a notice.
+        loop {
+            let mail = if begun > 0 { self.mailbox.recv().await } else { self.mailbox.try_recv() };
+            let Some(mail) = mail else { break };
+            match mail {
+                Mail::Delivery(delivery) if delivery.waiter.ticket == ticket => {
+                    self.delivered_lsn = self.shared.parking.appended();
+                    self.reply_written = begun;
+                    return delivery.completion;
+                }
+                Mail::Delivery(other) => self.shared.parking.return_delivery(other),
+                Mail::Silence => {}
+            }
+        }
+        self.left_waiting = Some((object, ticket));
+        Err(crate::parking::shutting_down())
+    }
+}
+
+/// What woke a connection waiting for a parked call's answer.
+enum Woke {
+    /// Mail, or `None`: the client left.
+    Mail(Option<Mail>),
+    /// The server began shutting down.
+    Shutdown,
 }
 
 /// Disarms a line when dropped (see [`PyConn::wait_parked`]).
