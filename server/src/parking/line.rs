@@ -101,12 +101,12 @@ impl Line {
     /// whole (then it stays on the line). An answerer is used once, whatever it wrote.
     pub(super) fn offer(&self, delivery: Delivery) -> Option<Delivery> {
         let mut state = self.state();
-        let ticket = delivery.waiter.ticket;
-        if !matches!(&*state, State::Armed { ticket: armed, .. } if *armed == ticket) {
-            return Some(delivery);
-        }
-        let State::Armed { mut answerer, .. } = std::mem::replace(&mut *state, State::Idle) else {
-            unreachable!("checked above")
+        let mut answerer = match std::mem::replace(&mut *state, State::Idle) {
+            State::Armed { ticket, answerer } if ticket == delivery.waiter.ticket => answerer,
+            other => {
+                *state = other;
+                return Some(delivery);
+            }
         };
         match answerer.answer(&delivery.completion) {
             Written::Whole => {
@@ -125,12 +125,12 @@ impl Line {
     /// stays as it is (still armed, perhaps).
     pub fn answered(&self) -> Option<Delivery> {
         let mut state = self.state();
-        if !matches!(&*state, State::Answered(_)) {
-            return None;
-        }
         match std::mem::replace(&mut *state, State::Idle) {
             State::Answered(delivery) => Some(delivery),
-            _ => unreachable!("checked above"),
+            other => {
+                *state = other;
+                None
+            }
         }
     }
 
