@@ -10,8 +10,8 @@ use std::os::fd::RawFd;
 
 use agora_proto::Value;
 
-use super::frame_reply;
-use super::reply::Reply;
+use super::frame_with;
+use super::reply::write_return;
 use crate::engine::Completion;
 use crate::metrics::WaitGuard;
 use crate::parking::line::{Answerer, Written};
@@ -31,36 +31,30 @@ impl SocketAnswerer {
     }
 }
 
-/// True if the reply carrying `value` needs no rewriting for its client (no nested
-/// proxy in it): a scalar.
-fn is_plain(value: &Value) -> bool {
-    matches!(
-        value,
-        Value::None
-            | Value::Bool(_)
-            | Value::Int(_)
-            | Value::BigInt(_)
-            | Value::Float(_)
-            | Value::Str(_)
-            | Value::Bytes(_)
-    )
-}
-
-/// Replies up to this size are written from the delivering thread; bigger ones are
-/// few, and their copy is better made by their own connection.
+/// Replies whose value is at most this big are written from the delivering thread;
+/// bigger ones are few, and their copy is better made by their own connection.
 const MOST: usize = 4096;
+
+/// True if the reply carrying `value` needs no rewriting for its client (no nested
+/// proxy in it: a scalar) and is small enough to write from another thread. Decided
+/// before encoding, so a big item is encoded once, by its connection.
+fn is_plain_and_small(value: &Value) -> bool {
+    match value {
+        Value::None | Value::Bool(_) | Value::Int(_) | Value::BigInt(_) | Value::Float(_) => true,
+        Value::Str(s) => s.len() <= MOST,
+        Value::Bytes(b) => b.len() <= MOST,
+        _ => false,
+    }
+}
 
 impl Answerer for SocketAnswerer {
     fn answer(&mut self, completion: &Completion) -> Written {
         let Ok(value) = completion else { return Written::Nothing };
-        if !is_plain(value) {
+        if !is_plain_and_small(value) {
             return Written::Nothing;
         }
         let mut out = Vec::with_capacity(64);
-        frame_reply(&mut out, &Reply::Return(value.clone()));
-        if out.len() > MOST {
-            return Written::Nothing;
-        }
+        frame_with(&mut out, |body| write_return(value, body));
         let written = loop {
             // SAFETY: `socket` is open while the line is armed (see the field), and the
             // buffer lives across the call. MSG_NOSIGNAL: a closed peer is an EPIPE,

@@ -422,7 +422,7 @@ impl PyConn<'_> {
             line.arm(parked.ticket, Box::new(answerer::SocketAnswerer::new(socket, waiting.take())));
         }
         // Whichever way this returns (or is dropped), no answerer may write once it has.
-        let _disarm = Disarm(line.clone());
+        let _disarm = Disarm(&line);
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             let woke = tokio::select! {
@@ -514,19 +514,24 @@ enum Woke {
 }
 
 /// Disarms a line when dropped (see [`PyConn::wait_parked`]).
-struct Disarm(Arc<crate::parking::line::Line>);
+struct Disarm<'a>(&'a crate::parking::line::Line);
 
-impl Drop for Disarm {
+impl Drop for Disarm<'_> {
     fn drop(&mut self) {
         self.0.disarm();
     }
 }
 
-/// Appends `reply` to `out` as one frame: the one encoding of a reply, whichever
-/// thread writes it.
+/// Appends `reply` to `out` as one frame.
 fn frame_reply(out: &mut Vec<u8>, reply: &Reply) {
+    frame_with(out, |body| reply.write_pickle(body));
+}
+
+/// Appends the body `write` writes to `out` as one frame: the framing of every reply,
+/// whichever thread writes it.
+fn frame_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     frame::encode_with(out, |body| {
-        reply.write_pickle(body);
+        write(body);
         Ok::<(), std::convert::Infallible>(())
     })
     .unwrap_or_else(|never| match never {});

@@ -37,7 +37,7 @@ impl Reply {
     /// not copied).
     pub fn write_pickle(&self, out: &mut Vec<u8>) {
         let (kind, payload) = match self {
-            Reply::Return(v) => return pickle::encode_tagged_into("#RETURN", v, out),
+            Reply::Return(v) => return write_return(v, out),
             Reply::Error(e) => match exception(e) {
                 Some(exc) => ("#ERROR", exc),
                 None => ("#TRACEBACK", Value::Str(traceback_for(e).into())),
@@ -51,6 +51,12 @@ impl Reply {
         };
         pickle::encode_tagged_into(kind, &payload, out)
     }
+}
+
+/// Appends the pickled `('#RETURN', value)` to `out`: [`Reply::Return`]'s encoding,
+/// for a writer that holds only a borrowed value.
+pub fn write_return(value: &Value, out: &mut Vec<u8>) {
+    pickle::encode_tagged_into("#RETURN", value, out)
 }
 
 /// A traceback text in CPython's shape, which `RemoteError` shows to the user.
