@@ -857,9 +857,16 @@ def _wait_event(event, done):
     done.put(("woke", event.wait(60)))
 
 
+def _acquire_twice(lock, done):
+    done.put(("timed out", lock.acquire(timeout=0.3)))
+    done.put(("then", lock.acquire(timeout=60)))
+    lock.release()
+
+
 def scenario_handoffs(m, consumers="4", count="300"):
     """Consumers block on an empty queue while one producer feeds it: every item reaches
-    exactly one consumer, intact; then waiters on an Event all wake."""
+    exactly one consumer, intact; waiters on an Event all wake; an acquire of a held
+    Lock times out (the server's timer answers it) and the client's next acquire works."""
     consumers, count = int(consumers), int(count)
     items, done = m.Queue(), m.Queue()
     started = [m.Event() for _ in range(consumers)]
@@ -889,6 +896,16 @@ def scenario_handoffs(m, consumers="4", count="300"):
     for w in ws:
         w.join(120)
         eq(w.exitcode, 0, "waiter exit code")
+    lock = m.Lock()
+    lock.acquire()
+    taker = multiprocessing.Process(target=_acquire_twice, args=(lock, done))
+    taker.start()
+    eq(done.get(timeout=60), ("timed out", False), "a timed-out acquire answers False")
+    lock.release()
+    eq(done.get(timeout=60), ("then", True), "the next acquire is answered")
+    taker.join(120)
+    eq(taker.exitcode, 0, "taker exit code")
+    eq(lock.acquire(timeout=10), True, "the lock is free again")
 
 
 # --- reliable consumption: delivery counts, dead letters, delayed nacks ---------------

@@ -148,7 +148,8 @@ fn many_processes_increment_under_a_lock() {
 /// Processes blocked on a Lock, a Queue and an Event over both transports: what the
 /// thread that hands something over writes to a waiting client itself (a lock grant, a
 /// scalar item) and what it leaves to the waiting connection (a tuple, a 5 KB str)
-/// arrive exactly once, intact, and each client's next call is answered — on threads
+/// arrive exactly once, intact, and each client's next call is answered (after an
+/// acquire the timer answered with `False`, too) — on threads
 /// of their own and on the shared workers (`--python-threads 0`).
 #[test]
 fn waiting_clients_get_each_hand_off_once_over_tcp_and_unix() {
