@@ -15,7 +15,8 @@
 //! threads never take more than half of the open-files limit; a thread or runtime
 //! that cannot be started leaves its connection to the shared workers. Such a thread
 //! polls its socket for a moment before it sleeps ([`crate::busy_poll`]); the shared
-//! workers never do.
+//! workers never do. It then sleeps in `recv(2)` itself, not in its runtime
+//! ([`ThreadSocket`]), for up to [`BLOCK_AT_MOST`].
 //!
 //! Owns: the count of such threads, and moving a connection's socket onto one. It
 //! runs the same dialect code as the shared workers (`dialect::python::serve`), so
@@ -32,6 +33,9 @@ use crate::access::Who;
 use crate::busy_poll::BusyPoll;
 use crate::dialect;
 use crate::server::Shared;
+
+mod socket;
+pub use socket::{ThreadSocket, BLOCK_AT_MOST};
 
 /// A socket taken off the runtime that accepted it, to be registered with another.
 pub enum Detached {
@@ -148,7 +152,7 @@ pub async fn serve_python(
         let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.polling.clone()));
         runtime.block_on(async move {
             tokio::select! {
-                _ = run(job, poll) => {}
+                _ = run(job, Some(poll)) => {}
                 _ = stop_rx => {}
             }
         });
@@ -170,20 +174,31 @@ pub async fn serve_python(
     }
 }
 
-/// Registers the socket with the current runtime and serves it, busy polling with
-/// `poll` if this is the connection's own thread (the shared workers must not poll).
-async fn run(job: Job, mut poll: Option<BusyPoll>) {
+/// Registers the socket with the current runtime and serves it. `own`: this is the
+/// connection's own thread, which waits for requests blocked in `recv(2)`
+/// ([`ThreadSocket`]), busy polling first with the poll it holds, if any; the shared
+/// workers (`None`) must do neither.
+async fn run(job: Job, own: Option<Option<BusyPoll>>) {
     let Job { detached, buf, first, peer, who, shared } = job;
-    let poll = poll.as_mut();
-    let registered = match detached {
-        Detached::Tcp(s) => match tokio::net::TcpStream::from_std(s) {
-            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, poll).await,
+    let registered = match (detached, own) {
+        (Detached::Tcp(s), None) => match tokio::net::TcpStream::from_std(s) {
+            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, None).await,
             Err(e) => e,
         },
-        Detached::Unix(s) => match tokio::net::UnixStream::from_std(s) {
-            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, poll).await,
+        (Detached::Unix(s), None) => match tokio::net::UnixStream::from_std(s) {
+            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, None).await,
             Err(e) => e,
         },
+        (detached, Some(mut poll)) => {
+            let socket = match detached {
+                Detached::Tcp(s) => tokio::net::TcpStream::from_std(s).and_then(ThreadSocket::new),
+                Detached::Unix(s) => tokio::net::UnixStream::from_std(s).and_then(ThreadSocket::new),
+            };
+            match socket {
+                Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, poll.as_mut()).await,
+                Err(e) => e,
+            }
+        }
     };
     tracing::warn!(%peer, error = %registered, "cannot register a CPython connection's socket; closing it");
 }

@@ -55,6 +55,14 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         None
     }
 
+    /// Waits for input with the thread blocked, for at most a moment, and reads what
+    /// came into `buf`: only a connection on a thread of its own can
+    /// ([`crate::dedicated`]); `None` for one on a runtime other connections share.
+    /// `Some(Err(_))` with [`io::ErrorKind::WouldBlock`]: nothing came meanwhile.
+    fn read_blocking(&mut self, _buf: &mut bytes::BytesMut) -> Option<io::Result<usize>> {
+        None
+    }
+
     /// Takes the socket off this runtime, to be served on another
     /// ([`crate::dedicated`]); a stream that cannot be moved (TLS) comes back as is.
     /// `Ok(Err(_))`: taking it off failed, and the connection is lost.
@@ -137,7 +145,7 @@ impl Transport for UnixStream {
 
 /// Asks the kernel, without waiting, whether `socket` has bytes (or a close) to read.
 /// Tokio's own readiness is no use here: it is only learnt when the runtime polls.
-fn input_waiting(socket: &impl std::os::fd::AsRawFd) -> Option<bool> {
+pub(crate) fn input_waiting(socket: &impl std::os::fd::AsRawFd) -> Option<bool> {
     let mut wanted = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd that lives across the call, and a zero timeout.
     let ready = unsafe { libc::poll(&mut wanted, 1, 0) };

@@ -241,14 +241,26 @@ async fn serve_requests<S: Transport>(
         let body = match next.take() {
             Some(body) => body,
             None => {
-                // A request already buffered needs no polling for.
-                if let Some(poll) = poll.as_deref_mut().filter(|_| rbuf.is_empty()) {
-                    poll.wait(|| stream.input_waiting());
+                // A request already buffered needs no waiting for.
+                if rbuf.is_empty() {
+                    if let Some(poll) = poll.as_deref_mut() {
+                        poll.wait(|| stream.input_waiting());
+                    }
+                    // On a thread of its own, the connection waits blocked in `recv(2)`
+                    // for a while, without a turn of its runtime. What that finds other
+                    // than bytes (an end, an error, nothing yet) the read below finds too.
+                    if !*shutdown.borrow() {
+                        let _ = stream.read_blocking(&mut rbuf);
+                    }
                 }
-                let read = tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                    read = read_request(stream, &mut rbuf, max_frame) => read,
+                let read = match frame::take_frame(&mut rbuf, max_frame) {
+                    Ok(Some(body)) => Ok(body),
+                    Ok(None) => tokio::select! {
+                        biased;
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        read = read_request(stream, &mut rbuf, max_frame) => read,
+                    },
+                    Err(e) => Err(e.into()),
                 };
                 if let Some(poll) = poll.as_deref_mut() {
                     poll.arrived();
