@@ -204,3 +204,80 @@ fn busy_polling_threads_answer_every_call_and_count_what_they_did() {
         }
     });
 }
+
+/// A client thread's calls, some after a pause longer than its server thread waits in
+/// `recv(2)` (`agora_server::dedicated::BLOCK_AT_MOST`, 10 ms: the wait then moves to
+/// the thread's runtime), some carrying requests far bigger than one read; then the
+/// client stays connected and idle, and prints IDLE.
+const PAUSES: &str = r#"
+import sys, time
+from multiprocessing.managers import SyncManager
+address = sys.argv[1]
+if address.startswith("unix:"):
+    address = address[len("unix:"):]
+else:
+    host, port = address.rsplit(":", 1)
+    address = (host, int(port))
+m = SyncManager(address=address, authkey=sys.argv[2].encode())
+m.connect()
+d = m.dict()
+for i in range(24):
+    value = str(i) * (1 + (i % 4) * 100_000)
+    d[i] = value
+    if i % 3 == 0:
+        time.sleep(0.05)
+    assert d[i] == value, i
+    if i % 3 == 1:
+        time.sleep(0.02)
+print("SERVED", len(d), flush=True)
+print("IDLE", flush=True)
+sys.stdin.readline()
+"#;
+
+/// The server's thread for a client thread waits for each call blocked in `recv(2)`
+/// only for a moment: calls after longer pauses, and requests bigger than a read, are
+/// all answered; and a client left idle does not hold up a shutdown (the thread is not
+/// stuck in `recv`: the server stops without waiting out its drain timeout).
+#[test]
+fn threads_answer_calls_after_pauses_and_big_requests_and_let_an_idle_client_go_at_shutdown() {
+    python_support::for_each_python(|python| {
+        for unix in [false, true] {
+            let mut server = Server::start_with(ServerOptions { unix, ..Default::default() });
+            let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
+            let mut child = Command::new(&python.exe)
+                .args(["-c", PAUSES, &server.address, &key])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let served = line.clone();
+            line.clear();
+            out.read_line(&mut line).unwrap();
+            let idle = line.clone();
+            // The client is still connected, and quiet, when the server is told to stop.
+            server.signal(libc::SIGTERM);
+            let stopped = server.wait_exit();
+            let _ = child.kill();
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            child.wait().unwrap();
+            assert_eq!(
+                (served.trim(), idle.trim()),
+                ("SERVED 24", "IDLE"),
+                "CPython {} (unix: {unix}): {stderr}",
+                python.version
+            );
+            assert!(stopped.success(), "CPython {} (unix: {unix})", python.version);
+            let log = server.log();
+            assert!(
+                log.contains("server stopped") && !log.contains("still open"),
+                "CPython {} (unix: {unix}): {log}",
+                python.version
+            );
+        }
+    });
+}
