@@ -13,18 +13,10 @@ use agora_tests::{Server, ServerOptions};
 const DICTS: u64 = 200;
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
-/// Creates DICTS anonymous dicts, keeps them, says READY, and waits to be killed.
+/// After `python_support::CONNECT`: creates DICTS anonymous dicts, keeps them, says
+/// READY, and waits to be killed.
 const SCRIPT: &str = r#"
-import sys, time
-from multiprocessing.managers import SyncManager
-address = sys.argv[1]
-if address.startswith("unix:"):
-    address = address[len("unix:"):]
-else:
-    host, port = address.rsplit(":", 1)
-    address = (host, int(port))
-m = SyncManager(address=address, authkey=sys.argv[2].encode())
-m.connect()
+import time
 kept = [m.dict() for _ in range(int(sys.argv[3]))]
 print("READY", flush=True)
 time.sleep(3600)
@@ -44,7 +36,7 @@ fn dicts(rt: &tokio::runtime::Runtime, server: &Server) -> (u64, u64) {
 fn run_and_kill(python: &python_support::Python, server: &Server) {
     let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
     let mut child = Command::new(&python.exe)
-        .args(["-c", SCRIPT, &server.address, &key, &DICTS.to_string()])
+        .args(["-c", &python_support::with_manager(SCRIPT), &server.address, &key, &DICTS.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

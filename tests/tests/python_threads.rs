@@ -16,21 +16,13 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 const THREADS: usize = 3;
 const APPENDS: usize = 200;
 
-/// THREADS client threads append APPENDS items each to one list (every thread has its
-/// own connection), then one blocks on a queue the test fills; READY is printed while
-/// every connection is open, and the script goes on when the test writes a line.
+/// After `python_support::CONNECT`: THREADS client threads append APPENDS items each
+/// to one list (every thread has its own connection), then one blocks on a queue the
+/// test fills; READY is printed while every connection is open, and the script goes
+/// on when the test writes a line.
 const SCRIPT: &str = r#"
-import sys, threading
-from multiprocessing.managers import SyncManager
-address = sys.argv[1]
-if address.startswith("unix:"):
-    address = address[len("unix:"):]
-else:
-    host, port = address.rsplit(":", 1)
-    address = (host, int(port))
+import threading
 threads, appends = int(sys.argv[3]), int(sys.argv[4])
-m = SyncManager(address=address, authkey=sys.argv[2].encode())
-m.connect()
 items = m.list()
 queue = m.Queue()
 ready = threading.Barrier(threads + 1)
@@ -75,7 +67,14 @@ fn run_script(python: &python_support::Python, server: &Server, rt: &tokio::runt
 fn run_threads(python: &python_support::Python, server: &Server, rt: &tokio::runtime::Runtime, threads: usize) -> u64 {
     let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
     let mut child = Command::new(&python.exe)
-        .args(["-c", SCRIPT, &server.address, &key, &threads.to_string(), &APPENDS.to_string()])
+        .args([
+            "-c",
+            &python_support::with_manager(SCRIPT),
+            &server.address,
+            &key,
+            &threads.to_string(),
+            &APPENDS.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -205,21 +204,12 @@ fn busy_polling_threads_answer_every_call_and_count_what_they_did() {
     });
 }
 
-/// A client thread's calls, some after a pause longer than its server thread waits in
-/// `recv(2)` (`agora_server::dedicated::BLOCK_AT_MOST`, 10 ms: the wait then moves to
-/// the thread's runtime), some carrying requests far bigger than one read; then the
-/// client stays connected and idle, and prints IDLE.
+/// After `python_support::CONNECT`: a client thread's calls, some after a pause longer
+/// than its server thread waits in `recv(2)` (`agora_server::dedicated::BLOCK_AT_MOST`,
+/// 10 ms: the wait then moves to the thread's runtime), some carrying requests far
+/// bigger than one read; then the client stays connected and idle, and prints IDLE.
 const PAUSES: &str = r#"
-import sys, time
-from multiprocessing.managers import SyncManager
-address = sys.argv[1]
-if address.startswith("unix:"):
-    address = address[len("unix:"):]
-else:
-    host, port = address.rsplit(":", 1)
-    address = (host, int(port))
-m = SyncManager(address=address, authkey=sys.argv[2].encode())
-m.connect()
+import time
 d = m.dict()
 for i in range(24):
     value = str(i) * (1 + (i % 4) * 100_000)
@@ -245,7 +235,7 @@ fn threads_answer_calls_after_pauses_and_big_requests_and_let_an_idle_client_go_
             let mut server = Server::start_with(ServerOptions { unix, ..Default::default() });
             let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
             let mut child = Command::new(&python.exe)
-                .args(["-c", PAUSES, &server.address, &key])
+                .args(["-c", &python_support::with_manager(PAUSES), &server.address, &key])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

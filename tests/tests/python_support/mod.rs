@@ -14,6 +14,27 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The start of a test script run with `-c`: `m`, a `SyncManager` connected to the
+/// address in `sys.argv[1]` (`host:port` or `unix:PATH`) with the authkey in
+/// `sys.argv[2]`. A script is this followed by its own lines ([`with_manager`]).
+pub const CONNECT: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+address = sys.argv[1]
+if address.startswith("unix:"):
+    address = address[len("unix:"):]
+else:
+    host, port = address.rsplit(":", 1)
+    address = (host, int(port))
+m = SyncManager(address=address, authkey=sys.argv[2].encode())
+m.connect()
+"#;
+
+/// A script: [`CONNECT`], then `body`.
+pub fn with_manager(body: &str) -> String {
+    [CONNECT, body].concat()
+}
+
 /// The oldest and newest CPython minor versions agora speaks to.
 const MINORS: std::ops::RangeInclusive<u32> = 8..=13;
 
