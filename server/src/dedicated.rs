@@ -137,7 +137,7 @@ pub async fn serve_python(
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "cannot start a runtime for a CPython connection; the shared workers serve it");
-            return run(job, None).await;
+            return run_shared(job).await;
         }
     };
     // The job goes over a channel, so that it is still ours if the thread cannot start.
@@ -152,7 +152,7 @@ pub async fn serve_python(
         let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.polling.clone()));
         runtime.block_on(async move {
             tokio::select! {
-                _ = run(job, Some(poll)) => {}
+                _ = run_own(job, poll) => {}
                 _ = stop_rx => {}
             }
         });
@@ -169,38 +169,41 @@ pub async fn serve_python(
         }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "cannot start a thread for a CPython connection; the shared workers serve it");
-            run(job, None).await;
+            run_shared(job).await;
         }
     }
 }
 
-/// Registers the socket with the current runtime and serves it. `own`: this is the
-/// connection's own thread, which waits for requests blocked in `recv(2)`
-/// ([`ThreadSocket`]), busy polling first with the poll it holds, if any; the shared
-/// workers (`None`) must do neither.
-async fn run(job: Job, own: Option<Option<BusyPoll>>) {
+/// Registers the socket with the current runtime, one the shared workers run, and
+/// serves it there: no busy polling, no blocking reads (other connections share it).
+async fn run_shared(job: Job) {
     let Job { detached, buf, first, peer, who, shared } = job;
-    let registered = match (detached, own) {
-        (Detached::Tcp(s), None) => match tokio::net::TcpStream::from_std(s) {
+    let registered = match detached {
+        Detached::Tcp(s) => match tokio::net::TcpStream::from_std(s) {
             Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, None).await,
             Err(e) => e,
         },
-        (Detached::Unix(s), None) => match tokio::net::UnixStream::from_std(s) {
+        Detached::Unix(s) => match tokio::net::UnixStream::from_std(s) {
             Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, None).await,
             Err(e) => e,
         },
-        (detached, Some(mut poll)) => {
-            let socket = match detached {
-                Detached::Tcp(s) => tokio::net::TcpStream::from_std(s).and_then(ThreadSocket::new),
-                Detached::Unix(s) => tokio::net::UnixStream::from_std(s).and_then(ThreadSocket::new),
-            };
-            match socket {
-                Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, poll.as_mut()).await,
-                Err(e) => e,
-            }
-        }
     };
     tracing::warn!(%peer, error = %registered, "cannot register a CPython connection's socket; closing it");
+}
+
+/// Serves the socket on the connection's own thread (the current runtime is that
+/// thread's): it busy polls with `poll`, if any, then waits for requests blocked in
+/// `recv(2)` ([`ThreadSocket`]).
+async fn run_own(job: Job, mut poll: Option<BusyPoll>) {
+    let Job { detached, buf, first, peer, who, shared } = job;
+    let socket = match detached {
+        Detached::Tcp(s) => tokio::net::TcpStream::from_std(s).and_then(ThreadSocket::new),
+        Detached::Unix(s) => tokio::net::UnixStream::from_std(s).and_then(ThreadSocket::new),
+    };
+    match socket {
+        Ok(s) => dialect::python::serve(s, buf, first, &peer, who, shared, poll.as_mut()).await,
+        Err(e) => tracing::warn!(%peer, error = %e, "cannot register a CPython connection's socket; closing it"),
+    }
 }
 
 #[cfg(test)]

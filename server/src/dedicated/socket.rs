@@ -63,6 +63,8 @@ impl ThreadSocket {
     /// Takes `stream`'s socket off its runtime (noting what it says of its peer) and
     /// registers it, in blocking mode, with the current one.
     pub fn new<S: Transport>(stream: S) -> io::Result<ThreadSocket> {
+        // Asked of the runtime's own stream, so the answers are the ones every other
+        // connection gets; it costs a registration and its removal, once a connection.
         let (peer_local, peer_pid, local) = (stream.peer_is_local(), stream.peer_pid(), stream.local_address());
         let detached = match stream.detach() {
             Ok(detached) => detached?,
@@ -225,9 +227,20 @@ mod tests {
             let (mut ours, theirs) = pair();
             // Far more than the socket buffers hold while nobody reads: a blocking send
             // would stall the thread, and with it the timer that must end this write.
+            // If it did, the watchdog closes the peer after a while, which fails the
+            // write (and this test) instead of hanging it.
+            let (done, watched) = std::sync::mpsc::channel::<()>();
+            let watchdog_end = theirs.try_clone().unwrap();
+            let watchdog = std::thread::spawn(move || {
+                if watched.recv_timeout(Duration::from_secs(30)).is_err() {
+                    let _ = watchdog_end.shutdown(std::net::Shutdown::Both);
+                }
+            });
             let big = vec![7u8; 16 << 20];
             let stalled = tokio::time::timeout(Duration::from_millis(200), ours.write_all(&big)).await;
-            assert!(stalled.is_err(), "the write waits for the reader, on the runtime");
+            let _ = done.send(()); // (the watchdog may have acted, and gone)
+            watchdog.join().unwrap();
+            assert!(stalled.is_err(), "the write waits for the reader, on the runtime: {stalled:?}");
             // Once the peer reads, everything arrives, whole, and the peer's answer comes
             // back through a read that waited for it.
             let reader = std::thread::spawn(move || {
