@@ -4,7 +4,7 @@
 mod python_support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agora_client::{Manager, ManagerOptions};
@@ -34,13 +34,7 @@ fn dicts(rt: &tokio::runtime::Runtime, server: &Server) -> (u64, u64) {
 }
 
 fn run_and_kill(python: &python_support::Python, server: &Server) {
-    let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
-    let mut child = Command::new(&python.exe)
-        .args(["-c", &python_support::with_manager(SCRIPT), &server.address, &key, &DICTS.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = python_support::spawn_with_manager(python, SCRIPT, server, &[&DICTS.to_string()], Stdio::inherit());
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "READY", "CPython {}", python.version);

@@ -6,7 +6,7 @@
 mod python_support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agora_client::{Manager, ManagerOptions};
@@ -65,21 +65,9 @@ fn run_script(python: &python_support::Python, server: &Server, rt: &tokio::runt
 
 /// [`run_script`] with `threads` client threads.
 fn run_threads(python: &python_support::Python, server: &Server, rt: &tokio::runtime::Runtime, threads: usize) -> u64 {
-    let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
-    let mut child = Command::new(&python.exe)
-        .args([
-            "-c",
-            &python_support::with_manager(SCRIPT),
-            &server.address,
-            &key,
-            &threads.to_string(),
-            &APPENDS.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let (threads_arg, appends_arg) = (threads.to_string(), APPENDS.to_string());
+    let args = [threads_arg.as_str(), appends_arg.as_str()];
+    let mut child = python_support::spawn_with_manager(python, SCRIPT, server, &args, Stdio::inherit());
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -233,14 +221,7 @@ fn threads_answer_calls_after_pauses_and_big_requests_and_let_an_idle_client_go_
     python_support::for_each_python(|python| {
         for unix in [false, true] {
             let mut server = Server::start_with(ServerOptions { unix, ..Default::default() });
-            let key = std::str::from_utf8(&server.authkey).unwrap().to_owned();
-            let mut child = Command::new(&python.exe)
-                .args(["-c", &python_support::with_manager(PAUSES), &server.address, &key])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = python_support::spawn_with_manager(python, PAUSES, &server, &[], Stdio::piped());
             let mut out = BufReader::new(child.stdout.take().unwrap());
             let mut line = String::new();
             out.read_line(&mut line).unwrap();

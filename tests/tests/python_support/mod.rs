@@ -35,6 +35,26 @@ pub fn with_manager(body: &str) -> String {
     [CONNECT, body].concat()
 }
 
+/// Starts `python -c` [`with_manager`]`(body)` against `server`, with `args` after the
+/// address and authkey: stdin and stdout piped, stderr as `stderr` says.
+pub fn spawn_with_manager(
+    python: &Python,
+    body: &str,
+    server: &agora_tests::Server,
+    args: &[&str],
+    stderr: Stdio,
+) -> std::process::Child {
+    let key = std::str::from_utf8(&server.authkey).expect("test authkeys are text");
+    Command::new(&python.exe)
+        .args(["-c", &with_manager(body), &server.address, key])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the interpreter")
+}
+
 /// The oldest and newest CPython minor versions agora speaks to.
 const MINORS: std::ops::RangeInclusive<u32> = 8..=13;
 
