@@ -214,7 +214,7 @@ fn write_seq(h: &mut impl Hasher, items: &[Value], mode: Mode) -> Option<()> {
     Some(())
 }
 
-/// Members' stored hashes, combined in an order-independent way.
+/// What the set keeps of its members' hashes, combined in an order-independent way.
 fn hash_set(set: &Set) -> u64 {
     let mut h = hasher();
     h.write_u8(tag::SET);
