@@ -38,9 +38,11 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// How long a new connection has to finish the handshake and say hello.
     pub handshake_timeout: Duration,
-    /// Most connections authenticating at once. A newcomer beyond it pushes out the
-    /// oldest unfinished handshake, so idle unauthenticated sockets can never lock
-    /// real clients out; they do not count against `max_connections` either.
+    /// Most connections authenticating at once. Newcomers beyond it wait (accepted, in
+    /// order) until a handshake ends, or until the oldest has been under way for
+    /// [`PUSH_OUT_AFTER`](crate::connection::PUSH_OUT_AFTER) and is pushed out: a burst
+    /// of real clients all get in, and idle unauthenticated sockets cannot lock them
+    /// out. They do not count against `max_connections` either.
     pub max_handshakes: usize,
     /// A native session that sends nothing (not even a heartbeat) for this long is
     /// ended and everything it held is released: this is how a half-open connection

@@ -10,18 +10,23 @@
 //! Whatever goes wrong here closes this connection only, and is logged.
 //!
 //! Handshakes in progress are bounded apart ([`Handshakes`]): when `max_handshakes`
-//! are under way, a newcomer pushes out the oldest, so sockets that connect and say
-//! nothing cannot keep anyone else from authenticating.
+//! are under way, accepted connections wait (in the accept loop, in order) until one of
+//! them ends, or until the oldest has been under way for [`PUSH_OUT_AFTER`] and is
+//! pushed out. So a burst of real clients larger than the limit all get in, and
+//! sockets that connect and say nothing cannot keep anyone else from authenticating
+//! for long.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agora_proto::auth::Policy;
 use agora_proto::io::{read_frame, server_handshake, server_handshake_any, HandshakeError};
 use agora_proto::{ErrorCode, WireError};
 use bytes::BytesMut;
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 
 use crate::access::Who;
 use crate::dialect;
@@ -31,47 +36,89 @@ use crate::server::Shared;
 /// The first byte of every pickle (the PROTO opcode).
 const PICKLE_PROTO: u8 = 0x80;
 
-/// The handshakes in progress, oldest first.
+/// How long a handshake keeps its place while a newcomer waits for one: a real client
+/// answers within round trips (milliseconds on a LAN, well under a second across the
+/// world, TLS included); a socket that has said nothing for this long is pushed out.
+pub const PUSH_OUT_AFTER: Duration = Duration::from_secs(1);
+
+/// The handshakes in progress, oldest first, at most `limit` of them.
 #[derive(Debug)]
 pub struct Handshakes {
     limit: usize,
-    under_way: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    under_way: Mutex<VecDeque<UnderWay>>,
+    /// Notified when a handshake leaves (done, failed or pushed out): a newcomer
+    /// waiting in [`Handshakes::admit`] looks again.
+    left: Notify,
     next: std::sync::atomic::AtomicU64,
 }
 
-/// One handshake's place among [`Handshakes`]; leaves when dropped.
-pub struct HandshakeSlot<'a> {
-    handshakes: &'a Handshakes,
+/// One handshake under way.
+#[derive(Debug)]
+struct UnderWay {
     id: u64,
+    since: Instant,
     pushed_out: Arc<Notify>,
+}
+
+/// One handshake's place among [`Handshakes`]; leaves when dropped. `pushed_out` is
+/// notified if a newcomer pushes it out: the connection must then close.
+pub struct HandshakeSlot {
+    handshakes: Arc<Handshakes>,
+    id: u64,
+    /// Notified when this handshake is pushed out.
+    pub pushed_out: Arc<Notify>,
 }
 
 impl Handshakes {
     /// At most `limit` handshakes at once.
     pub fn new(limit: usize) -> Handshakes {
-        Handshakes { limit: limit.max(1), under_way: Mutex::default(), next: Default::default() }
+        Handshakes { limit: limit.max(1), under_way: Mutex::default(), left: Notify::new(), next: Default::default() }
     }
 
-    /// Enters a new handshake, pushing out the oldest if `limit` are under way.
-    pub fn enter(&self) -> HandshakeSlot<'_> {
+    /// A place for a newly accepted connection's handshake. While `limit` are under
+    /// way it waits until one leaves, or until the oldest has been under way for
+    /// [`PUSH_OUT_AFTER`], and then pushes that one out. Cancel-safe: dropped before
+    /// it returns, it has taken no place.
+    pub async fn admit(self: &Arc<Self>) -> HandshakeSlot {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let pushed_out = Arc::new(Notify::new());
-        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
-        while under_way.len() >= self.limit {
-            if let Some((_, oldest)) = under_way.pop_front() {
-                oldest.notify_one();
+        loop {
+            // Registered before looking, so a handshake that leaves meanwhile is seen.
+            let left = self.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let oldest_due = {
+                let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let oldest_due = match under_way.front() {
+                    Some(oldest) if under_way.len() >= self.limit => oldest.since + PUSH_OUT_AFTER,
+                    _ => now,
+                };
+                if oldest_due <= now {
+                    if under_way.len() >= self.limit {
+                        if let Some(oldest) = under_way.pop_front() {
+                            oldest.pushed_out.notify_one();
+                        }
+                    }
+                    let pushed_out = Arc::new(Notify::new());
+                    under_way.push_back(UnderWay { id, since: now, pushed_out: pushed_out.clone() });
+                    return HandshakeSlot { handshakes: self.clone(), id, pushed_out };
+                }
+                oldest_due
+            };
+            tokio::select! {
+                _ = left => {}
+                _ = tokio::time::sleep_until(oldest_due) => {}
             }
         }
-        under_way.push_back((id, pushed_out.clone()));
-        HandshakeSlot { handshakes: self, id, pushed_out }
     }
 }
 
-impl Drop for HandshakeSlot<'_> {
+impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         let mut under_way = self.handshakes.under_way.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = under_way.iter().position(|(id, _)| *id == self.id) {
+        if let Some(at) = under_way.iter().position(|h| h.id == self.id) {
             under_way.remove(at);
+            self.handshakes.left.notify_waiters();
         }
     }
 }
@@ -84,11 +131,14 @@ pub enum Route {
     Relay(Arc<crate::cluster::Serving>),
 }
 
-/// Serves one connection until it closes. `slots` are the connection slots
-/// (`max_connections`), taken once the peer has authenticated.
+/// Serves one connection until it closes. `handshake` is its place among the
+/// handshakes under way ([`Handshakes::admit`]), given up once the peer has
+/// authenticated and said hello; `slots` are the connection slots (`max_connections`),
+/// taken then.
 pub async fn serve<S: Transport>(
     mut stream: S,
     peer: String,
+    handshake: HandshakeSlot,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     route: Route,
@@ -110,18 +160,17 @@ pub async fn serve<S: Transport>(
         stream.before_read();
         Ok::<_, HandshakeError>((who, read_frame(&mut stream, &mut buf, limits.max_frame).await?))
     };
-    let slot = shared.handshakes.enter();
     let opening = async {
         tokio::select! {
             opened = opening => Some(opened),
-            _ = slot.pushed_out.notified() => None,
+            _ = handshake.pushed_out.notified() => None,
         }
     };
     let (who, first) = match tokio::time::timeout(limits.handshake_timeout, opening).await {
         Ok(Some(Ok(opened))) => opened,
         Ok(None) => {
             shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, limit = limits.max_handshakes, "connection dropped: its handshake was the oldest unfinished one when another connection arrived");
+            tracing::warn!(%peer, limit = limits.max_handshakes, under_way_for = ?PUSH_OUT_AFTER, "connection dropped: its handshake was the oldest unfinished one, under way for longer than allowed while another connection waited");
             return;
         }
         Ok(Some(Err(e))) => {
@@ -135,7 +184,7 @@ pub async fn serve<S: Transport>(
             return;
         }
     };
-    drop(slot);
+    drop(handshake);
     let Ok(_permit) = slots.try_acquire_owned() else {
         shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, limit = limits.max_connections, "connection refused: too many connections");
@@ -206,5 +255,50 @@ async fn dispatch<S: Transport>(
         Box::pin(dialect::python::serve(stream, buf, first, peer, who, shared, None)).await;
     } else {
         dialect::native::serve(stream, buf, first, peer, who, shared).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// True if `admit` has not finished yet (it is polled once).
+    async fn still_waiting(admit: &mut std::pin::Pin<Box<impl std::future::Future<Output = HandshakeSlot>>>) -> bool {
+        tokio::time::timeout(Duration::ZERO, admit.as_mut()).await.is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_beyond_the_limit_waits_for_a_handshake_to_end() {
+        let handshakes = Arc::new(Handshakes::new(2));
+        let first = handshakes.admit().await;
+        let _second = handshakes.admit().await;
+        let mut third = Box::pin(handshakes.admit());
+        assert!(still_waiting(&mut third).await);
+        // Younger than PUSH_OUT_AFTER: nobody is pushed out, the newcomer waits on.
+        tokio::time::advance(PUSH_OUT_AFTER / 2).await;
+        assert!(still_waiting(&mut third).await);
+        drop(first);
+        let third = tokio::time::timeout(Duration::ZERO, third).await.expect("admitted once a handshake ended");
+        assert_eq!(handshakes.under_way.lock().unwrap().len(), 2);
+        // Nobody was pushed out: the place was given up.
+        assert!(tokio::time::timeout(Duration::ZERO, third.pushed_out.notified()).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_is_pushed_out_once_it_has_taken_too_long_and_someone_waits() {
+        let handshakes = Arc::new(Handshakes::new(2));
+        let idle = handshakes.admit().await;
+        tokio::time::advance(PUSH_OUT_AFTER / 2).await;
+        let younger = handshakes.admit().await;
+        let mut newcomer = Box::pin(handshakes.admit());
+        assert!(still_waiting(&mut newcomer).await);
+        // The oldest reaches PUSH_OUT_AFTER: it goes, the younger one stays.
+        tokio::time::advance(PUSH_OUT_AFTER / 2).await;
+        let _newcomer = newcomer.await;
+        assert!(tokio::time::timeout(Duration::ZERO, idle.pushed_out.notified()).await.is_ok());
+        assert!(tokio::time::timeout(Duration::ZERO, younger.pushed_out.notified()).await.is_err());
+        // The pushed-out one leaving (its connection closing) frees nothing twice.
+        drop(idle);
+        assert_eq!(handshakes.under_way.lock().unwrap().len(), 2);
     }
 }

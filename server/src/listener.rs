@@ -205,11 +205,13 @@ impl Listener {
         match address {
             Address::Tcp { host, port } => {
                 let listener = TcpListener::bind((host.as_str(), *port)).await?;
+                deepen_backlog(&listener)?;
                 let local = listener.local_addr()?;
                 Ok((Listener::Tcp(listener), Address::Tcp { host: local.ip().to_string(), port: local.port() }))
             }
             Address::Tls { host, port } => {
                 let listener = TcpListener::bind((host.as_str(), *port)).await?;
+                deepen_backlog(&listener)?;
                 let local = listener.local_addr()?;
                 Ok((Listener::Tls(listener), Address::Tls { host: local.ip().to_string(), port: local.port() }))
             }
@@ -230,13 +232,18 @@ impl Listener {
                     }
                     _ => e,
                 })?;
+                deepen_backlog(&listener)?;
                 if let Some(mode) = unix_mode {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
                 }
                 Ok((Listener::Unix(listener, Some(path.clone())), address.clone()))
             }
-            Address::Abstract(name) => Ok((Listener::Unix(bind_abstract(name)?, None), address.clone())),
+            Address::Abstract(name) => {
+                let listener = bind_abstract(name)?;
+                deepen_backlog(&listener)?;
+                Ok((Listener::Unix(listener, None), address.clone()))
+            }
         }
     }
 
@@ -291,6 +298,19 @@ fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
         ));
     }
     std::fs::remove_file(path)
+}
+
+/// How many connections the kernel may hold for a listener before it is accepted: as
+/// many as the system allows (Linux caps it at `net.core.somaxconn`, 4096 by default).
+/// The server speaks first, so a connection the kernel could not queue would leave its
+/// client waiting in silence; the accept loop keeps the queue drained, but a burst of
+/// thousands of clients can arrive faster than one busy worker accepts.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Raises a bound listener's backlog to [`LISTEN_BACKLOG`] (Tokio and the standard
+/// library listen with 128 or 1024; listening again only changes the backlog).
+fn deepen_backlog(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
+    socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
 }
 
 #[cfg(target_os = "linux")]

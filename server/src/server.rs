@@ -6,7 +6,7 @@
 //! read, answers parked calls with `ShuttingDown`, and waits for every connection
 //! to close. Unix socket files are removed when their listeners drop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,7 +97,7 @@ pub struct Shared {
     /// When the server started.
     pub started: std::time::Instant,
     /// Connections authenticating now (bounded apart from `max_connections`).
-    pub handshakes: connection::Handshakes,
+    pub handshakes: Arc<connection::Handshakes>,
     /// References CPython clients hold, by holding process.
     pub client_refs: ClientRefs,
     /// The process's memory, sampled for the memory limit and statistics.
@@ -389,7 +389,7 @@ impl Server {
             shutdown: rx,
             stopper: stopper.clone(),
             started: std::time::Instant::now(),
-            handshakes: connection::Handshakes::new(max_handshakes),
+            handshakes: Arc::new(connection::Handshakes::new(max_handshakes)),
             python_threads,
             polling: Arc::new(crate::busy_poll::Polling::for_this_machine()),
             client_refs: ClientRefs::default(),
@@ -606,61 +606,99 @@ fn restart(parking: &Parking, recovery: Recovery) {
 }
 
 /// Accepts on one listener until shutdown; the listener (and its socket file) drops at the end.
+///
+/// Accepting never waits for the handshakes under way: the kernel's accept queue is
+/// kept empty (a client whose connection overflowed it would wait in silence, the
+/// server speaking first), and accepted connections wait here, in order, for a
+/// handshake place ([`connection::Handshakes::admit`]). At most `max_connections` wait;
+/// a newcomer beyond that closes the one that has waited longest (as a handshake that
+/// takes too long is pushed out: idle sockets cannot lock clients out).
 async fn accept_loop(listener: Listener, shared: Arc<Shared>, slots: Arc<Semaphore>, done: mpsc::Sender<()>) {
     let mut shutdown = shared.shutdown.clone();
+    let mut waiting: VecDeque<(Accepted, String)> = VecDeque::new();
+    let most_waiting = shared.config.limits.max_connections.max(1);
     loop {
-        let accepted = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
-        if let (Accepted::Tcp(s) | Accepted::Tls(s), Some(timeout)) = (&stream, shared.config.limits.dead_peer_timeout)
-        {
-            if let Err(e) = listener::guard_dead_peer(s, timeout) {
-                tracing::warn!(%peer, error = %e, "cannot set TCP keepalive: a dead peer may go unnoticed");
-            }
-        }
-        let (shared, slots, done) = (shared.clone(), slots.clone(), done.clone());
-        if let Some(serving) = shared.parking.serving().cloned() {
-            tokio::spawn(async move {
-                // Taken first: a connection served here lives no longer than the stint
-                // it was accepted in (its session belongs to that stint's engine state).
-                let mut generation = serving.leadership().generation();
-                if serving.leadership().admits_clients() {
-                    tokio::select! {
-                        _ = serve_accepted(stream, peer, shared, slots, Route::Here) => {}
-                        _ = generation.changed() => {}
+        tokio::select! {
+            // (The watch's guard dropped at once: the accept arm below awaits.)
+            () = async { drop(shutdown.wait_for(|stop| *stop).await) } => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+                    if waiting.len() >= most_waiting {
+                        if let Some((_, first)) = waiting.pop_front() {
+                            shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(peer = %first, waiting = most_waiting, "connection dropped: it had waited longest to authenticate when another arrived");
+                        }
                     }
-                } else {
-                    serve_accepted(stream, peer, shared, slots, Route::Relay(serving)).await;
+                    waiting.push_back((stream, peer));
                 }
-                drop(done);
-            });
-            continue;
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            handshake = shared.handshakes.admit(), if !waiting.is_empty() => {
+                if let Some((stream, peer)) = waiting.pop_front() {
+                    start_serving(stream, peer, handshake, &shared, &slots, &done);
+                }
+            }
         }
-        tokio::spawn(async move {
-            serve_accepted(stream, peer, shared, slots, Route::Here).await;
-            drop(done);
-        });
     }
 }
 
+/// Starts serving an accepted connection, given its handshake place, on a task of its own.
+fn start_serving(
+    stream: Accepted,
+    peer: String,
+    handshake: connection::HandshakeSlot,
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    done: &mpsc::Sender<()>,
+) {
+    if let (Accepted::Tcp(s) | Accepted::Tls(s), Some(timeout)) = (&stream, shared.config.limits.dead_peer_timeout) {
+        if let Err(e) = listener::guard_dead_peer(s, timeout) {
+            tracing::warn!(%peer, error = %e, "cannot set TCP keepalive: a dead peer may go unnoticed");
+        }
+    }
+    let (shared, slots, done) = (shared.clone(), slots.clone(), done.clone());
+    if let Some(serving) = shared.parking.serving().cloned() {
+        tokio::spawn(async move {
+            // Taken first: a connection served here lives no longer than the stint
+            // it was accepted in (its session belongs to that stint's engine state).
+            let mut generation = serving.leadership().generation();
+            if serving.leadership().admits_clients() {
+                tokio::select! {
+                    _ = serve_accepted(stream, peer, handshake, shared, slots, Route::Here) => {}
+                    _ = generation.changed() => {}
+                }
+            } else {
+                serve_accepted(stream, peer, handshake, shared, slots, Route::Relay(serving)).await;
+            }
+            drop(done);
+        });
+        return;
+    }
+    tokio::spawn(async move {
+        serve_accepted(stream, peer, handshake, shared, slots, Route::Here).await;
+        drop(done);
+    });
+}
+
 /// Serves one accepted connection, here or by relaying it to the cluster's leader.
-async fn serve_accepted(stream: Accepted, peer: String, shared: Arc<Shared>, slots: Arc<Semaphore>, route: Route) {
+async fn serve_accepted(
+    stream: Accepted,
+    peer: String,
+    handshake: connection::HandshakeSlot,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    route: Route,
+) {
     match stream {
-        Accepted::Tcp(s) => connection::serve(s, peer, shared, slots, route).await,
-        Accepted::Unix(s) => connection::serve(s, peer, shared, slots, route).await,
+        Accepted::Tcp(s) => connection::serve(s, peer, handshake, shared, slots, route).await,
+        Accepted::Unix(s) => connection::serve(s, peer, handshake, shared, slots, route).await,
         Accepted::Tls(s) => match shared.tls.clone() {
-            Some(tls) => connection::serve(tls.accept(s), peer, shared, slots, route).await,
+            Some(tls) => connection::serve(tls.accept(s), peer, handshake, shared, slots, route).await,
             None => unreachable!("Server::bind refuses tls:// listeners without a certificate"),
         },
     }

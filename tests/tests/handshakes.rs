@@ -10,13 +10,16 @@ use agora_tests::{Server, ServerOptions};
 
 /// 50 idle sockets against `--max-connections 32 --max-handshakes 16`: they neither take
 /// connection slots (those are taken after authenticating) nor keep newcomers from
-/// authenticating (each newcomer pushes out the oldest unfinished handshake).
+/// authenticating (a handshake that has taken a second is pushed out for the next
+/// connection waiting: the 50 are gone after about three seconds, then the clients
+/// below get in).
 #[test]
 fn idle_unauthenticated_sockets_do_not_lock_clients_out() {
     let args = ["--max-connections", "32", "--max-handshakes", "16", "--handshake-timeout", "60s"];
     let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
     let idle: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(&server.address).unwrap()).collect();
-    // The server has seen them all (they are accepted in order, before the clients below).
+    // They are queued first: the first 16 hold the handshake places, the rest wait
+    // ahead of the clients below.
     std::thread::sleep(Duration::from_millis(200));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -27,9 +30,7 @@ fn idle_unauthenticated_sockets_do_not_lock_clients_out() {
             m.dict::<String, i64>("d").await.unwrap().insert(&format!("k{round}"), &round).await.unwrap();
         }
     });
-    // A stock CPython client too, on every version, while the idle sockets are still open
-    // (at most a dozen real handshakes at once here: a burst of more than
-    // --max-handshakes real ones would push each other out too).
+    // A stock CPython client too, on every version, while the idle sockets are still open.
     let script = r#"
 import sys
 from multiprocessing.managers import SyncManager
@@ -51,7 +52,93 @@ print("OK", d["x"])
             String::from_utf8_lossy(&out.stderr)
         );
     });
-    // Idle sockets were pushed out (the log is read by a thread of its own: wait for it).
+    // Idle sockets were pushed out of their handshakes, and, beyond the 32 that may
+    // wait (--max-connections), out of the queue (the log is read by a thread of its
+    // own: wait for it).
     server.wait_for_log("its handshake was the oldest unfinished one");
+    server.wait_for_log("it had waited longest to authenticate");
     drop(idle);
+}
+
+/// 300 native clients connecting at once against `--max-handshakes 8` (a fleet starting,
+/// or every client of a restarted server coming back): every one of them gets in, none
+/// is pushed out by the others (newcomers wait for a handshake to finish), and each
+/// call lands.
+#[test]
+fn a_burst_of_real_clients_larger_than_max_handshakes_all_get_in() {
+    const CLIENTS: usize = 300;
+    let args = ["--max-handshakes", "8"];
+    let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+        let mut clients = tokio::task::JoinSet::new();
+        for i in 0..CLIENTS {
+            let (address, authkey, start) = (server.address.clone(), server.authkey.clone(), start.clone());
+            clients.spawn(async move {
+                start.wait().await;
+                let options = ManagerOptions::new().reconnect(false);
+                let m =
+                    Manager::connect_with(&address, &authkey, options).await.map_err(|e| format!("client {i}: {e}"))?;
+                let d = m.dict::<String, usize>("burst").await.map_err(|e| format!("client {i}: {e}"))?;
+                d.insert(&format!("c{i}"), &i).await.map_err(|e| format!("client {i}: {e}"))?;
+                Ok::<_, String>(m)
+            });
+        }
+        let mut managers = Vec::new();
+        let mut failed = Vec::new();
+        while let Some(joined) =
+            tokio::time::timeout(Duration::from_secs(120), clients.join_next()).await.expect("the burst hung")
+        {
+            match joined.unwrap() {
+                Ok(m) => managers.push(m),
+                Err(e) => failed.push(e),
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {CLIENTS} clients failed, e.g. {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        let d = managers[0].dict::<String, usize>("burst").await.unwrap();
+        assert_eq!(d.len().await.unwrap(), CLIENTS);
+    });
+    assert!(!server.log().contains("oldest unfinished"), "a real client's handshake was pushed out");
+}
+
+/// The same for a stock CPython program whose 40 threads connect at once
+/// (`--max-handshakes 4`), on every CPython version.
+#[test]
+fn a_burst_of_cpython_threads_larger_than_max_handshakes_all_get_in() {
+    let args = ["--max-handshakes", "4"];
+    let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
+    let body = r#"
+import threading
+THREADS = 40
+d = m.dict()
+start = threading.Barrier(THREADS)
+failed = []
+def client(i):
+    try:
+        start.wait()
+        own = SyncManager(address=address, authkey=sys.argv[2].encode())
+        own.connect()
+        own.Lock().acquire()
+        d[i] = i
+    except Exception as e:
+        failed.append(repr(e))
+threads = [threading.Thread(target=client, args=(i,)) for i in range(THREADS)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("FAILED", failed[:3]) if failed else print("OK", len(d))
+"#;
+    python_support::for_each_python(|python| {
+        let child = python_support::spawn_with_manager(python, body, &server, &[], std::process::Stdio::piped());
+        let done = python_support::finish(child, "the CPython burst", Duration::from_secs(120));
+        assert!(done.transcript().contains("OK 40"), "CPython {}: {}", python.version, done.transcript());
+    });
+    assert!(!server.log().contains("oldest unfinished"), "a real client's handshake was pushed out");
 }
