@@ -1067,10 +1067,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         return Ok(());
     }
     crate::allocator::share_arenas(settings.workers);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.workers)
-        .enable_all()
-        .build()
+    let runtime = crate::runtime::server_runtime(settings.workers, "agora-server")
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(serve_with(args, settings))
 }

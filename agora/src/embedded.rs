@@ -238,11 +238,7 @@ struct Ready {
 
 /// The server thread's body: bind, report, serve until shutdown.
 fn serve(config: Config, metrics: Option<Address>, workers: usize, ready: oneshot::Sender<std::io::Result<Ready>>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("agora-server")
-        .enable_all()
-        .build();
+    let runtime = crate::runtime::server_runtime(workers, "agora-server");
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {

@@ -19,6 +19,7 @@ pub mod allocator;
 pub mod bench;
 pub mod cli;
 pub mod embedded;
+pub mod runtime;
 
 pub use agora_client as client;
 pub use agora_proto as proto;
