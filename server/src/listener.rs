@@ -202,16 +202,21 @@ impl Listener {
     /// ephemeral port resolved). A Unix socket file gets the permission bits
     /// `unix_mode`, if given (else what the umask leaves).
     pub async fn bind(address: &Address, unix_mode: Option<u32>) -> io::Result<(Listener, Address)> {
+        let bound = Self::bind_socket(address, unix_mode).await?;
+        bound.0.deepen_backlog()?;
+        Ok(bound)
+    }
+
+    /// [`Listener::bind`], with the backlog Tokio or the standard library chose.
+    async fn bind_socket(address: &Address, unix_mode: Option<u32>) -> io::Result<(Listener, Address)> {
         match address {
             Address::Tcp { host, port } => {
                 let listener = TcpListener::bind((host.as_str(), *port)).await?;
-                deepen_backlog(&listener)?;
                 let local = listener.local_addr()?;
                 Ok((Listener::Tcp(listener), Address::Tcp { host: local.ip().to_string(), port: local.port() }))
             }
             Address::Tls { host, port } => {
                 let listener = TcpListener::bind((host.as_str(), *port)).await?;
-                deepen_backlog(&listener)?;
                 let local = listener.local_addr()?;
                 Ok((Listener::Tls(listener), Address::Tls { host: local.ip().to_string(), port: local.port() }))
             }
@@ -232,18 +237,13 @@ impl Listener {
                     }
                     _ => e,
                 })?;
-                deepen_backlog(&listener)?;
                 if let Some(mode) = unix_mode {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
                 }
                 Ok((Listener::Unix(listener, Some(path.clone())), address.clone()))
             }
-            Address::Abstract(name) => {
-                let listener = bind_abstract(name)?;
-                deepen_backlog(&listener)?;
-                Ok((Listener::Unix(listener, None), address.clone()))
-            }
+            Address::Abstract(name) => Ok((Listener::Unix(bind_abstract(name)?, None), address.clone())),
         }
     }
 
@@ -307,10 +307,16 @@ fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
 /// thousands of clients can arrive faster than one busy worker accepts.
 const LISTEN_BACKLOG: i32 = 65_535;
 
-/// Raises a bound listener's backlog to [`LISTEN_BACKLOG`] (Tokio and the standard
-/// library listen with 128 or 1024; listening again only changes the backlog).
-fn deepen_backlog(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
-    socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
+impl Listener {
+    /// Raises the backlog to [`LISTEN_BACKLOG`] (Tokio and the standard library listen
+    /// with 128 or 1024; listening again only changes the backlog).
+    fn deepen_backlog(&self) -> io::Result<()> {
+        let socket = match self {
+            Listener::Tcp(l) | Listener::Tls(l) => socket2::SockRef::from(l),
+            Listener::Unix(l, _) => socket2::SockRef::from(l),
+        };
+        socket.listen(LISTEN_BACKLOG)
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -349,6 +355,34 @@ mod tests {
         std::fs::write(&path, "not a socket").unwrap();
         let err = Listener::bind(&addr, None).await.err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    /// Connections the server has not accepted yet are queued by the kernel as deep as
+    /// it allows (`net.core.somaxconn`), not the 128 Tokio listens with: a connection
+    /// beyond the queue would not complete, and its client (the server speaks first)
+    /// would wait in silence.
+    #[tokio::test]
+    async fn the_kernel_queues_many_connections_before_they_are_accepted() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        // Well past Tokio's 128, within what the system allows (4096 by default).
+        let connections = somaxconn.min(600) - 8;
+        let (_listener, addr) = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let Address::Tcp { port, .. } = addr else { panic!() };
+        let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let queued = tokio::task::spawn_blocking(move || {
+            (0..connections)
+                .map(|i| {
+                    std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))
+                        .unwrap_or_else(|e| panic!("connection {i} of {connections} was not queued: {e}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        assert_eq!(queued.len(), connections);
     }
 
     #[tokio::test]
