@@ -89,21 +89,22 @@ impl Handshakes {
             let oldest_due = {
                 let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                let oldest_due = match under_way.front() {
-                    Some(oldest) if under_way.len() >= self.limit => oldest.since + PUSH_OUT_AFTER,
-                    _ => now,
-                };
-                if oldest_due <= now {
-                    if under_way.len() >= self.limit {
-                        if let Some(oldest) = under_way.pop_front() {
-                            oldest.pushed_out.notify_one();
+                let full = under_way.len() >= self.limit;
+                match under_way.front().filter(|_| full).map(|oldest| oldest.since + PUSH_OUT_AFTER) {
+                    // Full, and the oldest still has time: wait for it (or for a leaver).
+                    Some(due) if due > now => due,
+                    _ => {
+                        if full {
+                            // The oldest has had its time, and we wait: it goes.
+                            if let Some(oldest) = under_way.pop_front() {
+                                oldest.pushed_out.notify_one();
+                            }
                         }
+                        let pushed_out = Arc::new(Notify::new());
+                        under_way.push_back(UnderWay { id, since: now, pushed_out: pushed_out.clone() });
+                        return HandshakeSlot { handshakes: self.clone(), id, pushed_out };
                     }
-                    let pushed_out = Arc::new(Notify::new());
-                    under_way.push_back(UnderWay { id, since: now, pushed_out: pushed_out.clone() });
-                    return HandshakeSlot { handshakes: self.clone(), id, pushed_out };
                 }
-                oldest_due
             };
             tokio::select! {
                 _ = left => {}

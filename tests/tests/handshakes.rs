@@ -142,3 +142,33 @@ print("FAILED", failed[:3]) if failed else print("OK", len(d))
     });
     assert!(!server.log().contains("oldest unfinished"), "a real client's handshake was pushed out");
 }
+
+/// Clients that connect and vanish while they wait for a handshake place cost nothing
+/// once their turn comes (their handshakes fail at once, they do not hold a place for
+/// the second a silent one gets): with one place, held by an idle socket, and 20
+/// vanished clients queued ahead of it, a real client is in within the idle socket's
+/// second and a little more.
+#[test]
+fn clients_that_vanish_while_they_wait_do_not_hold_up_the_next() {
+    let args = ["--max-handshakes", "1", "--handshake-timeout", "60s"];
+    let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
+    let idle = TcpStream::connect(&server.address).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..20 {
+        drop(TcpStream::connect(&server.address).unwrap());
+    }
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
+            .await
+            .expect("the client behind the vanished ones gets in");
+        m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
+    });
+    // About one second (the idle socket's time); 20 vanished clients each holding the
+    // place for a second would take 21. The bound is a hang guard, far above either.
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "the client waited {waited:?} behind 20 vanished ones");
+    server.wait_for_log("its handshake was the oldest unfinished one");
+    drop(idle);
+}
