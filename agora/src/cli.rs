@@ -1067,8 +1067,8 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         return Ok(());
     }
     crate::allocator::share_arenas(settings.workers);
-    let runtime = crate::runtime::server_runtime(settings.workers, "agora-server")
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime =
+        crate::runtime::server_runtime(settings.workers).map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(serve_with(args, settings))
 }
 

@@ -238,7 +238,7 @@ struct Ready {
 
 /// The server thread's body: bind, report, serve until shutdown.
 fn serve(config: Config, metrics: Option<Address>, workers: usize, ready: oneshot::Sender<std::io::Result<Ready>>) {
-    let runtime = crate::runtime::server_runtime(workers, "agora-server");
+    let runtime = crate::runtime::server_runtime(workers);
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {

@@ -15,11 +15,12 @@
 /// a visit costs one load.
 pub const GLOBAL_QUEUE_INTERVAL: u32 = 2;
 
-/// A multi-threaded runtime with `workers` worker threads named `name`, I/O and time on.
-pub fn server_runtime(workers: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+/// A multi-threaded runtime with `workers` worker threads (named `agora-server`), I/O
+/// and time on.
+pub fn server_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .thread_name(name)
+        .thread_name("agora-server")
         .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
         .enable_all()
         .build()
