@@ -24,6 +24,17 @@ use crate::objects::condition::ConditionLock;
 /// the client's method names all read them); custom kinds build theirs at run time.
 pub use agora_proto::methods::MethodSpec;
 
+/// A call a connection is about to make, as far as [`SharedObject::prefetch`] needs
+/// it: its method and its first positional argument, not yet checked (the call itself
+/// checks them when it runs).
+#[derive(Debug, Clone, Copy)]
+pub struct Upcoming<'a> {
+    /// The method's name, as the client sent it.
+    pub method: &'a str,
+    /// Its first positional argument.
+    pub first: &'a Value,
+}
+
 /// Arguments bound to a method's parameters: one slot per parameter (empty where an
 /// optional parameter was not given), then a `*args` method's extra positional
 /// arguments, plus the leftover keywords of a `**kwargs` method.
@@ -259,6 +270,22 @@ pub trait SharedObject: Send + 'static {
     /// `method` from [`SharedObject::methods`], so required slots are filled and
     /// counts are right.
     fn call(&mut self, ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError>;
+
+    /// Calls on this object that a connection is about to make (the next ones of a
+    /// pipelined batch): a kind whose calls read memory far apart (a big dict's
+    /// entries) may start loading what they will read, so that the calls do not wait
+    /// for it one after another. Must change nothing a caller could see. The default
+    /// does nothing.
+    fn prefetch(&self, upcoming: &mut dyn Iterator<Item = Upcoming<'_>>) {
+        let _ = upcoming;
+    }
+
+    /// Whether [`SharedObject::prefetch`] does anything for this kind (fixed for the
+    /// object's life): a connection looks at calls before they run only for objects
+    /// that say so.
+    fn prefetches(&self) -> bool {
+        false
+    }
 
     /// A copy of the user-visible state as a plain value (`_getvalue()`, `agora get`).
     fn snapshot(&self) -> Value;

@@ -4,44 +4,80 @@
 //! arguments. A `malloc` and `free` per call were ~150 of the ~3,200 instructions the
 //! server spends on a pipelined dict get (BENCHMARKS.md, round 22).
 //!
-//! Each thread keeps one buffer: decoding and running a native call happen on one
-//! worker thread, one call after another, so the buffer a call gives back is the next
-//! call's. A thread keeps the buffer given back last (the one it held before is
-//! freed: a call that parked and was answered later, say), and never a large one.
-//! (A list of kept buffers, or a `Cell<Option<Vec>>`, took more instructions than
-//! this `Cell<Vec>`: BENCHMARKS.md, round 22.)
+//! Each thread keeps up to [`KEPT_BUFFERS`] buffers. Decoding and running native calls
+//! happen on one worker thread, one call after another, so the buffer a call gives
+//! back is usually the next call's: that one sits in a slot of its own, taken and
+//! refilled with no more than a `Cell` swap (a list took more instructions per call:
+//! BENCHMARKS.md, round 22). A connection that decodes a read's calls before it runs
+//! them (so that their objects can prefetch what they will read) has many buffers
+//! out at once; those come back to a list beside the slot, which the next such read's
+//! calls take from again. Beyond [`KEPT_BUFFERS`] a buffer given back is freed, and a
+//! large one is never kept.
 //!
 //! It only holds empty buffers: what a buffer held is dropped before it is kept, and
 //! nothing here knows who decodes into them or binds them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use crate::Value;
 
 /// A buffer larger than this (a call with many arguments) is freed, not kept.
 const KEPT_CAPACITY: usize = 16;
 
+/// The most buffers a thread keeps: as many calls as a connection decodes ahead.
+pub const KEPT_BUFFERS: usize = 32;
+
 thread_local! {
-    /// Empty, without an allocation, when the thread keeps none.
-    static SPARE: Cell<Vec<Value>> = const { Cell::new(Vec::new()) };
+    /// The buffer given back last while the slot was free: empty, without an
+    /// allocation, when there is none.
+    static SLOT: Cell<Vec<Value>> = const { Cell::new(Vec::new()) };
+    /// The rest of the kept buffers (up to `KEPT_BUFFERS - 1`), the last given back at
+    /// the end.
+    static MORE: RefCell<Vec<Vec<Value>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty buffer with room for at least `n` values: the kept one if this thread has it.
+/// An empty buffer with room for at least `n` values: a kept one if this thread has one.
+#[inline]
 pub fn buffer(n: usize) -> Vec<Value> {
-    let mut buffer = SPARE.try_with(Cell::take).unwrap_or_default();
+    let mut buffer = SLOT.try_with(Cell::take).unwrap_or_default();
+    if buffer.capacity() == 0 {
+        buffer = from_more();
+    }
     buffer.reserve(n);
     buffer
 }
 
-/// Empties `buffer` (dropping what it holds) and keeps it for this thread's next
-/// [`buffer`], unless it is large.
+/// A buffer from the list, when the slot had none (calls decoded ahead).
+#[cold]
+fn from_more() -> Vec<Value> {
+    MORE.try_with(|more| more.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+}
+
+/// Empties `buffer` (dropping what it holds) and keeps it for one of this thread's
+/// next [`buffer`]s, unless it is large or the thread keeps [`KEPT_BUFFERS`] already.
 pub fn give_back(mut buffer: Vec<Value>) {
     if buffer.capacity() > KEPT_CAPACITY {
         return;
     }
     buffer.clear();
     // A thread being torn down keeps nothing: the buffer is just freed.
-    let _ = SPARE.try_with(|spare| drop(spare.replace(buffer)));
+    let _ = SLOT.try_with(|slot| {
+        let held = slot.replace(buffer);
+        if held.capacity() > 0 {
+            to_more(held);
+        }
+    });
+}
+
+/// Keeps a buffer in the list, when the slot held one already (calls decoded ahead).
+#[cold]
+fn to_more(buffer: Vec<Value>) {
+    let _ = MORE.try_with(|more| {
+        let mut more = more.borrow_mut();
+        if more.len() < KEPT_BUFFERS - 1 {
+            more.push(buffer);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -59,20 +95,37 @@ mod tests {
         assert_eq!(second.as_ptr() as usize, address, "the same allocation");
     }
 
-    #[test]
-    fn large_buffers_are_not_kept() {
-        give_back(Vec::with_capacity(KEPT_CAPACITY + 1));
-        assert_eq!(SPARE.with(Cell::take).capacity(), 0);
+    /// Every buffer this thread keeps.
+    fn kept() -> Vec<Vec<Value>> {
+        let mut kept = MORE.with(|more| std::mem::take(&mut *more.borrow_mut()));
+        kept.push(SLOT.with(Cell::take));
+        kept.retain(|b| b.capacity() > 0);
+        kept
     }
 
     #[test]
-    fn a_thread_keeps_the_last_one_given_back() {
-        let (first, second) = (buffer(1), buffer(1));
-        let kept = second.as_ptr() as usize;
-        give_back(first);
-        give_back(second);
-        let taken = buffer(1);
-        assert_eq!(taken.as_ptr() as usize, kept);
-        assert_eq!(SPARE.with(Cell::take).capacity(), 0, "one buffer kept, not two");
+    fn large_buffers_are_not_kept() {
+        give_back(Vec::with_capacity(KEPT_CAPACITY + 1));
+        assert!(kept().is_empty());
+    }
+
+    #[test]
+    fn a_thread_keeps_as_many_as_a_batch_takes_and_no_more() {
+        let taken: Vec<Vec<Value>> = (0..KEPT_BUFFERS + 3).map(|_| buffer(1)).collect();
+        let last = taken.last().unwrap().as_ptr() as usize;
+        let addresses: Vec<usize> = taken.iter().map(|b| b.as_ptr() as usize).collect();
+        for b in taken {
+            give_back(b);
+        }
+        let first = buffer(1);
+        assert_eq!(first.as_ptr() as usize, last, "the last given back is the first taken");
+        drop(first);
+        let again: Vec<Vec<Value>> = (0..KEPT_BUFFERS - 1).map(|_| buffer(1)).collect();
+        assert!(again.iter().all(|b| addresses.contains(&(b.as_ptr() as usize))), "kept ones are taken again");
+        drop(again);
+        for _ in 0..KEPT_BUFFERS + 3 {
+            give_back(Vec::with_capacity(1));
+        }
+        assert_eq!(kept().len(), KEPT_BUFFERS);
     }
 }

@@ -19,12 +19,13 @@
 //! with the capture first (so a server's snapshot need not copy or encode a big dict
 //! while every change waits). While a capture runs, entries never move: compaction
 //! waits until it ends.
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 
 use hashbrown::HashTable;
 
-use super::key::hash_value;
+use super::key::{hash_value, hash_value_ahead};
 use super::Value;
 use crate::WireError;
 
@@ -122,6 +123,26 @@ fn full() -> WireError {
     WireError::overflow_error("a dict or set holds at most 4,294,967,295 entries")
 }
 
+/// Asks the CPU to load `item`'s cache lines (its first and last byte's) without
+/// waiting for them; a hint, never a fault, whatever the address. A no-op where the
+/// standard library has no stable prefetch (outside x86-64).
+#[inline]
+fn prefetch<T>(item: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let first = (item as *const T).cast::<i8>();
+        let last = first.wrapping_add(std::mem::size_of::<T>().saturating_sub(1));
+        // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(first);
+            _mm_prefetch::<_MM_HINT_T0>(last);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = item;
+}
+
 /// True if position `pos` holds an entry whose key equals `key`.
 fn holds<V>(entries: &[Option<Slot<V>>], pos: usize, key: &Value) -> bool {
     matches!(entries.get(pos), Some(Some(s)) if s.key.py_eq(key))
@@ -157,6 +178,22 @@ impl<V: Clone> Table<V> {
         if let Some(c) = capture.as_deref_mut() {
             if (c.cursor..c.end).contains(&i) {
                 c.before.entry(i).or_insert_with(|| entries.get(i).cloned().flatten());
+            }
+        }
+    }
+
+    /// Starts loading into the cache the entries that `keys` would find, so that
+    /// their lookups soon after wait for none of them. Each key costs its hash and a
+    /// probe of the index by tag alone: the probes' loads of different keys overlap,
+    /// and the entry, a lookup's slowest load (another cache line, named by the
+    /// bucket), is prefetched, not waited for. Unhashable keys are skipped.
+    fn prefetch(&self, keys: impl IntoIterator<Item = impl Borrow<Value>>) {
+        for key in keys {
+            let Ok(hash) = hash_value_ahead(key.borrow()) else { continue };
+            if let Some(slot) =
+                self.index.find(index_hash(hash), |b| b.has_tag_of(hash)).and_then(|b| self.entries.get(b.pos()))
+            {
+                prefetch(slot);
             }
         }
     }
@@ -355,6 +392,12 @@ impl Dict {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Starts loading the entries of `keys` into the cache, for lookups of them soon
+    /// after (a pipelined batch's): changes nothing, and costs each key its hash and a
+    /// probe of the index. Unhashable keys are skipped.
+    pub fn prefetch(&self, keys: impl IntoIterator<Item = impl Borrow<Value>>) {
+        self.table.prefetch(keys);
     }
     /// The value under `key` (`TypeError` if `key` is unhashable).
     pub fn get(&self, key: &Value) -> Result<Option<&Value>, WireError> {
@@ -625,6 +668,31 @@ mod tests {
         assert!(matches!(k, Value::Int(1)));
         assert!(d.contains_key(&Value::Int(1)).unwrap());
         assert!(!d.contains_key(&Value::Int(2)).unwrap());
+    }
+
+    #[test]
+    fn prefetching_changes_nothing_and_lookups_after_it_find_what_they_would() {
+        let mut d = Dict::new();
+        for i in 0..2_000 {
+            d.insert(s(&format!("key:{i}")), Value::Int(i)).unwrap();
+        }
+        d.remove(&s("key:7")).unwrap();
+        let before = Value::Dict(d.clone());
+        let ahead = [s("key:1"), s("key:7"), s("absent"), Value::List(vec![]), Value::Int(3), s("key:1999")];
+        d.prefetch(&ahead);
+        assert!(Value::Dict(d.clone()).py_eq(&before));
+        // In the order prefetched (the hashes kept for them), then in another.
+        let found = |d: &Dict| ahead.iter().map(|k| d.get(k).map(|v| v.cloned())).collect::<Vec<_>>();
+        let mut fresh = Dict::new();
+        for (k, v) in d.iter() {
+            fresh.insert(k.clone(), v.clone()).unwrap();
+        }
+        let expected = found(&fresh);
+        assert_eq!(format!("{:?}", found(&d)), format!("{expected:?}"));
+        d.prefetch(ahead.iter().rev());
+        assert_eq!(d.get(&s("key:1")).unwrap(), Some(&Value::Int(1)));
+        assert_eq!(d.get(&s("key:1999")).unwrap(), Some(&Value::Int(1999)));
+        assert_eq!(d.get(&s("key:7")).unwrap(), None);
     }
 
     #[test]

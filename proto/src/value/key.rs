@@ -28,6 +28,8 @@ use num_bigint::BigInt;
 use super::{num, siphash, Build, Dict, Object, Set, Value};
 use crate::WireError;
 
+mod ahead;
+
 /// A [`Value`] known to be hashable, with `Hash`/`Eq` following Python
 /// (`1`, `1.0` and `True` are one key). The hash is computed once, on creation.
 ///
@@ -82,6 +84,22 @@ pub fn hash_value(value: &Value) -> Result<u64, WireError> {
         let culprit = find_unhashable(value).unwrap_or(value);
         WireError::type_error(format!("unhashable type: '{}'", culprit.type_name()))
     })
+}
+
+/// [`hash_value`], for a lookup of `value` that comes soon after on this thread (a
+/// pipelined batch's, prefetched): a short str's hash is kept for that lookup, which
+/// then need not compute it again (`ahead`).
+pub(crate) fn hash_value_ahead(value: &Value) -> Result<u64, WireError> {
+    match value {
+        // Computed, not recalled: recalling a key that is not the oldest queued would
+        // empty the queue that the batch's earlier keys are in.
+        Value::Str(s) => {
+            let hash = hash_bytes(tag::STR, s.as_bytes());
+            ahead::remember(s.as_bytes(), hash);
+            Ok(hash)
+        }
+        _ => hash_value(value),
+    }
 }
 
 /// The list, dict or set that makes `value` unhashable.
@@ -146,7 +164,7 @@ fn hash_with(value: &Value, mode: Mode) -> Option<u64> {
 fn hash_scalar(value: &Value) -> u64 {
     // First, and before a streaming hasher is set up: the commonest keys.
     match value {
-        Value::Str(s) => return hash_bytes(tag::STR, s.as_bytes()),
+        Value::Str(s) => return ahead::recall(s.as_bytes()).unwrap_or_else(|| hash_bytes(tag::STR, s.as_bytes())),
         Value::Bytes(b) => return hash_bytes(tag::BYTES, b),
         _ => {}
     }
@@ -294,6 +312,21 @@ mod tests {
 
     fn h(v: &Value) -> u64 {
         hash_value(v).unwrap()
+    }
+
+    #[test]
+    fn hashes_computed_ahead_are_the_hashes_whatever_order_the_lookups_come_in() {
+        let strs = ["a", "key:000017", "", &"x".repeat(40), "a"];
+        let keys: Vec<Value> = strs.iter().map(|s| Value::Str((*s).into())).collect();
+        let fresh: Vec<u64> = strs.iter().map(|s| hash_bytes(tag::STR, s.as_bytes())).collect();
+        let ahead: Vec<u64> = keys.iter().map(|k| hash_value_ahead(k).unwrap()).collect();
+        assert_eq!(ahead, fresh);
+        // In order (each recalled), then out of order (the queue emptied, computed).
+        assert_eq!(keys.iter().map(h).collect::<Vec<_>>(), fresh);
+        keys.iter().for_each(|k| drop(hash_value_ahead(k)));
+        assert_eq!(keys.iter().rev().map(h).collect::<Vec<_>>(), fresh.iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(hash_value_ahead(&Value::Int(3)).unwrap(), h(&Value::Float(3.0)));
+        assert!(hash_value_ahead(&Value::List(vec![])).is_err());
     }
 
     #[test]

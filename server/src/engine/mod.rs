@@ -80,7 +80,7 @@ pub use crate::objects::unsupported_kind;
 use crate::custom::CustomKinds;
 use crate::metrics::{CallOutcome, Metrics, WaitGuard};
 pub use crate::object::Holding;
-use crate::object::{bind, MethodSpec, Outcome, SharedObject};
+use crate::object::{bind, MethodSpec, Outcome, SharedObject, Upcoming};
 use crate::objects::iterator::{self, IteratorObject};
 use table::{ObjectEntry, Table};
 
@@ -103,6 +103,11 @@ pub struct Engine {
 /// Runs a call that scans ([`MethodSpec::scans`]), or is given a slice of, an object of at
 /// least this many items through the offload.
 pub const HEAVY_CALL_ITEMS: usize = 65_536;
+
+/// The fewest items an object holds for [`Engine::prefetch`] to ask it to prefetch: a
+/// dict this small (64 KiB of entries) stays in a core's cache between calls, and its
+/// lock is better left alone.
+pub const PREFETCH_FROM: usize = 1_024;
 
 /// Runs the given call, which may take long, so that the caller's other work goes on
 /// meanwhile (the server hands its runtime's other tasks to another thread).
@@ -677,6 +682,34 @@ impl Engine {
             return journal.record(command, |c| self.run(Some(session), handles, c));
         }
         self.call_now(session, handles, object, access, method, args, at)
+    }
+
+    /// Whether calls through the session's handle of `object` are worth looking at
+    /// before they run ([`Engine::prefetch`]): its kind prefetches, and it holds
+    /// [`PREFETCH_FROM`] items or more (a smaller one stays in the cache).
+    pub fn worth_prefetching(&self, session: &Session, handles: &mut HandleCache, object: ObjectId) -> bool {
+        handles.entry(session, object).is_ok_and(|entry| entry.worth_prefetching())
+    }
+
+    /// Lets `object` start loading what calls a connection is about to make on it
+    /// through its handle will read ([`SharedObject::prefetch`]), if it is worth it
+    /// ([`Engine::worth_prefetching`]) and its lock is free (a prefetch never waits).
+    /// Changes nothing; a handle the session does not hold is skipped (its calls report
+    /// it).
+    pub fn prefetch<'a>(
+        &self,
+        session: &Session,
+        handles: &mut HandleCache,
+        object: ObjectId,
+        mut calls: impl Iterator<Item = Upcoming<'a>>,
+    ) {
+        let Ok(entry) = handles.entry(session, object) else { return };
+        if !entry.worth_prefetching() {
+            return;
+        }
+        if let Some(state) = entry.try_lock() {
+            state.prefetch(&mut calls);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

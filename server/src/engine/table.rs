@@ -47,6 +47,8 @@ pub struct ObjectEntry {
     methods: &'static [MethodSpec],
     /// Whether its kind keeps per-session state (fixed for its life).
     holds_session_state: bool,
+    /// Whether its kind prefetches for upcoming calls (fixed for its life).
+    prefetches: bool,
     /// Its number of items after the last call (a hint read without its lock).
     size_hint: AtomicUsize,
 }
@@ -113,6 +115,17 @@ impl ObjectEntry {
     /// Whether its kind keeps per-session state.
     pub(super) fn holds_session_state(&self) -> bool {
         self.holds_session_state
+    }
+
+    /// Whether calls about to be made on it are worth its prefetching for: its kind does,
+    /// and it held [`super::PREFETCH_FROM`] items or more after its last call.
+    pub(super) fn worth_prefetching(&self) -> bool {
+        self.prefetches && self.size_hint() >= super::PREFETCH_FROM
+    }
+
+    /// The object's state, if no other thread holds it now.
+    pub(super) fn try_lock(&self) -> Option<MutexGuard<'_, Box<dyn SharedObject>>> {
+        self.state.try_lock().ok()
     }
 
     /// The object's state, locked, even after a named object was deleted (its parked
@@ -373,7 +386,8 @@ impl Table {
         name: Option<String>,
         state: Box<dyn SharedObject>,
     ) -> Arc<ObjectEntry> {
-        let (methods, holds_session_state) = (state.methods(), state.holds_session_state());
+        let (methods, holds_session_state, prefetches) =
+            (state.methods(), state.holds_session_state(), state.prefetches());
         let metrics = self.metrics.kind(&kind, methods);
         Arc::new(ObjectEntry {
             id,
@@ -387,6 +401,7 @@ impl Table {
             metrics,
             methods,
             holds_session_state,
+            prefetches,
             size_hint: AtomicUsize::new(0),
         })
     }

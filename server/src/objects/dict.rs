@@ -19,7 +19,7 @@ use super::value::add_numbers;
 use crate::engine::Ctx;
 use crate::object::{
     begin_sequence_capture, encode_state, sequence_state_header, Args, MethodSpec, Outcome, SharedObject, StateCapture,
-    VEC_WRITE,
+    Upcoming, VEC_WRITE,
 };
 
 /// The kind's constructor and methods, declared in [`agora_proto::methods::dict`].
@@ -212,6 +212,22 @@ impl SharedObject for DictObject {
 
     fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
         self.dispatch(method, args).map(Outcome::from)
+    }
+
+    /// The keys of upcoming calls that look their first argument up: on a dict too big
+    /// for the cache, each lookup would otherwise wait for its entry in turn.
+    fn prefetch(&self, upcoming: &mut dyn Iterator<Item = Upcoming<'_>>) {
+        let looks_up = |u: &Upcoming<'_>| {
+            matches!(
+                u.method,
+                "__getitem__" | "get" | "__setitem__" | "__contains__" | "__delitem__" | "pop" | "setdefault"
+            )
+        };
+        self.dict.prefetch(upcoming.filter(looks_up).map(|u| u.first));
+    }
+
+    fn prefetches(&self) -> bool {
+        true
     }
 
     fn snapshot(&self) -> Value {
