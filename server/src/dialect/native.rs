@@ -191,9 +191,9 @@ fn busy_poll<S: Transport>(stream: &S, shared: &Shared) -> Option<BusyPoll> {
 /// Answers every complete request the connection has read, in order; what went wrong
 /// if one was malformed (the ones before it are answered) or a frame was bad.
 ///
-/// Each is answered as it is decoded, unless the read's first call goes to an object
-/// worth prefetching for ([`Conn::worth_looking_ahead`]): then up to [`LOOK_AHEAD`]
-/// are decoded, and looked at together before they are answered.
+/// Each is answered as it is decoded, unless more than one was read and the first call
+/// goes to an object worth prefetching for ([`Conn::worth_looking_ahead`]): then up to
+/// [`LOOK_AHEAD`] are decoded, and looked at together before they are answered.
 fn answer_read(
     conn: &mut Conn<'_>,
     input: &mut Input,
@@ -206,7 +206,8 @@ fn answer_read(
         Ok(None) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if !conn.worth_looking_ahead(&first) {
+    // A lone request has nothing to be looked at with.
+    if !input.holds_a_frame(max_frame) || !conn.worth_looking_ahead(&first) {
         conn.answer(first, out);
         return input.drain(max_frame, |body| match native::decode_request(body) {
             Ok(request) => {

@@ -54,6 +54,11 @@ impl Input {
         drained
     }
 
+    /// The buffer starts with a complete frame.
+    pub(super) fn holds_a_frame(&self, limit: u64) -> bool {
+        matches!(frame::parse_header(&self.rbuf, limit), Ok(Some(h)) if self.rbuf.len() >= h.header_len + h.body_len)
+    }
+
     /// Nothing has been read that is not handled.
     pub(super) fn is_empty(&self) -> bool {
         self.rbuf.is_empty() && self.trailing.is_none()
