@@ -5,7 +5,10 @@
 //! socket has, runs every complete request in order, and writes all their replies with
 //! one write — so a pipelining client costs one read and one write per batch, not per
 //! request. Requests take effect in the order they were sent because they run one
-//! after another on this task. A call that must wait (a queue get, a lock acquire) is
+//! after another on this task. When a read holds several requests and the first calls
+//! a big dict, up to 32 are decoded before any runs, so that the dict can
+//! fetch their entries into the cache first (`answer_read`); the answers are the
+//! same. A call that must wait (a queue get, a lock acquire) is
 //! parked: its answer arrives later in this session's mailbox, so the requests behind
 //! it go on. After writing, the loop may poll a lone client's socket for its next call
 //! before the worker sleeps ([`crate::busy_poll`], `--native-busy-poll`). What was read
