@@ -461,7 +461,6 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs one request and adds its reply to `out`, if it has one now.
     /// Whether the requests read with `first` are worth decoding before any is answered,
     /// for their objects to prefetch for them: `first` calls an object that prefetches
     /// (a big dict). Decoding ahead costs a move of each request; most reads go to one
@@ -507,6 +506,7 @@ impl Conn<'_> {
         }
     }
 
+    /// Runs one request and adds its reply to `out`, if it has one now.
     fn answer(&mut self, request: Request, out: &mut Output) {
         self.uncounted += 1;
         match request.op {

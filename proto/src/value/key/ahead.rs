@@ -15,8 +15,9 @@
 
 use std::cell::RefCell;
 
-/// The longest str queued.
+/// The longest str queued (its length is kept in a byte).
 const KEPT_LEN: usize = 24;
+const _: () = assert!(KEPT_LEN <= u8::MAX as usize);
 
 /// The most hashes queued: as many as a batch's calls looked at together.
 const QUEUED: usize = 32;
@@ -45,7 +46,6 @@ thread_local! {
 /// Queues the hash of a str whose bytes are `key` (if it is short, and the queue has
 /// room).
 pub(super) fn remember(key: &[u8], hash: u64) {
-    let Ok(len) = u8::try_from(key.len()) else { return };
     if key.len() > KEPT_LEN {
         return;
     }
@@ -55,7 +55,7 @@ pub(super) fn remember(key: &[u8], hash: u64) {
             let at = (q.head + q.len) % QUEUED;
             let mut bytes = [0; KEPT_LEN];
             bytes[..key.len()].copy_from_slice(key);
-            q.ring[at] = Queued { bytes, len, hash };
+            q.ring[at] = Queued { bytes, len: key.len() as u8, hash };
             q.len += 1;
         }
     });
