@@ -1133,3 +1133,49 @@ fn an_image_dropped_unfinished_ends_its_captures() {
     b.value(s, list, "reverse", vec![]);
     assert_eq!(next.finish(), at_pause);
 }
+
+#[test]
+fn only_big_objects_of_kinds_that_prefetch_are_asked_and_a_busy_one_is_not_waited_for() {
+    let mut b = Bench::new();
+    let s = b.session();
+    let session = b.engine.session(s).expect("open");
+    let mut handles = HandleCache::new();
+    let key = |i: usize| Value::Str(format!("key:{i}").into());
+    let (big, small, list) = (
+        b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap(),
+        b.open(s, Kind::Dict, None, vec![], Keep::Handle).unwrap(),
+        b.open(s, Kind::List, None, vec![], Keep::Handle).unwrap(),
+    );
+    for i in 0..PREFETCH_FROM {
+        b.value(s, big, "__setitem__", vec![key(i), Value::Int(i as i64)]);
+        b.value(s, list, "append", vec![Value::Int(1)]);
+    }
+    b.value(s, small, "__setitem__", vec![key(1), Value::Int(1)]);
+    assert!(b.engine.worth_prefetching(&session, &mut handles, big));
+    assert!(!b.engine.worth_prefetching(&session, &mut handles, small), "it stays in the cache");
+    assert!(!b.engine.worth_prefetching(&session, &mut handles, list), "lists do not prefetch");
+    assert!(!b.engine.worth_prefetching(&session, &mut handles, 0xdead), "not a handle it holds");
+
+    let keys: Vec<Value> = (0..40).map(key).collect();
+    let upcoming = || keys.iter().map(|first| Upcoming { method: "__getitem__", first });
+    let before = b.value(s, big, "copy", vec![]);
+    b.engine.prefetch(&session, &mut handles, big, upcoming());
+    b.engine.prefetch(&session, &mut handles, 0xdead, upcoming());
+    // Another thread's call holds the dict: the prefetch goes without, at once.
+    let entry = b.engine.table.get(big).unwrap();
+    let held = entry.lock().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let engine = &b.engine;
+        let (session, handles) = (&session, &mut handles);
+        scope.spawn(move || {
+            engine.prefetch(session, handles, big, upcoming());
+            done.send(()).unwrap();
+        });
+        let waited = finished.recv_timeout(std::time::Duration::from_secs(10));
+        drop(held);
+        assert!(waited.is_ok(), "a prefetch waited for the object's lock");
+    });
+    assert!(b.value(s, big, "copy", vec![]).py_eq(&before), "prefetching changed nothing");
+    assert_eq!(b.value(s, big, "__getitem__", vec![key(7)]), Value::Int(7));
+}
