@@ -287,9 +287,11 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Begins a graceful shutdown (idempotent): first no call may wait any more
-    /// ([`Parking::drain`]), then connections are told to finish.
+    /// ([`Parking::drain`]), then connections are told to finish (native ones through
+    /// their mailboxes, [`Parking::stop_connections`]; the rest by the watch).
     pub fn shutdown(&self) {
         self.parking.drain();
+        self.parking.stop_connections();
         self.stop.send_replace(true);
     }
 }

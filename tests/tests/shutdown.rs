@@ -83,6 +83,46 @@ async fn a_shutdown_grants_no_lock_to_a_waiter() {
     }
 }
 
+/// Native clients that are idle, and one in the middle of a stream of calls, hear
+/// that the server is shutting down (its notice, not a dropped connection), over TCP
+/// and a Unix socket: a native connection learns of the shutdown through its session's
+/// mailbox, which it looks at between requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_clients_are_told_the_server_is_shutting_down() {
+    for unix in [false, true] {
+        let mut server = if unix { Server::start_unix() } else { Server::start() };
+        let idle = [connect(&server).await, connect(&server).await];
+        let busy = connect(&server).await;
+        let counter = busy.value::<i64>("n", &0).await.unwrap();
+        let calls = tokio::spawn(async move {
+            let mut done = 0;
+            while counter.add(&1).await.is_ok() {
+                done += 1;
+            }
+            (done, busy)
+        });
+        // Calls are flowing before the shutdown comes.
+        let watcher = connect(&server).await;
+        let seen = watcher.value::<i64>("n", &0).await.unwrap();
+        let deadline = Instant::now() + HANG_GUARD;
+        while seen.get().await.unwrap() < 100 {
+            assert!(Instant::now() < deadline, "the calls never ran");
+        }
+        server.signal(libc::SIGTERM);
+        let (done, busy) = tokio::time::timeout(HANG_GUARD, calls).await.expect("hang").unwrap();
+        assert!(done >= 100);
+        for m in idle.iter().chain([&busy, &watcher]) {
+            let deadline = Instant::now() + HANG_GUARD;
+            while m.connection_error().is_none() {
+                assert!(Instant::now() < deadline, "a client never heard of the shutdown");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(matches!(m.connection_error(), Some(Error::ShuttingDown(_))), "{:?}", m.connection_error());
+        }
+        assert!(server.wait_exit().success());
+    }
+}
+
 /// A stock CPython client blocked in `acquire()` hears why: a `ConnectionAbortedError`
 /// naming the shutdown, not a bare `EOFError`.
 #[test]

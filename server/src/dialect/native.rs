@@ -35,7 +35,7 @@ use crate::engine::{Access, Answer, Command, HandleCache, Keep, Session, Ticket,
 use crate::listener::Transport;
 use crate::metrics::WaitGuard;
 use crate::object::Upcoming;
-use crate::parking::{Alarm, Mail, Mailbox};
+use crate::parking::{Alarm, Mail, Mailbox, Posted};
 use crate::server::Shared;
 
 mod input;
@@ -339,7 +339,7 @@ async fn run<S: Transport>(
                         let stream = &*stream;
                         poll.wait_alone(
                             || alone && requests.load(Ordering::Relaxed) == counted_at,
-                            || if mailbox.has_mail() { Some(true) } else { stream.input_waiting() },
+                            || if mailbox.has_news() { Some(true) } else { stream.input_waiting() },
                         );
                     }
                 }
@@ -358,36 +358,39 @@ async fn run<S: Transport>(
         // holds up their next request. CPython clients (Nagle on) are re-armed in
         // their own dialect.
         let event = tokio::select! {
-            // Shutdown first: a client that never stops sending must not hold the server up.
+            // Word of a shutdown first, then mail: a client that never stops sending
+            // must not hold the server up.
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => Event::Shutdown,
-            Some(mail) = mailbox.recv() => {
-                let mut mail = Some(mail);
-                let mut event = Event::Continue;
-                while let Some(next) = mail.take() {
-                    match next {
-                        Mail::Delivery(delivery) => {
-                            // The command that delivered it is in the journal by now.
-                            conn.delivered_lsn = parking.appended();
-                            if let Some(response) = conn.delivered(delivery) {
-                                out.push(response);
+            posted = mailbox.next() => match posted {
+                Posted::Stop => Event::Shutdown,
+                Posted::Mail(mail) => {
+                    let mut mail = Some(mail);
+                    let mut event = Event::Continue;
+                    while let Some(next) = mail.take() {
+                        match next {
+                            Mail::Delivery(delivery) => {
+                                // The command that delivered it is in the journal by now.
+                                conn.delivered_lsn = parking.appended();
+                                if let Some(response) = conn.delivered(delivery) {
+                                    out.push(response);
+                                }
+                            }
+                            Mail::Silence => {
+                                let now = parking.engine().now();
+                                heartbeat_at = last_heard.after(heartbeat).unwrap_or(Time(u64::MAX));
+                                if heartbeat_at <= now {
+                                    event = Event::Silent;
+                                } else {
+                                    parking.arm(heartbeat_at, heartbeat_alarm);
+                                }
                             }
                         }
-                        Mail::Silence => {
-                            let now = parking.engine().now();
-                            heartbeat_at = last_heard.after(heartbeat).unwrap_or(Time(u64::MAX));
-                            if heartbeat_at <= now {
-                                event = Event::Silent;
-                            } else {
-                                parking.arm(heartbeat_at, heartbeat_alarm);
-                            }
-                        }
+                        // Answer every delivery already there with this one write.
+                        mail = mailbox.try_recv();
                     }
-                    // Answer every delivery already there with this one write.
-                    mail = mailbox.try_recv();
+                    event
                 }
-                event
-            }
+            },
             // Input read while answers waited: handle it now (mail first, as ever).
             () = std::future::ready(()), if std::mem::take(&mut read_meanwhile) => Event::Continue,
             read = input.read(&mut *stream) => match read {

@@ -438,7 +438,7 @@ impl PyConn<'_> {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             let woke = tokio::select! {
-                mail = self.mailbox.recv() => Woke::Mail(mail),
+                mail = self.mailbox.recv() => Woke::Mail(Some(mail)),
                 read = stream.read_buf(rbuf) => match read {
                     // A CPython client sends nothing while it waits, unless its answer
                     // went out through the line and this is its next call.
@@ -500,7 +500,7 @@ impl PyConn<'_> {
         // Part of the answer went out: its delivery is in the mailbox, or about to be
         // (the line's thread mails it next), and the rest must follow, not a notice.
         loop {
-            let mail = if begun > 0 { self.mailbox.recv().await } else { self.mailbox.try_recv() };
+            let mail = if begun > 0 { Some(self.mailbox.recv().await) } else { self.mailbox.try_recv() };
             let Some(mail) = mail else { break };
             match mail {
                 Mail::Delivery(delivery) if delivery.waiter.ticket == ticket => {
