@@ -7,6 +7,9 @@ use agora_client::{Error, Manager};
 use agora_proto::native::{self, Args, Kind, Op, Request, Response};
 use agora_tests::{RawConn, Server, ServerOptions};
 
+/// How long a test waits for what must happen: only a guard against hanging.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
 /// A second client that must keep working through every test.
 async fn healthy(server: &Server, bystander: &Manager) {
     let d = bystander.dict::<String, i64>("bystander").await.unwrap();
@@ -221,6 +224,60 @@ async fn a_client_vanishing_mid_call_harms_nobody() {
         drop(raw);
     }
     healthy(&server, &bystander).await;
+}
+
+/// A client that keeps sending but stops reading its replies cannot pin its session:
+/// once the server has waited a whole heartbeat period for room to write, the session
+/// ends and what it held is released (here a lock, which another client then gets).
+/// Over a Unix socket that wait is all there is; over TCP the kernel's user timeout
+/// would drop the connection too, later and without saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_session_and_its_lock() {
+    for unix in [true, false] {
+        let server = Server::start_with(ServerOptions {
+            unix,
+            args: vec!["--heartbeat-timeout".into(), "2s".into()],
+            ..Default::default()
+        });
+        let other = server.client().await;
+        // A 1 MiB value, so that a few dozen replies fill any socket buffer.
+        let big = other.dict::<String, String>("big").await.unwrap();
+        big.insert(&"v".into(), &"x".repeat(1 << 20)).await.unwrap();
+        let mut raw = server.raw_session();
+        let mut id = 0;
+        let mut call = |raw: &mut RawConn, op: Op, read: bool| {
+            id += 1;
+            let mut out = Vec::new();
+            native::encode(&Request { id, op }, &mut out).unwrap();
+            raw.send_frame(&out).unwrap();
+            read.then(|| native::decode::<Response>(&raw.recv_frame().unwrap()).unwrap().result.unwrap())
+        };
+        let open = |kind: Kind, name: &str| Op::Open { kind, name: Some(name.into()), args: Args::default() };
+        let Some(native::Reply::Opened { object: lock, .. }) = call(&mut raw, open(Kind::Lock, "held"), true) else {
+            panic!("no lock")
+        };
+        let acquire = Op::Call { object: lock, method: "acquire".into(), args: Args::default() };
+        assert_eq!(call(&mut raw, acquire, true), Some(native::Reply::Value(agora_proto::Value::Bool(true))));
+        let Some(native::Reply::Opened { object: dict, .. }) = call(&mut raw, open(Kind::Dict, "big"), true) else {
+            panic!("no dict")
+        };
+        // 64 MiB of replies asked for, none read.
+        for _ in 0..64 {
+            let key = agora_proto::Value::Str("v".into());
+            call(
+                &mut raw,
+                Op::Call { object: dict, method: "__getitem__".into(), args: Args::positional(vec![key]) },
+                false,
+            );
+        }
+        let lock = other.lock("held").await.unwrap();
+        let guard =
+            tokio::time::timeout(HANG_GUARD, lock.acquire()).await.expect("the lock was never released").unwrap();
+        guard.release().await.unwrap();
+        server.wait_for_log("session expired: the client stopped reading");
+        drop(raw);
+        healthy(&server, &other).await;
+    }
 }
 
 /// A CPython client that is killed mid-message is a lost connection, not a bad frame:
