@@ -33,7 +33,7 @@ use agora_proto::native::{
 use agora_proto::{Address, WireError};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
@@ -163,9 +163,44 @@ impl Outgoing {
 /// the connection long enough to send what was queued last.
 struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer: notified when `queued` turns non-empty, and when the last
+    /// Wakes the writer: raised when `queued` turns non-empty, and when the last
     /// handle to the connection goes (the writer then sends what is left and closes).
-    ready: Notify,
+    ready: Signal,
+}
+
+/// A wake-up for one waiting task that is kept if nobody waits yet (as a `Notify`'s
+/// permit is), without a waiter list: a flag and the task's waker. An unpipelined call
+/// raises it once, and a tokio `Notify` with its waiter cost ~400 instructions a call with its waiter
+/// (bench/changes.md, round 33).
+#[derive(Default)]
+struct Signal {
+    raised: std::sync::atomic::AtomicBool,
+    waiter: futures_util::task::AtomicWaker,
+}
+
+impl Signal {
+    /// Raises the signal and wakes the task waiting for it, if one is.
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waiter.wake();
+    }
+
+    /// Waits until the signal is raised (at once if it was since the last wait), and
+    /// lowers it. For one task at a time.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.swap(false, Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.waiter.register(cx.waker());
+            // A raise between the check and the registration found no waker to wake.
+            match self.raised.swap(false, Ordering::Acquire) {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
 }
 
 impl Outbox {
@@ -323,7 +358,7 @@ impl Connection {
             closed: None,
             grant_in_flight: false,
         };
-        let outbox = Arc::new(Outbox { state: Mutex::new(state), ready: Notify::new() });
+        let outbox = Arc::new(Outbox { state: Mutex::new(state), ready: Signal::default() });
         let conn = Arc::new(Connection {
             ids: setup.ids,
             generation,
@@ -430,7 +465,7 @@ impl Connection {
         drop(state);
         // Only the first request of a batch wakes the writer: it takes them all.
         if start == 0 {
-            self.outbox.ready.notify_one();
+            self.outbox.ready.raise();
         }
         Ok(())
     }
@@ -565,7 +600,7 @@ impl Connection {
 /// The writer sends what is still queued, then closes our side.
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.outbox.ready.notify_one();
+        self.outbox.ready.raise();
     }
 }
 
@@ -727,7 +762,7 @@ async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, outbox: Arc<Outbox>
     let mut batch = Vec::new();
     let mut keeping = BATCH_KEEPING;
     loop {
-        outbox.ready.notified().await;
+        outbox.ready.wait().await;
         // Checked before taking: whatever was queued before the last handle went is
         // in this take.
         let gone = conn.strong_count() == 0;
@@ -895,7 +930,53 @@ fn connect_abstract(_name: &str) -> std::io::Result<tokio::net::UnixStream> {
 
 #[cfg(test)]
 mod tests {
-    use super::BATCH_KEEPING;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Signal, BATCH_KEEPING};
+
+    /// Polls `signal.wait()` once: whether it was ready.
+    fn ready_now(signal: &Signal) -> bool {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        std::future::Future::poll(std::pin::pin!(signal.wait()), &mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_raise_before_the_wait_is_kept_once() {
+        let signal = Signal::default();
+        assert!(!ready_now(&signal));
+        signal.raise();
+        signal.raise();
+        assert!(ready_now(&signal), "kept for the next wait");
+        assert!(!ready_now(&signal), "two raises before a wait wake it once, as a Notify's permit does");
+    }
+
+    /// The writer's pattern: a task waits again and again while other threads raise the
+    /// signal after queueing; it never sleeps through a raise (the guard would end it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raise_from_another_thread_wakes_a_sleeping_waiter() {
+        const RAISES: usize = 10_000;
+        let signal = Arc::new(Signal::default());
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waiter = {
+            let (signal, done) = (signal.clone(), done.clone());
+            tokio::spawn(async move {
+                while done.load(std::sync::atomic::Ordering::Acquire) < RAISES {
+                    signal.wait().await;
+                }
+            })
+        };
+        let raiser = std::thread::spawn(move || {
+            for _ in 0..RAISES {
+                done.fetch_add(1, std::sync::atomic::Ordering::Release);
+                signal.raise();
+                std::thread::yield_now();
+            }
+        });
+        raiser.join().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), waiter).await.expect("the waiter slept through a raise").unwrap();
+    }
 
     #[test]
     fn a_big_batch_buffer_is_kept_only_while_its_batches_fill_it() {
