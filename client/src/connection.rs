@@ -170,8 +170,8 @@ struct Outbox {
 
 /// A wake-up for one waiting task that is kept if nobody waits yet (as a `Notify`'s
 /// permit is), without a waiter list: a flag and the task's waker. An unpipelined call
-/// raises it once, and a tokio `Notify` with its waiter cost ~400 instructions a call with its waiter
-/// (bench/changes.md, round 33).
+/// raises it once; a tokio `Notify`, with the writer's waiter registered on it again
+/// for every call, cost ~400 instructions a call (bench/changes.md, round 33).
 #[derive(Default)]
 struct Signal {
     raised: std::sync::atomic::AtomicBool,
