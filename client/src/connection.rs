@@ -188,18 +188,21 @@ impl Signal {
     /// Waits until the signal is raised (at once if it was since the last wait), and
     /// lowers it. For one task at a time.
     async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.raised.swap(false, Ordering::Acquire) {
-                return std::task::Poll::Ready(());
-            }
-            self.waiter.register(cx.waker());
-            // A raise between the check and the registration found no waker to wake.
-            match self.raised.swap(false, Ordering::Acquire) {
-                true => std::task::Poll::Ready(()),
-                false => std::task::Poll::Pending,
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_with(cx, |signal| signal.raised.swap(false, Ordering::Acquire))).await
+    }
+
+    /// Ready if `lower` finds the signal raised, else the waiter's waker registered and
+    /// `lower` tried once more: a raise between the first try and the registration
+    /// found no waker to wake.
+    fn poll_with(&self, cx: &mut std::task::Context<'_>, lower: impl Fn(&Signal) -> bool) -> std::task::Poll<()> {
+        if lower(self) {
+            return std::task::Poll::Ready(());
+        }
+        self.waiter.register(cx.waker());
+        match lower(self) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -984,6 +987,24 @@ mod tests {
         signal.raise();
         assert!(ready_now(&signal), "kept for the next wait");
         assert!(!ready_now(&signal), "two raises before a wait wake it once, as a Notify's permit does");
+    }
+
+    /// The one window a sleeping writer could miss: a raise after its first look and
+    /// before its waker is registered (that raise woke nobody).
+    #[test]
+    fn a_raise_between_the_look_and_the_registration_is_found() {
+        let signal = Signal::default();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let first_look = std::cell::Cell::new(true);
+        let polled = signal.poll_with(&mut cx, |signal| {
+            if first_look.replace(false) {
+                signal.raise();
+                return false;
+            }
+            signal.raised.swap(false, std::sync::atomic::Ordering::Acquire)
+        });
+        assert!(polled.is_ready());
     }
 
     /// The writer's pattern: a task waits again and again while other threads raise the

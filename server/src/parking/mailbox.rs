@@ -162,6 +162,25 @@ mod tests {
         assert!(slot.has_news(), "stopping is news until the end");
     }
 
+    /// The one window a sleeping reader could miss: mail posted after its look found
+    /// nothing and before its waker is registered (that post woke nobody). The look
+    /// after the registration finds it.
+    #[test]
+    fn mail_posted_between_the_look_and_the_registration_is_found() {
+        let slot = Slot::default();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let first_look = std::cell::Cell::new(true);
+        let found = slot.poll_with(&mut cx, |slot| {
+            if first_look.replace(false) {
+                slot.post(Mail::Silence).unwrap();
+                return None;
+            }
+            slot.take()
+        });
+        assert!(matches!(found, Poll::Ready(Mail::Silence)));
+    }
+
     #[test]
     fn a_closed_slot_gives_back_what_it_held_and_refuses_more() {
         let slot = Slot::default();
