@@ -175,7 +175,7 @@ struct Outbox {
 #[derive(Default)]
 struct Signal {
     raised: std::sync::atomic::AtomicBool,
-    waiter: futures_util::task::AtomicWaker,
+    waiter: agora_proto::wake::Waiter,
 }
 
 impl Signal {
@@ -191,18 +191,10 @@ impl Signal {
         std::future::poll_fn(|cx| self.poll_with(cx, |signal| signal.raised.swap(false, Ordering::Acquire))).await
     }
 
-    /// Ready if `lower` finds the signal raised, else the waiter's waker registered and
-    /// `lower` tried once more: a raise between the first try and the registration
-    /// found no waker to wake.
+    /// Ready if `lower` finds the signal raised, else pending until the next raise
+    /// ([`agora_proto::wake::Waiter::poll_with`]).
     fn poll_with(&self, cx: &mut std::task::Context<'_>, lower: impl Fn(&Signal) -> bool) -> std::task::Poll<()> {
-        if lower(self) {
-            return std::task::Poll::Ready(());
-        }
-        self.waiter.register(cx.waker());
-        match lower(self) {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
+        self.waiter.poll_with(cx, || lower(self).then_some(()))
     }
 }
 
@@ -974,8 +966,7 @@ mod tests {
 
     /// Polls `signal.wait()` once: whether it was ready.
     fn ready_now(signal: &Signal) -> bool {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         std::future::Future::poll(std::pin::pin!(signal.wait()), &mut cx).is_ready()
     }
 
@@ -994,8 +985,7 @@ mod tests {
     #[test]
     fn a_raise_between_the_look_and_the_registration_is_found() {
         let signal = Signal::default();
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let first_look = std::cell::Cell::new(true);
         let polled = signal.poll_with(&mut cx, |signal| {
             if first_look.replace(false) {

@@ -20,6 +20,8 @@
 //!   `AsyncRead + AsyncWrite`, shared by the server and the client;
 //! - [`flushing`] (feature `tokio`): a stream whose writes are on the wire when they
 //!   complete, so code written for sockets is correct over TLS.
+//! - [`wake`]: one task's waker, for news kept in state beside it (the server's
+//!   mailboxes, the client's writer).
 //!
 //! The server and the client both depend on this crate; it depends on neither.
 
@@ -40,6 +42,7 @@ pub mod reference;
 pub mod slice;
 pub mod utf8;
 pub mod value;
+pub mod wake;
 
 pub use address::Address;
 pub use error::{ErrorCode, WireError};

@@ -590,8 +590,7 @@ mod tests {
     use crate::engine::Engine;
 
     fn stopped(mailbox: &mut Mailbox) -> bool {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let next = std::pin::pin!(mailbox.next());
         matches!(std::future::Future::poll(next, &mut cx), std::task::Poll::Ready(Posted::Stop))
     }

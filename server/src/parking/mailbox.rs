@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
+use agora_proto::wake::Waiter;
 
 use super::Mail;
 
@@ -42,7 +42,7 @@ pub(super) struct Slot {
     /// [`MAIL`] and [`STOP`]: what the reader checks without taking the lock.
     flags: AtomicU8,
     queue: Mutex<Queue>,
-    reader: AtomicWaker,
+    reader: Waiter,
 }
 
 #[derive(Debug, Default)]
@@ -110,17 +110,9 @@ impl Slot {
         self.poll_with(cx, Slot::take)
     }
 
-    /// `look`'s find, else the reader's waker registered and `look` tried once more
-    /// (what was posted in between is not missed: a post after the registration wakes).
+    /// `look`'s find, else pending until the next post or stop ([`Waiter::poll_with`]).
     fn poll_with<T>(&self, cx: &mut Context<'_>, look: impl Fn(&Slot) -> Option<T>) -> Poll<T> {
-        if let Some(found) = look(self) {
-            return Poll::Ready(found);
-        }
-        self.reader.register(cx.waker());
-        match look(self) {
-            Some(found) => Poll::Ready(found),
-            None => Poll::Pending,
-        }
+        self.reader.poll_with(cx, || look(self))
     }
 
     /// Closes the slot (later posts are refused) and gives back what it still held.
@@ -150,8 +142,7 @@ mod tests {
         slot.post(Mail::Silence).unwrap();
         slot.post(Mail::Silence).unwrap();
         assert!(slot.has_news());
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(slot.poll_posted(&mut cx), Poll::Ready(Posted::Mail(Mail::Silence))));
         slot.stop();
         assert!(matches!(slot.poll_posted(&mut cx), Poll::Ready(Posted::Stop)));
@@ -168,8 +159,7 @@ mod tests {
     #[test]
     fn mail_posted_between_the_look_and_the_registration_is_found() {
         let slot = Slot::default();
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         let first_look = std::cell::Cell::new(true);
         let found = slot.poll_with(&mut cx, |slot| {
             if first_look.replace(false) {
