@@ -16,6 +16,7 @@ pub struct Waiter(AtomicWaker);
 
 impl Waiter {
     /// Wakes the waiting task, if one is registered; call after the news is in place.
+    #[inline]
     pub fn wake(&self) {
         self.0.wake();
     }
