@@ -310,35 +310,30 @@ impl Link {
 
     /// Calls `method` on `object` with positional `args`, borrowed, on a live
     /// connection (reconnecting if need be) where the object is attached (it is
-    /// re-attached if a reconnect raced with its opening; a lost object fails at once).
-    /// The outcome is what `then` makes of its [`Answer`]: the answer itself, or
-    /// [`in_session`] for a call that hands something over. The hot path encodes the
+    /// re-attached if a reconnect raced with its opening; a lost object fails at once),
+    /// and returns the reply with the generation of the connection that answered:
+    /// whose session holds what the call handed over. The hot path encodes the
     /// arguments where they are, straight into the outbox; only a call that must wait
     /// for a reconnect or an attach copies them into a request of its own. `on_orphan`
     /// makes the call's [`OnOrphan`], if it has one (a closure: a call without one
     /// then carries nothing for it).
-    pub(crate) async fn call_method<A, T, F>(
+    pub(crate) async fn call_method<A: CallArgs + ?Sized>(
         &self,
         object: (&ObjectSlot, ObjectId),
         method: &str,
         args: &A,
         on_orphan: impl FnOnce() -> Option<OnOrphan>,
-        then: impl FnOnce(Answer) -> F,
-    ) -> Result<T>
-    where
-        A: CallArgs + ?Sized,
-        F: std::future::Future<Output = Result<T>>,
-    {
+    ) -> Result<(Reply, u64)> {
         let call = match self.attached_current(object) {
             Some(conn) => match conn.queue_method(object.1, method, args, PendingCall::new(on_orphan())) {
-                Ok(answer) => return then(answer).await,
+                Ok(answer) => return in_session(answer).await,
                 Err(Refused::Call(reason)) => return Err(reason),
                 Err(Refused::Dead(call, _)) => call,
             },
             None => PendingCall::new(on_orphan()),
         };
         let out = Outgoing::call(&self.ids, object.1, method, args.to_values().map_err(Error::from)?);
-        then(self.queue_slowly(Some(object), (out, call)).await?).await
+        in_session(self.queue_slowly(Some(object), (out, call)).await?).await
     }
 
     /// [`Link::call`], also returning the generation of the connection that answered:
@@ -823,10 +818,15 @@ impl Link {
 }
 
 /// `answer`'s reply, with the generation of the connection it came on: whose session
-/// holds what the call handed over.
-pub(crate) async fn in_session(answer: Answer) -> Result<(Reply, u64)> {
+/// holds what the call handed over. Inlined: not a state machine of its own between a
+/// call and its answer.
+#[inline(always)]
+fn in_session(answer: Answer) -> impl std::future::Future<Output = Result<(Reply, u64)>> {
     let generation = answer.connection().generation();
-    Ok((answer.await?, generation))
+    let mut answer = answer;
+    std::future::poll_fn(move |cx| {
+        std::future::Future::poll(std::pin::Pin::new(&mut answer), cx).map_ok(|reply| (reply, generation))
+    })
 }
 
 /// True for the reasons a connection ends that a new connection may overcome: the

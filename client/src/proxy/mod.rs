@@ -5,7 +5,6 @@
 //! frees an anonymous object nobody else holds). Methods are named as Rust users
 //! expect; each one's rustdoc names the Python method it calls.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) use crate::connection::GiveBack;
-use crate::connection::{Answer, OnOrphan};
+use crate::connection::OnOrphan;
 use crate::error::{Error, Result};
-use crate::link::{in_session, Link, ObjectSlot};
+use crate::link::{Link, ObjectSlot};
 
 pub mod array;
 pub mod barrier;
@@ -124,7 +123,7 @@ impl Handle {
 
     /// Calls `method` with positional arguments and returns the raw result.
     pub(crate) async fn call<A: CallArgs + ?Sized>(&self, method: &str, args: &A) -> Result<Value> {
-        match self.link.call_method((&self.slot, self.id), method, args, || None, std::convert::identity).await? {
+        match self.link.call_method((&self.slot, self.id), method, args, || None).await?.0 {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
@@ -147,8 +146,8 @@ impl Handle {
         let on_orphan = || Some(self.on_orphan(give_back));
         let reply = match wait {
             // Made once: no loop around it (one state machine fewer on a `get_nowait`).
-            None => self.link.call_method((&*self.slot, self.id), method, &args[..], on_orphan, in_session).await?,
-            Some(wait) => self.again(method, args, wait, on_orphan, in_session).await?,
+            None => self.link.call_method((&*self.slot, self.id), method, &args[..], on_orphan).await?,
+            Some(wait) => self.again(method, args, wait, on_orphan).await?,
         };
         match reply {
             (Reply::Value(v), generation) => Ok((v, generation)),
@@ -159,29 +158,25 @@ impl Handle {
     /// Calls a method that waits and hands nothing over (an event's or a queue's
     /// wait), made again on the next connection if its own is lost (see [`Wait`]).
     pub(crate) async fn call_waiting(&self, method: &str, args: Vec<Value>, wait: Wait) -> Result<Value> {
-        match self.again(method, args, wait, || None, std::convert::identity).await? {
+        match self.again(method, args, wait, || None).await?.0 {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Calls `method` (see [`Link::call_method`] for `on_orphan` and `then`), and again
-    /// (on the connection the manager reconnects to) for as long as attempts end with
-    /// the connection lost, the wait's timeout cut to what is left.
-    async fn again<T, F>(
+    /// Calls `method` (see [`Link::call_method`] for `on_orphan` and the generation
+    /// returned), and again (on the connection the manager reconnects to) for as long
+    /// as attempts end with the connection lost, the wait's timeout cut to what is left.
+    async fn again(
         &self,
         method: &str,
         mut args: Vec<Value>,
         wait: Wait,
         on_orphan: impl Fn() -> Option<OnOrphan>,
-        then: impl Fn(Answer) -> F,
-    ) -> Result<T>
-    where
-        F: Future<Output = Result<T>>,
-    {
+    ) -> Result<(Reply, u64)> {
         loop {
             let object = (&*self.slot, self.id);
-            match self.link.call_method(object, method, &args[..], &on_orphan, &then).await {
+            match self.link.call_method(object, method, &args[..], &on_orphan).await {
                 Err(lost) if self.link.waits_again(&lost) => {
                     tracing::info!(object = ?self, method, reason = %lost, "the connection was lost while a call waited; waiting again on the next one");
                     wait.rewrite(&mut args);
