@@ -656,7 +656,7 @@ impl Plan {
                         }
                         true
                     };
-                    if let Err(e) = worker.drive(&value, next, |latency| recorder.record(latency)).await {
+                    if let Err(e) = worker.drive(&value, next, |ns| recorder.record_ns(ns)).await {
                         failures.add(e);
                     }
                 })

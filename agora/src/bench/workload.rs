@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use agora_client::{Dict, Event, List, Lock, Manager, Queue};
 use clap::ValueEnum;
 
+use super::report;
+
 /// A test `agora bench` can run (`-t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Test {
@@ -183,7 +185,8 @@ impl Worker {
 
     /// Makes requests until `next` says to stop, and `record`s how long each took; the
     /// first error ends it. `next` writes the next request's key (for the dict tests)
-    /// and says whether to make it; `value` is the payload.
+    /// and says whether to make it; `value` is the payload; `record` takes each
+    /// sample's latency in nanoseconds.
     ///
     /// Each test runs a loop of its own, boxed once per worker: a single state machine
     /// for every test held the largest test's calls, so every request in flight, of
@@ -194,7 +197,7 @@ impl Worker {
         &self,
         value: &String,
         next: impl FnMut(&mut String) -> bool + Send,
-        record: impl FnMut(Duration) + Send,
+        record: impl FnMut(u64) + Send,
     ) -> agora_client::Result<()> {
         // The loop around one request `$call` (using the key `$key`), timed from the end
         // of the previous one: one clock read per request instead of two
@@ -204,11 +207,11 @@ impl Worker {
                 Box::pin(async move {
                     let (mut next, mut record) = (next, record);
                     let mut $key = String::with_capacity(16);
-                    let mut clock = Instant::now();
+                    let mut clock = report::now_ns();
                     while next(&mut $key) {
                         $call;
-                        let end = Instant::now();
-                        record(end - clock);
+                        let end = report::now_ns();
+                        record(end.saturating_sub(clock));
                         clock = end;
                     }
                     Ok(())
@@ -235,7 +238,7 @@ impl Worker {
                     let (mut next, mut record) = (next, record);
                     let mut key = String::new();
                     while next(&mut key) {
-                        record(event_round(e).await?);
+                        record(u64::try_from(event_round(e).await?.as_nanos()).unwrap_or(u64::MAX));
                     }
                     Ok(())
                 })
@@ -247,7 +250,7 @@ impl Worker {
 
 /// One round of [`Test::Event`]: the time from a set to the return of the wait it
 /// wakes.
-async fn event_round(e: &Event) -> agora_client::Result<std::time::Duration> {
+async fn event_round(e: &Event) -> agora_client::Result<Duration> {
     // Send the wait first (requests on one connection take effect in the order sent,
     // so it is parked before the set arrives), then set, and time from the set to the
     // wait's return.
