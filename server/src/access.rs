@@ -294,7 +294,18 @@ impl Who {
     /// this user's own. A method that stores its arguments must not store a reference
     /// to an object the user may not read (a container pins what it holds, and hands
     /// it to whoever reads the container). A missing object fails as the call would.
+    /// Inlined for the implicit user, whom every call asks about and nothing restricts:
+    /// out of line, the answer cost ~30 instructions per call.
+    #[inline]
     pub fn call(&self, shared: &Shared, object: ObjectId, method: &str, args: &Args) -> Result<(), WireError> {
+        match self {
+            Who::Anyone => Ok(()),
+            Who::User(_) => self.call_checked(shared, object, method, args),
+        }
+    }
+
+    /// [`Who::call`] for a configured user.
+    fn call_checked(&self, shared: &Shared, object: ObjectId, method: &str, args: &Args) -> Result<(), WireError> {
         if self.rules(shared)?.is_none() {
             return Ok(());
         }
