@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use agora_client::{Error, Manager};
 use agora_proto::native::{self, Args, Kind, Op, Request, Response};
-use agora_tests::{RawConn, Server, ServerOptions};
-
-/// How long a test waits for what must happen: only a guard against hanging.
-const HANG_GUARD: Duration = Duration::from_secs(60);
+use agora_tests::{RawConn, Server, ServerOptions, HANG_GUARD};
 
 /// A second client that must keep working through every test.
 async fn healthy(server: &Server, bystander: &Manager) {

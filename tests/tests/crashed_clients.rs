@@ -8,10 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agora_client::{Manager, ManagerOptions};
-use agora_tests::{Server, ServerOptions};
+use agora_tests::{Server, ServerOptions, HANG_GUARD};
 
 const DICTS: u64 = 200;
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// After `python_support::CONNECT`: creates DICTS anonymous dicts, keeps them, says
 /// READY, and waits to be killed.

@@ -3,12 +3,8 @@
 //! and a second client on the same worker is served while the first one's are polled
 //! for (the worker's other connections must not wait behind a poll).
 
-use std::time::Duration;
-
 use agora_client::{Manager, ManagerOptions};
-use agora_tests::{Server, ServerOptions};
-
-const HANG_GUARD: Duration = Duration::from_secs(60);
+use agora_tests::{Server, ServerOptions, HANG_GUARD};
 
 /// One worker thread, so every connection shares the thread that polls.
 fn server(poll: &str) -> Server {

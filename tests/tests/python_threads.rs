@@ -10,9 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agora_client::{Manager, ManagerOptions};
-use agora_tests::{Server, ServerOptions};
+use agora_tests::{Server, ServerOptions, HANG_GUARD};
 
-const HANG_GUARD: Duration = Duration::from_secs(60);
 const THREADS: usize = 3;
 const APPENDS: usize = 200;
 

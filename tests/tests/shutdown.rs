@@ -6,9 +6,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use agora_client::{Error, Manager, ManagerOptions};
-use agora_tests::{Server, ServerOptions};
-
-const HANG_GUARD: Duration = Duration::from_secs(60);
+use agora_tests::{Server, ServerOptions, HANG_GUARD};
 
 async fn connect(server: &Server) -> Manager {
     Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false)).await.unwrap()
