@@ -19,7 +19,7 @@
 //! - [`io`] (feature `tokio`, on by default): frame and handshake drivers over any
 //!   `AsyncRead + AsyncWrite`, shared by the server and the client;
 //! - [`flushing`] (feature `tokio`): a stream whose writes are on the wire when they
-//!   complete, so code written for sockets is correct over TLS.
+//!   complete, so code written for sockets is correct over TLS;
 //! - [`wake`]: one task's waker, for news kept in state beside it (the server's
 //!   mailboxes, the client's writer).
 //!

@@ -8,9 +8,10 @@
 //!   engine hands out (an item for a blocked `get`, a lock grant) is sent to its
 //!   session's mailbox. If that session is gone, the delivery is given back at once
 //!   with an `Abandon` command that names the call and carries the answer
-//!   ([`Delivery::undelivered`]), so the object takes back exactly that. A connection that reads a delivery for a call it
-//!   no longer waits for (cancelled) gives it back the same way. Shutdown reaches a
-//!   native connection through its mailbox too ([`Parking::stop_connections`]).
+//!   ([`Delivery::undelivered`]), so the object takes back exactly that. A connection
+//!   that reads a delivery for a call it no longer waits for (cancelled) gives it back
+//!   the same way. Shutdown reaches a native connection through its mailbox too
+//!   ([`Parking::stop_connections`]).
 //! - **One timer** for every deadline in the server: parked calls' timeouts
 //!   (`Expire`), objects' wake-ups (`Tick`: queue leases), and sessions' heartbeats
 //!   (a [`Mail::Silence`] the connection checks against what it last heard), and on
