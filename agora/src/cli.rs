@@ -27,7 +27,7 @@ pub use agora_server::config::{parse_duration, parse_size};
 #[derive(Debug, Parser)]
 #[command(
     name = "agora",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), env!("AGORA_BUILD")),
     about = "agora: a shared-state server (dicts, lists, queues, locks…) for Rust programs and unmodified \
              CPython multiprocessing clients",
     long_about = None,

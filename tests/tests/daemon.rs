@@ -139,6 +139,15 @@ fn top_level_help_says_what_agora_is_and_how_to_start() {
 }
 
 #[test]
+fn version_names_the_package_version_and_only_a_profiled_build_says_more() {
+    let out = Command::new(agora_bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let version = String::from_utf8(out.stdout).unwrap();
+    // The tests' own build has no profile flags: the bare version, as clap prints it.
+    assert_eq!(version.trim_end(), format!("agora {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
 fn an_admin_command_with_no_server_says_how_to_name_one() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = unused.local_addr().unwrap().to_string();
