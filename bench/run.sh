@@ -4,6 +4,7 @@
 #   bench/run.sh                 # the whole suite, about 10-20 minutes, capped at 20
 #   ROUNDS=3 bench/run.sh        # fewer rounds (at least 3 for medians worth quoting)
 #   BENCH_MAX_MINUTES=10 bench/run.sh
+#   AGORA_BIN=target/pgo/release/agora bench/run.sh   # measure this binary, build nothing
 #
 # Loopback only (127.0.0.1 and Unix sockets in a temporary directory); every
 # process it starts is stopped when it ends, also on Ctrl-C. Not part of CI.

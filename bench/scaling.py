@@ -44,9 +44,6 @@ from suite import (  # noqa: E402
     fmt_us, free_port, loadavg, log, machine_info, ratio, record, wait_until,
 )
 
-if os.environ.get("AGORA_BIN"):
-    suite.AGORA = Path(os.environ["AGORA_BIN"]).resolve()
-
 RESULTS = ROOT / "bench" / "results" / "scaling.md"
 
 CONNECTIONS = [1, 10, 100, 1000, 10000]

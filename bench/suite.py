@@ -35,7 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-AGORA = ROOT / "target" / "release" / "agora"
+# The binary measured: $AGORA_BIN (e.g. the profile-guided build of deploy/build-pgo.sh),
+# else the release build bench/prepare.sh makes.
+AGORA = Path(os.environ["AGORA_BIN"]).resolve() if os.environ.get("AGORA_BIN") else ROOT / "target" / "release" / "agora"
 # The second agora server's worker count: one per CPU, against the default of one fewer.
 ALT_WORKERS = os.cpu_count() or 1
 AUTHKEY = "agora-bench-" + os.urandom(8).hex()
