@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Builds a profile-guided (PGO) agora: target/pgo/release/agora.
 #
-#   deploy/build-pgo.sh               # about 15 minutes on 2 cores
+#   deploy/build-pgo.sh               # about 12 minutes on 2 cores
 #   LLVM_PROFDATA=/path/to/llvm-profdata deploy/build-pgo.sh
 #
 # Three steps: a release build instrumented to count what runs (target/pgo-generate),
 # a training run of that binary through the work a server does — the native client's
 # calls on every object kind, pipelined and not, over TCP and a Unix socket; stock
-# CPython manager clients (if python3 is here); a durable server (`--data-dir`, every
-# fsync setting) and its restart; TLS (if openssl is here); a 3-node cluster — and a
-# release build that uses the merged counts (target/pgo). The counts place hot code
-# together and steer inlining; paths no training run takes are laid out as cold, which
-# is why the training covers the server's every mode, not only the fast path.
+# CPython manager clients; a durable server (`--data-dir`, every fsync setting) and its
+# restart; TLS (if openssl is here); a 3-node cluster — and a release build that uses
+# the merged counts (target/pgo; the two builds take about 1.5 GB under target/). The
+# counts place hot code together and steer inlining; paths no training run takes are
+# laid out as cold, which is why the training covers the server's every mode, not only
+# the fast path.
 # bench/changes.md (round 35) has what it gained. `agora --version` of the result says
 # "profile-guided build".
 #
-# Needs llvm-profdata from the LLVM that rustc uses (`rustc -vV` names its version):
+# Needs python3 (the CPython clients, and bench/lib.sh's helpers) and llvm-profdata from
+# the LLVM that rustc uses (`rustc -vV` names its version):
 # `rustup component add llvm-tools`, or the distribution's llvm-N package (Debian and
 # Ubuntu: `apt install llvm-N`), or LLVM_PROFDATA naming one. RUSTFLAGS, if set, are
 # kept. Loopback ports and a scratch directory only; every process it starts is stopped.
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+command -v python3 >/dev/null || { echo "deploy/build-pgo.sh: python3 is needed" >&2; exit 1; }
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 host=$(rustc -vV | sed -n 's/^host: //p')
 
@@ -94,13 +97,9 @@ for address in "$plain_tcp" "unix:$DIR/agora.sock"; do
     load "$address"
     "$BIN" bench --address "$address" -c 8 -n 20000 -t ping,append,queue,lock,lock-contended,event >/dev/null
     "$BIN" bench --address "$address" -c 50 -n 2000 -d 65536 -r 100 -t set,get >/dev/null
-    if command -v python3 >/dev/null; then
-        echo "   stock CPython manager clients, $address"
-        AGORA_AUTHKEY=$(cat "$AGORA_AUTHKEY_FILE") python3 bench/py_manager_bench.py --agora "$address" \
-            --targets agora --clients 1,4 --duration 0.5 --warmup 0.1 >/dev/null
-    else
-        echo "   no python3: the CPython clients' path is not trained"
-    fi
+    echo "   stock CPython manager clients, $address"
+    AGORA_AUTHKEY=$(cat "$AGORA_AUTHKEY_FILE") python3 bench/py_manager_bench.py --agora "$address" \
+        --targets agora --clients 1,4 --duration 0.5 --warmup 0.1 >/dev/null
 done
 stop "$SERVER"
 
@@ -137,9 +136,13 @@ for pipeline in 1 16; do
 done
 for i in 1 2 3; do stop "${A_PID[$i]}"; done
 
-"$PROFDATA" merge -o "$PROFILES/agora.profdata" "$PROFILES/raw"
+"$PROFDATA" merge -o "$PROFILES/merged.profdata" "$PROFILES/raw"
+# Named by its content: cargo rebuilds when its flags change, not when a file they name
+# does, so a new profile must be a new path.
+profile=$PROFILES/agora-$(sha256sum "$PROFILES/merged.profdata" | cut -c1-16).profdata
+mv "$PROFILES/merged.profdata" "$profile"
 
 echo "== 3/3: optimised build (target/pgo)"
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFILES/agora.profdata" CARGO_TARGET_DIR=$ROOT/target/pgo \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" CARGO_TARGET_DIR=$ROOT/target/pgo \
     cargo build --release --locked --quiet -p agora --bin agora
 echo "built target/pgo/release/agora: $("$ROOT/target/pgo/release/agora" --version)"
