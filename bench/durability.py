@@ -850,7 +850,7 @@ def render(info, tp, rs, meta, findings=""):
     w("```sh")
     seen = []
     for c in suite.COMMANDS:
-        c = re.sub(re.escape(str(meta["agora_copy"])) + r"(?=\s|$)", "target/release/agora", c)
+        c = re.sub(re.escape(str(meta["agora_copy"])) + r"(?=\s|$)", meta["agora_shown"], c)
         c = c.replace(str(meta["tmp"]), "$TMP")
         c = re.sub(r"restart-\d+-", "restart-N-", c)
         if c not in seen:
@@ -944,6 +944,8 @@ def main():
     copy.parent.mkdir()
     shutil.copy2(suite.AGORA, copy)
     info = suite.machine_info()
+    # The commands name the binary that was copied (AGORA_BIN's, or the release build).
+    shown = suite.AGORA.relative_to(suite.ROOT) if suite.AGORA.is_relative_to(suite.ROOT) else suite.AGORA
     suite.AGORA = copy
     fs = subprocess.run(["df", "--output=fstype,source", str(tmp)], capture_output=True, text=True).stdout.split()
     procs = Servers()
@@ -961,7 +963,7 @@ def main():
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "minutes": (time.time() - started) / 60, "load_start": load_start, "load_end": loadavg(), "quick": opts.quick,
-        "scale": scale, "tmp": tmp, "agora_copy": copy, "fs": f"{fs[2]} on {fs[3]}" if len(fs) >= 4 else "?",
+        "scale": scale, "tmp": tmp, "agora_copy": copy, "agora_shown": str(shown), "fs": f"{fs[2]} on {fs[3]}" if len(fs) >= 4 else "?",
     }
     # bench/sections.md keeps the section across suite runs (bench/run.sh rewrites
     # BENCHMARKS.md); a run written elsewhere (--output, --quick checks) leaves it alone.

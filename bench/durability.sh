@@ -5,6 +5,7 @@
 #   bench/durability.sh                      # the whole run, about 10-12 minutes, capped at 12
 #   ROUNDS=5 BENCH_MAX_MINUTES=15 bench/durability.sh
 #   bench/durability.sh --quick --output /tmp/check.md   # tiny counts: checks the script
+#   AGORA_BIN=target/pgo/release/agora bench/durability.sh   # measure this binary, build nothing
 #
 # Loopback only; the data directories live in one temporary directory (the same
 # filesystem for both servers), deleted at the end; every process it starts is stopped

@@ -14,12 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${AGORA_BIN:-}" ]; then
-    source bench/prepare.sh
-elif ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "redis-server and redis-benchmark are needed (bench/prepare.sh installs them)" >&2
-    exit 1
-fi
+source bench/prepare.sh
 
 # 10,000 connections need more than 10,000 descriptors in the clients and the servers.
 hard=$(ulimit -Hn)
