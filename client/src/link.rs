@@ -821,9 +821,8 @@ impl Link {
 /// holds what the call handed over. Inlined: not a state machine of its own between a
 /// call and its answer.
 #[inline(always)]
-fn in_session(answer: Answer) -> impl std::future::Future<Output = Result<(Reply, u64)>> {
+fn in_session(mut answer: Answer) -> impl std::future::Future<Output = Result<(Reply, u64)>> {
     let generation = answer.connection().generation();
-    let mut answer = answer;
     std::future::poll_fn(move |cx| {
         std::future::Future::poll(std::pin::Pin::new(&mut answer), cx).map_ok(|reply| (reply, generation))
     })

@@ -68,6 +68,12 @@ pub fn now_ns() -> u64 {
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
+/// `d` in whole nanoseconds, as the histogram counts them (a latency past ~584 years
+/// saturates).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// One worker's buffered view of [`Latencies`]; flushes when dropped.
 pub struct Recorder<'a> {
     shard: &'a Mutex<Histogram<u64>>,
@@ -77,7 +83,7 @@ pub struct Recorder<'a> {
 impl Recorder<'_> {
     /// Records one latency.
     pub fn record(&mut self, latency: Duration) {
-        self.record_ns(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        self.record_ns(nanos(latency));
     }
 
     /// Records one latency of `ns` nanoseconds (at least 1: the histogram's floor).

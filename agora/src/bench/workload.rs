@@ -238,7 +238,7 @@ impl Worker {
                     let (mut next, mut record) = (next, record);
                     let mut key = String::new();
                     while next(&mut key) {
-                        record(u64::try_from(event_round(e).await?.as_nanos()).unwrap_or(u64::MAX));
+                        record(report::nanos(event_round(e).await?));
                     }
                     Ok(())
                 })
