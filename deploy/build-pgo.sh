@@ -29,14 +29,21 @@ command -v python3 >/dev/null || { echo "deploy/build-pgo.sh: python3 is needed"
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 host=$(rustc -vV | sed -n 's/^host: //p')
 
-# The llvm-profdata that reads what this rustc's instrumentation writes.
+# The llvm-profdata that reads what this rustc's instrumentation writes: the one
+# LLVM_PROFDATA names (taken as it is, and an error if it is not there), else the first
+# of LLVM's version found.
 find_profdata() {
     local candidate version
-    for candidate in "${LLVM_PROFDATA:-}" "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" \
+    if [ -n "${LLVM_PROFDATA:-}" ]; then
+        command -v "$LLVM_PROFDATA" >/dev/null 2>&1 && { echo "$LLVM_PROFDATA"; return; }
+        echo "deploy/build-pgo.sh: LLVM_PROFDATA=$LLVM_PROFDATA is not a program here" >&2
+        exit 1
+    fi
+    for candidate in "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" \
         "llvm-profdata-$llvm_major" llvm-profdata; do
-        [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 || continue
+        command -v "$candidate" >/dev/null 2>&1 || continue
         version=$("$candidate" --version 2>/dev/null | sed -n 's/.*LLVM version \([0-9]*\).*/\1/p' | head -1)
-        if [ "$version" = "$llvm_major" ] || [ -n "${LLVM_PROFDATA:-}" ]; then
+        if [ "$version" = "$llvm_major" ]; then
             echo "$candidate"
             return
         fi

@@ -1,7 +1,8 @@
 //! `agora serve --config agora.toml`: precedence (flag > environment > file >
 //! default), unknown keys, the admin subcommands reading the same file, and the
 //! shipped `deploy/` files (the example config parses; the systemd unit passes
-//! `systemd-analyze verify` where that is installed).
+//! `systemd-analyze verify` where that is installed; the profile-guided build script
+//! checks its tools before it builds).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -298,6 +299,23 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
     assert!(!stderr.contains("agora.service:"), "warnings about the unit:\n{stderr}");
+}
+
+/// The profile-guided build checks what it needs before it builds anything: an
+/// llvm-profdata named but not there is an error that names it, in seconds.
+#[test]
+fn the_pgo_build_refuses_a_named_llvm_profdata_that_is_not_there() {
+    let missing = tempfile::tempdir().unwrap().path().join("llvm-profdata");
+    let out = Command::new("bash")
+        .arg(repo_file("deploy/build-pgo.sh"))
+        .env("LLVM_PROFDATA", &missing)
+        .output()
+        .expect("run deploy/build-pgo.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it went on:\n{stderr}");
+    assert!(stderr.contains(&format!("LLVM_PROFDATA={} is not a program here", missing.display())), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("instrumented build"), "it started building:\n{stdout}");
 }
 
 /// Run by hand, the systemd-oriented paths fail with what to do about them.
