@@ -60,6 +60,29 @@ fn every_test_makes_exactly_its_requests() {
     assert_eq!(size("bench:queue"), 0, "qget took back what qput put");
 }
 
+/// `--blocking`: every test, its calls made from threads that wait for each answer
+/// (two per connection with `-P 2`), over a Unix socket; the time limit still ends a
+/// run that cannot finish.
+#[test]
+fn blocking_threads_make_exactly_their_requests() {
+    let server = Server::start_with(ServerOptions { unix: true, ..Default::default() });
+    let tests = "ping,set,get,append,add,qput,qget,queue,lock,lock-contended,event";
+    let report = bench(&server, &["--blocking", "-n", "120", "-c", "3", "-P", "2", "-r", "50", "-t", tests]);
+    assert_eq!(report["client"], "blocking");
+    for name in tests.split(',') {
+        let r = result(&report, name);
+        assert_eq!(r["requests"], 120, "{name}: {r}");
+        assert_eq!(r["errors"], 0, "{name}: {r}");
+        assert_eq!(r["timed_out"], false, "{name}: {r}");
+    }
+    let asked = 1_000_000_000u64;
+    let report =
+        bench(&server, &["--blocking", "-n", &asked.to_string(), "-c", "2", "-t", "get", "--time-limit", "1s"]);
+    let r = result(&report, "get");
+    assert_eq!(r["timed_out"], true, "{r}");
+    assert!(r["requests"].as_u64().unwrap() < asked, "{r}");
+}
+
 #[test]
 fn fill_and_idle_report_memory_over_a_unix_socket() {
     let server = Server::start_with(ServerOptions { unix: true, ..Default::default() });
@@ -104,6 +127,7 @@ fn help_explains_every_flag() {
         "--echo-address",
         "--serve-echo",
         "--threads",
+        "--blocking",
         "--time-limit",
         "--address",
         "--authkey-file",

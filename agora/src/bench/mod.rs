@@ -155,6 +155,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
 
+    /// Make each worker's calls from an OS thread of its own that waits for every
+    /// answer, as a thread of a synchronous program does through the blocking client
+    /// (`agora_client::blocking`): the connections then run on a multi-thread runtime
+    /// of --threads workers, as the blocking client's run on its one. Without it the
+    /// workers are tasks on the client runtime.
+    #[arg(long, conflicts_with = "raw")]
+    pub blocking: bool,
+
     /// Stop a test after this long even if not all requests were made (e.g. 30s).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub time_limit: Duration,
@@ -256,7 +264,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         data_size: args.data_size,
         keyspace: args.keyspace,
         threads: args.threads,
-        client: if args.raw { "raw" } else { "typed" }.into(),
+        client: if args.raw {
+            "raw"
+        } else if args.blocking {
+            "blocking"
+        } else {
+            "typed"
+        }
+        .into(),
         idle: None,
         results: Vec::new(),
     };
@@ -267,7 +282,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     std::thread::Builder::new()
         .name("agora-bench-client".into())
         .spawn(move || {
-            let result = client_runtime(plan.args.threads).and_then(|rt| rt.block_on(plan.run(report_in)));
+            let runtime =
+                client_runtime(plan.args.threads, plan.args.blocking.then_some(plan.args.clients * plan.args.pipeline));
+            let result = runtime.and_then(|rt| rt.block_on(plan.run(report_in)));
             let _ = tx.send((result, plan.args.json));
         })
         .map_err(|e| format!("cannot start the client thread: {e}"))?;
@@ -286,11 +303,19 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
-    let built = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+/// The client's runtime: one thread (the default) or `threads` workers. With
+/// `blocking_workers`, always multi-thread (the blocking client's kind: its workers
+/// drive the connections while other threads wait in `block_on`), with room for that
+/// many threads that block.
+fn client_runtime(threads: usize, blocking_workers: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let built = match blocking_workers {
+        None if threads == 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build(),
+        Some(workers) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .max_blocking_threads(workers.max(1))
+            .enable_all()
+            .build(),
     };
     built.map_err(|e| format!("cannot start the client runtime: {e}"))
 }
@@ -607,7 +632,7 @@ impl Plan {
         Ok(result)
     }
 
-    /// One agora test: `-P` workers on each connection.
+    /// One agora test: `-P` workers on each connection (tasks, or threads with `--blocking`).
     async fn run_agora(&self, test: Test, managers: &[Manager]) -> Result<TestResult, String> {
         let args = &self.args;
         let mut workers = Vec::with_capacity(managers.len() * args.pipeline);
@@ -641,7 +666,7 @@ impl Plan {
                 let (remaining, next_key, latencies, failures, value) =
                     (remaining.clone(), next_key.clone(), latencies.clone(), failures.clone(), value.clone());
                 let stop = stop.clone();
-                tokio::spawn(async move {
+                let work = async move {
                     let mut recorder = latencies.recorder(i);
                     let mut rng = Rng::new(i as u64 + 1);
                     let mut share = Share::new(&remaining);
@@ -659,7 +684,19 @@ impl Plan {
                     if let Err(e) = worker.drive(&value, next, |ns| recorder.record_ns(ns)).await {
                         failures.add(e);
                     }
-                })
+                };
+                if args.blocking {
+                    // A thread of its own that waits in `block_on` for each call, as
+                    // `agora_client::blocking` makes its caller's thread do. An abort
+                    // cannot reach it: it gives up by itself when `join_all` would.
+                    let runtime = tokio::runtime::Handle::current();
+                    let limit = tokio::time::Instant::from_std(deadline + WIND_DOWN);
+                    tokio::task::spawn_blocking(move || {
+                        let _ = runtime.block_on(tokio::time::timeout_at(limit, work));
+                    })
+                } else {
+                    tokio::spawn(work)
+                }
             })
             .collect();
         let timed_out = join_all(tasks, deadline).await;
