@@ -41,8 +41,10 @@
 //! The manager and every proxy are `Send + Sync` and cheap to clone (clones share the
 //! runtime and the one connection), so any number of threads can call through them at
 //! once; their calls are multiplexed over the connection like concurrent async calls.
-//! The runtime and the connection live until the manager and the last proxy made
-//! from it are dropped.
+//! A call alone on the connection (no other call waiting for its answer) is written
+//! to the socket by the calling thread itself, so a thread making one call at a time
+//! wakes the runtime's thread only for the answer. The runtime and the connection live
+//! until the manager and the last proxy made from it are dropped.
 //!
 //! # Losing the server
 //!

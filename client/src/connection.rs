@@ -2,13 +2,17 @@
 //!
 //! Every call gets a fresh request id and a slot in the pending map, and is encoded
 //! straight into the connection's [`Outbox`] (under the same lock as its slot), which
-//! the writer task takes whole into one write. The reader task puts each response into
-//! its slot by id and wakes the caller, whose [`Answer`] takes it from there: the slot,
-//! under the connection's state lock, is the channel (a oneshot channel per call cost
-//! an allocation and a tenth of a pipelining client's instructions). So one connection
+//! the writer task takes whole into one write — or, for a call alone on its connection
+//! (nothing queued or being written, no other call waiting for a reply), which its
+//! caller writes to the socket at once, still under the lock, leaving the writer only
+//! what the socket did not take. The reader task puts each response into its slot by
+//! id and wakes the caller, whose [`Answer`] takes it from there: the slot, under the
+//! connection's state lock, is the channel (a oneshot channel per call cost an
+//! allocation and a tenth of a pipelining client's instructions). So one connection
 //! carries any number of concurrent calls from any number of tasks, and a call future
 //! that is dropped (timed out, cancelled) just abandons its slot — the connection stays
-//! in sync because frames are only ever written whole by the writer.
+//! in sync because a frame is queued whole and the bytes go out in queue order, each
+//! written once, by a caller under the lock or by the writer.
 //!
 //! When the connection dies, every pending call and every later call on it fails with
 //! the reason, as [`Error::ConnectionLost`] or the server's own connection-level error.
@@ -91,6 +95,7 @@ impl Slot {
 type IdMap<V> = agora_proto::idmap::IdMap<V>;
 
 /// What callers, the reader and the writer share, under one lock.
+#[derive(Default)]
 struct State {
     /// The encoded requests waiting for the writer: whole frames, appended by callers
     /// and taken all at once by the writer, which swaps in its emptied buffer (so, once
@@ -105,12 +110,55 @@ struct State {
     /// Cancel request id → the abandoned call it cancels. The server answers in order,
     /// so once the Cancel's reply is in, no reply to that call can follow: forget it.
     cancels: IdMap<u64>,
+    /// True from the writer's take of a batch until that batch is written: meanwhile a
+    /// caller must not write its request itself (it would pass the batch).
+    writing: bool,
     /// Set once the connection is dead: why.
     closed: Option<Error>,
     /// Set when the connection died with a call in flight that hands something over
     /// (a lock grant, a queue item): the session may hold what this client was never
     /// told of, so it must not be resumed (see [`Connection::previous`]).
     grant_in_flight: bool,
+}
+
+impl State {
+    /// True if a request queued now would be alone on the connection: nothing being
+    /// written, no call waiting for its reply (whether anything is queued before it is
+    /// the caller's to see). Its caller may then write it itself ([`write_now`]).
+    fn alone(&self) -> bool {
+        !self.writing && self.pending.is_empty()
+    }
+}
+
+/// The largest request a caller writes itself ([`write_now`]): a bigger one the socket
+/// rarely takes whole, and what it leaves would be moved to the front of the queue.
+const WRITE_NOW_AT_MOST: usize = 64 * 1024;
+
+/// Writes the queued request to `socket` at once, under the state lock (so nothing can
+/// be queued or written before it is): true if the socket took it all. Otherwise what
+/// it did not take stays queued, for the writer task to finish.
+///
+/// Only for a request that is alone on its connection ([`State::alone`], nothing queued
+/// before it): a lone caller's call then needs no wake-up of the writer task (one task
+/// switch of the three an unpipelined call made, with the reader's and the caller's
+/// own). Requests that come while others are in flight are left to the writer, which
+/// sends all that gathered meanwhile in one write; and so are big ones.
+fn write_now(socket: &dyn SocketWrite, state: &mut State) -> bool {
+    if state.queued.len() > WRITE_NOW_AT_MOST {
+        return false;
+    }
+    match socket.try_write(&state.queued) {
+        Ok(n) if n == state.queued.len() => {
+            state.queued.clear();
+            true
+        }
+        Ok(n) => {
+            state.queued.drain(..n);
+            false
+        }
+        // Nothing taken (a full socket, or a failure the writer meets and reports).
+        Err(_) => false,
+    }
 }
 
 /// How a connection is set up: what every connection of one manager shares.
@@ -203,9 +251,17 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Swaps everything queued into `batch` (which must be empty).
+    /// Swaps everything queued into `batch` (which must be empty), and marks the writer
+    /// busy with it if it is not empty (see [`Outbox::written`]).
     fn take(&self, batch: &mut Vec<u8>) {
-        std::mem::swap(&mut self.state().queued, batch);
+        let mut state = self.state();
+        std::mem::swap(&mut state.queued, batch);
+        state.writing = !batch.is_empty();
+    }
+
+    /// The writer wrote the batch it took: callers may write for themselves again.
+    fn written(&self) {
+        self.state().writing = false;
     }
 }
 
@@ -261,39 +317,114 @@ pub(crate) struct Connection {
     last_beat_ms: AtomicU64,
     /// Turns true when the connection dies.
     closed_tx: watch::Sender<bool>,
+    /// The socket's write half, for a caller to send its request itself when nothing
+    /// else is queued or being written (none under TLS).
+    socket: Option<Arc<dyn SocketWrite>>,
 }
 
-/// A connected stream, split into the halves its reader and writer tasks own. A TCP or
-/// Unix socket splits into two handles on the socket (`into_split`); a TLS session
-/// cannot, and its halves share it behind tokio's `split` lock, which every read and
-/// write takes (~120 instructions of an unpipelined call's 5,400 on a plain socket).
+/// A connected stream, split into the halves its reader and writer tasks own, and the
+/// write side that callers may use themselves ([`SocketWrite`]), if it has one. A TCP or
+/// Unix socket splits into two handles on the socket (`into_split`), and its write half
+/// is shared by the writer task and the callers; a TLS session cannot split, its halves
+/// share it behind tokio's `split` lock, which every read and write takes (~120
+/// instructions of an unpipelined call's 5,400 on a plain socket), and only its writer
+/// task writes.
 trait Halves: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Read: AsyncRead + Unpin + Send + 'static;
     type Write: AsyncWrite + Unpin + Send + 'static;
-    fn halves(self) -> (Self::Read, Self::Write);
+    fn halves(self) -> (Self::Read, Self::Write, Option<Arc<dyn SocketWrite>>);
 }
 
 impl Halves for tokio::net::TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
-    type Write = tokio::net::tcp::OwnedWriteHalf;
-    fn halves(self) -> (Self::Read, Self::Write) {
-        self.into_split()
+    type Write = SharedWrite<tokio::net::tcp::OwnedWriteHalf>;
+    fn halves(self) -> (Self::Read, Self::Write, Option<Arc<dyn SocketWrite>>) {
+        let (read, write) = self.into_split();
+        let write = Arc::new(write);
+        (read, SharedWrite(write.clone()), Some(write))
     }
 }
 
 impl Halves for tokio::net::UnixStream {
     type Read = tokio::net::unix::OwnedReadHalf;
-    type Write = tokio::net::unix::OwnedWriteHalf;
-    fn halves(self) -> (Self::Read, Self::Write) {
-        self.into_split()
+    type Write = SharedWrite<tokio::net::unix::OwnedWriteHalf>;
+    fn halves(self) -> (Self::Read, Self::Write, Option<Arc<dyn SocketWrite>>) {
+        let (read, write) = self.into_split();
+        let write = Arc::new(write);
+        (read, SharedWrite(write.clone()), Some(write))
     }
 }
 
 impl Halves for crate::tls::TlsStream {
     type Read = tokio::io::ReadHalf<Self>;
     type Write = tokio::io::WriteHalf<Self>;
-    fn halves(self) -> (Self::Read, Self::Write) {
-        tokio::io::split(self)
+    fn halves(self) -> (Self::Read, Self::Write, Option<Arc<dyn SocketWrite>>) {
+        let (read, write) = tokio::io::split(self);
+        (read, write, None)
+    }
+}
+
+/// A socket's write half that any thread may write to without waiting: what lets a
+/// caller send its request itself ([`Connection::submit_encoded`]) instead of waking
+/// the writer task to do it.
+trait SocketWrite: Send + Sync + 'static {
+    /// Ready when the socket may take more bytes (the waker is woken when it may).
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>>;
+    /// Writes what the socket takes now, without waiting: `WouldBlock` if nothing.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+impl SocketWrite for tokio::net::tcp::OwnedWriteHalf {
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.as_ref().poll_write_ready(cx)
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        tokio::net::tcp::OwnedWriteHalf::try_write(self, buf)
+    }
+}
+
+impl SocketWrite for tokio::net::unix::OwnedWriteHalf {
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.as_ref().poll_write_ready(cx)
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        tokio::net::unix::OwnedWriteHalf::try_write(self, buf)
+    }
+}
+
+/// The writer task's handle on a write half it shares with the callers. Shutting it
+/// down does nothing: the half shuts the socket's write side down when its last handle
+/// is dropped (tokio's owned halves do), after the writer's last write.
+struct SharedWrite<W>(Arc<W>);
+
+impl<W: SocketWrite> AsyncWrite for SharedWrite<W> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                // Readiness was stale; `try_write` cleared it, so the next poll waits.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return std::task::Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -378,16 +509,8 @@ impl Connection {
             Some((_, previous)) if welcome.resumed => previous,
             _ => setup.generation,
         };
-        let (read_half, write_half) = stream.halves();
-        let state = State {
-            queued: Vec::new(),
-            pending: IdMap::default(),
-            abandoned: IdMap::default(),
-            cancels: IdMap::default(),
-            closed: None,
-            grant_in_flight: false,
-        };
-        let outbox = Arc::new(Outbox { state: Mutex::new(state), ready: Signal::default() });
+        let (read_half, write_half, socket) = stream.halves();
+        let outbox = Arc::new(Outbox { state: Mutex::new(State::default()), ready: Signal::default() });
         let conn = Arc::new(Connection {
             ids: setup.ids,
             generation,
@@ -396,6 +519,7 @@ impl Connection {
             welcome,
             last_beat_ms: AtomicU64::new(coarse_ms()),
             closed_tx: watch::channel(false).0,
+            socket,
         });
         tokio::spawn(write_loop(write_half, outbox, Arc::downgrade(&conn)));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&conn)));
@@ -490,7 +614,14 @@ impl Connection {
                 self.welcome.max_frame
             )));
         }
+        let alone = start == 0 && state.alone();
         register(&mut state, id);
+        if let Some(socket) = self.socket.as_deref().filter(|_| alone) {
+            if write_now(socket, &mut state) {
+                self.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         drop(state);
         // Only the first request of a batch wakes the writer: it takes them all.
         if start == 0 {
@@ -799,6 +930,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, outbox: Arc<Outbox>, c
         if !batch.is_empty() {
             stamp(&conn);
             let written = writer.write_all(&batch).await;
+            outbox.written();
             if keeping.keeps(batch.capacity(), batch.len()) {
                 batch.clear();
             } else {
@@ -959,10 +1091,9 @@ fn connect_abstract(_name: &str) -> std::io::Result<tokio::net::UnixStream> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{Signal, BATCH_KEEPING};
+    use super::*;
 
     /// Polls `signal.wait()` once: whether it was ready.
     fn ready_now(signal: &Signal) -> bool {
@@ -1036,5 +1167,84 @@ mod tests {
         // ...and given back by the first small batch after them.
         assert!(!keeping.keeps(8 * MIB, 2 * MIB - 1));
         assert!(!keeping.keeps(2 * MIB, 100));
+    }
+
+    /// A socket that takes at most `room` bytes per write, and remembers what it took.
+    struct Taker {
+        room: usize,
+        took: Mutex<Vec<u8>>,
+    }
+
+    impl SocketWrite for Taker {
+        fn poll_write_ready(&self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.took.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    fn state_with(queued: &[u8]) -> State {
+        State { queued: queued.to_vec(), ..State::default() }
+    }
+
+    fn taker(room: usize) -> Taker {
+        Taker { room, took: Mutex::new(Vec::new()) }
+    }
+
+    #[test]
+    fn a_request_the_socket_takes_whole_leaves_nothing_queued() {
+        let (socket, mut state) = (taker(usize::MAX), state_with(b"request"));
+        assert!(write_now(&socket, &mut state));
+        assert!(state.queued.is_empty());
+        assert_eq!(*socket.took.lock().unwrap(), b"request");
+    }
+
+    /// What the socket did not take stays queued, from where it stopped: the writer
+    /// sends exactly the rest, and the bytes on the wire are the request's, in order.
+    #[test]
+    fn what_the_socket_does_not_take_stays_queued_for_the_writer() {
+        let (socket, mut state) = (taker(3), state_with(b"request"));
+        assert!(!write_now(&socket, &mut state));
+        assert_eq!(state.queued, b"uest");
+        assert_eq!(*socket.took.lock().unwrap(), b"req");
+
+        let (full, mut state) = (taker(0), state_with(b"request"));
+        assert!(!write_now(&full, &mut state));
+        assert_eq!(state.queued, b"request");
+    }
+
+    #[test]
+    fn a_big_request_is_left_to_the_writer() {
+        let (socket, mut state) = (taker(usize::MAX), state_with(&vec![7; WRITE_NOW_AT_MOST + 1]));
+        assert!(!write_now(&socket, &mut state));
+        assert_eq!(state.queued.len(), WRITE_NOW_AT_MOST + 1);
+        assert!(socket.took.lock().unwrap().is_empty());
+    }
+
+    /// A request is alone only while the writer has no batch in hand and no call
+    /// waits for a reply; the writer's take and its end of writing move the first.
+    #[test]
+    fn a_request_is_alone_only_with_no_write_under_way_and_no_call_waiting() {
+        let outbox = Outbox { state: Mutex::new(state_with(b"")), ready: Signal::default() };
+        assert!(outbox.state().alone());
+        outbox.state().queued.extend_from_slice(b"batch");
+        let mut batch = Vec::new();
+        outbox.take(&mut batch);
+        assert_eq!(batch, b"batch");
+        assert!(!outbox.state().alone(), "the writer is writing a batch");
+        outbox.written();
+        assert!(outbox.state().alone());
+        // Taking an empty outbox starts no write.
+        batch.clear();
+        outbox.take(&mut batch);
+        assert!(outbox.state().alone());
+        outbox.state().pending.insert(1, Slot::new(None));
+        assert!(!outbox.state().alone(), "a call waits for its reply");
     }
 }
