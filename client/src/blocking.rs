@@ -42,8 +42,9 @@
 //! runtime and the one connection), so any number of threads can call through them at
 //! once; their calls are multiplexed over the connection like concurrent async calls.
 //! A call alone on the connection (no other call waiting for its answer) is written
-//! to the socket by the calling thread itself, so a thread making one call at a time
-//! wakes the runtime's thread only for the answer. The runtime and the connection live
+//! to a TCP or Unix socket by the calling thread itself, so a thread making one call
+//! at a time wakes the runtime's thread only for the answer (under TLS the runtime's
+//! thread writes every call). The runtime and the connection live
 //! until the manager and the last proxy made from it are dropped.
 //!
 //! # Losing the server

@@ -122,11 +122,11 @@ struct State {
 }
 
 impl State {
-    /// True if a request queued now would be alone on the connection: nothing being
-    /// written, no call waiting for its reply (whether anything is queued before it is
-    /// the caller's to see). Its caller may then write it itself ([`write_now`]).
+    /// True if a request queued now would be alone on the connection: nothing queued,
+    /// nothing being written, no call waiting for its reply. Its caller may then write
+    /// it itself ([`write_now`]).
     fn alone(&self) -> bool {
-        !self.writing && self.pending.is_empty()
+        self.queued.is_empty() && !self.writing && self.pending.is_empty()
     }
 }
 
@@ -138,8 +138,8 @@ const WRITE_NOW_AT_MOST: usize = 64 * 1024;
 /// be queued or written before it is): true if the socket took it all. Otherwise what
 /// it did not take stays queued, for the writer task to finish.
 ///
-/// Only for a request that is alone on its connection ([`State::alone`], nothing queued
-/// before it): a lone caller's call then needs no wake-up of the writer task (one task
+/// Only for a request that is alone on its connection ([`State::alone`], asked before
+/// it was queued): a lone caller's call then needs no wake-up of the writer task (one task
 /// switch of the three an unpipelined call made, with the reader's and the caller's
 /// own). Requests that come while others are in flight are left to the writer, which
 /// sends all that gathered meanwhile in one write; and so are big ones.
@@ -339,9 +339,7 @@ impl Halves for tokio::net::TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = SharedWrite<tokio::net::tcp::OwnedWriteHalf>;
     fn halves(self) -> (Self::Read, Self::Write, Option<Arc<dyn SocketWrite>>) {
-        let (read, write) = self.into_split();
-        let write = Arc::new(write);
-        (read, SharedWrite(write.clone()), Some(write))
+        shared_write(self.into_split())
     }
 }
 
@@ -349,10 +347,14 @@ impl Halves for tokio::net::UnixStream {
     type Read = tokio::net::unix::OwnedReadHalf;
     type Write = SharedWrite<tokio::net::unix::OwnedWriteHalf>;
     fn halves(self) -> (Self::Read, Self::Write, Option<Arc<dyn SocketWrite>>) {
-        let (read, write) = self.into_split();
-        let write = Arc::new(write);
-        (read, SharedWrite(write.clone()), Some(write))
+        shared_write(self.into_split())
     }
+}
+
+/// A plain socket's halves: the write half shared by the writer task and the callers.
+fn shared_write<R, W: SocketWrite>((read, write): (R, W)) -> (R, SharedWrite<W>, Option<Arc<dyn SocketWrite>>) {
+    let write = Arc::new(write);
+    (read, SharedWrite(write.clone()), Some(write))
 }
 
 impl Halves for crate::tls::TlsStream {
@@ -604,6 +606,7 @@ impl Connection {
         if let Some(reason) = &state.closed {
             return Err(reason.clone());
         }
+        let alone = state.alone();
         let start = state.queued.len();
         frame::encode_with(&mut state.queued, encode)?;
         let body_len = (state.queued.len() - start - 4) as u64;
@@ -614,11 +617,10 @@ impl Connection {
                 self.welcome.max_frame
             )));
         }
-        let alone = start == 0 && state.alone();
         register(&mut state, id);
         if let Some(socket) = self.socket.as_deref().filter(|_| alone) {
             if write_now(socket, &mut state) {
-                self.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
+                self.heard_now();
                 return Ok(());
             }
         }
@@ -700,6 +702,12 @@ impl Connection {
     /// Sends a request whose reply nobody waits for (releasing a handle on drop).
     pub(crate) fn send_and_forget(&self, op: Op) {
         let _ = self.send(op, None);
+    }
+
+    /// Notes that the server has just heard from us (a write went out): any message
+    /// counts as a heartbeat.
+    fn heard_now(&self) {
+        self.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
     }
 
     /// True if this process could not send a heartbeat for longer than the server's
@@ -916,7 +924,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, outbox: Arc<Outbox>, c
     // link) must not look like silence.
     let stamp = |conn: &std::sync::Weak<Connection>| {
         if let Some(conn) = conn.upgrade() {
-            conn.last_beat_ms.store(coarse_ms(), Ordering::Relaxed);
+            conn.heard_now();
         }
     };
     let mut batch = Vec::new();
@@ -1219,6 +1227,25 @@ mod tests {
         assert_eq!(state.queued, b"request");
     }
 
+    /// A socket that fails (the server went away) takes nothing: the request stays
+    /// queued for the writer, whose write fails the same way and ends the connection
+    /// with the reason (`write_failed`), failing the call.
+    #[test]
+    fn a_failing_socket_leaves_the_request_to_the_writer() {
+        struct Broken;
+        impl SocketWrite for Broken {
+            fn poll_write_ready(&self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn try_write(&self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+        let mut state = state_with(b"request");
+        assert!(!write_now(&Broken, &mut state));
+        assert_eq!(state.queued, b"request");
+    }
+
     #[test]
     fn a_big_request_is_left_to_the_writer() {
         let (socket, mut state) = (taker(usize::MAX), state_with(&vec![7; WRITE_NOW_AT_MOST + 1]));
@@ -1234,6 +1261,7 @@ mod tests {
         let outbox = Outbox { state: Mutex::new(state_with(b"")), ready: Signal::default() };
         assert!(outbox.state().alone());
         outbox.state().queued.extend_from_slice(b"batch");
+        assert!(!outbox.state().alone(), "a request is queued before it");
         let mut batch = Vec::new();
         outbox.take(&mut batch);
         assert_eq!(batch, b"batch");

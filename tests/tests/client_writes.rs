@@ -63,6 +63,7 @@ async fn every_item_arrives_once_in_order(server: &Server) {
             let mut rng = Rng(task + 1);
             for i in 0..EACH {
                 list.push(&item(task, i, &mut rng)).await.unwrap();
+                // A pause is a sleep or, half the time, only a yield to the other tasks.
                 match pause(&mut rng) {
                     Some(pause) if pause.as_micros() % 2 == 0 => tokio::time::sleep(pause).await,
                     Some(_) => tokio::task::yield_now().await,
