@@ -23,6 +23,14 @@ Operations (each client process works on the same shared objects):
 * ``proxy_create``    ``m.dict()`` then dropping it (create + incref + decref + decref:
   four new connections per op — where CPython's Nagle/delayed-ACK stall shows over TCP)
 
+The floor (``--echo ADDR``, target ``echo``): the same client processes make the same
+round trips — a request pickled as the proxy pickles it, sent and read back through
+``multiprocessing.connection`` — against an echo server that returns every frame as
+it came (``agora bench --serve-echo --echo-threads``, a thread per connection blocked
+in ``recv``, as CPython's manager serves one). With ``--echo-pid`` its CPU per op is
+the least any server that sleeps between a client's calls spends on them: the kernel's
+``recv``, ``send``, sleep and wake-up, and nothing else. ``proxy_create`` has no floor.
+
 Prints a table, then one line ``JSON {...}`` (and writes it to ``--json FILE``) with
 every measurement and the ratio agora/CPython for throughput (>1: agora is faster)
 and p50 latency (<1: agora is faster). With ``--agora-pid PID`` it also reports each
@@ -40,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Client
 from multiprocessing.managers import SyncManager
 
 OPS = ["dict_set", "dict_get", "list_append", "queue_put_get", "lock", "proxy_create"]
@@ -95,14 +104,40 @@ def step(op, objs, manager, i):
         raise ValueError(op)
 
 
+# The floor's round trips per op, each the request a proxy sends for it: ``(token id,
+# method, args, kwds)``, pickled by ``Connection.send`` as ``_callmethod`` does.
+ECHO_CALLS = {
+    "dict_set": [("__setitem__", ("k1", 1))],
+    "dict_get": [("__getitem__", ("k1",))],
+    "list_append": [("append", (1,))],
+    "queue_put_get": [("put", (1,)), ("get", ())],
+    "lock": [("acquire", ()), ("release", ())],
+}
+
+
+ECHO_TOKEN = "7f3b2c1d9e80"  # a token id as CPython's manager writes one
+
+
+def echo_step(op, conn):
+    """One floor operation: the op's round trips, each echoed back and unpickled."""
+    for method, args in ECHO_CALLS[op]:
+        conn.send((ECHO_TOKEN, method, args, {}))
+        conn.recv()
+
+
 def client(op, objs, address, authkey, duration, warmup, start, results):
     """One client process: warm up, wait for the others, run for `duration` seconds."""
-    manager = connect(address, authkey) if op == "proxy_create" else None
+    if objs is None:  # the floor: a connection of this process's own
+        conn = Client(address)
+        one = lambda i: echo_step(op, conn)  # noqa: E731
+    else:
+        manager = connect(address, authkey) if op == "proxy_create" else None
+        one = lambda i: step(op, objs, manager, i)  # noqa: E731
     gc.disable()
     t_end = time.perf_counter() + warmup
     i = 0
     while time.perf_counter() < t_end:
-        step(op, objs, manager, i)
+        one(i)
         i += 1
     start.wait()
     samples = []
@@ -112,7 +147,7 @@ def client(op, objs, address, authkey, duration, warmup, start, results):
     deadline = began + duration
     t = began
     while t < deadline:
-        step(op, objs, manager, i)
+        one(i)
         t2 = now()
         samples.append(t2 - t)
         t = t2
@@ -148,8 +183,8 @@ def process_cpu(pid):
 def measure(target, address, authkey, op, clients, duration, warmup, server_pid=None):
     """Runs `clients` processes doing `op` for `duration` seconds; the aggregate, with
     the server's CPU time per operation when its pid is known."""
-    m = connect(address, authkey)
-    objs = make_objects(m)
+    m = None if target == "echo" else connect(address, authkey)
+    objs = None if m is None else make_objects(m)
     ctx = multiprocessing.get_context("fork")
     start = ctx.Barrier(clients + 1)
     results = ctx.Queue()
@@ -209,6 +244,9 @@ def main():
     parser.add_argument("--targets", default="cpython,agora", help="which servers (default cpython,agora)")
     parser.add_argument("--json", metavar="FILE", help="also write the JSON results here")
     parser.add_argument("--agora-pid", type=int, help="agora server's pid: also report its CPU time per op")
+    parser.add_argument("--echo", metavar="ADDR",
+                        help="the floor's echo server (agora bench --serve-echo --echo-threads): adds target echo")
+    parser.add_argument("--echo-pid", type=int, help="the echo server's pid: also report its CPU time per op")
     args = parser.parse_args()
     if args.authkey is None:
         parser.error("agora's authkey: pass --authkey or set AGORA_AUTHKEY")
@@ -218,6 +256,13 @@ def main():
         parser.error(f"unknown operations: {', '.join(sorted(unknown))}")
     client_counts = [int(k) for k in args.clients.split(",") if k]
     targets = [t for t in args.targets.split(",") if t]
+    if args.echo and "echo" not in targets:
+        targets.append("echo")
+    if "echo" in targets and not args.echo:
+        parser.error("target echo needs --echo ADDR")
+    unknown = set(targets) - {"cpython", "agora", "echo"}
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     agora_address = parse_address(args.agora)
     kind = "tcp" if isinstance(agora_address, tuple) else "unix"
     authkey = args.authkey.encode()
@@ -226,6 +271,11 @@ def main():
     cpython = None
     addresses = {"agora": agora_address}
     pids = {"agora": args.agora_pid}
+    if args.echo:
+        addresses["echo"] = parse_address(args.echo)
+        pids["echo"] = args.echo_pid
+        if isinstance(addresses["echo"], tuple) != isinstance(agora_address, tuple):
+            parser.error("--echo must be the same kind of address as --agora (TCP or Unix)")
     try:
         if "cpython" in targets:
             cpython = start_cpython_server(kind, authkey, tmpdir)
@@ -235,13 +285,15 @@ def main():
         print(f"CPython {sys.version.split()[0]} clients, {kind}; agora at {show_address(agora_address)}"
               + (f", CPython server at {show_address(addresses['cpython'])}" if cpython else ""), flush=True)
         header = f"{'op':<14} {'K':>2} " + "".join(
-            f"{t + ' ops/s':>15} {t + ' p50/p99 us':>22} " for t in targets) + ("   ratio" if len(targets) == 2 else "")
+            f"{t + ' ops/s':>15} {t + ' p50/p99 us':>22} " for t in targets) + ("   ratio" if {"cpython", "agora"} <= set(targets) else "")
         print(header)
         print("-" * len(header))
         for op in ops:
             for k in client_counts:
                 row = {"op": op, "clients": k}
                 for target in targets:
+                    if target == "echo" and op not in ECHO_CALLS:
+                        continue
                     row[target] = measure(target, addresses[target], authkey, op, k, args.duration, args.warmup,
                                           pids.get(target))
                 if "cpython" in row and "agora" in row:
@@ -250,14 +302,20 @@ def main():
                     if a_cpu is not None and c_cpu:
                         row["server_cpu_ratio"] = ratio(a_cpu, c_cpu)
                     row["p50_ratio"] = ratio(row["agora"]["p50_us"], row["cpython"]["p50_us"])
+                if "cpython" in row and "echo" in row:
+                    e_cpu, c_cpu = row["echo"]["server_cpu_us"], row["cpython"]["server_cpu_us"]
+                    if e_cpu is not None and c_cpu:
+                        # Below 1/3: a server could meet "a third of CPython's server" here.
+                        row["floor_cpu_ratio"] = ratio(e_cpu, c_cpu)
                 results.append(row)
                 line = f"{op:<14} {k:>2} " + "".join(
                     f"{row[t]['ops_per_sec']:>15,.0f} {str(row[t]['p50_us']) + ' / ' + str(row[t]['p99_us']):>22} "
+                    if t in row else f"{'-':>15} {'-':>22} "
                     for t in targets)
                 if "throughput_ratio" in row:
                     line += f"{row['throughput_ratio']:>7}x"
-                cpus = [row[t]["server_cpu_us"] for t in targets]
-                if all(c is not None for c in cpus):
+                cpus = [row[t]["server_cpu_us"] for t in targets if t in row]
+                if cpus and all(c is not None for c in cpus):
                     line += "   server CPU/op us " + " / ".join(f"{c}" for c in cpus)
                 print(line, flush=True)
         report = {

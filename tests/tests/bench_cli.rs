@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use agora_tests::{agora_bin, Server, ServerOptions};
+use agora_tests::{agora_bin, RawConn, Server, ServerOptions, HANG_GUARD};
 
 /// Runs `agora bench` with `args` against `server`; returns the parsed JSON report.
 fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
@@ -126,6 +126,7 @@ fn help_explains_every_flag() {
         "--idle",
         "--echo-address",
         "--serve-echo",
+        "--echo-threads",
         "--threads",
         "--blocking",
         "--time-limit",
@@ -148,4 +149,108 @@ fn a_test_cut_short_by_the_time_limit_says_so() {
     assert_eq!(r["errors"], 0, "{r}");
     let made = r["requests"].as_u64().unwrap();
     assert!(0 < made && made < asked, "{r}");
+}
+
+/// `agora bench --serve-echo` running in the background; killed when dropped.
+struct EchoServer {
+    child: std::process::Child,
+    address: String,
+}
+
+impl EchoServer {
+    fn start(listen: &str, threads: bool) -> EchoServer {
+        use std::io::BufRead;
+        let mut cmd = Command::new(agora_bin());
+        cmd.args(["bench", "--serve-echo", "--address", listen]);
+        if threads {
+            cmd.arg("--echo-threads");
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the echo server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening address=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let address = rx.recv_timeout(HANG_GUARD).expect("the echo server did not say where it listens");
+        EchoServer { child, address }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Both models of the floor's echo server give every frame back as it came, on
+/// connections served at once, whether a frame comes in one write or in pieces, alone
+/// or behind others; and `-t echo` makes exactly its requests against either.
+#[test]
+fn the_echo_server_gives_every_frame_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    for (listen, threads) in [
+        ("127.0.0.1:0".to_owned(), false),
+        ("127.0.0.1:0".to_owned(), true),
+        (format!("unix:{}", dir.path().join("runtime.sock").display()), false),
+        (format!("unix:{}", dir.path().join("threads.sock").display()), true),
+    ] {
+        let echo = EchoServer::start(&listen, threads);
+        let clients: Vec<_> = (0..4u8)
+            .map(|c| {
+                let address = echo.address.clone();
+                std::thread::spawn(move || {
+                    let mut conn = RawConn::connect(&address);
+                    let small = [c; 17];
+                    let big: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8 ^ c).collect();
+                    // The big frame in two writes with a pause between them.
+                    let mut wire = Vec::new();
+                    agora_proto::frame::encode(&big, &mut wire);
+                    conn.send(&wire[..5_000]).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    conn.send(&wire[5_000..]).unwrap();
+                    assert_eq!(conn.recv_frame().as_deref(), Some(&big[..]), "client {c}: the big frame");
+                    // Three frames in one write: three back, in order.
+                    let mut three = Vec::new();
+                    for body in [&small[..], b"", &big[..1000]] {
+                        agora_proto::frame::encode(body, &mut three);
+                    }
+                    conn.send(&three).unwrap();
+                    assert_eq!(conn.recv_frame().as_deref(), Some(&small[..]), "client {c}");
+                    assert_eq!(conn.recv_frame().as_deref(), Some(&b""[..]), "client {c}");
+                    assert_eq!(conn.recv_frame().as_deref(), Some(&big[..1000]), "client {c}");
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("an echo client failed");
+        }
+        let output = Command::new(agora_bin())
+            .args(["bench", "-t", "echo", "--echo-address", &echo.address, "-n", "300", "-c", "3", "-P", "4"])
+            .arg("--json")
+            .output()
+            .expect("run agora bench");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{listen}: {}", String::from_utf8_lossy(&output.stderr));
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let r = result(&report, "echo");
+        assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(300), Some(0)), "{listen}: {r}");
+    }
+}
+
+#[test]
+fn echo_threads_needs_serve_echo() {
+    let output = Command::new(agora_bin()).args(["bench", "--echo-threads", "-t", "echo"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--serve-echo"), "{stderr}");
 }

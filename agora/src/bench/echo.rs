@@ -6,6 +6,12 @@
 //! and the object call taken out. The floor
 //! client is as thin: per connection one task writes `P` frames in one write and
 //! reads `P` frames back. What agora adds on top of this is what agora costs.
+//!
+//! The server comes in two models: tasks on the runtime ([`serve`], agora's own
+//! model), and a thread per connection blocked in `recv(2)` ([`serve_threads`],
+//! CPython's manager's). The second is the floor for a stock CPython client's round
+//! trip (`bench/py_manager_bench.py --echo`): what any server that sleeps between a
+//! lone client's calls must spend on one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +56,90 @@ pub async fn serve(listener: Listener) {
     }
 }
 
+/// Accepts, and serves each connection from an OS thread of its own that blocks in
+/// `recv(2)` until a frame comes and in `send(2)` to answer it: the model of
+/// CPython's manager, whose thread per connection waits in `recv`. With one client a
+/// round trip then costs the server a `recv`, a `send` and one sleep and wake-up,
+/// with no readiness polling: the least a server that sleeps between calls can
+/// spend on it.
+pub async fn serve_threads(listener: Listener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((Accepted::Tcp(s), _)) => s.into_std().map(Blocking::Tcp),
+            Ok((Accepted::Unix(s), _)) => s.into_std().map(Blocking::Unix),
+            Ok((Accepted::Tls(s), _)) => {
+                drop(s);
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        let started = stream.and_then(|stream| {
+            stream.set_blocking()?;
+            std::thread::Builder::new().name("agora-echo".into()).spawn(move || stream.echo())
+        });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "echo server: accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A connection served by a thread of its own.
+enum Blocking {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Blocking {
+    fn set_blocking(&self) -> std::io::Result<()> {
+        match self {
+            Blocking::Tcp(s) => s.set_nonblocking(false),
+            Blocking::Unix(s) => s.set_nonblocking(false),
+        }
+    }
+
+    fn echo(self) {
+        match self {
+            Blocking::Tcp(s) => echo_blocking(s),
+            Blocking::Unix(s) => echo_blocking(s),
+        }
+    }
+}
+
+/// Moves every complete frame in `rbuf` to `wbuf`; false if a frame is malformed.
+fn echo_frames(rbuf: &mut BytesMut, wbuf: &mut Vec<u8>) -> bool {
+    loop {
+        match frame::take_frame(rbuf, ECHO_MAX_FRAME) {
+            Ok(Some(body)) => frame::encode(&body, wbuf),
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// [`echo`]'s work on a blocking socket: read what arrived, write every complete frame
+/// back in one write.
+fn echo_blocking<S: std::io::Read + std::io::Write>(mut stream: S) {
+    let mut chunk = vec![0; 16 * 1024];
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = Vec::with_capacity(16 * 1024);
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+        }
+        if !echo_frames(&mut rbuf, &mut wbuf) {
+            return;
+        }
+        if !wbuf.is_empty() {
+            if stream.write_all(&wbuf).is_err() {
+                return;
+            }
+            wbuf.clear();
+        }
+    }
+}
+
 async fn echo<S: Transport>(mut stream: S) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = Vec::with_capacity(16 * 1024);
@@ -59,12 +149,8 @@ async fn echo<S: Transport>(mut stream: S) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        loop {
-            match frame::take_frame(&mut rbuf, ECHO_MAX_FRAME) {
-                Ok(Some(body)) => frame::encode(&body, &mut wbuf),
-                Ok(None) => break,
-                Err(_) => return,
-            }
+        if !echo_frames(&mut rbuf, &mut wbuf) {
+            return;
         }
         if !wbuf.is_empty() {
             if stream.write_all(&wbuf).await.is_err() {

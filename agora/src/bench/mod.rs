@@ -99,7 +99,9 @@ EXAMPLES:
   agora bench -a 127.0.0.1:50000 --authkey-file key -c 50 -P 16 -t set,get --json
   agora bench --embedded --unix --idle 10000 -c 50 -t get
   agora bench --embedded --raw -c 50 -P 16 -t set,get   (a bare client, as redis-benchmark's)
-  agora bench --serve-echo -a 127.0.0.1:50001        (run the floor's echo server)";
+  agora bench --serve-echo -a 127.0.0.1:50001        (run the floor's echo server)
+  agora bench --serve-echo --echo-threads -a unix:/tmp/echo.sock
+                                                     (the floor for stock CPython clients)";
 
 /// Flags of `agora bench`.
 #[derive(Debug, Args)]
@@ -181,6 +183,13 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "embedded")]
     pub serve_echo: bool,
 
+    /// With --serve-echo: serve each connection from an OS thread of its own that
+    /// blocks in recv(2) between frames, as CPython's manager serves one, instead of
+    /// from a task on the runtime (the floor for stock CPython clients:
+    /// bench/py_manager_bench.py --echo).
+    #[arg(long, requires = "serve_echo")]
+    pub echo_threads: bool,
+
     /// Load the server through a bare client shaped like redis-benchmark's (per
     /// connection: write -P pre-encoded requests, read -P replies) instead of the typed
     /// agora client; for comparing servers. Tests: ping, set, get, append, add, qput, qget.
@@ -199,7 +208,7 @@ pub struct BenchArgs {
 /// Runs `agora bench`.
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.serve_echo {
-        return serve_echo(&args.client.address).await;
+        return serve_echo(&args.client.address, args.echo_threads).await;
     }
     if args.client.address.is_tls() && args.raw {
         return Err("--raw speaks plain TCP and Unix sockets only: drop --raw to measure a tls:// listener".into());
@@ -332,17 +341,26 @@ fn load_authkey(args: &ClientArgs) -> Result<Vec<u8>, String> {
     args.resolve().map(|(_, authkey)| authkey)
 }
 
-/// `agora bench --serve-echo`: the floor's far end, until SIGINT/SIGTERM.
-async fn serve_echo(address: &Address) -> Result<(), String> {
+/// `agora bench --serve-echo`: the floor's far end, until SIGINT/SIGTERM; with
+/// `threads`, a thread per connection.
+async fn serve_echo(address: &Address, threads: bool) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = (
         signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
         signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
     );
     let (listener, bound) = echo::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    eprintln!("agora bench: echo server listening address={bound}");
+    let model = if threads { "a thread per connection" } else { "tasks on the runtime" };
+    eprintln!("agora bench: echo server listening address={bound} ({model})");
+    let serve = async {
+        if threads {
+            echo::serve_threads(listener).await
+        } else {
+            echo::serve(listener).await
+        }
+    };
     tokio::select! {
-        _ = echo::serve(listener) => {}
+        _ = serve => {}
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
