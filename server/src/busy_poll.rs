@@ -259,18 +259,20 @@ impl BusyPoll {
     /// Polls `ready` (bytes waiting on the socket? `None`: it cannot tell) until it says
     /// yes or the window ends, yielding the CPU between looks; returns at once if the
     /// window is closed, enough other connections are calling, or every polling place
-    /// is taken. Starts the gap that [`BusyPoll::arrived`] measures.
-    pub fn wait(&mut self, ready: impl FnMut() -> Option<bool>) {
+    /// is taken. Starts the gap that [`BusyPoll::arrived`] measures. True when it let
+    /// the poll pass because enough other connections are calling.
+    pub fn wait(&mut self, ready: impl FnMut() -> Option<bool>) -> bool {
         let start = Instant::now();
         self.answered = Some(start);
         if self.window.is_zero() {
-            return;
+            return false;
         }
         let polling = &self.polling;
         if polling.recent.others_calling(self.id, polling.recent.now(start), polling.limit) {
-            return;
+            return true;
         }
         self.poll(start, || true, ready);
+        false
     }
 
     /// Like [`BusyPoll::wait`], for a shared worker: polls only while `alone` says no
@@ -476,15 +478,17 @@ mod tests {
         let mut other = BusyPoll::new(Duration::from_secs(5), polling.clone());
         other.arrived();
         let mut poll = BusyPoll::new(Duration::from_secs(5), polling.clone());
-        poll.wait(|| panic!("polled while another connection called just now"));
+        let others = poll.wait(|| panic!("polled while another connection called just now"));
+        assert!(others, "it says why it did not poll: its thread then waits for input alone");
         let mut alone = BusyPoll::new(Duration::from_secs(5), Arc::new(Polling::new(1)));
         alone.arrived();
         let mut looks = 0;
-        alone.wait(|| {
+        let others = alone.wait(|| {
             looks += 1;
             Some(true)
         });
         assert_eq!(looks, 1, "its own calls never stop it");
+        assert!(!others);
     }
 
     /// A window no scheduling delay outlasts, for tests of how a poll ends (caught, cut

@@ -58,8 +58,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Waits for input with the thread blocked, for at most a moment, and reads what
     /// came into `buf`: only a connection on a thread of its own can
     /// ([`crate::dedicated`]); `None` for one on a runtime other connections share.
-    /// `Some(Err(_))` with [`io::ErrorKind::WouldBlock`]: nothing came meanwhile.
-    fn read_blocking(&mut self, _buf: &mut bytes::BytesMut) -> Option<io::Result<usize>> {
+    /// `Some(Err(_))` with [`io::ErrorKind::WouldBlock`]: nothing came meanwhile. With
+    /// `input_only`, a thread waits where only input wakes it (other connections are
+    /// calling: a wake-up for nothing would take a CPU one of theirs needs).
+    fn read_blocking(&mut self, _buf: &mut bytes::BytesMut, _input_only: bool) -> Option<io::Result<usize>> {
         None
     }
 

@@ -243,14 +243,14 @@ async fn serve_requests<S: Transport>(
             None => {
                 // A request already buffered needs no waiting for.
                 if rbuf.is_empty() {
-                    if let Some(poll) = poll.as_deref_mut() {
-                        poll.wait(|| stream.input_waiting());
-                    }
-                    // On a thread of its own, the connection waits blocked in `recv(2)`
-                    // for a while, without a turn of its runtime. What that finds other
-                    // than bytes (an end, an error, nothing yet) the read below finds too.
+                    // While other connections are calling, their threads need the CPUs:
+                    // this one then waits to be woken by a request alone.
+                    let others_calling = poll.as_deref_mut().is_some_and(|poll| poll.wait(|| stream.input_waiting()));
+                    // On a thread of its own, the connection waits blocked for a while,
+                    // without a turn of its runtime. What that finds other than bytes
+                    // (an end, an error, nothing yet) the read below finds too.
                     if !*shutdown.borrow() {
-                        let _ = stream.read_blocking(&mut rbuf);
+                        let _ = stream.read_blocking(&mut rbuf, others_calling);
                     }
                 }
                 let read = match frame::take_frame(&mut rbuf, max_frame) {
