@@ -62,12 +62,19 @@ start_agora() {
         A_PID[$i]=$!
         PIDS+=($!)
     done
+    find_leader || { echo "agora: no leader" >&2; exit 1; }
+}
+
+# find_leader: sets A_LEADER to the node the cluster started by start_agora names its
+# leader, waiting up to 10 s for one; fails if none.
+find_leader() {
+    local status
     A_LEADER=""
     for _ in $(seq 1 100); do
         status=$("$BIN" cluster status --peer "${A_PEER[1]}" ${AGORA_PEER_TLS_CA:+--peer-tls-ca "$AGORA_PEER_TLS_CA"} 2>/dev/null || true)
         A_LEADER=$(echo "$status" | sed -n 's/^leader: node \([0-9]\).*/\1/p')
-        [ -n "$A_LEADER" ] && break
+        [ -n "$A_LEADER" ] && return 0
         sleep 0.1
     done
-    [ -n "$A_LEADER" ] || { echo "agora: no leader" >&2; exit 1; }
+    return 1
 }

@@ -135,11 +135,21 @@ fi
 echo "   3-node cluster"
 declare -a A_PEER A_CLIENT A_PID
 start_agora cluster
-leader=${A_CLIENT[$A_LEADER]}
-follower=${A_CLIENT[$(( A_LEADER % 3 + 1 ))]}
+# The instrumented build runs several times slower; under this load a node can miss
+# its leader's heartbeats and start an election, and a client that meets one is told
+# so. Such a run is made again once the cluster names a leader (twice at most); the
+# profile keeps whatever ran.
 for pipeline in 1 16; do
-    "$BIN" bench --address "$leader" -c 50 -P $pipeline -n 50000 -t set,get,qput,qget,add >/dev/null
-    "$BIN" bench --address "$follower" -c 50 -P $pipeline -n 20000 -t set,get >/dev/null
+    for attempt in 1 2 3; do
+        leader=${A_CLIENT[$A_LEADER]}
+        follower=${A_CLIENT[$(( A_LEADER % 3 + 1 ))]}
+        if "$BIN" bench --address "$leader" -c 50 -P $pipeline -n 50000 -t set,get,qput,qget,add >/dev/null &&
+            "$BIN" bench --address "$follower" -c 50 -P $pipeline -n 20000 -t set,get >/dev/null; then
+            break
+        fi
+        echo "   (-P $pipeline, attempt $attempt met an election: again once there is a leader)"
+        find_leader || break
+    done
 done
 for i in 1 2 3; do stop "${A_PID[$i]}"; done
 
