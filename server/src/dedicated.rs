@@ -15,8 +15,8 @@
 //! threads never take more than half of the open-files limit; a thread or runtime
 //! that cannot be started leaves its connection to the shared workers. Such a thread
 //! polls its socket for a moment before it sleeps ([`crate::busy_poll`]); the shared
-//! workers never do. It then sleeps in `recv(2)` (in `poll(2)` while other
-//! connections are calling) itself, not in its runtime
+//! workers never do. It then sleeps in `recv(2)` (on a Unix socket while other
+//! connections are calling, in `poll(2)`) itself, not in its runtime
 //! ([`ThreadSocket`]), for up to [`BLOCK_AT_MOST`].
 //!
 //! Owns: the count of such threads, and moving a connection's socket onto one. It

@@ -247,6 +247,32 @@ fn the_echo_server_gives_every_frame_back_whole() {
     }
 }
 
+/// Bad input ends only its own connection, in both models: a frame header claiming more
+/// than the echo server takes is closed without an answer, a client that vanishes in
+/// the middle of a frame is let go, and a connection open meanwhile is still served.
+#[test]
+fn the_echo_server_drops_a_bad_frame_and_a_vanished_client_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for threads in [false, true] {
+        let listen = format!("unix:{}", dir.path().join(format!("bad-{threads}.sock")).display());
+        let echo = EchoServer::start(&listen, threads);
+        let mut bystander = RawConn::connect(&echo.address);
+        let mut oversized = RawConn::connect(&echo.address);
+        oversized.send(&(200u32 << 20).to_be_bytes()).unwrap(); // 200 MiB: over the 64 MiB it takes
+        assert_eq!(oversized.read_to_end().unwrap(), b"", "threads={threads}: closed, nothing answered");
+        let mut vanished = RawConn::connect(&echo.address);
+        let mut half = Vec::new();
+        agora_proto::frame::encode(&[9; 1000], &mut half);
+        vanished.send(&half[..500]).unwrap();
+        drop(vanished);
+        bystander.send_frame(b"still here").unwrap();
+        assert_eq!(bystander.recv_frame().as_deref(), Some(&b"still here"[..]), "threads={threads}");
+        let mut newcomer = RawConn::connect(&echo.address);
+        newcomer.send_frame(b"and me").unwrap();
+        assert_eq!(newcomer.recv_frame().as_deref(), Some(&b"and me"[..]), "threads={threads}");
+    }
+}
+
 #[test]
 fn echo_threads_needs_serve_echo() {
     let output = Command::new(agora_bin()).args(["bench", "--echo-threads", "-t", "echo"]).output().unwrap();

@@ -78,7 +78,7 @@ pub async fn serve_threads(listener: Listener) {
             std::thread::Builder::new().name("agora-echo".into()).spawn(move || stream.echo())
         });
         if let Err(e) = started {
-            tracing::warn!(error = %e, "echo server: accept failed");
+            tracing::warn!(error = %e, "echo server: cannot accept or serve a connection");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

@@ -20,7 +20,9 @@
 //! other connections are calling (the busy poll's gate says so) it takes a CPU their
 //! threads need. Then the thread waits in `poll(2)` for `POLLIN`, which that wake-up
 //! does not reach, and reads without waiting (bench/changes.md, round 37: at K = 2
-//! over Unix 1.10–1.25× the calls for 13 % less CPU per call).
+//! over Unix 1.10–1.25× the calls for 13 % less CPU per call). A TCP socket has no
+//! such wake-up (the kernel wakes a TCP writer's waiters only once the writer ran out
+//! of room), so its thread always waits in `recv`.
 //!
 //! Owns: the socket's mode and its reads and writes. What the connection says, and
 //! when it waits which way, belongs to the dialect.
