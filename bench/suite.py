@@ -803,7 +803,9 @@ def render_python(runs):
         "nothing else: what a server that sleeps between a client's calls spends on them, the kernel's part (a server "
         "that takes several connections' requests per wake-up can spend a little less when many clients call). "
         "Where the floor ÷ CPython is above 1/3, a server that sleeps between calls cannot spend a third of "
-        "CPython's server's CPU, and one that polls instead spends more (bench/changes.md, round 37).\n"
+        "CPython's server's CPU, and one that polls instead spends more (bench/changes.md, round 37). The lock's "
+        "floor is two round trips that wait for nobody: a contended hand-off, where one client always waits and a "
+        "CPU idles, costs more than it (round 38).\n"
     ]
     for transport, run in runs.items():
         out.append(f"### {transport.upper()} (CPython {run.get('python', '?')})\n")

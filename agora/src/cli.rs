@@ -453,10 +453,10 @@ pub struct ServeArgs {
     /// one socket is woken next to its client. The rest, TLS connections and one-shot
     /// control connections share the --workers threads. Each takes 4 more open files:
     /// fewer are used if they would take over half of `ulimit -n`. 0: every connection
-    /// shares the workers, which measured on 2 CPUs: with 4–8 clients calling at once,
-    /// up to a third less server CPU per call, and on one contended lock 0.7–0.9× the
-    /// CPU at 0.9–1.4× the rate; with 2 clients, 0.4–0.8× the calls (bench/changes.md,
-    /// round 38). [default: 256]
+    /// shares the workers. Against the default on 2 CPUs that spent 0.65–1.09× the
+    /// server CPU per call with 4–8 clients calling at once, 0.7–0.9× on one contended
+    /// lock (at 0.9–1.4× the rate), and answered 2 clients at 0.4–0.8× the rate
+    /// (bench/changes.md, round 38). [default: 256]
     #[arg(long, value_name = "N", env = "AGORA_PYTHON_THREADS")]
     pub python_threads: Option<usize>,
 
