@@ -450,13 +450,15 @@ pub struct ServeArgs {
 
     /// Most CPython client threads served on a thread of their own, as CPython's own
     /// manager serves each: its calls are lone round trips, and a thread that sleeps on
-    /// one socket is woken next to its client. The rest, TLS connections and one-shot
-    /// control connections share the --workers threads. Each takes 4 more open files:
-    /// fewer are used if they would take over half of `ulimit -n`. 0: every connection
-    /// shares the workers. Against the default on 2 CPUs that spent 0.65–1.09× the
-    /// server CPU per call with 4–8 clients calling at once, 0.7–0.9× on one contended
-    /// lock (at 0.9–1.4× the rate), and answered 2 clients at 0.4–0.8× the rate
-    /// (bench/changes.md, round 38). [default: 256]
+    /// one socket is woken next to its client. A connection whose calls wait (two of
+    /// its last 64: a contended lock, a get from an empty queue) moves to the shared
+    /// workers between two calls, where a waiting call costs less, and gets a thread
+    /// again after 256 calls in a row that did not wait. The rest, TLS connections and
+    /// one-shot control connections share the --workers threads. Each takes 4 more open
+    /// files: fewer are used if they would take over half of `ulimit -n`. 0: every
+    /// connection shares the workers. Against the default on 2 CPUs that spent
+    /// 0.65–1.09× the server CPU per call with 4–8 clients calling at once, and answered
+    /// 2 clients at 0.4–0.8× the rate (bench/changes.md, round 38). [default: 256]
     #[arg(long, value_name = "N", env = "AGORA_PYTHON_THREADS")]
     pub python_threads: Option<usize>,
 

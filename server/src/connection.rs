@@ -253,7 +253,7 @@ async fn dispatch<S: Transport>(
             },
         };
         // Boxed, like the branch above: the native dialect's connections are the many.
-        Box::pin(dialect::python::serve(stream, buf, first, peer, who, shared, None)).await;
+        Box::pin(dialect::python::serve(stream, buf, first, peer, who, shared)).await;
     } else {
         dialect::native::serve(stream, buf, first, peer, who, shared).await;
     }

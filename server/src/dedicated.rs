@@ -19,12 +19,18 @@
 //! connections are calling, in `poll(2)`) itself, not in its runtime
 //! ([`ThreadSocket`]), for up to [`BLOCK_AT_MOST`].
 //!
-//! Owns: the count of such threads, and moving a connection's socket onto one. It
-//! runs the same dialect code as the shared workers (`dialect::python::serve`), so
+//! A connection whose calls wait (a contended lock, a `get` from an empty queue) costs
+//! less on the shared workers, where a waiting call is a parked task: between two
+//! calls it leaves its thread for them, with its session and whatever it sent ahead,
+//! and comes back to a thread after a run of calls that did not wait ([`Placement`]).
+//!
+//! Owns: the count of such threads, moving a connection's socket onto one and off it
+//! again, and the count of those moves. It
+//! runs the same dialect code as the shared workers (`dialect::python::serve_placed`), so
 //! what a client sees does not depend on where it is served; it must not reach into
 //! the dialect's or the engine's state.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -33,9 +39,13 @@ use tokio::sync::oneshot;
 use crate::access::Who;
 use crate::busy_poll::BusyPoll;
 use crate::dialect;
+use crate::dialect::python::Start;
+use crate::listener::Transport;
 use crate::server::Shared;
 
+mod placement;
 mod socket;
+pub use placement::Placement;
 pub use socket::{ThreadSocket, BLOCK_AT_MOST};
 
 /// A socket taken off the runtime that accepted it, to be registered with another.
@@ -46,11 +56,16 @@ pub enum Detached {
     Unix(std::os::unix::net::UnixStream),
 }
 
-/// How many dedicated threads are running, against the limit.
+/// How many dedicated threads are running, against the limit, and how often
+/// connections moved between them and the shared workers.
 #[derive(Debug)]
 pub struct Threads {
     limit: usize,
     running: Arc<AtomicUsize>,
+    /// Connections that left their thread for the shared workers (their calls waited).
+    pub to_workers: AtomicU64,
+    /// Connections that went back from the shared workers to a thread of their own.
+    pub to_threads: AtomicU64,
 }
 
 /// One of the limited places: the thread count goes down when it drops.
@@ -91,7 +106,7 @@ impl Threads {
                 "fewer threads of their own for CPython connections: the open-files limit (ulimit -n) is low"
             );
         }
-        Threads { limit: capped, running: Arc::new(AtomicUsize::new(0)) }
+        Threads { limit: capped, running: Arc::new(AtomicUsize::new(0)), to_workers: 0.into(), to_threads: 0.into() }
     }
 
     /// Dedicated threads serving a connection now.
@@ -108,102 +123,187 @@ impl Threads {
     }
 }
 
-/// What the dedicated thread serves: a CPython connection whose first request was read.
+/// A CPython connection between two places: its socket, off any runtime, and where
+/// its serving starts.
 struct Job {
     detached: Detached,
-    buf: BytesMut,
-    first: Bytes,
+    start: Start,
     peer: String,
-    who: Who,
+    place: Placement,
     shared: Arc<Shared>,
 }
 
-/// Serves a CPython connection on a thread of its own, holding `seat`; returns when
+/// The connection cannot be served (its socket cannot be registered): a session it
+/// moved with ends here.
+fn lost(start: Start, shared: &Shared, peer: &str, error: &std::io::Error) -> Option<Job> {
+    tracing::warn!(%peer, %error, "cannot register a CPython connection's socket; closing it");
+    if let Start::Resumed(moving) = start {
+        moving.close(shared);
+    }
+    None
+}
+
+/// Serves a CPython connection, holding `seat`, on a thread of its own, and moves it
+/// between that and the shared workers as its calls say ([`Placement`]); returns when
 /// the connection is done. Dropping the returned future (a cluster node's stint ends,
 /// or the server shuts down) ends the connection on its thread too. If no thread can
-/// be started, the connection is served here, on the caller's runtime.
+/// be started, the shared workers serve the connection, here.
 pub async fn serve_python(
     seat: Seat,
     detached: Detached,
-    buf: BytesMut,
+    rbuf: BytesMut,
     first: Bytes,
     peer: &str,
     who: Who,
     shared: Arc<Shared>,
 ) {
-    let job = Job { detached, buf, first, peer: peer.to_owned(), who, shared };
+    let start = Start::Fresh { rbuf, first, who };
+    let mut job = Job { detached, start, peer: peer.to_owned(), place: Placement::on_thread(), shared };
+    let mut seat = Some(seat);
+    loop {
+        let moved = match seat.take() {
+            Some(seat) => on_own_thread(seat, job).await,
+            None => on_shared_workers(job).await,
+        };
+        let Some(next) = moved else { return };
+        job = next;
+        let threads = &job.shared.python_threads;
+        if job.place.is_on_thread() {
+            seat = threads.take();
+            if seat.is_some() {
+                threads.to_threads.fetch_add(1, Ordering::Relaxed);
+            } else {
+                job.place.stay_on_workers();
+            }
+        } else {
+            threads.to_workers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Serves `job` on a new thread with a single-threaded runtime, holding `seat`, until it
+/// ends (`None`) or moves off it (`Some`, bound for the shared workers).
+async fn on_own_thread(seat: Seat, mut job: Job) -> Option<Job> {
     // Built here, so that if it cannot be (out of file descriptors), the shared
     // workers serve the connection instead.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "cannot start a runtime for a CPython connection; the shared workers serve it");
-            return run_shared(job).await;
+            tracing::warn!(peer = %job.peer, error = %e, "cannot start a runtime for a CPython connection; the shared workers serve it");
+            job.place.settle_on_workers();
+            return on_shared_workers(job).await;
         }
     };
     // The job goes over a channel, so that it is still ours if the thread cannot start.
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(1);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<Option<Job>>();
     let started = std::thread::Builder::new().name("agora-python".to_owned()).spawn(move || {
-        let _seat = seat;
         let Ok(job) = job_rx.recv() else { return };
         // Polling off: no poll at all, so no clock is read for it on any request.
         let most = job.shared.config.limits.python_busy_poll;
         let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.polling.clone()));
-        runtime.block_on(async move {
+        let moved = runtime.block_on(async move {
             tokio::select! {
-                _ = run_own(job, poll) => {}
-                _ = stop_rx => {}
+                moved = run_own(job, poll) => moved,
+                _ = stop_rx => None,
             }
         });
-        drop(done_tx);
+        // The runtime's descriptors and the thread's place are free before the
+        // connection is served elsewhere (where it may take a place again).
+        drop(runtime);
+        drop(seat);
+        let _ = done_tx.send(moved);
     });
     match started {
         Ok(_) => {
             if job_tx.send(job).is_err() {
-                return;
+                return None;
             }
             // Held until the thread is done: dropping it tells the thread to stop.
             let _stop = stop_tx;
-            let _ = done_rx.await;
+            done_rx.await.ok().flatten()
         }
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "cannot start a thread for a CPython connection; the shared workers serve it");
-            run_shared(job).await;
+            tracing::warn!(peer = %job.peer, error = %e, "cannot start a thread for a CPython connection; the shared workers serve it");
+            job.place.settle_on_workers();
+            on_shared_workers(job).await
         }
     }
 }
 
 /// Registers the socket with the current runtime, one the shared workers run, and
-/// serves it there: no busy polling, no blocking reads (other connections share it).
-async fn run_shared(job: Job) {
-    let Job { detached, buf, first, peer, who, shared } = job;
-    let registered = match detached {
+/// serves it there (no busy polling, no blocking reads: other connections share it)
+/// until it ends (`None`) or moves off (`Some`, bound for a thread of its own).
+async fn on_shared_workers(job: Job) -> Option<Job> {
+    let Job { detached, start, peer, place, shared } = job;
+    match detached {
         Detached::Tcp(s) => match tokio::net::TcpStream::from_std(s) {
-            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, None).await,
-            Err(e) => e,
+            Ok(s) => serve_shared(s, start, peer, place, shared).await,
+            Err(e) => lost(start, &shared, &peer, &e),
         },
         Detached::Unix(s) => match tokio::net::UnixStream::from_std(s) {
-            Ok(s) => return dialect::python::serve(s, buf, first, &peer, who, shared, None).await,
-            Err(e) => e,
+            Ok(s) => serve_shared(s, start, peer, place, shared).await,
+            Err(e) => lost(start, &shared, &peer, &e),
         },
-    };
-    tracing::warn!(%peer, error = %registered, "cannot register a CPython connection's socket; closing it");
+    }
+}
+
+/// [`on_shared_workers`], once the socket is registered as `stream`.
+async fn serve_shared<S: Transport>(
+    mut stream: S,
+    mut start: Start,
+    peer: String,
+    mut place: Placement,
+    shared: Arc<Shared>,
+) -> Option<Job> {
+    loop {
+        let moving = dialect::python::serve_placed(&mut stream, start, &peer, &shared, None, &mut place).await?;
+        match stream.detach() {
+            Ok(Ok(detached)) => {
+                place.moved();
+                return Some(Job { detached, start: Start::Resumed(moving), peer, place, shared });
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "cannot move a CPython connection to its own thread; closing it");
+                moving.close(&shared);
+                return None;
+            }
+            // Not a socket of its own (never so for the streams a job holds): it stays.
+            Err(back) => {
+                stream = back;
+                place.settle_on_workers();
+                start = Start::Resumed(moving);
+            }
+        }
+    }
 }
 
 /// Serves the socket on the connection's own thread (the current runtime is that
 /// thread's): it busy polls with `poll`, if any, then waits for requests blocked in
-/// `recv(2)` ([`ThreadSocket`]).
-async fn run_own(job: Job, mut poll: Option<BusyPoll>) {
-    let Job { detached, buf, first, peer, who, shared } = job;
+/// `recv(2)` ([`ThreadSocket`]). Returns when the connection ends (`None`) or moves
+/// off the thread (`Some`).
+async fn run_own(job: Job, mut poll: Option<BusyPoll>) -> Option<Job> {
+    let Job { detached, start, peer, mut place, shared } = job;
     let socket = match detached {
         Detached::Tcp(s) => tokio::net::TcpStream::from_std(s).and_then(ThreadSocket::new),
         Detached::Unix(s) => tokio::net::UnixStream::from_std(s).and_then(ThreadSocket::new),
     };
-    match socket {
-        Ok(s) => dialect::python::serve(s, buf, first, &peer, who, shared, poll.as_mut()).await,
-        Err(e) => tracing::warn!(%peer, error = %e, "cannot register a CPython connection's socket; closing it"),
+    let mut socket = match socket {
+        Ok(socket) => socket,
+        Err(e) => return lost(start, &shared, &peer, &e),
+    };
+    let moving = dialect::python::serve_placed(&mut socket, start, &peer, &shared, poll.as_mut(), &mut place).await?;
+    match socket.into_detached() {
+        Ok(detached) => {
+            place.moved();
+            Some(Job { detached, start: Start::Resumed(moving), peer, place, shared })
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot move a CPython connection to the shared workers; closing it");
+            moving.close(&shared);
+            None
+        }
     }
 }
 
@@ -221,7 +321,8 @@ mod tests {
 
     #[test]
     fn seats_are_limited_and_given_back() {
-        let threads = Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)) };
+        let threads =
+            Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)), to_workers: 0.into(), to_threads: 0.into() };
         let (a, b) = (threads.take().expect("first"), threads.take().expect("second"));
         assert!(threads.take().is_none(), "the limit is 2");
         assert_eq!(threads.running(), 2);

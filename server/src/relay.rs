@@ -391,8 +391,7 @@ async fn serve_relayed(mut relay: RelayStream, opening: RelayOpening, shared: Ar
             }
             let RelayStream { stream, buf } = relay;
             let stream = Relayed { stream, address };
-            dialect::python::serve_session(stream, buf, None, &peer, who, &shared, (session, mailbox), resumed, None)
-                .await;
+            dialect::python::serve_session(stream, buf, None, &peer, who, &shared, (session, mailbox), resumed).await;
         } else {
             if relay.answer(&Ok(None)).await.is_err() {
                 return;

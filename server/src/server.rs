@@ -70,12 +70,12 @@ impl Peers {
 
 /// A session's entry in [`Peers`], removed when its connection is done with it.
 #[derive(Debug)]
-pub struct PeerEntry<'a> {
-    peers: &'a Peers,
+pub struct PeerEntry {
+    peers: Arc<Peers>,
     session: SessionId,
 }
 
-impl Drop for PeerEntry<'_> {
+impl Drop for PeerEntry {
     fn drop(&mut self) {
         self.peers.map().remove(&self.session);
     }
@@ -103,7 +103,7 @@ pub struct Shared {
     /// The process's memory, sampled for the memory limit and statistics.
     pub memory: Arc<MemoryMonitor>,
     /// Every open session's peer address.
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
     /// Bound listen address → what its CPython clients should dial (`--advertise`).
     advertised: Vec<(Address, Address)>,
     /// Which user made each anonymous object (users configured only).
@@ -127,7 +127,7 @@ impl Shared {
         &self,
         peer: &str,
         resumable: bool,
-    ) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
+    ) -> Result<(Session, Mailbox, PeerEntry), agora_proto::WireError> {
         let (session, mailbox) = self.parking.open(resumable)?;
         Ok(self.peer_entry(peer, session, mailbox))
     }
@@ -139,7 +139,7 @@ impl Shared {
         peer: &str,
         id: crate::engine::SessionId,
         secret: u64,
-    ) -> Result<(Session, Mailbox, PeerEntry<'_>), agora_proto::WireError> {
+    ) -> Result<(Session, Mailbox, PeerEntry), agora_proto::WireError> {
         let (session, mailbox) = self.parking.resume(id, secret)?;
         Ok(self.peer_entry(peer, session, mailbox))
     }
@@ -153,7 +153,7 @@ impl Shared {
         peer: &str,
         client: &str,
         previous: Option<agora_proto::native::Previous>,
-    ) -> Result<(Session, Mailbox, PeerEntry<'_>, bool), agora_proto::WireError> {
+    ) -> Result<(Session, Mailbox, PeerEntry, bool), agora_proto::WireError> {
         if let Some(previous) = previous {
             match self.resume_session(peer, previous.session, previous.secret) {
                 Ok((session, mailbox, entry)) if previous.resume => {
@@ -175,9 +175,9 @@ impl Shared {
         Ok((session, mailbox, entry, false))
     }
 
-    fn peer_entry(&self, peer: &str, session: Session, mailbox: Mailbox) -> (Session, Mailbox, PeerEntry<'_>) {
+    fn peer_entry(&self, peer: &str, session: Session, mailbox: Mailbox) -> (Session, Mailbox, PeerEntry) {
         self.peers.map().insert(session.id(), peer.to_owned());
-        let entry = PeerEntry { peers: &self.peers, session: session.id() };
+        let entry = PeerEntry { peers: self.peers.clone(), session: session.id() };
         (session, mailbox, entry)
     }
 
@@ -396,7 +396,7 @@ impl Server {
             polling: Arc::new(crate::busy_poll::Polling::for_this_machine()),
             client_refs: ClientRefs::default(),
             memory,
-            peers: Peers::default(),
+            peers: Arc::default(),
             advertised,
             owners: Default::default(),
             tls,

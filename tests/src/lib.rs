@@ -193,18 +193,23 @@ impl Server {
         log.split(SERVING).nth(1).and_then(|s| s.split("/metrics").next()).expect("the address is logged").to_owned()
     }
 
-    /// The value of the unlabelled series `name` at the server's metrics endpoint (a
-    /// server started with `--metrics`), scraped now.
+    /// The value of the series `name` (with its labels, if it has any) at the server's
+    /// metrics endpoint (a server started with `--metrics`), scraped now.
     pub fn metric(&self, name: &str) -> f64 {
+        self.metric_if_shown(name).unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    /// [`Server::metric`], or `None` if the endpoint does not show the series (yet: a
+    /// method's series appear once it was called).
+    pub fn metric_if_shown(&self, name: &str) -> Option<f64> {
         let mut stream =
             std::net::TcpStream::connect(self.metrics_endpoint()).expect("connect to the metrics endpoint");
         stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
         stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agora\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let line =
-            response.lines().find(|line| line.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+        let line = response.lines().find(|line| line.split(' ').next() == Some(name))?;
+        Some(line.rsplit(' ').next().unwrap().parse().unwrap())
     }
 
     /// The server's process id.

@@ -155,6 +155,8 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
         "agora_native_busy_poll_hits_total",
         "agora_native_busy_poll_misses_total",
         "agora_native_busy_poll_seconds_total",
+        "agora_python_moves_to_workers_total",
+        "agora_python_moves_to_threads_total",
         "agora_objects",
         "agora_named_objects",
         "agora_waiters",

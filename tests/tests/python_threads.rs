@@ -251,3 +251,209 @@ fn threads_answer_calls_after_pauses_and_big_requests_and_let_an_idle_client_go_
         }
     });
 }
+
+/// A test script in conversation with its test: lines it prints, lines it is sent.
+struct Dialogue<'a> {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+    context: &'a str,
+}
+
+impl<'a> Dialogue<'a> {
+    /// Runs `body` after `python_support::CONNECT` against `server`, with `args`.
+    fn start(python: &python_support::Python, body: &str, server: &Server, args: &[&str], context: &'a str) -> Self {
+        let mut child = python_support::spawn_with_manager(python, body, server, args, Stdio::inherit());
+        let input = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Dialogue { child, input, out, context }
+    }
+
+    /// The script's next line is `want`.
+    fn expect(&mut self, want: &str) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want, "{}", self.context);
+    }
+
+    /// Sends the script a line.
+    fn say(&mut self, line: &str) {
+        writeln!(self.input, "{line}").unwrap();
+    }
+
+    /// The script ends, successfully.
+    fn finish(mut self) {
+        assert!(self.child.wait().unwrap().success(), "{}", self.context);
+    }
+}
+
+/// Queue gets, and lock acquires, that waited for their answer so far.
+const QUEUE_GETS_WAITED: &str = "agora_calls_parked_total{kind=\"Queue\",method=\"get\"}";
+const LOCK_ACQUIRES_WAITED: &str = "agora_calls_parked_total{kind=\"Lock\",method=\"acquire\"}";
+
+/// Scrapes `name` until `done` holds for its value (0 while it is not shown); the last
+/// value seen.
+fn metric_until(server: &Server, name: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let value = server.metric_if_shown(name).unwrap_or(0.0);
+        if done(value) || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// After `python_support::CONNECT`: the main thread's connection holds an RLock (the
+/// server's `R`, exposed as `get_rlock`) twice,
+/// then makes two calls that wait (queue gets the test lets a feeder thread answer,
+/// each after it saw the get waiting) and one that does not; prints MOVED. On the test's word it makes
+/// `sys.argv[3]` calls that do not wait; prints QUIET. On the test's word it releases
+/// the RLock twice — as the session that took it — and another client thread takes it.
+const MOVES: &str = r#"
+import threading
+from multiprocessing.managers import AcquirerProxy
+SyncManager.register("get_rlock", proxytype=AcquirerProxy)
+rlock, queue, items = m.get_rlock(), m.Queue(), m.list()
+rlock.acquire()
+rlock.acquire()
+def feed():
+    for _ in range(2):
+        sys.stdin.readline()
+        queue.put("item")
+feeder = threading.Thread(target=feed)
+feeder.start()
+for _ in range(2):
+    print("WAITING", flush=True)
+    assert queue.get(timeout=60) == "item"
+feeder.join()
+# The server learns that an answer went out (its thread wrote it) from the next call.
+assert len(items) == 0
+print("MOVED", flush=True)
+sys.stdin.readline()
+for i in range(int(sys.argv[3])):
+    items.append(i)
+print("QUIET", flush=True)
+sys.stdin.readline()
+rlock.release()
+rlock.release()
+took = []
+taker = threading.Thread(target=lambda: took.append(rlock.acquire(timeout=5)))
+taker.start()
+taker.join()
+print("DONE", took[0], len(items), flush=True)
+"#;
+
+/// A client thread whose calls wait leaves its thread for the shared workers, and
+/// comes back to a thread after a run of calls that do not wait; its session goes
+/// with it both ways (the RLock it held before the moves, it releases after them), and
+/// so does its peer address in the holders view.
+#[test]
+fn a_connection_whose_calls_wait_moves_to_the_shared_workers_and_back_with_its_session() {
+    // Calls in a row without a wait that bring a connection back to a thread
+    // (`agora_server::dedicated::placement::QUIET_TO_RETURN`), and some more.
+    const QUIET: usize = 256 + 44;
+    python_support::for_each_python(|python| {
+        for unix in [true, false] {
+            let context = format!("CPython {} (unix: {unix})", python.version);
+            let server = Server::start_with(ServerOptions {
+                unix,
+                args: ["--metrics", "127.0.0.1:0", "--expose", "get_rlock=rlock:R"].map(String::from).to_vec(),
+                ..Default::default()
+            });
+            let quiet = QUIET.to_string();
+            let mut script = Dialogue::start(python, MOVES, &server, &[&quiet], &context);
+            for gets in 1..=2 {
+                script.expect("WAITING");
+                // The get is waiting before the feeder puts: a call that waited. (Counted
+                // as it begins to wait; the gauge of waiting calls may still show the
+                // last get for a moment after its answer went out.)
+                let waited = metric_until(&server, QUEUE_GETS_WAITED, |n| n >= f64::from(gets));
+                assert_eq!(waited, f64::from(gets), "{context}: the get waits");
+                script.say("put");
+            }
+            script.expect("MOVED");
+            let moved = metric_until(&server, "agora_python_moves_to_workers_total", |n| n >= 1.0);
+            assert_eq!(moved, 1.0, "{context}: two waits moved the connection to the shared workers");
+            assert_eq!(server.metric("agora_python_moves_to_threads_total"), 0.0, "{context}");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let holders = rt.block_on(async { server.client().await.holders("R").await.expect("holders") });
+            assert_eq!(holders.held.len(), 1, "{context}: {holders:?}");
+            assert!(holders.held[0].peer.is_some(), "{context}: the moved session's peer is known: {holders:?}");
+            script.say("go on");
+            script.expect("QUIET");
+            let back = metric_until(&server, "agora_python_moves_to_threads_total", |n| n >= 1.0);
+            assert_eq!(back, 1.0, "{context}: a run of quiet calls brought it back");
+            script.say("go on");
+            script.expect(&format!("DONE True {QUIET}"));
+            script.finish();
+            assert_eq!(server.metric("agora_python_moves_to_workers_total"), 1.0, "{context}: it stayed");
+        }
+    });
+}
+
+/// After `python_support::CONNECT`: a raw connection of CPython's manager protocol
+/// sends requests behind a call that waits (a lock the main thread holds) — once
+/// before the call waits, once while it waits — and reads the answers in order; the
+/// main thread lets the lock go on the test's word.
+const PIPELINED: &str = r##"
+from multiprocessing.connection import Client
+lock, items = m.Lock(), m.list()
+raw = Client(address, authkey=sys.argv[2].encode())
+raw.send((None, "accept_connection", ("pipelined",), {}))
+assert raw.recv() == ("#RETURN", None)
+def call(proxy, method, *args):
+    raw.send((proxy._token.id, method, args, {}))
+def answer():
+    assert raw.poll(60), "no answer within a minute"
+    return raw.recv()
+for round in range(2):
+    lock.acquire()
+    call(lock, "acquire")
+    if round == 0:
+        call(items, "append", round)
+        call(lock, "release")
+    print("WAITING", flush=True)
+    sys.stdin.readline()
+    if round == 1:
+        call(items, "append", round)
+        call(lock, "release")
+        print("SENT", flush=True)
+        sys.stdin.readline()
+    lock.release()
+    replies = [answer() for _ in range(3)]
+    assert replies == [("#RETURN", True), ("#RETURN", None), ("#RETURN", None)], replies
+print("DONE", list(items), lock.acquire(timeout=5), flush=True)
+"##;
+
+/// Requests a client sends behind a call that waits are answered, in order, once the
+/// call is: whether they came before it waited or while it waited, and when the
+/// connection moves to the shared workers with them still unread.
+#[test]
+fn requests_sent_behind_a_waiting_call_are_answered_in_order() {
+    python_support::for_each_python(|python| {
+        for unix in [true, false] {
+            let context = format!("CPython {} (unix: {unix})", python.version);
+            let server = Server::start_with(ServerOptions {
+                unix,
+                args: vec!["--metrics".into(), "127.0.0.1:0".into()],
+                ..Default::default()
+            });
+            let mut script = Dialogue::start(python, PIPELINED, &server, &[], &context);
+            for round in 0..2 {
+                script.expect("WAITING");
+                let waited = metric_until(&server, LOCK_ACQUIRES_WAITED, |n| n > f64::from(round));
+                assert_eq!(waited, f64::from(round + 1), "{context}: the acquire waits");
+                script.say("go on");
+                if round == 1 {
+                    script.expect("SENT");
+                    script.say("go on");
+                }
+            }
+            script.expect("DONE [0, 1] True");
+            script.finish();
+            // The second wait moved the raw connection, its last two requests unread.
+            assert_eq!(server.metric("agora_python_moves_to_workers_total"), 1.0, "{context}");
+        }
+    });
+}

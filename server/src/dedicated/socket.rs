@@ -91,6 +91,16 @@ impl ThreadSocket {
         Ok(ThreadSocket { io, peer_local, peer_pid, local })
     }
 
+    /// Takes the socket off this thread's runtime, back in non-blocking mode, to be
+    /// served elsewhere.
+    pub fn into_detached(self) -> io::Result<Detached> {
+        let detached = self.io.into_inner();
+        let socket = socket2::SockRef::from(&detached);
+        socket.set_read_timeout(None)?;
+        socket.set_nonblocking(true)?;
+        Ok(detached)
+    }
+
     /// One `recv(2)` or `send(2)` with `flags` on the socket, through the runtime's
     /// readiness; a short read clears it (the socket's buffer is empty), as tokio's
     /// own streams do, so the next read waits instead of trying first.

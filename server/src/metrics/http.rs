@@ -94,6 +94,19 @@ pub fn render(shared: &Shared) -> String {
             format!("{:.6}", polls.nanos as f64 / 1e9),
         );
     }
+    let threads = &shared.python_threads;
+    scalar(
+        "agora_python_moves_to_workers_total",
+        "counter",
+        "CPython connections moved from their own thread to the shared workers (their calls waited).",
+        threads.to_workers.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+    );
+    scalar(
+        "agora_python_moves_to_threads_total",
+        "counter",
+        "CPython connections moved back from the shared workers to a thread of their own.",
+        threads.to_threads.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+    );
     scalar(
         "agora_resident_memory_bytes",
         "gauge",

@@ -43,11 +43,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access::{Level, Who};
 use crate::busy_poll::BusyPoll;
+use crate::dedicated::Placement;
 use crate::engine::{Access, Answer, Command, Completion, Parked, Session, Ticket};
 use crate::listener::Transport;
 use crate::parking::line::Settled;
 use crate::parking::{Mail, Mailbox};
-use crate::server::Shared;
+use crate::server::{PeerEntry, Shared};
 use reply::{traceback, Reply};
 
 /// One decoded request: `(ident, methodname, args, kwds)`.
@@ -145,6 +146,47 @@ struct PyConn<'a> {
     holder: Option<holders::Process>,
     /// The user it authenticated as: every request is checked against its rules.
     who: Who,
+    /// The call being answered waited (was parked) before its answer came.
+    waited: bool,
+}
+
+/// A client thread's persistent connection between two calls, off any runtime: its
+/// session and what it read past the last call, to go on with on another thread
+/// ([`crate::dedicated`]). Nothing of a call is in flight, and no line is armed.
+/// Whoever holds one must resume it ([`serve_placed`]) or [`Moving::close`] it: its
+/// session (and everything it holds — locks, grants) lives until then.
+pub struct Moving {
+    kept: Kept,
+    /// Bytes read past the last request: the start of the next.
+    rbuf: BytesMut,
+    /// The session's entry among the server's peers (what `agora get` shows).
+    entry: PeerEntry,
+}
+
+impl Moving {
+    /// Ends the connection's session, as a connection that closes ends it.
+    pub fn close(self, shared: &Shared) {
+        shared.parking.close(self.kept.session, self.kept.mailbox, None);
+    }
+}
+
+/// What a connection keeps from one call to the next, wherever it is served.
+struct Kept {
+    session: Session,
+    mailbox: Mailbox,
+    outgoing: references::Outgoing,
+    local_peer: bool,
+    holder: Option<holders::Process>,
+    who: Who,
+}
+
+/// Where a client thread's persistent connection starts on a runtime.
+pub enum Start {
+    /// Freshly accepted: its first request (`accept_connection`) was read, with `rbuf`
+    /// holding what came after it; a session is opened for it.
+    Fresh { rbuf: BytesMut, first: Bytes, who: Who },
+    /// Moved here from another thread between two calls.
+    Resumed(Moving),
 }
 
 /// What to do after a reply.
@@ -156,8 +198,9 @@ enum After {
     Shutdown,
 }
 
-/// Serves a CPython client whose first frame (a pickled request) was already read;
-/// `poll`: busy polling for its requests, on a thread of its own.
+/// Serves a CPython client whose first frame (a pickled request) was already read,
+/// where it is, until it is done (a client thread's connection on a thread of its own:
+/// [`serve_placed`]).
 pub async fn serve<S: Transport>(
     mut stream: S,
     rbuf: BytesMut,
@@ -165,18 +208,30 @@ pub async fn serve<S: Transport>(
     peer: &str,
     who: Who,
     shared: Arc<Shared>,
-    poll: Option<&mut BusyPoll>,
 ) {
-    let (session, mailbox, _peer) = match shared.open_session(peer, false) {
-        Ok(opened) => opened,
+    if let Some((session, mailbox, _entry)) = open_session(&mut stream, peer, &shared).await {
+        serve_session(stream, rbuf, Some(first), peer, who, &shared, (session, mailbox), false).await;
+    }
+}
+
+/// Opens a new connection's session, with its entry among the server's peers (which
+/// must live as long as the session); `None` if none can be opened: then the client
+/// was told why.
+async fn open_session<S: Transport>(
+    stream: &mut S,
+    peer: &str,
+    shared: &Shared,
+) -> Option<(Session, Mailbox, PeerEntry)> {
+    match shared.open_session(peer, false) {
+        Ok(opened) => Some(opened),
         Err(e) => {
             // A replicated node that stopped leading: the client raises our reason as a
             // `RemoteError`, and may connect again (through another node).
             tracing::debug!(%peer, error = %e.message, "no session; closing");
-            return refuse(&mut stream, &e).await;
+            refuse(stream, &e).await;
+            None
         }
-    };
-    serve_session(stream, rbuf, Some(first), peer, who, &shared, (session, mailbox), false, poll).await;
+    }
 }
 
 /// Serves a CPython connection in `opened`, a session opened (or resumed) for it,
@@ -193,35 +248,90 @@ pub async fn serve_session<S: Transport>(
     shared: &Shared,
     opened: (Session, Mailbox),
     persistent: bool,
-    poll: Option<&mut BusyPoll>,
 ) {
-    let local_peer = stream.peer_is_local();
-    let holder = stream.peer_pid().and_then(holders::Process::of_pid);
-    let local = stream.local_address();
-    let advertised = local.as_ref().and_then(|local| shared.advertised(local));
-    let token_address = advertised.or(local.as_ref());
-    // Nested proxies carry the key this client authenticated with, never another user's.
-    let outgoing = references::Outgoing::new(local_peer, who.key(shared), token_address, advertised.is_some());
-    let (session, mailbox) = opened;
-    let mut conn = PyConn {
-        session,
-        mailbox,
-        left_waiting: None,
-        shared,
-        persistent,
-        outgoing,
-        delivered_lsn: 0,
-        reply_written: 0,
-        local_peer,
-        holder,
-        who,
-    };
-    serve_requests(&mut stream, rbuf, first, peer, &mut conn, poll).await;
-    let PyConn { session, mailbox, left_waiting, .. } = conn;
-    shared.parking.close(session, mailbox, left_waiting);
+    let mut conn = PyConn::new(&stream, shared, who, opened, persistent);
+    serve_requests(&mut stream, rbuf, first, peer, &mut conn, None, None).await;
+    conn.close();
 }
 
-/// The request loop of one CPython connection; returns when it is done.
+/// Serves a client thread's persistent connection from `start` until it ends, or until
+/// `place` says it moves between two calls: then returns it, to be resumed elsewhere.
+pub async fn serve_placed<S: Transport>(
+    stream: &mut S,
+    start: Start,
+    peer: &str,
+    shared: &Shared,
+    poll: Option<&mut BusyPoll>,
+    place: &mut Placement,
+) -> Option<Moving> {
+    let (mut conn, rbuf, first, entry) = match start {
+        Start::Fresh { rbuf, first, who } => {
+            let (session, mailbox, entry) = open_session(stream, peer, shared).await?;
+            (PyConn::new(stream, shared, who, (session, mailbox), false), rbuf, Some(first), entry)
+        }
+        // Only a persistent connection moves.
+        Start::Resumed(Moving { kept, rbuf, entry }) => (PyConn::with(shared, kept, true), rbuf, None, entry),
+    };
+    match serve_requests(stream, rbuf, first, peer, &mut conn, poll, Some(place)).await {
+        Some(rbuf) => {
+            let PyConn { session, mailbox, outgoing, local_peer, holder, who, .. } = conn;
+            Some(Moving { kept: Kept { session, mailbox, outgoing, local_peer, holder, who }, rbuf, entry })
+        }
+        None => {
+            conn.close();
+            None
+        }
+    }
+}
+
+impl<'a> PyConn<'a> {
+    /// A connection on `stream` in `opened`, a session opened (or resumed) for it.
+    fn new<S: Transport>(
+        stream: &S,
+        shared: &'a Shared,
+        who: Who,
+        opened: (Session, Mailbox),
+        persistent: bool,
+    ) -> Self {
+        let local_peer = stream.peer_is_local();
+        let holder = stream.peer_pid().and_then(holders::Process::of_pid);
+        let local = stream.local_address();
+        let advertised = local.as_ref().and_then(|local| shared.advertised(local));
+        let token_address = advertised.or(local.as_ref());
+        // Nested proxies carry the key this client authenticated with, never another user's.
+        let outgoing = references::Outgoing::new(local_peer, who.key(shared), token_address, advertised.is_some());
+        let (session, mailbox) = opened;
+        PyConn::with(shared, Kept { session, mailbox, outgoing, local_peer, holder, who }, persistent)
+    }
+
+    /// A connection with what it `kept`, before its next call.
+    fn with(shared: &'a Shared, kept: Kept, persistent: bool) -> Self {
+        let Kept { session, mailbox, outgoing, local_peer, holder, who } = kept;
+        PyConn {
+            session,
+            mailbox,
+            left_waiting: None,
+            shared,
+            persistent,
+            outgoing,
+            delivered_lsn: 0,
+            reply_written: 0,
+            local_peer,
+            holder,
+            who,
+            waited: false,
+        }
+    }
+
+    /// Ends the connection's session; a call it left waiting is abandoned.
+    fn close(self) {
+        let PyConn { session, mailbox, left_waiting, shared, .. } = self;
+        shared.parking.close(session, mailbox, left_waiting);
+    }
+}
+
+/// The request loop of one CPython connection; returns when it is done (`None`), or
+/// with what it read past the last call when `place` says it moves (`Some`).
 async fn serve_requests<S: Transport>(
     stream: &mut S,
     mut rbuf: BytesMut,
@@ -229,7 +339,8 @@ async fn serve_requests<S: Transport>(
     peer: &str,
     conn: &mut PyConn<'_>,
     mut poll: Option<&mut BusyPoll>,
-) {
+    mut place: Option<&mut Placement>,
+) -> Option<BytesMut> {
     let shared = conn.shared;
     let mut shutdown = shared.shutdown.clone();
     let max_frame = shared.config.limits.max_frame;
@@ -257,7 +368,7 @@ async fn serve_requests<S: Transport>(
                     Ok(Some(body)) => Ok(body),
                     Ok(None) => tokio::select! {
                         biased;
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        _ = shutdown.wait_for(|stop| *stop) => return None,
                         read = read_request(stream, &mut rbuf, max_frame) => read,
                     },
                     Err(e) => Err(e.into()),
@@ -267,15 +378,15 @@ async fn serve_requests<S: Transport>(
                 }
                 match read {
                     Ok(body) => body,
-                    Err(agora_proto::io::FrameIoError::Closed) => return,
+                    Err(agora_proto::io::FrameIoError::Closed) => return None,
                     // A client killed or cut off: its connection ends, nothing was malformed.
                     Err(e @ (agora_proto::io::FrameIoError::Io(_) | agora_proto::io::FrameIoError::TruncatedFrame)) => {
                         tracing::debug!(%peer, error = %e, "CPython client connection lost; closing");
-                        return;
+                        return None;
                     }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "bad frame from a CPython client; closing");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -285,7 +396,7 @@ async fn serve_requests<S: Transport>(
             Err(why) => (Reply::Traceback(traceback("pickle.UnpicklingError", &why)), After::Continue),
             Ok(request) => match conn.handle(request, stream, &mut rbuf).await {
                 Some(done) => done,
-                None => return, // the client went away while its call was parked
+                None => return None, // the client went away while its call was parked
             },
         };
         if let Reply::Return(value) = &mut reply {
@@ -307,21 +418,27 @@ async fn serve_requests<S: Transport>(
         if !shared.parking.settle_promptly(depends_on).await {
             tokio::select! {
                 _ = shared.parking.settle(depends_on) => {}
-                _ = peer_closed(stream, &mut rbuf) => return,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = peer_closed(stream, &mut rbuf) => return None,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
             }
         }
         // The part of a parked call's reply its line wrote is not written again.
         let unwritten = out.get(std::mem::take(&mut conn.reply_written)..).unwrap_or_default();
         if !unwritten.is_empty() && stream.write_all(unwritten).await.is_err() {
-            return;
+            return None;
         }
         match after {
-            After::Continue => {}
-            After::Close => return,
+            // Between two calls, the connection may move to where its calls cost less.
+            After::Continue => {
+                let waited = std::mem::take(&mut conn.waited);
+                if place.as_deref_mut().is_some_and(|place| place.after_call(waited)) {
+                    return Some(rbuf);
+                }
+            }
+            After::Close => return None,
             After::Shutdown => {
                 conn.shared.stopper.shutdown();
-                return;
+                return None;
             }
         }
     }
@@ -378,11 +495,14 @@ impl PyConn<'_> {
                 let at = engine.now();
                 match self.shared.parking.call(&self.session, None, id, Access::Id, &request.method, args, at) {
                     Ok(Answer::Value(value)) => Reply::Return(value),
-                    Ok(Answer::Parked(parked)) => match self.wait_parked(id, parked, stream, rbuf).await {
-                        Some(Ok(value)) => Reply::Return(value),
-                        Some(Err(e)) => Reply::Error(e),
-                        None => return None,
-                    },
+                    Ok(Answer::Parked(parked)) => {
+                        self.waited = true;
+                        match self.wait_parked(id, parked, stream, rbuf).await {
+                            Some(Ok(value)) => Reply::Return(value),
+                            Some(Err(e)) => Reply::Error(e),
+                            None => return None,
+                        }
+                    }
                     Ok(other) => {
                         Reply::Error(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}")))
                     }
@@ -419,7 +539,10 @@ impl PyConn<'_> {
     /// disconnects (killed while blocked in `q.get()`) leaves its call to be abandoned,
     /// so it takes nothing; so does a shutdown. In memory, the session's line is armed
     /// meanwhile, so the thread that delivers the answer may write it; then this one
-    /// learns of it when the client's next call (or its close) wakes it.
+    /// learns of it when the client's next call (or its close) wakes it. A client that
+    /// sent a request behind the waiting call (it pipelines) would not wake it again:
+    /// then the line is not armed, or disarmed once that request comes, and the answer
+    /// comes through the mailbox.
     async fn wait_parked<S: Transport>(
         &mut self,
         object: u64,
@@ -430,24 +553,30 @@ impl PyConn<'_> {
         let mut waiting = self.shared.parking.engine().waiting(object);
         let socket = stream.raw_socket().filter(|_| self.shared.parking.answers_on_lines());
         let line = self.mailbox.line();
-        if let Some(socket) = socket {
+        if let Some(socket) = socket.filter(|_| rbuf.is_empty()) {
             line.arm(parked.ticket, Box::new(answerer::SocketAnswerer::new(socket, waiting.take())));
         }
         // Whichever way this returns (or is dropped), no answerer may write once it has.
         let _disarm = Disarm(&line);
         let mut shutdown = self.shared.shutdown.clone();
+        // How much of the answer the line wrote before it was disarmed early.
+        let mut begun = 0;
         loop {
             let woke = tokio::select! {
                 mail = self.mailbox.recv() => Woke::Mail(Some(mail)),
                 read = stream.read_buf(rbuf) => match read {
-                    // A CPython client sends nothing while it waits, unless its answer
-                    // went out through the line and this is its next call.
-                    Ok(read) if read > 0 => match line.answered() {
-                        Some(delivery) => {
+                    // A stock CPython client sends nothing while it waits, unless its
+                    // answer went out through the line and this is its next call. If
+                    // not, the line's answer could go out unnoticed: it is disarmed.
+                    Ok(read) if read > 0 => match line.disarm() {
+                        Settled::Answered(delivery) => {
                             self.reply_written = usize::MAX;
                             return Some(delivery.completion);
                         }
-                        None => continue,
+                        settled => {
+                            begun = begun.max(settled.begun());
+                            continue;
+                        }
                     },
                     _ => Woke::Mail(None),
                 },
@@ -456,13 +585,13 @@ impl PyConn<'_> {
             // (Outside the select: what `wait_for` returned must not live across an await.)
             let mail = match woke {
                 Woke::Mail(mail) => mail,
-                Woke::Shutdown => return Some(self.answer_at_shutdown(object, parked.ticket, &line).await),
+                Woke::Shutdown => return Some(self.answer_at_shutdown(object, parked.ticket, &line, begun).await),
             };
             match mail {
                 Some(Mail::Delivery(delivery)) if delivery.waiter.ticket == parked.ticket => {
                     // The command that delivered it is in the journal by now.
                     self.delivered_lsn = self.shared.parking.appended();
-                    self.reply_written = line.disarm().begun();
+                    self.reply_written = line.disarm().begun().max(begun);
                     return Some(delivery.completion);
                 }
                 // Not this call's (one abandoned earlier): it goes back.
@@ -483,19 +612,21 @@ impl PyConn<'_> {
 
     /// What a parked call answers once shutdown has begun: the call was abandoned then,
     /// unless its answer is already here (on the line, or in the mailbox); otherwise
-    /// the client hears why it ends.
+    /// the client hears why it ends. `begun`: what the line wrote before it was
+    /// disarmed early.
     async fn answer_at_shutdown(
         &mut self,
         object: u64,
         ticket: Ticket,
         line: &crate::parking::line::Line,
+        begun: usize,
     ) -> Completion {
         let begun = match line.disarm() {
             Settled::Answered(delivery) => {
                 self.reply_written = usize::MAX;
                 return delivery.completion;
             }
-            settled => settled.begun(),
+            settled => settled.begun().max(begun),
         };
         // Part of the answer went out: its delivery is in the mailbox, or about to be
         // (the line's thread mails it next), and the rest must follow, not a notice.
