@@ -106,7 +106,12 @@ impl Threads {
                 "fewer threads of their own for CPython connections: the open-files limit (ulimit -n) is low"
             );
         }
-        Threads { limit: capped, running: Arc::new(AtomicUsize::new(0)), to_workers: 0.into(), to_threads: 0.into() }
+        Threads::with_limit(capped)
+    }
+
+    /// At most `limit` threads, whatever the open-files limit.
+    fn with_limit(limit: usize) -> Threads {
+        Threads { limit, running: Arc::new(AtomicUsize::new(0)), to_workers: 0.into(), to_threads: 0.into() }
     }
 
     /// Dedicated threads serving a connection now.
@@ -321,8 +326,7 @@ mod tests {
 
     #[test]
     fn seats_are_limited_and_given_back() {
-        let threads =
-            Threads { limit: 2, running: Arc::new(AtomicUsize::new(0)), to_workers: 0.into(), to_threads: 0.into() };
+        let threads = Threads::with_limit(2);
         let (a, b) = (threads.take().expect("first"), threads.take().expect("second"));
         assert!(threads.take().is_none(), "the limit is 2");
         assert_eq!(threads.running(), 2);

@@ -285,6 +285,45 @@ impl<'a> Dialogue<'a> {
     fn finish(mut self) {
         assert!(self.child.wait().unwrap().success(), "{}", self.context);
     }
+
+    /// The script is killed (SIGKILL), wherever it is.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Script lines (for after a `queue` and `threading` are defined): two gets from the
+/// queue that wait, each printing WAITING first and answered by a feeder thread that
+/// puts an item once the test says a line ([`two_waits`]).
+const TWO_WAITS: &str = r#"
+def feed():
+    for _ in range(2):
+        sys.stdin.readline()
+        queue.put("item")
+feeder = threading.Thread(target=feed)
+feeder.start()
+for _ in range(2):
+    print("WAITING", flush=True)
+    assert queue.get(timeout=60) == "item"
+feeder.join()
+"#;
+
+/// The test's side of [`TWO_WAITS`]: each get is seen waiting before the feeder is told
+/// to put. (Counted as it begins to wait; the gauge of waiting calls may still show the
+/// last get for a moment after its answer went out.)
+fn two_waits(script: &mut Dialogue, server: &Server) {
+    for gets in 1..=2 {
+        expect_a_waiting_get(script, server, gets);
+        script.say("put");
+    }
+}
+
+/// The script says WAITING, and its `gets`-th queue get waits.
+fn expect_a_waiting_get(script: &mut Dialogue, server: &Server, gets: u32) {
+    script.expect("WAITING");
+    let waited = metric_until(server, QUEUE_GETS_WAITED, |n| n >= f64::from(gets));
+    assert_eq!(waited, f64::from(gets), "{}: the get waits", script.context);
 }
 
 /// Queue gets, and lock acquires, that waited for their answer so far.
@@ -305,28 +344,20 @@ fn metric_until(server: &Server, name: &str, done: impl Fn(f64) -> bool) -> f64 
 }
 
 /// After `python_support::CONNECT`: the main thread's connection holds an RLock (the
-/// server's `R`, exposed as `get_rlock`) twice,
-/// then makes two calls that wait (queue gets the test lets a feeder thread answer,
-/// each after it saw the get waiting) and one that does not; prints MOVED. On the test's word it makes
+/// server's `R`, exposed as `get_rlock`) twice, then makes two calls that wait
+/// ([`TWO_WAITS`]) and one that does not; prints MOVED. On the test's word it makes
 /// `sys.argv[3]` calls that do not wait; prints QUIET. On the test's word it releases
 /// the RLock twice — as the session that took it — and another client thread takes it.
-const MOVES: &str = r#"
+fn moves_script() -> String {
+    let head = r#"
 import threading
 from multiprocessing.managers import AcquirerProxy
 SyncManager.register("get_rlock", proxytype=AcquirerProxy)
 rlock, queue, items = m.get_rlock(), m.Queue(), m.list()
 rlock.acquire()
 rlock.acquire()
-def feed():
-    for _ in range(2):
-        sys.stdin.readline()
-        queue.put("item")
-feeder = threading.Thread(target=feed)
-feeder.start()
-for _ in range(2):
-    print("WAITING", flush=True)
-    assert queue.get(timeout=60) == "item"
-feeder.join()
+"#;
+    let tail = r#"
 # The server learns that an answer went out (its thread wrote it) from the next call.
 assert len(items) == 0
 print("MOVED", flush=True)
@@ -343,6 +374,8 @@ taker.start()
 taker.join()
 print("DONE", took[0], len(items), flush=True)
 "#;
+    [head, TWO_WAITS, tail].concat()
+}
 
 /// A client thread whose calls wait leaves its thread for the shared workers, and
 /// comes back to a thread after a run of calls that do not wait; its session goes
@@ -362,16 +395,8 @@ fn a_connection_whose_calls_wait_moves_to_the_shared_workers_and_back_with_its_s
                 ..Default::default()
             });
             let quiet = QUIET.to_string();
-            let mut script = Dialogue::start(python, MOVES, &server, &[&quiet], &context);
-            for gets in 1..=2 {
-                script.expect("WAITING");
-                // The get is waiting before the feeder puts: a call that waited. (Counted
-                // as it begins to wait; the gauge of waiting calls may still show the
-                // last get for a moment after its answer went out.)
-                let waited = metric_until(&server, QUEUE_GETS_WAITED, |n| n >= f64::from(gets));
-                assert_eq!(waited, f64::from(gets), "{context}: the get waits");
-                script.say("put");
-            }
+            let mut script = Dialogue::start(python, &moves_script(), &server, &[&quiet], &context);
+            two_waits(&mut script, &server);
             script.expect("MOVED");
             let moved = metric_until(&server, "agora_python_moves_to_workers_total", |n| n >= 1.0);
             assert_eq!(moved, 1.0, "{context}: two waits moved the connection to the shared workers");
@@ -456,4 +481,50 @@ fn requests_sent_behind_a_waiting_call_are_answered_in_order() {
             assert_eq!(server.metric("agora_python_moves_to_workers_total"), 1.0, "{context}");
         }
     });
+}
+
+/// After `python_support::CONNECT`: the main thread's connection makes two queue gets
+/// that wait ([`TWO_WAITS`], on the server's queue `Q`, exposed as `get_q`), so it moves to the shared workers, then a third get that
+/// waits there until the process is killed.
+fn killed_while_moved_script() -> String {
+    let head = r#"
+import threading
+SyncManager.register("get_q")
+queue = m.get_q()
+"#;
+    let tail = r#"
+print("WAITING", flush=True)
+queue.get(timeout=600)
+"#;
+    [head, TWO_WAITS, tail].concat()
+}
+
+/// A client killed while its call waits on the shared workers, where its calls' waits
+/// moved it, takes nothing: the call is abandoned, and the next item goes to the next
+/// consumer.
+#[test]
+fn a_moved_connection_whose_client_is_killed_while_it_waits_takes_nothing() {
+    let python = python_support::pythons().last().expect("a CPython (the search fails when it finds none)");
+    for unix in [true, false] {
+        let context = format!("CPython {} (unix: {unix})", python.version);
+        let server = Server::start_with(ServerOptions {
+            unix,
+            args: ["--metrics", "127.0.0.1:0", "--expose", "get_q=queue:Q"].map(String::from).to_vec(),
+            ..Default::default()
+        });
+        let mut script = Dialogue::start(python, &killed_while_moved_script(), &server, &[], &context);
+        two_waits(&mut script, &server);
+        expect_a_waiting_get(&mut script, &server, 3);
+        let moved = metric_until(&server, "agora_python_moves_to_workers_total", |n| n >= 1.0);
+        assert_eq!(moved, 1.0, "{context}: the third get waits on the shared workers");
+        script.kill();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let consumer = server.client().await;
+            let queue = consumer.queue::<String>("Q", 0).await.expect("the queue");
+            queue.put(&"last".to_owned()).await.unwrap();
+            let got = tokio::time::timeout(HANG_GUARD, queue.get()).await.expect("hang guard");
+            assert_eq!(got.unwrap(), "last", "{context}: the killed client's get took nothing");
+        });
+    }
 }

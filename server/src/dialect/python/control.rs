@@ -57,12 +57,13 @@ impl PyConn<'_> {
             "incref" | "decref" if is_runtime_ident(&args) => Reply::Return(Value::None),
             "incref" => match ident_arg(&args) {
                 Ok((id, text)) => match self
+                    .kept
                     .who
                     .object(self.shared, id, Level::Read, "take a reference to")
-                    .and_then(|()| parking.run(&self.session, Command::Incref { object: id, at }))
+                    .and_then(|()| parking.run(&self.kept.session, Command::Incref { object: id, at }))
                 {
                     Ok(_) => {
-                        self.shared.client_refs.took(self.holder, id);
+                        self.shared.client_refs.took(self.kept.holder, id);
                         Reply::Return(Value::None)
                     }
                     Err(e) if e.code == ErrorCode::PermissionDenied => as_traceback(e),
@@ -72,12 +73,13 @@ impl PyConn<'_> {
             },
             "decref" => match ident_arg(&args) {
                 Ok((id, text)) => match self
+                    .kept
                     .who
                     .object(self.shared, id, Level::Read, "give back a reference to")
-                    .and_then(|()| parking.run(&self.session, Command::Decref { object: id, at }))
+                    .and_then(|()| parking.run(&self.kept.session, Command::Decref { object: id, at }))
                 {
                     Ok(_) => {
-                        self.shared.client_refs.gave(self.holder, id);
+                        self.shared.client_refs.gave(self.kept.holder, id);
                         Reply::Return(Value::None)
                     }
                     Err(e) if e.code == ErrorCode::PermissionDenied => as_traceback(e),
@@ -87,6 +89,7 @@ impl PyConn<'_> {
             },
             "get_methods" => match args.first().and_then(agora_proto::reference::token_fields) {
                 Some(token) => match self
+                    .kept
                     .who
                     .object(self.shared, token.id, Level::Read, "list the methods of")
                     .and_then(|()| exposed_names(self, token.id))
@@ -102,11 +105,13 @@ impl PyConn<'_> {
                 Reply::Return(Value::Int(engine.objects().iter().filter(|o| !o.only_held).count() as i64))
             }
             // Every object's contents: the server's admins only.
-            "debug_info" => match self.who.server_admin(self.shared, "read debug_info (every object's contents)") {
-                Ok(()) => Reply::Return(Value::Str(self.debug_info().into())),
-                Err(e) => as_traceback(e),
-            },
-            "shutdown" => match self.who.shutdown(self.shared, self.local_peer) {
+            "debug_info" => {
+                match self.kept.who.server_admin(self.shared, "read debug_info (every object's contents)") {
+                    Ok(()) => Reply::Return(Value::Str(self.debug_info().into())),
+                    Err(e) => as_traceback(e),
+                }
+            }
+            "shutdown" => match self.kept.who.shutdown(self.shared, self.kept.local_peer) {
                 Ok(()) => return (Reply::Return(Value::None), After::Shutdown),
                 Err(e) => as_traceback(e),
             },
@@ -162,9 +167,16 @@ impl PyConn<'_> {
     /// typeid ([`runtime`]) both open through here.
     pub(super) fn open(&mut self, kind: Kind, name: Option<String>, args: Args) -> Result<(u64, Kind), WireError> {
         let at = self.shared.parking.engine().now();
-        match crate::dialect::open(self.shared, &self.session, self.who, (kind, name, args), Keep::Reference, at)? {
+        match crate::dialect::open(
+            self.shared,
+            &self.kept.session,
+            self.kept.who,
+            (kind, name, args),
+            Keep::Reference,
+            at,
+        )? {
             Answer::Opened { object, kind, .. } => {
-                self.shared.client_refs.took(self.holder, object);
+                self.shared.client_refs.took(self.kept.holder, object);
                 Ok((object, kind))
             }
             other => Err(WireError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),

@@ -125,27 +125,18 @@ pub fn opens_persistent(first: &[u8]) -> bool {
 
 /// One CPython connection.
 struct PyConn<'a> {
-    session: Session,
-    mailbox: Mailbox,
+    /// What it keeps from one call to the next, wherever it is served.
+    kept: Kept,
     /// The call waiting when the client went away, to be abandoned.
     left_waiting: Option<(u64, Ticket)>,
     shared: &'a Shared,
     /// Set by `accept_connection`: this is a client thread's persistent connection.
     persistent: bool,
-    /// How references in replies are rewritten for this client.
-    outgoing: references::Outgoing,
     /// The log record the next reply depends on through a delivery (durability on).
     delivered_lsn: u64,
     /// How many bytes of the next reply the session's line already wrote (a parked
     /// call's, written by the thread that delivered it; `usize::MAX`: all).
     reply_written: usize,
-    /// The peer is on this machine (a Unix socket or a loopback address).
-    local_peer: bool,
-    /// The peer's process, where the kernel names it: the holder of the references
-    /// this connection takes.
-    holder: Option<holders::Process>,
-    /// The user it authenticated as: every request is checked against its rules.
-    who: Who,
     /// The call being answered waited (was parked) before its answer came.
     waited: bool,
 }
@@ -174,9 +165,14 @@ impl Moving {
 struct Kept {
     session: Session,
     mailbox: Mailbox,
+    /// How references in replies are rewritten for this client.
     outgoing: references::Outgoing,
+    /// The peer is on this machine (a Unix socket or a loopback address).
     local_peer: bool,
+    /// The peer's process, where the kernel names it: the holder of the references
+    /// this connection takes.
     holder: Option<holders::Process>,
+    /// The user it authenticated as: every request is checked against its rules.
     who: Who,
 }
 
@@ -273,10 +269,7 @@ pub async fn serve_placed<S: Transport>(
         Start::Resumed(Moving { kept, rbuf, entry }) => (PyConn::with(shared, kept, true), rbuf, None, entry),
     };
     match serve_requests(stream, rbuf, first, peer, &mut conn, poll, Some(place)).await {
-        Some(rbuf) => {
-            let PyConn { session, mailbox, outgoing, local_peer, holder, who, .. } = conn;
-            Some(Moving { kept: Kept { session, mailbox, outgoing, local_peer, holder, who }, rbuf, entry })
-        }
+        Some(rbuf) => Some(Moving { kept: conn.kept, rbuf, entry }),
         None => {
             conn.close();
             None
@@ -306,27 +299,13 @@ impl<'a> PyConn<'a> {
 
     /// A connection with what it `kept`, before its next call.
     fn with(shared: &'a Shared, kept: Kept, persistent: bool) -> Self {
-        let Kept { session, mailbox, outgoing, local_peer, holder, who } = kept;
-        PyConn {
-            session,
-            mailbox,
-            left_waiting: None,
-            shared,
-            persistent,
-            outgoing,
-            delivered_lsn: 0,
-            reply_written: 0,
-            local_peer,
-            holder,
-            who,
-            waited: false,
-        }
+        PyConn { kept, left_waiting: None, shared, persistent, delivered_lsn: 0, reply_written: 0, waited: false }
     }
 
     /// Ends the connection's session; a call it left waiting is abandoned.
     fn close(self) {
-        let PyConn { session, mailbox, left_waiting, shared, .. } = self;
-        shared.parking.close(session, mailbox, left_waiting);
+        let PyConn { kept, left_waiting, shared, .. } = self;
+        shared.parking.close(kept.session, kept.mailbox, left_waiting);
     }
 }
 
@@ -400,7 +379,7 @@ async fn serve_requests<S: Transport>(
             },
         };
         if let Reply::Return(value) = &mut reply {
-            conn.outgoing.localize(value);
+            conn.kept.outgoing.localize(value);
         }
         // (`out` still holds the last reply: how much of it that one used.)
         if out_keeping.keeps(out.capacity(), out.len()) {
@@ -414,7 +393,7 @@ async fn serve_requests<S: Transport>(
         }
         // With durability on, a reply goes out once the log has what it depends on.
         // A client that leaves meanwhile (the log cannot be written) ends its session.
-        let depends_on = conn.session.logged().max(std::mem::take(&mut conn.delivered_lsn));
+        let depends_on = conn.kept.session.logged().max(std::mem::take(&mut conn.delivered_lsn));
         if !shared.parking.settle_promptly(depends_on).await {
             tokio::select! {
                 _ = shared.parking.settle(depends_on) => {}
@@ -474,8 +453,10 @@ impl PyConn<'_> {
         let args = agora_proto::native::Args { positional: request.args, keywords: request.kwargs };
         let allowed = match request.method.as_str() {
             // A dict's `__iter__` is not a declared method (it makes an iterator object).
-            "#GETVALUE" | "__repr__" | "__str__" | "__iter__" => self.who.object(self.shared, id, Level::Read, "read"),
-            method => self.who.call(self.shared, id, method, &args),
+            "#GETVALUE" | "__repr__" | "__str__" | "__iter__" => {
+                self.kept.who.object(self.shared, id, Level::Read, "read")
+            }
+            method => self.kept.who.call(self.shared, id, method, &args),
         };
         if let Err(e) = allowed {
             return Some((Reply::Error(e), After::Continue));
@@ -493,7 +474,7 @@ impl PyConn<'_> {
             "__iter__" if kind == agora_proto::native::Kind::Dict => self.iterate(id),
             _ => {
                 let at = engine.now();
-                match self.shared.parking.call(&self.session, None, id, Access::Id, &request.method, args, at) {
+                match self.shared.parking.call(&self.kept.session, None, id, Access::Id, &request.method, args, at) {
                     Ok(Answer::Value(value)) => Reply::Return(value),
                     Ok(Answer::Parked(parked)) => {
                         self.waited = true;
@@ -516,12 +497,12 @@ impl PyConn<'_> {
     /// `iter(dict_proxy)`: a snapshot of the keys as a new Iterator object, sent as `#PROXY`.
     fn iterate(&mut self, id: u64) -> Reply {
         let command =
-            Command::Iterate { session: self.session.id(), object: id, at: self.shared.parking.engine().now() };
-        match self.shared.parking.run(&self.session, command) {
+            Command::Iterate { session: self.kept.session.id(), object: id, at: self.shared.parking.engine().now() };
+        match self.shared.parking.run(&self.kept.session, command) {
             Ok(Answer::Opened { object, kind, created }) => {
-                self.shared.client_refs.took(self.holder, object);
+                self.shared.client_refs.took(self.kept.holder, object);
                 // The iterator is an anonymous object of this client's user.
-                if let Err(e) = self.who.opened(self.shared, object, None, created) {
+                if let Err(e) = self.kept.who.opened(self.shared, object, None, created) {
                     return Reply::Error(e);
                 }
                 Reply::Proxy {
@@ -552,7 +533,7 @@ impl PyConn<'_> {
     ) -> Option<Completion> {
         let mut waiting = self.shared.parking.engine().waiting(object);
         let socket = stream.raw_socket().filter(|_| self.shared.parking.answers_on_lines());
-        let line = self.mailbox.line();
+        let line = self.kept.mailbox.line();
         if let Some(socket) = socket.filter(|_| rbuf.is_empty()) {
             line.arm(parked.ticket, Box::new(answerer::SocketAnswerer::new(socket, waiting.take())));
         }
@@ -563,7 +544,7 @@ impl PyConn<'_> {
         let mut begun = 0;
         loop {
             let woke = tokio::select! {
-                mail = self.mailbox.recv() => Woke::Mail(Some(mail)),
+                mail = self.kept.mailbox.recv() => Woke::Mail(Some(mail)),
                 read = stream.read_buf(rbuf) => match read {
                     // A stock CPython client sends nothing while it waits, unless its
                     // answer went out through the line and this is its next call. If
@@ -631,7 +612,7 @@ impl PyConn<'_> {
         // Part of the answer went out: its delivery is in the mailbox, or about to be
         // (the line's thread mails it next), and the rest must follow, not a notice.
         loop {
-            let mail = if begun > 0 { Some(self.mailbox.recv().await) } else { self.mailbox.try_recv() };
+            let mail = if begun > 0 { Some(self.kept.mailbox.recv().await) } else { self.kept.mailbox.try_recv() };
             let Some(mail) = mail else { break };
             match mail {
                 Mail::Delivery(delivery) if delivery.waiter.ticket == ticket => {
