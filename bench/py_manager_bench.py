@@ -29,7 +29,10 @@ round trips — a request pickled as the proxy pickles it, sent and read back th
 it came (``agora bench --serve-echo --echo-threads``, a thread per connection blocked
 in ``recv``, as CPython's manager serves one). With ``--echo-pid`` its CPU per op is
 the least any server that sleeps between a client's calls spends on them: the kernel's
-``recv``, ``send``, sleep and wake-up, and nothing else. ``proxy_create`` has no floor.
+``recv``, ``send``, sleep and wake-up, and nothing else. For ``lock`` the floor hands a
+lock off: an ``acquire`` waits until no other connection holds the echo server's one
+lock, as CPython's manager's thread waits in ``Lock.acquire``, and a ``release`` frees
+it. ``proxy_create`` has no floor.
 
 Prints a table, then one line ``JSON {...}`` (and writes it to ``--json FILE``) with
 every measurement and the ratio agora/CPython for throughput (>1: agora is faster)

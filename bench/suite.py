@@ -804,8 +804,9 @@ def render_python(runs):
         "that takes several connections' requests per wake-up can spend a little less when many clients call). "
         "Where the floor ÷ CPython is above 1/3, a server that sleeps between calls cannot spend a third of "
         "CPython's server's CPU, and one that polls instead spends more (bench/changes.md, round 37). The lock's "
-        "floor is two round trips that wait for nobody: a contended hand-off, where one client always waits and a "
-        "CPU idles, costs more than it (round 38).\n"
+        "floor is a hand-off: there an acquire takes one lock all the floor's connections share, its thread "
+        "waiting for it as CPython's manager's thread waits in `Lock.acquire`, and a release frees it "
+        "(bench/changes.md, round 40; before it, the floor echoed both at once and its clients never waited).\n"
     ]
     for transport, run in runs.items():
         out.append(f"### {transport.upper()} (CPython {run.get('python', '?')})\n")

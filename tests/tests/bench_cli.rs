@@ -280,3 +280,54 @@ fn echo_threads_needs_serve_echo() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--serve-echo"), "{stderr}");
 }
+
+/// A CPython client's request frame body `(token, method, (), {})`, pickled as
+/// `multiprocessing.connection` sends it.
+fn python_request(method: &str) -> Vec<u8> {
+    use agora_proto::Value;
+    let request = Value::Tuple(vec![
+        Value::Str("7f3b2c1d9e80".into()),
+        Value::Str(method.into()),
+        Value::Tuple(vec![]),
+        Value::Dict(Default::default()),
+    ]);
+    agora_proto::pickle::encode(&request)
+}
+
+/// The threads model's floor hands a lock off as CPython's manager does: an `acquire`
+/// is answered only once no other connection holds the lock, a `release` frees it, and
+/// a connection that goes away holding it frees it too. Other frames are echoed at once.
+#[test]
+fn the_threads_echo_hands_a_lock_off_between_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = EchoServer::start(&format!("unix:{}", dir.path().join("lock.sock").display()), true);
+    let (acquire, release) = (python_request("acquire"), python_request("release"));
+    let mut first = RawConn::connect(&echo.address);
+    first.send_frame(&acquire).unwrap();
+    assert_eq!(first.recv_frame(), Some(acquire.clone()), "a free lock is taken at once");
+    // A second connection's acquire waits, on its own thread here, for the first's release.
+    let (answered, answer) = std::sync::mpsc::channel();
+    let second = {
+        let (address, acquire) = (echo.address.clone(), acquire.clone());
+        std::thread::spawn(move || {
+            let mut second = RawConn::connect(&address);
+            second.send_frame(&acquire).unwrap();
+            let _ = answered.send(second.recv_frame());
+            second
+        })
+    };
+    let mut bystander = RawConn::connect(&echo.address);
+    bystander.send_frame(&python_request("get")).unwrap();
+    assert_eq!(bystander.recv_frame(), Some(python_request("get")), "other calls are echoed meanwhile");
+    assert!(
+        answer.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+        "an acquire of a held lock is answered only once it is released"
+    );
+    first.send_frame(&release).unwrap();
+    assert_eq!(first.recv_frame(), Some(release.clone()));
+    assert_eq!(answer.recv_timeout(HANG_GUARD).expect("the release handed the lock on"), Some(acquire.clone()));
+    // The second goes away holding it: the next acquire is answered all the same.
+    drop(second.join().unwrap());
+    first.send_frame(&acquire).unwrap();
+    assert_eq!(first.recv_frame(), Some(acquire), "a connection that went away frees what it held");
+}

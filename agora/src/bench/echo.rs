@@ -12,6 +12,13 @@
 //! CPython's manager's). The second is the floor for a stock CPython client's round
 //! trip (`bench/py_manager_bench.py --echo`): what any server that sleeps between a
 //! lone client's calls must spend on one.
+//!
+//! A lock's floor is a hand-off, not two echoes: in the threads model a CPython request
+//! naming `acquire` takes one lock all connections share, the connection's thread
+//! waiting for it as CPython's manager's thread waits in `Lock.acquire`, and one naming
+//! `release` frees it (`HandOff`). Echoed at once, processes taking turns on a lock
+//! would never wait for each other, and the floor would measure something easier than
+//! a contended lock (bench/changes.md, rounds 38 and 40).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,6 +70,7 @@ pub async fn serve(listener: Listener) {
 /// with no readiness polling: the least a server that sleeps between calls can
 /// spend on it.
 pub async fn serve_threads(listener: Listener) {
+    let hand_off = Arc::new(HandOff::default());
     loop {
         let stream = match listener.accept().await {
             Ok((Accepted::Tcp(s), _)) => s.into_std().map(Blocking::Tcp),
@@ -75,7 +83,8 @@ pub async fn serve_threads(listener: Listener) {
         };
         let started = stream.and_then(|stream| {
             stream.set_blocking()?;
-            std::thread::Builder::new().name("agora-echo".into()).spawn(move || stream.echo())
+            let hand_off = hand_off.clone();
+            std::thread::Builder::new().name("agora-echo".into()).spawn(move || stream.echo(&hand_off))
         });
         if let Err(e) = started {
             tracing::warn!(error = %e, "echo server: cannot accept or serve a connection");
@@ -98,19 +107,86 @@ impl Blocking {
         }
     }
 
-    fn echo(self) {
+    fn echo(self, hand_off: &HandOff) {
+        let mut holding = Holding { hand_off, held: false };
         match self {
-            Blocking::Tcp(s) => echo_blocking(s),
-            Blocking::Unix(s) => echo_blocking(s),
+            Blocking::Tcp(s) => echo_blocking(s, &mut holding),
+            Blocking::Unix(s) => echo_blocking(s, &mut holding),
         }
     }
 }
 
-/// Moves every complete frame in `rbuf` to `wbuf`; false if a frame is malformed.
-fn echo_frames(rbuf: &mut BytesMut, wbuf: &mut Vec<u8>) -> bool {
+/// The one lock the threads' echo hands off between connections (module docs).
+#[derive(Default)]
+struct HandOff {
+    taken: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+impl HandOff {
+    fn acquire(&self) {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        while *taken {
+            taken = self.freed.wait(taken).unwrap_or_else(|e| e.into_inner());
+        }
+        *taken = true;
+    }
+
+    fn release(&self) {
+        *self.taken.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.freed.notify_one();
+    }
+}
+
+/// A connection's part in the hand-off: it frees the lock if it goes away holding it.
+struct Holding<'a> {
+    hand_off: &'a HandOff,
+    held: bool,
+}
+
+impl Holding<'_> {
+    /// Takes or frees the lock if `body` is a CPython request naming `acquire` or
+    /// `release` (a release by a connection not holding it frees nothing).
+    fn before_echo(&mut self, body: &[u8]) {
+        if !self.held && names_method(body, b"acquire") {
+            self.hand_off.acquire();
+            self.held = true;
+        } else if self.held && names_method(body, b"release") {
+            self.hand_off.release();
+            self.held = false;
+        }
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.hand_off.release();
+        }
+    }
+}
+
+/// True if `body` is a pickle (it opens with `PROTO`) holding the short string
+/// `method` (`SHORT_BINUNICODE`, as CPython pickles a request's method name): a look
+/// at the bytes, cheaper than decoding, so the floor stays a floor.
+fn names_method(body: &[u8], method: &[u8]) -> bool {
+    const PROTO: u8 = 0x80;
+    const SHORT_BINUNICODE: u8 = 0x8c;
+    body.first() == Some(&PROTO)
+        && body
+            .windows(method.len() + 2)
+            .any(|w| w[0] == SHORT_BINUNICODE && usize::from(w[1]) == method.len() && &w[2..] == method)
+}
+
+/// Moves every complete frame in `rbuf` to `wbuf`, each once `before` has seen it;
+/// false if a frame is malformed.
+fn echo_frames(rbuf: &mut BytesMut, wbuf: &mut Vec<u8>, mut before: impl FnMut(&[u8])) -> bool {
     loop {
         match frame::take_frame(rbuf, ECHO_MAX_FRAME) {
-            Ok(Some(body)) => frame::encode(&body, wbuf),
+            Ok(Some(body)) => {
+                before(&body);
+                frame::encode(&body, wbuf)
+            }
             Ok(None) => return true,
             Err(_) => return false,
         }
@@ -118,8 +194,8 @@ fn echo_frames(rbuf: &mut BytesMut, wbuf: &mut Vec<u8>) -> bool {
 }
 
 /// [`echo`]'s work on a blocking socket: read what arrived, write every complete frame
-/// back in one write.
-fn echo_blocking<S: std::io::Read + std::io::Write>(mut stream: S) {
+/// back in one write (a lock's hand-off first: [`HandOff`]).
+fn echo_blocking<S: std::io::Read + std::io::Write>(mut stream: S, holding: &mut Holding<'_>) {
     let mut chunk = vec![0; 16 * 1024];
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = Vec::with_capacity(16 * 1024);
@@ -128,7 +204,7 @@ fn echo_blocking<S: std::io::Read + std::io::Write>(mut stream: S) {
             Ok(0) | Err(_) => return,
             Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
         }
-        if !echo_frames(&mut rbuf, &mut wbuf) {
+        if !echo_frames(&mut rbuf, &mut wbuf, |body| holding.before_echo(body)) {
             return;
         }
         if !wbuf.is_empty() {
@@ -149,7 +225,7 @@ async fn echo<S: Transport>(mut stream: S) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        if !echo_frames(&mut rbuf, &mut wbuf) {
+        if !echo_frames(&mut rbuf, &mut wbuf, |_| {}) {
             return;
         }
         if !wbuf.is_empty() {

@@ -186,7 +186,9 @@ pub struct BenchArgs {
     /// With --serve-echo: serve each connection from an OS thread of its own that
     /// blocks in recv(2) between frames, as CPython's manager serves one, instead of
     /// from a task on the runtime (the floor for stock CPython clients:
-    /// bench/py_manager_bench.py --echo).
+    /// bench/py_manager_bench.py --echo). There a CPython request naming `acquire`
+    /// waits for one lock all connections share, and one naming `release` frees it:
+    /// a lock's floor is a hand-off.
     #[arg(long, requires = "serve_echo")]
     pub echo_threads: bool,
 
