@@ -920,7 +920,7 @@ def targets(res):
         rows.append(
             ["Stock Python clients: agora's server CPU per op ≤ 1/3 of CPython's server's",
              (f"{n - len(costlier)} of {n} rows within; above: " + ", ".join(costlier)
-              + f"; in {len(beyond)} of those the floor (an echo server) is above the third too"
+              + f"; in {len(beyond)} of those the floor (an echo server of CPython's model; for the lock, a hand-off) is above the third too"
               if costlier else f"all {n} rows"),
              f"missed for {len(costlier)} of {n} ({len(costlier) - len(beyond)} where the floor allows it)"
              if costlier else "met"]
