@@ -330,6 +330,13 @@ fn expect_a_waiting_get(script: &mut Dialogue, server: &Server, gets: u32) {
 const QUEUE_GETS_WAITED: &str = "agora_calls_parked_total{kind=\"Queue\",method=\"get\"}";
 const LOCK_ACQUIRES_WAITED: &str = "agora_calls_parked_total{kind=\"Lock\",method=\"acquire\"}";
 
+/// A server on a Unix socket or TCP, with `--metrics` (the move tests count waiting
+/// calls and moves there) and `more` arguments.
+fn metered_server(unix: bool, more: &[&str]) -> Server {
+    let args = ["--metrics", "127.0.0.1:0"].iter().chain(more).map(|arg| arg.to_string()).collect();
+    Server::start_with(ServerOptions { unix, args, ..Default::default() })
+}
+
 /// Scrapes `name` until `done` holds for its value (0 while it is not shown); the last
 /// value seen.
 fn metric_until(server: &Server, name: &str, done: impl Fn(f64) -> bool) -> f64 {
@@ -389,11 +396,7 @@ fn a_connection_whose_calls_wait_moves_to_the_shared_workers_and_back_with_its_s
     python_support::for_each_python(|python| {
         for unix in [true, false] {
             let context = format!("CPython {} (unix: {unix})", python.version);
-            let server = Server::start_with(ServerOptions {
-                unix,
-                args: ["--metrics", "127.0.0.1:0", "--expose", "get_rlock=rlock:R"].map(String::from).to_vec(),
-                ..Default::default()
-            });
+            let server = metered_server(unix, &["--expose", "get_rlock=rlock:R"]);
             let quiet = QUIET.to_string();
             let mut script = Dialogue::start(python, &moves_script(), &server, &[&quiet], &context);
             two_waits(&mut script, &server);
@@ -459,11 +462,7 @@ fn requests_sent_behind_a_waiting_call_are_answered_in_order() {
     python_support::for_each_python(|python| {
         for unix in [true, false] {
             let context = format!("CPython {} (unix: {unix})", python.version);
-            let server = Server::start_with(ServerOptions {
-                unix,
-                args: vec!["--metrics".into(), "127.0.0.1:0".into()],
-                ..Default::default()
-            });
+            let server = metered_server(unix, &[]);
             let mut script = Dialogue::start(python, PIPELINED, &server, &[], &context);
             for round in 0..2 {
                 script.expect("WAITING");
@@ -507,11 +506,7 @@ fn a_moved_connection_whose_client_is_killed_while_it_waits_takes_nothing() {
     let python = python_support::pythons().last().expect("a CPython (the search fails when it finds none)");
     for unix in [true, false] {
         let context = format!("CPython {} (unix: {unix})", python.version);
-        let server = Server::start_with(ServerOptions {
-            unix,
-            args: ["--metrics", "127.0.0.1:0", "--expose", "get_q=queue:Q"].map(String::from).to_vec(),
-            ..Default::default()
-        });
+        let server = metered_server(unix, &["--expose", "get_q=queue:Q"]);
         let mut script = Dialogue::start(python, &killed_while_moved_script(), &server, &[], &context);
         two_waits(&mut script, &server);
         expect_a_waiting_get(&mut script, &server, 3);

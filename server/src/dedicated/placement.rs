@@ -37,7 +37,12 @@ pub struct Placement {
 impl Placement {
     /// A connection starting on a thread of its own.
     pub fn on_thread() -> Placement {
-        Placement { on_thread: true, waits: 0, quiet: 0, settled: false }
+        Placement::fresh(true, false)
+    }
+
+    /// A place with an empty record.
+    fn fresh(on_thread: bool, settled: bool) -> Placement {
+        Placement { on_thread, waits: 0, quiet: 0, settled }
     }
 
     /// True while the connection is (to be) served on a thread of its own.
@@ -62,18 +67,18 @@ impl Placement {
 
     /// The connection moved to the other side: its record starts again.
     pub fn moved(&mut self) {
-        *self = Placement { on_thread: !self.on_thread, waits: 0, quiet: 0, settled: false };
+        *self = Placement::fresh(!self.on_thread, false);
     }
 
     /// The connection stays on the shared workers for good (no thread could be started).
     pub fn settle_on_workers(&mut self) {
-        *self = Placement { on_thread: false, waits: 0, quiet: 0, settled: true };
+        *self = Placement::fresh(false, true);
     }
 
     /// The connection stays on the shared workers for now (every thread's place is
     /// taken): it asks again after another run of quiet calls.
     pub fn stay_on_workers(&mut self) {
-        *self = Placement { on_thread: false, waits: 0, quiet: 0, settled: false };
+        *self = Placement::fresh(false, false);
     }
 }
 

@@ -157,7 +157,7 @@ pub struct Moving {
 impl Moving {
     /// Ends the connection's session, as a connection that closes ends it.
     pub fn close(self, shared: &Shared) {
-        shared.parking.close(self.kept.session, self.kept.mailbox, None);
+        self.kept.close(shared, None);
     }
 }
 
@@ -174,6 +174,14 @@ struct Kept {
     holder: Option<holders::Process>,
     /// The user it authenticated as: every request is checked against its rules.
     who: Who,
+}
+
+impl Kept {
+    /// Ends the session (its holdings go back); `left_waiting`, a call it left waiting,
+    /// is abandoned.
+    fn close(self, shared: &Shared, left_waiting: Option<(u64, Ticket)>) {
+        shared.parking.close(self.session, self.mailbox, left_waiting);
+    }
 }
 
 /// Where a client thread's persistent connection starts on a runtime.
@@ -304,8 +312,7 @@ impl<'a> PyConn<'a> {
 
     /// Ends the connection's session; a call it left waiting is abandoned.
     fn close(self) {
-        let PyConn { kept, left_waiting, shared, .. } = self;
-        shared.parking.close(kept.session, kept.mailbox, left_waiting);
+        self.kept.close(self.shared, self.left_waiting);
     }
 }
 
