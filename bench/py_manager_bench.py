@@ -26,13 +26,15 @@ Operations (each client process works on the same shared objects):
 The floor (``--echo ADDR``, target ``echo``): the same client processes make the same
 round trips — a request pickled as the proxy pickles it, sent and read back through
 ``multiprocessing.connection`` — against an echo server that returns every frame as
-it came (``agora bench --serve-echo --echo-threads``, a thread per connection blocked
-in ``recv``, as CPython's manager serves one). With ``--echo-pid`` its CPU per op is
-the least any server that sleeps between a client's calls spends on them: the kernel's
-``recv``, ``send``, sleep and wake-up, and nothing else. For ``lock`` the floor hands a
-lock off: an ``acquire`` waits until no other connection holds the echo server's one
-lock, as CPython's manager's thread waits in ``Lock.acquire``, and a ``release`` frees
-it. ``proxy_create`` has no floor.
+it came (``agora bench --serve-echo --echo-threads --echo-handshake``, a thread per
+connection blocked in ``recv``, as CPython's manager serves one, each connection
+authenticated with the authkey as a manager's is). With ``--echo-pid`` its CPU per op
+is the least any server that sleeps between a client's calls spends on them: the
+kernel's ``recv``, ``send``, sleep and wake-up, and nothing else. For ``lock`` the floor
+hands a lock off: an ``acquire`` waits until no other connection holds the echo
+server's one lock, as CPython's manager's thread waits in ``Lock.acquire``, and a
+``release`` frees it. For ``proxy_create`` each of the four calls is a connection of
+its own, authenticated, as the manager's are.
 
 Prints a table, then one line ``JSON {...}`` (and writes it to ``--json FILE``) with
 every measurement and the ratio agora/CPython for throughput (>1: agora is faster)
@@ -47,6 +49,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -120,19 +123,53 @@ ECHO_CALLS = {
 
 ECHO_TOKEN = "7f3b2c1d9e80"  # a token id as CPython's manager writes one
 
+# The floor's calls that are each a connection of their own: ``(None, method, args,
+# kwds)``, as ``BaseManager``'s ``dispatch`` sends them.
+ECHO_CONNECTIONS = {
+    "proxy_create": [("create", ("dict",)), ("incref", (ECHO_TOKEN,)), ("decref", (ECHO_TOKEN,)),
+                     ("decref", (ECHO_TOKEN,))],
+}
 
-def echo_step(op, conn):
-    """One floor operation: the op's round trips, each echoed back and unpickled."""
-    for method, args in ECHO_CALLS[op]:
+
+def has_floor(op):
+    return op in ECHO_CALLS or op in ECHO_CONNECTIONS
+
+
+def echo_step(op, conn, address, authkey):
+    """One floor operation: the op's round trips, each echoed back and unpickled (on a
+    new authenticated connection each, for the calls a manager makes that way)."""
+    for method, args in ECHO_CONNECTIONS.get(op, ()):
+        one_shot = Client(address, authkey=authkey)
+        one_shot.send((None, method, args, {}))
+        one_shot.recv()
+        one_shot.close()
+    for method, args in ECHO_CALLS.get(op, ()):
         conn.send((ECHO_TOKEN, method, args, {}))
         conn.recv()
+
+
+def check_echo_authenticates(address):
+    """The floor's clients authenticate: fail clearly, not hang, if the echo server does
+    not challenge a new connection (it was started without --echo-handshake)."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(address)
+        try:
+            first = s.recv(64)
+        except socket.timeout:
+            first = b""
+    if b"#CHALLENGE#" not in first:
+        raise SystemExit(f"the echo server at {show_address(address)} does not authenticate its connections: "
+                         "start it with `agora bench --serve-echo --echo-threads --echo-handshake` "
+                         "and the same authkey")
 
 
 def client(op, objs, address, authkey, duration, warmup, start, results):
     """One client process: warm up, wait for the others, run for `duration` seconds."""
     if objs is None:  # the floor: a connection of this process's own
-        conn = Client(address)
-        one = lambda i: echo_step(op, conn)  # noqa: E731
+        conn = Client(address, authkey=authkey)
+        one = lambda i: echo_step(op, conn, address, authkey)  # noqa: E731
     else:
         manager = connect(address, authkey) if op == "proxy_create" else None
         one = lambda i: step(op, objs, manager, i)  # noqa: E731
@@ -248,7 +285,8 @@ def main():
     parser.add_argument("--json", metavar="FILE", help="also write the JSON results here")
     parser.add_argument("--agora-pid", type=int, help="agora server's pid: also report its CPU time per op")
     parser.add_argument("--echo", metavar="ADDR",
-                        help="the floor's echo server (agora bench --serve-echo --echo-threads): adds target echo")
+                        help="the floor's echo server (agora bench --serve-echo --echo-threads --echo-handshake, "
+                             "with the same authkey): adds target echo")
     parser.add_argument("--echo-pid", type=int, help="the echo server's pid: also report its CPU time per op")
     args = parser.parse_args()
     if args.authkey is None:
@@ -279,6 +317,7 @@ def main():
         pids["echo"] = args.echo_pid
         if isinstance(addresses["echo"], tuple) != isinstance(agora_address, tuple):
             parser.error("--echo must be the same kind of address as --agora (TCP or Unix)")
+        check_echo_authenticates(addresses["echo"])
     try:
         if "cpython" in targets:
             cpython = start_cpython_server(kind, authkey, tmpdir)
@@ -295,7 +334,7 @@ def main():
             for k in client_counts:
                 row = {"op": op, "clients": k}
                 for target in targets:
-                    if target == "echo" and op not in ECHO_CALLS:
+                    if target == "echo" and not has_floor(op):
                         continue
                     row[target] = measure(target, addresses[target], authkey, op, k, args.duration, args.warmup,
                                           pids.get(target))

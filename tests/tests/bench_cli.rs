@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use agora_tests::{agora_bin, RawConn, Server, ServerOptions, HANG_GUARD};
+mod python_support;
+
+use agora_tests::{agora_bin, RawConn, Server, ServerOptions, AUTHKEY, HANG_GUARD};
 
 /// Runs `agora bench` with `args` against `server`; returns the parsed JSON report.
 fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
@@ -159,11 +161,19 @@ struct EchoServer {
 
 impl EchoServer {
     fn start(listen: &str, threads: bool) -> EchoServer {
+        EchoServer::start_with(listen, threads, None)
+    }
+
+    /// With `handshake_key`, the threads model authenticating every connection with it.
+    fn start_with(listen: &str, threads: bool, handshake_key: Option<&[u8]>) -> EchoServer {
         use std::io::BufRead;
         let mut cmd = Command::new(agora_bin());
         cmd.args(["bench", "--serve-echo", "--address", listen]);
         if threads {
             cmd.arg("--echo-threads");
+        }
+        if let Some(key) = handshake_key {
+            cmd.arg("--echo-handshake").env("AGORA_AUTHKEY", std::str::from_utf8(key).unwrap());
         }
         let mut child = cmd
             .stdin(std::process::Stdio::null())
@@ -273,12 +283,158 @@ fn the_echo_server_drops_a_bad_frame_and_a_vanished_client_alone() {
     }
 }
 
+/// With `--echo-handshake` the threads model authenticates every connection as a
+/// manager does: a wrong key is refused and its connection closed; one-shot connections
+/// one after another (as proxy creation makes them) are each authenticated and
+/// answered; connections held open each keep a thread, and a newcomer is served
+/// meanwhile.
+#[test]
+fn the_threads_echo_authenticates_every_connection_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = EchoServer::start_with(&format!("unix:{}", dir.path().join("auth.sock").display()), true, Some(AUTHKEY));
+    let authenticated = || {
+        let mut conn = RawConn::connect(&echo.address);
+        assert!(conn.handshake(AUTHKEY), "the right key is welcomed");
+        conn
+    };
+    let mut stranger = RawConn::connect(&echo.address);
+    assert!(!stranger.handshake(b"not the key"), "a wrong key is refused");
+    assert_eq!(stranger.read_to_end().unwrap(), b"", "and its connection closed unanswered");
+    for i in 0..30u8 {
+        let mut one_shot = authenticated();
+        one_shot.send_frame(&[i; 9]).unwrap();
+        assert_eq!(one_shot.recv_frame(), Some(vec![i; 9]), "one-shot connection {i}");
+    }
+    let mut held: Vec<RawConn> = (0..6).map(|_| authenticated()).collect();
+    let mut newcomer = authenticated();
+    newcomer.send_frame(b"newcomer").unwrap();
+    assert_eq!(newcomer.recv_frame().as_deref(), Some(&b"newcomer"[..]));
+    for (i, conn) in held.iter_mut().enumerate() {
+        conn.send_frame(format!("held {i}").as_bytes()).unwrap();
+        assert_eq!(conn.recv_frame(), Some(format!("held {i}").into_bytes()));
+    }
+}
+
+/// Every CPython version found authenticates with the threads model's handshake as with
+/// its own manager's (and is refused with a wrong key), and reads its request back.
+#[test]
+fn stock_cpython_clients_authenticate_with_the_threads_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpython.sock");
+    let _echo = EchoServer::start_with(&format!("unix:{}", path.display()), true, Some(AUTHKEY));
+    let script = r#"
+import sys
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+try:
+    Client(sys.argv[1], authkey=b"not the key")
+    print("a wrong key was welcomed")
+except AuthenticationError:
+    print("refused")
+c = Client(sys.argv[1], authkey=sys.argv[2].encode())
+c.send((None, "create", ("dict",), {}))
+print(c.recv())
+"#;
+    let key = std::str::from_utf8(AUTHKEY).unwrap();
+    python_support::for_each_python(|python| {
+        let mut cmd = Command::new(&python.exe);
+        cmd.args(["-c", script, path.to_str().unwrap(), key]);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let done = python_support::run(cmd, HANG_GUARD);
+        assert!(done.ok(), "{}", done.transcript());
+        assert_eq!(done.stdout, "refused\n(None, 'create', ('dict',), {})\n", "{}", done.transcript());
+    });
+}
+
+/// `bench/py_manager_bench.py` measures proxy creation (four authenticated one-shot
+/// connections per op) and a method call against CPython's manager, agora and the
+/// floor, with each server's CPU per op; against a floor that does not authenticate it
+/// stops with a clear error instead of hanging.
+#[test]
+fn the_python_bench_measures_proxy_creation_against_its_floor() {
+    let server = Server::start_unix();
+    let dir = tempfile::tempdir().unwrap();
+    let echo = EchoServer::start_with(
+        &format!("unix:{}", dir.path().join("floor.sock").display()),
+        true,
+        Some(&server.authkey),
+    );
+    let json = dir.path().join("py.json");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/py_manager_bench.py");
+    let python = python_support::pythons().last().expect("a CPython");
+    let bench_against = |floor: &EchoServer, json: &std::path::Path| {
+        let echo_pid = floor.child.id().to_string();
+        let args = [
+            "--agora",
+            &server.address,
+            "--agora-pid",
+            &server.pid().to_string(),
+            "--echo",
+            &floor.address,
+            "--echo-pid",
+            &echo_pid,
+            "--ops",
+            "proxy_create,dict_get",
+            "--clients",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.05",
+            "--json",
+            json.to_str().unwrap(),
+        ]
+        .map(str::to_owned);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python_support::run(python_support::command_at(python, &script, &args, &server.authkey), HANG_GUARD)
+    };
+    let done = bench_against(&echo, &json);
+    assert!(done.ok(), "{}", done.transcript());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    for row in rows {
+        for target in ["cpython", "agora", "echo"] {
+            assert!(row[target]["ops"].as_u64().unwrap() > 0, "{target}: {row}");
+            assert!(row[target]["server_cpu_us"].as_f64().is_some(), "{target}: {row}");
+        }
+        assert!(row["floor_cpu_ratio"].as_f64().is_some(), "{row}");
+    }
+    let unauthenticated = EchoServer::start(&format!("unix:{}", dir.path().join("plain.sock").display()), true);
+    let refused = bench_against(&unauthenticated, &dir.path().join("plain.json"));
+    assert!(!refused.ok() && refused.stderr.contains("does not authenticate"), "{}", refused.transcript());
+}
+
 #[test]
 fn echo_threads_needs_serve_echo() {
     let output = Command::new(agora_bin()).args(["bench", "--echo-threads", "-t", "echo"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--serve-echo"), "{stderr}");
+}
+
+#[test]
+fn the_echo_handshake_needs_the_threads_model_and_a_key() {
+    let output = Command::new(agora_bin())
+        .args(["bench", "--serve-echo", "--echo-handshake", "-a", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--echo-threads"), "{stderr}");
+    // No key anywhere (no variable, no key file where the default looks): said, not guessed.
+    let nowhere = tempfile::tempdir().unwrap();
+    let output = Command::new(agora_bin())
+        .args(["bench", "--serve-echo", "--echo-threads", "--echo-handshake", "-a", "127.0.0.1:0"])
+        .env_remove("AGORA_AUTHKEY")
+        .env_remove("AGORA_AUTHKEY_FILE")
+        .env("XDG_RUNTIME_DIR", nowhere.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("no authkey"), "{stderr}");
 }
 
 /// A CPython client's request frame body `(token, method, (), {})`, pickled as

@@ -11,7 +11,12 @@
 //! model), and a thread per connection blocked in `recv(2)` ([`serve_threads`],
 //! CPython's manager's). The second is the floor for a stock CPython client's round
 //! trip (`bench/py_manager_bench.py --echo`): what any server that sleeps between a
-//! lone client's calls must spend on one.
+//! lone client's calls must spend on one. Its threads wait in `accept(2)` and go back
+//! to it when their connection ends (a new one is started only when none is left
+//! waiting), so a connection costs no thread's start; and with an authkey each
+//! connection first authenticates as a CPython client's does with its manager (agora's
+//! own handshake, run on the blocking socket): the floor under proxy creation, whose
+//! every call is a connection of its own.
 //!
 //! A lock's floor is a hand-off, not two echoes: in the threads model a CPython request
 //! naming `acquire` takes one lock all connections share, the connection's thread
@@ -20,15 +25,20 @@
 //! would never wait for each other, and the floor would measure something easier than
 //! a contended lock (bench/changes.md, rounds 38 and 40).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use agora_proto::frame;
 use agora_proto::io::ReadRoom;
 use agora_proto::Address;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::report::Latencies;
 use agora_server::listener::{Accepted, Listener, Transport};
@@ -63,32 +73,113 @@ pub async fn serve(listener: Listener) {
     }
 }
 
-/// Accepts, and serves each connection from an OS thread of its own that blocks in
-/// `recv(2)` until a frame comes and in `send(2)` to answer it: the model of
-/// CPython's manager, whose thread per connection waits in `recv`. With one client a
-/// round trip then costs the server a `recv`, a `send` and one sleep and wake-up,
-/// with no readiness polling: the least a server that sleeps between calls can
-/// spend on it.
-pub async fn serve_threads(listener: Listener) {
-    let hand_off = Arc::new(HandOff::default());
-    loop {
-        let stream = match listener.accept().await {
-            Ok((Accepted::Tcp(s), _)) => s.into_std().map(Blocking::Tcp),
-            Ok((Accepted::Unix(s), _)) => s.into_std().map(Blocking::Unix),
-            Ok((Accepted::Tls(s), _)) => {
-                drop(s);
-                continue;
+/// Serves each connection from an OS thread of its own that blocks in `recv(2)` until
+/// a frame comes and in `send(2)` to answer it: the model of CPython's manager, whose
+/// thread per connection waits in `recv`. With one client a round trip then costs the
+/// server a `recv`, a `send` and one sleep and wake-up, with no readiness polling: the
+/// least a server that sleeps between calls can spend on it. With `authkey`, every
+/// connection authenticates first (module docs). Returns only if it cannot start.
+pub async fn serve_threads(mut listener: Listener, authkey: Option<Vec<u8>>) -> std::io::Error {
+    // The threads accept on a duplicate of the socket; the runtime lets go of the
+    // original, which it would otherwise wake up for at every connection. The socket
+    // file is removed when this future ends, as the listener would have.
+    let _socket_file = SocketFile(match &mut listener {
+        Listener::Unix(_, path) => path.take(),
+        _ => None,
+    });
+    let threads = match BlockingListener::of(&listener) {
+        Ok(accepting) => {
+            Arc::new(Threads { accepting, waiting: AtomicUsize::new(0), hand_off: HandOff::default(), authkey })
+        }
+        Err(e) => return e,
+    };
+    drop(listener);
+    if let Err(e) = threads.start_one() {
+        return e;
+    }
+    std::future::pending::<()>().await;
+    unreachable!("a pending future never completes")
+}
+
+/// A Unix socket's file, removed on drop.
+struct SocketFile(Option<std::path::PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// What the threads model's threads share.
+struct Threads {
+    accepting: BlockingListener,
+    /// How many threads wait in `accept(2)`.
+    waiting: AtomicUsize,
+    hand_off: HandOff,
+    authkey: Option<Vec<u8>>,
+}
+
+impl Threads {
+    fn start_one(self: &Arc<Self>) -> std::io::Result<()> {
+        let threads = self.clone();
+        std::thread::Builder::new().name("agora-echo".into()).spawn(move || threads.accept_and_serve()).map(drop)
+    }
+
+    /// Waits for a connection, serves it to its end, and waits again; the last thread
+    /// to stop waiting starts another, so a newcomer never waits for a connection to end.
+    fn accept_and_serve(self: Arc<Self>) {
+        loop {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            let accepted = self.accepting.accept();
+            if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                if let Err(e) = self.start_one() {
+                    tracing::warn!(error = %e, "echo server: cannot start another thread");
+                }
             }
-            Err(e) => Err(e),
+            match accepted {
+                Ok(stream) => stream.serve(&self),
+                Err(e) => {
+                    tracing::warn!(error = %e, "echo server: accept failed");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// The listening socket, blocking, for the threads model (a duplicate of the runtime's).
+enum BlockingListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl BlockingListener {
+    fn of(listener: &Listener) -> std::io::Result<BlockingListener> {
+        let accepting = match listener {
+            Listener::Tcp(l) => BlockingListener::Tcp(l.as_fd().try_clone_to_owned()?.into()),
+            Listener::Unix(l, _) => BlockingListener::Unix(l.as_fd().try_clone_to_owned()?.into()),
+            // `bind` refuses tls:// addresses.
+            Listener::Tls(_) => return Err(std::io::ErrorKind::Unsupported.into()),
         };
-        let started = stream.and_then(|stream| {
-            stream.set_blocking()?;
-            let hand_off = hand_off.clone();
-            std::thread::Builder::new().name("agora-echo".into()).spawn(move || stream.echo(&hand_off))
-        });
-        if let Err(e) = started {
-            tracing::warn!(error = %e, "echo server: cannot accept or serve a connection");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The duplicate shares the original's blocking mode; the runtime lets go of that one.
+        match &accepting {
+            BlockingListener::Tcp(l) => l.set_nonblocking(false)?,
+            BlockingListener::Unix(l) => l.set_nonblocking(false)?,
+        }
+        Ok(accepting)
+    }
+
+    /// The next connection (blocking, as its listener), with `TCP_NODELAY` as agora's.
+    fn accept(&self) -> std::io::Result<Blocking> {
+        match self {
+            BlockingListener::Tcp(l) => {
+                let (stream, _) = l.accept()?;
+                stream.set_nodelay(true)?;
+                Ok(Blocking::Tcp(stream))
+            }
+            BlockingListener::Unix(l) => Ok(Blocking::Unix(l.accept()?.0)),
         }
     }
 }
@@ -100,20 +191,65 @@ enum Blocking {
 }
 
 impl Blocking {
-    fn set_blocking(&self) -> std::io::Result<()> {
+    fn serve(self, threads: &Threads) {
+        let mut holding = Holding { hand_off: &threads.hand_off, held: false };
+        let authkey = threads.authkey.as_deref();
         match self {
-            Blocking::Tcp(s) => s.set_nonblocking(false),
-            Blocking::Unix(s) => s.set_nonblocking(false),
+            Blocking::Tcp(s) => serve_blocking(s, authkey, &mut holding),
+            Blocking::Unix(s) => serve_blocking(s, authkey, &mut holding),
         }
+    }
+}
+
+/// A blocking socket seen as an async one whose reads and writes are done when first
+/// polled (they block instead of waiting), so agora's own handshake runs on it as is.
+struct Blocked<'a, S>(&'a mut S);
+
+impl<S: Read + Unpin> AsyncRead for Blocked<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let n = self.0.read(buf.initialize_unfilled())?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: Write + Unpin> AsyncWrite for Blocked<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(self.0.write(buf))
     }
 
-    fn echo(self, hand_off: &HandOff) {
-        let mut holding = Holding { hand_off, held: false };
-        match self {
-            Blocking::Tcp(s) => echo_blocking(s, &mut holding),
-            Blocking::Unix(s) => echo_blocking(s, &mut holding),
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(self.0.flush())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs `work`, whose I/O is on [`Blocked`] sockets alone (so it never waits), to its end.
+fn run_blocking<F: Future>(work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let Poll::Ready(done) = work.as_mut().poll(&mut cx) {
+            return done;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// One connection on a floor thread: the handshake, if there is a key, then the echo.
+fn serve_blocking<S: Read + Write + Unpin>(mut stream: S, authkey: Option<&[u8]>, holding: &mut Holding<'_>) {
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    if let Some(authkey) = authkey {
+        let policy = agora_proto::auth::Policy::default();
+        let mut blocked = Blocked(&mut stream);
+        if run_blocking(agora_proto::io::server_handshake(&mut blocked, &mut rbuf, authkey, policy)).is_err() {
+            return;
         }
     }
+    echo_blocking(stream, rbuf, holding)
 }
 
 /// The one lock the threads' echo hands off between connections (module docs).
@@ -193,17 +329,12 @@ fn echo_frames(rbuf: &mut BytesMut, wbuf: &mut Vec<u8>, mut before: impl FnMut(&
     }
 }
 
-/// [`echo`]'s work on a blocking socket: read what arrived, write every complete frame
-/// back in one write (a lock's hand-off first: [`HandOff`]).
-fn echo_blocking<S: std::io::Read + std::io::Write>(mut stream: S, holding: &mut Holding<'_>) {
+/// [`echo`]'s work on a blocking socket, after `rbuf` (read already): write every
+/// complete frame back in one write (a lock's hand-off first: [`HandOff`]), read more.
+fn echo_blocking<S: Read + Write>(mut stream: S, mut rbuf: BytesMut, holding: &mut Holding<'_>) {
     let mut chunk = vec![0; 16 * 1024];
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = Vec::with_capacity(16 * 1024);
     loop {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
-        }
         if !echo_frames(&mut rbuf, &mut wbuf, |body| holding.before_echo(body)) {
             return;
         }
@@ -212,6 +343,10 @@ fn echo_blocking<S: std::io::Read + std::io::Write>(mut stream: S, holding: &mut
                 return;
             }
             wbuf.clear();
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
         }
     }
 }

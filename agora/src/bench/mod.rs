@@ -100,8 +100,9 @@ EXAMPLES:
   agora bench --embedded --unix --idle 10000 -c 50 -t get
   agora bench --embedded --raw -c 50 -P 16 -t set,get   (a bare client, as redis-benchmark's)
   agora bench --serve-echo -a 127.0.0.1:50001        (run the floor's echo server)
-  agora bench --serve-echo --echo-threads -a unix:/tmp/echo.sock
-                                                     (the floor for stock CPython clients)";
+  AGORA_AUTHKEY=key agora bench --serve-echo --echo-threads --echo-handshake -a unix:/tmp/echo.sock
+                                                     (the floor for stock CPython clients:
+                                                      bench/py_manager_bench.py --echo)";
 
 /// Flags of `agora bench`.
 #[derive(Debug, Args)]
@@ -192,6 +193,13 @@ pub struct BenchArgs {
     #[arg(long, requires = "serve_echo")]
     pub echo_threads: bool,
 
+    /// With --echo-threads: every connection first authenticates with the authkey
+    /// (--authkey-file, $AGORA_AUTHKEY or the default key file), as a CPython client's
+    /// connection to its manager does — the floor for proxy creation, whose every call
+    /// is a new connection (bench/py_manager_bench.py --echo expects it).
+    #[arg(long, requires = "echo_threads")]
+    pub echo_handshake: bool,
+
     /// Load the server through a bare client shaped like redis-benchmark's (per
     /// connection: write -P pre-encoded requests, read -P replies) instead of the typed
     /// agora client; for comparing servers. Tests: ping, set, get, append, add, qput, qget.
@@ -210,7 +218,12 @@ pub struct BenchArgs {
 /// Runs `agora bench`.
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.serve_echo {
-        return serve_echo(&args.client.address, args.echo_threads).await;
+        let model = match (args.echo_threads, args.echo_handshake) {
+            (false, _) => EchoModel::Tasks,
+            (true, false) => EchoModel::Threads { authkey: None },
+            (true, true) => EchoModel::Threads { authkey: Some(load_authkey(&args.client)?) },
+        };
+        return serve_echo(&args.client.address, model).await;
     }
     if args.client.address.is_tls() && args.raw {
         return Err("--raw speaks plain TCP and Unix sockets only: drop --raw to measure a tls:// listener".into());
@@ -343,30 +356,43 @@ fn load_authkey(args: &ClientArgs) -> Result<Vec<u8>, String> {
     args.resolve().map(|(_, authkey)| authkey)
 }
 
-/// `agora bench --serve-echo`: the floor's far end, until SIGINT/SIGTERM; with
-/// `threads`, a thread per connection.
-async fn serve_echo(address: &Address, threads: bool) -> Result<(), String> {
+/// How the floor's echo server serves its connections.
+enum EchoModel {
+    /// Tasks on the runtime, as agora's server.
+    Tasks,
+    /// A thread per connection, as CPython's manager; authenticating each connection
+    /// first if there is a key.
+    Threads { authkey: Option<Vec<u8>> },
+}
+
+/// `agora bench --serve-echo`: the floor's far end, until SIGINT/SIGTERM.
+async fn serve_echo(address: &Address, model: EchoModel) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = (
         signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
         signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
     );
     let (listener, bound) = echo::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    let model = if threads { "a thread per connection" } else { "tasks on the runtime" };
-    eprintln!("agora bench: echo server listening address={bound} ({model})");
+    let described = match &model {
+        EchoModel::Tasks => "tasks on the runtime",
+        EchoModel::Threads { authkey: None } => "a thread per connection",
+        EchoModel::Threads { authkey: Some(_) } => "a thread per connection, each authenticated",
+    };
+    eprintln!("agora bench: echo server listening address={bound} ({described})");
     let serve = async {
-        if threads {
-            echo::serve_threads(listener).await
-        } else {
-            echo::serve(listener).await
+        match model {
+            EchoModel::Tasks => {
+                echo::serve(listener).await;
+                Ok(())
+            }
+            EchoModel::Threads { authkey } => Err(echo::serve_threads(listener, authkey).await),
         }
     };
     tokio::select! {
-        _ = serve => {}
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        served = serve => served.map_err(|e| format!("echo server: cannot serve on {bound}: {e}")),
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
     }
-    Ok(())
 }
 
 /// A private scratch directory for Unix sockets, removed when dropped.
