@@ -154,7 +154,10 @@ def check_echo_authenticates(address):
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(5)
-        s.connect(address)
+        try:
+            s.connect(address)
+        except OSError as e:
+            raise SystemExit(f"cannot connect to the echo server at {show_address(address)}: {e}")
         try:
             first = s.recv(64)
         except socket.timeout:

@@ -300,6 +300,13 @@ fn the_threads_echo_authenticates_every_connection_when_asked() {
     let mut stranger = RawConn::connect(&echo.address);
     assert!(!stranger.handshake(b"not the key"), "a wrong key is refused");
     assert_eq!(stranger.read_to_end().unwrap(), b"", "and its connection closed unanswered");
+    // A client that goes away in the middle of its handshake ends only its own thread's
+    // connection: that thread goes back to accepting.
+    for _ in 0..3 {
+        let mut vanished = RawConn::connect(&echo.address);
+        assert!(vanished.recv_frame().is_some_and(|challenge| challenge.starts_with(b"#CHALLENGE#")));
+        drop(vanished);
+    }
     for i in 0..30u8 {
         let mut one_shot = authenticated();
         one_shot.send_frame(&[i; 9]).unwrap();
@@ -350,8 +357,8 @@ print(c.recv())
 
 /// `bench/py_manager_bench.py` measures proxy creation (four authenticated one-shot
 /// connections per op) and a method call against CPython's manager, agora and the
-/// floor, with each server's CPU per op; against a floor that does not authenticate it
-/// stops with a clear error instead of hanging.
+/// floor, with each server's CPU per op; against a floor that does not authenticate, or
+/// none at all, it stops with a clear error instead of hanging.
 #[test]
 fn the_python_bench_measures_proxy_creation_against_its_floor() {
     let server = Server::start_unix();
@@ -364,15 +371,15 @@ fn the_python_bench_measures_proxy_creation_against_its_floor() {
     let json = dir.path().join("py.json");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/py_manager_bench.py");
     let python = python_support::pythons().last().expect("a CPython");
-    let bench_against = |floor: &EchoServer, json: &std::path::Path| {
-        let echo_pid = floor.child.id().to_string();
+    let bench_against = |floor_address: &str, floor_pid: u32, json: &std::path::Path| {
+        let echo_pid = floor_pid.to_string();
         let args = [
             "--agora",
             &server.address,
             "--agora-pid",
             &server.pid().to_string(),
             "--echo",
-            &floor.address,
+            floor_address,
             "--echo-pid",
             &echo_pid,
             "--ops",
@@ -390,7 +397,7 @@ fn the_python_bench_measures_proxy_creation_against_its_floor() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         python_support::run(python_support::command_at(python, &script, &args, &server.authkey), HANG_GUARD)
     };
-    let done = bench_against(&echo, &json);
+    let done = bench_against(&echo.address, echo.child.id(), &json);
     assert!(done.ok(), "{}", done.transcript());
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = report["results"].as_array().unwrap();
@@ -403,8 +410,11 @@ fn the_python_bench_measures_proxy_creation_against_its_floor() {
         assert!(row["floor_cpu_ratio"].as_f64().is_some(), "{row}");
     }
     let unauthenticated = EchoServer::start(&format!("unix:{}", dir.path().join("plain.sock").display()), true);
-    let refused = bench_against(&unauthenticated, &dir.path().join("plain.json"));
+    let refused = bench_against(&unauthenticated.address, unauthenticated.child.id(), &dir.path().join("plain.json"));
     assert!(!refused.ok() && refused.stderr.contains("does not authenticate"), "{}", refused.transcript());
+    let nobody = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let absent = bench_against(&nobody, std::process::id(), &dir.path().join("absent.json"));
+    assert!(!absent.ok() && absent.stderr.contains("cannot connect to the echo server"), "{}", absent.transcript());
 }
 
 #[test]
