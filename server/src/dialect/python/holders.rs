@@ -11,9 +11,16 @@
 //! is unknown: those references are only counted ([`ClientRefs::untracked_objects`],
 //! shown by `agora stats`) and stay until a decref or a restart.
 //!
+//! Knowing the peer's process costs a read of `/proc/PID/stat` (its start time tells a
+//! reused pid from the process that had it), and every CPython connection over a Unix
+//! socket needs it: proxy creation opens four connections. So the processes seen lately
+//! are kept ([`Seen`]) with a pidfd each, which says when its process exits: while it
+//! does not, the pid is still that process's and its start time is known.
+//!
 //! This module keeps counts only; it never applies a command itself.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use agora_proto::native::ObjectId;
@@ -27,13 +34,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// The running process `pid` (a Unix socket's peer, as the kernel names it).
-    pub fn of_pid(pid: u32) -> Option<Process> {
-        Some(Process { pid, started: start_time(pid)? })
-    }
-
     /// True while this process runs.
-    pub fn is_alive(&self) -> bool {
+    fn is_alive(&self) -> bool {
         start_time(self.pid) == Some(self.started)
     }
 
@@ -73,10 +75,86 @@ fn start_time_in(stat: &[u8]) -> Option<u64> {
     std::str::from_utf8(after_name).ok()?.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The most processes [`Seen`] keeps a pidfd for (one file descriptor each); past it, a
+/// new peer's start time is read at each of its connections, as without the cache.
+const MOST_SEEN: usize = 1024;
+
+/// Processes seen lately, by pid: each one's start time, and a pidfd that becomes
+/// readable when it exits (`pidfd_open(2)`, Linux 5.3; without it nothing is kept).
+#[derive(Debug, Default)]
+struct Seen {
+    by_pid: HashMap<u32, Watched>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    started: u64,
+    pidfd: OwnedFd,
+}
+
+impl Seen {
+    /// The running process `pid`: from what was seen if that process has not exited,
+    /// else from `/proc` (and kept, if there is room).
+    fn process(&mut self, pid: u32) -> Option<Process> {
+        if let Some(watched) = self.by_pid.get(&pid) {
+            if !has_exited(&watched.pidfd) {
+                return Some(Process { pid, started: watched.started });
+            }
+            self.by_pid.remove(&pid);
+        }
+        // The pidfd first: if its process is still running once the start time is read,
+        // the start time read was that process's, not a successor's on a reused pid.
+        let pidfd = pidfd_open(pid);
+        let started = start_time(pid)?;
+        if let Some(pidfd) = pidfd.filter(|pidfd| !has_exited(pidfd)) {
+            if self.by_pid.len() >= MOST_SEEN {
+                self.forget_exited();
+            }
+            if self.by_pid.len() < MOST_SEEN {
+                self.by_pid.insert(pid, Watched { started, pidfd });
+            }
+        }
+        Some(Process { pid, started })
+    }
+
+    /// True while `process` runs.
+    fn is_alive(&self, process: &Process) -> bool {
+        match self.by_pid.get(&process.pid) {
+            Some(watched) if watched.started == process.started => !has_exited(&watched.pidfd),
+            _ => process.is_alive(),
+        }
+    }
+
+    /// Closes the pidfds of processes that exited.
+    fn forget_exited(&mut self) {
+        self.by_pid.retain(|_, watched| !has_exited(&watched.pidfd));
+    }
+}
+
+/// A pidfd for process `pid`, if the kernel has them and the process exists.
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = std::os::fd::RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the descriptor was just opened and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// True once the process of `pidfd` has exited (its pidfd polls readable), or if the
+/// kernel cannot say.
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut wanted = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no waiting.
+    let ready = unsafe { libc::poll(&mut wanted, 1, 0) };
+    ready != 0
+}
+
 /// References held by CPython clients, by holding process (see the module docs).
 #[derive(Debug, Default)]
 pub struct ClientRefs {
     inner: Mutex<Inner>,
+    seen: Mutex<Seen>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +168,16 @@ struct Inner {
 impl ClientRefs {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running process `pid` (a Unix socket's peer, as the kernel names it), which
+    /// holds the references its connections take; `None` if it is gone already.
+    pub fn holder(&self, pid: u32) -> Option<Process> {
+        self.seen().process(pid)
     }
 
     /// `holder` took one reference on `object` (`None`: a peer of unknown process).
@@ -123,8 +211,13 @@ impl ClientRefs {
     /// Forgets every process that is gone and returns what each still held:
     /// (process, [(object, references)]), for the server to give back.
     pub fn take_dead(&self) -> Vec<(Process, Vec<(ObjectId, u64)>)> {
+        let dead: Vec<Process> = {
+            let mut seen = self.seen();
+            seen.forget_exited();
+            let holders: Vec<Process> = self.inner().by_process.keys().copied().collect();
+            holders.into_iter().filter(|p| !seen.is_alive(p)).collect()
+        };
         let mut inner = self.inner();
-        let dead: Vec<Process> = inner.by_process.keys().filter(|p| !p.is_alive()).copied().collect();
         dead.into_iter()
             .filter_map(|process| {
                 let held = inner.by_process.remove(&process)?;
@@ -164,6 +257,27 @@ mod tests {
         assert_eq!(refs.untracked_objects(), 1);
         refs.gave(None, 4);
         assert_eq!(refs.untracked_objects(), 0);
+    }
+
+    #[test]
+    fn a_process_seen_is_known_until_it_exits_and_then_given_back_for() {
+        let refs = ClientRefs::default();
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep(1) runs");
+        let pid = child.id();
+        let seen = refs.holder(pid).expect("a running process");
+        assert_eq!(seen, Process { pid, started: start_time(pid).unwrap() });
+        if pidfd_open(std::process::id()).is_some() {
+            assert!(refs.seen().by_pid.contains_key(&pid), "kept, with its pidfd");
+        }
+        assert_eq!(refs.holder(pid), Some(seen), "the same process while it runs");
+        refs.took(Some(seen), 7);
+        assert!(refs.take_dead().is_empty(), "it runs: it keeps its reference");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Its pid now names no process (or, reused at once, another one): never the one seen.
+        assert_ne!(refs.holder(pid), Some(seen));
+        assert_eq!(refs.take_dead(), vec![(seen, vec![(7, 1)])]);
+        assert!(!refs.seen().by_pid.contains_key(&pid), "its pidfd closed");
     }
 
     #[test]

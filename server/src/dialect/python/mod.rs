@@ -295,7 +295,7 @@ impl<'a> PyConn<'a> {
         persistent: bool,
     ) -> Self {
         let local_peer = stream.peer_is_local();
-        let holder = stream.peer_pid().and_then(holders::Process::of_pid);
+        let holder = stream.peer_pid().and_then(|pid| shared.client_refs.holder(pid));
         let local = stream.local_address();
         let advertised = local.as_ref().and_then(|local| shared.advertised(local));
         let token_address = advertised.or(local.as_ref());
