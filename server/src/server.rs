@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::{self, Config};
 use crate::connection::{self, Route};
-use crate::dialect::python::holders::ClientRefs;
+use crate::dialect::python::holders::{self, ClientRefs};
 use crate::durability::{Durability, DurabilityConfig, Recovery};
 use crate::engine::{Command, Engine, Session, SessionId, Time};
 use crate::listener::{self, Accepted, Listener};
@@ -394,7 +394,7 @@ impl Server {
             handshakes: Arc::new(connection::Handshakes::new(max_handshakes)),
             python_threads,
             polling: Arc::new(crate::busy_poll::Polling::for_this_machine()),
-            client_refs: ClientRefs::default(),
+            client_refs: ClientRefs::watching_at_most(holders::watch_limit(crate::dedicated::open_files_limit())),
             memory,
             peers: Arc::default(),
             advertised,

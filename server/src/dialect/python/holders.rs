@@ -79,11 +79,20 @@ fn start_time_in(stat: &[u8]) -> Option<u64> {
 /// new peer's start time is read at each of its connections, as without the cache.
 const MOST_SEEN: usize = 1024;
 
+/// How many pidfds [`ClientRefs`] may keep under an open-files limit (`ulimit -n`):
+/// [`MOST_SEEN`], and never more than a sixteenth of the limit, so that watching
+/// processes never costs a connection its socket.
+pub fn watch_limit(open_files: Option<u64>) -> usize {
+    open_files.map_or(MOST_SEEN, |limit| usize::try_from(limit / 16).map_or(MOST_SEEN, |cap| cap.min(MOST_SEEN)))
+}
+
 /// Processes seen lately, by pid: each one's start time, and a pidfd that becomes
 /// readable when it exits (`pidfd_open(2)`, Linux 5.3; without it nothing is kept).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     by_pid: HashMap<u32, Watched>,
+    /// The most pidfds kept.
+    most: usize,
 }
 
 #[derive(Debug)]
@@ -107,10 +116,10 @@ impl Seen {
         let pidfd = pidfd_open(pid);
         let started = start_time(pid)?;
         if let Some(pidfd) = pidfd.filter(|pidfd| !has_exited(pidfd)) {
-            if self.by_pid.len() >= MOST_SEEN {
+            if self.by_pid.len() >= self.most {
                 self.forget_exited();
             }
-            if self.by_pid.len() < MOST_SEEN {
+            if self.by_pid.len() < self.most {
                 self.by_pid.insert(pid, Watched { started, pidfd });
             }
         }
@@ -151,10 +160,16 @@ fn has_exited(pidfd: &OwnedFd) -> bool {
 }
 
 /// References held by CPython clients, by holding process (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientRefs {
     inner: Mutex<Inner>,
     seen: Mutex<Seen>,
+}
+
+impl Default for ClientRefs {
+    fn default() -> Self {
+        ClientRefs::watching_at_most(MOST_SEEN)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -166,6 +181,11 @@ struct Inner {
 }
 
 impl ClientRefs {
+    /// No references yet; at most `most` processes watched through a pidfd ([`watch_limit`]).
+    pub fn watching_at_most(most: usize) -> ClientRefs {
+        ClientRefs { inner: Mutex::default(), seen: Mutex::new(Seen { by_pid: HashMap::new(), most }) }
+    }
+
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -278,6 +298,19 @@ mod tests {
         assert_ne!(refs.holder(pid), Some(seen));
         assert_eq!(refs.take_dead(), vec![(seen, vec![(7, 1)])]);
         assert!(!refs.seen().by_pid.contains_key(&pid), "its pidfd closed");
+    }
+
+    #[test]
+    fn watching_processes_never_takes_more_than_a_sixteenth_of_the_open_files() {
+        assert_eq!(watch_limit(None), MOST_SEEN);
+        assert_eq!(watch_limit(Some(1_048_576)), MOST_SEEN);
+        assert_eq!(watch_limit(Some(1024)), 64);
+        assert_eq!(watch_limit(Some(10)), 0);
+        // With no room, nothing is kept, and the process is still known.
+        let refs = ClientRefs::watching_at_most(0);
+        let me = std::process::id();
+        assert_eq!(refs.holder(me), Some(Process { pid: me, started: start_time(me).unwrap() }));
+        assert!(refs.seen().by_pid.is_empty());
     }
 
     #[test]
