@@ -41,6 +41,14 @@ every measurement and the ratio agora/CPython for throughput (>1: agora is faste
 and p50 latency (<1: agora is faster). With ``--agora-pid PID`` it also reports each
 server's CPU time per operation (user + system, from /proc: the CPython server's pid
 is known to the script) and their ratio (<1: agora's server spends less).
+
+Each target's client processes also count their own CPU time (``client_cpu_us`` per
+op): once the machine's cores are busy, it bounds the rate whatever the server does.
+``client_bound_ratio`` is the most these clients could do on this machine, ÷ CPython's
+rate, with a server that spent nothing (each process uses at most one core, and all
+share the machine's); ``floor_bound_ratio`` the same with a server that spent what the
+floor's does. Where a goal such as "2× CPython's manager" is above them, the clients'
+own CPU is the ceiling, not the server.
 """
 
 import argparse
@@ -186,6 +194,7 @@ def client(op, objs, address, authkey, duration, warmup, start, results):
     samples = []
     ops = 0
     now = time.perf_counter
+    cpu_began = time.process_time()
     began = now()
     deadline = began + duration
     t = began
@@ -197,10 +206,11 @@ def client(op, objs, address, authkey, duration, warmup, start, results):
         i += 1
         ops += 1
     elapsed = t - began
+    cpu = time.process_time() - cpu_began
     if len(samples) > MAX_SAMPLES:
         stride = len(samples) / MAX_SAMPLES
         samples = [samples[int(j * stride)] for j in range(MAX_SAMPLES)]
-    results.put((ops, elapsed, samples))
+    results.put((ops, elapsed, samples, cpu))
 
 
 def percentile(sorted_samples, q):
@@ -260,7 +270,20 @@ def measure(target, address, authkey, op, clients, duration, warmup, server_pid=
         # /proc counts in 10 ms ticks: over a 1.5 s run of ~20,000 ops that is ±0.5 µs.
         "server_cpu_us": (round((cpu_after - cpu_before) / total_ops * 1e6, 2)
                           if cpu_before is not None and cpu_after is not None and total_ops else None),
+        # The client processes' own CPU (user + system) per op: what bounds the rate once
+        # the cores are busy, whatever the server spends (`rate_bound`).
+        "client_cpu_us": round(sum(r[3] for r in got) / total_ops * 1e6, 2) if total_ops else None,
     }
+
+
+def rate_bound(clients, client_cpu_us, server_cpu_us=0.0, cpus=None):
+    """The most ops/s `clients` processes spending `client_cpu_us` each per op can make on
+    this machine's `cpus` cores with a server spending `server_cpu_us` per op on the same
+    cores: each process uses at most one core, and clients and server share them all."""
+    cpus = cpus or os.cpu_count() or 1
+    if not client_cpu_us:
+        return None
+    return min(min(clients, cpus) * 1e6 / client_cpu_us, cpus * 1e6 / (client_cpu_us + (server_cpu_us or 0.0)))
 
 
 def start_cpython_server(kind, authkey, tmpdir):
@@ -352,6 +375,18 @@ def main():
                     if e_cpu is not None and c_cpu:
                         # Below 1/3: a server could meet "a third of CPython's server" here.
                         row["floor_cpu_ratio"] = ratio(e_cpu, c_cpu)
+                if "cpython" in row and "agora" in row:
+                    # How far above CPython's rate these clients could go on this machine
+                    # with agora's clients' own CPU per op: with a server that cost nothing,
+                    # and with one that cost what the floor's does.
+                    c_rate, own = row["cpython"]["ops_per_sec"], row["agora"]["client_cpu_us"]
+                    free = rate_bound(k, own)
+                    if free and c_rate:
+                        row["client_bound_ratio"] = ratio(free, c_rate)
+                    e_cpu = row.get("echo", {}).get("server_cpu_us")
+                    floored = rate_bound(k, own, e_cpu) if e_cpu is not None else None
+                    if floored and c_rate:
+                        row["floor_bound_ratio"] = ratio(floored, c_rate)
                 results.append(row)
                 line = f"{op:<14} {k:>2} " + "".join(
                     f"{row[t]['ops_per_sec']:>15,.0f} {str(row[t]['p50_us']) + ' / ' + str(row[t]['p99_us']):>22} "

@@ -357,7 +357,7 @@ print(c.recv())
 
 /// `bench/py_manager_bench.py` measures proxy creation (four authenticated one-shot
 /// connections per op) and a method call against CPython's manager, agora and the
-/// floor, with each server's CPU per op; against a floor that does not authenticate, or
+/// floor, with each server's and the clients' own CPU per op; against a floor that does not authenticate, or
 /// none at all, it stops with a clear error instead of hanging.
 #[test]
 fn the_python_bench_measures_proxy_creation_against_its_floor() {
@@ -406,8 +406,15 @@ fn the_python_bench_measures_proxy_creation_against_its_floor() {
         for target in ["cpython", "agora", "echo"] {
             assert!(row[target]["ops"].as_u64().unwrap() > 0, "{target}: {row}");
             assert!(row[target]["server_cpu_us"].as_f64().is_some(), "{target}: {row}");
+            // The clients' own CPU: every op costs its process something.
+            assert!(row[target]["client_cpu_us"].as_f64().is_some_and(|us| us > 0.0), "{target}: {row}");
         }
         assert!(row["floor_cpu_ratio"].as_f64().is_some(), "{row}");
+        // What the clients' CPU allows: a server that costs nothing allows at least what
+        // one that costs the floor's does.
+        let free = row["client_bound_ratio"].as_f64().expect("client_bound_ratio");
+        let floored = row["floor_bound_ratio"].as_f64().expect("floor_bound_ratio");
+        assert!(free >= floored && floored > 0.0, "{row}");
     }
     let unauthenticated = EchoServer::start(&format!("unix:{}", dir.path().join("plain.sock").display()), true);
     let refused = bench_against(&unauthenticated.address, unauthenticated.child.id(), &dir.path().join("plain.json"));
