@@ -14,7 +14,7 @@
 //! Knowing the peer's process costs a read of `/proc/PID/stat` (its start time tells a
 //! reused pid from the process that had it), and every CPython connection over a Unix
 //! socket needs it: proxy creation opens four connections. So the processes seen lately
-//! are kept ([`Seen`]) with a pidfd each, which says when its process exits: while it
+//! are kept with a pidfd each, which says when its process exits: while it
 //! does not, the pid is still that process's and its start time is known.
 //!
 //! This module keeps counts only; it never applies a command itself.
@@ -80,7 +80,7 @@ fn start_time_in(stat: &[u8]) -> Option<u64> {
 const MOST_SEEN: usize = 1024;
 
 /// How many pidfds [`ClientRefs`] may keep under an open-files limit (`ulimit -n`):
-/// [`MOST_SEEN`], and never more than a sixteenth of the limit, so that watching
+/// 1,024, and never more than a sixteenth of the limit, so that watching
 /// processes never costs a connection its socket.
 pub fn watch_limit(open_files: Option<u64>) -> usize {
     open_files.map_or(MOST_SEEN, |limit| usize::try_from(limit / 16).map_or(MOST_SEEN, |cap| cap.min(MOST_SEEN)))
