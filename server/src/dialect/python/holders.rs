@@ -102,28 +102,24 @@ struct Watched {
 }
 
 impl Seen {
-    /// The running process `pid`: from what was seen if that process has not exited,
-    /// else from `/proc` (and kept, if there is room).
-    fn process(&mut self, pid: u32) -> Option<Process> {
-        if let Some(watched) = self.by_pid.get(&pid) {
-            if !has_exited(&watched.pidfd) {
-                return Some(Process { pid, started: watched.started });
-            }
-            self.by_pid.remove(&pid);
+    /// Process `pid` as seen before, if that process has not exited since.
+    fn known(&mut self, pid: u32) -> Option<Process> {
+        let watched = self.by_pid.get(&pid)?;
+        if !has_exited(&watched.pidfd) {
+            return Some(Process { pid, started: watched.started });
         }
-        // The pidfd first: if its process is still running once the start time is read,
-        // the start time read was that process's, not a successor's on a reused pid.
-        let pidfd = pidfd_open(pid);
-        let started = start_time(pid)?;
-        if let Some(pidfd) = pidfd.filter(|pidfd| !has_exited(pidfd)) {
-            if self.by_pid.len() >= self.most {
-                self.forget_exited();
-            }
-            if self.by_pid.len() < self.most {
-                self.by_pid.insert(pid, Watched { started, pidfd });
-            }
+        self.by_pid.remove(&pid);
+        None
+    }
+
+    /// Keeps `process`, watched through `pidfd`, if there is room.
+    fn keep(&mut self, process: Process, pidfd: OwnedFd) {
+        if self.by_pid.len() >= self.most {
+            self.forget_exited();
         }
-        Some(Process { pid, started })
+        if self.by_pid.len() < self.most {
+            self.by_pid.insert(process.pid, Watched { started: process.started, pidfd });
+        }
     }
 
     /// True while `process` runs.
@@ -197,7 +193,19 @@ impl ClientRefs {
     /// The running process `pid` (a Unix socket's peer, as the kernel names it), which
     /// holds the references its connections take; `None` if it is gone already.
     pub fn holder(&self, pid: u32) -> Option<Process> {
-        self.seen().process(pid)
+        if let Some(known) = self.seen().known(pid) {
+            return Some(known);
+        }
+        // Read without the lock, so that connections from processes already seen never
+        // wait behind another's /proc read. The pidfd first: if its process still runs
+        // once the start time is read, that start time was its own, not a successor's on
+        // a reused pid.
+        let pidfd = pidfd_open(pid);
+        let process = Process { pid, started: start_time(pid)? };
+        if let Some(pidfd) = pidfd.filter(|pidfd| !has_exited(pidfd)) {
+            self.seen().keep(process, pidfd);
+        }
+        Some(process)
     }
 
     /// `holder` took one reference on `object` (`None`: a peer of unknown process).
