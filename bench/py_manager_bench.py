@@ -277,9 +277,10 @@ def measure(target, address, authkey, op, clients, duration, warmup, server_pid=
 
 
 def rate_bound(clients, client_cpu_us, server_cpu_us=0.0, cpus=None):
-    """The most ops/s `clients` processes spending `client_cpu_us` each per op can make on
-    this machine's `cpus` cores with a server spending `server_cpu_us` per op on the same
-    cores: each process uses at most one core, and clients and server share them all."""
+    """The most ops/s `clients` processes can make on this machine's `cpus` cores when
+    together they spend `client_cpu_us` per op and a server on the same cores spends
+    `server_cpu_us`: each process uses at most one core, and clients and server share
+    them all."""
     cpus = cpus or os.cpu_count() or 1
     if not client_cpu_us:
         return None

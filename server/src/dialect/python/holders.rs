@@ -122,12 +122,9 @@ impl Seen {
         }
     }
 
-    /// True while `process` runs.
-    fn is_alive(&self, process: &Process) -> bool {
-        match self.by_pid.get(&process.pid) {
-            Some(watched) if watched.started == process.started => !has_exited(&watched.pidfd),
-            _ => process.is_alive(),
-        }
+    /// True if `process` is kept: running as of the last [`Seen::forget_exited`].
+    fn keeps(&self, process: &Process) -> bool {
+        self.by_pid.get(&process.pid).is_some_and(|watched| watched.started == process.started)
     }
 
     /// Closes the pidfds of processes that exited.
@@ -239,12 +236,14 @@ impl ClientRefs {
     /// Forgets every process that is gone and returns what each still held:
     /// (process, [(object, references)]), for the server to give back.
     pub fn take_dead(&self) -> Vec<(Process, Vec<(ObjectId, u64)>)> {
-        let dead: Vec<Process> = {
+        let holders: Vec<Process> = self.inner().by_process.keys().copied().collect();
+        // One poll per kept process; /proc only for holders not kept, read without the lock.
+        let unwatched: Vec<Process> = {
             let mut seen = self.seen();
             seen.forget_exited();
-            let holders: Vec<Process> = self.inner().by_process.keys().copied().collect();
-            holders.into_iter().filter(|p| !seen.is_alive(p)).collect()
+            holders.into_iter().filter(|p| !seen.keeps(p)).collect()
         };
+        let dead: Vec<Process> = unwatched.into_iter().filter(|p| !p.is_alive()).collect();
         let mut inner = self.inner();
         dead.into_iter()
             .filter_map(|process| {
@@ -306,6 +305,19 @@ mod tests {
         assert_ne!(refs.holder(pid), Some(seen));
         assert_eq!(refs.take_dead(), vec![(seen, vec![(7, 1)])]);
         assert!(!refs.seen().by_pid.contains_key(&pid), "its pidfd closed");
+    }
+
+    #[test]
+    fn the_sweep_alone_sees_a_watched_holder_exit() {
+        let refs = ClientRefs::default();
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep(1) runs");
+        let seen = refs.holder(child.id()).expect("a running process");
+        refs.took(Some(seen), 9);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // No connection from its pid in between: the sweep must see the exit itself.
+        assert_eq!(refs.take_dead(), vec![(seen, vec![(9, 1)])]);
+        assert!(refs.seen().by_pid.is_empty(), "its pidfd closed");
     }
 
     #[test]
