@@ -454,8 +454,10 @@ pub struct ServeArgs {
     /// its last 64: a contended lock, a get from an empty queue) moves to the shared
     /// workers between two calls, where a waiting call costs less, and gets a thread
     /// again after 256 calls in a row that did not wait. The rest, TLS connections and
-    /// one-shot control connections share the --workers threads. Each takes 4 more open
-    /// files: fewer are used if they would take over half of `ulimit -n`. 0: every
+    /// one-shot control connections share the --workers threads. A thread whose
+    /// connection closes waits up to 10 s for the next (counted against N meanwhile).
+    /// Each takes 4 more open files: fewer are used if they would take over half of
+    /// `ulimit -n`. 0: every
     /// connection shares the workers. Against the default on 2 CPUs that spent
     /// 0.65–1.09× the server CPU per call with 4–8 clients calling at once, and answered
     /// 2 clients at 0.4–0.8× the rate (bench/changes.md, round 38). [default: 256]

@@ -58,8 +58,9 @@ pub struct Limits {
     /// probes and `TCP_USER_TIMEOUT`, so its session ends and what it held is released.
     /// `None`: only the operating system's defaults (hours).
     pub dead_peer_timeout: Option<Duration>,
-    /// Most CPython client threads' connections served on a thread of their own
-    /// ([`crate::dedicated`]); the rest share the worker threads. 0: all share them.
+    /// Most threads of their own for CPython client threads' connections
+    /// ([`crate::dedicated`]), serving one or waiting for the next; the rest share the
+    /// worker threads. 0: all share them.
     pub python_threads: usize,
     /// Longest a CPython connection's thread of its own polls its socket for the next
     /// request before it sleeps ([`crate::busy_poll`]); zero: it sleeps at once.

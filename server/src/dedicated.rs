@@ -17,21 +17,25 @@
 //! polls its socket for a moment before it sleeps ([`crate::busy_poll`]); the shared
 //! workers never do. It then sleeps in `recv(2)` (on a Unix socket while other
 //! connections are calling, in `poll(2)`) itself, not in its runtime
-//! ([`ThreadSocket`]), for up to [`BLOCK_AT_MOST`].
+//! ([`ThreadSocket`]), for up to [`BLOCK_AT_MOST`]. A thread whose connection is done
+//! keeps its runtime and waits for the next connection, for up to [`LINGER`]
+//! (`pool`): a CPython client opens a connection for every proxy it makes, and
+//! starting a thread for each was 7 % of the server's CPU while it made them.
 //!
 //! A connection whose calls wait (a contended lock, a `get` from an empty queue) costs
 //! less on the shared workers, where a waiting call is a parked task: between two
 //! calls it leaves its thread for them, with its session and whatever it sent ahead,
 //! and comes back to a thread after a run of calls that did not wait ([`Placement`]).
 //!
-//! Owns: the count of such threads, moving a connection's socket onto one and off it
-//! again, and the count of those moves. It
+//! Owns: the count of such threads, the ones waiting for a connection, moving a
+//! connection's socket onto one and off it again, and the count of those moves. It
 //! runs the same dialect code as the shared workers (`dialect::python::serve_placed`), so
 //! what a client sees does not depend on where it is served; it must not reach into
 //! the dialect's or the engine's state.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -44,6 +48,7 @@ use crate::listener::Transport;
 use crate::server::Shared;
 
 mod placement;
+mod pool;
 mod socket;
 pub use placement::Placement;
 pub use socket::{ThreadSocket, BLOCK_AT_MOST};
@@ -56,25 +61,55 @@ pub enum Detached {
     Unix(std::os::unix::net::UnixStream),
 }
 
-/// How many dedicated threads are running, against the limit, and how often
-/// connections moved between them and the shared workers.
-#[derive(Debug)]
+/// How long a thread whose connection is done waits for the next one before it ends:
+/// long enough for a client that opens connection after connection (one per proxy,
+/// one per task) to find it, short enough that a burst's threads do not outlive it by
+/// much.
+pub const LINGER: Duration = Duration::from_secs(10);
+
+/// How many dedicated threads there are (serving a connection or waiting for one),
+/// against the limit, and how often connections moved between them and the shared
+/// workers.
 pub struct Threads {
     limit: usize,
-    running: Arc<AtomicUsize>,
+    /// Threads alive, each holding one of the `limit` places.
+    alive: Arc<AtomicUsize>,
+    /// Threads serving a connection now.
+    serving: Arc<AtomicUsize>,
+    /// Threads waiting for a connection.
+    idle: Arc<pool::Pool<Assignment>>,
     /// Connections that left their thread for the shared workers (their calls waited).
     pub to_workers: AtomicU64,
     /// Connections that went back from the shared workers to a thread of their own.
     pub to_threads: AtomicU64,
+    /// Threads started, ever (a connection that found one waiting started none).
+    pub started: AtomicU64,
 }
 
-/// One of the limited places: the thread count goes down when it drops.
-pub struct Seat(Arc<AtomicUsize>);
+/// One in a count, for as long as it lives.
+struct Counted(Arc<AtomicUsize>);
 
-impl Drop for Seat {
+impl Counted {
+    fn enter(count: &Arc<AtomicUsize>) -> Counted {
+        count.fetch_add(1, Ordering::AcqRel);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A thread for one connection: a waiting one, or one of the limited places to start
+/// one in. Dropped unused, the waiting thread goes on waiting, or the place is free.
+pub struct Seat(SeatOn);
+
+enum SeatOn {
+    Waiting(pool::Hand<Assignment>),
+    /// Held by the thread for as long as it lives.
+    New(Counted),
 }
 
 /// File descriptors a dedicated thread holds besides its connection's socket (its
@@ -111,20 +146,37 @@ impl Threads {
 
     /// At most `limit` threads, whatever the open-files limit.
     fn with_limit(limit: usize) -> Threads {
-        Threads { limit, running: Arc::new(AtomicUsize::new(0)), to_workers: 0.into(), to_threads: 0.into() }
+        Threads {
+            limit,
+            alive: Arc::default(),
+            serving: Arc::default(),
+            idle: Arc::default(),
+            to_workers: 0.into(),
+            to_threads: 0.into(),
+            started: 0.into(),
+        }
     }
 
     /// Dedicated threads serving a connection now.
     pub fn running(&self) -> usize {
-        self.running.load(Ordering::Acquire)
+        self.serving.load(Ordering::Acquire)
     }
 
-    /// A seat, if fewer than the limit are taken.
+    /// Dedicated threads waiting for a connection now.
+    pub fn waiting(&self) -> usize {
+        self.idle.parked()
+    }
+
+    /// A thread for a connection: one waiting, or else a place to start one in, if
+    /// fewer than the limit are alive.
     pub fn take(&self) -> Option<Seat> {
-        self.running
+        if let Some(hand) = self.idle.take() {
+            return Some(Seat(SeatOn::Waiting(hand)));
+        }
+        self.alive
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
             .ok()
-            .map(|_| Seat(self.running.clone()))
+            .map(|_| Seat(SeatOn::New(Counted(self.alive.clone()))))
     }
 }
 
@@ -186,55 +238,106 @@ pub async fn serve_python(
     }
 }
 
-/// Serves `job` on a new thread with a single-threaded runtime, holding `seat`, until it
-/// ends (`None`) or moves off it (`Some`, bound for the shared workers).
-async fn on_own_thread(seat: Seat, mut job: Job) -> Option<Job> {
-    // Built here, so that if it cannot be (out of file descriptors), the shared
-    // workers serve the connection instead.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::warn!(peer = %job.peer, error = %e, "cannot start a runtime for a CPython connection; the shared workers serve it");
-            job.place.settle_on_workers();
-            return on_shared_workers(job).await;
+/// A connection for a thread of its own, and the two ends of its stint there.
+struct Assignment {
+    job: Job,
+    /// Resolves (its sender dropped) when the connection must end: the server stops.
+    stop: oneshot::Receiver<()>,
+    /// Where the thread says how the stint ended: `None`, the connection is done;
+    /// `Some`, it moves to the shared workers.
+    done: oneshot::Sender<Option<Job>>,
+}
+
+/// An assignment no thread took, and why.
+type NotHanded = Box<(Assignment, std::io::Error)>;
+
+/// Serves `job` on a thread of its own (the waiting one `seat` holds, or a new one with a
+/// single-threaded runtime) until it ends (`None`) or moves off it (`Some`, bound for
+/// the shared workers). If no thread can take it, the shared workers serve it, here.
+async fn on_own_thread(seat: Seat, job: Job) -> Option<Job> {
+    let (stop_tx, stop) = oneshot::channel::<()>();
+    let (done, done_rx) = oneshot::channel::<Option<Job>>();
+    let assignment = Assignment { job, stop, done };
+    let handed = match seat.0 {
+        SeatOn::Waiting(hand) => {
+            hand.give(assignment).map_err(|back| Box::new((back, std::io::Error::other("its thread ended unasked"))))
         }
+        SeatOn::New(place) => start_thread(place, assignment),
     };
-    // The job goes over a channel, so that it is still ours if the thread cannot start.
-    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(1);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (done_tx, done_rx) = oneshot::channel::<Option<Job>>();
-    let started = std::thread::Builder::new().name("agora-python".to_owned()).spawn(move || {
-        let Ok(job) = job_rx.recv() else { return };
-        // Polling off: no poll at all, so no clock is read for it on any request.
-        let most = job.shared.config.limits.python_busy_poll;
-        let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.polling.clone()));
-        let moved = runtime.block_on(async move {
-            tokio::select! {
-                moved = run_own(job, poll) => moved,
-                _ = stop_rx => None,
-            }
-        });
-        // The runtime's descriptors and the thread's place are free before the
-        // connection is served elsewhere (where it may take a place again).
-        drop(runtime);
-        drop(seat);
-        let _ = done_tx.send(moved);
-    });
-    match started {
-        Ok(_) => {
-            if job_tx.send(job).is_err() {
-                return None;
-            }
+    match handed {
+        Ok(()) => {
             // Held until the thread is done: dropping it tells the thread to stop.
             let _stop = stop_tx;
             done_rx.await.ok().flatten()
         }
-        Err(e) => {
-            tracing::warn!(peer = %job.peer, error = %e, "cannot start a thread for a CPython connection; the shared workers serve it");
+        Err(not_handed) => {
+            let (assignment, error) = *not_handed;
+            let mut job = assignment.job;
+            tracing::warn!(peer = %job.peer, %error, "cannot start a thread for a CPython connection; the shared workers serve it");
             job.place.settle_on_workers();
             on_shared_workers(job).await
         }
     }
+}
+
+/// Starts a thread, holding `place`, with a runtime of its own, and hands it
+/// `assignment`; back, with why, if either cannot be started (out of file descriptors
+/// or threads).
+fn start_thread(place: Counted, assignment: Assignment) -> Result<(), NotHanded> {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return Err(Box::new((assignment, error))),
+    };
+    let threads = &assignment.job.shared.python_threads;
+    let (idle, serving) = (Arc::downgrade(&threads.idle), threads.serving.clone());
+    // The assignment goes over a channel, so that it is still ours if the thread cannot start.
+    let (hand, first) = std::sync::mpsc::sync_channel::<Assignment>(1);
+    let started = std::thread::Builder::new()
+        .name("agora-python".to_owned())
+        .spawn(move || serve_assignments(runtime, place, first, idle, serving));
+    match started {
+        Ok(_) => {
+            threads.started.fetch_add(1, Ordering::Relaxed);
+            hand.send(assignment)
+                .map_err(|unsent| Box::new((unsent.0, std::io::Error::other("its thread ended unasked"))))
+        }
+        Err(error) => Err(Box::new((assignment, error))),
+    }
+}
+
+/// A dedicated thread's life: serves the connection it was started for, then each one
+/// it is handed while it waits, for up to [`LINGER`] between two; ends when none comes
+/// or the server is gone.
+fn serve_assignments(
+    runtime: tokio::runtime::Runtime,
+    place: Counted,
+    first: std::sync::mpsc::Receiver<Assignment>,
+    idle: Weak<pool::Pool<Assignment>>,
+    serving: Arc<AtomicUsize>,
+) {
+    let mut next = first.recv().ok();
+    while let Some(Assignment { job, stop, done }) = next {
+        let moved = {
+            let _serving = Counted::enter(&serving);
+            // Polling off: no poll at all, so no clock is read for it on any request.
+            let most = job.shared.config.limits.python_busy_poll;
+            let poll = (!most.is_zero()).then(|| BusyPoll::new(most, job.shared.polling.clone()));
+            runtime.block_on(async move {
+                tokio::select! {
+                    moved = run_own(job, poll) => moved,
+                    _ = stop => None,
+                }
+            })
+        };
+        // Waiting before it answers, so that a connection opened as this one ends (or
+        // this one, coming back from the shared workers) finds it.
+        let waiting = idle.upgrade().map(|pool| pool.park());
+        let _ = done.send(moved);
+        next = waiting.and_then(|waiting| pool::Pool::wait(&idle, waiting, LINGER));
+    }
+    // The runtime's descriptors are free before the place is.
+    drop(runtime);
+    drop(place);
 }
 
 /// Registers the socket with the current runtime, one the shared workers run, and
@@ -329,10 +432,26 @@ mod tests {
         let threads = Threads::with_limit(2);
         let (a, b) = (threads.take().expect("first"), threads.take().expect("second"));
         assert!(threads.take().is_none(), "the limit is 2");
-        assert_eq!(threads.running(), 2);
+        assert_eq!(threads.alive.load(Ordering::Acquire), 2);
         drop(a);
         let c = threads.take().expect("a seat given back is taken again");
         drop((b, c));
-        assert_eq!(threads.running(), 0);
+        assert_eq!(threads.alive.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_waiting_thread_is_taken_before_a_new_one_even_at_the_limit() {
+        let threads = Threads::with_limit(1);
+        let new = threads.take().expect("a place for a new thread");
+        assert!(matches!(new.0, SeatOn::New(_)));
+        // That thread, done with its connection, waits: it still holds its place.
+        let waiting = threads.idle.park();
+        assert_eq!(threads.waiting(), 1);
+        let taken = threads.take().expect("the waiting thread, though the limit is reached");
+        assert!(matches!(taken.0, SeatOn::Waiting(_)));
+        assert!(threads.take().is_none(), "nothing waits, and no place is left");
+        drop(taken);
+        assert_eq!(threads.waiting(), 1, "a seat dropped unused leaves its thread waiting");
+        drop((waiting, new));
     }
 }

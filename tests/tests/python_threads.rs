@@ -191,6 +191,46 @@ fn busy_polling_threads_answer_every_call_and_count_what_they_did() {
     });
 }
 
+/// After `python_support::CONNECT`: `sys.argv[3]` times, a proxy made, called (its
+/// client thread's connection opens) and dropped (the connection closes: no other
+/// proxy holds it); CLOSED after each, and the next on the test's word.
+const PROXY_AFTER_PROXY: &str = r#"
+for i in range(int(sys.argv[3])):
+    d = m.dict()
+    d["i"] = i
+    assert d["i"] == i
+    del d
+    print("CLOSED", flush=True)
+    sys.stdin.readline()
+"#;
+
+/// A thread whose connection closed waits for the next one, and the next takes it: a
+/// client that makes proxy after proxy (a new connection for its thread each time) is
+/// served by one thread, started once.
+#[test]
+fn a_thread_whose_connection_closed_serves_the_next_one() {
+    const PROXIES: usize = 5;
+    python_support::for_each_python(|python| {
+        for unix in [true, false] {
+            let context = format!("CPython {} (unix: {unix})", python.version);
+            let server = metered_server(unix, &[]);
+            let proxies = PROXIES.to_string();
+            let mut script = Dialogue::start(python, PROXY_AFTER_PROXY, &server, &[&proxies], &context);
+            for made in 1..=PROXIES {
+                script.expect("CLOSED");
+                // The close reaches the connection's thread a moment after the script goes on.
+                let waiting = metric_until(&server, "agora_python_threads_waiting", |n| n >= 1.0);
+                assert_eq!(waiting, 1.0, "{context}: after proxy {made}, its thread waits");
+                let started = server.metric("agora_python_threads_started_total");
+                assert_eq!(started, 1.0, "{context}: proxy {made}'s connection found the thread waiting");
+                assert_eq!(server.metric("agora_python_moves_to_workers_total"), 0.0, "{context}");
+                script.say("next");
+            }
+            script.finish();
+        }
+    });
+}
+
 /// After `python_support::CONNECT`: a client thread's calls, some after a pause longer
 /// than its server thread waits in `recv(2)` (`agora_server::dedicated::BLOCK_AT_MOST`,
 /// 10 ms: the wait then moves to the thread's runtime), some carrying requests far

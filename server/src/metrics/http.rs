@@ -108,6 +108,18 @@ pub fn render(shared: &Shared) -> String {
         threads.to_threads.load(std::sync::atomic::Ordering::Relaxed).to_string(),
     );
     scalar(
+        "agora_python_threads_started_total",
+        "counter",
+        "Threads started for CPython connections (one that has served its connection waits for the next).",
+        threads.started.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+    );
+    scalar(
+        "agora_python_threads_waiting",
+        "gauge",
+        "Threads for CPython connections waiting for one now (--python-threads counts them).",
+        threads.waiting().to_string(),
+    );
+    scalar(
         "agora_resident_memory_bytes",
         "gauge",
         "Resident memory of the server process.",
