@@ -522,6 +522,52 @@ fn requests_sent_behind_a_waiting_call_are_answered_in_order() {
     });
 }
 
+/// After `python_support::CONNECT`: a raw connection of CPython's manager protocol
+/// sends a get from an empty queue (it waits), then, on the test's word, frames of
+/// 60,000 bytes behind it, eight of them, and says whether the server answered or
+/// closed the connection; then the main thread puts an item and gets it.
+const FLOOD_BEHIND_A_WAIT: &str = r##"
+from multiprocessing.connection import Client
+queue = m.Queue()
+raw = Client(address, authkey=sys.argv[2].encode())
+raw.send((None, "accept_connection", ("flood",), {}))
+assert raw.recv() == ("#RETURN", None)
+raw.send((queue._token.id, "get", (), {}))
+print("WAITING", flush=True)
+sys.stdin.readline()
+try:
+    for _ in range(8):
+        raw.send_bytes(b"x" * 60000)
+    assert raw.poll(60), "neither answered nor closed within a minute"
+    print("ANSWERED", raw.recv(), flush=True)
+except (EOFError, OSError):
+    print("CLOSED", flush=True)
+queue.put("item")
+print("GOT", queue.get(timeout=60), flush=True)
+"##;
+
+/// A client that sends more than a request of the largest size (`--max-frame`) behind
+/// a call that waits is let go as one that left: what it sends is not kept without
+/// bound, its waiting get is abandoned (the next item goes to the next consumer), and
+/// the server says why.
+#[test]
+fn a_client_that_sends_too_much_behind_a_waiting_call_is_let_go_and_takes_nothing() {
+    let python = python_support::pythons().last().expect("a CPython (the search fails when it finds none)");
+    for unix in [true, false] {
+        let context = format!("CPython {} (unix: {unix})", python.version);
+        let server = metered_server(unix, &["--max-frame", "64KiB"]);
+        let mut script = Dialogue::start(python, FLOOD_BEHIND_A_WAIT, &server, &[], &context);
+        script.expect("WAITING");
+        let waited = metric_until(&server, QUEUE_GETS_WAITED, |n| n >= 1.0);
+        assert_eq!(waited, 1.0, "{context}: the get waits");
+        script.say("flood");
+        script.expect("CLOSED");
+        script.expect("GOT item");
+        script.finish();
+        server.wait_for_log("behind a call not answered yet; closing");
+    }
+}
+
 /// After `python_support::CONNECT`: the main thread's connection makes two queue gets
 /// that wait ([`TWO_WAITS`], on the server's queue `Q`, exposed as `get_q`), so it moves to the shared workers, then a third get that
 /// waits there until the process is killed.

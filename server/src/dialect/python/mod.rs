@@ -380,7 +380,7 @@ async fn serve_requests<S: Transport>(
         let (mut reply, after) = match parse_request(&body) {
             // CPython answers an undecodable request with a traceback and carries on.
             Err(why) => (Reply::Traceback(traceback("pickle.UnpicklingError", &why)), After::Continue),
-            Ok(request) => match conn.handle(request, stream, &mut rbuf).await {
+            Ok(request) => match conn.handle(request, stream, &mut rbuf, peer).await {
                 Some(done) => done,
                 None => return None, // the client went away while its call was parked
             },
@@ -404,7 +404,7 @@ async fn serve_requests<S: Transport>(
         if !shared.parking.settle_promptly(depends_on).await {
             tokio::select! {
                 _ = shared.parking.settle(depends_on) => {}
-                _ = peer_closed(stream, &mut rbuf) => return None,
+                _ = peer_closed(stream, &mut rbuf, shared, peer) => return None,
                 _ = shutdown.wait_for(|stop| *stop) => return None,
             }
         }
@@ -437,6 +437,7 @@ impl PyConn<'_> {
         request: Request,
         stream: &mut S,
         rbuf: &mut BytesMut,
+        peer: &str,
     ) -> Option<(Reply, After)> {
         self.shared.counters.requests_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(ident) = request.ident.clone() else {
@@ -485,7 +486,7 @@ impl PyConn<'_> {
                     Ok(Answer::Value(value)) => Reply::Return(value),
                     Ok(Answer::Parked(parked)) => {
                         self.waited = true;
-                        match self.wait_parked(id, parked, stream, rbuf).await {
+                        match self.wait_parked(id, parked, stream, rbuf, peer).await {
                             Some(Ok(value)) => Reply::Return(value),
                             Some(Err(e)) => Reply::Error(e),
                             None => return None,
@@ -537,6 +538,7 @@ impl PyConn<'_> {
         parked: Parked,
         stream: &mut S,
         rbuf: &mut BytesMut,
+        peer: &str,
     ) -> Option<Completion> {
         let mut waiting = self.shared.parking.engine().waiting(object);
         let socket = stream.raw_socket().filter(|_| self.shared.parking.answers_on_lines());
@@ -563,7 +565,11 @@ impl PyConn<'_> {
                         }
                         settled => {
                             begun = begun.max(settled.begun());
-                            continue;
+                            if sent_too_much_behind(rbuf, self.shared, peer) {
+                                Woke::Mail(None)
+                            } else {
+                                continue;
+                            }
                         }
                     },
                     _ => Woke::Mail(None),
@@ -728,12 +734,35 @@ async fn read_request<S: Transport>(
     agora_proto::io::read_frame_noting_partial(stream, rbuf, max_frame, &mut room, |s| s.before_read()).await
 }
 
-/// Completes when the peer closes (a CPython client sends nothing while it waits).
-async fn peer_closed<S: Transport>(stream: &mut S, rbuf: &mut BytesMut) {
+/// Completes when the peer closes (a CPython client sends nothing while it waits), or
+/// sends more than it may ([`sent_too_much_behind`]).
+async fn peer_closed<S: Transport>(stream: &mut S, rbuf: &mut BytesMut, shared: &Shared, peer: &str) {
     loop {
         match stream.read_buf(rbuf).await {
             Ok(0) | Err(_) => return,
+            Ok(_) if sent_too_much_behind(rbuf, shared, peer) => return,
             Ok(_) => {}
         }
     }
+}
+
+/// True (and logged) if a client has sent more than it may behind a call not answered
+/// yet: what it sends there is kept unread until then, so it may send one request of
+/// the largest size a frame may have (`--max-frame`), with its header, and no more. A
+/// stock CPython client sends nothing there; one that sends more is let go as one that
+/// left (a call of its that waits is abandoned, and nothing is handed to it), so that
+/// no client can grow the server's memory without bound.
+fn sent_too_much_behind(rbuf: &BytesMut, shared: &Shared, peer: &str) -> bool {
+    // The longest header: a length of -1, then 8 bytes of length (CPython 3.8+).
+    const LONGEST_HEADER: u64 = 12;
+    let most = shared.config.limits.max_frame.saturating_add(LONGEST_HEADER);
+    let over = u64::try_from(rbuf.len()).is_ok_and(|sent| sent > most);
+    if over {
+        tracing::warn!(
+            %peer,
+            sent = rbuf.len(),
+            "a CPython client sent more than a request of the largest size (--max-frame) behind a call not answered yet; closing"
+        );
+    }
+    over
 }
