@@ -557,9 +557,7 @@ fn a_client_that_sends_too_much_behind_a_waiting_call_is_let_go_and_takes_nothin
         let context = format!("CPython {} (unix: {unix})", python.version);
         let server = metered_server(unix, &["--max-frame", "64KiB"]);
         let mut script = Dialogue::start(python, FLOOD_BEHIND_A_WAIT, &server, &[], &context);
-        script.expect("WAITING");
-        let waited = metric_until(&server, QUEUE_GETS_WAITED, |n| n >= 1.0);
-        assert_eq!(waited, 1.0, "{context}: the get waits");
+        expect_a_waiting_get(&mut script, &server, 1);
         script.say("flood");
         script.expect("CLOSED");
         script.expect("GOT item");
