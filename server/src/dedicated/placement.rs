@@ -18,8 +18,9 @@
 const WAITS_TO_LEAVE: u32 = 2;
 
 /// How many calls in a row must answer without waiting before a connection on the
-/// shared workers goes back to a thread: a move costs a thread's start (about a
-/// hundred microseconds), so it is made only for a run of calls worth it.
+/// shared workers goes back to a thread: a move costs waking a thread that waits for a
+/// connection, or starting one when none waits (about a hundred microseconds), so it
+/// is made only for a run of calls worth it.
 pub const QUIET_TO_RETURN: u32 = 256;
 
 /// One connection's place, and the record its next move is decided on.
