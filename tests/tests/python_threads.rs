@@ -369,6 +369,8 @@ fn expect_a_waiting_get(script: &mut Dialogue, server: &Server, gets: u32) {
 /// Queue gets, and lock acquires, that waited for their answer so far.
 const QUEUE_GETS_WAITED: &str = "agora_calls_parked_total{kind=\"Queue\",method=\"get\"}";
 const LOCK_ACQUIRES_WAITED: &str = "agora_calls_parked_total{kind=\"Lock\",method=\"acquire\"}";
+/// Lock acquires waiting now.
+const LOCKS_WAITING: &str = "agora_waiters{kind=\"Lock\"}";
 
 /// A server on a Unix socket or TCP, with `--metrics` (the move tests count waiting
 /// calls and moves there) and `more` arguments.
@@ -511,11 +513,19 @@ fn requests_sent_behind_a_waiting_call_are_answered_in_order() {
                 script.say("go on");
                 if round == 1 {
                     script.expect("SENT");
+                    // The server reads them at once; watching a while gives a
+                    // miscount the chance to show.
+                    for _ in 0..30 {
+                        assert_eq!(server.metric(LOCKS_WAITING), 1.0, "{context}: still counted as waiting");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     script.say("go on");
                 }
             }
             script.expect("DONE [0, 1] True");
             script.finish();
+            assert_eq!(server.metric(LOCKS_WAITING), 0.0, "{context}");
+            assert_eq!(server.metric("agora_wait_duration_seconds_count{kind=\"Lock\"}"), 2.0, "{context}");
             // The second wait moved the raw connection, its last two requests unread.
             assert_eq!(server.metric("agora_python_moves_to_workers_total"), 1.0, "{context}");
         }

@@ -18,6 +18,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use crate::metrics::WaitGuard;
+
 use crate::engine::{Completion, Delivery, Ticket};
 
 /// How much of a reply an [`Answerer`] put on the wire.
@@ -42,8 +44,10 @@ pub trait Answerer: Send {
 enum State {
     /// No call is waiting on it.
     Idle,
-    /// Call `ticket` waits; `answerer` may write its reply.
-    Armed { ticket: Ticket, answerer: Box<dyn Answerer> },
+    /// Call `ticket` waits; `answerer` may write its reply. `waiting`: the call's place
+    /// in its object's count of waiting calls, given up when its delivery comes (the
+    /// connection may not wake for it), handed back if the line is disarmed first.
+    Armed { ticket: Ticket, answerer: Box<dyn Answerer>, waiting: Option<WaitGuard> },
     /// The reply to this delivery was written whole; its connection has not looked yet.
     Answered(Delivery),
     /// `written` bytes of the armed call's reply went out; its delivery went by mail.
@@ -91,10 +95,11 @@ impl Line {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Lets `answerer` write the reply of parked call `ticket`. The connection must
-    /// [`disarm`](Line::disarm) the line before whatever the answerer writes to closes.
-    pub fn arm(&self, ticket: Ticket, answerer: Box<dyn Answerer>) {
-        *self.state() = State::Armed { ticket, answerer };
+    /// Lets `answerer` write the reply of parked call `ticket`, which holds `waiting`
+    /// until its delivery comes. The connection must [`disarm`](Line::disarm) the line
+    /// before whatever the answerer writes to closes.
+    pub fn arm(&self, ticket: Ticket, answerer: Box<dyn Answerer>, waiting: Option<WaitGuard>) {
+        *self.state() = State::Armed { ticket, answerer, waiting };
     }
 
     /// Offers `delivery` to the armed answerer; gives it back unless its reply went out
@@ -102,7 +107,8 @@ impl Line {
     pub(super) fn offer(&self, delivery: Delivery) -> Option<Delivery> {
         let mut state = self.state();
         let mut answerer = match std::mem::replace(&mut *state, State::Idle) {
-            State::Armed { ticket, answerer } if ticket == delivery.waiter.ticket => answerer,
+            // The call waits no more, whoever writes its reply.
+            State::Armed { ticket, answerer, waiting: _ } if ticket == delivery.waiter.ticket => answerer,
             other => {
                 *state = other;
                 return Some(delivery);
@@ -137,10 +143,17 @@ impl Line {
     /// Leaves the line idle, with no answerer that could still write, and says what
     /// went out through it. Waits for an answerer that is writing.
     pub fn disarm(&self) -> Settled {
+        self.disarm_still_waiting().0
+    }
+
+    /// [`Line::disarm`], handing back the waiting call's place in its object's count if
+    /// no delivery came: the call still waits, and the connection keeps counting it.
+    pub fn disarm_still_waiting(&self) -> (Settled, Option<WaitGuard>) {
         match std::mem::replace(&mut *self.state(), State::Idle) {
-            State::Idle | State::Armed { .. } => Settled::Unused,
-            State::Answered(delivery) => Settled::Answered(delivery),
-            State::Begun { written, .. } => Settled::Begun(written),
+            State::Idle => (Settled::Unused, None),
+            State::Armed { waiting, .. } => (Settled::Unused, waiting),
+            State::Answered(delivery) => (Settled::Answered(delivery), None),
+            State::Begun { written, .. } => (Settled::Begun(written), None),
         }
     }
 }
@@ -176,7 +189,7 @@ mod tests {
     fn armed(ticket: Ticket, written: Written) -> (Line, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let line = Line::default();
-        line.arm(ticket, Box::new(Fake(written, calls.clone())));
+        line.arm(ticket, Box::new(Fake(written, calls.clone())), None);
         (line, calls)
     }
 
@@ -222,5 +235,33 @@ mod tests {
         assert_eq!(line.disarm(), Settled::Unused);
         assert_eq!(line.offer(delivery(7)), Some(delivery(7)), "disarmed");
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_waiting_call_is_counted_until_its_delivery_or_handed_back_when_disarmed_first() {
+        use crate::metrics::Metrics;
+        let metrics = Metrics::default();
+        let queue = metrics.kind(&agora_proto::native::Kind::Queue, &[]);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let line = Line::default();
+
+        // Disarmed before any delivery (bytes came behind the call): it still waits.
+        line.arm(7, Box::new(Fake(Written::Whole, calls.clone())), Some(queue.waiting()));
+        let (settled, waiting) = line.disarm_still_waiting();
+        assert_eq!(settled, Settled::Unused);
+        assert!(waiting.is_some(), "the place in the count comes back");
+        assert_eq!(queue.waiters(), 1, "the call is still counted");
+        drop(waiting);
+        assert_eq!(queue.waiters(), 0);
+
+        // Delivered through the line: the count drops then, though no one disarms yet.
+        for written in [Written::Whole, Written::Part(3), Written::Nothing] {
+            line.arm(8, Box::new(Fake(written, calls.clone())), Some(queue.waiting()));
+            line.offer(delivery(9));
+            assert_eq!(queue.waiters(), 1, "another call's delivery: still waiting");
+            line.offer(delivery(8));
+            assert_eq!(queue.waiters(), 0, "{written:?}: delivered, waiting no more");
+            assert!(line.disarm_still_waiting().1.is_none());
+        }
     }
 }

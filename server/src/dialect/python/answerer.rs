@@ -13,7 +13,6 @@ use agora_proto::Value;
 use super::frame_with;
 use super::reply::write_return;
 use crate::engine::Completion;
-use crate::metrics::WaitGuard;
 use crate::parking::line::{Answerer, Written};
 
 /// Writes onto one connection's socket while its call waits.
@@ -21,13 +20,11 @@ pub(super) struct SocketAnswerer {
     /// The waiting connection's socket. Valid while the line is armed: the connection
     /// disarms it before it can let the socket go.
     socket: RawFd,
-    /// The call's place in its object's count of waiting calls, given up once answered.
-    waiting: Option<WaitGuard>,
 }
 
 impl SocketAnswerer {
-    pub(super) fn new(socket: RawFd, waiting: Option<WaitGuard>) -> SocketAnswerer {
-        SocketAnswerer { socket, waiting }
+    pub(super) fn new(socket: RawFd) -> SocketAnswerer {
+        SocketAnswerer { socket }
     }
 }
 
@@ -71,7 +68,6 @@ impl Answerer for SocketAnswerer {
                 return Written::Nothing;
             }
         };
-        self.waiting = None;
         if written == out.len() {
             Written::Whole
         } else if written == 0 {

@@ -544,7 +544,7 @@ impl PyConn<'_> {
         let socket = stream.raw_socket().filter(|_| self.shared.parking.answers_on_lines());
         let line = self.kept.mailbox.line();
         if let Some(socket) = socket.filter(|_| rbuf.is_empty()) {
-            line.arm(parked.ticket, Box::new(answerer::SocketAnswerer::new(socket, waiting.take())));
+            line.arm(parked.ticket, Box::new(answerer::SocketAnswerer::new(socket)), waiting.take());
         }
         // Whichever way this returns (or is dropped), no answerer may write once it has.
         let _disarm = Disarm(&line);
@@ -558,12 +558,14 @@ impl PyConn<'_> {
                     // A stock CPython client sends nothing while it waits, unless its
                     // answer went out through the line and this is its next call. If
                     // not, the line's answer could go out unnoticed: it is disarmed.
-                    Ok(read) if read > 0 => match line.disarm() {
-                        Settled::Answered(delivery) => {
+                    Ok(read) if read > 0 => match line.disarm_still_waiting() {
+                        (Settled::Answered(delivery), _) => {
                             self.reply_written = usize::MAX;
                             return Some(delivery.completion);
                         }
-                        settled => {
+                        (settled, still_waiting) => {
+                            // Pipelined bytes: the call waits on, counted here now.
+                            waiting = waiting.or(still_waiting);
                             begun = begun.max(settled.begun());
                             if sent_too_much_behind(rbuf, self.shared, peer) {
                                 Woke::Mail(None)
