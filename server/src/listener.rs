@@ -183,8 +183,8 @@ pub fn guard_dead_peer(stream: &TcpStream, timeout: Duration) -> io::Result<()> 
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A Unix-domain socket; the path (if any) is removed on drop.
-    Unix(UnixListener, Option<PathBuf>),
+    /// A Unix-domain socket, and its file (none for an abstract name).
+    Unix(UnixListener, SocketFile),
     /// TCP whose connections speak TLS.
     Tls(TcpListener),
 }
@@ -243,9 +243,9 @@ impl Listener {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
                 }
-                Ok((Listener::Unix(listener, Some(path.clone())), address.clone()))
+                Ok((Listener::Unix(listener, SocketFile(Some(path.clone()))), address.clone()))
             }
-            Address::Abstract(name) => Ok((Listener::Unix(bind_abstract(name)?, None), address.clone())),
+            Address::Abstract(name) => Ok((Listener::Unix(bind_abstract(name)?, SocketFile(None)), address.clone())),
         }
     }
 
@@ -274,9 +274,14 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
+/// A Unix socket's file, removed when this is dropped: the listener's, or whoever took
+/// it from the listener to outlive it ([`std::mem::take`]).
+#[derive(Debug, Default)]
+pub struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
     fn drop(&mut self) {
-        if let Listener::Unix(_, Some(path)) = self {
+        if let Some(path) = self.0.take() {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -41,7 +41,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::report::Latencies;
-use agora_server::listener::{Accepted, Listener, Transport};
+use agora_server::listener::{Accepted, Listener, SocketFile, Transport};
 
 /// The largest frame the echo server accepts.
 const ECHO_MAX_FRAME: u64 = 64 << 20;
@@ -83,10 +83,10 @@ pub async fn serve_threads(mut listener: Listener, authkey: Option<Vec<u8>>) -> 
     // The threads accept on a duplicate of the socket; the runtime lets go of the
     // original, which it would otherwise wake up for at every connection. The socket
     // file is removed when this future ends, as the listener would have.
-    let _socket_file = SocketFile(match &mut listener {
-        Listener::Unix(_, path) => path.take(),
-        _ => None,
-    });
+    let _socket_file = match &mut listener {
+        Listener::Unix(_, file) => std::mem::take(file),
+        _ => SocketFile::default(),
+    };
     let threads = match BlockingListener::of(&listener) {
         Ok(accepting) => {
             Arc::new(Threads { accepting, waiting: AtomicUsize::new(0), hand_off: HandOff::default(), authkey })
@@ -99,17 +99,6 @@ pub async fn serve_threads(mut listener: Listener, authkey: Option<Vec<u8>>) -> 
     }
     std::future::pending::<()>().await;
     unreachable!("a pending future never completes")
-}
-
-/// A Unix socket's file, removed on drop.
-struct SocketFile(Option<std::path::PathBuf>);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// What the threads model's threads share.
