@@ -440,10 +440,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "AGORA_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
 
-    /// Most connections authenticating at once. Beyond it, newcomers wait their turn
-    /// (accepted, in order) until a handshake ends, or until the oldest has taken a second and is
-    /// pushed out: a burst of real clients all get in, and sockets that connect and say
-    /// nothing cannot lock clients out (they never count against --max-connections).
+    /// Most connections authenticating at once (until each has answered the server's
+    /// challenge). Beyond it, newcomers wait their turn (accepted, in order) until a
+    /// handshake ends or its client has answered, or until the oldest has taken a second
+    /// without answering and is pushed out: a burst of real clients all get in, and
+    /// sockets that connect and say nothing cannot lock clients out (they never count
+    /// against --max-connections).
     /// [default: 256]
     #[arg(long, value_name = "N", env = "AGORA_MAX_HANDSHAKES", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_handshakes: Option<u32>,

@@ -272,7 +272,21 @@ pub async fn server_handshake_any<S: AsyncRead + AsyncWrite + Unpin, K: AsRef<[u
     keys: &[K],
     policy: Policy,
 ) -> Result<usize, HandshakeError> {
+    server_handshake_noting(stream, buf, keys, policy, || {}).await
+}
+
+/// [`server_handshake_any`], calling `proven` as soon as the client's answer to the
+/// server's challenge is accepted — it holds one of `keys` — before the server answers
+/// the client's challenge in turn.
+pub async fn server_handshake_noting<S: AsyncRead + AsyncWrite + Unpin, K: AsRef<[u8]>>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    keys: &[K],
+    policy: Policy,
+    proven: impl FnOnce(),
+) -> Result<usize, HandshakeError> {
     let at = deliver_challenge_any(stream, buf, keys, policy).await?;
+    proven();
     answer_challenge(stream, buf, keys[at].as_ref(), policy).await?;
     Ok(at)
 }

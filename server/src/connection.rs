@@ -12,7 +12,10 @@
 //! Handshakes in progress are bounded apart ([`Handshakes`]): when `max_handshakes`
 //! are under way, accepted connections wait (in the accept loop, in order) until one of
 //! them ends, or until the oldest has been under way for [`PUSH_OUT_AFTER`] and is
-//! pushed out. So a burst of real clients larger than the limit all get in, and
+//! pushed out. A handshake whose client has answered the server's challenge holds a
+//! key: it gives its place up then ([`HandshakeSlot::proven`]), and only the handshake
+//! timeout bounds the rest of it. So a burst of real clients larger than the limit all
+//! get in, however slowly a busy client process goes through the rest of its side, and
 //! sockets that connect and say nothing cannot keep anyone else from authenticating
 //! for long.
 
@@ -22,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_proto::auth::Policy;
-use agora_proto::io::{read_frame, server_handshake, server_handshake_any, HandshakeError};
+use agora_proto::io::{read_frame, server_handshake_noting, HandshakeError};
 use agora_proto::{ErrorCode, WireError};
 use bytes::BytesMut;
 use tokio::sync::{Notify, Semaphore};
@@ -114,13 +117,26 @@ impl Handshakes {
     }
 }
 
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
+impl HandshakeSlot {
+    /// Gives the place up early: the peer answered the challenge, so it holds a key and
+    /// is no squatter. It can no longer be pushed out, and a newcomer may take its place.
+    pub fn proven(&self) {
+        self.leave();
+    }
+
+    /// Leaves the handshakes under way (once; later calls find nothing).
+    fn leave(&self) {
         let mut under_way = self.handshakes.under_way.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = under_way.iter().position(|h| h.id == self.id) {
             under_way.remove(at);
             self.handshakes.left.notify_waiters();
         }
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -134,7 +150,7 @@ pub enum Route {
 
 /// Serves one connection until it closes. `handshake` is its place among the
 /// handshakes under way ([`Handshakes::admit`]), given up once the peer has
-/// authenticated and said hello; `slots` are the connection slots (`max_connections`),
+/// answered the server's challenge (or leaves); `slots` are the connection slots (`max_connections`),
 /// taken then.
 pub async fn serve<S: Transport>(
     mut stream: S,
@@ -150,13 +166,17 @@ pub async fn serve<S: Transport>(
     // cost 16 KiB each with 16 KiB buffers, 9.6 KiB with these); it grows with its load.
     let mut buf = BytesMut::with_capacity(1024);
     let opening = async {
+        // A client that answered the challenge holds a key: it is no squatter, and its
+        // place goes to the next newcomer; the rest is bounded by the handshake timeout.
+        let proven = || handshake.proven();
         // With users, which key answers the challenge says who connected.
         let who = if shared.config.users.is_empty() {
-            server_handshake(&mut stream, &mut buf, &shared.config.authkey, policy).await?;
+            let key = std::slice::from_ref(&shared.config.authkey);
+            server_handshake_noting(&mut stream, &mut buf, key, policy, proven).await?;
             Who::Anyone
         } else {
             let keys: Vec<&[u8]> = shared.config.users.iter().map(|u| u.key.as_slice()).collect();
-            Who::User(server_handshake_any(&mut stream, &mut buf, &keys, policy).await?)
+            Who::User(server_handshake_noting(&mut stream, &mut buf, &keys, policy, proven).await?)
         };
         stream.before_read();
         Ok::<_, HandshakeError>((who, read_frame(&mut stream, &mut buf, limits.max_frame).await?))
@@ -283,6 +303,24 @@ mod tests {
         assert_eq!(handshakes.under_way.lock().unwrap().len(), 2);
         // Nobody was pushed out: the place was given up.
         assert!(tokio::time::timeout(Duration::ZERO, third.pushed_out.notified()).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proven_handshake_gives_its_place_up_and_is_never_pushed_out() {
+        let handshakes = Arc::new(Handshakes::new(1));
+        let proven = handshakes.admit().await;
+        let mut newcomer = Box::pin(handshakes.admit());
+        assert!(still_waiting(&mut newcomer).await);
+        proven.proven();
+        let newcomer = tokio::time::timeout(Duration::ZERO, newcomer).await.expect("admitted at once");
+        // Long past PUSH_OUT_AFTER, with another newcomer waiting: the young one is
+        // pushed out, the proven one never.
+        tokio::time::advance(PUSH_OUT_AFTER * 3).await;
+        let _next = handshakes.admit().await;
+        assert!(tokio::time::timeout(Duration::ZERO, newcomer.pushed_out.notified()).await.is_ok());
+        assert!(tokio::time::timeout(Duration::ZERO, proven.pushed_out.notified()).await.is_err());
+        drop(proven);
+        assert_eq!(handshakes.under_way.lock().unwrap().len(), 1, "only the last newcomer is under way");
     }
 
     #[tokio::test(start_paused = true)]

@@ -172,3 +172,47 @@ fn clients_that_vanish_while_they_wait_do_not_hold_up_the_next() {
     server.wait_for_log("its handshake was the oldest unfinished one");
     drop(idle);
 }
+
+/// After `python_support::CONNECT`: a raw connection answers the server's challenge (so
+/// it has proven it holds the key), says ANSWERED, and goes no further until the test
+/// says so; then it finishes its side of the handshake and makes one call.
+const ANSWERS_THEN_STALLS: &str = r#"
+import socket
+from multiprocessing import connection
+key = sys.argv[2].encode()
+conn = connection.Connection(socket.create_connection(address).detach())
+connection.answer_challenge(conn, key)
+print("ANSWERED", flush=True)
+sys.stdin.readline()
+connection.deliver_challenge(conn, key)
+conn.send((None, "dummy", (), {}))
+print("DONE", conn.recv(), flush=True)
+"#;
+
+/// A client that has answered the server's challenge holds the key, so it is no
+/// squatter: however slow the rest of its handshake (here it stalls for as long as a
+/// newcomer takes to get in), it is never pushed out, and its place goes to the newcomer
+/// at once (`--max-handshakes 1`; before, the newcomer waited a second and then pushed
+/// it out — what a burst of 10,000 connections from one busy client process did to
+/// hundreds of them).
+#[test]
+fn a_client_that_answered_the_challenge_keeps_its_handshake_however_slow_the_rest() {
+    python_support::for_each_python(|python| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let args = ["--max-handshakes", "1", "--handshake-timeout", "60s"];
+        let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
+        let context = format!("CPython {}", python.version);
+        let mut script = python_support::Dialogue::start(python, ANSWERS_THEN_STALLS, &server, &[], &context);
+        script.expect("ANSWERED");
+        rt.block_on(async {
+            let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
+                .await
+                .unwrap_or_else(|e| panic!("{context}: the newcomer: {e}"));
+            m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
+        });
+        script.say("go on");
+        script.expect("DONE ('#RETURN', None)");
+        script.finish();
+        assert!(!server.log().contains("oldest unfinished"), "{context}: a proven client was pushed out");
+    });
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use agora_client::{Manager, ManagerOptions};
 use agora_tests::{Server, ServerOptions, HANG_GUARD};
+use python_support::Dialogue;
 
 const THREADS: usize = 3;
 const APPENDS: usize = 200;
@@ -290,47 +291,6 @@ fn threads_answer_calls_after_pauses_and_big_requests_and_let_an_idle_client_go_
             );
         }
     });
-}
-
-/// A test script in conversation with its test: lines it prints, lines it is sent.
-struct Dialogue<'a> {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    out: BufReader<std::process::ChildStdout>,
-    context: &'a str,
-}
-
-impl<'a> Dialogue<'a> {
-    /// Runs `body` after `python_support::CONNECT` against `server`, with `args`.
-    fn start(python: &python_support::Python, body: &str, server: &Server, args: &[&str], context: &'a str) -> Self {
-        let mut child = python_support::spawn_with_manager(python, body, server, args, Stdio::inherit());
-        let input = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Dialogue { child, input, out, context }
-    }
-
-    /// The script's next line is `want`.
-    fn expect(&mut self, want: &str) {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), want, "{}", self.context);
-    }
-
-    /// Sends the script a line.
-    fn say(&mut self, line: &str) {
-        writeln!(self.input, "{line}").unwrap();
-    }
-
-    /// The script ends, successfully.
-    fn finish(mut self) {
-        assert!(self.child.wait().unwrap().success(), "{}", self.context);
-    }
-
-    /// The script is killed (SIGKILL), wherever it is.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
 }
 
 /// Script lines (for after a `queue` and `threading` are defined): two gets from the

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -53,6 +53,48 @@ pub fn spawn_with_manager(
         .stderr(stderr)
         .spawn()
         .expect("start the interpreter")
+}
+
+/// A test script in conversation with its test: lines it prints, lines it is sent.
+pub struct Dialogue<'a> {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+    /// Names the interpreter (and case) in every failure.
+    pub context: &'a str,
+}
+
+impl<'a> Dialogue<'a> {
+    /// Runs `body` after `python_support::CONNECT` against `server`, with `args`.
+    pub fn start(python: &Python, body: &str, server: &agora_tests::Server, args: &[&str], context: &'a str) -> Self {
+        let mut child = spawn_with_manager(python, body, server, args, Stdio::inherit());
+        let input = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Dialogue { child, input, out, context }
+    }
+
+    /// The script's next line is `want`.
+    pub fn expect(&mut self, want: &str) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want, "{}", self.context);
+    }
+
+    /// Sends the script a line.
+    pub fn say(&mut self, line: &str) {
+        writeln!(self.input, "{line}").unwrap();
+    }
+
+    /// The script ends, successfully.
+    pub fn finish(mut self) {
+        assert!(self.child.wait().unwrap().success(), "{}", self.context);
+    }
+
+    /// The script is killed (SIGKILL), wherever it is.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }
 
 /// The oldest and newest CPython minor versions agora speaks to.
