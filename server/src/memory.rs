@@ -8,10 +8,16 @@
 //! library, or a program embedding the server with its own global allocator, which
 //! glibc does not see) the resident size stands in for it.
 //!
-//! A [`MemoryMonitor`] samples on a thread of its own (`agora-memory`), a few times a
-//! second: it reports to the engine's [`MemoryGate`] and, when the allocator keeps a
-//! lot of freed memory, asks it to return that to the system (`malloc_trim`) — so the
-//! resident size falls after large objects are dropped. It never touches objects or
+//! A [`MemoryMonitor`] samples on a thread of its own (`agora-memory`), ten times a
+//! second while that is cheap: it reports to the engine's [`MemoryGate`] and, when
+//! memory was freed, asks the allocator to return it to the system (`malloc_trim`) —
+//! so the resident size falls after large objects are dropped. Both walk the
+//! allocator's free lists with each arena locked in turn, and every thread that
+//! allocates in an arena waits while it is walked: on a heap fragmented into millions
+//! of free chunks (values replaced by values of another size, keys deleted) one walk
+//! takes tens of milliseconds, and at a fixed pace the thread was busy half the time,
+//! its walks in every request's way. So each walk is followed by a pause of at least
+//! [`PAUSE_PER_WALK`] times what it took (`Pacing`). It never touches objects or
 //! connections.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,11 +32,60 @@ use crate::engine::MemoryGate;
 /// in, so this bounds only how soon freed memory is seen.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
-/// Freed memory the allocator may keep before it is asked to give it back...
+/// Memory freed since the least the allocator kept free since the last trim, before
+/// it is asked to give it back (a trim returns the pages of free chunks, which still
+/// count as free after it: what was free then is no reason to trim again)...
 const TRIM_FREE_BYTES: u64 = 32 << 20;
 
 /// ...and no more often than this (trimming walks every free chunk).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// A walk of the allocator's arenas (a sample, a trim) is followed by a pause of at
+/// least this many times what it took: walks take at most about 1 % of the time...
+pub const PAUSE_PER_WALK: u32 = 100;
+
+/// ...but the pause between samples is never longer than this: the gate counts what
+/// it admits meanwhile, so a long pause only delays seeing memory freed.
+const MOST_PAUSE: Duration = Duration::from_secs(10);
+
+/// When the monitor thread samples and trims next, from what the last walks took.
+#[derive(Debug)]
+struct Pacing {
+    /// The pause before the next sample.
+    sample_pause: Duration,
+    /// The least time between trims, and when the last one ended.
+    trim_pause: Duration,
+    trimmed: Instant,
+    /// The least free memory sampled since the last trim (0 before the first: then
+    /// whatever is free counts).
+    least_free: u64,
+}
+
+impl Pacing {
+    fn new(now: Instant) -> Pacing {
+        Pacing { sample_pause: SAMPLE_EVERY, trim_pause: TRIM_EVERY, trimmed: now, least_free: 0 }
+    }
+
+    /// `least`, or [`PAUSE_PER_WALK`] times what a walk `took` if that is longer.
+    fn pause(least: Duration, took: Duration) -> Duration {
+        least.max(took.saturating_mul(PAUSE_PER_WALK))
+    }
+
+    /// A sample that found `free` bytes kept free took `took`, and ended `now`: true if
+    /// the allocator should be asked to give memory back now.
+    fn sampled(&mut self, free: u64, took: Duration, now: Instant) -> bool {
+        self.sample_pause = Pacing::pause(SAMPLE_EVERY, took).min(MOST_PAUSE);
+        self.least_free = self.least_free.min(free);
+        free >= self.least_free.saturating_add(TRIM_FREE_BYTES) && now >= self.trimmed + self.trim_pause
+    }
+
+    /// A trim (with the sample after it, which found `free`) took `took`, and ended `now`.
+    fn trimmed(&mut self, free: u64, took: Duration, now: Instant) {
+        self.trim_pause = Pacing::pause(TRIM_EVERY, took);
+        self.trimmed = now;
+        self.least_free = free;
+    }
+}
 
 /// The smallest `--max-memory` accepted: the server itself needs a few MiB.
 pub const MIN_LIMIT: u64 = 16 << 20;
@@ -57,13 +112,18 @@ impl MemoryMonitor {
         monitor.sample();
         let weak: Weak<MemoryMonitor> = Arc::downgrade(&monitor);
         std::thread::Builder::new().name("agora-memory".into()).spawn(move || {
-            let mut last_trim = Instant::now();
+            let mut pacing = Pacing::new(Instant::now());
             loop {
-                std::thread::sleep(SAMPLE_EVERY);
+                std::thread::sleep(pacing.sample_pause);
                 let Some(monitor) = weak.upgrade() else { return };
-                if monitor.sample() >= TRIM_FREE_BYTES && last_trim.elapsed() >= TRIM_EVERY {
-                    last_trim = Instant::now();
+                let began = Instant::now();
+                let free = monitor.sample();
+                let now = Instant::now();
+                if pacing.sampled(free, now - began, now) {
                     monitor.give_back();
+                    let free = monitor.sample();
+                    let end = Instant::now();
+                    pacing.trimmed(free, end - now, end);
                 }
             }
         })?;
@@ -155,6 +215,44 @@ fn trim() {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn cheap_walks_keep_the_pace_and_slow_ones_are_spaced_out() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(start);
+        pacing.sampled(0, Duration::from_micros(50), start);
+        assert_eq!(pacing.sample_pause, SAMPLE_EVERY, "a cheap sample: ten a second");
+        // A fragmented heap: a 76 ms walk is followed by 7.6 s without one.
+        pacing.sampled(0, 76 * MS, start);
+        assert_eq!(pacing.sample_pause, 7600 * MS);
+        pacing.sampled(0, Duration::from_secs(1), start);
+        assert_eq!(pacing.sample_pause, MOST_PAUSE, "never longer than the most");
+        pacing.sampled(0, MS / 10, start);
+        assert_eq!(pacing.sample_pause, SAMPLE_EVERY, "cheap again: back to the pace");
+        // A trim of 200 ms: none for 20 s after it.
+        pacing.trimmed(0, 200 * MS, start);
+        assert!(!pacing.sampled(500 * MIB, MS, start + Duration::from_secs(19)));
+        assert!(pacing.sampled(500 * MIB, MS, start + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn memory_is_given_back_when_enough_was_freed_since_the_last_trim() {
+        let start = Instant::now();
+        let later = |s| start + Duration::from_secs(s);
+        let mut pacing = Pacing::new(start);
+        assert!(!pacing.sampled(31 * MIB, MS, later(5)), "too little free");
+        assert!(!pacing.sampled(40 * MIB, MS, start), "enough, but too soon after the start");
+        assert!(pacing.sampled(40 * MIB, MS, later(5)), "whatever is free counts before the first trim");
+        // Free chunks still count as free after a trim returned their pages.
+        pacing.trimmed(400 * MIB, MS, later(5));
+        assert!(!pacing.sampled(420 * MIB, MS, later(10)), "nothing new to give back");
+        // Reused, then freed again: that is new.
+        assert!(!pacing.sampled(100 * MIB, MS, later(11)));
+        assert!(pacing.sampled(140 * MIB, MS, later(12)), "40 MiB freed since the least");
+    }
 
     #[test]
     fn a_sample_sees_memory_in_use() {
