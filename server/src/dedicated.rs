@@ -251,6 +251,11 @@ struct Assignment {
 /// An assignment no thread took, and why.
 type NotHanded = Box<(Assignment, std::io::Error)>;
 
+/// `assignment`, back from a thread that ended before it could take it.
+fn thread_ended(assignment: Assignment) -> NotHanded {
+    Box::new((assignment, std::io::Error::other("its thread ended unasked")))
+}
+
 /// Serves `job` on a thread of its own (the waiting one `seat` holds, or a new one with a
 /// single-threaded runtime) until it ends (`None`) or moves off it (`Some`, bound for
 /// the shared workers). If no thread can take it, the shared workers serve it, here.
@@ -259,9 +264,7 @@ async fn on_own_thread(seat: Seat, job: Job) -> Option<Job> {
     let (done, done_rx) = oneshot::channel::<Option<Job>>();
     let assignment = Assignment { job, stop, done };
     let handed = match seat.0 {
-        SeatOn::Waiting(hand) => {
-            hand.give(assignment).map_err(|back| Box::new((back, std::io::Error::other("its thread ended unasked"))))
-        }
+        SeatOn::Waiting(hand) => hand.give(assignment).map_err(thread_ended),
         SeatOn::New(place) => start_thread(place, assignment),
     };
     match handed {
@@ -298,8 +301,7 @@ fn start_thread(place: Counted, assignment: Assignment) -> Result<(), NotHanded>
     match started {
         Ok(_) => {
             threads.started.fetch_add(1, Ordering::Relaxed);
-            hand.send(assignment)
-                .map_err(|unsent| Box::new((unsent.0, std::io::Error::other("its thread ended unasked"))))
+            hand.send(assignment).map_err(|unsent| thread_ended(unsent.0))
         }
         Err(error) => Err(Box::new((assignment, error))),
     }
