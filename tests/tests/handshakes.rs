@@ -216,3 +216,30 @@ fn a_client_that_answered_the_challenge_keeps_its_handshake_however_slow_the_res
         assert!(!server.log().contains("oldest unfinished"), "{context}: a proven client was pushed out");
     });
 }
+
+/// A client that answered the challenge and then stalls is bounded by the handshake
+/// timeout alone: the server hangs up on it once `--handshake-timeout` has passed, and
+/// meanwhile its place, given up when it answered, lets a newcomer in
+/// (`--max-handshakes 1`).
+#[test]
+fn a_client_that_answered_the_challenge_and_stalls_is_dropped_at_the_handshake_timeout() {
+    let python = python_support::pythons().last().expect("a CPython (the search fails when it finds none)");
+    let args = ["--max-handshakes", "1", "--handshake-timeout", "1s"];
+    let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
+    let context = format!("CPython {}", python.version);
+    let mut script = python_support::Dialogue::start(python, ANSWERS_THEN_STALLS, &server, &[], &context);
+    script.expect("ANSWERED");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
+            .await
+            .expect("the newcomer gets the place the stalled client gave up");
+        m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
+    });
+    server.wait_for_log("handshake did not finish in time");
+    script.kill();
+    assert!(
+        !server.log().contains("oldest unfinished"),
+        "{context}: the answered client was pushed out, not timed out"
+    );
+}
