@@ -8,6 +8,18 @@ use std::time::Duration;
 use agora_client::{Manager, ManagerOptions};
 use agora_tests::{Server, ServerOptions};
 
+/// A native client connects (no reconnecting) and makes a call: it got in. `who`
+/// names it in the failure.
+fn a_client_gets_in(server: &Server, who: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
+            .await
+            .unwrap_or_else(|e| panic!("{who} was locked out: {e}"));
+        m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
+    });
+}
+
 /// 50 idle sockets against `--max-connections 32 --max-handshakes 16`: they neither take
 /// connection slots (those are taken after authenticating) nor keep newcomers from
 /// authenticating (a handshake that has taken a second is pushed out for the next
@@ -158,13 +170,7 @@ fn clients_that_vanish_while_they_wait_do_not_hold_up_the_next() {
         drop(TcpStream::connect(&server.address).unwrap());
     }
     let started = std::time::Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
-            .await
-            .expect("the client behind the vanished ones gets in");
-        m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
-    });
+    a_client_gets_in(&server, "the client behind the vanished ones");
     // About one second (the idle socket's time); 20 vanished clients each holding the
     // place for a second would take 21. The bound is a hang guard, far above either.
     let waited = started.elapsed();
@@ -198,18 +204,12 @@ print("DONE", conn.recv(), flush=True)
 #[test]
 fn a_client_that_answered_the_challenge_keeps_its_handshake_however_slow_the_rest() {
     python_support::for_each_python(|python| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let args = ["--max-handshakes", "1", "--handshake-timeout", "60s"];
         let server = Server::start_with(ServerOptions { args: args.map(String::from).to_vec(), ..Default::default() });
         let context = format!("CPython {}", python.version);
         let mut script = python_support::Dialogue::start(python, ANSWERS_THEN_STALLS, &server, &[], &context);
         script.expect("ANSWERED");
-        rt.block_on(async {
-            let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
-                .await
-                .unwrap_or_else(|e| panic!("{context}: the newcomer: {e}"));
-            m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
-        });
+        a_client_gets_in(&server, &format!("{context}: the newcomer"));
         script.say("go on");
         script.expect("DONE ('#RETURN', None)");
         script.finish();
@@ -229,13 +229,7 @@ fn a_client_that_answered_the_challenge_and_stalls_is_dropped_at_the_handshake_t
     let context = format!("CPython {}", python.version);
     let mut script = python_support::Dialogue::start(python, ANSWERS_THEN_STALLS, &server, &[], &context);
     script.expect("ANSWERED");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let m = Manager::connect_with(&server.address, &server.authkey, ManagerOptions::new().reconnect(false))
-            .await
-            .expect("the newcomer gets the place the stalled client gave up");
-        m.dict::<String, i64>("d").await.unwrap().insert(&"k".to_owned(), &1).await.unwrap();
-    });
+    a_client_gets_in(&server, "the newcomer, in the place the stalled client gave up,");
     server.wait_for_log("handshake did not finish in time");
     script.kill();
     assert!(
