@@ -13,6 +13,12 @@
 //! key deleted and inserted again goes to the end; `popitem` is LIFO. Lookups take a
 //! `&Value` and never clone it. Keys follow [`hash_value`] and [`Value::py_eq`].
 //!
+//! A big table's index grows a few buckets at a time ([`Regrowth`]): the old index's
+//! buckets are copied into one twice its size a few per change (and per [`Dict::tidy`]),
+//! while lookups the new one cannot answer yet look in the old one. Growing it in one go
+//! would hold up every change to the table for as long as filing every bucket again
+//! takes: ~150 ms at 8 million entries.
+//!
 //! A [`Dict`] can also be *captured* ([`Dict::begin_capture`]): its entries as they are
 //! at one instant, read out in order a few at a time while the dict goes on changing.
 //! An entry changed or deleted before the read-out reaches it leaves its old contents
@@ -46,13 +52,46 @@ const _: () = assert!(std::mem::size_of::<Option<Slot<()>>>() == 32);
 struct Table<V> {
     /// Entries in insertion order; `None` is a tombstone. Never ends with a tombstone.
     entries: Vec<Option<Slot<V>>>,
-    /// The live entries' positions, filed by their key's hash.
+    /// The live entries' positions, filed by their key's hash (while a [`Regrowth`]
+    /// runs, all but those it has still to copy).
     index: HashTable<Bucket>,
     /// Number of live entries.
     live: usize,
     /// The capture being read out, if any (boxed: almost every table has none).
     capture: Option<Box<Capture<V>>>,
+    /// The index's growth under way, if any (boxed: almost every table has none).
+    regrowth: Option<Box<Regrowth>>,
 }
+
+/// An index being replaced by one twice its size, as Redis rehashes a growing table:
+/// the old index's buckets, from bucket `next` on, are copied into the new one (the
+/// table's) a few at a time ([`Table::regrow_some`]), in the old one's bucket order,
+/// and until then they are found through the old one. A copy needs only the bucket (its
+/// tag files it), never the entry or its key.
+///
+/// Between them the two hold exactly one bucket for each live entry: the new index's
+/// and the old one's from bucket `next` on. A bucket removed while it waits is removed
+/// from the old index (hashbrown never moves the others), and the old one is never
+/// added to. The buckets it keeps before `next` are copies, searched only by key (a
+/// bucket counts once its entry's key is compared) and dropped with it at the end. The
+/// entries move only when the table is compacted, which ends the growth first.
+#[derive(Clone)]
+struct Regrowth {
+    /// The index before the growth.
+    old: HashTable<Bucket>,
+    /// The old index's next bucket to copy.
+    next: usize,
+}
+
+/// Indexes smaller than this (in entries they can hold) grow at once: filing this many
+/// again takes well under a millisecond. Unit tests grow every index step by step.
+const REGROW_FROM: usize = if cfg!(test) { 1 } else { 1 << 15 };
+
+/// The old index's buckets (used or not) copied into a growing one per change of the
+/// table (and per [`Dict::tidy`]): the new index, twice the old's size, takes the old's
+/// entries and those pushed meanwhile (at most one per `REGROW_STEP` buckets) long
+/// before it is full.
+const REGROW_STEP: usize = 8;
 
 /// A running capture: the entries as they were when it began, read out in order.
 struct Capture<V> {
@@ -68,14 +107,21 @@ struct Capture<V> {
 
 impl<V> Default for Table<V> {
     fn default() -> Self {
-        Table { entries: Vec::new(), index: HashTable::new(), live: 0, capture: None }
+        Table { entries: Vec::new(), index: HashTable::new(), live: 0, capture: None, regrowth: None }
     }
 }
 
-/// A copy is a new table: a capture running on the original is not copied.
+/// A copy is a new table: a capture running on the original is not copied (a growth of
+/// its index is).
 impl<V: Clone> Clone for Table<V> {
     fn clone(&self) -> Self {
-        Table { entries: self.entries.clone(), index: self.index.clone(), live: self.live, capture: None }
+        Table {
+            entries: self.entries.clone(),
+            index: self.index.clone(),
+            live: self.live,
+            capture: None,
+            regrowth: self.regrowth.clone(),
+        }
     }
 }
 
@@ -148,16 +194,74 @@ fn holds<V>(entries: &[Option<Slot<V>>], pos: usize, key: &Value) -> bool {
     matches!(entries.get(pos), Some(Some(s)) if s.key.py_eq(key))
 }
 
+/// Takes the bucket of a key hashing to `hash` that `matches` picks out of `index`, or
+/// else out of the old index of a growth under way (see [`Regrowth`]), and returns its
+/// position.
+fn remove_bucket(
+    index: &mut HashTable<Bucket>,
+    regrowth: Option<&mut Regrowth>,
+    hash: u64,
+    matches: impl Fn(&Bucket) -> bool,
+) -> Option<usize> {
+    if let Ok(found) = index.find_entry(index_hash(hash), &matches) {
+        return Some(found.remove().0.pos());
+    }
+    let found = regrowth?.old.find_entry(index_hash(hash), &matches).ok()?;
+    Some(found.remove().0.pos())
+}
+
 impl<V: Clone> Table<V> {
     fn with_capacity(n: usize) -> Self {
-        Table { entries: Vec::with_capacity(n), index: HashTable::with_capacity(n), live: 0, capture: None }
+        Table {
+            entries: Vec::with_capacity(n),
+            index: HashTable::with_capacity(n),
+            live: 0,
+            capture: None,
+            regrowth: None,
+        }
     }
 
     /// The position of `key`, whose hash is `hash`.
     fn find(&self, hash: u64, key: &Value) -> Option<usize> {
         let entries = &self.entries;
         let matches = |b: &Bucket| b.has_tag_of(hash) && holds(entries, b.pos(), key);
-        self.index.find(index_hash(hash), matches).map(|b| b.pos())
+        match self.index.find(index_hash(hash), matches) {
+            Some(b) => Some(b.pos()),
+            None => self.regrowth.as_deref()?.old.find(index_hash(hash), matches).map(|b| b.pos()),
+        }
+    }
+
+    /// Copies up to `buckets` more of a growing index's old buckets into the new one;
+    /// the growth ends once the last is copied.
+    fn regrow_some(&mut self, buckets: usize) {
+        let Some(r) = self.regrowth.as_deref_mut() else { return };
+        let end = r.old.num_buckets();
+        let stop = end.min(r.next.saturating_add(buckets));
+        for i in r.next..stop {
+            if let Some(&bucket) = r.old.get_bucket(i) {
+                self.index.insert_unique(bucket.index_hash(), bucket, |b| b.index_hash());
+            }
+        }
+        r.next = stop;
+        if stop == end {
+            self.regrowth = None;
+        }
+    }
+
+    /// Before a bucket is added: an index that is full begins to grow step by step
+    /// (one too small to be worth it grows in the insert, at once). A growth that
+    /// is still running when its new index fills (it cannot, at `REGROW_STEP`'s
+    /// pace) is finished first.
+    fn make_room(&mut self) {
+        if self.index.len() < self.index.capacity() {
+            return;
+        }
+        self.regrow_some(usize::MAX);
+        if self.index.capacity() >= REGROW_FROM {
+            let bigger = HashTable::with_capacity((2 * self.index.capacity()).max(3));
+            let old = std::mem::replace(&mut self.index, bigger);
+            self.regrowth = Some(Box::new(Regrowth { old, next: 0 }));
+        }
     }
 
     fn slot(&self, i: usize) -> Option<&Slot<V>> {
@@ -190,9 +294,10 @@ impl<V: Clone> Table<V> {
     fn prefetch(&self, keys: impl IntoIterator<Item = impl Borrow<Value>>) {
         for key in keys {
             let Ok(hash) = hash_value_ahead(key.borrow()) else { continue };
-            if let Some(slot) =
-                self.index.find(index_hash(hash), |b| b.has_tag_of(hash)).and_then(|b| self.entries.get(b.pos()))
-            {
+            let tagged = |b: &Bucket| b.has_tag_of(hash);
+            let bucket = self.index.find(index_hash(hash), tagged);
+            let bucket = bucket.or_else(|| self.regrowth.as_deref()?.old.find(index_hash(hash), tagged));
+            if let Some(slot) = bucket.and_then(|b| self.entries.get(b.pos())) {
                 prefetch(slot);
             }
         }
@@ -224,6 +329,8 @@ impl<V: Clone> Table<V> {
             self.compact();
         }
         let pos = u32::try_from(self.entries.len()).map_err(|_| full())?;
+        self.make_room();
+        self.regrow_some(REGROW_STEP);
         self.index.insert_unique(index_hash(hash), Bucket::new(hash, pos), |b| b.index_hash());
         self.entries.push(Some(slot));
         self.live += 1;
@@ -232,23 +339,22 @@ impl<V: Clone> Table<V> {
 
     fn remove(&mut self, key: &Value) -> Result<Option<Slot<V>>, WireError> {
         let hash = hash_value(key)?;
-        let Table { entries, index, .. } = self;
+        self.regrow_some(REGROW_STEP);
+        let entries = &self.entries;
         let matches = |b: &Bucket| b.has_tag_of(hash) && holds(entries, b.pos(), key);
-        let Ok(found) = index.find_entry(index_hash(hash), matches) else {
+        let Some(pos) = remove_bucket(&mut self.index, self.regrowth.as_deref_mut(), hash, matches) else {
             return Ok(None);
         };
-        let (bucket, _) = found.remove();
-        Ok(self.take_slot(bucket.pos()))
+        Ok(self.take_slot(pos))
     }
 
     /// Removes the last entry (Python's `popitem`).
     fn pop_last(&mut self) -> Option<Slot<V>> {
+        self.regrow_some(REGROW_STEP);
         let i = self.entries.len().checked_sub(1)?;
         // Its bucket is found by its key's hash (a stored key always hashes).
         let hash = hash_value(&self.slot(i)?.key).ok()?;
-        if let Ok(found) = self.index.find_entry(index_hash(hash), |b| b.pos() == i) {
-            found.remove();
-        }
+        remove_bucket(&mut self.index, self.regrowth.as_deref_mut(), hash, |b| b.pos() == i);
         self.take_slot(i)
     }
 
@@ -270,6 +376,8 @@ impl<V: Clone> Table<V> {
 
     /// Drops every tombstone and renumbers the index's buckets in place (no rehash).
     fn compact(&mut self) {
+        // Renumbering one index is enough: the growth of one (if any) ends first.
+        self.regrow_some(usize::MAX);
         // Where each position moves: the number of live entries before it.
         let mut moved_to = Vec::with_capacity(self.entries.len());
         let mut live = 0u32;
@@ -292,6 +400,7 @@ impl<V: Clone> Table<V> {
         }
         self.entries.clear();
         self.index.clear();
+        self.regrowth = None;
         self.live = 0;
     }
 
@@ -300,10 +409,22 @@ impl<V: Clone> Table<V> {
     }
 
     /// Every live entry with its [`Bucket`]'s tag (as a hash: [`Table::find`] needs no
-    /// more of one), in no particular order.
+    /// more of one), each once, in no particular order.
     fn tagged_slots(&self) -> impl Iterator<Item = (u64, &Slot<V>)> + '_ {
         let entries = &self.entries;
-        self.index.iter().filter_map(move |b| Some((b.0 & TAG_BITS, entries.get(b.pos())?.as_ref()?)))
+        // While the index grows, the buckets it has still to copy are in the old one.
+        let not_yet = self
+            .regrowth
+            .as_deref()
+            .into_iter()
+            .flat_map(|r| (r.next..r.old.num_buckets()).filter_map(|i| r.old.get_bucket(i)));
+        self.index.iter().chain(not_yet).filter_map(move |b| Some((b.0 & TAG_BITS, entries.get(b.pos())?.as_ref()?)))
+    }
+
+    /// Does a share of the table's upkeep: copies a few more buckets of a growing
+    /// index. Changes nothing any lookup or iteration sees.
+    fn tidy(&mut self) {
+        self.regrow_some(REGROW_STEP);
     }
 
     /// Every live entry, mutably (a running capture keeps a copy of what it has still
@@ -438,6 +559,18 @@ impl Dict {
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.table.clear();
+    }
+    /// True while the dict's index grows: a few of its buckets are copied with each
+    /// change and each [`Dict::tidy`] until it is done.
+    pub fn index_growing(&self) -> bool {
+        self.table.regrowth.is_some()
+    }
+    /// Does a small, bounded share of the dict's upkeep (a few buckets of a growing
+    /// index copied): its changes do it too, but a dict that is only read after a
+    /// change began its index's growth finishes it only through this. Nothing any
+    /// lookup or iteration sees changes.
+    pub fn tidy(&mut self) {
+        self.table.tidy();
     }
     /// Entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&Value, &Value)> + '_ {
@@ -575,6 +708,10 @@ impl Set {
     pub fn clear(&mut self) {
         self.table.clear();
     }
+    /// Does a small, bounded share of the set's upkeep, as [`Dict::tidy`] does.
+    pub fn tidy(&mut self) {
+        self.table.tidy();
+    }
     /// True if every member of `self` is in `other` (Python's `<=`).
     pub fn is_subset(&self, other: &Set) -> bool {
         self.len() <= other.len() && self.table.tagged_slots().all(|(hash, s)| other.table.find(hash, &s.key).is_some())
@@ -586,7 +723,7 @@ impl Set {
     /// What the set keeps of its members' hashes (the top 32 bits of each), for
     /// order-independent hashing.
     pub(super) fn member_hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.table.index.iter().map(|b| b.0 >> 32)
+        self.table.tagged_slots().map(|(tag, _)| tag >> 32)
     }
 
     /// Starts a capture of the members as they are now, as [`Dict::begin_capture`]
@@ -821,6 +958,7 @@ mod tests {
         Insert(i64, i64),
         Remove(i64),
         Pop,
+        Tidy,
     }
 
     /// An int or integral float key as an `i64`.
@@ -838,6 +976,110 @@ mod tests {
         for (k, v) in &m.0 {
             assert_eq!(d.get(&Value::Float(*k as f64)).unwrap().and_then(Value::as_index), Some(*v));
         }
+        for k in (0..20).filter(|k| !m.0.iter().any(|(mk, _)| mk == k)) {
+            assert_eq!(d.get(&Value::Int(k)).unwrap(), None, "{k} is absent");
+        }
+        assert_filed(&d.table);
+    }
+
+    /// What [`Regrowth`] promises: the index and the buckets a growth has still to
+    /// copy hold exactly one bucket for each live entry, under its key's tag; every
+    /// live entry is listed once.
+    fn assert_filed<V: Clone>(t: &Table<V>) {
+        let waiting = t.regrowth.as_deref().map_or(Vec::new(), |r| {
+            (r.next..r.old.num_buckets()).filter_map(|i| r.old.get_bucket(i).copied()).collect()
+        });
+        let mut filed: Vec<usize> = t.index.iter().chain(&waiting).map(|b| b.pos()).collect();
+        filed.sort_unstable();
+        let live: Vec<usize> = (0..t.entries.len()).filter(|i| t.entries[*i].is_some()).collect();
+        assert_eq!(filed, live, "each live entry filed once");
+        for b in t.index.iter().chain(&waiting) {
+            let hash = hash_value(&t.entries[b.pos()].as_ref().unwrap().key).unwrap();
+            assert!(b.has_tag_of(hash));
+        }
+        let mut listed: Vec<usize> =
+            t.tagged_slots().map(|(_, s)| t.find(hash_value(&s.key).unwrap(), &s.key).unwrap()).collect();
+        listed.sort_unstable();
+        assert_eq!(listed.len(), t.live);
+        listed.dedup();
+        assert_eq!(listed.len(), t.live, "each live entry listed once");
+    }
+
+    /// Tidies `d` until its index's growth is over; how many tidies it took.
+    fn finish_growth(d: &mut Dict) -> usize {
+        let mut tidies = 0;
+        while d.table.regrowth.is_some() {
+            d.tidy();
+            tidies += 1;
+            assert!(tidies < 1_000_000, "tidying ends a growth");
+        }
+        tidies
+    }
+
+    #[test]
+    fn compacting_a_table_whose_index_grows_ends_the_growth_first() {
+        let mut d = Dict::new();
+        let mut n = 0i64;
+        while d.table.regrowth.is_none() || n < 1000 {
+            finish_growth(&mut d);
+            d.insert(Value::Int(n), Value::Int(n)).unwrap();
+            n += 1;
+        }
+        for k in (0..n).step_by(97) {
+            d.remove(&Value::Int(k)).unwrap();
+        }
+        assert!(d.table.regrowth.is_some(), "still growing");
+        // Compaction renumbers every entry after the first hole: one index to renumber.
+        d.table.compact();
+        assert!(d.table.regrowth.is_none());
+        assert_filed(&d.table);
+        for k in 0..n {
+            let expected = (k % 97 != 0).then_some(Value::Int(k));
+            assert_eq!(d.get(&Value::Int(k)).unwrap(), expected.as_ref());
+        }
+    }
+
+    #[test]
+    fn a_big_index_grows_a_few_entries_per_change_and_per_tidy() {
+        let mut d = Dict::new();
+        let mut n = 0i64;
+        // Fill until an insert begins a growth of an index of over a thousand entries
+        // (unit tests grow every index step by step: the smaller ones are tidied away).
+        loop {
+            d.insert(Value::Int(n), Value::Int(n)).unwrap();
+            n += 1;
+            if d.table.regrowth.is_some() {
+                if n > 1000 {
+                    break;
+                }
+                finish_growth(&mut d);
+            }
+        }
+        let unfiled = |d: &Dict| d.table.regrowth.as_deref().map_or(0, |r| r.old.num_buckets() - r.next);
+        let before = unfiled(&d);
+        // The insert that began it copied one step of the old index's buckets.
+        let old_buckets = d.table.regrowth.as_deref().unwrap().old.num_buckets();
+        assert!(old_buckets > n as usize);
+        assert_eq!(before, old_buckets - REGROW_STEP);
+        // Each change files a step; so does each tidy, which a dict only read needs.
+        d.insert(Value::Int(n), Value::Int(n)).unwrap();
+        assert_eq!(unfiled(&d), before - REGROW_STEP);
+        d.remove(&Value::Int(n)).unwrap();
+        assert_eq!(unfiled(&d), before - 2 * REGROW_STEP);
+        d.tidy();
+        assert_eq!(unfiled(&d), before - 3 * REGROW_STEP);
+        assert_filed(&d.table);
+        // Every key is found meanwhile, through whichever index files it.
+        for k in 0..n {
+            assert_eq!(d.get(&Value::Int(k)).unwrap(), Some(&Value::Int(k)));
+        }
+        let tidies = finish_growth(&mut d);
+        assert_eq!(tidies, (before - 3 * REGROW_STEP).div_ceil(REGROW_STEP));
+        assert_filed(&d.table);
+        assert!(d.table.index.capacity() >= 2 * n as usize - 2);
+        for k in 0..n {
+            assert_eq!(d.get(&Value::Int(k)).unwrap(), Some(&Value::Int(k)));
+        }
     }
 
     fn apply(d: &mut Dict, m: &mut Model, op: &Op) {
@@ -852,6 +1094,7 @@ mod tests {
                 let got = d.remove(&Value::Int(k)).unwrap().and_then(|v| v.as_index());
                 assert_eq!(got, m.remove(k));
             }
+            Op::Tidy => d.tidy(),
             Op::Pop => {
                 let got = d.pop_last().map(|(k, v)| (int(&k), int(&v)));
                 assert_eq!(got, m.0.pop());
@@ -920,6 +1163,7 @@ mod tests {
             4 => (0i64..20, any::<i64>()).prop_map(|(k, v)| Op::Insert(k, v)),
             3 => (0i64..20).prop_map(Op::Remove),
             1 => Just(Op::Pop),
+            1 => Just(Op::Tidy),
         ]
     }
 

@@ -433,6 +433,9 @@ impl SharedObject for SetObject {
     }
 
     fn call(&mut self, _ctx: &mut Ctx<'_>, method: &str, args: Args) -> Result<Outcome, WireError> {
+        // Every call, reads too, does a step of the set's upkeep (a growing index):
+        // one only read still finishes it.
+        self.set.tidy();
         self.dispatch(method, args).map(Outcome::from)
     }
 
