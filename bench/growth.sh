@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A dict that grows: what the requests pay while a dict's index doubles.
+#
+# Fills an empty dict with ENTRIES distinct keys (`agora bench -t fill`, 50 clients,
+# `-P 16`, 3-byte values) on a fresh server and reports the rate, the p99 and the
+# slowest request: every doubling of the dict's index happens during the fill, and a
+# doubling done in one go holds up every request waiting on the dict for as long as it
+# takes. Then the same for Redis (`redis-benchmark` `HSET` of as many random fields into
+# an empty hash, whose table grows incrementally), if `redis-server` is installed. One
+# line per run.
+#
+#   bench/growth.sh                                  # the release build, 2 rounds
+#   AGORA_BIN=/path/to/agora bench/growth.sh         # this binary, build nothing
+#   BASE_BIN=/path/to/old ROUNDS=3 bench/growth.sh   # alternate two builds
+#   ENTRIES=1000000 bench/growth.sh                  # fewer entries (default 10,000,000)
+#
+# About 20 s per binary and 30 s for Redis per round with the defaults; the server
+# holds about 1 GiB.
+# Loopback TCP only; every process it starts is stopped when it ends. Not part of CI.
+# bench/changes.md round 45 has what it measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source bench/lib.sh
+agora_bin
+bench_scratch agora-growth
+ENTRIES=${ENTRIES:-10000000}
+ROUNDS=${ROUNDS:-2}
+
+# measure LABEL BINARY: one fill of an empty dict on a fresh server.
+measure() {
+    local label=$1 bin=$2 port
+    port=$(free_port)
+    "$bin" serve --listen "127.0.0.1:$port" --log-level warn &
+    local server=$!
+    PIDS+=("$server")
+    until "$bin" ping --address "127.0.0.1:$port" > /dev/null 2>&1; do sleep 0.05; done
+    "$bin" bench --address "127.0.0.1:$port" --threads 1 -t fill -r "$ENTRIES" -c 50 -P 16 2>&1 |
+        awk -v label="$label" '/throughput/ {r=$2} /latency/ {p99=$6; max=$10}
+            END {printf "%s | fill %.0f sets/s | p99 %s us | max %s us\n", label, r, p99, max}'
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+}
+
+# redis LABEL: the same number of HSETs of random fields into an empty hash.
+redis() {
+    local port
+    port=$(free_port)
+    redis-server --port "$port" --save '' --appendonly no --logfile "$DIR/redis.log" &
+    local server=$!
+    PIDS+=("$server")
+    until redis-cli -p "$port" ping > /dev/null 2>&1; do sleep 0.05; done
+    # Fields from a keyspace 100× the entries: nearly all distinct.
+    redis-benchmark -p "$port" -c 50 -P 16 -n "$ENTRIES" -r $((ENTRIES * 100)) HSET h __rand_int__ xxx 2>/dev/null |
+        tr '\r' '\n' | awk -v label="$1" '
+            /throughput summary/ {r=$3}
+            /avg +min +p50/ {getline; p99=$5 * 1000; max=$6 * 1000}
+            END {printf "%s | HSET %.0f/s | p99 %.0f us | max %.0f us", label, r, p99, max}'
+    echo " | fields $(redis-cli -p "$port" hlen h)"
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+}
+
+echo "== $ENTRIES entries, $ROUNDS rounds; $("$BIN" --version)"
+for round in $(seq "$ROUNDS"); do
+    if [ -n "${BASE_BIN:-}" ]; then measure "round $round base" "$BASE_BIN"; fi
+    measure "round $round" "$BIN"
+    if command -v redis-server > /dev/null; then redis "round $round redis"; fi
+done
