@@ -26,19 +26,15 @@ ROUNDS=${ROUNDS:-2}
 
 # measure LABEL BINARY: one round on a fresh server.
 measure() {
-    local label=$1 bin=$2 port
-    port=$(free_port)
-    "$bin" serve --listen "127.0.0.1:$port" --log-level warn &
-    local server=$!
-    PIDS+=("$server")
-    until "$bin" ping --address "127.0.0.1:$port" > /dev/null 2>&1; do sleep 0.05; done
+    local label=$1 bin=$2
+    serve_alone "$bin"
     memory_cpu() {
         local task
-        for task in /proc/"$server"/task/*; do
+        for task in /proc/"$SERVER"/task/*; do
             if grep -qx agora-memory "$task/comm"; then awk '{print ($14 + $15) * 10}' "$task/stat"; fi
         done
     }
-    bench() { "$bin" bench --address "127.0.0.1:$port" --threads 1 -r "$ENTRIES" "$@" 2>&1; }
+    bench() { "$bin" bench --address "127.0.0.1:$PORT" --threads 1 -r "$ENTRIES" "$@" 2>&1; }
     rate() { awk '/throughput/ {printf "%.0f", $2}'; }
     gets() { bench -t get -c 50 -n 1000000 | awk '/throughput/ {r=$2} /latency/ {p99=$6; max=$10} END {printf "gets %.0f/s p99 %s us max %s us", r, p99, max}'; }
     local fill replace before after c0 c1 c2 c3
@@ -50,12 +46,8 @@ measure() {
     after=$(gets)
     echo "$label | fill $fill sets/s | packed: memory thread $((c1 - c0)) ms per 5 s, $before" \
         "| replace $replace sets/s | fragmented: memory thread $((c3 - c2)) ms per 5 s, $after"
-    kill "$server"
-    wait "$server" 2>/dev/null || true
+    stop_alone
 }
 
 echo "== $ENTRIES entries, $ROUNDS rounds; $("$BIN" --version)"
-for round in $(seq "$ROUNDS"); do
-    if [ -n "${BASE_BIN:-}" ]; then measure "round $round base" "$BASE_BIN"; fi
-    measure "round $round" "$BIN"
-done
+each_round measure

@@ -29,17 +29,12 @@ ROUNDS=${ROUNDS:-2}
 
 # measure LABEL BINARY: one fill of an empty dict on a fresh server.
 measure() {
-    local label=$1 bin=$2 port
-    port=$(free_port)
-    "$bin" serve --listen "127.0.0.1:$port" --log-level warn &
-    local server=$!
-    PIDS+=("$server")
-    until "$bin" ping --address "127.0.0.1:$port" > /dev/null 2>&1; do sleep 0.05; done
-    "$bin" bench --address "127.0.0.1:$port" --threads 1 -t fill -r "$ENTRIES" -c 50 -P 16 2>&1 |
+    local label=$1 bin=$2
+    serve_alone "$bin"
+    "$bin" bench --address "127.0.0.1:$PORT" --threads 1 -t fill -r "$ENTRIES" -c 50 -P 16 2>&1 |
         awk -v label="$label" '/throughput/ {r=$2} /latency/ {p99=$6; max=$10}
             END {printf "%s | fill %.0f sets/s | p99 %s us | max %s us\n", label, r, p99, max}'
-    kill "$server"
-    wait "$server" 2>/dev/null || true
+    stop_alone
 }
 
 # redis LABEL: the same number of HSETs of random fields into an empty hash.
@@ -61,9 +56,12 @@ redis() {
     wait "$server" 2>/dev/null || true
 }
 
+# measure_both LABEL BINARY: agora's fill, then Redis's after the build measured
+# last in the round.
+measure_both() {
+    measure "$1" "$2"
+    if [ "$2" = "$BIN" ] && command -v redis-server > /dev/null; then redis "${1} redis"; fi
+}
+
 echo "== $ENTRIES entries, $ROUNDS rounds; $("$BIN" --version)"
-for round in $(seq "$ROUNDS"); do
-    if [ -n "${BASE_BIN:-}" ]; then measure "round $round base" "$BASE_BIN"; fi
-    measure "round $round" "$BIN"
-    if command -v redis-server > /dev/null; then redis "round $round redis"; fi
-done
+each_round measure_both

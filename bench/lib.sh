@@ -1,8 +1,9 @@
 # Set-up shared by the bench scripts that start their own servers (cluster.sh,
-# cluster_snapshots.sh, etcd.sh). Source it, call `agora_bin` and `bench_scratch NAME`,
-# and add the pid of every process started to PIDS: on exit they are stopped and the
-# scratch directory ($DIR) removed. `start_agora` starts a 3-node cluster of the agora
-# binary in $BIN.
+# cluster_snapshots.sh, etcd.sh, fragmented.sh, growth.sh). Source it, call `agora_bin`
+# and `bench_scratch NAME`, and add the pid of every process started to PIDS: on exit
+# they are stopped and the scratch directory ($DIR) removed. `start_agora` starts a
+# 3-node cluster of the agora binary in $BIN, `serve_alone` a single server, and
+# `each_round` alternates $BIN with $BASE_BIN.
 
 # agora_bin: $BIN is $AGORA_BIN, or the release binary, built now.
 agora_bin() {
@@ -32,6 +33,30 @@ bench_cleanup() {
 
 # A TCP port free on 127.0.0.1 now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# serve_alone BINARY: a fresh single server of BINARY on a free loopback port, answering
+# when this returns: $PORT, and $SERVER its pid (in PIDS too). `stop_alone` stops it.
+serve_alone() {
+    PORT=$(free_port)
+    "$1" serve --listen "127.0.0.1:$PORT" --log-level warn &
+    SERVER=$!
+    PIDS+=("$SERVER")
+    until "$1" ping --address "127.0.0.1:$PORT" > /dev/null 2>&1; do sleep 0.05; done
+}
+stop_alone() {
+    kill "$SERVER"
+    wait "$SERVER" 2>/dev/null || true
+}
+
+# each_round FUNCTION: $ROUNDS rounds of `FUNCTION LABEL BINARY` with $BIN, each after
+# one with $BASE_BIN if it is set (two builds alternated).
+each_round() {
+    local round
+    for round in $(seq "$ROUNDS"); do
+        if [ -n "${BASE_BIN:-}" ]; then "$1" "round $round base" "$BASE_BIN"; fi
+        "$1" "round $round" "$BIN"
+    done
+}
 
 # peer_tls_files: a CA and a certificate for 127.0.0.1 signed by it, in $DIR (openssl);
 # sets PEER_TLS_FLAGS (what `agora serve` needs for TLS on the peer link) and exports
