@@ -210,6 +210,53 @@ fn remove_bucket(
     Some(found.remove().0.pos())
 }
 
+/// Where compaction moves each position: the number of live entries before it, kept as
+/// a bit per position and a count per 64 of them — an eighth of a byte per position,
+/// not four, so the index's renumbering (in bucket order, the positions at random)
+/// finds them in the cache.
+struct Ranks {
+    /// Bit `i % 64` of word `i / 64`: position `i` holds a live entry.
+    live: Vec<u64>,
+    /// The live entries before each word's first position.
+    before: Vec<u32>,
+}
+
+impl Ranks {
+    /// Drops the holes, the live entries keeping their order, and notes where each
+    /// position went as it goes (one pass: a big vector is read once).
+    fn compact<V>(entries: &mut Vec<Option<Slot<V>>>) -> Ranks {
+        let mut ranks = Ranks {
+            live: Vec::with_capacity(entries.len().div_ceil(64)),
+            before: Vec::with_capacity(entries.len().div_ceil(64)),
+        };
+        let (mut pos, mut word, mut kept) = (0usize, 0u64, 0u32);
+        // `retain` visits every element once, in order.
+        entries.retain(|entry| {
+            let live = entry.is_some();
+            word |= u64::from(live) << (pos % 64);
+            pos += 1;
+            if pos % 64 == 0 {
+                ranks.before.push(kept);
+                ranks.live.push(word);
+                kept += word.count_ones();
+                word = 0;
+            }
+            live
+        });
+        if pos % 64 != 0 {
+            ranks.before.push(kept);
+            ranks.live.push(word);
+        }
+        ranks
+    }
+
+    /// The live entries before position `pos`: where the entry there moved.
+    fn live_before(&self, pos: usize) -> u32 {
+        let (word, bit) = (pos / 64, pos % 64);
+        self.before[word] + (self.live[word] & ((1u64 << bit) - 1)).count_ones()
+    }
+}
+
 impl<V: Clone> Table<V> {
     fn with_capacity(n: usize) -> Self {
         Table {
@@ -378,16 +425,9 @@ impl<V: Clone> Table<V> {
     fn compact(&mut self) {
         // Renumbering one index is enough: the growth of one (if any) ends first.
         self.regrow_some(usize::MAX);
-        // Where each position moves: the number of live entries before it.
-        let mut moved_to = Vec::with_capacity(self.entries.len());
-        let mut live = 0u32;
-        for entry in &self.entries {
-            moved_to.push(live);
-            live += u32::from(entry.is_some());
-        }
-        self.entries.retain(Option::is_some);
+        let ranks = Ranks::compact(&mut self.entries);
         for bucket in self.index.iter_mut() {
-            *bucket = bucket.moved_to(moved_to[bucket.pos()]);
+            *bucket = bucket.moved_to(ranks.live_before(bucket.pos()));
         }
     }
 
