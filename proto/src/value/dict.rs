@@ -225,10 +225,8 @@ impl Ranks {
     /// Drops the holes, the live entries keeping their order, and notes where each
     /// position went as it goes (one pass: a big vector is read once).
     fn compact<V>(entries: &mut Vec<Option<Slot<V>>>) -> Ranks {
-        let mut ranks = Ranks {
-            live: Vec::with_capacity(entries.len().div_ceil(64)),
-            before: Vec::with_capacity(entries.len().div_ceil(64)),
-        };
+        let words = entries.len().div_ceil(64);
+        let mut ranks = Ranks { live: Vec::with_capacity(words), before: Vec::with_capacity(words) };
         let (mut pos, mut word, mut kept) = (0usize, 0u64, 0u32);
         // `retain` visits every element once, in order.
         entries.retain(|entry| {
@@ -747,6 +745,10 @@ impl Set {
     /// Removes every member.
     pub fn clear(&mut self) {
         self.table.clear();
+    }
+    /// True while the set's index grows, as [`Dict::index_growing`] says of a dict's.
+    pub fn index_growing(&self) -> bool {
+        self.table.regrowth.is_some()
     }
     /// Does a small, bounded share of the set's upkeep, as [`Dict::tidy`] does.
     pub fn tidy(&mut self) {

@@ -482,7 +482,30 @@ impl SharedObject for SetObject {
 mod tests {
     use super::*;
     use crate::object::CAPTURE_FROM;
-    use crate::objects::sequence::testing::{assert_error, assert_py_eq, bind_kw, call, call_kw, ints, s};
+    use crate::objects::sequence::testing::{
+        assert_error, assert_py_eq, bind_kw, call, call_kw, call_unchecked, ints, s,
+    };
+
+    #[test]
+    fn a_set_only_read_still_finishes_growing_its_index() {
+        let mut set = new(vec![]).unwrap();
+        let mut n = 0;
+        while !set.set.index_growing() {
+            call(&mut set, "add", vec![Value::Int(n)]).unwrap();
+            n += 1;
+            assert!(n < 1_000_000, "a big enough set's index grows step by step");
+        }
+        // A read stays read-only (`call` checks the state), and reads alone finish it.
+        assert_eq!(call(&mut set, "__contains__", vec![Value::Int(0)]).unwrap(), Value::Bool(true));
+        let mut reads = 0;
+        while set.set.index_growing() {
+            let found = call_unchecked(&mut set, "__contains__", vec![Value::Int(reads % n)]).unwrap();
+            assert_eq!(found, Value::Bool(true));
+            reads += 1;
+            assert!(reads < 1_000_000, "reads finish the growth");
+        }
+        assert_eq!(call(&mut set, "__len__", vec![]).unwrap(), Value::Int(n));
+    }
 
     fn new(positional: Vec<Value>) -> Result<SetObject, WireError> {
         SetObject::new(bind_kw(&CONSTRUCTOR, positional, vec![])?)
