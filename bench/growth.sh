@@ -45,8 +45,10 @@ redis() {
     local server=$!
     PIDS+=("$server")
     until redis-cli -p "$port" ping > /dev/null 2>&1; do sleep 0.05; done
-    # Fields from a keyspace 100× the entries: nearly all distinct.
-    redis-benchmark -p "$port" -c 50 -P 16 -n "$ENTRIES" -r $((ENTRIES * 100)) HSET h __rand_int__ xxx 2>/dev/null |
+    # Fields from a keyspace 100× the entries: nearly all distinct (redis-benchmark
+    # reads -r as an int).
+    local keyspace=$((ENTRIES * 100 < 2000000000 ? ENTRIES * 100 : 2000000000))
+    redis-benchmark -p "$port" -c 50 -P 16 -n "$ENTRIES" -r "$keyspace" HSET h __rand_int__ xxx 2>/dev/null |
         tr '\r' '\n' | awk -v label="$1" '
             /throughput summary/ {r=$3}
             /avg +min +p50/ {getline; p99=$5 * 1000; max=$6 * 1000}
