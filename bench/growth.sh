@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# A dict that grows: what the requests pay while a dict's index doubles.
+# A dict that grows: what the requests pay while a dict's index doubles; and a dict that
+# churns: what they pay when the holes deleted keys leave are cleared away.
 #
 # Fills an empty dict with ENTRIES distinct keys (`agora bench -t fill`, 50 clients,
 # `-P 16`, 3-byte values) on a fresh server and reports the rate, the p99 and the
 # slowest request: every doubling of the dict's index happens during the fill, and a
 # doubling done in one go holds up every request waiting on the dict for as long as it
 # takes. Then the same for Redis (`redis-benchmark` `HSET` of as many random fields into
-# an empty hash, whose table grows incrementally), if `redis-server` is installed. One
-# line per run.
+# an empty hash, whose table grows incrementally), if `redis-server` is installed.
+#
+# Churn (`agora bench -t churn`, 50 clients, `-P 16`): a dict of CHURN_ENTRIES keys,
+# made afresh and not timed, then CHURN_SAMPLES times the oldest key deleted and a new
+# one inserted (a sample is both), first in, first out, as a results dict or a cache
+# of the latest is churned. The rate, p99 and slowest sample: a dict that compacts its
+# entries in one go holds every request up while it does. The load generator is always
+# $BIN's (`-t churn` is new in round 46); the server alternates with BASE_BIN's. Redis
+# has no ordered dict to compare. One line per run.
 #
 #   bench/growth.sh                                  # the release build, 2 rounds
 #   AGORA_BIN=/path/to/agora bench/growth.sh         # this binary, build nothing
 #   BASE_BIN=/path/to/old ROUNDS=3 bench/growth.sh   # alternate two builds
 #   ENTRIES=1000000 bench/growth.sh                  # fewer entries (default 10,000,000)
+#   CHURN_ENTRIES=0 bench/growth.sh                  # no churn (default 6,000,000 keys,
+#                                                    # CHURN_SAMPLES 3,000,000 samples)
 #
-# About 20 s per binary and 30 s for Redis per round with the defaults; the server
-# holds about 1 GiB.
+# About 20 s (fill) and 40 s (churn) per binary and 30 s for Redis per round with the
+# defaults; the server holds about 1 GiB.
 # Loopback TCP only; every process it starts is stopped when it ends. Not part of CI.
 # bench/changes.md round 45 has what it measured.
 set -euo pipefail
@@ -26,6 +36,10 @@ agora_bin
 bench_scratch agora-growth
 ENTRIES=${ENTRIES:-10000000}
 ROUNDS=${ROUNDS:-2}
+# 6 M keys fill 6 M of a vector of 8 M entries: the old build compacts once within 3 M
+# samples (when the vector is full of the newest keys and the holes the oldest left).
+CHURN_ENTRIES=${CHURN_ENTRIES:-6000000}
+CHURN_SAMPLES=${CHURN_SAMPLES:-3000000}
 
 # measure LABEL BINARY: one fill of an empty dict on a fresh server.
 measure() {
@@ -34,6 +48,17 @@ measure() {
     "$bin" bench --address "127.0.0.1:$PORT" --threads 1 -t fill -r "$ENTRIES" -c 50 -P 16 2>&1 |
         awk -v label="$label" '/throughput/ {r=$2} /latency/ {p99=$6; max=$10}
             END {printf "%s | fill %.0f sets/s | p99 %s us | max %s us\n", label, r, p99, max}'
+    stop_alone
+}
+
+# churn LABEL BINARY: FIFO churn of a big dict on a fresh server of BINARY.
+churn() {
+    local label=$1 bin=$2
+    serve_alone "$bin"
+    "$BIN" bench --address "127.0.0.1:$PORT" --threads 1 -t churn -r "$CHURN_ENTRIES" -n "$CHURN_SAMPLES" \
+        -c 50 -P 16 2>&1 |
+        awk -v label="$label" '/throughput/ {r=$2} /latency/ {p99=$6; max=$10}
+            END {printf "%s | churn %.0f samples/s | p99 %s us | max %s us\n", label, r, p99, max}'
     stop_alone
 }
 
@@ -63,6 +88,7 @@ redis() {
 measure_both() {
     measure "$1" "$2"
     if [ "$2" = "$BIN" ] && command -v redis-server > /dev/null; then redis "${1} redis"; fi
+    if [ "$CHURN_ENTRIES" -gt 0 ]; then churn "$1" "$2"; fi
 }
 
 echo "== $ENTRIES entries, $ROUNDS rounds; $("$BIN" --version)"

@@ -98,6 +98,28 @@ fn fill_and_idle_report_memory_over_a_unix_socket() {
     assert!(idle["server_sessions"].as_u64().unwrap() > 20, "the idle connections and the admin one: {idle}");
 }
 
+/// `churn` starts from a fresh dict of `-r` keys each run and deletes exactly the key
+/// it inserted `-r` samples before: the dict keeps exactly `-r` keys however many
+/// samples run, and a second run (with another `-r`) starts over.
+#[test]
+fn churn_keeps_exactly_its_keys_run_after_run() {
+    let server = Server::start();
+    for keys in [40, 25] {
+        let report = bench(&server, &["-n", "500", "-c", "3", "-P", "2", "-r", &keys.to_string(), "-t", "churn"]);
+        let r = result(&report, "churn");
+        assert_eq!(r["requests"], 500, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        let listed = Command::new(agora_bin())
+            .args(["ls", "--json", "--address", &server.address])
+            .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
+            .output()
+            .unwrap();
+        let objects: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let churned = objects.as_array().unwrap().iter().find(|o| o["name"] == "bench:churn").unwrap();
+        assert_eq!(churned["size"], keys, "every delete found the oldest key, of this run's dict");
+    }
+}
+
 #[test]
 fn embedded_server_and_text_output() {
     let output = Command::new(agora_bin())

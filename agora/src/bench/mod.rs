@@ -93,6 +93,8 @@ TESTS (-t, comma-separated; default: ping,set,get,append,add,qput,qget,queue,loc
   lock-contended  acquire+release, every worker on one lock (the sample includes the wait)
   event           time from set() to a parked wait() returning
   fill            insert exactly -r distinct keys, report server memory per entry, delete
+  churn           a dict of -r keys (made afresh, not timed): delete the oldest key, insert
+                  a new one (one sample = both); the dict is left with the newest -r keys
 
 EXAMPLES:
   agora bench --embedded -c 1 -n 100000 -t echo,ping,get
@@ -621,7 +623,7 @@ impl Plan {
         // Create the object with the right constructor arguments; held for the test.
         let _object = match test {
             Test::Ping => None,
-            _ => Some(Worker::prepare(test, admin).await.map_err(|e| format!("{}: {e}", test.name()))?),
+            _ => Some(Worker::prepare(test, admin, args.keyspace).await.map_err(|e| format!("{}: {e}", test.name()))?),
         };
         let remaining = Arc::new(AtomicU64::new(args.requests));
         let latencies = Arc::new(report::Latencies::new());
@@ -681,10 +683,17 @@ impl Plan {
     /// One agora test: `-P` workers on each connection (tasks, or threads with `--blocking`).
     async fn run_agora(&self, test: Test, managers: &[Manager]) -> Result<TestResult, String> {
         let args = &self.args;
+        let value = "x".repeat(args.data_size);
+        if let (Test::Churn, Some(manager)) = (test, managers.first()) {
+            workload::prepare_churn(manager, args.keyspace, &value)
+                .await
+                .map_err(|e| format!("filling {}: {e}", workload::CHURN))?;
+        }
         let mut workers = Vec::with_capacity(managers.len() * args.pipeline);
         for manager in managers {
             for _ in 0..args.pipeline {
-                workers.push(Worker::prepare(test, manager).await.map_err(|e| format!("{}: {e}", test.name()))?);
+                let worker = Worker::prepare(test, manager, args.keyspace).await;
+                workers.push(worker.map_err(|e| format!("{}: {e}", test.name()))?);
             }
         }
         let total = if test == Test::Fill { args.keyspace } else { args.requests };
@@ -692,7 +701,6 @@ impl Plan {
         let next_key = Arc::new(AtomicU64::new(0));
         let latencies = Arc::new(report::Latencies::new());
         let failures = Arc::new(Failures::default());
-        let value = "x".repeat(args.data_size);
         let keyspace = args.keyspace;
         let start = Instant::now();
         let deadline = start + args.time_limit;
@@ -721,7 +729,9 @@ impl Plan {
                             return false;
                         }
                         match test {
-                            Test::Fill => workload::write_key(key, next_key.fetch_add(1, Ordering::Relaxed)),
+                            Test::Fill | Test::Churn => {
+                                workload::write_key(key, next_key.fetch_add(1, Ordering::Relaxed))
+                            }
                             Test::Set | Test::Get => workload::write_key(key, rng.below(keyspace)),
                             _ => {}
                         }

@@ -41,6 +41,9 @@ pub enum Test {
     /// Fill a dict with exactly `-r` distinct keys and measure the server's memory
     /// per entry (then delete it).
     Fill,
+    /// Dict churn: a dict of `-r` keys where each sample deletes the oldest key and
+    /// inserts a new one (first in, first out; 2 round trips per sample).
+    Churn,
 }
 
 impl Test {
@@ -60,6 +63,7 @@ impl Test {
             Test::LockContended => "lock-contended",
             Test::Event => "event",
             Test::Fill => "fill",
+            Test::Churn => "churn",
         }
     }
 
@@ -79,6 +83,9 @@ impl Test {
             Test::LockContended => "lock acquire+release, all workers on one lock (sample includes the wait)",
             Test::Event => "event wake-up: time from set() to the parked wait() returning",
             Test::Fill => "dict fill: exactly -r distinct keys, then server memory per entry",
+            Test::Churn => {
+                "dict churn: -r keys kept, the oldest deleted and a new one inserted (2 round trips per sample)"
+            }
         }
     }
 }
@@ -98,6 +105,38 @@ pub const HANDOFF: &str = "bench:handoff";
 pub const LOCK: &str = "bench:lock";
 /// The dict `fill` builds.
 pub const FILL: &str = "bench:fill";
+/// The dict `churn` churns (left in place after it: its keys are the newest `-r`).
+pub const CHURN: &str = "bench:churn";
+
+/// Makes [`CHURN`] afresh with keys `0..keys` (numbered as [`write_key`] spells them,
+/// the oldest first), `value` under each: what [`Test::Churn`] starts from.
+pub async fn prepare_churn(manager: &Manager, keys: u64, value: &String) -> agora_client::Result<()> {
+    match manager.delete(CHURN).await {
+        Ok(()) | Err(agora_client::Error::NoSuchName(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let dict: Dict<String, String> = manager.dict(CHURN).await?;
+    let mut batch: Vec<String> = Vec::new();
+    // In batches: one `update` of millions of pairs would be one frame of hundreds of MB.
+    for first in (0..keys).step_by(CHURN_BATCH) {
+        batch.clear();
+        batch.extend((first..keys.min(first + CHURN_BATCH as u64)).map(|n| {
+            let mut key = String::with_capacity(16);
+            write_key(&mut key, n);
+            key
+        }));
+        dict.update(batch.iter().map(|k| (k, value))).await?;
+    }
+    Ok(())
+}
+
+/// Keys per `update` of [`prepare_churn`].
+const CHURN_BATCH: usize = 100_000;
+
+/// The number of a key [`write_key`] spelled (its 12 digits).
+fn key_number(key: &str) -> u64 {
+    key.get(4..).and_then(|digits| digits.parse().ok()).unwrap_or(0)
+}
 
 /// A small, fast generator for random keys (xorshift64*).
 pub struct Rng(u64);
@@ -161,11 +200,13 @@ pub enum Worker {
     Lock(Lock),
     /// [`Test::Event`].
     Event(Event),
+    /// [`Test::Churn`]: the dict, and how many keys it keeps.
+    Churn(Dict<String, String>, u64),
 }
 
 impl Worker {
-    /// Opens what `test` needs on `manager`.
-    pub async fn prepare(test: Test, manager: &Manager) -> agora_client::Result<Worker> {
+    /// Opens what `test` needs on `manager`; `keyspace` is `-r`.
+    pub async fn prepare(test: Test, manager: &Manager, keyspace: u64) -> agora_client::Result<Worker> {
         Ok(match test {
             Test::Ping => Worker::Ping(manager.clone()),
             Test::Set => Worker::Set(manager.dict(DICT).await?),
@@ -179,13 +220,14 @@ impl Worker {
             Test::Lock => Worker::Lock(manager.new_lock().await?),
             Test::LockContended => Worker::Lock(manager.lock(LOCK).await?),
             Test::Event => Worker::Event(manager.new_event().await?),
+            Test::Churn => Worker::Churn(manager.dict(CHURN).await?, keyspace),
             Test::Echo => unreachable!("the echo floor does not use an agora connection"),
         })
     }
 
     /// Makes requests until `next` says to stop, and `record`s how long each took; the
-    /// first error ends it. `next` writes the next request's key (for the dict tests)
-    /// and says whether to make it; `value` is the payload; `record` takes each
+    /// first error ends it. `next` writes the next request's key (for the dict tests;
+    /// for churn, the oldest key's) and says whether to make it; `value` is the payload; `record` takes each
     /// sample's latency in nanoseconds.
     ///
     /// Each test runs a loop of its own, boxed once per worker: a single state machine
@@ -232,6 +274,14 @@ impl Worker {
                 drop(q.get().await?);
             }),
             Worker::Lock(l) => repeat!(|_key| l.acquire().await?.release().await?),
+            Worker::Churn(d, keeps) => {
+                let mut newest = String::with_capacity(16);
+                repeat!(|key| {
+                    d.remove(&key).await?;
+                    write_key(&mut newest, key_number(&key) + keeps);
+                    d.insert(&newest, value).await?;
+                })
+            }
             // Timed from the set to the wait's return, not from request to request.
             Worker::Event(e) => {
                 Box::pin(async move {
@@ -287,5 +337,7 @@ mod tests {
         assert_eq!(key, "key:000000010200", "zeros inside the number");
         super::write_key(&mut key, 3_000_000_000_007);
         assert_eq!(key, "key:000000000007", "the last 12 digits of a larger number");
+        super::write_key(&mut key, 10_200);
+        assert_eq!(super::key_number(&key), 10_200, "read back");
     }
 }
