@@ -9,13 +9,14 @@
 # takes. Then the same for Redis (`redis-benchmark` `HSET` of as many random fields into
 # an empty hash, whose table grows incrementally), if `redis-server` is installed.
 #
-# Churn (`agora bench -t churn`, 50 clients, `-P 16`): a dict of CHURN_ENTRIES keys,
-# made afresh and not timed, then CHURN_SAMPLES times the oldest key deleted and a new
-# one inserted (a sample is both), first in, first out, as a results dict or a cache
-# of the latest is churned. The rate, p99 and slowest sample: a dict that compacts its
-# entries in one go holds every request up while it does. The load generator is always
-# $BIN's (`-t churn` is new in round 46); the server alternates with BASE_BIN's. Redis
-# has no ordered dict to compare. One line per run.
+# Churn (`agora bench -t churn` and `-t churn-random`, 50 clients, `-P 16`): a dict of
+# CHURN_ENTRIES keys, made afresh and not timed, then CHURN_SAMPLES times a key deleted
+# and a new one inserted (a sample is both): the oldest key (first in, first out, as a
+# results dict or a cache of the latest is churned), or one at random. The rate, p99
+# and slowest sample: a dict that compacts its entries in one go holds every request
+# up while it does. The load generator is always $BIN's (both tests are new in round
+# 46); the server alternates with BASE_BIN's. Redis has no ordered dict to compare.
+# One line per run.
 #
 #   bench/growth.sh                                  # the release build, 2 rounds
 #   AGORA_BIN=/path/to/agora bench/growth.sh         # this binary, build nothing
@@ -23,8 +24,9 @@
 #   ENTRIES=1000000 bench/growth.sh                  # fewer entries (default 10,000,000)
 #   CHURN_ENTRIES=0 bench/growth.sh                  # no churn (default 6,000,000 keys,
 #                                                    # CHURN_SAMPLES 3,000,000 samples)
+#   ENTRIES=0 bench/growth.sh                        # no fill (nor Redis's), churn only
 #
-# About 20 s (fill) and 40 s (churn) per binary and 30 s for Redis per round with the
+# About 20 s (fill) and 80 s (both churns) per binary and 30 s for Redis per round with the
 # defaults; the server holds about 1 GiB.
 # Loopback TCP only; every process it starts is stopped when it ends. Not part of CI.
 # bench/changes.md round 45 has what it measured.
@@ -51,14 +53,14 @@ measure() {
     stop_alone
 }
 
-# churn LABEL BINARY: FIFO churn of a big dict on a fresh server of BINARY.
+# churn LABEL BINARY TEST: churn (-t TEST) of a big dict on a fresh server of BINARY.
 churn() {
-    local label=$1 bin=$2
+    local label=$1 bin=$2 test=$3
     serve_alone "$bin"
-    "$BIN" bench --address "127.0.0.1:$PORT" --threads 1 -t churn -r "$CHURN_ENTRIES" -n "$CHURN_SAMPLES" \
+    "$BIN" bench --address "127.0.0.1:$PORT" --threads 1 -t "$test" -r "$CHURN_ENTRIES" -n "$CHURN_SAMPLES" \
         -c 50 -P 16 2>&1 |
-        awk -v label="$label" '/throughput/ {r=$2} /latency/ {p99=$6; max=$10}
-            END {printf "%s | churn %.0f samples/s | p99 %s us | max %s us\n", label, r, p99, max}'
+        awk -v label="$label" -v test="$test" '/throughput/ {r=$2} /latency/ {p99=$6; max=$10}
+            END {printf "%s | %s %.0f samples/s | p99 %s us | max %s us\n", label, test, r, p99, max}'
     stop_alone
 }
 
@@ -84,11 +86,16 @@ redis() {
 }
 
 # measure_both LABEL BINARY: agora's fill, then Redis's after the build measured
-# last in the round.
+# last in the round; then both churns.
 measure_both() {
-    measure "$1" "$2"
-    if [ "$2" = "$BIN" ] && command -v redis-server > /dev/null; then redis "${1} redis"; fi
-    if [ "$CHURN_ENTRIES" -gt 0 ]; then churn "$1" "$2"; fi
+    if [ "$ENTRIES" -gt 0 ]; then
+        measure "$1" "$2"
+        if [ "$2" = "$BIN" ] && command -v redis-server > /dev/null; then redis "${1} redis"; fi
+    fi
+    if [ "$CHURN_ENTRIES" -gt 0 ]; then
+        churn "$1" "$2" churn
+        churn "$1" "$2" churn-random
+    fi
 }
 
 echo "== $ENTRIES entries, $ROUNDS rounds; $("$BIN" --version)"

@@ -21,6 +21,18 @@ fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bench JSON does not parse ({e}):\n{stdout}"))
 }
 
+/// The size `agora ls --json` reports for the object named `name` on `server`.
+fn size_of(server: &Server, name: &str) -> serde_json::Value {
+    let listed = Command::new(agora_bin())
+        .args(["ls", "--json", "--address", &server.address])
+        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
+        .output()
+        .unwrap();
+    let objects: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let object = objects.as_array().unwrap().iter().find(|o| o["name"] == name);
+    object.unwrap_or_else(|| panic!("no {name} in {objects}"))["size"].clone()
+}
+
 fn result<'a>(report: &'a serde_json::Value, test: &str) -> &'a serde_json::Value {
     report["results"].as_array().unwrap().iter().find(|r| r["test"] == test).unwrap_or_else(|| panic!("no {test}"))
 }
@@ -50,13 +62,7 @@ fn every_test_makes_exactly_its_requests() {
         }
     }
     // The server really did the work: 200 sets landed in the dict, 200 appends in the list.
-    let listed = Command::new(agora_bin())
-        .args(["ls", "--json", "--address", &server.address])
-        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
-        .output()
-        .unwrap();
-    let objects: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let size = |name: &str| objects.as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["size"].clone();
+    let size = |name: &str| size_of(&server, name);
     assert_eq!(size("bench:list"), 200);
     assert!(size("bench:dict").as_u64().unwrap() <= 50, "keys come from the -r key space");
     assert_eq!(size("bench:queue"), 0, "qget took back what qput put");
@@ -100,7 +106,7 @@ fn fill_and_idle_report_memory_over_a_unix_socket() {
 
 /// `churn` starts from a fresh dict of `-r` keys each run and deletes exactly the key
 /// it inserted `-r` samples before: the dict keeps exactly `-r` keys however many
-/// samples run, and a second run (with another `-r`) starts over.
+/// samples run, and a second run (with another `-r`) starts over; `churn-random` too.
 #[test]
 fn churn_keeps_exactly_its_keys_run_after_run() {
     let server = Server::start();
@@ -109,15 +115,13 @@ fn churn_keeps_exactly_its_keys_run_after_run() {
         let r = result(&report, "churn");
         assert_eq!(r["requests"], 500, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
-        let listed = Command::new(agora_bin())
-            .args(["ls", "--json", "--address", &server.address])
-            .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
-            .output()
-            .unwrap();
-        let objects: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-        let churned = objects.as_array().unwrap().iter().find(|o| o["name"] == "bench:churn").unwrap();
-        assert_eq!(churned["size"], keys, "every delete found the oldest key, of this run's dict");
+        assert_eq!(size_of(&server, "bench:churn"), keys, "every delete found the oldest key, of this run's dict");
     }
+    // At random, one call at a time (two workers could pick one slot at once): each
+    // delete finds the key its slot holds, and the successor takes its place.
+    let report = bench(&server, &["-n", "400", "-c", "1", "-P", "1", "-r", "30", "-t", "churn-random"]);
+    assert_eq!(result(&report, "churn-random")["errors"], 0);
+    assert_eq!(size_of(&server, "bench:churn"), 30);
 }
 
 #[test]

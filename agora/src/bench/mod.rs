@@ -95,6 +95,7 @@ TESTS (-t, comma-separated; default: ping,set,get,append,add,qput,qget,queue,loc
   fill            insert exactly -r distinct keys, report server memory per entry, delete
   churn           a dict of -r keys (made afresh, not timed): delete the oldest key, insert
                   a new one (one sample = both); the dict is left with the newest -r keys
+  churn-random    the same, the key deleted picked at random (its successor inserted)
 
 EXAMPLES:
   agora bench --embedded -c 1 -n 100000 -t echo,ping,get
@@ -684,7 +685,7 @@ impl Plan {
     async fn run_agora(&self, test: Test, managers: &[Manager]) -> Result<TestResult, String> {
         let args = &self.args;
         let value = "x".repeat(args.data_size);
-        if let (Test::Churn, Some(manager)) = (test, managers.first()) {
+        if let (Test::Churn | Test::ChurnRandom, Some(manager)) = (test, managers.first()) {
             workload::prepare_churn(manager, args.keyspace, &value)
                 .await
                 .map_err(|e| format!("filling {}: {e}", workload::CHURN))?;
@@ -699,6 +700,10 @@ impl Plan {
         let total = if test == Test::Fill { args.keyspace } else { args.requests };
         let remaining = Arc::new(AtomicU64::new(total));
         let next_key = Arc::new(AtomicU64::new(0));
+        // churn-random: each of the -r slots' current key, as a generation (the key of
+        // slot s at generation g is numbered s + g × -r).
+        let slots = if test == Test::ChurnRandom { args.keyspace as usize } else { 0 };
+        let generations: Arc<Vec<AtomicU64>> = Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect());
         let latencies = Arc::new(report::Latencies::new());
         let failures = Arc::new(Failures::default());
         let keyspace = args.keyspace;
@@ -719,6 +724,7 @@ impl Plan {
             .map(|(i, worker)| {
                 let (remaining, next_key, latencies, failures, value) =
                     (remaining.clone(), next_key.clone(), latencies.clone(), failures.clone(), value.clone());
+                let generations = generations.clone();
                 let stop = stop.clone();
                 let work = async move {
                     let mut recorder = latencies.recorder(i);
@@ -733,6 +739,11 @@ impl Plan {
                                 workload::write_key(key, next_key.fetch_add(1, Ordering::Relaxed))
                             }
                             Test::Set | Test::Get => workload::write_key(key, rng.below(keyspace)),
+                            Test::ChurnRandom => {
+                                let slot = rng.below(keyspace);
+                                let generation = generations[slot as usize].fetch_add(1, Ordering::Relaxed);
+                                workload::write_key(key, slot + generation * keyspace)
+                            }
                             _ => {}
                         }
                         true

@@ -44,6 +44,9 @@ pub enum Test {
     /// Dict churn: a dict of `-r` keys where each sample deletes the oldest key and
     /// inserts a new one (first in, first out; 2 round trips per sample).
     Churn,
+    /// Dict churn at random: as [`Test::Churn`], but each sample deletes a key picked at
+    /// random and inserts its successor (the same slot of `-r`, a generation on).
+    ChurnRandom,
 }
 
 impl Test {
@@ -64,6 +67,7 @@ impl Test {
             Test::Event => "event",
             Test::Fill => "fill",
             Test::Churn => "churn",
+            Test::ChurnRandom => "churn-random",
         }
     }
 
@@ -85,6 +89,9 @@ impl Test {
             Test::Fill => "dict fill: exactly -r distinct keys, then server memory per entry",
             Test::Churn => {
                 "dict churn: -r keys kept, the oldest deleted and a new one inserted (2 round trips per sample)"
+            }
+            Test::ChurnRandom => {
+                "dict churn: -r keys kept, one at random deleted and a new one inserted (2 round trips per sample)"
             }
         }
     }
@@ -200,7 +207,8 @@ pub enum Worker {
     Lock(Lock),
     /// [`Test::Event`].
     Event(Event),
-    /// [`Test::Churn`]: the dict, and how many keys it keeps.
+    /// [`Test::Churn`] and [`Test::ChurnRandom`]: the dict, and how many keys it keeps
+    /// (a key's successor is numbered that many on).
     Churn(Dict<String, String>, u64),
 }
 
@@ -220,7 +228,7 @@ impl Worker {
             Test::Lock => Worker::Lock(manager.new_lock().await?),
             Test::LockContended => Worker::Lock(manager.lock(LOCK).await?),
             Test::Event => Worker::Event(manager.new_event().await?),
-            Test::Churn => Worker::Churn(manager.dict(CHURN).await?, keyspace),
+            Test::Churn | Test::ChurnRandom => Worker::Churn(manager.dict(CHURN).await?, keyspace),
             Test::Echo => unreachable!("the echo floor does not use an agora connection"),
         })
     }
