@@ -112,11 +112,13 @@ pub const HANDOFF: &str = "bench:handoff";
 pub const LOCK: &str = "bench:lock";
 /// The dict `fill` builds.
 pub const FILL: &str = "bench:fill";
-/// The dict `churn` churns (left in place after it: its keys are the newest `-r`).
+/// The dict `churn` and `churn-random` churn (left in place after them: after `churn`
+/// its keys are the newest `-r`).
 pub const CHURN: &str = "bench:churn";
 
 /// Makes [`CHURN`] afresh with keys `0..keys` (numbered as [`write_key`] spells them,
-/// the oldest first), `value` under each: what [`Test::Churn`] starts from.
+/// the oldest first), `value` under each: what [`Test::Churn`] and
+/// [`Test::ChurnRandom`] start from.
 pub async fn prepare_churn(manager: &Manager, keys: u64, value: &String) -> agora_client::Result<()> {
     match manager.delete(CHURN).await {
         Ok(()) | Err(agora_client::Error::NoSuchName(_)) => {}
@@ -235,8 +237,8 @@ impl Worker {
 
     /// Makes requests until `next` says to stop, and `record`s how long each took; the
     /// first error ends it. `next` writes the next request's key (for the dict tests;
-    /// for churn, the oldest key's) and says whether to make it; `value` is the payload; `record` takes each
-    /// sample's latency in nanoseconds.
+    /// for the churns, the key to delete) and says whether to make it; `value` is the
+    /// payload; `record` takes each sample's latency in nanoseconds.
     ///
     /// Each test runs a loop of its own, boxed once per worker: a single state machine
     /// for every test held the largest test's calls, so every request in flight, of

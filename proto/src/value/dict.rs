@@ -1,20 +1,19 @@
 //! [`Dict`] (insertion ordered, like Python's dict) and [`Set`].
 //!
-//! Both sit on one private [`Table`], laid out like CPython's dict: a dense `Vec` of
-//! entries in insertion order, plus a [`hashbrown::HashTable`] of [`Bucket`]s, each an
-//! entry's position and a tag of its key's hash. An entry is its key and value and
-//! nothing else (64 bytes in a dict, 32 in a set). Insert, lookup and delete are O(1) on
-//! average. A delete leaves a tombstone in the entry vector so that no other entry
-//! moves; tombstones at either end are dropped at once, and the vector is compacted
-//! when tombstones outnumber live entries or when it would otherwise have to grow.
-//! The entries are a ring ([`VecDeque`]) and a bucket names an entry by a position
-//! that counts from the first entry ever pushed, so dropping the oldest entries moves
-//! nothing: a dict whose oldest keys are deleted as new ones come (a FIFO churn: a
-//! results dict, a cache of the latest) never compacts. What is left in one go while
-//! every change waits: a compaction (a pass over the entries and one over the index:
-//! ~220–240 ms at 8 million entries) and the growth of a full ring whose entries wrap
-//! around its end (which moves the shorter of its two runs, up to half the entries:
-//! ~180 ms at 8 million).
+//! Both sit on one private [`Table`], laid out like CPython's dict: a dense ring
+//! ([`VecDeque`]) of entries in insertion order, plus a [`hashbrown::HashTable`] of
+//! [`Bucket`]s, each an entry's position and a tag of its key's hash. An entry is its
+//! key and value and nothing else (64 bytes in a dict, 32 in a set). Insert, lookup and
+//! delete are O(1) on average. A delete leaves a tombstone in the ring so that no other
+//! entry moves; tombstones at either end are dropped at once, and the ring is compacted
+//! when tombstones outnumber live entries or when it would otherwise have to grow. A
+//! bucket names an entry by a position that counts from the first entry ever pushed,
+//! so dropping the oldest entries moves nothing: a dict whose oldest keys are deleted
+//! as new ones come (a FIFO churn: a results dict, a cache of the latest) never
+//! compacts. What is left in one go while every change waits: a compaction (a pass over
+//! the entries and one over the index: ~220–240 ms at 8 million entries) and the growth
+//! of a full ring whose entries wrap around its end (which moves the shorter of its two
+//! runs, up to half the entries: ~180 ms at 8 million).
 //!
 //! Python semantics kept: re-inserting an existing key keeps its original position and
 //! its original key object (`d[1.0] = x` on a dict holding `1` keeps the key `1`); a
