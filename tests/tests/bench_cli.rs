@@ -33,6 +33,19 @@ fn size_of(server: &Server, name: &str) -> serde_json::Value {
     object.unwrap_or_else(|| panic!("no {name} in {objects}"))["size"].clone()
 }
 
+/// The numbers of the keys `agora get` shows in the churns' dict (`key:` and 12 digits).
+fn churned_keys(server: &Server) -> Vec<u64> {
+    let shown = Command::new(agora_bin())
+        .args(["get", "--address", &server.address, "bench:churn"])
+        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
+        .output()
+        .unwrap();
+    let repr = String::from_utf8(shown.stdout).unwrap();
+    let mut keys: Vec<u64> = repr.split("'key:").skip(1).map(|rest| rest[..12].parse().unwrap()).collect();
+    keys.sort_unstable();
+    keys
+}
+
 fn result<'a>(report: &'a serde_json::Value, test: &str) -> &'a serde_json::Value {
     report["results"].as_array().unwrap().iter().find(|r| r["test"] == test).unwrap_or_else(|| panic!("no {test}"))
 }
@@ -116,12 +129,20 @@ fn churn_keeps_exactly_its_keys_run_after_run() {
         assert_eq!(r["requests"], 500, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
         assert_eq!(size_of(&server, "bench:churn"), keys, "every delete found the oldest key, of this run's dict");
+        assert_eq!(churned_keys(&server), (500..500 + keys).collect::<Vec<u64>>(), "the newest keys are left");
     }
     // At random, one call at a time (two workers could pick one slot at once): each
     // delete finds the key its slot holds, and the successor takes its place.
     let report = bench(&server, &["-n", "400", "-c", "1", "-P", "1", "-r", "30", "-t", "churn-random"]);
     assert_eq!(result(&report, "churn-random")["errors"], 0);
     assert_eq!(size_of(&server, "bench:churn"), 30);
+    // Key s + g × 30 is slot s's after g samples picked it: one key per slot, and the
+    // generations add up to the samples.
+    let keys = churned_keys(&server);
+    let mut slots: Vec<u64> = keys.iter().map(|k| k % 30).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, (0..30).collect::<Vec<u64>>(), "{keys:?}");
+    assert_eq!(keys.iter().map(|k| k / 30).sum::<u64>(), 400, "{keys:?}");
 }
 
 #[test]
