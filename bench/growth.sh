@@ -29,7 +29,7 @@
 # About 20 s (fill) and 80 s (both churns) per binary and 30 s for Redis per round with the
 # defaults; the server holds about 1 GiB.
 # Loopback TCP only; every process it starts is stopped when it ends. Not part of CI.
-# bench/changes.md rounds 45 (the fill) and 46 (the churns) have what it measured.
+# bench/changes.md rounds 45 (the fill), 46 and 47 (the churns) have what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +40,8 @@ ENTRIES=${ENTRIES:-10000000}
 ROUNDS=${ROUNDS:-2}
 # 6 M keys fill 6 M of a ring (before round 46, a vector) of 8 M entries: within 3 M
 # samples it is full of the newest keys and the holes the deleted ones left, and
-# compacts once (since round 46, not when those holes are all at the front: `churn`).
+# compacts once (since round 46, not when those holes are all at the front: `churn`;
+# since round 47, step by step).
 CHURN_ENTRIES=${CHURN_ENTRIES:-6000000}
 CHURN_SAMPLES=${CHURN_SAMPLES:-3000000}
 
