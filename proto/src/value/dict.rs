@@ -250,12 +250,13 @@ impl<V> Default for Table<V> {
 }
 
 /// A copy is a new table: a capture running on the original is not copied (a growth of
-/// its index is).
+/// its index is, and a compaction), nor is the spare room (a dict emptied from its end
+/// may have millions of positions of it).
 impl<V: Clone> Clone for Table<V> {
     fn clone(&self) -> Self {
         Table {
-            entries: self.entries.clone(),
-            spare: self.spare,
+            entries: self.entries.range(..self.end()).cloned().collect(),
+            spare: 0,
             base: self.base,
             index: self.index.clone(),
             live: self.live,
@@ -1442,10 +1443,7 @@ mod tests {
 
     #[test]
     fn a_dict_whose_oldest_keys_go_first_leaves_no_holes_to_compact() {
-        let (mut d, mut m) = (Dict::new(), Model::default());
-        for k in 0..1000 {
-            apply(&mut d, &mut m, &Op::Insert(k, k));
-        }
+        let (mut d, mut m) = filled(1000);
         let room = d.table.entries.capacity();
         // Oldest out, newest in; then out of order by two (the second oldest, then
         // the oldest, which takes the hole behind it along).
@@ -1472,10 +1470,7 @@ mod tests {
 
     #[test]
     fn holes_a_capture_kept_at_the_front_are_dropped_a_few_per_change_after_it() {
-        let (mut d, mut m) = (Dict::new(), Model::default());
-        for k in 0..800 {
-            apply(&mut d, &mut m, &Op::Insert(k, k));
-        }
+        let (mut d, mut m) = filled(800);
         let before = m.0.clone();
         assert!(d.begin_capture());
         let mut read = Vec::new();
@@ -1507,6 +1502,15 @@ mod tests {
         check(&d, &m);
     }
 
+    /// A dict of the keys `0..n`, each its own value, and its model.
+    fn filled(n: i64) -> (Dict, Model) {
+        let (mut d, mut m) = (Dict::new(), Model::default());
+        for k in 0..n {
+            apply(&mut d, &mut m, &Op::Insert(k, k));
+        }
+        (d, m)
+    }
+
     fn apply(d: &mut Dict, m: &mut Model, op: &Op) {
         match *op {
             Op::Insert(k, v) => {
@@ -1532,9 +1536,7 @@ mod tests {
         let (mut d, mut m) = (Dict::new(), Model::default());
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for step in 0..20_000i64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            next_random(&mut x);
             let k = (x % 300) as i64;
             let op = match x % 7 {
                 0..=2 => Op::Insert(k, step),
@@ -1585,10 +1587,7 @@ mod tests {
 
     #[test]
     fn a_big_ring_churned_at_random_compacts_a_few_steps_per_change() {
-        let (mut d, mut m) = (Dict::new(), Model::default());
-        for k in 0..1500 {
-            apply(&mut d, &mut m, &Op::Insert(k, k));
-        }
+        let (mut d, mut m) = filled(1500);
         // Room for 2,048: the holes never outnumber the live entries, and each
         // compaction begins when the ring is 15/16 full.
         let room = d.table.entries.capacity();
@@ -1713,10 +1712,7 @@ mod tests {
 
     #[test]
     fn a_small_ring_with_spare_room_compacts_at_once() {
-        let (mut d, mut m) = (Dict::new(), Model::default());
-        for k in 0..14 {
-            apply(&mut d, &mut m, &Op::Insert(k, k));
-        }
+        let (mut d, mut m) = filled(14);
         apply(&mut d, &mut m, &Op::Pop);
         apply(&mut d, &mut m, &Op::Pop);
         assert_eq!(d.table.spare, 2);
@@ -1729,6 +1725,20 @@ mod tests {
         check(&d, &m);
         apply(&mut d, &mut m, &Op::Insert(100, 1));
         check(&d, &m);
+    }
+
+    #[test]
+    fn a_copy_leaves_the_spare_room_behind() {
+        let (mut d, mut m) = filled(1000);
+        for _ in 0..990 {
+            apply(&mut d, &mut m, &Op::Pop);
+        }
+        assert_eq!(d.table.spare, 990);
+        let mut copy = d.clone();
+        assert_eq!((copy.table.entries.len(), copy.table.spare), (10, 0));
+        check(&copy, &m);
+        apply(&mut copy, &mut m, &Op::Insert(5000, 1));
+        check(&copy, &m);
     }
 
     #[test]
@@ -1777,10 +1787,7 @@ mod tests {
 
     #[test]
     fn a_small_index_rehashed_while_a_compaction_renumbers_it_is_renumbered_first() {
-        let (mut d, mut m) = (Dict::new(), Model::default());
-        for k in 0..10 {
-            apply(&mut d, &mut m, &Op::Insert(k, k));
-        }
+        let (mut d, mut m) = filled(10);
         apply(&mut d, &mut m, &Op::Remove(3));
         // A ring with a hole, and a full index small enough to grow at once (the insert
         // rehashes it in place), with more buckets than a step renumbers. (Where
