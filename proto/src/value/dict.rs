@@ -541,13 +541,11 @@ impl<V: Clone> Table<V> {
     /// Appends a slot whose key (hashing to `hash`) is known to be absent.
     fn push(&mut self, hash: u64, slot: Slot<V>) -> Result<(), WireError> {
         let (len, tombstones) = (self.end(), self.end() - self.live);
-        // A ring an eighth holes is compacted before it grows: a small one once full, a
-        // big one (step by step) from 15/16 full, so that it ends before the ring fills.
-        let due = if len < COMPACT_STEPWISE_FROM {
-            len == self.entries.capacity()
-        } else {
-            len * 16 >= self.entries.capacity() * 15
-        };
+        // A ring an eighth holes is compacted before it grows: one with room for fewer
+        // than COMPACT_STEPWISE_FROM positions (in one go) once full, a bigger one from
+        // 15/16 full, so that a compaction step by step ends before it fills.
+        let room = self.entries.capacity();
+        let due = if room < COMPACT_STEPWISE_FROM { len == room } else { len * 16 >= room * 15 };
         if due && tombstones > 0 && tombstones * 8 >= len {
             self.start_compaction();
         }
