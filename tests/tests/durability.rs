@@ -19,6 +19,9 @@
 //! - Stock CPython `BaseManager` clients (every version found) write, the server
 //!   restarts (SIGTERM; SIGKILL with `--fsync always`), new clients read it all back;
 //!   a stale ident names the restart.
+//! - A dict big enough to compact step by step, churned at random while snapshots are
+//!   written, holds after a SIGKILL and a restart exactly the keys, in order, and values
+//!   its client was told it holds.
 
 mod python_support;
 
@@ -888,4 +891,136 @@ fn requests_read_while_answers_wait_for_the_log_are_answered_without_more_input(
             assert!(response.result.is_ok(), "{response:?}");
         }
     }
+}
+
+// --- 10. a big dict compacting while snapshots are written ------------------------------
+
+/// The keys of a dict in insertion order, as a client was told they are: each insert
+/// numbered, each delete taking its number out.
+#[derive(Default)]
+struct OrderedModel {
+    by_number: BTreeMap<u64, i64>,
+    number_of: std::collections::HashMap<i64, u64>,
+    next: u64,
+}
+
+impl OrderedModel {
+    fn insert(&mut self, k: i64) {
+        self.by_number.insert(self.next, k);
+        self.number_of.insert(k, self.next);
+        self.next += 1;
+    }
+    fn remove(&mut self, k: i64) {
+        let number = self.number_of.remove(&k).expect("a live key");
+        self.by_number.remove(&number);
+    }
+    fn keys(&self) -> Vec<String> {
+        self.by_number.values().map(|k| key(*k)).collect()
+    }
+}
+
+/// Runs `agora snapshot` back to back from when `on` is raised until it is lowered
+/// again; how many it wrote.
+fn snapshots_while(on: Arc<AtomicBool>, address: String) -> tokio::task::JoinHandle<usize> {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + HANG_GUARD;
+        while !on.load(Ordering::Relaxed) {
+            assert!(Instant::now() < deadline, "never raised");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut written = 0;
+        while on.load(Ordering::Relaxed) {
+            let out = run_guarded(agora(&["snapshot", "--address", &address]));
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            written += 1;
+        }
+        written
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_dict_compacting_while_snapshots_are_written_survives_a_crash() {
+    // 34,000 keys take 34,000 positions of a ring of 65,536; when the deletes (at random)
+    // outnumber the keys left, the ring is compacted step by step (rings of 32 Ki
+    // positions and more are), over the next thousand or so calls. Snapshots are
+    // written back to back from a little before then on, so some are read out while the
+    // compaction runs. (A process crash loses nothing acknowledged under every fsync
+    // policy: `no` keeps it quick.)
+    const KEYS: i64 = 34_000;
+    const GONE: usize = 17_001;
+    const TASKS: usize = 16;
+    let dir = DataDir::new();
+    let mut server = dir.start(&["--fsync", "no"]);
+    let m = connect(&dir.address).await;
+    let dict = m.dict::<String, i64>("churned").await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let dict = dict.clone();
+        tasks.spawn(async move {
+            for k in (t as i64..KEYS).step_by(TASKS) {
+                dict.insert(&key(k), &k).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // The tasks' inserts interleaved: the order is the server's.
+    let mut model = OrderedModel::default();
+    for k in dict.keys().await.unwrap() {
+        model.insert(k[1..].parse().unwrap());
+    }
+    // Keys deleted in a random order, by several tasks at once.
+    let mut live: Vec<i64> = (0..KEYS).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next_random = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let gone: Vec<i64> = (0..GONE).map(|_| live.swap_remove((next_random() % live.len() as u64) as usize)).collect();
+    let snapshotting = Arc::new(AtomicBool::new(false));
+    let snapshots = snapshots_while(snapshotting.clone(), dir.address.clone());
+    let deleted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for share in gone.chunks(GONE.div_ceil(TASKS)) {
+        let (dict, share, deleted, snapshotting) =
+            (dict.clone(), share.to_vec(), deleted.clone(), snapshotting.clone());
+        tasks.spawn(async move {
+            for k in share {
+                assert_eq!(dict.remove(&key(k)).await.unwrap(), Some(k));
+                if deleted.fetch_add(1, Ordering::Relaxed) == GONE - 2_000 {
+                    snapshotting.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    gone.iter().for_each(|k| model.remove(*k));
+    // Then a churn: a random key out, a new one in, while the compaction goes on.
+    for (step, new) in (KEYS..KEYS + 3_000).enumerate() {
+        let out = live.swap_remove((next_random() % live.len() as u64) as usize);
+        let (out_key, new_key) = (key(out), key(new));
+        // The delete and the insert at once (their keys differ): one round trip.
+        let (removed, inserted) = tokio::join!(dict.remove(&out_key), dict.insert(&new_key, &new));
+        assert_eq!(removed.unwrap(), Some(out), "step {step}");
+        inserted.unwrap();
+        model.remove(out);
+        model.insert(new);
+        live.push(new);
+    }
+    snapshotting.store(false, Ordering::Relaxed);
+    assert!(snapshots.await.unwrap() >= 2, "snapshots were written during the deletes and the churn");
+    assert_eq!(dict.keys().await.unwrap(), model.keys(), "before the crash");
+    drop((dict, m));
+    server.kill9();
+    let _server = dir.start(&["--fsync", "no"]);
+    let m = connect(&dir.address).await;
+    let dict = m.dict::<String, i64>("churned").await.unwrap();
+    assert_eq!(dict.keys().await.unwrap(), model.keys(), "after the crash, from the snapshots and the log");
+    let values = read_dict::<i64>(&dir.address, "churned").await;
+    assert_eq!(values.len(), live.len());
+    assert!(values.iter().all(|(k, v)| *k == key(*v)), "every key keeps its value");
 }
