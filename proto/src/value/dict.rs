@@ -5,8 +5,10 @@
 //! [`Bucket`]s, each an entry's position and a tag of its key's hash. An entry is its
 //! key and value and nothing else (64 bytes in a dict, 32 in a set). Insert, lookup and
 //! delete are O(1) on average. A delete leaves a tombstone in the ring so that no other
-//! entry moves; tombstones at either end are dropped at once, and the ring is compacted
-//! when tombstones outnumber live entries or when it would otherwise have to grow. A
+//! entry moves; tombstones at the front are dropped at once (while no capture or
+//! compaction runs), those at the end become spare room for the next entries, and the
+//! ring is compacted when tombstones outnumber live entries or when it would otherwise
+//! soon have to grow. A
 //! bucket names an entry by a position that counts from the first entry ever pushed,
 //! so dropping the oldest entries moves nothing: a dict whose oldest keys are deleted
 //! as new ones come (a FIFO churn: a results dict, a cache of the latest) never
@@ -139,6 +141,11 @@ struct Compaction {
 }
 
 impl Compaction {
+    /// A compaction about to sweep a ring whose buckets are numbered from `base`.
+    fn new(base: u32) -> Compaction {
+        Compaction { from: base, swept: 0, ranks: Ranks::default(), renumbered: None }
+    }
+
     /// The ring index of the entry `bucket` names, the table's base being `base`.
     fn at(&self, bucket: Bucket, base: u32) -> usize {
         let i = bucket.at(base);
@@ -154,7 +161,7 @@ impl Compaction {
     fn current(&self, bucket: Bucket, base: u32) -> Bucket {
         match self.renumbered {
             Some(_) if bucket.at(base) >= RENUMBERING as usize => {
-                bucket.moved_to(base.wrapping_add(self.at(bucket, base) as u32))
+                bucket.moved_to(base.wrapping_add(self.ranks.live_before(bucket.at(self.from))))
             }
             _ => bucket,
         }
@@ -370,20 +377,6 @@ struct Ranks {
 }
 
 impl Ranks {
-    /// Drops the holes, the live entries keeping their order, and notes where each
-    /// entry went as it goes (one pass: a big ring is read once).
-    fn compact<V>(entries: &mut VecDeque<Option<Slot<V>>>) -> Ranks {
-        let mut ranks = Ranks::default();
-        let mut i = 0;
-        // `retain` visits every element once, in order.
-        entries.retain(|entry| {
-            ranks.note(i, entry.is_some());
-            i += 1;
-            entry.is_some()
-        });
-        ranks
-    }
-
     /// Notes whether entry `i`, the one after the last noted, is live.
     fn note(&mut self, i: usize, live: bool) {
         if i % 64 == 0 {
@@ -654,22 +647,22 @@ impl<V: Clone> Table<V> {
             self.compact();
             return;
         }
-        let sweep = Compaction { from: self.base, swept: 0, ranks: Ranks::default(), renumbered: None };
-        self.compaction = Some(Box::new(sweep));
+        self.compaction = Some(Box::new(Compaction::new(self.base)));
     }
 
-    /// Drops every tombstone and renumbers the index's buckets in place (no rehash), in
-    /// one go.
+    /// Compacts the ring in one go: a [`Compaction`]'s steps all at once, after the
+    /// index's growth (if any) ends, so that one index is renumbered. The spare room
+    /// the sweep leaves is dropped too (a small ring's: reading it costs little).
     fn compact(&mut self) {
         debug_assert!(self.compaction.is_none(), "a compaction runs already");
-        // Renumbering one index is enough: the growth of one (if any) ends first.
         self.regrow_some(usize::MAX);
-        let ranks = Ranks::compact(&mut self.entries);
+        self.compaction = Some(Box::new(Compaction::new(self.base)));
+        // The sweep, then the renumbering, which ends it.
+        self.compact_some(usize::MAX);
+        self.compact_some(usize::MAX);
+        debug_assert!(self.compaction.is_none(), "a compaction in one go ends");
+        self.entries.truncate(self.end());
         self.spare = 0;
-        let base = self.base;
-        for bucket in self.index.iter_mut() {
-            *bucket = bucket.moved_to(base.wrapping_add(ranks.live_before(bucket.at(base))));
-        }
     }
 
     /// Takes a running compaction up to `steps` ring indexes or index buckets further
@@ -765,8 +758,8 @@ impl<V: Clone> Table<V> {
     }
 
     /// Does a share of the table's upkeep: copies a few more buckets of a growing
-    /// index, drops a few holes a capture left at the front. Changes nothing any lookup
-    /// or iteration sees.
+    /// index, takes a compaction a step further, drops a few holes a capture left at the
+    /// front. Changes nothing any lookup or iteration sees.
     fn tidy(&mut self) {
         self.upkeep();
         self.drop_oldest_holes(HOLES_STEP);
@@ -912,9 +905,10 @@ impl Dict {
         self.table.regrowth.is_some()
     }
     /// Does a small, bounded share of the dict's upkeep (a few buckets of a growing
-    /// index copied, a few holes a capture kept at the front dropped): its changes do
-    /// it too, but a dict that is only read after a change began its index's growth
-    /// finishes it only through this. Nothing any lookup or iteration sees changes.
+    /// index copied, a compaction taken a step further, a few holes a capture kept at
+    /// the front dropped): its changes do it too, but a dict that is only read after a
+    /// change began its index's growth or compaction finishes it only through this.
+    /// Nothing any lookup or iteration sees changes.
     pub fn tidy(&mut self) {
         self.table.tidy();
     }
