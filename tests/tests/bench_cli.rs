@@ -7,40 +7,38 @@ mod python_support;
 
 use agora_tests::{agora_bin, RawConn, Server, ServerOptions, AUTHKEY, HANG_GUARD};
 
-/// Runs `agora bench` with `args` against `server`; returns the parsed JSON report.
-fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+/// Runs `agora COMMAND --address ADDRESS ARGS…` against `server` with its authkey;
+/// its standard output, once it succeeded.
+fn agora_at(server: &Server, command: &str, args: &[&str]) -> String {
     let output = Command::new(agora_bin())
-        .arg("bench")
-        .args(["--address", &server.address, "--json"])
+        .args([command, "--address", &server.address])
         .args(args)
         .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
         .output()
-        .expect("run agora bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "agora bench failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+        .unwrap_or_else(|e| panic!("run agora {command}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "agora {command} failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Runs `agora bench` with `args` against `server`; returns the parsed JSON report.
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let mut with_json = vec!["--json"];
+    with_json.extend_from_slice(args);
+    let stdout = agora_at(server, "bench", &with_json);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bench JSON does not parse ({e}):\n{stdout}"))
 }
 
 /// The size `agora ls --json` reports for the object named `name` on `server`.
 fn size_of(server: &Server, name: &str) -> serde_json::Value {
-    let listed = Command::new(agora_bin())
-        .args(["ls", "--json", "--address", &server.address])
-        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
-        .output()
-        .unwrap();
-    let objects: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let objects: serde_json::Value = serde_json::from_str(&agora_at(server, "ls", &["--json"])).unwrap();
     let object = objects.as_array().unwrap().iter().find(|o| o["name"] == name);
     object.unwrap_or_else(|| panic!("no {name} in {objects}"))["size"].clone()
 }
 
 /// The numbers of the keys `agora get` shows in the churns' dict (`key:` and 12 digits).
 fn churned_keys(server: &Server) -> Vec<u64> {
-    let shown = Command::new(agora_bin())
-        .args(["get", "--address", &server.address, "bench:churn"])
-        .env("AGORA_AUTHKEY", std::str::from_utf8(&server.authkey).unwrap())
-        .output()
-        .unwrap();
-    let repr = String::from_utf8(shown.stdout).unwrap();
+    let repr = agora_at(server, "get", &["bench:churn"]);
     let mut keys: Vec<u64> = repr.split("'key:").skip(1).map(|rest| rest[..12].parse().unwrap()).collect();
     keys.sort_unstable();
     keys
