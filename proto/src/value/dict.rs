@@ -1,7 +1,7 @@
 //! [`Dict`] (insertion ordered, like Python's dict) and [`Set`].
 //!
 //! Both sit on one private [`Table`], laid out like CPython's dict: a dense ring
-//! ([`VecDeque`]) of entries in insertion order, plus a [`hashbrown::HashTable`] of
+//! ([`Ring`], a deque in blocks) of entries in insertion order, plus a [`hashbrown::HashTable`] of
 //! [`Bucket`]s, each an entry's position and a tag of its key's hash. An entry is its
 //! key and value and nothing else (64 bytes in a dict, 32 in a set). Insert, lookup and
 //! delete are O(1) on average. A delete leaves a tombstone in the ring so that no other
@@ -14,10 +14,9 @@
 //! as new ones come (a FIFO churn: a results dict, a cache of the latest) never
 //! compacts. A big ring is compacted a few positions per change ([`Compaction`]): its
 //! live entries slide down over the holes, then the index's buckets are renumbered,
-//! while lookups translate the positions not renumbered yet. What is left in one go
-//! while every change waits: a small ring's compaction, and the growth of a full ring
-//! whose entries wrap around its end (which moves the shorter of its two runs, up to
-//! half the entries: ~180 ms at 8 million).
+//! while lookups translate the positions not renumbered yet. The ring grows a block at a
+//! time and moves no entry as it grows. What is left in one go while every change waits:
+//! a small ring's compaction.
 //!
 //! Python semantics kept: re-inserting an existing key keeps its original position and
 //! its original key object (`d[1.0] = x` on a dict holding `1` keeps the key `1`); a
@@ -37,12 +36,14 @@
 //! while every change waits). While a capture runs, entries never move: compaction
 //! waits until it ends.
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 
 use hashbrown::HashTable;
 
 use super::key::{hash_value, hash_value_ahead};
+use super::ring::{self, Ring};
 use super::Value;
 use crate::WireError;
 
@@ -65,7 +66,12 @@ struct Table<V> {
     /// (see there); before them, it never ends with a tombstone, and begins with one
     /// only while a capture or a compaction runs (and for a few changes after it, which
     /// drop them).
-    entries: VecDeque<Option<Slot<V>>>,
+    entries: Ring<Option<Slot<V>>>,
+    /// The room the compaction's trigger goes by ([`Table::push`]): what a buffer that
+    /// doubles when full would hold, though the ring grows a block at a time. Compacting
+    /// when the ring nears it compacts as seldom as before the ring grew in blocks (each
+    /// compaction is a pass over the ring and the index).
+    room: usize,
     /// Tombstones at the end of `entries` that are not part of the table (its ring ends
     /// before them, at [`Table::end`]): room the next pushes fill in place. A delete of
     /// the last entry turns the holes before it into spare room, and a compaction's
@@ -244,7 +250,8 @@ struct Capture<V> {
 impl<V> Default for Table<V> {
     fn default() -> Self {
         Table {
-            entries: VecDeque::new(),
+            entries: Ring::default(),
+            room: 0,
             spare: 0,
             base: FIRST_POSITION,
             index: HashTable::new(),
@@ -263,6 +270,7 @@ impl<V: Clone> Clone for Table<V> {
     fn clone(&self) -> Self {
         Table {
             entries: self.entries.range(..self.end()).cloned().collect(),
+            room: self.end(),
             spare: 0,
             base: self.base,
             index: self.index.clone(),
@@ -343,7 +351,7 @@ fn prefetch<T>(item: &T) {
 }
 
 /// True if entry `i` is live and its key equals `key`.
-fn holds<V>(entries: &VecDeque<Option<Slot<V>>>, i: usize, key: &Value) -> bool {
+fn holds<V>(entries: &Ring<Option<Slot<V>>>, i: usize, key: &Value) -> bool {
     matches!(entries.get(i), Some(Some(s)) if s.key.py_eq(key))
 }
 
@@ -401,7 +409,8 @@ impl Ranks {
 impl<V: Clone> Table<V> {
     fn with_capacity(n: usize) -> Self {
         Table {
-            entries: VecDeque::with_capacity(n),
+            entries: Ring::with_capacity(n),
+            room: n,
             spare: 0,
             base: FIRST_POSITION,
             index: HashTable::with_capacity(n),
@@ -425,12 +434,36 @@ impl<V: Clone> Table<V> {
 
     /// The index in the entry ring of `key`, whose hash is `hash`.
     fn find(&self, hash: u64, key: &Value) -> Option<usize> {
+        self.probe(hash, key).map(|(i, _)| i)
+    }
+
+    /// The entry of `key`, whose hash is `hash`.
+    fn find_slot(&self, hash: u64, key: &Value) -> Option<&Slot<V>> {
+        self.probe(hash, key).map(|(_, slot)| slot)
+    }
+
+    /// The index in the entry ring of `key` (whose hash is `hash`) and its entry, kept as
+    /// the probe compares it: finding it in the ring again is one more dependent load.
+    fn probe(&self, hash: u64, key: &Value) -> Option<(usize, &Slot<V>)> {
         let (entries, numbering) = (&self.entries, self.numbering());
-        let matches = |b: &Bucket| b.has_tag_of(hash) && holds(entries, numbering.at(*b), key);
-        match self.index.find(index_hash(hash), matches) {
-            Some(b) => Some(numbering.at(*b)),
-            None => self.regrowth.as_deref()?.old.find(index_hash(hash), matches).map(|b| numbering.at(*b)),
+        let found = Cell::new(None);
+        let matches = |b: &Bucket| {
+            if !b.has_tag_of(hash) {
+                return false;
+            }
+            let i = numbering.at(*b);
+            match entries.get(i) {
+                Some(Some(slot)) if slot.key.py_eq(key) => {
+                    found.set(Some((i, slot)));
+                    true
+                }
+                _ => false,
+            }
+        };
+        if self.index.find(index_hash(hash), matches).is_none() {
+            self.regrowth.as_deref()?.old.find(index_hash(hash), matches)?;
         }
+        found.get()
     }
 
     /// Copies up to `buckets` more of a growing index's old buckets into the new one
@@ -518,7 +551,7 @@ impl<V: Clone> Table<V> {
 
     fn get(&self, key: &Value) -> Result<Option<&Slot<V>>, WireError> {
         let hash = hash_value(key)?;
-        Ok(self.find(hash, key).and_then(|i| self.slot(i)))
+        Ok(self.find_slot(hash, key))
     }
 
     /// Inserts or replaces; a replaced entry keeps its key and position.
@@ -537,7 +570,7 @@ impl<V: Clone> Table<V> {
         // A ring an eighth holes is compacted before it grows: one with room for fewer
         // than COMPACT_STEPWISE_FROM positions (in one go) once full, a bigger one from
         // 15/16 full, so that a compaction step by step ends before it fills.
-        let room = self.entries.capacity();
+        let room = self.room;
         let due = if room < COMPACT_STEPWISE_FROM { len == room } else { len * 16 >= room * 15 };
         if due && tombstones > 0 && tombstones * 8 >= len {
             self.start_compaction();
@@ -558,6 +591,9 @@ impl<V: Clone> Table<V> {
             self.spare -= 1;
         } else {
             self.entries.push_back(Some(slot));
+            if self.entries.len() > self.room {
+                self.room = (2 * self.room).max(4);
+            }
         }
         self.live += 1;
         Ok(())
@@ -961,7 +997,7 @@ impl PartialEq for Dict {
     fn eq(&self, other: &Dict) -> bool {
         self.len() == other.len()
             && self.table.tagged_slots().all(|(hash, s)| {
-                let found = other.table.find(hash, &s.key).and_then(|i| other.table.slot(i));
+                let found = other.table.find_slot(hash, &s.key);
                 found.is_some_and(|o| o.value.py_eq(&s.value))
             })
     }
@@ -975,7 +1011,7 @@ impl fmt::Debug for Dict {
 
 /// An owning iterator over a [`Dict`]'s `(key, value)` pairs in insertion order.
 pub struct DictIntoIter {
-    inner: std::iter::Flatten<std::collections::vec_deque::IntoIter<Option<Slot<Value>>>>,
+    inner: std::iter::Flatten<ring::IntoIter<Option<Slot<Value>>>>,
 }
 
 impl Iterator for DictIntoIter {
@@ -1103,7 +1139,7 @@ impl fmt::Debug for Set {
 
 /// An owning iterator over a [`Set`]'s members.
 pub struct SetIntoIter {
-    inner: std::iter::Flatten<std::collections::vec_deque::IntoIter<Option<Slot<()>>>>,
+    inner: std::iter::Flatten<ring::IntoIter<Option<Slot<()>>>>,
 }
 
 impl Iterator for SetIntoIter {
@@ -1436,7 +1472,7 @@ mod tests {
     #[test]
     fn a_dict_whose_oldest_keys_go_first_leaves_no_holes_to_compact() {
         let (mut d, mut m) = filled(1000);
-        let room = d.table.entries.capacity();
+        let room = d.table.room;
         // Oldest out, newest in; then out of order by two (the second oldest, then
         // the oldest, which takes the hole behind it along).
         for k in 0..10_000 {
@@ -1457,7 +1493,7 @@ mod tests {
         // the ring never grew: the positions went on past 2³² (unit tests start near it).
         assert_eq!(d.table.base, FIRST_POSITION.wrapping_add(12_000));
         assert!(d.table.base < FIRST_POSITION, "counted across the wrap");
-        assert_eq!(d.table.entries.capacity(), room);
+        assert_eq!(d.table.room, room);
     }
 
     #[test]
@@ -1470,7 +1506,7 @@ mod tests {
         // The oldest go while the capture runs: their holes stay (its positions are
         // indexes of the ring), and not enough of them to compact (nor is the ring
         // 15/16 full, where the insert below would begin a compaction).
-        assert!(d.table.end() * 16 < d.table.entries.capacity() * 15);
+        assert!(d.table.end() * 16 < d.table.room * 15);
         for k in 0..300 {
             apply(&mut d, &mut m, &Op::Remove(k));
         }
@@ -1582,7 +1618,7 @@ mod tests {
         let (mut d, mut m) = filled(1500);
         // Room for 2,048: the holes never outnumber the live entries, and each
         // compaction begins when the ring is 15/16 full.
-        let room = d.table.entries.capacity();
+        let room = d.table.room;
         let (mut x, mut next_key) = (0x9e37_79b9_7f4a_7c15u64, 1500i64);
         let (mut sweeps, mut renumberings, mut ends) = (0, 0, 0);
         for step in 0..30_000 {
@@ -1608,7 +1644,7 @@ mod tests {
         check(&d, &m);
         assert!(sweeps >= 3 && renumberings >= 3 && ends >= 3, "{sweeps} sweeps, {renumberings}, {ends} ended");
         // Each compaction ended before the ring filled: it never grew.
-        assert_eq!(d.table.entries.capacity(), room);
+        assert_eq!(d.table.room, room);
         assert!(holes(&d.table) <= d.len(), "{} holes", holes(&d.table));
     }
 

@@ -19,7 +19,8 @@
 //! - `compare`: `==`, `<` and the stable [`sort_values`];
 //! - `key`: [`Key`] and [`hash_value`] (equal values hash alike), with `siphash`, the
 //!   one-pass SipHash it hashes strs and bytes with;
-//! - `dict`: the insertion-ordered [`Dict`] and the [`Set`];
+//! - `dict`: the insertion-ordered [`Dict`] and the [`Set`], on `ring`'s block-wise
+//!   deque of entries;
 //! - `repr` (with its Unicode table `printable`): `repr()` as CPython prints it;
 //! - `serde_conv`, `ser`, `de`: [`to_value`] / [`from_value`] for any serde type, and
 //!   [`write_msgpack_of`], which encodes a scalar without building its `Value`;
@@ -47,6 +48,7 @@ pub(crate) use msgpack::{decode_prefix as decode_msgpack_prefix, encode_into as 
 mod num;
 mod printable;
 mod repr;
+mod ring;
 mod ser;
 mod serde_conv;
 mod siphash;
