@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A dict that grows: what the requests pay while a dict's index doubles; and a dict that
-# churns: what they pay when the holes deleted keys leave are cleared away.
+# churns: what they pay when the holes deleted keys leave are cleared away, and when its
+# entry ring, its oldest entries dropped, grows.
 #
 # Fills an empty dict with ENTRIES distinct keys (`agora bench -t fill`, 50 clients,
 # `-P 16`, 3-byte values) on a fresh server and reports the rate, the p99 and the
@@ -9,13 +10,16 @@
 # takes. Then the same for Redis (`redis-benchmark` `HSET` of as many random fields into
 # an empty hash, whose table grows incrementally), if `redis-server` is installed.
 #
-# Churn (`agora bench -t churn` and `-t churn-random`, 50 clients, `-P 16`): a dict of
-# CHURN_ENTRIES keys, made afresh and not timed, then CHURN_SAMPLES times a key deleted
-# and a new one inserted (a sample is both): the oldest key (first in, first out, as a
-# results dict or a cache of the latest is churned), or one at random. The rate, p99
-# and slowest sample: a dict that compacts its entries in one go holds every request
-# up while it does. The load generator is always $BIN's (both tests are new in round
-# 46); the server alternates with BASE_BIN's. Redis has no ordered dict to compare.
+# Churn (`agora bench -t churn`, `-t churn-random` and `-t churn-grow`, 50 clients,
+# `-P 16`): a dict of CHURN_ENTRIES keys, made afresh and not timed, then CHURN_SAMPLES
+# times a key deleted and a new one inserted (a sample is both): the oldest key (first
+# in, first out, as a results dict or a cache of the latest is churned), or one at
+# random; or the oldest deleted and two new keys inserted (a backlog that builds up:
+# the ring, its front dropped, grows past its room). The rate, p99 and slowest sample:
+# a dict that compacts its entries, or moves them as its ring grows, in one go holds
+# every request up while it does. The load generator is always $BIN's (the churns are
+# new in rounds 46 and 48); the server alternates with BASE_BIN's. Redis has no ordered
+# dict to compare.
 # One line per run.
 #
 #   bench/growth.sh                                  # the release build, 2 rounds
@@ -26,10 +30,10 @@
 #                                                    # CHURN_SAMPLES 3,000,000 samples)
 #   ENTRIES=0 bench/growth.sh                        # no fill (nor Redis's), churn only
 #
-# About 20 s (fill) and 80 s (both churns) per binary and 30 s for Redis per round with the
-# defaults; the server holds about 1 GiB.
+# About 20 s (fill) and 130 s (the three churns) per binary and 30 s for Redis per round
+# with the defaults; the server holds about 1.5 GiB.
 # Loopback TCP only; every process it starts is stopped when it ends. Not part of CI.
-# bench/changes.md rounds 45 (the fill), 46 and 47 (the churns) have what it measured.
+# bench/changes.md rounds 45 (the fill), 46–48 (the churns) have what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +45,8 @@ ROUNDS=${ROUNDS:-2}
 # 6 M keys fill 6 M of a ring (before round 46, a vector) of 8 M entries: within 3 M
 # samples it is full of the newest keys and the holes the deleted ones left, and
 # compacts once (since round 46, not when those holes are all at the front: `churn`;
-# since round 47, step by step).
+# since round 47, step by step). `churn-grow` takes the ring past its 8 M positions
+# after 2 M samples, its front 2 M positions on (before round 48, 2 M entries moved).
 CHURN_ENTRIES=${CHURN_ENTRIES:-6000000}
 CHURN_SAMPLES=${CHURN_SAMPLES:-3000000}
 
@@ -88,7 +93,7 @@ redis() {
 }
 
 # measure_both LABEL BINARY: agora's fill, then Redis's after the build measured
-# last in the round; then both churns.
+# last in the round; then the churns.
 measure_both() {
     if [ "$ENTRIES" -gt 0 ]; then
         measure "$1" "$2"
@@ -97,6 +102,7 @@ measure_both() {
     if [ "$CHURN_ENTRIES" -gt 0 ]; then
         churn "$1" "$2" churn
         churn "$1" "$2" churn-random
+        churn "$1" "$2" churn-grow
     fi
 }
 

@@ -143,6 +143,19 @@ fn churn_keeps_exactly_its_keys_run_after_run() {
     assert_eq!(keys.iter().map(|k| k / 30).sum::<u64>(), 400, "{keys:?}");
 }
 
+/// `churn-grow` deletes the oldest key and inserts two new ones per sample: the dict
+/// ends a key per sample bigger, holding exactly the keys no sample deleted.
+#[test]
+fn churn_grow_gains_a_key_per_sample() {
+    let server = Server::start();
+    let report = bench(&server, &["-n", "60", "-c", "3", "-P", "2", "-r", "80", "-t", "churn-grow"]);
+    let r = result(&report, "churn-grow");
+    assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(60), Some(0)), "{r}");
+    assert_eq!(size_of(&server, "bench:churn"), 140);
+    // Keys 0..60 deleted (the oldest 60 of the 80 it started with), 80..200 inserted.
+    assert_eq!(churned_keys(&server), (60..200).collect::<Vec<u64>>());
+}
+
 #[test]
 fn embedded_server_and_text_output() {
     let output = Command::new(agora_bin())

@@ -96,6 +96,8 @@ TESTS (-t, comma-separated; default: ping,set,get,append,add,qput,qget,queue,loc
   churn           a dict of -r keys (made afresh, not timed): delete the oldest key, insert
                   a new one (one sample = both); the dict is left with the newest -r keys
   churn-random    the same, the key deleted picked at random (its successor inserted)
+  churn-grow      the same as churn, but two new keys inserted per sample (all three one
+                  sample): the dict grows by a key per sample as its oldest go
 
 EXAMPLES:
   agora bench --embedded -c 1 -n 100000 -t echo,ping,get
@@ -685,7 +687,7 @@ impl Plan {
     async fn run_agora(&self, test: Test, managers: &[Manager]) -> Result<TestResult, String> {
         let args = &self.args;
         let value = "x".repeat(args.data_size);
-        if let (Test::Churn | Test::ChurnRandom, Some(manager)) = (test, managers.first()) {
+        if let (Test::Churn | Test::ChurnRandom | Test::ChurnGrow, Some(manager)) = (test, managers.first()) {
             workload::prepare_churn(manager, args.keyspace, &value)
                 .await
                 .map_err(|e| format!("filling {}: {e}", workload::CHURN))?;
@@ -735,7 +737,7 @@ impl Plan {
                             return false;
                         }
                         match test {
-                            Test::Fill | Test::Churn => {
+                            Test::Fill | Test::Churn | Test::ChurnGrow => {
                                 workload::write_key(key, next_key.fetch_add(1, Ordering::Relaxed))
                             }
                             Test::Set | Test::Get => workload::write_key(key, rng.below(keyspace)),

@@ -47,6 +47,10 @@ pub enum Test {
     /// Dict churn at random: as [`Test::Churn`], but each sample deletes a key picked at
     /// random and inserts its successor (the same slot of `-r`, a generation on).
     ChurnRandom,
+    /// Dict churn that grows: as [`Test::Churn`], but each sample inserts two new keys
+    /// (3 round trips per sample): the dict gains a key per sample while its oldest go,
+    /// so its entry ring both drops its front and grows.
+    ChurnGrow,
 }
 
 impl Test {
@@ -68,6 +72,7 @@ impl Test {
             Test::Fill => "fill",
             Test::Churn => "churn",
             Test::ChurnRandom => "churn-random",
+            Test::ChurnGrow => "churn-grow",
         }
     }
 
@@ -93,6 +98,9 @@ impl Test {
             Test::ChurnRandom => {
                 "dict churn: -r keys kept, one at random deleted and a new one inserted (2 round trips per sample)"
             }
+            Test::ChurnGrow => {
+                "dict churn that grows: the oldest key deleted, two new ones inserted (3 round trips per sample)"
+            }
         }
     }
 }
@@ -112,13 +120,13 @@ pub const HANDOFF: &str = "bench:handoff";
 pub const LOCK: &str = "bench:lock";
 /// The dict `fill` builds.
 pub const FILL: &str = "bench:fill";
-/// The dict `churn` and `churn-random` churn (left in place after them: after `churn`
-/// its keys are the newest `-r`).
+/// The dict `churn`, `churn-random` and `churn-grow` churn (left in place after them:
+/// after `churn` its keys are the newest `-r`).
 pub const CHURN: &str = "bench:churn";
 
 /// Makes [`CHURN`] afresh with keys `0..keys` (numbered as [`write_key`] spells them,
-/// the oldest first), `value` under each: what [`Test::Churn`] and
-/// [`Test::ChurnRandom`] start from.
+/// the oldest first), `value` under each: what [`Test::Churn`], [`Test::ChurnRandom`]
+/// and [`Test::ChurnGrow`] start from.
 pub async fn prepare_churn(manager: &Manager, keys: u64, value: &String) -> agora_client::Result<()> {
     match manager.delete(CHURN).await {
         Ok(()) | Err(agora_client::Error::NoSuchName(_)) => {}
@@ -212,6 +220,9 @@ pub enum Worker {
     /// [`Test::Churn`] and [`Test::ChurnRandom`]: the dict, and how many keys it keeps
     /// (a key's successor is numbered that many on).
     Churn(Dict<String, String>, u64),
+    /// [`Test::ChurnGrow`]: the dict, and how many keys it starts with (sample `n`
+    /// inserts the keys numbered that many on from `2n` and `2n + 1`).
+    ChurnGrow(Dict<String, String>, u64),
 }
 
 impl Worker {
@@ -231,6 +242,7 @@ impl Worker {
             Test::LockContended => Worker::Lock(manager.lock(LOCK).await?),
             Test::Event => Worker::Event(manager.new_event().await?),
             Test::Churn | Test::ChurnRandom => Worker::Churn(manager.dict(CHURN).await?, keyspace),
+            Test::ChurnGrow => Worker::ChurnGrow(manager.dict(CHURN).await?, keyspace),
             Test::Echo => unreachable!("the echo floor does not use an agora connection"),
         })
     }
@@ -290,6 +302,20 @@ impl Worker {
                     d.remove(&key).await?;
                     write_key(&mut newest, key_number(&key) + keeps);
                     d.insert(&newest, value).await?;
+                })
+            }
+            // Sample n deletes key n: one of those it started with, or (past those) one
+            // an earlier sample inserted (if that sample is still in flight, the delete
+            // finds nothing and the key stays).
+            Worker::ChurnGrow(d, starts_with) => {
+                let mut newest = String::with_capacity(16);
+                repeat!(|key| {
+                    d.remove(&key).await?;
+                    let first = starts_with + 2 * key_number(&key);
+                    for n in [first, first + 1] {
+                        write_key(&mut newest, n);
+                        d.insert(&newest, value).await?;
+                    }
                 })
             }
             // Timed from the set to the wait's return, not from request to request.
