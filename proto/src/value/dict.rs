@@ -1,10 +1,10 @@
 //! [`Dict`] (insertion ordered, like Python's dict) and [`Set`].
 //!
 //! Both sit on one private [`Table`], laid out like CPython's dict: a dense ring
-//! ([`Ring`], a deque in blocks) of entries in insertion order, plus a [`hashbrown::HashTable`] of
-//! [`Bucket`]s, each an entry's position and a tag of its key's hash. An entry is its
-//! key and value and nothing else (64 bytes in a dict, 32 in a set). Insert, lookup and
-//! delete are O(1) on average. A delete leaves a tombstone in the ring so that no other
+//! ([`Ring`], a deque kept in blocks once it is long) of entries in insertion order,
+//! plus a [`hashbrown::HashTable`] of [`Bucket`]s, each an entry's position and a tag of
+//! its key's hash. An entry is its key and value and nothing else (64 bytes in a dict,
+//! 32 in a set). Insert, lookup and delete are O(1) on average. A delete leaves a tombstone in the ring so that no other
 //! entry moves; tombstones at the front are dropped at once (while no capture or
 //! compaction runs), those at the end become spare room for the next entries, and the
 //! ring is compacted when tombstones outnumber live entries or when it would otherwise
@@ -70,8 +70,9 @@ struct Table<V> {
     /// The room the compaction's trigger goes by ([`Table::push`]): what a buffer that
     /// doubles when full would hold, though the ring grows a block at a time. Compacting
     /// when the ring nears it compacts as seldom as before the ring grew in blocks (each
-    /// compaction is a pass over the ring and the index).
-    room: usize,
+    /// compaction is a pass over the ring and the index). 32 bits, beside `base`: a
+    /// table of a small dict (every nested dict is one) stays in its allocation size.
+    room: u32,
     /// Tombstones at the end of `entries` that are not part of the table (its ring ends
     /// before them, at [`Table::end`]): room the next pushes fill in place. A delete of
     /// the last entry turns the holes before it into spare room, and a compaction's
@@ -270,7 +271,7 @@ impl<V: Clone> Clone for Table<V> {
     fn clone(&self) -> Self {
         Table {
             entries: self.entries.range(..self.end()).cloned().collect(),
-            room: self.end(),
+            room: self.end() as u32,
             spare: 0,
             base: self.base,
             index: self.index.clone(),
@@ -410,7 +411,7 @@ impl<V: Clone> Table<V> {
     fn with_capacity(n: usize) -> Self {
         Table {
             entries: Ring::with_capacity(n),
-            room: n,
+            room: u32::try_from(n).unwrap_or(u32::MAX),
             spare: 0,
             base: FIRST_POSITION,
             index: HashTable::with_capacity(n),
@@ -567,10 +568,10 @@ impl<V: Clone> Table<V> {
     /// Appends a slot whose key (hashing to `hash`) is known to be absent.
     fn push(&mut self, hash: u64, slot: Slot<V>) -> Result<(), WireError> {
         let (len, tombstones) = (self.end(), self.end() - self.live);
-        // A ring an eighth holes is compacted before it grows: one with room for fewer
-        // than COMPACT_STEPWISE_FROM positions (in one go) once full, a bigger one from
-        // 15/16 full, so that a compaction step by step ends before it fills.
-        let room = self.room;
+        // A ring an eighth holes is compacted before it outgrows its room: one with room
+        // for fewer than COMPACT_STEPWISE_FROM positions (in one go) once full, a bigger
+        // one from 15/16 full, so that a compaction step by step ends before it fills.
+        let room = self.room as usize;
         let due = if room < COMPACT_STEPWISE_FROM { len == room } else { len * 16 >= room * 15 };
         if due && tombstones > 0 && tombstones * 8 >= len {
             self.start_compaction();
@@ -591,8 +592,8 @@ impl<V: Clone> Table<V> {
             self.spare -= 1;
         } else {
             self.entries.push_back(Some(slot));
-            if self.entries.len() > self.room {
-                self.room = (2 * self.room).max(4);
+            if self.entries.len() > self.room as usize {
+                self.room = self.room.saturating_mul(2).max(4);
             }
         }
         self.live += 1;
@@ -1506,7 +1507,7 @@ mod tests {
         // The oldest go while the capture runs: their holes stay (its positions are
         // indexes of the ring), and not enough of them to compact (nor is the ring
         // 15/16 full, where the insert below would begin a compaction).
-        assert!(d.table.end() * 16 < d.table.room * 15);
+        assert!(d.table.end() * 16 < d.table.room as usize * 15);
         for k in 0..300 {
             apply(&mut d, &mut m, &Op::Remove(k));
         }
