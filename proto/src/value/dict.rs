@@ -351,9 +351,9 @@ fn prefetch<T>(item: &T) {
     let _ = item;
 }
 
-/// True if entry `i` is live and its key equals `key`.
-fn holds<V>(entries: &Ring<Option<Slot<V>>>, i: usize, key: &Value) -> bool {
-    matches!(entries.get(i), Some(Some(s)) if s.key.py_eq(key))
+/// Entry `i`, if it is live and its key equals `key`.
+fn holding<'a, V>(entries: &'a Ring<Option<Slot<V>>>, i: usize, key: &Value) -> Option<&'a Slot<V>> {
+    entries.get(i)?.as_ref().filter(|s| s.key.py_eq(key))
 }
 
 /// Takes the bucket of a key hashing to `hash` that `matches` picks out of `index`, or
@@ -453,13 +453,9 @@ impl<V: Clone> Table<V> {
                 return false;
             }
             let i = numbering.at(*b);
-            match entries.get(i) {
-                Some(Some(slot)) if slot.key.py_eq(key) => {
-                    found.set(Some((i, slot)));
-                    true
-                }
-                _ => false,
-            }
+            let slot = holding(entries, i, key);
+            found.set(slot.map(|slot| (i, slot)));
+            slot.is_some()
         };
         if self.index.find(index_hash(hash), matches).is_none() {
             self.regrowth.as_deref()?.old.find(index_hash(hash), matches)?;
@@ -605,7 +601,7 @@ impl<V: Clone> Table<V> {
         self.upkeep();
         let entries = &self.entries;
         let numbering = Numbering { base: self.base, compaction: self.compaction.as_deref() };
-        let matches = |b: &Bucket| b.has_tag_of(hash) && holds(entries, numbering.at(*b), key);
+        let matches = |b: &Bucket| b.has_tag_of(hash) && holding(entries, numbering.at(*b), key).is_some();
         let Some(bucket) = remove_bucket(&mut self.index, self.regrowth.as_deref_mut(), hash, matches) else {
             return Ok(None);
         };

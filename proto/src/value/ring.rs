@@ -5,10 +5,10 @@
 //! A `VecDeque` that fills moves into a buffer twice its size, and when its entries wrap
 //! around its end (a dict whose oldest entries were dropped, that then grew) the shorter
 //! of its two runs is copied: up to half the entries in one go, 55 ms at 4 million dict
-//! entries and 150–160 ms at 8 million, while every change to the dict waits. A ring of
-//! a block or more grows by one block and frees its first block once its front has
+//! entries and 130–160 ms at 8 million, while every change to the dict waits. A ring
+//! longer than a block grows by one block and frees its first block once its front has
 //! passed it; a position costs one more load to find (its block's address, from a
-//! table of a few hundred or thousand). A ring shorter than a block is a `VecDeque` as
+//! table of a few hundred or thousand). A ring of a block or less is a `VecDeque` as
 //! before (its growth copies at most half a block), so that a small dict (every nested
 //! dict a value holds is one) takes no more memory or allocations than it did.
 //!
@@ -22,13 +22,13 @@ use std::ops::{Bound, Index, IndexMut, RangeBounds};
 const BLOCK_SHIFT: u32 = if cfg!(test) { 3 } else { 13 };
 const BLOCK: usize = 1 << BLOCK_SHIFT;
 
-/// A double-ended queue of positions, indexed from its front: a `VecDeque` while it is
-/// shorter than a block, then [`Blocks`].
+/// A double-ended queue of positions, indexed from its front: a `VecDeque` while it
+/// holds a block's positions or fewer, then [`Blocks`].
 pub(super) enum Ring<T> {
     /// At most [`BLOCK`] positions.
     Small(VecDeque<T>),
-    /// More than one block's worth (or what is left of it, while that spans two blocks
-    /// or more).
+    /// More than a block's positions (or fewer, popped or truncated, while they still
+    /// span two blocks).
     Blocks(Blocks<T>),
 }
 
