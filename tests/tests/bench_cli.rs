@@ -154,6 +154,11 @@ fn churn_grow_gains_a_key_per_sample() {
     assert_eq!(size_of(&server, "bench:churn"), 140);
     // Keys 0..60 deleted (the oldest 60 of the 80 it started with), 80..200 inserted.
     assert_eq!(churned_keys(&server), (60..200).collect::<Vec<u64>>());
+    // More samples than keys, one call at a time: past the 20 it started with, each
+    // delete finds a key an earlier sample inserted.
+    let report = bench(&server, &["-n", "60", "-c", "1", "-P", "1", "-r", "20", "-t", "churn-grow"]);
+    assert_eq!(result(&report, "churn-grow")["errors"], 0);
+    assert_eq!(churned_keys(&server), (60..140).collect::<Vec<u64>>(), "keys 0..60 deleted, 20..140 inserted");
 }
 
 #[test]

@@ -217,12 +217,11 @@ pub enum Worker {
     Lock(Lock),
     /// [`Test::Event`].
     Event(Event),
-    /// [`Test::Churn`] and [`Test::ChurnRandom`]: the dict, and how many keys it keeps
-    /// (a key's successor is numbered that many on).
-    Churn(Dict<String, String>, u64),
-    /// [`Test::ChurnGrow`]: the dict, and how many keys it starts with (sample `n`
-    /// inserts the keys numbered that many on from `2n` and `2n + 1`).
-    ChurnGrow(Dict<String, String>, u64),
+    /// [`Test::Churn`], [`Test::ChurnRandom`] and [`Test::ChurnGrow`]: the dict, how many
+    /// keys it starts with (`-r`), and how many new keys each sample inserts (two for
+    /// `churn-grow`): the sample deleting key `n` inserts those numbered from `-r` + that
+    /// many × `n` on, so with one a key's successor is `-r` on.
+    Churn(Dict<String, String>, u64, u64),
 }
 
 impl Worker {
@@ -241,8 +240,8 @@ impl Worker {
             Test::Lock => Worker::Lock(manager.new_lock().await?),
             Test::LockContended => Worker::Lock(manager.lock(LOCK).await?),
             Test::Event => Worker::Event(manager.new_event().await?),
-            Test::Churn | Test::ChurnRandom => Worker::Churn(manager.dict(CHURN).await?, keyspace),
-            Test::ChurnGrow => Worker::ChurnGrow(manager.dict(CHURN).await?, keyspace),
+            Test::Churn | Test::ChurnRandom => Worker::Churn(manager.dict(CHURN).await?, keyspace, 1),
+            Test::ChurnGrow => Worker::Churn(manager.dict(CHURN).await?, keyspace, 2),
             Test::Echo => unreachable!("the echo floor does not use an agora connection"),
         })
     }
@@ -296,23 +295,15 @@ impl Worker {
                 drop(q.get().await?);
             }),
             Worker::Lock(l) => repeat!(|_key| l.acquire().await?.release().await?),
-            Worker::Churn(d, keeps) => {
+            // Past the keys it started with, `churn-grow` deletes keys an earlier sample
+            // inserted: if that sample is still in flight, the delete finds nothing and
+            // the key stays.
+            Worker::Churn(d, starts_with, inserts) => {
                 let mut newest = String::with_capacity(16);
                 repeat!(|key| {
                     d.remove(&key).await?;
-                    write_key(&mut newest, key_number(&key) + keeps);
-                    d.insert(&newest, value).await?;
-                })
-            }
-            // Sample n deletes key n: one of those it started with, or (past those) one
-            // an earlier sample inserted (if that sample is still in flight, the delete
-            // finds nothing and the key stays).
-            Worker::ChurnGrow(d, starts_with) => {
-                let mut newest = String::with_capacity(16);
-                repeat!(|key| {
-                    d.remove(&key).await?;
-                    let first = starts_with + 2 * key_number(&key);
-                    for n in [first, first + 1] {
+                    let first = starts_with + inserts * key_number(&key);
+                    for n in first..first + inserts {
                         write_key(&mut newest, n);
                         d.insert(&newest, value).await?;
                     }
