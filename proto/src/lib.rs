@@ -38,6 +38,7 @@ pub mod keyfile;
 pub mod methods;
 pub mod native;
 pub mod pickle;
+pub mod reclaim;
 pub mod reference;
 pub mod slice;
 pub mod utf8;

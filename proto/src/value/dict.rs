@@ -29,6 +29,10 @@
 //! would hold up every change to the table for as long as filing every bucket again
 //! takes: ~150 ms at 8 million entries.
 //!
+//! Freeing is the other thing that grows with a table: a big table dropped or cleared
+//! is freed on [`reclaim`]'s helper thread once the program turned it on (the server
+//! does), not by the caller (dropping 8 million entries took ~100–200 ms).
+//!
 //! A [`Dict`] can also be *captured* ([`Dict::begin_capture`]): its entries as they are
 //! at one instant, read out in order a few at a time while the dict goes on changing.
 //! An entry changed or deleted before the read-out reaches it leaves its old contents
@@ -45,7 +49,7 @@ use hashbrown::HashTable;
 use super::key::{hash_value, hash_value_ahead};
 use super::ring::{self, Ring};
 use super::Value;
-use crate::WireError;
+use crate::{reclaim, WireError};
 
 /// One live entry: the key and what it maps to. Its key's hash is not kept here (the
 /// index's [`Bucket`] holds what the table needs of it), which makes a dict's entry 64
@@ -755,12 +759,21 @@ impl<V: Clone> Table<V> {
         self.drop_trailing_holes();
     }
 
-    fn clear(&mut self) {
+    fn clear(&mut self)
+    where
+        V: Send + 'static,
+    {
         if let Some(c) = self.capture.as_deref_mut() {
             // What the capture has still to read moves into it (no copy).
             for i in c.cursor..c.end {
                 c.before.entry(i).or_insert_with(|| self.entries.get_mut(i).and_then(Option::take));
             }
+        }
+        if self.is_big() {
+            // Millions of entries take long to free: the helper frees them, with the
+            // index (a cleared table starts small again, as CPython's dict does).
+            let (entries, index) = (std::mem::take(&mut self.entries), std::mem::take(&mut self.index));
+            reclaim::drop_later((entries, index, self.regrowth.take()));
         }
         self.entries.clear();
         self.spare = 0;
@@ -845,6 +858,23 @@ impl<V: Clone> Table<V> {
             *capture = None;
         }
         over
+    }
+}
+
+/// Big tables are freed on [`reclaim`]'s helper.
+impl<V: Clone + Send + 'static> Table<V> {
+    /// Whether freeing the table takes long enough to be [`reclaim`]'s: counted in ring
+    /// positions or index buckets, whichever is more (a cleared index keeps its buckets).
+    fn is_big(&self) -> bool {
+        self.entries.len().max(self.index.num_buckets()) >= reclaim::RECLAIM_FROM
+    }
+
+    /// Drops a big table on [`reclaim`]'s helper, leaving an empty one in its place (a
+    /// dict's or set's drop: the rest of it then drops here, at once).
+    fn drop_big(table: &mut Box<Self>) {
+        if table.is_big() {
+            reclaim::drop_later(std::mem::take(table));
+        }
     }
 }
 
@@ -1021,8 +1051,15 @@ impl Iterator for DictIntoIter {
 impl IntoIterator for Dict {
     type Item = (Value, Value);
     type IntoIter = DictIntoIter;
-    fn into_iter(self) -> DictIntoIter {
-        DictIntoIter { inner: self.table.entries.into_iter().flatten() }
+    fn into_iter(mut self) -> DictIntoIter {
+        DictIntoIter { inner: std::mem::take(&mut self.table.entries).into_iter().flatten() }
+    }
+}
+
+/// A big dict is freed off the dropping thread (see [`reclaim`]).
+impl Drop for Dict {
+    fn drop(&mut self) {
+        Table::drop_big(&mut self.table);
     }
 }
 
@@ -1149,8 +1186,15 @@ impl Iterator for SetIntoIter {
 impl IntoIterator for Set {
     type Item = Value;
     type IntoIter = SetIntoIter;
-    fn into_iter(self) -> SetIntoIter {
-        SetIntoIter { inner: self.table.entries.into_iter().flatten() }
+    fn into_iter(mut self) -> SetIntoIter {
+        SetIntoIter { inner: std::mem::take(&mut self.table.entries).into_iter().flatten() }
+    }
+}
+
+/// A big set is freed off the dropping thread (see [`reclaim`]).
+impl Drop for Set {
+    fn drop(&mut self) {
+        Table::drop_big(&mut self.table);
     }
 }
 
@@ -2001,5 +2045,58 @@ mod tests {
         assert!(d.capture_next(100, |_, _| panic!("no capture runs")));
         assert_eq!(d.len(), 9);
         assert_eq!(copy.len(), 10);
+    }
+
+    /// A dict or set of [`reclaim::RECLAIM_FROM`] entries or more (or index buckets) is
+    /// handed to the helper when dropped or cleared; a small one drops here. What is
+    /// left works as before.
+    #[test]
+    fn big_tables_are_freed_by_the_helper() {
+        reclaim::enable();
+        let handed = reclaim::handed_over_here;
+        let n = reclaim::RECLAIM_FROM as i64;
+        let start = handed();
+        let mut d = Dict::from_pairs((0..n).map(|i| (Value::Int(i), Value::Int(i)))).unwrap();
+        assert_eq!(handed(), start);
+        d.clear();
+        assert_eq!(handed(), start + 1, "the cleared entries and index");
+        assert_eq!((d.len(), d.get(&Value::Int(5)).unwrap()), (0, None));
+        d.insert(Value::Int(5), s("five")).unwrap();
+        assert_eq!(d.get(&Value::Int(5)).unwrap(), Some(&s("five")));
+        drop(d);
+        assert_eq!(handed(), start + 1, "a small dict drops here");
+
+        let mut set = Set::from_values((0..n).map(Value::Int)).unwrap();
+        set.remove(&Value::Int(7)).unwrap();
+        drop(set);
+        assert_eq!(handed(), start + 2, "a big set");
+        let d = Dict::from_pairs((0..n).map(|i| (Value::Int(i), Value::Int(i)))).unwrap();
+        let mut entries = d.into_iter();
+        assert_eq!(handed(), start + 3, "the index the entries left");
+        assert_eq!(entries.next(), Some((Value::Int(0), Value::Int(0))));
+        assert_eq!(entries.count(), n as usize - 1);
+
+        // Short of the mark in entries and in buckets: dropped here.
+        let small = Set::from_values((0..n / 4).map(Value::Int)).unwrap();
+        assert!(small.table.index.num_buckets() < reclaim::RECLAIM_FROM);
+        drop(small);
+        assert_eq!(handed(), start + 3, "a smaller set drops here");
+    }
+
+    /// A big dict cleared while a capture reads it out: the capture still reads every
+    /// entry as it was (the clear moves what it has still to read into it first).
+    #[test]
+    fn a_big_dict_cleared_during_a_capture_is_read_out_whole() {
+        reclaim::enable();
+        let n = 40_000;
+        let mut d = Dict::from_pairs((0..n).map(|i| (Value::Int(i), Value::Int(-i)))).unwrap();
+        assert!(d.begin_capture());
+        let mut read = Vec::new();
+        assert!(!d.capture_next(100, |k, v| read.push((int(k), int(v)))));
+        d.clear();
+        while !d.capture_next(1000, |k, v| read.push((int(k), int(v)))) {}
+        assert_eq!(read, (0..n).map(|i| (i, -i)).collect::<Vec<_>>());
+        d.end_capture();
+        assert!(d.is_empty());
     }
 }

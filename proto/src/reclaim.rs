@@ -1,0 +1,159 @@
+//! Freeing big values off the caller's thread.
+//!
+//! Dropping a dict of millions of entries frees every entry's allocations and then the
+//! ring's and the index's pages: about 100 ms at 8 million keys, during which a server
+//! thread that deletes it (a `del`, a `clear`, an object's last reference going) serves
+//! nobody. Once a program turns this on ([`enable`]; the server does), such a value is
+//! handed to one helper thread (`agora-reclaim`) that drops it there, as Redis's lazy
+//! free does: the caller pays for a channel send.
+//!
+//! This module owns that thread and nothing else: callers decide what is big enough
+//! to hand over ([`RECLAIM_FROM`]), and what they hand over must need nothing from
+//! them when it drops (plain data: values, indexes). Off by default: a library (the
+//! client) does not start threads its program did not ask for. Memory handed over is
+//! freed a moment later, not at once; a program that counts its memory sees it go then.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::OnceLock;
+
+/// The fewest items (entries, positions, buckets) a value holds for its drop to be
+/// handed over: dropping fewer takes well under a millisecond, less than waking the
+/// helper would save.
+pub const RECLAIM_FROM: usize = 1 << 15;
+
+/// Something to drop, boxed so that one channel carries every type.
+type Garbage = Box<dyn Send>;
+
+/// Whether values are handed over at all ([`enable`]).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The helper's channel, made with the thread on the first hand-over; `None` if the
+/// thread could not be started (then values drop where they are).
+static HELPER: OnceLock<Option<Sender<Garbage>>> = OnceLock::new();
+
+thread_local! {
+    /// How many values this thread handed to the helper ([`handed_over_here`]).
+    static HANDED_OVER: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Turns the hand-over on for the whole process: from now on [`drop_later`] gives its
+/// values to the helper thread. Idempotent.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Drops `value` on the helper thread if the hand-over is on (and the thread runs),
+/// else here. Values handed over drop in the order they were handed over.
+///
+/// Off, as it is until [`enable`]: the value drops before the call returns, on the
+/// caller's thread.
+///
+/// ```
+/// use std::sync::mpsc;
+///
+/// /// Says which thread dropped it.
+/// struct Noisy(mpsc::Sender<std::thread::ThreadId>);
+/// impl Drop for Noisy {
+///     fn drop(&mut self) {
+///         self.0.send(std::thread::current().id()).unwrap();
+///     }
+/// }
+///
+/// let (sender, dropped) = mpsc::channel();
+/// agora_proto::reclaim::drop_later(Noisy(sender));
+/// assert_eq!(dropped.try_recv(), Ok(std::thread::current().id()));
+/// assert_eq!(agora_proto::reclaim::handed_over_here(), 0);
+/// ```
+pub fn drop_later<T: Send + 'static>(value: T) {
+    if !enabled() {
+        return drop(value);
+    }
+    let Some(helper) = HELPER.get_or_init(start).as_ref() else {
+        return drop(value);
+    };
+    // A send fails only if the helper is gone (it panicked in a drop): drop it here.
+    match helper.send(Box::new(value)) {
+        Ok(()) => HANDED_OVER.with(|n| n.set(n.get() + 1)),
+        Err(mpsc::SendError(garbage)) => drop(garbage),
+    }
+}
+
+/// How many values the calling thread has handed to the helper: what a test checks
+/// after dropping something big (a count of its own thread's, so that tests running
+/// at once do not see each other's).
+#[doc(hidden)]
+pub fn handed_over_here() -> u64 {
+    HANDED_OVER.with(Cell::get)
+}
+
+/// Starts the helper thread: it drops what it receives, until the process ends.
+fn start() -> Option<Sender<Garbage>> {
+    let (send, receive) = mpsc::channel::<Garbage>();
+    let helper = std::thread::Builder::new().name("agora-reclaim".into()).spawn(move || {
+        for garbage in receive {
+            drop(garbage);
+        }
+    });
+    helper.ok().map(|_| send)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A value whose drop waits until the test lets it go on, then says which thread
+    /// dropped it.
+    struct Gated {
+        go: Receiver<()>,
+        dropped_on: SyncSender<Option<String>>,
+    }
+
+    impl Drop for Gated {
+        fn drop(&mut self) {
+            let _ = self.go.recv_timeout(Duration::from_secs(30));
+            let _ = self.dropped_on.send(std::thread::current().name().map(str::to_owned));
+        }
+    }
+
+    fn gated() -> (Gated, SyncSender<()>, Receiver<Option<String>>) {
+        let (go_send, go) = sync_channel(1);
+        let (dropped_on, dropped) = sync_channel(1);
+        (Gated { go, dropped_on }, go_send, dropped)
+    }
+
+    #[test]
+    fn handed_over_values_drop_on_the_helper_after_the_caller_went_on() {
+        enable();
+        let (value, go, dropped) = gated();
+        // Returns while the drop still waits for `go`: the caller did not wait for it.
+        drop_later(value);
+        go.send(()).unwrap();
+        let thread = dropped.recv_timeout(Duration::from_secs(30)).expect("the value was dropped");
+        assert_eq!(thread.as_deref(), Some("agora-reclaim"));
+    }
+
+    #[test]
+    fn values_handed_over_drop_in_order() {
+        enable();
+        let (first, go_first, first_dropped) = gated();
+        let (second, go_second, second_dropped) = gated();
+        drop_later(first);
+        drop_later(second);
+        go_second.send(()).unwrap();
+        // The second waits behind the first, which still waits for its go.
+        assert!(second_dropped.recv_timeout(Duration::from_millis(200)).is_err());
+        go_first.send(()).unwrap();
+        first_dropped.recv_timeout(Duration::from_secs(30)).expect("the first was dropped");
+        second_dropped.recv_timeout(Duration::from_secs(30)).expect("the second was dropped");
+    }
+}
