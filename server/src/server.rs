@@ -372,6 +372,9 @@ impl Server {
             }
         };
         parking.engine().set_offload(offload_heavy_call);
+        // A big dict or set that a call deletes or clears is freed on a helper thread,
+        // not on the thread serving the call: that would hold up its other clients.
+        agora_proto::reclaim::enable();
         let memory = MemoryMonitor::start(config.limits.max_memory)?;
         let python_threads = crate::dedicated::Threads::new(config.limits.python_threads);
         if let Some(gate) = memory.gate() {

@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use agora_proto::idmap::IdMap;
 use agora_proto::native::{Kind, ObjectId};
+use agora_proto::reclaim;
 use agora_proto::{ErrorCode, Value, WireError};
 use serde::{Deserialize, Serialize};
 
-use super::ctx::Counters;
+use super::ctx::{Counters, Ctx};
 use crate::custom::CustomKinds;
 use crate::metrics::{KindMetrics, Metrics};
-use crate::object::{bind, MethodSpec, SharedObject, StateCapture};
+use crate::object::{bind, Args, MethodSpec, Outcome, SharedObject, StateCapture};
 use crate::objects;
 
 /// One shared object and its bookkeeping.
@@ -51,6 +52,45 @@ pub struct ObjectEntry {
     prefetches: bool,
     /// Its number of items after the last call (a hint read without its lock).
     size_hint: AtomicUsize,
+}
+
+/// A big object's state is freed on [`reclaim`]'s helper thread once its entry goes
+/// (its name deleted, its last reference given back): freeing a list or a queue of
+/// millions of items takes tens of milliseconds, which the thread dropping the entry
+/// (a worker, serving other clients) would otherwise spend. A dict's or set's own drop
+/// does the same for every big dict and set, wherever it is kept.
+impl Drop for ObjectEntry {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.size().is_some_and(|items| items >= reclaim::RECLAIM_FROM) {
+            reclaim::drop_later(std::mem::replace(state, Box::new(Dropped)));
+        }
+    }
+}
+
+/// What an entry being dropped holds in place of the state it handed over: never
+/// called (nothing can reach an entry while it drops).
+struct Dropped;
+
+impl SharedObject for Dropped {
+    fn kind(&self) -> Kind {
+        unreachable!("an object being dropped is never used")
+    }
+    fn methods(&self) -> &'static [MethodSpec] {
+        &[]
+    }
+    fn call(&mut self, _: &mut Ctx<'_>, method: &str, _: Args) -> Result<Outcome, WireError> {
+        unreachable!("{method} on an object being dropped")
+    }
+    fn snapshot(&self) -> Value {
+        unreachable!("an object being dropped is never read")
+    }
+    fn state(&self) -> Vec<u8> {
+        unreachable!("an object being dropped is never read")
+    }
+    fn repr(&self) -> String {
+        unreachable!("an object being dropped is never read")
+    }
 }
 
 impl std::fmt::Debug for ObjectEntry {

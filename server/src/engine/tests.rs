@@ -276,6 +276,38 @@ fn only_calls_that_scan_a_big_object_are_offloaded() {
     assert_eq!(offloaded(), before + 4);
 }
 
+/// A big object's state is freed on `reclaim`'s helper once the object goes (its name
+/// deleted, or its last reference given back by its session's end), as are a big
+/// list's items when it is cleared; a small object is freed where it goes.
+#[test]
+fn big_objects_that_go_are_freed_by_the_helper() {
+    use agora_proto::reclaim;
+    reclaim::enable();
+    let handed = reclaim::handed_over_here;
+    let mut b = Bench::new();
+    let s = b.session();
+    let items = reclaim::RECLAIM_FROM as i64;
+    let big = || Value::List((0..items).map(Value::Int).collect());
+    let list = b.open(s, Kind::List, Some("big"), vec![big()], Keep::Handle).unwrap();
+    let queue = b.open(s, Kind::Queue, None, vec![], Keep::Handle).unwrap();
+    for i in 0..items {
+        b.value(s, queue, "put_nowait", vec![Value::Int(i)]);
+    }
+    let dict = b.open(s, Kind::Dict, Some("small"), vec![], Keep::Handle).unwrap();
+    b.value(s, dict, "__setitem__", vec![Value::Int(1), big()]);
+    let start = handed();
+
+    b.apply(Command::Delete { name: "small".into(), at: b.now }).reply.unwrap();
+    assert_eq!(handed(), start, "a dict of one item (however big the item) is freed here");
+    b.value(s, list, "clear", vec![]);
+    assert_eq!(handed(), start + 1, "a big list's cleared items");
+    b.value(s, list, "extend", vec![big()]);
+    b.apply(Command::Delete { name: "big".into(), at: b.now }).reply.unwrap();
+    b.end(s);
+    assert!(!b.exists(list) && !b.exists(queue));
+    assert_eq!(handed(), start + 3, "the deleted list's state, then the queue its session's end freed");
+}
+
 /// A container keeps what is stored in it alive, whichever dialect stored it.
 #[test]
 fn a_native_reference_stored_in_a_dict_pins_its_object() {

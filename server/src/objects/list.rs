@@ -10,6 +10,7 @@
 //! still to be read.
 
 use agora_proto::native::Kind;
+use agora_proto::reclaim;
 use agora_proto::value::sort_values;
 use agora_proto::{ErrorCode, Value, WireError};
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,10 @@ impl ListObject {
             }
             "sort" => self.sort(args.get(0), args.get(1)).map(none),
             "clear" => {
+                // A big list's items are freed off this thread (see `reclaim`).
+                if self.items.len() >= reclaim::RECLAIM_FROM {
+                    reclaim::drop_later(std::mem::take(&mut self.items));
+                }
                 self.items.clear();
                 Ok(Value::None)
             }
