@@ -1,11 +1,15 @@
-//! Freeing big values off the caller's thread.
+//! Big memory work done off the caller's thread: freeing big values, and making big
+//! indexes before they are needed.
 //!
 //! Dropping a dict of millions of entries frees every entry's allocations and then the
 //! ring's and the index's pages: about 100 ms at 8 million keys, during which a server
 //! thread that deletes it (a `del`, a `clear`, an object's last reference going) serves
 //! nobody. Once a program turns this on ([`enable`]; the server does), such a value is
 //! handed to one helper thread (`agora-reclaim`) that drops it there, as Redis's lazy
-//! free does: the caller pays for a channel send.
+//! free does: the caller pays for a channel send ([`drop_later`]). The same thread makes
+//! what a caller will need later and would otherwise wait for ([`make_ahead`]): the
+//! bigger index a growing dict moves into, whose allocation writes every control byte
+//! (~10 ms at 16 Mi buckets).
 //!
 //! This module owns that thread and nothing else: callers decide what is big enough
 //! to hand over ([`RECLAIM_FROM`]), and what they hand over must need nothing from
@@ -16,22 +20,23 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The fewest items (entries, positions, buckets) a value holds for its drop to be
 /// handed over: dropping fewer takes well under a millisecond, less than waking the
 /// helper would save.
 pub const RECLAIM_FROM: usize = 1 << 15;
 
-/// Something to drop, boxed so that one channel carries every type.
-type Garbage = Box<dyn Send>;
+/// Work for the helper (a drop, a value to make), boxed so that one channel carries
+/// every kind.
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Whether values are handed over at all ([`enable`]).
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// The helper's channel, made with the thread on the first hand-over; `None` if the
 /// thread could not be started (then values drop where they are).
-static HELPER: OnceLock<Option<Sender<Garbage>>> = OnceLock::new();
+static HELPER: OnceLock<Option<Sender<Job>>> = OnceLock::new();
 
 thread_local! {
     /// How many values this thread handed to the helper ([`handed_over_here`]).
@@ -72,16 +77,49 @@ pub fn enabled() -> bool {
 /// assert_eq!(agora_proto::reclaim::handed_over_here(), 0);
 /// ```
 pub fn drop_later<T: Send + 'static>(value: T) {
-    if !enabled() {
-        return drop(value);
+    // A job that is not sent (the hand-over off, the helper gone) drops it here.
+    hand_over(Box::new(move || drop(value)));
+}
+
+/// A value the helper thread is making ([`make_ahead`]). (The receiver sits in a mutex
+/// only so that whatever holds an `Ahead` can be shared between threads: a receiver
+/// cannot be, and a dict is kept in shared values.)
+pub struct Ahead<T>(Mutex<mpsc::Receiver<T>>);
+
+impl<T> Ahead<T> {
+    /// The value, if the helper has made it; `None` if it has not yet (it is then
+    /// dropped on the helper once made). Never waits: behind other work, the helper
+    /// may be busy for a while.
+    pub fn take(self) -> Option<T> {
+        self.0.into_inner().ok()?.try_recv().ok()
     }
-    let Some(helper) = HELPER.get_or_init(start).as_ref() else {
-        return drop(value);
-    };
-    // A send fails only if the helper is gone (it panicked in a drop): drop it here.
-    match helper.send(Box::new(value)) {
-        Ok(()) => HANDED_OVER.with(|n| n.set(n.get() + 1)),
-        Err(mpsc::SendError(garbage)) => drop(garbage),
+}
+
+/// Has the helper thread make a value the caller will need later (a big index, whose
+/// allocation writes every page of it), to [`Ahead::take`] then; `None` if the
+/// hand-over is off (or the helper is gone): then the caller makes it itself.
+///
+/// Off, as it is until [`enable`]:
+///
+/// ```
+/// assert!(agora_proto::reclaim::make_ahead(|| vec![0u8; 1 << 20]).is_none());
+/// ```
+pub fn make_ahead<T: Send + 'static>(make: impl FnOnce() -> T + Send + 'static) -> Option<Ahead<T>> {
+    let (made, ahead) = mpsc::sync_channel(1);
+    // If the caller let go of it, the value is dropped here, on the helper.
+    hand_over(Box::new(move || drop(made.send(make())))).then(|| Ahead(Mutex::new(ahead)))
+}
+
+/// Sends `job` to the helper; false (and `job` dropped unrun) if the hand-over is off
+/// or the helper is gone (it panicked).
+fn hand_over(job: Job) -> bool {
+    let helper = if enabled() { HELPER.get_or_init(start).as_ref() } else { None };
+    match helper.map(|helper| helper.send(job)) {
+        Some(Ok(())) => {
+            HANDED_OVER.with(|n| n.set(n.get() + 1));
+            true
+        }
+        _ => false,
     }
 }
 
@@ -93,12 +131,13 @@ pub fn handed_over_here() -> u64 {
     HANDED_OVER.with(Cell::get)
 }
 
-/// Starts the helper thread: it drops what it receives, until the process ends.
-fn start() -> Option<Sender<Garbage>> {
-    let (send, receive) = mpsc::channel::<Garbage>();
+/// Starts the helper thread: it does what it receives, in order, until the process
+/// ends.
+fn start() -> Option<Sender<Job>> {
+    let (send, receive) = mpsc::channel::<Job>();
     let helper = std::thread::Builder::new().name("agora-reclaim".into()).spawn(move || {
-        for garbage in receive {
-            drop(garbage);
+        for job in receive {
+            job();
         }
     });
     helper.ok().map(|_| send)
@@ -140,6 +179,24 @@ mod tests {
         go.send(()).unwrap();
         let thread = dropped.recv_timeout(Duration::from_secs(30)).expect("the value was dropped");
         assert_eq!(thread.as_deref(), Some("agora-reclaim"));
+    }
+
+    #[test]
+    fn values_made_ahead_are_made_on_the_helper_and_taken_once_made() {
+        enable();
+        let (value, go, dropped) = gated();
+        // The helper is held up dropping `value`: what is asked now is not made yet.
+        drop_later(value);
+        let early = make_ahead(|| 1).expect("the hand-over is on");
+        assert_eq!(early.take(), None, "not made yet");
+        let made = make_ahead(|| std::thread::current().name().map(str::to_owned)).expect("on");
+        go.send(()).unwrap();
+        dropped.recv_timeout(Duration::from_secs(30)).expect("the helper went on");
+        // Then it made `made` (in order): wait until it has done what came after.
+        let (sender, done) = std::sync::mpsc::channel::<()>();
+        drop_later(sender);
+        let _ = done.recv_timeout(Duration::from_secs(30));
+        assert_eq!(made.take(), Some(Some("agora-reclaim".to_owned())));
     }
 
     #[test]

@@ -82,7 +82,7 @@ struct Table<V> {
     /// the last entry turns the holes before it into spare room, and a compaction's
     /// sweep leaves the holes it made there: counting them is free, while dropping
     /// millions of them from the ring reads each one (~10 ms for 3 million).
-    spare: usize,
+    spare: u32,
     /// The position of `entries[0]`, as [`Bucket`]s name entries: dropping the oldest
     /// entry advances it, and no other entry's position changes. Positions count
     /// modulo 2³² (the entries, fewer than 2³¹, never share one; a [`Compaction`]
@@ -91,12 +91,17 @@ struct Table<V> {
     /// The live entries' positions, filed by their key's hash (while a [`Regrowth`]
     /// runs, all but those it has still to copy).
     index: HashTable<Bucket>,
-    /// Number of live entries.
-    live: usize,
+    /// Number of live entries. 32 bits, as `spare`: a table holds fewer than 2³¹
+    /// entries, and with `room` and `base` the four take 16 bytes, so a table with
+    /// `ahead` beside them is still 120 bytes (a small nested dict's size class).
+    live: u32,
     /// The capture being read out, if any (boxed: almost every table has none).
     capture: Option<Box<Capture<V>>>,
     /// The index's growth under way, if any (boxed: almost every table has none).
     regrowth: Option<Box<Regrowth>>,
+    /// The index the next growth moves into, made ahead on [`reclaim`]'s helper (see
+    /// [`Table::make_room`]; boxed: almost every table has none).
+    ahead: Option<Box<reclaim::Ahead<HashTable<Bucket>>>>,
     /// The entries' compaction under way, if any (boxed: almost every table has none).
     compaction: Option<Box<Compaction>>,
 }
@@ -203,6 +208,11 @@ impl Numbering<'_> {
 /// step by step, and smaller ones at once: both ways run in them.
 const REGROW_FROM: usize = if cfg!(test) { 64 } else { 1 << 15 };
 
+/// Indexes that can hold at least this many entries have the index they grow into made
+/// ahead ([`Table::make_room`]); a smaller one's takes under a millisecond to allocate.
+/// Unit tests make indexes of a few hundred entries ahead.
+const AHEAD_FROM: usize = if cfg!(test) { 256 } else { 1 << 19 };
+
 /// The old index's buckets (used or not) copied into a growing one per change of the
 /// table (and per [`Dict::tidy`]): the new index, twice the old's size, takes the old's
 /// entries and those pushed meanwhile (at most one per `REGROW_STEP` buckets) long
@@ -263,6 +273,7 @@ impl<V> Default for Table<V> {
             live: 0,
             capture: None,
             regrowth: None,
+            ahead: None,
             compaction: None,
         }
     }
@@ -282,6 +293,7 @@ impl<V: Clone> Clone for Table<V> {
             live: self.live,
             capture: None,
             regrowth: self.regrowth.clone(),
+            ahead: None,
             compaction: self.compaction.clone(),
         }
     }
@@ -422,6 +434,7 @@ impl<V: Clone> Table<V> {
             live: 0,
             capture: None,
             regrowth: None,
+            ahead: None,
             compaction: None,
         }
     }
@@ -429,7 +442,12 @@ impl<V: Clone> Table<V> {
     /// Where the ring ends: its entries and holes are `entries[..end]`, the rest is
     /// spare room.
     fn end(&self) -> usize {
-        self.entries.len() - self.spare
+        self.entries.len() - self.spare as usize
+    }
+
+    /// Number of live entries.
+    fn live(&self) -> usize {
+        self.live as usize
     }
 
     /// How buckets name ring indexes now.
@@ -490,13 +508,24 @@ impl<V: Clone> Table<V> {
     /// (one too small to be worth it grows in the insert, at once). A growth that
     /// is still running when its new index fills (it cannot, at `REGROW_STEP`'s
     /// pace) is finished first.
+    ///
+    /// A big index 15/16 full has the one it will grow into made on [`reclaim`]'s helper
+    /// meanwhile ([`AHEAD_FROM`]): allocating it writes a control byte per bucket, ~10
+    /// ms at 16 Mi buckets, which the change that starts the growth would otherwise wait
+    /// for. If it is not made by then, the growth makes its own.
     fn make_room(&mut self) {
-        if self.index.len() < self.index.capacity() {
+        let (len, capacity) = (self.index.len(), self.index.capacity());
+        if len < capacity {
+            if len == capacity - capacity / 16 && capacity >= AHEAD_FROM && self.ahead.is_none() {
+                let bigger = 2 * capacity;
+                self.ahead = reclaim::make_ahead(move || HashTable::with_capacity(bigger)).map(Box::new);
+            }
             return;
         }
         self.regrow_some(usize::MAX);
         if self.index.capacity() >= REGROW_FROM {
-            let bigger = HashTable::with_capacity((2 * self.index.capacity()).max(3));
+            let capacity = (2 * self.index.capacity()).max(3);
+            let bigger = self.made_ahead(capacity).unwrap_or_else(|| HashTable::with_capacity(capacity));
             let old = std::mem::replace(&mut self.index, bigger);
             self.regrowth = Some(Box::new(Regrowth { old, next: 0 }));
             // A compaction renumbering the old index's buckets renumbers them as they
@@ -509,6 +538,17 @@ impl<V: Clone> Table<V> {
             // past the renumbering's walk: they are all renumbered first.
             self.compact_some(usize::MAX);
         }
+    }
+
+    /// The index made ahead for a growth into `capacity`, if the helper has made it (one
+    /// it has not is dropped there once made). Only a growth or a clear replaces an
+    /// index, and a clear lets the one made ahead go: it was made for this growth.
+    fn made_ahead(&mut self, capacity: usize) -> Option<HashTable<Bucket>> {
+        let made = self.ahead.take()?.take()?;
+        debug_assert!(made.capacity() >= capacity, "made ahead for another growth");
+        #[cfg(test)]
+        tests::AHEAD_TAKEN.with(|n| n.set(n.get() + 1));
+        Some(made)
     }
 
     fn slot(&self, i: usize) -> Option<&Slot<V>> {
@@ -567,7 +607,7 @@ impl<V: Clone> Table<V> {
 
     /// Appends a slot whose key (hashing to `hash`) is known to be absent.
     fn push(&mut self, hash: u64, slot: Slot<V>) -> Result<(), WireError> {
-        let (len, tombstones) = (self.end(), self.end() - self.live);
+        let (len, tombstones) = (self.end(), self.end() - self.live());
         // A ring an eighth holes is compacted before it outgrows its room: one with room
         // for fewer than COMPACT_STEPWISE_FROM positions (in one go) once full, a bigger
         // one from 15/16 full, so that a compaction step by step ends before it fills.
@@ -638,7 +678,7 @@ impl<V: Clone> Table<V> {
         self.live -= 1;
         self.drop_trailing_holes();
         self.drop_oldest_holes(HOLES_STEP);
-        if self.end() - self.live > self.live.max(8) && self.capture.is_none() {
+        if self.end() - self.live() > self.live().max(8) && self.capture.is_none() {
             self.start_compaction();
         }
         Some(slot)
@@ -713,7 +753,7 @@ impl<V: Clone> Table<V> {
                 if capture.is_some() {
                     return;
                 }
-                let end = entries.len() - *spare;
+                let end = entries.len() - *spare as usize;
                 let stop = end.min(c.swept.saturating_add(steps));
                 for i in c.swept..stop {
                     let live = entries[i].is_some();
@@ -754,7 +794,7 @@ impl<V: Clone> Table<V> {
         // Everything from where the next live entry would go on is a hole. (A capture
         // holds the sweep still: if one runs, the ring's end got here by dropping its
         // trailing holes, which kept each position for it.)
-        self.spare = self.entries.len() - c.ranks.kept as usize;
+        self.spare = (self.entries.len() - c.ranks.kept as usize) as u32;
         self.base = self.base.wrapping_add(RENUMBERING);
         self.drop_trailing_holes();
     }
@@ -774,6 +814,10 @@ impl<V: Clone> Table<V> {
             // index (a cleared table starts small again, as CPython's dict does).
             let (entries, index) = (std::mem::take(&mut self.entries), std::mem::take(&mut self.index));
             reclaim::drop_later((entries, index, self.regrowth.take()));
+        }
+        // An index made for the old one's growth (whoever has it, the helper frees it).
+        if let Some(ahead) = self.ahead.take() {
+            reclaim::drop_later(ahead);
         }
         self.entries.clear();
         self.spare = 0;
@@ -910,7 +954,7 @@ impl Dict {
     }
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.table.live
+        self.table.live()
     }
     /// True when empty.
     pub fn is_empty(&self) -> bool {
@@ -1087,7 +1131,7 @@ impl Set {
     }
     /// Number of members.
     pub fn len(&self) -> usize {
-        self.table.live
+        self.table.live()
     }
     /// True when empty.
     pub fn is_empty(&self) -> bool {
@@ -1203,6 +1247,11 @@ mod tests {
     use super::*;
     use crate::ErrorCode;
     use proptest::prelude::*;
+
+    thread_local! {
+        /// How many growths on this thread took the index made ahead for them.
+        pub(super) static AHEAD_TAKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 
     fn s(x: &str) -> Value {
         Value::Str(x.into())
@@ -1423,9 +1472,9 @@ mod tests {
         let mut listed: Vec<usize> =
             t.tagged_slots().map(|(_, s)| t.find(hash_value(&s.key).unwrap(), &s.key).unwrap()).collect();
         listed.sort_unstable();
-        assert_eq!(listed.len(), t.live);
+        assert_eq!(listed.len(), t.live());
         listed.dedup();
-        assert_eq!(listed.len(), t.live, "each live entry listed once");
+        assert_eq!(listed.len(), t.live(), "each live entry listed once");
     }
 
     /// Tidies `d` until its index's growth is over; how many tidies it took.
@@ -1507,7 +1556,7 @@ mod tests {
 
     /// The holes in a table's entry ring.
     fn holes<V: Clone>(t: &Table<V>) -> usize {
-        t.end() - t.live
+        t.end() - t.live()
     }
 
     #[test]
@@ -2081,6 +2130,74 @@ mod tests {
         assert!(small.table.index.num_buckets() < reclaim::RECLAIM_FROM);
         drop(small);
         assert_eq!(handed(), start + 3, "a smaller set drops here");
+    }
+
+    /// Waits until the helper has done everything handed to it so far (it works in
+    /// order: the sender handed over last is dropped last).
+    fn helper_caught_up() {
+        let (sender, dropped) = std::sync::mpsc::channel::<()>();
+        reclaim::drop_later(sender);
+        let waited = dropped.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(waited, Err(std::sync::mpsc::RecvTimeoutError::Disconnected), "the helper caught up");
+    }
+
+    /// Holds the helper up (busy dropping) until the returned sender is dropped.
+    fn hold_helper() -> std::sync::mpsc::Sender<()> {
+        struct Held(std::sync::mpsc::Receiver<()>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                let _ = self.0.recv_timeout(std::time::Duration::from_secs(30));
+            }
+        }
+        let (release, held) = std::sync::mpsc::channel();
+        reclaim::drop_later(Held(held));
+        release
+    }
+
+    /// A big index 15/16 full has the index it grows into made on the helper, and its
+    /// growth takes it; a growth that finds it not made yet makes its own. Either way
+    /// the dict holds every key, and a clear lets the one made ahead go.
+    #[test]
+    fn a_big_index_grows_into_one_made_ahead() {
+        reclaim::enable();
+        let taken = || AHEAD_TAKEN.with(std::cell::Cell::get);
+        let mut d = Dict::new();
+        // Keys 0, 1, 2…: the next is the dict's length.
+        let insert_until = |d: &mut Dict, done: &dyn Fn(&Table<Value>) -> bool| {
+            while !done(&d.table) {
+                assert!(d.len() < 1 << 16, "never came");
+                let n = d.len() as i64;
+                assert_eq!(d.insert(Value::Int(n), Value::Int(-n)).unwrap(), None);
+            }
+        };
+        let made_ahead = |t: &Table<Value>| t.index.capacity() >= AHEAD_FROM && t.ahead.is_some();
+        insert_until(&mut d, &made_ahead);
+        let capacity = d.table.index.capacity();
+        assert_eq!(d.table.index.len(), capacity - capacity / 16 + 1, "asked for at 15/16 (and inserted)");
+        helper_caught_up();
+        let start = taken();
+        insert_until(&mut d, &|t| t.index.capacity() > capacity);
+        assert_eq!(taken(), start + 1, "the growth took the index made ahead");
+        assert_eq!(d.table.index.capacity(), 2 * capacity);
+        assert!(d.table.ahead.is_none() && d.index_growing());
+
+        // The next one, with the helper held up: the growth makes its own.
+        insert_until(&mut d, &|t| t.regrowth.is_none());
+        let release = hold_helper();
+        insert_until(&mut d, &made_ahead);
+        let capacity = d.table.index.capacity();
+        insert_until(&mut d, &|t| t.index.capacity() > capacity);
+        assert_eq!(taken(), start + 1, "not made yet: the growth made its own");
+        assert_eq!(d.table.index.capacity(), 2 * capacity);
+        drop(release);
+        insert_until(&mut d, &|t| t.regrowth.is_none());
+        let n = d.len() as i64;
+        assert!((0..n).all(|i| d.get(&Value::Int(i)).unwrap() == Some(&Value::Int(-i))));
+
+        insert_until(&mut d, &made_ahead);
+        d.clear();
+        assert!(d.table.ahead.is_none(), "a clear lets it go");
+        helper_caught_up();
     }
 
     /// A big dict cleared while a capture reads it out: the capture still reads every
