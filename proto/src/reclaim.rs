@@ -18,7 +18,7 @@
 //! freed a moment later, not at once; a program that counts its memory sees it go then.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Mutex, OnceLock};
 
@@ -37,6 +37,11 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The helper's channel, made with the thread on the first hand-over; `None` if the
 /// thread could not be started (then values drop where they are).
 static HELPER: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+
+/// Jobs handed to the helper since the process started, and jobs it has done
+/// ([`progress`]).
+static HANDED: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// How many values this thread handed to the helper ([`handed_over_here`]).
@@ -114,13 +119,37 @@ pub fn make_ahead<T: Send + 'static>(make: impl FnOnce() -> T + Send + 'static) 
 /// or the helper is gone (it panicked).
 fn hand_over(job: Job) -> bool {
     let helper = if enabled() { HELPER.get_or_init(start).as_ref() } else { None };
+    // Counted before it is sent, so that the helper never counts a job done first.
+    HANDED.fetch_add(1, Ordering::Relaxed);
     match helper.map(|helper| helper.send(job)) {
         Some(Ok(())) => {
             HANDED_OVER.with(|n| n.set(n.get() + 1));
             true
         }
-        _ => false,
+        _ => {
+            HANDED.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
     }
+}
+
+/// What the helper has been handed since the process started, and done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Values handed over: to drop, or to make ahead.
+    pub handed_over: u64,
+    /// Of those, how many the helper has dropped or made: the rest is its backlog
+    /// (memory still to be freed).
+    pub done: u64,
+}
+
+/// The helper's [`Progress`] so far (the server's metrics show it). `done` never
+/// exceeds `handed_over`.
+pub fn progress() -> Progress {
+    // Done first: a job it counts was counted as handed over before it was sent, and
+    // the channel orders that before the helper received it.
+    let done = DONE.load(Ordering::Acquire);
+    Progress { handed_over: HANDED.load(Ordering::Relaxed), done }
 }
 
 /// How many values the calling thread has handed to the helper: what a test checks
@@ -138,6 +167,7 @@ fn start() -> Option<Sender<Job>> {
     let helper = std::thread::Builder::new().name("agora-reclaim".into()).spawn(move || {
         for job in receive {
             job();
+            DONE.fetch_add(1, Ordering::Release);
         }
     });
     helper.ok().map(|_| send)

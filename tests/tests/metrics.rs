@@ -317,6 +317,46 @@ async fn memory_metrics_show_the_limit() {
     assert!(e.get("agora_memory_returned_bytes_total").is_some());
 }
 
+/// A big dict deleted is handed to the reclaim thread, which frees it: both counters
+/// move, and the done one catches up.
+#[tokio::test]
+async fn reclaim_metrics_count_what_the_thread_was_handed_and_did() {
+    let server = Server::start_with(ServerOptions {
+        args: vec!["--metrics".into(), "127.0.0.1:0".into()],
+        ..Default::default()
+    });
+    let endpoint = server.metrics_endpoint();
+    let scraped = || {
+        let endpoint = endpoint.clone();
+        async move { tokio::task::spawn_blocking(move || scrape(&endpoint)).await.unwrap() }
+    };
+    let before = scraped().await;
+    let handed = before.value("agora_reclaim_handed_over_total");
+    assert!(before.value("agora_reclaim_done_total") <= handed);
+    assert_eq!(before.types.get("agora_reclaim_done_total").map(String::as_str), Some("counter"));
+
+    let m = server.client().await;
+    let big = m.dict::<String, i64>("big").await.unwrap();
+    let keys: Vec<String> = (0..40_000).map(|i| format!("k{i}")).collect();
+    for chunk in keys.chunks(10_000) {
+        big.update(chunk.iter().map(|k| (k, &1))).await.unwrap();
+    }
+    // Its handle given back first: until then this session keeps the object alive.
+    drop(big);
+    m.delete("big").await.unwrap();
+    let deadline = std::time::Instant::now() + agora_tests::HANG_GUARD;
+    loop {
+        let e = scraped().await;
+        let (now_handed, done) = (e.value("agora_reclaim_handed_over_total"), e.value("agora_reclaim_done_total"));
+        assert!(done <= now_handed, "done {done} > handed over {now_handed}");
+        if now_handed > handed && done == now_handed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "handed over {now_handed} (from {handed}), done {done}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Per named object: holds, waiters and the age of the oldest hold; anonymous objects
 /// and kinds that cannot be held add no series.
 #[tokio::test]

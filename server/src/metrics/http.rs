@@ -143,6 +143,21 @@ pub fn render(shared: &Shared) -> String {
             index(c.last_applied),
         );
     }
+    // The big values the reclaim thread frees (and the indexes it makes ahead): a
+    // backlog is memory that still counts as in use.
+    let reclaim = agora_proto::reclaim::progress();
+    scalar(
+        "agora_reclaim_handed_over_total",
+        "counter",
+        "Big values handed to the agora-reclaim thread since start: to free, or (a big dict's next index) to make.",
+        reclaim.handed_over.to_string(),
+    );
+    scalar(
+        "agora_reclaim_done_total",
+        "counter",
+        "Of those, how many the agora-reclaim thread has done; the rest is still to be freed.",
+        reclaim.done.to_string(),
+    );
     if let Some(m) = &stats.memory {
         scalar(
             "agora_memory_in_use_bytes",

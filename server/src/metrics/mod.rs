@@ -28,6 +28,8 @@
 //!
 //! Connection and session counts, requests, objects by kind, and memory come from
 //! [`Shared::stats`](crate::server::Shared::stats), the same numbers `agora stats` prints.
+//! What the `agora-reclaim` thread was handed and has done comes from
+//! [`agora_proto::reclaim::progress`].
 //!
 //! # The endpoint
 //!
