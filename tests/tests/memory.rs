@@ -192,8 +192,8 @@ fn a_tiny_limit_is_refused_at_start() {
 /// Big objects that go give their memory back: a dict deleted, a dict cleared and a
 /// list deleted, each of 60,000 items of 100 bytes (their drops run on the server's
 /// `agora-reclaim` thread, not on the worker serving the call). Memory in use falls
-/// back by more than half of what they took (a quarter stays in buffers and caches
-/// either way), and the cleared dict works on.
+/// back to within an eighth of what they took (with the two deleted ones kept, a
+/// quarter stayed), and the cleared dict works on.
 #[tokio::test]
 async fn big_objects_deleted_or_cleared_give_their_memory_back() {
     const ITEMS: usize = 60_000;
@@ -216,13 +216,15 @@ async fn big_objects_deleted_or_cleared_give_their_memory_back() {
     eventually("the fill's memory counted", async || in_use().await > base + 2 * 100 * ITEMS as u64).await;
     let full = in_use().await;
 
+    // Their handles given back first: until then this session keeps them alive.
+    drop((gone, list));
     m.delete("gone").await.unwrap();
     cleared.clear().await.unwrap();
     m.delete("list").await.unwrap();
     assert!(cleared.is_empty().await.unwrap());
     cleared.insert(&"again".to_owned(), &value).await.unwrap();
     assert_eq!(cleared.get(&"again".to_owned()).await.unwrap().as_deref(), Some(value.as_str()));
-    eventually("the memory of the objects that went given back", async || in_use().await < base + (full - base) / 2)
+    eventually("the memory of the objects that went given back", async || in_use().await < base + (full - base) / 8)
         .await;
     assert!(threads_of(server.pid()).contains(&"agora-reclaim".to_owned()), "{:?}", threads_of(server.pid()));
 }
