@@ -46,6 +46,8 @@ static DONE: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// How many values this thread handed to the helper ([`handed_over_here`]).
     static HANDED_OVER: Cell<u64> = const { Cell::new(0) };
+    /// Set on the helper thread: what it is handed there it does at once.
+    static ON_HELPER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Turns the hand-over on for the whole process: from now on [`drop_later`] gives its
@@ -115,22 +117,22 @@ pub fn make_ahead<T: Send + 'static>(make: impl FnOnce() -> T + Send + 'static) 
     hand_over(Box::new(move || drop(made.send(make())))).then(|| Ahead(Mutex::new(ahead)))
 }
 
-/// Sends `job` to the helper; false (and `job` dropped unrun) if the hand-over is off
-/// or the helper is gone (it panicked).
+/// Sends `job` to the helper; false (and `job` dropped unrun) if the hand-over is off,
+/// the helper is gone (it panicked), or the caller is the helper itself (a big dict
+/// inside a big value it is dropping): queueing it again would only count it twice.
 fn hand_over(job: Job) -> bool {
-    let helper = if enabled() { HELPER.get_or_init(start).as_ref() } else { None };
+    if !enabled() || ON_HELPER.with(Cell::get) {
+        return false;
+    }
+    let Some(helper) = HELPER.get_or_init(start) else { return false };
     // Counted before it is sent, so that the helper never counts a job done first.
     HANDED.fetch_add(1, Ordering::Relaxed);
-    match helper.map(|helper| helper.send(job)) {
-        Some(Ok(())) => {
-            HANDED_OVER.with(|n| n.set(n.get() + 1));
-            true
-        }
-        _ => {
-            HANDED.fetch_sub(1, Ordering::Relaxed);
-            false
-        }
+    if helper.send(job).is_err() {
+        HANDED.fetch_sub(1, Ordering::Relaxed);
+        return false;
     }
+    HANDED_OVER.with(|n| n.set(n.get() + 1));
+    true
 }
 
 /// What the helper has been handed since the process started, and done.
@@ -165,6 +167,7 @@ pub fn handed_over_here() -> u64 {
 fn start() -> Option<Sender<Job>> {
     let (send, receive) = mpsc::channel::<Job>();
     let helper = std::thread::Builder::new().name("agora-reclaim".into()).spawn(move || {
+        ON_HELPER.with(|on| on.set(true));
         for job in receive {
             job();
             DONE.fetch_add(1, Ordering::Release);
@@ -227,6 +230,27 @@ mod tests {
         drop_later(sender);
         let _ = done.recv_timeout(Duration::from_secs(30));
         assert_eq!(made.take(), Some(Some("agora-reclaim".to_owned())));
+    }
+
+    /// A value handed over while the helper drops another (a big dict inside a big
+    /// value) drops there and then, not queued behind everything else.
+    #[test]
+    fn what_the_helper_hands_over_itself_drops_at_once() {
+        enable();
+        /// Hands an inner value over as it drops, and says whether that one had
+        /// dropped by the time the hand-over returned.
+        struct Outer(SyncSender<bool>);
+        impl Drop for Outer {
+            fn drop(&mut self) {
+                let (inner, go, dropped) = gated();
+                go.send(()).unwrap();
+                drop_later(inner);
+                let _ = self.0.send(dropped.try_recv().is_ok());
+            }
+        }
+        let (answer, answered) = sync_channel(1);
+        drop_later(Outer(answer));
+        assert_eq!(answered.recv_timeout(Duration::from_secs(30)), Ok(true), "dropped before the drop went on");
     }
 
     #[test]
