@@ -21,12 +21,17 @@
 //! - [`flushing`] (feature `tokio`): a stream whose writes are on the wire when they
 //!   complete, so code written for sockets is correct over TLS;
 //! - [`wake`]: one task's waker, for news kept in state beside it (the server's
-//!   mailboxes, the client's writer).
+//!   mailboxes, the client's writer);
+//! - [`reclaim`]: big memory work done off the caller's thread (freeing big values,
+//!   making a growing dict's next index ahead);
+//! - [`bigalloc`]: the allocator of a big dict index's blocks, mapped and given back a
+//!   stretch at a time.
 //!
 //! The server and the client both depend on this crate; it depends on neither.
 
 pub mod address;
 pub mod auth;
+pub mod bigalloc;
 pub mod error;
 #[cfg(feature = "tokio")]
 pub mod flushing;

@@ -162,6 +162,16 @@ pub fn handed_over_here() -> u64 {
     HANDED_OVER.with(Cell::get)
 }
 
+/// Waits until the helper has done everything handed to it so far (it works in order:
+/// the sender handed over last is dropped last): for this crate's tests.
+#[cfg(test)]
+pub(crate) fn helper_caught_up() {
+    let (sender, dropped) = mpsc::channel::<()>();
+    drop_later(sender);
+    let waited = dropped.recv_timeout(std::time::Duration::from_secs(30));
+    assert_eq!(waited, Err(mpsc::RecvTimeoutError::Disconnected), "the helper caught up");
+}
+
 /// Starts the helper thread: it does what it receives, in order, until the process
 /// ends.
 fn start() -> Option<Sender<Job>> {

@@ -3,7 +3,8 @@
 //!
 //! What counts as "in use" is what the allocator has handed out and not had back
 //! (glibc's `mallinfo2`: stored values, indexes, connection buffers, the log's tail —
-//! Redis's `used_memory`), not the resident size, which stays high after a large
+//! Redis's `used_memory`; plus the big dict indexes [`agora_proto::bigalloc`] maps
+//! beside it), not the resident size, which stays high after a large
 //! drain until freed pages are returned. Where that count is not available (another C
 //! library, or a program embedding the server with its own global allocator, which
 //! glibc does not see) the resident size stands in for it.
@@ -193,8 +194,9 @@ struct Heap {
 fn heap() -> Option<Heap> {
     // SAFETY: mallinfo2 has no preconditions; it only reads the allocator's state.
     let info = unsafe { libc::mallinfo2() };
-    // Chunks in use in the arenas, plus the ones mapped on their own.
-    let in_use = (info.uordblks + info.hblkhd) as u64;
+    // Chunks in use in the arenas, plus the ones mapped on their own, plus the big
+    // dict indexes mapped beside glibc (which it does not see).
+    let in_use = (info.uordblks + info.hblkhd) as u64 + agora_proto::bigalloc::mapped_bytes() as u64;
     Some(Heap { in_use, free: info.fordblks as u64 })
 }
 
@@ -218,6 +220,10 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
     const MIB: u64 = 1 << 20;
+
+    /// Held by the tests that allocate hundreds of MiB and watch memory in use, so that
+    /// they do not see each other's.
+    static BIG_ALLOCATIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn cheap_walks_keep_the_pace_and_slow_ones_are_spaced_out() {
@@ -256,6 +262,7 @@ mod tests {
 
     #[test]
     fn a_sample_sees_memory_in_use() {
+        let _alone = BIG_ALLOCATIONS.lock().unwrap_or_else(|e| e.into_inner());
         let monitor = MemoryMonitor::start(Some(1 << 40)).unwrap();
         let before = monitor.stats().in_use;
         // Other tests allocate meanwhile: the margins are wide.
@@ -267,5 +274,34 @@ mod tests {
         drop(held);
         monitor.sample();
         assert!(monitor.stats().in_use + (128 << 20) < during, "freed memory is no longer in use");
+    }
+
+    /// A big dict's index is mapped beside glibc ([`agora_proto::bigalloc`]), which
+    /// does not count it: the sample does.
+    #[test]
+    fn a_big_dict_index_counts_as_in_use() {
+        use agora_proto::bigalloc::BigAlloc;
+        use allocator_api2::alloc::Allocator;
+        let _alone = BIG_ALLOCATIONS.lock().unwrap_or_else(|e| e.into_inner());
+        let monitor = MemoryMonitor::start(Some(1 << 40)).unwrap();
+        let before = monitor.stats().in_use;
+        let layout = std::alloc::Layout::from_size_align(256 << 20, 8).unwrap();
+        let block = BigAlloc.allocate(layout).unwrap().cast::<u8>();
+        monitor.sample();
+        let during = monitor.stats().in_use;
+        // Other tests allocate meanwhile: the margins are wide.
+        assert!(during >= before + (192 << 20), "{before} → {during}");
+        // SAFETY: allocated above with this layout, never used.
+        unsafe { BigAlloc.deallocate(block, layout) };
+        // Given back on the reclaim helper if a test turned it on: a moment later.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            monitor.sample();
+            if monitor.stats().in_use + (128 << 20) < during {
+                break;
+            }
+            assert!(Instant::now() < deadline, "an index given back is no longer in use");
+            std::thread::sleep(10 * MS);
+        }
     }
 }

@@ -49,6 +49,7 @@ use hashbrown::HashTable;
 use super::key::{hash_value, hash_value_ahead};
 use super::ring::{self, Ring};
 use super::Value;
+use crate::bigalloc::BigAlloc;
 use crate::{reclaim, WireError};
 
 /// One live entry: the key and what it maps to. Its key's hash is not kept here (the
@@ -90,7 +91,7 @@ struct Table<V> {
     base: u32,
     /// The live entries' positions, filed by their key's hash (while a [`Regrowth`]
     /// runs, all but those it has still to copy).
-    index: HashTable<Bucket>,
+    index: Index,
     /// Number of live entries. 32 bits, as `spare`: a table holds fewer than 2³¹
     /// entries, and with `room` and `base` the four take 16 bytes, so a table with
     /// `ahead` beside them is still 120 bytes (a small nested dict's size class).
@@ -101,7 +102,7 @@ struct Table<V> {
     regrowth: Option<Box<Regrowth>>,
     /// The index the next growth moves into, made ahead on [`reclaim`]'s helper (see
     /// [`Table::make_room`]; boxed: almost every table has none).
-    ahead: Option<Box<reclaim::Ahead<HashTable<Bucket>>>>,
+    ahead: Option<Box<reclaim::Ahead<Index>>>,
     /// The entries' compaction under way, if any (boxed: almost every table has none).
     compaction: Option<Box<Compaction>>,
 }
@@ -123,7 +124,7 @@ struct Table<V> {
 #[derive(Clone)]
 struct Regrowth {
     /// The index before the growth.
-    old: HashTable<Bucket>,
+    old: Index,
     /// The old index's next bucket to copy.
     next: usize,
 }
@@ -269,7 +270,7 @@ impl<V> Default for Table<V> {
             room: 0,
             spare: 0,
             base: FIRST_POSITION,
-            index: HashTable::new(),
+            index: Index::new_in(BigAlloc),
             live: 0,
             capture: None,
             regrowth: None,
@@ -298,6 +299,16 @@ impl<V: Clone> Clone for Table<V> {
         }
     }
 }
+
+/// A table's index: its buckets, in blocks that a big index maps itself and gives back
+/// a stretch at a time ([`BigAlloc`]): freeing the old index at the end of a big growth
+/// would otherwise hold the process's memory map for milliseconds, and the thread
+/// serving the dict waits for it to fault in its next pages.
+type Index = HashTable<Bucket, BigAlloc>;
+
+// A table whose index is a block of its own is big: dropped or cleared whole on the
+// helper, where its index is freed at once (a bucket and its control byte: 9 bytes).
+const _: () = assert!(crate::bigalloc::MAP_FROM / 9 >= reclaim::RECLAIM_FROM);
 
 /// One entry of the index: the entry's position (the low 32 bits; see [`Table::base`])
 /// and the top 32 bits of its key's hash, its *tag*.
@@ -375,7 +386,7 @@ fn holding<'a, V>(entries: &'a Ring<Option<Slot<V>>>, i: usize, key: &Value) -> 
 /// Takes the bucket of a key hashing to `hash` that `matches` picks out of `index`, or
 /// else out of the old index of a growth under way (see [`Regrowth`]), and returns it.
 fn remove_bucket(
-    index: &mut HashTable<Bucket>,
+    index: &mut Index,
     regrowth: Option<&mut Regrowth>,
     hash: u64,
     matches: impl Fn(&Bucket) -> bool,
@@ -430,7 +441,7 @@ impl<V: Clone> Table<V> {
             room: u32::try_from(n).unwrap_or(u32::MAX),
             spare: 0,
             base: FIRST_POSITION,
-            index: HashTable::with_capacity(n),
+            index: Index::with_capacity_in(n, BigAlloc),
             live: 0,
             capture: None,
             regrowth: None,
@@ -518,14 +529,14 @@ impl<V: Clone> Table<V> {
         if len < capacity {
             if len == capacity - capacity / 16 && capacity >= AHEAD_FROM && self.ahead.is_none() {
                 let bigger = 2 * capacity;
-                self.ahead = reclaim::make_ahead(move || HashTable::with_capacity(bigger)).map(Box::new);
+                self.ahead = reclaim::make_ahead(move || Index::with_capacity_in(bigger, BigAlloc)).map(Box::new);
             }
             return;
         }
         self.regrow_some(usize::MAX);
         if self.index.capacity() >= REGROW_FROM {
             let capacity = (2 * self.index.capacity()).max(3);
-            let bigger = self.made_ahead(capacity).unwrap_or_else(|| HashTable::with_capacity(capacity));
+            let bigger = self.made_ahead(capacity).unwrap_or_else(|| Index::with_capacity_in(capacity, BigAlloc));
             let old = std::mem::replace(&mut self.index, bigger);
             self.regrowth = Some(Box::new(Regrowth { old, next: 0 }));
             // A compaction renumbering the old index's buckets renumbers them as they
@@ -543,7 +554,7 @@ impl<V: Clone> Table<V> {
     /// The index made ahead for a growth into `capacity`, if the helper has made it (one
     /// it has not is dropped there once made). Only a growth or a clear replaces an
     /// index, and a clear lets the one made ahead go: it was made for this growth.
-    fn made_ahead(&mut self, capacity: usize) -> Option<HashTable<Bucket>> {
+    fn made_ahead(&mut self, capacity: usize) -> Option<Index> {
         let made = self.ahead.take()?.take()?;
         debug_assert!(made.capacity() >= capacity, "made ahead for another growth");
         #[cfg(test)]
@@ -2132,13 +2143,19 @@ mod tests {
         assert_eq!(handed(), start + 3, "a smaller set drops here");
     }
 
-    /// Waits until the helper has done everything handed to it so far (it works in
-    /// order: the sender handed over last is dropped last).
-    fn helper_caught_up() {
-        let (sender, dropped) = std::sync::mpsc::channel::<()>();
-        reclaim::drop_later(sender);
-        let waited = dropped.recv_timeout(std::time::Duration::from_secs(30));
-        assert_eq!(waited, Err(std::sync::mpsc::RecvTimeoutError::Disconnected), "the helper caught up");
+    /// Inserts keys 0, 1, 2… (the next is the dict's length, its value the key negated)
+    /// until `done` holds for its table.
+    fn insert_until(d: &mut Dict, done: &dyn Fn(&Table<Value>) -> bool) {
+        while !done(&d.table) {
+            assert!(d.len() < 1 << 18, "never came");
+            let n = d.len() as i64;
+            assert_eq!(d.insert(Value::Int(n), Value::Int(-n)).unwrap(), None);
+        }
+    }
+
+    /// Every key [`insert_until`] inserted is there, with its value.
+    fn holds_what_was_inserted(d: &Dict) -> bool {
+        (0..d.len() as i64).all(|i| d.get(&Value::Int(i)).unwrap() == Some(&Value::Int(-i)))
     }
 
     /// Holds the helper up (busy dropping) until the returned sender is dropped.
@@ -2162,19 +2179,11 @@ mod tests {
         reclaim::enable();
         let taken = || AHEAD_TAKEN.with(std::cell::Cell::get);
         let mut d = Dict::new();
-        // Keys 0, 1, 2…: the next is the dict's length.
-        let insert_until = |d: &mut Dict, done: &dyn Fn(&Table<Value>) -> bool| {
-            while !done(&d.table) {
-                assert!(d.len() < 1 << 16, "never came");
-                let n = d.len() as i64;
-                assert_eq!(d.insert(Value::Int(n), Value::Int(-n)).unwrap(), None);
-            }
-        };
         let made_ahead = |t: &Table<Value>| t.index.capacity() >= AHEAD_FROM && t.ahead.is_some();
         insert_until(&mut d, &made_ahead);
         let capacity = d.table.index.capacity();
         assert_eq!(d.table.index.len(), capacity - capacity / 16 + 1, "asked for at 15/16 (and inserted)");
-        helper_caught_up();
+        reclaim::helper_caught_up();
         let start = taken();
         insert_until(&mut d, &|t| t.index.capacity() > capacity);
         assert_eq!(taken(), start + 1, "the growth took the index made ahead");
@@ -2191,13 +2200,34 @@ mod tests {
         assert_eq!(d.table.index.capacity(), 2 * capacity);
         drop(release);
         insert_until(&mut d, &|t| t.regrowth.is_none());
-        let n = d.len() as i64;
-        assert!((0..n).all(|i| d.get(&Value::Int(i)).unwrap() == Some(&Value::Int(-i))));
+        assert!(holds_what_was_inserted(&d));
 
         insert_until(&mut d, &made_ahead);
         d.clear();
         assert!(d.table.ahead.is_none(), "a clear lets it go");
-        helper_caught_up();
+        reclaim::helper_caught_up();
+    }
+
+    /// The index a big growth leaves is a block of its own ([`crate::bigalloc`]), given
+    /// back once the growth ends: handed to the helper, which unmaps it a stretch at a
+    /// time, while the dict goes on with every key.
+    #[test]
+    fn a_big_growths_old_index_is_given_back_on_the_helper() {
+        reclaim::enable();
+        let given = crate::bigalloc::blocks_given_back_here;
+        let mut d = Dict::new();
+        insert_until(&mut d, &|t| t.index.allocation_size() >= crate::bigalloc::MAP_FROM && t.regrowth.is_none());
+        let capacity = d.table.index.capacity();
+        insert_until(&mut d, &|t| t.index.capacity() > capacity);
+        assert!(d.index_growing(), "a big index grows step by step");
+        let (blocks, handed) = (given(), reclaim::handed_over_here());
+        insert_until(&mut d, &|t| t.regrowth.is_none());
+        assert_eq!(given(), blocks + 1, "the old index went back when the growth ended");
+        assert_eq!(reclaim::handed_over_here(), handed + 1, "to the helper");
+        reclaim::helper_caught_up();
+        assert!(holds_what_was_inserted(&d));
+        insert_until(&mut d, &|t| t.index.capacity() > 2 * capacity);
+        assert!(holds_what_was_inserted(&d));
     }
 
     /// A big dict cleared while a capture reads it out: the capture still reads every
