@@ -263,6 +263,15 @@ mod tests {
         assert!(stretches.starts_with(&[FREE_STRETCH, FREE_STRETCH, last]), "{stretches:?}");
     }
 
+    /// A block the system will not map is an allocation error (the caller's to handle:
+    /// hashbrown's tables abort as on any failed allocation), never a bad pointer.
+    #[test]
+    fn a_block_the_system_cannot_map_is_an_error() {
+        let layout = Layout::from_size_align(1 << 60, 8).unwrap();
+        assert!(BigAlloc.allocate(layout).is_err());
+        assert!(BigAlloc.allocate_zeroed(layout).is_err());
+    }
+
     #[test]
     fn a_small_block_or_one_aligned_past_a_page_is_the_global_allocators() {
         reclaim::enable();

@@ -9,7 +9,8 @@
 //! free does: the caller pays for a channel send ([`drop_later`]). The same thread makes
 //! what a caller will need later and would otherwise wait for ([`make_ahead`]): the
 //! bigger index a growing dict moves into, whose allocation writes every control byte
-//! (~10 ms at 16 Mi buckets).
+//! (~10 ms at 16 Mi buckets). And it gives back the pages of a big index that goes (the
+//! old one a growth leaves, too), a stretch at a time ([`crate::bigalloc`]).
 //!
 //! This module owns that thread and nothing else: callers decide what is big enough
 //! to hand over ([`RECLAIM_FROM`]), and what they hand over must need nothing from
